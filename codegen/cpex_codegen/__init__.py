@@ -1,0 +1,1 @@
+"""cpex ABI code generator: schema -> C header, cffi declarations, Go and Python bindings."""

@@ -1,0 +1,146 @@
+"""Render every generated file of the repository from the schema."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import jinja2
+
+from . import naming
+from .schema import Function, Param, RecordField, Schema
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+# template -> path in the repository
+TARGETS: dict[str, str] = {
+    "cpex.h.j2": "include/cpex.h",
+    "embedding_api.h.j2": "ffi/generated/embedding_api.h",
+    "shims.c.j2": "ffi/generated/shims.c",
+    "abi_gen.go.j2": "sdk-go/abi_gen.go",
+    "records_gen.go.j2": "sdk-go/records_gen.go",
+    "errors.py.j2": "sdk-python/cpex/_generated/errors.py",
+    "abi_cdef.py.j2": "sdk-python/cpex/_generated/abi_cdef.py",
+    "records.py.j2": "sdk-python/cpex/_generated/records.py",
+    "package_init.py.j2": "sdk-python/cpex/_generated/__init__.py",
+}
+
+_GO_SCALARS = {
+    "string": "string", "bool": "bool", "uint8": "uint8", "int64": "int64", "uint64": "uint64",
+    "float64": "float64", "bytes": "[]byte", "any": "any",
+}
+_PY_SCALARS = {
+    "string": "str", "bool": "bool", "uint8": "int", "int64": "int", "uint64": "int",
+    "float64": "float", "bytes": "bytes", "any": "Any",
+}
+_CONTAINER = re.compile(r"^(list|map)<(?:string,)?(.+)>$")
+
+
+def _type(t: str, scalars: dict[str, str], list_fmt: str, map_fmt: str) -> str:
+    m = _CONTAINER.match(t)
+    if m is None:
+        return scalars.get(t, t)
+    inner = _type(m.group(2), scalars, list_fmt, map_fmt)
+    return (list_fmt if m.group(1) == "list" else map_fmt).format(inner)
+
+
+def go_field_type(fl: RecordField) -> str:
+    t = _type(fl.type, _GO_SCALARS, "[]{}", "map[string]{}")
+    is_record = fl.type not in _GO_SCALARS and not _CONTAINER.match(fl.type)
+    return f"*{t}" if fl.pointer or (is_record and fl.optional) else t
+
+
+def py_field_type(fl: RecordField) -> str:
+    t = _type(fl.type, _PY_SCALARS, "list[{}]", "dict[str, {}]")
+    return f"{t} | None" if fl.optional else t
+
+
+def go_in_type(p: Param) -> str:
+    return {"handle": f"*C.cpex_{p.handle}", "text": "string", "bytes": "[]byte", "u8": "uint8"}[p.kind]
+
+
+def go_out_type(p: Param) -> str:
+    return {"handle_out": f"*C.cpex_{p.handle}", "bytes_out": "[]byte", "bool_out": "bool", "size_out": "int"}[p.kind]
+
+
+def go_zero(p: Param) -> str:
+    return {"handle_out": "nil", "bytes_out": "nil", "bool_out": "false", "size_out": "0"}[p.kind]
+
+
+def go_out_value(p: Param) -> str:
+    v = naming.lower_camel(p.name)
+    return {
+        "handle_out": v,
+        "bytes_out": f"takeBytes({v}, {v}Len)",
+        "bool_out": f"{v} != 0",
+        "size_out": f"int({v})",
+    }[p.kind]
+
+
+def go_c_args(fn: Function) -> list[str]:
+    out: list[str] = []
+    for p in fn.params:
+        v = naming.lower_camel(p.name)
+        if p.kind == "handle":
+            out.append(v)
+        elif p.kind == "text":
+            out += [f"cText({v})", f"C.size_t(len({v}))"]
+        elif p.kind == "bytes":
+            out += [f"cBytes({v})", f"C.size_t(len({v}))"]
+        elif p.kind == "u8":
+            out.append(f"C.uint8_t({v})")
+        elif p.kind == "bytes_out":
+            out += [f"&{v}", f"&{v}Len"]
+        else:
+            out.append(f"&{v}")
+    out.append("&errMsg")
+    return out
+
+
+def environment(schema: Schema) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["pyrepr"] = repr
+    env.globals.update(
+        schema=schema,
+        P=schema.abi.prefix,
+        PU=schema.abi.prefix.upper(),
+        GENERATED=naming.GENERATED,
+        c_decl=naming.c_decl,
+        c_args=naming.c_args,
+        camel=naming.camel,
+        lower_camel=naming.lower_camel,
+        go_field_type=go_field_type,
+        py_field_type=py_field_type,
+        go_in_type=go_in_type,
+        go_out_type=go_out_type,
+        go_zero=go_zero,
+        go_out_value=go_out_value,
+        go_c_args=go_c_args,
+    )
+    return env
+
+
+def render_all(schema: Schema) -> dict[str, str]:
+    """Every generated file: repository path -> content."""
+    env = environment(schema)
+    out: dict[str, str] = {}
+    for template, path in TARGETS.items():
+        text = env.get_template(template).render()
+        if path.endswith(".go"):
+            text = gofmt(text, path)
+        out[path] = text
+    return out
+
+
+def gofmt(source: str, path: str) -> str:
+    proc = subprocess.run(["gofmt"], input=source, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"gofmt rejected the rendering of {path}:\n{proc.stderr}")
+    return proc.stdout

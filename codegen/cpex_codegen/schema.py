@@ -1,0 +1,240 @@
+"""The ABI schema as typed, validated objects.
+
+Everything the generator renders comes from these models, so a mistake in
+`codegen/schema/*.yaml` is reported here, by path, before any file is written.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .reserved import RESERVED
+
+IDENT = r"^[a-z][a-z0-9_]*$"
+PASCAL = r"^[A-Z][A-Za-z0-9]*$"
+
+
+class SchemaError(Exception):
+    """The schema is invalid; the message names the offending entry."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Abi(Strict):
+    major: int = Field(ge=0, le=0xFFFF)
+    minor: int = Field(ge=0, le=0xFFFF)
+    prefix: str = Field(pattern=IDENT)
+
+
+class Handle(Strict):
+    name: str = Field(pattern=IDENT)
+    doc: str
+
+
+class Status(Strict):
+    name: str = Field(pattern=IDENT)
+    code: int = Field(le=0)
+    message: str
+    doc: str
+    go_sentinel: str | None = Field(default=None, pattern=r"^Err[A-Za-z0-9]+$")
+    py_exception: str | None = Field(default=None, pattern=r"^[A-Z][A-Za-z0-9]*Error$")
+
+    @model_validator(mode="after")
+    def _error_names(self) -> "Status":
+        if self.code < 0 and (self.go_sentinel is None or self.py_exception is None):
+            raise ValueError(f"status {self.name}: an error status needs go_sentinel and py_exception")
+        if self.code == 0 and (self.go_sentinel or self.py_exception):
+            raise ValueError(f"status {self.name}: the ok status has no error names")
+        return self
+
+
+class PayloadType(Strict):
+    id: int = Field(ge=0, le=255)
+    name: str = Field(pattern=IDENT)
+    go_name: str = Field(pattern=PASCAL)
+    doc: str
+
+
+ParamKind = Literal[
+    "handle", "handle_out", "bytes", "text", "u8", "bytes_out", "bool_out", "size_out", "raw_pointer"
+]
+OUT_KINDS = frozenset({"handle_out", "bytes_out", "bool_out", "size_out"})
+
+
+class Param(Strict):
+    name: str = Field(pattern=IDENT)
+    kind: ParamKind
+    handle: str | None = None
+    nullable: bool = False
+    doc: str = ""
+
+    @model_validator(mode="after")
+    def _handle_kind(self) -> "Param":
+        wants_handle = self.kind in ("handle", "handle_out")
+        if wants_handle != (self.handle is not None):
+            raise ValueError(f"param {self.name}: `handle` is required for handle kinds and only for them")
+        if self.nullable and self.kind != "handle":
+            raise ValueError(f"param {self.name}: only handle params can be nullable")
+        return self
+
+    @property
+    def is_out(self) -> bool:
+        return self.kind in OUT_KINDS
+
+
+class Function(Strict):
+    name: str = Field(pattern=IDENT)
+    impl: Literal["c", "python"]
+    returns: Literal["status", "uint32", "const_string", "void"] = "status"
+    params: tuple[Param, ...] = ()
+    doc: str
+
+    @model_validator(mode="after")
+    def _returns(self) -> "Function":
+        if self.impl == "python" and self.returns != "status":
+            raise ValueError(f"function {self.name}: Python-implemented functions return a status")
+        names = [p.name for p in self.params]
+        if len(set(names)) != len(names):
+            raise ValueError(f"function {self.name}: duplicate parameter names")
+        if self.impl == "python" and "err_msg" in names:
+            raise ValueError(f"function {self.name}: err_msg is added by the generator")
+        return self
+
+    @property
+    def inputs(self) -> tuple[Param, ...]:
+        return tuple(p for p in self.params if not p.is_out)
+
+    @property
+    def outputs(self) -> tuple[Param, ...]:
+        return tuple(p for p in self.params if p.is_out)
+
+
+FieldType = str
+
+
+class RecordField(Strict):
+    name: str = Field(pattern=IDENT)
+    type: FieldType
+    optional: bool = False
+    pointer: bool = False
+    doc: str = ""
+
+
+class Record(Strict):
+    name: str = Field(pattern=PASCAL)
+    doc: str
+    fields: tuple[RecordField, ...]
+
+
+SCALARS = frozenset({"string", "bool", "uint8", "int64", "uint64", "float64", "bytes", "any"})
+_CONTAINER = re.compile(r"^(list|map)<(.+)>$")
+
+
+class Schema(Strict):
+    abi: Abi
+    handles: tuple[Handle, ...]
+    statuses: tuple[Status, ...]
+    payload_types: tuple[PayloadType, ...]
+    functions: tuple[Function, ...]
+    records: tuple[Record, ...] = ()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Schema":
+        named: tuple[tuple[str, list[str]], ...] = (
+            ("handle", [h.name for h in self.handles]),
+            ("status", [s.name for s in self.statuses]),
+            ("status code", [str(s.code) for s in self.statuses]),
+            ("payload type", [p.name for p in self.payload_types]),
+            ("payload type id", [str(p.id) for p in self.payload_types]),
+            ("function", [f.name for f in self.functions]),
+            ("record", [r.name for r in self.records]),
+        )
+        for what, names in named:
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ValueError(f"duplicate {what}: {', '.join(dup)}")
+        if not any(s.code == 0 and s.name == "ok" for s in self.statuses):
+            raise ValueError("statuses: an `ok` status with code 0 is required")
+        handles = {h.name for h in self.handles}
+        for f in self.functions:
+            for p in f.params:
+                if p.handle is not None and p.handle not in handles:
+                    raise ValueError(f"function {f.name}, param {p.name}: unknown handle {p.handle!r}")
+        records = {r.name for r in self.records}
+        for r in self.records:
+            fields = [fl.name for fl in r.fields]
+            if len(set(fields)) != len(fields):
+                raise ValueError(f"record {r.name}: duplicate field names")
+            for fl in r.fields:
+                _check_type(fl.type, records, f"record {r.name}, field {fl.name}")
+        _check_reserved(self)
+        return self
+
+    @property
+    def ok(self) -> Status:
+        return next(s for s in self.statuses if s.code == 0)
+
+    @property
+    def errors(self) -> tuple[Status, ...]:
+        return tuple(s for s in self.statuses if s.code < 0)
+
+    @property
+    def python_functions(self) -> tuple[Function, ...]:
+        return tuple(f for f in self.functions if f.impl == "python")
+
+
+def _check_type(t: str, records: set[str], where: str) -> None:
+    m = _CONTAINER.match(t)
+    if m:
+        kind, inner = m.groups()
+        if kind == "map":
+            key, _, inner = inner.partition(",")
+            if key != "string":
+                raise ValueError(f"{where}: map keys must be string, got {key!r}")
+        _check_type(inner, records, where)
+    elif t not in SCALARS and t not in records:
+        raise ValueError(f"{where}: unknown type {t!r}")
+
+
+def _check_reserved(schema: Schema) -> None:
+    idents: list[tuple[str, str]] = [(f"function {f.name}", f.name) for f in schema.functions]
+    idents += [(f"function {f.name}, param {p.name}", p.name) for f in schema.functions for p in f.params]
+    idents += [(f"record {r.name}, field {fl.name}", fl.name) for r in schema.records for fl in r.fields]
+    idents += [(f"handle {h.name}", h.name) for h in schema.handles]
+    for where, name in idents:
+        if name in RESERVED:
+            raise ValueError(f"{where}: {name!r} is a reserved word in {RESERVED[name]}")
+
+
+def load(schema_dir: Path) -> Schema:
+    data: dict[str, object] = {}
+    for path in sorted(schema_dir.glob("*.yaml")):
+        try:
+            part = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise SchemaError(f"{path.name}: {exc}") from exc
+        if not isinstance(part, dict):
+            raise SchemaError(f"{path.name}: expected a mapping at the top level")
+        for key, value in part.items():
+            if key in data:
+                raise SchemaError(f"{path.name}: key {key!r} is defined in more than one schema file")
+            data[key] = value
+    try:
+        return Schema.model_validate(data)
+    except ValidationError as exc:
+        raise SchemaError(_describe(exc)) from exc
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
+        lines.append(f"{loc or '<schema>'}: {err['msg']}")
+    return "invalid ABI schema:\n  " + "\n  ".join(lines)

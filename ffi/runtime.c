@@ -1,0 +1,159 @@
+/* Hand-written C of libcpex: the functions that must work without Python (ABI version,
+   build info, free), the start-up of the embedded runtime, and the small helpers the
+   generated shims and the Python boundary share. Pasted into cffi's set_source after
+   cpex.h and the CPEX_BUILD_* macros that ffi/build_lib.py pins at build time. */
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static pthread_once_t cpex__start_once = PTHREAD_ONCE_INIT;
+static char cpex__start_error[2048];
+/* Written once by the init code (under cffi's start-up lock) when the engine failed to
+   load; read by every later call. */
+static char cpex__init_error[4096];
+
+uint32_t cpex_abi_version(void)
+{
+    return CPEX_ABI_VERSION;
+}
+
+const char *cpex_build_info(void)
+{
+    return CPEX_BUILD_INFO_JSON;
+}
+
+void cpex_free_buffer(void *ptr)
+{
+    free(ptr);
+}
+
+static char *cpex__strdup_n(const char *s, size_t n)
+{
+    char *out = (char *)malloc(n + 1);
+    if (out == NULL)
+        return NULL;
+    if (n != 0)
+        memcpy(out, s, n);
+    out[n] = '\0';
+    return out;
+}
+
+static cpex_status cpex__fail(char **err_msg, cpex_status status, const char *fmt, ...)
+{
+    if (err_msg != NULL) {
+        char buf[1024];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(buf, sizeof buf, fmt, ap);
+        va_end(ap);
+        *err_msg = cpex__strdup_n(buf, strlen(buf));
+    }
+    return status;
+}
+
+/* Called by the Python boundary: a caller-owned copy of a result buffer. A zero-length
+   result still gets a (1-byte) allocation, so "no output" and "empty output" differ. */
+void *cpexrt_copy_out(const void *data, size_t len)
+{
+    void *out = malloc(len == 0 ? 1 : len);
+    if (out != NULL && len != 0)
+        memcpy(out, data, len);
+    return out;
+}
+
+/* Called by the Python boundary: a caller-owned, NUL-terminated error message. */
+char *cpexrt_message(const char *utf8, size_t len)
+{
+    return cpex__strdup_n(utf8, len);
+}
+
+/* Called by the init code when the engine could not be loaded. */
+void cpexrt_set_init_error(const char *utf8, size_t len)
+{
+    size_t n = len < sizeof cpex__init_error - 1 ? len : sizeof cpex__init_error - 1;
+    memcpy(cpex__init_error, utf8, n);
+    cpex__init_error[n] = '\0';
+}
+
+static int cpex__set_path(PyConfig *config, wchar_t **field, const wchar_t *value, const char *what)
+{
+    PyStatus st = PyConfig_SetString(config, field, value);
+    if (PyStatus_Exception(st)) {
+        snprintf(cpex__start_error, sizeof cpex__start_error, "setting %s: %s", what,
+                 st.err_msg ? st.err_msg : "unknown error");
+        return -1;
+    }
+    return 0;
+}
+
+/* Starts the interpreter the library was built for, unless the host already runs one
+   (a Python host). Isolated: the host's PYTHONHOME / PYTHONPATH / venv / cwd change
+   nothing, no signal handler is installed, and a failure is reported, never exit(). */
+static void cpex__start_python(void)
+{
+    static const wchar_t *const search_path[] = CPEX_BUILD_SEARCH_PATH;
+    PyConfig config;
+    PyStatus st;
+    size_t i;
+
+    if (Py_IsInitialized())
+        return;
+    PyConfig_InitIsolatedConfig(&config);
+    config.install_signal_handlers = 0;
+    config.site_import = 0;
+    config.parse_argv = 0;
+    config.write_bytecode = 0;
+    if (cpex__set_path(&config, &config.program_name, CPEX_BUILD_PROGRAM, "program_name") < 0 ||
+        cpex__set_path(&config, &config.home, CPEX_BUILD_HOME, "home") < 0)
+        goto done;
+    config.module_search_paths_set = 1;
+    for (i = 0; search_path[i] != NULL; i++) {
+        st = PyWideStringList_Append(&config.module_search_paths, search_path[i]);
+        if (PyStatus_Exception(st)) {
+            snprintf(cpex__start_error, sizeof cpex__start_error, "module search path: %s",
+                     st.err_msg ? st.err_msg : "unknown error");
+            goto done;
+        }
+    }
+    st = Py_InitializeFromConfig(&config);
+    if (PyStatus_Exception(st)) {
+        snprintf(cpex__start_error, sizeof cpex__start_error, "Python %s under %ls: %s%s%s",
+                 CPEX_BUILD_PY_VERSION, CPEX_BUILD_HOME, st.func ? st.func : "",
+                 st.func ? ": " : "", st.err_msg ? st.err_msg : "exit requested");
+        goto done;
+    }
+    /* Release the GIL: every call takes it through cffi's PyGILState_Ensure. */
+    PyEval_SaveThread();
+done:
+    PyConfig_Clear(&config);
+}
+
+static cpex_status cpex__runtime_ready(char **err_msg)
+{
+    pthread_once(&cpex__start_once, cpex__start_python);
+    if (cpex__start_error[0] != '\0')
+        return cpex__fail(err_msg, CPEX_ERR_RUNTIME_INIT, "cpex runtime start-up failed: %s", cpex__start_error);
+    if (cffi_start_python() != 0)
+        return cpex__fail(err_msg, CPEX_ERR_RUNTIME_INIT,
+                          "cpex runtime start-up failed: the cffi embedding could not initialise (details on stderr)");
+    if (cpex__init_error[0] != '\0')
+        return cpex__fail(err_msg, CPEX_ERR_RUNTIME_INIT, "cpex runtime start-up failed: the engine did not load: %s",
+                          cpex__init_error);
+    return CPEX_OK;
+}
+
+/* Maps a Python implementation's return (1 = ok, negative = status) to a status. */
+static cpex_status cpex__status_of(int rc, const char *fn, char **err_msg)
+{
+    if (rc == 1)
+        return CPEX_OK;
+    if (rc < 0) {
+        if (err_msg != NULL && *err_msg == NULL)
+            return cpex__fail(err_msg, (cpex_status)rc, "%s failed with status %d", fn, rc);
+        return (cpex_status)rc;
+    }
+    return cpex__fail(err_msg, CPEX_ERR_INTERNAL, "%s: the Python implementation is missing (returned %d)", fn, rc);
+}

@@ -1,0 +1,187 @@
+"""The Python implementation of every exported C function.
+
+Each function here backs one `cpexpy_<name>` of ffi/generated/embedding_api.h, gets the
+same arguments (handles as uintptr_t tokens) and returns 1 on success or a negative
+status after writing a message to *err_msg. Outputs are written only on success.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+from cpex._generated.abi_cdef import PYTHON_FUNCTIONS
+from cpex._generated.errors import Status
+from cpex._generated.records import PipelineResult, PluginError
+from cpex._boundary.handles import HANDLES, Kind
+from cpex.engine import PluginManager
+from cpex.errors import CpexError, InvalidInputError, SerializeError
+from cpex.wire import pack, unpack
+
+OK = 1
+_MAX_MESSAGE = 64 * 1024
+
+
+class Exports:
+    def __init__(self, ffi: Any, lib: Any) -> None:
+        self.ffi = ffi
+        self.lib = lib
+
+    # -- pointers in ------------------------------------------------------------------
+
+    def _bytes(self, ptr: Any, n: int) -> bytes:
+        return self.ffi.buffer(ptr, n)[:] if n else b""
+
+    def _text(self, ptr: Any, n: int, what: str) -> str:
+        raw = self._bytes(ptr, n)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInputError(f"{what}: not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})") from None
+
+    def _manager(self, token: int, what: str) -> PluginManager:
+        manager: PluginManager = HANDLES.get(Kind.MANAGER, token, what)
+        return manager
+
+    # -- pointers out -----------------------------------------------------------------
+
+    def _copy_out(self, data: bytes) -> Any:
+        ptr = self.lib.cpexrt_copy_out(data, len(data))
+        if ptr == self.ffi.NULL:
+            raise MemoryError(f"allocating {len(data)} bytes for a result")
+        return self.ffi.cast("uint8_t *", ptr)
+
+    def put_error(self, err_msg: Any, message: str) -> None:
+        if err_msg == self.ffi.NULL:
+            return
+        raw = message.encode("utf-8", "replace")[:_MAX_MESSAGE]
+        err_msg[0] = self.lib.cpexrt_message(raw, len(raw))
+
+    # -- the functions ----------------------------------------------------------------
+
+    def manager_new(self, out_manager: Any) -> None:
+        manager = PluginManager()
+        out_manager[0] = HANDLES.issue(Kind.MANAGER, manager, owner=manager)
+
+    def manager_new_from_yaml(self, yaml: Any, yaml_len: int, out_manager: Any) -> None:
+        manager = PluginManager.from_yaml(self._text(yaml, yaml_len, "yaml"))
+        out_manager[0] = HANDLES.issue(Kind.MANAGER, manager, owner=manager)
+
+    def load_config(self, manager: int, yaml: Any, yaml_len: int) -> None:
+        self._manager(manager, "manager").load_config(self._text(yaml, yaml_len, "yaml"))
+
+    def initialize(self, manager: int) -> None:
+        self._manager(manager, "manager").initialize()
+
+    def shutdown(self, manager: int) -> None:
+        mgr = self._manager(manager, "manager")
+        # Handles die first, so calls racing this one fail cleanly instead of using
+        # plugins that are shutting down.
+        HANDLES.release_owned_by(mgr)
+        mgr.shutdown()
+
+    def has_hooks_for(self, manager: int, hook: Any, hook_len: int, out_has: Any) -> None:
+        mgr = self._manager(manager, "manager")
+        out_has[0] = int(mgr.has_hooks_for(self._text(hook, hook_len, "hook")))
+
+    def plugin_count(self, manager: int, out_count: Any) -> None:
+        out_count[0] = self._manager(manager, "manager").plugin_count()
+
+    def plugin_names(self, manager: int, out_names: Any, out_names_len: Any) -> None:
+        data = pack(self._manager(manager, "manager").plugin_names(), "plugin names")
+        out_names[0] = self._copy_out(data)
+        out_names_len[0] = len(data)
+
+    def is_initialized(self, manager: int, out_initialized: Any) -> None:
+        out_initialized[0] = int(self._manager(manager, "manager").is_initialized())
+
+    def invoke(
+        self,
+        manager: int,
+        hook: Any,
+        hook_len: int,
+        payload_type: int,
+        payload: Any,
+        payload_len: int,
+        extensions: Any,
+        extensions_len: int,
+        context: int,
+        out_result: Any,
+        out_result_len: Any,
+        out_context: Any,
+        out_background: Any,
+    ) -> None:
+        # The context is consumed whatever happens next, as documented in cpex.h.
+        ctx = HANDLES.take(Kind.CONTEXT, context, "context") if context else None
+        mgr = self._manager(manager, "manager")
+        hook_name = self._text(hook, hook_len, "hook")
+        if payload_len == 0:
+            raise InvalidInputError("payload: empty; expected a MessagePack map")
+        body = unpack(self.ffi.buffer(payload, payload_len), "payload")
+        ext = unpack(self.ffi.buffer(extensions, extensions_len), "extensions") if extensions_len else None
+        outcome = mgr.invoke(hook_name, payload_type, body, ext, ctx)
+        result = outcome.result
+        errors = list(result.errors)
+        modified: bytes | None = None
+        if result.modified_payload is not None:
+            try:
+                modified = pack(result.modified_payload, "modified payload")
+            except SerializeError as exc:
+                errors.append(PluginError(plugin_name="<ffi>", code="ffi_serialize_error", message=str(exc)))
+        wire = PipelineResult(
+            continue_processing=result.continue_processing,
+            violation=result.violation,
+            errors=errors,
+            metadata=result.metadata,
+            payload_type=payload_type,
+            modified_payload=modified,
+        )
+        data = pack(wire.to_wire(), "pipeline result")
+        buffer = self._copy_out(data)
+        new_ctx = HANDLES.issue(Kind.CONTEXT, outcome.context, owner=mgr) if outcome.context is not None else 0
+        out_result[0] = buffer
+        out_result_len[0] = len(data)
+        out_context[0] = new_ctx
+        out_background[0] = 0
+
+    def wait_background(self, background: int, out_errors: Any, out_errors_len: Any) -> None:
+        tasks = HANDLES.get(Kind.BACKGROUND, background, "background")
+        errors: list[PluginError] = tasks.wait()
+        data = pack([e.to_wire() for e in errors], "background errors")
+        out_errors[0] = self._copy_out(data)
+        out_errors_len[0] = len(data)
+
+    def free_background(self, background: int) -> None:
+        HANDLES.take(Kind.BACKGROUND, background, "background")
+
+    def free_context(self, context: int) -> None:
+        HANDLES.take(Kind.CONTEXT, context, "context")
+
+
+def _entry(exports: Exports, name: str, fn: Callable[..., None]) -> Callable[..., int]:
+    @functools.wraps(fn)
+    def entry(*args: Any) -> int:
+        err_msg = args[-1]
+        try:
+            fn(*args[:-1])
+            return OK
+        except CpexError as exc:
+            exports.put_error(err_msg, f"cpex_{name}: {exc}")
+            return int(exc.status)
+        except BaseException as exc:  # noqa: BLE001 - nothing may escape into C
+            exports.put_error(err_msg, f"cpex_{name}: internal error: {type(exc).__name__}: {exc}")
+            return int(Status.INTERNAL)
+
+    return entry
+
+
+def _onerror(exc_type: Any, exc_value: Any, tb: Any) -> int:
+    # Only reached if writing the error itself failed; the status still gets through.
+    return int(Status.INTERNAL)
+
+
+def install(ffi: Any, lib: Any) -> None:
+    """Attaches every implementation to its cffi extern "Python" declaration."""
+    exports = Exports(ffi, lib)
+    for name in PYTHON_FUNCTIONS:
+        ffi.def_extern(name=f"cpexpy_{name}", onerror=_onerror)(_entry(exports, name, getattr(exports, name)))

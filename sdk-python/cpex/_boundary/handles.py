@@ -1,0 +1,80 @@
+"""Handles are checked tokens, never addresses: a value the C side can hold as an
+opaque pointer, looked up here on every call.
+
+A token is TAG << 48 | kind << 40 | serial. TAG puts it outside any canonical x86-64 /
+arm64 user address, so a Go GC or checkptr never mistakes it for memory; the kind makes
+a context passed as a manager fail; the serial is never reused, so a freed token stays
+invalid forever and can be told apart from garbage in the error message.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from enum import IntEnum
+from typing import Any, Generic, TypeVar
+
+from cpex.errors import InvalidHandleError
+
+T = TypeVar("T")
+
+TAG = 0x4350  # "CP"
+_SERIAL_BITS = 40
+
+
+class Kind(IntEnum):
+    MANAGER = 1
+    CONTEXT = 2
+    BACKGROUND = 3
+
+
+class HandleTable(Generic[T]):
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[Kind, Any, Any]] = {}
+        self._serials = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def issue(self, kind: Kind, obj: Any, owner: Any = None) -> int:
+        with self._lock:
+            token = TAG << 48 | int(kind) << _SERIAL_BITS | next(self._serials)
+            self._entries[token] = (kind, obj, owner)
+            return token
+
+    def get(self, kind: Kind, token: int, what: str) -> Any:
+        entry = self._entries.get(token)
+        if entry is None or entry[0] is not kind:
+            raise InvalidHandleError(self._why(kind, token, what))
+        return entry[1]
+
+    def take(self, kind: Kind, token: int, what: str) -> Any:
+        """Removes and returns the object: the token is dead from now on."""
+        with self._lock:
+            entry = self._entries.get(token)
+            if entry is None or entry[0] is not kind:
+                raise InvalidHandleError(self._why(kind, token, what))
+            del self._entries[token]
+            return entry[1]
+
+    def release_owned_by(self, owner: Any) -> list[Any]:
+        """Removes every handle issued on behalf of owner (a manager being shut down)."""
+        with self._lock:
+            dead = [t for t, (_, _, o) in self._entries.items() if o is owner]
+            return [self._entries.pop(t)[1] for t in dead]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _why(self, kind: Kind, token: int, what: str) -> str:
+        name = kind.name.lower()
+        if token == 0:
+            return f"{what}: the {name} handle is NULL"
+        if token >> 48 != TAG:
+            return f"{what}: {token:#x} is not a cpex handle"
+        actual = (token >> _SERIAL_BITS) & 0xFF
+        if actual != kind:
+            label = Kind(actual).name.lower() if actual in Kind._value2member_map_ else f"kind {actual}"
+            return f"{what}: expected a {name} handle, got a {label} handle"
+        return f"{what}: the {name} handle {token:#x} was freed, consumed or shut down"
+
+
+HANDLES: HandleTable[Any] = HandleTable()

@@ -1,0 +1,168 @@
+"""The plugin manager: the engine's one entry point, called by the boundary (for hosts
+over libcpex.so) or directly from Python."""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from cpex._generated.errors import PAYLOAD_TYPES
+from cpex.engine.config import Config, parse_config
+from cpex.engine.context import ContextTable
+from cpex.engine.executor import LoadedPlugin, PipelineOutcome, check_supported, run_pipeline
+from cpex.engine.registry import add_plugin_dirs, resolve_kind
+from cpex.engine.runtime_loop import RUNTIME_LOOP
+from cpex.errors import ConfigError, InvalidHandleError, InvalidInputError, PipelineError
+
+
+@dataclass
+class InvokeOutcome:
+    result: PipelineOutcome
+    context: ContextTable | None
+
+
+class PluginManager:
+    """Config, plugins and global state. Safe to use from many threads."""
+
+    def __init__(self) -> None:
+        self._config = Config()
+        self._plugins: list[LoadedPlugin] = []
+        self._initialized = False
+        self._shut_down = False
+        self._lock = threading.RLock()
+        self.global_state: dict[str, Any] = {}
+
+    @classmethod
+    def from_yaml(cls, text: str) -> "PluginManager":
+        manager = cls()
+        manager.load_config(text)
+        return manager
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def load_config(self, text: str) -> None:
+        config = parse_config(text)
+        add_plugin_dirs(config.plugin_settings.plugin_dirs)
+        plugins = [self._instantiate(i, config) for i in range(len(config.plugins))]
+        with self._lock:
+            self._check_alive("load_config")
+            if self._initialized:
+                raise PipelineError("load_config: the manager is already initialized; create a new manager for a new config")
+            self._config, self._plugins = config, plugins
+
+    @staticmethod
+    def _instantiate(index: int, config: Config) -> LoadedPlugin:
+        spec = config.plugins[index]
+        where = f"plugins[{index}]"
+        check_supported(spec, where)
+        cls = resolve_kind(spec.kind, f"{where}.kind")
+        handlers: dict[str, Any] = {}
+        for j, hook_name in enumerate(spec.hooks):
+            method = cls.handler_for(hook_name)
+            if method is None:
+                raise ConfigError(
+                    f"{where}.hooks[{j}]: plugin {spec.name!r} ({spec.kind}) has no handler for hook {hook_name!r}; "
+                    f"define a method {hook_name.replace('.', '_')!r} or decorate one with @hook({hook_name!r})"
+                )
+            handlers[hook_name] = method
+        try:
+            instance = cls(dict(spec.config))
+        except Exception as exc:  # noqa: BLE001 - the plugin's constructor is plugin code
+            raise PipelineError(f"plugin {spec.name!r}: constructor raised {type(exc).__name__}: {exc}") from None
+        bound = {h: getattr(instance, m) for h, m in handlers.items()}
+        return LoadedPlugin(spec=spec, index=index, instance=instance, handlers=bound)
+
+    def initialize(self) -> None:
+        with self._lock:
+            self._check_alive("initialize")
+            if self._initialized:
+                return
+            for plugin in self._plugins:
+                self._lifecycle(plugin, "initialize")
+            self._initialized = True
+
+    def shutdown(self) -> None:
+        """Shuts every plugin down; the manager is unusable afterwards. Idempotent."""
+        with self._lock:
+            if self._shut_down:
+                return
+            self._shut_down = True
+            was_initialized, self._initialized = self._initialized, False
+            failures = []
+            if was_initialized:
+                for plugin in self._plugins:
+                    try:
+                        self._lifecycle(plugin, "shutdown")
+                    except PipelineError as exc:
+                        failures.append(str(exc))
+            if failures:
+                raise PipelineError("shutdown: " + "; ".join(failures))
+
+    def _lifecycle(self, plugin: LoadedPlugin, step: str) -> None:
+        try:
+            result = getattr(plugin.instance, step)()
+            if inspect.isawaitable(result):
+                RUNTIME_LOOP.run(result, self._config.plugin_settings.plugin_timeout)
+        except TimeoutError:
+            raise PipelineError(f"plugin {plugin.name!r}: {step} timed out") from None
+        except Exception as exc:  # noqa: BLE001 - plugin code
+            raise PipelineError(f"plugin {plugin.name!r}: {step} raised {type(exc).__name__}: {exc}") from None
+
+    def _check_alive(self, what: str) -> None:
+        if self._shut_down:
+            raise InvalidHandleError(f"{what}: the manager was shut down")
+
+    # -- queries --------------------------------------------------------------------
+
+    def has_hooks_for(self, hook: str) -> bool:
+        self._check_alive("has_hooks_for")
+        return any(p.active and hook in p.handlers for p in self._plugins)
+
+    def plugin_count(self) -> int:
+        self._check_alive("plugin_count")
+        return len(self._plugins)
+
+    def plugin_names(self) -> list[str]:
+        self._check_alive("plugin_names")
+        return [p.name for p in self._plugins]
+
+    def is_initialized(self) -> bool:
+        self._check_alive("is_initialized")
+        return self._initialized
+
+    # -- invoke ---------------------------------------------------------------------
+
+    def invoke(
+        self,
+        hook: str,
+        payload_type: int,
+        payload: Any,
+        extensions: dict[str, Any] | None = None,
+        context: ContextTable | None = None,
+    ) -> InvokeOutcome:
+        # The context is consumed first: on failure as on success it cannot be reused.
+        states = context.consume() if context is not None else {}
+        if context is not None and context.owner is not self:
+            raise InvalidInputError("context: the context table belongs to another manager")
+        self._check_alive("invoke")
+        if not self._initialized:
+            raise PipelineError(f"invoke {hook!r}: the manager is not initialized; call initialize first")
+        if not hook:
+            raise InvalidInputError("hook: the hook name is empty")
+        if payload_type not in PAYLOAD_TYPES:
+            known = ", ".join(f"{k} ({v})" for k, v in PAYLOAD_TYPES.items())
+            raise InvalidInputError(f"payload_type: unknown payload type {payload_type}; expected one of {known}")
+        if not isinstance(payload, dict):
+            raise InvalidInputError(
+                f"payload: a {PAYLOAD_TYPES[payload_type]} payload must be a map, got {type(payload).__name__}"
+            )
+        if extensions is not None and not isinstance(extensions, dict):
+            raise InvalidInputError(f"extensions: expected a map, got {type(extensions).__name__}")
+        plugins = [p for p in self._plugins if hook in p.handlers]
+        outcome = run_pipeline(
+            plugins, hook, payload, extensions or {}, states, self.global_state, self._config.plugin_settings.plugin_timeout
+        )
+        kept = {name: s for name, s in outcome.states.items() if s}
+        return InvokeOutcome(result=outcome, context=ContextTable(self, kept) if kept else None)

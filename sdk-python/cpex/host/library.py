@@ -1,0 +1,76 @@
+"""Loads libcpex.so in cffi's ABI mode and refuses one built for another ABI or Python."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cffi import FFI
+
+from cpex._generated.abi_cdef import CDEF
+from cpex._generated.errors import ABI_VERSION_MAJOR, ABI_VERSION_MINOR, ERROR_CLASSES
+from cpex.errors import AbiMismatchError, InternalError, RuntimeInitError
+
+# The library `make` builds in this checkout.
+DEFAULT_PATH = Path(__file__).resolve().parents[3] / "build" / "lib" / "libcpex.so.1"
+
+
+@dataclass(frozen=True)
+class Library:
+    ffi: Any
+    lib: Any
+    path: Path
+    build_info: dict[str, str]
+
+    def check(self, status: int, err: Any) -> None:
+        """Raises the error class of status, with the library's message, unless ok."""
+        if status == 0:
+            return
+        message = ""
+        if err[0] != self.ffi.NULL:
+            message = self.ffi.string(err[0]).decode("utf-8", "replace")
+            self.lib.cpex_free_buffer(err[0])
+            err[0] = self.ffi.NULL
+        raise ERROR_CLASSES.get(status, InternalError)(message or f"status {status}")
+
+    def take_bytes(self, ptr: Any, length: int) -> bytes:
+        data: bytes = self.ffi.buffer(ptr[0], length)[:] if length else b""
+        self.lib.cpex_free_buffer(ptr[0])
+        return data
+
+
+def load_library(path: str | os.PathLike[str] | None = None) -> Library:
+    """The library at path, else $CPEX_LIBRARY, else this checkout's build/lib."""
+    chosen = Path(path or os.environ.get("CPEX_LIBRARY") or DEFAULT_PATH).resolve()
+    return _load(chosen)
+
+
+@functools.lru_cache(maxsize=None)
+def _load(path: Path) -> Library:
+    if not path.exists():
+        raise RuntimeInitError(f"libcpex not found at {path}; build it with `make lib`")
+    ffi = FFI()
+    ffi.cdef(CDEF)
+    try:
+        lib = ffi.dlopen(str(path))
+    except OSError as exc:
+        raise RuntimeInitError(f"cannot load {path}: {exc}") from None
+    version = int(lib.cpex_abi_version())
+    major, minor = version >> 16, version & 0xFFFF
+    if major != ABI_VERSION_MAJOR or minor < ABI_VERSION_MINOR:
+        raise AbiMismatchError(
+            f"{path} has ABI {major}.{minor}; this client needs {ABI_VERSION_MAJOR}.x with x >= {ABI_VERSION_MINOR}"
+        )
+    info: dict[str, str] = json.loads(ffi.string(lib.cpex_build_info()).decode("utf-8"))
+    running = ".".join(map(str, sys.version_info[:3]))
+    if info.get("python_version") != running or info.get("python_prefix") != sys.base_prefix:
+        raise AbiMismatchError(
+            f"{path} was built for Python {info.get('python_version')} at {info.get('python_prefix')}; "
+            f"this process runs Python {running} at {sys.base_prefix}"
+        )
+    return Library(ffi=ffi, lib=lib, path=path, build_info=info)

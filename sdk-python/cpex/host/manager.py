@@ -1,0 +1,190 @@
+"""PluginManager over libcpex.so: the same calls a Go host makes, in Python style."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from cpex._generated.errors import PAYLOAD_GENERIC
+from cpex._generated.records import PipelineResult, PluginError
+from cpex.errors import InvalidHandleError
+from cpex.host.library import Library, load_library
+from cpex.wire import pack, unpack
+
+
+class _Handle:
+    """Owns one library handle; close() releases it once, later uses fail cleanly."""
+
+    _kind = "handle"
+
+    def __init__(self, library: Library, ptr: Any) -> None:
+        self._library = library
+        self._ptr = ptr
+        self._lock = threading.Lock()
+
+    def _take(self) -> Any:
+        with self._lock:
+            ptr, self._ptr = self._ptr, None
+        return ptr
+
+    def _live(self) -> Any:
+        if self._ptr is None:
+            raise InvalidHandleError(f"{self._kind}: already closed or consumed")
+        return self._ptr
+
+    @property
+    def closed(self) -> bool:
+        return self._ptr is None
+
+
+class ContextTable(_Handle):
+    """The context of a request, to pass to its next invoke (which consumes it)."""
+
+    _kind = "context"
+
+    def close(self) -> None:
+        ptr = self._take()
+        if ptr is not None:
+            err = self._library.ffi.new("char **")
+            self._library.check(self._library.lib.cpex_free_context(ptr, err), err)
+
+
+class BackgroundTasks(_Handle):
+    """The fire-and-forget tasks of an invoke."""
+
+    _kind = "background"
+
+    def wait(self) -> list[PluginError]:
+        lib, ffi = self._library.lib, self._library.ffi
+        out, out_len, err = ffi.new("uint8_t **"), ffi.new("size_t *"), ffi.new("char **")
+        self._library.check(lib.cpex_wait_background(self._live(), out, out_len, err), err)
+        records = unpack(self._library.take_bytes(out, out_len[0]), "background errors")
+        return [PluginError.model_validate(r) for r in records]
+
+    def close(self) -> None:
+        ptr = self._take()
+        if ptr is not None:
+            err = self._library.ffi.new("char **")
+            self._library.check(self._library.lib.cpex_free_background(ptr, err), err)
+
+
+@dataclass
+class InvokeResult:
+    result: PipelineResult
+    context: ContextTable | None
+    background: BackgroundTasks | None
+
+    @property
+    def denied(self) -> bool:
+        return not self.result.continue_processing
+
+    @property
+    def modified_payload(self) -> Any:
+        """The modified payload decoded, or None when no plugin changed it."""
+        raw = self.result.modified_payload
+        return None if raw is None else unpack(raw, "modified payload")
+
+
+def _release_manager(library: Library, handle: Any) -> None:
+    err = library.ffi.new("char **")
+    library.check(library.lib.cpex_shutdown(handle, err), err)
+
+
+class PluginManager:
+    """A manager inside libcpex.so. Use as a context manager, or call shutdown()."""
+
+    def __init__(self, yaml: str | None = None, *, library: Library | None = None) -> None:
+        self._library = library or load_library()
+        ffi, lib = self._library.ffi, self._library.lib
+        out, err = ffi.new("cpex_manager **"), ffi.new("char **")
+        if yaml is None:
+            status = lib.cpex_manager_new(out, err)
+        else:
+            raw = yaml.encode("utf-8")
+            status = lib.cpex_manager_new_from_yaml(raw, len(raw), out, err)
+        self._library.check(status, err)
+        self._handle: Any = out[0]
+        # A manager dropped without shutdown() is shut down by the finaliser; finalize
+        # runs at most once, so it cannot race an explicit shutdown().
+        self._finalizer = weakref.finalize(self, _release_manager, self._library, self._handle)
+
+    def __enter__(self) -> "PluginManager":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def _call(self, fn_name: str, *args: Any) -> None:
+        handle = self._handle
+        if handle is None:
+            raise InvalidHandleError(f"{fn_name}: the manager was shut down")
+        err = self._library.ffi.new("char **")
+        self._library.check(getattr(self._library.lib, fn_name)(handle, *args, err), err)
+
+    def load_config(self, yaml: str) -> None:
+        raw = yaml.encode("utf-8")
+        self._call("cpex_load_config", raw, len(raw))
+
+    def initialize(self) -> None:
+        self._call("cpex_initialize")
+
+    def shutdown(self) -> None:
+        """Shuts down; later calls fail with InvalidHandleError. A second call is a no-op."""
+        self._handle = None
+        if self._finalizer.alive:
+            self._finalizer()
+
+    def has_hooks_for(self, hook: str) -> bool:
+        out = self._library.ffi.new("int *")
+        raw = hook.encode("utf-8")
+        self._call("cpex_has_hooks_for", raw, len(raw), out)
+        return bool(out[0])
+
+    def plugin_count(self) -> int:
+        out = self._library.ffi.new("size_t *")
+        self._call("cpex_plugin_count", out)
+        return int(out[0])
+
+    def plugin_names(self) -> list[str]:
+        ffi = self._library.ffi
+        out, out_len = ffi.new("uint8_t **"), ffi.new("size_t *")
+        self._call("cpex_plugin_names", out, out_len)
+        names: list[str] = unpack(self._library.take_bytes(out, out_len[0]), "plugin names")
+        return names
+
+    def is_initialized(self) -> bool:
+        out = self._library.ffi.new("int *")
+        self._call("cpex_is_initialized", out)
+        return bool(out[0])
+
+    def invoke(
+        self,
+        hook: str,
+        payload: Any,
+        *,
+        payload_type: int = PAYLOAD_GENERIC,
+        extensions: dict[str, Any] | None = None,
+        context: ContextTable | None = None,
+    ) -> InvokeResult:
+        """Runs the hook's plugins. A context passed in is consumed, whatever the outcome."""
+        ffi = self._library.ffi
+        raw_hook = hook.encode("utf-8")
+        body = pack(payload, "payload")
+        ext = pack(extensions, "extensions") if extensions is not None else b""
+        ctx = context._take() if context is not None else None
+        if context is not None and ctx is None:
+            raise InvalidHandleError("context: this context table was already consumed or closed")
+        out, out_len = ffi.new("uint8_t **"), ffi.new("size_t *")
+        out_ctx, out_bg = ffi.new("cpex_context **"), ffi.new("cpex_background **")
+        self._call(
+            "cpex_invoke", raw_hook, len(raw_hook), payload_type, body, len(body), ext, len(ext),
+            ctx if ctx is not None else ffi.NULL, out, out_len, out_ctx, out_bg,
+        )
+        result = PipelineResult.model_validate(unpack(self._library.take_bytes(out, out_len[0]), "pipeline result"))
+        return InvokeResult(
+            result=result,
+            context=ContextTable(self._library, out_ctx[0]) if out_ctx[0] != ffi.NULL else None,
+            background=BackgroundTasks(self._library, out_bg[0]) if out_bg[0] != ffi.NULL else None,
+        )

@@ -1,0 +1,61 @@
+"""The plugin-authoring API: subclass Plugin, write one handler per hook."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_HOOK_ATTR = "__cpex_hooks__"
+
+
+def hook(*names: str) -> Callable[[F], F]:
+    """Binds a handler to hook names that are not valid method names (e.g. "cmf.llm_input"
+    or any custom hook). Without it, a method handles the hook of its own name, with
+    "." written as "_"."""
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise ValueError("@hook() needs at least one non-empty hook name")
+
+    def mark(fn: F) -> F:
+        setattr(fn, _HOOK_ATTR, tuple(getattr(fn, _HOOK_ATTR, ())) + names)
+        return fn
+
+    return mark
+
+
+@dataclass
+class PluginContext:
+    """What a handler sees besides the payload: the extensions of the call, its own
+    per-request state (kept between hooks of one request when the host threads the
+    context table) and the manager-wide state shared by all plugins."""
+
+    extensions: dict[str, Any]
+    state: dict[str, Any] = field(default_factory=dict)
+    global_state: dict[str, Any] = field(default_factory=dict)
+
+
+class Plugin:
+    """Base class of plugins. The constructor receives the plugin's `config` mapping
+    from the YAML; `initialize` and `shutdown` may be sync or async."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def initialize(self) -> Any:
+        return None
+
+    def shutdown(self) -> Any:
+        return None
+
+    @classmethod
+    def handler_for(cls, hook_name: str) -> str | None:
+        """The name of the method that handles hook_name, or None."""
+        for attr in dir(cls):
+            fn = getattr(cls, attr, None)
+            if hook_name in getattr(fn, _HOOK_ATTR, ()):
+                return attr
+        method = hook_name.replace(".", "_")
+        if method.isidentifier() and callable(getattr(cls, method, None)) and not hasattr(Plugin, method):
+            return method
+        return None

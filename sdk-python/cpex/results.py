@@ -1,0 +1,45 @@
+"""What a plugin handler returns, and the constructors plugin authors use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cpex._generated.records import PluginViolation
+
+
+@dataclass(frozen=True)
+class PluginResult:
+    """The outcome of one handler: continue or deny, and what it changed."""
+
+    continue_processing: bool = True
+    violation: PluginViolation | None = None
+    modified_payload: Any = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def allow(metadata: dict[str, Any] | None = None) -> PluginResult:
+    """Let the call continue unchanged."""
+    return PluginResult(metadata=dict(metadata or {}))
+
+
+def deny(
+    code: str,
+    reason: str,
+    description: str | None = None,
+    details: dict[str, Any] | None = None,
+    proto_error_code: int | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> PluginResult:
+    """Stop the call with a violation. The engine fills in the plugin's name."""
+    violation = PluginViolation(
+        code=code, reason=reason, description=description, details=details, proto_error_code=proto_error_code
+    )
+    return PluginResult(continue_processing=False, violation=violation, metadata=dict(metadata or {}))
+
+
+def modify(payload: Any, metadata: dict[str, Any] | None = None) -> PluginResult:
+    """Continue with a replaced payload; later plugins and the host see it."""
+    if payload is None:
+        raise ValueError("modify(): the modified payload must not be None")
+    return PluginResult(modified_payload=payload, metadata=dict(metadata or {}))

@@ -1,0 +1,116 @@
+"""The raw C ABI through cffi: handle checks, pointer checks, error ownership."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import pytest
+from conftest import config, plugin
+
+from cpex.errors import Status
+from cpex.host import Library
+
+
+def call(library: Library, name: str, *args: Any) -> tuple[int, str]:
+    ffi = library.ffi
+    err = ffi.new("char **")
+    status = getattr(library.lib, name)(*args, err)
+    message = ""
+    if err[0] != ffi.NULL:
+        message = ffi.string(err[0]).decode()
+        library.lib.cpex_free_buffer(err[0])
+    return int(status), message
+
+
+def new_manager(library: Library, yaml: str) -> Any:
+    out = library.ffi.new("cpex_manager **")
+    raw = yaml.encode()
+    status, message = call(library, "cpex_manager_new_from_yaml", raw, len(raw), out)
+    assert status == Status.OK, message
+    assert call(library, "cpex_initialize", out[0]) == (Status.OK, "")
+    return out[0]
+
+
+def invoke(library: Library, manager: Any, payload: bytes, context: Any = None) -> tuple[int, str, Any, Any]:
+    ffi = library.ffi
+    out, out_len = ffi.new("uint8_t **"), ffi.new("size_t *")
+    out_ctx, out_bg = ffi.new("cpex_context **"), ffi.new("cpex_background **")
+    status, message = call(
+        library, "cpex_invoke", manager, b"tool_pre_invoke", 15, 0, payload, len(payload), ffi.NULL, 0,
+        context if context is not None else ffi.NULL, out, out_len, out_ctx, out_bg,
+    )
+    result = library.take_bytes(out, out_len[0]) if status == Status.OK else None
+    if status != Status.OK:
+        assert out[0] == ffi.NULL and out_len[0] == 0 and out_ctx[0] == ffi.NULL, "outputs written on failure"
+    return status, message, result, out_ctx[0]
+
+
+@pytest.mark.parametrize("value", [0, 0x1234, 0x4350_0100_0000_9999, 0x4350_0200_0000_0001, 0xFFFF_FFFF_FFFF_FFFF])
+def test_garbage_and_foreign_handles_are_refused(library: Library, value: int) -> None:
+    bogus = library.ffi.cast("cpex_manager *", value)
+    status, message = call(library, "cpex_initialize", bogus)
+    assert status == Status.INVALID_HANDLE
+    assert "manager" in message
+
+
+def test_a_context_handle_is_not_a_manager(library: Library) -> None:
+    m = new_manager(library, config(plugin("count", "Counter")))
+    status, message, _, ctx = invoke(library, m, msgpack.packb({}))
+    assert status == Status.OK and ctx != library.ffi.NULL
+    status, message = call(library, "cpex_initialize", library.ffi.cast("cpex_manager *", ctx))
+    assert status == Status.INVALID_HANDLE and "expected a manager handle, got a context handle" in message
+    assert call(library, "cpex_free_context", ctx) == (Status.OK, "")
+    status, message = call(library, "cpex_free_context", ctx)
+    assert status == Status.INVALID_HANDLE and "freed, consumed or shut down" in message
+    assert call(library, "cpex_shutdown", m)[0] == Status.OK
+
+
+def test_shutdown_invalidates_the_manager_and_its_contexts(library: Library) -> None:
+    m = new_manager(library, config(plugin("count", "Counter")))
+    _, _, _, ctx = invoke(library, m, msgpack.packb({}))
+    assert call(library, "cpex_shutdown", m)[0] == Status.OK
+    assert call(library, "cpex_shutdown", m)[0] == Status.INVALID_HANDLE
+    assert call(library, "cpex_free_context", ctx)[0] == Status.INVALID_HANDLE
+    assert invoke(library, m, msgpack.packb({}))[0] == Status.INVALID_HANDLE
+
+
+def test_null_buffers_and_bad_bytes(library: Library) -> None:
+    ffi = library.ffi
+    m = new_manager(library, config(plugin("a", "Allow")))
+    out = ffi.new("int *")
+    status, message = call(library, "cpex_has_hooks_for", m, ffi.NULL, 5, out)
+    assert status == Status.INVALID_INPUT and "hook is NULL but hook_len is 5" in message
+    status, message = call(library, "cpex_has_hooks_for", m, b"\xff\xfe", 2, out)
+    assert status == Status.INVALID_INPUT and "not valid UTF-8" in message
+    status, message = call(library, "cpex_plugin_count", m, ffi.NULL)
+    assert status == Status.INVALID_INPUT and "out_count must not be NULL" in message
+    assert invoke(library, m, b"")[:2] == (Status.INVALID_INPUT, "cpex_invoke: payload: empty; expected a MessagePack map")
+    status, message, _, _ = invoke(library, m, msgpack.packb({"a": "long string"})[:-3])
+    assert status == Status.PARSE and "payload" in message
+    status, message, _, _ = invoke(library, m, b"\xc1")
+    assert status == Status.PARSE
+    status, message, _, _ = invoke(library, m, msgpack.packb({}) + b"\x01")
+    assert status == Status.PARSE and "trailing bytes" in message
+    assert call(library, "cpex_shutdown", m)[0] == Status.OK
+
+
+def test_consumed_context_fails_even_when_the_invoke_fails(library: Library) -> None:
+    m = new_manager(library, config(plugin("count", "Counter")))
+    _, _, _, ctx = invoke(library, m, msgpack.packb({}))
+    status, _, _, _ = invoke(library, m, b"\xc1", context=ctx)  # parse error, context consumed anyway
+    assert status == Status.PARSE
+    status, message, _, _ = invoke(library, m, msgpack.packb({}), context=ctx)
+    assert status == Status.INVALID_HANDLE and "context" in message
+    assert call(library, "cpex_shutdown", m)[0] == Status.OK
+
+
+def test_error_message_pointer_may_be_null(library: Library) -> None:
+    ffi = library.ffi
+    status = library.lib.cpex_initialize(ffi.cast("cpex_manager *", 0x77), ffi.NULL)
+    assert status == Status.INVALID_HANDLE
+
+
+def test_build_info_and_version(library: Library) -> None:
+    assert library.lib.cpex_abi_version() == 1 << 16
+    assert set(library.build_info) == {"abi", "python_version", "python_prefix", "python_executable"}
