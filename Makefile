@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1
 LIB := build/lib/libcpex.so.1
 PYDIRS := sdk-python/cpex codegen/cpex_codegen ffi/build_lib.py sdk-python/tests codegen/tests tests/plugins
 
+GOMODS := sdk-go examples bench
+
 .PHONY: all venv lib codegen codegen-check test test-python test-go typecheck demo bench clean
 
 all: lib demo
@@ -34,7 +36,19 @@ typecheck: $(STAMP)
 test-python: lib
 	$(PY) -m pytest
 
-test: codegen-check typecheck test-python
+test-go: lib
+	@unformatted=$$(gofmt -l $(GOMODS)); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	for d in $(GOMODS); do (cd $$d && go vet ./...) || exit 1; done
+	cd sdk-go && go test -race -count=1 ./...
+
+test: codegen-check typecheck test-python test-go
+
+demo: lib
+	cd examples && go run ./demo ./plugins
+
+bench: lib
+	cd bench && go run ./invoke
+	$(PY) bench/python_invoke.py
 
 clean:
 	rm -rf build

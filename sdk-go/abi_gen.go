@@ -24,6 +24,21 @@ const (
 	PayloadCMFMessage uint8 = 1
 )
 
+// Status codes of the library.
+const (
+	codeOk            int32 = 0
+	codeInvalidHandle int32 = -1
+	codeInvalidInput  int32 = -2
+	codeParse         int32 = -3
+	codePipeline      int32 = -4
+	codeSerialize     int32 = -5
+	codeTimeout       int32 = -6
+	codeInternal      int32 = -7
+	codeConfig        int32 = -8
+	codeRuntimeInit   int32 = -9
+	codeABIMismatch   int32 = -10
+)
+
 // Error classes, one per status code of the library; match them with errors.Is.
 var (
 	// ErrCpexInvalidHandle: A null, freed, foreign or garbage handle, or a manager that was shut down.
@@ -50,16 +65,16 @@ var (
 
 // sentinels maps a status code to its error class.
 var sentinels = map[int32]error{
-	-1:  ErrCpexInvalidHandle,
-	-2:  ErrCpexInvalidInput,
-	-3:  ErrCpexParse,
-	-4:  ErrCpexPipeline,
-	-5:  ErrCpexSerialize,
-	-6:  ErrCpexTimeout,
-	-7:  ErrCpexPanic,
-	-8:  ErrCpexConfig,
-	-9:  ErrCpexRuntimeInit,
-	-10: ErrCpexABIMismatch,
+	codeInvalidHandle: ErrCpexInvalidHandle,
+	codeInvalidInput:  ErrCpexInvalidInput,
+	codeParse:         ErrCpexParse,
+	codePipeline:      ErrCpexPipeline,
+	codeSerialize:     ErrCpexSerialize,
+	codeTimeout:       ErrCpexTimeout,
+	codeInternal:      ErrCpexPanic,
+	codeConfig:        ErrCpexConfig,
+	codeRuntimeInit:   ErrCpexRuntimeInit,
+	codeABIMismatch:   ErrCpexABIMismatch,
 }
 
 // The cgo layer: one Go function per exported function implemented in Python. Each
@@ -71,7 +86,7 @@ func callManagerNew() (*C.cpex_manager, error) {
 	var outManager *C.cpex_manager
 	var errMsg *C.char
 	status := C.cpex_manager_new(&outManager, &errMsg)
-	if status != 0 {
+	if int32(status) != codeOk {
 		return nil, newError(int32(status), takeMessage(errMsg))
 	}
 	return outManager, nil
@@ -82,7 +97,7 @@ func callManagerNewFromYaml(yaml string) (*C.cpex_manager, error) {
 	var outManager *C.cpex_manager
 	var errMsg *C.char
 	status := C.cpex_manager_new_from_yaml(cText(yaml), C.size_t(len(yaml)), &outManager, &errMsg)
-	if status != 0 {
+	if int32(status) != codeOk {
 		return nil, newError(int32(status), takeMessage(errMsg))
 	}
 	return outManager, nil
@@ -92,7 +107,7 @@ func callManagerNewFromYaml(yaml string) (*C.cpex_manager, error) {
 func callLoadConfig(manager *C.cpex_manager, yaml string) error {
 	var errMsg *C.char
 	status := C.cpex_load_config(manager, cText(yaml), C.size_t(len(yaml)), &errMsg)
-	if status != 0 {
+	if int32(status) != codeOk {
 		return newError(int32(status), takeMessage(errMsg))
 	}
 	return nil
@@ -102,7 +117,7 @@ func callLoadConfig(manager *C.cpex_manager, yaml string) error {
 func callInitialize(manager *C.cpex_manager) error {
 	var errMsg *C.char
 	status := C.cpex_initialize(manager, &errMsg)
-	if status != 0 {
+	if int32(status) != codeOk {
 		return newError(int32(status), takeMessage(errMsg))
 	}
 	return nil
@@ -112,7 +127,7 @@ func callInitialize(manager *C.cpex_manager) error {
 func callShutdown(manager *C.cpex_manager) error {
 	var errMsg *C.char
 	status := C.cpex_shutdown(manager, &errMsg)
-	if status != 0 {
+	if int32(status) != codeOk {
 		return newError(int32(status), takeMessage(errMsg))
 	}
 	return nil
@@ -123,7 +138,7 @@ func callHasHooksFor(manager *C.cpex_manager, hook string) (bool, error) {
 	var outHas C.int
 	var errMsg *C.char
 	status := C.cpex_has_hooks_for(manager, cText(hook), C.size_t(len(hook)), &outHas, &errMsg)
-	if status != 0 {
+	if int32(status) != codeOk {
 		return false, newError(int32(status), takeMessage(errMsg))
 	}
 	return outHas != 0, nil
@@ -134,7 +149,7 @@ func callPluginCount(manager *C.cpex_manager) (int, error) {
 	var outCount C.size_t
 	var errMsg *C.char
 	status := C.cpex_plugin_count(manager, &outCount, &errMsg)
-	if status != 0 {
+	if int32(status) != codeOk {
 		return 0, newError(int32(status), takeMessage(errMsg))
 	}
 	return int(outCount), nil
@@ -146,7 +161,7 @@ func callPluginNames(manager *C.cpex_manager) ([]byte, error) {
 	var outNamesLen C.size_t
 	var errMsg *C.char
 	status := C.cpex_plugin_names(manager, &outNames, &outNamesLen, &errMsg)
-	if status != 0 {
+	if int32(status) != codeOk {
 		return nil, newError(int32(status), takeMessage(errMsg))
 	}
 	return takeBytes(outNames, outNamesLen), nil
@@ -157,7 +172,7 @@ func callIsInitialized(manager *C.cpex_manager) (bool, error) {
 	var outInitialized C.int
 	var errMsg *C.char
 	status := C.cpex_is_initialized(manager, &outInitialized, &errMsg)
-	if status != 0 {
+	if int32(status) != codeOk {
 		return false, newError(int32(status), takeMessage(errMsg))
 	}
 	return outInitialized != 0, nil
@@ -171,7 +186,7 @@ func callInvoke(manager *C.cpex_manager, hook string, payloadType uint8, payload
 	var outBackground *C.cpex_background
 	var errMsg *C.char
 	status := C.cpex_invoke(manager, cText(hook), C.size_t(len(hook)), C.uint8_t(payloadType), cBytes(payload), C.size_t(len(payload)), cBytes(extensions), C.size_t(len(extensions)), context, &outResult, &outResultLen, &outContext, &outBackground, &errMsg)
-	if status != 0 {
+	if int32(status) != codeOk {
 		return nil, nil, nil, newError(int32(status), takeMessage(errMsg))
 	}
 	return takeBytes(outResult, outResultLen), outContext, outBackground, nil
@@ -183,7 +198,7 @@ func callWaitBackground(background *C.cpex_background) ([]byte, error) {
 	var outErrorsLen C.size_t
 	var errMsg *C.char
 	status := C.cpex_wait_background(background, &outErrors, &outErrorsLen, &errMsg)
-	if status != 0 {
+	if int32(status) != codeOk {
 		return nil, newError(int32(status), takeMessage(errMsg))
 	}
 	return takeBytes(outErrors, outErrorsLen), nil
@@ -193,7 +208,7 @@ func callWaitBackground(background *C.cpex_background) ([]byte, error) {
 func callFreeBackground(background *C.cpex_background) error {
 	var errMsg *C.char
 	status := C.cpex_free_background(background, &errMsg)
-	if status != 0 {
+	if int32(status) != codeOk {
 		return newError(int32(status), takeMessage(errMsg))
 	}
 	return nil
@@ -203,7 +218,7 @@ func callFreeBackground(background *C.cpex_background) error {
 func callFreeContext(context *C.cpex_context) error {
 	var errMsg *C.char
 	status := C.cpex_free_context(context, &errMsg)
-	if status != 0 {
+	if int32(status) != codeOk {
 		return newError(int32(status), takeMessage(errMsg))
 	}
 	return nil

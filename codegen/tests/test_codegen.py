@@ -11,6 +11,7 @@ import yaml
 
 from cpex_codegen import __main__ as cli
 from cpex_codegen import header_check, render, schema
+from cpex_codegen.naming import camel
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,6 +104,8 @@ def test_status_codes_agree_across_header_go_and_python() -> None:
         assert Status[s.name.upper()] == s.code
         if s.code:
             assert ERROR_CLASSES[s.code].__name__ == s.py_exception
-            assert re.search(rf"\n\t{s.code}:\s+{s.go_sentinel},", go), s.go_sentinel
+            const = "code" + camel(s.name)
+            assert re.search(rf"\n\t{const}\s+int32 = {s.code}\n", go), const
+            assert re.search(rf"\n\t{const}:\s+{s.go_sentinel},", go), s.go_sentinel
     raw = yaml.safe_load((ROOT / "codegen" / "schema" / "abi.yaml").read_text())
     assert len(raw["statuses"]) == len(Status)

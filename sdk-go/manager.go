@@ -1,0 +1,240 @@
+package cpex
+
+/*
+#include "cpex.h"
+*/
+import "C"
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+)
+
+// DefaultMaxInFlight bounds the calls that may be inside the library at once. Each
+// call sitting in Python holds an OS thread; without a bound, many goroutines blocked
+// in a slow plugin would drive the process toward Go's 10,000-thread limit.
+const DefaultMaxInFlight = 64
+
+// Option configures a PluginManager.
+type Option func(*options)
+
+type options struct {
+	maxInFlight int
+}
+
+// WithMaxInFlight sets how many calls may be inside the library at once (at least 1).
+func WithMaxInFlight(n int) Option {
+	return func(o *options) {
+		if n < 1 {
+			n = 1
+		}
+		o.maxInFlight = n
+	}
+}
+
+// managerState is what a cleanup may touch: it never refers back to the PluginManager,
+// so a dropped manager can be collected and its handle released.
+type managerState struct {
+	handle atomic.Pointer[managerRef]
+}
+
+// PluginManager drives the plugins of one config. It is safe for concurrent use;
+// Shutdown may race in-flight calls, which then fail with ErrCpexInvalidHandle.
+type PluginManager struct {
+	state *managerState
+	sem   chan struct{}
+}
+
+var abiCheck struct {
+	once sync.Once
+	err  error
+}
+
+// checkLibrary refuses a library built for another ABI, once per process.
+func checkLibrary() error {
+	abiCheck.once.Do(func() {
+		v := libraryABIVersion()
+		major, minor := v>>16, v&0xFFFF
+		if major != ABIVersionMajor || minor < ABIVersionMinor {
+			abiCheck.err = &Error{Code: codeABIMismatch, Message: fmt.Sprintf(
+				"libcpex has ABI %d.%d; this Go SDK needs %d.x with x >= %d (library build: %s)",
+				major, minor, ABIVersionMajor, ABIVersionMinor, libraryBuildInfo())}
+		}
+	})
+	return abiCheck.err
+}
+
+func newManager(h *C.cpex_manager, opts []Option) *PluginManager {
+	o := options{maxInFlight: DefaultMaxInFlight}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	st := &managerState{}
+	st.handle.Store(&managerRef{h})
+	m := &PluginManager{state: st, sem: make(chan struct{}, o.maxInFlight)}
+	runtime.AddCleanup(m, dropManager, st)
+	return m
+}
+
+// NewPluginManagerDefault creates a manager with no config; load one with LoadConfig.
+func NewPluginManagerDefault(opts ...Option) (*PluginManager, error) {
+	if err := checkLibrary(); err != nil {
+		return nil, err
+	}
+	h, err := callManagerNew()
+	if err != nil {
+		return nil, err
+	}
+	return newManager(h, opts), nil
+}
+
+// NewPluginManager creates a manager and loads the YAML config into it.
+func NewPluginManager(yaml string, opts ...Option) (*PluginManager, error) {
+	if err := checkLibrary(); err != nil {
+		return nil, err
+	}
+	h, err := callManagerNewFromYaml(yaml)
+	if err != nil {
+		return nil, err
+	}
+	return newManager(h, opts), nil
+}
+
+// enter takes a slot of the in-flight bound and returns the live handle.
+func (m *PluginManager) enter(op string) (*C.cpex_manager, error) {
+	m.sem <- struct{}{}
+	ref := m.state.handle.Load()
+	if ref == nil {
+		<-m.sem
+		return nil, &Error{Code: codeInvalidHandle, Message: op + ": the manager was shut down"}
+	}
+	return ref.p, nil
+}
+
+func (m *PluginManager) leave() { <-m.sem }
+
+// LoadConfig loads (replaces) the YAML config before Initialize.
+func (m *PluginManager) LoadConfig(yaml string) error {
+	h, err := m.enter("LoadConfig")
+	if err != nil {
+		return err
+	}
+	defer m.leave()
+	return callLoadConfig(h, yaml)
+}
+
+// Initialize initializes every plugin; a failing plugin fails the call, by name.
+func (m *PluginManager) Initialize() error {
+	h, err := m.enter("Initialize")
+	if err != nil {
+		return err
+	}
+	defer m.leave()
+	return callInitialize(h)
+}
+
+// Shutdown shuts the plugins down and invalidates the manager, its context tables
+// and background handles. Later calls fail with ErrCpexInvalidHandle; a second
+// Shutdown returns nil.
+func (m *PluginManager) Shutdown() error {
+	ref := m.state.handle.Swap(nil)
+	if ref == nil {
+		return nil
+	}
+	return callShutdown(ref.p)
+}
+
+// HasHooksFor reports whether any active plugin handles hook; cheap enough to guard
+// the construction of a payload.
+func (m *PluginManager) HasHooksFor(hook string) (bool, error) {
+	h, err := m.enter("HasHooksFor")
+	if err != nil {
+		return false, err
+	}
+	defer m.leave()
+	return callHasHooksFor(h, hook)
+}
+
+// PluginCount is the number of configured plugins.
+func (m *PluginManager) PluginCount() (int, error) {
+	h, err := m.enter("PluginCount")
+	if err != nil {
+		return 0, err
+	}
+	defer m.leave()
+	return callPluginCount(h)
+}
+
+// PluginNames lists the configured plugins in config order.
+func (m *PluginManager) PluginNames() ([]string, error) {
+	h, err := m.enter("PluginNames")
+	if err != nil {
+		return nil, err
+	}
+	defer m.leave()
+	raw, err := callPluginNames(h)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	if err := decode(raw, &names, "plugin names"); err != nil {
+		return nil, err
+	}
+	return names, nil
+}
+
+// IsInitialized reports whether Initialize succeeded and Shutdown has not run.
+func (m *PluginManager) IsInitialized() (bool, error) {
+	h, err := m.enter("IsInitialized")
+	if err != nil {
+		return false, err
+	}
+	defer m.leave()
+	return callIsInitialized(h)
+}
+
+// InvokeByName runs the plugins of hook over payload (encoded as MessagePack with
+// named fields; a map or a struct with msgpack tags). extensions may be nil. ctx is
+// the context table returned by the previous invoke of the same request, or nil; it
+// is consumed by this call whatever its outcome. The returned context table and
+// background tasks are nil when there is nothing to carry; close the ones you do not
+// pass on.
+func (m *PluginManager) InvokeByName(hook string, payloadType uint8, payload any, extensions any, ctx *ContextTable) (*PipelineResult, *ContextTable, *BackgroundTasks, error) {
+	var ctxHandle *C.cpex_context
+	if ctx != nil {
+		if ctxHandle = ctx.take(); ctxHandle == nil {
+			return nil, nil, nil, &Error{Code: codeInvalidHandle, Message: "InvokeByName: the context table was already consumed or closed"}
+		}
+	}
+	body, err := encode(payload, "payload")
+	if err != nil {
+		releaseContext(ctxHandle)
+		return nil, nil, nil, err
+	}
+	var ext []byte
+	if extensions != nil {
+		if ext, err = encode(extensions, "extensions"); err != nil {
+			releaseContext(ctxHandle)
+			return nil, nil, nil, err
+		}
+	}
+	h, err := m.enter("InvokeByName")
+	if err != nil {
+		releaseContext(ctxHandle)
+		return nil, nil, nil, err
+	}
+	raw, outCtx, outBg, err := callInvoke(h, hook, payloadType, body, ext, ctxHandle)
+	m.leave()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	result := &PipelineResult{}
+	if err := decode(raw, result, "pipeline result"); err != nil {
+		releaseContext(outCtx)
+		releaseBackground(outBg)
+		return nil, nil, nil, err
+	}
+	return result, newContextTable(outCtx), newBackgroundTasks(outBg), nil
+}
