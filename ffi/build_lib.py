@@ -9,6 +9,7 @@ PYTHONHOME / PYTHONPATH / activated venv change nothing.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -40,12 +41,11 @@ def c_wide_literal(text: str) -> str:
     return 'L"' + "".join(out) + '"'
 
 
-def pinned_search_path() -> list[str]:
+def pinned_search_path(sdk_python: Path) -> list[str]:
     paths = sysconfig.get_paths()
-    stdlib = paths["stdlib"]
     return [
-        str(ROOT / "sdk-python"),
-        stdlib,
+        str(sdk_python),
+        paths["stdlib"],
         sysconfig.get_config_var("DESTSHARED"),
         paths["purelib"],
         paths["platlib"],
@@ -90,8 +90,8 @@ except BaseException:
 """
 
 
-def make_ffi() -> FFI:
-    search_path = pinned_search_path()
+def make_ffi(sdk_python: Path, build_dir: Path) -> FFI:
+    search_path = pinned_search_path(sdk_python)
     defines = "\n".join(
         [
             f"#define CPEX_BUILD_INFO_JSON {c_literal(build_info())}",
@@ -121,7 +121,7 @@ def make_ffi() -> FFI:
         """
     )
     libdir = sysconfig.get_config_var("LIBDIR")
-    version_script = ROOT / "build" / "ffi" / "exports.map"
+    version_script = build_dir / "exports.map"
     version_script.parent.mkdir(parents=True, exist_ok=True)
     version_script.write_text("{ global: cpex_*; local: *; };\n", encoding="utf-8")
     ffi.set_source(
@@ -141,12 +141,21 @@ def make_ffi() -> FFI:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "build" / "lib", help="where libcpex.so.1 goes")
+    parser.add_argument(
+        "--sdk-python", type=Path, default=ROOT / "sdk-python",
+        help="the directory the library imports the engine from (tests point it elsewhere)",
+    )
+    args = parser.parse_args()
     if sysconfig.get_config_var("Py_ENABLE_SHARED") != 1:
         raise SystemExit("build_lib: this Python has no shared libpython; cffi embedding needs one")
-    out_dir = ROOT / "build" / "lib"
+    out_dir: Path = args.out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=ROOT / "build") as tmp:
-        built = make_ffi().compile(tmpdir=tmp, target=SONAME, verbose=False)
+    build_dir = out_dir.parent / "ffi"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=build_dir) as tmp:
+        built = make_ffi(args.sdk_python.resolve(), build_dir).compile(tmpdir=tmp, target=SONAME, verbose=False)
         # Replace atomically: a running host keeps its mapping of the old file.
         staged = out_dir / (SONAME + ".tmp")
         shutil.copy2(built, staged)

@@ -55,15 +55,19 @@ var abiCheck struct {
 // checkLibrary refuses a library built for another ABI, once per process.
 func checkLibrary() error {
 	abiCheck.once.Do(func() {
-		v := libraryABIVersion()
-		major, minor := v>>16, v&0xFFFF
-		if major != ABIVersionMajor || minor < ABIVersionMinor {
-			abiCheck.err = &Error{Code: codeABIMismatch, Message: fmt.Sprintf(
-				"libcpex has ABI %d.%d; this Go SDK needs %d.x with x >= %d (library build: %s)",
-				major, minor, ABIVersionMajor, ABIVersionMinor, libraryBuildInfo())}
-		}
+		abiCheck.err = checkVersion(libraryABIVersion(), libraryBuildInfo())
 	})
 	return abiCheck.err
+}
+
+func checkVersion(v uint32, buildInfo string) error {
+	major, minor := v>>16, v&0xFFFF
+	if major != ABIVersionMajor || minor < ABIVersionMinor {
+		return &Error{Code: codeABIMismatch, Message: fmt.Sprintf(
+			"libcpex has ABI %d.%d; this Go SDK needs %d.x with x >= %d (library build: %s)",
+			major, minor, ABIVersionMajor, ABIVersionMinor, buildInfo)}
+	}
+	return nil
 }
 
 func newManager(h *C.cpex_manager, opts []Option) *PluginManager {

@@ -344,3 +344,22 @@ func TestInFlightBound(t *testing.T) {
 		t.Fatalf("in-flight bound = %d", cap(m.sem))
 	}
 }
+
+func TestABIVersionCheck(t *testing.T) {
+	major, minor, info := LibraryVersion()
+	if err := checkVersion(major<<16|minor, info); err != nil {
+		t.Fatalf("the built library is refused: %v", err)
+	}
+	for _, v := range []uint32{(ABIVersionMajor + 1) << 16, (ABIVersionMajor-1)<<16 | 0xFFFF} {
+		err := checkVersion(v, info)
+		want := fmt.Sprintf("libcpex has ABI %d.%d; this Go SDK needs %d.x", v>>16, v&0xFFFF, ABIVersionMajor)
+		if !errors.Is(err, ErrCpexABIMismatch) || !strings.Contains(err.Error(), want) {
+			t.Fatalf("version %#x: %v", v, err)
+		}
+	}
+	if ours := uint32(ABIVersionMinor); ours > 0 {
+		if err := checkVersion(ABIVersionMajor<<16|(ours-1), info); !errors.Is(err, ErrCpexABIMismatch) {
+			t.Fatalf("an older minor is accepted: %v", err)
+		}
+	}
+}

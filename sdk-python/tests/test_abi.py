@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
 from conftest import config, plugin
 
-from cpex.errors import Status
-from cpex.host import Library
+from cpex.errors import AbiMismatchError, RuntimeInitError, Status
+from cpex.host import Library, load_library
+from cpex.host.library import check_compatible
 
 
 def call(library: Library, name: str, *args: Any) -> tuple[int, str]:
@@ -114,3 +117,17 @@ def test_error_message_pointer_may_be_null(library: Library) -> None:
 def test_build_info_and_version(library: Library) -> None:
     assert library.lib.cpex_abi_version() == 1 << 16
     assert set(library.build_info) == {"abi", "python_version", "python_prefix", "python_executable"}
+
+
+def test_an_incompatible_library_is_refused_naming_both_versions(library: Library, tmp_path: Path) -> None:
+    good = dict(library.build_info)
+    version = library.lib.cpex_abi_version()
+    check_compatible(library.path, version, good)
+    with pytest.raises(AbiMismatchError, match=r"has ABI 2\.0; this client needs 1\.x"):
+        check_compatible(library.path, 2 << 16, good)
+    other = {**good, "python_version": "3.12.1"}
+    running = ".".join(map(str, sys.version_info[:3]))
+    with pytest.raises(AbiMismatchError, match=rf"built for Python 3\.12\.1 at .*; this process runs Python {running}"):
+        check_compatible(library.path, version, other)
+    with pytest.raises(RuntimeInitError, match="libcpex not found"):
+        load_library(tmp_path / "missing.so")

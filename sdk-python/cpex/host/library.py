@@ -60,17 +60,22 @@ def _load(path: Path) -> Library:
         lib = ffi.dlopen(str(path))
     except OSError as exc:
         raise RuntimeInitError(f"cannot load {path}: {exc}") from None
-    version = int(lib.cpex_abi_version())
+    info: dict[str, str] = json.loads(ffi.string(lib.cpex_build_info()).decode("utf-8"))
+    check_compatible(path, int(lib.cpex_abi_version()), info)
+    return Library(ffi=ffi, lib=lib, path=path, build_info=info)
+
+
+def check_compatible(path: Path, version: int, info: dict[str, str]) -> None:
+    """Refuses a library of another ABI major (or an older minor), or one built for
+    another Python: loaded into this process it would run on this interpreter."""
     major, minor = version >> 16, version & 0xFFFF
     if major != ABI_VERSION_MAJOR or minor < ABI_VERSION_MINOR:
         raise AbiMismatchError(
             f"{path} has ABI {major}.{minor}; this client needs {ABI_VERSION_MAJOR}.x with x >= {ABI_VERSION_MINOR}"
         )
-    info: dict[str, str] = json.loads(ffi.string(lib.cpex_build_info()).decode("utf-8"))
     running = ".".join(map(str, sys.version_info[:3]))
     if info.get("python_version") != running or info.get("python_prefix") != sys.base_prefix:
         raise AbiMismatchError(
             f"{path} was built for Python {info.get('python_version')} at {info.get('python_prefix')}; "
             f"this process runs Python {running} at {sys.base_prefix}"
         )
-    return Library(ffi=ffi, lib=lib, path=path, build_info=info)
