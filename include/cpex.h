@@ -125,6 +125,21 @@ cpex_status cpex_manager_new(cpex_manager **out_manager, char **err_msg);
 cpex_status cpex_manager_new_from_yaml(const char *yaml, size_t yaml_len, cpex_manager **out_manager, char **err_msg);
 
 /*
+ * cpex_register_factory
+ *
+ * Registers a plugin kind on the manager, for the configs loaded after it.
+ * Fails with CPEX_ERR_INVALID_INPUT when the kind is taken or the target is
+ * not an import path; an unimportable target fails the load_config that uses
+ * it.
+ *
+ *  kind: The name configs use as a plugin's `kind`; must not contain ':'.
+ *  target: The import path of a cpex.Plugin subclass, 'package.module:ClassName'.
+ *  err_msg: NULL, or receives the caller-owned message of a failure.
+ *  Returns CPEX_OK or a CPEX_ERR_* status; CPEX_ERR_INVALID_HANDLE for a bad handle.
+ */
+cpex_status cpex_register_factory(cpex_manager *manager, const char *kind, size_t kind_len, const char *target, size_t target_len, char **err_msg);
+
+/*
  * cpex_load_config
  *
  * Loads (replaces) the manager's config and instantiates its plugins. Fails

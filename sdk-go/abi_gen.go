@@ -103,6 +103,16 @@ func callManagerNewFromYaml(yaml string) (*C.cpex_manager, error) {
 	return outManager, nil
 }
 
+// callRegisterFactory calls cpex_register_factory: Registers a plugin kind on the manager, for the configs loaded after it. Fails with CPEX_ERR_INVALID_INPUT when the kind is taken or the target is not an import path; an unimportable target fails the load_config that uses it.
+func callRegisterFactory(manager *C.cpex_manager, kind string, target string) error {
+	var errMsg *C.char
+	status := C.cpex_register_factory(manager, cText(kind), C.size_t(len(kind)), cText(target), C.size_t(len(target)), &errMsg)
+	if int32(status) != codeOk {
+		return newError(int32(status), takeMessage(errMsg))
+	}
+	return nil
+}
+
 // callLoadConfig calls cpex_load_config: Loads (replaces) the manager's config and instantiates its plugins. Fails with CPEX_ERR_PARSE on bad YAML and CPEX_ERR_CONFIG on an invalid config, naming the field path.
 func callLoadConfig(manager *C.cpex_manager, yaml string) error {
 	var errMsg *C.char

@@ -119,6 +119,18 @@ func (m *PluginManager) enter(op string) (*C.cpex_manager, error) {
 
 func (m *PluginManager) leave() { <-m.sem }
 
+// RegisterFactory registers a plugin kind for the configs loaded afterwards: configs
+// may then say `kind: <kind>` for the cpex.Plugin subclass at target, an import path
+// "package.module:ClassName".
+func (m *PluginManager) RegisterFactory(kind, target string) error {
+	h, err := m.enter("RegisterFactory")
+	if err != nil {
+		return err
+	}
+	defer m.leave()
+	return callRegisterFactory(h, kind, target)
+}
+
 // LoadConfig loads (replaces) the YAML config before Initialize.
 func (m *PluginManager) LoadConfig(yaml string) error {
 	h, err := m.enter("LoadConfig")

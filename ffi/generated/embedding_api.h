@@ -4,6 +4,7 @@
    as success. Handles travel as uintptr_t tokens. */
 int cpexpy_manager_new(uintptr_t *out_manager, char **err_msg);
 int cpexpy_manager_new_from_yaml(const char *yaml, size_t yaml_len, uintptr_t *out_manager, char **err_msg);
+int cpexpy_register_factory(uintptr_t manager, const char *kind, size_t kind_len, const char *target, size_t target_len, char **err_msg);
 int cpexpy_load_config(uintptr_t manager, const char *yaml, size_t yaml_len, char **err_msg);
 int cpexpy_initialize(uintptr_t manager, char **err_msg);
 int cpexpy_shutdown(uintptr_t manager, char **err_msg);

@@ -39,6 +39,23 @@ cpex_status cpex_manager_new_from_yaml(const char *yaml, size_t yaml_len, cpex_m
     return rc;
 }
 
+cpex_status cpex_register_factory(cpex_manager *manager, const char *kind, size_t kind_len, const char *target, size_t target_len, char **err_msg)
+{
+    int rc;
+    if (err_msg != NULL) *err_msg = NULL;
+    if (kind == NULL && kind_len != 0)
+        return cpex__fail(err_msg, CPEX_ERR_INVALID_INPUT, "cpex_register_factory: kind is NULL but kind_len is %zu", kind_len);
+    if (target == NULL && target_len != 0)
+        return cpex__fail(err_msg, CPEX_ERR_INVALID_INPUT, "cpex_register_factory: target is NULL but target_len is %zu", target_len);
+    if (manager == NULL)
+        return cpex__fail(err_msg, CPEX_ERR_INVALID_HANDLE, "cpex_register_factory: manager handle is NULL");
+    rc = cpex__runtime_ready(err_msg);
+    if (rc != CPEX_OK)
+        return rc;
+    rc = cpex__status_of(cpexpy_register_factory((uintptr_t)manager, kind, kind_len, target, target_len, err_msg), "cpex_register_factory", err_msg);
+    return rc;
+}
+
 cpex_status cpex_load_config(cpex_manager *manager, const char *yaml, size_t yaml_len, char **err_msg)
 {
     int rc;

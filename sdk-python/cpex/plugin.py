@@ -9,6 +9,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _HOOK_ATTR = "__cpex_hooks__"
 
+LEGACY_HOOKS = (
+    "tool_pre_invoke", "tool_post_invoke", "prompt_pre_fetch", "prompt_post_fetch",
+    "resource_pre_fetch", "resource_post_fetch", "identity_resolve", "token_delegate",
+)
+CMF_HOOKS = (
+    "cmf.tool_pre_invoke", "cmf.tool_post_invoke", "cmf.llm_input", "cmf.llm_output",
+    "cmf.prompt_pre_fetch", "cmf.prompt_post_fetch", "cmf.resource_pre_fetch", "cmf.resource_post_fetch",
+)
+BUILTIN_HOOKS = LEGACY_HOOKS + CMF_HOOKS
+
 
 def hook(*names: str) -> Callable[[F], F]:
     """Binds a handler to hook names that are not valid method names (e.g. "cmf.llm_input"
@@ -47,6 +57,19 @@ class Plugin:
 
     def shutdown(self) -> Any:
         return None
+
+    @classmethod
+    def declared_hooks(cls) -> list[str]:
+        """The hooks the class handles by itself: @hook names and methods named after
+        a built-in hook. Used when the config lists no hooks for the plugin."""
+        found: list[str] = []
+        for attr in dir(cls):
+            fn = getattr(cls, attr, None)
+            found += getattr(fn, _HOOK_ATTR, ())
+        for name in BUILTIN_HOOKS:
+            if name not in found and cls.handler_for(name) is not None:
+                found.append(name)
+        return found
 
     @classmethod
     def handler_for(cls, hook_name: str) -> str | None:

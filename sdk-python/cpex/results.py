@@ -15,6 +15,7 @@ class PluginResult:
     continue_processing: bool = True
     violation: PluginViolation | None = None
     modified_payload: Any = None
+    modified_extensions: dict[str, Any] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
@@ -38,8 +39,11 @@ def deny(
     return PluginResult(continue_processing=False, violation=violation, metadata=dict(metadata or {}))
 
 
-def modify(payload: Any, metadata: dict[str, Any] | None = None) -> PluginResult:
-    """Continue with a replaced payload; later plugins and the host see it."""
-    if payload is None:
-        raise ValueError("modify(): the modified payload must not be None")
-    return PluginResult(modified_payload=payload, metadata=dict(metadata or {}))
+def modify(
+    payload: Any = None, *, extensions: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None
+) -> PluginResult:
+    """Continue with a replaced payload and/or replaced extensions; later plugins and
+    the host see them (when the plugin's phase may modify)."""
+    if payload is None and extensions is None:
+        raise ValueError("modify(): give a payload, extensions, or both")
+    return PluginResult(modified_payload=payload, modified_extensions=extensions, metadata=dict(metadata or {}))

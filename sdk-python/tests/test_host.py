@@ -114,3 +114,39 @@ def test_many_threads_invoke_at_once() -> None:
         for t in threads:
             t.join()
         assert failures == []
+
+
+def test_fire_and_forget_through_the_library() -> None:
+    with started(config(plugin("rec", "Recorder", mode="fire_and_forget", on_error="ignore", config="{seconds: 0.01}"))) as m:
+        ok = m.invoke("tool_pre_invoke", {"id": 1})
+        assert ok.background is not None and ok.context is None
+        assert ok.background.wait() == []
+        assert ok.background.wait() == []  # waiting twice is fine
+        ok.background.close()
+        ok.background.close()
+        with pytest.raises(InvalidHandleError, match="closed"):
+            ok.background.wait()
+        failing = m.invoke("tool_pre_invoke", {"id": 2, "fail": True})
+        assert failing.background is not None
+        errors = failing.background.wait()
+        assert [(e.plugin_name, e.code) for e in errors] == [("rec", "plugin_error")]
+        pending = m.invoke("tool_pre_invoke", {"id": 3})
+    assert pending.background is not None
+    with pytest.raises(InvalidHandleError):
+        pending.background.wait()  # after shutdown
+
+
+def test_registered_factories_and_modified_extensions_through_the_library() -> None:
+    import cpex_test_plugins as tp
+
+    with PluginManager() as m:
+        m.register_factory("writer", tp.ExtensionWriter)
+        m.register_factory("echo", "cpex_test_plugins:TagEcho")
+        with pytest.raises(InvalidInputError, match="already registered"):
+            m.register_factory("echo", tp.Allow)
+        m.load_config("plugins:\n  - {name: w, kind: writer, config: {tag: w}}\n  - {name: e, kind: echo, priority: 200, config: {tag: seen}}\n")
+        m.initialize()
+        out = m.invoke("tool_pre_invoke", {}, extensions={"meta": {"entity_type": "tool", "entity_name": "x", "tags": ["a"]}})
+        assert out.result.modified_extensions is not None
+        assert msgpack.unpackb(out.result.modified_extensions)["custom"] == {"w": True}
+        assert out.result.metadata == {"seen": ["a"]}

@@ -82,3 +82,94 @@ class Custom(Plugin):
 class BrokenInit(Allow):
     def initialize(self) -> None:
         raise ValueError("no database")
+
+
+class Spinner(Plugin):
+    """A sync handler that never returns, spinning in Python code."""
+
+    def tool_pre_invoke(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
+        while True:
+            pass
+
+
+class AsyncVerdict(Plugin):
+    """Async: sleeps config.seconds, then denies when config.deny is true, else allows
+    with metadata {config.tag: true}."""
+
+    async def tool_pre_invoke(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
+        await asyncio.sleep(float(self.config.get("seconds", 0)))
+        if self.config.get("deny"):
+            return deny("async_verdict", f"denied by {self.config.get('tag')}")
+        return allow(metadata={str(self.config.get("tag")): True})
+
+
+class ExtensionWriter(Plugin):
+    """Adds custom.<tag> = true to the extensions."""
+
+    def tool_pre_invoke(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
+        custom = {**ctx.extensions.get("custom", {}), str(self.config["tag"]): True}
+        return modify(extensions={**ctx.extensions, "custom": custom})
+
+
+class TagEcho(Plugin):
+    """Reports the entity tags it saw, under metadata[config.tag]."""
+
+    def tool_pre_invoke(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
+        meta = ctx.extensions.get("meta") or {}
+        return allow(metadata={str(self.config["tag"]): list(meta.get("tags", []))})
+
+
+class GlobalCounter(Plugin):
+    """Counts invokes in the manager-wide global state."""
+
+    def tool_pre_invoke(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
+        ctx.global_state["count"] = ctx.global_state.get("count", 0) + 1
+        return allow(metadata={"global_count": ctx.global_state["count"]})
+
+
+class Recorder(Plugin):
+    """Fire-and-forget: records the payload it saw in the global state, after
+    config.seconds; raises when the payload says fail."""
+
+    async def tool_pre_invoke(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
+        await asyncio.sleep(float(self.config.get("seconds", 0)))
+        if payload.get("fail"):
+            raise ValueError("recorder told to fail")
+        ctx.global_state.setdefault("recorded", []).append(payload.get("id"))
+        return None
+
+
+class SyncRecorder(Plugin):
+    """Fire-and-forget, sync: records payload ids in the global state."""
+
+    def tool_pre_invoke(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
+        ctx.global_state.setdefault("sync_recorded", []).append(payload.get("id"))
+        return None
+
+
+class AsyncLifecycle(Allow):
+    """Async initialize / shutdown."""
+
+    async def initialize(self) -> None:
+        await asyncio.sleep(0.01)
+        self.ready = True
+
+    async def shutdown(self) -> None:
+        await asyncio.sleep(0)
+
+
+class Rendezvous(Plugin):
+    """Concurrent-phase probe: role wait waits for role set, which only happens when
+    both run together."""
+
+    async def tool_pre_invoke(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
+        event = ctx.global_state.setdefault("rendezvous", asyncio.Event())
+        if self.config["role"] == "set":
+            await asyncio.sleep(0.01)
+            event.set()
+            return allow(metadata={"setter": "set"})
+        try:
+            await asyncio.wait_for(event.wait(), 2)
+        except asyncio.TimeoutError:
+            return deny("alone", "the setter never ran alongside")
+        return allow(metadata={"waiter": "met"})

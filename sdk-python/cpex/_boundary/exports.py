@@ -67,6 +67,9 @@ class Exports:
         manager = PluginManager.from_yaml(self._text(yaml, yaml_len, "yaml"))
         out_manager[0] = HANDLES.issue(Kind.MANAGER, manager, owner=manager)
 
+    def register_factory(self, manager: int, kind: Any, kind_len: int, target: Any, target_len: int) -> None:
+        self._manager(manager, "manager").register_factory(self._text(kind, kind_len, "kind"), self._text(target, target_len, "target"))
+
     def load_config(self, manager: int, yaml: Any, yaml_len: int) -> None:
         self._manager(manager, "manager").load_config(self._text(yaml, yaml_len, "yaml"))
 
@@ -122,27 +125,23 @@ class Exports:
         outcome = mgr.invoke(hook_name, payload_type, body, ext, ctx)
         result = outcome.result
         errors = list(result.errors)
-        modified: bytes | None = None
-        if result.modified_payload is not None:
-            try:
-                modified = pack(result.modified_payload, "modified payload")
-            except SerializeError as exc:
-                errors.append(PluginError(plugin_name="<ffi>", code="ffi_serialize_error", message=str(exc)))
         wire = PipelineResult(
             continue_processing=result.continue_processing,
             violation=result.violation,
             errors=errors,
             metadata=result.metadata,
             payload_type=payload_type,
-            modified_payload=modified,
+            modified_payload=_soft_pack(result.modified_payload, "modified payload", errors),
+            modified_extensions=_soft_pack(result.modified_extensions, "modified extensions", errors),
         )
         data = pack(wire.to_wire(), "pipeline result")
         buffer = self._copy_out(data)
         new_ctx = HANDLES.issue(Kind.CONTEXT, outcome.context, owner=mgr) if outcome.context is not None else 0
+        new_bg = HANDLES.issue(Kind.BACKGROUND, outcome.background, owner=mgr) if outcome.background is not None else 0
         out_result[0] = buffer
         out_result_len[0] = len(data)
         out_context[0] = new_ctx
-        out_background[0] = 0
+        out_background[0] = new_bg
 
     def wait_background(self, background: int, out_errors: Any, out_errors_len: Any) -> None:
         tasks = HANDLES.get(Kind.BACKGROUND, background, "background")
@@ -156,6 +155,18 @@ class Exports:
 
     def free_context(self, context: int) -> None:
         HANDLES.take(Kind.CONTEXT, context, "context")
+
+
+def _soft_pack(value: Any, what: str, errors: list[PluginError]) -> bytes | None:
+    """A plugin's modification that cannot be encoded is dropped and reported as the
+    boundary's own soft error, as the system cpex re-implements does."""
+    if value is None:
+        return None
+    try:
+        return pack(value, what)
+    except SerializeError as exc:
+        errors.append(PluginError(plugin_name="<ffi>", code="ffi_serialize_error", message=str(exc)))
+        return None
 
 
 def _entry(exports: Exports, name: str, fn: Callable[..., None]) -> Callable[..., int]:

@@ -11,6 +11,7 @@ const char *cpex_build_info(void);
 void cpex_free_buffer(void *ptr);
 cpex_status cpex_manager_new(cpex_manager **out_manager, char **err_msg);
 cpex_status cpex_manager_new_from_yaml(const char *yaml, size_t yaml_len, cpex_manager **out_manager, char **err_msg);
+cpex_status cpex_register_factory(cpex_manager *manager, const char *kind, size_t kind_len, const char *target, size_t target_len, char **err_msg);
 cpex_status cpex_load_config(cpex_manager *manager, const char *yaml, size_t yaml_len, char **err_msg);
 cpex_status cpex_initialize(cpex_manager *manager, char **err_msg);
 cpex_status cpex_shutdown(cpex_manager *manager, char **err_msg);
@@ -28,6 +29,7 @@ cpex_status cpex_free_context(cpex_context *context, char **err_msg);
 PYTHON_FUNCTIONS: tuple[str, ...] = (
     'manager_new',
     'manager_new_from_yaml',
+    'register_factory',
     'load_config',
     'initialize',
     'shutdown',

@@ -6,7 +6,7 @@ from enum import Enum
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cpex.errors import ConfigError, ParseError
 
@@ -31,8 +31,20 @@ class _Strict(BaseModel):
 
 
 class PluginSettings(_Strict):
-    plugin_timeout: float = Field(default=30.0, gt=0)
+    routing_enabled: bool = False
+    plugin_timeout: float = Field(default=30.0, gt=0, description="seconds a plugin may run")
+    invoke_timeout: float = Field(default=60.0, gt=0, description="seconds a whole invoke may run")
     plugin_dirs: list[str] = Field(default_factory=list)
+    route_cache_size: int = Field(default=1024, ge=0)
+
+
+class Conditions(_Strict):
+    """The plugin runs only when every listed condition matches (empty = always)."""
+
+    tools: list[str] = Field(default_factory=list)
+    resources: list[str] = Field(default_factory=list)
+    prompts: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list, description="any of these tags")
 
 
 class PluginSpec(_Strict):
@@ -42,28 +54,80 @@ class PluginSpec(_Strict):
     mode: Mode = Mode.SEQUENTIAL
     priority: int = 100
     on_error: OnError = OnError.FAIL
+    timeout: float | None = Field(default=None, gt=0, description="overrides plugin_settings.plugin_timeout")
+    capabilities: list[str] = Field(default_factory=list)
     config: dict[str, Any] = Field(default_factory=dict)
+    conditions: list[Conditions] = Field(default_factory=list, description="any entry matching enables the plugin")
 
     @field_validator("hooks")
     @classmethod
     def _hooks_named(cls, hooks: list[str]) -> list[str]:
-        for h in hooks:
+        for i, h in enumerate(hooks):
             if not h:
-                raise ValueError("hook names must not be empty")
+                raise ValueError(f"hooks[{i}] is empty")
         return hooks
+
+
+class PolicyGroup(_Strict):
+    plugins: list[str] = Field(default_factory=list)
+
+
+class GlobalPolicies(_Strict):
+    policies: dict[str, PolicyGroup] = Field(default_factory=dict)
+
+
+class RouteMeta(_Strict):
+    tags: list[str] = Field(default_factory=list)
+
+
+class Route(_Strict):
+    tool: str | None = None
+    resource: str | None = None
+    prompt: str | None = None
+    meta: RouteMeta = Field(default_factory=RouteMeta)
+    plugins: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_entity(self) -> "Route":
+        given = [k for k in ("tool", "resource", "prompt") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a route names exactly one of tool, resource, prompt (got {', '.join(given) or 'none'})")
+        return self
+
+    @property
+    def entity(self) -> tuple[str, str]:
+        for kind in ("tool", "resource", "prompt"):
+            name = getattr(self, kind)
+            if name is not None:
+                return kind, name
+        raise AssertionError("validated: one entity")
 
 
 class Config(_Strict):
     plugin_settings: PluginSettings = Field(default_factory=PluginSettings)
+    global_: GlobalPolicies = Field(default_factory=GlobalPolicies, alias="global")
     plugins: list[PluginSpec] = Field(default_factory=list)
+    routes: list[Route] = Field(default_factory=list)
 
 
 def _path(loc: tuple[int | str, ...]) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
 
 
+def _message(err: Any) -> str:
+    if err["type"] == "enum":
+        return f"expected one of {err['ctx']['expected']}, got {err['input']!r}"
+    if err["type"] == "extra_forbidden":
+        return "unknown field"
+    msg: str = err["msg"].removeprefix("Value error, ")
+    if err["type"].endswith("_type") or err["type"].endswith("_parsing"):
+        msg += f", got {err['input']!r}"  # e.g. YAML read `name: no` as False
+    return msg
+
+
 def parse_config(text: str) -> Config:
-    """YAML text -> Config. ParseError for bad YAML, ConfigError for a bad shape."""
+    """YAML text -> Config. ParseError for bad YAML, ConfigError for a bad shape or
+    inconsistent references."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -78,11 +142,23 @@ def parse_config(text: str) -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        problems = [f"{_path(e['loc']) or 'config'}: {e['msg']}" for e in exc.errors()]
+        problems = [f"{_path(e['loc']) or 'config'}: {_message(e)}" for e in exc.errors()]
         raise ConfigError("invalid config: " + "; ".join(problems)) from None
+    _check_references(config)
+    return config
+
+
+def _check_references(config: Config) -> None:
     seen: dict[str, int] = {}
     for i, spec in enumerate(config.plugins):
         if spec.name in seen:
             raise ConfigError(f"plugins[{i}].name: duplicate plugin name {spec.name!r} (also plugins[{seen[spec.name]}])")
         seen[spec.name] = i
-    return config
+    for group, policy in config.global_.policies.items():
+        for j, name in enumerate(policy.plugins):
+            if name not in seen:
+                raise ConfigError(f"global.policies.{group}.plugins[{j}]: no plugin named {name!r}")
+    for i, route in enumerate(config.routes):
+        for j, name in enumerate(route.plugins):
+            if name not in seen:
+                raise ConfigError(f"routes[{i}].plugins[{j}]: no plugin named {name!r}")

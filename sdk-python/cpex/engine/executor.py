@@ -1,26 +1,37 @@
-"""Runs the plugins of one hook over a payload, phase by phase, with each phase's
-authority, and turns plugin failures into records or a failed call per on_error."""
+"""Runs the plugins of one hook over a payload: the five phases in order, each with
+its authority, plugin failures turned into records or a failed call per on_error."""
 
 from __future__ import annotations
 
-import inspect
+import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from cpex._generated.records import PluginError, PluginViolation
+from cpex.engine import driver
+from cpex.engine.background import BackgroundTasks
 from cpex.engine.config import Mode, OnError, PluginSpec
 from cpex.engine.runtime_loop import RUNTIME_LOOP
-from cpex.errors import ConfigError, PipelineError, PipelineTimeoutError
+from cpex.errors import PipelineError, PipelineTimeoutError
 from cpex.plugin import Plugin, PluginContext
 from cpex.results import PluginResult
 
-# Phases in execution order, with whether a plugin of the phase may deny / modify.
-PHASES: tuple[tuple[Mode, bool, bool], ...] = (
-    (Mode.SEQUENTIAL, True, True),
-    (Mode.TRANSFORM, False, True),
-    (Mode.AUDIT, False, False),
+
+@dataclass(frozen=True)
+class Authority:
+    may_deny: bool
+    may_modify: bool
+
+
+# The phases run in this order; fire_and_forget runs after the pipeline.
+PHASES: tuple[tuple[Mode, Authority], ...] = (
+    (Mode.SEQUENTIAL, Authority(may_deny=True, may_modify=True)),
+    (Mode.TRANSFORM, Authority(may_deny=False, may_modify=True)),
+    (Mode.AUDIT, Authority(may_deny=False, may_modify=False)),
+    (Mode.CONCURRENT, Authority(may_deny=True, may_modify=False)),
 )
-SUPPORTED_MODES = frozenset({Mode.SEQUENTIAL, Mode.TRANSFORM, Mode.AUDIT, Mode.DISABLED})
+FIRE_AND_FORGET = Authority(may_deny=False, may_modify=False)
 
 
 @dataclass
@@ -29,6 +40,7 @@ class LoadedPlugin:
     index: int
     instance: Plugin
     handlers: dict[str, Callable[[Any, PluginContext], Any]]
+    timeout: float
     disabled: bool = False
 
     @property
@@ -49,80 +61,197 @@ class PipelineOutcome:
     errors: list[PluginError] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     modified_payload: Any = None
+    modified_extensions: dict[str, Any] | None = None
     states: dict[str, dict[str, Any]] = field(default_factory=dict)
+    background: BackgroundTasks | None = None
 
 
-class _PluginFailure(Exception):
-    def __init__(self, plugin: LoadedPlugin, message: str, timeout: bool = False) -> None:
-        super().__init__(message)
-        self.plugin = plugin
-        self.timeout = timeout
+@dataclass
+class Invocation:
+    hook: str
+    payload: Any
+    extensions: dict[str, Any]
+    states: dict[str, dict[str, Any]]
+    global_state: dict[str, Any]
+    deadline: float
+    invoke_timeout: float
 
 
-def check_supported(spec: PluginSpec, where: str) -> None:
-    if spec.mode not in SUPPORTED_MODES:
-        raise ConfigError(f"{where}.mode: mode {spec.mode.value!r} is not supported by this engine yet")
+class _Refused(Exception):
+    """A plugin overstepped its phase's authority or returned garbage."""
 
 
-def run_pipeline(
-    plugins: list[LoadedPlugin],
-    hook: str,
-    payload: Any,
-    extensions: dict[str, Any],
-    states: dict[str, dict[str, Any]],
-    global_state: dict[str, Any],
-    timeout: float,
-) -> PipelineOutcome:
-    outcome = PipelineOutcome(states=states)
-    current = payload
-    for mode, may_deny, may_modify in PHASES:
-        phase = sorted((p for p in plugins if p.spec.mode is mode and p.active), key=lambda p: (p.spec.priority, p.index))
-        for plugin in phase:
-            ctx = PluginContext(extensions=extensions, state=states.setdefault(plugin.name, {}), global_state=global_state)
-            try:
-                result = _call(plugin, hook, current, ctx, timeout)
-                if result.metadata:
-                    outcome.metadata.update(result.metadata)
-                if not result.continue_processing:
-                    if not may_deny:
-                        raise _PluginFailure(plugin, f"plugin {plugin.name!r} ({mode.value}) may not deny; the deny was refused")
-                    violation = result.violation or PluginViolation(code="denied", reason="denied by plugin")
-                    outcome.violation = violation.model_copy(update={"plugin_name": plugin.name})
-                    outcome.continue_processing = False
-                    return outcome
-                if result.modified_payload is not None:
-                    if not may_modify:
-                        raise _PluginFailure(plugin, f"plugin {plugin.name!r} ({mode.value}) may not modify the payload; the change was refused")
-                    current = result.modified_payload
-                    outcome.modified_payload = current
-            except _PluginFailure as failure:
-                _handle_failure(plugin, hook, failure, outcome)
-    return outcome
+def run_pipeline(plugins: list[LoadedPlugin], inv: Invocation) -> PipelineOutcome:
+    out = PipelineOutcome(states=inv.states)
+    for mode, authority in PHASES:
+        phase = _ordered(plugins, mode)
+        if not phase:
+            continue
+        if mode is Mode.CONCURRENT:
+            _run_concurrent(phase, inv, authority, out)
+        else:
+            for plugin in phase:
+                try:
+                    value = driver.call(plugin.handlers[inv.hook], _args(plugin, inv), _deadline(plugin, inv))
+                except driver.HandlerTimeout:
+                    _timed_out(plugin, inv, out)
+                    continue
+                except Exception as exc:  # noqa: BLE001 - a plugin's exception is contained
+                    _failed(plugin, inv, out, f"raised {type(exc).__name__}: {exc}")
+                    continue
+                _apply(plugin, inv, authority, value, out)
+                if not out.continue_processing:
+                    break
+        if not out.continue_processing:
+            break
+    followers = _ordered(plugins, Mode.FIRE_AND_FORGET)
+    if followers:
+        out.background = _fire_and_forget(followers, inv, out)
+    return out
 
 
-def _handle_failure(plugin: LoadedPlugin, hook: str, failure: _PluginFailure, outcome: PipelineOutcome) -> None:
+def _ordered(plugins: list[LoadedPlugin], mode: Mode) -> list[LoadedPlugin]:
+    return sorted((p for p in plugins if p.spec.mode is mode and p.active), key=lambda p: (p.spec.priority, p.index))
+
+
+def _args(plugin: LoadedPlugin, inv: Invocation) -> tuple[Any, PluginContext]:
+    ctx = PluginContext(extensions=inv.extensions, state=inv.states.setdefault(plugin.name, {}), global_state=inv.global_state)
+    return inv.payload, ctx
+
+
+def _deadline(plugin: LoadedPlugin, inv: Invocation) -> float:
+    return min(time.monotonic() + plugin.timeout, inv.deadline)
+
+
+def _apply(plugin: LoadedPlugin, inv: Invocation, authority: Authority, value: Any, out: PipelineOutcome) -> None:
+    """Takes a handler's return value into the outcome, within the phase's authority."""
+    try:
+        result = _as_result(plugin, value)
+        mode = plugin.spec.mode.value
+        if not result.continue_processing and not authority.may_deny:
+            raise _Refused(f"a {mode} plugin may not deny; its deny was refused")
+        modifies = result.modified_payload is not None or result.modified_extensions is not None
+        if modifies and not authority.may_modify:
+            raise _Refused(f"a {mode} plugin may not modify the payload or extensions; the change was refused")
+        if result.modified_extensions is not None and not isinstance(result.modified_extensions, dict):
+            raise _Refused(f"modified extensions must be a map, got {type(result.modified_extensions).__name__}")
+    except _Refused as refused:
+        _failed(plugin, inv, out, str(refused))
+        return
+    if result.metadata:
+        out.metadata.update(result.metadata)
+    if not result.continue_processing:
+        violation = result.violation or PluginViolation(code="denied", reason=f"denied by plugin {plugin.name!r}")
+        out.violation = violation.model_copy(update={"plugin_name": plugin.name})
+        out.continue_processing = False
+        return
+    if result.modified_payload is not None:
+        inv.payload = out.modified_payload = result.modified_payload
+    if result.modified_extensions is not None:
+        inv.extensions = out.modified_extensions = result.modified_extensions
+
+
+def _as_result(plugin: LoadedPlugin, value: Any) -> PluginResult:
+    if value is None:
+        return PluginResult()
+    if not isinstance(value, PluginResult):
+        raise _Refused(f"returned {type(value).__name__}; expected a PluginResult (allow / deny / modify) or None")
+    return value
+
+
+def _timed_out(plugin: LoadedPlugin, inv: Invocation, out: PipelineOutcome) -> None:
+    if time.monotonic() >= inv.deadline:
+        raise PipelineTimeoutError(
+            f"hook {inv.hook!r}: the invoke ran past its limit of {inv.invoke_timeout:g}s (plugin_settings.invoke_timeout) "
+            f"in plugin {plugin.name!r}"
+        )
+    _failed(plugin, inv, out, f"timed out after {plugin.timeout:g}s", timeout=True)
+
+
+def _failed(plugin: LoadedPlugin, inv: Invocation, out: PipelineOutcome, why: str, timeout: bool = False) -> None:
+    """on_error: fail raises (naming the plugin), ignore records, disable records and
+    switches the plugin off for the rest of the manager's life."""
+    message = f"plugin {plugin.name!r} {why}"
     if plugin.spec.on_error is OnError.FAIL:
-        cls = PipelineTimeoutError if failure.timeout else PipelineError
-        raise cls(f"hook {hook!r}: {failure}")
-    outcome.errors.append(
-        PluginError(plugin_name=plugin.name, message=str(failure), code="plugin_timeout" if failure.timeout else "plugin_error")
-    )
+        raise (PipelineTimeoutError if timeout else PipelineError)(f"hook {inv.hook!r}: {message}")
+    out.errors.append(PluginError(plugin_name=plugin.name, message=message, code="plugin_timeout" if timeout else "plugin_error"))
     if plugin.spec.on_error is OnError.DISABLE:
         plugin.disabled = True
 
 
-def _call(plugin: LoadedPlugin, hook: str, payload: Any, ctx: PluginContext, timeout: float) -> PluginResult:
-    handler = plugin.handlers[hook]
+def _run_concurrent(phase: list[LoadedPlugin], inv: Invocation, authority: Authority, out: PipelineOutcome) -> None:
+    """The plugins run together: each is started inline, those that suspend finish
+    together on the caller's loop. The first deny halts the rest."""
+    suspended: list[driver.Suspended] = []
+
+    def settle(plugin: LoadedPlugin, ok: bool, value: Any) -> bool:
+        if not ok:
+            if isinstance(value, driver.HandlerTimeout):
+                _timed_out(plugin, inv, out)
+            else:
+                _failed(plugin, inv, out, f"raised {type(value).__name__}: {value}")
+            return False
+        _apply(plugin, inv, authority, value, out)
+        return not out.continue_processing
+
     try:
-        result = handler(payload, ctx)
-        if inspect.isawaitable(result):
-            result = RUNTIME_LOOP.run(result, timeout)
-    except TimeoutError:
-        raise _PluginFailure(plugin, f"plugin {plugin.name!r} timed out after {timeout:g}s", timeout=True) from None
-    except Exception as exc:  # noqa: BLE001 - a plugin's exception is contained
-        raise _PluginFailure(plugin, f"plugin {plugin.name!r} raised {type(exc).__name__}: {exc}") from None
-    if result is None:
-        return PluginResult()
-    if not isinstance(result, PluginResult):
-        raise _PluginFailure(plugin, f"plugin {plugin.name!r} returned {type(result).__name__}; expected a PluginResult (allow / deny / modify) or None")
-    return result
+        for plugin in phase:
+            deadline = _deadline(plugin, inv)
+            try:
+                done, value, coro = driver.begin(plugin.handlers[inv.hook], _args(plugin, inv), deadline)
+            except driver.HandlerTimeout:
+                _timed_out(plugin, inv, out)
+                continue
+            except Exception as exc:  # noqa: BLE001 - contained
+                _failed(plugin, inv, out, f"raised {type(exc).__name__}: {exc}")
+                continue
+            if not done:
+                suspended.append(driver.Suspended(plugin, coro, value, deadline))
+            elif settle(plugin, True, value):
+                break
+        else:
+            if suspended:
+                driver.finish_all(suspended, settle)
+            return
+    except BaseException:
+        for s in suspended:
+            s.coro.close()
+        raise
+    for s in suspended:  # halted by a deny before they finished
+        s.coro.close()
+
+
+def _fire_and_forget(followers: list[LoadedPlugin], inv: Invocation, out: PipelineOutcome) -> BackgroundTasks:
+    """Schedules the fire-and-forget plugins on the runtime loop with the pipeline's
+    final payload and extensions; their failures come back through the handle."""
+    payload, extensions = inv.payload, inv.extensions
+
+    async def one(plugin: LoadedPlugin) -> PluginError | None:
+        ctx = PluginContext(extensions=extensions, state={}, global_state=inv.global_state)
+        handler = plugin.handlers[inv.hook]
+        loop = asyncio.get_running_loop()
+        try:
+            if asyncio.iscoroutinefunction(handler):
+                value = await asyncio.wait_for(handler(payload, ctx), plugin.timeout)
+            else:
+                deadline = time.monotonic() + plugin.timeout
+                value = await loop.run_in_executor(None, driver.call, handler, (payload, ctx), deadline)
+            result = _as_result(plugin, value)
+            if not result.continue_processing or result.modified_payload is not None or result.modified_extensions is not None:
+                raise _Refused("a fire_and_forget plugin may neither deny nor modify; its result was refused")
+            return None
+        except (asyncio.TimeoutError, driver.HandlerTimeout):
+            message, code = f"plugin {plugin.name!r} timed out after {plugin.timeout:g}s", "plugin_timeout"
+        except _Refused as refused:
+            message, code = f"plugin {plugin.name!r} {refused}", "plugin_error"
+        except Exception as exc:  # noqa: BLE001 - contained
+            message, code = f"plugin {plugin.name!r} raised {type(exc).__name__}: {exc}", "plugin_error"
+        if plugin.spec.on_error is OnError.DISABLE:
+            plugin.disabled = True
+        return PluginError(plugin_name=plugin.name, message=message, code=code)
+
+    async def run_all() -> list[PluginError]:
+        results = await asyncio.gather(*(one(p) for p in followers))
+        return [r for r in results if r is not None]
+
+    return BackgroundTasks(RUNTIME_LOOP.submit(run_all()), [p.name for p in followers])  # type: ignore[arg-type]

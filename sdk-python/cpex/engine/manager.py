@@ -3,35 +3,44 @@ over libcpex.so) or directly from Python."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import inspect
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from cpex._generated.errors import PAYLOAD_TYPES
+from cpex.engine import driver
+from cpex.engine.background import BackgroundTasks
 from cpex.engine.config import Config, parse_config
 from cpex.engine.context import ContextTable
-from cpex.engine.executor import LoadedPlugin, PipelineOutcome, check_supported, run_pipeline
-from cpex.engine.registry import add_plugin_dirs, resolve_kind
-from cpex.engine.runtime_loop import RUNTIME_LOOP
+from cpex.engine.executor import Invocation, LoadedPlugin, PipelineOutcome, run_pipeline
+from cpex.engine.registry import FactoryRegistry, add_plugin_dirs
+from cpex.engine.routing import Router, conditions_match
 from cpex.errors import ConfigError, InvalidHandleError, InvalidInputError, PipelineError
+from cpex.plugin import Plugin
 
 
 @dataclass
 class InvokeOutcome:
     result: PipelineOutcome
     context: ContextTable | None
+    background: BackgroundTasks | None
 
 
 class PluginManager:
-    """Config, plugins and global state. Safe to use from many threads."""
+    """Config, plugins, routes and global state. Safe to use from many threads."""
 
     def __init__(self) -> None:
         self._config = Config()
         self._plugins: list[LoadedPlugin] = []
+        self._router = Router(self._config)
+        self._factories = FactoryRegistry()
         self._initialized = False
         self._shut_down = False
         self._lock = threading.RLock()
+        self._background: set[BackgroundTasks] = set()
         self.global_state: dict[str, Any] = {}
 
     @classmethod
@@ -42,6 +51,12 @@ class PluginManager:
 
     # -- lifecycle ------------------------------------------------------------------
 
+    def register_factory(self, kind: str, target: type[Plugin] | str) -> None:
+        """Registers a plugin kind (a Plugin subclass or 'package.module:ClassName')
+        that configs loaded afterwards may name."""
+        self._check_alive("register_factory")
+        self._factories.register(kind, target)
+
     def load_config(self, text: str) -> None:
         config = parse_config(text)
         add_plugin_dirs(config.plugin_settings.plugin_dirs)
@@ -50,16 +65,17 @@ class PluginManager:
             self._check_alive("load_config")
             if self._initialized:
                 raise PipelineError("load_config: the manager is already initialized; create a new manager for a new config")
-            self._config, self._plugins = config, plugins
+            self._config, self._plugins, self._router = config, plugins, Router(config)
 
-    @staticmethod
-    def _instantiate(index: int, config: Config) -> LoadedPlugin:
+    def _instantiate(self, index: int, config: Config) -> LoadedPlugin:
         spec = config.plugins[index]
         where = f"plugins[{index}]"
-        check_supported(spec, where)
-        cls = resolve_kind(spec.kind, f"{where}.kind")
-        handlers: dict[str, Any] = {}
-        for j, hook_name in enumerate(spec.hooks):
+        cls = self._factories.resolve(spec.kind, f"{where}.kind")
+        hooks = spec.hooks or cls.declared_hooks()
+        if not hooks:
+            raise ConfigError(f"{where}.hooks: plugin {spec.name!r} lists no hooks and its class {cls.__name__} handles none")
+        handlers: dict[str, str] = {}
+        for j, hook_name in enumerate(hooks):
             method = cls.handler_for(hook_name)
             if method is None:
                 raise ConfigError(
@@ -71,8 +87,13 @@ class PluginManager:
             instance = cls(dict(spec.config))
         except Exception as exc:  # noqa: BLE001 - the plugin's constructor is plugin code
             raise PipelineError(f"plugin {spec.name!r}: constructor raised {type(exc).__name__}: {exc}") from None
-        bound = {h: getattr(instance, m) for h, m in handlers.items()}
-        return LoadedPlugin(spec=spec, index=index, instance=instance, handlers=bound)
+        return LoadedPlugin(
+            spec=spec,
+            index=index,
+            instance=instance,
+            handlers={h: getattr(instance, m) for h, m in handlers.items()},
+            timeout=spec.timeout or config.plugin_settings.plugin_timeout,
+        )
 
     def initialize(self) -> None:
         with self._lock:
@@ -84,29 +105,36 @@ class PluginManager:
             self._initialized = True
 
     def shutdown(self) -> None:
-        """Shuts every plugin down; the manager is unusable afterwards. Idempotent."""
+        """Shuts every plugin down; the manager is unusable afterwards. Idempotent.
+        Fire-and-forget tasks still running get up to plugin_timeout to finish first."""
         with self._lock:
             if self._shut_down:
                 return
             self._shut_down = True
             was_initialized, self._initialized = self._initialized, False
-            failures = []
-            if was_initialized:
-                for plugin in self._plugins:
-                    try:
-                        self._lifecycle(plugin, "shutdown")
-                    except PipelineError as exc:
-                        failures.append(str(exc))
-            if failures:
-                raise PipelineError("shutdown: " + "; ".join(failures))
+            pending = [b for b in self._background if not b.done]
+            self._background.clear()
+        for tasks in pending:
+            try:
+                tasks.wait(self._config.plugin_settings.plugin_timeout)
+            except concurrent.futures.TimeoutError:
+                pass
+        failures = []
+        if was_initialized:
+            for plugin in self._plugins:
+                try:
+                    self._lifecycle(plugin, "shutdown")
+                except PipelineError as exc:
+                    failures.append(str(exc))
+        if failures:
+            raise PipelineError("shutdown: " + "; ".join(failures))
 
     def _lifecycle(self, plugin: LoadedPlugin, step: str) -> None:
+        method = getattr(plugin.instance, step)
         try:
-            result = getattr(plugin.instance, step)()
-            if inspect.isawaitable(result):
-                RUNTIME_LOOP.run(result, self._config.plugin_settings.plugin_timeout)
-        except TimeoutError:
-            raise PipelineError(f"plugin {plugin.name!r}: {step} timed out") from None
+            driver.call(method, (), time.monotonic() + plugin.timeout)
+        except driver.HandlerTimeout:
+            raise PipelineError(f"plugin {plugin.name!r}: {step} timed out after {plugin.timeout:g}s") from None
         except Exception as exc:  # noqa: BLE001 - plugin code
             raise PipelineError(f"plugin {plugin.name!r}: {step} raised {type(exc).__name__}: {exc}") from None
 
@@ -132,6 +160,14 @@ class PluginManager:
         self._check_alive("is_initialized")
         return self._initialized
 
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @property
+    def router(self) -> Router:
+        return self._router
+
     # -- invoke ---------------------------------------------------------------------
 
     def invoke(
@@ -155,14 +191,43 @@ class PluginManager:
             known = ", ".join(f"{k} ({v})" for k, v in PAYLOAD_TYPES.items())
             raise InvalidInputError(f"payload_type: unknown payload type {payload_type}; expected one of {known}")
         if not isinstance(payload, dict):
-            raise InvalidInputError(
-                f"payload: a {PAYLOAD_TYPES[payload_type]} payload must be a map, got {type(payload).__name__}"
-            )
+            raise InvalidInputError(f"payload: a {PAYLOAD_TYPES[payload_type]} payload must be a map, got {type(payload).__name__}")
         if extensions is not None and not isinstance(extensions, dict):
             raise InvalidInputError(f"extensions: expected a map, got {type(extensions).__name__}")
-        plugins = [p for p in self._plugins if hook in p.handlers]
-        outcome = run_pipeline(
-            plugins, hook, payload, extensions or {}, states, self.global_state, self._config.plugin_settings.plugin_timeout
+        extensions = dict(extensions or {})
+        resolution = self._router.resolve(extensions.get("meta"))
+        if resolution.tags:
+            meta = dict(extensions.get("meta") or {})
+            meta["tags"] = list(resolution.tags)
+            extensions["meta"] = meta
+        plugins = [
+            p
+            for p in self._plugins
+            if hook in p.handlers
+            and (resolution.plugins is None or p.name in resolution.plugins)
+            and conditions_match(p.spec.conditions, resolution)
+        ]
+        settings = self._config.plugin_settings
+        inv = Invocation(
+            hook=hook,
+            payload=payload,
+            extensions=extensions,
+            states=states,
+            global_state=self.global_state,
+            deadline=time.monotonic() + settings.invoke_timeout,
+            invoke_timeout=settings.invoke_timeout,
         )
+        outcome = run_pipeline(plugins, inv)
+        if outcome.background is not None:
+            self._track(outcome.background)
         kept = {name: s for name, s in outcome.states.items() if s}
-        return InvokeOutcome(result=outcome, context=ContextTable(self, kept) if kept else None)
+        return InvokeOutcome(
+            result=outcome,
+            context=ContextTable(self, kept) if kept else None,
+            background=outcome.background,
+        )
+
+    def _track(self, tasks: BackgroundTasks) -> None:
+        with self._lock:
+            self._background = {b for b in self._background if not b.done}
+            self._background.add(tasks)

@@ -1,28 +1,73 @@
-"""Resolves a plugin `kind` to its class: `package.module:ClassName`."""
+"""Resolves a plugin `kind` to its class: a name the host registered, or an import
+path `package.module:ClassName`."""
 
 from __future__ import annotations
 
 import importlib
 import os
 import sys
+import threading
 
-from cpex.errors import ConfigError
+from cpex.errors import ConfigError, InvalidInputError
 from cpex.plugin import Plugin
 
 
-def resolve_kind(kind: str, where: str) -> type[Plugin]:
-    module_name, sep, class_name = kind.partition(":")
+class FactoryRegistry:
+    """The kinds a host registered on one manager, before loading its config."""
+
+    def __init__(self) -> None:
+        self._kinds: dict[str, type[Plugin] | str] = {}
+        self._lock = threading.Lock()
+
+    def register(self, kind: str, target: type[Plugin] | str) -> None:
+        """kind -> a Plugin subclass, or the import path 'package.module:ClassName' of one."""
+        if not kind:
+            raise InvalidInputError("kind: empty; a factory needs a name")
+        if ":" in kind:
+            raise InvalidInputError(f"kind: {kind!r} contains ':', which is reserved for import paths")
+        if isinstance(target, str):
+            _split(target, "target")
+        elif not (isinstance(target, type) and issubclass(target, Plugin)):
+            raise InvalidInputError(f"target: {target!r} is not a cpex.Plugin subclass or an import path")
+        with self._lock:
+            if kind in self._kinds:
+                raise InvalidInputError(f"kind: {kind!r} is already registered")
+            self._kinds[kind] = target
+
+    @property
+    def kinds(self) -> list[str]:
+        return sorted(self._kinds)
+
+    def resolve(self, kind: str, where: str) -> type[Plugin]:
+        target = self._kinds.get(kind, kind)
+        if not isinstance(target, str):
+            return target
+        if ":" not in target:
+            known = ", ".join(self.kinds) or "none registered"
+            raise ConfigError(
+                f"{where}: unknown plugin kind {kind!r}; expected a registered kind ({known}) or 'package.module:ClassName'"
+            )
+        return import_plugin(target, where)
+
+
+def _split(path: str, where: str) -> tuple[str, str]:
+    module_name, sep, class_name = path.partition(":")
     if not sep or not module_name or not class_name:
-        raise ConfigError(f"{where}: unknown plugin kind {kind!r}; expected 'package.module:ClassName'")
+        raise InvalidInputError(f"{where}: {path!r} is not an import path 'package.module:ClassName'")
+    return module_name, class_name
+
+
+def import_plugin(path: str, where: str) -> type[Plugin]:
+    module_name, _, class_name = path.partition(":")
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001 - any import failure is the config's fault
-        raise ConfigError(f"{where}: cannot import module {module_name!r} of kind {kind!r}: {type(exc).__name__}: {exc}") from None
+        raise ConfigError(f"{where}: cannot import module {module_name!r} of kind {path!r}: {type(exc).__name__}: {exc}") from None
     cls = getattr(module, class_name, None)
     if cls is None:
         raise ConfigError(f"{where}: module {module_name!r} has no class {class_name!r}")
     if not (isinstance(cls, type) and issubclass(cls, Plugin)):
-        raise ConfigError(f"{where}: {kind!r} is not a subclass of cpex.Plugin")
+        raise ConfigError(f"{where}: {path!r} is not a subclass of cpex.Plugin")
     return cls
 
 

@@ -123,6 +123,14 @@ class PluginManager:
         err = self._library.ffi.new("char **")
         self._library.check(getattr(self._library.lib, fn_name)(handle, *args, err), err)
 
+    def register_factory(self, kind: str, target: str | type) -> None:
+        """Registers a plugin kind for configs loaded afterwards. target is the import
+        path 'package.module:ClassName' of a cpex.Plugin subclass, or the class."""
+        if isinstance(target, type):
+            target = f"{target.__module__}:{target.__qualname__}"
+        raw_kind, raw_target = kind.encode("utf-8"), target.encode("utf-8")
+        self._call("cpex_register_factory", raw_kind, len(raw_kind), raw_target, len(raw_target))
+
     def load_config(self, yaml: str) -> None:
         raw = yaml.encode("utf-8")
         self._call("cpex_load_config", raw, len(raw))

@@ -1,0 +1,155 @@
+"""Runs one handler on the caller's thread within a deadline, sync or async."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import types
+from collections.abc import Coroutine, Generator
+from typing import Any, Callable
+
+from cpex.engine.runtime_loop import RUNTIME_LOOP, caller_loop
+from cpex.engine.watchdog import WATCHDOG, PluginDeadline
+
+_get_running_loop = asyncio.events._get_running_loop
+_set_running_loop = asyncio.events._set_running_loop
+
+
+class HandlerTimeout(Exception):
+    """The handler ran past its deadline and was stopped."""
+
+
+def call(fn: Callable[..., Any], args: tuple[Any, ...], deadline: float) -> Any:
+    """fn(*args), driven to completion on this thread; HandlerTimeout past deadline.
+    A coroutine result is driven inline until it suspends, then finished on this
+    thread's caller loop."""
+    try:
+        try:
+            WATCHDOG.arm(deadline)
+            result = fn(*args)
+            if isinstance(result, Coroutine):
+                result = drive(result, deadline)
+            return result
+        finally:
+            _disarm()
+    except PluginDeadline:
+        raise HandlerTimeout from None
+    except asyncio.TimeoutError:
+        raise HandlerTimeout from None
+
+
+def _disarm() -> None:
+    # The watchdog's single exception may land while disarming: absorb it, retry.
+    while True:
+        try:
+            WATCHDOG.disarm()
+            return
+        except PluginDeadline:
+            continue
+
+
+def start(coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
+    """Drives coro inline up to its first real suspension: (True, result) when it
+    finished, (False, what it yielded) when it suspended. Raises what it raised."""
+    previous = _get_running_loop()
+    _set_running_loop(caller_loop())
+    try:
+        yielded = coro.send(None)
+    except StopIteration as stop:
+        return True, stop.value
+    finally:
+        _set_running_loop(previous)
+    return False, yielded
+
+
+def drive(coro: Coroutine[Any, Any, Any], deadline: float) -> Any:
+    if _get_running_loop() is not None:
+        # The host called us from inside a running loop (its own): this thread's loop
+        # cannot run, so the whole coroutine goes to the runtime loop.
+        return RUNTIME_LOOP.submit(asyncio.wait_for(coro, _remaining(deadline))).result()
+    done, value = start(coro)
+    if done:
+        return value
+    loop = caller_loop()
+    return loop.run_until_complete(asyncio.wait_for(resume(coro, value), _remaining(deadline)))
+
+
+def _remaining(deadline: float) -> float:
+    return max(deadline - time.monotonic(), 0.0)
+
+
+@types.coroutine
+def resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, Any]:
+    """An awaitable that continues coro from a suspension reached by start(): it
+    re-yields what coro yielded, then relays every send / throw, like `yield from`."""
+    while True:
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # noqa: BLE001 - relayed into the coroutine
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
+
+
+def begin(fn: Callable[..., Any], args: tuple[Any, ...], deadline: float) -> tuple[bool, Any, Any]:
+    """Starts fn(*args) like call(), but leaves a suspended coroutine for finish_all():
+    (True, result, None) when done, (False, yielded, coroutine) when suspended."""
+    try:
+        try:
+            WATCHDOG.arm(deadline)
+            result = fn(*args)
+            if not isinstance(result, Coroutine):
+                return True, result, None
+            if _get_running_loop() is not None:
+                return True, drive(result, deadline), None
+            done, value = start(result)
+            return (True, value, None) if done else (False, value, result)
+        finally:
+            _disarm()
+    except PluginDeadline:
+        raise HandlerTimeout from None
+
+
+class Suspended:
+    """A handler that suspended in begin(): what finish_all() continues."""
+
+    def __init__(self, key: Any, coro: Coroutine[Any, Any, Any], yielded: Any, deadline: float) -> None:
+        self.key, self.coro, self.yielded, self.deadline = key, coro, yielded, deadline
+
+
+def finish_all(suspended: list[Suspended], settle: Callable[[Any, bool, Any], bool]) -> None:
+    """Runs the suspended handlers together on this thread's loop. settle(key, ok,
+    value) gets each outcome as it comes (ok False: value is the exception, a
+    HandlerTimeout for a deadline); when it returns True the others are cancelled."""
+
+    async def run() -> None:
+        tasks = {
+            asyncio.ensure_future(asyncio.wait_for(resume(s.coro, s.yielded), _remaining(s.deadline))): s.key
+            for s in suspended
+        }
+        pending = set(tasks)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    exc = task.exception()
+                    if isinstance(exc, (asyncio.TimeoutError, PluginDeadline)):
+                        exc = HandlerTimeout()
+                    if settle(tasks[task], exc is None, task.result() if exc is None else exc):
+                        return
+        finally:
+            # A deny, or settle raising (on_error fail), ends the phase: cancel the rest.
+            for other in pending:
+                other.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    caller_loop().run_until_complete(run())

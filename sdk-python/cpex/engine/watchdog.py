@@ -1,0 +1,82 @@
+"""Bounds the time a sync handler may spin in Python code on the caller's thread.
+
+A handler runs inline, so nothing but the handler's own thread can stop it; the
+watchdog thread raises PluginDeadline in that thread (PyThreadState_SetAsyncExc) once
+its deadline passed. The exception is raised between two bytecodes, so a handler
+blocked inside C (time.sleep, a socket read) is interrupted only when it returns to
+Python code. Exactly one exception is delivered per guarded call, and one that was
+scheduled but not yet raised when the call ended is withdrawn, so it can never
+surface in engine code.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+from dataclasses import dataclass
+
+_POLL_SECONDS = 0.005
+
+
+class PluginDeadline(BaseException):
+    """Raised inside a handler whose deadline passed. A BaseException, so a plugin's
+    `except Exception` does not swallow it."""
+
+
+@dataclass
+class _Guard:
+    deadline: float
+    fired: bool = False
+
+
+_set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+_set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
+_set_async_exc.restype = ctypes.c_int
+
+
+class Watchdog:
+    def __init__(self) -> None:
+        self._guards: dict[int, _Guard] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, deadline: float) -> None:
+        """Guards the calling thread until disarm(); deadline is a time.monotonic() value."""
+        tid = threading.get_ident()
+        with self._lock:
+            self._guards[tid] = _Guard(deadline)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="cpex-watchdog", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def disarm(self) -> bool:
+        """Ends the guard of the calling thread; True when its deadline fired. Call it in
+        a loop that catches PluginDeadline: the one exception may land inside this call."""
+        tid = threading.get_ident()
+        with self._lock:
+            guard = self._guards.pop(tid, None)
+            if guard is None or not guard.fired:
+                return False
+            # Withdraw the exception if it is still pending (a no-op when delivered).
+            _set_async_exc(tid, ctypes.py_object())
+            return True
+
+    def _run(self) -> None:
+        while True:
+            if not self._guards:
+                self._wake.wait()
+                self._wake.clear()
+                continue
+            time.sleep(_POLL_SECONDS)
+            now = time.monotonic()
+            with self._lock:
+                for tid, guard in self._guards.items():
+                    if not guard.fired and now >= guard.deadline:
+                        guard.fired = True
+                        _set_async_exc(tid, ctypes.py_object(PluginDeadline))
+
+
+WATCHDOG = Watchdog()
