@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 LIB := build/lib/libcpex.so.1
-PYDIRS := sdk-python/cpex codegen/cpex_codegen ffi/build_lib.py sdk-python/tests codegen/tests tests/plugins
+PYDIRS := sdk-python/cpex codegen/cpex_codegen ffi/build_lib.py sdk-python/tests codegen/tests tests/plugins examples/authoring examples/plugins bench/python_invoke.py
 
 GOMODS := sdk-go examples bench
 
