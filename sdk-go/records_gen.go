@@ -2,35 +2,4168 @@
 
 package cpex
 
+import (
+	"fmt"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
 // PluginViolation: Why a plugin denied the call.
 type PluginViolation struct {
-	Code        string         `msgpack:"code"`
-	Reason      string         `msgpack:"reason"`
-	Description string         `msgpack:"description,omitempty"`
-	Details     map[string]any `msgpack:"details,omitempty"`
+	Code        string
+	Reason      string
+	Description string
+	Details     map[string]any
 	// Set by the engine, never by the plugin.
-	PluginName     string `msgpack:"plugin_name,omitempty"`
-	ProtoErrorCode *int64 `msgpack:"proto_error_code,omitempty"`
+	PluginName     string
+	ProtoErrorCode *int64
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r PluginViolation) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1 + 1
+	if r.Description != "" {
+		n++
+	}
+	if len(r.Details) > 0 {
+		n++
+	}
+	if r.PluginName != "" {
+		n++
+	}
+	if r.ProtoErrorCode != nil {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "code", r.Code); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "reason", r.Reason); err != nil {
+		return err
+	}
+	if r.Description != "" {
+		if err := encodeField(enc, "description", r.Description); err != nil {
+			return err
+		}
+	}
+	if len(r.Details) > 0 {
+		if err := encodeField(enc, "details", r.Details); err != nil {
+			return err
+		}
+	}
+	if r.PluginName != "" {
+		if err := encodeField(enc, "plugin_name", r.PluginName); err != nil {
+			return err
+		}
+	}
+	if r.ProtoErrorCode != nil {
+		if err := encodeField(enc, "proto_error_code", r.ProtoErrorCode); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *PluginViolation) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("PluginViolation: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("PluginViolation: field name: %w", err)
+		}
+		switch key {
+		case "code":
+			seen++
+			if err := dec.Decode(&r.Code); err != nil {
+				return fmt.Errorf("PluginViolation.code: %w", err)
+			}
+		case "reason":
+			seen++
+			if err := dec.Decode(&r.Reason); err != nil {
+				return fmt.Errorf("PluginViolation.reason: %w", err)
+			}
+		case "description":
+			if err := dec.Decode(&r.Description); err != nil {
+				return fmt.Errorf("PluginViolation.description: %w", err)
+			}
+		case "details":
+			if err := dec.Decode(&r.Details); err != nil {
+				return fmt.Errorf("PluginViolation.details: %w", err)
+			}
+		case "plugin_name":
+			if err := dec.Decode(&r.PluginName); err != nil {
+				return fmt.Errorf("PluginViolation.plugin_name: %w", err)
+			}
+		case "proto_error_code":
+			if err := dec.Decode(&r.ProtoErrorCode); err != nil {
+				return fmt.Errorf("PluginViolation.proto_error_code: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("PluginViolation.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 2 {
+		return fmt.Errorf("PluginViolation: missing a required field (code, reason)")
+	}
+	return nil
 }
 
 // PluginError: A plugin failure that did not stop the pipeline (on_error ignore / disable).
 type PluginError struct {
-	PluginName     string         `msgpack:"plugin_name"`
-	Message        string         `msgpack:"message"`
-	Code           string         `msgpack:"code,omitempty"`
-	Details        map[string]any `msgpack:"details,omitempty"`
-	ProtoErrorCode *int64         `msgpack:"proto_error_code,omitempty"`
+	PluginName     string
+	Message        string
+	Code           string
+	Details        map[string]any
+	ProtoErrorCode *int64
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r PluginError) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1 + 1
+	if r.Code != "" {
+		n++
+	}
+	if len(r.Details) > 0 {
+		n++
+	}
+	if r.ProtoErrorCode != nil {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "plugin_name", r.PluginName); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "message", r.Message); err != nil {
+		return err
+	}
+	if r.Code != "" {
+		if err := encodeField(enc, "code", r.Code); err != nil {
+			return err
+		}
+	}
+	if len(r.Details) > 0 {
+		if err := encodeField(enc, "details", r.Details); err != nil {
+			return err
+		}
+	}
+	if r.ProtoErrorCode != nil {
+		if err := encodeField(enc, "proto_error_code", r.ProtoErrorCode); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *PluginError) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("PluginError: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("PluginError: field name: %w", err)
+		}
+		switch key {
+		case "plugin_name":
+			seen++
+			if err := dec.Decode(&r.PluginName); err != nil {
+				return fmt.Errorf("PluginError.plugin_name: %w", err)
+			}
+		case "message":
+			seen++
+			if err := dec.Decode(&r.Message); err != nil {
+				return fmt.Errorf("PluginError.message: %w", err)
+			}
+		case "code":
+			if err := dec.Decode(&r.Code); err != nil {
+				return fmt.Errorf("PluginError.code: %w", err)
+			}
+		case "details":
+			if err := dec.Decode(&r.Details); err != nil {
+				return fmt.Errorf("PluginError.details: %w", err)
+			}
+		case "proto_error_code":
+			if err := dec.Decode(&r.ProtoErrorCode); err != nil {
+				return fmt.Errorf("PluginError.proto_error_code: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("PluginError.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 2 {
+		return fmt.Errorf("PluginError: missing a required field (plugin_name, message)")
+	}
+	return nil
 }
 
 // PipelineResult: The outcome of one invoke.
 type PipelineResult struct {
-	ContinueProcessing bool             `msgpack:"continue_processing"`
-	Violation          *PluginViolation `msgpack:"violation,omitempty"`
-	Errors             []PluginError    `msgpack:"errors,omitempty"`
-	Metadata           map[string]any   `msgpack:"metadata,omitempty"`
-	PayloadType        uint8            `msgpack:"payload_type"`
+	ContinueProcessing bool
+	Violation          *PluginViolation
+	Errors             []PluginError
+	Metadata           map[string]any
+	PayloadType        uint8
 	// The modified payload, MessagePack; absent when unchanged.
-	ModifiedPayload []byte `msgpack:"modified_payload,omitempty"`
+	ModifiedPayload []byte
 	// The modified extensions, MessagePack; absent when unchanged.
-	ModifiedExtensions []byte `msgpack:"modified_extensions,omitempty"`
+	ModifiedExtensions []byte
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r PipelineResult) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1 + 1
+	if r.Violation != nil {
+		n++
+	}
+	if len(r.Errors) > 0 {
+		n++
+	}
+	if len(r.Metadata) > 0 {
+		n++
+	}
+	if len(r.ModifiedPayload) > 0 {
+		n++
+	}
+	if len(r.ModifiedExtensions) > 0 {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "continue_processing", r.ContinueProcessing); err != nil {
+		return err
+	}
+	if r.Violation != nil {
+		if err := encodeField(enc, "violation", r.Violation); err != nil {
+			return err
+		}
+	}
+	if len(r.Errors) > 0 {
+		if err := encodeField(enc, "errors", r.Errors); err != nil {
+			return err
+		}
+	}
+	if len(r.Metadata) > 0 {
+		if err := encodeField(enc, "metadata", r.Metadata); err != nil {
+			return err
+		}
+	}
+	if err := encodeField(enc, "payload_type", r.PayloadType); err != nil {
+		return err
+	}
+	if len(r.ModifiedPayload) > 0 {
+		if err := encodeField(enc, "modified_payload", r.ModifiedPayload); err != nil {
+			return err
+		}
+	}
+	if len(r.ModifiedExtensions) > 0 {
+		if err := encodeField(enc, "modified_extensions", r.ModifiedExtensions); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *PipelineResult) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("PipelineResult: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("PipelineResult: field name: %w", err)
+		}
+		switch key {
+		case "continue_processing":
+			seen++
+			if err := dec.Decode(&r.ContinueProcessing); err != nil {
+				return fmt.Errorf("PipelineResult.continue_processing: %w", err)
+			}
+		case "violation":
+			if err := dec.Decode(&r.Violation); err != nil {
+				return fmt.Errorf("PipelineResult.violation: %w", err)
+			}
+		case "errors":
+			if err := dec.Decode(&r.Errors); err != nil {
+				return fmt.Errorf("PipelineResult.errors: %w", err)
+			}
+		case "metadata":
+			if err := dec.Decode(&r.Metadata); err != nil {
+				return fmt.Errorf("PipelineResult.metadata: %w", err)
+			}
+		case "payload_type":
+			seen++
+			if err := dec.Decode(&r.PayloadType); err != nil {
+				return fmt.Errorf("PipelineResult.payload_type: %w", err)
+			}
+		case "modified_payload":
+			if err := dec.Decode(&r.ModifiedPayload); err != nil {
+				return fmt.Errorf("PipelineResult.modified_payload: %w", err)
+			}
+		case "modified_extensions":
+			if err := dec.Decode(&r.ModifiedExtensions); err != nil {
+				return fmt.Errorf("PipelineResult.modified_extensions: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("PipelineResult.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 2 {
+		return fmt.Errorf("PipelineResult: missing a required field (continue_processing, payload_type)")
+	}
+	return nil
+}
+
+// Extensions: Everything known about an invocation besides its payload; each slot has a mutability tier (extension_slots).
+type Extensions struct {
+	Meta       *MetaExtension
+	Security   *SecurityExtension
+	HTTP       *HttpExtension
+	Delegation *DelegationExtension
+	Agent      *AgentExtension
+	Request    *RequestExtension
+	MCP        *MCPExtension
+	Completion *CompletionExtension
+	Provenance *ProvenanceExtension
+	LLM        *LLMExtension
+	Framework  *FrameworkExtension
+	Custom     map[string]any
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r Extensions) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra)
+	if r.Meta != nil {
+		n++
+	}
+	if r.Security != nil {
+		n++
+	}
+	if r.HTTP != nil {
+		n++
+	}
+	if r.Delegation != nil {
+		n++
+	}
+	if r.Agent != nil {
+		n++
+	}
+	if r.Request != nil {
+		n++
+	}
+	if r.MCP != nil {
+		n++
+	}
+	if r.Completion != nil {
+		n++
+	}
+	if r.Provenance != nil {
+		n++
+	}
+	if r.LLM != nil {
+		n++
+	}
+	if r.Framework != nil {
+		n++
+	}
+	if len(r.Custom) > 0 {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if r.Meta != nil {
+		if err := encodeField(enc, "meta", r.Meta); err != nil {
+			return err
+		}
+	}
+	if r.Security != nil {
+		if err := encodeField(enc, "security", r.Security); err != nil {
+			return err
+		}
+	}
+	if r.HTTP != nil {
+		if err := encodeField(enc, "http", r.HTTP); err != nil {
+			return err
+		}
+	}
+	if r.Delegation != nil {
+		if err := encodeField(enc, "delegation", r.Delegation); err != nil {
+			return err
+		}
+	}
+	if r.Agent != nil {
+		if err := encodeField(enc, "agent", r.Agent); err != nil {
+			return err
+		}
+	}
+	if r.Request != nil {
+		if err := encodeField(enc, "request", r.Request); err != nil {
+			return err
+		}
+	}
+	if r.MCP != nil {
+		if err := encodeField(enc, "mcp", r.MCP); err != nil {
+			return err
+		}
+	}
+	if r.Completion != nil {
+		if err := encodeField(enc, "completion", r.Completion); err != nil {
+			return err
+		}
+	}
+	if r.Provenance != nil {
+		if err := encodeField(enc, "provenance", r.Provenance); err != nil {
+			return err
+		}
+	}
+	if r.LLM != nil {
+		if err := encodeField(enc, "llm", r.LLM); err != nil {
+			return err
+		}
+	}
+	if r.Framework != nil {
+		if err := encodeField(enc, "framework", r.Framework); err != nil {
+			return err
+		}
+	}
+	if len(r.Custom) > 0 {
+		if err := encodeField(enc, "custom", r.Custom); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *Extensions) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("Extensions: %w", err)
+	}
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("Extensions: field name: %w", err)
+		}
+		switch key {
+		case "meta":
+			if err := dec.Decode(&r.Meta); err != nil {
+				return fmt.Errorf("Extensions.meta: %w", err)
+			}
+		case "security":
+			if err := dec.Decode(&r.Security); err != nil {
+				return fmt.Errorf("Extensions.security: %w", err)
+			}
+		case "http":
+			if err := dec.Decode(&r.HTTP); err != nil {
+				return fmt.Errorf("Extensions.http: %w", err)
+			}
+		case "delegation":
+			if err := dec.Decode(&r.Delegation); err != nil {
+				return fmt.Errorf("Extensions.delegation: %w", err)
+			}
+		case "agent":
+			if err := dec.Decode(&r.Agent); err != nil {
+				return fmt.Errorf("Extensions.agent: %w", err)
+			}
+		case "request":
+			if err := dec.Decode(&r.Request); err != nil {
+				return fmt.Errorf("Extensions.request: %w", err)
+			}
+		case "mcp":
+			if err := dec.Decode(&r.MCP); err != nil {
+				return fmt.Errorf("Extensions.mcp: %w", err)
+			}
+		case "completion":
+			if err := dec.Decode(&r.Completion); err != nil {
+				return fmt.Errorf("Extensions.completion: %w", err)
+			}
+		case "provenance":
+			if err := dec.Decode(&r.Provenance); err != nil {
+				return fmt.Errorf("Extensions.provenance: %w", err)
+			}
+		case "llm":
+			if err := dec.Decode(&r.LLM); err != nil {
+				return fmt.Errorf("Extensions.llm: %w", err)
+			}
+		case "framework":
+			if err := dec.Decode(&r.Framework); err != nil {
+				return fmt.Errorf("Extensions.framework: %w", err)
+			}
+		case "custom":
+			if err := dec.Decode(&r.Custom); err != nil {
+				return fmt.Errorf("Extensions.custom: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("Extensions.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	return nil
+}
+
+// MetaExtension: The entity the invocation is about, and its tags (routing reads them).
+type MetaExtension struct {
+	EntityType string
+	EntityName string
+	Tags       []string
+	Scope      string
+	Properties map[string]string
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r MetaExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra)
+	if r.EntityType != "" {
+		n++
+	}
+	if r.EntityName != "" {
+		n++
+	}
+	if len(r.Tags) > 0 {
+		n++
+	}
+	if r.Scope != "" {
+		n++
+	}
+	if len(r.Properties) > 0 {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if r.EntityType != "" {
+		if err := encodeField(enc, "entity_type", r.EntityType); err != nil {
+			return err
+		}
+	}
+	if r.EntityName != "" {
+		if err := encodeField(enc, "entity_name", r.EntityName); err != nil {
+			return err
+		}
+	}
+	if len(r.Tags) > 0 {
+		if err := encodeField(enc, "tags", r.Tags); err != nil {
+			return err
+		}
+	}
+	if r.Scope != "" {
+		if err := encodeField(enc, "scope", r.Scope); err != nil {
+			return err
+		}
+	}
+	if len(r.Properties) > 0 {
+		if err := encodeField(enc, "properties", r.Properties); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *MetaExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("MetaExtension: %w", err)
+	}
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("MetaExtension: field name: %w", err)
+		}
+		switch key {
+		case "entity_type":
+			if err := dec.Decode(&r.EntityType); err != nil {
+				return fmt.Errorf("MetaExtension.entity_type: %w", err)
+			}
+		case "entity_name":
+			if err := dec.Decode(&r.EntityName); err != nil {
+				return fmt.Errorf("MetaExtension.entity_name: %w", err)
+			}
+		case "tags":
+			if err := dec.Decode(&r.Tags); err != nil {
+				return fmt.Errorf("MetaExtension.tags: %w", err)
+			}
+		case "scope":
+			if err := dec.Decode(&r.Scope); err != nil {
+				return fmt.Errorf("MetaExtension.scope: %w", err)
+			}
+		case "properties":
+			if err := dec.Decode(&r.Properties); err != nil {
+				return fmt.Errorf("MetaExtension.properties: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("MetaExtension.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	return nil
+}
+
+// SecurityExtension: Labels, the subject, the agent identity and the policies of the data involved.
+type SecurityExtension struct {
+	Labels         []string
+	Classification string
+	Subject        *SubjectExtension
+	Agent          *AgentIdentity
+	AuthMethod     string
+	Objects        map[string]ObjectSecurityProfile
+	Data           map[string]DataPolicy
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r SecurityExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra)
+	if len(r.Labels) > 0 {
+		n++
+	}
+	if r.Classification != "" {
+		n++
+	}
+	if r.Subject != nil {
+		n++
+	}
+	if r.Agent != nil {
+		n++
+	}
+	if r.AuthMethod != "" {
+		n++
+	}
+	if len(r.Objects) > 0 {
+		n++
+	}
+	if len(r.Data) > 0 {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if len(r.Labels) > 0 {
+		if err := encodeField(enc, "labels", r.Labels); err != nil {
+			return err
+		}
+	}
+	if r.Classification != "" {
+		if err := encodeField(enc, "classification", r.Classification); err != nil {
+			return err
+		}
+	}
+	if r.Subject != nil {
+		if err := encodeField(enc, "subject", r.Subject); err != nil {
+			return err
+		}
+	}
+	if r.Agent != nil {
+		if err := encodeField(enc, "agent", r.Agent); err != nil {
+			return err
+		}
+	}
+	if r.AuthMethod != "" {
+		if err := encodeField(enc, "auth_method", r.AuthMethod); err != nil {
+			return err
+		}
+	}
+	if len(r.Objects) > 0 {
+		if err := encodeField(enc, "objects", r.Objects); err != nil {
+			return err
+		}
+	}
+	if len(r.Data) > 0 {
+		if err := encodeField(enc, "data", r.Data); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *SecurityExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("SecurityExtension: %w", err)
+	}
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("SecurityExtension: field name: %w", err)
+		}
+		switch key {
+		case "labels":
+			if err := dec.Decode(&r.Labels); err != nil {
+				return fmt.Errorf("SecurityExtension.labels: %w", err)
+			}
+		case "classification":
+			if err := dec.Decode(&r.Classification); err != nil {
+				return fmt.Errorf("SecurityExtension.classification: %w", err)
+			}
+		case "subject":
+			if err := dec.Decode(&r.Subject); err != nil {
+				return fmt.Errorf("SecurityExtension.subject: %w", err)
+			}
+		case "agent":
+			if err := dec.Decode(&r.Agent); err != nil {
+				return fmt.Errorf("SecurityExtension.agent: %w", err)
+			}
+		case "auth_method":
+			if err := dec.Decode(&r.AuthMethod); err != nil {
+				return fmt.Errorf("SecurityExtension.auth_method: %w", err)
+			}
+		case "objects":
+			if err := dec.Decode(&r.Objects); err != nil {
+				return fmt.Errorf("SecurityExtension.objects: %w", err)
+			}
+		case "data":
+			if err := dec.Decode(&r.Data); err != nil {
+				return fmt.Errorf("SecurityExtension.data: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("SecurityExtension.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	return nil
+}
+
+// SubjectExtension: Who the call acts for.
+type SubjectExtension struct {
+	ID          string
+	SubjectType string
+	Roles       []string
+	Permissions []string
+	Teams       []string
+	Claims      map[string]string
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r SubjectExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra)
+	if r.ID != "" {
+		n++
+	}
+	if r.SubjectType != "" {
+		n++
+	}
+	if len(r.Roles) > 0 {
+		n++
+	}
+	if len(r.Permissions) > 0 {
+		n++
+	}
+	if len(r.Teams) > 0 {
+		n++
+	}
+	if len(r.Claims) > 0 {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if r.ID != "" {
+		if err := encodeField(enc, "id", r.ID); err != nil {
+			return err
+		}
+	}
+	if r.SubjectType != "" {
+		if err := encodeField(enc, "subject_type", r.SubjectType); err != nil {
+			return err
+		}
+	}
+	if len(r.Roles) > 0 {
+		if err := encodeField(enc, "roles", r.Roles); err != nil {
+			return err
+		}
+	}
+	if len(r.Permissions) > 0 {
+		if err := encodeField(enc, "permissions", r.Permissions); err != nil {
+			return err
+		}
+	}
+	if len(r.Teams) > 0 {
+		if err := encodeField(enc, "teams", r.Teams); err != nil {
+			return err
+		}
+	}
+	if len(r.Claims) > 0 {
+		if err := encodeField(enc, "claims", r.Claims); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *SubjectExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("SubjectExtension: %w", err)
+	}
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("SubjectExtension: field name: %w", err)
+		}
+		switch key {
+		case "id":
+			if err := dec.Decode(&r.ID); err != nil {
+				return fmt.Errorf("SubjectExtension.id: %w", err)
+			}
+		case "subject_type":
+			if err := dec.Decode(&r.SubjectType); err != nil {
+				return fmt.Errorf("SubjectExtension.subject_type: %w", err)
+			}
+		case "roles":
+			if err := dec.Decode(&r.Roles); err != nil {
+				return fmt.Errorf("SubjectExtension.roles: %w", err)
+			}
+		case "permissions":
+			if err := dec.Decode(&r.Permissions); err != nil {
+				return fmt.Errorf("SubjectExtension.permissions: %w", err)
+			}
+		case "teams":
+			if err := dec.Decode(&r.Teams); err != nil {
+				return fmt.Errorf("SubjectExtension.teams: %w", err)
+			}
+		case "claims":
+			if err := dec.Decode(&r.Claims); err != nil {
+				return fmt.Errorf("SubjectExtension.claims: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("SubjectExtension.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	return nil
+}
+
+// AgentIdentity: The workload identity of the calling agent.
+type AgentIdentity struct {
+	ClientID    string
+	WorkloadID  string
+	TrustDomain string
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r AgentIdentity) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra)
+	if r.ClientID != "" {
+		n++
+	}
+	if r.WorkloadID != "" {
+		n++
+	}
+	if r.TrustDomain != "" {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if r.ClientID != "" {
+		if err := encodeField(enc, "client_id", r.ClientID); err != nil {
+			return err
+		}
+	}
+	if r.WorkloadID != "" {
+		if err := encodeField(enc, "workload_id", r.WorkloadID); err != nil {
+			return err
+		}
+	}
+	if r.TrustDomain != "" {
+		if err := encodeField(enc, "trust_domain", r.TrustDomain); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *AgentIdentity) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("AgentIdentity: %w", err)
+	}
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("AgentIdentity: field name: %w", err)
+		}
+		switch key {
+		case "client_id":
+			if err := dec.Decode(&r.ClientID); err != nil {
+				return fmt.Errorf("AgentIdentity.client_id: %w", err)
+			}
+		case "workload_id":
+			if err := dec.Decode(&r.WorkloadID); err != nil {
+				return fmt.Errorf("AgentIdentity.workload_id: %w", err)
+			}
+		case "trust_domain":
+			if err := dec.Decode(&r.TrustDomain); err != nil {
+				return fmt.Errorf("AgentIdentity.trust_domain: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("AgentIdentity.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	return nil
+}
+
+// ObjectSecurityProfile: Who manages an object and what may be done with it.
+type ObjectSecurityProfile struct {
+	ManagedBy   string
+	Permissions []string
+	TrustDomain string
+	DataScope   []string
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r ObjectSecurityProfile) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra)
+	if r.ManagedBy != "" {
+		n++
+	}
+	if len(r.Permissions) > 0 {
+		n++
+	}
+	if r.TrustDomain != "" {
+		n++
+	}
+	if len(r.DataScope) > 0 {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if r.ManagedBy != "" {
+		if err := encodeField(enc, "managed_by", r.ManagedBy); err != nil {
+			return err
+		}
+	}
+	if len(r.Permissions) > 0 {
+		if err := encodeField(enc, "permissions", r.Permissions); err != nil {
+			return err
+		}
+	}
+	if r.TrustDomain != "" {
+		if err := encodeField(enc, "trust_domain", r.TrustDomain); err != nil {
+			return err
+		}
+	}
+	if len(r.DataScope) > 0 {
+		if err := encodeField(enc, "data_scope", r.DataScope); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *ObjectSecurityProfile) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("ObjectSecurityProfile: %w", err)
+	}
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("ObjectSecurityProfile: field name: %w", err)
+		}
+		switch key {
+		case "managed_by":
+			if err := dec.Decode(&r.ManagedBy); err != nil {
+				return fmt.Errorf("ObjectSecurityProfile.managed_by: %w", err)
+			}
+		case "permissions":
+			if err := dec.Decode(&r.Permissions); err != nil {
+				return fmt.Errorf("ObjectSecurityProfile.permissions: %w", err)
+			}
+		case "trust_domain":
+			if err := dec.Decode(&r.TrustDomain); err != nil {
+				return fmt.Errorf("ObjectSecurityProfile.trust_domain: %w", err)
+			}
+		case "data_scope":
+			if err := dec.Decode(&r.DataScope); err != nil {
+				return fmt.Errorf("ObjectSecurityProfile.data_scope: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("ObjectSecurityProfile.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	return nil
+}
+
+// DataPolicy: Labels and actions that apply to a piece of data.
+type DataPolicy struct {
+	ApplyLabels    []string
+	AllowedActions []string
+	DeniedActions  []string
+	Retention      *RetentionPolicy
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r DataPolicy) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra)
+	if len(r.ApplyLabels) > 0 {
+		n++
+	}
+	if len(r.AllowedActions) > 0 {
+		n++
+	}
+	if len(r.DeniedActions) > 0 {
+		n++
+	}
+	if r.Retention != nil {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if len(r.ApplyLabels) > 0 {
+		if err := encodeField(enc, "apply_labels", r.ApplyLabels); err != nil {
+			return err
+		}
+	}
+	if len(r.AllowedActions) > 0 {
+		if err := encodeField(enc, "allowed_actions", r.AllowedActions); err != nil {
+			return err
+		}
+	}
+	if len(r.DeniedActions) > 0 {
+		if err := encodeField(enc, "denied_actions", r.DeniedActions); err != nil {
+			return err
+		}
+	}
+	if r.Retention != nil {
+		if err := encodeField(enc, "retention", r.Retention); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *DataPolicy) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("DataPolicy: %w", err)
+	}
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("DataPolicy: field name: %w", err)
+		}
+		switch key {
+		case "apply_labels":
+			if err := dec.Decode(&r.ApplyLabels); err != nil {
+				return fmt.Errorf("DataPolicy.apply_labels: %w", err)
+			}
+		case "allowed_actions":
+			if err := dec.Decode(&r.AllowedActions); err != nil {
+				return fmt.Errorf("DataPolicy.allowed_actions: %w", err)
+			}
+		case "denied_actions":
+			if err := dec.Decode(&r.DeniedActions); err != nil {
+				return fmt.Errorf("DataPolicy.denied_actions: %w", err)
+			}
+		case "retention":
+			if err := dec.Decode(&r.Retention); err != nil {
+				return fmt.Errorf("DataPolicy.retention: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("DataPolicy.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	return nil
+}
+
+// RetentionPolicy: How long data may be kept.
+type RetentionPolicy struct {
+	MaxAgeSeconds *uint64
+	Policy        string
+	DeleteAfter   string
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r RetentionPolicy) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra)
+	if r.MaxAgeSeconds != nil {
+		n++
+	}
+	if r.Policy != "" {
+		n++
+	}
+	if r.DeleteAfter != "" {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if r.MaxAgeSeconds != nil {
+		if err := encodeField(enc, "max_age_seconds", r.MaxAgeSeconds); err != nil {
+			return err
+		}
+	}
+	if r.Policy != "" {
+		if err := encodeField(enc, "policy", r.Policy); err != nil {
+			return err
+		}
+	}
+	if r.DeleteAfter != "" {
+		if err := encodeField(enc, "delete_after", r.DeleteAfter); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *RetentionPolicy) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("RetentionPolicy: %w", err)
+	}
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("RetentionPolicy: field name: %w", err)
+		}
+		switch key {
+		case "max_age_seconds":
+			if err := dec.Decode(&r.MaxAgeSeconds); err != nil {
+				return fmt.Errorf("RetentionPolicy.max_age_seconds: %w", err)
+			}
+		case "policy":
+			if err := dec.Decode(&r.Policy); err != nil {
+				return fmt.Errorf("RetentionPolicy.policy: %w", err)
+			}
+		case "delete_after":
+			if err := dec.Decode(&r.DeleteAfter); err != nil {
+				return fmt.Errorf("RetentionPolicy.delete_after: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("RetentionPolicy.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	return nil
+}
+
+// HttpExtension: HTTP headers of the request and the response.
+type HttpExtension struct {
+	RequestHeaders  map[string]string
+	ResponseHeaders map[string]string
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r HttpExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra)
+	if len(r.RequestHeaders) > 0 {
+		n++
+	}
+	if len(r.ResponseHeaders) > 0 {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if len(r.RequestHeaders) > 0 {
+		if err := encodeField(enc, "request_headers", r.RequestHeaders); err != nil {
+			return err
+		}
+	}
+	if len(r.ResponseHeaders) > 0 {
+		if err := encodeField(enc, "response_headers", r.ResponseHeaders); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *HttpExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("HttpExtension: %w", err)
+	}
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("HttpExtension: field name: %w", err)
+		}
+		switch key {
+		case "request_headers":
+			if err := dec.Decode(&r.RequestHeaders); err != nil {
+				return fmt.Errorf("HttpExtension.request_headers: %w", err)
+			}
+		case "response_headers":
+			if err := dec.Decode(&r.ResponseHeaders); err != nil {
+				return fmt.Errorf("HttpExtension.response_headers: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("HttpExtension.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	return nil
+}
+
+// DelegationExtension: The chain of delegations the call went through.
+type DelegationExtension struct {
+	Chain           []DelegationHop
+	Depth           int
+	OriginSubjectID string
+	ActorSubjectID  string
+	Delegated       bool
+	AgeSeconds      float64
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r DelegationExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra)
+	if len(r.Chain) > 0 {
+		n++
+	}
+	if r.Depth != 0 {
+		n++
+	}
+	if r.OriginSubjectID != "" {
+		n++
+	}
+	if r.ActorSubjectID != "" {
+		n++
+	}
+	if r.Delegated {
+		n++
+	}
+	if r.AgeSeconds != 0 {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if len(r.Chain) > 0 {
+		if err := encodeField(enc, "chain", r.Chain); err != nil {
+			return err
+		}
+	}
+	if r.Depth != 0 {
+		if err := encodeField(enc, "depth", r.Depth); err != nil {
+			return err
+		}
+	}
+	if r.OriginSubjectID != "" {
+		if err := encodeField(enc, "origin_subject_id", r.OriginSubjectID); err != nil {
+			return err
+		}
+	}
+	if r.ActorSubjectID != "" {
+		if err := encodeField(enc, "actor_subject_id", r.ActorSubjectID); err != nil {
+			return err
+		}
+	}
+	if r.Delegated {
+		if err := encodeField(enc, "delegated", r.Delegated); err != nil {
+			return err
+		}
+	}
+	if r.AgeSeconds != 0 {
+		if err := encodeField(enc, "age_seconds", r.AgeSeconds); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *DelegationExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("DelegationExtension: %w", err)
+	}
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("DelegationExtension: field name: %w", err)
+		}
+		switch key {
+		case "chain":
+			if err := dec.Decode(&r.Chain); err != nil {
+				return fmt.Errorf("DelegationExtension.chain: %w", err)
+			}
+		case "depth":
+			if err := dec.Decode(&r.Depth); err != nil {
+				return fmt.Errorf("DelegationExtension.depth: %w", err)
+			}
+		case "origin_subject_id":
+			if err := dec.Decode(&r.OriginSubjectID); err != nil {
+				return fmt.Errorf("DelegationExtension.origin_subject_id: %w", err)
+			}
+		case "actor_subject_id":
+			if err := dec.Decode(&r.ActorSubjectID); err != nil {
+				return fmt.Errorf("DelegationExtension.actor_subject_id: %w", err)
+			}
+		case "delegated":
+			if err := dec.Decode(&r.Delegated); err != nil {
+				return fmt.Errorf("DelegationExtension.delegated: %w", err)
+			}
+		case "age_seconds":
+			if err := dec.Decode(&r.AgeSeconds); err != nil {
+				return fmt.Errorf("DelegationExtension.age_seconds: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("DelegationExtension.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	return nil
+}
+
+// DelegationHop: One delegation step.
+type DelegationHop struct {
+	SubjectID     string
+	SubjectType   string
+	Audience      string
+	ScopesGranted []string
+	Timestamp     string
+	TtlSeconds    *uint64
+	Strategy      string
+	FromCache     bool
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r DelegationHop) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra)
+	if r.SubjectID != "" {
+		n++
+	}
+	if r.SubjectType != "" {
+		n++
+	}
+	if r.Audience != "" {
+		n++
+	}
+	if len(r.ScopesGranted) > 0 {
+		n++
+	}
+	if r.Timestamp != "" {
+		n++
+	}
+	if r.TtlSeconds != nil {
+		n++
+	}
+	if r.Strategy != "" {
+		n++
+	}
+	if r.FromCache {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if r.SubjectID != "" {
+		if err := encodeField(enc, "subject_id", r.SubjectID); err != nil {
+			return err
+		}
+	}
+	if r.SubjectType != "" {
+		if err := encodeField(enc, "subject_type", r.SubjectType); err != nil {
+			return err
+		}
+	}
+	if r.Audience != "" {
+		if err := encodeField(enc, "audience", r.Audience); err != nil {
+			return err
+		}
+	}
+	if len(r.ScopesGranted) > 0 {
+		if err := encodeField(enc, "scopes_granted", r.ScopesGranted); err != nil {
+			return err
+		}
+	}
+	if r.Timestamp != "" {
+		if err := encodeField(enc, "timestamp", r.Timestamp); err != nil {
+			return err
+		}
+	}
+	if r.TtlSeconds != nil {
+		if err := encodeField(enc, "ttl_seconds", r.TtlSeconds); err != nil {
+			return err
+		}
+	}
+	if r.Strategy != "" {
+		if err := encodeField(enc, "strategy", r.Strategy); err != nil {
+			return err
+		}
+	}
+	if r.FromCache {
+		if err := encodeField(enc, "from_cache", r.FromCache); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *DelegationHop) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("DelegationHop: %w", err)
+	}
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("DelegationHop: field name: %w", err)
+		}
+		switch key {
+		case "subject_id":
+			if err := dec.Decode(&r.SubjectID); err != nil {
+				return fmt.Errorf("DelegationHop.subject_id: %w", err)
+			}
+		case "subject_type":
+			if err := dec.Decode(&r.SubjectType); err != nil {
+				return fmt.Errorf("DelegationHop.subject_type: %w", err)
+			}
+		case "audience":
+			if err := dec.Decode(&r.Audience); err != nil {
+				return fmt.Errorf("DelegationHop.audience: %w", err)
+			}
+		case "scopes_granted":
+			if err := dec.Decode(&r.ScopesGranted); err != nil {
+				return fmt.Errorf("DelegationHop.scopes_granted: %w", err)
+			}
+		case "timestamp":
+			if err := dec.Decode(&r.Timestamp); err != nil {
+				return fmt.Errorf("DelegationHop.timestamp: %w", err)
+			}
+		case "ttl_seconds":
+			if err := dec.Decode(&r.TtlSeconds); err != nil {
+				return fmt.Errorf("DelegationHop.ttl_seconds: %w", err)
+			}
+		case "strategy":
+			if err := dec.Decode(&r.Strategy); err != nil {
+				return fmt.Errorf("DelegationHop.strategy: %w", err)
+			}
+		case "from_cache":
+			if err := dec.Decode(&r.FromCache); err != nil {
+				return fmt.Errorf("DelegationHop.from_cache: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("DelegationHop.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	return nil
+}
+
+// AgentExtension: The agent conversation the call belongs to.
+type AgentExtension struct {
+	Input          string
+	SessionID      string
+	ConversationID string
+	Turn           *uint32
+	AgentID        string
+	ParentAgentID  string
+	Conversation   *ConversationContext
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r AgentExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra)
+	if r.Input != "" {
+		n++
+	}
+	if r.SessionID != "" {
+		n++
+	}
+	if r.ConversationID != "" {
+		n++
+	}
+	if r.Turn != nil {
+		n++
+	}
+	if r.AgentID != "" {
+		n++
+	}
+	if r.ParentAgentID != "" {
+		n++
+	}
+	if r.Conversation != nil {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if r.Input != "" {
+		if err := encodeField(enc, "input", r.Input); err != nil {
+			return err
+		}
+	}
+	if r.SessionID != "" {
+		if err := encodeField(enc, "session_id", r.SessionID); err != nil {
+			return err
+		}
+	}
+	if r.ConversationID != "" {
+		if err := encodeField(enc, "conversation_id", r.ConversationID); err != nil {
+			return err
+		}
+	}
+	if r.Turn != nil {
+		if err := encodeField(enc, "turn", r.Turn); err != nil {
+			return err
+		}
+	}
+	if r.AgentID != "" {
+		if err := encodeField(enc, "agent_id", r.AgentID); err != nil {
+			return err
+		}
+	}
+	if r.ParentAgentID != "" {
+		if err := encodeField(enc, "parent_agent_id", r.ParentAgentID); err != nil {
+			return err
+		}
+	}
+	if r.Conversation != nil {
+		if err := encodeField(enc, "conversation", r.Conversation); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *AgentExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("AgentExtension: %w", err)
+	}
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("AgentExtension: field name: %w", err)
+		}
+		switch key {
+		case "input":
+			if err := dec.Decode(&r.Input); err != nil {
+				return fmt.Errorf("AgentExtension.input: %w", err)
+			}
+		case "session_id":
+			if err := dec.Decode(&r.SessionID); err != nil {
+				return fmt.Errorf("AgentExtension.session_id: %w", err)
+			}
+		case "conversation_id":
+			if err := dec.Decode(&r.ConversationID); err != nil {
+				return fmt.Errorf("AgentExtension.conversation_id: %w", err)
+			}
+		case "turn":
+			if err := dec.Decode(&r.Turn); err != nil {
+				return fmt.Errorf("AgentExtension.turn: %w", err)
+			}
+		case "agent_id":
+			if err := dec.Decode(&r.AgentID); err != nil {
+				return fmt.Errorf("AgentExtension.agent_id: %w", err)
+			}
+		case "parent_agent_id":
+			if err := dec.Decode(&r.ParentAgentID); err != nil {
+				return fmt.Errorf("AgentExtension.parent_agent_id: %w", err)
+			}
+		case "conversation":
+			if err := dec.Decode(&r.Conversation); err != nil {
+				return fmt.Errorf("AgentExtension.conversation: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("AgentExtension.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	return nil
+}
+
+// ConversationContext: What the conversation is about so far.
+type ConversationContext struct {
+	History []any
+	Summary string
+	Topics  []string
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r ConversationContext) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra)
+	if len(r.History) > 0 {
+		n++
+	}
+	if r.Summary != "" {
+		n++
+	}
+	if len(r.Topics) > 0 {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if len(r.History) > 0 {
+		if err := encodeField(enc, "history", r.History); err != nil {
+			return err
+		}
+	}
+	if r.Summary != "" {
+		if err := encodeField(enc, "summary", r.Summary); err != nil {
+			return err
+		}
+	}
+	if len(r.Topics) > 0 {
+		if err := encodeField(enc, "topics", r.Topics); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *ConversationContext) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("ConversationContext: %w", err)
+	}
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("ConversationContext: field name: %w", err)
+		}
+		switch key {
+		case "history":
+			if err := dec.Decode(&r.History); err != nil {
+				return fmt.Errorf("ConversationContext.history: %w", err)
+			}
+		case "summary":
+			if err := dec.Decode(&r.Summary); err != nil {
+				return fmt.Errorf("ConversationContext.summary: %w", err)
+			}
+		case "topics":
+			if err := dec.Decode(&r.Topics); err != nil {
+				return fmt.Errorf("ConversationContext.topics: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("ConversationContext.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	return nil
+}
+
+// RequestExtension: Request identifiers and tracing.
+type RequestExtension struct {
+	Environment string
+	RequestID   string
+	Timestamp   string
+	TraceID     string
+	SpanID      string
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r RequestExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra)
+	if r.Environment != "" {
+		n++
+	}
+	if r.RequestID != "" {
+		n++
+	}
+	if r.Timestamp != "" {
+		n++
+	}
+	if r.TraceID != "" {
+		n++
+	}
+	if r.SpanID != "" {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if r.Environment != "" {
+		if err := encodeField(enc, "environment", r.Environment); err != nil {
+			return err
+		}
+	}
+	if r.RequestID != "" {
+		if err := encodeField(enc, "request_id", r.RequestID); err != nil {
+			return err
+		}
+	}
+	if r.Timestamp != "" {
+		if err := encodeField(enc, "timestamp", r.Timestamp); err != nil {
+			return err
+		}
+	}
+	if r.TraceID != "" {
+		if err := encodeField(enc, "trace_id", r.TraceID); err != nil {
+			return err
+		}
+	}
+	if r.SpanID != "" {
+		if err := encodeField(enc, "span_id", r.SpanID); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *RequestExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("RequestExtension: %w", err)
+	}
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("RequestExtension: field name: %w", err)
+		}
+		switch key {
+		case "environment":
+			if err := dec.Decode(&r.Environment); err != nil {
+				return fmt.Errorf("RequestExtension.environment: %w", err)
+			}
+		case "request_id":
+			if err := dec.Decode(&r.RequestID); err != nil {
+				return fmt.Errorf("RequestExtension.request_id: %w", err)
+			}
+		case "timestamp":
+			if err := dec.Decode(&r.Timestamp); err != nil {
+				return fmt.Errorf("RequestExtension.timestamp: %w", err)
+			}
+		case "trace_id":
+			if err := dec.Decode(&r.TraceID); err != nil {
+				return fmt.Errorf("RequestExtension.trace_id: %w", err)
+			}
+		case "span_id":
+			if err := dec.Decode(&r.SpanID); err != nil {
+				return fmt.Errorf("RequestExtension.span_id: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("RequestExtension.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	return nil
+}
+
+// MCPExtension: MCP metadata of the tool, resource or prompt involved.
+type MCPExtension struct {
+	Tool     *ToolMetadata
+	Resource *ResourceMetadata
+	Prompt   *PromptMetadata
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r MCPExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra)
+	if r.Tool != nil {
+		n++
+	}
+	if r.Resource != nil {
+		n++
+	}
+	if r.Prompt != nil {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if r.Tool != nil {
+		if err := encodeField(enc, "tool", r.Tool); err != nil {
+			return err
+		}
+	}
+	if r.Resource != nil {
+		if err := encodeField(enc, "resource", r.Resource); err != nil {
+			return err
+		}
+	}
+	if r.Prompt != nil {
+		if err := encodeField(enc, "prompt", r.Prompt); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *MCPExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("MCPExtension: %w", err)
+	}
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("MCPExtension: field name: %w", err)
+		}
+		switch key {
+		case "tool":
+			if err := dec.Decode(&r.Tool); err != nil {
+				return fmt.Errorf("MCPExtension.tool: %w", err)
+			}
+		case "resource":
+			if err := dec.Decode(&r.Resource); err != nil {
+				return fmt.Errorf("MCPExtension.resource: %w", err)
+			}
+		case "prompt":
+			if err := dec.Decode(&r.Prompt); err != nil {
+				return fmt.Errorf("MCPExtension.prompt: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("MCPExtension.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	return nil
+}
+
+// ToolMetadata: An MCP tool's description.
+type ToolMetadata struct {
+	Name         string
+	Title        string
+	Description  string
+	InputSchema  map[string]any
+	OutputSchema map[string]any
+	ServerID     string
+	Namespace    string
+	Annotations  map[string]any
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r ToolMetadata) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1
+	if r.Title != "" {
+		n++
+	}
+	if r.Description != "" {
+		n++
+	}
+	if len(r.InputSchema) > 0 {
+		n++
+	}
+	if len(r.OutputSchema) > 0 {
+		n++
+	}
+	if r.ServerID != "" {
+		n++
+	}
+	if r.Namespace != "" {
+		n++
+	}
+	if len(r.Annotations) > 0 {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "name", r.Name); err != nil {
+		return err
+	}
+	if r.Title != "" {
+		if err := encodeField(enc, "title", r.Title); err != nil {
+			return err
+		}
+	}
+	if r.Description != "" {
+		if err := encodeField(enc, "description", r.Description); err != nil {
+			return err
+		}
+	}
+	if len(r.InputSchema) > 0 {
+		if err := encodeField(enc, "input_schema", r.InputSchema); err != nil {
+			return err
+		}
+	}
+	if len(r.OutputSchema) > 0 {
+		if err := encodeField(enc, "output_schema", r.OutputSchema); err != nil {
+			return err
+		}
+	}
+	if r.ServerID != "" {
+		if err := encodeField(enc, "server_id", r.ServerID); err != nil {
+			return err
+		}
+	}
+	if r.Namespace != "" {
+		if err := encodeField(enc, "namespace", r.Namespace); err != nil {
+			return err
+		}
+	}
+	if len(r.Annotations) > 0 {
+		if err := encodeField(enc, "annotations", r.Annotations); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *ToolMetadata) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("ToolMetadata: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("ToolMetadata: field name: %w", err)
+		}
+		switch key {
+		case "name":
+			seen++
+			if err := dec.Decode(&r.Name); err != nil {
+				return fmt.Errorf("ToolMetadata.name: %w", err)
+			}
+		case "title":
+			if err := dec.Decode(&r.Title); err != nil {
+				return fmt.Errorf("ToolMetadata.title: %w", err)
+			}
+		case "description":
+			if err := dec.Decode(&r.Description); err != nil {
+				return fmt.Errorf("ToolMetadata.description: %w", err)
+			}
+		case "input_schema":
+			if err := dec.Decode(&r.InputSchema); err != nil {
+				return fmt.Errorf("ToolMetadata.input_schema: %w", err)
+			}
+		case "output_schema":
+			if err := dec.Decode(&r.OutputSchema); err != nil {
+				return fmt.Errorf("ToolMetadata.output_schema: %w", err)
+			}
+		case "server_id":
+			if err := dec.Decode(&r.ServerID); err != nil {
+				return fmt.Errorf("ToolMetadata.server_id: %w", err)
+			}
+		case "namespace":
+			if err := dec.Decode(&r.Namespace); err != nil {
+				return fmt.Errorf("ToolMetadata.namespace: %w", err)
+			}
+		case "annotations":
+			if err := dec.Decode(&r.Annotations); err != nil {
+				return fmt.Errorf("ToolMetadata.annotations: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("ToolMetadata.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 1 {
+		return fmt.Errorf("ToolMetadata: missing a required field (name)")
+	}
+	return nil
+}
+
+// ResourceMetadata: An MCP resource's description.
+type ResourceMetadata struct {
+	Uri         string
+	Name        string
+	Description string
+	MimeType    string
+	ServerID    string
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r ResourceMetadata) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1
+	if r.Name != "" {
+		n++
+	}
+	if r.Description != "" {
+		n++
+	}
+	if r.MimeType != "" {
+		n++
+	}
+	if r.ServerID != "" {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "uri", r.Uri); err != nil {
+		return err
+	}
+	if r.Name != "" {
+		if err := encodeField(enc, "name", r.Name); err != nil {
+			return err
+		}
+	}
+	if r.Description != "" {
+		if err := encodeField(enc, "description", r.Description); err != nil {
+			return err
+		}
+	}
+	if r.MimeType != "" {
+		if err := encodeField(enc, "mime_type", r.MimeType); err != nil {
+			return err
+		}
+	}
+	if r.ServerID != "" {
+		if err := encodeField(enc, "server_id", r.ServerID); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *ResourceMetadata) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("ResourceMetadata: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("ResourceMetadata: field name: %w", err)
+		}
+		switch key {
+		case "uri":
+			seen++
+			if err := dec.Decode(&r.Uri); err != nil {
+				return fmt.Errorf("ResourceMetadata.uri: %w", err)
+			}
+		case "name":
+			if err := dec.Decode(&r.Name); err != nil {
+				return fmt.Errorf("ResourceMetadata.name: %w", err)
+			}
+		case "description":
+			if err := dec.Decode(&r.Description); err != nil {
+				return fmt.Errorf("ResourceMetadata.description: %w", err)
+			}
+		case "mime_type":
+			if err := dec.Decode(&r.MimeType); err != nil {
+				return fmt.Errorf("ResourceMetadata.mime_type: %w", err)
+			}
+		case "server_id":
+			if err := dec.Decode(&r.ServerID); err != nil {
+				return fmt.Errorf("ResourceMetadata.server_id: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("ResourceMetadata.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 1 {
+		return fmt.Errorf("ResourceMetadata: missing a required field (uri)")
+	}
+	return nil
+}
+
+// PromptMetadata: An MCP prompt's description.
+type PromptMetadata struct {
+	Name        string
+	Description string
+	ServerID    string
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r PromptMetadata) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1
+	if r.Description != "" {
+		n++
+	}
+	if r.ServerID != "" {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "name", r.Name); err != nil {
+		return err
+	}
+	if r.Description != "" {
+		if err := encodeField(enc, "description", r.Description); err != nil {
+			return err
+		}
+	}
+	if r.ServerID != "" {
+		if err := encodeField(enc, "server_id", r.ServerID); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *PromptMetadata) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("PromptMetadata: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("PromptMetadata: field name: %w", err)
+		}
+		switch key {
+		case "name":
+			seen++
+			if err := dec.Decode(&r.Name); err != nil {
+				return fmt.Errorf("PromptMetadata.name: %w", err)
+			}
+		case "description":
+			if err := dec.Decode(&r.Description); err != nil {
+				return fmt.Errorf("PromptMetadata.description: %w", err)
+			}
+		case "server_id":
+			if err := dec.Decode(&r.ServerID); err != nil {
+				return fmt.Errorf("PromptMetadata.server_id: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("PromptMetadata.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 1 {
+		return fmt.Errorf("PromptMetadata: missing a required field (name)")
+	}
+	return nil
+}
+
+// CompletionExtension: How an LLM completion ended.
+type CompletionExtension struct {
+	StopReason string
+	Tokens     *TokenUsage
+	Model      string
+	RawFormat  string
+	CreatedAt  string
+	LatencyMs  *uint64
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r CompletionExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra)
+	if r.StopReason != "" {
+		n++
+	}
+	if r.Tokens != nil {
+		n++
+	}
+	if r.Model != "" {
+		n++
+	}
+	if r.RawFormat != "" {
+		n++
+	}
+	if r.CreatedAt != "" {
+		n++
+	}
+	if r.LatencyMs != nil {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if r.StopReason != "" {
+		if err := encodeField(enc, "stop_reason", r.StopReason); err != nil {
+			return err
+		}
+	}
+	if r.Tokens != nil {
+		if err := encodeField(enc, "tokens", r.Tokens); err != nil {
+			return err
+		}
+	}
+	if r.Model != "" {
+		if err := encodeField(enc, "model", r.Model); err != nil {
+			return err
+		}
+	}
+	if r.RawFormat != "" {
+		if err := encodeField(enc, "raw_format", r.RawFormat); err != nil {
+			return err
+		}
+	}
+	if r.CreatedAt != "" {
+		if err := encodeField(enc, "created_at", r.CreatedAt); err != nil {
+			return err
+		}
+	}
+	if r.LatencyMs != nil {
+		if err := encodeField(enc, "latency_ms", r.LatencyMs); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *CompletionExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("CompletionExtension: %w", err)
+	}
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("CompletionExtension: field name: %w", err)
+		}
+		switch key {
+		case "stop_reason":
+			if err := dec.Decode(&r.StopReason); err != nil {
+				return fmt.Errorf("CompletionExtension.stop_reason: %w", err)
+			}
+		case "tokens":
+			if err := dec.Decode(&r.Tokens); err != nil {
+				return fmt.Errorf("CompletionExtension.tokens: %w", err)
+			}
+		case "model":
+			if err := dec.Decode(&r.Model); err != nil {
+				return fmt.Errorf("CompletionExtension.model: %w", err)
+			}
+		case "raw_format":
+			if err := dec.Decode(&r.RawFormat); err != nil {
+				return fmt.Errorf("CompletionExtension.raw_format: %w", err)
+			}
+		case "created_at":
+			if err := dec.Decode(&r.CreatedAt); err != nil {
+				return fmt.Errorf("CompletionExtension.created_at: %w", err)
+			}
+		case "latency_ms":
+			if err := dec.Decode(&r.LatencyMs); err != nil {
+				return fmt.Errorf("CompletionExtension.latency_ms: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("CompletionExtension.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	return nil
+}
+
+// TokenUsage: Token counts of a completion.
+type TokenUsage struct {
+	InputTokens  int
+	OutputTokens int
+	TotalTokens  int
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r TokenUsage) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra)
+	if r.InputTokens != 0 {
+		n++
+	}
+	if r.OutputTokens != 0 {
+		n++
+	}
+	if r.TotalTokens != 0 {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if r.InputTokens != 0 {
+		if err := encodeField(enc, "input_tokens", r.InputTokens); err != nil {
+			return err
+		}
+	}
+	if r.OutputTokens != 0 {
+		if err := encodeField(enc, "output_tokens", r.OutputTokens); err != nil {
+			return err
+		}
+	}
+	if r.TotalTokens != 0 {
+		if err := encodeField(enc, "total_tokens", r.TotalTokens); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *TokenUsage) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("TokenUsage: %w", err)
+	}
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("TokenUsage: field name: %w", err)
+		}
+		switch key {
+		case "input_tokens":
+			if err := dec.Decode(&r.InputTokens); err != nil {
+				return fmt.Errorf("TokenUsage.input_tokens: %w", err)
+			}
+		case "output_tokens":
+			if err := dec.Decode(&r.OutputTokens); err != nil {
+				return fmt.Errorf("TokenUsage.output_tokens: %w", err)
+			}
+		case "total_tokens":
+			if err := dec.Decode(&r.TotalTokens); err != nil {
+				return fmt.Errorf("TokenUsage.total_tokens: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("TokenUsage.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	return nil
+}
+
+// ProvenanceExtension: Where a message came from.
+type ProvenanceExtension struct {
+	Source    string
+	MessageID string
+	ParentID  string
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r ProvenanceExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra)
+	if r.Source != "" {
+		n++
+	}
+	if r.MessageID != "" {
+		n++
+	}
+	if r.ParentID != "" {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if r.Source != "" {
+		if err := encodeField(enc, "source", r.Source); err != nil {
+			return err
+		}
+	}
+	if r.MessageID != "" {
+		if err := encodeField(enc, "message_id", r.MessageID); err != nil {
+			return err
+		}
+	}
+	if r.ParentID != "" {
+		if err := encodeField(enc, "parent_id", r.ParentID); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *ProvenanceExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("ProvenanceExtension: %w", err)
+	}
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("ProvenanceExtension: field name: %w", err)
+		}
+		switch key {
+		case "source":
+			if err := dec.Decode(&r.Source); err != nil {
+				return fmt.Errorf("ProvenanceExtension.source: %w", err)
+			}
+		case "message_id":
+			if err := dec.Decode(&r.MessageID); err != nil {
+				return fmt.Errorf("ProvenanceExtension.message_id: %w", err)
+			}
+		case "parent_id":
+			if err := dec.Decode(&r.ParentID); err != nil {
+				return fmt.Errorf("ProvenanceExtension.parent_id: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("ProvenanceExtension.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	return nil
+}
+
+// LLMExtension: The model serving the call.
+type LLMExtension struct {
+	ModelID      string
+	Provider     string
+	Capabilities []string
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r LLMExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra)
+	if r.ModelID != "" {
+		n++
+	}
+	if r.Provider != "" {
+		n++
+	}
+	if len(r.Capabilities) > 0 {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if r.ModelID != "" {
+		if err := encodeField(enc, "model_id", r.ModelID); err != nil {
+			return err
+		}
+	}
+	if r.Provider != "" {
+		if err := encodeField(enc, "provider", r.Provider); err != nil {
+			return err
+		}
+	}
+	if len(r.Capabilities) > 0 {
+		if err := encodeField(enc, "capabilities", r.Capabilities); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *LLMExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("LLMExtension: %w", err)
+	}
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("LLMExtension: field name: %w", err)
+		}
+		switch key {
+		case "model_id":
+			if err := dec.Decode(&r.ModelID); err != nil {
+				return fmt.Errorf("LLMExtension.model_id: %w", err)
+			}
+		case "provider":
+			if err := dec.Decode(&r.Provider); err != nil {
+				return fmt.Errorf("LLMExtension.provider: %w", err)
+			}
+		case "capabilities":
+			if err := dec.Decode(&r.Capabilities); err != nil {
+				return fmt.Errorf("LLMExtension.capabilities: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("LLMExtension.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	return nil
+}
+
+// FrameworkExtension: The agent framework hosting the call.
+type FrameworkExtension struct {
+	Framework        string
+	FrameworkVersion string
+	NodeID           string
+	GraphID          string
+	Metadata         map[string]any
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r FrameworkExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra)
+	if r.Framework != "" {
+		n++
+	}
+	if r.FrameworkVersion != "" {
+		n++
+	}
+	if r.NodeID != "" {
+		n++
+	}
+	if r.GraphID != "" {
+		n++
+	}
+	if len(r.Metadata) > 0 {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if r.Framework != "" {
+		if err := encodeField(enc, "framework", r.Framework); err != nil {
+			return err
+		}
+	}
+	if r.FrameworkVersion != "" {
+		if err := encodeField(enc, "framework_version", r.FrameworkVersion); err != nil {
+			return err
+		}
+	}
+	if r.NodeID != "" {
+		if err := encodeField(enc, "node_id", r.NodeID); err != nil {
+			return err
+		}
+	}
+	if r.GraphID != "" {
+		if err := encodeField(enc, "graph_id", r.GraphID); err != nil {
+			return err
+		}
+	}
+	if len(r.Metadata) > 0 {
+		if err := encodeField(enc, "metadata", r.Metadata); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *FrameworkExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("FrameworkExtension: %w", err)
+	}
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("FrameworkExtension: field name: %w", err)
+		}
+		switch key {
+		case "framework":
+			if err := dec.Decode(&r.Framework); err != nil {
+				return fmt.Errorf("FrameworkExtension.framework: %w", err)
+			}
+		case "framework_version":
+			if err := dec.Decode(&r.FrameworkVersion); err != nil {
+				return fmt.Errorf("FrameworkExtension.framework_version: %w", err)
+			}
+		case "node_id":
+			if err := dec.Decode(&r.NodeID); err != nil {
+				return fmt.Errorf("FrameworkExtension.node_id: %w", err)
+			}
+		case "graph_id":
+			if err := dec.Decode(&r.GraphID); err != nil {
+				return fmt.Errorf("FrameworkExtension.graph_id: %w", err)
+			}
+		case "metadata":
+			if err := dec.Decode(&r.Metadata); err != nil {
+				return fmt.Errorf("FrameworkExtension.metadata: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("FrameworkExtension.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	return nil
+}
+
+// MessagePayload: The payload of payload type cmf_message.
+type MessagePayload struct {
+	Message Message
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r MessagePayload) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "message", r.Message); err != nil {
+		return err
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *MessagePayload) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("MessagePayload: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("MessagePayload: field name: %w", err)
+		}
+		switch key {
+		case "message":
+			seen++
+			if err := dec.Decode(&r.Message); err != nil {
+				return fmt.Errorf("MessagePayload.message: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("MessagePayload.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 1 {
+		return fmt.Errorf("MessagePayload: missing a required field (message)")
+	}
+	return nil
+}
+
+// Message: A CMF message - a role and its content parts.
+type Message struct {
+	SchemaVersion string
+	Role          string
+	Content       []ContentPart
+	Channel       string
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r Message) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1 + 1 + 1
+	if r.Channel != "" {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "schema_version", r.SchemaVersion); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "role", r.Role); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "content", r.Content); err != nil {
+		return err
+	}
+	if r.Channel != "" {
+		if err := encodeField(enc, "channel", r.Channel); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *Message) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("Message: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("Message: field name: %w", err)
+		}
+		switch key {
+		case "schema_version":
+			seen++
+			if err := dec.Decode(&r.SchemaVersion); err != nil {
+				return fmt.Errorf("Message.schema_version: %w", err)
+			}
+		case "role":
+			seen++
+			if err := dec.Decode(&r.Role); err != nil {
+				return fmt.Errorf("Message.role: %w", err)
+			}
+		case "content":
+			seen++
+			if err := dec.Decode(&r.Content); err != nil {
+				return fmt.Errorf("Message.content: %w", err)
+			}
+		case "channel":
+			if err := dec.Decode(&r.Channel); err != nil {
+				return fmt.Errorf("Message.channel: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("Message.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 3 {
+		return fmt.Errorf("Message: missing a required field (schema_version, role, content)")
+	}
+	return nil
+}
+
+// ToolCall: A request to run a tool.
+type ToolCall struct {
+	ToolCallID string
+	Name       string
+	Arguments  map[string]any
+	Namespace  string
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r ToolCall) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1 + 1
+	if len(r.Arguments) > 0 {
+		n++
+	}
+	if r.Namespace != "" {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "tool_call_id", r.ToolCallID); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "name", r.Name); err != nil {
+		return err
+	}
+	if len(r.Arguments) > 0 {
+		if err := encodeField(enc, "arguments", r.Arguments); err != nil {
+			return err
+		}
+	}
+	if r.Namespace != "" {
+		if err := encodeField(enc, "namespace", r.Namespace); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *ToolCall) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("ToolCall: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("ToolCall: field name: %w", err)
+		}
+		switch key {
+		case "tool_call_id":
+			seen++
+			if err := dec.Decode(&r.ToolCallID); err != nil {
+				return fmt.Errorf("ToolCall.tool_call_id: %w", err)
+			}
+		case "name":
+			seen++
+			if err := dec.Decode(&r.Name); err != nil {
+				return fmt.Errorf("ToolCall.name: %w", err)
+			}
+		case "arguments":
+			if err := dec.Decode(&r.Arguments); err != nil {
+				return fmt.Errorf("ToolCall.arguments: %w", err)
+			}
+		case "namespace":
+			if err := dec.Decode(&r.Namespace); err != nil {
+				return fmt.Errorf("ToolCall.namespace: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("ToolCall.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 2 {
+		return fmt.Errorf("ToolCall: missing a required field (tool_call_id, name)")
+	}
+	return nil
+}
+
+// ToolResult: What a tool returned.
+type ToolResult struct {
+	ToolCallID string
+	ToolName   string
+	Content    any
+	IsError    bool
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r ToolResult) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1 + 1
+	if r.Content != nil {
+		n++
+	}
+	if r.IsError {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "tool_call_id", r.ToolCallID); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "tool_name", r.ToolName); err != nil {
+		return err
+	}
+	if r.Content != nil {
+		if err := encodeField(enc, "content", r.Content); err != nil {
+			return err
+		}
+	}
+	if r.IsError {
+		if err := encodeField(enc, "is_error", r.IsError); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *ToolResult) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("ToolResult: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("ToolResult: field name: %w", err)
+		}
+		switch key {
+		case "tool_call_id":
+			seen++
+			if err := dec.Decode(&r.ToolCallID); err != nil {
+				return fmt.Errorf("ToolResult.tool_call_id: %w", err)
+			}
+		case "tool_name":
+			seen++
+			if err := dec.Decode(&r.ToolName); err != nil {
+				return fmt.Errorf("ToolResult.tool_name: %w", err)
+			}
+		case "content":
+			if err := dec.Decode(&r.Content); err != nil {
+				return fmt.Errorf("ToolResult.content: %w", err)
+			}
+		case "is_error":
+			if err := dec.Decode(&r.IsError); err != nil {
+				return fmt.Errorf("ToolResult.is_error: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("ToolResult.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 2 {
+		return fmt.Errorf("ToolResult: missing a required field (tool_call_id, tool_name)")
+	}
+	return nil
+}
+
+// Resource: A resource's content.
+type Resource struct {
+	ResourceRequestID string
+	Uri               string
+	Name              string
+	Description       string
+	ResourceType      string
+	Content           string
+	Blob              []byte
+	MimeType          string
+	SizeBytes         *uint64
+	Annotations       map[string]any
+	Version           string
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r Resource) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1 + 1 + 1
+	if r.Name != "" {
+		n++
+	}
+	if r.Description != "" {
+		n++
+	}
+	if r.Content != "" {
+		n++
+	}
+	if len(r.Blob) > 0 {
+		n++
+	}
+	if r.MimeType != "" {
+		n++
+	}
+	if r.SizeBytes != nil {
+		n++
+	}
+	if len(r.Annotations) > 0 {
+		n++
+	}
+	if r.Version != "" {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "resource_request_id", r.ResourceRequestID); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "uri", r.Uri); err != nil {
+		return err
+	}
+	if r.Name != "" {
+		if err := encodeField(enc, "name", r.Name); err != nil {
+			return err
+		}
+	}
+	if r.Description != "" {
+		if err := encodeField(enc, "description", r.Description); err != nil {
+			return err
+		}
+	}
+	if err := encodeField(enc, "resource_type", r.ResourceType); err != nil {
+		return err
+	}
+	if r.Content != "" {
+		if err := encodeField(enc, "content", r.Content); err != nil {
+			return err
+		}
+	}
+	if len(r.Blob) > 0 {
+		if err := encodeField(enc, "blob", r.Blob); err != nil {
+			return err
+		}
+	}
+	if r.MimeType != "" {
+		if err := encodeField(enc, "mime_type", r.MimeType); err != nil {
+			return err
+		}
+	}
+	if r.SizeBytes != nil {
+		if err := encodeField(enc, "size_bytes", r.SizeBytes); err != nil {
+			return err
+		}
+	}
+	if len(r.Annotations) > 0 {
+		if err := encodeField(enc, "annotations", r.Annotations); err != nil {
+			return err
+		}
+	}
+	if r.Version != "" {
+		if err := encodeField(enc, "version", r.Version); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *Resource) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("Resource: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("Resource: field name: %w", err)
+		}
+		switch key {
+		case "resource_request_id":
+			seen++
+			if err := dec.Decode(&r.ResourceRequestID); err != nil {
+				return fmt.Errorf("Resource.resource_request_id: %w", err)
+			}
+		case "uri":
+			seen++
+			if err := dec.Decode(&r.Uri); err != nil {
+				return fmt.Errorf("Resource.uri: %w", err)
+			}
+		case "name":
+			if err := dec.Decode(&r.Name); err != nil {
+				return fmt.Errorf("Resource.name: %w", err)
+			}
+		case "description":
+			if err := dec.Decode(&r.Description); err != nil {
+				return fmt.Errorf("Resource.description: %w", err)
+			}
+		case "resource_type":
+			seen++
+			if err := dec.Decode(&r.ResourceType); err != nil {
+				return fmt.Errorf("Resource.resource_type: %w", err)
+			}
+		case "content":
+			if err := dec.Decode(&r.Content); err != nil {
+				return fmt.Errorf("Resource.content: %w", err)
+			}
+		case "blob":
+			if err := dec.Decode(&r.Blob); err != nil {
+				return fmt.Errorf("Resource.blob: %w", err)
+			}
+		case "mime_type":
+			if err := dec.Decode(&r.MimeType); err != nil {
+				return fmt.Errorf("Resource.mime_type: %w", err)
+			}
+		case "size_bytes":
+			if err := dec.Decode(&r.SizeBytes); err != nil {
+				return fmt.Errorf("Resource.size_bytes: %w", err)
+			}
+		case "annotations":
+			if err := dec.Decode(&r.Annotations); err != nil {
+				return fmt.Errorf("Resource.annotations: %w", err)
+			}
+		case "version":
+			if err := dec.Decode(&r.Version); err != nil {
+				return fmt.Errorf("Resource.version: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("Resource.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 3 {
+		return fmt.Errorf("Resource: missing a required field (resource_request_id, uri, resource_type)")
+	}
+	return nil
+}
+
+// ResourceReference: A pointer to (a range of) a resource.
+type ResourceReference struct {
+	ResourceRequestID string
+	Uri               string
+	Name              string
+	ResourceType      string
+	RangeStart        *uint64
+	RangeEnd          *uint64
+	Selector          string
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r ResourceReference) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1 + 1 + 1
+	if r.Name != "" {
+		n++
+	}
+	if r.RangeStart != nil {
+		n++
+	}
+	if r.RangeEnd != nil {
+		n++
+	}
+	if r.Selector != "" {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "resource_request_id", r.ResourceRequestID); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "uri", r.Uri); err != nil {
+		return err
+	}
+	if r.Name != "" {
+		if err := encodeField(enc, "name", r.Name); err != nil {
+			return err
+		}
+	}
+	if err := encodeField(enc, "resource_type", r.ResourceType); err != nil {
+		return err
+	}
+	if r.RangeStart != nil {
+		if err := encodeField(enc, "range_start", r.RangeStart); err != nil {
+			return err
+		}
+	}
+	if r.RangeEnd != nil {
+		if err := encodeField(enc, "range_end", r.RangeEnd); err != nil {
+			return err
+		}
+	}
+	if r.Selector != "" {
+		if err := encodeField(enc, "selector", r.Selector); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *ResourceReference) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("ResourceReference: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("ResourceReference: field name: %w", err)
+		}
+		switch key {
+		case "resource_request_id":
+			seen++
+			if err := dec.Decode(&r.ResourceRequestID); err != nil {
+				return fmt.Errorf("ResourceReference.resource_request_id: %w", err)
+			}
+		case "uri":
+			seen++
+			if err := dec.Decode(&r.Uri); err != nil {
+				return fmt.Errorf("ResourceReference.uri: %w", err)
+			}
+		case "name":
+			if err := dec.Decode(&r.Name); err != nil {
+				return fmt.Errorf("ResourceReference.name: %w", err)
+			}
+		case "resource_type":
+			seen++
+			if err := dec.Decode(&r.ResourceType); err != nil {
+				return fmt.Errorf("ResourceReference.resource_type: %w", err)
+			}
+		case "range_start":
+			if err := dec.Decode(&r.RangeStart); err != nil {
+				return fmt.Errorf("ResourceReference.range_start: %w", err)
+			}
+		case "range_end":
+			if err := dec.Decode(&r.RangeEnd); err != nil {
+				return fmt.Errorf("ResourceReference.range_end: %w", err)
+			}
+		case "selector":
+			if err := dec.Decode(&r.Selector); err != nil {
+				return fmt.Errorf("ResourceReference.selector: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("ResourceReference.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 3 {
+		return fmt.Errorf("ResourceReference: missing a required field (resource_request_id, uri, resource_type)")
+	}
+	return nil
+}
+
+// PromptRequest: A request to render a prompt.
+type PromptRequest struct {
+	PromptRequestID string
+	Name            string
+	Arguments       map[string]any
+	ServerID        string
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r PromptRequest) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1 + 1
+	if len(r.Arguments) > 0 {
+		n++
+	}
+	if r.ServerID != "" {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "prompt_request_id", r.PromptRequestID); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "name", r.Name); err != nil {
+		return err
+	}
+	if len(r.Arguments) > 0 {
+		if err := encodeField(enc, "arguments", r.Arguments); err != nil {
+			return err
+		}
+	}
+	if r.ServerID != "" {
+		if err := encodeField(enc, "server_id", r.ServerID); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *PromptRequest) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("PromptRequest: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("PromptRequest: field name: %w", err)
+		}
+		switch key {
+		case "prompt_request_id":
+			seen++
+			if err := dec.Decode(&r.PromptRequestID); err != nil {
+				return fmt.Errorf("PromptRequest.prompt_request_id: %w", err)
+			}
+		case "name":
+			seen++
+			if err := dec.Decode(&r.Name); err != nil {
+				return fmt.Errorf("PromptRequest.name: %w", err)
+			}
+		case "arguments":
+			if err := dec.Decode(&r.Arguments); err != nil {
+				return fmt.Errorf("PromptRequest.arguments: %w", err)
+			}
+		case "server_id":
+			if err := dec.Decode(&r.ServerID); err != nil {
+				return fmt.Errorf("PromptRequest.server_id: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("PromptRequest.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 2 {
+		return fmt.Errorf("PromptRequest: missing a required field (prompt_request_id, name)")
+	}
+	return nil
+}
+
+// PromptResult: A rendered prompt.
+type PromptResult struct {
+	PromptRequestID string
+	PromptName      string
+	Messages        []Message
+	Content         string
+	IsError         bool
+	ErrorMessage    string
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r PromptResult) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1 + 1
+	if len(r.Messages) > 0 {
+		n++
+	}
+	if r.Content != "" {
+		n++
+	}
+	if r.IsError {
+		n++
+	}
+	if r.ErrorMessage != "" {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "prompt_request_id", r.PromptRequestID); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "prompt_name", r.PromptName); err != nil {
+		return err
+	}
+	if len(r.Messages) > 0 {
+		if err := encodeField(enc, "messages", r.Messages); err != nil {
+			return err
+		}
+	}
+	if r.Content != "" {
+		if err := encodeField(enc, "content", r.Content); err != nil {
+			return err
+		}
+	}
+	if r.IsError {
+		if err := encodeField(enc, "is_error", r.IsError); err != nil {
+			return err
+		}
+	}
+	if r.ErrorMessage != "" {
+		if err := encodeField(enc, "error_message", r.ErrorMessage); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *PromptResult) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("PromptResult: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("PromptResult: field name: %w", err)
+		}
+		switch key {
+		case "prompt_request_id":
+			seen++
+			if err := dec.Decode(&r.PromptRequestID); err != nil {
+				return fmt.Errorf("PromptResult.prompt_request_id: %w", err)
+			}
+		case "prompt_name":
+			seen++
+			if err := dec.Decode(&r.PromptName); err != nil {
+				return fmt.Errorf("PromptResult.prompt_name: %w", err)
+			}
+		case "messages":
+			if err := dec.Decode(&r.Messages); err != nil {
+				return fmt.Errorf("PromptResult.messages: %w", err)
+			}
+		case "content":
+			if err := dec.Decode(&r.Content); err != nil {
+				return fmt.Errorf("PromptResult.content: %w", err)
+			}
+		case "is_error":
+			if err := dec.Decode(&r.IsError); err != nil {
+				return fmt.Errorf("PromptResult.is_error: %w", err)
+			}
+		case "error_message":
+			if err := dec.Decode(&r.ErrorMessage); err != nil {
+				return fmt.Errorf("PromptResult.error_message: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("PromptResult.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 2 {
+		return fmt.Errorf("PromptResult: missing a required field (prompt_request_id, prompt_name)")
+	}
+	return nil
+}
+
+// ImageSource: An image, inline or by reference.
+type ImageSource struct {
+	Type      string
+	Data      string
+	MediaType string
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r ImageSource) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1 + 1
+	if r.MediaType != "" {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "type", r.Type); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "data", r.Data); err != nil {
+		return err
+	}
+	if r.MediaType != "" {
+		if err := encodeField(enc, "media_type", r.MediaType); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *ImageSource) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("ImageSource: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("ImageSource: field name: %w", err)
+		}
+		switch key {
+		case "type":
+			seen++
+			if err := dec.Decode(&r.Type); err != nil {
+				return fmt.Errorf("ImageSource.type: %w", err)
+			}
+		case "data":
+			seen++
+			if err := dec.Decode(&r.Data); err != nil {
+				return fmt.Errorf("ImageSource.data: %w", err)
+			}
+		case "media_type":
+			if err := dec.Decode(&r.MediaType); err != nil {
+				return fmt.Errorf("ImageSource.media_type: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("ImageSource.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 2 {
+		return fmt.Errorf("ImageSource: missing a required field (type, data)")
+	}
+	return nil
+}
+
+// VideoSource: A video, inline or by reference.
+type VideoSource struct {
+	Type       string
+	Data       string
+	MediaType  string
+	DurationMs *uint64
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r VideoSource) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1 + 1
+	if r.MediaType != "" {
+		n++
+	}
+	if r.DurationMs != nil {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "type", r.Type); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "data", r.Data); err != nil {
+		return err
+	}
+	if r.MediaType != "" {
+		if err := encodeField(enc, "media_type", r.MediaType); err != nil {
+			return err
+		}
+	}
+	if r.DurationMs != nil {
+		if err := encodeField(enc, "duration_ms", r.DurationMs); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *VideoSource) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("VideoSource: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("VideoSource: field name: %w", err)
+		}
+		switch key {
+		case "type":
+			seen++
+			if err := dec.Decode(&r.Type); err != nil {
+				return fmt.Errorf("VideoSource.type: %w", err)
+			}
+		case "data":
+			seen++
+			if err := dec.Decode(&r.Data); err != nil {
+				return fmt.Errorf("VideoSource.data: %w", err)
+			}
+		case "media_type":
+			if err := dec.Decode(&r.MediaType); err != nil {
+				return fmt.Errorf("VideoSource.media_type: %w", err)
+			}
+		case "duration_ms":
+			if err := dec.Decode(&r.DurationMs); err != nil {
+				return fmt.Errorf("VideoSource.duration_ms: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("VideoSource.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 2 {
+		return fmt.Errorf("VideoSource: missing a required field (type, data)")
+	}
+	return nil
+}
+
+// AudioSource: An audio clip, inline or by reference.
+type AudioSource struct {
+	Type       string
+	Data       string
+	MediaType  string
+	DurationMs *uint64
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r AudioSource) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1 + 1
+	if r.MediaType != "" {
+		n++
+	}
+	if r.DurationMs != nil {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "type", r.Type); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "data", r.Data); err != nil {
+		return err
+	}
+	if r.MediaType != "" {
+		if err := encodeField(enc, "media_type", r.MediaType); err != nil {
+			return err
+		}
+	}
+	if r.DurationMs != nil {
+		if err := encodeField(enc, "duration_ms", r.DurationMs); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *AudioSource) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("AudioSource: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("AudioSource: field name: %w", err)
+		}
+		switch key {
+		case "type":
+			seen++
+			if err := dec.Decode(&r.Type); err != nil {
+				return fmt.Errorf("AudioSource.type: %w", err)
+			}
+		case "data":
+			seen++
+			if err := dec.Decode(&r.Data); err != nil {
+				return fmt.Errorf("AudioSource.data: %w", err)
+			}
+		case "media_type":
+			if err := dec.Decode(&r.MediaType); err != nil {
+				return fmt.Errorf("AudioSource.media_type: %w", err)
+			}
+		case "duration_ms":
+			if err := dec.Decode(&r.DurationMs); err != nil {
+				return fmt.Errorf("AudioSource.duration_ms: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("AudioSource.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 2 {
+		return fmt.Errorf("AudioSource: missing a required field (type, data)")
+	}
+	return nil
+}
+
+// DocumentSource: A document, inline or by reference.
+type DocumentSource struct {
+	Type      string
+	Data      string
+	MediaType string
+	Title     string
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r DocumentSource) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1 + 1
+	if r.MediaType != "" {
+		n++
+	}
+	if r.Title != "" {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "type", r.Type); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "data", r.Data); err != nil {
+		return err
+	}
+	if r.MediaType != "" {
+		if err := encodeField(enc, "media_type", r.MediaType); err != nil {
+			return err
+		}
+	}
+	if r.Title != "" {
+		if err := encodeField(enc, "title", r.Title); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *DocumentSource) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("DocumentSource: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("DocumentSource: field name: %w", err)
+		}
+		switch key {
+		case "type":
+			seen++
+			if err := dec.Decode(&r.Type); err != nil {
+				return fmt.Errorf("DocumentSource.type: %w", err)
+			}
+		case "data":
+			seen++
+			if err := dec.Decode(&r.Data); err != nil {
+				return fmt.Errorf("DocumentSource.data: %w", err)
+			}
+		case "media_type":
+			if err := dec.Decode(&r.MediaType); err != nil {
+				return fmt.Errorf("DocumentSource.media_type: %w", err)
+			}
+		case "title":
+			if err := dec.Decode(&r.Title); err != nil {
+				return fmt.Errorf("DocumentSource.title: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("DocumentSource.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 2 {
+		return fmt.Errorf("DocumentSource: missing a required field (type, data)")
+	}
+	return nil
+}
+
+// ContentPart: One part of a CMF message's content. ContentType says which variant it is; a part of a
+// content type this SDK does not know keeps its whole map in Raw and is re-emitted
+// unchanged.
+type ContentPart struct {
+	ContentType   string
+	Text          string
+	ToolCall      *ToolCall
+	ToolResult    *ToolResult
+	Resource      *Resource
+	ResourceRef   *ResourceReference
+	PromptRequest *PromptRequest
+	PromptResult  *PromptResult
+	Image         *ImageSource
+	Video         *VideoSource
+	Audio         *AudioSource
+	Document      *DocumentSource
+	// Raw is the whole map of an unknown variant.
+	Raw msgpack.RawMessage
+	// Extra holds unknown fields of a known variant.
+	Extra []ExtraField
+}
+
+// NewTextPart makes a text part.
+func NewTextPart(v string) ContentPart {
+	return ContentPart{ContentType: "text", Text: v}
+}
+
+// NewThinkingPart makes a thinking part.
+func NewThinkingPart(v string) ContentPart {
+	return ContentPart{ContentType: "thinking", Text: v}
+}
+
+// NewToolCallPart makes a tool_call part.
+func NewToolCallPart(v ToolCall) ContentPart {
+	return ContentPart{ContentType: "tool_call", ToolCall: &v}
+}
+
+// NewToolResultPart makes a tool_result part.
+func NewToolResultPart(v ToolResult) ContentPart {
+	return ContentPart{ContentType: "tool_result", ToolResult: &v}
+}
+
+// NewResourcePart makes a resource part.
+func NewResourcePart(v Resource) ContentPart {
+	return ContentPart{ContentType: "resource", Resource: &v}
+}
+
+// NewResourceRefPart makes a resource_ref part.
+func NewResourceRefPart(v ResourceReference) ContentPart {
+	return ContentPart{ContentType: "resource_ref", ResourceRef: &v}
+}
+
+// NewPromptRequestPart makes a prompt_request part.
+func NewPromptRequestPart(v PromptRequest) ContentPart {
+	return ContentPart{ContentType: "prompt_request", PromptRequest: &v}
+}
+
+// NewPromptResultPart makes a prompt_result part.
+func NewPromptResultPart(v PromptResult) ContentPart {
+	return ContentPart{ContentType: "prompt_result", PromptResult: &v}
+}
+
+// NewImagePart makes a image part.
+func NewImagePart(v ImageSource) ContentPart {
+	return ContentPart{ContentType: "image", Image: &v}
+}
+
+// NewVideoPart makes a video part.
+func NewVideoPart(v VideoSource) ContentPart {
+	return ContentPart{ContentType: "video", Video: &v}
+}
+
+// NewAudioPart makes a audio part.
+func NewAudioPart(v AudioSource) ContentPart {
+	return ContentPart{ContentType: "audio", Audio: &v}
+}
+
+// NewDocumentPart makes a document part.
+func NewDocumentPart(v DocumentSource) ContentPart {
+	return ContentPart{ContentType: "document", Document: &v}
+}
+
+// Known reports whether this SDK knows the part's variant.
+func (p ContentPart) Known() bool {
+	switch p.ContentType {
+	case "text", "thinking", "tool_call", "tool_result", "resource", "resource_ref", "prompt_request", "prompt_result", "image", "video", "audio", "document":
+		return p.Raw == nil
+	}
+	return false
+}
+
+// EncodeMsgpack writes the part: content_type, the variant's field, then Extra; an
+// unknown variant as it was received.
+func (p ContentPart) EncodeMsgpack(enc *msgpack.Encoder) error {
+	if p.Raw != nil {
+		return enc.Encode(p.Raw)
+	}
+	if err := enc.EncodeMapLen(2 + len(p.Extra)); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "content_type", p.ContentType); err != nil {
+		return err
+	}
+	var err error
+	switch p.ContentType {
+	case "text":
+		err = encodeField(enc, "text", p.Text)
+	case "thinking":
+		err = encodeField(enc, "text", p.Text)
+	case "tool_call":
+		err = encodeField(enc, "content", p.ToolCall)
+	case "tool_result":
+		err = encodeField(enc, "content", p.ToolResult)
+	case "resource":
+		err = encodeField(enc, "content", p.Resource)
+	case "resource_ref":
+		err = encodeField(enc, "content", p.ResourceRef)
+	case "prompt_request":
+		err = encodeField(enc, "content", p.PromptRequest)
+	case "prompt_result":
+		err = encodeField(enc, "content", p.PromptResult)
+	case "image":
+		err = encodeField(enc, "content", p.Image)
+	case "video":
+		err = encodeField(enc, "content", p.Video)
+	case "audio":
+		err = encodeField(enc, "content", p.Audio)
+	case "document":
+		err = encodeField(enc, "content", p.Document)
+	default:
+		return fmt.Errorf("ContentPart: unknown content_type %q without Raw", p.ContentType)
+	}
+	if err != nil {
+		return err
+	}
+	return encodeExtra(enc, p.Extra)
+}
+
+// DecodeMsgpack reads a part; the content_type may come anywhere in the map.
+func (p *ContentPart) DecodeMsgpack(dec *msgpack.Decoder) error {
+	raw, err := dec.DecodeRaw()
+	if err != nil {
+		return fmt.Errorf("ContentPart: %w", err)
+	}
+	tag, err := peekTag(raw, "content_type")
+	if err != nil {
+		return fmt.Errorf("ContentPart: %w", err)
+	}
+	*p = ContentPart{ContentType: tag}
+	var field string
+	switch tag {
+	case "text":
+		field = "text"
+	case "thinking":
+		field = "text"
+	case "tool_call":
+		field = "content"
+	case "tool_result":
+		field = "content"
+	case "resource":
+		field = "content"
+	case "resource_ref":
+		field = "content"
+	case "prompt_request":
+		field = "content"
+	case "prompt_result":
+		field = "content"
+	case "image":
+		field = "content"
+	case "video":
+		field = "content"
+	case "audio":
+		field = "content"
+	case "document":
+		field = "content"
+	default:
+		p.Raw = raw
+		return nil
+	}
+	return eachField(raw, func(key string, d *msgpack.Decoder) error {
+		switch key {
+		case "content_type":
+			return d.Skip()
+		case field:
+			switch tag {
+			case "text":
+				return d.Decode(&p.Text)
+			case "thinking":
+				return d.Decode(&p.Text)
+			case "tool_call":
+				return d.Decode(&p.ToolCall)
+			case "tool_result":
+				return d.Decode(&p.ToolResult)
+			case "resource":
+				return d.Decode(&p.Resource)
+			case "resource_ref":
+				return d.Decode(&p.ResourceRef)
+			case "prompt_request":
+				return d.Decode(&p.PromptRequest)
+			case "prompt_result":
+				return d.Decode(&p.PromptResult)
+			case "image":
+				return d.Decode(&p.Image)
+			case "video":
+				return d.Decode(&p.Video)
+			case "audio":
+				return d.Decode(&p.Audio)
+			case "document":
+				return d.Decode(&p.Document)
+			}
+		}
+		value, err := d.DecodeRaw()
+		p.Extra = append(p.Extra, ExtraField{Key: key, Value: value})
+		return err
+	})
+}
+
+// wireTypes makes an empty value of every record and union, by name (the test vectors
+// name their type).
+var wireTypes = map[string]func() any{
+	"PluginViolation":       func() any { return new(PluginViolation) },
+	"PluginError":           func() any { return new(PluginError) },
+	"PipelineResult":        func() any { return new(PipelineResult) },
+	"Extensions":            func() any { return new(Extensions) },
+	"MetaExtension":         func() any { return new(MetaExtension) },
+	"SecurityExtension":     func() any { return new(SecurityExtension) },
+	"SubjectExtension":      func() any { return new(SubjectExtension) },
+	"AgentIdentity":         func() any { return new(AgentIdentity) },
+	"ObjectSecurityProfile": func() any { return new(ObjectSecurityProfile) },
+	"DataPolicy":            func() any { return new(DataPolicy) },
+	"RetentionPolicy":       func() any { return new(RetentionPolicy) },
+	"HttpExtension":         func() any { return new(HttpExtension) },
+	"DelegationExtension":   func() any { return new(DelegationExtension) },
+	"DelegationHop":         func() any { return new(DelegationHop) },
+	"AgentExtension":        func() any { return new(AgentExtension) },
+	"ConversationContext":   func() any { return new(ConversationContext) },
+	"RequestExtension":      func() any { return new(RequestExtension) },
+	"MCPExtension":          func() any { return new(MCPExtension) },
+	"ToolMetadata":          func() any { return new(ToolMetadata) },
+	"ResourceMetadata":      func() any { return new(ResourceMetadata) },
+	"PromptMetadata":        func() any { return new(PromptMetadata) },
+	"CompletionExtension":   func() any { return new(CompletionExtension) },
+	"TokenUsage":            func() any { return new(TokenUsage) },
+	"ProvenanceExtension":   func() any { return new(ProvenanceExtension) },
+	"LLMExtension":          func() any { return new(LLMExtension) },
+	"FrameworkExtension":    func() any { return new(FrameworkExtension) },
+	"MessagePayload":        func() any { return new(MessagePayload) },
+	"Message":               func() any { return new(Message) },
+	"ToolCall":              func() any { return new(ToolCall) },
+	"ToolResult":            func() any { return new(ToolResult) },
+	"Resource":              func() any { return new(Resource) },
+	"ResourceReference":     func() any { return new(ResourceReference) },
+	"PromptRequest":         func() any { return new(PromptRequest) },
+	"PromptResult":          func() any { return new(PromptResult) },
+	"ImageSource":           func() any { return new(ImageSource) },
+	"VideoSource":           func() any { return new(VideoSource) },
+	"AudioSource":           func() any { return new(AudioSource) },
+	"DocumentSource":        func() any { return new(DocumentSource) },
+	"ContentPart":           func() any { return new(ContentPart) },
 }

@@ -21,22 +21,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sch = schema.load(root / "codegen" / "schema")
         files = render.render_all(sch)
-        header_check.check(sch, files["include/cpex.h"])
+        header = files["include/cpex.h"]
+        assert isinstance(header, str)
+        header_check.check(sch, header)
     except (schema.SchemaError, header_check.HeaderCheckError, RuntimeError) as exc:
         print(f"codegen: {exc}", file=sys.stderr)
         return 1
     drift = []
-    for rel, text in files.items():
+    for rel, content in files.items():
         path = root / rel
-        current = path.read_text(encoding="utf-8") if path.exists() else None
-        if current == text:
+        data = content.encode("utf-8") if isinstance(content, str) else content
+        current = path.read_bytes() if path.exists() else None
+        if current == data:
             continue
         if args.check:
-            diff = difflib.unified_diff((current or "").splitlines(True), text.splitlines(True), f"a/{rel}", f"b/{rel}")
-            drift.append("".join(list(diff)[:40]))
+            if isinstance(content, str):
+                old = (current or b"").decode("utf-8", "replace")
+                diff = difflib.unified_diff(old.splitlines(True), content.splitlines(True), f"a/{rel}", f"b/{rel}")
+                drift.append("".join(list(diff)[:40]))
+            else:
+                drift.append(f"{rel}: binary content differs" if current is not None else f"{rel}: missing")
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
+            path.write_bytes(data)
             print(f"codegen: wrote {rel}")
     if drift:
         print("codegen: generated files differ from the schema (run `make codegen`):\n" + "\n".join(drift), file=sys.stderr)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import jinja2
 
-from . import naming
-from .schema import Function, Param, RecordField, Schema
+from . import naming, vectors
+from .schema import Function, Param, RecordField, Schema, Union, Variant
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -27,11 +27,11 @@ TARGETS: dict[str, str] = {
 }
 
 _GO_SCALARS = {
-    "string": "string", "bool": "bool", "uint8": "uint8", "int64": "int64", "uint64": "uint64",
-    "float64": "float64", "bytes": "[]byte", "any": "any",
+    "string": "string", "bool": "bool", "uint8": "uint8", "uint32": "uint32", "int": "int", "int64": "int64",
+    "uint64": "uint64", "float64": "float64", "bytes": "[]byte", "any": "any",
 }
 _PY_SCALARS = {
-    "string": "str", "bool": "bool", "uint8": "int", "int64": "int", "uint64": "int",
+    "string": "str", "bool": "bool", "uint8": "int", "uint32": "int", "int": "int", "int64": "int", "uint64": "int",
     "float64": "float", "bytes": "bytes", "any": "Any",
 }
 _CONTAINER = re.compile(r"^(list|map)<(?:string,)?(.+)>$")
@@ -49,6 +49,29 @@ def go_field_type(fl: RecordField) -> str:
     t = _type(fl.type, _GO_SCALARS, "[]{}", "map[string]{}")
     is_record = fl.type not in _GO_SCALARS and not _CONTAINER.match(fl.type)
     return f"*{t}" if fl.pointer or (is_record and fl.optional) else t
+
+
+def go_present(fl: RecordField, recv: str) -> str:
+    """The Go condition under which an optional field is emitted."""
+    v = f"{recv}.{naming.camel(fl.name)}"
+    t = go_field_type(fl)
+    if t.startswith(("*", "[]", "map[")) or t == "any":
+        return f"{v} != nil" if t.startswith("*") or t == "any" else f"len({v}) > 0"
+    return {"string": f'{v} != ""', "bool": v}.get(t, f"{v} != 0")
+
+
+def union_field(v: Variant) -> str:
+    return "Text" if v.type == "string" else v.go_name
+
+
+def union_fields(u: Union) -> list[tuple[str, str]]:
+    """The Go fields of a union: one Text for the string variants, a pointer per object."""
+    out: list[tuple[str, str]] = []
+    for v in u.variants:
+        field = (union_field(v), "string" if v.type == "string" else f"*{v.type}")
+        if field not in out:
+            out.append(field)
+    return out
 
 
 def py_field_type(fl: RecordField) -> str:
@@ -107,6 +130,7 @@ def environment(schema: Schema) -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     env.filters["pyrepr"] = repr
+    env.filters["gostr"] = lambda s: '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
     env.globals.update(
         schema=schema,
         P=schema.abi.prefix,
@@ -123,19 +147,23 @@ def environment(schema: Schema) -> jinja2.Environment:
         go_zero=go_zero,
         go_out_value=go_out_value,
         go_c_args=go_c_args,
+        go_present=go_present,
+        union_field=union_field,
+        union_fields=union_fields,
     )
     return env
 
 
-def render_all(schema: Schema) -> dict[str, str]:
-    """Every generated file: repository path -> content."""
+def render_all(schema: Schema) -> dict[str, str | bytes]:
+    """Every generated file: repository path -> content (bytes for binary files)."""
     env = environment(schema)
-    out: dict[str, str] = {}
+    out: dict[str, str | bytes] = {}
     for template, path in TARGETS.items():
         text = env.get_template(template).render()
         if path.endswith(".go"):
             text = gofmt(text, path)
         out[path] = text
+    out.update(vectors.render(schema))
     return out
 
 

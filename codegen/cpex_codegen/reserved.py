@@ -15,3 +15,7 @@ RESERVED: dict[str, str] = {}
 for _lang, _words in (("Python", _PY), ("Go", _GO), ("C++", _CPP), ("C", _C)):
     for _w in _words:
         RESERVED[_w] = _lang
+
+# Python attribute names a generated pydantic model cannot take.
+PY_RESERVED: dict[str, str] = {w: "is a Python keyword" for w in _PY}
+PY_RESERVED.update({w: "shadows a pydantic BaseModel attribute" for w in ("copy", "dict", "json", "schema", "construct", "validate")})

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .reserved import RESERVED
+from .reserved import PY_RESERVED, RESERVED
 
 IDENT = r"^[a-z][a-z0-9_]*$"
 PASCAL = r"^[A-Z][A-Za-z0-9]*$"
@@ -125,6 +125,13 @@ class RecordField(Strict):
     optional: bool = False
     pointer: bool = False
     doc: str = ""
+    example: Any = None
+
+    @model_validator(mode="after")
+    def _pointer(self) -> "RecordField":
+        if self.pointer and not self.optional:
+            raise ValueError(f"field {self.name}: pointer fields must be optional")
+        return self
 
 
 class Record(Strict):
@@ -133,7 +140,35 @@ class Record(Strict):
     fields: tuple[RecordField, ...]
 
 
-SCALARS = frozenset({"string", "bool", "uint8", "int64", "uint64", "float64", "bytes", "any"})
+class Variant(Strict):
+    tag: str = Field(pattern=IDENT)
+    field: str = Field(pattern=IDENT)
+    type: FieldType
+    go_name: str = Field(pattern=PASCAL)
+
+
+class Union(Strict):
+    name: str = Field(pattern=PASCAL)
+    doc: str
+    tag: str = Field(pattern=IDENT)
+    variants: tuple[Variant, ...]
+
+
+class ExtensionSlot(Strict):
+    path: str = Field(pattern=r"^[a-z_]+(\.[a-z_]+)*$")
+    tier: Literal["immutable", "monotonic", "guarded", "mutable"]
+    read: str | None = Field(default=None, pattern=IDENT)
+    read_any: tuple[str, ...] = ()
+    write: str | None = Field(default=None, pattern=IDENT)
+
+    @model_validator(mode="after")
+    def _write_needs_tier(self) -> "ExtensionSlot":
+        if (self.write is not None) != (self.tier in ("guarded", "monotonic")):
+            raise ValueError(f"slot {self.path}: guarded and monotonic slots, and only they, name a write capability")
+        return self
+
+
+SCALARS = frozenset({"string", "bool", "uint8", "uint32", "int", "int64", "uint64", "float64", "bytes", "any"})
 _CONTAINER = re.compile(r"^(list|map)<(.+)>$")
 
 
@@ -144,6 +179,8 @@ class Schema(Strict):
     payload_types: tuple[PayloadType, ...]
     functions: tuple[Function, ...]
     records: tuple[Record, ...] = ()
+    unions: tuple[Union, ...] = ()
+    extension_slots: tuple[ExtensionSlot, ...] = ()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Schema":
@@ -154,7 +191,8 @@ class Schema(Strict):
             ("payload type", [p.name for p in self.payload_types]),
             ("payload type id", [str(p.id) for p in self.payload_types]),
             ("function", [f.name for f in self.functions]),
-            ("record", [r.name for r in self.records]),
+            ("record or union", [r.name for r in self.records] + [u.name for u in self.unions]),
+            ("extension slot", [x.path for x in self.extension_slots]),
         )
         for what, names in named:
             dup = sorted({n for n in names if names.count(n) > 1})
@@ -167,13 +205,22 @@ class Schema(Strict):
             for p in f.params:
                 if p.handle is not None and p.handle not in handles:
                     raise ValueError(f"function {f.name}, param {p.name}: unknown handle {p.handle!r}")
-        records = {r.name for r in self.records}
+        records = {r.name for r in self.records} | {u.name for u in self.unions}
         for r in self.records:
             fields = [fl.name for fl in r.fields]
             if len(set(fields)) != len(fields):
                 raise ValueError(f"record {r.name}: duplicate field names")
             for fl in r.fields:
                 _check_type(fl.type, records, f"record {r.name}, field {fl.name}")
+        for u in self.unions:
+            tags = [v.tag for v in u.variants]
+            if len(set(tags)) != len(tags):
+                raise ValueError(f"union {u.name}: duplicate variant tags")
+            for v in u.variants:
+                _check_type(v.type, records, f"union {u.name}, variant {v.tag}")
+        by_name = {r.name: r for r in self.records}
+        for slot in self.extension_slots:
+            _check_slot(slot.path, by_name)
         _check_reserved(self)
         return self
 
@@ -188,6 +235,19 @@ class Schema(Strict):
     @property
     def python_functions(self) -> tuple[Function, ...]:
         return tuple(f for f in self.functions if f.impl == "python")
+
+
+def _check_slot(path: str, records: dict[str, "Record"]) -> None:
+    record = records.get("Extensions")
+    if record is None:
+        raise ValueError("extension_slots need an Extensions record")
+    for part in path.split("."):
+        if record is None:
+            raise ValueError(f"extension slot {path}: {part!r} is inside a field that is not a record")
+        field = next((f for f in record.fields if f.name == part), None)
+        if field is None:
+            raise ValueError(f"extension slot {path}: {record.name} has no field {part!r}")
+        record = records.get(field.type)
 
 
 def _check_type(t: str, records: set[str], where: str) -> None:
@@ -206,11 +266,15 @@ def _check_type(t: str, records: set[str], where: str) -> None:
 def _check_reserved(schema: Schema) -> None:
     idents: list[tuple[str, str]] = [(f"function {f.name}", f.name) for f in schema.functions]
     idents += [(f"function {f.name}, param {p.name}", p.name) for f in schema.functions for p in f.params]
-    idents += [(f"record {r.name}, field {fl.name}", fl.name) for r in schema.records for fl in r.fields]
     idents += [(f"handle {h.name}", h.name) for h in schema.handles]
     for where, name in idents:
         if name in RESERVED:
             raise ValueError(f"{where}: {name!r} is a reserved word in {RESERVED[name]}")
+    # Record fields become CamelCase in Go (never a keyword) but attribute names in Python.
+    for r in schema.records:
+        for fl in r.fields:
+            if fl.name in PY_RESERVED:
+                raise ValueError(f"record {r.name}, field {fl.name}: {fl.name!r} {PY_RESERVED[fl.name]}")
 
 
 def load(schema_dir: Path) -> Schema:

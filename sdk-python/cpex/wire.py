@@ -3,6 +3,7 @@ generated wire records."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import msgpack
@@ -10,26 +11,71 @@ from pydantic import BaseModel, ConfigDict
 
 from cpex.errors import ParseError, SerializeError
 
+_EMPTY = (None, "", 0, False, b"")
+
+
+@dataclass(frozen=True)
+class WireField:
+    """How one field crosses the wire. optional: omitted when empty; pointer: omitted
+    only when absent (so 0 / "" survive)."""
+
+    name: str
+    optional: bool = False
+    pointer: bool = False
+
+
+def _is_empty(value: Any) -> bool:
+    if isinstance(value, (list, dict, tuple)):
+        return not value
+    return any(value is e or (type(value) is type(e) and value == e) for e in _EMPTY)
+
+
+def to_wire_value(value: Any) -> Any:
+    if isinstance(value, WireRecord):
+        return value.to_wire()
+    if isinstance(value, list):
+        return [to_wire_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_wire_value(v) for k, v in value.items()}
+    return value
+
 
 class WireRecord(BaseModel):
-    """A record that crosses the ABI as a MessagePack map keyed by field name. Optional
-    fields are omitted from the wire when empty (None, "", empty list or map)."""
+    """A record that crosses the ABI as a MessagePack map keyed by field name. Known
+    fields are emitted in schema order, then unknown fields as they were received, so
+    a decode / encode round trip is byte-identical for canonical input."""
 
-    model_config = ConfigDict(extra="forbid")
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset()
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    WIRE: ClassVar[tuple[WireField, ...]] = ()
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            if isinstance(value, WireRecord):
-                value = value.to_wire()
-            elif isinstance(value, list):
-                value = [v.to_wire() if isinstance(v, WireRecord) else v for v in value]
-            if name in self.OPTIONAL and (value is None or (isinstance(value, (str, bytes, list, dict)) and not value)):
+        for f in self.WIRE:
+            value = getattr(self, f.name)
+            if f.optional and (value is None if f.pointer else _is_empty(value)):
                 continue
-            out[name] = value
+            out[f.name] = to_wire_value(value)
+        for key, value in (self.model_extra or {}).items():
+            out[key] = value
         return out
+
+    @classmethod
+    def from_wire(cls, data: Any, what: str | None = None) -> Any:
+        """Validates a decoded MessagePack value; a ParseError names the bad field."""
+        from pydantic import ValidationError
+
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            where = what or cls.__name__
+            problems = "; ".join(
+                f"{where}{''.join(f'[{p}]' if isinstance(p, int) else f'.{p}' for p in e['loc'])}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise ParseError(problems) from None
+
+    def pack(self) -> bytes:
+        return pack(self.to_wire(), type(self).__name__)
 
 
 def pack(value: Any, what: str) -> bytes:
