@@ -24,6 +24,7 @@ TARGETS: dict[str, str] = {
     "abi_cdef.py.j2": "sdk-python/cpex/_generated/abi_cdef.py",
     "records.py.j2": "sdk-python/cpex/_generated/records.py",
     "package_init.py.j2": "sdk-python/cpex/_generated/__init__.py",
+    "slots.py.j2": "sdk-python/cpex/_generated/slots.py",
 }
 
 _GO_SCALARS = {
@@ -150,6 +151,10 @@ def environment(schema: Schema) -> jinja2.Environment:
         go_present=go_present,
         union_field=union_field,
         union_fields=union_fields,
+        tuple=tuple,
+        capabilities=sorted(
+            {c for x in schema.extension_slots for c in (x.read, x.write, *x.read_any) if c is not None}
+        ),
     )
     return env
 

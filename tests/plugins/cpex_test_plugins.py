@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from typing import Any
 
 from cpex import Plugin, PluginContext, allow, deny, hook, modify
+from cpex._generated.records import ContentPart, Message
+from cpex.cmf import MessageView
 
 
 class Allow(Plugin):
@@ -173,3 +176,51 @@ class Rendezvous(Plugin):
         except asyncio.TimeoutError:
             return deny("alone", "the setter never ran alongside")
         return allow(metadata={"waiter": "met"})
+
+
+class ExtensionProbe(Plugin):
+    """Reports the extensions it was given, under metadata[config.tag or "seen"]."""
+
+    def tool_pre_invoke(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
+        return allow(metadata={str(self.config.get("tag", "seen")): ctx.extensions})
+
+
+def _walk_set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    if value == "__remove__":
+        tree.pop(last, None)
+    else:
+        tree[last] = value
+
+
+class ExtensionEditor(Plugin):
+    """Proposes its view of the extensions with config.set {dotted.path: value} applied
+    ("__remove__" deletes); with config.in_place it edits its view in place and
+    returns nothing."""
+
+    def tool_pre_invoke(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
+        target = ctx.extensions if self.config.get("in_place") else copy.deepcopy(ctx.extensions)
+        for dotted, value in self.config.get("set", {}).items():
+            _walk_set(target, dotted, value)
+        return None if self.config.get("in_place") else modify(extensions=target)
+
+
+class CmfToolPolicy(Plugin):
+    """Denies a CMF message that calls a tool in config.forbidden."""
+
+    def cmf_tool_pre_invoke(self, message: Message, ctx: PluginContext) -> Any:
+        view = MessageView(message)
+        for call in view.tool_calls():
+            if call.name in self.config.get("forbidden", []):
+                return deny("forbidden_tool", f"tool {call.name!r} is forbidden", details={"tool_call_id": call.tool_call_id})
+        return allow(metadata={"tool_calls": [c.name for c in view.tool_calls()], "text": view.text()})
+
+
+class CmfAppendText(Plugin):
+    """Appends a text part to the CMF message."""
+
+    def cmf_tool_pre_invoke(self, message: Message, ctx: PluginContext) -> Any:
+        extra = ContentPart.new_text(str(self.config.get("text", "appended")))
+        return modify(message.model_copy(update={"content": [*message.content, extra]}))

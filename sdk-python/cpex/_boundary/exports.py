@@ -14,7 +14,7 @@ from cpex._generated.abi_cdef import PYTHON_FUNCTIONS
 from cpex._generated.errors import Status
 from cpex._generated.records import PipelineResult, PluginError
 from cpex._boundary.handles import HANDLES, Kind
-from cpex.engine import PluginManager
+from cpex.engine import PluginManager, payloads
 from cpex.errors import CpexError, InvalidInputError, SerializeError
 from cpex.wire import pack, unpack
 
@@ -131,7 +131,11 @@ class Exports:
             errors=errors,
             metadata=result.metadata,
             payload_type=payload_type,
-            modified_payload=_soft_pack(result.modified_payload, "modified payload", errors),
+            modified_payload=_soft_pack(
+                None if result.modified_payload is None else payloads.encode(payload_type, result.modified_payload),
+                "modified payload",
+                errors,
+            ),
             modified_extensions=_soft_pack(result.modified_extensions, "modified extensions", errors),
         )
         data = pack(wire.to_wire(), "pipeline result")

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cpex._generated.slots import CAPABILITIES
 from cpex.errors import ConfigError, ParseError
 
 
@@ -151,6 +152,9 @@ def parse_config(text: str) -> Config:
 def _check_references(config: Config) -> None:
     seen: dict[str, int] = {}
     for i, spec in enumerate(config.plugins):
+        for j, cap in enumerate(spec.capabilities):
+            if cap not in CAPABILITIES:
+                raise ConfigError(f"plugins[{i}].capabilities[{j}]: unknown capability {cap!r}; expected one of {', '.join(sorted(CAPABILITIES))}")
         if spec.name in seen:
             raise ConfigError(f"plugins[{i}].name: duplicate plugin name {spec.name!r} (also plugins[{seen[spec.name]}])")
         seen[spec.name] = i

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from cpex._generated.records import PluginError, PluginViolation
-from cpex.engine import driver
+from cpex.engine import driver, gating, payloads
 from cpex.engine.background import BackgroundTasks
 from cpex.engine.config import Mode, OnError, PluginSpec
+from cpex.engine.gating import Grant
 from cpex.engine.runtime_loop import RUNTIME_LOOP
 from cpex.errors import PipelineError, PipelineTimeoutError
 from cpex.plugin import Plugin, PluginContext
@@ -41,6 +42,7 @@ class LoadedPlugin:
     instance: Plugin
     handlers: dict[str, Callable[[Any, PluginContext], Any]]
     timeout: float
+    grant: Grant
     disabled: bool = False
 
     @property
@@ -69,6 +71,7 @@ class PipelineOutcome:
 @dataclass
 class Invocation:
     hook: str
+    payload_type: int
     payload: Any
     extensions: dict[str, Any]
     states: dict[str, dict[str, Any]]
@@ -91,15 +94,16 @@ def run_pipeline(plugins: list[LoadedPlugin], inv: Invocation) -> PipelineOutcom
             _run_concurrent(phase, inv, authority, out)
         else:
             for plugin in phase:
+                args = _args(plugin, inv)
                 try:
-                    value = driver.call(plugin.handlers[inv.hook], _args(plugin, inv), _deadline(plugin, inv))
+                    value = driver.call(plugin.handlers[inv.hook], args, _deadline(plugin, inv))
                 except driver.HandlerTimeout:
                     _timed_out(plugin, inv, out)
                     continue
                 except Exception as exc:  # noqa: BLE001 - a plugin's exception is contained
                     _failed(plugin, inv, out, f"raised {type(exc).__name__}: {exc}")
                     continue
-                _apply(plugin, inv, authority, value, out)
+                _apply(plugin, inv, authority, value, out, args[1].extensions)
                 if not out.continue_processing:
                     break
         if not out.continue_processing:
@@ -115,7 +119,10 @@ def _ordered(plugins: list[LoadedPlugin], mode: Mode) -> list[LoadedPlugin]:
 
 
 def _args(plugin: LoadedPlugin, inv: Invocation) -> tuple[Any, PluginContext]:
-    ctx = PluginContext(extensions=inv.extensions, state=inv.states.setdefault(plugin.name, {}), global_state=inv.global_state)
+    """The handler's arguments: the payload and a context holding the plugin's own,
+    capability-filtered copy of the extensions."""
+    view = gating.view_for(inv.extensions, plugin.grant)
+    ctx = PluginContext(extensions=view, state=inv.states.setdefault(plugin.name, {}), global_state=inv.global_state)
     return inv.payload, ctx
 
 
@@ -123,8 +130,11 @@ def _deadline(plugin: LoadedPlugin, inv: Invocation) -> float:
     return min(time.monotonic() + plugin.timeout, inv.deadline)
 
 
-def _apply(plugin: LoadedPlugin, inv: Invocation, authority: Authority, value: Any, out: PipelineOutcome) -> None:
-    """Takes a handler's return value into the outcome, within the phase's authority."""
+def _apply(
+    plugin: LoadedPlugin, inv: Invocation, authority: Authority, value: Any, out: PipelineOutcome, view: dict[str, Any]
+) -> None:
+    """Takes a handler's return value into the outcome, within the phase's authority
+    and (for extensions) the plugin's capabilities."""
     try:
         result = _as_result(plugin, value)
         mode = plugin.spec.mode.value
@@ -133,8 +143,9 @@ def _apply(plugin: LoadedPlugin, inv: Invocation, authority: Authority, value: A
         modifies = result.modified_payload is not None or result.modified_extensions is not None
         if modifies and not authority.may_modify:
             raise _Refused(f"a {mode} plugin may not modify the payload or extensions; the change was refused")
-        if result.modified_extensions is not None and not isinstance(result.modified_extensions, dict):
-            raise _Refused(f"modified extensions must be a map, got {type(result.modified_extensions).__name__}")
+        proposed = gating.as_wire(result.modified_extensions)
+        if proposed is not None and not isinstance(proposed, dict):
+            raise _Refused(f"modified extensions must be a map or Extensions, got {type(proposed).__name__}")
     except _Refused as refused:
         _failed(plugin, inv, out, str(refused))
         return
@@ -146,9 +157,24 @@ def _apply(plugin: LoadedPlugin, inv: Invocation, authority: Authority, value: A
         out.continue_processing = False
         return
     if result.modified_payload is not None:
-        inv.payload = out.modified_payload = result.modified_payload
-    if result.modified_extensions is not None:
-        inv.extensions = out.modified_extensions = result.modified_extensions
+        try:
+            inv.payload = out.modified_payload = payloads.accept(inv.payload_type, result.modified_payload)
+        except ValueError as exc:
+            _failed(plugin, inv, out, f"returned an invalid modified payload: {exc}")
+            return
+    if proposed is not None:
+        merged, refusals = gating.accept(inv.extensions, view, proposed, plugin.grant)
+        for r in refusals:
+            out.errors.append(
+                PluginError(
+                    plugin_name=plugin.name,
+                    code="extension_write_refused",
+                    message=f"plugin {plugin.name!r} may not write {r.field}: {r.why}",
+                    details={"field": r.field},
+                )
+            )
+        if merged != inv.extensions:
+            inv.extensions = out.modified_extensions = merged
 
 
 def _as_result(plugin: LoadedPlugin, value: Any) -> PluginResult:
@@ -183,6 +209,7 @@ def _run_concurrent(phase: list[LoadedPlugin], inv: Invocation, authority: Autho
     """The plugins run together: each is started inline, those that suspend finish
     together on the caller's loop. The first deny halts the rest."""
     suspended: list[driver.Suspended] = []
+    views: dict[str, dict[str, Any]] = {}
 
     def settle(plugin: LoadedPlugin, ok: bool, value: Any) -> bool:
         if not ok:
@@ -191,14 +218,16 @@ def _run_concurrent(phase: list[LoadedPlugin], inv: Invocation, authority: Autho
             else:
                 _failed(plugin, inv, out, f"raised {type(value).__name__}: {value}")
             return False
-        _apply(plugin, inv, authority, value, out)
+        _apply(plugin, inv, authority, value, out, views[plugin.name])
         return not out.continue_processing
 
     try:
         for plugin in phase:
             deadline = _deadline(plugin, inv)
+            args = _args(plugin, inv)
+            views[plugin.name] = args[1].extensions
             try:
-                done, value, coro = driver.begin(plugin.handlers[inv.hook], _args(plugin, inv), deadline)
+                done, value, coro = driver.begin(plugin.handlers[inv.hook], args, deadline)
             except driver.HandlerTimeout:
                 _timed_out(plugin, inv, out)
                 continue
@@ -227,7 +256,7 @@ def _fire_and_forget(followers: list[LoadedPlugin], inv: Invocation, out: Pipeli
     payload, extensions = inv.payload, inv.extensions
 
     async def one(plugin: LoadedPlugin) -> PluginError | None:
-        ctx = PluginContext(extensions=extensions, state={}, global_state=inv.global_state)
+        ctx = PluginContext(extensions=gating.view_for(extensions, plugin.grant), state={}, global_state=inv.global_state)
         handler = plugin.handlers[inv.hook]
         loop = asyncio.get_running_loop()
         try:

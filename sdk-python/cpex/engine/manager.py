@@ -10,11 +10,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from cpex._generated.errors import PAYLOAD_TYPES
-from cpex.engine import driver
+from cpex.engine import driver, gating, payloads
 from cpex.engine.background import BackgroundTasks
 from cpex.engine.config import Config, parse_config
 from cpex.engine.context import ContextTable
+from cpex.engine.gating import Grant
 from cpex.engine.executor import Invocation, LoadedPlugin, PipelineOutcome, run_pipeline
 from cpex.engine.registry import FactoryRegistry, add_plugin_dirs
 from cpex.engine.routing import Router, conditions_match
@@ -93,6 +93,7 @@ class PluginManager:
             instance=instance,
             handlers={h: getattr(instance, m) for h, m in handlers.items()},
             timeout=spec.timeout or config.plugin_settings.plugin_timeout,
+            grant=Grant.of(spec.capabilities),
         )
 
     def initialize(self) -> None:
@@ -187,11 +188,8 @@ class PluginManager:
             raise PipelineError(f"invoke {hook!r}: the manager is not initialized; call initialize first")
         if not hook:
             raise InvalidInputError("hook: the hook name is empty")
-        if payload_type not in PAYLOAD_TYPES:
-            known = ", ".join(f"{k} ({v})" for k, v in PAYLOAD_TYPES.items())
-            raise InvalidInputError(f"payload_type: unknown payload type {payload_type}; expected one of {known}")
-        if not isinstance(payload, dict):
-            raise InvalidInputError(f"payload: a {PAYLOAD_TYPES[payload_type]} payload must be a map, got {type(payload).__name__}")
+        body = payloads.decode(payload_type, payload)
+        extensions = gating.as_wire(extensions)
         if extensions is not None and not isinstance(extensions, dict):
             raise InvalidInputError(f"extensions: expected a map, got {type(extensions).__name__}")
         extensions = dict(extensions or {})
@@ -210,7 +208,8 @@ class PluginManager:
         settings = self._config.plugin_settings
         inv = Invocation(
             hook=hook,
-            payload=payload,
+            payload_type=payload_type,
+            payload=body,
             extensions=extensions,
             states=states,
             global_state=self.global_state,

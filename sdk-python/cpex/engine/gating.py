@@ -1,0 +1,204 @@
+"""Capability gating of extensions: what each plugin sees, and which of its writes the
+engine accepts.
+
+A plugin gets its own copy of the slots its capabilities let it read, so an edit made
+in place never reaches another plugin. What it proposes back (modify(extensions=...))
+is compared with that copy slot by slot, at the granularity of the tier table: a
+change to an immutable slot, a shrinking monotonic slot, or a guarded slot written
+without its capability is refused and reported naming the field; the rest is merged
+into the call's extensions. Slots the plugin could not see are never touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from cpex._generated.slots import SLOTS, Slot
+from cpex.wire import WireRecord
+
+Path = tuple[str, ...]
+_MISSING: Any = object()
+_BY_PATH: dict[Path, Slot] = {s.path: s for s in SLOTS}
+# Containers whose every child is governed by a listed slot (e.g. security).
+_PARENTS: frozenset[Path] = frozenset(s.path[:i] for s in SLOTS for i in range(1, len(s.path)) if s.path[:i] not in _BY_PATH)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What one plugin's capabilities allow, computed once at load."""
+
+    capabilities: frozenset[str]
+    hidden: tuple[Path, ...]
+
+    @classmethod
+    def of(cls, capabilities: list[str] | frozenset[str]) -> "Grant":
+        caps = frozenset(capabilities)
+        hidden = tuple(s.path for s in SLOTS if not _readable(s, caps))
+        return cls(caps, hidden)
+
+    def may_write(self, slot: Slot) -> bool:
+        return slot.tier == "mutable" or (slot.write is not None and slot.write in self.capabilities)
+
+
+def _readable(slot: Slot, caps: frozenset[str]) -> bool:
+    if slot.read is not None and slot.read not in caps:
+        return False
+    return not slot.read_any or any(c in caps for c in slot.read_any)
+
+
+def copy_tree(value: Any) -> Any:
+    """A deep copy of plain MessagePack-shaped data (fast: one encode / decode)."""
+    return msgpack.unpackb(msgpack.packb(value, use_bin_type=True), raw=False)
+
+
+def view_for(extensions: dict[str, Any], grant: Grant) -> dict[str, Any]:
+    """The plugin's own copy of the extensions, without the slots it may not read."""
+    if not extensions:
+        return {}
+    view: dict[str, Any] = copy_tree(extensions)
+    for path in grant.hidden:
+        _delete(view, path)
+    return view
+
+
+def as_wire(extensions: Any) -> Any:
+    return extensions.to_wire() if isinstance(extensions, WireRecord) else extensions
+
+
+@dataclass
+class Refusal:
+    field: str
+    why: str
+
+
+def accept(current: dict[str, Any], view: dict[str, Any], proposed: dict[str, Any], grant: Grant) -> tuple[dict[str, Any], list[Refusal]]:
+    """Merges the allowed changes of proposed (against view) into a copy of current."""
+    result = copy_tree(current)
+    refusals: list[Refusal] = []
+    for path in _changed_paths(view, proposed):
+        slot = _governing(path)
+        field = "extensions." + ".".join(path)
+        old, new = _get(view, path), _get(proposed, path)
+        if slot is None:
+            refusals.append(Refusal(field, "not a writable extension slot (write free-form data under extensions.custom)"))
+        elif not grant.may_write(slot):
+            why = "immutable" if slot.tier == "immutable" else f"needs the capability {slot.write}"
+            refusals.append(Refusal(field, why))
+        elif slot.tier == "monotonic":
+            if new is _MISSING or not _grows(None if old is _MISSING else old, new):
+                refusals.append(Refusal(field, "monotonic: entries may only be added, never removed or changed"))
+            else:
+                _set(result, path, _union(_get(result, path), new))
+        elif new is _MISSING:
+            _delete(result, path)
+        else:
+            _set(result, path, new)
+    return result, refusals
+
+
+def _changed_paths(view: dict[str, Any], proposed: dict[str, Any]) -> list[Path]:
+    """The most specific tier-table paths (or unknown keys) whose values differ. A
+    container slot (security, security.subject) is compared without its listed
+    children, which are compared on their own."""
+    changed: list[Path] = []
+
+    def walk(prefix: Path, old: dict[str, Any], new: dict[str, Any]) -> None:
+        keys = [*old, *(k for k in new if k not in old)]
+        if prefix in _BY_PATH:  # a slot's own fields were compared already; only its listed children remain
+            keys = [k for k in keys if (*prefix, k) in _BY_PATH]
+        for key in keys:
+            path = (*prefix, key)
+            a, b = old.get(key, _MISSING), new.get(key, _MISSING)
+            if a == b:
+                continue
+            container = path in _PARENTS or _has_children(path)
+            if container and (a is _MISSING or isinstance(a, dict)) and (b is _MISSING or isinstance(b, dict)):
+                a_dict = a if isinstance(a, dict) else {}
+                b_dict = b if isinstance(b, dict) else {}
+                if path in _BY_PATH and _strip_children(path, a_dict) != _strip_children(path, b_dict):
+                    changed.append(path)
+                walk(path, a_dict, b_dict)
+            else:
+                changed.append(path)
+
+    walk((), view, proposed)
+    return changed
+
+
+def _has_children(path: Path) -> bool:
+    return any(len(p) > len(path) and p[: len(path)] == path for p in _BY_PATH)
+
+
+def _strip_children(path: Path, value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    children = {p[len(path)] for p in _BY_PATH if len(p) == len(path) + 1 and p[: len(path)] == path}
+    return {k: v for k, v in value.items() if k not in children}
+
+
+def _governing(path: Path) -> Slot | None:
+    for i in range(len(path), 0, -1):
+        slot = _BY_PATH.get(path[:i])
+        if slot is not None:
+            return slot
+    return None
+
+
+def _grows(old: Any, new: Any) -> bool:
+    """new contains everything old had: lists keep their entries (strings as a set,
+    records as a prefix), maps keep their keys, numbers do not decrease."""
+    if old is None:
+        return True
+    if isinstance(old, list) and isinstance(new, list):
+        if all(isinstance(x, str) for x in old):
+            return set(old) <= set(new)
+        return new[: len(old)] == old
+    if isinstance(old, dict) and isinstance(new, dict):
+        return all(k in new and _grows(v, new[k]) for k, v in old.items())
+    if isinstance(old, bool) or isinstance(new, bool):
+        return old == new or (old is False and new is True)
+    if isinstance(old, (int, float)) and isinstance(new, (int, float)):
+        return new >= old
+    return bool(old == new)
+
+
+def _union(current: Any, new: Any) -> Any:
+    """Merges a grown value into the call's (which may hold entries the plugin did not
+    see): lists gain the new entries, maps merge key by key."""
+    if current is _MISSING or current is None:
+        return new
+    if isinstance(current, list) and isinstance(new, list):
+        if all(isinstance(x, str) for x in current):
+            return current + [x for x in new if x not in current]
+        return new if new[: len(current)] == current else current + new[len(current):]
+    if isinstance(current, dict) and isinstance(new, dict):
+        return {**current, **{k: _union(current.get(k, _MISSING), v) for k, v in new.items()}}
+    return new
+
+
+def _get(tree: Any, path: Path) -> Any:
+    for key in path:
+        if not isinstance(tree, dict) or key not in tree:
+            return _MISSING
+        tree = tree[key]
+    return tree
+
+
+def _set(tree: dict[str, Any], path: Path, value: Any) -> None:
+    for key in path[:-1]:
+        nxt = tree.get(key)
+        if not isinstance(nxt, dict):
+            nxt = tree[key] = {}
+        tree = nxt
+    tree[path[-1]] = value
+
+
+def _delete(tree: dict[str, Any], path: Path) -> None:
+    for key in path[:-1]:
+        tree = tree.get(key)  # type: ignore[assignment]
+        if not isinstance(tree, dict):
+            return
+    tree.pop(path[-1], None)

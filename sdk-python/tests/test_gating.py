@@ -1,0 +1,166 @@
+"""Capability gating: each plugin sees only what its capabilities grant, and a write it
+has no right to is refused and reported naming the field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from conftest import config, plugin
+
+from cpex.engine import PluginManager
+
+PRE = "tool_pre_invoke"
+VECTORS = Path(__file__).resolve().parents[2] / "tests" / "vectors"
+# Every extension slot filled in: the schema's own example.
+FULL: dict[str, Any] = msgpack.unpackb((VECTORS / "Extensions.msgpack").read_bytes())
+ALWAYS = {"meta", "request", "provenance", "completion", "llm", "framework", "mcp", "custom"}
+SECURITY_ALWAYS = {"classification", "agent", "auth_method", "objects", "data"}
+
+
+def seen_by(capabilities: list[str], extensions: dict[str, Any] = FULL) -> dict[str, Any]:
+    m = PluginManager.from_yaml(config(plugin("probe", "ExtensionProbe", capabilities=json.dumps(capabilities))))
+    m.initialize()
+    seen: dict[str, Any] = m.invoke(PRE, 0, {}, extensions).result.metadata["seen"]
+    return seen
+
+
+def test_without_capabilities_guarded_and_private_slots_are_hidden() -> None:
+    seen = seen_by([])
+    assert set(seen) == ALWAYS | {"security"}
+    assert set(seen["security"]) == SECURITY_ALWAYS
+    for slot in ALWAYS:
+        assert seen[slot] == FULL[slot]
+
+
+@pytest.mark.parametrize(
+    ("capability", "slot"),
+    [("read_agent", "agent"), ("read_headers", "http"), ("read_delegation", "delegation")],
+)
+def test_a_read_capability_shows_its_slot(capability: str, slot: str) -> None:
+    seen = seen_by([capability])
+    assert seen[slot] == FULL[slot]
+    assert set(seen) == ALWAYS | {"security", slot}
+
+
+def test_labels_need_read_labels() -> None:
+    assert seen_by(["read_labels"])["security"]["labels"] == FULL["security"]["labels"]
+
+
+@pytest.mark.parametrize("field", ["roles", "teams", "claims", "permissions"])
+def test_subject_fields_need_their_own_capability(field: str) -> None:
+    subject = seen_by([f"read_{field}"])["security"]["subject"]  # any sub-capability implies read_subject
+    assert subject[field] == FULL["security"]["subject"][field]
+    assert set(subject) == {"id", "subject_type", field}
+
+
+def test_read_subject_shows_the_subject_without_its_guarded_fields() -> None:
+    assert set(seen_by(["read_subject"])["security"]["subject"]) == {"id", "subject_type"}
+
+
+def edit(capabilities: list[str], changes: dict[str, Any], extensions: dict[str, Any] = FULL) -> tuple[dict[str, Any] | None, list[str]]:
+    m = PluginManager.from_yaml(
+        config(plugin("editor", "ExtensionEditor", capabilities=json.dumps(capabilities), config=json.dumps({"set": changes})))
+    )
+    m.initialize()
+    result = m.invoke(PRE, 0, {}, extensions).result
+    assert all(e.plugin_name == "editor" and e.code == "extension_write_refused" for e in result.errors)
+    return result.modified_extensions, [e.message for e in result.errors]
+
+
+IMMUTABLE_WRITES = [
+    ("meta.entity_name", "other"),
+    ("request.request_id", "forged"),
+    ("provenance.source", "forged"),
+    ("completion.model", "forged"),
+    ("llm.model_id", "forged"),
+    ("framework.framework", "forged"),
+    ("mcp.tool", "__remove__"),
+    ("security.classification", "public"),
+    ("security.objects", {}),
+    ("security.data", "__remove__"),
+    ("security.auth_method", "none"),
+]
+
+
+@pytest.mark.parametrize(("path", "value"), IMMUTABLE_WRITES)
+def test_immutable_slots_refuse_writes(path: str, value: Any) -> None:
+    modified, errors = edit([], {path: value})
+    assert modified is None
+    # the governing slot: security's fields have their own tiers, other slots are whole
+    slot = ".".join(path.split(".")[:2]) if path.startswith("security.") else path.split(".")[0]
+    assert len(errors) == 1 and f"may not write extensions.{slot}" in errors[0] and "immutable" in errors[0]
+
+
+def test_subject_and_agent_stay_immutable_even_when_readable() -> None:
+    for caps, path in ((["read_roles"], "security.subject.roles"), (["read_subject"], "security.subject.id"), (["read_agent"], "agent.agent_id")):
+        modified, errors = edit(caps, {path: ["admin"]})
+        assert modified is None and len(errors) == 1 and "immutable" in errors[0], (caps, errors)
+
+
+def test_custom_is_writable_by_everyone() -> None:
+    modified, errors = edit([], {"custom.note": "hi"})
+    assert errors == [] and modified is not None and modified["custom"]["note"] == "hi"
+    assert modified["security"] == FULL["security"]  # hidden fields untouched
+
+
+def test_http_headers_need_write_headers() -> None:
+    headers = {"x-processed": "yes"}
+    modified, errors = edit(["read_headers"], {"http.response_headers": headers})
+    assert modified is None and "needs the capability write_headers" in errors[0] and "extensions.http" in errors[0]
+    modified, errors = edit(["read_headers", "write_headers"], {"http.response_headers": headers})
+    assert errors == [] and modified is not None and modified["http"]["response_headers"] == headers
+
+
+def test_labels_only_grow() -> None:
+    labels = FULL["security"]["labels"]
+    modified, errors = edit(["read_labels", "append_labels"], {"security.labels": [*labels, "reviewed"]})
+    assert errors == [] and modified is not None and modified["security"]["labels"] == [*labels, "reviewed"]
+    modified, errors = edit(["read_labels", "append_labels"], {"security.labels": labels[:1]})
+    assert modified is None and "monotonic" in errors[0] and "extensions.security.labels" in errors[0]
+    modified, errors = edit(["read_labels"], {"security.labels": [*labels, "x"]})
+    assert modified is None and "needs the capability append_labels" in errors[0]
+
+
+def test_append_without_read_merges_into_the_hidden_labels() -> None:
+    modified, errors = edit(["append_labels"], {"security.labels": ["reviewed"]})
+    assert errors == [] and modified is not None
+    assert modified["security"]["labels"] == [*FULL["security"]["labels"], "reviewed"]
+
+
+def test_delegation_chain_is_append_only() -> None:
+    chain = FULL["delegation"]["chain"]
+    hop = {"subject_id": "svc-b", "strategy": "token_exchange"}
+    modified, errors = edit(["read_delegation", "append_delegation"], {"delegation.chain": [*chain, hop]})
+    assert errors == [] and modified is not None and modified["delegation"]["chain"] == [*chain, hop]
+    modified, errors = edit(["read_delegation", "append_delegation"], {"delegation.chain": []})
+    assert modified is None and "monotonic" in errors[0]
+
+
+def test_unknown_slots_are_not_writable() -> None:
+    modified, errors = edit([], {"shadow": {"x": 1}})
+    assert modified is None and "extensions.shadow: not a writable extension slot" in errors[0]
+
+
+def test_edits_in_place_never_reach_another_plugin() -> None:
+    m = PluginManager.from_yaml(
+        config(
+            plugin("vandal", "ExtensionEditor", priority=1, capabilities='["read_headers"]', config=json.dumps({"in_place": True, "set": {"http.request_headers": {"x": "evil"}, "custom.alpha": 99}})),
+            plugin("probe", "ExtensionProbe", priority=2, capabilities='["read_headers"]'),
+        )
+    )
+    m.initialize()
+    result = m.invoke(PRE, 0, {}, FULL).result
+    assert result.metadata["seen"]["http"] == FULL["http"]
+    assert result.metadata["seen"]["custom"] == FULL["custom"]
+    assert result.modified_extensions is None
+
+
+def test_unknown_capabilities_fail_the_load() -> None:
+    from cpex.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"plugins\[0\]\.capabilities\[0\]: unknown capability 'write_header'"):
+        PluginManager.from_yaml(config(plugin("p", "Allow", capabilities='["write_header"]')))
