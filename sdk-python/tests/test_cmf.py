@@ -20,7 +20,7 @@ HOOK = "cmf.tool_pre_invoke"
 
 
 def message(*tools: str) -> dict[str, object]:
-    parts = [{"content_type": "text", "text": "please"}]
+    parts: list[dict[str, object]] = [{"content_type": "text", "text": "please"}]
     parts += [{"content_type": "tool_call", "content": {"tool_call_id": f"c{i}", "name": t}} for i, t in enumerate(tools)]
     return {"message": {"schema_version": "1.0", "role": "assistant", "content": [*parts, UNKNOWN_PART]}}
 
