@@ -2,21 +2,22 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt sdk-python/pyproject.toml | cksum | cut -d' ' -f1)
 LIB := build/lib/libcpex.so.1
-PYDIRS := sdk-python/cpex codegen/cpex_codegen ffi/build_lib.py sdk-python/tests codegen/tests tests/plugins examples/authoring examples/plugins bench/python_invoke.py
+PYDIRS := sdk-python/cpex codegen/cpex_codegen ffi/build_lib.py sdk-python/tests codegen/tests tests/plugins tests/demos examples/authoring examples/plugins examples/python bench/python_invoke.py
 
 GOMODS := sdk-go examples bench
 
-.PHONY: all venv lib codegen codegen-check test test-python test-go typecheck demo bench clean
+.PHONY: all venv lib codegen codegen-check test test-python test-go typecheck demo demos bench clean
 
 all: lib demo
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt sdk-python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e sdk-python
 	touch $@
 
 codegen: $(STAMP)
@@ -43,8 +44,14 @@ test-go: lib
 
 test: codegen-check typecheck test-python test-go
 
+# The main demo: a Go host, generic payloads (examples/generic).
 demo: lib
-	cd examples && go run ./demo ./plugins
+	cd examples && go run ./generic
+
+# Every demo: Go and Python hosts, generic and CMF payloads.
+demos: lib
+	cd examples && go run ./generic && go run ./cmf
+	cd examples && ../$(PY) python/generic_demo.py && ../$(PY) python/cmf_demo.py
 
 bench: lib
 	cd bench && go run ./invoke

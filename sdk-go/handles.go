@@ -6,6 +6,9 @@ package cpex
 import "C"
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"runtime"
 	"sync/atomic"
 )
@@ -39,7 +42,8 @@ func (c *ContextTable) take() *C.cpex_context {
 	return nil
 }
 
-// Close releases the table; closing twice, or after it was consumed, does nothing.
+// Close releases the table; closing twice, after it was consumed, or after the
+// manager's Shutdown (which released it) does nothing.
 func (c *ContextTable) Close() error {
 	if c == nil {
 		return nil
@@ -48,7 +52,16 @@ func (c *ContextTable) Close() error {
 	if h == nil {
 		return nil
 	}
-	return callFreeContext(h)
+	return ignoreReleased(callFreeContext(h))
+}
+
+// ignoreReleased treats "already released" as success: Close only promises that the
+// handle is gone afterwards.
+func ignoreReleased(err error) error {
+	if errors.Is(err, ErrCpexInvalidHandle) {
+		return nil
+	}
+	return err
 }
 
 type backgroundState struct {
@@ -74,11 +87,36 @@ func newBackgroundTasks(h *C.cpex_background) *BackgroundTasks {
 
 // Wait blocks until every task finished and returns the errors of those that failed.
 func (b *BackgroundTasks) Wait() ([]PluginError, error) {
+	return b.WaitContext(context.Background())
+}
+
+// WaitContext is Wait giving up when goctx ends (the tasks go on).
+func (b *BackgroundTasks) WaitContext(goctx context.Context) ([]PluginError, error) {
 	ref := b.state.handle.Load()
 	if ref == nil {
 		return nil, &Error{Code: codeInvalidHandle, Message: "Wait: the background tasks were closed"}
 	}
-	raw, err := callWaitBackground(ref.p)
+	type waited struct {
+		raw []byte
+		err error
+	}
+	var w waited
+	if goctx.Done() == nil {
+		w.raw, w.err = callWaitBackground(ref.p)
+	} else {
+		done := make(chan waited, 1)
+		go func() {
+			raw, err := callWaitBackground(ref.p)
+			done <- waited{raw, err}
+		}()
+		select {
+		case w = <-done:
+		case <-goctx.Done():
+			return nil, fmt.Errorf("cpex: Wait: %w", goctx.Err())
+		}
+	}
+	runtime.KeepAlive(b) // its cleanup must not free the handle mid-wait
+	raw, err := w.raw, w.err
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +127,8 @@ func (b *BackgroundTasks) Wait() ([]PluginError, error) {
 	return errs, nil
 }
 
-// Close releases the handle; closing twice does nothing.
+// Close releases the handle; closing twice, or after the manager's Shutdown, does
+// nothing.
 func (b *BackgroundTasks) Close() error {
 	if b == nil {
 		return nil
@@ -98,7 +137,7 @@ func (b *BackgroundTasks) Close() error {
 	if ref == nil {
 		return nil
 	}
-	return callFreeBackground(ref.p)
+	return ignoreReleased(callFreeBackground(ref.p))
 }
 
 // The library's handle values live in these boxes because sync/atomic cannot hold a

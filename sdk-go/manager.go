@@ -6,6 +6,7 @@ package cpex
 import "C"
 
 import (
+	"context"
 	"fmt"
 	"runtime"
 	"sync"
@@ -108,7 +109,16 @@ func NewPluginManager(yaml string, opts ...Option) (*PluginManager, error) {
 
 // enter takes a slot of the in-flight bound and returns the live handle.
 func (m *PluginManager) enter(op string) (*C.cpex_manager, error) {
-	m.sem <- struct{}{}
+	return m.enterContext(context.Background(), op)
+}
+
+// enterContext is enter, giving up when goctx ends while waiting for a slot.
+func (m *PluginManager) enterContext(goctx context.Context, op string) (*C.cpex_manager, error) {
+	select {
+	case m.sem <- struct{}{}:
+	case <-goctx.Done():
+		return nil, fmt.Errorf("cpex: %s: waiting for a slot of the in-flight bound: %w", op, goctx.Err())
+	}
 	ref := m.state.handle.Load()
 	if ref == nil {
 		<-m.sem
@@ -218,39 +228,79 @@ func (m *PluginManager) IsInitialized() (bool, error) {
 // background tasks are nil when there is nothing to carry; close the ones you do not
 // pass on.
 func (m *PluginManager) InvokeByName(hook string, payloadType uint8, payload any, extensions any, ctx *ContextTable) (*PipelineResult, *ContextTable, *BackgroundTasks, error) {
+	return m.InvokeByNameContext(context.Background(), hook, payloadType, payload, extensions, ctx)
+}
+
+// InvokeByNameContext is InvokeByName honouring goctx: waiting for a slot of the
+// in-flight bound is cancellable, and when goctx ends while the plugins run, the call
+// returns goctx's error at once (matchable with errors.Is, e.g. against
+// context.DeadlineExceeded); the abandoned invoke finishes in the background and its
+// context table and background tasks are released.
+func (m *PluginManager) InvokeByNameContext(goctx context.Context, hook string, payloadType uint8, payload any, extensions any, ctx *ContextTable) (*PipelineResult, *ContextTable, *BackgroundTasks, error) {
 	var ctxHandle *C.cpex_context
 	if ctx != nil {
 		if ctxHandle = ctx.take(); ctxHandle == nil {
 			return nil, nil, nil, &Error{Code: codeInvalidHandle, Message: "InvokeByName: the context table was already consumed or closed"}
 		}
 	}
-	body, err := encode(payload, "payload")
+	body, ext, err := encodeInvokeInput(payload, extensions)
 	if err != nil {
 		releaseContext(ctxHandle)
 		return nil, nil, nil, err
 	}
-	var ext []byte
-	if extensions != nil {
-		if ext, err = encode(extensions, "extensions"); err != nil {
-			releaseContext(ctxHandle)
-			return nil, nil, nil, err
+	h, err := m.enterContext(goctx, "InvokeByName")
+	if err != nil {
+		releaseContext(ctxHandle)
+		return nil, nil, nil, err
+	}
+	call := func() invokeOutput {
+		defer m.leave()
+		raw, outCtx, outBg, err := callInvoke(h, hook, payloadType, body, ext, ctxHandle)
+		return invokeOutput{raw, outCtx, outBg, err}
+	}
+	var out invokeOutput
+	if goctx.Done() == nil {
+		out = call()
+	} else {
+		done := make(chan invokeOutput, 1)
+		go func() { done <- call() }()
+		select {
+		case out = <-done:
+		case <-goctx.Done():
+			go func() { (<-done).release() }()
+			return nil, nil, nil, fmt.Errorf("cpex: InvokeByName %q: %w", hook, goctx.Err())
 		}
 	}
-	h, err := m.enter("InvokeByName")
-	if err != nil {
-		releaseContext(ctxHandle)
-		return nil, nil, nil, err
-	}
-	raw, outCtx, outBg, err := callInvoke(h, hook, payloadType, body, ext, ctxHandle)
-	m.leave()
-	if err != nil {
-		return nil, nil, nil, err
+	if out.err != nil {
+		return nil, nil, nil, out.err
 	}
 	result := &PipelineResult{}
-	if err := decode(raw, result, "pipeline result"); err != nil {
-		releaseContext(outCtx)
-		releaseBackground(outBg)
+	if err := decode(out.raw, result, "pipeline result"); err != nil {
+		out.release()
 		return nil, nil, nil, err
 	}
-	return result, newContextTable(outCtx), newBackgroundTasks(outBg), nil
+	return result, newContextTable(out.ctx), newBackgroundTasks(out.bg), nil
+}
+
+type invokeOutput struct {
+	raw []byte
+	ctx *C.cpex_context
+	bg  *C.cpex_background
+	err error
+}
+
+// release frees the handles of an invoke nobody will use.
+func (o invokeOutput) release() {
+	releaseContext(o.ctx)
+	releaseBackground(o.bg)
+}
+
+func encodeInvokeInput(payload, extensions any) (body, ext []byte, err error) {
+	if body, err = encode(payload, "payload"); err != nil {
+		return nil, nil, err
+	}
+	if extensions != nil {
+		ext, err = encode(extensions, "extensions")
+	}
+	return body, ext, err
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -81,7 +82,7 @@ def test_each_failure_reaches_the_caller_with_its_class_and_message() -> None:
         with pytest.raises(InvalidInputError, match="unknown payload type 9"):
             m.invoke("tool_pre_invoke", {}, payload_type=9)
         with pytest.raises(InvalidInputError, match="must be a map"):
-            m.invoke("tool_pre_invoke", [1])
+            m.invoke("tool_pre_invoke", [1])  # type: ignore[call-overload]  # deliberately not a map
     with started(config(plugin("slow", "AsyncSleeper", config="{seconds: 5}"), timeout=0.2)) as m:
         with pytest.raises(PipelineTimeoutError, match="'slow' timed out") as slow:
             m.invoke("tool_pre_invoke", {})
@@ -150,3 +151,87 @@ def test_registered_factories_and_modified_extensions_through_the_library() -> N
         assert out.result.modified_extensions is not None
         assert msgpack.unpackb(out.result.modified_extensions)["custom"] == {"w": True}
         assert out.result.metadata == {"seen": ["a"]}
+
+
+def test_typed_invoke_decodes_payload_and_extensions() -> None:
+    from cpex._generated.records import ContentPart, Extensions, Message, MessagePayload, MetaExtension
+
+    hooks = "[cmf.tool_pre_invoke]"
+    text = config(plugin("append", "CmfAppendText", hooks=hooks, config="{text: done}"))
+    with started(text) as m:
+        payload = MessagePayload(message=Message(schema_version="1.0", role="user", content=[ContentPart.new_text("hi")]))
+        out = m.invoke("cmf.tool_pre_invoke", payload, extensions=Extensions(meta=MetaExtension(entity_name="x")))
+        modified = out.modified_payload
+        assert isinstance(modified, MessagePayload)
+        assert [p.value for p in modified.message.content] == ["hi", "done"]
+        assert out.modified_extensions is None
+    with started(config(plugin("w", "ExtensionWriter", config="{tag: w}"))) as m:
+        res = m.invoke("tool_pre_invoke", {"a": 1}, extensions={"custom": {"seed": 1}})
+        assert res.modified_payload is None
+        ext = res.modified_extensions
+        assert isinstance(ext, Extensions) and ext.custom == {"seed": 1, "w": True}
+
+
+def test_asyncio_friendly_calls() -> None:
+    import asyncio
+
+    async def main() -> tuple[list[bool], list[object]]:
+        with started(config(plugin("guard", "DenyWhenBlocked"), plugin("rec", "Recorder", mode="fire_and_forget"))) as m:
+            results = await asyncio.gather(*(m.ainvoke("tool_pre_invoke", {"block": i % 2 == 0}) for i in range(10)))
+            bg = results[0].background
+            assert bg is not None
+            errors = await bg.wait_async()
+            return [r.denied for r in results], list(errors)
+
+    denied, errors = asyncio.run(main())
+    assert denied == [i % 2 == 0 for i in range(10)] and errors == []
+
+
+def test_load_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "cpex.yaml"
+    path.write_text(config(plugin("a", "Allow")))
+    with PluginManager() as m:
+        m.load_config_file(path)
+        assert m.plugin_names() == ["a"]
+        with pytest.raises(InvalidInputError, match="No such file"):
+            m.load_config_file(tmp_path / "missing.yaml")
+
+
+def test_every_call_fails_cleanly_after_shutdown() -> None:
+    m = started(config(plugin("count", "Counter"), plugin("rec", "SyncRecorder", mode="fire_and_forget")))
+    out = m.invoke("tool_pre_invoke", {})
+    assert out.context is not None and out.background is not None
+    m.shutdown()
+    calls = {
+        "register_factory": lambda: m.register_factory("k", "a:B"),
+        "load_config": lambda: m.load_config("plugins: []"),
+        "initialize": m.initialize,
+        "has_hooks_for": lambda: m.has_hooks_for("x"),
+        "plugin_count": m.plugin_count,
+        "plugin_names": m.plugin_names,
+        "is_initialized": m.is_initialized,
+        "invoke": lambda: m.invoke("tool_pre_invoke", {}),
+        "wait": out.background.wait if out.background else None,
+    }
+    for name, call in calls.items():
+        assert call is not None
+        with pytest.raises(InvalidHandleError):
+            call()
+    for _ in range(2):
+        out.context.close()
+        out.background.close()
+        m.shutdown()
+    assert out.context.closed and out.background.closed
+
+
+def test_a_dropped_manager_is_shut_down() -> None:
+    import gc
+
+    from cpex._boundary.handles import HANDLES
+
+    before = len(HANDLES)
+    m = started(config(plugin("a", "Allow")))
+    assert len(HANDLES) == before + 1
+    del m
+    gc.collect()
+    assert len(HANDLES) == before

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Generic, TypeVar, cast, overload
 
-from cpex._generated.errors import PAYLOAD_GENERIC
-from cpex._generated.records import PipelineResult, PluginError
-from cpex.errors import InvalidHandleError
+from cpex._generated.errors import PAYLOAD_CMF_MESSAGE, PAYLOAD_GENERIC
+from cpex._generated.records import Extensions, MessagePayload, PipelineResult, PluginError, PluginViolation
+from cpex.errors import InvalidHandleError, InvalidInputError
 from cpex.host.library import Library, load_library
-from cpex.wire import pack, unpack
+from cpex.wire import WireRecord, pack, unpack
 
 
 class _Handle:
     """Owns one library handle; close() releases it once, later uses fail cleanly."""
 
     _kind = "handle"
+    _free = ""
 
     def __init__(self, library: Library, ptr: Any) -> None:
         self._library = library
@@ -38,25 +42,47 @@ class _Handle:
     def closed(self) -> bool:
         return self._ptr is None
 
+    def _release(self, free: str) -> None:
+        ptr = self._take()
+        if ptr is None:
+            return
+        err = self._library.ffi.new("char **")
+        try:
+            self._library.check(getattr(self._library.lib, free)(ptr, err), err)
+        except InvalidHandleError:
+            pass  # already released by the manager's shutdown: close() only promises "gone"
+
+    def __del__(self) -> None:
+        # A dropped handle is released; never raise from a finaliser.
+        try:
+            self._release(self._free)
+        except Exception:  # noqa: BLE001
+            pass
+
 
 class ContextTable(_Handle):
     """The context of a request, to pass to its next invoke (which consumes it)."""
 
     _kind = "context"
+    _free = "cpex_free_context"
 
     def close(self) -> None:
-        ptr = self._take()
-        if ptr is not None:
-            err = self._library.ffi.new("char **")
-            self._library.check(self._library.lib.cpex_free_context(ptr, err), err)
+        """Releases the table; a no-op when closed, consumed, or its manager shut down."""
+        self._release("cpex_free_context")
 
 
 class BackgroundTasks(_Handle):
     """The fire-and-forget tasks of an invoke."""
 
     _kind = "background"
+    _free = "cpex_free_background"
+
+    async def wait_async(self) -> list[PluginError]:
+        """wait() for asyncio code, in a worker thread."""
+        return await asyncio.to_thread(self.wait)
 
     def wait(self) -> list[PluginError]:
+        """Blocks until the tasks finished; the errors of those that failed."""
         lib, ffi = self._library.lib, self._library.ffi
         out, out_len, err = ffi.new("uint8_t **"), ffi.new("size_t *"), ffi.new("char **")
         self._library.check(lib.cpex_wait_background(self._live(), out, out_len, err), err)
@@ -64,27 +90,62 @@ class BackgroundTasks(_Handle):
         return [PluginError.model_validate(r) for r in records]
 
     def close(self) -> None:
-        ptr = self._take()
-        if ptr is not None:
-            err = self._library.ffi.new("char **")
-            self._library.check(self._library.lib.cpex_free_background(ptr, err), err)
+        """Releases the handle (the tasks go on); a no-op when closed or its manager
+        shut down."""
+        self._release("cpex_free_background")
+
+
+P = TypeVar("P")
+W = TypeVar("W", bound=WireRecord)
 
 
 @dataclass
-class InvokeResult:
+class InvokeResult(Generic[P]):
+    """The outcome of an invoke: the PipelineResult record plus the decoded
+    modification, the context table for the request's next hook and the
+    fire-and-forget tasks (close the ones you do not use, or let them be finalised)."""
+
     result: PipelineResult
     context: ContextTable | None
     background: BackgroundTasks | None
+    payload_class: type[Any] = dict
 
     @property
     def denied(self) -> bool:
         return not self.result.continue_processing
 
     @property
-    def modified_payload(self) -> Any:
-        """The modified payload decoded, or None when no plugin changed it."""
+    def violation(self) -> PluginViolation | None:
+        return self.result.violation
+
+    @property
+    def errors(self) -> list[PluginError]:
+        return self.result.errors or []
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.result.metadata or {}
+
+    @property
+    def modified_payload(self) -> P | None:
+        """The modified payload decoded into the payload's class (a dict for plain
+        payloads, e.g. MessagePayload for CMF), or None when no plugin changed it."""
         raw = self.result.modified_payload
-        return None if raw is None else unpack(raw, "modified payload")
+        if raw is None:
+            return None
+        value = unpack(raw, "modified payload")
+        if issubclass(self.payload_class, WireRecord):
+            decoded: P = self.payload_class.from_wire(value, "modified payload")
+            return decoded
+        return cast(P, value)
+
+    @property
+    def modified_extensions(self) -> Extensions | None:
+        raw = self.result.modified_extensions
+        if raw is None:
+            return None
+        extensions: Extensions = Extensions.from_wire(unpack(raw, "modified extensions"), "modified extensions")
+        return extensions
 
 
 def _release_manager(library: Library, handle: Any) -> None:
@@ -132,8 +193,17 @@ class PluginManager:
         self._call("cpex_register_factory", raw_kind, len(raw_kind), raw_target, len(raw_target))
 
     def load_config(self, yaml: str) -> None:
+        """Loads (replaces) the config, before initialize()."""
         raw = yaml.encode("utf-8")
         self._call("cpex_load_config", raw, len(raw))
+
+    def load_config_file(self, path: str | os.PathLike[str]) -> None:
+        """Loads the YAML config file at path."""
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InvalidInputError(f"load_config_file: {exc}") from None
+        self.load_config(text)
 
     def initialize(self) -> None:
         self._call("cpex_initialize")
@@ -167,20 +237,38 @@ class PluginManager:
         self._call("cpex_is_initialized", out)
         return bool(out[0])
 
+    @overload
+    def invoke(
+        self, hook: str, payload: W, *, payload_type: int | None = None,
+        extensions: Extensions | dict[str, Any] | None = None, context: ContextTable | None = None,
+    ) -> InvokeResult[W]: ...
+
+    @overload
+    def invoke(
+        self, hook: str, payload: dict[str, Any], *, payload_type: int | None = None,
+        extensions: Extensions | dict[str, Any] | None = None, context: ContextTable | None = None,
+    ) -> InvokeResult[dict[str, Any]]: ...
+
     def invoke(
         self,
         hook: str,
         payload: Any,
         *,
-        payload_type: int = PAYLOAD_GENERIC,
-        extensions: dict[str, Any] | None = None,
+        payload_type: int | None = None,
+        extensions: Extensions | dict[str, Any] | None = None,
         context: ContextTable | None = None,
-    ) -> InvokeResult:
-        """Runs the hook's plugins. A context passed in is consumed, whatever the outcome."""
+    ) -> InvokeResult[Any]:
+        """Runs the hook's plugins. payload is a dict, or a wire record (MessagePayload
+        for CMF hooks; payload_type then defaults to CMF); the result's
+        modified_payload comes back in the payload's own class. A context passed in is
+        consumed, whatever the outcome."""
         ffi = self._library.ffi
+        if payload_type is None:
+            payload_type = PAYLOAD_CMF_MESSAGE if isinstance(payload, MessagePayload) else PAYLOAD_GENERIC
         raw_hook = hook.encode("utf-8")
-        body = pack(payload, "payload")
-        ext = pack(extensions, "extensions") if extensions is not None else b""
+        body = pack(payload.to_wire() if isinstance(payload, WireRecord) else payload, "payload")
+        wire_ext = extensions.to_wire() if isinstance(extensions, WireRecord) else extensions
+        ext = pack(wire_ext, "extensions") if wire_ext is not None else b""
         ctx = context._take() if context is not None else None
         if context is not None and ctx is None:
             raise InvalidHandleError("context: this context table was already consumed or closed")
@@ -190,9 +278,37 @@ class PluginManager:
             "cpex_invoke", raw_hook, len(raw_hook), payload_type, body, len(body), ext, len(ext),
             ctx if ctx is not None else ffi.NULL, out, out_len, out_ctx, out_bg,
         )
-        result = PipelineResult.model_validate(unpack(self._library.take_bytes(out, out_len[0]), "pipeline result"))
+        result = PipelineResult.from_wire(unpack(self._library.take_bytes(out, out_len[0]), "pipeline result"))
         return InvokeResult(
             result=result,
             context=ContextTable(self._library, out_ctx[0]) if out_ctx[0] != ffi.NULL else None,
             background=BackgroundTasks(self._library, out_bg[0]) if out_bg[0] != ffi.NULL else None,
+            payload_class=type(payload),
+        )
+
+    @overload
+    async def ainvoke(
+        self, hook: str, payload: W, *, payload_type: int | None = None,
+        extensions: Extensions | dict[str, Any] | None = None, context: ContextTable | None = None,
+    ) -> InvokeResult[W]: ...
+
+    @overload
+    async def ainvoke(
+        self, hook: str, payload: dict[str, Any], *, payload_type: int | None = None,
+        extensions: Extensions | dict[str, Any] | None = None, context: ContextTable | None = None,
+    ) -> InvokeResult[dict[str, Any]]: ...
+
+    async def ainvoke(
+        self,
+        hook: str,
+        payload: Any,
+        *,
+        payload_type: int | None = None,
+        extensions: Extensions | dict[str, Any] | None = None,
+        context: ContextTable | None = None,
+    ) -> InvokeResult[Any]:
+        """invoke() for asyncio code: runs in a worker thread (the library releases the
+        GIL while plugins run), so the event loop keeps serving other tasks."""
+        return await asyncio.to_thread(
+            self.invoke, hook, payload, payload_type=payload_type, extensions=extensions, context=context
         )

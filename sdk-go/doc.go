@@ -1,0 +1,33 @@
+// Package cpex is the Go SDK of cpex, a plugin runtime for AI gateways and agent
+// hosts. The runtime is written in Python and exported as the C library libcpex.so;
+// this package links it through cgo (include/cpex.h, generated from the ABI schema).
+//
+// A host creates a PluginManager from a YAML config, initializes it, and invokes hooks
+// ("tool_pre_invoke", "cmf.llm_input", any custom name) with a payload and optional
+// extensions, from any number of goroutines:
+//
+//	m, err := cpex.NewPluginManager(yaml)
+//	if err != nil { ... }
+//	defer m.Shutdown()
+//	if err := m.Initialize(); err != nil { ... }
+//	res, ctx, bg, err := m.InvokeByName("tool_pre_invoke", cpex.PayloadGeneric, payload, ext, nil)
+//
+// The result says whether to continue (IsDenied, Violation with the denying plugin's
+// name), carries the modified payload and extensions (decode them with
+// DeserializePayload / DeserializeExtensions, or use the typed Invoke[P]), soft
+// errors of plugins that failed under on_error ignore / disable, and aggregated
+// metadata. The ContextTable carries per-plugin state to the next hook of the same
+// request (pass it to that invoke, which consumes it, or Close it); BackgroundTasks
+// are the fire-and-forget plugins (Wait for their errors, or Close).
+//
+// Errors are *Error values carrying the library's message; match their class with
+// errors.Is against ErrCpexInvalidHandle, ErrCpexInvalidInput, ErrCpexParse,
+// ErrCpexConfig, ErrCpexPipeline, ErrCpexSerialize, ErrCpexTimeout, ErrCpexPanic,
+// ErrCpexRuntimeInit and ErrCpexABIMismatch. After Shutdown every call fails with
+// ErrCpexInvalidHandle; closing twice is harmless; a manager dropped without Shutdown
+// is released by a cleanup that never blocks the program's finalizers.
+//
+// Each call inside the library holds an OS thread, so calls in flight are bounded
+// (WithMaxInFlight, default DefaultMaxInFlight); the Context variants of invoke and
+// wait give up when their context ends.
+package cpex

@@ -1,0 +1,87 @@
+package cpex_test
+
+import (
+	"fmt"
+	"log"
+	"path/filepath"
+
+	cpex "github.com/cpex-dev/cpex/sdk-go"
+)
+
+func exampleConfig() string {
+	dir, err := filepath.Abs("../tests/plugins")
+	if err != nil {
+		log.Fatal(err)
+	}
+	return fmt.Sprintf(`
+plugin_settings: {plugin_dirs: [%q]}
+plugins:
+  - name: guard
+    kind: cpex_test_plugins:DenyWhenBlocked
+    hooks: [tool_pre_invoke]
+  - name: tracer
+    kind: cpex_test_plugins:Trace
+    hooks: [tool_pre_invoke]
+    priority: 200
+    config: {tag: traced}
+`, dir)
+}
+
+type toolCall struct {
+	ToolName string   `msgpack:"tool_name"`
+	Block    bool     `msgpack:"block"`
+	Trace    []string `msgpack:"trace,omitempty"`
+}
+
+func ExamplePluginManager_InvokeByName() {
+	m, err := cpex.NewPluginManager(exampleConfig())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Shutdown()
+	if err := m.Initialize(); err != nil {
+		log.Fatal(err)
+	}
+	res, ctx, bg, err := m.InvokeByName("tool_pre_invoke", cpex.PayloadGeneric, toolCall{ToolName: "rm", Block: true}, nil, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ctx.Close()
+	defer bg.Close()
+	fmt.Println(res.IsDenied(), res.Violation.PluginName, res.Violation.Code)
+	// Output: true guard blocked
+}
+
+func ExampleInvoke() {
+	m, err := cpex.NewPluginManager(exampleConfig())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Shutdown()
+	if err := m.Initialize(); err != nil {
+		log.Fatal(err)
+	}
+	res, _, _, err := cpex.Invoke(m, "tool_pre_invoke", cpex.PayloadGeneric, toolCall{ToolName: "ls"}, nil, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(res.IsDenied(), res.ModifiedPayload.ToolName, res.ModifiedPayload.Trace)
+	// Output: false ls [traced]
+}
+
+func ExampleNewToolCallPart() {
+	msg := cpex.MessagePayload{Message: cpex.Message{
+		SchemaVersion: "1.0",
+		Role:          "assistant",
+		Content: []cpex.ContentPart{
+			cpex.NewTextPart("Let me look that up."),
+			cpex.NewToolCallPart(cpex.ToolCall{ToolCallID: "call-1", Name: "search_docs"}),
+		},
+	}}
+	for _, part := range msg.Message.Content {
+		fmt.Println(part.ContentType, part.Known())
+	}
+	// Output:
+	// text true
+	// tool_call true
+}
