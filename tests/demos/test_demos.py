@@ -25,3 +25,16 @@ def test_demo_prints_the_expected_output(name: str) -> None:
     proc = subprocess.run(command, cwd=EXAMPLES, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == (EXAMPLES / "expected" / expected).read_text()
+
+
+def test_the_readme_python_quick_start_runs(tmp_path: Path) -> None:
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    section = readme.split("## Quick start: a Python host", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "cpex.yaml").write_text(
+        f"plugin_settings: {{plugin_dirs: [{str(EXAMPLES / 'plugins')!r}]}}\n"
+        "plugins:\n  - {name: identity-checker, kind: 'demo_plugins:IdentityChecker'}\n"
+    )
+    (tmp_path / "quick_start.py").write_text(code)
+    proc = subprocess.run([sys.executable, "quick_start.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
