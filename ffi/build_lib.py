@@ -118,6 +118,7 @@ def make_ffi(sdk_python: Path, build_dir: Path) -> FFI:
         void *cpexrt_copy_out(const void *data, size_t len);
         char *cpexrt_message(const char *utf8, size_t len);
         void cpexrt_set_init_error(const char *utf8, size_t len);
+        int cpexrt_embedded(void);
         """
     )
     libdir = sysconfig.get_config_var("LIBDIR")

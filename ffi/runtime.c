@@ -4,16 +4,29 @@
    cpex.h and the CPEX_BUILD_* macros that ffi/build_lib.py pins at build time. */
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static pthread_once_t cpex__start_once = PTHREAD_ONCE_INIT;
 static char cpex__start_error[2048];
 /* Written once by the init code (under cffi's start-up lock) when the engine failed to
    load; read by every later call. */
 static char cpex__init_error[4096];
+/* The process that started the runtime; a forked child must not use it: its Python
+   may hold a lock (the GIL) owned by a thread that does not exist in the child. */
+static pid_t cpex__pid;
+static volatile sig_atomic_t cpex__forked;
+/* 1 when this library started the interpreter (a Go / C host), 0 in a Python host. */
+static int cpex__embedded;
+/* The host's SIGINT disposition: CPython installs its own KeyboardInterrupt handler
+   when the signal module is first imported (asyncio does) if SIGINT was SIG_DFL,
+   which would take Ctrl-C away from a C host. It is put back once the engine loaded. */
+static struct sigaction cpex__host_sigint;
+static pthread_once_t cpex__restore_once = PTHREAD_ONCE_INIT;
 
 uint32_t cpex_abi_version(void)
 {
@@ -92,6 +105,11 @@ static int cpex__set_path(PyConfig *config, wchar_t **field, const wchar_t *valu
 /* Starts the interpreter the library was built for, unless the host already runs one
    (a Python host). Isolated: the host's PYTHONHOME / PYTHONPATH / venv / cwd change
    nothing, no signal handler is installed, and a failure is reported, never exit(). */
+static void cpex__mark_forked(void)
+{
+    cpex__forked = 1;
+}
+
 static void cpex__start_python(void)
 {
     static const wchar_t *const search_path[] = CPEX_BUILD_SEARCH_PATH;
@@ -99,8 +117,12 @@ static void cpex__start_python(void)
     PyStatus st;
     size_t i;
 
+    cpex__pid = getpid();
+    pthread_atfork(NULL, NULL, cpex__mark_forked);
     if (Py_IsInitialized())
         return;
+    cpex__embedded = 1;
+    sigaction(SIGINT, NULL, &cpex__host_sigint);
     PyConfig_InitIsolatedConfig(&config);
     config.install_signal_handlers = 0;
     config.site_import = 0;
@@ -131,14 +153,32 @@ done:
     PyConfig_Clear(&config);
 }
 
+static void cpex__restore_host_signals(void)
+{
+    if (cpex__embedded)
+        sigaction(SIGINT, &cpex__host_sigint, NULL);
+}
+
+/* Called by the boundary: whether signal handling belongs to a non-Python host. */
+int cpexrt_embedded(void)
+{
+    return cpex__embedded;
+}
+
 static cpex_status cpex__runtime_ready(char **err_msg)
 {
     pthread_once(&cpex__start_once, cpex__start_python);
+    if (cpex__forked)
+        return cpex__fail(err_msg, CPEX_ERR_RUNTIME_INIT,
+                          "cpex runtime unusable in process %ld: it was started in process %ld, which forked; "
+                          "start cpex after fork() (or exec) in the child",
+                          (long)getpid(), (long)cpex__pid);
     if (cpex__start_error[0] != '\0')
         return cpex__fail(err_msg, CPEX_ERR_RUNTIME_INIT, "cpex runtime start-up failed: %s", cpex__start_error);
     if (cffi_start_python() != 0)
         return cpex__fail(err_msg, CPEX_ERR_RUNTIME_INIT,
                           "cpex runtime start-up failed: the cffi embedding could not initialise (details on stderr)");
+    pthread_once(&cpex__restore_once, cpex__restore_host_signals);
     if (cpex__init_error[0] != '\0')
         return cpex__fail(err_msg, CPEX_ERR_RUNTIME_INIT, "cpex runtime start-up failed: the engine did not load: %s",
                           cpex__init_error);

@@ -17,10 +17,10 @@ ROOT = Path(__file__).resolve().parents[2]
 STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
 
 
-def build_host(tmp: Path, libdir: Path) -> Path:
-    exe = tmp / "host_smoke"
+def build_host(tmp: Path, libdir: Path, source: str = "host_smoke.c") -> Path:
+    exe = tmp / source.removesuffix(".c")
     subprocess.run(
-        ["gcc", *STRICT, f"-I{ROOT / 'include'}", str(ROOT / "tests" / "c" / "host_smoke.c"),
+        ["gcc", *STRICT, f"-I{ROOT / 'include'}", str(ROOT / "tests" / "c" / source),
          f"-L{libdir}", "-lcpex", f"-Wl,-rpath,{libdir}", "-o", str(exe)],
         check=True,
     )
@@ -48,7 +48,17 @@ def test_a_c_host_works_in_any_environment_and_directory(host: Path, env_name: s
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[:3] == ["new 0", "init 0", "invoke 0"], proc.stdout + proc.stderr
-    assert lines[-1] == "shutdown 0"
+    assert lines[-2:] == ["sigint default", "shutdown 0"]
+
+
+def test_a_forked_child_gets_a_status_not_a_hang(tmp_path: Path) -> None:
+    exe = build_host(tmp_path, ROOT / "build" / "lib", "fork_host.c")
+    proc = subprocess.run([str(exe)], env={}, cwd="/", capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("child -9 cpex runtime unusable in process"), proc.stdout
+    assert "which forked" in lines[0]
+    assert lines[1:] == ["child exit 0", "parent count 0"]
 
 
 def test_a_failed_start_up_is_a_status_on_every_call(tmp_path: Path) -> None:

@@ -1,6 +1,8 @@
 /* A minimal C host: creates a manager from the YAML in argv[1], initializes it, invokes
    tool_pre_invoke once and shuts down, printing each status (and message on failure).
    The environment tests run it under hostile environments and working directories. */
+#define _POSIX_C_SOURCE 200809L
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -43,6 +45,12 @@ int main(int argc, char **argv)
     report("invoke", st, err);
     printf("result_bytes %zu\n", result_len);
     cpex_free_buffer(result);
+    {
+        /* The runtime must leave the host's Ctrl-C alone. */
+        struct sigaction sa;
+        sigaction(SIGINT, NULL, &sa);
+        printf("sigint %s\n", sa.sa_handler == SIG_DFL ? "default" : "changed");
+    }
     st = cpex_shutdown(m, &err);
     report("shutdown", st, err);
     return 0;

@@ -224,3 +224,12 @@ class CmfAppendText(Plugin):
     def cmf_tool_pre_invoke(self, message: Message, ctx: PluginContext) -> Any:
         extra = ContentPart.new_text(str(self.config.get("text", "appended")))
         return modify(message.model_copy(update={"content": [*message.content, extra]}))
+
+
+class SignalGrabber(Allow):
+    """Tries to take SIGTERM from the host when initialized."""
+
+    def initialize(self) -> None:
+        import signal
+
+        signal.signal(signal.SIGTERM, lambda *_: None)

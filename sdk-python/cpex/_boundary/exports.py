@@ -15,6 +15,7 @@ from cpex._generated.errors import Status
 from cpex._generated.records import PipelineResult, PluginError
 from cpex._boundary.handles import HANDLES, Kind
 from cpex.engine import PluginManager, payloads
+from cpex.engine.signals import refuse_signal_handlers
 from cpex.errors import CpexError, InvalidInputError, SerializeError
 from cpex.wire import pack, unpack
 
@@ -197,6 +198,8 @@ def _onerror(exc_type: Any, exc_value: Any, tb: Any) -> int:
 
 def install(ffi: Any, lib: Any) -> None:
     """Attaches every implementation to its cffi extern "Python" declaration."""
+    if lib.cpexrt_embedded():
+        refuse_signal_handlers()
     exports = Exports(ffi, lib)
     for name in PYTHON_FUNCTIONS:
         ffi.def_extern(name=f"cpexpy_{name}", onerror=_onerror)(_entry(exports, name, getattr(exports, name)))
