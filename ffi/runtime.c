@@ -27,6 +27,11 @@ static int cpex__embedded;
    which would take Ctrl-C away from a C host. It is put back once the engine loaded. */
 static struct sigaction cpex__host_sigint;
 static pthread_once_t cpex__restore_once = PTHREAD_ONCE_INIT;
+/* Each host thread keeps one Python thread state for its lifetime. Without it, every
+   call's PyGILState_Ensure / Release (cffi's) would create and destroy a thread state,
+   tens of microseconds per call from a Go or C thread. */
+static pthread_key_t cpex__tstate_key;
+static __thread int cpex__tstate_pinned;
 
 uint32_t cpex_abi_version(void)
 {
@@ -153,10 +158,35 @@ done:
     PyConfig_Clear(&config);
 }
 
+static void cpex__drop_tstate(void *tstate)
+{
+    /* The host thread is exiting: delete its thread state (unless Python is gone). */
+    if (tstate == NULL || !Py_IsInitialized() || _Py_IsFinalizing())
+        return;
+    PyEval_RestoreThread((PyThreadState *)tstate);
+    PyThreadState_Clear((PyThreadState *)tstate);
+    PyThreadState_DeleteCurrent();
+}
+
 static void cpex__restore_host_signals(void)
 {
-    if (cpex__embedded)
+    if (cpex__embedded) {
         sigaction(SIGINT, &cpex__host_sigint, NULL);
+        pthread_key_create(&cpex__tstate_key, cpex__drop_tstate);
+    }
+}
+
+/* Gives the calling host thread its lasting thread state (embedded runtime only: a
+   Python host's threads have theirs). */
+static void cpex__pin_tstate(void)
+{
+    PyThreadState *tstate;
+    cpex__tstate_pinned = 1;
+    if (!cpex__embedded)
+        return;
+    PyGILState_Ensure();
+    tstate = PyEval_SaveThread();
+    pthread_setspecific(cpex__tstate_key, tstate);
 }
 
 /* Called by the boundary: whether signal handling belongs to a non-Python host. */
@@ -182,6 +212,8 @@ static cpex_status cpex__runtime_ready(char **err_msg)
     if (cpex__init_error[0] != '\0')
         return cpex__fail(err_msg, CPEX_ERR_RUNTIME_INIT, "cpex runtime start-up failed: the engine did not load: %s",
                           cpex__init_error);
+    if (!cpex__tstate_pinned)
+        cpex__pin_tstate();
     return CPEX_OK;
 }
 

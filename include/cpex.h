@@ -275,6 +275,21 @@ cpex_status cpex_free_background(cpex_background *background, char **err_msg);
  */
 cpex_status cpex_free_context(cpex_context *context, char **err_msg);
 
+/*
+ * cpex_live_handles
+ *
+ * Counts the handles the library holds for its callers, for leak checks: after
+ * every context and background handle was passed on, freed or shut down with
+ * its manager, the last two are 0.
+ *
+ *  out_managers: Receives the number of live manager handles in the process.
+ *  out_contexts: Receives the number of live context handles.
+ *  out_backgrounds: Receives the number of live background handles.
+ *  err_msg: NULL, or receives the caller-owned message of a failure.
+ *  Returns CPEX_OK or a CPEX_ERR_* status.
+ */
+cpex_status cpex_live_handles(size_t *out_managers, size_t *out_contexts, size_t *out_backgrounds, char **err_msg);
+
 #ifdef __cplusplus
 }
 #endif

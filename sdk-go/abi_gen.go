@@ -233,3 +233,16 @@ func callFreeContext(context *C.cpex_context) error {
 	}
 	return nil
 }
+
+// callLiveHandles calls cpex_live_handles: Counts the handles the library holds for its callers, for leak checks: after every context and background handle was passed on, freed or shut down with its manager, the last two are 0.
+func callLiveHandles() (int, int, int, error) {
+	var outManagers C.size_t
+	var outContexts C.size_t
+	var outBackgrounds C.size_t
+	var errMsg *C.char
+	status := C.cpex_live_handles(&outManagers, &outContexts, &outBackgrounds, &errMsg)
+	if int32(status) != codeOk {
+		return 0, 0, 0, newError(int32(status), takeMessage(errMsg))
+	}
+	return int(outManagers), int(outContexts), int(outBackgrounds), nil
+}

@@ -64,3 +64,10 @@ func LibraryVersion() (major, minor uint32, buildInfo string) {
 	v := libraryABIVersion()
 	return v >> 16, v & 0xFFFF, libraryBuildInfo()
 }
+
+// LiveHandles reports how many context and background handles the library holds for
+// this process (for leak checks: 0 once every one was passed on, closed or shut down).
+func LiveHandles() (int, error) {
+	_, contexts, backgrounds, err := callLiveHandles()
+	return contexts + backgrounds, err
+}

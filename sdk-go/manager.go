@@ -6,6 +6,7 @@ package cpex
 import "C"
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"runtime"
@@ -107,57 +108,64 @@ func NewPluginManager(yaml string, opts ...Option) (*PluginManager, error) {
 	return newManager(h, opts), nil
 }
 
-// enter takes a slot of the in-flight bound and returns the live handle.
-func (m *PluginManager) enter(op string) (*C.cpex_manager, error) {
+// enter takes a slot of the in-flight bound and the lane, and returns the live
+// handle and the function that gives both back.
+func (m *PluginManager) enter(op string) (*C.cpex_manager, func(), error) {
 	return m.enterContext(context.Background(), op)
 }
 
-// enterContext is enter, giving up when goctx ends while waiting for a slot.
-func (m *PluginManager) enterContext(goctx context.Context, op string) (*C.cpex_manager, error) {
+// enterContext is enter, giving up when goctx ends while waiting.
+func (m *PluginManager) enterContext(goctx context.Context, op string) (*C.cpex_manager, func(), error) {
 	select {
 	case m.sem <- struct{}{}:
 	case <-goctx.Done():
-		return nil, fmt.Errorf("cpex: %s: waiting for a slot of the in-flight bound: %w", op, goctx.Err())
+		return nil, nil, fmt.Errorf("cpex: %s: waiting for a slot of the in-flight bound: %w", op, goctx.Err())
 	}
 	ref := m.state.handle.Load()
 	if ref == nil {
 		<-m.sem
-		return nil, &Error{Code: codeInvalidHandle, Message: op + ": the manager was shut down"}
+		return nil, nil, &Error{Code: codeInvalidHandle, Message: op + ": the manager was shut down"}
 	}
-	return ref.p, nil
+	leaveLane, err := enterLane(goctx, op)
+	if err != nil {
+		<-m.sem
+		return nil, nil, err
+	}
+	return ref.p, func() {
+		leaveLane()
+		<-m.sem
+	}, nil
 }
-
-func (m *PluginManager) leave() { <-m.sem }
 
 // RegisterFactory registers a plugin kind for the configs loaded afterwards: configs
 // may then say `kind: <kind>` for the cpex.Plugin subclass at target, an import path
 // "package.module:ClassName".
 func (m *PluginManager) RegisterFactory(kind, target string) error {
-	h, err := m.enter("RegisterFactory")
+	h, leave, err := m.enter("RegisterFactory")
 	if err != nil {
 		return err
 	}
-	defer m.leave()
+	defer leave()
 	return callRegisterFactory(h, kind, target)
 }
 
 // LoadConfig loads (replaces) the YAML config before Initialize.
 func (m *PluginManager) LoadConfig(yaml string) error {
-	h, err := m.enter("LoadConfig")
+	h, leave, err := m.enter("LoadConfig")
 	if err != nil {
 		return err
 	}
-	defer m.leave()
+	defer leave()
 	return callLoadConfig(h, yaml)
 }
 
 // Initialize initializes every plugin; a failing plugin fails the call, by name.
 func (m *PluginManager) Initialize() error {
-	h, err := m.enter("Initialize")
+	h, leave, err := m.enter("Initialize")
 	if err != nil {
 		return err
 	}
-	defer m.leave()
+	defer leave()
 	return callInitialize(h)
 }
 
@@ -175,31 +183,31 @@ func (m *PluginManager) Shutdown() error {
 // HasHooksFor reports whether any active plugin handles hook; cheap enough to guard
 // the construction of a payload.
 func (m *PluginManager) HasHooksFor(hook string) (bool, error) {
-	h, err := m.enter("HasHooksFor")
+	h, leave, err := m.enter("HasHooksFor")
 	if err != nil {
 		return false, err
 	}
-	defer m.leave()
+	defer leave()
 	return callHasHooksFor(h, hook)
 }
 
 // PluginCount is the number of configured plugins.
 func (m *PluginManager) PluginCount() (int, error) {
-	h, err := m.enter("PluginCount")
+	h, leave, err := m.enter("PluginCount")
 	if err != nil {
 		return 0, err
 	}
-	defer m.leave()
+	defer leave()
 	return callPluginCount(h)
 }
 
 // PluginNames lists the configured plugins in config order.
 func (m *PluginManager) PluginNames() ([]string, error) {
-	h, err := m.enter("PluginNames")
+	h, leave, err := m.enter("PluginNames")
 	if err != nil {
 		return nil, err
 	}
-	defer m.leave()
+	defer leave()
 	raw, err := callPluginNames(h)
 	if err != nil {
 		return nil, err
@@ -213,11 +221,11 @@ func (m *PluginManager) PluginNames() ([]string, error) {
 
 // IsInitialized reports whether Initialize succeeded and Shutdown has not run.
 func (m *PluginManager) IsInitialized() (bool, error) {
-	h, err := m.enter("IsInitialized")
+	h, leave, err := m.enter("IsInitialized")
 	if err != nil {
 		return false, err
 	}
-	defer m.leave()
+	defer leave()
 	return callIsInitialized(h)
 }
 
@@ -248,13 +256,13 @@ func (m *PluginManager) InvokeByNameContext(goctx context.Context, hook string, 
 		releaseContext(ctxHandle)
 		return nil, nil, nil, err
 	}
-	h, err := m.enterContext(goctx, "InvokeByName")
+	h, leave, err := m.enterContext(goctx, "InvokeByName")
 	if err != nil {
 		releaseContext(ctxHandle)
 		return nil, nil, nil, err
 	}
 	call := func() invokeOutput {
-		defer m.leave()
+		defer leave()
 		raw, outCtx, outBg, err := callInvoke(h, hook, payloadType, body, ext, ctxHandle)
 		return invokeOutput{raw, outCtx, outBg, err}
 	}
@@ -274,12 +282,37 @@ func (m *PluginManager) InvokeByNameContext(goctx context.Context, hook string, 
 	if out.err != nil {
 		return nil, nil, nil, out.err
 	}
-	result := &PipelineResult{}
-	if err := decode(out.raw, result, "pipeline result"); err != nil {
+	result, err := decodeResult(out.raw, payloadType)
+	if err != nil {
 		out.release()
 		return nil, nil, nil, err
 	}
 	return result, newContextTable(out.ctx), newBackgroundTasks(out.bg), nil
+}
+
+// unchangedResults holds, per payload type, the bytes of the most common result: no
+// plugin objected or changed anything. The library sends exactly these bytes then, so
+// the SDK can skip decoding them.
+var unchangedResults sync.Map // uint8 -> []byte
+
+func decodeResult(raw []byte, payloadType uint8) (*PipelineResult, error) {
+	unchanged := PipelineResult{ContinueProcessing: true, PayloadType: payloadType}
+	want, ok := unchangedResults.Load(payloadType)
+	if !ok {
+		b, err := encode(unchanged, "pipeline result")
+		if err != nil {
+			return nil, err
+		}
+		want, _ = unchangedResults.LoadOrStore(payloadType, b)
+	}
+	if bytes.Equal(raw, want.([]byte)) {
+		return &unchanged, nil
+	}
+	result := &PipelineResult{}
+	if err := decode(raw, result, "pipeline result"); err != nil {
+		return nil, err
+	}
+	return result, nil
 }
 
 type invokeOutput struct {

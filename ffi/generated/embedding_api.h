@@ -16,3 +16,4 @@ int cpexpy_invoke(uintptr_t manager, const char *hook, size_t hook_len, uint8_t 
 int cpexpy_wait_background(uintptr_t background, uint8_t **out_errors, size_t *out_errors_len, char **err_msg);
 int cpexpy_free_background(uintptr_t background, char **err_msg);
 int cpexpy_free_context(uintptr_t context, char **err_msg);
+int cpexpy_live_handles(size_t *out_managers, size_t *out_contexts, size_t *out_backgrounds, char **err_msg);

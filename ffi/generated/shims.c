@@ -241,3 +241,23 @@ cpex_status cpex_free_context(cpex_context *context, char **err_msg)
     rc = cpex__status_of(cpexpy_free_context((uintptr_t)context, err_msg), "cpex_free_context", err_msg);
     return rc;
 }
+
+cpex_status cpex_live_handles(size_t *out_managers, size_t *out_contexts, size_t *out_backgrounds, char **err_msg)
+{
+    int rc;
+    if (err_msg != NULL) *err_msg = NULL;
+    if (out_managers == NULL)
+        return cpex__fail(err_msg, CPEX_ERR_INVALID_INPUT, "cpex_live_handles: out_managers must not be NULL");
+    *out_managers = 0;
+    if (out_contexts == NULL)
+        return cpex__fail(err_msg, CPEX_ERR_INVALID_INPUT, "cpex_live_handles: out_contexts must not be NULL");
+    *out_contexts = 0;
+    if (out_backgrounds == NULL)
+        return cpex__fail(err_msg, CPEX_ERR_INVALID_INPUT, "cpex_live_handles: out_backgrounds must not be NULL");
+    *out_backgrounds = 0;
+    rc = cpex__runtime_ready(err_msg);
+    if (rc != CPEX_OK)
+        return rc;
+    rc = cpex__status_of(cpexpy_live_handles(out_managers, out_contexts, out_backgrounds, err_msg), "cpex_live_handles", err_msg);
+    return rc;
+}

@@ -11,9 +11,6 @@ from pydantic import BaseModel, ConfigDict
 
 from cpex.errors import ParseError, SerializeError
 
-_EMPTY = (None, "", 0, False, b"")
-
-
 @dataclass(frozen=True)
 class WireField:
     """How one field crosses the wire. optional: omitted when empty; pointer: omitted
@@ -24,10 +21,20 @@ class WireField:
     pointer: bool = False
 
 
+_SIZED = (str, bytes, list, dict, tuple)
+_PLAIN = frozenset({str, bytes, int, float, bool, type(None)})
+
+
 def _is_empty(value: Any) -> bool:
-    if isinstance(value, (list, dict, tuple)):
+    """Empty as an optional wire field: None, false, zero, or an empty string / list / map."""
+    if value is None or value is False:
+        return True
+    kind = type(value)
+    if kind is int or kind is float:
         return not value
-    return any(value is e or (type(value) is type(e) and value == e) for e in _EMPTY)
+    if kind in _SIZED:
+        return not value
+    return False
 
 
 def to_wire_value(value: Any) -> Any:
@@ -57,6 +64,22 @@ class WireRecord(BaseModel):
             out[f.name] = to_wire_value(value)
         for key, value in (self.model_extra or {}).items():
             out[key] = value
+        return out
+
+    @classmethod
+    def wire_from(cls, **values: Any) -> dict[str, Any]:
+        """The wire map of a record built from trusted values without constructing (and
+        validating) the model: the hot path of the boundary."""
+        out: dict[str, Any] = {}
+        get = values.get
+        for f in cls.WIRE:
+            value = get(f.name)
+            if value is None:
+                if f.optional:
+                    continue
+            elif f.optional and not f.pointer and _is_empty(value):
+                continue
+            out[f.name] = value if type(value) in _PLAIN else to_wire_value(value)
         return out
 
     @classmethod

@@ -15,6 +15,7 @@ from cpex._generated.errors import Status
 from cpex._generated.records import PipelineResult, PluginError
 from cpex._boundary.handles import HANDLES, Kind
 from cpex.engine import PluginManager, payloads
+from cpex.engine.executor import PipelineOutcome
 from cpex.engine.signals import refuse_signal_handlers
 from cpex.errors import CpexError, InvalidInputError, SerializeError
 from cpex.wire import pack, unpack
@@ -126,20 +127,16 @@ class Exports:
         outcome = mgr.invoke(hook_name, payload_type, body, ext, ctx)
         result = outcome.result
         errors = list(result.errors)
-        wire = PipelineResult(
-            continue_processing=result.continue_processing,
-            violation=result.violation,
-            errors=errors,
-            metadata=result.metadata,
-            payload_type=payload_type,
-            modified_payload=_soft_pack(
-                None if result.modified_payload is None else payloads.encode(payload_type, result.modified_payload),
-                "modified payload",
-                errors,
-            ),
-            modified_extensions=_soft_pack(result.modified_extensions, "modified extensions", errors),
-        )
-        data = pack(wire.to_wire(), "pipeline result")
+        if (
+            result.continue_processing
+            and not errors
+            and not result.metadata
+            and result.modified_payload is None
+            and result.modified_extensions is None
+        ):
+            data = _unchanged_result(payload_type)
+        else:
+            data = _result_bytes(result, payload_type, errors)
         buffer = self._copy_out(data)
         new_ctx = HANDLES.issue(Kind.CONTEXT, outcome.context, owner=mgr) if outcome.context is not None else 0
         new_bg = HANDLES.issue(Kind.BACKGROUND, outcome.background, owner=mgr) if outcome.background is not None else 0
@@ -160,6 +157,36 @@ class Exports:
 
     def free_context(self, context: int) -> None:
         HANDLES.take(Kind.CONTEXT, context, "context")
+
+    def live_handles(self, out_managers: Any, out_contexts: Any, out_backgrounds: Any) -> None:
+        counts = HANDLES.counts()
+        out_managers[0] = counts.get(Kind.MANAGER, 0)
+        out_contexts[0] = counts.get(Kind.CONTEXT, 0)
+        out_backgrounds[0] = counts.get(Kind.BACKGROUND, 0)
+
+
+@functools.lru_cache(maxsize=None)
+def _unchanged_result(payload_type: int) -> bytes:
+    """The result of a call no plugin objected to or changed: the same bytes every time."""
+    return pack(PipelineResult.wire_from(continue_processing=True, payload_type=payload_type), "pipeline result")
+
+
+def _result_bytes(result: PipelineOutcome, payload_type: int, errors: list[PluginError]) -> bytes:
+    modified_payload = _soft_pack(
+        None if result.modified_payload is None else payloads.encode(payload_type, result.modified_payload),
+        "modified payload",
+        errors,
+    )
+    wire = PipelineResult.wire_from(
+        continue_processing=result.continue_processing,
+        violation=result.violation,
+        errors=errors,
+        metadata=result.metadata,
+        payload_type=payload_type,
+        modified_payload=modified_payload,
+        modified_extensions=_soft_pack(result.modified_extensions, "modified extensions", errors),
+    )
+    return pack(wire, "pipeline result")
 
 
 def _soft_pack(value: Any, what: str, errors: list[PluginError]) -> bytes | None:

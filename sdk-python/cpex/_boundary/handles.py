@@ -64,6 +64,11 @@ class HandleTable(Generic[T]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def counts(self) -> dict[Kind, int]:
+        with self._lock:
+            kinds = [kind for kind, _, _ in self._entries.values()]
+        return {k: kinds.count(k) for k in Kind}
+
     def _why(self, kind: Kind, token: int, what: str) -> str:
         name = kind.name.lower()
         if token == 0:

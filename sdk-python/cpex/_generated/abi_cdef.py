@@ -23,6 +23,7 @@ cpex_status cpex_invoke(cpex_manager *manager, const char *hook, size_t hook_len
 cpex_status cpex_wait_background(cpex_background *background, uint8_t **out_errors, size_t *out_errors_len, char **err_msg);
 cpex_status cpex_free_background(cpex_background *background, char **err_msg);
 cpex_status cpex_free_context(cpex_context *context, char **err_msg);
+cpex_status cpex_live_handles(size_t *out_managers, size_t *out_contexts, size_t *out_backgrounds, char **err_msg);
 """
 
 # The exported functions implemented in Python, by the boundary (cpex._boundary.exports).
@@ -41,4 +42,5 @@ PYTHON_FUNCTIONS: tuple[str, ...] = (
     'wait_background',
     'free_background',
     'free_context',
+    'live_handles',
 )

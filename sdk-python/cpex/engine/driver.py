@@ -38,6 +38,18 @@ def call(fn: Callable[..., Any], args: tuple[Any, ...], deadline: float) -> Any:
         raise HandlerTimeout from None
 
 
+def guarded(fn: Callable[..., Any], args: tuple[Any, ...], deadline: float) -> Any:
+    """fn(*args) under the watchdog, nothing more; HandlerTimeout past deadline."""
+    try:
+        try:
+            WATCHDOG.arm(deadline)
+            return fn(*args)
+        finally:
+            _disarm()
+    except PluginDeadline:
+        raise HandlerTimeout from None
+
+
 def _disarm() -> None:
     # The watchdog's single exception may land while disarming: absorb it, retry.
     while True:

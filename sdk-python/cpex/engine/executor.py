@@ -10,10 +10,9 @@ from typing import Any, Callable
 
 from cpex._generated.records import PluginError, PluginViolation
 from cpex.engine import driver, gating, payloads
-from cpex.engine.background import BackgroundTasks
+from cpex.engine.background import RUNNER, BackgroundTasks, start_inline
 from cpex.engine.config import Mode, OnError, PluginSpec
 from cpex.engine.gating import Grant
-from cpex.engine.runtime_loop import RUNTIME_LOOP
 from cpex.errors import PipelineError, PipelineTimeoutError
 from cpex.plugin import Plugin, PluginContext
 from cpex.results import PluginResult
@@ -84,38 +83,50 @@ class _Refused(Exception):
     """A plugin overstepped its phase's authority or returned garbage."""
 
 
-def run_pipeline(plugins: list[LoadedPlugin], inv: Invocation) -> PipelineOutcome:
+def plan_order(plugins: list[LoadedPlugin]) -> list[LoadedPlugin]:
+    """The execution order of a hook's plugins, computed once at load: by phase, then
+    priority, then config order. Disabled-mode plugins are left out."""
+    rank = {mode: i for i, (mode, _) in enumerate(PHASES)}
+    rank[Mode.FIRE_AND_FORGET] = len(PHASES)
+    runnable = [p for p in plugins if p.spec.mode in rank]
+    return sorted(runnable, key=lambda p: (rank[p.spec.mode], p.spec.priority, p.index))
+
+
+_AUTHORITY = dict(PHASES)
+
+
+def run_pipeline(plan: list[LoadedPlugin], inv: Invocation) -> PipelineOutcome:
+    """Runs plan (in plan_order) over the invocation."""
     out = PipelineOutcome(states=inv.states)
-    for mode, authority in PHASES:
-        phase = _ordered(plugins, mode)
-        if not phase:
+    followers: list[LoadedPlugin] = []
+    concurrent: list[LoadedPlugin] = []
+    for plugin in plan:
+        if not plugin.active:
             continue
+        mode = plugin.spec.mode
         if mode is Mode.CONCURRENT:
-            _run_concurrent(phase, inv, authority, out)
-        else:
-            for plugin in phase:
-                args = _args(plugin, inv)
-                try:
-                    value = driver.call(plugin.handlers[inv.hook], args, _deadline(plugin, inv))
-                except driver.HandlerTimeout:
-                    _timed_out(plugin, inv, out)
-                    continue
-                except Exception as exc:  # noqa: BLE001 - a plugin's exception is contained
-                    _failed(plugin, inv, out, f"raised {type(exc).__name__}: {exc}")
-                    continue
-                _apply(plugin, inv, authority, value, out, args[1].extensions)
-                if not out.continue_processing:
-                    break
+            concurrent.append(plugin)
+            continue
+        if mode is Mode.FIRE_AND_FORGET:
+            followers.append(plugin)
+            continue
         if not out.continue_processing:
-            break
-    followers = _ordered(plugins, Mode.FIRE_AND_FORGET)
+            continue
+        args = _args(plugin, inv)
+        try:
+            value = driver.call(plugin.handlers[inv.hook], args, _deadline(plugin, inv))
+        except driver.HandlerTimeout:
+            _timed_out(plugin, inv, out)
+            continue
+        except Exception as exc:  # noqa: BLE001 - a plugin's exception is contained
+            _failed(plugin, inv, out, f"raised {type(exc).__name__}: {exc}")
+            continue
+        _apply(plugin, inv, _AUTHORITY[mode], value, out, args[1].extensions)
+    if concurrent and out.continue_processing:
+        _run_concurrent(concurrent, inv, _AUTHORITY[Mode.CONCURRENT], out)
     if followers:
         out.background = _fire_and_forget(followers, inv, out)
     return out
-
-
-def _ordered(plugins: list[LoadedPlugin], mode: Mode) -> list[LoadedPlugin]:
-    return sorted((p for p in plugins if p.spec.mode is mode and p.active), key=lambda p: (p.spec.priority, p.index))
 
 
 def _args(plugin: LoadedPlugin, inv: Invocation) -> tuple[Any, PluginContext]:
@@ -251,36 +262,54 @@ def _run_concurrent(phase: list[LoadedPlugin], inv: Invocation, authority: Autho
 
 
 def _fire_and_forget(followers: list[LoadedPlugin], inv: Invocation, out: PipelineOutcome) -> BackgroundTasks:
-    """Schedules the fire-and-forget plugins on the runtime loop with the pipeline's
-    final payload and extensions; their failures come back through the handle."""
-    payload, extensions = inv.payload, inv.extensions
+    """Queues the fire-and-forget plugins for the runtime loop with the pipeline's final
+    payload and extensions; their failures come back through the handle."""
+    tasks = BackgroundTasks([p.name for p in followers], len(followers))
+    RUNNER.submit(tasks, [_Follower(p, inv.hook, inv.payload, inv.extensions, inv.global_state) for p in followers])
+    return tasks
 
-    async def one(plugin: LoadedPlugin) -> PluginError | None:
-        ctx = PluginContext(extensions=gating.view_for(extensions, plugin.grant), state={}, global_state=inv.global_state)
-        handler = plugin.handlers[inv.hook]
-        loop = asyncio.get_running_loop()
+
+class _Follower:
+    """One fire-and-forget plugin's run, called on the runtime loop: returns its
+    PluginError (or None), or a coroutine finishing a handler that suspended."""
+
+    __slots__ = ("plugin", "hook", "payload", "extensions", "global_state")
+
+    def __init__(self, plugin: LoadedPlugin, hook: str, payload: Any, extensions: dict[str, Any], global_state: dict[str, Any]) -> None:
+        self.plugin, self.hook, self.payload = plugin, hook, payload
+        self.extensions, self.global_state = extensions, global_state
+
+    def __call__(self) -> Any:
+        plugin = self.plugin
+        ctx = PluginContext(extensions=gating.view_for(self.extensions, plugin.grant), state={}, global_state=self.global_state)
         try:
-            if asyncio.iscoroutinefunction(handler):
-                value = await asyncio.wait_for(handler(payload, ctx), plugin.timeout)
-            else:
-                deadline = time.monotonic() + plugin.timeout
-                value = await loop.run_in_executor(None, driver.call, handler, (payload, ctx), deadline)
-            result = _as_result(plugin, value)
-            if not result.continue_processing or result.modified_payload is not None or result.modified_extensions is not None:
-                raise _Refused("a fire_and_forget plugin may neither deny nor modify; its result was refused")
-            return None
-        except (asyncio.TimeoutError, driver.HandlerTimeout):
-            message, code = f"plugin {plugin.name!r} timed out after {plugin.timeout:g}s", "plugin_timeout"
-        except _Refused as refused:
-            message, code = f"plugin {plugin.name!r} {refused}", "plugin_error"
+            done, value = start_inline(plugin.handlers[self.hook], (self.payload, ctx), plugin.timeout)
         except Exception as exc:  # noqa: BLE001 - contained
-            message, code = f"plugin {plugin.name!r} raised {type(exc).__name__}: {exc}", "plugin_error"
+            return self.settle(exc)
+        return self.settle(value) if done else self.rest(value)
+
+    async def rest(self, awaitable: Any) -> PluginError | None:
+        try:
+            return self.settle(await awaitable)
+        except Exception as exc:  # noqa: BLE001 - contained
+            return self.settle(exc)
+
+    def settle(self, value: Any) -> PluginError | None:
+        plugin = self.plugin
+        if isinstance(value, BaseException):
+            if isinstance(value, (asyncio.TimeoutError, driver.HandlerTimeout)):
+                return self.failed(f"timed out after {plugin.timeout:g}s", "plugin_timeout")
+            return self.failed(f"raised {type(value).__name__}: {value}", "plugin_error")
+        try:
+            result = _as_result(plugin, value)
+        except _Refused as refused:
+            return self.failed(str(refused), "plugin_error")
+        if not result.continue_processing or result.modified_payload is not None or result.modified_extensions is not None:
+            return self.failed("may neither deny nor modify (fire_and_forget); its result was refused", "plugin_error")
+        return None
+
+    def failed(self, message: str, code: str) -> PluginError:
+        plugin = self.plugin
         if plugin.spec.on_error is OnError.DISABLE:
             plugin.disabled = True
-        return PluginError(plugin_name=plugin.name, message=message, code=code)
-
-    async def run_all() -> list[PluginError]:
-        results = await asyncio.gather(*(one(p) for p in followers))
-        return [r for r in results if r is not None]
-
-    return BackgroundTasks(RUNTIME_LOOP.submit(run_all()), [p.name for p in followers])  # type: ignore[arg-type]
+        return PluginError(plugin_name=plugin.name, message=f"plugin {plugin.name!r} {message}", code=code)

@@ -32,12 +32,14 @@ class Grant:
 
     capabilities: frozenset[str]
     hidden: tuple[Path, ...]
+    # The top-level slots with something hidden: a view needs work only for these.
+    hidden_roots: frozenset[str]
 
     @classmethod
     def of(cls, capabilities: list[str] | frozenset[str]) -> "Grant":
         caps = frozenset(capabilities)
         hidden = tuple(s.path for s in SLOTS if not _readable(s, caps))
-        return cls(caps, hidden)
+        return cls(caps, hidden, frozenset(p[0] for p in hidden))
 
     def may_write(self, slot: Slot) -> bool:
         return slot.tier == "mutable" or (slot.write is not None and slot.write in self.capabilities)
@@ -59,8 +61,10 @@ def view_for(extensions: dict[str, Any], grant: Grant) -> dict[str, Any]:
     if not extensions:
         return {}
     view: dict[str, Any] = copy_tree(extensions)
-    for path in grant.hidden:
-        _delete(view, path)
+    if not grant.hidden_roots.isdisjoint(view):
+        for path in grant.hidden:
+            if path[0] in view:
+                _delete(view, path)
     return view
 
 

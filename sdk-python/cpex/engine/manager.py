@@ -15,7 +15,7 @@ from cpex.engine.background import BackgroundTasks
 from cpex.engine.config import Config, parse_config
 from cpex.engine.context import ContextTable
 from cpex.engine.gating import Grant
-from cpex.engine.executor import Invocation, LoadedPlugin, PipelineOutcome, run_pipeline
+from cpex.engine.executor import Invocation, LoadedPlugin, PipelineOutcome, plan_order, run_pipeline
 from cpex.engine.registry import FactoryRegistry, add_plugin_dirs
 from cpex.engine.routing import Router, conditions_match
 from cpex.errors import ConfigError, InvalidHandleError, InvalidInputError, PipelineError
@@ -29,6 +29,12 @@ class InvokeOutcome:
     background: BackgroundTasks | None
 
 
+def _carry(owner: "PluginManager", states: dict[str, dict[str, Any]]) -> ContextTable | None:
+    """The context table for the request's next hook: the plugins' non-empty states."""
+    kept = {name: s for name, s in states.items() if s}
+    return ContextTable(owner, kept) if kept else None
+
+
 class PluginManager:
     """Config, plugins, routes and global state. Safe to use from many threads."""
 
@@ -36,6 +42,7 @@ class PluginManager:
         self._config = Config()
         self._plugins: list[LoadedPlugin] = []
         self._router = Router(self._config)
+        self._plans: dict[str, list[LoadedPlugin]] = {}
         self._factories = FactoryRegistry()
         self._initialized = False
         self._shut_down = False
@@ -61,11 +68,16 @@ class PluginManager:
         config = parse_config(text)
         add_plugin_dirs(config.plugin_settings.plugin_dirs)
         plugins = [self._instantiate(i, config) for i in range(len(config.plugins))]
+        plans: dict[str, list[LoadedPlugin]] = {}
+        for plugin in plugins:
+            for hook_name in plugin.handlers:
+                plans.setdefault(hook_name, []).append(plugin)
         with self._lock:
             self._check_alive("load_config")
             if self._initialized:
                 raise PipelineError("load_config: the manager is already initialized; create a new manager for a new config")
             self._config, self._plugins, self._router = config, plugins, Router(config)
+            self._plans = {hook_name: plan_order(p) for hook_name, p in plans.items()}
 
     def _instantiate(self, index: int, config: Config) -> LoadedPlugin:
         spec = config.plugins[index]
@@ -192,19 +204,22 @@ class PluginManager:
         extensions = gating.as_wire(extensions)
         if extensions is not None and not isinstance(extensions, dict):
             raise InvalidInputError(f"extensions: expected a map, got {type(extensions).__name__}")
+        plan = self._plans.get(hook)
+        if not plan:
+            # Nothing to run: the fast path of hooks nobody handles.
+            return InvokeOutcome(PipelineOutcome(states=states), _carry(self, states), None)
         extensions = dict(extensions or {})
         resolution = self._router.resolve(extensions.get("meta"))
         if resolution.tags:
             meta = dict(extensions.get("meta") or {})
             meta["tags"] = list(resolution.tags)
             extensions["meta"] = meta
-        plugins = [
-            p
-            for p in self._plugins
-            if hook in p.handlers
-            and (resolution.plugins is None or p.name in resolution.plugins)
-            and conditions_match(p.spec.conditions, resolution)
-        ]
+        if resolution.plugins is not None or any(p.spec.conditions for p in plan):
+            plan = [
+                p
+                for p in plan
+                if (resolution.plugins is None or p.name in resolution.plugins) and conditions_match(p.spec.conditions, resolution)
+            ]
         settings = self._config.plugin_settings
         inv = Invocation(
             hook=hook,
@@ -216,17 +231,17 @@ class PluginManager:
             deadline=time.monotonic() + settings.invoke_timeout,
             invoke_timeout=settings.invoke_timeout,
         )
-        outcome = run_pipeline(plugins, inv)
+        outcome = run_pipeline(plan, inv)
         if outcome.background is not None:
             self._track(outcome.background)
-        kept = {name: s for name, s in outcome.states.items() if s}
-        return InvokeOutcome(
-            result=outcome,
-            context=ContextTable(self, kept) if kept else None,
-            background=outcome.background,
-        )
+        return InvokeOutcome(result=outcome, context=_carry(self, outcome.states), background=outcome.background)
 
     def _track(self, tasks: BackgroundTasks) -> None:
+        """Keeps the tasks until they finish, so shutdown can wait for them."""
         with self._lock:
-            self._background = {b for b in self._background if not b.done}
             self._background.add(tasks)
+        tasks.on_done(self._untrack)
+
+    def _untrack(self, tasks: BackgroundTasks) -> None:
+        with self._lock:
+            self._background.discard(tasks)

@@ -12,11 +12,13 @@ surface in engine code.
 from __future__ import annotations
 
 import ctypes
+import math
 import threading
 import time
 from dataclasses import dataclass
 
 _POLL_SECONDS = 0.005
+_HORIZON_SECONDS = 1.0
 
 
 class PluginDeadline(BaseException):
@@ -36,21 +38,30 @@ _set_async_exc.restype = ctypes.c_int
 
 
 class Watchdog:
+    """One thread that sleeps until the earliest deadline of the guarded calls. A new
+    guard wakes it only when its deadline is earlier than the one it sleeps towards,
+    so calls that finish in time (nearly all) never wake it: a wake-up per call would
+    take the GIL from the host thread between its calls."""
+
     def __init__(self) -> None:
         self._guards: dict[int, _Guard] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # orders arming / firing / disarming
         self._wake = threading.Event()
+        self._target = math.inf  # when the thread checks next
         self._thread: threading.Thread | None = None
 
     def arm(self, deadline: float) -> None:
         """Guards the calling thread until disarm(); deadline is a time.monotonic() value."""
+        guard = _Guard(deadline)
         tid = threading.get_ident()
         with self._lock:
-            self._guards[tid] = _Guard(deadline)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="cpex-watchdog", daemon=True)
-                self._thread.start()
-        self._wake.set()
+            self._guards[tid] = guard
+            if deadline < self._target:
+                self._target = deadline
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="cpex-watchdog", daemon=True)
+                    self._thread.start()
+                self._wake.set()
 
     def disarm(self) -> bool:
         """Ends the guard of the calling thread; True when its deadline fired. Call it in
@@ -66,17 +77,23 @@ class Watchdog:
 
     def _run(self) -> None:
         while True:
-            if not self._guards:
-                self._wake.wait()
-                self._wake.clear()
-                continue
-            time.sleep(_POLL_SECONDS)
-            now = time.monotonic()
             with self._lock:
+                now = time.monotonic()
+                # Never sleep towards "no deadline": the next guard would have to wake
+                # the thread; with a horizon, only guards due sooner than it do.
+                target = now + _HORIZON_SECONDS
                 for tid, guard in self._guards.items():
-                    if not guard.fired and now >= guard.deadline:
+                    if guard.fired:
+                        continue
+                    if now >= guard.deadline:
                         guard.fired = True
                         _set_async_exc(tid, ctypes.py_object(PluginDeadline))
+                    elif guard.deadline < target:
+                        target = guard.deadline
+                self._target = target
+                self._wake.clear()
+            # Past the target by a little, so the check finds the guard expired.
+            self._wake.wait(max(target - time.monotonic(), 0.0) + _POLL_SECONDS)
 
 
 WATCHDOG = Watchdog()

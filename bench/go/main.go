@@ -1,0 +1,207 @@
+// The Go figures of SPEC §8: invoke latency (no plugins, the demo pipeline), 8
+// goroutines against one, cold start, and a long run's memory and handles. Prints
+// JSON for bench/run.py, which adds the baselines and ratios; -table prints a table.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	cpex "github.com/cpex-dev/cpex/sdk-go"
+)
+
+type toolCall struct {
+	ToolName     string         `msgpack:"tool_name"`
+	User         string         `msgpack:"user"`
+	PIIClearance bool           `msgpack:"pii_clearance"`
+	Arguments    map[string]any `msgpack:"arguments"`
+}
+
+var (
+	payload = toolCall{ToolName: "get_compensation", User: "alice", PIIClearance: true, Arguments: map[string]any{"employee_id": "E-1001"}}
+	ext     = &cpex.Extensions{Meta: &cpex.MetaExtension{EntityType: "tool", EntityName: "get_compensation"}}
+)
+
+// Figures are in microseconds unless named otherwise.
+type figures map[string]float64
+
+var inflight = flag.Int("inflight", cpex.DefaultMaxInFlight, "calls in flight (WithMaxInFlight)")
+
+func manager(examples string) *cpex.PluginManager {
+	m, err := cpex.NewPluginManagerDefault(cpex.WithMaxInFlight(*inflight))
+	if err != nil {
+		log.Fatal(err)
+	}
+	cfg, err := os.ReadFile(filepath.Join(examples, "configs", "generic.yaml"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	text := strings.Replace(string(cfg), "plugin_dirs: [plugins]", fmt.Sprintf("plugin_dirs: [%q]", filepath.Join(examples, "plugins")), 1)
+	if err := m.LoadConfig(text); err != nil {
+		log.Fatal(err)
+	}
+	if err := m.Initialize(); err != nil {
+		log.Fatal(err)
+	}
+	return m
+}
+
+// pipeline is one demo-pipeline invoke: identity checker, PII guard, fire-and-forget
+// audit logger (its handle released, the task left to finish).
+func pipeline(m *cpex.PluginManager) {
+	res, ctx, bg, err := cpex.Invoke(m, "tool_pre_invoke", cpex.PayloadGeneric, payload, ext, nil)
+	if err != nil || res.IsDenied() {
+		log.Fatalf("pipeline: %v %+v", err, res)
+	}
+	_ = ctx.Close()
+	_ = bg.Close()
+}
+
+func noPlugins(m *cpex.PluginManager) {
+	res, _, _, err := m.InvokeByName("resource_post_fetch", cpex.PayloadGeneric, payload, nil, nil)
+	if err != nil || res.IsDenied() {
+		log.Fatalf("no plugins: %v", err)
+	}
+}
+
+func samples(n int, f func()) []time.Duration {
+	for i := 0; i < n/10+1; i++ {
+		f()
+	}
+	out := make([]time.Duration, n)
+	for i := range out {
+		start := time.Now()
+		f()
+		out[i] = time.Since(start)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a] < out[b] })
+	return out
+}
+
+func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1000 }
+
+func pct(s []time.Duration, p int) float64 { return us(s[len(s)*p/100]) }
+
+// concurrent runs total invokes over g goroutines: throughput (invokes/s) and the
+// p50 / p99 of single invokes.
+func concurrent(m *cpex.PluginManager, g, total int) (float64, float64, float64) {
+	var wg sync.WaitGroup
+	per := total / g
+	all := make([][]time.Duration, g)
+	start := time.Now()
+	for i := 0; i < g; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			s := make([]time.Duration, per)
+			for j := range s {
+				t := time.Now()
+				pipeline(m)
+				s[j] = time.Since(t)
+			}
+			all[i] = s
+		}(i)
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	var merged []time.Duration
+	for _, s := range all {
+		merged = append(merged, s...)
+	}
+	sort.Slice(merged, func(a, b int) bool { return merged[a] < merged[b] })
+	return float64(per*g) / elapsed.Seconds(), pct(merged, 50), pct(merged, 99)
+}
+
+func rssKB() float64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			v, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
+			return v
+		}
+	}
+	return 0
+}
+
+func main() {
+	n := flag.Int("n", 20000, "invokes per latency figure")
+	long := flag.Int("long", 0, "invokes of the long run (RSS growth, handles left); 0 skips it")
+	examples := flag.String("examples", "../examples", "the examples directory (configs, plugins)")
+	cold := flag.Bool("cold", false, "internal: start, invoke once, print the elapsed time since -t0")
+	t0 := flag.Int64("t0", 0, "internal: the parent's clock at exec, unix ns")
+	flag.Parse()
+	dir, err := filepath.Abs(*examples)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if *cold {
+		m := manager(dir)
+		pipeline(m)
+		fmt.Println(time.Since(time.Unix(0, *t0)).Milliseconds())
+		return
+	}
+
+	m := manager(dir)
+	defer m.Shutdown()
+	out := figures{}
+	s := samples(*n, func() { noPlugins(m) })
+	out["go_no_plugins_p50"], out["go_no_plugins_p99"] = pct(s, 50), pct(s, 99)
+	s = samples(*n, func() { pipeline(m) })
+	out["go_pipeline_p50"], out["go_pipeline_p99"] = pct(s, 50), pct(s, 99)
+	out["go_1_throughput"], _, _ = concurrent(m, 1, *n)
+	out["go_8_throughput"], out["go_8_p50"], out["go_8_p99"] = concurrent(m, 8, *n)
+
+	self, err := os.Executable()
+	if err != nil {
+		log.Fatal(err)
+	}
+	var colds []float64
+	for i := 0; i < 5; i++ {
+		start := time.Now()
+		raw, err := exec.Command(self, "-cold", "-examples", dir, "-t0", strconv.FormatInt(start.UnixNano(), 10)).Output()
+		if err != nil {
+			log.Fatalf("cold start: %v", err)
+		}
+		ms, _ := strconv.ParseFloat(strings.TrimSpace(string(raw)), 64)
+		colds = append(colds, ms)
+	}
+	sort.Float64s(colds)
+	out["go_cold_start_ms"] = colds[len(colds)/2]
+
+	if *long > 0 {
+		for i := 0; i < 20000; i++ { // reach steady state before the first reading
+			pipeline(m)
+		}
+		runtime.GC()
+		before := rssKB()
+		for i := 0; i < *long; i++ {
+			pipeline(m)
+		}
+		runtime.GC()
+		time.Sleep(200 * time.Millisecond)
+		out["go_long_invokes"] = float64(*long)
+		out["go_long_rss_growth_mb"] = (rssKB() - before) / 1024
+		live, err := cpex.LiveHandles()
+		if err != nil {
+			log.Fatal(err)
+		}
+		out["go_long_live_handles"] = float64(live)
+	}
+	if err := json.NewEncoder(os.Stdout).Encode(out); err != nil {
+		log.Fatal(err)
+	}
+}
