@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt sdk-python/pyproject.toml | cksum | cut -d' ' -f1)
 LIB := build/lib/libcpex.so.1
-PYDIRS := sdk-python/cpex codegen/cpex_codegen ffi/build_lib.py sdk-python/tests codegen/tests tests/plugins tests/demos examples/authoring examples/plugins examples/python bench/python_invoke.py
+PYDIRS := sdk-python/cpex codegen/cpex_codegen ffi/build_lib.py sdk-python/tests codegen/tests tests/plugins tests/demos examples/authoring examples/plugins examples/python bench/run.py
 
 GOMODS := sdk-go examples bench
 
@@ -53,9 +53,9 @@ demos: lib
 	cd examples && go run ./generic && go run ./cmf
 	cd examples && ../$(PY) python/generic_demo.py && ../$(PY) python/cmf_demo.py
 
+# Every figure of SPEC §8 with its baseline (bench/README.md); BENCH_ARGS e.g. "--long 0".
 bench: lib
-	cd bench && go run ./invoke
-	$(PY) bench/python_invoke.py
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build

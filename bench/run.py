@@ -1,0 +1,147 @@
+"""`make bench`: every figure of SPEC §8 with its target and its ratio to a baseline
+measured in the same run (the engine called directly in Python; the Python framework
+cpex 0.1.x from PyPI, installed into bench/.venv-cpex01 on first use).
+
+    python bench/run.py [-n N] [--long N] [--skip-cpex01]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+CPEX01 = "cpex==0.1.4"
+
+PAYLOAD = {"tool_name": "get_compensation", "user": "alice", "pii_clearance": True, "arguments": {"employee_id": "E-1001"}}
+EXTENSIONS = {"meta": {"entity_type": "tool", "entity_name": "get_compensation"}}
+
+
+def demo_config() -> str:
+    text = (EXAMPLES / "configs" / "generic.yaml").read_text()
+    return text.replace("plugin_dirs: [plugins]", f"plugin_dirs: [{str(EXAMPLES / 'plugins')!r}]")
+
+
+def percentiles(n: int, f: Callable[[], Any]) -> tuple[float, float]:
+    for _ in range(n // 10 + 1):
+        f()
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter_ns()
+        f()
+        samples.append(time.perf_counter_ns() - start)
+    samples.sort()
+    return samples[n // 2] / 1000, samples[n * 99 // 100] / 1000
+
+
+def python_figures(n: int) -> dict[str, float]:
+    """The engine called directly (the baseline) and the Python SDK over libcpex.so."""
+    from cpex.engine import PluginManager as Engine
+    from cpex.host import PluginManager as Host
+
+    out: dict[str, float] = {}
+    engine = Engine.from_yaml(demo_config())
+    engine.initialize()
+    out["engine_no_plugins_p50"], _ = percentiles(n, lambda: engine.invoke("resource_post_fetch", 0, PAYLOAD, None))
+    out["engine_pipeline_p50"], out["engine_pipeline_p99"] = percentiles(
+        n, lambda: engine.invoke("tool_pre_invoke", 0, PAYLOAD, EXTENSIONS)
+    )
+    engine.shutdown()
+    with Host(demo_config()) as host:
+        host.initialize()
+
+        def sdk() -> None:
+            res = host.invoke("tool_pre_invoke", PAYLOAD, extensions=EXTENSIONS)
+            if res.context is not None:
+                res.context.close()
+            if res.background is not None:
+                res.background.close()
+
+        out["python_sdk_pipeline_p50"], out["python_sdk_pipeline_p99"] = percentiles(n, sdk)
+    return out
+
+
+def go_figures(n: int, long: int) -> dict[str, float]:
+    binary = ROOT / "build" / "bench-go"
+    subprocess.run(["go", "build", "-o", str(binary), "./go"], cwd=ROOT / "bench", check=True)
+    proc = subprocess.run(
+        [str(binary), "-n", str(n), "-long", str(long), "-examples", str(EXAMPLES)], capture_output=True, text=True, check=True
+    )
+    figures: dict[str, float] = json.loads(proc.stdout)
+    return figures
+
+
+def cpex01_figures(n: int) -> dict[str, float]:
+    venv = ROOT / "bench" / ".venv-cpex01"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        print(f"bench: installing {CPEX01} into {venv} (once)", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", CPEX01], check=True)
+    proc = subprocess.run(
+        [str(python), str(ROOT / "bench" / "cpex01" / "baseline.py"), str(n)],
+        capture_output=True, text=True, check=True, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
+    figures: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def row(figure: str, value: str, target: str, ratio: str, ok: bool | None) -> str:
+    mark = "" if ok is None else ("yes" if ok else "NO")
+    return f"| {figure} | {value} | {target} | {ratio} | {mark} |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-n", type=int, default=20000, help="invokes per latency figure")
+    parser.add_argument("--long", type=int, default=1_000_000, help="invokes of the long run (0 skips it)")
+    parser.add_argument("--skip-cpex01", action="store_true", help="skip the cpex 0.1.x baseline (needs PyPI)")
+    args = parser.parse_args()
+
+    py = python_figures(args.n)
+    go = go_figures(args.n, args.long)
+    base = {} if args.skip_cpex01 else cpex01_figures(min(args.n, 5000))
+    f = {**py, **go, **base}
+
+    lines = [
+        "| figure | measured | target | ratio to baseline (same run) | met |",
+        "| --- | --- | --- | --- | --- |",
+        row("Go invoke, hook with no plugins (median)", f"{f['go_no_plugins_p50']:.1f} µs", "≤ 3 µs",
+            f"{f['go_no_plugins_p50'] / f['engine_no_plugins_p50']:.2f} × engine direct ({f['engine_no_plugins_p50']:.1f} µs)",
+            f["go_no_plugins_p50"] <= 3),
+        row("Go invoke, demo pipeline (median / p99)", f"{f['go_pipeline_p50']:.1f} / {f['go_pipeline_p99']:.1f} µs", "≤ 30 / ≤ 150 µs",
+            f"{f['go_pipeline_p50'] / f['engine_pipeline_p50']:.2f} × engine direct ({f['engine_pipeline_p50']:.1f} µs)",
+            f["go_pipeline_p50"] <= 30 and f["go_pipeline_p99"] <= 150),
+        row("Python SDK over libcpex.so, demo pipeline (median)", f"{f['python_sdk_pipeline_p50']:.1f} µs", "≤ 35 µs",
+            f"{f['python_sdk_pipeline_p50'] / f['engine_pipeline_p50']:.2f} × engine direct", f["python_sdk_pipeline_p50"] <= 35),
+        row("ABI overhead: Go invoke ÷ engine direct, demo pipeline", f"{f['go_pipeline_p50'] / f['engine_pipeline_p50']:.2f}", "≤ 1.5",
+            "(is the ratio)", f["go_pipeline_p50"] / f["engine_pipeline_p50"] <= 1.5),
+    ]
+    if base:
+        speedup = f["cpex01_pipeline_p50"] / f["go_pipeline_p50"]
+        lines.append(row(f"against {CPEX01} invoke_hook, same pipeline", f"{speedup:.2f} × faster from Go",
+                         "≥ 3 ×", f"cpex 0.1.x: {f['cpex01_pipeline_p50']:.1f} µs median", speedup >= 3))
+    through = f["go_8_throughput"] / f["go_1_throughput"]
+    spread = f["go_8_p99"] / f["go_8_p50"]
+    lines += [
+        row("8 goroutines at once: throughput, p99 ÷ p50", f"{through:.2f} × one goroutine's ({f['go_8_throughput']:.0f}/s), {spread:.1f}",
+            "≥ 0.8 ×, ≤ 10", f"one goroutine: {f['go_1_throughput']:.0f}/s", through >= 0.8 and spread <= 10),
+        row("cold start: process start → first invoke result (Go)", f"{f['go_cold_start_ms']:.0f} ms", "≤ 300 ms", "", f["go_cold_start_ms"] <= 300),
+    ]
+    if "go_long_invokes" in f:
+        lines.append(row(f"{f['go_long_invokes']:,.0f} invokes: RSS growth, handles left",
+                         f"{f['go_long_rss_growth_mb']:.1f} MB, {f['go_long_live_handles']:.0f}", "≤ 10 MB, 0", "",
+                         f["go_long_rss_growth_mb"] <= 10 and f["go_long_live_handles"] == 0))
+    print("\n".join(lines))
+    print("\nraw figures (µs unless named):", json.dumps({k: round(v, 2) for k, v in sorted(f.items())}))
+
+
+if __name__ == "__main__":
+    main()
