@@ -19,9 +19,13 @@ class PluginResult:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+_ALLOW = PluginResult()
+
+
 def allow(metadata: dict[str, Any] | None = None) -> PluginResult:
     """Let the call continue unchanged."""
-    return PluginResult(metadata=dict(metadata or {}))
+    # Results are read, never changed, by the engine: one shared plain allow will do.
+    return PluginResult(metadata=dict(metadata)) if metadata else _ALLOW
 
 
 def deny(

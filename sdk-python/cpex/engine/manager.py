@@ -17,7 +17,7 @@ from cpex.engine.context import ContextTable
 from cpex.engine.gating import Grant
 from cpex.engine.executor import Invocation, LoadedPlugin, PipelineOutcome, plan_order, run_pipeline
 from cpex.engine.registry import FactoryRegistry, add_plugin_dirs
-from cpex.engine.routing import Router, conditions_match
+from cpex.engine.routing import Resolution, Router, conditions_match
 from cpex.errors import ConfigError, InvalidHandleError, InvalidInputError, PipelineError
 from cpex.plugin import Plugin
 
@@ -43,6 +43,8 @@ class PluginManager:
         self._plugins: list[LoadedPlugin] = []
         self._router = Router(self._config)
         self._plans: dict[str, list[LoadedPlugin]] = {}
+        self._narrowed: dict[tuple[str, Resolution], list[LoadedPlugin]] = {}
+        self._conditional = False
         self._factories = FactoryRegistry()
         self._initialized = False
         self._shut_down = False
@@ -78,6 +80,8 @@ class PluginManager:
                 raise PipelineError("load_config: the manager is already initialized; create a new manager for a new config")
             self._config, self._plugins, self._router = config, plugins, Router(config)
             self._plans = {hook_name: plan_order(p) for hook_name, p in plans.items()}
+            self._conditional = any(p.spec.conditions for p in plugins)
+            self._narrowed.clear()
 
     def _instantiate(self, index: int, config: Config) -> LoadedPlugin:
         spec = config.plugins[index]
@@ -214,12 +218,7 @@ class PluginManager:
             meta = dict(extensions.get("meta") or {})
             meta["tags"] = list(resolution.tags)
             extensions["meta"] = meta
-        if resolution.plugins is not None or any(p.spec.conditions for p in plan):
-            plan = [
-                p
-                for p in plan
-                if (resolution.plugins is None or p.name in resolution.plugins) and conditions_match(p.spec.conditions, resolution)
-            ]
+        plan = self._routed_plan(hook, plan, resolution)
         settings = self._config.plugin_settings
         inv = Invocation(
             hook=hook,
@@ -235,6 +234,24 @@ class PluginManager:
         if outcome.background is not None:
             self._track(outcome.background)
         return InvokeOutcome(result=outcome, context=_carry(self, outcome.states), background=outcome.background)
+
+    def _routed_plan(self, hook: str, plan: list[LoadedPlugin], resolution: Resolution) -> list[LoadedPlugin]:
+        """The hook's plan narrowed to the plugins the routes and conditions select; the
+        router caches resolutions, so the narrowed plan is cached per resolution."""
+        if resolution.plugins is None and not self._conditional:
+            return plan
+        key = (hook, resolution)
+        narrowed = self._narrowed.get(key)
+        if narrowed is None:
+            narrowed = [
+                p
+                for p in plan
+                if (resolution.plugins is None or p.name in resolution.plugins) and conditions_match(p.spec.conditions, resolution)
+            ]
+            if len(self._narrowed) >= max(self._config.plugin_settings.route_cache_size, 1) * 4:
+                self._narrowed.clear()  # bounded, like the route cache
+            self._narrowed[key] = narrowed
+        return narrowed
 
     def _track(self, tasks: BackgroundTasks) -> None:
         """Keeps the tasks until they finish, so shutdown can wait for them."""

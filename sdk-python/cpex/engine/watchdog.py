@@ -15,7 +15,6 @@ import ctypes
 import math
 import threading
 import time
-from dataclasses import dataclass
 
 _POLL_SECONDS = 0.005
 _HORIZON_SECONDS = 1.0
@@ -26,10 +25,12 @@ class PluginDeadline(BaseException):
     `except Exception` does not swallow it."""
 
 
-@dataclass
 class _Guard:
-    deadline: float
-    fired: bool = False
+    __slots__ = ("deadline", "fired")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.fired = False
 
 
 _set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
