@@ -148,6 +148,13 @@ class InvokeResult(Generic[P]):
         return extensions
 
 
+def _utf8(text: str, what: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(f"{what}: not valid UTF-8 (position {exc.start}: {text[exc.start:exc.start + 1]!r})") from None
+
+
 def _release_manager(library: Library, handle: Any) -> None:
     err = library.ffi.new("char **")
     library.check(library.lib.cpex_shutdown(handle, err), err)
@@ -163,7 +170,7 @@ class PluginManager:
         if yaml is None:
             status = lib.cpex_manager_new(out, err)
         else:
-            raw = yaml.encode("utf-8")
+            raw = _utf8(yaml, "yaml")
             status = lib.cpex_manager_new_from_yaml(raw, len(raw), out, err)
         self._library.check(status, err)
         self._handle: Any = out[0]
@@ -189,12 +196,12 @@ class PluginManager:
         path 'package.module:ClassName' of a cpex.Plugin subclass, or the class."""
         if isinstance(target, type):
             target = f"{target.__module__}:{target.__qualname__}"
-        raw_kind, raw_target = kind.encode("utf-8"), target.encode("utf-8")
+        raw_kind, raw_target = _utf8(kind, "kind"), _utf8(target, "target")
         self._call("cpex_register_factory", raw_kind, len(raw_kind), raw_target, len(raw_target))
 
     def load_config(self, yaml: str) -> None:
         """Loads (replaces) the config, before initialize()."""
-        raw = yaml.encode("utf-8")
+        raw = _utf8(yaml, "yaml")
         self._call("cpex_load_config", raw, len(raw))
 
     def load_config_file(self, path: str | os.PathLike[str]) -> None:
@@ -216,7 +223,7 @@ class PluginManager:
 
     def has_hooks_for(self, hook: str) -> bool:
         out = self._library.ffi.new("int *")
-        raw = hook.encode("utf-8")
+        raw = _utf8(hook, "hook")
         self._call("cpex_has_hooks_for", raw, len(raw), out)
         return bool(out[0])
 
@@ -265,7 +272,7 @@ class PluginManager:
         ffi = self._library.ffi
         if payload_type is None:
             payload_type = PAYLOAD_CMF_MESSAGE if isinstance(payload, MessagePayload) else PAYLOAD_GENERIC
-        raw_hook = hook.encode("utf-8")
+        raw_hook = _utf8(hook, "hook")
         body = pack(payload.to_wire() if isinstance(payload, WireRecord) else payload, "payload")
         wire_ext = extensions.to_wire() if isinstance(extensions, WireRecord) else extensions
         ext = pack(wire_ext, "extensions") if wire_ext is not None else b""
