@@ -72,7 +72,7 @@ CASES: list[tuple[str, Callable[[Library, PluginManager], Any], type[CpexError],
     ("random extensions", lambda lib, m: raw_invoke(lib, m, VALID, len(VALID), b"\x92"), ParseError, "extensions"),
     ("non-UTF-8 hook", lambda lib, m: m.invoke("tool\udcff", {}), InvalidInputError, "not valid UTF-8"),
     ("unknown payload type", lambda lib, m: m.invoke(PRE, {}, payload_type=42), InvalidInputError, "unknown payload type 42"),
-    ("payload not a map", lambda lib, m: m.invoke(PRE, ["x"]), InvalidInputError, "must be a map"),  # type: ignore[call-overload]
+    ("payload not a map", lambda lib, m: m.invoke(PRE, ["x"]), InvalidInputError, "must be a map"),
     ("CMF payload of the wrong shape", lambda lib, m: m.invoke("cmf.tool_pre_invoke", {"message": {"schema_version": "1", "content": []}}, payload_type=1), InvalidInputError, "payload.message.role"),
     ("plugin raises", lambda lib, m: m.invoke(PRE, {}, extensions=entity("boom")), PipelineError, "plugin 'raiser' raised RuntimeError"),
     ("plugin hangs", lambda lib, m: m.invoke(PRE, {}, extensions=entity("hang")), PipelineTimeoutError, "plugin 'spinner' timed out"),
