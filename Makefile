@@ -8,7 +8,7 @@ PYDIRS := sdk-python/cpex codegen/cpex_codegen ffi/build_lib.py sdk-python/tests
 
 GOMODS := sdk-go examples bench
 
-.PHONY: all venv lib codegen codegen-check test test-python test-go typecheck demo demos bench clean
+.PHONY: all venv lib codegen codegen-check test test-python test-go test-fuzz typecheck demo demos bench clean
 
 all: lib demo
 
@@ -42,7 +42,13 @@ test-go: lib
 	for d in $(GOMODS); do (cd $$d && go vet ./...) || exit 1; done
 	cd sdk-go && go test -race -count=1 ./...
 
-test: codegen-check typecheck test-python test-go
+# A short run of each Go fuzz target (seeds and past crashers: sdk-go/testdata/fuzz).
+FUZZTIME ?= 10s
+test-fuzz: lib
+	cd sdk-go && for t in FuzzInvokePayload FuzzInvokeExtensions FuzzConfig; do \
+		go test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) . || exit 1; done
+
+test: codegen-check typecheck test-python test-go test-fuzz
 
 # The main demo: a Go host, generic payloads (examples/generic).
 demo: lib

@@ -109,9 +109,14 @@ def pack(value: Any, what: str) -> bytes:
         raise SerializeError(f"{what}: cannot encode as MessagePack: {exc}") from exc
 
 
+def _no_ext(code: int, data: bytes) -> Any:
+    # Named fields and bin only: an extension type could not reach the other SDK.
+    raise ValueError(f"MessagePack extension type {code} is not supported")
+
+
 def unpack(data: bytes | memoryview, what: str) -> Any:
     try:
-        return msgpack.unpackb(data, raw=False)
+        return msgpack.unpackb(data, raw=False, ext_hook=_no_ext)
     except msgpack.ExtraData:
         raise ParseError(f"{what}: trailing bytes after the MessagePack value") from None
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
