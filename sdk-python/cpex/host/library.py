@@ -6,7 +6,8 @@ import functools
 import json
 import os
 import sys
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,31 @@ from cpex.errors import AbiMismatchError, InternalError, RuntimeInitError
 DEFAULT_PATH = Path(__file__).resolve().parents[3] / "build" / "lib" / "libcpex.so.1"
 
 
+class Scratch:
+    """One thread's out-parameters of cpex_invoke, reused call after call."""
+
+    def __init__(self, ffi: Any) -> None:
+        self.result = ffi.new("uint8_t **")
+        self.result_len = ffi.new("size_t *")
+        self.context = ffi.new("cpex_context **")
+        self.background = ffi.new("cpex_background **")
+
+
 @dataclass(frozen=True)
 class Library:
     ffi: Any
     lib: Any
     path: Path
     build_info: dict[str, str]
+    _local: threading.local = field(default_factory=threading.local)
+
+    def scratch(self) -> Scratch:
+        """This thread's out-parameter buffers (the values read from them must be used
+        before the thread's next call)."""
+        scratch: Scratch | None = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = Scratch(self.ffi)
+        return scratch
 
     def check(self, status: int, err: Any) -> None:
         """Raises the error class of status, with the library's message, unless ok."""
