@@ -63,3 +63,22 @@ def test_unknown_parts_survive_a_modification_through_the_library() -> None:
     assert content[-2] == UNKNOWN_PART  # kept as received, in place
     assert content[-1] == {"content_type": "text", "text": "done"}
     assert isinstance(Message.from_wire(raw["message"]).content[1].value, ToolCall)
+
+
+def test_the_view_covers_every_kind_of_part() -> None:
+    from cpex._generated.records import PromptRequest, Resource, ResourceReference, ToolResult
+
+    parts = [
+        ContentPart.new_thinking("hmm"),
+        ContentPart.new_tool_result(ToolResult(tool_call_id="c1", tool_name="search", content={"hits": 3})),
+        ContentPart.new_resource(Resource(resource_request_id="r1", uri="file:///a", resource_type="file")),
+        ContentPart.new_resource_ref(ResourceReference(resource_request_id="r2", uri="file:///b", resource_type="file")),
+        ContentPart.new_prompt_request(PromptRequest(prompt_request_id="p1", name="summarise")),
+    ]
+    view = MessageView(Message(schema_version="1", role="tool", content=parts, channel="c"))
+    assert (view.role, view.channel) == ("tool", "c")
+    assert list(view.thinking()) == ["hmm"] and view.text() == ""
+    assert [r.tool_name for r in view.tool_results()] == ["search"]
+    assert [r.uri for r in view.resources()] == ["file:///a", "file:///b"]
+    assert [p.name for p in view.prompts()] == ["summarise"]
+    assert [p.content_type for p in view.parts("thinking", "resource")] == ["thinking", "resource"]
