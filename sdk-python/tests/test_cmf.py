@@ -80,5 +80,5 @@ def test_the_view_covers_every_kind_of_part() -> None:
     assert list(view.thinking()) == ["hmm"] and view.text() == ""
     assert [r.tool_name for r in view.tool_results()] == ["search"]
     assert [r.uri for r in view.resources()] == ["file:///a", "file:///b"]
-    assert [p.name for p in view.prompts()] == ["summarise"]
+    assert [p.name for p in view.prompts() if isinstance(p, PromptRequest)] == ["summarise"]
     assert [p.content_type for p in view.parts("thinking", "resource")] == ["thinking", "resource"]
