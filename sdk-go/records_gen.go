@@ -10,16 +10,16 @@ import (
 
 // PluginViolation: Why a plugin denied the call.
 type PluginViolation struct {
-	Code        string
-	Reason      string
-	Description string
-	Details     map[string]any
+	Code        string         `msgpack:"code"`
+	Reason      string         `msgpack:"reason"`
+	Description string         `msgpack:"description,omitempty"`
+	Details     map[string]any `msgpack:"details,omitempty"`
 	// Set by the engine, never by the plugin.
-	PluginName     string
-	ProtoErrorCode *int64
+	PluginName     string `msgpack:"plugin_name,omitempty"`
+	ProtoErrorCode *int64 `msgpack:"proto_error_code,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -125,14 +125,14 @@ func (r *PluginViolation) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // PluginError: A plugin failure that did not stop the pipeline (on_error ignore / disable).
 type PluginError struct {
-	PluginName     string
-	Message        string
-	Code           string
-	Details        map[string]any
-	ProtoErrorCode *int64
+	PluginName     string         `msgpack:"plugin_name"`
+	Message        string         `msgpack:"message"`
+	Code           string         `msgpack:"code,omitempty"`
+	Details        map[string]any `msgpack:"details,omitempty"`
+	ProtoErrorCode *int64         `msgpack:"proto_error_code,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -226,18 +226,18 @@ func (r *PluginError) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // PipelineResult: The outcome of one invoke.
 type PipelineResult struct {
-	ContinueProcessing bool
-	Violation          *PluginViolation
-	Errors             []PluginError
-	Metadata           map[string]any
-	PayloadType        uint8
+	ContinueProcessing bool             `msgpack:"continue_processing"`
+	Violation          *PluginViolation `msgpack:"violation,omitempty"`
+	Errors             []PluginError    `msgpack:"errors,omitempty"`
+	Metadata           map[string]any   `msgpack:"metadata,omitempty"`
+	PayloadType        uint8            `msgpack:"payload_type"`
 	// The modified payload, MessagePack; absent when unchanged.
-	ModifiedPayload []byte
+	ModifiedPayload []byte `msgpack:"modified_payload,omitempty"`
 	// The modified extensions, MessagePack; absent when unchanged.
-	ModifiedExtensions []byte
+	ModifiedExtensions []byte `msgpack:"modified_extensions,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -355,21 +355,21 @@ func (r *PipelineResult) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // Extensions: Everything known about an invocation besides its payload; each slot has a mutability tier (extension_slots).
 type Extensions struct {
-	Meta       *MetaExtension
-	Security   *SecurityExtension
-	HTTP       *HttpExtension
-	Delegation *DelegationExtension
-	Agent      *AgentExtension
-	Request    *RequestExtension
-	MCP        *MCPExtension
-	Completion *CompletionExtension
-	Provenance *ProvenanceExtension
-	LLM        *LLMExtension
-	Framework  *FrameworkExtension
-	Custom     map[string]any
+	Meta       *MetaExtension       `msgpack:"meta,omitempty"`
+	Security   *SecurityExtension   `msgpack:"security,omitempty"`
+	HTTP       *HttpExtension       `msgpack:"http,omitempty"`
+	Delegation *DelegationExtension `msgpack:"delegation,omitempty"`
+	Agent      *AgentExtension      `msgpack:"agent,omitempty"`
+	Request    *RequestExtension    `msgpack:"request,omitempty"`
+	MCP        *MCPExtension        `msgpack:"mcp,omitempty"`
+	Completion *CompletionExtension `msgpack:"completion,omitempty"`
+	Provenance *ProvenanceExtension `msgpack:"provenance,omitempty"`
+	LLM        *LLMExtension        `msgpack:"llm,omitempty"`
+	Framework  *FrameworkExtension  `msgpack:"framework,omitempty"`
+	Custom     map[string]any       `msgpack:"custom,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -551,14 +551,14 @@ func (r *Extensions) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // MetaExtension: The entity the invocation is about, and its tags (routing reads them).
 type MetaExtension struct {
-	EntityType string
-	EntityName string
-	Tags       []string
-	Scope      string
-	Properties map[string]string
+	EntityType string            `msgpack:"entity_type,omitempty"`
+	EntityName string            `msgpack:"entity_name,omitempty"`
+	Tags       []string          `msgpack:"tags,omitempty"`
+	Scope      string            `msgpack:"scope,omitempty"`
+	Properties map[string]string `msgpack:"properties,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -656,16 +656,16 @@ func (r *MetaExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // SecurityExtension: Labels, the subject, the agent identity and the policies of the data involved.
 type SecurityExtension struct {
-	Labels         []string
-	Classification string
-	Subject        *SubjectExtension
-	Agent          *AgentIdentity
-	AuthMethod     string
-	Objects        map[string]ObjectSecurityProfile
-	Data           map[string]DataPolicy
+	Labels         []string                         `msgpack:"labels,omitempty"`
+	Classification string                           `msgpack:"classification,omitempty"`
+	Subject        *SubjectExtension                `msgpack:"subject,omitempty"`
+	Agent          *AgentIdentity                   `msgpack:"agent,omitempty"`
+	AuthMethod     string                           `msgpack:"auth_method,omitempty"`
+	Objects        map[string]ObjectSecurityProfile `msgpack:"objects,omitempty"`
+	Data           map[string]DataPolicy            `msgpack:"data,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -787,15 +787,15 @@ func (r *SecurityExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // SubjectExtension: Who the call acts for.
 type SubjectExtension struct {
-	ID          string
-	SubjectType string
-	Roles       []string
-	Permissions []string
-	Teams       []string
-	Claims      map[string]string
+	ID          string            `msgpack:"id,omitempty"`
+	SubjectType string            `msgpack:"subject_type,omitempty"`
+	Roles       []string          `msgpack:"roles,omitempty"`
+	Permissions []string          `msgpack:"permissions,omitempty"`
+	Teams       []string          `msgpack:"teams,omitempty"`
+	Claims      map[string]string `msgpack:"claims,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -905,12 +905,12 @@ func (r *SubjectExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // AgentIdentity: The workload identity of the calling agent.
 type AgentIdentity struct {
-	ClientID    string
-	WorkloadID  string
-	TrustDomain string
+	ClientID    string `msgpack:"client_id,omitempty"`
+	WorkloadID  string `msgpack:"workload_id,omitempty"`
+	TrustDomain string `msgpack:"trust_domain,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -984,13 +984,13 @@ func (r *AgentIdentity) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // ObjectSecurityProfile: Who manages an object and what may be done with it.
 type ObjectSecurityProfile struct {
-	ManagedBy   string
-	Permissions []string
-	TrustDomain string
-	DataScope   []string
+	ManagedBy   string   `msgpack:"managed_by,omitempty"`
+	Permissions []string `msgpack:"permissions,omitempty"`
+	TrustDomain string   `msgpack:"trust_domain,omitempty"`
+	DataScope   []string `msgpack:"data_scope,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -1076,13 +1076,13 @@ func (r *ObjectSecurityProfile) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // DataPolicy: Labels and actions that apply to a piece of data.
 type DataPolicy struct {
-	ApplyLabels    []string
-	AllowedActions []string
-	DeniedActions  []string
-	Retention      *RetentionPolicy
+	ApplyLabels    []string         `msgpack:"apply_labels,omitempty"`
+	AllowedActions []string         `msgpack:"allowed_actions,omitempty"`
+	DeniedActions  []string         `msgpack:"denied_actions,omitempty"`
+	Retention      *RetentionPolicy `msgpack:"retention,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -1168,12 +1168,12 @@ func (r *DataPolicy) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // RetentionPolicy: How long data may be kept.
 type RetentionPolicy struct {
-	MaxAgeSeconds *uint64
-	Policy        string
-	DeleteAfter   string
+	MaxAgeSeconds *uint64 `msgpack:"max_age_seconds,omitempty"`
+	Policy        string  `msgpack:"policy,omitempty"`
+	DeleteAfter   string  `msgpack:"delete_after,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -1247,11 +1247,11 @@ func (r *RetentionPolicy) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // HttpExtension: HTTP headers of the request and the response.
 type HttpExtension struct {
-	RequestHeaders  map[string]string
-	ResponseHeaders map[string]string
+	RequestHeaders  map[string]string `msgpack:"request_headers,omitempty"`
+	ResponseHeaders map[string]string `msgpack:"response_headers,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -1313,15 +1313,15 @@ func (r *HttpExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // DelegationExtension: The chain of delegations the call went through.
 type DelegationExtension struct {
-	Chain           []DelegationHop
-	Depth           int
-	OriginSubjectID string
-	ActorSubjectID  string
-	Delegated       bool
-	AgeSeconds      float64
+	Chain           []DelegationHop `msgpack:"chain,omitempty"`
+	Depth           int             `msgpack:"depth,omitempty"`
+	OriginSubjectID string          `msgpack:"origin_subject_id,omitempty"`
+	ActorSubjectID  string          `msgpack:"actor_subject_id,omitempty"`
+	Delegated       bool            `msgpack:"delegated,omitempty"`
+	AgeSeconds      float64         `msgpack:"age_seconds,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -1431,17 +1431,17 @@ func (r *DelegationExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // DelegationHop: One delegation step.
 type DelegationHop struct {
-	SubjectID     string
-	SubjectType   string
-	Audience      string
-	ScopesGranted []string
-	Timestamp     string
-	TtlSeconds    *uint64
-	Strategy      string
-	FromCache     bool
+	SubjectID     string   `msgpack:"subject_id,omitempty"`
+	SubjectType   string   `msgpack:"subject_type,omitempty"`
+	Audience      string   `msgpack:"audience,omitempty"`
+	ScopesGranted []string `msgpack:"scopes_granted,omitempty"`
+	Timestamp     string   `msgpack:"timestamp,omitempty"`
+	TtlSeconds    *uint64  `msgpack:"ttl_seconds,omitempty"`
+	Strategy      string   `msgpack:"strategy,omitempty"`
+	FromCache     bool     `msgpack:"from_cache,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -1575,16 +1575,16 @@ func (r *DelegationHop) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // AgentExtension: The agent conversation the call belongs to.
 type AgentExtension struct {
-	Input          string
-	SessionID      string
-	ConversationID string
-	Turn           *uint32
-	AgentID        string
-	ParentAgentID  string
-	Conversation   *ConversationContext
+	Input          string               `msgpack:"input,omitempty"`
+	SessionID      string               `msgpack:"session_id,omitempty"`
+	ConversationID string               `msgpack:"conversation_id,omitempty"`
+	Turn           *uint32              `msgpack:"turn,omitempty"`
+	AgentID        string               `msgpack:"agent_id,omitempty"`
+	ParentAgentID  string               `msgpack:"parent_agent_id,omitempty"`
+	Conversation   *ConversationContext `msgpack:"conversation,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -1706,12 +1706,12 @@ func (r *AgentExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // ConversationContext: What the conversation is about so far.
 type ConversationContext struct {
-	History []any
-	Summary string
-	Topics  []string
+	History []any    `msgpack:"history,omitempty"`
+	Summary string   `msgpack:"summary,omitempty"`
+	Topics  []string `msgpack:"topics,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -1785,14 +1785,14 @@ func (r *ConversationContext) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // RequestExtension: Request identifiers and tracing.
 type RequestExtension struct {
-	Environment string
-	RequestID   string
-	Timestamp   string
-	TraceID     string
-	SpanID      string
+	Environment string `msgpack:"environment,omitempty"`
+	RequestID   string `msgpack:"request_id,omitempty"`
+	Timestamp   string `msgpack:"timestamp,omitempty"`
+	TraceID     string `msgpack:"trace_id,omitempty"`
+	SpanID      string `msgpack:"span_id,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -1890,12 +1890,12 @@ func (r *RequestExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // MCPExtension: MCP metadata of the tool, resource or prompt involved.
 type MCPExtension struct {
-	Tool     *ToolMetadata
-	Resource *ResourceMetadata
-	Prompt   *PromptMetadata
+	Tool     *ToolMetadata     `msgpack:"tool,omitempty"`
+	Resource *ResourceMetadata `msgpack:"resource,omitempty"`
+	Prompt   *PromptMetadata   `msgpack:"prompt,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -1969,17 +1969,17 @@ func (r *MCPExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // ToolMetadata: An MCP tool's description.
 type ToolMetadata struct {
-	Name         string
-	Title        string
-	Description  string
-	InputSchema  map[string]any
-	OutputSchema map[string]any
-	ServerID     string
-	Namespace    string
-	Annotations  map[string]any
+	Name         string         `msgpack:"name"`
+	Title        string         `msgpack:"title,omitempty"`
+	Description  string         `msgpack:"description,omitempty"`
+	InputSchema  map[string]any `msgpack:"input_schema,omitempty"`
+	OutputSchema map[string]any `msgpack:"output_schema,omitempty"`
+	ServerID     string         `msgpack:"server_id,omitempty"`
+	Namespace    string         `msgpack:"namespace,omitempty"`
+	Annotations  map[string]any `msgpack:"annotations,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -2113,14 +2113,14 @@ func (r *ToolMetadata) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // ResourceMetadata: An MCP resource's description.
 type ResourceMetadata struct {
-	Uri         string
-	Name        string
-	Description string
-	MimeType    string
-	ServerID    string
+	Uri         string `msgpack:"uri"`
+	Name        string `msgpack:"name,omitempty"`
+	Description string `msgpack:"description,omitempty"`
+	MimeType    string `msgpack:"mime_type,omitempty"`
+	ServerID    string `msgpack:"server_id,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -2218,12 +2218,12 @@ func (r *ResourceMetadata) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // PromptMetadata: An MCP prompt's description.
 type PromptMetadata struct {
-	Name        string
-	Description string
-	ServerID    string
+	Name        string `msgpack:"name"`
+	Description string `msgpack:"description,omitempty"`
+	ServerID    string `msgpack:"server_id,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -2297,15 +2297,15 @@ func (r *PromptMetadata) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // CompletionExtension: How an LLM completion ended.
 type CompletionExtension struct {
-	StopReason string
-	Tokens     *TokenUsage
-	Model      string
-	RawFormat  string
-	CreatedAt  string
-	LatencyMs  *uint64
+	StopReason string      `msgpack:"stop_reason,omitempty"`
+	Tokens     *TokenUsage `msgpack:"tokens,omitempty"`
+	Model      string      `msgpack:"model,omitempty"`
+	RawFormat  string      `msgpack:"raw_format,omitempty"`
+	CreatedAt  string      `msgpack:"created_at,omitempty"`
+	LatencyMs  *uint64     `msgpack:"latency_ms,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -2415,12 +2415,12 @@ func (r *CompletionExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // TokenUsage: Token counts of a completion.
 type TokenUsage struct {
-	InputTokens  int
-	OutputTokens int
-	TotalTokens  int
+	InputTokens  int `msgpack:"input_tokens,omitempty"`
+	OutputTokens int `msgpack:"output_tokens,omitempty"`
+	TotalTokens  int `msgpack:"total_tokens,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -2494,12 +2494,12 @@ func (r *TokenUsage) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // ProvenanceExtension: Where a message came from.
 type ProvenanceExtension struct {
-	Source    string
-	MessageID string
-	ParentID  string
+	Source    string `msgpack:"source,omitempty"`
+	MessageID string `msgpack:"message_id,omitempty"`
+	ParentID  string `msgpack:"parent_id,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -2573,12 +2573,12 @@ func (r *ProvenanceExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // LLMExtension: The model serving the call.
 type LLMExtension struct {
-	ModelID      string
-	Provider     string
-	Capabilities []string
+	ModelID      string   `msgpack:"model_id,omitempty"`
+	Provider     string   `msgpack:"provider,omitempty"`
+	Capabilities []string `msgpack:"capabilities,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -2652,14 +2652,14 @@ func (r *LLMExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // FrameworkExtension: The agent framework hosting the call.
 type FrameworkExtension struct {
-	Framework        string
-	FrameworkVersion string
-	NodeID           string
-	GraphID          string
-	Metadata         map[string]any
+	Framework        string         `msgpack:"framework,omitempty"`
+	FrameworkVersion string         `msgpack:"framework_version,omitempty"`
+	NodeID           string         `msgpack:"node_id,omitempty"`
+	GraphID          string         `msgpack:"graph_id,omitempty"`
+	Metadata         map[string]any `msgpack:"metadata,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -2757,10 +2757,10 @@ func (r *FrameworkExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // MessagePayload: The payload of payload type cmf_message.
 type MessagePayload struct {
-	Message Message
+	Message Message `msgpack:"message"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -2810,13 +2810,13 @@ func (r *MessagePayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // Message: A CMF message - a role and its content parts.
 type Message struct {
-	SchemaVersion string
-	Role          string
-	Content       []ContentPart
-	Channel       string
+	SchemaVersion string        `msgpack:"schema_version"`
+	Role          string        `msgpack:"role"`
+	Content       []ContentPart `msgpack:"content"`
+	Channel       string        `msgpack:"channel,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -2894,13 +2894,13 @@ func (r *Message) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // ToolCall: A request to run a tool.
 type ToolCall struct {
-	ToolCallID string
-	Name       string
-	Arguments  map[string]any
-	Namespace  string
+	ToolCallID string         `msgpack:"tool_call_id"`
+	Name       string         `msgpack:"name"`
+	Arguments  map[string]any `msgpack:"arguments,omitempty"`
+	Namespace  string         `msgpack:"namespace,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -2982,13 +2982,13 @@ func (r *ToolCall) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // ToolResult: What a tool returned.
 type ToolResult struct {
-	ToolCallID string
-	ToolName   string
-	Content    any
-	IsError    bool
+	ToolCallID string `msgpack:"tool_call_id"`
+	ToolName   string `msgpack:"tool_name"`
+	Content    any    `msgpack:"content,omitempty"`
+	IsError    bool   `msgpack:"is_error,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -3070,20 +3070,20 @@ func (r *ToolResult) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // Resource: A resource's content.
 type Resource struct {
-	ResourceRequestID string
-	Uri               string
-	Name              string
-	Description       string
-	ResourceType      string
-	Content           string
-	Blob              []byte
-	MimeType          string
-	SizeBytes         *uint64
-	Annotations       map[string]any
-	Version           string
+	ResourceRequestID string         `msgpack:"resource_request_id"`
+	Uri               string         `msgpack:"uri"`
+	Name              string         `msgpack:"name,omitempty"`
+	Description       string         `msgpack:"description,omitempty"`
+	ResourceType      string         `msgpack:"resource_type"`
+	Content           string         `msgpack:"content,omitempty"`
+	Blob              []byte         `msgpack:"blob,omitempty"`
+	MimeType          string         `msgpack:"mime_type,omitempty"`
+	SizeBytes         *uint64        `msgpack:"size_bytes,omitempty"`
+	Annotations       map[string]any `msgpack:"annotations,omitempty"`
+	Version           string         `msgpack:"version,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -3245,16 +3245,16 @@ func (r *Resource) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // ResourceReference: A pointer to (a range of) a resource.
 type ResourceReference struct {
-	ResourceRequestID string
-	Uri               string
-	Name              string
-	ResourceType      string
-	RangeStart        *uint64
-	RangeEnd          *uint64
-	Selector          string
+	ResourceRequestID string  `msgpack:"resource_request_id"`
+	Uri               string  `msgpack:"uri"`
+	Name              string  `msgpack:"name,omitempty"`
+	ResourceType      string  `msgpack:"resource_type"`
+	RangeStart        *uint64 `msgpack:"range_start,omitempty"`
+	RangeEnd          *uint64 `msgpack:"range_end,omitempty"`
+	Selector          string  `msgpack:"selector,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -3368,13 +3368,13 @@ func (r *ResourceReference) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // PromptRequest: A request to render a prompt.
 type PromptRequest struct {
-	PromptRequestID string
-	Name            string
-	Arguments       map[string]any
-	ServerID        string
+	PromptRequestID string         `msgpack:"prompt_request_id"`
+	Name            string         `msgpack:"name"`
+	Arguments       map[string]any `msgpack:"arguments,omitempty"`
+	ServerID        string         `msgpack:"server_id,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -3456,15 +3456,15 @@ func (r *PromptRequest) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // PromptResult: A rendered prompt.
 type PromptResult struct {
-	PromptRequestID string
-	PromptName      string
-	Messages        []Message
-	Content         string
-	IsError         bool
-	ErrorMessage    string
+	PromptRequestID string    `msgpack:"prompt_request_id"`
+	PromptName      string    `msgpack:"prompt_name"`
+	Messages        []Message `msgpack:"messages,omitempty"`
+	Content         string    `msgpack:"content,omitempty"`
+	IsError         bool      `msgpack:"is_error,omitempty"`
+	ErrorMessage    string    `msgpack:"error_message,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -3570,12 +3570,12 @@ func (r *PromptResult) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // ImageSource: An image, inline or by reference.
 type ImageSource struct {
-	Type      string
-	Data      string
-	MediaType string
+	Type      string `msgpack:"type"`
+	Data      string `msgpack:"data"`
+	MediaType string `msgpack:"media_type,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -3645,13 +3645,13 @@ func (r *ImageSource) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // VideoSource: A video, inline or by reference.
 type VideoSource struct {
-	Type       string
-	Data       string
-	MediaType  string
-	DurationMs *uint64
+	Type       string  `msgpack:"type"`
+	Data       string  `msgpack:"data"`
+	MediaType  string  `msgpack:"media_type,omitempty"`
+	DurationMs *uint64 `msgpack:"duration_ms,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -3733,13 +3733,13 @@ func (r *VideoSource) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // AudioSource: An audio clip, inline or by reference.
 type AudioSource struct {
-	Type       string
-	Data       string
-	MediaType  string
-	DurationMs *uint64
+	Type       string  `msgpack:"type"`
+	Data       string  `msgpack:"data"`
+	MediaType  string  `msgpack:"media_type,omitempty"`
+	DurationMs *uint64 `msgpack:"duration_ms,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -3821,13 +3821,13 @@ func (r *AudioSource) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // DocumentSource: A document, inline or by reference.
 type DocumentSource struct {
-	Type      string
-	Data      string
-	MediaType string
-	Title     string
+	Type      string `msgpack:"type"`
+	Data      string `msgpack:"data"`
+	MediaType string `msgpack:"media_type,omitempty"`
+	Title     string `msgpack:"title,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
@@ -3911,22 +3911,22 @@ func (r *DocumentSource) DecodeMsgpack(dec *msgpack.Decoder) error {
 // content type this SDK does not know keeps its whole map in Raw and is re-emitted
 // unchanged.
 type ContentPart struct {
-	ContentType   string
-	Text          string
-	ToolCall      *ToolCall
-	ToolResult    *ToolResult
-	Resource      *Resource
-	ResourceRef   *ResourceReference
-	PromptRequest *PromptRequest
-	PromptResult  *PromptResult
-	Image         *ImageSource
-	Video         *VideoSource
-	Audio         *AudioSource
-	Document      *DocumentSource
+	ContentType   string             `msgpack:"content_type"`
+	Text          string             `msgpack:"-"`
+	ToolCall      *ToolCall          `msgpack:"-"`
+	ToolResult    *ToolResult        `msgpack:"-"`
+	Resource      *Resource          `msgpack:"-"`
+	ResourceRef   *ResourceReference `msgpack:"-"`
+	PromptRequest *PromptRequest     `msgpack:"-"`
+	PromptResult  *PromptResult      `msgpack:"-"`
+	Image         *ImageSource       `msgpack:"-"`
+	Video         *VideoSource       `msgpack:"-"`
+	Audio         *AudioSource       `msgpack:"-"`
+	Document      *DocumentSource    `msgpack:"-"`
 	// Raw is the whole map of an unknown variant.
-	Raw msgpack.RawMessage
+	Raw msgpack.RawMessage `msgpack:"-"`
 	// Extra holds unknown fields of a known variant.
-	Extra []ExtraField
+	Extra []ExtraField `msgpack:"-"`
 }
 
 // NewTextPart makes a text part.

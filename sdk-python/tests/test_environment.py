@@ -6,6 +6,7 @@ instead of exiting or reading as success."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +87,14 @@ def test_exported_symbols_are_only_the_abi() -> None:
     header = (ROOT / "include" / "cpex.h").read_text()
     for s in symbols:
         assert f" {s}(" in header or f"*{s}(" in header, f"{s} is exported but not in cpex.h"
+
+
+def test_a_moved_library_still_finds_its_python(tmp_path: Path) -> None:
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    shutil.copy2(ROOT / "build" / "lib" / "libcpex.so.1", moved / "libcpex.so.1")
+    (moved / "libcpex.so").symlink_to("libcpex.so.1")
+    exe = build_host(tmp_path, moved)
+    proc = subprocess.run([str(exe), YAML], env={}, cwd="/", capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[:3] == ["new 0", "init 0", "invoke 0"], proc.stdout
