@@ -28,7 +28,7 @@ codegen-check: $(STAMP)
 
 lib: $(LIB)
 
-$(LIB): $(STAMP) ffi/build_lib.py ffi/runtime.c ffi/generated/shims.c ffi/generated/embedding_api.h include/cpex.h
+$(LIB): $(STAMP) ffi/build_lib.py ffi/runtime.c ffi/fastpath.c ffi/generated/shims.c ffi/generated/embedding_api.h include/cpex.h
 	$(PY) ffi/build_lib.py
 
 typecheck: $(STAMP)

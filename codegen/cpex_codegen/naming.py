@@ -59,6 +59,11 @@ def _c_param(schema: Schema, p: Param, public: bool) -> list[str]:
     }[p.kind]
 
 
+def public_args(schema: Schema, fn: Function) -> list[str]:
+    """The names of the public parameters, in order (to pass them on unchanged)."""
+    return [decl.rsplit("*", 1)[-1].split()[-1] for decl in c_params(schema, fn)]
+
+
 def c_args(fn: Function) -> list[str]:
     """Arguments a shim passes on to its Python implementation."""
     out: list[str] = []

@@ -139,6 +139,7 @@ def environment(schema: Schema) -> jinja2.Environment:
         GENERATED=naming.GENERATED,
         c_decl=naming.c_decl,
         c_args=naming.c_args,
+        public_args=naming.public_args,
         camel=naming.camel,
         lower_camel=naming.lower_camel,
         go_field_type=go_field_type,

@@ -95,6 +95,9 @@ class Function(Strict):
     returns: Literal["status", "uint32", "const_string", "void"] = "status"
     params: tuple[Param, ...] = ()
     doc: str
+    # A C function cpex__fast_<name> (ffi/) may answer the call before Python is
+    # entered; it returns CPEX__DECLINED to let Python answer.
+    fast_path: bool = False
 
     @model_validator(mode="after")
     def _returns(self) -> "Function":

@@ -191,6 +191,9 @@ cpex_status cpex_invoke(cpex_manager *manager, const char *hook, size_t hook_len
     rc = cpex__runtime_ready(err_msg);
     if (rc != CPEX_OK)
         return rc;
+    rc = cpex__fast_invoke(manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, context, out_result, out_result_len, out_context, out_background, err_msg);
+    if (rc != CPEX__DECLINED)
+        return rc;
     rc = cpex__status_of(cpexpy_invoke((uintptr_t)manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, (uintptr_t)context, out_result, out_result_len, &tok_out_context, &tok_out_background, err_msg), "cpex_invoke", err_msg);
     if (rc == CPEX_OK)
         *out_context = (cpex_context *)tok_out_context;

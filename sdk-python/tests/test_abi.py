@@ -35,13 +35,16 @@ def new_manager(library: Library, yaml: str) -> Any:
     return out[0]
 
 
-def invoke(library: Library, manager: Any, payload: bytes, context: Any = None) -> tuple[int, str, Any, Any]:
+def invoke(
+    library: Library, manager: Any, payload: bytes, context: Any = None, hook: bytes = b"tool_pre_invoke",
+    payload_type: int = 0, extensions: bytes = b"",
+) -> tuple[int, str, Any, Any]:
     ffi = library.ffi
     out, out_len = ffi.new("uint8_t **"), ffi.new("size_t *")
     out_ctx, out_bg = ffi.new("cpex_context **"), ffi.new("cpex_background **")
     status, message = call(
-        library, "cpex_invoke", manager, b"tool_pre_invoke", 15, 0, payload, len(payload), ffi.NULL, 0,
-        context if context is not None else ffi.NULL, out, out_len, out_ctx, out_bg,
+        library, "cpex_invoke", manager, hook, len(hook), payload_type, payload, len(payload),
+        extensions or ffi.NULL, len(extensions), context if context is not None else ffi.NULL, out, out_len, out_ctx, out_bg,
     )
     result = library.take_bytes(out, out_len[0]) if status == Status.OK else None
     if status != Status.OK:
@@ -131,3 +134,55 @@ def test_an_incompatible_library_is_refused_naming_both_versions(library: Librar
         check_compatible(library.path, version, other)
     with pytest.raises(RuntimeInitError, match="libcpex not found"):
         load_library(tmp_path / "missing.so")
+
+
+NOBODY = b"hook_nobody_handles"
+GOOD = msgpack.packb({"tool_name": "x", "n": [1, 2.5, None, True, b"\x00"], "deep": {"k": "\u00e9t\u00e9"}})
+BAD = [
+    (msgpack.packb({"a": "long enough to cut"})[:-4], Status.PARSE, "payload"),
+    (b"\x81\x01\x02", Status.PARSE, "payload"),  # an integer map key
+    (b"\x81\xa1a\xa2\xff\xfe", Status.PARSE, "payload"),  # a string that is not UTF-8
+    (b"\x81\xa1a\xd5\x30\x30\x30", Status.PARSE, "extension type"),
+    (msgpack.packb([1, 2]), Status.INVALID_INPUT, "must be a map"),
+    (msgpack.packb({}) + b"\x00", Status.PARSE, "trailing bytes"),
+]
+
+
+def test_hooks_nobody_handles_get_the_same_answers_from_the_c_fast_path(library: Library, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cpex.engine.manager import PluginManager as Engine
+
+    m = new_manager(library, config(plugin("a", "Allow")))
+
+    def not_here(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the engine was entered for a hook nobody handles")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Engine, "invoke", not_here)
+        status, message, result, ctx = invoke(library, m, GOOD, hook=NOBODY)
+    assert (status, message, ctx) == (Status.OK, "", library.ffi.NULL)
+    assert msgpack.unpackb(result) == {"continue_processing": True, "payload_type": 0}
+    for payload, want, text in BAD:
+        status, message, _, _ = invoke(library, m, payload, hook=NOBODY)
+        assert status == want and text in message, (payload, status, message)
+    status, message, _, _ = invoke(library, m, GOOD, hook=NOBODY, extensions=b"\x92")
+    assert status == Status.PARSE and "extensions" in message
+    status, message, _, _ = invoke(library, m, GOOD, hook=NOBODY, payload_type=7)
+    assert status == Status.INVALID_INPUT and "unknown payload type 7" in message
+    status, message, _, _ = invoke(library, m, msgpack.packb({"message": {}}), hook=NOBODY, payload_type=1)
+    assert status == Status.INVALID_INPUT and "payload.message" in message
+    status, message, _, _ = invoke(library, m, GOOD, hook=b"\xff")
+    assert status == Status.INVALID_INPUT and "not valid UTF-8" in message
+    assert call(library, "cpex_shutdown", m)[0] == Status.OK
+    status, message, _, _ = invoke(library, m, GOOD, hook=NOBODY)
+    assert status == Status.INVALID_HANDLE
+
+
+def test_the_fast_path_waits_for_initialize(library: Library) -> None:
+    out = library.ffi.new("cpex_manager **")
+    raw = config(plugin("a", "Allow")).encode()
+    assert call(library, "cpex_manager_new_from_yaml", raw, len(raw), out)[0] == Status.OK
+    status, message, _, _ = invoke(library, out[0], GOOD, hook=NOBODY)
+    assert status == Status.PIPELINE and "not initialized" in message
+    assert call(library, "cpex_initialize", out[0])[0] == Status.OK
+    assert invoke(library, out[0], GOOD, hook=NOBODY)[0] == Status.OK
+    assert call(library, "cpex_shutdown", out[0])[0] == Status.OK

@@ -11,7 +11,7 @@ import functools
 from typing import Any, Callable
 
 from cpex._generated.abi_cdef import PYTHON_FUNCTIONS
-from cpex._generated.errors import Status
+from cpex._generated.errors import PAYLOAD_GENERIC, Status
 from cpex._generated.records import PipelineResult, PluginError
 from cpex._boundary.handles import HANDLES, Kind
 from cpex.engine import PluginManager, payloads
@@ -61,27 +61,41 @@ class Exports:
 
     # -- the functions ----------------------------------------------------------------
 
+    def _publish(self, token: int, manager: PluginManager) -> None:
+        """Tells the C fast path which hooks have plugins (see ffi/fastpath.c)."""
+        hooks = "\0".join(manager.hooks_with_plugins()).encode("utf-8")
+        self.lib.cpexrt_publish_hooks(token, int(manager.is_initialized()), hooks, len(hooks))
+
     def manager_new(self, out_manager: Any) -> None:
         manager = PluginManager()
-        out_manager[0] = HANDLES.issue(Kind.MANAGER, manager, owner=manager)
+        token = HANDLES.issue(Kind.MANAGER, manager, owner=manager)
+        self._publish(token, manager)
+        out_manager[0] = token
 
     def manager_new_from_yaml(self, yaml: Any, yaml_len: int, out_manager: Any) -> None:
         manager = PluginManager.from_yaml(self._text(yaml, yaml_len, "yaml"))
-        out_manager[0] = HANDLES.issue(Kind.MANAGER, manager, owner=manager)
+        token = HANDLES.issue(Kind.MANAGER, manager, owner=manager)
+        self._publish(token, manager)
+        out_manager[0] = token
 
     def register_factory(self, manager: int, kind: Any, kind_len: int, target: Any, target_len: int) -> None:
         self._manager(manager, "manager").register_factory(self._text(kind, kind_len, "kind"), self._text(target, target_len, "target"))
 
     def load_config(self, manager: int, yaml: Any, yaml_len: int) -> None:
-        self._manager(manager, "manager").load_config(self._text(yaml, yaml_len, "yaml"))
+        mgr = self._manager(manager, "manager")
+        mgr.load_config(self._text(yaml, yaml_len, "yaml"))
+        self._publish(manager, mgr)
 
     def initialize(self, manager: int) -> None:
-        self._manager(manager, "manager").initialize()
+        mgr = self._manager(manager, "manager")
+        mgr.initialize()
+        self._publish(manager, mgr)
 
     def shutdown(self, manager: int) -> None:
         mgr = self._manager(manager, "manager")
-        # Handles die first, so calls racing this one fail cleanly instead of using
-        # plugins that are shutting down.
+        # Handles die first (and the C fast path forgets the manager), so calls racing
+        # this one fail cleanly instead of using plugins that are shutting down.
+        self.lib.cpexrt_publish_hooks(manager, -1, b"", 0)
         HANDLES.release_owned_by(mgr)
         mgr.shutdown()
 
@@ -227,6 +241,8 @@ def install(ffi: Any, lib: Any) -> None:
     """Attaches every implementation to its cffi extern "Python" declaration."""
     if lib.cpexrt_embedded():
         refuse_signal_handlers()
+    unchanged = _unchanged_result(PAYLOAD_GENERIC)  # CMF payloads always need Python's checks
+    lib.cpexrt_set_unchanged_result(PAYLOAD_GENERIC, unchanged, len(unchanged))
     exports = Exports(ffi, lib)
     for name in PYTHON_FUNCTIONS:
         ffi.def_extern(name=f"cpexpy_{name}", onerror=_onerror)(_entry(exports, name, getattr(exports, name)))

@@ -165,6 +165,11 @@ class PluginManager:
         self._check_alive("has_hooks_for")
         return any(p.active and hook in p.handlers for p in self._plugins)
 
+    def hooks_with_plugins(self) -> list[str]:
+        """Every hook some configured plugin handles (disabled ones included)."""
+        self._check_alive("hooks_with_plugins")
+        return list(self._plans)
+
     def plugin_count(self) -> int:
         self._check_alive("plugin_count")
         return len(self._plugins)
