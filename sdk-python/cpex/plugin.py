@@ -34,7 +34,7 @@ def hook(*names: str) -> Callable[[F], F]:
     return mark
 
 
-@dataclass
+@dataclass(slots=True)
 class PluginContext:
     """What a handler sees besides the payload: the extensions of the call, its own
     per-request state (kept between hooks of one request when the host threads the
