@@ -168,20 +168,14 @@ static int cpex__skip(const uint8_t *b, size_t n, size_t *pos, int depth, int wa
             if (len > n - p)
                 return 0;
             p += len;
-        } else if (t == 0xDC || t == 0xDD) { /* array 16/32 */
-            size_t w = t == 0xDC ? 2 : 4;
+        } else if (t >= 0xDC && t <= 0xDF) { /* array 16/32, map 16/32 */
+            size_t w = (t & 1) ? 4 : 2;
             if (p + w > n)
                 return 0;
             count = cpex__be(b + p, w);
             p += w;
-            is_array = 1;
-        } else if (t == 0xDE || t == 0xDF) { /* map 16/32 */
-            size_t w = t == 0xDE ? 2 : 4;
-            if (p + w > n)
-                return 0;
-            count = cpex__be(b + p, w);
-            p += w;
-            is_map = 1;
+            is_array = t <= 0xDD;
+            is_map = !is_array;
         } else {
             return 0; /* extension types, the reserved 0xc1 */
         }

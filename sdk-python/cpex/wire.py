@@ -56,14 +56,8 @@ class WireRecord(BaseModel):
     WIRE: ClassVar[tuple[WireField, ...]] = ()
 
     def to_wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in self.WIRE:
-            value = getattr(self, f.name)
-            if f.optional and (value is None if f.pointer else _is_empty(value)):
-                continue
-            out[f.name] = to_wire_value(value)
-        for key, value in (self.model_extra or {}).items():
-            out[key] = value
+        out = self.wire_from(**{f.name: getattr(self, f.name) for f in self.WIRE})
+        out.update(self.model_extra or {})
         return out
 
     @classmethod

@@ -5,7 +5,6 @@ instead of exiting or reading as success."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys

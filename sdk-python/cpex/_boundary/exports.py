@@ -17,6 +17,7 @@ from cpex._boundary.handles import HANDLES, Kind
 from cpex.engine import PluginManager, payloads
 from cpex.engine.executor import PipelineOutcome
 from cpex.engine.signals import refuse_signal_handlers
+from cpex.result_bytes import unchanged_result
 from cpex.errors import CpexError, InvalidInputError, SerializeError
 from cpex.wire import pack, unpack
 
@@ -148,7 +149,7 @@ class Exports:
             and result.modified_payload is None
             and result.modified_extensions is None
         ):
-            data = _unchanged_result(payload_type)
+            data = unchanged_result(payload_type)
         else:
             data = _result_bytes(result, payload_type, errors)
         buffer = self._copy_out(data)
@@ -177,12 +178,6 @@ class Exports:
         out_managers[0] = counts.get(Kind.MANAGER, 0)
         out_contexts[0] = counts.get(Kind.CONTEXT, 0)
         out_backgrounds[0] = counts.get(Kind.BACKGROUND, 0)
-
-
-@functools.lru_cache(maxsize=None)
-def _unchanged_result(payload_type: int) -> bytes:
-    """The result of a call no plugin objected to or changed: the same bytes every time."""
-    return pack(PipelineResult.wire_from(continue_processing=True, payload_type=payload_type), "pipeline result")
 
 
 def _result_bytes(result: PipelineOutcome, payload_type: int, errors: list[PluginError]) -> bytes:
@@ -241,7 +236,7 @@ def install(ffi: Any, lib: Any) -> None:
     """Attaches every implementation to its cffi extern "Python" declaration."""
     if lib.cpexrt_embedded():
         refuse_signal_handlers()
-    unchanged = _unchanged_result(PAYLOAD_GENERIC)  # CMF payloads always need Python's checks
+    unchanged = unchanged_result(PAYLOAD_GENERIC)  # CMF payloads always need Python's checks
     lib.cpexrt_set_unchanged_result(PAYLOAD_GENERIC, unchanged, len(unchanged))
     exports = Exports(ffi, lib)
     for name in PYTHON_FUNCTIONS:

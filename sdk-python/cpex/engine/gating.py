@@ -22,8 +22,12 @@ from cpex.wire import WireRecord
 Path = tuple[str, ...]
 _MISSING: Any = object()
 _BY_PATH: dict[Path, Slot] = {s.path: s for s in SLOTS}
-# Containers whose every child is governed by a listed slot (e.g. security).
-_PARENTS: frozenset[Path] = frozenset(s.path[:i] for s in SLOTS for i in range(1, len(s.path)) if s.path[:i] not in _BY_PATH)
+# Every path with listed slots under it (security, security.subject), and the keys of
+# those slots: such a container is compared without them, and they on their own.
+_CHILDREN: dict[Path, frozenset[str]] = {
+    prefix: frozenset(p[len(prefix)] for p in _BY_PATH if len(p) > len(prefix) and p[: len(prefix)] == prefix)
+    for prefix in {s.path[:i] for s in SLOTS for i in range(1, len(s.path))}
+}
 
 
 @dataclass(frozen=True)
@@ -118,8 +122,7 @@ def _changed_paths(view: dict[str, Any], proposed: dict[str, Any]) -> list[Path]
             a, b = old.get(key, _MISSING), new.get(key, _MISSING)
             if a == b:
                 continue
-            container = path in _PARENTS or _has_children(path)
-            if container and (a is _MISSING or isinstance(a, dict)) and (b is _MISSING or isinstance(b, dict)):
+            if path in _CHILDREN and (a is _MISSING or isinstance(a, dict)) and (b is _MISSING or isinstance(b, dict)):
                 a_dict = a if isinstance(a, dict) else {}
                 b_dict = b if isinstance(b, dict) else {}
                 if path in _BY_PATH and _strip_children(path, a_dict) != _strip_children(path, b_dict):
@@ -132,14 +135,8 @@ def _changed_paths(view: dict[str, Any], proposed: dict[str, Any]) -> list[Path]
     return changed
 
 
-def _has_children(path: Path) -> bool:
-    return any(len(p) > len(path) and p[: len(path)] == path for p in _BY_PATH)
-
-
-def _strip_children(path: Path, value: Any) -> Any:
-    if not isinstance(value, dict):
-        return value
-    children = {p[len(path)] for p in _BY_PATH if len(p) == len(path) + 1 and p[: len(path)] == path}
+def _strip_children(path: Path, value: dict[str, Any]) -> dict[str, Any]:
+    children = _CHILDREN[path]
     return {k: v for k, v in value.items() if k not in children}
 
 

@@ -4,7 +4,6 @@ over libcpex.so) or directly from Python."""
 from __future__ import annotations
 
 import concurrent.futures
-import inspect
 import threading
 import time
 from dataclasses import dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import threading
 import weakref
@@ -15,6 +14,7 @@ from cpex._generated.errors import PAYLOAD_CMF_MESSAGE, PAYLOAD_GENERIC
 from cpex._generated.records import Extensions, MessagePayload, PipelineResult, PluginError, PluginViolation
 from cpex.errors import InvalidHandleError, InvalidInputError
 from cpex.host.library import Library, load_library
+from cpex.result_bytes import unchanged_result
 from cpex.wire import WireRecord, pack, unpack
 
 
@@ -149,15 +149,10 @@ class InvokeResult(Generic[P]):
         return extensions
 
 
-@functools.lru_cache(maxsize=None)
-def _unchanged(payload_type: int) -> bytes:
-    return pack(PipelineResult.wire_from(continue_processing=True, payload_type=payload_type), "pipeline result")
-
-
 def _decode_result(raw: bytes, payload_type: int) -> PipelineResult:
     """The library sends the same bytes for every result nobody objected to or changed:
     those skip decoding and validation."""
-    if raw == _unchanged(payload_type):
+    if raw == unchanged_result(payload_type):
         return PipelineResult.model_construct(continue_processing=True, payload_type=payload_type)
     result: PipelineResult = PipelineResult.from_wire(unpack(raw, "pipeline result"))
     return result

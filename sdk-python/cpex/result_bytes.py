@@ -1,0 +1,15 @@
+"""The bytes of the most common PipelineResult: no plugin objected or changed anything.
+The boundary sends them for such calls (and hands them to the C fast path); the host
+client recognises them without decoding."""
+
+from __future__ import annotations
+
+import functools
+
+from cpex._generated.records import PipelineResult
+from cpex.wire import pack
+
+
+@functools.lru_cache(maxsize=None)
+def unchanged_result(payload_type: int) -> bytes:
+    return pack(PipelineResult.wire_from(continue_processing=True, payload_type=payload_type), "pipeline result")
