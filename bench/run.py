@@ -26,7 +26,7 @@ EXTENSIONS = {"meta": {"entity_type": "tool", "entity_name": "get_compensation"}
 
 def demo_config() -> str:
     text = (EXAMPLES / "configs" / "generic.yaml").read_text()
-    return text.replace("plugin_dirs: [plugins]", f"plugin_dirs: [{str(EXAMPLES / 'plugins')!r}]")
+    return text.replace("plugin_dirs: [../plugins]", f"plugin_dirs: [{str(EXAMPLES / 'plugins')!r}]")
 
 
 def percentiles(n: int, f: Callable[[], Any]) -> tuple[float, float]:

@@ -12,6 +12,9 @@ typedef struct {
     int initialized;
     char *hooks;        /* NUL-separated hook names that have plugins */
     size_t hooks_len;
+    size_t max_payload;   /* plugin_settings' limits: a call over them declines, */
+    size_t max_extensions; /* and Python refuses it with its message */
+    size_t max_entries;
 } cpex__quiet_entry;
 
 static pthread_rwlock_t cpex__quiet_lock = PTHREAD_RWLOCK_INITIALIZER;
@@ -34,9 +37,10 @@ void cpexrt_set_unchanged_result(uint8_t payload_type, const char *bytes, size_t
     pthread_rwlock_unlock(&cpex__quiet_lock);
 }
 
-/* Called by the boundary whenever a manager's hooks or initialized state change;
-   initialized < 0 forgets the manager (shutdown). */
-void cpexrt_publish_hooks(uintptr_t token, int initialized, const char *hooks, size_t len)
+/* Called by the boundary whenever a manager's hooks, limits or initialized state
+   change; initialized < 0 forgets the manager (shutdown). */
+void cpexrt_publish_hooks(uintptr_t token, int initialized, const char *hooks, size_t len, size_t max_payload,
+                          size_t max_extensions, size_t max_entries)
 {
     size_t i;
     char *copy = NULL;
@@ -76,6 +80,9 @@ void cpexrt_publish_hooks(uintptr_t token, int initialized, const char *hooks, s
     cpex__quiet[i].initialized = initialized;
     cpex__quiet[i].hooks = copy;
     cpex__quiet[i].hooks_len = len;
+    cpex__quiet[i].max_payload = max_payload;
+    cpex__quiet[i].max_extensions = max_extensions;
+    cpex__quiet[i].max_entries = max_entries;
     pthread_rwlock_unlock(&cpex__quiet_lock);
 }
 
@@ -130,8 +137,9 @@ static size_t cpex__be(const uint8_t *p, size_t n)
 }
 
 /* Skips one MessagePack value at *pos if it is one the engine accepts as is (maps
-   keyed by strings, valid UTF-8, no extension types); 0 otherwise. */
-static int cpex__skip(const uint8_t *b, size_t n, size_t *pos, int depth, int want_map, int as_key)
+   keyed by strings, valid UTF-8, no extension types, no map or array of more than
+   max_entries entries); 0 otherwise. */
+static int cpex__skip(const uint8_t *b, size_t n, size_t *pos, int depth, int want_map, int as_key, size_t max_entries)
 {
     size_t p = *pos, len = 0, count = 0, i;
     int is_str = 0, is_map = 0, is_array = 0;
@@ -180,7 +188,7 @@ static int cpex__skip(const uint8_t *b, size_t n, size_t *pos, int depth, int wa
             return 0; /* extension types, the reserved 0xc1 */
         }
     }
-    if ((want_map && !is_map) || (as_key && !is_str))
+    if ((want_map && !is_map) || (as_key && !is_str) || count > max_entries)
         return 0;
     if (is_str) {
         if (len > n - p || !cpex__utf8(b + p, len))
@@ -189,20 +197,20 @@ static int cpex__skip(const uint8_t *b, size_t n, size_t *pos, int depth, int wa
     }
     if (is_array)
         for (i = 0; i < count; i++)
-            if (!cpex__skip(b, n, &p, depth + 1, 0, 0))
+            if (!cpex__skip(b, n, &p, depth + 1, 0, 0, max_entries))
                 return 0;
     if (is_map)
         for (i = 0; i < count; i++)
-            if (!cpex__skip(b, n, &p, depth + 1, 0, 1) || !cpex__skip(b, n, &p, depth + 1, 0, 0))
+            if (!cpex__skip(b, n, &p, depth + 1, 0, 1, max_entries) || !cpex__skip(b, n, &p, depth + 1, 0, 0, max_entries))
                 return 0;
     *pos = p;
     return 1;
 }
 
-static int cpex__plain_map(const uint8_t *b, size_t n)
+static int cpex__plain_map(const uint8_t *b, size_t n, size_t max_bytes, size_t max_entries)
 {
     size_t pos = 0;
-    return cpex__skip(b, n, &pos, 0, 1, 0) && pos == n;
+    return n <= max_bytes && cpex__skip(b, n, &pos, 0, 1, 0, max_entries) && pos == n;
 }
 
 static cpex_status cpex__fast_invoke(cpex_manager *manager, const char *hook, size_t hook_len, uint8_t payload_type,
@@ -213,6 +221,7 @@ static cpex_status cpex__fast_invoke(cpex_manager *manager, const char *hook, si
 {
     size_t i;
     int quiet = 0;
+    const cpex__quiet_entry *entry = NULL;
     uint8_t *answer;
     (void)out_context;
     (void)out_background;
@@ -223,11 +232,13 @@ static cpex_status cpex__fast_invoke(cpex_manager *manager, const char *hook, si
     if (cpex__unchanged[payload_type] != NULL)
         for (i = 0; i < cpex__quiet_n; i++)
             if (cpex__quiet[i].token == (uintptr_t)manager) {
-                quiet = cpex__quiet[i].initialized > 0 && !cpex__has_hook(&cpex__quiet[i], hook, hook_len);
+                entry = &cpex__quiet[i];
+                quiet = entry->initialized > 0 && !cpex__has_hook(entry, hook, hook_len);
                 break;
             }
-    if (!quiet || !cpex__utf8((const uint8_t *)hook, hook_len) || !cpex__plain_map(payload, payload_len) ||
-        (extensions_len != 0 && !cpex__plain_map(extensions, extensions_len))) {
+    if (!quiet || !cpex__utf8((const uint8_t *)hook, hook_len) ||
+        !cpex__plain_map(payload, payload_len, entry->max_payload, entry->max_entries) ||
+        (extensions_len != 0 && !cpex__plain_map(extensions, extensions_len, entry->max_extensions, entry->max_entries))) {
         pthread_rwlock_unlock(&cpex__quiet_lock);
         return CPEX__DECLINED;
     }

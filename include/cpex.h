@@ -27,8 +27,8 @@ extern "C" {
 #endif
 
 #define CPEX_ABI_VERSION_MAJOR 1
-#define CPEX_ABI_VERSION_MINOR 0
-#define CPEX_ABI_VERSION ((uint32_t)65536u)
+#define CPEX_ABI_VERSION_MINOR 1
+#define CPEX_ABI_VERSION ((uint32_t)65537u)
 
 /* Status codes. */
 typedef int32_t cpex_status;
@@ -65,7 +65,8 @@ typedef int32_t cpex_status;
 /* A plugin manager - config, plugins, routes, global state. */
 typedef struct cpex_manager cpex_manager;
 /* The per-request context table returned by an invoke; pass it to the next invoke
-   of the same request (which consumes it) or free it. */
+   of the same request (which consumes it when it succeeds, and leaves it valid and
+   unchanged when it fails) or free it. */
 typedef struct cpex_context cpex_context;
 /* The fire-and-forget tasks started by an invoke; wait for their errors or free it
    (they still finish). */
@@ -153,6 +154,20 @@ cpex_status cpex_register_factory(cpex_manager *manager, const char *kind, size_
 cpex_status cpex_load_config(cpex_manager *manager, const char *yaml, size_t yaml_len, char **err_msg);
 
 /*
+ * cpex_load_config_file
+ *
+ * Reads the YAML config file at path and loads it like cpex_load_config;
+ * relative plugin_settings.plugin_dirs resolve against the file's folder.
+ * Fails with CPEX_ERR_INVALID_INPUT when the file cannot be read (the message
+ * names it). Since ABI 1.1.
+ *
+ *  path: The path of a YAML config file (UTF-8).
+ *  err_msg: NULL, or receives the caller-owned message of a failure.
+ *  Returns CPEX_OK or a CPEX_ERR_* status; CPEX_ERR_INVALID_HANDLE for a bad handle.
+ */
+cpex_status cpex_load_config_file(cpex_manager *manager, const char *path, size_t path_len, char **err_msg);
+
+/*
  * cpex_initialize
  *
  * Initializes every loaded plugin. A plugin that fails fails the call, naming
@@ -227,10 +242,17 @@ cpex_status cpex_is_initialized(cpex_manager *manager, int *out_initialized, cha
  *
  *  hook: The hook name (built-in or custom).
  *  payload_type: A CPEX_PAYLOAD_* id.
- *  payload: The payload, MessagePack (a map for the generic type).
- *  extensions: The extensions, a MessagePack map; NULL / 0 for none.
+ *  payload: The payload, MessagePack (a map for the generic type). Refused with
+ *    CPEX_ERR_INVALID_INPUT, before it is decoded or copied, when larger than
+ *    plugin_settings.max_payload_bytes or when an array or map in it has more
+ *    entries than plugin_settings.max_collection_entries.
+ *  extensions: The extensions, a MessagePack map; NULL / 0 for none. Limited like the
+ *    payload, by plugin_settings.max_extensions_bytes.
  *  context: The context table returned by the previous invoke of the same request, or
- *    NULL. It is consumed on success and on failure; do not free it afterwards.
+ *    NULL. It is consumed only when the call returns CPEX_OK (do not free it
+ *    then); on any error status it stays valid and unchanged, so it may be
+ *    passed again (a retry, or the post hook) or freed. Before ABI 1.1 it was
+ *    consumed on failure too.
  *  out_result: Receives the PipelineResult, MessagePack.
  *  out_context: Receives the request's context table, or NULL when no plugin keeps state.
  *    Pass it to the next invoke of the request or free it with

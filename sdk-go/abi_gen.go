@@ -13,7 +13,7 @@ import "errors"
 // major and at least this minor.
 const (
 	ABIVersionMajor = 1
-	ABIVersionMinor = 0
+	ABIVersionMinor = 1
 )
 
 // Payload types: the payloadType argument of InvokeByName.
@@ -117,6 +117,16 @@ func callRegisterFactory(manager *C.cpex_manager, kind string, target string) er
 func callLoadConfig(manager *C.cpex_manager, yaml string) error {
 	var errMsg *C.char
 	status := C.cpex_load_config(manager, cText(yaml), C.size_t(len(yaml)), &errMsg)
+	if int32(status) != codeOk {
+		return newError(int32(status), takeMessage(errMsg))
+	}
+	return nil
+}
+
+// callLoadConfigFile calls cpex_load_config_file: Reads the YAML config file at path and loads it like cpex_load_config; relative plugin_settings.plugin_dirs resolve against the file's folder. Fails with CPEX_ERR_INVALID_INPUT when the file cannot be read (the message names it). Since ABI 1.1.
+func callLoadConfigFile(manager *C.cpex_manager, path string) error {
+	var errMsg *C.char
+	status := C.cpex_load_config_file(manager, cText(path), C.size_t(len(path)), &errMsg)
 	if int32(status) != codeOk {
 		return newError(int32(status), takeMessage(errMsg))
 	}

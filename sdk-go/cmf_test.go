@@ -66,7 +66,7 @@ func TestHeaderWritesNeedWriteHeaders(t *testing.T) {
 		caps    string
 		written bool
 	}{{"[read_headers]", false}, {"[read_headers, write_headers]", true}} {
-		m := started(t, config(t, "", plugin("hdr", "ExtensionEditor", pre, "capabilities: "+tc.caps,
+		m := started(t, config(t, "", plugin("hdr", "ExtensionEditor", pre, "capabilities: "+tc.caps, "on_error: ignore",
 			`config: {set: {"http.response_headers": {"x-processed": "yes"}}}`)))
 		ext := Extensions{HTTP: &HttpExtension{RequestHeaders: map[string]string{"host": "a"}}}
 		res, _, _, err := m.InvokeByName("tool_pre_invoke", PayloadGeneric, map[string]any{}, ext, nil)

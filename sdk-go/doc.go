@@ -12,20 +12,28 @@
 //	if err := m.Initialize(); err != nil { ... }
 //	res, ctx, bg, err := m.InvokeByName("tool_pre_invoke", cpex.PayloadGeneric, payload, ext, nil)
 //
+// A struct payload's fields are named by their msgpack tags, or by their json tags
+// when they have no msgpack tag, so structs tagged for encoding/json work as they are.
+//
 // The result says whether to continue (IsDenied, Violation with the denying plugin's
 // name), carries the modified payload and extensions (decode them with
 // DeserializePayload / DeserializeExtensions, or use the typed Invoke[P]), soft
 // errors of plugins that failed under on_error ignore / disable, and aggregated
 // metadata. The ContextTable carries per-plugin state to the next hook of the same
-// request (pass it to that invoke, which consumes it, or Close it); BackgroundTasks
-// are the fire-and-forget plugins (Wait for their errors, or Close).
+// request (pass it to that invoke, which consumes it when it succeeds and leaves it
+// usable when it fails, or Close it); BackgroundTasks are the fire-and-forget plugins
+// (Wait for their errors, or Close).
 //
 // Errors are *Error values carrying the library's message; match their class with
 // errors.Is against ErrCpexInvalidHandle, ErrCpexInvalidInput, ErrCpexParse,
 // ErrCpexConfig, ErrCpexPipeline, ErrCpexSerialize, ErrCpexTimeout, ErrCpexPanic,
 // ErrCpexRuntimeInit and ErrCpexABIMismatch. After Shutdown every call fails with
 // ErrCpexInvalidHandle; closing twice is harmless; a manager dropped without Shutdown
-// is released by a cleanup that never blocks the program's finalizers.
+// is released by a cleanup that never blocks the program's finalizers. A nil or zero
+// PluginManager, ContextTable or BackgroundTasks (one not created by this package)
+// fails every method with ErrCpexInvalidHandle instead of panicking or hanging;
+// Shutdown and Close of one do nothing, and Wait on a nil *BackgroundTasks (an invoke
+// that started no fire-and-forget task) returns at once.
 //
 // Each call inside the library holds an OS thread, so calls in flight are bounded
 // (WithMaxInFlight, default DefaultMaxInFlight); the Context variants of invoke and

@@ -175,7 +175,7 @@ routes:
 	}{
 		{ext("get_compensation"), []string{"identity", "pii", "audit"}},
 		{ext("list_departments"), []string{"identity", "audit"}},
-		{nil, []string{"identity"}},
+		{nil, []string{"identity", "pii", "audit"}}, // no entity: every plugin of the hook
 	} {
 		if got, _ := invokeTrace(t, m, tc.ext); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("extensions %v: ran %v, want %v", tc.ext, got, tc.want)

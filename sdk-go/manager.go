@@ -44,6 +44,11 @@ type managerState struct {
 
 // PluginManager drives the plugins of one config. It is safe for concurrent use;
 // Shutdown may race in-flight calls, which then fail with ErrCpexInvalidHandle.
+//
+// Create it with NewPluginManager or NewPluginManagerDefault. A nil *PluginManager or a
+// zero PluginManager{} is not usable: every method (and Invoke / InvokeContext) fails
+// at once with ErrCpexInvalidHandle naming the method, never a panic or a hang; its
+// Shutdown does nothing and returns nil.
 type PluginManager struct {
 	state *managerState
 	sem   chan struct{}
@@ -108,6 +113,18 @@ func NewPluginManager(yaml string, opts ...Option) (*PluginManager, error) {
 	return newManager(h, opts), nil
 }
 
+// check refuses a nil or zero-value manager (one not created by NewPluginManager or
+// NewPluginManagerDefault) with an ErrCpexInvalidHandle naming op.
+func (m *PluginManager) check(op string) error {
+	switch {
+	case m == nil:
+		return &Error{Code: codeInvalidHandle, Message: op + ": the *PluginManager is nil; create one with NewPluginManager or NewPluginManagerDefault"}
+	case m.state == nil || m.sem == nil:
+		return &Error{Code: codeInvalidHandle, Message: op + ": the PluginManager is a zero value, not created by NewPluginManager or NewPluginManagerDefault"}
+	}
+	return nil
+}
+
 // enter takes a slot of the in-flight bound and the lane, and returns the live
 // handle and the function that gives both back.
 func (m *PluginManager) enter(op string) (*C.cpex_manager, func(), error) {
@@ -116,6 +133,9 @@ func (m *PluginManager) enter(op string) (*C.cpex_manager, func(), error) {
 
 // enterContext is enter, giving up when goctx ends while waiting.
 func (m *PluginManager) enterContext(goctx context.Context, op string) (*C.cpex_manager, func(), error) {
+	if err := m.check(op); err != nil {
+		return nil, nil, err
+	}
 	select {
 	case m.sem <- struct{}{}:
 	case <-goctx.Done():
@@ -171,8 +191,13 @@ func (m *PluginManager) Initialize() error {
 
 // Shutdown shuts the plugins down and invalidates the manager, its context tables
 // and background handles. Later calls fail with ErrCpexInvalidHandle; a second
-// Shutdown returns nil.
+// Shutdown returns nil. Shutdown of a nil *PluginManager or a zero PluginManager{}
+// does nothing and returns nil too (there is nothing to shut down), so a deferred
+// Shutdown is always safe.
 func (m *PluginManager) Shutdown() error {
+	if m == nil || m.state == nil {
+		return nil
+	}
 	ref := m.state.handle.Swap(nil)
 	if ref == nil {
 		return nil
@@ -229,41 +254,71 @@ func (m *PluginManager) IsInitialized() (bool, error) {
 	return callIsInitialized(h)
 }
 
-// InvokeByName runs the plugins of hook over payload (encoded as MessagePack with
-// named fields; a map or a struct with msgpack tags). extensions may be nil. ctx is
-// the context table returned by the previous invoke of the same request, or nil; it
-// is consumed by this call whatever its outcome. The returned context table and
-// background tasks are nil when there is nothing to carry; close the ones you do not
-// pass on.
+// InvokeByName runs the plugins of hook over payload, encoded as MessagePack with
+// named fields: a map, or a struct whose fields are named by their msgpack tags and,
+// for a field without a msgpack tag, by its json tag (`-` skips a field, omitempty is
+// honoured; a field with neither tag goes by its Go name). extensions may be nil.
+//
+// ctx is the context table returned by the previous invoke of the same request, or
+// nil. The call consumes ctx only when it succeeds. When it fails, whatever the
+// reason (the payload or extensions cannot be encoded, the manager was shut down, the
+// library returns an error: a plugin failed under on_error: fail, a timeout, a bad
+// input), ctx is left unchanged and usable: pass it again to retry, pass it to the
+// next hook, or Close it. A ctx that another invoke holds at the moment, or that was
+// consumed or closed, fails the call with ErrCpexInvalidHandle. (When the library
+// succeeded but its result cannot be decoded, ctx was consumed all the same.)
+//
+// The returned context table and background tasks are nil when there is nothing to
+// carry; close the ones you do not pass on.
 func (m *PluginManager) InvokeByName(hook string, payloadType uint8, payload any, extensions any, ctx *ContextTable) (*PipelineResult, *ContextTable, *BackgroundTasks, error) {
-	return m.InvokeByNameContext(context.Background(), hook, payloadType, payload, extensions, ctx)
+	return m.invoke(context.Background(), "InvokeByName", hook, payloadType, payload, extensions, ctx)
 }
 
 // InvokeByNameContext is InvokeByName honouring goctx: waiting for a slot of the
-// in-flight bound is cancellable, and when goctx ends while the plugins run, the call
-// returns goctx's error at once (matchable with errors.Is, e.g. against
-// context.DeadlineExceeded); the abandoned invoke finishes in the background and its
-// context table and background tasks are released.
+// in-flight bound is cancellable (ctx is then left unchanged and usable), and when
+// goctx ends while the plugins run, the call returns goctx's error at once (matchable
+// with errors.Is, e.g. against context.DeadlineExceeded). The abandoned invoke
+// finishes in the background and releases the context table and background tasks it
+// produces; it holds ctx until then (an invoke passing ctx meanwhile fails with
+// ErrCpexInvalidHandle, in use), and when it fails it puts ctx back, usable again,
+// while when it succeeds ctx is consumed. Close ctx to drop it either way: a table
+// closed while the abandoned invoke holds it is freed when that invoke fails.
+// Payloads are encoded as for InvokeByName (msgpack tags, else json tags).
 func (m *PluginManager) InvokeByNameContext(goctx context.Context, hook string, payloadType uint8, payload any, extensions any, ctx *ContextTable) (*PipelineResult, *ContextTable, *BackgroundTasks, error) {
-	var ctxHandle *C.cpex_context
-	if ctx != nil {
-		if ctxHandle = ctx.take(); ctxHandle == nil {
-			return nil, nil, nil, &Error{Code: codeInvalidHandle, Message: "InvokeByName: the context table was already consumed or closed"}
-		}
-	}
-	body, ext, err := encodeInvokeInput(payload, extensions)
-	if err != nil {
-		releaseContext(ctxHandle)
+	return m.invoke(goctx, "InvokeByNameContext", hook, payloadType, payload, extensions, ctx)
+}
+
+// invoke is InvokeByNameContext with op, the exported function called, for the
+// messages.
+func (m *PluginManager) invoke(goctx context.Context, op, hook string, payloadType uint8, payload any, extensions any, ctx *ContextTable) (*PipelineResult, *ContextTable, *BackgroundTasks, error) {
+	if err := m.check(op); err != nil {
 		return nil, nil, nil, err
 	}
-	h, leave, err := m.enterContext(goctx, "InvokeByName")
+	// The library consumes the context handle only when it returns CPEX_OK; on every
+	// other path the handle goes back into ctx (giveBack).
+	ctxHandle, err := ctx.acquire(op)
 	if err != nil {
-		releaseContext(ctxHandle)
 		return nil, nil, nil, err
 	}
+	body, ext, err := encodeInvokeInput(op, payload, extensions)
+	if err != nil {
+		ctx.giveBack(ctxHandle)
+		return nil, nil, nil, err
+	}
+	h, leave, err := m.enterContext(goctx, op)
+	if err != nil {
+		ctx.giveBack(ctxHandle)
+		return nil, nil, nil, err
+	}
+	// call settles ctx itself, so that an abandoned call does the same as one waited for.
 	call := func() invokeOutput {
 		defer leave()
 		raw, outCtx, outBg, err := callInvoke(h, hook, payloadType, body, ext, ctxHandle)
+		if err != nil {
+			ctx.giveBack(ctxHandle)
+		} else {
+			ctx.markConsumed()
+		}
 		return invokeOutput{raw, outCtx, outBg, err}
 	}
 	var out invokeOutput
@@ -276,7 +331,7 @@ func (m *PluginManager) InvokeByNameContext(goctx context.Context, hook string, 
 		case out = <-done:
 		case <-goctx.Done():
 			go func() { (<-done).release() }()
-			return nil, nil, nil, fmt.Errorf("cpex: InvokeByName %q: %w", hook, goctx.Err())
+			return nil, nil, nil, fmt.Errorf("cpex: %s %q: %w", op, hook, goctx.Err())
 		}
 	}
 	if out.err != nil {
@@ -328,12 +383,12 @@ func (o invokeOutput) release() {
 	releaseBackground(o.bg)
 }
 
-func encodeInvokeInput(payload, extensions any) (body, ext []byte, err error) {
-	if body, err = encode(payload, "payload"); err != nil {
+func encodeInvokeInput(op string, payload, extensions any) (body, ext []byte, err error) {
+	if body, err = encode(payload, op+": payload"); err != nil {
 		return nil, nil, err
 	}
 	if extensions != nil {
-		ext, err = encode(extensions, "extensions")
+		ext, err = encode(extensions, op+": extensions")
 	}
 	return body, ext, err
 }

@@ -226,7 +226,11 @@ func (r *PluginError) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // PipelineResult: The outcome of one invoke.
 type PipelineResult struct {
-	ContinueProcessing bool             `msgpack:"continue_processing"`
+	ContinueProcessing bool `msgpack:"continue_processing"`
+	// True exactly when a plugin's modified payload was applied (modified_payload holds it).
+	PayloadModified bool `msgpack:"payload_modified"`
+	// True exactly when a plugin's modified extensions were applied (modified_extensions holds them).
+	ExtensionsModified bool             `msgpack:"extensions_modified"`
 	Violation          *PluginViolation `msgpack:"violation,omitempty"`
 	Errors             []PluginError    `msgpack:"errors,omitempty"`
 	Metadata           map[string]any   `msgpack:"metadata,omitempty"`
@@ -243,7 +247,7 @@ type PipelineResult struct {
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
 // order (optional ones only when set), then Extra.
 func (r PipelineResult) EncodeMsgpack(enc *msgpack.Encoder) error {
-	n := len(r.Extra) + 1 + 1
+	n := len(r.Extra) + 1 + 1 + 1 + 1
 	if r.Violation != nil {
 		n++
 	}
@@ -263,6 +267,12 @@ func (r PipelineResult) EncodeMsgpack(enc *msgpack.Encoder) error {
 		return err
 	}
 	if err := encodeField(enc, "continue_processing", r.ContinueProcessing); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "payload_modified", r.PayloadModified); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "extensions_modified", r.ExtensionsModified); err != nil {
 		return err
 	}
 	if r.Violation != nil {
@@ -314,6 +324,16 @@ func (r *PipelineResult) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err := dec.Decode(&r.ContinueProcessing); err != nil {
 				return fmt.Errorf("PipelineResult.continue_processing: %w", err)
 			}
+		case "payload_modified":
+			seen++
+			if err := dec.Decode(&r.PayloadModified); err != nil {
+				return fmt.Errorf("PipelineResult.payload_modified: %w", err)
+			}
+		case "extensions_modified":
+			seen++
+			if err := dec.Decode(&r.ExtensionsModified); err != nil {
+				return fmt.Errorf("PipelineResult.extensions_modified: %w", err)
+			}
 		case "violation":
 			if err := dec.Decode(&r.Violation); err != nil {
 				return fmt.Errorf("PipelineResult.violation: %w", err)
@@ -347,8 +367,8 @@ func (r *PipelineResult) DecodeMsgpack(dec *msgpack.Decoder) error {
 			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
 		}
 	}
-	if seen < 2 {
-		return fmt.Errorf("PipelineResult: missing a required field (continue_processing, payload_type)")
+	if seen < 4 {
+		return fmt.Errorf("PipelineResult: missing a required field (continue_processing, payload_modified, extensions_modified, payload_type)")
 	}
 	return nil
 }
@@ -2810,6 +2830,7 @@ func (r *MessagePayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 
 // Message: A CMF message - a role and its content parts.
 type Message struct {
+	// The CMF schema version; "2.0" when absent from the wire.
 	SchemaVersion string        `msgpack:"schema_version"`
 	Role          string        `msgpack:"role"`
 	Content       []ContentPart `msgpack:"content"`
@@ -2853,6 +2874,7 @@ func (r *Message) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("Message: %w", err)
 	}
 	seen := 0
+	r.SchemaVersion = "2.0" // when absent from the wire
 	for i := 0; i < n; i++ {
 		key, err := dec.DecodeString()
 		if err != nil {
@@ -2860,7 +2882,6 @@ func (r *Message) DecodeMsgpack(dec *msgpack.Decoder) error {
 		}
 		switch key {
 		case "schema_version":
-			seen++
 			if err := dec.Decode(&r.SchemaVersion); err != nil {
 				return fmt.Errorf("Message.schema_version: %w", err)
 			}
@@ -2886,8 +2907,8 @@ func (r *Message) DecodeMsgpack(dec *msgpack.Decoder) error {
 			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
 		}
 	}
-	if seen < 3 {
-		return fmt.Errorf("Message: missing a required field (schema_version, role, content)")
+	if seen < 2 {
+		return fmt.Errorf("Message: missing a required field (role, content)")
 	}
 	return nil
 }

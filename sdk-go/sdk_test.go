@@ -160,7 +160,7 @@ func TestLoadConfigFile(t *testing.T) {
 	if n, _ := m.PluginCount(); n != 1 {
 		t.Fatalf("PluginCount = %d", n)
 	}
-	if err := m.LoadConfigFile(path + ".missing"); !errors.Is(err, ErrCpexInvalidInput) || !strings.Contains(err.Error(), "no such file") {
+	if err := m.LoadConfigFile(path + ".missing"); !errors.Is(err, ErrCpexInvalidInput) || !strings.Contains(strings.ToLower(err.Error()), "no such file") {
 		t.Fatalf("missing file: %v", err)
 	}
 }

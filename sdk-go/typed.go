@@ -2,8 +2,6 @@ package cpex
 
 import (
 	"context"
-	"fmt"
-	"os"
 )
 
 // TypedPipelineResult is a PipelineResult whose modified payload and extensions are
@@ -16,7 +14,8 @@ type TypedPipelineResult[P any] struct {
 	ModifiedExtensions *Extensions
 }
 
-// DeserializePayload decodes a modified payload (PipelineResult.ModifiedPayload) into P.
+// DeserializePayload decodes a modified payload (PipelineResult.ModifiedPayload) into P
+// (a struct's fields are matched by their msgpack tags, else their json tags).
 func DeserializePayload[P any](data []byte) (*P, error) {
 	if data == nil {
 		return nil, nil
@@ -34,20 +33,29 @@ func DeserializeExtensions(data []byte) (*Extensions, error) {
 }
 
 // Invoke is InvokeByName with the result decoded into the payload's own type: for a
-// CMF hook, P is MessagePayload; for a generic hook, any map or struct with msgpack
-// tags. ext may be nil.
+// CMF hook, P is MessagePayload; for a generic hook, any map or struct, its fields
+// named by their msgpack tags or, for a field without one, by their json tags (both
+// ways: the payload sent and the modified payload decoded into P). ext may be nil.
+// ctx is consumed only when the call succeeds and left unchanged and usable when it
+// fails, as for InvokeByName; when the library succeeded but the modified payload or
+// extensions cannot be decoded into P, ctx was consumed and the returned error says
+// why. A nil or zero-value m fails with ErrCpexInvalidHandle.
 func Invoke[P any](m *PluginManager, hook string, payloadType uint8, payload P, ext *Extensions, ctx *ContextTable) (*TypedPipelineResult[P], *ContextTable, *BackgroundTasks, error) {
-	return InvokeContext(context.Background(), m, hook, payloadType, payload, ext, ctx)
+	return invokeTyped(context.Background(), "Invoke", m, hook, payloadType, payload, ext, ctx)
 }
 
 // InvokeContext is Invoke honouring goctx's deadline and cancellation (see
-// InvokeByNameContext).
+// InvokeByNameContext, also for what happens to ctx when goctx ends mid-call).
 func InvokeContext[P any](goctx context.Context, m *PluginManager, hook string, payloadType uint8, payload P, ext *Extensions, ctx *ContextTable) (*TypedPipelineResult[P], *ContextTable, *BackgroundTasks, error) {
+	return invokeTyped(goctx, "InvokeContext", m, hook, payloadType, payload, ext, ctx)
+}
+
+func invokeTyped[P any](goctx context.Context, op string, m *PluginManager, hook string, payloadType uint8, payload P, ext *Extensions, ctx *ContextTable) (*TypedPipelineResult[P], *ContextTable, *BackgroundTasks, error) {
 	var extensions any
 	if ext != nil {
 		extensions = ext
 	}
-	res, next, bg, err := m.InvokeByNameContext(goctx, hook, payloadType, payload, extensions, ctx)
+	res, next, bg, err := m.invoke(goctx, op, hook, payloadType, payload, extensions, ctx)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -63,11 +71,15 @@ func InvokeContext[P any](goctx context.Context, m *PluginManager, hook string, 
 	return typed, next, bg, nil
 }
 
-// LoadConfigFile loads the YAML config at path (see LoadConfig).
+// LoadConfigFile loads the YAML config file at path (see LoadConfig); the library
+// reads it, and relative plugin_settings.plugin_dirs in it are taken from the file's
+// folder, not the process's working directory. A file that cannot be read fails with
+// ErrCpexInvalidInput naming it.
 func (m *PluginManager) LoadConfigFile(path string) error {
-	data, err := os.ReadFile(path)
+	h, leave, err := m.enter("LoadConfigFile")
 	if err != nil {
-		return &Error{Code: codeInvalidInput, Message: fmt.Sprintf("LoadConfigFile: %v", err)}
+		return err
 	}
-	return m.LoadConfig(string(data))
+	defer leave()
+	return callLoadConfigFile(h, path)
 }

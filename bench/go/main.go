@@ -47,7 +47,7 @@ func manager(examples string) *cpex.PluginManager {
 	if err != nil {
 		log.Fatal(err)
 	}
-	text := strings.Replace(string(cfg), "plugin_dirs: [plugins]", fmt.Sprintf("plugin_dirs: [%q]", filepath.Join(examples, "plugins")), 1)
+	text := strings.Replace(string(cfg), "plugin_dirs: [../plugins]", fmt.Sprintf("plugin_dirs: [%q]", filepath.Join(examples, "plugins")), 1)
 	if err := m.LoadConfig(text); err != nil {
 		log.Fatal(err)
 	}

@@ -129,11 +129,16 @@ class RecordField(Strict):
     pointer: bool = False
     doc: str = ""
     example: Any = None
+    # The value a decoder gives a field absent from the wire (string fields only); such
+    # a field is always encoded but not required on decode.
+    default: str | None = None
 
     @model_validator(mode="after")
     def _pointer(self) -> "RecordField":
         if self.pointer and not self.optional:
             raise ValueError(f"field {self.name}: pointer fields must be optional")
+        if self.default is not None and (self.optional or self.type != "string"):
+            raise ValueError(f"field {self.name}: a default is for required string fields only")
         return self
 
 

@@ -6,6 +6,7 @@ int cpexpy_manager_new(uintptr_t *out_manager, char **err_msg);
 int cpexpy_manager_new_from_yaml(const char *yaml, size_t yaml_len, uintptr_t *out_manager, char **err_msg);
 int cpexpy_register_factory(uintptr_t manager, const char *kind, size_t kind_len, const char *target, size_t target_len, char **err_msg);
 int cpexpy_load_config(uintptr_t manager, const char *yaml, size_t yaml_len, char **err_msg);
+int cpexpy_load_config_file(uintptr_t manager, const char *path, size_t path_len, char **err_msg);
 int cpexpy_initialize(uintptr_t manager, char **err_msg);
 int cpexpy_shutdown(uintptr_t manager, char **err_msg);
 int cpexpy_has_hooks_for(uintptr_t manager, const char *hook, size_t hook_len, int *out_has, char **err_msg);

@@ -71,6 +71,21 @@ cpex_status cpex_load_config(cpex_manager *manager, const char *yaml, size_t yam
     return rc;
 }
 
+cpex_status cpex_load_config_file(cpex_manager *manager, const char *path, size_t path_len, char **err_msg)
+{
+    int rc;
+    if (err_msg != NULL) *err_msg = NULL;
+    if (path == NULL && path_len != 0)
+        return cpex__fail(err_msg, CPEX_ERR_INVALID_INPUT, "cpex_load_config_file: path is NULL but path_len is %zu", path_len);
+    if (manager == NULL)
+        return cpex__fail(err_msg, CPEX_ERR_INVALID_HANDLE, "cpex_load_config_file: manager handle is NULL");
+    rc = cpex__runtime_ready(err_msg);
+    if (rc != CPEX_OK)
+        return rc;
+    rc = cpex__status_of(cpexpy_load_config_file((uintptr_t)manager, path, path_len, err_msg), "cpex_load_config_file", err_msg);
+    return rc;
+}
+
 cpex_status cpex_initialize(cpex_manager *manager, char **err_msg)
 {
     int rc;

@@ -12,4 +12,7 @@ from cpex.wire import pack
 
 @functools.lru_cache(maxsize=None)
 def unchanged_result(payload_type: int) -> bytes:
-    return pack(PipelineResult.wire_from(continue_processing=True, payload_type=payload_type), "pipeline result")
+    wire = PipelineResult.wire_from(
+        continue_processing=True, payload_modified=False, extensions_modified=False, payload_type=payload_type
+    )
+    return pack(wire, "pipeline result")

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import msgpack
 from pydantic import BaseModel, ConfigDict
 
-from cpex.errors import ParseError, SerializeError
+from cpex.errors import InvalidInputError, ParseError, SerializeError
 
 @dataclass(frozen=True)
 class WireField:
@@ -108,10 +108,21 @@ def _no_ext(code: int, data: bytes) -> Any:
     raise ValueError(f"MessagePack extension type {code} is not supported")
 
 
-def unpack(data: bytes | memoryview, what: str) -> Any:
+def unpack(data: bytes | memoryview, what: str, max_entries: int | None = None) -> Any:
+    """Decodes MessagePack from a host. max_entries bounds every map and array
+    (plugin_settings.max_collection_entries), checked before anything is built."""
+    limits = {} if max_entries is None else {"max_array_len": max_entries, "max_map_len": max_entries}
     try:
-        return msgpack.unpackb(data, raw=False, ext_hook=_no_ext)
+        return msgpack.unpackb(data, raw=False, ext_hook=_no_ext, **limits)
     except msgpack.ExtraData:
         raise ParseError(f"{what}: trailing bytes after the MessagePack value") from None
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+    except ValueError as exc:
+        count = (str(exc).split() or [""])[0]
+        if max_entries is not None and "exceeds max_" in str(exc) and count.isdigit() and int(count) > max_entries:
+            raise InvalidInputError(
+                f"{what}: a map or array has {count} entries, over the limit of {max_entries} "
+                "(plugin_settings.max_collection_entries)"
+            ) from None
+        raise ParseError(f"{what}: invalid MessagePack: {exc}") from exc
+    except (TypeError, msgpack.UnpackException) as exc:
         raise ParseError(f"{what}: invalid MessagePack: {exc}") from exc

@@ -101,11 +101,18 @@ def test_null_buffers_and_bad_bytes(library: Library) -> None:
     assert call(library, "cpex_shutdown", m)[0] == Status.OK
 
 
-def test_consumed_context_fails_even_when_the_invoke_fails(library: Library) -> None:
-    m = new_manager(library, config(plugin("count", "Counter")))
+def test_a_failed_invoke_leaves_the_context_valid_and_unchanged(library: Library) -> None:
+    m = new_manager(library, config(plugin("count", "CountThenFail", "[tool_pre_invoke, tool_post_invoke]")))
     _, _, _, ctx = invoke(library, m, msgpack.packb({}))
-    status, _, _, _ = invoke(library, m, b"\xc1", context=ctx)  # parse error, context consumed anyway
-    assert status == Status.PARSE
+    # A host-side mistake, then a plugin failure (on_error: fail): the table survives both ...
+    assert invoke(library, m, b"\xc1", context=ctx)[0] == Status.PARSE
+    status, message, _, _ = invoke(library, m, msgpack.packb({"fail": True}), context=ctx)
+    assert status == Status.PIPELINE and "plugin 'count' raised RuntimeError: asked to fail" in message
+    # ... unchanged: the failed call's increment of the plugin's state is not in it.
+    status, _, result, _ = invoke(library, m, msgpack.packb({}), context=ctx, hook=b"tool_post_invoke")
+    assert status == Status.OK and result is not None
+    assert msgpack.unpackb(result)["metadata"] == {"calls": 1}
+    # A successful invoke consumed it.
     status, message, _, _ = invoke(library, m, msgpack.packb({}), context=ctx)
     assert status == Status.INVALID_HANDLE and "context" in message
     assert call(library, "cpex_shutdown", m)[0] == Status.OK
@@ -118,7 +125,7 @@ def test_error_message_pointer_may_be_null(library: Library) -> None:
 
 
 def test_build_info_and_version(library: Library) -> None:
-    assert library.lib.cpex_abi_version() == 1 << 16
+    assert library.lib.cpex_abi_version() == 1 << 16 | 1
     assert set(library.build_info) == {"abi", "python_version", "python_prefix", "python_executable"}
 
 
@@ -160,7 +167,7 @@ def test_hooks_nobody_handles_get_the_same_answers_from_the_c_fast_path(library:
         patch.setattr(Engine, "invoke", not_here)
         status, message, result, ctx = invoke(library, m, GOOD, hook=NOBODY)
     assert (status, message, ctx) == (Status.OK, "", library.ffi.NULL)
-    assert msgpack.unpackb(result) == {"continue_processing": True, "payload_type": 0}
+    assert msgpack.unpackb(result) == {"continue_processing": True, "payload_modified": False, "extensions_modified": False, "payload_type": 0}
     for payload, want, text in BAD:
         status, message, _, _ = invoke(library, m, payload, hook=NOBODY)
         assert status == want and text in message, (payload, status, message)

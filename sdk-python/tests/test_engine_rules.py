@@ -160,7 +160,7 @@ plugins:
 routes:
   - {{tool: get_compensation, meta: {{tags: [pii, hr]}}, plugins: [audit, echo]}}
   - {{tool: "*", plugins: [audit]}}
-  - {{tool: never_reached, plugins: [echo]}}
+  - {{tool: listed_after_star, plugins: [echo]}}
 """
 
 
@@ -170,8 +170,10 @@ def test_routes_policy_groups_and_tags() -> None:
     assert m.invoke(PRE, 0, {}, meta("get_compensation", "finance")).result.metadata["tags"] == ["finance", "pii", "hr"]
     assert trace(m, meta("list_departments")) == ["identity", "audit"]
     assert trace(m, meta("list_departments", "pii")) == ["identity", "pii", "audit"]  # the entity's own tag
-    assert trace(m, meta("never_reached")) == ["identity", "audit"]  # first match wins
-    assert trace(m) == ["identity"]  # no entity: only the `all` group
+    # An exact route beats the earlier '*' (the most specific wins): echo, not audit.
+    assert m.invoke(PRE, 0, {"trace": []}, meta("listed_after_star")).result.metadata["tags"] == []
+    assert trace(m, meta("listed_after_star")) == ["identity"]
+    assert trace(m) == ["identity", "pii", "audit"]  # no entity: every plugin of the hook
     for name in ("a", "b", "c", "d"):
         trace(m, meta(name))
     assert m.router.cached <= 2

@@ -87,11 +87,9 @@ def test_bad_input(library: Library, manager: PluginManager, name: str, call: An
     still_works(manager)
 
 
-def test_a_forbidden_write_is_reported_not_applied(manager: PluginManager) -> None:
-    out = manager.invoke(PRE, {}, extensions=entity("vandal"))
-    assert out.modified_extensions is None
-    assert [(e.plugin_name, e.code) for e in out.errors] == [("vandal", "extension_write_refused")]
-    assert "extensions.meta: immutable" in out.errors[0].message
+def test_a_forbidden_write_fails_the_plugin(manager: PluginManager) -> None:
+    with pytest.raises(PipelineError, match=r"plugin 'vandal' may not write extensions\.meta \(immutable\).*code extension_write_refused"):
+        manager.invoke(PRE, {}, extensions=entity("vandal"))
     still_works(manager)
 
 

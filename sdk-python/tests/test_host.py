@@ -89,12 +89,10 @@ def test_each_failure_reaches_the_caller_with_its_class_and_message() -> None:
         assert slow.value.status == Status.TIMEOUT
 
 
-def test_unencodable_modified_payload_is_a_soft_error() -> None:
+def test_unencodable_modified_payload_fails_the_plugin_not_the_boundary() -> None:
     with started(config(plugin("u", "Unencodable"))) as m:
-        out = m.invoke("tool_pre_invoke", {})
-    assert out.result.continue_processing and out.result.modified_payload is None
-    assert out.result.errors is not None
-    assert [(e.plugin_name, e.code) for e in out.result.errors] == [("<ffi>", "ffi_serialize_error")]
+        with pytest.raises(PipelineError, match=r"plugin 'u' returned a modified payload that cannot be encoded.*code modified_payload_unencodable"):
+            m.invoke("tool_pre_invoke", {})
 
 
 def test_many_threads_invoke_at_once() -> None:

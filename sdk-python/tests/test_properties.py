@@ -3,6 +3,8 @@ or values, the outcome is a result or the right error class, never anything else
 
 from __future__ import annotations
 
+import copy
+
 from typing import Any
 
 import msgpack
@@ -67,7 +69,7 @@ CAPABILITIES = ["read_labels", "append_labels", "read_headers", "write_headers",
 @given(extension_values, extension_values, st.lists(st.sampled_from(CAPABILITIES), unique=True))
 def test_gating_never_lets_immutable_slots_change_or_labels_shrink(current: dict[str, Any], proposed: dict[str, Any], caps: list[str]) -> None:
     grant = Grant.of(caps)
-    merged, refusals = accept(current, current, proposed, grant)
+    merged, refusals, _ = accept(copy.deepcopy(current), current, proposed, grant)
     assert merged.get("meta") == current.get("meta")
     assert (merged.get("security") or {}).get("subject") == (current.get("security") or {}).get("subject")
     assert (merged.get("security") or {}).get("classification") == (current.get("security") or {}).get("classification")

@@ -7,6 +7,7 @@ import copy
 from typing import Any
 
 from cpex import Plugin, PluginContext, allow, deny, hook, modify
+from cpex.results import PluginResult
 from cpex._generated.records import ContentPart, Message
 from cpex.cmf import MessageView
 
@@ -62,6 +63,136 @@ class Counter(Plugin):
     def tool_post_invoke(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
         ctx.state["calls"] = ctx.state.get("calls", 0) + 1
         return allow(metadata={"calls": ctx.state["calls"]})
+
+
+class CountThenFail(Plugin):
+    """Counts calls in its local state (nested, to catch shallow copies), then raises
+    when the payload says fail: true; the post hook reports the count."""
+
+    def tool_pre_invoke(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
+        counts = ctx.state.setdefault("counts", {"calls": 0})
+        counts["calls"] += 1
+        if payload.get("fail"):
+            raise RuntimeError("asked to fail")
+        return allow()
+
+    def tool_post_invoke(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
+        return allow(metadata={"calls": ctx.state.get("counts", {}).get("calls", 0)})
+
+
+class Adversary(Plugin):
+    """Returns what config.returns names, to try the engine's checks of results:
+    set / object / int_keys / tuple_ok (a modified payload), bad_extensions (a valid
+    payload change with unencodable extensions), refused_write (a payload change with
+    a write to the immutable meta slot), big (a payload of config.size bytes),
+    metadata (unencodable metadata), deny_bad_details, not_bool (continue_processing
+    is a string), violation_dict."""
+
+    def tool_pre_invoke(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
+        kind = self.config["returns"]
+        changed = {**payload, "changed_by": self.config.get("tag", "adversary")}
+        if kind == "set":
+            return modify({**changed, "bad": {1, 2}})
+        if kind == "object":
+            return modify({**changed, "bad": object()})
+        if kind == "int_keys":
+            return modify({**changed, "bad": {1: "one"}})
+        if kind == "tuple_ok":
+            return modify({**changed, "pair": (1, 2)})
+        if kind == "bad_extensions":
+            return modify(changed, extensions={**ctx.extensions, "custom": {"bad": object()}})
+        if kind == "refused_write":
+            meta = {**ctx.extensions.get("meta", {}), "entity_name": "forged"}
+            return modify(changed, extensions={**ctx.extensions, "meta": meta})
+        if kind == "big":
+            return modify({**changed, "blob": "x" * int(self.config["size"])})
+        if kind == "metadata":
+            return allow(metadata={"bad": object()})
+        if kind == "deny_bad_details":
+            return deny("nope", "denied with details that cannot travel", details={"bad": {1, 2}})
+        if kind == "not_bool":
+            return PluginResult(continue_processing="no")  # type: ignore[arg-type]
+        if kind == "violation_dict":
+            return PluginResult(continue_processing=False, violation={"code": "as_dict", "reason": "a dict, not a record"})  # type: ignore[arg-type]
+        raise ValueError(f"unknown returns {kind!r}")
+
+    def cmf_tool_pre_invoke(self, message: Message, ctx: PluginContext) -> Any:
+        kind = self.config["returns"]
+        if kind == "cmf_dict":
+            return modify({"message": {"role": 5}})
+        if kind == "cmf_unvalidated":  # a model built without validation: anything goes in
+            return modify(Message.model_construct(schema_version="2.0", role=5, content="not a list"))  # type: ignore[arg-type]
+        if kind == "cmf_wrong_type":
+            return modify(["not", "a", "message"])
+        raise ValueError(f"unknown returns {kind!r}")
+
+
+class CustomBaseException(BaseException):
+    """Neither an Exception nor one of Python's own BaseExceptions."""
+
+
+_BASE_EXCEPTIONS: dict[str, type[BaseException]] = {
+    "SystemExit": SystemExit,
+    "KeyboardInterrupt": KeyboardInterrupt,
+    "GeneratorExit": GeneratorExit,
+    "CancelledError": asyncio.CancelledError,
+    "CustomBaseException": CustomBaseException,
+}
+
+
+class RaisesBase(Plugin):
+    """Raises the BaseException named by config.raise (sync, or with config.after_await
+    from a coroutine after it really suspended)."""
+
+    def tool_pre_invoke(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
+        error = _BASE_EXCEPTIONS[self.config["raise"]]
+        if self.config.get("after_await"):
+            return self._later(error)
+        raise error("raised by a plugin")
+
+    async def _later(self, error: type[BaseException]) -> Any:
+        await asyncio.sleep(0.001)
+        raise error("raised by a plugin after suspending")
+
+
+class Vandal(Plugin):
+    """Edits what it was given in place (payload user -> config.user, meta.entity_name,
+    a CMF message's first text part) and returns nothing."""
+
+    def tool_pre_invoke(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
+        payload["user"] = self.config.get("user", "mallory")
+        payload.setdefault("nested", {})["flag"] = "set in place"
+        meta = ctx.extensions.get("meta")
+        if isinstance(meta, dict):
+            meta["entity_name"] = "vandalised"
+        ctx.extensions.setdefault("custom", {})["vandal"] = True
+        return None
+
+    def cmf_tool_pre_invoke(self, message: Message, ctx: PluginContext) -> Any:
+        message.content[0].text = "vandalised"
+        message.role = "system"
+        return None
+
+
+class UserGate(Plugin):
+    """Denies unless payload.user is config.allowed; reports what it saw in metadata
+    (payload user and nested, extensions meta.entity_name and custom)."""
+
+    def tool_pre_invoke(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
+        seen = {
+            "user": payload.get("user"),
+            "nested": payload.get("nested"),
+            "entity_name": (ctx.extensions.get("meta") or {}).get("entity_name"),
+            "custom": ctx.extensions.get("custom"),
+        }
+        if self.config.get("record_global"):
+            ctx.global_state.setdefault("seen", []).append(seen)
+        if payload.get("user") != self.config.get("allowed", "alice"):
+            return deny("wrong_user", f"user {payload.get('user')!r} is not allowed", details=seen)
+        return allow(metadata={f"seen_by_{self.config.get('tag', 'gate')}": seen})
+
+    def cmf_tool_pre_invoke(self, message: Message, ctx: PluginContext) -> Any:
+        return allow(metadata={"role": message.role, "text": MessageView(message).text()})
 
 
 class AsyncDeny(Plugin):
@@ -233,3 +364,61 @@ class SignalGrabber(Allow):
         import signal
 
         signal.signal(signal.SIGTERM, lambda *_: None)
+
+
+class LifecycleLog(Allow):
+    """Appends "<step> <config.tag>" lines to the file config.log when initialized and
+    shut down. initialize (async) sleeps config.initialize_seconds, then raises when
+    config.fail_initialize; shutdown raises when config.fail_shutdown."""
+
+    async def initialize(self) -> None:
+        self._record("initialize")
+        await asyncio.sleep(float(self.config.get("initialize_seconds", 0)))
+        if self.config.get("fail_initialize"):
+            raise ValueError(f"{self.config['tag']} cannot start")
+
+    def shutdown(self) -> None:
+        self._record("shutdown")
+        if self.config.get("fail_shutdown"):
+            raise RuntimeError(f"{self.config['tag']} cannot stop")
+
+    def _record(self, step: str) -> None:
+        with open(self.config["log"], "a", encoding="utf-8") as log:
+            log.write(f"{step} {self.config['tag']}\n")
+
+
+async def _fail_later(seconds: float, what: str) -> None:
+    await asyncio.sleep(seconds)
+    raise RuntimeError(f"late failure of {what}")
+
+
+class LateFailures(Plugin):
+    """Async, misbehaving at its timeout, per config.how:
+    - spawn: starts tasks of its own (create_task and an unawaited gather) that raise
+      after config.child_seconds, then sleeps past its timeout;
+    - replace: answers the cancellation by raising another exception;
+    - stubborn: ignores the cancellation, keeps running, raises at last;
+    - quick: allows after a short sleep (a well-behaved plugin)."""
+
+    async def tool_pre_invoke(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
+        how = self.config.get("how", "quick")
+        child = float(self.config.get("child_seconds", 0.05))
+        if how == "spawn":
+            asyncio.create_task(_fail_later(child, "a child task"))
+            asyncio.gather(_fail_later(child, "a gathered task"), _fail_later(child * 2, "another gathered task"))
+            await asyncio.sleep(30)
+        elif how == "replace":
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                raise RuntimeError("raised instead of being cancelled") from None
+        elif how == "stubborn":
+            for _ in range(4):
+                try:
+                    await asyncio.sleep(child)
+                except asyncio.CancelledError:
+                    pass
+            raise RuntimeError("stubborn plugin failed at last")
+        else:
+            await asyncio.sleep(0.001)
+        return allow()

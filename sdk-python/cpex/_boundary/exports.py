@@ -14,11 +14,11 @@ from cpex._generated.abi_cdef import PYTHON_FUNCTIONS
 from cpex._generated.errors import PAYLOAD_GENERIC, Status
 from cpex._generated.records import PipelineResult, PluginError
 from cpex._boundary.handles import HANDLES, Kind
-from cpex.engine import PluginManager, payloads
+from cpex.engine import PluginManager
 from cpex.engine.executor import PipelineOutcome
 from cpex.engine.signals import refuse_signal_handlers
 from cpex.result_bytes import unchanged_result
-from cpex.errors import CpexError, InvalidInputError, SerializeError
+from cpex.errors import CpexError, InvalidInputError
 from cpex.wire import pack, unpack
 
 OK = 1
@@ -65,7 +65,10 @@ class Exports:
     def _publish(self, token: int, manager: PluginManager) -> None:
         """Tells the C fast path which hooks have plugins (see ffi/fastpath.c)."""
         hooks = "\0".join(manager.hooks_with_plugins()).encode("utf-8")
-        self.lib.cpexrt_publish_hooks(token, int(manager.is_initialized()), hooks, len(hooks))
+        s = manager.config.plugin_settings
+        self.lib.cpexrt_publish_hooks(
+            token, int(manager.is_initialized()), hooks, len(hooks), s.max_payload_bytes, s.max_extensions_bytes, s.max_collection_entries
+        )
 
     def manager_new(self, out_manager: Any) -> None:
         manager = PluginManager()
@@ -87,6 +90,11 @@ class Exports:
         mgr.load_config(self._text(yaml, yaml_len, "yaml"))
         self._publish(manager, mgr)
 
+    def load_config_file(self, manager: int, path: Any, path_len: int) -> None:
+        mgr = self._manager(manager, "manager")
+        mgr.load_config_file(self._text(path, path_len, "path"))
+        self._publish(manager, mgr)
+
     def initialize(self, manager: int) -> None:
         mgr = self._manager(manager, "manager")
         mgr.initialize()
@@ -96,7 +104,7 @@ class Exports:
         mgr = self._manager(manager, "manager")
         # Handles die first (and the C fast path forgets the manager), so calls racing
         # this one fail cleanly instead of using plugins that are shutting down.
-        self.lib.cpexrt_publish_hooks(manager, -1, b"", 0)
+        self.lib.cpexrt_publish_hooks(manager, -1, b"", 0, 0, 0, 0)
         HANDLES.release_owned_by(mgr)
         mgr.shutdown()
 
@@ -131,28 +139,40 @@ class Exports:
         out_context: Any,
         out_background: Any,
     ) -> None:
-        # The context is consumed whatever happens next, as documented in cpex.h.
-        ctx = HANDLES.take(Kind.CONTEXT, context, "context") if context else None
+        # The context is consumed only when the call succeeds, as documented in cpex.h.
+        ctx = HANDLES.get(Kind.CONTEXT, context, "context") if context else None
         mgr = self._manager(manager, "manager")
         hook_name = self._text(hook, hook_len, "hook")
+        settings = mgr.config.plugin_settings
         if payload_len == 0:
             raise InvalidInputError("payload: empty; expected a MessagePack map")
-        body = unpack(self.ffi.buffer(payload, payload_len), "payload")
-        ext = unpack(self.ffi.buffer(extensions, extensions_len), "extensions") if extensions_len else None
-        outcome = mgr.invoke(hook_name, payload_type, body, ext, ctx)
-        result = outcome.result
-        errors = list(result.errors)
-        if (
-            result.continue_processing
-            and not errors
-            and not result.metadata
-            and result.modified_payload is None
-            and result.modified_extensions is None
-        ):
-            data = unchanged_result(payload_type)
-        else:
-            data = _result_bytes(result, payload_type, errors)
-        buffer = self._copy_out(data)
+        _check_size("payload", payload_len, settings.max_payload_bytes, "max_payload_bytes")
+        _check_size("extensions", extensions_len, settings.max_extensions_bytes, "max_extensions_bytes")
+        entries = settings.max_collection_entries
+        # Copied out of the caller's memory (only after the size checks): the engine
+        # keeps these bytes as the payload's canonical form.
+        body_wire = self.ffi.buffer(payload, payload_len)[:]
+        body = unpack(body_wire, "payload", entries)
+        ext_wire = self.ffi.buffer(extensions, extensions_len)[:] if extensions_len else None
+        ext = unpack(ext_wire, "extensions", entries) if ext_wire is not None else None
+        outcome = mgr.invoke(
+            hook_name, payload_type, body, ext, ctx, payload_wire=body_wire, extensions_wire=ext_wire, owned=True
+        )
+        try:
+            result = outcome.result
+            if result.continue_processing and not result.errors and not result.metadata and result.payload is None and result.extensions is None:
+                data = unchanged_result(payload_type)
+            else:
+                data = _result_bytes(result, payload_type)
+            buffer = self._copy_out(data)
+        except BaseException:
+            # The result cannot be delivered: the call failed after all, and the
+            # caller keeps its context table (the engine never changed it).
+            if ctx is not None:
+                ctx.revive()
+            raise
+        if ctx is not None:
+            HANDLES.discard(Kind.CONTEXT, context)
         new_ctx = HANDLES.issue(Kind.CONTEXT, outcome.context, owner=mgr) if outcome.context is not None else 0
         new_bg = HANDLES.issue(Kind.BACKGROUND, outcome.background, owner=mgr) if outcome.background is not None else 0
         out_result[0] = buffer
@@ -180,34 +200,26 @@ class Exports:
         out_backgrounds[0] = counts.get(Kind.BACKGROUND, 0)
 
 
-def _result_bytes(result: PipelineOutcome, payload_type: int, errors: list[PluginError]) -> bytes:
-    modified_payload = _soft_pack(
-        None if result.modified_payload is None else payloads.encode(payload_type, result.modified_payload),
-        "modified payload",
-        errors,
-    )
+def _check_size(what: str, size: int, limit: int, setting: str) -> None:
+    if size > limit:
+        raise InvalidInputError(f"{what}: {size} bytes, over the limit of {limit} (plugin_settings.{setting}); refused before decoding")
+
+
+def _result_bytes(result: PipelineOutcome, payload_type: int) -> bytes:
+    # Every part was checked (and the modifications encoded) by the engine when the
+    # plugin returned it: nothing here can fail on a plugin's account.
     wire = PipelineResult.wire_from(
         continue_processing=result.continue_processing,
+        payload_modified=result.payload is not None,
+        extensions_modified=result.extensions is not None,
         violation=result.violation,
-        errors=errors,
+        errors=result.errors,
         metadata=result.metadata,
         payload_type=payload_type,
-        modified_payload=modified_payload,
-        modified_extensions=_soft_pack(result.modified_extensions, "modified extensions", errors),
+        modified_payload=result.payload.wire if result.payload is not None else None,
+        modified_extensions=result.extensions.wire if result.extensions is not None else None,
     )
     return pack(wire, "pipeline result")
-
-
-def _soft_pack(value: Any, what: str, errors: list[PluginError]) -> bytes | None:
-    """A plugin's modification that cannot be encoded is dropped and reported as the
-    boundary's own soft error, as the system cpex re-implements does."""
-    if value is None:
-        return None
-    try:
-        return pack(value, what)
-    except SerializeError as exc:
-        errors.append(PluginError(plugin_name="<ffi>", code="ffi_serialize_error", message=str(exc)))
-        return None
 
 
 def _entry(exports: Exports, name: str, fn: Callable[..., None]) -> Callable[..., int]:

@@ -55,6 +55,13 @@ class HandleTable(Generic[T]):
             del self._entries[token]
             return entry[1]
 
+    def discard(self, kind: Kind, token: int) -> None:
+        """Removes the handle if it is still there (it may have been freed meanwhile)."""
+        with self._lock:
+            entry = self._entries.get(token)
+            if entry is not None and entry[0] is kind:
+                del self._entries[token]
+
     def release_owned_by(self, owner: Any) -> list[Any]:
         """Removes every handle issued on behalf of owner (a manager being shut down)."""
         with self._lock:

@@ -13,6 +13,7 @@ cpex_status cpex_manager_new(cpex_manager **out_manager, char **err_msg);
 cpex_status cpex_manager_new_from_yaml(const char *yaml, size_t yaml_len, cpex_manager **out_manager, char **err_msg);
 cpex_status cpex_register_factory(cpex_manager *manager, const char *kind, size_t kind_len, const char *target, size_t target_len, char **err_msg);
 cpex_status cpex_load_config(cpex_manager *manager, const char *yaml, size_t yaml_len, char **err_msg);
+cpex_status cpex_load_config_file(cpex_manager *manager, const char *path, size_t path_len, char **err_msg);
 cpex_status cpex_initialize(cpex_manager *manager, char **err_msg);
 cpex_status cpex_shutdown(cpex_manager *manager, char **err_msg);
 cpex_status cpex_has_hooks_for(cpex_manager *manager, const char *hook, size_t hook_len, int *out_has, char **err_msg);
@@ -32,6 +33,7 @@ PYTHON_FUNCTIONS: tuple[str, ...] = (
     'manager_new_from_yaml',
     'register_factory',
     'load_config',
+    'load_config_file',
     'initialize',
     'shutdown',
     'has_hooks_for',

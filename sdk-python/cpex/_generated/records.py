@@ -57,6 +57,8 @@ class PipelineResult(WireRecord):
 
     WIRE: ClassVar[tuple[WireField, ...]] = (
         WireField('continue_processing'),
+        WireField('payload_modified'),
+        WireField('extensions_modified'),
         WireField('violation', optional=True),
         WireField('errors', optional=True),
         WireField('metadata', optional=True),
@@ -66,6 +68,8 @@ class PipelineResult(WireRecord):
     )
 
     continue_processing: bool
+    payload_modified: bool
+    extensions_modified: bool
     violation: PluginViolation | None = None
     errors: list[PluginError] | None = None
     metadata: dict[str, Any] | None = None
@@ -506,7 +510,7 @@ class Message(WireRecord):
         WireField('channel', optional=True),
     )
 
-    schema_version: str
+    schema_version: str = '2.0'
     role: str
     content: list[ContentPart]
     channel: str | None = None

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from cpex._generated.records import PluginError
 from cpex.engine import driver
-from cpex.engine.runtime_loop import RUNTIME_LOOP
+from cpex.engine.runtime_loop import RUNTIME_LOOP, bounded
 
 # A task: () -> the PluginError it produced, or None; may instead return a coroutine
 # that finishes the work (when a handler suspended).
@@ -138,4 +138,4 @@ def start_inline(fn: Callable[..., Any], args: tuple[Any, ...], timeout: float) 
     except BaseException:
         result.close()
         raise
-    return False, asyncio.wait_for(driver.resume(result, yielded), max(deadline - time.monotonic(), 0.0))
+    return False, bounded(driver.resume(result, yielded), deadline)

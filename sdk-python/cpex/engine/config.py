@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cpex._generated.slots import CAPABILITIES
+from cpex.engine.patterns import check_pattern
 from cpex.errors import ConfigError, ParseError
 
 
@@ -27,6 +28,13 @@ class OnError(str, Enum):
     DISABLE = "disable"
 
 
+# The size limits' defaults: 10 MiB as upstream CPEX's isolated host uses for a
+# payload, 1 MiB for extensions (headers, tokens, labels), 100k entries per map / array.
+MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
+MAX_EXTENSIONS_BYTES = 1024 * 1024
+MAX_COLLECTION_ENTRIES = 100_000
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -37,14 +45,31 @@ class PluginSettings(_Strict):
     invoke_timeout: float = Field(default=60.0, gt=0, description="seconds a whole invoke may run")
     plugin_dirs: list[str] = Field(default_factory=list)
     route_cache_size: int = Field(default=1024, ge=0)
+    max_payload_bytes: int = Field(default=MAX_PAYLOAD_BYTES, ge=1, description="largest payload accepted or returned, encoded")
+    max_extensions_bytes: int = Field(default=MAX_EXTENSIONS_BYTES, ge=1, description="largest extensions map accepted or returned, encoded")
+    max_collection_entries: int = Field(default=MAX_COLLECTION_ENTRIES, ge=1, description="most entries of one map or array")
+
+
+def _route_pattern(text: str) -> str:
+    return check_pattern(text, "route")
+
+
+def _condition_pattern(text: str) -> str:
+    return check_pattern(text, "condition")
+
+
+# Entity names or wildmatch patterns (cpex.engine.patterns), refused at load when the
+# matcher does not support them; the error's path names the entry.
+RoutePattern = Annotated[str, AfterValidator(_route_pattern)]
+ConditionPattern = Annotated[str, AfterValidator(_condition_pattern)]
 
 
 class Conditions(_Strict):
     """The plugin runs only when every listed condition matches (empty = always)."""
 
-    tools: list[str] = Field(default_factory=list)
-    resources: list[str] = Field(default_factory=list)
-    prompts: list[str] = Field(default_factory=list)
+    tools: list[ConditionPattern] = Field(default_factory=list)
+    resources: list[ConditionPattern] = Field(default_factory=list)
+    prompts: list[ConditionPattern] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list, description="any of these tags")
 
 
@@ -82,9 +107,9 @@ class RouteMeta(_Strict):
 
 
 class Route(_Strict):
-    tool: str | None = None
-    resource: str | None = None
-    prompt: str | None = None
+    tool: RoutePattern | None = None
+    resource: RoutePattern | None = None
+    prompt: RoutePattern | None = None
     meta: RouteMeta = Field(default_factory=RouteMeta)
     plugins: list[str] = Field(default_factory=list)
 

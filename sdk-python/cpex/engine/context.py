@@ -10,21 +10,44 @@ from cpex.errors import InvalidInputError
 
 
 class ContextTable:
-    """Local state of each plugin for one request. Consumed by the invoke it is passed
-    to; the invoke returns a fresh table."""
+    """Local state of each plugin for one request. An invoke it is passed to holds it
+    while it runs (a second invoke with the same table is refused meanwhile); the
+    invoke consumes it when it succeeds and returns a fresh table, and leaves it valid
+    and unchanged when it fails: plugins work on copies of their state."""
 
     def __init__(self, owner: object, states: dict[str, dict[str, Any]]) -> None:
         self.owner = owner
         self._states = states
         self._consumed = False
+        self._held = False
         self._lock = threading.Lock()
 
-    def consume(self) -> dict[str, dict[str, Any]]:
+    def hold(self) -> dict[str, dict[str, Any]]:
+        """Reserves the table for one invoke; its states, which the invoke only reads."""
         with self._lock:
             if self._consumed:
                 raise InvalidInputError("context: this context table was already consumed by an earlier invoke")
-            self._consumed = True
+            if self._held:
+                raise InvalidInputError("context: this context table is in use by another invoke of the same request")
+            self._held = True
             return self._states
+
+    def release(self) -> None:
+        """The invoke failed: the table is usable again, as it was."""
+        with self._lock:
+            self._held = False
+
+    def consume(self) -> None:
+        """The invoke succeeded: the table is spent."""
+        with self._lock:
+            self._held = False
+            self._consumed = True
+
+    def revive(self) -> None:
+        """Undoes consume() when the invoke failed after all (its result could not be
+        delivered): the states were never changed."""
+        with self._lock:
+            self._consumed = False
 
     @property
     def consumed(self) -> bool:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import types
 from types import CoroutineType
 from collections.abc import Coroutine, Generator
 from typing import Any, Callable
 
-from cpex.engine.runtime_loop import RUNTIME_LOOP, caller_loop
+from cpex.engine.runtime_loop import RUNTIME_LOOP, bounded, caller_loop, run_until_complete
 from cpex.engine.watchdog import WATCHDOG, PluginDeadline
 
 _get_running_loop = asyncio.events._get_running_loop
@@ -18,6 +17,45 @@ _set_running_loop = asyncio.events._set_running_loop
 
 class HandlerTimeout(Exception):
     """The handler ran past its deadline and was stopped."""
+
+
+class PluginRaised(Exception):
+    """A handler raised a BaseException that is not an Exception (SystemExit,
+    KeyboardInterrupt, GeneratorExit, CancelledError, a custom subclass): carried as
+    an ordinary exception, so it is that plugin's failure and never stops an event
+    loop, a thread or the process."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(f"{type(original).__name__}: {original}")
+        self.original = original
+
+
+def describe(exc: BaseException) -> str:
+    """How a plugin's exception is reported: 'raised <Type>: <message>'."""
+    if isinstance(exc, PluginRaised):
+        exc = exc.original
+    return f"raised {type(exc).__name__}: {exc}"
+
+
+def _contained(exc: BaseException) -> BaseException:
+    """exc as it may travel through the engine's loops: deadlines and cancellations
+    by cpex itself stay what they are, any other non-Exception is wrapped."""
+    if isinstance(exc, (Exception, PluginDeadline)):
+        return exc
+    return PluginRaised(exc)
+
+
+async def contain(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Awaits a handler's coroutine as a task may: its BaseExceptions wrapped."""
+    try:
+        return await coro
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - see _contained
+        wrapped = _contained(exc)
+        if wrapped is exc:
+            raise
+        raise wrapped from None
 
 
 def call(fn: Callable[..., Any], args: tuple[Any, ...], deadline: float) -> Any:
@@ -79,22 +117,20 @@ def drive(coro: Coroutine[Any, Any, Any], deadline: float) -> Any:
     if _get_running_loop() is not None:
         # The host called us from inside a running loop (its own): this thread's loop
         # cannot run, so the whole coroutine goes to the runtime loop.
-        return RUNTIME_LOOP.submit(asyncio.wait_for(coro, _remaining(deadline))).result()
+        return RUNTIME_LOOP.submit(bounded(contain(coro), deadline)).result()
     done, value = start(coro)
     if done:
         return value
     loop = caller_loop()
-    return loop.run_until_complete(asyncio.wait_for(resume(coro, value), _remaining(deadline)))
-
-
-def _remaining(deadline: float) -> float:
-    return max(deadline - time.monotonic(), 0.0)
+    return run_until_complete(loop, bounded(resume(coro, value), deadline))
 
 
 @types.coroutine
 def resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, Any]:
     """An awaitable that continues coro from a suspension reached by start(): it
-    re-yields what coro yielded, then relays every send / throw, like `yield from`."""
+    re-yields what coro yielded, then relays every send / throw, like `yield from`.
+    What coro raises comes out contained (see PluginRaised): a SystemExit or
+    KeyboardInterrupt in a task would otherwise stop the loop running it."""
     while True:
         try:
             sent = yield yielded
@@ -106,11 +142,26 @@ def resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, 
                 yielded = coro.throw(exc)
             except StopIteration as stop:
                 return stop.value
+            except asyncio.CancelledError:
+                raise
+            except BaseException as raised:  # noqa: BLE001 - contained
+                _raise_contained(raised)
         else:
             try:
                 yielded = coro.send(sent)
             except StopIteration as stop:
                 return stop.value
+            except asyncio.CancelledError:
+                raise
+            except BaseException as raised:  # noqa: BLE001 - contained
+                _raise_contained(raised)
+
+
+def _raise_contained(exc: BaseException) -> None:
+    wrapped = _contained(exc)
+    if wrapped is exc:
+        raise exc
+    raise wrapped from None
 
 
 def begin(fn: Callable[..., Any], args: tuple[Any, ...], deadline: float) -> tuple[bool, Any, Any]:
@@ -130,6 +181,8 @@ def begin(fn: Callable[..., Any], args: tuple[Any, ...], deadline: float) -> tup
             _disarm()
     except PluginDeadline:
         raise HandlerTimeout from None
+    except asyncio.TimeoutError:  # drive's, as in call()
+        raise HandlerTimeout from None
 
 
 class Suspended:
@@ -146,7 +199,7 @@ def finish_all(suspended: list[Suspended], settle: Callable[[Any, bool, Any], bo
 
     async def run() -> None:
         tasks = {
-            asyncio.ensure_future(asyncio.wait_for(resume(s.coro, s.yielded), _remaining(s.deadline))): s.key
+            asyncio.ensure_future(bounded(resume(s.coro, s.yielded), s.deadline)): s.key
             for s in suspended
         }
         pending = set(tasks)
@@ -154,7 +207,8 @@ def finish_all(suspended: list[Suspended], settle: Callable[[Any, bool, Any], bo
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    exc = task.exception()
+                    # A handler that raised CancelledError itself ends its task cancelled.
+                    exc = PluginRaised(asyncio.CancelledError()) if task.cancelled() else task.exception()
                     if isinstance(exc, (asyncio.TimeoutError, PluginDeadline)):
                         exc = HandlerTimeout()
                     if settle(tasks[task], exc is None, task.result() if exc is None else exc):
@@ -165,4 +219,4 @@ def finish_all(suspended: list[Suspended], settle: Callable[[Any, bool, Any], bo
                 other.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
-    caller_loop().run_until_complete(run())
+    run_until_complete(caller_loop(), run())

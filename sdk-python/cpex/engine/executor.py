@@ -4,8 +4,9 @@ its authority, plugin failures turned into records or a failed call per on_error
 from __future__ import annotations
 
 import asyncio
+import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from cpex._generated.records import PluginError, PluginViolation
@@ -53,34 +54,91 @@ class LoadedPlugin:
         return not self.disabled and self.spec.mode is not Mode.DISABLED
 
 
-@dataclass
 class PipelineOutcome:
-    """The engine's result of one invoke, as Python objects."""
+    """The engine's result of one invoke, as Python objects. A modification is kept as
+    the snapshot it was accepted as: modified_payload / modified_extensions decode a
+    private copy on first use, the boundary sends the snapshot's bytes as they are."""
 
-    continue_processing: bool = True
-    violation: PluginViolation | None = None
-    errors: list[PluginError] = field(default_factory=list)
-    metadata: dict[str, Any] = field(default_factory=dict)
-    modified_payload: Any = None
-    modified_extensions: dict[str, Any] | None = None
-    states: dict[str, dict[str, Any]] = field(default_factory=dict)
-    background: BackgroundTasks | None = None
+    __slots__ = (
+        "continue_processing", "violation", "errors", "metadata", "payload", "extensions",
+        "states", "background", "_decoded_payload", "_decoded_extensions",
+    )
+
+    def __init__(self, states: dict[str, dict[str, Any]] | None = None) -> None:
+        self.continue_processing = True
+        self.violation: PluginViolation | None = None
+        self.errors: list[PluginError] = []
+        self.metadata: dict[str, Any] = {}
+        self.payload: payloads.Snapshot | None = None  # set when a modification was applied
+        self.extensions: payloads.Snapshot | None = None
+        self.states: dict[str, dict[str, Any]] = states if states is not None else {}
+        self.background: BackgroundTasks | None = None
+        self._decoded_payload: Any = None
+        self._decoded_extensions: Any = None
+
+    @property
+    def payload_modified(self) -> bool:
+        return self.payload is not None
+
+    @property
+    def extensions_modified(self) -> bool:
+        return self.extensions is not None
+
+    @property
+    def modified_payload(self) -> Any:
+        """The modified payload (a dict, or a Message for CMF), or None."""
+        if self.payload is not None and self._decoded_payload is None:
+            self._decoded_payload = self.payload.fresh()
+        return self._decoded_payload
+
+    @property
+    def modified_extensions(self) -> dict[str, Any] | None:
+        if self.extensions is not None and self._decoded_extensions is None:
+            self._decoded_extensions = self.extensions.fresh()
+        return self._decoded_extensions  # type: ignore[no-any-return]
 
 
-@dataclass
 class Invocation:
-    hook: str
-    payload_type: int
-    payload: Any
-    extensions: dict[str, Any]
-    states: dict[str, dict[str, Any]]
-    global_state: dict[str, Any]
-    deadline: float
-    invoke_timeout: float
+    """One invoke in progress. payload and extensions are the current snapshots;
+    states_in is the caller's context (never changed), states the plugins' private
+    copies of it for this invoke."""
 
+    __slots__ = (
+        "hook", "payload_type", "payload", "extensions", "has_extensions", "states_in", "states",
+        "global_state", "deadline", "invoke_timeout", "limits",
+    )
 
-class _Refused(Exception):
-    """A plugin overstepped its phase's authority or returned garbage."""
+    def __init__(
+        self,
+        hook: str,
+        payload_type: int,
+        payload: payloads.Snapshot,
+        extensions: payloads.Snapshot,
+        has_extensions: bool,
+        states_in: dict[str, dict[str, Any]],
+        global_state: dict[str, Any],
+        deadline: float,
+        invoke_timeout: float,
+        limits: payloads.Limits,
+    ) -> None:
+        self.hook, self.payload_type, self.payload = hook, payload_type, payload
+        self.extensions, self.has_extensions = extensions, has_extensions
+        self.states_in = states_in
+        self.states: dict[str, dict[str, Any]] = {}
+        self.global_state = global_state
+        self.deadline, self.invoke_timeout, self.limits = deadline, invoke_timeout, limits
+
+    def state_for(self, name: str) -> dict[str, Any]:
+        """The plugin's local state for this invoke: a private copy of what the caller's
+        context holds, so a failed invoke leaves that context unchanged."""
+        state = self.states.get(name)
+        if state is None:
+            prior = self.states_in.get(name)
+            state = self.states[name] = copy.deepcopy(prior) if prior else {}
+        return state
+
+    def carried_states(self) -> dict[str, dict[str, Any]]:
+        return {**self.states_in, **self.states}
 
 
 def plan_order(plugins: list[LoadedPlugin]) -> list[LoadedPlugin]:
@@ -97,7 +155,7 @@ _AUTHORITY = dict(PHASES)
 
 def run_pipeline(plan: list[LoadedPlugin], inv: Invocation) -> PipelineOutcome:
     """Runs plan (in plan_order) over the invocation."""
-    out = PipelineOutcome(states=inv.states)
+    out = PipelineOutcome()
     followers: list[LoadedPlugin] = []
     concurrent: list[LoadedPlugin] = []
     for plugin in plan:
@@ -118,82 +176,134 @@ def run_pipeline(plan: list[LoadedPlugin], inv: Invocation) -> PipelineOutcome:
         except driver.HandlerTimeout:
             _timed_out(plugin, inv, out)
             continue
-        except Exception as exc:  # noqa: BLE001 - a plugin's exception is contained
-            _failed(plugin, inv, out, f"raised {type(exc).__name__}: {exc}")
+        except BaseException as exc:  # noqa: BLE001 - whatever a plugin raises is its own failure
+            _failed(plugin, inv, out, driver.describe(exc))
             continue
-        _apply(plugin, inv, _AUTHORITY[mode], value, out, args[1].extensions)
+        _apply(plugin, inv, _AUTHORITY[mode], value, out)
     if concurrent and out.continue_processing:
         _run_concurrent(concurrent, inv, _AUTHORITY[Mode.CONCURRENT], out)
     if followers:
-        out.background = _fire_and_forget(followers, inv, out)
+        out.background = _fire_and_forget(followers, inv)
+    out.states = inv.carried_states()
     return out
 
 
 def _args(plugin: LoadedPlugin, inv: Invocation) -> tuple[Any, PluginContext]:
-    """The handler's arguments: the payload and a context holding the plugin's own,
-    capability-filtered copy of the extensions."""
-    view = gating.view_for(inv.extensions, plugin.grant)
-    ctx = PluginContext(extensions=view, state=inv.states.setdefault(plugin.name, {}), global_state=inv.global_state)
-    return inv.payload, ctx
+    """The handler's arguments: its own copy of the payload, and a context holding its
+    own capability-filtered copy of the extensions and its local state."""
+    view = gating.hide(inv.extensions.copy(), plugin.grant) if inv.has_extensions else {}
+    ctx = PluginContext(extensions=view, state=inv.state_for(plugin.name), global_state=inv.global_state)
+    return inv.payload.copy(), ctx
 
 
 def _deadline(plugin: LoadedPlugin, inv: Invocation) -> float:
     return min(time.monotonic() + plugin.timeout, inv.deadline)
 
 
-def _apply(
-    plugin: LoadedPlugin, inv: Invocation, authority: Authority, value: Any, out: PipelineOutcome, view: dict[str, Any]
-) -> None:
+def _apply(plugin: LoadedPlugin, inv: Invocation, authority: Authority, value: Any, out: PipelineOutcome) -> None:
     """Takes a handler's return value into the outcome, within the phase's authority
-    and (for extensions) the plugin's capabilities."""
+    and (for extensions) the plugin's capabilities. Everything it returned is checked
+    first; a refusal is the plugin's failure and none of its changes apply."""
     try:
-        result = _as_result(plugin, value)
+        result = _as_result(value)
         mode = plugin.spec.mode.value
         if not result.continue_processing and not authority.may_deny:
-            raise _Refused(f"a {mode} plugin may not deny; its deny was refused")
+            raise Refusal("deny_refused", f"denied, but a {mode} plugin may not deny; its deny was refused")
         modifies = result.modified_payload is not None or result.modified_extensions is not None
         if modifies and not authority.may_modify:
-            raise _Refused(f"a {mode} plugin may not modify the payload or extensions; the change was refused")
-        proposed = gating.as_wire(result.modified_extensions)
-        if proposed is not None and not isinstance(proposed, dict):
-            raise _Refused(f"modified extensions must be a map or Extensions, got {type(proposed).__name__}")
-    except _Refused as refused:
-        _failed(plugin, inv, out, str(refused))
-        return
-    if result.metadata:
-        out.metadata.update(result.metadata)
-    if not result.continue_processing:
-        violation = result.violation or PluginViolation(code="denied", reason=f"denied by plugin {plugin.name!r}")
-        out.violation = violation.model_copy(update={"plugin_name": plugin.name})
-        out.continue_processing = False
-        return
-    if result.modified_payload is not None:
-        try:
-            inv.payload = out.modified_payload = payloads.accept(inv.payload_type, result.modified_payload)
-        except ValueError as exc:
-            _failed(plugin, inv, out, f"returned an invalid modified payload: {exc}")
+            raise Refusal("modify_refused", f"returned a modification, but a {mode} plugin may not modify the payload or extensions; the change was refused")
+        metadata = payloads.plain_copy(result.metadata, "metadata", "metadata") if result.metadata else None
+        if not result.continue_processing:
+            _deny(plugin, inv, out, result.violation, metadata)
             return
-    if proposed is not None:
-        merged, refusals = gating.accept(inv.extensions, view, proposed, plugin.grant)
-        for r in refusals:
-            out.errors.append(
-                PluginError(
-                    plugin_name=plugin.name,
-                    code="extension_write_refused",
-                    message=f"plugin {plugin.name!r} may not write {r.field}: {r.why}",
-                    details={"field": r.field},
-                )
-            )
-        if merged != inv.extensions:
-            inv.extensions = out.modified_extensions = merged
+        new_payload = payloads.accept(inv.payload_type, result.modified_payload, inv.limits) if result.modified_payload is not None else None
+        new_extensions = _accept_extensions(plugin, inv, result.modified_extensions) if result.modified_extensions is not None else None
+    except payloads.Refusal as refused:
+        _failed(plugin, inv, out, refused.why, refused.code, getattr(refused, "details", None))
+        return
+    if metadata:
+        out.metadata.update(metadata)
+    if new_payload is not None:
+        inv.payload = out.payload = new_payload
+        out._decoded_payload = None
+    if new_extensions is not None:
+        inv.extensions = out.extensions = new_extensions
+        inv.has_extensions = True
+        out._decoded_extensions = None
 
 
-def _as_result(plugin: LoadedPlugin, value: Any) -> PluginResult:
+class Refusal(payloads.Refusal):
+    """A result the engine does not take; details go to the PluginError."""
+
+    def __init__(self, code: str, why: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(code, why)
+        self.details = details
+
+
+def _as_result(value: Any) -> PluginResult:
     if value is None:
-        return PluginResult()
-    if not isinstance(value, PluginResult):
-        raise _Refused(f"returned {type(value).__name__}; expected a PluginResult (allow / deny / modify) or None")
+        return _ALLOWED
+    if type(value) is not PluginResult and not isinstance(value, PluginResult):
+        raise Refusal("invalid_result", f"returned {type(value).__name__}; expected a PluginResult (allow / deny / modify) or None")
+    if type(value.continue_processing) is not bool:
+        raise Refusal("invalid_result", f"returned continue_processing={value.continue_processing!r}; expected True or False")
+    if value.metadata is not None and not isinstance(value.metadata, dict):
+        raise Refusal("invalid_result", f"returned metadata of type {type(value.metadata).__name__}; expected a map")
     return value
+
+
+_ALLOWED = PluginResult()
+
+
+def _deny(plugin: LoadedPlugin, inv: Invocation, out: PipelineOutcome, given: Any, metadata: dict[str, Any] | None) -> None:
+    """Stops the pipeline with the plugin's violation. A violation that cannot be
+    taken is the plugin's failure; under on_error ignore / disable the deny still
+    stands (with what could be kept of the violation), never an allow."""
+    violation, problem = _violation(plugin, given)
+    if problem is not None:
+        _failed(plugin, inv, out, problem.why + "; the call is denied all the same", problem.code)
+    if metadata:
+        out.metadata.update(metadata)
+    out.violation = violation
+    out.continue_processing = False
+
+
+def _violation(plugin: LoadedPlugin, given: Any) -> tuple[PluginViolation, Refusal | None]:
+    fallback = PluginViolation(code="denied", reason=f"denied by plugin {plugin.name!r}", plugin_name=plugin.name)
+    if given is None:
+        return fallback, None
+    try:
+        violation = given if isinstance(given, PluginViolation) else PluginViolation.model_validate(given)
+        wire = payloads.plain_copy(violation.to_wire(), "violation", "violation")
+        checked: PluginViolation = PluginViolation.from_wire(wire, "violation")
+    except payloads.Refusal as refused:
+        return fallback, Refusal(refused.code, refused.why)
+    except Exception as exc:  # noqa: BLE001 - a malformed violation is the plugin's failure
+        return fallback, Refusal("violation_invalid", f"returned an invalid violation: {exc}")
+    return checked.model_copy(update={"plugin_name": plugin.name}), None
+
+
+def _accept_extensions(plugin: LoadedPlugin, inv: Invocation, given: Any) -> payloads.Snapshot | None:
+    """The call's extensions with the plugin's writes, or None when it changed
+    nothing. A refused write refuses them all."""
+    proposed = gating.as_wire(given)
+    if not isinstance(proposed, dict):
+        raise Refusal("modified_extensions_invalid", f"returned modified extensions of type {type(proposed).__name__}; expected a map or Extensions")
+    # Compared with a pristine copy of what the plugin was shown: it may have edited
+    # its own copy in place.
+    shown = gating.hide(inv.extensions.fresh(), plugin.grant) if inv.has_extensions else {}
+    current = inv.extensions.fresh() if inv.has_extensions else {}
+    merged, refusals, changed = gating.accept(current, shown, proposed, plugin.grant)
+    if refusals:
+        listed = "; ".join(f"{r.field} ({r.why})" for r in refusals)
+        raise Refusal(
+            "extension_write_refused",
+            f"may not write {listed}; none of its changes were applied",
+            {"fields": [r.field for r in refusals]},
+        )
+    if not changed:
+        return None
+    return payloads.accept_extensions(merged, changed, inv.limits)
 
 
 def _timed_out(plugin: LoadedPlugin, inv: Invocation, out: PipelineOutcome) -> None:
@@ -202,16 +312,24 @@ def _timed_out(plugin: LoadedPlugin, inv: Invocation, out: PipelineOutcome) -> N
             f"hook {inv.hook!r}: the invoke ran past its limit of {inv.invoke_timeout:g}s (plugin_settings.invoke_timeout) "
             f"in plugin {plugin.name!r}"
         )
-    _failed(plugin, inv, out, f"timed out after {plugin.timeout:g}s", timeout=True)
+    _failed(plugin, inv, out, f"timed out after {plugin.timeout:g}s", "plugin_timeout")
 
 
-def _failed(plugin: LoadedPlugin, inv: Invocation, out: PipelineOutcome, why: str, timeout: bool = False) -> None:
-    """on_error: fail raises (naming the plugin), ignore records, disable records and
-    switches the plugin off for the rest of the manager's life."""
+def _failed(
+    plugin: LoadedPlugin,
+    inv: Invocation,
+    out: PipelineOutcome,
+    why: str,
+    code: str = "plugin_error",
+    details: dict[str, Any] | None = None,
+) -> None:
+    """on_error: fail raises (naming the plugin and the code), ignore records, disable
+    records and switches the plugin off for the rest of the manager's life."""
     message = f"plugin {plugin.name!r} {why}"
     if plugin.spec.on_error is OnError.FAIL:
-        raise (PipelineTimeoutError if timeout else PipelineError)(f"hook {inv.hook!r}: {message}")
-    out.errors.append(PluginError(plugin_name=plugin.name, message=message, code="plugin_timeout" if timeout else "plugin_error"))
+        error = PipelineTimeoutError if code == "plugin_timeout" else PipelineError
+        raise error(f"hook {inv.hook!r}: {message} (code {code})")
+    out.errors.append(PluginError(plugin_name=plugin.name, message=message, code=code, details=details))
     if plugin.spec.on_error is OnError.DISABLE:
         plugin.disabled = True
 
@@ -220,30 +338,28 @@ def _run_concurrent(phase: list[LoadedPlugin], inv: Invocation, authority: Autho
     """The plugins run together: each is started inline, those that suspend finish
     together on the caller's loop. The first deny halts the rest."""
     suspended: list[driver.Suspended] = []
-    views: dict[str, dict[str, Any]] = {}
 
     def settle(plugin: LoadedPlugin, ok: bool, value: Any) -> bool:
         if not ok:
             if isinstance(value, driver.HandlerTimeout):
                 _timed_out(plugin, inv, out)
             else:
-                _failed(plugin, inv, out, f"raised {type(value).__name__}: {value}")
+                _failed(plugin, inv, out, driver.describe(value))
             return False
-        _apply(plugin, inv, authority, value, out, views[plugin.name])
+        _apply(plugin, inv, authority, value, out)
         return not out.continue_processing
 
     try:
         for plugin in phase:
             deadline = _deadline(plugin, inv)
             args = _args(plugin, inv)
-            views[plugin.name] = args[1].extensions
             try:
                 done, value, coro = driver.begin(plugin.handlers[inv.hook], args, deadline)
             except driver.HandlerTimeout:
                 _timed_out(plugin, inv, out)
                 continue
-            except Exception as exc:  # noqa: BLE001 - contained
-                _failed(plugin, inv, out, f"raised {type(exc).__name__}: {exc}")
+            except BaseException as exc:  # noqa: BLE001 - contained
+                _failed(plugin, inv, out, driver.describe(exc))
                 continue
             if not done:
                 suspended.append(driver.Suspended(plugin, coro, value, deadline))
@@ -261,37 +377,48 @@ def _run_concurrent(phase: list[LoadedPlugin], inv: Invocation, authority: Autho
         s.coro.close()
 
 
-def _fire_and_forget(followers: list[LoadedPlugin], inv: Invocation, out: PipelineOutcome) -> BackgroundTasks:
+def _fire_and_forget(followers: list[LoadedPlugin], inv: Invocation) -> BackgroundTasks:
     """Queues the fire-and-forget plugins for the runtime loop with the pipeline's final
     payload and extensions; their failures come back through the handle."""
     tasks = BackgroundTasks([p.name for p in followers], len(followers))
-    RUNNER.submit(tasks, [_Follower(p, inv.hook, inv.payload, inv.extensions, inv.global_state) for p in followers])
+    RUNNER.submit(tasks, [_Follower(p, inv.hook, inv.payload, inv.extensions if inv.has_extensions else None, inv.global_state) for p in followers])
     return tasks
 
 
 class _Follower:
     """One fire-and-forget plugin's run, called on the runtime loop: returns its
-    PluginError (or None), or a coroutine finishing a handler that suspended."""
+    PluginError (or None), or a coroutine finishing a handler that suspended. It gets
+    its own copies of the final payload and extensions, decoded on the loop."""
 
     __slots__ = ("plugin", "hook", "payload", "extensions", "global_state")
 
-    def __init__(self, plugin: LoadedPlugin, hook: str, payload: Any, extensions: dict[str, Any], global_state: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        plugin: LoadedPlugin,
+        hook: str,
+        payload: payloads.Snapshot,
+        extensions: payloads.Snapshot | None,
+        global_state: dict[str, Any],
+    ) -> None:
         self.plugin, self.hook, self.payload = plugin, hook, payload
         self.extensions, self.global_state = extensions, global_state
 
     def __call__(self) -> Any:
         plugin = self.plugin
-        ctx = PluginContext(extensions=gating.view_for(self.extensions, plugin.grant), state={}, global_state=self.global_state)
         try:
-            done, value = start_inline(plugin.handlers[self.hook], (self.payload, ctx), plugin.timeout)
-        except Exception as exc:  # noqa: BLE001 - contained
+            view = gating.hide(self.extensions.fresh(), plugin.grant) if self.extensions is not None else {}
+            ctx = PluginContext(extensions=view, state={}, global_state=self.global_state)
+            done, value = start_inline(plugin.handlers[self.hook], (self.payload.fresh(), ctx), plugin.timeout)
+        except BaseException as exc:  # noqa: BLE001 - contained
             return self.settle(exc)
         return self.settle(value) if done else self.rest(value)
 
     async def rest(self, awaitable: Any) -> PluginError | None:
         try:
             return self.settle(await awaitable)
-        except Exception as exc:  # noqa: BLE001 - contained
+        except asyncio.CancelledError as exc:  # the handler's own: the runner does not cancel
+            return self.settle(driver.PluginRaised(exc))
+        except Exception as exc:  # noqa: BLE001 - contained (BaseExceptions come wrapped)
             return self.settle(exc)
 
     def settle(self, value: Any) -> PluginError | None:
@@ -299,13 +426,15 @@ class _Follower:
         if isinstance(value, BaseException):
             if isinstance(value, (asyncio.TimeoutError, driver.HandlerTimeout)):
                 return self.failed(f"timed out after {plugin.timeout:g}s", "plugin_timeout")
-            return self.failed(f"raised {type(value).__name__}: {value}", "plugin_error")
+            return self.failed(driver.describe(value), "plugin_error")
         try:
-            result = _as_result(plugin, value)
-        except _Refused as refused:
-            return self.failed(str(refused), "plugin_error")
-        if not result.continue_processing or result.modified_payload is not None or result.modified_extensions is not None:
-            return self.failed("may neither deny nor modify (fire_and_forget); its result was refused", "plugin_error")
+            result = _as_result(value)
+        except payloads.Refusal as refused:
+            return self.failed(refused.why, refused.code)
+        if not result.continue_processing:
+            return self.failed("denied, but a fire_and_forget plugin may not deny; its deny was refused", "deny_refused")
+        if result.modified_payload is not None or result.modified_extensions is not None:
+            return self.failed("returned a modification, but a fire_and_forget plugin may not modify; the change was refused", "modify_refused")
         return None
 
     def failed(self, message: str, code: str) -> PluginError:

@@ -3,10 +3,11 @@ engine accepts.
 
 A plugin gets its own copy of the slots its capabilities let it read, so an edit made
 in place never reaches another plugin. What it proposes back (modify(extensions=...))
-is compared with that copy slot by slot, at the granularity of the tier table: a
-change to an immutable slot, a shrinking monotonic slot, or a guarded slot written
-without its capability is refused and reported naming the field; the rest is merged
-into the call's extensions. Slots the plugin could not see are never touched.
+is compared with what it was shown slot by slot, at the granularity of the tier
+table: a change to an immutable slot, a shrinking monotonic slot, or a guarded slot
+written without its capability is refused, naming the field, and a refused write
+fails the plugin (none of its changes apply); otherwise the changes are merged into
+the call's extensions. Slots the plugin could not see are never touched.
 """
 
 from __future__ import annotations
@@ -60,16 +61,19 @@ def copy_tree(value: Any) -> Any:
     return msgpack.unpackb(msgpack.packb(value, use_bin_type=True), raw=False)
 
 
-def view_for(extensions: dict[str, Any], grant: Grant) -> dict[str, Any]:
-    """The plugin's own copy of the extensions, without the slots it may not read."""
-    if not extensions:
-        return {}
-    view: dict[str, Any] = copy_tree(extensions)
-    if not grant.hidden_roots.isdisjoint(view):
+def hide(view: dict[str, Any], grant: Grant) -> dict[str, Any]:
+    """Removes from view (a private copy of the extensions) the slots the plugin may
+    not read."""
+    if view and not grant.hidden_roots.isdisjoint(view):
         for path in grant.hidden:
             if path[0] in view:
                 _delete(view, path)
     return view
+
+
+def view_for(extensions: dict[str, Any], grant: Grant) -> dict[str, Any]:
+    """The plugin's own copy of the extensions, without the slots it may not read."""
+    return hide(copy_tree(extensions), grant) if extensions else {}
 
 
 def as_wire(extensions: Any) -> Any:
@@ -82,10 +86,13 @@ class Refusal:
     why: str
 
 
-def accept(current: dict[str, Any], view: dict[str, Any], proposed: dict[str, Any], grant: Grant) -> tuple[dict[str, Any], list[Refusal]]:
-    """Merges the allowed changes of proposed (against view) into a copy of current."""
-    result = copy_tree(current)
+def accept(current: dict[str, Any], view: dict[str, Any], proposed: dict[str, Any], grant: Grant) -> tuple[dict[str, Any], list[Refusal], set[str]]:
+    """Merges the allowed changes of proposed (against view, what the plugin was
+    shown) into current, a private copy of the call's extensions, which it returns
+    with the refusals and the top-level slots that changed."""
+    result = current
     refusals: list[Refusal] = []
+    changed: set[str] = set()
     for path in _changed_paths(view, proposed):
         slot = _governing(path)
         field = "extensions." + ".".join(path)
@@ -100,11 +107,14 @@ def accept(current: dict[str, Any], view: dict[str, Any], proposed: dict[str, An
                 refusals.append(Refusal(field, "monotonic: entries may only be added, never removed or changed"))
             else:
                 _set(result, path, _union(_get(result, path), new))
+                changed.add(path[0])
         elif new is _MISSING:
             _delete(result, path)
+            changed.add(path[0])
         else:
             _set(result, path, new)
-    return result, refusals
+            changed.add(path[0])
+    return result, refusals, changed
 
 
 def _changed_paths(view: dict[str, Any], proposed: dict[str, Any]) -> list[Path]:

@@ -4,6 +4,7 @@ over libcpex.so) or directly from Python."""
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from cpex.engine.context import ContextTable
 from cpex.engine.gating import Grant
 from cpex.engine.executor import Invocation, LoadedPlugin, PipelineOutcome, plan_order, run_pipeline
 from cpex.engine.registry import FactoryRegistry, add_plugin_dirs
-from cpex.engine.routing import Resolution, Router, conditions_match
+from cpex.engine.routing import Resolution, Router
 from cpex.errors import ConfigError, InvalidHandleError, InvalidInputError, PipelineError
 from cpex.plugin import Plugin
 
@@ -34,6 +35,11 @@ def _carry(owner: "PluginManager", states: dict[str, dict[str, Any]]) -> Context
     return ContextTable(owner, kept) if kept else None
 
 
+def _limits(config: Config) -> payloads.Limits:
+    s = config.plugin_settings
+    return payloads.Limits(s.max_payload_bytes, s.max_extensions_bytes, s.max_collection_entries)
+
+
 class PluginManager:
     """Config, plugins, routes and global state. Safe to use from many threads."""
 
@@ -44,6 +50,7 @@ class PluginManager:
         self._plans: dict[str, list[LoadedPlugin]] = {}
         self._narrowed: dict[tuple[str, Resolution], list[LoadedPlugin]] = {}
         self._conditional = False
+        self._limits = _limits(self._config)
         self._factories = FactoryRegistry()
         self._initialized = False
         self._shut_down = False
@@ -65,9 +72,21 @@ class PluginManager:
         self._check_alive("register_factory")
         self._factories.register(kind, target)
 
-    def load_config(self, text: str) -> None:
+    def load_config_file(self, path: str) -> None:
+        """Loads the YAML config file at path; its relative plugin_dirs are taken from
+        the file's folder."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInputError(f"path: cannot read the config file {path!r}: {exc}") from None
+        self.load_config(text, base_dir=os.path.dirname(os.path.abspath(path)))
+
+    def load_config(self, text: str, base_dir: str | None = None) -> None:
+        """Loads (replaces) the config from YAML text; relative plugin_dirs are taken
+        from base_dir, else from the current working directory."""
         config = parse_config(text)
-        add_plugin_dirs(config.plugin_settings.plugin_dirs)
+        add_plugin_dirs(config.plugin_settings.plugin_dirs, base_dir)
         plugins = [self._instantiate(i, config) for i in range(len(config.plugins))]
         plans: dict[str, list[LoadedPlugin]] = {}
         for plugin in plugins:
@@ -80,6 +99,7 @@ class PluginManager:
             self._config, self._plugins, self._router = config, plugins, Router(config)
             self._plans = {hook_name: plan_order(p) for hook_name, p in plans.items()}
             self._conditional = any(p.spec.conditions for p in plugins)
+            self._limits = _limits(config)
             self._narrowed.clear()
 
     def _instantiate(self, index: int, config: Config) -> LoadedPlugin:
@@ -112,13 +132,30 @@ class PluginManager:
         )
 
     def initialize(self) -> None:
+        """Initializes every plugin in config order. When one fails (raises or times
+        out), those already initialized are shut down again, in reverse order, and the
+        error names the failing plugin (and any rollback shutdown that failed too);
+        the manager stays not initialized."""
         with self._lock:
             self._check_alive("initialize")
             if self._initialized:
                 return
-            for plugin in self._plugins:
-                self._lifecycle(plugin, "initialize")
+            for i, plugin in enumerate(self._plugins):
+                try:
+                    self._lifecycle(plugin, "initialize")
+                except PipelineError as exc:
+                    raise PipelineError(str(exc) + self._roll_back(self._plugins[:i])) from None
             self._initialized = True
+
+    def _roll_back(self, initialized: list[LoadedPlugin]) -> str:
+        """Shuts the plugins down, last first; what failed, as a suffix for the error."""
+        failures = []
+        for plugin in reversed(initialized):
+            try:
+                self._lifecycle(plugin, "shutdown")
+            except PipelineError as exc:
+                failures.append(str(exc))
+        return f"; rollback shutdown failed: {'; '.join(failures)}" if failures else ""
 
     def shutdown(self) -> None:
         """Shuts every plugin down; the manager is unusable afterwards. Idempotent.
@@ -198,14 +235,43 @@ class PluginManager:
         payload: Any,
         extensions: dict[str, Any] | None = None,
         context: ContextTable | None = None,
+        *,
+        payload_wire: bytes | None = None,
+        extensions_wire: bytes | None = None,
+        owned: bool = False,
     ) -> InvokeOutcome:
-        # The context is consumed first: on failure as on success it cannot be reused.
-        states = context.consume() if context is not None else {}
-        if context is not None and context.owner is not self:
-            raise InvalidInputError("context: the context table belongs to another manager")
+        """Runs the hook's plugins over payload (a map; for CMF the MessagePayload
+        map) and extensions. A context passed in is consumed when the call succeeds,
+        and left valid and unchanged when it raises. payload_wire / extensions_wire:
+        the MessagePack the values were decoded from, when the caller has it (spares
+        an encode); owned: nobody but the engine holds the values."""
         self._check_alive("invoke")
         if not self._initialized:
             raise PipelineError(f"invoke {hook!r}: the manager is not initialized; call initialize first")
+        if context is not None and context.owner is not self:
+            raise InvalidInputError("context: the context table belongs to another manager")
+        states = context.hold() if context is not None else {}
+        try:
+            outcome = self._invoke(hook, payload_type, payload, extensions, states, payload_wire, extensions_wire, owned)
+        except BaseException:
+            if context is not None:
+                context.release()
+            raise
+        if context is not None:
+            context.consume()
+        return outcome
+
+    def _invoke(
+        self,
+        hook: str,
+        payload_type: int,
+        payload: Any,
+        extensions: Any,
+        states: dict[str, dict[str, Any]],
+        payload_wire: bytes | None,
+        extensions_wire: bytes | None,
+        owned: bool,
+    ) -> InvokeOutcome:
         if not hook:
             raise InvalidInputError("hook: the hook name is empty")
         body = payloads.decode(payload_type, payload)
@@ -216,23 +282,26 @@ class PluginManager:
         if not plan:
             # Nothing to run: the fast path of hooks nobody handles.
             return InvokeOutcome(PipelineOutcome(states=states), _carry(self, states), None)
-        extensions = dict(extensions or {})
-        resolution = self._router.resolve(extensions.get("meta"))
+        ext: dict[str, Any] = dict(extensions) if extensions else {}
+        resolution = self._router.resolve(ext.get("meta"))
         if resolution.tags:
-            meta = dict(extensions.get("meta") or {})
+            meta = dict(ext.get("meta") or {})
             meta["tags"] = list(resolution.tags)
-            extensions["meta"] = meta
+            ext["meta"] = meta
+            extensions_wire = None
         plan = self._routed_plan(hook, plan, resolution)
         settings = self._config.plugin_settings
         inv = Invocation(
             hook=hook,
             payload_type=payload_type,
-            payload=body,
-            extensions=extensions,
-            states=states,
+            payload=payloads.host_snapshot(payload_type, body, payload_wire, owned),
+            extensions=payloads.extensions_snapshot(ext, extensions_wire if extensions else None, owned),
+            has_extensions=bool(ext),
+            states_in=states,
             global_state=self.global_state,
             deadline=time.monotonic() + settings.invoke_timeout,
             invoke_timeout=settings.invoke_timeout,
+            limits=self._limits,
         )
         outcome = run_pipeline(plan, inv)
         if outcome.background is not None:
@@ -247,11 +316,7 @@ class PluginManager:
         key = (hook, resolution)
         narrowed = self._narrowed.get(key)
         if narrowed is None:
-            narrowed = [
-                p
-                for p in plan
-                if (resolution.plugins is None or p.name in resolution.plugins) and conditions_match(p.spec.conditions, resolution)
-            ]
+            narrowed = [p for p in plan if self._router.admits(p.name, resolution)]
             if len(self._narrowed) >= max(self._config.plugin_settings.route_cache_size, 1) * 4:
                 self._narrowed.clear()  # bounded, like the route cache
             self._narrowed[key] = narrowed

@@ -1,20 +1,105 @@
 """The payload registry: what a plugin receives for each payload type, what it may
-return as a modified payload, and the wire form the boundary encodes."""
+return as a modified payload, and the canonical form every plugin's private copy is
+made from.
+
+Isolation: no plugin ever holds an object another plugin or the host sees. Each
+version of an invoke's payload and extensions is kept as a `Snapshot`, its canonical
+MessagePack encoding; every plugin gets its own copy decoded from it, so an edit made
+in place (by any plugin, in any phase) reaches nobody. A modification a plugin
+returns is checked here, when it returns: encodable, of the payload type's shape,
+within the size limit; the check yields the next snapshot, so the accepted value is
+encoded once and never again.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import msgpack
 
 from cpex._generated.errors import PAYLOAD_CMF_MESSAGE, PAYLOAD_GENERIC, PAYLOAD_TYPES
-from cpex._generated.records import Message, MessagePayload
+from cpex._generated.records import Extensions, Message, MessagePayload
 from cpex.errors import InvalidInputError, ParseError
+
+_NOTHING: Any = object()
+_ENCODE_ERRORS = (TypeError, ValueError, OverflowError)
+
+
+class Refusal(Exception):
+    """A plugin's result that cannot be taken: code (as in PluginError.code) and why."""
+
+    def __init__(self, code: str, why: str) -> None:
+        super().__init__(why)
+        self.code = code
+        self.why = why
+
+
+@dataclass(frozen=True)
+class Limits:
+    """plugin_settings' size limits, applied to what hosts send and plugins return."""
+
+    max_payload_bytes: int
+    max_extensions_bytes: int
+    max_collection_entries: int
+
+
+def _pack(value: Any) -> bytes:
+    data: bytes = msgpack.packb(value, use_bin_type=True)
+    return data
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False)
+
+
+class Snapshot:
+    """One version of a payload or of the extensions: canonical bytes, and the value
+    decoded from them. copy() hands out a private value per plugin: the first caller
+    may get the decoded value itself when nobody else has seen it."""
+
+    __slots__ = ("wire", "_decode", "_spare")
+
+    def __init__(self, wire: bytes, decode: Callable[[bytes], Any], spare: Any = _NOTHING) -> None:
+        self.wire = wire
+        self._decode = decode
+        self._spare = spare
+
+    def copy(self) -> Any:
+        """A value nobody else holds (on the invoking thread only)."""
+        spare = self._spare
+        if spare is not _NOTHING:
+            self._spare = _NOTHING
+            return spare
+        return self._decode(self.wire)
+
+    def fresh(self) -> Any:
+        """A value nobody else holds, decoded anew (safe from any thread)."""
+        return self._decode(self.wire)
+
+
+def _decode_generic(wire: bytes) -> Any:
+    return _unpack(wire)
+
+
+def _decode_cmf(wire: bytes) -> Any:
+    payload: MessagePayload = MessagePayload.model_validate(_unpack(wire))
+    return payload.message
+
+
+def _decoder(payload_type: int) -> Callable[[bytes], Any]:
+    return _decode_cmf if payload_type == PAYLOAD_CMF_MESSAGE else _decode_generic
+
+
+def check_type(payload_type: int) -> None:
+    if payload_type not in PAYLOAD_TYPES:
+        known = ", ".join(f"{k} ({v})" for k, v in PAYLOAD_TYPES.items())
+        raise InvalidInputError(f"payload_type: unknown payload type {payload_type}; expected one of {known}")
 
 
 def decode(payload_type: int, wire: Any) -> Any:
     """The payload as plugins see it: a dict (generic) or a typed Message (CMF)."""
-    if payload_type not in PAYLOAD_TYPES:
-        known = ", ".join(f"{k} ({v})" for k, v in PAYLOAD_TYPES.items())
-        raise InvalidInputError(f"payload_type: unknown payload type {payload_type}; expected one of {known}")
+    check_type(payload_type)
     if not isinstance(wire, dict):
         raise InvalidInputError(f"payload: a {PAYLOAD_TYPES[payload_type]} payload must be a map, got {type(wire).__name__}")
     if payload_type == PAYLOAD_CMF_MESSAGE:
@@ -26,27 +111,114 @@ def decode(payload_type: int, wire: Any) -> Any:
     return wire
 
 
-def accept(payload_type: int, value: Any) -> Any:
-    """A plugin's modified payload in the form later plugins get; ValueError if it is
-    not a payload of this type."""
+def encode(payload_type: int, value: Any) -> Any:
+    """The wire form (plain data) of a payload."""
+    if payload_type == PAYLOAD_CMF_MESSAGE:
+        return {"message": value.to_wire()}
+    return value
+
+
+def host_snapshot(payload_type: int, value: Any, wire: bytes | None, owned: bool) -> Snapshot:
+    """The snapshot of the payload a host sent, already decoded (decode()). wire: its
+    bytes when the host sent bytes; owned: nobody but the engine holds value."""
+    if wire is None:
+        try:
+            wire = _pack(encode(payload_type, value))
+        except _ENCODE_ERRORS as exc:
+            raise InvalidInputError(f"payload: cannot be encoded as MessagePack: {exc}") from None
+    return Snapshot(wire, _decoder(payload_type), value if owned else _NOTHING)
+
+
+def extensions_snapshot(value: dict[str, Any], wire: bytes | None, owned: bool) -> Snapshot:
+    """The snapshot of the call's extensions (a map, possibly empty); wire and owned
+    as for host_snapshot."""
+    if wire is None:
+        try:
+            wire = _pack(value)
+        except _ENCODE_ERRORS as exc:
+            raise InvalidInputError(f"extensions: cannot be encoded as MessagePack: {exc}") from None
+    return Snapshot(wire, _unpack, value if owned else _NOTHING)
+
+
+def accept(payload_type: int, value: Any, limits: Limits) -> Snapshot:
+    """A plugin's modified payload, checked: Refusal when it is not a payload of this
+    type, cannot be encoded, or is larger than the limit. The snapshot's spare value
+    is the canonical one (a dict with string keys; a validated Message)."""
     if payload_type == PAYLOAD_GENERIC:
         if not isinstance(value, dict):
-            raise ValueError(f"a modified generic payload must be a map, got {type(value).__name__}")
-        return value
+            raise Refusal("modified_payload_invalid", f"returned a modified payload of type {type(value).__name__}; a generic payload must be a map")
+        wire = _encode(value, "modified_payload")
+    else:
+        message = _as_message(value)
+        try:
+            wire_value = encode(payload_type, message)
+        except Exception as exc:  # noqa: BLE001 - a model built without validation may hold anything
+            raise Refusal("modified_payload_unencodable", f"returned a modified payload that cannot be encoded: {type(exc).__name__}: {exc}") from None
+        wire = _encode(wire_value, "modified_payload")
+    if len(wire) > limits.max_payload_bytes:
+        raise Refusal(
+            "modified_payload_too_large",
+            f"returned a modified payload of {len(wire)} bytes; the limit is {limits.max_payload_bytes} (plugin_settings.max_payload_bytes)",
+        )
+    try:
+        canonical = _checked_decode(wire, limits, "modified payload")
+        if payload_type == PAYLOAD_CMF_MESSAGE:
+            canonical = MessagePayload.from_wire(canonical, "modified payload").message
+    except ParseError as exc:
+        raise Refusal("modified_payload_invalid", f"returned an invalid modified payload: {exc}") from None
+    return Snapshot(wire, _decoder(payload_type), canonical)
+
+
+def _as_message(value: Any) -> Message:
     if isinstance(value, Message):
         return value
     if isinstance(value, MessagePayload):
         return value.message
     if isinstance(value, dict):
         try:
-            return MessagePayload.from_wire(value, "modified payload").message
+            payload: MessagePayload = MessagePayload.from_wire(value, "modified payload")
         except ParseError as exc:
-            raise ValueError(str(exc)) from None
-    raise ValueError(f"a modified CMF payload must be a Message, got {type(value).__name__}")
+            raise Refusal("modified_payload_invalid", f"returned an invalid modified payload: {exc}") from None
+        return payload.message
+    raise Refusal("modified_payload_invalid", f"returned a modified payload of type {type(value).__name__}; a CMF payload must be a Message")
 
 
-def encode(payload_type: int, value: Any) -> Any:
-    """The wire form (plain data) of a payload."""
-    if payload_type == PAYLOAD_CMF_MESSAGE:
-        return {"message": value.to_wire()}
-    return value
+def accept_extensions(merged: dict[str, Any], changed: set[str], limits: Limits) -> Snapshot:
+    """The call's extensions after a plugin's accepted writes, checked: encodable,
+    within the limit, and every changed slot of its record's shape."""
+    wire = _encode(merged, "modified_extensions")
+    if len(wire) > limits.max_extensions_bytes:
+        raise Refusal(
+            "modified_extensions_too_large",
+            f"returned extensions of {len(wire)} bytes; the limit is {limits.max_extensions_bytes} (plugin_settings.max_extensions_bytes)",
+        )
+    try:
+        canonical = _checked_decode(wire, limits, "modified extensions")
+        Extensions.from_wire({k: canonical[k] for k in changed if k in canonical}, "extensions")
+    except ParseError as exc:
+        raise Refusal("modified_extensions_invalid", f"returned invalid extensions: {exc}") from None
+    return Snapshot(wire, _unpack, canonical)
+
+
+def plain_copy(value: Any, code: str, what: str) -> Any:
+    """A private copy of plain data a plugin returned (metadata, violation details);
+    Refusal when it cannot be encoded."""
+    return _unpack(_encode(value, code, what))
+
+
+def _encode(value: Any, code: str, what: str | None = None) -> bytes:
+    try:
+        return _pack(value)
+    except _ENCODE_ERRORS as exc:
+        what = what or code.replace("_", " ")
+        raise Refusal(f"{code}_unencodable", f"returned a {what} that cannot be encoded as MessagePack: {exc}") from None
+
+
+def _checked_decode(wire: bytes, limits: Limits, what: str) -> Any:
+    """Decodes canonical bytes as the boundary decodes a host's: string map keys only,
+    collections within the entry limit."""
+    n = limits.max_collection_entries
+    try:
+        return msgpack.unpackb(wire, raw=False, max_array_len=n, max_map_len=n)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise ParseError(f"{what}: {exc}") from None

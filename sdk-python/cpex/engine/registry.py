@@ -71,11 +71,12 @@ def import_plugin(path: str, where: str) -> type[Plugin]:
     return cls
 
 
-def add_plugin_dirs(dirs: list[str]) -> None:
-    """Makes the config's plugin directories importable (relative paths are taken
-    from the current working directory)."""
+def add_plugin_dirs(dirs: list[str], base: str | None = None) -> None:
+    """Makes the config's plugin directories importable. Relative paths are taken
+    from base (the folder of the config file it was loaded from), else from the
+    current working directory."""
     for i, d in enumerate(dirs):
-        path = os.path.abspath(d)
+        path = os.path.abspath(os.path.join(base, d) if base is not None else d)
         if not os.path.isdir(path):
             raise ConfigError(f"plugin_settings.plugin_dirs[{i}]: {d!r} is not a directory (resolved to {path})")
         if path not in sys.path:

@@ -1,4 +1,10 @@
-"""Which plugins apply to an invocation: routes, policy groups, tags, conditions."""
+"""Which plugins apply to an invocation: routes, policy groups, tags, conditions.
+
+Route and condition names are exact names or wildmatch patterns (cpex.engine.patterns),
+compiled once when the config loads. When several routes match an entity, the most
+specific wins, as in the Rust cpex: an exact name, then a pattern, then the catch-all
+`*`; within one of these tiers, the first route in config order.
+"""
 
 from __future__ import annotations
 
@@ -7,27 +13,82 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from cpex.engine.config import Conditions, Config
+from cpex.engine.config import Conditions, Config, Route
+from cpex.engine.patterns import Pattern
 
 ALL_GROUP = "all"
+KINDS = ("tool", "resource", "prompt")
 
 
 @dataclass(frozen=True)
 class Resolution:
     """The entity's tags (its own plus the matched route's) and the names of the
-    plugins that apply; plugins None means every plugin (routing disabled)."""
+    plugins that apply; plugins None means every plugin of the hook (routing disabled,
+    or a call without an entity)."""
 
     entity_type: str
     entity_name: str
     tags: tuple[str, ...]
     plugins: frozenset[str] | None
 
+    @property
+    def has_entity(self) -> bool:
+        """The call named an entity: meta carried both entity_type and entity_name."""
+        return bool(self.entity_type and self.entity_name)
+
+
+class Names:
+    """A compiled list of names and patterns: exact names in a set, patterns in order."""
+
+    __slots__ = ("exact", "patterns")
+
+    def __init__(self, texts: list[str]) -> None:
+        compiled = [Pattern(t) for t in texts]
+        self.exact = frozenset(p.text for p in compiled if p.exact)
+        self.patterns = tuple(p for p in compiled if not p.exact)
+
+    def matches(self, name: str) -> bool:
+        return name in self.exact or any(p.matches(name) for p in self.patterns)
+
+
+class _Condition:
+    """One compiled `conditions` entry: every non-empty list must match."""
+
+    __slots__ = ("entities", "tags")
+
+    def __init__(self, c: Conditions) -> None:
+        self.entities = tuple((kind, Names(names)) for kind, names in zip(KINDS, (c.tools, c.resources, c.prompts)) if names)
+        self.tags = frozenset(c.tags)
+
+    def matches(self, r: Resolution) -> bool:
+        for kind, names in self.entities:
+            # No entity (no meta, or one without a type or name): names never match.
+            if not (r.has_entity and r.entity_type == kind and names.matches(r.entity_name)):
+                return False
+        return not self.tags or any(t in self.tags for t in r.tags)
+
 
 class Router:
     def __init__(self, config: Config) -> None:
         self._enabled = config.plugin_settings.routing_enabled
-        self._routes = config.routes
         self._groups = {name: tuple(group.plugins) for name, group in config.global_.policies.items()}
+        # The routes by tier: exact names (first per entity), patterns in config order,
+        # the catch-all `*` (first per kind).
+        self._exact: dict[tuple[str, str], Route] = {}
+        self._patterns: list[tuple[str, Pattern, Route]] = []
+        self._catch_all: dict[str, Route] = {}
+        for route in config.routes:
+            kind, text = route.entity
+            pattern = Pattern(text)
+            if pattern.exact:
+                self._exact.setdefault((kind, text), route)
+            elif pattern.catch_all:
+                self._catch_all.setdefault(kind, route)
+            else:
+                self._patterns.append((kind, pattern, route))
+        self._conditions = {
+            spec.name: tuple(_Condition(c) for c in spec.conditions) for spec in config.plugins if spec.conditions
+        }
         self._cache: OrderedDict[tuple[str, str, tuple[str, ...]], Resolution] = OrderedDict()
         self._cache_size = config.plugin_settings.route_cache_size
         self._lock = threading.Lock()
@@ -51,8 +112,12 @@ class Router:
         return resolution
 
     def _resolve(self, entity_type: str, entity_name: str, tags: tuple[str, ...]) -> Resolution:
+        if not (entity_type and entity_name):
+            # No entity to route on: every plugin of the hook runs (subject to its
+            # conditions), so a host that forgets meta never silently skips policies.
+            return Resolution(entity_type, entity_name, tags, None)
         names: list[str] = list(self._groups.get(ALL_GROUP, ()))
-        route = next((r for r in self._routes if _matches(r.entity, entity_type, entity_name)), None)
+        route = self.route_for(entity_type, entity_name)
         if route is not None:
             tags = tuple(dict.fromkeys((*tags, *route.meta.tags)))
             names += route.plugins
@@ -61,14 +126,27 @@ class Router:
                 names += self._groups.get(tag, ())
         return Resolution(entity_type, entity_name, tags, frozenset(names))
 
+    def route_for(self, entity_type: str, entity_name: str) -> Route | None:
+        """The route of an entity: the most specific match, ties to config order."""
+        route = self._exact.get((entity_type, entity_name))
+        if route is not None:
+            return route
+        for kind, pattern, candidate in self._patterns:
+            if kind == entity_type and pattern.matches(entity_name):
+                return candidate
+        return self._catch_all.get(entity_type)
+
+    def admits(self, plugin: str, resolution: Resolution) -> bool:
+        """The plugin runs for this resolution: it is selected (or every plugin is) and
+        any of its conditions entries matches (no conditions: always)."""
+        if resolution.plugins is not None and plugin not in resolution.plugins:
+            return False
+        conditions = self._conditions.get(plugin)
+        return conditions is None or any(c.matches(resolution) for c in conditions)
+
     @property
     def cached(self) -> int:
         return len(self._cache)
-
-
-def _matches(route_entity: tuple[str, str], entity_type: str, entity_name: str) -> bool:
-    kind, name = route_entity
-    return bool(entity_type) and kind == entity_type and (name == "*" or name == entity_name)
 
 
 def _entity(meta: Any) -> tuple[str, str, tuple[str, ...]]:
@@ -80,17 +158,3 @@ def _entity(meta: Any) -> tuple[str, str, tuple[str, ...]]:
         str(meta.get("entity_name") or ""),
         tuple(str(t) for t in tags) if isinstance(tags, (list, tuple)) else (),
     )
-
-
-def conditions_match(conditions: list[Conditions], resolution: Resolution) -> bool:
-    """No conditions: always. Otherwise any entry whose every non-empty list matches."""
-    if not conditions:
-        return True
-    return any(_condition_matches(c, resolution) for c in conditions)
-
-
-def _condition_matches(c: Conditions, r: Resolution) -> bool:
-    for kind, names in (("tool", c.tools), ("resource", c.resources), ("prompt", c.prompts)):
-        if names and not (r.entity_type == kind and r.entity_name in names):
-            return False
-    return not c.tags or any(t in r.tags for t in c.tags)

@@ -7,7 +7,6 @@ import os
 import threading
 import weakref
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Generic, TypeVar, cast, overload
 
 from cpex._generated.errors import PAYLOAD_CMF_MESSAGE, PAYLOAD_GENERIC
@@ -33,6 +32,11 @@ class _Handle:
         with self._lock:
             ptr, self._ptr = self._ptr, None
         return ptr
+
+    def _put_back(self, ptr: Any) -> None:
+        """Returns a handle taken for a call that failed (the library kept it valid)."""
+        with self._lock:
+            self._ptr = ptr
 
     def _live(self) -> Any:
         if self._ptr is None:
@@ -62,7 +66,9 @@ class _Handle:
 
 
 class ContextTable(_Handle):
-    """The context of a request, to pass to its next invoke (which consumes it)."""
+    """The context of a request, to pass to its next invoke. A successful invoke
+    consumes it; one that raises leaves it usable (and unchanged), e.g. for a retry.
+    Only one invoke at a time may hold it."""
 
     _kind = "context"
     _free = "cpex_free_context"
@@ -116,6 +122,16 @@ class InvokeResult(Generic[P]):
         return not self.result.continue_processing
 
     @property
+    def payload_modified(self) -> bool:
+        """True exactly when a plugin's modified payload was applied."""
+        return bool(self.result.payload_modified)
+
+    @property
+    def extensions_modified(self) -> bool:
+        """True exactly when a plugin's modified extensions were applied."""
+        return bool(self.result.extensions_modified)
+
+    @property
     def violation(self) -> PluginViolation | None:
         return self.result.violation
 
@@ -153,7 +169,9 @@ def _decode_result(raw: bytes, payload_type: int) -> PipelineResult:
     """The library sends the same bytes for every result nobody objected to or changed:
     those skip decoding and validation."""
     if raw == unchanged_result(payload_type):
-        return PipelineResult.model_construct(continue_processing=True, payload_type=payload_type)
+        return PipelineResult.model_construct(
+            continue_processing=True, payload_modified=False, extensions_modified=False, payload_type=payload_type
+        )
     result: PipelineResult = PipelineResult.from_wire(unpack(raw, "pipeline result"))
     return result
 
@@ -215,12 +233,10 @@ class PluginManager:
         self._call("cpex_load_config", raw, len(raw))
 
     def load_config_file(self, path: str | os.PathLike[str]) -> None:
-        """Loads the YAML config file at path."""
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise InvalidInputError(f"load_config_file: {exc}") from None
-        self.load_config(text)
+        """Loads the YAML config file at path (read by the library); relative
+        plugin_dirs in it are taken from the file's folder."""
+        raw = _utf8(os.fspath(path), "path")
+        self._call("cpex_load_config_file", raw, len(raw))
 
     def initialize(self) -> None:
         self._call("cpex_initialize")
@@ -278,7 +294,7 @@ class PluginManager:
         """Runs the hook's plugins. payload is a dict, or a wire record (MessagePayload
         for CMF hooks; payload_type then defaults to CMF); the result's
         modified_payload comes back in the payload's own class. A context passed in is
-        consumed, whatever the outcome."""
+        consumed when the call succeeds; when it raises, the context stays usable."""
         ffi = self._library.ffi
         if payload_type is None:
             payload_type = PAYLOAD_CMF_MESSAGE if isinstance(payload, MessagePayload) else PAYLOAD_GENERIC
@@ -288,12 +304,17 @@ class PluginManager:
         ext = pack(wire_ext, "extensions") if wire_ext is not None else b""
         ctx = context._take() if context is not None else None
         if context is not None and ctx is None:
-            raise InvalidHandleError("context: this context table was already consumed or closed")
+            raise InvalidHandleError("context: this context table was already consumed, closed, or is in use by another invoke")
         out = self._library.scratch()
-        self._call(
-            "cpex_invoke", raw_hook, len(raw_hook), payload_type, body, len(body), ext, len(ext),
-            ctx if ctx is not None else ffi.NULL, out.result, out.result_len, out.context, out.background,
-        )
+        try:
+            self._call(
+                "cpex_invoke", raw_hook, len(raw_hook), payload_type, body, len(body), ext, len(ext),
+                ctx if ctx is not None else ffi.NULL, out.result, out.result_len, out.context, out.background,
+            )
+        except BaseException:
+            if context is not None:
+                context._put_back(ctx)  # the library left it valid
+            raise
         out_ctx, out_bg = out.context, out.background
         result = _decode_result(self._library.take_bytes(out.result, out.result_len[0]), payload_type)
         return InvokeResult(
