@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -34,15 +33,41 @@ def hook(*names: str) -> Callable[[F], F]:
     return mark
 
 
-@dataclass(slots=True)
 class PluginContext:
-    """What a handler sees besides the payload: the extensions of the call, its own
-    per-request state (kept between hooks of one request when the host threads the
-    context table) and the manager-wide state shared by all plugins."""
+    """What a handler sees besides the payload: the extensions of the call (its own
+    copy, made on first access), its own per-request state (kept between hooks of one
+    request when the host threads the context table) and the manager-wide state shared
+    by all plugins."""
 
-    extensions: dict[str, Any]
-    state: dict[str, Any] = field(default_factory=dict)
-    global_state: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("_extensions", "_load", "state", "global_state")
+
+    def __init__(
+        self,
+        extensions: dict[str, Any] | None = None,
+        state: dict[str, Any] | None = None,
+        global_state: dict[str, Any] | None = None,
+        *,
+        load_extensions: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self._extensions = extensions
+        self._load = load_extensions
+        self.state: dict[str, Any] = {} if state is None else state
+        self.global_state: dict[str, Any] = {} if global_state is None else global_state
+
+    @property
+    def extensions(self) -> dict[str, Any]:
+        extensions = self._extensions
+        if extensions is None:
+            load = self._load
+            extensions = self._extensions = load() if load is not None else {}
+        return extensions
+
+    @extensions.setter
+    def extensions(self, value: dict[str, Any]) -> None:
+        self._extensions = value
+
+    def __repr__(self) -> str:
+        return f"PluginContext(extensions={self.extensions!r}, state={self.state!r}, global_state={self.global_state!r})"
 
 
 class Plugin:

@@ -190,9 +190,13 @@ def run_pipeline(plan: list[LoadedPlugin], inv: Invocation) -> PipelineOutcome:
 
 def _args(plugin: LoadedPlugin, inv: Invocation) -> tuple[Any, PluginContext]:
     """The handler's arguments: its own copy of the payload, and a context holding its
-    own capability-filtered copy of the extensions and its local state."""
-    view = gating.hide(inv.extensions.copy(), plugin.grant) if inv.has_extensions else {}
-    ctx = PluginContext(extensions=view, state=inv.state_for(plugin.name), global_state=inv.global_state)
+    own capability-filtered copy of the extensions (decoded when first read: many
+    plugins never look) and its local state."""
+    state = inv.state_for(plugin.name)
+    if not inv.has_extensions:
+        return inv.payload.copy(), PluginContext({}, state, inv.global_state)
+    snapshot, grant = inv.extensions, plugin.grant
+    ctx = PluginContext(None, state, inv.global_state, load_extensions=lambda: gating.hide(snapshot.copy(), grant))
     return inv.payload.copy(), ctx
 
 
@@ -406,8 +410,13 @@ class _Follower:
     def __call__(self) -> Any:
         plugin = self.plugin
         try:
-            view = gating.hide(self.extensions.fresh(), plugin.grant) if self.extensions is not None else {}
-            ctx = PluginContext(extensions=view, state={}, global_state=self.global_state)
+            snapshot = self.extensions
+            ctx = PluginContext(
+                None if snapshot is not None else {},
+                {},
+                self.global_state,
+                load_extensions=(lambda: gating.hide(snapshot.fresh(), plugin.grant)) if snapshot is not None else None,
+            )
             done, value = start_inline(plugin.handlers[self.hook], (self.payload.fresh(), ctx), plugin.timeout)
         except BaseException as exc:  # noqa: BLE001 - contained
             return self.settle(exc)
