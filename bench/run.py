@@ -43,8 +43,8 @@ def percentiles(n: int, f: Callable[[], Any]) -> tuple[float, float]:
 
 def python_figures(n: int) -> dict[str, float]:
     """The engine called directly (the baseline) and the Python SDK over libcpex.so."""
-    from cpex.engine import PluginManager as Engine
-    from cpex.host import PluginManager as Host
+    from cpexrt.engine import PluginManager as Engine
+    from cpexrt.host import PluginManager as Host
 
     out: dict[str, float] = {}
     engine = Engine.from_yaml(demo_config())

@@ -81,7 +81,7 @@ for _path in {paths!r}:
         sys.path.append(_path)
 from {module} import ffi, lib
 try:
-    from cpex._boundary import exports
+    from cpexrt._boundary import exports
     exports.install(ffi, lib)
 except BaseException:
     import traceback

@@ -134,7 +134,7 @@ cpex_status cpex_manager_new_from_yaml(const char *yaml, size_t yaml_len, cpex_m
  * it.
  *
  *  kind: The name configs use as a plugin's `kind`; must not contain ':'.
- *  target: The import path of a cpex.Plugin subclass, 'package.module:ClassName'.
+ *  target: The import path of a cpexrt.Plugin subclass, 'package.module:ClassName'.
  *  err_msg: NULL, or receives the caller-owned message of a failure.
  *  Returns CPEX_OK or a CPEX_ERR_* status; CPEX_ERR_INVALID_HANDLE for a bad handle.
  */

@@ -158,7 +158,7 @@ func (m *PluginManager) enterContext(goctx context.Context, op string) (*C.cpex_
 }
 
 // RegisterFactory registers a plugin kind for the configs loaded afterwards: configs
-// may then say `kind: <kind>` for the cpex.Plugin subclass at target, an import path
+// may then say `kind: <kind>` for the cpexrt.Plugin subclass at target, an import path
 // "package.module:ClassName".
 func (m *PluginManager) RegisterFactory(kind, target string) error {
 	h, leave, err := m.enter("RegisterFactory")

@@ -20,11 +20,11 @@ TARGETS: dict[str, str] = {
     "shims.c.j2": "ffi/generated/shims.c",
     "abi_gen.go.j2": "sdk-go/abi_gen.go",
     "records_gen.go.j2": "sdk-go/records_gen.go",
-    "errors.py.j2": "sdk-python/cpex/_generated/errors.py",
-    "abi_cdef.py.j2": "sdk-python/cpex/_generated/abi_cdef.py",
-    "records.py.j2": "sdk-python/cpex/_generated/records.py",
-    "package_init.py.j2": "sdk-python/cpex/_generated/__init__.py",
-    "slots.py.j2": "sdk-python/cpex/_generated/slots.py",
+    "errors.py.j2": "sdk-python/cpexrt/_generated/errors.py",
+    "abi_cdef.py.j2": "sdk-python/cpexrt/_generated/abi_cdef.py",
+    "records.py.j2": "sdk-python/cpexrt/_generated/records.py",
+    "package_init.py.j2": "sdk-python/cpexrt/_generated/__init__.py",
+    "slots.py.j2": "sdk-python/cpexrt/_generated/slots.py",
 }
 
 _GO_SCALARS = {

@@ -104,7 +104,7 @@ def test_status_codes_agree_across_header_go_and_python() -> None:
     sch = schema.load(ROOT / "codegen" / "schema")
     header = (ROOT / "include" / "cpex.h").read_text()
     go = (ROOT / "sdk-go" / "abi_gen.go").read_text()
-    from cpex._generated.errors import ERROR_CLASSES, Status
+    from cpexrt._generated.errors import ERROR_CLASSES, Status
 
     for s in sch.statuses:
         macro = "CPEX_OK" if s.code == 0 else f"CPEX_ERR_{s.name.upper()}"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from tool_allowlist import ToolAllowlist
 
-from cpex import PluginContext
-from cpex.engine import PluginManager
+from cpexrt import PluginContext
+from cpexrt.engine import PluginManager
 
 
 def test_the_handler_alone() -> None:

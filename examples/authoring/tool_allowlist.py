@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cpex import Plugin, PluginContext, allow, deny, hook, modify
+from cpexrt import Plugin, PluginContext, allow, deny, hook, modify
 
 
 class ToolAllowlist(Plugin):

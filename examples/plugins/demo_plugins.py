@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cpex import Plugin, PluginContext, allow, deny, modify
-from cpex._generated.records import Message
-from cpex.cmf import MessageView
+from cpexrt import Plugin, PluginContext, allow, deny, modify
+from cpexrt._generated.records import Message
+from cpexrt.cmf import MessageView
 
 
 class IdentityChecker(Plugin):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import sys
 
-from cpex._generated.records import ContentPart, Extensions, HttpExtension, Message, MessagePayload, ToolCall
-from cpex.host import PluginManager
+from cpexrt._generated.records import ContentPart, Extensions, HttpExtension, Message, MessagePayload, ToolCall
+from cpexrt.host import PluginManager
 
 
 def message(tool: str) -> MessagePayload:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from cpex.host import BackgroundTasks, InvokeResult, PluginManager
+from cpexrt.host import BackgroundTasks, InvokeResult, PluginManager
 
 
 def describe(res: InvokeResult[Any]) -> str:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from cpex.host import Library, load_library
+from cpexrt.host import Library, load_library
 
 PLUGIN_DIR = str(Path(__file__).resolve().parents[2] / "tests" / "plugins")
 

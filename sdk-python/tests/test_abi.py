@@ -10,9 +10,9 @@ import msgpack
 import pytest
 from conftest import config, plugin
 
-from cpex.errors import AbiMismatchError, RuntimeInitError, Status
-from cpex.host import Library, load_library
-from cpex.host.library import check_compatible
+from cpexrt.errors import AbiMismatchError, RuntimeInitError, Status
+from cpexrt.host import Library, load_library
+from cpexrt.host.library import check_compatible
 
 
 def call(library: Library, name: str, *args: Any) -> tuple[int, str]:
@@ -156,7 +156,7 @@ BAD = [
 
 
 def test_hooks_nobody_handles_get_the_same_answers_from_the_c_fast_path(library: Library, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cpex.engine.manager import PluginManager as Engine
+    from cpexrt.engine.manager import PluginManager as Engine
 
     m = new_manager(library, config(plugin("a", "Allow")))
 

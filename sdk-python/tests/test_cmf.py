@@ -8,11 +8,11 @@ import msgpack
 import pytest
 from conftest import config, plugin
 
-from cpex._generated.records import ContentPart, ImageSource, Message, ToolCall
-from cpex.cmf import MessageView
-from cpex.engine import PluginManager
-from cpex.errors import InvalidInputError
-from cpex.host import PluginManager as HostManager
+from cpexrt._generated.records import ContentPart, ImageSource, Message, ToolCall
+from cpexrt.cmf import MessageView
+from cpexrt.engine import PluginManager
+from cpexrt.errors import InvalidInputError
+from cpexrt.host import PluginManager as HostManager
 
 VECTORS = Path(__file__).resolve().parents[2] / "tests" / "vectors"
 UNKNOWN_PART = msgpack.unpackb((VECTORS / "ContentPart.unknown_variant.msgpack").read_bytes())
@@ -66,7 +66,7 @@ def test_unknown_parts_survive_a_modification_through_the_library() -> None:
 
 
 def test_the_view_covers_every_kind_of_part() -> None:
-    from cpex._generated.records import PromptRequest, Resource, ResourceReference, ToolResult
+    from cpexrt._generated.records import PromptRequest, Resource, ResourceReference, ToolResult
 
     parts = [
         ContentPart.new_thinking("hmm"),

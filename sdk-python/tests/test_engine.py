@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import config, plugin
 
-from cpex.engine import PluginManager
-from cpex.errors import ConfigError, InvalidHandleError, InvalidInputError, ParseError, PipelineError, PipelineTimeoutError
+from cpexrt.engine import PluginManager
+from cpexrt.errors import ConfigError, InvalidHandleError, InvalidInputError, ParseError, PipelineError, PipelineTimeoutError
 
 
 def started(text: str) -> PluginManager:

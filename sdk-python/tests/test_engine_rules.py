@@ -10,8 +10,8 @@ import pytest
 from conftest import PLUGIN_DIR, config, plugin
 
 import cpex_test_plugins as tp
-from cpex.engine import PluginManager
-from cpex.errors import ConfigError, InvalidInputError, PipelineError, PipelineTimeoutError
+from cpexrt.engine import PluginManager
+from cpexrt.errors import ConfigError, InvalidInputError, PipelineError, PipelineTimeoutError
 
 PRE = "tool_pre_invoke"
 
@@ -221,7 +221,7 @@ def test_hooks_default_to_what_the_class_handles() -> None:
     m = started(config(plugin("c", "Counter", hooks="[]")))
     assert m.has_hooks_for(PRE) and m.has_hooks_for("tool_post_invoke") and not m.has_hooks_for("prompt_pre_fetch")
     with pytest.raises(ConfigError, match=r"plugins\[0\]\.hooks: plugin 'x' lists no hooks"):
-        PluginManager.from_yaml(config(plugin("x", "BrokenInit", hooks="[]").replace("BrokenInit", "Plugin").replace("cpex_test_plugins:", "cpex:")))
+        PluginManager.from_yaml(config(plugin("x", "BrokenInit", hooks="[]").replace("BrokenInit", "Plugin").replace("cpex_test_plugins:", "cpexrt:")))
 
 
 def test_async_lifecycle_and_disabled_plugins_stay_disabled() -> None:

@@ -74,7 +74,7 @@ def test_a_failed_start_up_is_a_status_on_every_call(tmp_path: Path) -> None:
     assert [line.split(" ", 2)[:2] for line in steps] == [["new", "-9"], ["again", "-9"]], proc.stdout
     for line in steps:
         assert "cpex runtime start-up failed: the engine did not load" in line
-    assert proc.stdout.count("No module named 'cpex'") == 2
+    assert proc.stdout.count("No module named 'cpexrt'") == 2
 
 
 def test_exported_symbols_are_only_the_abi() -> None:

@@ -12,10 +12,10 @@ import msgpack
 import pytest
 from conftest import PLUGIN_DIR, config, plugin
 
-from cpex._generated.records import ContentPart, Message, MessagePayload
-from cpex.engine import PluginManager as Engine
-from cpex.errors import InvalidInputError, PipelineError
-from cpex.host import PluginManager as Host
+from cpexrt._generated.records import ContentPart, Message, MessagePayload
+from cpexrt.engine import PluginManager as Engine
+from cpexrt.errors import InvalidInputError, PipelineError
+from cpexrt.host import PluginManager as Host
 
 PRE = "tool_pre_invoke"
 CALL = {"tool_name": "search", "user": "alice"}
@@ -266,7 +266,7 @@ def test_payload_modified_is_explicit_on_every_result(make: Any) -> None:
 
 
 def test_payload_modified_is_on_the_wire_even_when_false(library: Any) -> None:
-    from cpex.result_bytes import unchanged_result
+    from cpexrt.result_bytes import unchanged_result
 
     wire = msgpack.unpackb(unchanged_result(0))
     assert wire["payload_modified"] is False and wire["extensions_modified"] is False

@@ -11,7 +11,7 @@ import msgpack
 import pytest
 from conftest import config, plugin
 
-from cpex.errors import (
+from cpexrt.errors import (
     ConfigError,
     CpexError,
     InvalidHandleError,
@@ -20,7 +20,7 @@ from cpex.errors import (
     PipelineError,
     PipelineTimeoutError,
 )
-from cpex.host import Library, PluginManager
+from cpexrt.host import Library, PluginManager
 
 PRE = "tool_pre_invoke"
 

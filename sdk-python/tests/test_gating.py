@@ -11,7 +11,7 @@ import msgpack
 import pytest
 from conftest import config, plugin
 
-from cpex.engine import PluginManager
+from cpexrt.engine import PluginManager
 
 PRE = "tool_pre_invoke"
 VECTORS = Path(__file__).resolve().parents[2] / "tests" / "vectors"
@@ -160,7 +160,7 @@ def test_edits_in_place_never_reach_another_plugin() -> None:
 
 
 def test_unknown_capabilities_fail_the_load() -> None:
-    from cpex.errors import ConfigError
+    from cpexrt.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"plugins\[0\]\.capabilities\[0\]: unknown capability 'write_header'"):
         PluginManager.from_yaml(config(plugin("p", "Allow", capabilities='["write_header"]')))

@@ -9,7 +9,7 @@ import msgpack
 import pytest
 from conftest import config, plugin
 
-from cpex.errors import (
+from cpexrt.errors import (
     ConfigError,
     InvalidHandleError,
     InvalidInputError,
@@ -18,7 +18,7 @@ from cpex.errors import (
     PipelineTimeoutError,
     Status,
 )
-from cpex.host import Library, PluginManager
+from cpexrt.host import Library, PluginManager
 
 
 def started(text: str) -> PluginManager:
@@ -152,7 +152,7 @@ def test_registered_factories_and_modified_extensions_through_the_library() -> N
 
 
 def test_typed_invoke_decodes_payload_and_extensions() -> None:
-    from cpex._generated.records import ContentPart, Extensions, Message, MessagePayload, MetaExtension
+    from cpexrt._generated.records import ContentPart, Extensions, Message, MessagePayload, MetaExtension
 
     hooks = "[cmf.tool_pre_invoke]"
     text = config(plugin("append", "CmfAppendText", hooks=hooks, config="{text: done}"))
@@ -225,7 +225,7 @@ def test_every_call_fails_cleanly_after_shutdown() -> None:
 def test_a_dropped_manager_is_shut_down() -> None:
     import gc
 
-    from cpex._boundary.handles import HANDLES
+    from cpexrt._boundary.handles import HANDLES
 
     before = len(HANDLES)
     m = started(config(plugin("a", "Allow")))

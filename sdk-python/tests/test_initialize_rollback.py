@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import config, plugin
 
-from cpex.engine import PluginManager as EngineManager
-from cpex.errors import PipelineError
-from cpex.host import PluginManager as HostManager
+from cpexrt.engine import PluginManager as EngineManager
+from cpexrt.errors import PipelineError
+from cpexrt.host import PluginManager as HostManager
 
 
 def lifecycle_config(log: Path, third: str, *, second: str = "", timeout: float | None = None) -> str:

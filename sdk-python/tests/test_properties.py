@@ -12,11 +12,11 @@ from conftest import config, plugin
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cpex._generated import records
-from cpex.engine.gating import Grant, accept
-from cpex.errors import InvalidInputError, ParseError
-from cpex.host import PluginManager
-from cpex.wire import WireRecord, unpack
+from cpexrt._generated import records
+from cpexrt.engine.gating import Grant, accept
+from cpexrt.errors import InvalidInputError, ParseError
+from cpexrt.host import PluginManager
+from cpexrt.wire import WireRecord, unpack
 
 PROFILE = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -16,9 +16,9 @@ from typing import Any, Callable
 import pytest
 from conftest import config, plugin
 
-from cpex.engine import PluginManager as EngineManager
-from cpex.engine.runtime_loop import DROPPED, new_loop
-from cpex.host import PluginManager as HostManager
+from cpexrt.engine import PluginManager as EngineManager
+from cpexrt.engine.runtime_loop import DROPPED, new_loop
+from cpexrt.host import PluginManager as HostManager
 
 PRE = "tool_pre_invoke"
 MODES = ("sequential", "concurrent", "fire_and_forget")
@@ -128,7 +128,7 @@ def test_engine_called_from_a_running_loop_makes_no_noise(quiet: None) -> None:
 
 
 def test_unexpected_loop_errors_are_logged_not_printed(capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
-    """A failing callback is no abandoned task: it goes to the 'cpex.engine' logger at
+    """A failing callback is no abandoned task: it goes to the 'cpexrt.engine' logger at
     error level, not through asyncio's default handler."""
     loop = new_loop()
     try:
@@ -141,7 +141,7 @@ def test_unexpected_loop_errors_are_logged_not_printed(capfd: pytest.CaptureFixt
     finally:
         loop.close()
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert [r.name for r in errors] == ["cpex.engine"]
+    assert [r.name for r in errors] == ["cpexrt.engine"]
     assert "Exception in callback" in errors[0].getMessage()
     assert errors[0].exc_info is not None and isinstance(errors[0].exc_info[1], KeyError)
     assert not [r for r in caplog.records if r.name == "asyncio"]

@@ -12,9 +12,9 @@ from conftest import PLUGIN_DIR
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cpex.engine import PluginManager
-from cpex.engine.patterns import Pattern
-from cpex.errors import ConfigError
+from cpexrt.engine import PluginManager
+from cpexrt.engine.patterns import Pattern
+from cpexrt.errors import ConfigError
 
 PRE = "tool_pre_invoke"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from cpex._generated import records
-from cpex.wire import WireRecord
+from cpexrt._generated import records
+from cpexrt.wire import WireRecord
 
 VECTORS = Path(__file__).resolve().parents[2] / "tests" / "vectors"
 MANIFEST = json.loads((VECTORS / "manifest.json").read_text())

@@ -6,10 +6,10 @@ import asyncio
 import copy
 from typing import Any
 
-from cpex import Plugin, PluginContext, allow, deny, hook, modify
-from cpex.results import PluginResult
-from cpex._generated.records import ContentPart, Message
-from cpex.cmf import MessageView
+from cpexrt import Plugin, PluginContext, allow, deny, hook, modify
+from cpexrt.results import PluginResult
+from cpexrt._generated.records import ContentPart, Message
+from cpexrt.cmf import MessageView
 
 
 class Allow(Plugin):

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import functools
 
-from cpex._generated.records import PipelineResult
-from cpex.wire import pack
+from cpexrt._generated.records import PipelineResult
+from cpexrt.wire import pack
 
 
 @functools.lru_cache(maxsize=None)

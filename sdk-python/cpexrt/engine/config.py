@@ -8,9 +8,9 @@ from typing import Annotated, Any
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cpex._generated.slots import CAPABILITIES
-from cpex.engine.patterns import check_pattern
-from cpex.errors import ConfigError, ParseError
+from cpexrt._generated.slots import CAPABILITIES
+from cpexrt.engine.patterns import check_pattern
+from cpexrt.errors import ConfigError, ParseError
 
 
 class Mode(str, Enum):
@@ -58,7 +58,7 @@ def _condition_pattern(text: str) -> str:
     return check_pattern(text, "condition")
 
 
-# Entity names or wildmatch patterns (cpex.engine.patterns), refused at load when the
+# Entity names or wildmatch patterns (cpexrt.engine.patterns), refused at load when the
 # matcher does not support them; the error's path names the entry.
 RoutePattern = Annotated[str, AfterValidator(_route_pattern)]
 ConditionPattern = Annotated[str, AfterValidator(_condition_pattern)]

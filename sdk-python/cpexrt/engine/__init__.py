@@ -1,5 +1,5 @@
 """The engine: config, plugin loading, the executor. It knows nothing of C or MessagePack."""
 
-from cpex.engine.manager import InvokeOutcome, PluginManager
+from cpexrt.engine.manager import InvokeOutcome, PluginManager
 
 __all__ = ["InvokeOutcome", "PluginManager"]

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import msgpack
 from pydantic import BaseModel, ConfigDict
 
-from cpex.errors import InvalidInputError, ParseError, SerializeError
+from cpexrt.errors import InvalidInputError, ParseError, SerializeError
 
 @dataclass(frozen=True)
 class WireField:

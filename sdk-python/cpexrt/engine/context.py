@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from cpex.errors import InvalidInputError
+from cpexrt.errors import InvalidInputError
 
 
 class ContextTable:

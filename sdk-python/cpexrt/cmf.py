@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from cpex._generated.records import (
+from cpexrt._generated.records import (
     AudioSource,
     ContentPart,
     DocumentSource,

@@ -17,8 +17,8 @@ from typing import Any
 
 import msgpack
 
-from cpex._generated.slots import SLOTS, Slot
-from cpex.wire import WireRecord
+from cpexrt._generated.slots import SLOTS, Slot
+from cpexrt.wire import WireRecord
 
 Path = tuple[str, ...]
 _MISSING: Any = object()

@@ -9,12 +9,12 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast, overload
 
-from cpex._generated.errors import PAYLOAD_CMF_MESSAGE, PAYLOAD_GENERIC
-from cpex._generated.records import Extensions, MessagePayload, PipelineResult, PluginError, PluginViolation
-from cpex.errors import InvalidHandleError, InvalidInputError
-from cpex.host.library import Library, load_library
-from cpex.result_bytes import unchanged_result
-from cpex.wire import WireRecord, pack, unpack
+from cpexrt._generated.errors import PAYLOAD_CMF_MESSAGE, PAYLOAD_GENERIC
+from cpexrt._generated.records import Extensions, MessagePayload, PipelineResult, PluginError, PluginViolation
+from cpexrt.errors import InvalidHandleError, InvalidInputError
+from cpexrt.host.library import Library, load_library
+from cpexrt.result_bytes import unchanged_result
+from cpexrt.wire import WireRecord, pack, unpack
 
 
 class _Handle:
@@ -221,7 +221,7 @@ class PluginManager:
 
     def register_factory(self, kind: str, target: str | type) -> None:
         """Registers a plugin kind for configs loaded afterwards. target is the import
-        path 'package.module:ClassName' of a cpex.Plugin subclass, or the class."""
+        path 'package.module:ClassName' of a cpexrt.Plugin subclass, or the class."""
         if isinstance(target, type):
             target = f"{target.__module__}:{target.__qualname__}"
         raw_kind, raw_target = _utf8(kind, "kind"), _utf8(target, "target")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from cpex._generated.records import PluginViolation
+from cpexrt._generated.records import PluginViolation
 
 
 @dataclass(frozen=True)

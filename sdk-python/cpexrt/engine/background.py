@@ -15,9 +15,9 @@ import time
 from collections import deque
 from typing import Any, Callable
 
-from cpex._generated.records import PluginError
-from cpex.engine import driver
-from cpex.engine.runtime_loop import RUNTIME_LOOP, bounded
+from cpexrt._generated.records import PluginError
+from cpexrt.engine import driver
+from cpexrt.engine.runtime_loop import RUNTIME_LOOP, bounded
 
 # A task: () -> the PluginError it produced, or None; may instead return a coroutine
 # that finishes the work (when a handler suspended).

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from pydantic import PrivateAttr, model_validator
 
-from cpex.wire import WireField, WireRecord
+from cpexrt.wire import WireField, WireRecord
 
 
 class PluginViolation(WireRecord):

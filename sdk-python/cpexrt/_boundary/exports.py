@@ -10,16 +10,16 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable
 
-from cpex._generated.abi_cdef import PYTHON_FUNCTIONS
-from cpex._generated.errors import PAYLOAD_GENERIC, Status
-from cpex._generated.records import PipelineResult, PluginError
-from cpex._boundary.handles import HANDLES, Kind
-from cpex.engine import PluginManager
-from cpex.engine.executor import PipelineOutcome
-from cpex.engine.signals import refuse_signal_handlers
-from cpex.result_bytes import unchanged_result
-from cpex.errors import CpexError, InvalidInputError
-from cpex.wire import pack, unpack
+from cpexrt._generated.abi_cdef import PYTHON_FUNCTIONS
+from cpexrt._generated.errors import PAYLOAD_GENERIC, Status
+from cpexrt._generated.records import PipelineResult, PluginError
+from cpexrt._boundary.handles import HANDLES, Kind
+from cpexrt.engine import PluginManager
+from cpexrt.engine.executor import PipelineOutcome
+from cpexrt.engine.signals import refuse_signal_handlers
+from cpexrt.result_bytes import unchanged_result
+from cpexrt.errors import CpexError, InvalidInputError
+from cpexrt.wire import pack, unpack
 
 OK = 1
 _MAX_MESSAGE = 64 * 1024

@@ -8,8 +8,8 @@ from types import CoroutineType
 from collections.abc import Coroutine, Generator
 from typing import Any, Callable
 
-from cpex.engine.runtime_loop import RUNTIME_LOOP, bounded, caller_loop, run_until_complete
-from cpex.engine.watchdog import WATCHDOG, PluginDeadline
+from cpexrt.engine.runtime_loop import RUNTIME_LOOP, bounded, caller_loop, run_until_complete
+from cpexrt.engine.watchdog import WATCHDOG, PluginDeadline
 
 _get_running_loop = asyncio.events._get_running_loop
 _set_running_loop = asyncio.events._set_running_loop

@@ -18,9 +18,9 @@ from typing import Any, Callable
 
 import msgpack
 
-from cpex._generated.errors import PAYLOAD_CMF_MESSAGE, PAYLOAD_GENERIC, PAYLOAD_TYPES
-from cpex._generated.records import Extensions, Message, MessagePayload
-from cpex.errors import InvalidInputError, ParseError
+from cpexrt._generated.errors import PAYLOAD_CMF_MESSAGE, PAYLOAD_GENERIC, PAYLOAD_TYPES
+from cpexrt._generated.records import Extensions, Message, MessagePayload
+from cpexrt.errors import InvalidInputError, ParseError
 
 _NOTHING: Any = object()
 _ENCODE_ERRORS = (TypeError, ValueError, OverflowError)

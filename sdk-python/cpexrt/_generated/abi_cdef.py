@@ -27,7 +27,7 @@ cpex_status cpex_free_context(cpex_context *context, char **err_msg);
 cpex_status cpex_live_handles(size_t *out_managers, size_t *out_contexts, size_t *out_backgrounds, char **err_msg);
 """
 
-# The exported functions implemented in Python, by the boundary (cpex._boundary.exports).
+# The exported functions implemented in Python, by the boundary (cpexrt._boundary.exports).
 PYTHON_FUNCTIONS: tuple[str, ...] = (
     'manager_new',
     'manager_new_from_yaml',

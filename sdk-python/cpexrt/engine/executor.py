@@ -9,14 +9,14 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from cpex._generated.records import PluginError, PluginViolation
-from cpex.engine import driver, gating, payloads
-from cpex.engine.background import RUNNER, BackgroundTasks, start_inline
-from cpex.engine.config import Mode, OnError, PluginSpec
-from cpex.engine.gating import Grant
-from cpex.errors import PipelineError, PipelineTimeoutError
-from cpex.plugin import Plugin, PluginContext
-from cpex.results import PluginResult
+from cpexrt._generated.records import PluginError, PluginViolation
+from cpexrt.engine import driver, gating, payloads
+from cpexrt.engine.background import RUNNER, BackgroundTasks, start_inline
+from cpexrt.engine.config import Mode, OnError, PluginSpec
+from cpexrt.engine.gating import Grant
+from cpexrt.errors import PipelineError, PipelineTimeoutError
+from cpexrt.plugin import Plugin, PluginContext
+from cpexrt.results import PluginResult
 
 
 @dataclass(frozen=True)

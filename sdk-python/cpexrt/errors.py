@@ -1,6 +1,6 @@
 """The error classes of cpex, one per status code (generated from the ABI schema)."""
 
-from cpex._generated.errors import (
+from cpexrt._generated.errors import (
     ERROR_CLASSES,
     AbiMismatchError,
     ConfigError,

@@ -1,6 +1,6 @@
 """Which plugins apply to an invocation: routes, policy groups, tags, conditions.
 
-Route and condition names are exact names or wildmatch patterns (cpex.engine.patterns),
+Route and condition names are exact names or wildmatch patterns (cpexrt.engine.patterns),
 compiled once when the config loads. When several routes match an entity, the most
 specific wins, as in the Rust cpex: an exact name, then a pattern, then the catch-all
 `*`; within one of these tiers, the first route in config order.
@@ -13,8 +13,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from cpex.engine.config import Conditions, Config, Route
-from cpex.engine.patterns import Pattern
+from cpexrt.engine.config import Conditions, Config, Route
+from cpexrt.engine.patterns import Pattern
 
 ALL_GROUP = "all"
 KINDS = ("tool", "resource", "prompt")

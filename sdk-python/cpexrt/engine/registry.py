@@ -8,8 +8,8 @@ import os
 import sys
 import threading
 
-from cpex.errors import ConfigError, InvalidInputError
-from cpex.plugin import Plugin
+from cpexrt.errors import ConfigError, InvalidInputError
+from cpexrt.plugin import Plugin
 
 
 class FactoryRegistry:
@@ -28,7 +28,7 @@ class FactoryRegistry:
         if isinstance(target, str):
             _split(target, "target")
         elif not (isinstance(target, type) and issubclass(target, Plugin)):
-            raise InvalidInputError(f"target: {target!r} is not a cpex.Plugin subclass or an import path")
+            raise InvalidInputError(f"target: {target!r} is not a cpexrt.Plugin subclass or an import path")
         with self._lock:
             if kind in self._kinds:
                 raise InvalidInputError(f"kind: {kind!r} is already registered")
@@ -67,7 +67,7 @@ def import_plugin(path: str, where: str) -> type[Plugin]:
     if cls is None:
         raise ConfigError(f"{where}: module {module_name!r} has no class {class_name!r}")
     if not (isinstance(cls, type) and issubclass(cls, Plugin)):
-        raise ConfigError(f"{where}: {path!r} is not a subclass of cpex.Plugin")
+        raise ConfigError(f"{where}: {path!r} is not a subclass of cpexrt.Plugin")
     return cls
 
 

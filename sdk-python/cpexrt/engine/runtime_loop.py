@@ -13,7 +13,7 @@ with another exception, or keep running. Such a task is abandoned (abandon, boun
 its late exception is collected when it ends, and what asyncio would report about
 tasks nobody awaits any more ("Task exception was never retrieved", "Task was
 destroyed but it is pending!") is dropped, counted in DROPPED, and logged at debug
-on the 'cpex.engine' logger. Any other loop error is logged there at error level,
+on the 'cpexrt.engine' logger. Any other loop error is logged there at error level,
 never printed by asyncio's default handler.
 """
 
@@ -25,9 +25,9 @@ import threading
 import time
 from typing import Any, Coroutine
 
-from cpex.engine.watchdog import PluginDeadline
+from cpexrt.engine.watchdog import PluginDeadline
 
-log = logging.getLogger("cpex.engine")
+log = logging.getLogger("cpexrt.engine")
 
 
 class DroppedErrors:

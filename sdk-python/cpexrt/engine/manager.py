@@ -10,16 +10,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from cpex.engine import driver, gating, payloads
-from cpex.engine.background import BackgroundTasks
-from cpex.engine.config import Config, parse_config
-from cpex.engine.context import ContextTable
-from cpex.engine.gating import Grant
-from cpex.engine.executor import Invocation, LoadedPlugin, PipelineOutcome, plan_order, run_pipeline
-from cpex.engine.registry import FactoryRegistry, add_plugin_dirs
-from cpex.engine.routing import Resolution, Router
-from cpex.errors import ConfigError, InvalidHandleError, InvalidInputError, PipelineError
-from cpex.plugin import Plugin
+from cpexrt.engine import driver, gating, payloads
+from cpexrt.engine.background import BackgroundTasks
+from cpexrt.engine.config import Config, parse_config
+from cpexrt.engine.context import ContextTable
+from cpexrt.engine.gating import Grant
+from cpexrt.engine.executor import Invocation, LoadedPlugin, PipelineOutcome, plan_order, run_pipeline
+from cpexrt.engine.registry import FactoryRegistry, add_plugin_dirs
+from cpexrt.engine.routing import Resolution, Router
+from cpexrt.errors import ConfigError, InvalidHandleError, InvalidInputError, PipelineError
+from cpexrt.plugin import Plugin
 
 
 @dataclass

@@ -14,7 +14,7 @@ import threading
 from enum import IntEnum
 from typing import Any, Generic, TypeVar
 
-from cpex.errors import InvalidHandleError
+from cpexrt.errors import InvalidHandleError
 
 T = TypeVar("T")
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from cffi import FFI
 
-from cpex._generated.abi_cdef import CDEF
-from cpex._generated.errors import ABI_VERSION_MAJOR, ABI_VERSION_MINOR, ERROR_CLASSES
-from cpex.errors import AbiMismatchError, InternalError, RuntimeInitError
+from cpexrt._generated.abi_cdef import CDEF
+from cpexrt._generated.errors import ABI_VERSION_MAJOR, ABI_VERSION_MINOR, ERROR_CLASSES
+from cpexrt.errors import AbiMismatchError, InternalError, RuntimeInitError
 
 # The library `make` builds in this checkout.
 DEFAULT_PATH = Path(__file__).resolve().parents[3] / "build" / "lib" / "libcpex.so.1"
