@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt sdk-python/pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt tests/requirements-pycpex.txt sdk-python/pyproject.toml | cksum | cut -d' ' -f1)
 LIB := build/lib/libcpex.so.1
 PYDIRS := sdk-python/cpexrt codegen/cpex_codegen ffi/build_lib.py sdk-python/tests codegen/tests tests/plugins tests/demos examples/authoring examples/plugins examples/python bench/run.py
 
@@ -14,9 +14,9 @@ all: lib demo
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt sdk-python/pyproject.toml
+$(STAMP): requirements.txt tests/requirements-pycpex.txt sdk-python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r tests/requirements-pycpex.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e sdk-python
 	touch $@
 
@@ -41,6 +41,7 @@ test-go: lib
 	@unformatted=$$(gofmt -l $(GOMODS)); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	for d in $(GOMODS); do (cd $$d && go vet ./...) || exit 1; done
 	cd sdk-go && go test -race -count=1 ./...
+	cd examples && go test -count=1 ./mcp-gateway/...
 
 # A short run of each Go fuzz target (seeds and past crashers: sdk-go/testdata/fuzz).
 FUZZTIME ?= 10s

@@ -68,6 +68,57 @@ def python_figures(n: int) -> dict[str, float]:
     return out
 
 
+PII_STANZA = """
+plugins:
+  - name: pii
+    kind: cpex_pii_filter.pii_filter.PIIFilterPlugin
+    hooks: [tool_pre_invoke]
+    mode: enforce
+    config: {block_on_detection: false}
+"""
+PII_CALL = {"name": "send_email", "args": {"to": "john@example.com", "body": "My SSN is 123-45-6789, call 555-123-4567"}}
+
+
+def pycpex_figures(n: int) -> dict[str, float]:
+    """cpex-pii-filter under py-cpex's own PluginManager, in-process (payload and
+    global context built per call, as a gateway does); and the adapter's own cost:
+    a do-nothing py-cpex plugin against a do-nothing cpex plugin, engine direct."""
+    import asyncio
+
+    import yaml
+    from cpex.framework import GlobalContext, TenantPluginManager, ToolPreInvokePayload
+    from cpex.framework.models import Config
+
+    from cpexrt.engine import PluginManager as Engine
+
+    out: dict[str, float] = {}
+    manager = TenantPluginManager(Config(**yaml.safe_load(PII_STANZA)))
+
+    async def measure() -> tuple[float, float]:
+        await manager.initialize()
+        samples = []
+        for i in range(n // 10 + n):
+            start = time.perf_counter_ns()
+            result, _ = await manager.invoke_hook(
+                "tool_pre_invoke", ToolPreInvokePayload(**PII_CALL), GlobalContext(request_id=f"r{i}")
+            )
+            if i >= n // 10:
+                samples.append(time.perf_counter_ns() - start)
+        assert result.modified_payload is not None, "py-cpex did not redact"
+        await manager.shutdown()
+        samples.sort()
+        return samples[len(samples) // 2] / 1000, samples[len(samples) * 99 // 100] / 1000
+
+    out["pycpex_pii_p50"], out["pycpex_pii_p99"] = asyncio.run(measure())
+    here = str(ROOT / "bench")
+    for name, kind in (("native", "adapter_plugins:NativeNoop"), ("pycpex", "adapter_plugins.PyCpexNoop")):
+        engine = Engine.from_yaml(f"plugin_dirs: [{here!r}]\nplugins:\n  - {{name: noop, kind: {kind}, hooks: [tool_pre_invoke]}}\n")
+        engine.initialize()
+        out[f"engine_noop_{name}_p50"], _ = percentiles(n, lambda: engine.invoke("tool_pre_invoke", 0, {"name": "t", "args": {}}))
+        engine.shutdown()
+    return out
+
+
 def go_figures(n: int, long: int) -> dict[str, float]:
     binary = ROOT / "build" / "bench-go"
     subprocess.run(["go", "build", "-o", str(binary), "./go"], cwd=ROOT / "bench", check=True)
@@ -106,9 +157,10 @@ def main() -> None:
     args = parser.parse_args()
 
     py = python_figures(args.n)
+    pc = pycpex_figures(min(args.n, 5000))
     go = go_figures(args.n, args.long)
     base = {} if args.skip_cpex01 else cpex01_figures(min(args.n, 5000))
-    f = {**py, **go, **base}
+    f = {**py, **pc, **go, **base}
 
     lines = [
         "| figure | measured | target | ratio to baseline (same run) | met |",
@@ -128,6 +180,14 @@ def main() -> None:
         speedup = f["cpex01_pipeline_p50"] / f["go_pipeline_p50"]
         lines.append(row(f"against {CPEX01} invoke_hook, same pipeline", f"{speedup:.2f} × faster from Go",
                          "≥ 3 ×", f"cpex 0.1.x: {f['cpex01_pipeline_p50']:.1f} µs median", speedup >= 3))
+    pii_ratio = f["go_pii_p50"] / f["pycpex_pii_p50"]
+    adapter = f["engine_noop_pycpex_p50"] - f["engine_noop_native_p50"]
+    lines += [
+        row("cpex-pii-filter, tool call with PII, from Go (median)", f"{f['go_pii_p50']:.1f} µs", "≤ 0.8 × py-cpex",
+            f"{pii_ratio:.2f} × py-cpex's own PluginManager in-process ({f['pycpex_pii_p50']:.1f} µs)", pii_ratio <= 0.8),
+        row("py-cpex adapter's own cost: do-nothing py-cpex plugin − do-nothing cpex plugin, engine direct", f"{adapter:.1f} µs",
+            "≤ 10 µs", f"native: {f['engine_noop_native_p50']:.1f} µs, py-cpex: {f['engine_noop_pycpex_p50']:.1f} µs", adapter <= 10),
+    ]
     through = f["go_8_throughput"] / f["go_1_throughput"]
     spread = f["go_8_p99"] / f["go_8_p50"]
     lines += [

@@ -252,3 +252,17 @@ static cpex_status cpex__fast_invoke(cpex_manager *manager, const char *hook, si
     *out_result = answer;
     return CPEX_OK;
 }
+
+/* cpex_invoke_request: the request context changes nothing for a hook nobody handles. */
+static cpex_status cpex__fast_invoke_request(cpex_manager *manager, const char *hook, size_t hook_len,
+                                             uint8_t payload_type, const uint8_t *payload, size_t payload_len,
+                                             const uint8_t *extensions, size_t extensions_len, const uint8_t *request,
+                                             size_t request_len, cpex_context *context, uint8_t **out_result,
+                                             size_t *out_result_len, cpex_context **out_context,
+                                             cpex_background **out_background, char **err_msg)
+{
+    (void)request;
+    (void)request_len;
+    return cpex__fast_invoke(manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len,
+                             context, out_result, out_result_len, out_context, out_background, err_msg);
+}

@@ -212,6 +212,20 @@ func callInvoke(manager *C.cpex_manager, hook string, payloadType uint8, payload
 	return takeBytes(outResult, outResultLen), outContext, outBackground, nil
 }
 
+// callInvokeRequest calls cpex_invoke_request: cpex_invoke with the request's global context (request id, user, tenant, server, metadata). Since ABI 1.1.
+func callInvokeRequest(manager *C.cpex_manager, hook string, payloadType uint8, payload []byte, extensions []byte, request []byte, context *C.cpex_context) ([]byte, *C.cpex_context, *C.cpex_background, error) {
+	var outResult *C.uint8_t
+	var outResultLen C.size_t
+	var outContext *C.cpex_context
+	var outBackground *C.cpex_background
+	var errMsg *C.char
+	status := C.cpex_invoke_request(manager, cText(hook), C.size_t(len(hook)), C.uint8_t(payloadType), cBytes(payload), C.size_t(len(payload)), cBytes(extensions), C.size_t(len(extensions)), cBytes(request), C.size_t(len(request)), context, &outResult, &outResultLen, &outContext, &outBackground, &errMsg)
+	if int32(status) != codeOk {
+		return nil, nil, nil, newError(int32(status), takeMessage(errMsg))
+	}
+	return takeBytes(outResult, outResultLen), outContext, outBackground, nil
+}
+
 // callWaitBackground calls cpex_wait_background: Blocks until every fire-and-forget task of the invoke has finished.
 func callWaitBackground(background *C.cpex_background) ([]byte, error) {
 	var outErrors *C.uint8_t

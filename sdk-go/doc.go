@@ -15,6 +15,19 @@
 // A struct payload's fields are named by their msgpack tags, or by their json tags
 // when they have no msgpack tag, so structs tagged for encoding/json work as they are.
 //
+// InvokeByNameWith and the typed InvokeWith take the optional inputs of an invoke in
+// an InvokeOptions: the extensions, the context table of the request's previous hook,
+// and the request's global context (a GlobalContext: request id, user, tenant,
+// server, content type, metadata), which plugins read as PluginContext.request and
+// plugins written for py-cpex as their global_context:
+//
+//	res, ctx, bg, err := cpex.InvokeWith(goctx, m, "tool_pre_invoke", cpex.PayloadGeneric,
+//		cpex.ToolPreInvokePayload{Name: name, Args: args},
+//		cpex.InvokeOptions{Request: &cpex.GlobalContext{RequestID: id, User: user}})
+//
+// The other invoke functions are these with fewer inputs; all of them share the rules
+// below.
+//
 // The result says whether to continue (IsDenied, Violation with the denying plugin's
 // name), carries the modified payload and extensions (decode them with
 // DeserializePayload / DeserializeExtensions, or use the typed Invoke[P]), soft

@@ -1,6 +1,7 @@
 package cpex_test
 
 import (
+	"context"
 	"fmt"
 	"log"
 	"path/filepath"
@@ -84,4 +85,37 @@ func ExampleNewToolCallPart() {
 	// Output:
 	// text true
 	// tool_call true
+}
+
+func ExampleInvokeWith() {
+	dir, err := filepath.Abs("../tests/plugins")
+	if err != nil {
+		log.Fatal(err)
+	}
+	m, err := cpex.NewPluginManager(fmt.Sprintf(`
+plugin_settings: {plugin_dirs: [%q]}
+plugins:
+  - name: echo
+    kind: cpex_test_plugins:RequestEcho
+    hooks: [tool_pre_invoke]
+`, dir))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Shutdown()
+	if err := m.Initialize(); err != nil {
+		log.Fatal(err)
+	}
+	call := cpex.ToolPreInvokePayload{Name: "search", Args: map[string]any{"q": "cpex"}}
+	res, ctx, bg, err := cpex.InvokeWith(context.Background(), m, "tool_pre_invoke", cpex.PayloadGeneric, call, cpex.InvokeOptions{
+		Request: &cpex.GlobalContext{RequestID: "req-1", User: "alice", TenantID: "acme"},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ctx.Close() // or pass it on: InvokeOptions{Context: ctx} in the request's next hook
+	defer bg.Close()
+	seen := res.Metadata["request"].(map[string]any)
+	fmt.Println(res.IsDenied(), seen["request_id"], seen["user"], seen["tenant_id"])
+	// Output: false req-1 alice acme
 }

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"reflect"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -271,7 +272,7 @@ func (m *PluginManager) IsInitialized() (bool, error) {
 // The returned context table and background tasks are nil when there is nothing to
 // carry; close the ones you do not pass on.
 func (m *PluginManager) InvokeByName(hook string, payloadType uint8, payload any, extensions any, ctx *ContextTable) (*PipelineResult, *ContextTable, *BackgroundTasks, error) {
-	return m.invoke(context.Background(), "InvokeByName", hook, payloadType, payload, extensions, ctx)
+	return m.invoke(context.Background(), "InvokeByName", hook, payloadType, payload, InvokeOptions{Extensions: extensions, Context: ctx})
 }
 
 // InvokeByNameContext is InvokeByName honouring goctx: waiting for a slot of the
@@ -285,22 +286,51 @@ func (m *PluginManager) InvokeByName(hook string, payloadType uint8, payload any
 // closed while the abandoned invoke holds it is freed when that invoke fails.
 // Payloads are encoded as for InvokeByName (msgpack tags, else json tags).
 func (m *PluginManager) InvokeByNameContext(goctx context.Context, hook string, payloadType uint8, payload any, extensions any, ctx *ContextTable) (*PipelineResult, *ContextTable, *BackgroundTasks, error) {
-	return m.invoke(goctx, "InvokeByNameContext", hook, payloadType, payload, extensions, ctx)
+	return m.invoke(goctx, "InvokeByNameContext", hook, payloadType, payload, InvokeOptions{Extensions: extensions, Context: ctx})
 }
 
-// invoke is InvokeByNameContext with op, the exported function called, for the
-// messages.
-func (m *PluginManager) invoke(goctx context.Context, op, hook string, payloadType uint8, payload any, extensions any, ctx *ContextTable) (*PipelineResult, *ContextTable, *BackgroundTasks, error) {
+// InvokeOptions are the optional inputs of an invoke (InvokeByNameWith, InvokeWith);
+// the zero value passes none of them.
+type InvokeOptions struct {
+	// Extensions are the call's extensions: nil, an *Extensions, or any map or struct
+	// encoding as the Extensions record (msgpack tags, else json tags). A nil pointer
+	// or map counts as none.
+	Extensions any
+	// Request is the request's global context: request id (required, non-empty),
+	// user (a string or a map), tenant, server, content type, metadata. Plugins read
+	// it as PluginContext.request, plugins written for py-cpex as their
+	// global_context. nil passes none (cpexrt plugins see request None; py-cpex
+	// plugins get a global context with a fresh request id). A Request the library
+	// refuses fails the invoke with ErrCpexInvalidInput naming the field, e.g.
+	// request.request_id.
+	Request *GlobalContext
+	// Context is the context table returned by the previous invoke of the same
+	// request, or nil; consumed only when the invoke succeeds (see InvokeByName).
+	Context *ContextTable
+}
+
+// InvokeByNameWith is InvokeByNameContext with its optional inputs in opts, and the
+// request's global context besides (opts.Request). Everything else is as for
+// InvokeByNameContext: payload encoding, the contract of the context table
+// (opts.Context is consumed only on success), goctx's deadline and cancellation.
+func (m *PluginManager) InvokeByNameWith(goctx context.Context, hook string, payloadType uint8, payload any, opts InvokeOptions) (*PipelineResult, *ContextTable, *BackgroundTasks, error) {
+	return m.invoke(goctx, "InvokeByNameWith", hook, payloadType, payload, opts)
+}
+
+// invoke is InvokeByNameWith with op, the exported function called, for the
+// messages; every invoke of the package goes through it.
+func (m *PluginManager) invoke(goctx context.Context, op, hook string, payloadType uint8, payload any, opts InvokeOptions) (*PipelineResult, *ContextTable, *BackgroundTasks, error) {
 	if err := m.check(op); err != nil {
 		return nil, nil, nil, err
 	}
+	ctx := opts.Context
 	// The library consumes the context handle only when it returns CPEX_OK; on every
 	// other path the handle goes back into ctx (giveBack).
 	ctxHandle, err := ctx.acquire(op)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	body, ext, err := encodeInvokeInput(op, payload, extensions)
+	in, err := encodeInvokeInput(op, payload, opts.Extensions, opts.Request)
 	if err != nil {
 		ctx.giveBack(ctxHandle)
 		return nil, nil, nil, err
@@ -313,13 +343,18 @@ func (m *PluginManager) invoke(goctx context.Context, op, hook string, payloadTy
 	// call settles ctx itself, so that an abandoned call does the same as one waited for.
 	call := func() invokeOutput {
 		defer leave()
-		raw, outCtx, outBg, err := callInvoke(h, hook, payloadType, body, ext, ctxHandle)
-		if err != nil {
+		var out invokeOutput
+		if in.request != nil {
+			out.raw, out.ctx, out.bg, out.err = callInvokeRequest(h, hook, payloadType, in.payload, in.extensions, in.request, ctxHandle)
+		} else {
+			out.raw, out.ctx, out.bg, out.err = callInvoke(h, hook, payloadType, in.payload, in.extensions, ctxHandle)
+		}
+		if out.err != nil {
 			ctx.giveBack(ctxHandle)
 		} else {
 			ctx.markConsumed()
 		}
-		return invokeOutput{raw, outCtx, outBg, err}
+		return out
 	}
 	var out invokeOutput
 	if goctx.Done() == nil {
@@ -383,12 +418,38 @@ func (o invokeOutput) release() {
 	releaseBackground(o.bg)
 }
 
-func encodeInvokeInput(op string, payload, extensions any) (body, ext []byte, err error) {
-	if body, err = encode(payload, op+": payload"); err != nil {
-		return nil, nil, err
+// invokeInput is an invoke's input as the library takes it: MessagePack, nil for
+// what is absent.
+type invokeInput struct {
+	payload, extensions, request []byte
+}
+
+func encodeInvokeInput(op string, payload, extensions any, request *GlobalContext) (in invokeInput, err error) {
+	if in.payload, err = encode(payload, op+": payload"); err != nil {
+		return invokeInput{}, err
 	}
-	if extensions != nil {
-		ext, err = encode(extensions, op+": extensions")
+	if !isNil(extensions) {
+		if in.extensions, err = encode(extensions, op+": extensions"); err != nil {
+			return invokeInput{}, err
+		}
 	}
-	return body, ext, err
+	if request != nil {
+		if in.request, err = encode(request, op+": request"); err != nil {
+			return invokeInput{}, err
+		}
+	}
+	return in, nil
+}
+
+// isNil reports whether v is nil or holds a nil pointer, map, slice or interface (a
+// nil *Extensions in an any is no extensions, not a MessagePack nil).
+func isNil(v any) bool {
+	if v == nil {
+		return true
+	}
+	switch r := reflect.ValueOf(v); r.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Interface:
+		return r.IsNil()
+	}
+	return false
 }

@@ -17,6 +17,12 @@ type PluginViolation struct {
 	// Set by the engine, never by the plugin.
 	PluginName     string `msgpack:"plugin_name,omitempty"`
 	ProtoErrorCode *int64 `msgpack:"proto_error_code,omitempty"`
+	// The HTTP status a gateway answers the denied request with (py-cpex PluginViolation.http_status_code).
+	HTTPStatusCode *int64 `msgpack:"http_status_code,omitempty"`
+	// HTTP headers to add to that answer (py-cpex PluginViolation.http_headers).
+	HTTPHeaders map[string]string `msgpack:"http_headers,omitempty"`
+	// The MCP (JSON-RPC) error code to answer with (py-cpex PluginViolation.mcp_error_code).
+	MCPErrorCode *int64 `msgpack:"mcp_error_code,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
 	Extra []ExtraField `msgpack:"-"`
@@ -36,6 +42,15 @@ func (r PluginViolation) EncodeMsgpack(enc *msgpack.Encoder) error {
 		n++
 	}
 	if r.ProtoErrorCode != nil {
+		n++
+	}
+	if r.HTTPStatusCode != nil {
+		n++
+	}
+	if len(r.HTTPHeaders) > 0 {
+		n++
+	}
+	if r.MCPErrorCode != nil {
 		n++
 	}
 	if err := enc.EncodeMapLen(n); err != nil {
@@ -64,6 +79,21 @@ func (r PluginViolation) EncodeMsgpack(enc *msgpack.Encoder) error {
 	}
 	if r.ProtoErrorCode != nil {
 		if err := encodeField(enc, "proto_error_code", r.ProtoErrorCode); err != nil {
+			return err
+		}
+	}
+	if r.HTTPStatusCode != nil {
+		if err := encodeField(enc, "http_status_code", r.HTTPStatusCode); err != nil {
+			return err
+		}
+	}
+	if len(r.HTTPHeaders) > 0 {
+		if err := encodeField(enc, "http_headers", r.HTTPHeaders); err != nil {
+			return err
+		}
+	}
+	if r.MCPErrorCode != nil {
+		if err := encodeField(enc, "mcp_error_code", r.MCPErrorCode); err != nil {
 			return err
 		}
 	}
@@ -108,6 +138,18 @@ func (r *PluginViolation) DecodeMsgpack(dec *msgpack.Decoder) error {
 		case "proto_error_code":
 			if err := dec.Decode(&r.ProtoErrorCode); err != nil {
 				return fmt.Errorf("PluginViolation.proto_error_code: %w", err)
+			}
+		case "http_status_code":
+			if err := dec.Decode(&r.HTTPStatusCode); err != nil {
+				return fmt.Errorf("PluginViolation.http_status_code: %w", err)
+			}
+		case "http_headers":
+			if err := dec.Decode(&r.HTTPHeaders); err != nil {
+				return fmt.Errorf("PluginViolation.http_headers: %w", err)
+			}
+		case "mcp_error_code":
+			if err := dec.Decode(&r.MCPErrorCode); err != nil {
+				return fmt.Errorf("PluginViolation.mcp_error_code: %w", err)
 			}
 		default:
 			raw, err := dec.DecodeRaw()
@@ -239,6 +281,10 @@ type PipelineResult struct {
 	ModifiedPayload []byte `msgpack:"modified_payload,omitempty"`
 	// The modified extensions, MessagePack; absent when unchanged.
 	ModifiedExtensions []byte `msgpack:"modified_extensions,omitempty"`
+	// How long the caller should wait before retrying, in milliseconds; 0 when no plugin asked (py-cpex PluginResult.retry_delay_ms, the largest over the plugins).
+	RetryDelayMs int64 `msgpack:"retry_delay_ms,omitempty"`
+	// HTTP headers the plugins ask the gateway to add to its answer (py-cpex PluginResult.http_headers).
+	HTTPHeaders map[string]string `msgpack:"http_headers,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
 	Extra []ExtraField `msgpack:"-"`
@@ -261,6 +307,12 @@ func (r PipelineResult) EncodeMsgpack(enc *msgpack.Encoder) error {
 		n++
 	}
 	if len(r.ModifiedExtensions) > 0 {
+		n++
+	}
+	if r.RetryDelayMs != 0 {
+		n++
+	}
+	if len(r.HTTPHeaders) > 0 {
 		n++
 	}
 	if err := enc.EncodeMapLen(n); err != nil {
@@ -300,6 +352,16 @@ func (r PipelineResult) EncodeMsgpack(enc *msgpack.Encoder) error {
 	}
 	if len(r.ModifiedExtensions) > 0 {
 		if err := encodeField(enc, "modified_extensions", r.ModifiedExtensions); err != nil {
+			return err
+		}
+	}
+	if r.RetryDelayMs != 0 {
+		if err := encodeField(enc, "retry_delay_ms", r.RetryDelayMs); err != nil {
+			return err
+		}
+	}
+	if len(r.HTTPHeaders) > 0 {
+		if err := encodeField(enc, "http_headers", r.HTTPHeaders); err != nil {
 			return err
 		}
 	}
@@ -358,6 +420,14 @@ func (r *PipelineResult) DecodeMsgpack(dec *msgpack.Decoder) error {
 		case "modified_extensions":
 			if err := dec.Decode(&r.ModifiedExtensions); err != nil {
 				return fmt.Errorf("PipelineResult.modified_extensions: %w", err)
+			}
+		case "retry_delay_ms":
+			if err := dec.Decode(&r.RetryDelayMs); err != nil {
+				return fmt.Errorf("PipelineResult.retry_delay_ms: %w", err)
+			}
+		case "http_headers":
+			if err := dec.Decode(&r.HTTPHeaders); err != nil {
+				return fmt.Errorf("PipelineResult.http_headers: %w", err)
 			}
 		default:
 			raw, err := dec.DecodeRaw()
@@ -2778,6 +2848,8 @@ func (r *FrameworkExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 // MessagePayload: The payload of payload type cmf_message.
 type MessagePayload struct {
 	Message Message `msgpack:"message"`
+	// Where the evaluation happens, for the evaluate hook (py-cpex MessageHookType: evaluate, llm_input, llm_output, tool_pre_invoke, ...); py-cpex reads "evaluate" when absent.
+	Hook string `msgpack:"hook,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
 	Extra []ExtraField `msgpack:"-"`
@@ -2787,11 +2859,19 @@ type MessagePayload struct {
 // order (optional ones only when set), then Extra.
 func (r MessagePayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1
+	if r.Hook != "" {
+		n++
+	}
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
 	if err := encodeField(enc, "message", r.Message); err != nil {
 		return err
+	}
+	if r.Hook != "" {
+		if err := encodeField(enc, "hook", r.Hook); err != nil {
+			return err
+		}
 	}
 	return encodeExtra(enc, r.Extra)
 }
@@ -2813,6 +2893,10 @@ func (r *MessagePayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 			seen++
 			if err := dec.Decode(&r.Message); err != nil {
 				return fmt.Errorf("MessagePayload.message: %w", err)
+			}
+		case "hook":
+			if err := dec.Decode(&r.Hook); err != nil {
+				return fmt.Errorf("MessagePayload.hook: %w", err)
 			}
 		default:
 			raw, err := dec.DecodeRaw()
@@ -3928,6 +4012,1864 @@ func (r *DocumentSource) DecodeMsgpack(dec *msgpack.Decoder) error {
 	return nil
 }
 
+// GlobalContext: The request a call belongs to, as a host passes it with an invoke (py-cpex GlobalContext; field names are py-cpex's).
+type GlobalContext struct {
+	// The request's id; the hooks of one request share it.
+	RequestID string `msgpack:"request_id"`
+	// The user: a string (an id or email) or a map (py-cpex accepts both).
+	User any `msgpack:"user,omitempty"`
+	// Structured identity, py-cpex UserContext fields (user_id, email, full_name, is_admin, groups, roles, team_id, teams, department, attributes, auth_method, authenticated_at, service_account, delegation_chain).
+	UserContext map[string]any `msgpack:"user_context,omitempty"`
+	TenantID    string         `msgpack:"tenant_id,omitempty"`
+	ServerID    string         `msgpack:"server_id,omitempty"`
+	// The request's Content-Type (py-cpex: at most 200 printable characters).
+	ContentType string `msgpack:"content_type,omitempty"`
+	// State shared by all plugins of the request.
+	State map[string]any `msgpack:"state,omitempty"`
+	// Metadata shared by all plugins of the request (read-only for plugins in py-cpex).
+	Metadata map[string]any `msgpack:"metadata,omitempty"`
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField `msgpack:"-"`
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r GlobalContext) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1
+	if r.User != nil {
+		n++
+	}
+	if len(r.UserContext) > 0 {
+		n++
+	}
+	if r.TenantID != "" {
+		n++
+	}
+	if r.ServerID != "" {
+		n++
+	}
+	if r.ContentType != "" {
+		n++
+	}
+	if len(r.State) > 0 {
+		n++
+	}
+	if len(r.Metadata) > 0 {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "request_id", r.RequestID); err != nil {
+		return err
+	}
+	if r.User != nil {
+		if err := encodeField(enc, "user", r.User); err != nil {
+			return err
+		}
+	}
+	if len(r.UserContext) > 0 {
+		if err := encodeField(enc, "user_context", r.UserContext); err != nil {
+			return err
+		}
+	}
+	if r.TenantID != "" {
+		if err := encodeField(enc, "tenant_id", r.TenantID); err != nil {
+			return err
+		}
+	}
+	if r.ServerID != "" {
+		if err := encodeField(enc, "server_id", r.ServerID); err != nil {
+			return err
+		}
+	}
+	if r.ContentType != "" {
+		if err := encodeField(enc, "content_type", r.ContentType); err != nil {
+			return err
+		}
+	}
+	if len(r.State) > 0 {
+		if err := encodeField(enc, "state", r.State); err != nil {
+			return err
+		}
+	}
+	if len(r.Metadata) > 0 {
+		if err := encodeField(enc, "metadata", r.Metadata); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *GlobalContext) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("GlobalContext: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("GlobalContext: field name: %w", err)
+		}
+		switch key {
+		case "request_id":
+			seen++
+			if err := dec.Decode(&r.RequestID); err != nil {
+				return fmt.Errorf("GlobalContext.request_id: %w", err)
+			}
+		case "user":
+			if err := dec.Decode(&r.User); err != nil {
+				return fmt.Errorf("GlobalContext.user: %w", err)
+			}
+		case "user_context":
+			if err := dec.Decode(&r.UserContext); err != nil {
+				return fmt.Errorf("GlobalContext.user_context: %w", err)
+			}
+		case "tenant_id":
+			if err := dec.Decode(&r.TenantID); err != nil {
+				return fmt.Errorf("GlobalContext.tenant_id: %w", err)
+			}
+		case "server_id":
+			if err := dec.Decode(&r.ServerID); err != nil {
+				return fmt.Errorf("GlobalContext.server_id: %w", err)
+			}
+		case "content_type":
+			if err := dec.Decode(&r.ContentType); err != nil {
+				return fmt.Errorf("GlobalContext.content_type: %w", err)
+			}
+		case "state":
+			if err := dec.Decode(&r.State); err != nil {
+				return fmt.Errorf("GlobalContext.state: %w", err)
+			}
+		case "metadata":
+			if err := dec.Decode(&r.Metadata); err != nil {
+				return fmt.Errorf("GlobalContext.metadata: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("GlobalContext.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 1 {
+		return fmt.Errorf("GlobalContext: missing a required field (request_id)")
+	}
+	return nil
+}
+
+// ToolPreInvokePayload: The payload of tool_pre_invoke - a tool about to be called.
+type ToolPreInvokePayload struct {
+	Name string `msgpack:"name"`
+	// The tool's arguments (py-cpex default: empty).
+	Args map[string]any `msgpack:"args,omitempty"`
+	// HTTP headers to pass on (deprecated in py-cpex, which warns when they are set).
+	Headers map[string]string `msgpack:"headers,omitempty"`
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField `msgpack:"-"`
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r ToolPreInvokePayload) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1
+	if len(r.Args) > 0 {
+		n++
+	}
+	if len(r.Headers) > 0 {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "name", r.Name); err != nil {
+		return err
+	}
+	if len(r.Args) > 0 {
+		if err := encodeField(enc, "args", r.Args); err != nil {
+			return err
+		}
+	}
+	if len(r.Headers) > 0 {
+		if err := encodeField(enc, "headers", r.Headers); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *ToolPreInvokePayload) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("ToolPreInvokePayload: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("ToolPreInvokePayload: field name: %w", err)
+		}
+		switch key {
+		case "name":
+			seen++
+			if err := dec.Decode(&r.Name); err != nil {
+				return fmt.Errorf("ToolPreInvokePayload.name: %w", err)
+			}
+		case "args":
+			if err := dec.Decode(&r.Args); err != nil {
+				return fmt.Errorf("ToolPreInvokePayload.args: %w", err)
+			}
+		case "headers":
+			if err := dec.Decode(&r.Headers); err != nil {
+				return fmt.Errorf("ToolPreInvokePayload.headers: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("ToolPreInvokePayload.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 1 {
+		return fmt.Errorf("ToolPreInvokePayload: missing a required field (name)")
+	}
+	return nil
+}
+
+// ToolPostInvokePayload: The payload of tool_post_invoke - what a tool returned.
+type ToolPostInvokePayload struct {
+	Name string `msgpack:"name"`
+	// The tool's result, e.g. an MCP CallToolResult as a map.
+	Result any `msgpack:"result"`
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField `msgpack:"-"`
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r ToolPostInvokePayload) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1 + 1
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "name", r.Name); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "result", r.Result); err != nil {
+		return err
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *ToolPostInvokePayload) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("ToolPostInvokePayload: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("ToolPostInvokePayload: field name: %w", err)
+		}
+		switch key {
+		case "name":
+			seen++
+			if err := dec.Decode(&r.Name); err != nil {
+				return fmt.Errorf("ToolPostInvokePayload.name: %w", err)
+			}
+		case "result":
+			seen++
+			if err := dec.Decode(&r.Result); err != nil {
+				return fmt.Errorf("ToolPostInvokePayload.result: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("ToolPostInvokePayload.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 2 {
+		return fmt.Errorf("ToolPostInvokePayload: missing a required field (name, result)")
+	}
+	return nil
+}
+
+// PromptPrehookPayload: The payload of prompt_pre_fetch - a prompt about to be rendered.
+type PromptPrehookPayload struct {
+	PromptID string `msgpack:"prompt_id"`
+	// The prompt's arguments (py-cpex default: empty).
+	Args map[string]string `msgpack:"args,omitempty"`
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField `msgpack:"-"`
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r PromptPrehookPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1
+	if len(r.Args) > 0 {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "prompt_id", r.PromptID); err != nil {
+		return err
+	}
+	if len(r.Args) > 0 {
+		if err := encodeField(enc, "args", r.Args); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *PromptPrehookPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("PromptPrehookPayload: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("PromptPrehookPayload: field name: %w", err)
+		}
+		switch key {
+		case "prompt_id":
+			seen++
+			if err := dec.Decode(&r.PromptID); err != nil {
+				return fmt.Errorf("PromptPrehookPayload.prompt_id: %w", err)
+			}
+		case "args":
+			if err := dec.Decode(&r.Args); err != nil {
+				return fmt.Errorf("PromptPrehookPayload.args: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("PromptPrehookPayload.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 1 {
+		return fmt.Errorf("PromptPrehookPayload: missing a required field (prompt_id)")
+	}
+	return nil
+}
+
+// PromptPosthookPayload: The payload of prompt_post_fetch - a rendered prompt.
+type PromptPosthookPayload struct {
+	PromptID string `msgpack:"prompt_id"`
+	// The rendered prompt, e.g. an MCP GetPromptResult as a map (messages, description).
+	Result any `msgpack:"result"`
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField `msgpack:"-"`
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r PromptPosthookPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1 + 1
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "prompt_id", r.PromptID); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "result", r.Result); err != nil {
+		return err
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *PromptPosthookPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("PromptPosthookPayload: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("PromptPosthookPayload: field name: %w", err)
+		}
+		switch key {
+		case "prompt_id":
+			seen++
+			if err := dec.Decode(&r.PromptID); err != nil {
+				return fmt.Errorf("PromptPosthookPayload.prompt_id: %w", err)
+			}
+		case "result":
+			seen++
+			if err := dec.Decode(&r.Result); err != nil {
+				return fmt.Errorf("PromptPosthookPayload.result: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("PromptPosthookPayload.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 2 {
+		return fmt.Errorf("PromptPosthookPayload: missing a required field (prompt_id, result)")
+	}
+	return nil
+}
+
+// ResourcePreFetchPayload: The payload of resource_pre_fetch - a resource about to be read.
+type ResourcePreFetchPayload struct {
+	Uri string `msgpack:"uri"`
+	// py-cpex default: empty.
+	Metadata map[string]any `msgpack:"metadata,omitempty"`
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField `msgpack:"-"`
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r ResourcePreFetchPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1
+	if len(r.Metadata) > 0 {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "uri", r.Uri); err != nil {
+		return err
+	}
+	if len(r.Metadata) > 0 {
+		if err := encodeField(enc, "metadata", r.Metadata); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *ResourcePreFetchPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("ResourcePreFetchPayload: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("ResourcePreFetchPayload: field name: %w", err)
+		}
+		switch key {
+		case "uri":
+			seen++
+			if err := dec.Decode(&r.Uri); err != nil {
+				return fmt.Errorf("ResourcePreFetchPayload.uri: %w", err)
+			}
+		case "metadata":
+			if err := dec.Decode(&r.Metadata); err != nil {
+				return fmt.Errorf("ResourcePreFetchPayload.metadata: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("ResourcePreFetchPayload.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 1 {
+		return fmt.Errorf("ResourcePreFetchPayload: missing a required field (uri)")
+	}
+	return nil
+}
+
+// ResourcePostFetchPayload: The payload of resource_post_fetch - a resource's content.
+type ResourcePostFetchPayload struct {
+	Uri string `msgpack:"uri"`
+	// The content, e.g. an MCP resource content map (uri, mimeType, text or blob).
+	Content any `msgpack:"content"`
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField `msgpack:"-"`
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r ResourcePostFetchPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1 + 1
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "uri", r.Uri); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "content", r.Content); err != nil {
+		return err
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *ResourcePostFetchPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("ResourcePostFetchPayload: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("ResourcePostFetchPayload: field name: %w", err)
+		}
+		switch key {
+		case "uri":
+			seen++
+			if err := dec.Decode(&r.Uri); err != nil {
+				return fmt.Errorf("ResourcePostFetchPayload.uri: %w", err)
+			}
+		case "content":
+			seen++
+			if err := dec.Decode(&r.Content); err != nil {
+				return fmt.Errorf("ResourcePostFetchPayload.content: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("ResourcePostFetchPayload.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 2 {
+		return fmt.Errorf("ResourcePostFetchPayload: missing a required field (uri, content)")
+	}
+	return nil
+}
+
+// AgentPreInvokePayload: The payload of agent_pre_invoke - an agent about to be called.
+type AgentPreInvokePayload struct {
+	AgentID string `msgpack:"agent_id"`
+	// The conversation, each a map with role and content.
+	Messages []any `msgpack:"messages"`
+	// The tools the agent may use.
+	Tools []string `msgpack:"tools,omitempty"`
+	// HTTP headers to pass on (deprecated in py-cpex, which warns when they are set).
+	Headers      map[string]string `msgpack:"headers,omitempty"`
+	Model        string            `msgpack:"model,omitempty"`
+	SystemPrompt string            `msgpack:"system_prompt,omitempty"`
+	// Model parameters such as temperature (py-cpex default: empty).
+	Parameters map[string]any `msgpack:"parameters,omitempty"`
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField `msgpack:"-"`
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r AgentPreInvokePayload) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1 + 1
+	if len(r.Tools) > 0 {
+		n++
+	}
+	if len(r.Headers) > 0 {
+		n++
+	}
+	if r.Model != "" {
+		n++
+	}
+	if r.SystemPrompt != "" {
+		n++
+	}
+	if len(r.Parameters) > 0 {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "agent_id", r.AgentID); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "messages", r.Messages); err != nil {
+		return err
+	}
+	if len(r.Tools) > 0 {
+		if err := encodeField(enc, "tools", r.Tools); err != nil {
+			return err
+		}
+	}
+	if len(r.Headers) > 0 {
+		if err := encodeField(enc, "headers", r.Headers); err != nil {
+			return err
+		}
+	}
+	if r.Model != "" {
+		if err := encodeField(enc, "model", r.Model); err != nil {
+			return err
+		}
+	}
+	if r.SystemPrompt != "" {
+		if err := encodeField(enc, "system_prompt", r.SystemPrompt); err != nil {
+			return err
+		}
+	}
+	if len(r.Parameters) > 0 {
+		if err := encodeField(enc, "parameters", r.Parameters); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *AgentPreInvokePayload) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("AgentPreInvokePayload: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("AgentPreInvokePayload: field name: %w", err)
+		}
+		switch key {
+		case "agent_id":
+			seen++
+			if err := dec.Decode(&r.AgentID); err != nil {
+				return fmt.Errorf("AgentPreInvokePayload.agent_id: %w", err)
+			}
+		case "messages":
+			seen++
+			if err := dec.Decode(&r.Messages); err != nil {
+				return fmt.Errorf("AgentPreInvokePayload.messages: %w", err)
+			}
+		case "tools":
+			if err := dec.Decode(&r.Tools); err != nil {
+				return fmt.Errorf("AgentPreInvokePayload.tools: %w", err)
+			}
+		case "headers":
+			if err := dec.Decode(&r.Headers); err != nil {
+				return fmt.Errorf("AgentPreInvokePayload.headers: %w", err)
+			}
+		case "model":
+			if err := dec.Decode(&r.Model); err != nil {
+				return fmt.Errorf("AgentPreInvokePayload.model: %w", err)
+			}
+		case "system_prompt":
+			if err := dec.Decode(&r.SystemPrompt); err != nil {
+				return fmt.Errorf("AgentPreInvokePayload.system_prompt: %w", err)
+			}
+		case "parameters":
+			if err := dec.Decode(&r.Parameters); err != nil {
+				return fmt.Errorf("AgentPreInvokePayload.parameters: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("AgentPreInvokePayload.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 2 {
+		return fmt.Errorf("AgentPreInvokePayload: missing a required field (agent_id, messages)")
+	}
+	return nil
+}
+
+// AgentPostInvokePayload: The payload of agent_post_invoke - what an agent answered.
+type AgentPostInvokePayload struct {
+	AgentID string `msgpack:"agent_id"`
+	// The agent's messages, each a map with role and content.
+	Messages []any `msgpack:"messages"`
+	// The tool calls the agent made.
+	ToolCalls []map[string]any `msgpack:"tool_calls,omitempty"`
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField `msgpack:"-"`
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r AgentPostInvokePayload) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1 + 1
+	if len(r.ToolCalls) > 0 {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "agent_id", r.AgentID); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "messages", r.Messages); err != nil {
+		return err
+	}
+	if len(r.ToolCalls) > 0 {
+		if err := encodeField(enc, "tool_calls", r.ToolCalls); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *AgentPostInvokePayload) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("AgentPostInvokePayload: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("AgentPostInvokePayload: field name: %w", err)
+		}
+		switch key {
+		case "agent_id":
+			seen++
+			if err := dec.Decode(&r.AgentID); err != nil {
+				return fmt.Errorf("AgentPostInvokePayload.agent_id: %w", err)
+			}
+		case "messages":
+			seen++
+			if err := dec.Decode(&r.Messages); err != nil {
+				return fmt.Errorf("AgentPostInvokePayload.messages: %w", err)
+			}
+		case "tool_calls":
+			if err := dec.Decode(&r.ToolCalls); err != nil {
+				return fmt.Errorf("AgentPostInvokePayload.tool_calls: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("AgentPostInvokePayload.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 2 {
+		return fmt.Errorf("AgentPostInvokePayload: missing a required field (agent_id, messages)")
+	}
+	return nil
+}
+
+// HttpPreRequestPayload: The payload of http_pre_request - an HTTP request before authentication (its result payload is a header map).
+type HttpPreRequestPayload struct {
+	Path       string `msgpack:"path"`
+	Method     string `msgpack:"method"`
+	ClientHost string `msgpack:"client_host,omitempty"`
+	// Absent (py-cpex None) when 0.
+	ClientPort int64             `msgpack:"client_port,omitempty"`
+	Headers    map[string]string `msgpack:"headers"`
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField `msgpack:"-"`
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r HttpPreRequestPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1 + 1 + 1
+	if r.ClientHost != "" {
+		n++
+	}
+	if r.ClientPort != 0 {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "path", r.Path); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "method", r.Method); err != nil {
+		return err
+	}
+	if r.ClientHost != "" {
+		if err := encodeField(enc, "client_host", r.ClientHost); err != nil {
+			return err
+		}
+	}
+	if r.ClientPort != 0 {
+		if err := encodeField(enc, "client_port", r.ClientPort); err != nil {
+			return err
+		}
+	}
+	if err := encodeField(enc, "headers", r.Headers); err != nil {
+		return err
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *HttpPreRequestPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("HttpPreRequestPayload: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("HttpPreRequestPayload: field name: %w", err)
+		}
+		switch key {
+		case "path":
+			seen++
+			if err := dec.Decode(&r.Path); err != nil {
+				return fmt.Errorf("HttpPreRequestPayload.path: %w", err)
+			}
+		case "method":
+			seen++
+			if err := dec.Decode(&r.Method); err != nil {
+				return fmt.Errorf("HttpPreRequestPayload.method: %w", err)
+			}
+		case "client_host":
+			if err := dec.Decode(&r.ClientHost); err != nil {
+				return fmt.Errorf("HttpPreRequestPayload.client_host: %w", err)
+			}
+		case "client_port":
+			if err := dec.Decode(&r.ClientPort); err != nil {
+				return fmt.Errorf("HttpPreRequestPayload.client_port: %w", err)
+			}
+		case "headers":
+			seen++
+			if err := dec.Decode(&r.Headers); err != nil {
+				return fmt.Errorf("HttpPreRequestPayload.headers: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("HttpPreRequestPayload.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 3 {
+		return fmt.Errorf("HttpPreRequestPayload: missing a required field (path, method, headers)")
+	}
+	return nil
+}
+
+// HttpPostRequestPayload: The payload of http_post_request - an HTTP request after it was answered (its result payload is a header map).
+type HttpPostRequestPayload struct {
+	Path       string `msgpack:"path"`
+	Method     string `msgpack:"method"`
+	ClientHost string `msgpack:"client_host,omitempty"`
+	// Absent (py-cpex None) when 0.
+	ClientPort      int64             `msgpack:"client_port,omitempty"`
+	Headers         map[string]string `msgpack:"headers"`
+	ResponseHeaders map[string]string `msgpack:"response_headers,omitempty"`
+	// The response's HTTP status; absent (py-cpex None) when 0.
+	StatusCode int64 `msgpack:"status_code,omitempty"`
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField `msgpack:"-"`
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r HttpPostRequestPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1 + 1 + 1
+	if r.ClientHost != "" {
+		n++
+	}
+	if r.ClientPort != 0 {
+		n++
+	}
+	if len(r.ResponseHeaders) > 0 {
+		n++
+	}
+	if r.StatusCode != 0 {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "path", r.Path); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "method", r.Method); err != nil {
+		return err
+	}
+	if r.ClientHost != "" {
+		if err := encodeField(enc, "client_host", r.ClientHost); err != nil {
+			return err
+		}
+	}
+	if r.ClientPort != 0 {
+		if err := encodeField(enc, "client_port", r.ClientPort); err != nil {
+			return err
+		}
+	}
+	if err := encodeField(enc, "headers", r.Headers); err != nil {
+		return err
+	}
+	if len(r.ResponseHeaders) > 0 {
+		if err := encodeField(enc, "response_headers", r.ResponseHeaders); err != nil {
+			return err
+		}
+	}
+	if r.StatusCode != 0 {
+		if err := encodeField(enc, "status_code", r.StatusCode); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *HttpPostRequestPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("HttpPostRequestPayload: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("HttpPostRequestPayload: field name: %w", err)
+		}
+		switch key {
+		case "path":
+			seen++
+			if err := dec.Decode(&r.Path); err != nil {
+				return fmt.Errorf("HttpPostRequestPayload.path: %w", err)
+			}
+		case "method":
+			seen++
+			if err := dec.Decode(&r.Method); err != nil {
+				return fmt.Errorf("HttpPostRequestPayload.method: %w", err)
+			}
+		case "client_host":
+			if err := dec.Decode(&r.ClientHost); err != nil {
+				return fmt.Errorf("HttpPostRequestPayload.client_host: %w", err)
+			}
+		case "client_port":
+			if err := dec.Decode(&r.ClientPort); err != nil {
+				return fmt.Errorf("HttpPostRequestPayload.client_port: %w", err)
+			}
+		case "headers":
+			seen++
+			if err := dec.Decode(&r.Headers); err != nil {
+				return fmt.Errorf("HttpPostRequestPayload.headers: %w", err)
+			}
+		case "response_headers":
+			if err := dec.Decode(&r.ResponseHeaders); err != nil {
+				return fmt.Errorf("HttpPostRequestPayload.response_headers: %w", err)
+			}
+		case "status_code":
+			if err := dec.Decode(&r.StatusCode); err != nil {
+				return fmt.Errorf("HttpPostRequestPayload.status_code: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("HttpPostRequestPayload.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 3 {
+		return fmt.Errorf("HttpPostRequestPayload: missing a required field (path, method, headers)")
+	}
+	return nil
+}
+
+// HttpAuthResolveUserPayload: The payload of http_auth_resolve_user - credentials to resolve into a user (its result payload is a map).
+type HttpAuthResolveUserPayload struct {
+	// The credentials as sent (FastAPI HTTPAuthorizationCredentials as a map: scheme, credentials).
+	Credentials map[string]any    `msgpack:"credentials,omitempty"`
+	Headers     map[string]string `msgpack:"headers"`
+	ClientHost  string            `msgpack:"client_host,omitempty"`
+	// Absent (py-cpex None) when 0.
+	ClientPort int64 `msgpack:"client_port,omitempty"`
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField `msgpack:"-"`
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r HttpAuthResolveUserPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1
+	if len(r.Credentials) > 0 {
+		n++
+	}
+	if r.ClientHost != "" {
+		n++
+	}
+	if r.ClientPort != 0 {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if len(r.Credentials) > 0 {
+		if err := encodeField(enc, "credentials", r.Credentials); err != nil {
+			return err
+		}
+	}
+	if err := encodeField(enc, "headers", r.Headers); err != nil {
+		return err
+	}
+	if r.ClientHost != "" {
+		if err := encodeField(enc, "client_host", r.ClientHost); err != nil {
+			return err
+		}
+	}
+	if r.ClientPort != 0 {
+		if err := encodeField(enc, "client_port", r.ClientPort); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *HttpAuthResolveUserPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("HttpAuthResolveUserPayload: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("HttpAuthResolveUserPayload: field name: %w", err)
+		}
+		switch key {
+		case "credentials":
+			if err := dec.Decode(&r.Credentials); err != nil {
+				return fmt.Errorf("HttpAuthResolveUserPayload.credentials: %w", err)
+			}
+		case "headers":
+			seen++
+			if err := dec.Decode(&r.Headers); err != nil {
+				return fmt.Errorf("HttpAuthResolveUserPayload.headers: %w", err)
+			}
+		case "client_host":
+			if err := dec.Decode(&r.ClientHost); err != nil {
+				return fmt.Errorf("HttpAuthResolveUserPayload.client_host: %w", err)
+			}
+		case "client_port":
+			if err := dec.Decode(&r.ClientPort); err != nil {
+				return fmt.Errorf("HttpAuthResolveUserPayload.client_port: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("HttpAuthResolveUserPayload.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 1 {
+		return fmt.Errorf("HttpAuthResolveUserPayload: missing a required field (headers)")
+	}
+	return nil
+}
+
+// HttpAuthCheckPermissionPayload: The payload of http_auth_check_permission - may this user do this.
+type HttpAuthCheckPermissionPayload struct {
+	UserEmail    string `msgpack:"user_email"`
+	Permission   string `msgpack:"permission"`
+	ResourceType string `msgpack:"resource_type,omitempty"`
+	TeamID       string `msgpack:"team_id,omitempty"`
+	// py-cpex default: false.
+	IsAdmin    bool   `msgpack:"is_admin,omitempty"`
+	AuthMethod string `msgpack:"auth_method,omitempty"`
+	ClientHost string `msgpack:"client_host,omitempty"`
+	UserAgent  string `msgpack:"user_agent,omitempty"`
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField `msgpack:"-"`
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r HttpAuthCheckPermissionPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1 + 1
+	if r.ResourceType != "" {
+		n++
+	}
+	if r.TeamID != "" {
+		n++
+	}
+	if r.IsAdmin {
+		n++
+	}
+	if r.AuthMethod != "" {
+		n++
+	}
+	if r.ClientHost != "" {
+		n++
+	}
+	if r.UserAgent != "" {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "user_email", r.UserEmail); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "permission", r.Permission); err != nil {
+		return err
+	}
+	if r.ResourceType != "" {
+		if err := encodeField(enc, "resource_type", r.ResourceType); err != nil {
+			return err
+		}
+	}
+	if r.TeamID != "" {
+		if err := encodeField(enc, "team_id", r.TeamID); err != nil {
+			return err
+		}
+	}
+	if r.IsAdmin {
+		if err := encodeField(enc, "is_admin", r.IsAdmin); err != nil {
+			return err
+		}
+	}
+	if r.AuthMethod != "" {
+		if err := encodeField(enc, "auth_method", r.AuthMethod); err != nil {
+			return err
+		}
+	}
+	if r.ClientHost != "" {
+		if err := encodeField(enc, "client_host", r.ClientHost); err != nil {
+			return err
+		}
+	}
+	if r.UserAgent != "" {
+		if err := encodeField(enc, "user_agent", r.UserAgent); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *HttpAuthCheckPermissionPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("HttpAuthCheckPermissionPayload: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("HttpAuthCheckPermissionPayload: field name: %w", err)
+		}
+		switch key {
+		case "user_email":
+			seen++
+			if err := dec.Decode(&r.UserEmail); err != nil {
+				return fmt.Errorf("HttpAuthCheckPermissionPayload.user_email: %w", err)
+			}
+		case "permission":
+			seen++
+			if err := dec.Decode(&r.Permission); err != nil {
+				return fmt.Errorf("HttpAuthCheckPermissionPayload.permission: %w", err)
+			}
+		case "resource_type":
+			if err := dec.Decode(&r.ResourceType); err != nil {
+				return fmt.Errorf("HttpAuthCheckPermissionPayload.resource_type: %w", err)
+			}
+		case "team_id":
+			if err := dec.Decode(&r.TeamID); err != nil {
+				return fmt.Errorf("HttpAuthCheckPermissionPayload.team_id: %w", err)
+			}
+		case "is_admin":
+			if err := dec.Decode(&r.IsAdmin); err != nil {
+				return fmt.Errorf("HttpAuthCheckPermissionPayload.is_admin: %w", err)
+			}
+		case "auth_method":
+			if err := dec.Decode(&r.AuthMethod); err != nil {
+				return fmt.Errorf("HttpAuthCheckPermissionPayload.auth_method: %w", err)
+			}
+		case "client_host":
+			if err := dec.Decode(&r.ClientHost); err != nil {
+				return fmt.Errorf("HttpAuthCheckPermissionPayload.client_host: %w", err)
+			}
+		case "user_agent":
+			if err := dec.Decode(&r.UserAgent); err != nil {
+				return fmt.Errorf("HttpAuthCheckPermissionPayload.user_agent: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("HttpAuthCheckPermissionPayload.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 2 {
+		return fmt.Errorf("HttpAuthCheckPermissionPayload: missing a required field (user_email, permission)")
+	}
+	return nil
+}
+
+// HttpAuthCheckPermissionResultPayload: The result payload of http_auth_check_permission - the decision.
+type HttpAuthCheckPermissionResultPayload struct {
+	Granted bool   `msgpack:"granted"`
+	Reason  string `msgpack:"reason,omitempty"`
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField `msgpack:"-"`
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r HttpAuthCheckPermissionResultPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1
+	if r.Reason != "" {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "granted", r.Granted); err != nil {
+		return err
+	}
+	if r.Reason != "" {
+		if err := encodeField(enc, "reason", r.Reason); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *HttpAuthCheckPermissionResultPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("HttpAuthCheckPermissionResultPayload: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("HttpAuthCheckPermissionResultPayload: field name: %w", err)
+		}
+		switch key {
+		case "granted":
+			seen++
+			if err := dec.Decode(&r.Granted); err != nil {
+				return fmt.Errorf("HttpAuthCheckPermissionResultPayload.granted: %w", err)
+			}
+		case "reason":
+			if err := dec.Decode(&r.Reason); err != nil {
+				return fmt.Errorf("HttpAuthCheckPermissionResultPayload.reason: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("HttpAuthCheckPermissionResultPayload.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 1 {
+		return fmt.Errorf("HttpAuthCheckPermissionResultPayload: missing a required field (granted)")
+	}
+	return nil
+}
+
+// IdentityPayload: The payload of identity_resolve - a raw credential to decode and validate.
+type IdentityPayload struct {
+	// The raw credential (JWT, opaque token, API key); a SecretStr in py-cpex, redacted when it serializes the payload.
+	RawToken string `msgpack:"raw_token"`
+	// How the credential was extracted; "bearer" when absent from the wire (the py-cpex default). A Go zero value is sent as "": set it.
+	Source string `msgpack:"source"`
+	// The request's HTTP headers (py-cpex default: empty).
+	Headers    map[string]string `msgpack:"headers,omitempty"`
+	ClientHost string            `msgpack:"client_host,omitempty"`
+	// Absent (py-cpex None) when 0.
+	ClientPort int64 `msgpack:"client_port,omitempty"`
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField `msgpack:"-"`
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r IdentityPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1 + 1
+	if len(r.Headers) > 0 {
+		n++
+	}
+	if r.ClientHost != "" {
+		n++
+	}
+	if r.ClientPort != 0 {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "raw_token", r.RawToken); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "source", r.Source); err != nil {
+		return err
+	}
+	if len(r.Headers) > 0 {
+		if err := encodeField(enc, "headers", r.Headers); err != nil {
+			return err
+		}
+	}
+	if r.ClientHost != "" {
+		if err := encodeField(enc, "client_host", r.ClientHost); err != nil {
+			return err
+		}
+	}
+	if r.ClientPort != 0 {
+		if err := encodeField(enc, "client_port", r.ClientPort); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *IdentityPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("IdentityPayload: %w", err)
+	}
+	seen := 0
+	r.Source = "bearer" // when absent from the wire
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("IdentityPayload: field name: %w", err)
+		}
+		switch key {
+		case "raw_token":
+			seen++
+			if err := dec.Decode(&r.RawToken); err != nil {
+				return fmt.Errorf("IdentityPayload.raw_token: %w", err)
+			}
+		case "source":
+			if err := dec.Decode(&r.Source); err != nil {
+				return fmt.Errorf("IdentityPayload.source: %w", err)
+			}
+		case "headers":
+			if err := dec.Decode(&r.Headers); err != nil {
+				return fmt.Errorf("IdentityPayload.headers: %w", err)
+			}
+		case "client_host":
+			if err := dec.Decode(&r.ClientHost); err != nil {
+				return fmt.Errorf("IdentityPayload.client_host: %w", err)
+			}
+		case "client_port":
+			if err := dec.Decode(&r.ClientPort); err != nil {
+				return fmt.Errorf("IdentityPayload.client_port: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("IdentityPayload.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 1 {
+		return fmt.Errorf("IdentityPayload: missing a required field (raw_token)")
+	}
+	return nil
+}
+
+// IdentityResult: The result payload of identity_resolve - the resolved identity, or the rejection.
+type IdentityResult struct {
+	// The resolved identity, py-cpex SubjectExtension fields (id, type, roles, permissions, teams, claims); not this schema's SubjectExtension, which names the kind subject_type.
+	Subject    map[string]any       `msgpack:"subject,omitempty"`
+	Delegation *DelegationExtension `msgpack:"delegation,omitempty"`
+	// py-cpex default: false.
+	Rejected bool `msgpack:"rejected,omitempty"`
+	// The HTTP status of a rejection; py-cpex reads 401 when absent.
+	RejectStatus *int64 `msgpack:"reject_status,omitempty"`
+	// py-cpex default: empty.
+	RejectReason string `msgpack:"reject_reason,omitempty"`
+	// py-cpex default: empty.
+	RawClaims map[string]any `msgpack:"raw_claims,omitempty"`
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField `msgpack:"-"`
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r IdentityResult) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra)
+	if len(r.Subject) > 0 {
+		n++
+	}
+	if r.Delegation != nil {
+		n++
+	}
+	if r.Rejected {
+		n++
+	}
+	if r.RejectStatus != nil {
+		n++
+	}
+	if r.RejectReason != "" {
+		n++
+	}
+	if len(r.RawClaims) > 0 {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if len(r.Subject) > 0 {
+		if err := encodeField(enc, "subject", r.Subject); err != nil {
+			return err
+		}
+	}
+	if r.Delegation != nil {
+		if err := encodeField(enc, "delegation", r.Delegation); err != nil {
+			return err
+		}
+	}
+	if r.Rejected {
+		if err := encodeField(enc, "rejected", r.Rejected); err != nil {
+			return err
+		}
+	}
+	if r.RejectStatus != nil {
+		if err := encodeField(enc, "reject_status", r.RejectStatus); err != nil {
+			return err
+		}
+	}
+	if r.RejectReason != "" {
+		if err := encodeField(enc, "reject_reason", r.RejectReason); err != nil {
+			return err
+		}
+	}
+	if len(r.RawClaims) > 0 {
+		if err := encodeField(enc, "raw_claims", r.RawClaims); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *IdentityResult) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("IdentityResult: %w", err)
+	}
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("IdentityResult: field name: %w", err)
+		}
+		switch key {
+		case "subject":
+			if err := dec.Decode(&r.Subject); err != nil {
+				return fmt.Errorf("IdentityResult.subject: %w", err)
+			}
+		case "delegation":
+			if err := dec.Decode(&r.Delegation); err != nil {
+				return fmt.Errorf("IdentityResult.delegation: %w", err)
+			}
+		case "rejected":
+			if err := dec.Decode(&r.Rejected); err != nil {
+				return fmt.Errorf("IdentityResult.rejected: %w", err)
+			}
+		case "reject_status":
+			if err := dec.Decode(&r.RejectStatus); err != nil {
+				return fmt.Errorf("IdentityResult.reject_status: %w", err)
+			}
+		case "reject_reason":
+			if err := dec.Decode(&r.RejectReason); err != nil {
+				return fmt.Errorf("IdentityResult.reject_reason: %w", err)
+			}
+		case "raw_claims":
+			if err := dec.Decode(&r.RawClaims); err != nil {
+				return fmt.Errorf("IdentityResult.raw_claims: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("IdentityResult.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	return nil
+}
+
+// DelegationPayload: The payload of token_delegate - a downstream call that needs a credential.
+type DelegationPayload struct {
+	// The tool, agent or resource being called.
+	TargetName string `msgpack:"target_name"`
+	// The target's entity type; "tool" when absent from the wire (the py-cpex default). A Go zero value is sent as "": set it.
+	TargetType     string `msgpack:"target_type"`
+	TargetAudience string `msgpack:"target_audience,omitempty"`
+	// py-cpex default: empty.
+	RequiredPermissions []string `msgpack:"required_permissions,omitempty"`
+	TrustDomain         string   `msgpack:"trust_domain,omitempty"`
+	// caller, target or both; "caller" when absent from the wire (the py-cpex default). A Go zero value is sent as "": set it.
+	AuthEnforcedBy   string             `msgpack:"auth_enforced_by"`
+	RouteAttenuation *AttenuationConfig `msgpack:"route_attenuation,omitempty"`
+	// The caller's token; a SecretStr in py-cpex, redacted when it serializes the payload.
+	BearerToken string `msgpack:"bearer_token,omitempty"`
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField `msgpack:"-"`
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r DelegationPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1 + 1 + 1
+	if r.TargetAudience != "" {
+		n++
+	}
+	if len(r.RequiredPermissions) > 0 {
+		n++
+	}
+	if r.TrustDomain != "" {
+		n++
+	}
+	if r.RouteAttenuation != nil {
+		n++
+	}
+	if r.BearerToken != "" {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "target_name", r.TargetName); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "target_type", r.TargetType); err != nil {
+		return err
+	}
+	if r.TargetAudience != "" {
+		if err := encodeField(enc, "target_audience", r.TargetAudience); err != nil {
+			return err
+		}
+	}
+	if len(r.RequiredPermissions) > 0 {
+		if err := encodeField(enc, "required_permissions", r.RequiredPermissions); err != nil {
+			return err
+		}
+	}
+	if r.TrustDomain != "" {
+		if err := encodeField(enc, "trust_domain", r.TrustDomain); err != nil {
+			return err
+		}
+	}
+	if err := encodeField(enc, "auth_enforced_by", r.AuthEnforcedBy); err != nil {
+		return err
+	}
+	if r.RouteAttenuation != nil {
+		if err := encodeField(enc, "route_attenuation", r.RouteAttenuation); err != nil {
+			return err
+		}
+	}
+	if r.BearerToken != "" {
+		if err := encodeField(enc, "bearer_token", r.BearerToken); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *DelegationPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("DelegationPayload: %w", err)
+	}
+	seen := 0
+	r.TargetType = "tool"       // when absent from the wire
+	r.AuthEnforcedBy = "caller" // when absent from the wire
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("DelegationPayload: field name: %w", err)
+		}
+		switch key {
+		case "target_name":
+			seen++
+			if err := dec.Decode(&r.TargetName); err != nil {
+				return fmt.Errorf("DelegationPayload.target_name: %w", err)
+			}
+		case "target_type":
+			if err := dec.Decode(&r.TargetType); err != nil {
+				return fmt.Errorf("DelegationPayload.target_type: %w", err)
+			}
+		case "target_audience":
+			if err := dec.Decode(&r.TargetAudience); err != nil {
+				return fmt.Errorf("DelegationPayload.target_audience: %w", err)
+			}
+		case "required_permissions":
+			if err := dec.Decode(&r.RequiredPermissions); err != nil {
+				return fmt.Errorf("DelegationPayload.required_permissions: %w", err)
+			}
+		case "trust_domain":
+			if err := dec.Decode(&r.TrustDomain); err != nil {
+				return fmt.Errorf("DelegationPayload.trust_domain: %w", err)
+			}
+		case "auth_enforced_by":
+			if err := dec.Decode(&r.AuthEnforcedBy); err != nil {
+				return fmt.Errorf("DelegationPayload.auth_enforced_by: %w", err)
+			}
+		case "route_attenuation":
+			if err := dec.Decode(&r.RouteAttenuation); err != nil {
+				return fmt.Errorf("DelegationPayload.route_attenuation: %w", err)
+			}
+		case "bearer_token":
+			if err := dec.Decode(&r.BearerToken); err != nil {
+				return fmt.Errorf("DelegationPayload.bearer_token: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("DelegationPayload.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 1 {
+		return fmt.Errorf("DelegationPayload: missing a required field (target_name)")
+	}
+	return nil
+}
+
+// AttenuationConfig: How far token_delegate narrows a delegated credential.
+type AttenuationConfig struct {
+	// py-cpex default: empty.
+	Capabilities     []string `msgpack:"capabilities,omitempty"`
+	ResourceTemplate string   `msgpack:"resource_template,omitempty"`
+	// py-cpex default: empty.
+	Actions []string `msgpack:"actions,omitempty"`
+	// Absent (py-cpex None) when nil; 0 is sent.
+	TtlSeconds *int64 `msgpack:"ttl_seconds,omitempty"`
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField `msgpack:"-"`
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r AttenuationConfig) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra)
+	if len(r.Capabilities) > 0 {
+		n++
+	}
+	if r.ResourceTemplate != "" {
+		n++
+	}
+	if len(r.Actions) > 0 {
+		n++
+	}
+	if r.TtlSeconds != nil {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if len(r.Capabilities) > 0 {
+		if err := encodeField(enc, "capabilities", r.Capabilities); err != nil {
+			return err
+		}
+	}
+	if r.ResourceTemplate != "" {
+		if err := encodeField(enc, "resource_template", r.ResourceTemplate); err != nil {
+			return err
+		}
+	}
+	if len(r.Actions) > 0 {
+		if err := encodeField(enc, "actions", r.Actions); err != nil {
+			return err
+		}
+	}
+	if r.TtlSeconds != nil {
+		if err := encodeField(enc, "ttl_seconds", r.TtlSeconds); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *AttenuationConfig) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("AttenuationConfig: %w", err)
+	}
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("AttenuationConfig: field name: %w", err)
+		}
+		switch key {
+		case "capabilities":
+			if err := dec.Decode(&r.Capabilities); err != nil {
+				return fmt.Errorf("AttenuationConfig.capabilities: %w", err)
+			}
+		case "resource_template":
+			if err := dec.Decode(&r.ResourceTemplate); err != nil {
+				return fmt.Errorf("AttenuationConfig.resource_template: %w", err)
+			}
+		case "actions":
+			if err := dec.Decode(&r.Actions); err != nil {
+				return fmt.Errorf("AttenuationConfig.actions: %w", err)
+			}
+		case "ttl_seconds":
+			if err := dec.Decode(&r.TtlSeconds); err != nil {
+				return fmt.Errorf("AttenuationConfig.ttl_seconds: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("AttenuationConfig.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	return nil
+}
+
+// DelegationResult: The result payload of token_delegate - the downstream credential.
+type DelegationResult struct {
+	DelegatedToken string `msgpack:"delegated_token,omitempty"`
+	// py-cpex default: an empty DelegationExtension.
+	DelegationUpdate *DelegationExtension `msgpack:"delegation_update,omitempty"`
+	// py-cpex default: empty.
+	ForwardedHeaders map[string]string `msgpack:"forwarded_headers,omitempty"`
+	CacheKey         string            `msgpack:"cache_key,omitempty"`
+	// Seconds; absent (py-cpex None) when nil, 0 is sent.
+	CacheTtl *int64 `msgpack:"cache_ttl,omitempty"`
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField `msgpack:"-"`
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set), then Extra.
+func (r DelegationResult) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra)
+	if r.DelegatedToken != "" {
+		n++
+	}
+	if r.DelegationUpdate != nil {
+		n++
+	}
+	if len(r.ForwardedHeaders) > 0 {
+		n++
+	}
+	if r.CacheKey != "" {
+		n++
+	}
+	if r.CacheTtl != nil {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if r.DelegatedToken != "" {
+		if err := encodeField(enc, "delegated_token", r.DelegatedToken); err != nil {
+			return err
+		}
+	}
+	if r.DelegationUpdate != nil {
+		if err := encodeField(enc, "delegation_update", r.DelegationUpdate); err != nil {
+			return err
+		}
+	}
+	if len(r.ForwardedHeaders) > 0 {
+		if err := encodeField(enc, "forwarded_headers", r.ForwardedHeaders); err != nil {
+			return err
+		}
+	}
+	if r.CacheKey != "" {
+		if err := encodeField(enc, "cache_key", r.CacheKey); err != nil {
+			return err
+		}
+	}
+	if r.CacheTtl != nil {
+		if err := encodeField(enc, "cache_ttl", r.CacheTtl); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *DelegationResult) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("DelegationResult: %w", err)
+	}
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("DelegationResult: field name: %w", err)
+		}
+		switch key {
+		case "delegated_token":
+			if err := dec.Decode(&r.DelegatedToken); err != nil {
+				return fmt.Errorf("DelegationResult.delegated_token: %w", err)
+			}
+		case "delegation_update":
+			if err := dec.Decode(&r.DelegationUpdate); err != nil {
+				return fmt.Errorf("DelegationResult.delegation_update: %w", err)
+			}
+		case "forwarded_headers":
+			if err := dec.Decode(&r.ForwardedHeaders); err != nil {
+				return fmt.Errorf("DelegationResult.forwarded_headers: %w", err)
+			}
+		case "cache_key":
+			if err := dec.Decode(&r.CacheKey); err != nil {
+				return fmt.Errorf("DelegationResult.cache_key: %w", err)
+			}
+		case "cache_ttl":
+			if err := dec.Decode(&r.CacheTtl); err != nil {
+				return fmt.Errorf("DelegationResult.cache_ttl: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("DelegationResult.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	return nil
+}
+
 // ContentPart: One part of a CMF message's content. ContentType says which variant it is; a part of a
 // content type this SDK does not know keeps its whole map in Raw and is re-emitted
 // unchanged.
@@ -4148,43 +6090,62 @@ func (p *ContentPart) DecodeMsgpack(dec *msgpack.Decoder) error {
 // wireTypes makes an empty value of every record and union, by name (the test vectors
 // name their type).
 var wireTypes = map[string]func() any{
-	"PluginViolation":       func() any { return new(PluginViolation) },
-	"PluginError":           func() any { return new(PluginError) },
-	"PipelineResult":        func() any { return new(PipelineResult) },
-	"Extensions":            func() any { return new(Extensions) },
-	"MetaExtension":         func() any { return new(MetaExtension) },
-	"SecurityExtension":     func() any { return new(SecurityExtension) },
-	"SubjectExtension":      func() any { return new(SubjectExtension) },
-	"AgentIdentity":         func() any { return new(AgentIdentity) },
-	"ObjectSecurityProfile": func() any { return new(ObjectSecurityProfile) },
-	"DataPolicy":            func() any { return new(DataPolicy) },
-	"RetentionPolicy":       func() any { return new(RetentionPolicy) },
-	"HttpExtension":         func() any { return new(HttpExtension) },
-	"DelegationExtension":   func() any { return new(DelegationExtension) },
-	"DelegationHop":         func() any { return new(DelegationHop) },
-	"AgentExtension":        func() any { return new(AgentExtension) },
-	"ConversationContext":   func() any { return new(ConversationContext) },
-	"RequestExtension":      func() any { return new(RequestExtension) },
-	"MCPExtension":          func() any { return new(MCPExtension) },
-	"ToolMetadata":          func() any { return new(ToolMetadata) },
-	"ResourceMetadata":      func() any { return new(ResourceMetadata) },
-	"PromptMetadata":        func() any { return new(PromptMetadata) },
-	"CompletionExtension":   func() any { return new(CompletionExtension) },
-	"TokenUsage":            func() any { return new(TokenUsage) },
-	"ProvenanceExtension":   func() any { return new(ProvenanceExtension) },
-	"LLMExtension":          func() any { return new(LLMExtension) },
-	"FrameworkExtension":    func() any { return new(FrameworkExtension) },
-	"MessagePayload":        func() any { return new(MessagePayload) },
-	"Message":               func() any { return new(Message) },
-	"ToolCall":              func() any { return new(ToolCall) },
-	"ToolResult":            func() any { return new(ToolResult) },
-	"Resource":              func() any { return new(Resource) },
-	"ResourceReference":     func() any { return new(ResourceReference) },
-	"PromptRequest":         func() any { return new(PromptRequest) },
-	"PromptResult":          func() any { return new(PromptResult) },
-	"ImageSource":           func() any { return new(ImageSource) },
-	"VideoSource":           func() any { return new(VideoSource) },
-	"AudioSource":           func() any { return new(AudioSource) },
-	"DocumentSource":        func() any { return new(DocumentSource) },
-	"ContentPart":           func() any { return new(ContentPart) },
+	"PluginViolation":                      func() any { return new(PluginViolation) },
+	"PluginError":                          func() any { return new(PluginError) },
+	"PipelineResult":                       func() any { return new(PipelineResult) },
+	"Extensions":                           func() any { return new(Extensions) },
+	"MetaExtension":                        func() any { return new(MetaExtension) },
+	"SecurityExtension":                    func() any { return new(SecurityExtension) },
+	"SubjectExtension":                     func() any { return new(SubjectExtension) },
+	"AgentIdentity":                        func() any { return new(AgentIdentity) },
+	"ObjectSecurityProfile":                func() any { return new(ObjectSecurityProfile) },
+	"DataPolicy":                           func() any { return new(DataPolicy) },
+	"RetentionPolicy":                      func() any { return new(RetentionPolicy) },
+	"HttpExtension":                        func() any { return new(HttpExtension) },
+	"DelegationExtension":                  func() any { return new(DelegationExtension) },
+	"DelegationHop":                        func() any { return new(DelegationHop) },
+	"AgentExtension":                       func() any { return new(AgentExtension) },
+	"ConversationContext":                  func() any { return new(ConversationContext) },
+	"RequestExtension":                     func() any { return new(RequestExtension) },
+	"MCPExtension":                         func() any { return new(MCPExtension) },
+	"ToolMetadata":                         func() any { return new(ToolMetadata) },
+	"ResourceMetadata":                     func() any { return new(ResourceMetadata) },
+	"PromptMetadata":                       func() any { return new(PromptMetadata) },
+	"CompletionExtension":                  func() any { return new(CompletionExtension) },
+	"TokenUsage":                           func() any { return new(TokenUsage) },
+	"ProvenanceExtension":                  func() any { return new(ProvenanceExtension) },
+	"LLMExtension":                         func() any { return new(LLMExtension) },
+	"FrameworkExtension":                   func() any { return new(FrameworkExtension) },
+	"MessagePayload":                       func() any { return new(MessagePayload) },
+	"Message":                              func() any { return new(Message) },
+	"ToolCall":                             func() any { return new(ToolCall) },
+	"ToolResult":                           func() any { return new(ToolResult) },
+	"Resource":                             func() any { return new(Resource) },
+	"ResourceReference":                    func() any { return new(ResourceReference) },
+	"PromptRequest":                        func() any { return new(PromptRequest) },
+	"PromptResult":                         func() any { return new(PromptResult) },
+	"ImageSource":                          func() any { return new(ImageSource) },
+	"VideoSource":                          func() any { return new(VideoSource) },
+	"AudioSource":                          func() any { return new(AudioSource) },
+	"DocumentSource":                       func() any { return new(DocumentSource) },
+	"GlobalContext":                        func() any { return new(GlobalContext) },
+	"ToolPreInvokePayload":                 func() any { return new(ToolPreInvokePayload) },
+	"ToolPostInvokePayload":                func() any { return new(ToolPostInvokePayload) },
+	"PromptPrehookPayload":                 func() any { return new(PromptPrehookPayload) },
+	"PromptPosthookPayload":                func() any { return new(PromptPosthookPayload) },
+	"ResourcePreFetchPayload":              func() any { return new(ResourcePreFetchPayload) },
+	"ResourcePostFetchPayload":             func() any { return new(ResourcePostFetchPayload) },
+	"AgentPreInvokePayload":                func() any { return new(AgentPreInvokePayload) },
+	"AgentPostInvokePayload":               func() any { return new(AgentPostInvokePayload) },
+	"HttpPreRequestPayload":                func() any { return new(HttpPreRequestPayload) },
+	"HttpPostRequestPayload":               func() any { return new(HttpPostRequestPayload) },
+	"HttpAuthResolveUserPayload":           func() any { return new(HttpAuthResolveUserPayload) },
+	"HttpAuthCheckPermissionPayload":       func() any { return new(HttpAuthCheckPermissionPayload) },
+	"HttpAuthCheckPermissionResultPayload": func() any { return new(HttpAuthCheckPermissionResultPayload) },
+	"IdentityPayload":                      func() any { return new(IdentityPayload) },
+	"IdentityResult":                       func() any { return new(IdentityResult) },
+	"DelegationPayload":                    func() any { return new(DelegationPayload) },
+	"AttenuationConfig":                    func() any { return new(AttenuationConfig) },
+	"DelegationResult":                     func() any { return new(DelegationResult) },
+	"ContentPart":                          func() any { return new(ContentPart) },
 }

@@ -41,21 +41,32 @@ func DeserializeExtensions(data []byte) (*Extensions, error) {
 // extensions cannot be decoded into P, ctx was consumed and the returned error says
 // why. A nil or zero-value m fails with ErrCpexInvalidHandle.
 func Invoke[P any](m *PluginManager, hook string, payloadType uint8, payload P, ext *Extensions, ctx *ContextTable) (*TypedPipelineResult[P], *ContextTable, *BackgroundTasks, error) {
-	return invokeTyped(context.Background(), "Invoke", m, hook, payloadType, payload, ext, ctx)
+	return invokeTyped(context.Background(), "Invoke", m, hook, payloadType, payload, typedOptions(ext, ctx))
 }
 
 // InvokeContext is Invoke honouring goctx's deadline and cancellation (see
 // InvokeByNameContext, also for what happens to ctx when goctx ends mid-call).
 func InvokeContext[P any](goctx context.Context, m *PluginManager, hook string, payloadType uint8, payload P, ext *Extensions, ctx *ContextTable) (*TypedPipelineResult[P], *ContextTable, *BackgroundTasks, error) {
-	return invokeTyped(goctx, "InvokeContext", m, hook, payloadType, payload, ext, ctx)
+	return invokeTyped(goctx, "InvokeContext", m, hook, payloadType, payload, typedOptions(ext, ctx))
 }
 
-func invokeTyped[P any](goctx context.Context, op string, m *PluginManager, hook string, payloadType uint8, payload P, ext *Extensions, ctx *ContextTable) (*TypedPipelineResult[P], *ContextTable, *BackgroundTasks, error) {
-	var extensions any
-	if ext != nil {
-		extensions = ext
-	}
-	res, next, bg, err := m.invoke(goctx, op, hook, payloadType, payload, extensions, ctx)
+// InvokeWith is InvokeContext with its optional inputs in opts: the extensions, the
+// request's global context (opts.Request, which plugins read as their request /
+// py-cpex global_context) and the context table of the request's previous hook (see
+// InvokeByNameWith). The modified payload is decoded into P, the modified extensions
+// into *Extensions, whatever type opts.Extensions had.
+func InvokeWith[P any](goctx context.Context, m *PluginManager, hook string, payloadType uint8, payload P, opts InvokeOptions) (*TypedPipelineResult[P], *ContextTable, *BackgroundTasks, error) {
+	return invokeTyped(goctx, "InvokeWith", m, hook, payloadType, payload, opts)
+}
+
+// typedOptions are the options of Invoke and InvokeContext (a nil ext is no
+// extensions: see isNil).
+func typedOptions(ext *Extensions, ctx *ContextTable) InvokeOptions {
+	return InvokeOptions{Extensions: ext, Context: ctx}
+}
+
+func invokeTyped[P any](goctx context.Context, op string, m *PluginManager, hook string, payloadType uint8, payload P, opts InvokeOptions) (*TypedPipelineResult[P], *ContextTable, *BackgroundTasks, error) {
+	res, next, bg, err := m.invoke(goctx, op, hook, payloadType, payload, opts)
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -137,6 +137,14 @@ var managerCalls = map[string]managerCall{
 		}
 		return err
 	},
+	"InvokeByNameWith": func(m *PluginManager) error {
+		res, ctx, bg, err := m.InvokeByNameWith(context.Background(), "tool_pre_invoke", PayloadGeneric, map[string]any{},
+			InvokeOptions{Request: &GlobalContext{RequestID: "r"}})
+		if res != nil || ctx != nil || bg != nil {
+			return fmt.Errorf("InvokeByNameWith returned %v %v %v", res, ctx, bg)
+		}
+		return err
+	},
 }
 
 // The generic helpers of typed.go take the manager as an argument.
@@ -154,6 +162,14 @@ var managerFuncs = map[string]managerCall{
 		res, ctx, bg, err := InvokeContext(goctx, m, "tool_pre_invoke", PayloadGeneric, toolCall{ToolName: "x"}, &Extensions{}, nil)
 		if res != nil || ctx != nil || bg != nil {
 			return fmt.Errorf("InvokeContext returned %v %v %v", res, ctx, bg)
+		}
+		return err
+	},
+	"InvokeWith": func(m *PluginManager) error {
+		res, ctx, bg, err := InvokeWith(context.Background(), m, "tool_pre_invoke", PayloadGeneric, toolCall{ToolName: "x"},
+			InvokeOptions{Extensions: &Extensions{}, Request: &GlobalContext{RequestID: "r"}})
+		if res != nil || ctx != nil || bg != nil {
+			return fmt.Errorf("InvokeWith returned %v %v %v", res, ctx, bg)
 		}
 		return err
 	},
@@ -258,6 +274,15 @@ func TestZeroContextTableIsRefusedByInvoke(t *testing.T) {
 		},
 		"InvokeContext": func(c *ContextTable) error {
 			_, _, _, err := InvokeContext(context.Background(), m, "tool_post_invoke", PayloadGeneric, map[string]any{}, nil, c)
+			return err
+		},
+		"InvokeByNameWith": func(c *ContextTable) error {
+			_, _, _, err := m.InvokeByNameWith(context.Background(), "tool_post_invoke", PayloadGeneric, map[string]any{}, InvokeOptions{Context: c})
+			return err
+		},
+		"InvokeWith": func(c *ContextTable) error {
+			_, _, _, err := InvokeWith(context.Background(), m, "tool_post_invoke", PayloadGeneric, map[string]any{},
+				InvokeOptions{Request: &GlobalContext{RequestID: "r"}, Context: c})
 			return err
 		},
 	}

@@ -68,6 +68,37 @@ func pipeline(m *cpex.PluginManager) {
 	_ = bg.Close()
 }
 
+// piiManager runs the published cpex-pii-filter (a py-cpex plugin), its stanza as
+// py-cpex's docs write it.
+func piiManager() *cpex.PluginManager {
+	m, err := cpex.NewPluginManager(`
+plugins:
+  - name: pii
+    kind: cpex_pii_filter.pii_filter.PIIFilterPlugin
+    hooks: [tool_pre_invoke]
+    mode: enforce
+    config: {block_on_detection: false}
+`)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := m.Initialize(); err != nil {
+		log.Fatal(err)
+	}
+	return m
+}
+
+// piiCall is one tool call with PII in its arguments, redacted by the plugin.
+func piiCall(m *cpex.PluginManager) {
+	call := map[string]any{"name": "send_email", "args": map[string]any{"to": "john@example.com", "body": "My SSN is 123-45-6789, call 555-123-4567"}}
+	res, ctx, bg, err := m.InvokeByName("tool_pre_invoke", cpex.PayloadGeneric, call, nil, nil)
+	if err != nil || res.IsDenied() || !res.PayloadModified {
+		log.Fatalf("pii: %v %+v", err, res)
+	}
+	_ = ctx.Close()
+	_ = bg.Close()
+}
+
 func noPlugins(m *cpex.PluginManager) {
 	res, _, _, err := m.InvokeByName("resource_post_fetch", cpex.PayloadGeneric, payload, nil, nil)
 	if err != nil || res.IsDenied() {
@@ -162,6 +193,10 @@ func main() {
 	out["go_no_plugins_p50"], out["go_no_plugins_p99"] = pct(s, 50), pct(s, 99)
 	s = samples(*n, func() { pipeline(m) })
 	out["go_pipeline_p50"], out["go_pipeline_p99"] = pct(s, 50), pct(s, 99)
+	pii := piiManager()
+	s = samples(*n/4, func() { piiCall(pii) })
+	out["go_pii_p50"], out["go_pii_p99"] = pct(s, 50), pct(s, 99)
+	_ = pii.Shutdown()
 	out["go_1_throughput"], _, _ = concurrent(m, 1, *n)
 	out["go_8_throughput"], out["go_8_p50"], out["go_8_p99"] = concurrent(m, 8, *n)
 

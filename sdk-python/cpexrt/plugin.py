@@ -16,7 +16,46 @@ CMF_HOOKS = (
     "cmf.tool_pre_invoke", "cmf.tool_post_invoke", "cmf.llm_input", "cmf.llm_output",
     "cmf.prompt_pre_fetch", "cmf.prompt_post_fetch", "cmf.resource_pre_fetch", "cmf.resource_post_fetch",
 )
-BUILTIN_HOOKS = LEGACY_HOOKS + CMF_HOOKS
+# The other hooks py-cpex 0.1.4 registers (agents, HTTP, and evaluate, whose payload is
+# a CMF MessagePayload).
+PYCPEX_HOOKS = (
+    "agent_pre_invoke", "agent_post_invoke",
+    "http_pre_request", "http_post_request", "http_auth_resolve_user", "http_auth_check_permission",
+    "evaluate",
+)
+BUILTIN_HOOKS = LEGACY_HOOKS + CMF_HOOKS + PYCPEX_HOOKS
+
+# Hook name -> the name of its payload record in cpexrt._generated.records (py-cpex's
+# payload class, field for field). evaluate and the cmf.* hooks carry a MessagePayload.
+HOOK_PAYLOADS: dict[str, str] = {
+    "tool_pre_invoke": "ToolPreInvokePayload",
+    "tool_post_invoke": "ToolPostInvokePayload",
+    "prompt_pre_fetch": "PromptPrehookPayload",
+    "prompt_post_fetch": "PromptPosthookPayload",
+    "resource_pre_fetch": "ResourcePreFetchPayload",
+    "resource_post_fetch": "ResourcePostFetchPayload",
+    "agent_pre_invoke": "AgentPreInvokePayload",
+    "agent_post_invoke": "AgentPostInvokePayload",
+    "http_pre_request": "HttpPreRequestPayload",
+    "http_post_request": "HttpPostRequestPayload",
+    "http_auth_resolve_user": "HttpAuthResolveUserPayload",
+    "http_auth_check_permission": "HttpAuthCheckPermissionPayload",
+    "identity_resolve": "IdentityPayload",
+    "token_delegate": "DelegationPayload",
+    "evaluate": "MessagePayload",
+    **{name: "MessagePayload" for name in CMF_HOOKS},
+}
+
+__all__ = [
+    "BUILTIN_HOOKS",
+    "CMF_HOOKS",
+    "HOOK_PAYLOADS",
+    "LEGACY_HOOKS",
+    "PYCPEX_HOOKS",
+    "Plugin",
+    "PluginContext",
+    "hook",
+]
 
 
 def hook(*names: str) -> Callable[[F], F]:
@@ -36,10 +75,13 @@ def hook(*names: str) -> Callable[[F], F]:
 class PluginContext:
     """What a handler sees besides the payload: the extensions of the call (its own
     copy, made on first access), its own per-request state (kept between hooks of one
-    request when the host threads the context table) and the manager-wide state shared
-    by all plugins."""
+    request when the host threads the context table), the manager-wide state shared
+    by all plugins, the request's global context as the host passed it (`request`:
+    request_id, user, tenant_id, server_id, content_type, metadata; a copy, or None)
+    and `request_state`, per-request state shared by the plugins of the request (what
+    py-cpex calls global_context.state)."""
 
-    __slots__ = ("_extensions", "_load", "state", "global_state")
+    __slots__ = ("_extensions", "_load", "state", "global_state", "_request", "_load_request", "request_state")
 
     def __init__(
         self,
@@ -48,11 +90,23 @@ class PluginContext:
         global_state: dict[str, Any] | None = None,
         *,
         load_extensions: Callable[[], dict[str, Any]] | None = None,
+        load_request: Callable[[], dict[str, Any] | None] | None = None,
+        request_state: dict[str, Any] | None = None,
     ) -> None:
         self._extensions = extensions
         self._load = load_extensions
         self.state: dict[str, Any] = {} if state is None else state
         self.global_state: dict[str, Any] = {} if global_state is None else global_state
+        self._request: dict[str, Any] | None = None
+        self._load_request = load_request
+        self.request_state: dict[str, Any] = {} if request_state is None else request_state
+
+    @property
+    def request(self) -> dict[str, Any] | None:
+        load = self._load_request
+        if load is not None:
+            self._request, self._load_request = load(), None
+        return self._request
 
     @property
     def extensions(self) -> dict[str, Any]:

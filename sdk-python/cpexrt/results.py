@@ -17,6 +17,10 @@ class PluginResult:
     modified_payload: Any = None
     modified_extensions: dict[str, Any] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Asked of the host: wait this long before a retry (the largest of the plugins'),
+    # and these headers on its response (merged, later plugins winning).
+    retry_delay_ms: int = 0
+    http_headers: dict[str, str] | None = None
 
 
 _ALLOW = PluginResult()

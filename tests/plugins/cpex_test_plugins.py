@@ -422,3 +422,44 @@ class LateFailures(Plugin):
         else:
             await asyncio.sleep(0.001)
         return allow()
+
+
+class PayloadKeys(Plugin):
+    """Reports what a generic payload looked like when it reached the plugin: its keys
+    (sorted) under metadata["payload_keys"] and the Python type name of each value, and
+    of each value of its `args` map, under metadata["payload_types"] / ["arg_types"]."""
+
+    def _report(self, payload: dict[str, Any]) -> Any:
+        args = payload.get("args")
+        return allow(
+            metadata={
+                "payload_keys": sorted(payload),
+                "payload_types": {k: type(v).__name__ for k, v in payload.items()},
+                "arg_types": {k: type(v).__name__ for k, v in args.items()} if isinstance(args, dict) else {},
+            }
+        )
+
+    def tool_pre_invoke(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
+        return self._report(payload)
+
+    def identity_resolve(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
+        return self._report(payload)
+
+    def http_auth_check_permission(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
+        return self._report(payload)
+
+
+class RequestEcho(Plugin):
+    """Echoes the request's global context the host passed (PluginContext.request: the
+    GlobalContext map, or None) under metadata["request"], and counts the hooks of the
+    request it saw in its per-request state under metadata["calls"]."""
+
+    def _echo(self, ctx: PluginContext) -> Any:
+        ctx.state["calls"] = ctx.state.get("calls", 0) + 1
+        return allow(metadata={"request": ctx.request, "calls": ctx.state["calls"]})
+
+    def tool_pre_invoke(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
+        return self._echo(ctx)
+
+    def tool_post_invoke(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
+        return self._echo(ctx)

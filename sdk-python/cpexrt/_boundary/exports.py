@@ -139,6 +139,29 @@ class Exports:
         out_context: Any,
         out_background: Any,
     ) -> None:
+        self.invoke_request(
+            manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, self.ffi.NULL, 0,
+            context, out_result, out_result_len, out_context, out_background,
+        )
+
+    def invoke_request(
+        self,
+        manager: int,
+        hook: Any,
+        hook_len: int,
+        payload_type: int,
+        payload: Any,
+        payload_len: int,
+        extensions: Any,
+        extensions_len: int,
+        request: Any,
+        request_len: int,
+        context: int,
+        out_result: Any,
+        out_result_len: Any,
+        out_context: Any,
+        out_background: Any,
+    ) -> None:
         # The context is consumed only when the call succeeds, as documented in cpex.h.
         ctx = HANDLES.get(Kind.CONTEXT, context, "context") if context else None
         mgr = self._manager(manager, "manager")
@@ -155,12 +178,25 @@ class Exports:
         body = unpack(body_wire, "payload", entries)
         ext_wire = self.ffi.buffer(extensions, extensions_len)[:] if extensions_len else None
         ext = unpack(ext_wire, "extensions", entries) if ext_wire is not None else None
+        global_context = None
+        if request_len:
+            _check_size("request", request_len, settings.max_extensions_bytes, "max_extensions_bytes")
+            global_context = unpack(self.ffi.buffer(request, request_len), "request", entries)
         outcome = mgr.invoke(
-            hook_name, payload_type, body, ext, ctx, payload_wire=body_wire, extensions_wire=ext_wire, owned=True
+            hook_name, payload_type, body, ext, ctx, payload_wire=body_wire, extensions_wire=ext_wire, owned=True,
+            request=global_context,
         )
         try:
             result = outcome.result
-            if result.continue_processing and not result.errors and not result.metadata and result.payload is None and result.extensions is None:
+            if (
+                result.continue_processing
+                and not result.errors
+                and not result.metadata
+                and result.payload is None
+                and result.extensions is None
+                and not result.retry_delay_ms
+                and not result.http_headers
+            ):
                 data = unchanged_result(payload_type)
             else:
                 data = _result_bytes(result, payload_type)
@@ -218,6 +254,8 @@ def _result_bytes(result: PipelineOutcome, payload_type: int) -> bytes:
         payload_type=payload_type,
         modified_payload=result.payload.wire if result.payload is not None else None,
         modified_extensions=result.extensions.wire if result.extensions is not None else None,
+        retry_delay_ms=result.retry_delay_ms,
+        http_headers=result.http_headers,
     )
     return pack(wire, "pipeline result")
 

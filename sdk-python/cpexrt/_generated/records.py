@@ -24,6 +24,9 @@ class PluginViolation(WireRecord):
         WireField('details', optional=True),
         WireField('plugin_name', optional=True),
         WireField('proto_error_code', optional=True, pointer=True),
+        WireField('http_status_code', optional=True, pointer=True),
+        WireField('http_headers', optional=True),
+        WireField('mcp_error_code', optional=True, pointer=True),
     )
 
     code: str
@@ -32,6 +35,9 @@ class PluginViolation(WireRecord):
     details: dict[str, Any] | None = None
     plugin_name: str | None = None
     proto_error_code: int | None = None
+    http_status_code: int | None = None
+    http_headers: dict[str, str] | None = None
+    mcp_error_code: int | None = None
 
 
 class PluginError(WireRecord):
@@ -65,6 +71,8 @@ class PipelineResult(WireRecord):
         WireField('payload_type'),
         WireField('modified_payload', optional=True),
         WireField('modified_extensions', optional=True),
+        WireField('retry_delay_ms', optional=True),
+        WireField('http_headers', optional=True),
     )
 
     continue_processing: bool
@@ -76,6 +84,8 @@ class PipelineResult(WireRecord):
     payload_type: int
     modified_payload: bytes | None = None
     modified_extensions: bytes | None = None
+    retry_delay_ms: int | None = None
+    http_headers: dict[str, str] | None = None
 
 
 class Extensions(WireRecord):
@@ -495,9 +505,11 @@ class MessagePayload(WireRecord):
 
     WIRE: ClassVar[tuple[WireField, ...]] = (
         WireField('message'),
+        WireField('hook', optional=True),
     )
 
     message: Message
+    hook: str | None = None
 
 
 class Message(WireRecord):
@@ -696,6 +708,328 @@ class DocumentSource(WireRecord):
     data: str
     media_type: str | None = None
     title: str | None = None
+
+
+class GlobalContext(WireRecord):
+    """The request a call belongs to, as a host passes it with an invoke (py-cpex GlobalContext; field names are py-cpex's)."""
+
+    WIRE: ClassVar[tuple[WireField, ...]] = (
+        WireField('request_id'),
+        WireField('user', optional=True),
+        WireField('user_context', optional=True),
+        WireField('tenant_id', optional=True),
+        WireField('server_id', optional=True),
+        WireField('content_type', optional=True),
+        WireField('state', optional=True),
+        WireField('metadata', optional=True),
+    )
+
+    request_id: str
+    user: Any | None = None
+    user_context: dict[str, Any] | None = None
+    tenant_id: str | None = None
+    server_id: str | None = None
+    content_type: str | None = None
+    state: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class ToolPreInvokePayload(WireRecord):
+    """The payload of tool_pre_invoke - a tool about to be called."""
+
+    WIRE: ClassVar[tuple[WireField, ...]] = (
+        WireField('name'),
+        WireField('args', optional=True),
+        WireField('headers', optional=True),
+    )
+
+    name: str
+    args: dict[str, Any] | None = None
+    headers: dict[str, str] | None = None
+
+
+class ToolPostInvokePayload(WireRecord):
+    """The payload of tool_post_invoke - what a tool returned."""
+
+    WIRE: ClassVar[tuple[WireField, ...]] = (
+        WireField('name'),
+        WireField('result'),
+    )
+
+    name: str
+    result: Any
+
+
+class PromptPrehookPayload(WireRecord):
+    """The payload of prompt_pre_fetch - a prompt about to be rendered."""
+
+    WIRE: ClassVar[tuple[WireField, ...]] = (
+        WireField('prompt_id'),
+        WireField('args', optional=True),
+    )
+
+    prompt_id: str
+    args: dict[str, str] | None = None
+
+
+class PromptPosthookPayload(WireRecord):
+    """The payload of prompt_post_fetch - a rendered prompt."""
+
+    WIRE: ClassVar[tuple[WireField, ...]] = (
+        WireField('prompt_id'),
+        WireField('result'),
+    )
+
+    prompt_id: str
+    result: Any
+
+
+class ResourcePreFetchPayload(WireRecord):
+    """The payload of resource_pre_fetch - a resource about to be read."""
+
+    WIRE: ClassVar[tuple[WireField, ...]] = (
+        WireField('uri'),
+        WireField('metadata', optional=True),
+    )
+
+    uri: str
+    metadata: dict[str, Any] | None = None
+
+
+class ResourcePostFetchPayload(WireRecord):
+    """The payload of resource_post_fetch - a resource's content."""
+
+    WIRE: ClassVar[tuple[WireField, ...]] = (
+        WireField('uri'),
+        WireField('content'),
+    )
+
+    uri: str
+    content: Any
+
+
+class AgentPreInvokePayload(WireRecord):
+    """The payload of agent_pre_invoke - an agent about to be called."""
+
+    WIRE: ClassVar[tuple[WireField, ...]] = (
+        WireField('agent_id'),
+        WireField('messages'),
+        WireField('tools', optional=True),
+        WireField('headers', optional=True),
+        WireField('model', optional=True),
+        WireField('system_prompt', optional=True),
+        WireField('parameters', optional=True),
+    )
+
+    agent_id: str
+    messages: list[Any]
+    tools: list[str] | None = None
+    headers: dict[str, str] | None = None
+    model: str | None = None
+    system_prompt: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class AgentPostInvokePayload(WireRecord):
+    """The payload of agent_post_invoke - what an agent answered."""
+
+    WIRE: ClassVar[tuple[WireField, ...]] = (
+        WireField('agent_id'),
+        WireField('messages'),
+        WireField('tool_calls', optional=True),
+    )
+
+    agent_id: str
+    messages: list[Any]
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class HttpPreRequestPayload(WireRecord):
+    """The payload of http_pre_request - an HTTP request before authentication (its result payload is a header map)."""
+
+    WIRE: ClassVar[tuple[WireField, ...]] = (
+        WireField('path'),
+        WireField('method'),
+        WireField('client_host', optional=True),
+        WireField('client_port', optional=True),
+        WireField('headers'),
+    )
+
+    path: str
+    method: str
+    client_host: str | None = None
+    client_port: int | None = None
+    headers: dict[str, str]
+
+
+class HttpPostRequestPayload(WireRecord):
+    """The payload of http_post_request - an HTTP request after it was answered (its result payload is a header map)."""
+
+    WIRE: ClassVar[tuple[WireField, ...]] = (
+        WireField('path'),
+        WireField('method'),
+        WireField('client_host', optional=True),
+        WireField('client_port', optional=True),
+        WireField('headers'),
+        WireField('response_headers', optional=True),
+        WireField('status_code', optional=True),
+    )
+
+    path: str
+    method: str
+    client_host: str | None = None
+    client_port: int | None = None
+    headers: dict[str, str]
+    response_headers: dict[str, str] | None = None
+    status_code: int | None = None
+
+
+class HttpAuthResolveUserPayload(WireRecord):
+    """The payload of http_auth_resolve_user - credentials to resolve into a user (its result payload is a map)."""
+
+    WIRE: ClassVar[tuple[WireField, ...]] = (
+        WireField('credentials', optional=True),
+        WireField('headers'),
+        WireField('client_host', optional=True),
+        WireField('client_port', optional=True),
+    )
+
+    credentials: dict[str, Any] | None = None
+    headers: dict[str, str]
+    client_host: str | None = None
+    client_port: int | None = None
+
+
+class HttpAuthCheckPermissionPayload(WireRecord):
+    """The payload of http_auth_check_permission - may this user do this."""
+
+    WIRE: ClassVar[tuple[WireField, ...]] = (
+        WireField('user_email'),
+        WireField('permission'),
+        WireField('resource_type', optional=True),
+        WireField('team_id', optional=True),
+        WireField('is_admin', optional=True),
+        WireField('auth_method', optional=True),
+        WireField('client_host', optional=True),
+        WireField('user_agent', optional=True),
+    )
+
+    user_email: str
+    permission: str
+    resource_type: str | None = None
+    team_id: str | None = None
+    is_admin: bool | None = None
+    auth_method: str | None = None
+    client_host: str | None = None
+    user_agent: str | None = None
+
+
+class HttpAuthCheckPermissionResultPayload(WireRecord):
+    """The result payload of http_auth_check_permission - the decision."""
+
+    WIRE: ClassVar[tuple[WireField, ...]] = (
+        WireField('granted'),
+        WireField('reason', optional=True),
+    )
+
+    granted: bool
+    reason: str | None = None
+
+
+class IdentityPayload(WireRecord):
+    """The payload of identity_resolve - a raw credential to decode and validate."""
+
+    WIRE: ClassVar[tuple[WireField, ...]] = (
+        WireField('raw_token'),
+        WireField('source'),
+        WireField('headers', optional=True),
+        WireField('client_host', optional=True),
+        WireField('client_port', optional=True),
+    )
+
+    raw_token: str
+    source: str = 'bearer'
+    headers: dict[str, str] | None = None
+    client_host: str | None = None
+    client_port: int | None = None
+
+
+class IdentityResult(WireRecord):
+    """The result payload of identity_resolve - the resolved identity, or the rejection."""
+
+    WIRE: ClassVar[tuple[WireField, ...]] = (
+        WireField('subject', optional=True),
+        WireField('delegation', optional=True),
+        WireField('rejected', optional=True),
+        WireField('reject_status', optional=True, pointer=True),
+        WireField('reject_reason', optional=True),
+        WireField('raw_claims', optional=True),
+    )
+
+    subject: dict[str, Any] | None = None
+    delegation: DelegationExtension | None = None
+    rejected: bool | None = None
+    reject_status: int | None = None
+    reject_reason: str | None = None
+    raw_claims: dict[str, Any] | None = None
+
+
+class DelegationPayload(WireRecord):
+    """The payload of token_delegate - a downstream call that needs a credential."""
+
+    WIRE: ClassVar[tuple[WireField, ...]] = (
+        WireField('target_name'),
+        WireField('target_type'),
+        WireField('target_audience', optional=True),
+        WireField('required_permissions', optional=True),
+        WireField('trust_domain', optional=True),
+        WireField('auth_enforced_by'),
+        WireField('route_attenuation', optional=True),
+        WireField('bearer_token', optional=True),
+    )
+
+    target_name: str
+    target_type: str = 'tool'
+    target_audience: str | None = None
+    required_permissions: list[str] | None = None
+    trust_domain: str | None = None
+    auth_enforced_by: str = 'caller'
+    route_attenuation: AttenuationConfig | None = None
+    bearer_token: str | None = None
+
+
+class AttenuationConfig(WireRecord):
+    """How far token_delegate narrows a delegated credential."""
+
+    WIRE: ClassVar[tuple[WireField, ...]] = (
+        WireField('capabilities', optional=True),
+        WireField('resource_template', optional=True),
+        WireField('actions', optional=True),
+        WireField('ttl_seconds', optional=True, pointer=True),
+    )
+
+    capabilities: list[str] | None = None
+    resource_template: str | None = None
+    actions: list[str] | None = None
+    ttl_seconds: int | None = None
+
+
+class DelegationResult(WireRecord):
+    """The result payload of token_delegate - the downstream credential."""
+
+    WIRE: ClassVar[tuple[WireField, ...]] = (
+        WireField('delegated_token', optional=True),
+        WireField('delegation_update', optional=True),
+        WireField('forwarded_headers', optional=True),
+        WireField('cache_key', optional=True),
+        WireField('cache_ttl', optional=True, pointer=True),
+    )
+
+    delegated_token: str | None = None
+    delegation_update: DelegationExtension | None = None
+    forwarded_headers: dict[str, str] | None = None
+    cache_key: str | None = None
+    cache_ttl: int | None = None
 
 
 class ContentPart(WireRecord):

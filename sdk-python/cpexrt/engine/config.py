@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -40,6 +40,15 @@ class _Strict(BaseModel):
 
 
 class PluginSettings(_Strict):
+    # py-cpex's templates write keys of the gateway it came from; py-cpex 0.1.4 itself
+    # ignores plugin_settings. plugin_timeout is honoured; these load with no effect
+    # (README: "Using CPEX plugins"): fail_on_plugin_error (cpex always fails a load
+    # on a broken plugin), parallel_execution_within_band, enable_plugin_api,
+    # plugin_health_check_interval.
+    fail_on_plugin_error: bool | None = None
+    parallel_execution_within_band: bool | None = None
+    enable_plugin_api: bool | None = None
+    plugin_health_check_interval: float | None = None
     routing_enabled: bool = False
     plugin_timeout: float = Field(default=30.0, gt=0, description="seconds a plugin may run")
     invoke_timeout: float = Field(default=60.0, gt=0, description="seconds a whole invoke may run")
@@ -65,17 +74,40 @@ ConditionPattern = Annotated[str, AfterValidator(_condition_pattern)]
 
 
 class Conditions(_Strict):
-    """The plugin runs only when every listed condition matches (empty = always)."""
+    """The plugin runs only when every listed condition matches (empty = always).
+    tags is cpex's; server_ids ... content_types are py-cpex's, for py-cpex plugins
+    (matched by py-cpex's own code against the request's global context)."""
 
     tools: list[ConditionPattern] = Field(default_factory=list)
     resources: list[ConditionPattern] = Field(default_factory=list)
     prompts: list[ConditionPattern] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list, description="any of these tags")
+    server_ids: list[str] | None = None
+    tenant_ids: list[str] | None = None
+    agents: list[str] | None = None
+    user_patterns: list[str] | None = None
+    content_types: list[str] | None = None
+
+    PYCPEX_ONLY: ClassVar[tuple[str, ...]] = ("server_ids", "tenant_ids", "agents", "user_patterns", "content_types")
+
+    def given(self) -> list[str]:
+        """The names of the fields this entry sets."""
+        return [name for name in type(self).model_fields if getattr(self, name)]
+
+
+_LEGACY_MODES = {"enforce": "sequential", "enforce_ignore_error": "sequential", "permissive": "transform"}
 
 
 class PluginSpec(_Strict):
     name: str = Field(min_length=1)
     kind: str = Field(min_length=1)
+    description: str | None = None
+    author: str | None = None
+    version: str | None = None
+    namespace: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    applied_to: dict[str, Any] | None = Field(default=None, description="py-cpex: recorded, no effect (as in py-cpex 0.1.4)")
+    max_content_size: int | None = Field(default=None, ge=1, description="py-cpex: for isolated_venv workers only")
     hooks: list[str] = Field(default_factory=list)
     mode: Mode = Mode.SEQUENTIAL
     priority: int = 100
@@ -84,6 +116,23 @@ class PluginSpec(_Strict):
     capabilities: list[str] = Field(default_factory=list)
     config: dict[str, Any] = Field(default_factory=dict)
     conditions: list[Conditions] = Field(default_factory=list, description="any entry matching enables the plugin")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_mode(cls, data: Any) -> Any:
+        """py-cpex's legacy modes: enforce -> sequential, enforce_ignore_error ->
+        sequential with on_error ignore (unless given), permissive -> transform."""
+        if isinstance(data, dict) and isinstance(data.get("mode"), str) and data["mode"] in _LEGACY_MODES:
+            legacy = data["mode"]
+            data = {**data, "mode": _LEGACY_MODES[legacy]}
+            if legacy == "enforce_ignore_error":
+                data.setdefault("on_error", "ignore")
+        return data
+
+    @field_validator("config", mode="before")
+    @classmethod
+    def _config_may_be_null(cls, value: Any) -> Any:
+        return {} if value is None else value  # py-cpex writes `config:` with nothing under it
 
     @field_validator("hooks")
     @classmethod
@@ -130,6 +179,7 @@ class Route(_Strict):
 
 
 class Config(_Strict):
+    plugin_dirs: list[str] = Field(default_factory=list, description="py-cpex's place for plugin_settings.plugin_dirs")
     plugin_settings: PluginSettings = Field(default_factory=PluginSettings)
     global_: GlobalPolicies = Field(default_factory=GlobalPolicies, alias="global")
     plugins: list[PluginSpec] = Field(default_factory=list)
@@ -170,6 +220,9 @@ def parse_config(text: str) -> Config:
     except ValidationError as exc:
         problems = [f"{_path(e['loc']) or 'config'}: {_message(e)}" for e in exc.errors()]
         raise ConfigError("invalid config: " + "; ".join(problems)) from None
+    if config.plugin_dirs:  # py-cpex's top-level plugin_dirs joins cpex's
+        dirs = [*config.plugin_settings.plugin_dirs, *(d for d in config.plugin_dirs if d not in config.plugin_settings.plugin_dirs)]
+        config.plugin_settings.plugin_dirs = dirs
     _check_references(config)
     return config
 

@@ -15,6 +15,10 @@ _get_running_loop = asyncio.events._get_running_loop
 _set_running_loop = asyncio.events._set_running_loop
 
 
+# How long after a suspended handler's deadline the watchdog steps in (seconds).
+WATCHDOG_GRACE = 0.05
+
+
 class HandlerTimeout(Exception):
     """The handler ran past its deadline and was stopped."""
 
@@ -122,6 +126,11 @@ def drive(coro: Coroutine[Any, Any, Any], deadline: float) -> Any:
     if done:
         return value
     loop = caller_loop()
+    # The loop's own timer (bounded) ends a handler that waits; the watchdog stays
+    # armed only for one that spins, a little later, so the two never race: its
+    # exception landing in the loop's code at the same instant could leave the loop
+    # half-stopped.
+    WATCHDOG.arm(deadline + WATCHDOG_GRACE)
     return run_until_complete(loop, bounded(resume(coro, value), deadline))
 
 

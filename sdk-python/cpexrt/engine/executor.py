@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -44,6 +45,10 @@ class LoadedPlugin:
     timeout: float
     grant: Grant
     disabled: bool = False
+    # py-cpex plugins: a deny or modification their phase has no authority for is not
+    # applied and is reported (code not_enforced), as py-cpex does not enforce it;
+    # for cpex plugins it is a failure under on_error.
+    reports_unenforced: bool = False
 
     @property
     def name(self) -> str:
@@ -61,7 +66,7 @@ class PipelineOutcome:
 
     __slots__ = (
         "continue_processing", "violation", "errors", "metadata", "payload", "extensions",
-        "states", "background", "_decoded_payload", "_decoded_extensions",
+        "states", "background", "retry_delay_ms", "http_headers", "_decoded_payload", "_decoded_extensions",
     )
 
     def __init__(self, states: dict[str, dict[str, Any]] | None = None) -> None:
@@ -73,6 +78,8 @@ class PipelineOutcome:
         self.extensions: payloads.Snapshot | None = None
         self.states: dict[str, dict[str, Any]] = states if states is not None else {}
         self.background: BackgroundTasks | None = None
+        self.retry_delay_ms = 0
+        self.http_headers: dict[str, str] | None = None
         self._decoded_payload: Any = None
         self._decoded_extensions: Any = None
 
@@ -105,7 +112,7 @@ class Invocation:
 
     __slots__ = (
         "hook", "payload_type", "payload", "extensions", "has_extensions", "states_in", "states",
-        "global_state", "deadline", "invoke_timeout", "limits",
+        "global_state", "deadline", "invoke_timeout", "limits", "request",
     )
 
     def __init__(
@@ -120,6 +127,7 @@ class Invocation:
         deadline: float,
         invoke_timeout: float,
         limits: payloads.Limits,
+        request: dict[str, Any] | None = None,
     ) -> None:
         self.hook, self.payload_type, self.payload = hook, payload_type, payload
         self.extensions, self.has_extensions = extensions, has_extensions
@@ -127,6 +135,7 @@ class Invocation:
         self.states: dict[str, dict[str, Any]] = {}
         self.global_state = global_state
         self.deadline, self.invoke_timeout, self.limits = deadline, invoke_timeout, limits
+        self.request = request  # the host's global context, checked; plugins get copies
 
     def state_for(self, name: str) -> dict[str, Any]:
         """The plugin's local state for this invoke: a private copy of what the caller's
@@ -193,11 +202,21 @@ def _args(plugin: LoadedPlugin, inv: Invocation) -> tuple[Any, PluginContext]:
     own capability-filtered copy of the extensions (decoded when first read: many
     plugins never look) and its local state."""
     state = inv.state_for(plugin.name)
+    request = inv.request
+    load_request = (lambda: copy.deepcopy(request)) if request is not None else None
+    shared = inv.state_for(REQUEST_STATE)
     if not inv.has_extensions:
-        return inv.payload.copy(), PluginContext({}, state, inv.global_state)
+        return inv.payload.copy(), PluginContext({}, state, inv.global_state, load_request=load_request, request_state=shared)
     snapshot, grant = inv.extensions, plugin.grant
-    ctx = PluginContext(None, state, inv.global_state, load_extensions=lambda: gating.hide(snapshot.copy(), grant))
+    ctx = PluginContext(
+        None, state, inv.global_state,
+        load_extensions=lambda: gating.hide(snapshot.copy(), grant), load_request=load_request, request_state=shared,
+    )
     return inv.payload.copy(), ctx
+
+
+# The context table's entry for PluginContext.request_state (no plugin name is empty).
+REQUEST_STATE = ""
 
 
 def _deadline(plugin: LoadedPlugin, inv: Invocation) -> float:
@@ -211,14 +230,18 @@ def _apply(plugin: LoadedPlugin, inv: Invocation, authority: Authority, value: A
     try:
         result = _as_result(value)
         mode = plugin.spec.mode.value
+        if plugin.reports_unenforced:
+            result = _unenforced(plugin, authority, result, out)
         if not result.continue_processing and not authority.may_deny:
             raise Refusal("deny_refused", f"denied, but a {mode} plugin may not deny; its deny was refused")
         modifies = result.modified_payload is not None or result.modified_extensions is not None
         if modifies and not authority.may_modify:
             raise Refusal("modify_refused", f"returned a modification, but a {mode} plugin may not modify the payload or extensions; the change was refused")
         metadata = payloads.plain_copy(result.metadata, "metadata", "metadata") if result.metadata else None
+        headers = payloads.plain_copy(result.http_headers, "http_headers", "http_headers") if result.http_headers else None
         if not result.continue_processing:
             _deny(plugin, inv, out, result.violation, metadata)
+            _asks(out, result.retry_delay_ms, headers)
             return
         new_payload = payloads.accept(inv.payload_type, result.modified_payload, inv.limits) if result.modified_payload is not None else None
         new_extensions = _accept_extensions(plugin, inv, result.modified_extensions) if result.modified_extensions is not None else None
@@ -227,6 +250,7 @@ def _apply(plugin: LoadedPlugin, inv: Invocation, authority: Authority, value: A
         return
     if metadata:
         out.metadata.update(metadata)
+    _asks(out, result.retry_delay_ms, headers)
     if new_payload is not None:
         inv.payload = out.payload = new_payload
         out._decoded_payload = None
@@ -244,6 +268,48 @@ class Refusal(payloads.Refusal):
         self.details = details
 
 
+def _asks(out: PipelineOutcome, retry_delay_ms: int, headers: dict[str, str] | None) -> None:
+    """What plugins ask of the host: the longest retry delay, the union of headers."""
+    if retry_delay_ms > out.retry_delay_ms:
+        out.retry_delay_ms = retry_delay_ms
+    if headers:
+        out.http_headers = {**(out.http_headers or {}), **headers}
+
+
+def _unenforced(plugin: LoadedPlugin, authority: Authority, result: PluginResult, out: PipelineOutcome) -> PluginResult:
+    """A py-cpex plugin's deny or modification its phase has no authority for: not
+    applied, as py-cpex does not apply it, and reported rather than dropped."""
+    mode = plugin.spec.mode.value
+    denies = not result.continue_processing and not authority.may_deny
+    modifies = (result.modified_payload is not None or result.modified_extensions is not None) and not authority.may_modify
+    if not denies and not modifies:
+        return result
+    what = []
+    details: dict[str, Any] = {}
+    if denies:
+        v = result.violation
+        code = getattr(v, "code", None) or "denied"
+        what.append(f"denied ({code}: {getattr(v, 'reason', '')})")
+        details["violation_code"] = code
+    if modifies:
+        what.append("modified the payload or extensions")
+    out.errors.append(
+        PluginError(
+            plugin_name=plugin.name,
+            code="not_enforced",
+            message=f"plugin {plugin.name!r} {' and '.join(what)}; a {mode} plugin's verdict is not enforced (as in py-cpex)",
+            details=details or None,
+        )
+    )
+    return dataclasses.replace(
+        result,
+        continue_processing=True if denies else result.continue_processing,
+        violation=None if denies else result.violation,
+        modified_payload=None if modifies else result.modified_payload,
+        modified_extensions=None if modifies else result.modified_extensions,
+    )
+
+
 def _as_result(value: Any) -> PluginResult:
     if value is None:
         return _ALLOWED
@@ -253,6 +319,11 @@ def _as_result(value: Any) -> PluginResult:
         raise Refusal("invalid_result", f"returned continue_processing={value.continue_processing!r}; expected True or False")
     if value.metadata is not None and not isinstance(value.metadata, dict):
         raise Refusal("invalid_result", f"returned metadata of type {type(value.metadata).__name__}; expected a map")
+    if type(value.retry_delay_ms) is not int or value.retry_delay_ms < 0:
+        raise Refusal("invalid_result", f"returned retry_delay_ms={value.retry_delay_ms!r}; expected a whole number of milliseconds >= 0")
+    headers = value.http_headers
+    if headers is not None and not (isinstance(headers, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())):
+        raise Refusal("invalid_result", "returned http_headers that are not a map of strings to strings")
     return value
 
 

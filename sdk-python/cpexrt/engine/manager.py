@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from cpexrt.engine import driver, gating, payloads
+from cpexrt.engine import driver, gating, payloads, pycpex
 from cpexrt.engine.background import BackgroundTasks
 from cpexrt.engine.config import Config, parse_config
 from cpexrt.engine.context import ContextTable
@@ -33,6 +33,24 @@ def _carry(owner: "PluginManager", states: dict[str, dict[str, Any]]) -> Context
     """The context table for the request's next hook: the plugins' non-empty states."""
     kept = {name: s for name, s in states.items() if s}
     return ContextTable(owner, kept) if kept else None
+
+
+def _request(request: Any) -> dict[str, Any] | None:
+    """The host's global context, checked: a map with a string request_id."""
+    if request is None:
+        return None
+    wire = gating.as_wire(request)
+    if not isinstance(wire, dict):
+        raise InvalidInputError(f"request: expected a GlobalContext map, got {type(wire).__name__}")
+    request_id = wire.get("request_id")
+    if not isinstance(request_id, str) or not request_id:
+        raise InvalidInputError(f"request.request_id: expected a non-empty string, got {request_id!r}")
+    for key in ("tenant_id", "server_id", "content_type"):
+        if wire.get(key) is not None and not isinstance(wire[key], str):
+            raise InvalidInputError(f"request.{key}: expected a string, got {type(wire[key]).__name__}")
+    if wire.get("metadata") is not None and not isinstance(wire["metadata"], dict):
+        raise InvalidInputError(f"request.metadata: expected a map, got {type(wire['metadata']).__name__}")
+    return wire
 
 
 def _limits(config: Config) -> payloads.Limits:
@@ -106,6 +124,10 @@ class PluginManager:
         spec = config.plugins[index]
         where = f"plugins[{index}]"
         cls = self._factories.resolve(spec.kind, f"{where}.kind")
+        if pycpex.is_plugin_class(cls):
+            return self._instantiate_pycpex(cls, index, config)
+        pycpex.check_conditions(spec, where, pycpex=False)
+        assert issubclass(cls, Plugin)  # the registry returns one or the other
         hooks = spec.hooks or cls.declared_hooks()
         if not hooks:
             raise ConfigError(f"{where}.hooks: plugin {spec.name!r} lists no hooks and its class {cls.__name__} handles none")
@@ -129,6 +151,26 @@ class PluginManager:
             handlers={h: getattr(instance, m) for h, m in handlers.items()},
             timeout=spec.timeout or config.plugin_settings.plugin_timeout,
             grant=Grant.of(spec.capabilities),
+        )
+
+    def _instantiate_pycpex(self, cls: type, index: int, config: Config) -> LoadedPlugin:
+        """A py-cpex plugin: py-cpex's own hooks list (it runs only those), its own
+        conditions (matched by py-cpex inside the adapter, not by cpex's router), and
+        what its phase cannot enforce reported, as py-cpex does not enforce it."""
+        spec = config.plugins[index]
+        where = f"plugins[{index}]"
+        pycpex.check_conditions(spec, where, pycpex=True)
+        if not spec.hooks:
+            raise ConfigError(f"{where}.hooks: py-cpex plugin {spec.name!r} lists no hooks; py-cpex runs a plugin only for the hooks its stanza lists")
+        adapter = pycpex.PyCpexPlugin(cls, spec, where)
+        return LoadedPlugin(
+            spec=spec.model_copy(update={"conditions": []}),
+            index=index,
+            instance=adapter,
+            handlers={h: adapter.handler(h) for h in spec.hooks},
+            timeout=spec.timeout or config.plugin_settings.plugin_timeout,
+            grant=Grant.of(spec.capabilities),
+            reports_unenforced=True,
         )
 
     def initialize(self) -> None:
@@ -239,12 +281,15 @@ class PluginManager:
         payload_wire: bytes | None = None,
         extensions_wire: bytes | None = None,
         owned: bool = False,
+        request: Any = None,
     ) -> InvokeOutcome:
         """Runs the hook's plugins over payload (a map; for CMF the MessagePayload
         map) and extensions. A context passed in is consumed when the call succeeds,
         and left valid and unchanged when it raises. payload_wire / extensions_wire:
         the MessagePack the values were decoded from, when the caller has it (spares
-        an encode); owned: nobody but the engine holds the values."""
+        an encode); owned: nobody but the engine holds the values. request: the
+        request's global context (a GlobalContext record or its map), which plugins
+        read as PluginContext.request."""
         self._check_alive("invoke")
         if not self._initialized:
             raise PipelineError(f"invoke {hook!r}: the manager is not initialized; call initialize first")
@@ -252,7 +297,7 @@ class PluginManager:
             raise InvalidInputError("context: the context table belongs to another manager")
         states = context.hold() if context is not None else {}
         try:
-            outcome = self._invoke(hook, payload_type, payload, extensions, states, payload_wire, extensions_wire, owned)
+            outcome = self._invoke(hook, payload_type, payload, extensions, states, payload_wire, extensions_wire, owned, request)
         except BaseException:
             if context is not None:
                 context.release()
@@ -271,9 +316,11 @@ class PluginManager:
         payload_wire: bytes | None,
         extensions_wire: bytes | None,
         owned: bool,
+        request: Any,
     ) -> InvokeOutcome:
         if not hook:
             raise InvalidInputError("hook: the hook name is empty")
+        request = _request(request)
         body = payloads.decode(payload_type, payload)
         extensions = gating.as_wire(extensions)
         if extensions is not None and not isinstance(extensions, dict):
@@ -302,6 +349,7 @@ class PluginManager:
             deadline=time.monotonic() + settings.invoke_timeout,
             invoke_timeout=settings.invoke_timeout,
             limits=self._limits,
+            request=request,
         )
         outcome = run_pipeline(plan, inv)
         if outcome.background is not None:

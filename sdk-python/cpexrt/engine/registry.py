@@ -1,5 +1,7 @@
 """Resolves a plugin `kind` to its class: a name the host registered, or an import
-path `package.module:ClassName`."""
+path, `package.module:ClassName` or py-cpex's dotted `package.module.ClassName`. The
+class is a cpexrt.Plugin, or a py-cpex `cpex.framework.Plugin` (run through
+cpexrt.engine.pycpex)."""
 
 from __future__ import annotations
 
@@ -38,14 +40,24 @@ class FactoryRegistry:
     def kinds(self) -> list[str]:
         return sorted(self._kinds)
 
-    def resolve(self, kind: str, where: str) -> type[Plugin]:
+    def resolve(self, kind: str, where: str) -> type:
+        """The class of kind: a cpexrt.Plugin subclass, or a py-cpex Plugin subclass."""
         target = self._kinds.get(kind, kind)
         if not isinstance(target, str):
             return target
+        if target in ("external", "isolated_venv"):
+            raise ConfigError(
+                f"{where}: py-cpex's kind {target!r} (a plugin out of this process) is not supported: cpex runs plugins "
+                "in-process; name the plugin's class as its kind instead"
+            )
         if ":" not in target:
+            module, dot, name = target.rpartition(".")
+            if dot and module and name and kind not in self._kinds:
+                return import_plugin(f"{module}:{name}", where, shown=target)
             known = ", ".join(self.kinds) or "none registered"
             raise ConfigError(
-                f"{where}: unknown plugin kind {kind!r}; expected a registered kind ({known}) or 'package.module:ClassName'"
+                f"{where}: unknown plugin kind {kind!r}; expected a registered kind ({known}), 'package.module:ClassName' "
+                "or py-cpex's 'package.module.ClassName'"
             )
         return import_plugin(target, where)
 
@@ -57,18 +69,27 @@ def _split(path: str, where: str) -> tuple[str, str]:
     return module_name, class_name
 
 
-def import_plugin(path: str, where: str) -> type[Plugin]:
+def import_plugin(path: str, where: str, shown: str | None = None) -> type:
     module_name, _, class_name = path.partition(":")
+    shown = shown or path
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001 - any import failure is the config's fault
-        raise ConfigError(f"{where}: cannot import module {module_name!r} of kind {path!r}: {type(exc).__name__}: {exc}") from None
+        hint = ""
+        if isinstance(exc, ModuleNotFoundError) and exc.name == module_name.split(".")[0]:
+            hint = " (is the plugin's package installed into the Python the library runs?)"
+        raise ConfigError(f"{where}: cannot import module {module_name!r} of kind {shown!r}: {type(exc).__name__}: {exc}{hint}") from None
     cls = getattr(module, class_name, None)
     if cls is None:
         raise ConfigError(f"{where}: module {module_name!r} has no class {class_name!r}")
-    if not (isinstance(cls, type) and issubclass(cls, Plugin)):
-        raise ConfigError(f"{where}: {path!r} is not a subclass of cpexrt.Plugin")
-    return cls
+    if isinstance(cls, type) and issubclass(cls, Plugin):
+        return cls
+    from cpexrt.engine import pycpex
+
+    if pycpex.is_plugin_class(cls):
+        found: type = cls
+        return found
+    raise ConfigError(f"{where}: {shown!r} is neither a cpexrt.Plugin subclass nor a py-cpex cpex.framework.Plugin subclass")
 
 
 def add_plugin_dirs(dirs: list[str], base: str | None = None) -> None:

@@ -148,6 +148,11 @@ def run_until_complete(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any
     try:
         return loop.run_until_complete(task)
     except BaseException:
+        # An interruption may land before asyncio removed its stop-the-loop callback
+        # from the task: left there, it would stop a later run of this loop.
+        _stop_callback = getattr(asyncio.base_events, "_run_until_complete_cb", None)
+        if _stop_callback is not None:
+            task.remove_done_callback(_stop_callback)
         if not task.done():
             abandon(task)
         raise

@@ -274,12 +274,14 @@ class PluginManager:
     def invoke(
         self, hook: str, payload: W, *, payload_type: int | None = None,
         extensions: Extensions | dict[str, Any] | None = None, context: ContextTable | None = None,
+        request: WireRecord | dict[str, Any] | None = None,
     ) -> InvokeResult[W]: ...
 
     @overload
     def invoke(
         self, hook: str, payload: dict[str, Any], *, payload_type: int | None = None,
         extensions: Extensions | dict[str, Any] | None = None, context: ContextTable | None = None,
+        request: WireRecord | dict[str, Any] | None = None,
     ) -> InvokeResult[dict[str, Any]]: ...
 
     def invoke(
@@ -290,11 +292,15 @@ class PluginManager:
         payload_type: int | None = None,
         extensions: Extensions | dict[str, Any] | None = None,
         context: ContextTable | None = None,
+        request: WireRecord | dict[str, Any] | None = None,
     ) -> InvokeResult[Any]:
         """Runs the hook's plugins. payload is a dict, or a wire record (MessagePayload
         for CMF hooks; payload_type then defaults to CMF); the result's
         modified_payload comes back in the payload's own class. A context passed in is
-        consumed when the call succeeds; when it raises, the context stays usable."""
+        consumed when the call succeeds; when it raises, the context stays usable.
+        request is the request's global context (a GlobalContext record or its map:
+        request_id, user, tenant_id, server_id, content_type, metadata), which plugins
+        read (py-cpex plugins as their global_context)."""
         ffi = self._library.ffi
         if payload_type is None:
             payload_type = PAYLOAD_CMF_MESSAGE if isinstance(payload, MessagePayload) else PAYLOAD_GENERIC
@@ -302,15 +308,24 @@ class PluginManager:
         body = pack(payload.to_wire() if isinstance(payload, WireRecord) else payload, "payload")
         wire_ext = extensions.to_wire() if isinstance(extensions, WireRecord) else extensions
         ext = pack(wire_ext, "extensions") if wire_ext is not None else b""
+        wire_request = request.to_wire() if isinstance(request, WireRecord) else request
+        req = pack(wire_request, "request") if wire_request is not None else None
         ctx = context._take() if context is not None else None
         if context is not None and ctx is None:
             raise InvalidHandleError("context: this context table was already consumed, closed, or is in use by another invoke")
         out = self._library.scratch()
         try:
-            self._call(
-                "cpex_invoke", raw_hook, len(raw_hook), payload_type, body, len(body), ext, len(ext),
-                ctx if ctx is not None else ffi.NULL, out.result, out.result_len, out.context, out.background,
-            )
+            if req is None:
+                self._call(
+                    "cpex_invoke", raw_hook, len(raw_hook), payload_type, body, len(body), ext, len(ext),
+                    ctx if ctx is not None else ffi.NULL, out.result, out.result_len, out.context, out.background,
+                )
+            else:
+                self._call(
+                    "cpex_invoke_request", raw_hook, len(raw_hook), payload_type, body, len(body), ext, len(ext),
+                    req, len(req), ctx if ctx is not None else ffi.NULL, out.result, out.result_len, out.context,
+                    out.background,
+                )
         except BaseException:
             if context is not None:
                 context._put_back(ctx)  # the library left it valid
@@ -328,12 +343,14 @@ class PluginManager:
     async def ainvoke(
         self, hook: str, payload: W, *, payload_type: int | None = None,
         extensions: Extensions | dict[str, Any] | None = None, context: ContextTable | None = None,
+        request: WireRecord | dict[str, Any] | None = None,
     ) -> InvokeResult[W]: ...
 
     @overload
     async def ainvoke(
         self, hook: str, payload: dict[str, Any], *, payload_type: int | None = None,
         extensions: Extensions | dict[str, Any] | None = None, context: ContextTable | None = None,
+        request: WireRecord | dict[str, Any] | None = None,
     ) -> InvokeResult[dict[str, Any]]: ...
 
     async def ainvoke(
@@ -344,9 +361,10 @@ class PluginManager:
         payload_type: int | None = None,
         extensions: Extensions | dict[str, Any] | None = None,
         context: ContextTable | None = None,
+        request: WireRecord | dict[str, Any] | None = None,
     ) -> InvokeResult[Any]:
         """invoke() for asyncio code: runs in a worker thread (the library releases the
         GIL while plugins run), so the event loop keeps serving other tasks."""
         return await asyncio.to_thread(
-            self.invoke, hook, payload, payload_type=payload_type, extensions=extensions, context=context
+            self.invoke, hook, payload, payload_type=payload_type, extensions=extensions, context=context, request=request
         )
