@@ -205,6 +205,13 @@ def parse_config(text: str) -> Config:
     """YAML text -> Config. ParseError for bad YAML, ConfigError for a bad shape or
     inconsistent references."""
     try:
+        return _parse_config(text)
+    except RecursionError:
+        raise ParseError("config: nested too deeply to be a config (maps and lists inside each other)") from None
+
+
+def _parse_config(text: str) -> Config:
+    try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

@@ -15,8 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
-
 from cpexrt._generated.slots import SLOTS, Slot
 from cpexrt.wire import WireRecord
 
@@ -56,11 +54,6 @@ def _readable(slot: Slot, caps: frozenset[str]) -> bool:
     return not slot.read_any or any(c in caps for c in slot.read_any)
 
 
-def copy_tree(value: Any) -> Any:
-    """A deep copy of plain MessagePack-shaped data (fast: one encode / decode)."""
-    return msgpack.unpackb(msgpack.packb(value, use_bin_type=True), raw=False)
-
-
 def hide(view: dict[str, Any], grant: Grant) -> dict[str, Any]:
     """Removes from view (a private copy of the extensions) the slots the plugin may
     not read."""
@@ -69,11 +62,6 @@ def hide(view: dict[str, Any], grant: Grant) -> dict[str, Any]:
             if path[0] in view:
                 _delete(view, path)
     return view
-
-
-def view_for(extensions: dict[str, Any], grant: Grant) -> dict[str, Any]:
-    """The plugin's own copy of the extensions, without the slots it may not read."""
-    return hide(copy_tree(extensions), grant) if extensions else {}
 
 
 def as_wire(extensions: Any) -> Any:
