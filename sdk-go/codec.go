@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/vmihailenco/msgpack/v5"
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
 )
 
 // fallbackStructTag names a struct field that has no msgpack tag. Hosts often have
@@ -30,11 +31,14 @@ func newEncoder(w io.Writer) *msgpack.Encoder {
 }
 
 // newDecoder decodes untyped numbers as int64 / uint64 / float64 rather than the
-// narrowest type of their encoding, and untyped maps as map[string]any. Struct fields
-// are matched by their msgpack tags, else their json tags, as newEncoder names them.
+// narrowest type of their encoding, untyped maps as map[string]any, and MessagePack
+// bin as []byte (loose decoding alone would make it a string; a plugin's bytes must
+// reach the host as bytes). Struct fields are matched by their msgpack tags, else
+// their json tags, as newEncoder names them.
 func newDecoder(r io.Reader) *msgpack.Decoder {
 	dec := msgpack.NewDecoder(r)
 	dec.UseLooseInterfaceDecoding(true)
+	dec.SetMapDecoder(decodeMap)
 	dec.SetCustomStructTag(fallbackStructTag)
 	return dec
 }
@@ -48,9 +52,88 @@ func encode(v any, what string) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// decodeMap decodes an untyped map: string keys, values as decodeValue does.
+func decodeMap(d *msgpack.Decoder) (any, error) {
+	n, err := d.DecodeMapLen()
+	if err != nil || n < 0 {
+		return nil, err
+	}
+	m := make(map[string]any, n)
+	for i := 0; i < n; i++ {
+		key, err := d.DecodeString()
+		if err != nil {
+			return nil, err
+		}
+		if m[key], err = decodeValue(d); err != nil {
+			return nil, fmt.Errorf("%s: %w", key, err)
+		}
+	}
+	return m, nil
+}
+
+// decodeValue decodes an untyped value: bin as []byte, arrays element by element,
+// the rest as loose decoding does (maps through decodeMap).
+func decodeValue(d *msgpack.Decoder) (any, error) {
+	c, err := d.PeekCode()
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case msgpcode.IsBin(c):
+		return d.DecodeBytes()
+	case msgpcode.IsFixedArray(c) || c == msgpcode.Array16 || c == msgpcode.Array32:
+		n, err := d.DecodeArrayLen()
+		if err != nil {
+			return nil, err
+		}
+		s := make([]any, n)
+		for i := range s {
+			if s[i], err = decodeValue(d); err != nil {
+				return nil, fmt.Errorf("[%d]: %w", i, err)
+			}
+		}
+		return s, nil
+	}
+	return d.DecodeInterfaceLoose()
+}
+
+// decodeInto decodes into target; untyped targets (any, map[string]any, []any) by
+// decodeValue. The generated decoders use it for every field.
+func decodeInto(d *msgpack.Decoder, target any) error {
+	switch t := target.(type) {
+	case *any:
+		v, err := decodeValue(d)
+		*t = v
+		return err
+	case *map[string]any:
+		v, err := decodeValue(d)
+		if err != nil {
+			return err
+		}
+		m, ok := v.(map[string]any)
+		if v != nil && !ok {
+			return fmt.Errorf("msgpack: expected a map, got %T", v)
+		}
+		*t = m
+		return nil
+	case *[]any:
+		v, err := decodeValue(d)
+		if err != nil {
+			return err
+		}
+		s, ok := v.([]any)
+		if v != nil && !ok {
+			return fmt.Errorf("msgpack: expected an array, got %T", v)
+		}
+		*t = s
+		return nil
+	}
+	return d.Decode(target)
+}
+
 // decode reads MessagePack into v.
 func decode(data []byte, v any, what string) error {
-	if err := newDecoder(bytes.NewReader(data)).Decode(v); err != nil {
+	if err := decodeInto(newDecoder(bytes.NewReader(data)), v); err != nil {
 		return &Error{Code: codeSerialize, Message: fmt.Sprintf("%s: cannot decode the library's MessagePack: %v", what, err)}
 	}
 	return nil

@@ -115,40 +115,40 @@ func (r *PluginViolation) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "code":
 			seen++
-			if err := dec.Decode(&r.Code); err != nil {
+			if err := decodeInto(dec, &r.Code); err != nil {
 				return fmt.Errorf("PluginViolation.code: %w", err)
 			}
 		case "reason":
 			seen++
-			if err := dec.Decode(&r.Reason); err != nil {
+			if err := decodeInto(dec, &r.Reason); err != nil {
 				return fmt.Errorf("PluginViolation.reason: %w", err)
 			}
 		case "description":
-			if err := dec.Decode(&r.Description); err != nil {
+			if err := decodeInto(dec, &r.Description); err != nil {
 				return fmt.Errorf("PluginViolation.description: %w", err)
 			}
 		case "details":
-			if err := dec.Decode(&r.Details); err != nil {
+			if err := decodeInto(dec, &r.Details); err != nil {
 				return fmt.Errorf("PluginViolation.details: %w", err)
 			}
 		case "plugin_name":
-			if err := dec.Decode(&r.PluginName); err != nil {
+			if err := decodeInto(dec, &r.PluginName); err != nil {
 				return fmt.Errorf("PluginViolation.plugin_name: %w", err)
 			}
 		case "proto_error_code":
-			if err := dec.Decode(&r.ProtoErrorCode); err != nil {
+			if err := decodeInto(dec, &r.ProtoErrorCode); err != nil {
 				return fmt.Errorf("PluginViolation.proto_error_code: %w", err)
 			}
 		case "http_status_code":
-			if err := dec.Decode(&r.HTTPStatusCode); err != nil {
+			if err := decodeInto(dec, &r.HTTPStatusCode); err != nil {
 				return fmt.Errorf("PluginViolation.http_status_code: %w", err)
 			}
 		case "http_headers":
-			if err := dec.Decode(&r.HTTPHeaders); err != nil {
+			if err := decodeInto(dec, &r.HTTPHeaders); err != nil {
 				return fmt.Errorf("PluginViolation.http_headers: %w", err)
 			}
 		case "mcp_error_code":
-			if err := dec.Decode(&r.MCPErrorCode); err != nil {
+			if err := decodeInto(dec, &r.MCPErrorCode); err != nil {
 				return fmt.Errorf("PluginViolation.mcp_error_code: %w", err)
 			}
 		default:
@@ -232,24 +232,24 @@ func (r *PluginError) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "plugin_name":
 			seen++
-			if err := dec.Decode(&r.PluginName); err != nil {
+			if err := decodeInto(dec, &r.PluginName); err != nil {
 				return fmt.Errorf("PluginError.plugin_name: %w", err)
 			}
 		case "message":
 			seen++
-			if err := dec.Decode(&r.Message); err != nil {
+			if err := decodeInto(dec, &r.Message); err != nil {
 				return fmt.Errorf("PluginError.message: %w", err)
 			}
 		case "code":
-			if err := dec.Decode(&r.Code); err != nil {
+			if err := decodeInto(dec, &r.Code); err != nil {
 				return fmt.Errorf("PluginError.code: %w", err)
 			}
 		case "details":
-			if err := dec.Decode(&r.Details); err != nil {
+			if err := decodeInto(dec, &r.Details); err != nil {
 				return fmt.Errorf("PluginError.details: %w", err)
 			}
 		case "proto_error_code":
-			if err := dec.Decode(&r.ProtoErrorCode); err != nil {
+			if err := decodeInto(dec, &r.ProtoErrorCode); err != nil {
 				return fmt.Errorf("PluginError.proto_error_code: %w", err)
 			}
 		default:
@@ -383,50 +383,50 @@ func (r *PipelineResult) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "continue_processing":
 			seen++
-			if err := dec.Decode(&r.ContinueProcessing); err != nil {
+			if err := decodeInto(dec, &r.ContinueProcessing); err != nil {
 				return fmt.Errorf("PipelineResult.continue_processing: %w", err)
 			}
 		case "payload_modified":
 			seen++
-			if err := dec.Decode(&r.PayloadModified); err != nil {
+			if err := decodeInto(dec, &r.PayloadModified); err != nil {
 				return fmt.Errorf("PipelineResult.payload_modified: %w", err)
 			}
 		case "extensions_modified":
 			seen++
-			if err := dec.Decode(&r.ExtensionsModified); err != nil {
+			if err := decodeInto(dec, &r.ExtensionsModified); err != nil {
 				return fmt.Errorf("PipelineResult.extensions_modified: %w", err)
 			}
 		case "violation":
-			if err := dec.Decode(&r.Violation); err != nil {
+			if err := decodeInto(dec, &r.Violation); err != nil {
 				return fmt.Errorf("PipelineResult.violation: %w", err)
 			}
 		case "errors":
-			if err := dec.Decode(&r.Errors); err != nil {
+			if err := decodeInto(dec, &r.Errors); err != nil {
 				return fmt.Errorf("PipelineResult.errors: %w", err)
 			}
 		case "metadata":
-			if err := dec.Decode(&r.Metadata); err != nil {
+			if err := decodeInto(dec, &r.Metadata); err != nil {
 				return fmt.Errorf("PipelineResult.metadata: %w", err)
 			}
 		case "payload_type":
 			seen++
-			if err := dec.Decode(&r.PayloadType); err != nil {
+			if err := decodeInto(dec, &r.PayloadType); err != nil {
 				return fmt.Errorf("PipelineResult.payload_type: %w", err)
 			}
 		case "modified_payload":
-			if err := dec.Decode(&r.ModifiedPayload); err != nil {
+			if err := decodeInto(dec, &r.ModifiedPayload); err != nil {
 				return fmt.Errorf("PipelineResult.modified_payload: %w", err)
 			}
 		case "modified_extensions":
-			if err := dec.Decode(&r.ModifiedExtensions); err != nil {
+			if err := decodeInto(dec, &r.ModifiedExtensions); err != nil {
 				return fmt.Errorf("PipelineResult.modified_extensions: %w", err)
 			}
 		case "retry_delay_ms":
-			if err := dec.Decode(&r.RetryDelayMs); err != nil {
+			if err := decodeInto(dec, &r.RetryDelayMs); err != nil {
 				return fmt.Errorf("PipelineResult.retry_delay_ms: %w", err)
 			}
 		case "http_headers":
-			if err := dec.Decode(&r.HTTPHeaders); err != nil {
+			if err := decodeInto(dec, &r.HTTPHeaders); err != nil {
 				return fmt.Errorf("PipelineResult.http_headers: %w", err)
 			}
 		default:
@@ -581,51 +581,51 @@ func (r *Extensions) DecodeMsgpack(dec *msgpack.Decoder) error {
 		}
 		switch key {
 		case "meta":
-			if err := dec.Decode(&r.Meta); err != nil {
+			if err := decodeInto(dec, &r.Meta); err != nil {
 				return fmt.Errorf("Extensions.meta: %w", err)
 			}
 		case "security":
-			if err := dec.Decode(&r.Security); err != nil {
+			if err := decodeInto(dec, &r.Security); err != nil {
 				return fmt.Errorf("Extensions.security: %w", err)
 			}
 		case "http":
-			if err := dec.Decode(&r.HTTP); err != nil {
+			if err := decodeInto(dec, &r.HTTP); err != nil {
 				return fmt.Errorf("Extensions.http: %w", err)
 			}
 		case "delegation":
-			if err := dec.Decode(&r.Delegation); err != nil {
+			if err := decodeInto(dec, &r.Delegation); err != nil {
 				return fmt.Errorf("Extensions.delegation: %w", err)
 			}
 		case "agent":
-			if err := dec.Decode(&r.Agent); err != nil {
+			if err := decodeInto(dec, &r.Agent); err != nil {
 				return fmt.Errorf("Extensions.agent: %w", err)
 			}
 		case "request":
-			if err := dec.Decode(&r.Request); err != nil {
+			if err := decodeInto(dec, &r.Request); err != nil {
 				return fmt.Errorf("Extensions.request: %w", err)
 			}
 		case "mcp":
-			if err := dec.Decode(&r.MCP); err != nil {
+			if err := decodeInto(dec, &r.MCP); err != nil {
 				return fmt.Errorf("Extensions.mcp: %w", err)
 			}
 		case "completion":
-			if err := dec.Decode(&r.Completion); err != nil {
+			if err := decodeInto(dec, &r.Completion); err != nil {
 				return fmt.Errorf("Extensions.completion: %w", err)
 			}
 		case "provenance":
-			if err := dec.Decode(&r.Provenance); err != nil {
+			if err := decodeInto(dec, &r.Provenance); err != nil {
 				return fmt.Errorf("Extensions.provenance: %w", err)
 			}
 		case "llm":
-			if err := dec.Decode(&r.LLM); err != nil {
+			if err := decodeInto(dec, &r.LLM); err != nil {
 				return fmt.Errorf("Extensions.llm: %w", err)
 			}
 		case "framework":
-			if err := dec.Decode(&r.Framework); err != nil {
+			if err := decodeInto(dec, &r.Framework); err != nil {
 				return fmt.Errorf("Extensions.framework: %w", err)
 			}
 		case "custom":
-			if err := dec.Decode(&r.Custom); err != nil {
+			if err := decodeInto(dec, &r.Custom); err != nil {
 				return fmt.Errorf("Extensions.custom: %w", err)
 			}
 		default:
@@ -714,23 +714,23 @@ func (r *MetaExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 		}
 		switch key {
 		case "entity_type":
-			if err := dec.Decode(&r.EntityType); err != nil {
+			if err := decodeInto(dec, &r.EntityType); err != nil {
 				return fmt.Errorf("MetaExtension.entity_type: %w", err)
 			}
 		case "entity_name":
-			if err := dec.Decode(&r.EntityName); err != nil {
+			if err := decodeInto(dec, &r.EntityName); err != nil {
 				return fmt.Errorf("MetaExtension.entity_name: %w", err)
 			}
 		case "tags":
-			if err := dec.Decode(&r.Tags); err != nil {
+			if err := decodeInto(dec, &r.Tags); err != nil {
 				return fmt.Errorf("MetaExtension.tags: %w", err)
 			}
 		case "scope":
-			if err := dec.Decode(&r.Scope); err != nil {
+			if err := decodeInto(dec, &r.Scope); err != nil {
 				return fmt.Errorf("MetaExtension.scope: %w", err)
 			}
 		case "properties":
-			if err := dec.Decode(&r.Properties); err != nil {
+			if err := decodeInto(dec, &r.Properties); err != nil {
 				return fmt.Errorf("MetaExtension.properties: %w", err)
 			}
 		default:
@@ -837,31 +837,31 @@ func (r *SecurityExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 		}
 		switch key {
 		case "labels":
-			if err := dec.Decode(&r.Labels); err != nil {
+			if err := decodeInto(dec, &r.Labels); err != nil {
 				return fmt.Errorf("SecurityExtension.labels: %w", err)
 			}
 		case "classification":
-			if err := dec.Decode(&r.Classification); err != nil {
+			if err := decodeInto(dec, &r.Classification); err != nil {
 				return fmt.Errorf("SecurityExtension.classification: %w", err)
 			}
 		case "subject":
-			if err := dec.Decode(&r.Subject); err != nil {
+			if err := decodeInto(dec, &r.Subject); err != nil {
 				return fmt.Errorf("SecurityExtension.subject: %w", err)
 			}
 		case "agent":
-			if err := dec.Decode(&r.Agent); err != nil {
+			if err := decodeInto(dec, &r.Agent); err != nil {
 				return fmt.Errorf("SecurityExtension.agent: %w", err)
 			}
 		case "auth_method":
-			if err := dec.Decode(&r.AuthMethod); err != nil {
+			if err := decodeInto(dec, &r.AuthMethod); err != nil {
 				return fmt.Errorf("SecurityExtension.auth_method: %w", err)
 			}
 		case "objects":
-			if err := dec.Decode(&r.Objects); err != nil {
+			if err := decodeInto(dec, &r.Objects); err != nil {
 				return fmt.Errorf("SecurityExtension.objects: %w", err)
 			}
 		case "data":
-			if err := dec.Decode(&r.Data); err != nil {
+			if err := decodeInto(dec, &r.Data); err != nil {
 				return fmt.Errorf("SecurityExtension.data: %w", err)
 			}
 		default:
@@ -959,27 +959,27 @@ func (r *SubjectExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 		}
 		switch key {
 		case "id":
-			if err := dec.Decode(&r.ID); err != nil {
+			if err := decodeInto(dec, &r.ID); err != nil {
 				return fmt.Errorf("SubjectExtension.id: %w", err)
 			}
 		case "subject_type":
-			if err := dec.Decode(&r.SubjectType); err != nil {
+			if err := decodeInto(dec, &r.SubjectType); err != nil {
 				return fmt.Errorf("SubjectExtension.subject_type: %w", err)
 			}
 		case "roles":
-			if err := dec.Decode(&r.Roles); err != nil {
+			if err := decodeInto(dec, &r.Roles); err != nil {
 				return fmt.Errorf("SubjectExtension.roles: %w", err)
 			}
 		case "permissions":
-			if err := dec.Decode(&r.Permissions); err != nil {
+			if err := decodeInto(dec, &r.Permissions); err != nil {
 				return fmt.Errorf("SubjectExtension.permissions: %w", err)
 			}
 		case "teams":
-			if err := dec.Decode(&r.Teams); err != nil {
+			if err := decodeInto(dec, &r.Teams); err != nil {
 				return fmt.Errorf("SubjectExtension.teams: %w", err)
 			}
 		case "claims":
-			if err := dec.Decode(&r.Claims); err != nil {
+			if err := decodeInto(dec, &r.Claims); err != nil {
 				return fmt.Errorf("SubjectExtension.claims: %w", err)
 			}
 		default:
@@ -1050,15 +1050,15 @@ func (r *AgentIdentity) DecodeMsgpack(dec *msgpack.Decoder) error {
 		}
 		switch key {
 		case "client_id":
-			if err := dec.Decode(&r.ClientID); err != nil {
+			if err := decodeInto(dec, &r.ClientID); err != nil {
 				return fmt.Errorf("AgentIdentity.client_id: %w", err)
 			}
 		case "workload_id":
-			if err := dec.Decode(&r.WorkloadID); err != nil {
+			if err := decodeInto(dec, &r.WorkloadID); err != nil {
 				return fmt.Errorf("AgentIdentity.workload_id: %w", err)
 			}
 		case "trust_domain":
-			if err := dec.Decode(&r.TrustDomain); err != nil {
+			if err := decodeInto(dec, &r.TrustDomain); err != nil {
 				return fmt.Errorf("AgentIdentity.trust_domain: %w", err)
 			}
 		default:
@@ -1138,19 +1138,19 @@ func (r *ObjectSecurityProfile) DecodeMsgpack(dec *msgpack.Decoder) error {
 		}
 		switch key {
 		case "managed_by":
-			if err := dec.Decode(&r.ManagedBy); err != nil {
+			if err := decodeInto(dec, &r.ManagedBy); err != nil {
 				return fmt.Errorf("ObjectSecurityProfile.managed_by: %w", err)
 			}
 		case "permissions":
-			if err := dec.Decode(&r.Permissions); err != nil {
+			if err := decodeInto(dec, &r.Permissions); err != nil {
 				return fmt.Errorf("ObjectSecurityProfile.permissions: %w", err)
 			}
 		case "trust_domain":
-			if err := dec.Decode(&r.TrustDomain); err != nil {
+			if err := decodeInto(dec, &r.TrustDomain); err != nil {
 				return fmt.Errorf("ObjectSecurityProfile.trust_domain: %w", err)
 			}
 		case "data_scope":
-			if err := dec.Decode(&r.DataScope); err != nil {
+			if err := decodeInto(dec, &r.DataScope); err != nil {
 				return fmt.Errorf("ObjectSecurityProfile.data_scope: %w", err)
 			}
 		default:
@@ -1230,19 +1230,19 @@ func (r *DataPolicy) DecodeMsgpack(dec *msgpack.Decoder) error {
 		}
 		switch key {
 		case "apply_labels":
-			if err := dec.Decode(&r.ApplyLabels); err != nil {
+			if err := decodeInto(dec, &r.ApplyLabels); err != nil {
 				return fmt.Errorf("DataPolicy.apply_labels: %w", err)
 			}
 		case "allowed_actions":
-			if err := dec.Decode(&r.AllowedActions); err != nil {
+			if err := decodeInto(dec, &r.AllowedActions); err != nil {
 				return fmt.Errorf("DataPolicy.allowed_actions: %w", err)
 			}
 		case "denied_actions":
-			if err := dec.Decode(&r.DeniedActions); err != nil {
+			if err := decodeInto(dec, &r.DeniedActions); err != nil {
 				return fmt.Errorf("DataPolicy.denied_actions: %w", err)
 			}
 		case "retention":
-			if err := dec.Decode(&r.Retention); err != nil {
+			if err := decodeInto(dec, &r.Retention); err != nil {
 				return fmt.Errorf("DataPolicy.retention: %w", err)
 			}
 		default:
@@ -1313,15 +1313,15 @@ func (r *RetentionPolicy) DecodeMsgpack(dec *msgpack.Decoder) error {
 		}
 		switch key {
 		case "max_age_seconds":
-			if err := dec.Decode(&r.MaxAgeSeconds); err != nil {
+			if err := decodeInto(dec, &r.MaxAgeSeconds); err != nil {
 				return fmt.Errorf("RetentionPolicy.max_age_seconds: %w", err)
 			}
 		case "policy":
-			if err := dec.Decode(&r.Policy); err != nil {
+			if err := decodeInto(dec, &r.Policy); err != nil {
 				return fmt.Errorf("RetentionPolicy.policy: %w", err)
 			}
 		case "delete_after":
-			if err := dec.Decode(&r.DeleteAfter); err != nil {
+			if err := decodeInto(dec, &r.DeleteAfter); err != nil {
 				return fmt.Errorf("RetentionPolicy.delete_after: %w", err)
 			}
 		default:
@@ -1383,11 +1383,11 @@ func (r *HttpExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 		}
 		switch key {
 		case "request_headers":
-			if err := dec.Decode(&r.RequestHeaders); err != nil {
+			if err := decodeInto(dec, &r.RequestHeaders); err != nil {
 				return fmt.Errorf("HttpExtension.request_headers: %w", err)
 			}
 		case "response_headers":
-			if err := dec.Decode(&r.ResponseHeaders); err != nil {
+			if err := decodeInto(dec, &r.ResponseHeaders); err != nil {
 				return fmt.Errorf("HttpExtension.response_headers: %w", err)
 			}
 		default:
@@ -1485,27 +1485,27 @@ func (r *DelegationExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 		}
 		switch key {
 		case "chain":
-			if err := dec.Decode(&r.Chain); err != nil {
+			if err := decodeInto(dec, &r.Chain); err != nil {
 				return fmt.Errorf("DelegationExtension.chain: %w", err)
 			}
 		case "depth":
-			if err := dec.Decode(&r.Depth); err != nil {
+			if err := decodeInto(dec, &r.Depth); err != nil {
 				return fmt.Errorf("DelegationExtension.depth: %w", err)
 			}
 		case "origin_subject_id":
-			if err := dec.Decode(&r.OriginSubjectID); err != nil {
+			if err := decodeInto(dec, &r.OriginSubjectID); err != nil {
 				return fmt.Errorf("DelegationExtension.origin_subject_id: %w", err)
 			}
 		case "actor_subject_id":
-			if err := dec.Decode(&r.ActorSubjectID); err != nil {
+			if err := decodeInto(dec, &r.ActorSubjectID); err != nil {
 				return fmt.Errorf("DelegationExtension.actor_subject_id: %w", err)
 			}
 		case "delegated":
-			if err := dec.Decode(&r.Delegated); err != nil {
+			if err := decodeInto(dec, &r.Delegated); err != nil {
 				return fmt.Errorf("DelegationExtension.delegated: %w", err)
 			}
 		case "age_seconds":
-			if err := dec.Decode(&r.AgeSeconds); err != nil {
+			if err := decodeInto(dec, &r.AgeSeconds); err != nil {
 				return fmt.Errorf("DelegationExtension.age_seconds: %w", err)
 			}
 		default:
@@ -1621,35 +1621,35 @@ func (r *DelegationHop) DecodeMsgpack(dec *msgpack.Decoder) error {
 		}
 		switch key {
 		case "subject_id":
-			if err := dec.Decode(&r.SubjectID); err != nil {
+			if err := decodeInto(dec, &r.SubjectID); err != nil {
 				return fmt.Errorf("DelegationHop.subject_id: %w", err)
 			}
 		case "subject_type":
-			if err := dec.Decode(&r.SubjectType); err != nil {
+			if err := decodeInto(dec, &r.SubjectType); err != nil {
 				return fmt.Errorf("DelegationHop.subject_type: %w", err)
 			}
 		case "audience":
-			if err := dec.Decode(&r.Audience); err != nil {
+			if err := decodeInto(dec, &r.Audience); err != nil {
 				return fmt.Errorf("DelegationHop.audience: %w", err)
 			}
 		case "scopes_granted":
-			if err := dec.Decode(&r.ScopesGranted); err != nil {
+			if err := decodeInto(dec, &r.ScopesGranted); err != nil {
 				return fmt.Errorf("DelegationHop.scopes_granted: %w", err)
 			}
 		case "timestamp":
-			if err := dec.Decode(&r.Timestamp); err != nil {
+			if err := decodeInto(dec, &r.Timestamp); err != nil {
 				return fmt.Errorf("DelegationHop.timestamp: %w", err)
 			}
 		case "ttl_seconds":
-			if err := dec.Decode(&r.TtlSeconds); err != nil {
+			if err := decodeInto(dec, &r.TtlSeconds); err != nil {
 				return fmt.Errorf("DelegationHop.ttl_seconds: %w", err)
 			}
 		case "strategy":
-			if err := dec.Decode(&r.Strategy); err != nil {
+			if err := decodeInto(dec, &r.Strategy); err != nil {
 				return fmt.Errorf("DelegationHop.strategy: %w", err)
 			}
 		case "from_cache":
-			if err := dec.Decode(&r.FromCache); err != nil {
+			if err := decodeInto(dec, &r.FromCache); err != nil {
 				return fmt.Errorf("DelegationHop.from_cache: %w", err)
 			}
 		default:
@@ -1756,31 +1756,31 @@ func (r *AgentExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 		}
 		switch key {
 		case "input":
-			if err := dec.Decode(&r.Input); err != nil {
+			if err := decodeInto(dec, &r.Input); err != nil {
 				return fmt.Errorf("AgentExtension.input: %w", err)
 			}
 		case "session_id":
-			if err := dec.Decode(&r.SessionID); err != nil {
+			if err := decodeInto(dec, &r.SessionID); err != nil {
 				return fmt.Errorf("AgentExtension.session_id: %w", err)
 			}
 		case "conversation_id":
-			if err := dec.Decode(&r.ConversationID); err != nil {
+			if err := decodeInto(dec, &r.ConversationID); err != nil {
 				return fmt.Errorf("AgentExtension.conversation_id: %w", err)
 			}
 		case "turn":
-			if err := dec.Decode(&r.Turn); err != nil {
+			if err := decodeInto(dec, &r.Turn); err != nil {
 				return fmt.Errorf("AgentExtension.turn: %w", err)
 			}
 		case "agent_id":
-			if err := dec.Decode(&r.AgentID); err != nil {
+			if err := decodeInto(dec, &r.AgentID); err != nil {
 				return fmt.Errorf("AgentExtension.agent_id: %w", err)
 			}
 		case "parent_agent_id":
-			if err := dec.Decode(&r.ParentAgentID); err != nil {
+			if err := decodeInto(dec, &r.ParentAgentID); err != nil {
 				return fmt.Errorf("AgentExtension.parent_agent_id: %w", err)
 			}
 		case "conversation":
-			if err := dec.Decode(&r.Conversation); err != nil {
+			if err := decodeInto(dec, &r.Conversation); err != nil {
 				return fmt.Errorf("AgentExtension.conversation: %w", err)
 			}
 		default:
@@ -1851,15 +1851,15 @@ func (r *ConversationContext) DecodeMsgpack(dec *msgpack.Decoder) error {
 		}
 		switch key {
 		case "history":
-			if err := dec.Decode(&r.History); err != nil {
+			if err := decodeInto(dec, &r.History); err != nil {
 				return fmt.Errorf("ConversationContext.history: %w", err)
 			}
 		case "summary":
-			if err := dec.Decode(&r.Summary); err != nil {
+			if err := decodeInto(dec, &r.Summary); err != nil {
 				return fmt.Errorf("ConversationContext.summary: %w", err)
 			}
 		case "topics":
-			if err := dec.Decode(&r.Topics); err != nil {
+			if err := decodeInto(dec, &r.Topics); err != nil {
 				return fmt.Errorf("ConversationContext.topics: %w", err)
 			}
 		default:
@@ -1948,23 +1948,23 @@ func (r *RequestExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 		}
 		switch key {
 		case "environment":
-			if err := dec.Decode(&r.Environment); err != nil {
+			if err := decodeInto(dec, &r.Environment); err != nil {
 				return fmt.Errorf("RequestExtension.environment: %w", err)
 			}
 		case "request_id":
-			if err := dec.Decode(&r.RequestID); err != nil {
+			if err := decodeInto(dec, &r.RequestID); err != nil {
 				return fmt.Errorf("RequestExtension.request_id: %w", err)
 			}
 		case "timestamp":
-			if err := dec.Decode(&r.Timestamp); err != nil {
+			if err := decodeInto(dec, &r.Timestamp); err != nil {
 				return fmt.Errorf("RequestExtension.timestamp: %w", err)
 			}
 		case "trace_id":
-			if err := dec.Decode(&r.TraceID); err != nil {
+			if err := decodeInto(dec, &r.TraceID); err != nil {
 				return fmt.Errorf("RequestExtension.trace_id: %w", err)
 			}
 		case "span_id":
-			if err := dec.Decode(&r.SpanID); err != nil {
+			if err := decodeInto(dec, &r.SpanID); err != nil {
 				return fmt.Errorf("RequestExtension.span_id: %w", err)
 			}
 		default:
@@ -2035,15 +2035,15 @@ func (r *MCPExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 		}
 		switch key {
 		case "tool":
-			if err := dec.Decode(&r.Tool); err != nil {
+			if err := decodeInto(dec, &r.Tool); err != nil {
 				return fmt.Errorf("MCPExtension.tool: %w", err)
 			}
 		case "resource":
-			if err := dec.Decode(&r.Resource); err != nil {
+			if err := decodeInto(dec, &r.Resource); err != nil {
 				return fmt.Errorf("MCPExtension.resource: %w", err)
 			}
 		case "prompt":
-			if err := dec.Decode(&r.Prompt); err != nil {
+			if err := decodeInto(dec, &r.Prompt); err != nil {
 				return fmt.Errorf("MCPExtension.prompt: %w", err)
 			}
 		default:
@@ -2156,35 +2156,35 @@ func (r *ToolMetadata) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "name":
 			seen++
-			if err := dec.Decode(&r.Name); err != nil {
+			if err := decodeInto(dec, &r.Name); err != nil {
 				return fmt.Errorf("ToolMetadata.name: %w", err)
 			}
 		case "title":
-			if err := dec.Decode(&r.Title); err != nil {
+			if err := decodeInto(dec, &r.Title); err != nil {
 				return fmt.Errorf("ToolMetadata.title: %w", err)
 			}
 		case "description":
-			if err := dec.Decode(&r.Description); err != nil {
+			if err := decodeInto(dec, &r.Description); err != nil {
 				return fmt.Errorf("ToolMetadata.description: %w", err)
 			}
 		case "input_schema":
-			if err := dec.Decode(&r.InputSchema); err != nil {
+			if err := decodeInto(dec, &r.InputSchema); err != nil {
 				return fmt.Errorf("ToolMetadata.input_schema: %w", err)
 			}
 		case "output_schema":
-			if err := dec.Decode(&r.OutputSchema); err != nil {
+			if err := decodeInto(dec, &r.OutputSchema); err != nil {
 				return fmt.Errorf("ToolMetadata.output_schema: %w", err)
 			}
 		case "server_id":
-			if err := dec.Decode(&r.ServerID); err != nil {
+			if err := decodeInto(dec, &r.ServerID); err != nil {
 				return fmt.Errorf("ToolMetadata.server_id: %w", err)
 			}
 		case "namespace":
-			if err := dec.Decode(&r.Namespace); err != nil {
+			if err := decodeInto(dec, &r.Namespace); err != nil {
 				return fmt.Errorf("ToolMetadata.namespace: %w", err)
 			}
 		case "annotations":
-			if err := dec.Decode(&r.Annotations); err != nil {
+			if err := decodeInto(dec, &r.Annotations); err != nil {
 				return fmt.Errorf("ToolMetadata.annotations: %w", err)
 			}
 		default:
@@ -2273,23 +2273,23 @@ func (r *ResourceMetadata) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "uri":
 			seen++
-			if err := dec.Decode(&r.Uri); err != nil {
+			if err := decodeInto(dec, &r.Uri); err != nil {
 				return fmt.Errorf("ResourceMetadata.uri: %w", err)
 			}
 		case "name":
-			if err := dec.Decode(&r.Name); err != nil {
+			if err := decodeInto(dec, &r.Name); err != nil {
 				return fmt.Errorf("ResourceMetadata.name: %w", err)
 			}
 		case "description":
-			if err := dec.Decode(&r.Description); err != nil {
+			if err := decodeInto(dec, &r.Description); err != nil {
 				return fmt.Errorf("ResourceMetadata.description: %w", err)
 			}
 		case "mime_type":
-			if err := dec.Decode(&r.MimeType); err != nil {
+			if err := decodeInto(dec, &r.MimeType); err != nil {
 				return fmt.Errorf("ResourceMetadata.mime_type: %w", err)
 			}
 		case "server_id":
-			if err := dec.Decode(&r.ServerID); err != nil {
+			if err := decodeInto(dec, &r.ServerID); err != nil {
 				return fmt.Errorf("ResourceMetadata.server_id: %w", err)
 			}
 		default:
@@ -2360,15 +2360,15 @@ func (r *PromptMetadata) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "name":
 			seen++
-			if err := dec.Decode(&r.Name); err != nil {
+			if err := decodeInto(dec, &r.Name); err != nil {
 				return fmt.Errorf("PromptMetadata.name: %w", err)
 			}
 		case "description":
-			if err := dec.Decode(&r.Description); err != nil {
+			if err := decodeInto(dec, &r.Description); err != nil {
 				return fmt.Errorf("PromptMetadata.description: %w", err)
 			}
 		case "server_id":
-			if err := dec.Decode(&r.ServerID); err != nil {
+			if err := decodeInto(dec, &r.ServerID); err != nil {
 				return fmt.Errorf("PromptMetadata.server_id: %w", err)
 			}
 		default:
@@ -2469,27 +2469,27 @@ func (r *CompletionExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 		}
 		switch key {
 		case "stop_reason":
-			if err := dec.Decode(&r.StopReason); err != nil {
+			if err := decodeInto(dec, &r.StopReason); err != nil {
 				return fmt.Errorf("CompletionExtension.stop_reason: %w", err)
 			}
 		case "tokens":
-			if err := dec.Decode(&r.Tokens); err != nil {
+			if err := decodeInto(dec, &r.Tokens); err != nil {
 				return fmt.Errorf("CompletionExtension.tokens: %w", err)
 			}
 		case "model":
-			if err := dec.Decode(&r.Model); err != nil {
+			if err := decodeInto(dec, &r.Model); err != nil {
 				return fmt.Errorf("CompletionExtension.model: %w", err)
 			}
 		case "raw_format":
-			if err := dec.Decode(&r.RawFormat); err != nil {
+			if err := decodeInto(dec, &r.RawFormat); err != nil {
 				return fmt.Errorf("CompletionExtension.raw_format: %w", err)
 			}
 		case "created_at":
-			if err := dec.Decode(&r.CreatedAt); err != nil {
+			if err := decodeInto(dec, &r.CreatedAt); err != nil {
 				return fmt.Errorf("CompletionExtension.created_at: %w", err)
 			}
 		case "latency_ms":
-			if err := dec.Decode(&r.LatencyMs); err != nil {
+			if err := decodeInto(dec, &r.LatencyMs); err != nil {
 				return fmt.Errorf("CompletionExtension.latency_ms: %w", err)
 			}
 		default:
@@ -2560,15 +2560,15 @@ func (r *TokenUsage) DecodeMsgpack(dec *msgpack.Decoder) error {
 		}
 		switch key {
 		case "input_tokens":
-			if err := dec.Decode(&r.InputTokens); err != nil {
+			if err := decodeInto(dec, &r.InputTokens); err != nil {
 				return fmt.Errorf("TokenUsage.input_tokens: %w", err)
 			}
 		case "output_tokens":
-			if err := dec.Decode(&r.OutputTokens); err != nil {
+			if err := decodeInto(dec, &r.OutputTokens); err != nil {
 				return fmt.Errorf("TokenUsage.output_tokens: %w", err)
 			}
 		case "total_tokens":
-			if err := dec.Decode(&r.TotalTokens); err != nil {
+			if err := decodeInto(dec, &r.TotalTokens); err != nil {
 				return fmt.Errorf("TokenUsage.total_tokens: %w", err)
 			}
 		default:
@@ -2639,15 +2639,15 @@ func (r *ProvenanceExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 		}
 		switch key {
 		case "source":
-			if err := dec.Decode(&r.Source); err != nil {
+			if err := decodeInto(dec, &r.Source); err != nil {
 				return fmt.Errorf("ProvenanceExtension.source: %w", err)
 			}
 		case "message_id":
-			if err := dec.Decode(&r.MessageID); err != nil {
+			if err := decodeInto(dec, &r.MessageID); err != nil {
 				return fmt.Errorf("ProvenanceExtension.message_id: %w", err)
 			}
 		case "parent_id":
-			if err := dec.Decode(&r.ParentID); err != nil {
+			if err := decodeInto(dec, &r.ParentID); err != nil {
 				return fmt.Errorf("ProvenanceExtension.parent_id: %w", err)
 			}
 		default:
@@ -2718,15 +2718,15 @@ func (r *LLMExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 		}
 		switch key {
 		case "model_id":
-			if err := dec.Decode(&r.ModelID); err != nil {
+			if err := decodeInto(dec, &r.ModelID); err != nil {
 				return fmt.Errorf("LLMExtension.model_id: %w", err)
 			}
 		case "provider":
-			if err := dec.Decode(&r.Provider); err != nil {
+			if err := decodeInto(dec, &r.Provider); err != nil {
 				return fmt.Errorf("LLMExtension.provider: %w", err)
 			}
 		case "capabilities":
-			if err := dec.Decode(&r.Capabilities); err != nil {
+			if err := decodeInto(dec, &r.Capabilities); err != nil {
 				return fmt.Errorf("LLMExtension.capabilities: %w", err)
 			}
 		default:
@@ -2815,23 +2815,23 @@ func (r *FrameworkExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 		}
 		switch key {
 		case "framework":
-			if err := dec.Decode(&r.Framework); err != nil {
+			if err := decodeInto(dec, &r.Framework); err != nil {
 				return fmt.Errorf("FrameworkExtension.framework: %w", err)
 			}
 		case "framework_version":
-			if err := dec.Decode(&r.FrameworkVersion); err != nil {
+			if err := decodeInto(dec, &r.FrameworkVersion); err != nil {
 				return fmt.Errorf("FrameworkExtension.framework_version: %w", err)
 			}
 		case "node_id":
-			if err := dec.Decode(&r.NodeID); err != nil {
+			if err := decodeInto(dec, &r.NodeID); err != nil {
 				return fmt.Errorf("FrameworkExtension.node_id: %w", err)
 			}
 		case "graph_id":
-			if err := dec.Decode(&r.GraphID); err != nil {
+			if err := decodeInto(dec, &r.GraphID); err != nil {
 				return fmt.Errorf("FrameworkExtension.graph_id: %w", err)
 			}
 		case "metadata":
-			if err := dec.Decode(&r.Metadata); err != nil {
+			if err := decodeInto(dec, &r.Metadata); err != nil {
 				return fmt.Errorf("FrameworkExtension.metadata: %w", err)
 			}
 		default:
@@ -2891,11 +2891,11 @@ func (r *MessagePayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "message":
 			seen++
-			if err := dec.Decode(&r.Message); err != nil {
+			if err := decodeInto(dec, &r.Message); err != nil {
 				return fmt.Errorf("MessagePayload.message: %w", err)
 			}
 		case "hook":
-			if err := dec.Decode(&r.Hook); err != nil {
+			if err := decodeInto(dec, &r.Hook); err != nil {
 				return fmt.Errorf("MessagePayload.hook: %w", err)
 			}
 		default:
@@ -2966,21 +2966,21 @@ func (r *Message) DecodeMsgpack(dec *msgpack.Decoder) error {
 		}
 		switch key {
 		case "schema_version":
-			if err := dec.Decode(&r.SchemaVersion); err != nil {
+			if err := decodeInto(dec, &r.SchemaVersion); err != nil {
 				return fmt.Errorf("Message.schema_version: %w", err)
 			}
 		case "role":
 			seen++
-			if err := dec.Decode(&r.Role); err != nil {
+			if err := decodeInto(dec, &r.Role); err != nil {
 				return fmt.Errorf("Message.role: %w", err)
 			}
 		case "content":
 			seen++
-			if err := dec.Decode(&r.Content); err != nil {
+			if err := decodeInto(dec, &r.Content); err != nil {
 				return fmt.Errorf("Message.content: %w", err)
 			}
 		case "channel":
-			if err := dec.Decode(&r.Channel); err != nil {
+			if err := decodeInto(dec, &r.Channel); err != nil {
 				return fmt.Errorf("Message.channel: %w", err)
 			}
 		default:
@@ -3055,20 +3055,20 @@ func (r *ToolCall) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "tool_call_id":
 			seen++
-			if err := dec.Decode(&r.ToolCallID); err != nil {
+			if err := decodeInto(dec, &r.ToolCallID); err != nil {
 				return fmt.Errorf("ToolCall.tool_call_id: %w", err)
 			}
 		case "name":
 			seen++
-			if err := dec.Decode(&r.Name); err != nil {
+			if err := decodeInto(dec, &r.Name); err != nil {
 				return fmt.Errorf("ToolCall.name: %w", err)
 			}
 		case "arguments":
-			if err := dec.Decode(&r.Arguments); err != nil {
+			if err := decodeInto(dec, &r.Arguments); err != nil {
 				return fmt.Errorf("ToolCall.arguments: %w", err)
 			}
 		case "namespace":
-			if err := dec.Decode(&r.Namespace); err != nil {
+			if err := decodeInto(dec, &r.Namespace); err != nil {
 				return fmt.Errorf("ToolCall.namespace: %w", err)
 			}
 		default:
@@ -3143,20 +3143,20 @@ func (r *ToolResult) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "tool_call_id":
 			seen++
-			if err := dec.Decode(&r.ToolCallID); err != nil {
+			if err := decodeInto(dec, &r.ToolCallID); err != nil {
 				return fmt.Errorf("ToolResult.tool_call_id: %w", err)
 			}
 		case "tool_name":
 			seen++
-			if err := dec.Decode(&r.ToolName); err != nil {
+			if err := decodeInto(dec, &r.ToolName); err != nil {
 				return fmt.Errorf("ToolResult.tool_name: %w", err)
 			}
 		case "content":
-			if err := dec.Decode(&r.Content); err != nil {
+			if err := decodeInto(dec, &r.Content); err != nil {
 				return fmt.Errorf("ToolResult.content: %w", err)
 			}
 		case "is_error":
-			if err := dec.Decode(&r.IsError); err != nil {
+			if err := decodeInto(dec, &r.IsError); err != nil {
 				return fmt.Errorf("ToolResult.is_error: %w", err)
 			}
 		default:
@@ -3289,49 +3289,49 @@ func (r *Resource) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "resource_request_id":
 			seen++
-			if err := dec.Decode(&r.ResourceRequestID); err != nil {
+			if err := decodeInto(dec, &r.ResourceRequestID); err != nil {
 				return fmt.Errorf("Resource.resource_request_id: %w", err)
 			}
 		case "uri":
 			seen++
-			if err := dec.Decode(&r.Uri); err != nil {
+			if err := decodeInto(dec, &r.Uri); err != nil {
 				return fmt.Errorf("Resource.uri: %w", err)
 			}
 		case "name":
-			if err := dec.Decode(&r.Name); err != nil {
+			if err := decodeInto(dec, &r.Name); err != nil {
 				return fmt.Errorf("Resource.name: %w", err)
 			}
 		case "description":
-			if err := dec.Decode(&r.Description); err != nil {
+			if err := decodeInto(dec, &r.Description); err != nil {
 				return fmt.Errorf("Resource.description: %w", err)
 			}
 		case "resource_type":
 			seen++
-			if err := dec.Decode(&r.ResourceType); err != nil {
+			if err := decodeInto(dec, &r.ResourceType); err != nil {
 				return fmt.Errorf("Resource.resource_type: %w", err)
 			}
 		case "content":
-			if err := dec.Decode(&r.Content); err != nil {
+			if err := decodeInto(dec, &r.Content); err != nil {
 				return fmt.Errorf("Resource.content: %w", err)
 			}
 		case "blob":
-			if err := dec.Decode(&r.Blob); err != nil {
+			if err := decodeInto(dec, &r.Blob); err != nil {
 				return fmt.Errorf("Resource.blob: %w", err)
 			}
 		case "mime_type":
-			if err := dec.Decode(&r.MimeType); err != nil {
+			if err := decodeInto(dec, &r.MimeType); err != nil {
 				return fmt.Errorf("Resource.mime_type: %w", err)
 			}
 		case "size_bytes":
-			if err := dec.Decode(&r.SizeBytes); err != nil {
+			if err := decodeInto(dec, &r.SizeBytes); err != nil {
 				return fmt.Errorf("Resource.size_bytes: %w", err)
 			}
 		case "annotations":
-			if err := dec.Decode(&r.Annotations); err != nil {
+			if err := decodeInto(dec, &r.Annotations); err != nil {
 				return fmt.Errorf("Resource.annotations: %w", err)
 			}
 		case "version":
-			if err := dec.Decode(&r.Version); err != nil {
+			if err := decodeInto(dec, &r.Version); err != nil {
 				return fmt.Errorf("Resource.version: %w", err)
 			}
 		default:
@@ -3428,33 +3428,33 @@ func (r *ResourceReference) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "resource_request_id":
 			seen++
-			if err := dec.Decode(&r.ResourceRequestID); err != nil {
+			if err := decodeInto(dec, &r.ResourceRequestID); err != nil {
 				return fmt.Errorf("ResourceReference.resource_request_id: %w", err)
 			}
 		case "uri":
 			seen++
-			if err := dec.Decode(&r.Uri); err != nil {
+			if err := decodeInto(dec, &r.Uri); err != nil {
 				return fmt.Errorf("ResourceReference.uri: %w", err)
 			}
 		case "name":
-			if err := dec.Decode(&r.Name); err != nil {
+			if err := decodeInto(dec, &r.Name); err != nil {
 				return fmt.Errorf("ResourceReference.name: %w", err)
 			}
 		case "resource_type":
 			seen++
-			if err := dec.Decode(&r.ResourceType); err != nil {
+			if err := decodeInto(dec, &r.ResourceType); err != nil {
 				return fmt.Errorf("ResourceReference.resource_type: %w", err)
 			}
 		case "range_start":
-			if err := dec.Decode(&r.RangeStart); err != nil {
+			if err := decodeInto(dec, &r.RangeStart); err != nil {
 				return fmt.Errorf("ResourceReference.range_start: %w", err)
 			}
 		case "range_end":
-			if err := dec.Decode(&r.RangeEnd); err != nil {
+			if err := decodeInto(dec, &r.RangeEnd); err != nil {
 				return fmt.Errorf("ResourceReference.range_end: %w", err)
 			}
 		case "selector":
-			if err := dec.Decode(&r.Selector); err != nil {
+			if err := decodeInto(dec, &r.Selector); err != nil {
 				return fmt.Errorf("ResourceReference.selector: %w", err)
 			}
 		default:
@@ -3529,20 +3529,20 @@ func (r *PromptRequest) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "prompt_request_id":
 			seen++
-			if err := dec.Decode(&r.PromptRequestID); err != nil {
+			if err := decodeInto(dec, &r.PromptRequestID); err != nil {
 				return fmt.Errorf("PromptRequest.prompt_request_id: %w", err)
 			}
 		case "name":
 			seen++
-			if err := dec.Decode(&r.Name); err != nil {
+			if err := decodeInto(dec, &r.Name); err != nil {
 				return fmt.Errorf("PromptRequest.name: %w", err)
 			}
 		case "arguments":
-			if err := dec.Decode(&r.Arguments); err != nil {
+			if err := decodeInto(dec, &r.Arguments); err != nil {
 				return fmt.Errorf("PromptRequest.arguments: %w", err)
 			}
 		case "server_id":
-			if err := dec.Decode(&r.ServerID); err != nil {
+			if err := decodeInto(dec, &r.ServerID); err != nil {
 				return fmt.Errorf("PromptRequest.server_id: %w", err)
 			}
 		default:
@@ -3635,28 +3635,28 @@ func (r *PromptResult) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "prompt_request_id":
 			seen++
-			if err := dec.Decode(&r.PromptRequestID); err != nil {
+			if err := decodeInto(dec, &r.PromptRequestID); err != nil {
 				return fmt.Errorf("PromptResult.prompt_request_id: %w", err)
 			}
 		case "prompt_name":
 			seen++
-			if err := dec.Decode(&r.PromptName); err != nil {
+			if err := decodeInto(dec, &r.PromptName); err != nil {
 				return fmt.Errorf("PromptResult.prompt_name: %w", err)
 			}
 		case "messages":
-			if err := dec.Decode(&r.Messages); err != nil {
+			if err := decodeInto(dec, &r.Messages); err != nil {
 				return fmt.Errorf("PromptResult.messages: %w", err)
 			}
 		case "content":
-			if err := dec.Decode(&r.Content); err != nil {
+			if err := decodeInto(dec, &r.Content); err != nil {
 				return fmt.Errorf("PromptResult.content: %w", err)
 			}
 		case "is_error":
-			if err := dec.Decode(&r.IsError); err != nil {
+			if err := decodeInto(dec, &r.IsError); err != nil {
 				return fmt.Errorf("PromptResult.is_error: %w", err)
 			}
 		case "error_message":
-			if err := dec.Decode(&r.ErrorMessage); err != nil {
+			if err := decodeInto(dec, &r.ErrorMessage); err != nil {
 				return fmt.Errorf("PromptResult.error_message: %w", err)
 			}
 		default:
@@ -3722,16 +3722,16 @@ func (r *ImageSource) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "type":
 			seen++
-			if err := dec.Decode(&r.Type); err != nil {
+			if err := decodeInto(dec, &r.Type); err != nil {
 				return fmt.Errorf("ImageSource.type: %w", err)
 			}
 		case "data":
 			seen++
-			if err := dec.Decode(&r.Data); err != nil {
+			if err := decodeInto(dec, &r.Data); err != nil {
 				return fmt.Errorf("ImageSource.data: %w", err)
 			}
 		case "media_type":
-			if err := dec.Decode(&r.MediaType); err != nil {
+			if err := decodeInto(dec, &r.MediaType); err != nil {
 				return fmt.Errorf("ImageSource.media_type: %w", err)
 			}
 		default:
@@ -3806,20 +3806,20 @@ func (r *VideoSource) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "type":
 			seen++
-			if err := dec.Decode(&r.Type); err != nil {
+			if err := decodeInto(dec, &r.Type); err != nil {
 				return fmt.Errorf("VideoSource.type: %w", err)
 			}
 		case "data":
 			seen++
-			if err := dec.Decode(&r.Data); err != nil {
+			if err := decodeInto(dec, &r.Data); err != nil {
 				return fmt.Errorf("VideoSource.data: %w", err)
 			}
 		case "media_type":
-			if err := dec.Decode(&r.MediaType); err != nil {
+			if err := decodeInto(dec, &r.MediaType); err != nil {
 				return fmt.Errorf("VideoSource.media_type: %w", err)
 			}
 		case "duration_ms":
-			if err := dec.Decode(&r.DurationMs); err != nil {
+			if err := decodeInto(dec, &r.DurationMs); err != nil {
 				return fmt.Errorf("VideoSource.duration_ms: %w", err)
 			}
 		default:
@@ -3894,20 +3894,20 @@ func (r *AudioSource) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "type":
 			seen++
-			if err := dec.Decode(&r.Type); err != nil {
+			if err := decodeInto(dec, &r.Type); err != nil {
 				return fmt.Errorf("AudioSource.type: %w", err)
 			}
 		case "data":
 			seen++
-			if err := dec.Decode(&r.Data); err != nil {
+			if err := decodeInto(dec, &r.Data); err != nil {
 				return fmt.Errorf("AudioSource.data: %w", err)
 			}
 		case "media_type":
-			if err := dec.Decode(&r.MediaType); err != nil {
+			if err := decodeInto(dec, &r.MediaType); err != nil {
 				return fmt.Errorf("AudioSource.media_type: %w", err)
 			}
 		case "duration_ms":
-			if err := dec.Decode(&r.DurationMs); err != nil {
+			if err := decodeInto(dec, &r.DurationMs); err != nil {
 				return fmt.Errorf("AudioSource.duration_ms: %w", err)
 			}
 		default:
@@ -3982,20 +3982,20 @@ func (r *DocumentSource) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "type":
 			seen++
-			if err := dec.Decode(&r.Type); err != nil {
+			if err := decodeInto(dec, &r.Type); err != nil {
 				return fmt.Errorf("DocumentSource.type: %w", err)
 			}
 		case "data":
 			seen++
-			if err := dec.Decode(&r.Data); err != nil {
+			if err := decodeInto(dec, &r.Data); err != nil {
 				return fmt.Errorf("DocumentSource.data: %w", err)
 			}
 		case "media_type":
-			if err := dec.Decode(&r.MediaType); err != nil {
+			if err := decodeInto(dec, &r.MediaType); err != nil {
 				return fmt.Errorf("DocumentSource.media_type: %w", err)
 			}
 		case "title":
-			if err := dec.Decode(&r.Title); err != nil {
+			if err := decodeInto(dec, &r.Title); err != nil {
 				return fmt.Errorf("DocumentSource.title: %w", err)
 			}
 		default:
@@ -4117,35 +4117,35 @@ func (r *GlobalContext) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "request_id":
 			seen++
-			if err := dec.Decode(&r.RequestID); err != nil {
+			if err := decodeInto(dec, &r.RequestID); err != nil {
 				return fmt.Errorf("GlobalContext.request_id: %w", err)
 			}
 		case "user":
-			if err := dec.Decode(&r.User); err != nil {
+			if err := decodeInto(dec, &r.User); err != nil {
 				return fmt.Errorf("GlobalContext.user: %w", err)
 			}
 		case "user_context":
-			if err := dec.Decode(&r.UserContext); err != nil {
+			if err := decodeInto(dec, &r.UserContext); err != nil {
 				return fmt.Errorf("GlobalContext.user_context: %w", err)
 			}
 		case "tenant_id":
-			if err := dec.Decode(&r.TenantID); err != nil {
+			if err := decodeInto(dec, &r.TenantID); err != nil {
 				return fmt.Errorf("GlobalContext.tenant_id: %w", err)
 			}
 		case "server_id":
-			if err := dec.Decode(&r.ServerID); err != nil {
+			if err := decodeInto(dec, &r.ServerID); err != nil {
 				return fmt.Errorf("GlobalContext.server_id: %w", err)
 			}
 		case "content_type":
-			if err := dec.Decode(&r.ContentType); err != nil {
+			if err := decodeInto(dec, &r.ContentType); err != nil {
 				return fmt.Errorf("GlobalContext.content_type: %w", err)
 			}
 		case "state":
-			if err := dec.Decode(&r.State); err != nil {
+			if err := decodeInto(dec, &r.State); err != nil {
 				return fmt.Errorf("GlobalContext.state: %w", err)
 			}
 		case "metadata":
-			if err := dec.Decode(&r.Metadata); err != nil {
+			if err := decodeInto(dec, &r.Metadata); err != nil {
 				return fmt.Errorf("GlobalContext.metadata: %w", err)
 			}
 		default:
@@ -4218,15 +4218,15 @@ func (r *ToolPreInvokePayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "name":
 			seen++
-			if err := dec.Decode(&r.Name); err != nil {
+			if err := decodeInto(dec, &r.Name); err != nil {
 				return fmt.Errorf("ToolPreInvokePayload.name: %w", err)
 			}
 		case "args":
-			if err := dec.Decode(&r.Args); err != nil {
+			if err := decodeInto(dec, &r.Args); err != nil {
 				return fmt.Errorf("ToolPreInvokePayload.args: %w", err)
 			}
 		case "headers":
-			if err := dec.Decode(&r.Headers); err != nil {
+			if err := decodeInto(dec, &r.Headers); err != nil {
 				return fmt.Errorf("ToolPreInvokePayload.headers: %w", err)
 			}
 		default:
@@ -4284,12 +4284,12 @@ func (r *ToolPostInvokePayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "name":
 			seen++
-			if err := dec.Decode(&r.Name); err != nil {
+			if err := decodeInto(dec, &r.Name); err != nil {
 				return fmt.Errorf("ToolPostInvokePayload.name: %w", err)
 			}
 		case "result":
 			seen++
-			if err := dec.Decode(&r.Result); err != nil {
+			if err := decodeInto(dec, &r.Result); err != nil {
 				return fmt.Errorf("ToolPostInvokePayload.result: %w", err)
 			}
 		default:
@@ -4352,11 +4352,11 @@ func (r *PromptPrehookPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "prompt_id":
 			seen++
-			if err := dec.Decode(&r.PromptID); err != nil {
+			if err := decodeInto(dec, &r.PromptID); err != nil {
 				return fmt.Errorf("PromptPrehookPayload.prompt_id: %w", err)
 			}
 		case "args":
-			if err := dec.Decode(&r.Args); err != nil {
+			if err := decodeInto(dec, &r.Args); err != nil {
 				return fmt.Errorf("PromptPrehookPayload.args: %w", err)
 			}
 		default:
@@ -4414,12 +4414,12 @@ func (r *PromptPosthookPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "prompt_id":
 			seen++
-			if err := dec.Decode(&r.PromptID); err != nil {
+			if err := decodeInto(dec, &r.PromptID); err != nil {
 				return fmt.Errorf("PromptPosthookPayload.prompt_id: %w", err)
 			}
 		case "result":
 			seen++
-			if err := dec.Decode(&r.Result); err != nil {
+			if err := decodeInto(dec, &r.Result); err != nil {
 				return fmt.Errorf("PromptPosthookPayload.result: %w", err)
 			}
 		default:
@@ -4482,11 +4482,11 @@ func (r *ResourcePreFetchPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "uri":
 			seen++
-			if err := dec.Decode(&r.Uri); err != nil {
+			if err := decodeInto(dec, &r.Uri); err != nil {
 				return fmt.Errorf("ResourcePreFetchPayload.uri: %w", err)
 			}
 		case "metadata":
-			if err := dec.Decode(&r.Metadata); err != nil {
+			if err := decodeInto(dec, &r.Metadata); err != nil {
 				return fmt.Errorf("ResourcePreFetchPayload.metadata: %w", err)
 			}
 		default:
@@ -4544,12 +4544,12 @@ func (r *ResourcePostFetchPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "uri":
 			seen++
-			if err := dec.Decode(&r.Uri); err != nil {
+			if err := decodeInto(dec, &r.Uri); err != nil {
 				return fmt.Errorf("ResourcePostFetchPayload.uri: %w", err)
 			}
 		case "content":
 			seen++
-			if err := dec.Decode(&r.Content); err != nil {
+			if err := decodeInto(dec, &r.Content); err != nil {
 				return fmt.Errorf("ResourcePostFetchPayload.content: %w", err)
 			}
 		default:
@@ -4655,32 +4655,32 @@ func (r *AgentPreInvokePayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "agent_id":
 			seen++
-			if err := dec.Decode(&r.AgentID); err != nil {
+			if err := decodeInto(dec, &r.AgentID); err != nil {
 				return fmt.Errorf("AgentPreInvokePayload.agent_id: %w", err)
 			}
 		case "messages":
 			seen++
-			if err := dec.Decode(&r.Messages); err != nil {
+			if err := decodeInto(dec, &r.Messages); err != nil {
 				return fmt.Errorf("AgentPreInvokePayload.messages: %w", err)
 			}
 		case "tools":
-			if err := dec.Decode(&r.Tools); err != nil {
+			if err := decodeInto(dec, &r.Tools); err != nil {
 				return fmt.Errorf("AgentPreInvokePayload.tools: %w", err)
 			}
 		case "headers":
-			if err := dec.Decode(&r.Headers); err != nil {
+			if err := decodeInto(dec, &r.Headers); err != nil {
 				return fmt.Errorf("AgentPreInvokePayload.headers: %w", err)
 			}
 		case "model":
-			if err := dec.Decode(&r.Model); err != nil {
+			if err := decodeInto(dec, &r.Model); err != nil {
 				return fmt.Errorf("AgentPreInvokePayload.model: %w", err)
 			}
 		case "system_prompt":
-			if err := dec.Decode(&r.SystemPrompt); err != nil {
+			if err := decodeInto(dec, &r.SystemPrompt); err != nil {
 				return fmt.Errorf("AgentPreInvokePayload.system_prompt: %w", err)
 			}
 		case "parameters":
-			if err := dec.Decode(&r.Parameters); err != nil {
+			if err := decodeInto(dec, &r.Parameters); err != nil {
 				return fmt.Errorf("AgentPreInvokePayload.parameters: %w", err)
 			}
 		default:
@@ -4748,16 +4748,16 @@ func (r *AgentPostInvokePayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "agent_id":
 			seen++
-			if err := dec.Decode(&r.AgentID); err != nil {
+			if err := decodeInto(dec, &r.AgentID); err != nil {
 				return fmt.Errorf("AgentPostInvokePayload.agent_id: %w", err)
 			}
 		case "messages":
 			seen++
-			if err := dec.Decode(&r.Messages); err != nil {
+			if err := decodeInto(dec, &r.Messages); err != nil {
 				return fmt.Errorf("AgentPostInvokePayload.messages: %w", err)
 			}
 		case "tool_calls":
-			if err := dec.Decode(&r.ToolCalls); err != nil {
+			if err := decodeInto(dec, &r.ToolCalls); err != nil {
 				return fmt.Errorf("AgentPostInvokePayload.tool_calls: %w", err)
 			}
 		default:
@@ -4837,25 +4837,25 @@ func (r *HttpPreRequestPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "path":
 			seen++
-			if err := dec.Decode(&r.Path); err != nil {
+			if err := decodeInto(dec, &r.Path); err != nil {
 				return fmt.Errorf("HttpPreRequestPayload.path: %w", err)
 			}
 		case "method":
 			seen++
-			if err := dec.Decode(&r.Method); err != nil {
+			if err := decodeInto(dec, &r.Method); err != nil {
 				return fmt.Errorf("HttpPreRequestPayload.method: %w", err)
 			}
 		case "client_host":
-			if err := dec.Decode(&r.ClientHost); err != nil {
+			if err := decodeInto(dec, &r.ClientHost); err != nil {
 				return fmt.Errorf("HttpPreRequestPayload.client_host: %w", err)
 			}
 		case "client_port":
-			if err := dec.Decode(&r.ClientPort); err != nil {
+			if err := decodeInto(dec, &r.ClientPort); err != nil {
 				return fmt.Errorf("HttpPreRequestPayload.client_port: %w", err)
 			}
 		case "headers":
 			seen++
-			if err := dec.Decode(&r.Headers); err != nil {
+			if err := decodeInto(dec, &r.Headers); err != nil {
 				return fmt.Errorf("HttpPreRequestPayload.headers: %w", err)
 			}
 		default:
@@ -4954,33 +4954,33 @@ func (r *HttpPostRequestPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "path":
 			seen++
-			if err := dec.Decode(&r.Path); err != nil {
+			if err := decodeInto(dec, &r.Path); err != nil {
 				return fmt.Errorf("HttpPostRequestPayload.path: %w", err)
 			}
 		case "method":
 			seen++
-			if err := dec.Decode(&r.Method); err != nil {
+			if err := decodeInto(dec, &r.Method); err != nil {
 				return fmt.Errorf("HttpPostRequestPayload.method: %w", err)
 			}
 		case "client_host":
-			if err := dec.Decode(&r.ClientHost); err != nil {
+			if err := decodeInto(dec, &r.ClientHost); err != nil {
 				return fmt.Errorf("HttpPostRequestPayload.client_host: %w", err)
 			}
 		case "client_port":
-			if err := dec.Decode(&r.ClientPort); err != nil {
+			if err := decodeInto(dec, &r.ClientPort); err != nil {
 				return fmt.Errorf("HttpPostRequestPayload.client_port: %w", err)
 			}
 		case "headers":
 			seen++
-			if err := dec.Decode(&r.Headers); err != nil {
+			if err := decodeInto(dec, &r.Headers); err != nil {
 				return fmt.Errorf("HttpPostRequestPayload.headers: %w", err)
 			}
 		case "response_headers":
-			if err := dec.Decode(&r.ResponseHeaders); err != nil {
+			if err := decodeInto(dec, &r.ResponseHeaders); err != nil {
 				return fmt.Errorf("HttpPostRequestPayload.response_headers: %w", err)
 			}
 		case "status_code":
-			if err := dec.Decode(&r.StatusCode); err != nil {
+			if err := decodeInto(dec, &r.StatusCode); err != nil {
 				return fmt.Errorf("HttpPostRequestPayload.status_code: %w", err)
 			}
 		default:
@@ -5061,20 +5061,20 @@ func (r *HttpAuthResolveUserPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 		}
 		switch key {
 		case "credentials":
-			if err := dec.Decode(&r.Credentials); err != nil {
+			if err := decodeInto(dec, &r.Credentials); err != nil {
 				return fmt.Errorf("HttpAuthResolveUserPayload.credentials: %w", err)
 			}
 		case "headers":
 			seen++
-			if err := dec.Decode(&r.Headers); err != nil {
+			if err := decodeInto(dec, &r.Headers); err != nil {
 				return fmt.Errorf("HttpAuthResolveUserPayload.headers: %w", err)
 			}
 		case "client_host":
-			if err := dec.Decode(&r.ClientHost); err != nil {
+			if err := decodeInto(dec, &r.ClientHost); err != nil {
 				return fmt.Errorf("HttpAuthResolveUserPayload.client_host: %w", err)
 			}
 		case "client_port":
-			if err := dec.Decode(&r.ClientPort); err != nil {
+			if err := decodeInto(dec, &r.ClientPort); err != nil {
 				return fmt.Errorf("HttpAuthResolveUserPayload.client_port: %w", err)
 			}
 		default:
@@ -5186,36 +5186,36 @@ func (r *HttpAuthCheckPermissionPayload) DecodeMsgpack(dec *msgpack.Decoder) err
 		switch key {
 		case "user_email":
 			seen++
-			if err := dec.Decode(&r.UserEmail); err != nil {
+			if err := decodeInto(dec, &r.UserEmail); err != nil {
 				return fmt.Errorf("HttpAuthCheckPermissionPayload.user_email: %w", err)
 			}
 		case "permission":
 			seen++
-			if err := dec.Decode(&r.Permission); err != nil {
+			if err := decodeInto(dec, &r.Permission); err != nil {
 				return fmt.Errorf("HttpAuthCheckPermissionPayload.permission: %w", err)
 			}
 		case "resource_type":
-			if err := dec.Decode(&r.ResourceType); err != nil {
+			if err := decodeInto(dec, &r.ResourceType); err != nil {
 				return fmt.Errorf("HttpAuthCheckPermissionPayload.resource_type: %w", err)
 			}
 		case "team_id":
-			if err := dec.Decode(&r.TeamID); err != nil {
+			if err := decodeInto(dec, &r.TeamID); err != nil {
 				return fmt.Errorf("HttpAuthCheckPermissionPayload.team_id: %w", err)
 			}
 		case "is_admin":
-			if err := dec.Decode(&r.IsAdmin); err != nil {
+			if err := decodeInto(dec, &r.IsAdmin); err != nil {
 				return fmt.Errorf("HttpAuthCheckPermissionPayload.is_admin: %w", err)
 			}
 		case "auth_method":
-			if err := dec.Decode(&r.AuthMethod); err != nil {
+			if err := decodeInto(dec, &r.AuthMethod); err != nil {
 				return fmt.Errorf("HttpAuthCheckPermissionPayload.auth_method: %w", err)
 			}
 		case "client_host":
-			if err := dec.Decode(&r.ClientHost); err != nil {
+			if err := decodeInto(dec, &r.ClientHost); err != nil {
 				return fmt.Errorf("HttpAuthCheckPermissionPayload.client_host: %w", err)
 			}
 		case "user_agent":
-			if err := dec.Decode(&r.UserAgent); err != nil {
+			if err := decodeInto(dec, &r.UserAgent); err != nil {
 				return fmt.Errorf("HttpAuthCheckPermissionPayload.user_agent: %w", err)
 			}
 		default:
@@ -5277,11 +5277,11 @@ func (r *HttpAuthCheckPermissionResultPayload) DecodeMsgpack(dec *msgpack.Decode
 		switch key {
 		case "granted":
 			seen++
-			if err := dec.Decode(&r.Granted); err != nil {
+			if err := decodeInto(dec, &r.Granted); err != nil {
 				return fmt.Errorf("HttpAuthCheckPermissionResultPayload.granted: %w", err)
 			}
 		case "reason":
-			if err := dec.Decode(&r.Reason); err != nil {
+			if err := decodeInto(dec, &r.Reason); err != nil {
 				return fmt.Errorf("HttpAuthCheckPermissionResultPayload.reason: %w", err)
 			}
 		default:
@@ -5370,23 +5370,23 @@ func (r *IdentityPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "raw_token":
 			seen++
-			if err := dec.Decode(&r.RawToken); err != nil {
+			if err := decodeInto(dec, &r.RawToken); err != nil {
 				return fmt.Errorf("IdentityPayload.raw_token: %w", err)
 			}
 		case "source":
-			if err := dec.Decode(&r.Source); err != nil {
+			if err := decodeInto(dec, &r.Source); err != nil {
 				return fmt.Errorf("IdentityPayload.source: %w", err)
 			}
 		case "headers":
-			if err := dec.Decode(&r.Headers); err != nil {
+			if err := decodeInto(dec, &r.Headers); err != nil {
 				return fmt.Errorf("IdentityPayload.headers: %w", err)
 			}
 		case "client_host":
-			if err := dec.Decode(&r.ClientHost); err != nil {
+			if err := decodeInto(dec, &r.ClientHost); err != nil {
 				return fmt.Errorf("IdentityPayload.client_host: %w", err)
 			}
 		case "client_port":
-			if err := dec.Decode(&r.ClientPort); err != nil {
+			if err := decodeInto(dec, &r.ClientPort); err != nil {
 				return fmt.Errorf("IdentityPayload.client_port: %w", err)
 			}
 		default:
@@ -5492,27 +5492,27 @@ func (r *IdentityResult) DecodeMsgpack(dec *msgpack.Decoder) error {
 		}
 		switch key {
 		case "subject":
-			if err := dec.Decode(&r.Subject); err != nil {
+			if err := decodeInto(dec, &r.Subject); err != nil {
 				return fmt.Errorf("IdentityResult.subject: %w", err)
 			}
 		case "delegation":
-			if err := dec.Decode(&r.Delegation); err != nil {
+			if err := decodeInto(dec, &r.Delegation); err != nil {
 				return fmt.Errorf("IdentityResult.delegation: %w", err)
 			}
 		case "rejected":
-			if err := dec.Decode(&r.Rejected); err != nil {
+			if err := decodeInto(dec, &r.Rejected); err != nil {
 				return fmt.Errorf("IdentityResult.rejected: %w", err)
 			}
 		case "reject_status":
-			if err := dec.Decode(&r.RejectStatus); err != nil {
+			if err := decodeInto(dec, &r.RejectStatus); err != nil {
 				return fmt.Errorf("IdentityResult.reject_status: %w", err)
 			}
 		case "reject_reason":
-			if err := dec.Decode(&r.RejectReason); err != nil {
+			if err := decodeInto(dec, &r.RejectReason); err != nil {
 				return fmt.Errorf("IdentityResult.reject_reason: %w", err)
 			}
 		case "raw_claims":
-			if err := dec.Decode(&r.RawClaims); err != nil {
+			if err := decodeInto(dec, &r.RawClaims); err != nil {
 				return fmt.Errorf("IdentityResult.raw_claims: %w", err)
 			}
 		default:
@@ -5622,35 +5622,35 @@ func (r *DelegationPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "target_name":
 			seen++
-			if err := dec.Decode(&r.TargetName); err != nil {
+			if err := decodeInto(dec, &r.TargetName); err != nil {
 				return fmt.Errorf("DelegationPayload.target_name: %w", err)
 			}
 		case "target_type":
-			if err := dec.Decode(&r.TargetType); err != nil {
+			if err := decodeInto(dec, &r.TargetType); err != nil {
 				return fmt.Errorf("DelegationPayload.target_type: %w", err)
 			}
 		case "target_audience":
-			if err := dec.Decode(&r.TargetAudience); err != nil {
+			if err := decodeInto(dec, &r.TargetAudience); err != nil {
 				return fmt.Errorf("DelegationPayload.target_audience: %w", err)
 			}
 		case "required_permissions":
-			if err := dec.Decode(&r.RequiredPermissions); err != nil {
+			if err := decodeInto(dec, &r.RequiredPermissions); err != nil {
 				return fmt.Errorf("DelegationPayload.required_permissions: %w", err)
 			}
 		case "trust_domain":
-			if err := dec.Decode(&r.TrustDomain); err != nil {
+			if err := decodeInto(dec, &r.TrustDomain); err != nil {
 				return fmt.Errorf("DelegationPayload.trust_domain: %w", err)
 			}
 		case "auth_enforced_by":
-			if err := dec.Decode(&r.AuthEnforcedBy); err != nil {
+			if err := decodeInto(dec, &r.AuthEnforcedBy); err != nil {
 				return fmt.Errorf("DelegationPayload.auth_enforced_by: %w", err)
 			}
 		case "route_attenuation":
-			if err := dec.Decode(&r.RouteAttenuation); err != nil {
+			if err := decodeInto(dec, &r.RouteAttenuation); err != nil {
 				return fmt.Errorf("DelegationPayload.route_attenuation: %w", err)
 			}
 		case "bearer_token":
-			if err := dec.Decode(&r.BearerToken); err != nil {
+			if err := decodeInto(dec, &r.BearerToken); err != nil {
 				return fmt.Errorf("DelegationPayload.bearer_token: %w", err)
 			}
 		default:
@@ -5736,19 +5736,19 @@ func (r *AttenuationConfig) DecodeMsgpack(dec *msgpack.Decoder) error {
 		}
 		switch key {
 		case "capabilities":
-			if err := dec.Decode(&r.Capabilities); err != nil {
+			if err := decodeInto(dec, &r.Capabilities); err != nil {
 				return fmt.Errorf("AttenuationConfig.capabilities: %w", err)
 			}
 		case "resource_template":
-			if err := dec.Decode(&r.ResourceTemplate); err != nil {
+			if err := decodeInto(dec, &r.ResourceTemplate); err != nil {
 				return fmt.Errorf("AttenuationConfig.resource_template: %w", err)
 			}
 		case "actions":
-			if err := dec.Decode(&r.Actions); err != nil {
+			if err := decodeInto(dec, &r.Actions); err != nil {
 				return fmt.Errorf("AttenuationConfig.actions: %w", err)
 			}
 		case "ttl_seconds":
-			if err := dec.Decode(&r.TtlSeconds); err != nil {
+			if err := decodeInto(dec, &r.TtlSeconds); err != nil {
 				return fmt.Errorf("AttenuationConfig.ttl_seconds: %w", err)
 			}
 		default:
@@ -5840,23 +5840,23 @@ func (r *DelegationResult) DecodeMsgpack(dec *msgpack.Decoder) error {
 		}
 		switch key {
 		case "delegated_token":
-			if err := dec.Decode(&r.DelegatedToken); err != nil {
+			if err := decodeInto(dec, &r.DelegatedToken); err != nil {
 				return fmt.Errorf("DelegationResult.delegated_token: %w", err)
 			}
 		case "delegation_update":
-			if err := dec.Decode(&r.DelegationUpdate); err != nil {
+			if err := decodeInto(dec, &r.DelegationUpdate); err != nil {
 				return fmt.Errorf("DelegationResult.delegation_update: %w", err)
 			}
 		case "forwarded_headers":
-			if err := dec.Decode(&r.ForwardedHeaders); err != nil {
+			if err := decodeInto(dec, &r.ForwardedHeaders); err != nil {
 				return fmt.Errorf("DelegationResult.forwarded_headers: %w", err)
 			}
 		case "cache_key":
-			if err := dec.Decode(&r.CacheKey); err != nil {
+			if err := decodeInto(dec, &r.CacheKey); err != nil {
 				return fmt.Errorf("DelegationResult.cache_key: %w", err)
 			}
 		case "cache_ttl":
-			if err := dec.Decode(&r.CacheTtl); err != nil {
+			if err := decodeInto(dec, &r.CacheTtl); err != nil {
 				return fmt.Errorf("DelegationResult.cache_ttl: %w", err)
 			}
 		default:

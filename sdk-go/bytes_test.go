@@ -1,0 +1,48 @@
+package cpex
+
+import (
+	"bytes"
+	"testing"
+)
+
+// Values keep their types across the boundary: bytes stay bytes (also inside maps
+// and lists), integers stay integers, on the way in and back.
+func TestBytesAndIntegersSurviveTheRoundTrip(t *testing.T) {
+	m := started(t, config(t, "", traceAt("t", 10)))
+	payload := map[string]any{
+		"raw":    []byte{0, 1, 2},
+		"nested": map[string]any{"blob": []byte("hi"), "list": []any{[]byte{9}, int64(7)}},
+		"count":  3,
+	}
+	var res *TypedPipelineResult[map[string]any]
+	res, _, _, err := Invoke(m, "tool_pre_invoke", PayloadGeneric, payload, nil, nil)
+	if err != nil || res.ModifiedPayload == nil {
+		t.Fatalf("%v %+v", err, res)
+	}
+	got := *res.ModifiedPayload
+	if raw, ok := got["raw"].([]byte); !ok || !bytes.Equal(raw, []byte{0, 1, 2}) {
+		t.Fatalf("raw = %#v", got["raw"])
+	}
+	nested := got["nested"].(map[string]any)
+	if blob, ok := nested["blob"].([]byte); !ok || string(blob) != "hi" {
+		t.Fatalf("nested.blob = %#v", nested["blob"])
+	}
+	list := nested["list"].([]any)
+	if b, ok := list[0].([]byte); !ok || b[0] != 9 {
+		t.Fatalf("nested.list[0] = %#v", list[0])
+	}
+	if n, ok := list[1].(int64); !ok || n != 7 {
+		t.Fatalf("nested.list[1] = %#v", list[1])
+	}
+	if n, ok := got["count"].(int64); !ok || n != 3 {
+		t.Fatalf("count = %#v", got["count"])
+	}
+	var anyValue any
+	raw, _ := encode([]any{[]byte{5}}, "v")
+	if err := decode(raw, &anyValue, "v"); err != nil {
+		t.Fatal(err)
+	}
+	if b, ok := anyValue.([]any)[0].([]byte); !ok || b[0] != 5 {
+		t.Fatalf("top-level list: %#v", anyValue)
+	}
+}
