@@ -93,6 +93,9 @@ class PyCpexPlugin(Plugin):
         except Exception as exc:  # noqa: BLE001 - the plugin rejecting its config is a config error
             raise ConfigError(f"{where}: plugin {spec.name!r} ({spec.kind}) rejected its config: {type(exc).__name__}: {exc}") from None
         self._ref = fw.base.PluginRef(self.plugin)
+        # Per call, contexts are copies of these with the call's parts put in.
+        self._blank_global = fw.GlobalContext(request_id="-")
+        self._blank_context = fw.PluginContext(global_context=self._blank_global)
         self._conditions = list(self.pycpex_config.conditions or [])
         self._hooks: dict[str, Any] = {}
         registry = fw.get_hook_registry()
@@ -128,9 +131,9 @@ class PyCpexPlugin(Plugin):
         global_context = self._global_context(ctx)
         if self._conditions and not fw.utils.payload_matches(model, hook_name, self._conditions, global_context):
             return None
-        # Built without re-validation: every part was checked already (the request by
-        # the engine, the rest is cpex's own state).
-        context = fw.PluginContext.model_construct(state=dict(ctx.state), global_context=global_context, metadata={})
+        # Copied from a blank one, not validated again: every part was checked already
+        # (the request by the engine, the rest is cpex's own state).
+        context = self._blank_context.model_copy(update={"state": dict(ctx.state), "global_context": global_context, "metadata": {}})
         if ref.accepts_extensions:
             extensions = fw.extensions.extensions.Extensions.model_validate(ctx.extensions) if ctx.extensions else None
             result = await ref.hook(model, context, extensions)
@@ -171,10 +174,9 @@ class PyCpexPlugin(Plugin):
             fields["request_id"] = f"cpex-{next(_REQUEST_IDS)}"
         fields["state"] = dict(ctx.request_state)
         fields.setdefault("metadata", {})
-        GlobalContext = self._fw.GlobalContext
         if "user_context" in fields or "content_type" in fields:
-            return GlobalContext(**fields)  # py-cpex's validators shape these two
-        return GlobalContext.model_construct(**fields)
+            return self._fw.GlobalContext(**fields)  # py-cpex's validators shape these two
+        return self._blank_global.model_copy(update=fields)
 
     def _result(self, result: Any) -> PluginResult | None:
         fw = self._fw
