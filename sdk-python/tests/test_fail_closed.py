@@ -14,7 +14,7 @@ from conftest import PLUGIN_DIR, config, plugin
 
 from cpexrt._generated.records import ContentPart, Message, MessagePayload
 from cpexrt.engine import PluginManager as Engine
-from cpexrt.errors import InvalidInputError, PipelineError
+from cpexrt.errors import ConfigError, InvalidInputError, PipelineError
 from cpexrt.host import PluginManager as Host
 
 PRE = "tool_pre_invoke"
@@ -373,3 +373,16 @@ def test_relative_plugin_dirs_resolve_against_the_config_files_folder(tmp_path: 
     with Host() as h:
         with pytest.raises(InvalidInputError, match="cannot read the config file"):
             h.load_config_file(folder / "missing.yaml")
+
+
+def test_a_yaml_alias_bomb_gets_a_short_config_error() -> None:
+    # Six levels of ten aliases: a few hundred bytes of YAML standing for a million values.
+    text = "a0: &a0 [x,x,x,x,x,x,x,x,x,x]\n"
+    for i in range(1, 7):
+        text += f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 10) + "]\n"
+    for tail in ("plugin_settings: {plugin_timeout: *a6}\n", "plugins: *a4\n"):
+        with pytest.raises(ConfigError) as info:
+            Engine.from_yaml(text + tail)
+        assert len(str(info.value)) < 10_000
+    with pytest.raises(ConfigError, match=r"; and \d+ more problems$"):
+        Engine.from_yaml(text + "plugins: *a4\n")

@@ -237,3 +237,17 @@ def test_the_python_host_gets_the_same_decisions(host: Host) -> None:
     assert pre.modified_payload["args"]["raw"] == b"\x00\x01" and pre.modified_payload["args"]["count"] == 3
     post = host.invoke("tool_post_invoke", KEY_RESULT, request=REQUEST)
     assert post.denied and post.violation is not None and post.violation.code == "SECRETS_DETECTED"
+
+
+def test_a_pycpex_cmf_plugin_gets_the_message_and_its_hook_and_may_modify_it() -> None:
+    from cpexrt._generated.records import ContentPart, Message, MessagePayload
+
+    m = engine(config_of(stanza("cmf", "pycpex_test_plugins.CmfWatcher", hooks="[cmf.tool_pre_invoke]")))
+    plain = MessagePayload(message=Message(schema_version="2.0", role="assistant", content=[ContentPart.new_text("hello")]))
+    result = m.invoke("cmf.tool_pre_invoke", 1, plain.to_wire()).result
+    assert result.metadata == {"hook": "tool_pre_invoke", "role": "assistant"} and not result.payload_modified
+    asks = MessagePayload(message=Message(schema_version="2.0", role="assistant", content=[ContentPart.new_text("append")]))
+    result = m.invoke("cmf.tool_pre_invoke", 1, asks.to_wire()).result
+    assert result.payload_modified
+    assert [p.value for p in result.modified_payload.content] == ["append", "appended by py-cpex"]
+    m.shutdown()

@@ -15,6 +15,7 @@ from cpex.framework import (
     ToolPostInvokeResult,
     ToolPreInvokePayload,
     ToolPreInvokeResult,
+    hook,
 )
 
 
@@ -77,3 +78,21 @@ class RejectsConfig(Plugin):
 
     async def tool_pre_invoke(self, payload: ToolPreInvokePayload, context: PluginContext) -> ToolPreInvokeResult:
         return ToolPreInvokeResult()
+
+
+class CmfWatcher(Plugin):
+    """A CMF plugin: reports the message payload's hook and role, and appends a text
+    part when the message asks for it."""
+
+    @hook("cmf.tool_pre_invoke")
+    async def on_tool_call(self, payload: Any, context: PluginContext) -> Any:
+        from cpex.framework.hooks.message import MessageResult
+
+        message = payload.message
+        metadata = {"hook": str(getattr(payload.hook, "value", payload.hook)), "role": str(getattr(message.role, "value", message.role))}
+        texts = [part.text for part in message.content if getattr(part, "content_type", None) == "text"]
+        if "append" in texts:
+            extra = type(message.content[0])(content_type="text", text="appended by py-cpex")
+            changed = message.model_copy(update={"content": [*message.content, extra]})
+            return MessageResult(modified_payload=payload.model_copy(update={"message": changed}), metadata=metadata)
+        return MessageResult(metadata=metadata)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from enum import Enum
 from typing import Annotated, Any, ClassVar
 
@@ -190,14 +191,24 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
 
 
+# A bad value is shown, but briefly: YAML aliases can make a small file hold a value
+# whose full repr is exponentially large.
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = 60
+_SHOWN.maxlist = _SHOWN.maxdict = _SHOWN.maxtuple = _SHOWN.maxset = 4
+_SHOWN.maxlevel = 2
+# At most this many problems are listed in one error; the rest are counted.
+_MAX_PROBLEMS = 10
+
+
 def _message(err: Any) -> str:
     if err["type"] == "enum":
-        return f"expected one of {err['ctx']['expected']}, got {err['input']!r}"
+        return f"expected one of {err['ctx']['expected']}, got {_SHOWN.repr(err['input'])}"
     if err["type"] == "extra_forbidden":
         return "unknown field"
     msg: str = err["msg"].removeprefix("Value error, ")
     if err["type"].endswith("_type") or err["type"].endswith("_parsing"):
-        msg += f", got {err['input']!r}"  # e.g. YAML read `name: no` as False
+        msg += f", got {_SHOWN.repr(err['input'])}"  # e.g. YAML read `name: no` as False
     return msg
 
 
@@ -225,7 +236,10 @@ def _parse_config(text: str) -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        problems = [f"{_path(e['loc']) or 'config'}: {_message(e)}" for e in exc.errors()]
+        errors = exc.errors()
+        problems = [f"{_path(e['loc']) or 'config'}: {_message(e)}" for e in errors[:_MAX_PROBLEMS]]
+        if len(errors) > _MAX_PROBLEMS:
+            problems.append(f"and {len(errors) - _MAX_PROBLEMS} more problems")
         raise ConfigError("invalid config: " + "; ".join(problems)) from None
     if config.plugin_dirs:  # py-cpex's top-level plugin_dirs joins cpex's
         dirs = [*config.plugin_settings.plugin_dirs, *(d for d in config.plugin_dirs if d not in config.plugin_settings.plugin_dirs)]

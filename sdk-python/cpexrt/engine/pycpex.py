@@ -19,6 +19,8 @@ import itertools
 import sys
 from typing import Any, Callable
 
+from pydantic import BaseModel, RootModel
+
 from cpexrt._generated.records import PluginViolation
 from cpexrt.engine.config import Conditions, PluginSpec
 from cpexrt.errors import ConfigError
@@ -53,22 +55,40 @@ def is_plugin_class(cls: Any) -> bool:
     return isinstance(base, type) and issubclass(cls, base)
 
 
-def _plain(value: Any) -> Any:
-    """A py-cpex value as plain data for cpex's wire: models dumped (types kept: ints
-    stay ints, bytes stay bytes), attribute-access wrappers back to maps."""
-    from pydantic import BaseModel
+_SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
 
+
+def _plain(value: Any) -> Any:
+    """A py-cpex value as plain data for cpex's wire: models dumped by pydantic (types
+    kept: ints stay ints, bytes stay bytes; extra fields included), root models
+    unwrapped, secrets revealed (the host gets what the plugin returned)."""
+    if isinstance(value, RootModel):
+        return _plain(value.root)
     if isinstance(value, BaseModel):
-        root = getattr(value, "root", None)
-        if type(value).__name__ == "HttpHeaderPayload" or (root is not None and set(type(value).model_fields) == {"root"}):
-            return _plain(root)
-        dumped = value.model_dump(mode="python", exclude_unset=True)
-        extra = getattr(value, "__pydantic_extra__", None) or {}
-        return {**{k: _plain(v) for k, v in dumped.items()}, **{k: _plain(v) for k, v in extra.items() if k not in dumped}}
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return _fixed(value.model_dump(mode="python", exclude_unset=True))
+    return _fixed(value)
+
+
+def _fixed(value: Any) -> Any:
+    """value with what pydantic's dump leaves as objects made plain; the same object
+    when nothing needed it (the common case: no copy)."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is dict:
+        out = None
+        for key, item in value.items():
+            fixed = _fixed(item)
+            if fixed is not item:
+                if out is None:
+                    out = dict(value)
+                out[key] = fixed
+        return value if out is None else out
+    if kind is list or kind is tuple:
+        items = [_fixed(item) for item in value]
+        return items if kind is tuple or any(a is not b for a, b in zip(items, value)) else value
+    if isinstance(value, BaseModel):
+        return _plain(value)
     secret = getattr(value, "get_secret_value", None)
     if callable(secret):
         return secret()
@@ -153,7 +173,10 @@ class PyCpexPlugin(Plugin):
             return payload
         fw = self._fw
         data = payload.to_wire() if hook_name.startswith("cmf.") or hook_name == "evaluate" else payload
-        if hook_name.startswith("cmf.") or hook_name == "evaluate":
+        if hook_name.startswith("cmf."):
+            # py-cpex's MessagePayload says which point of the call it is (its hook field).
+            data = {"message": data, "hook": hook_name.removeprefix("cmf.")}
+        elif hook_name == "evaluate":
             data = {"message": data}
         elif hook_name == "resource_post_fetch" and isinstance(data, dict):
             content = data.get("content")
@@ -218,10 +241,9 @@ class PyCpexPlugin(Plugin):
         )
 
     def _modified(self, payload: Any) -> Any:
-        plain = _plain(payload)
-        if isinstance(payload, self._fw.hooks.message.MessagePayload):
-            return plain["message"]
-        return plain
+        """A modified payload model as cpex takes it: the payload map (for CMF hooks
+        the MessagePayload map, its message checked by cpex like any other)."""
+        return _plain(payload)
 
 
 def _config_fields(spec: PluginSpec) -> dict[str, Any]:
