@@ -43,7 +43,7 @@ def percentiles(n: int, f: Callable[[], Any]) -> tuple[float, float]:
 
 def python_figures(n: int) -> dict[str, float]:
     """The engine called directly (the baseline) and the Python SDK over libcpex.so."""
-    from cpexrt.engine import PluginManager as Engine
+    from cpexrt.engine import Engine
     from cpexrt.host import PluginManager as Host
 
     out: dict[str, float] = {}
@@ -89,7 +89,7 @@ def pycpex_figures(n: int) -> dict[str, float]:
     from cpex.framework import GlobalContext, TenantPluginManager, ToolPreInvokePayload
     from cpex.framework.models import Config
 
-    from cpexrt.engine import PluginManager as Engine
+    from cpexrt.engine import Engine
 
     out: dict[str, float] = {}
     manager = TenantPluginManager(Config(**yaml.safe_load(PII_STANZA)))

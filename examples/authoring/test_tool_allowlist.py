@@ -8,7 +8,7 @@ from pathlib import Path
 from tool_allowlist import ToolAllowlist
 
 from cpexrt import PluginContext
-from cpexrt.engine import PluginManager
+from cpexrt.engine import Engine
 
 
 def test_the_handler_alone() -> None:
@@ -38,7 +38,7 @@ plugins:
 
 
 def test_through_the_engine() -> None:
-    manager = PluginManager.from_yaml(CONFIG)
+    manager = Engine.from_yaml(CONFIG)
     manager.initialize()
     pre = manager.invoke("tool_pre_invoke", 0, {"tool_name": "search"})
     assert pre.result.continue_processing and pre.context is not None

@@ -156,7 +156,7 @@ BAD = [
 
 
 def test_hooks_nobody_handles_get_the_same_answers_from_the_c_fast_path(library: Library, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cpexrt.engine.manager import PluginManager as Engine
+    from cpexrt.engine import Engine
 
     m = new_manager(library, config(plugin("a", "Allow")))
 

@@ -10,7 +10,7 @@ from conftest import config, plugin
 
 from cpexrt._generated.records import ContentPart, ImageSource, Message, ToolCall
 from cpexrt.cmf import MessageView
-from cpexrt.engine import PluginManager
+from cpexrt.engine import Engine
 from cpexrt.errors import InvalidInputError
 from cpexrt.host import PluginManager as HostManager
 
@@ -38,7 +38,7 @@ def test_the_view_iterates_without_copying() -> None:
 
 
 def test_a_cmf_plugin_gets_a_typed_message_and_can_deny() -> None:
-    m = PluginManager.from_yaml(config(plugin("policy", "CmfToolPolicy", hooks=f"[{HOOK}]", config="{forbidden: [delete]}")))
+    m = Engine.from_yaml(config(plugin("policy", "CmfToolPolicy", hooks=f"[{HOOK}]", config="{forbidden: [delete]}")))
     m.initialize()
     ok = m.invoke(HOOK, 1, message("search")).result
     assert ok.continue_processing and ok.metadata == {"tool_calls": ["search"], "text": "please"}
@@ -48,7 +48,7 @@ def test_a_cmf_plugin_gets_a_typed_message_and_can_deny() -> None:
 
 
 def test_a_malformed_cmf_payload_names_the_field() -> None:
-    m = PluginManager.from_yaml(config(plugin("policy", "CmfToolPolicy", hooks=f"[{HOOK}]")))
+    m = Engine.from_yaml(config(plugin("policy", "CmfToolPolicy", hooks=f"[{HOOK}]")))
     m.initialize()
     with pytest.raises(InvalidInputError, match=r"payload\.message\.role"):
         m.invoke(HOOK, 1, {"message": {"schema_version": "1", "content": []}})

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from conftest import config, plugin
 
-from cpexrt.engine import PluginManager
+from cpexrt.engine import Engine
 from cpexrt.errors import ConfigError, InvalidHandleError, InvalidInputError, ParseError, PipelineError, PipelineTimeoutError
 
 
-def started(text: str) -> PluginManager:
-    m = PluginManager.from_yaml(text)
+def started(text: str) -> Engine:
+    m = Engine.from_yaml(text)
     m.initialize()
     return m
 
@@ -111,15 +111,15 @@ def test_custom_hook_names_bind_through_the_decorator() -> None:
 )
 def test_bad_configs_name_the_field(text: str, error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
-        PluginManager.from_yaml(text)
+        Engine.from_yaml(text)
 
 
 def test_lifecycle_errors() -> None:
-    m = PluginManager.from_yaml(config(plugin("b", "BrokenInit")))
+    m = Engine.from_yaml(config(plugin("b", "BrokenInit")))
     with pytest.raises(PipelineError, match="'b': initialize raised ValueError: no database"):
         m.initialize()
     assert not m.is_initialized()
-    idle = PluginManager()
+    idle = Engine()
     with pytest.raises(PipelineError, match="not initialized"):
         idle.invoke("tool_pre_invoke", 0, {})
     idle.shutdown()

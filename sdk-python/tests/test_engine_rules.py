@@ -10,14 +10,14 @@ import pytest
 from conftest import PLUGIN_DIR, config, plugin
 
 import cpex_test_plugins as tp
-from cpexrt.engine import PluginManager
+from cpexrt.engine import Engine
 from cpexrt.errors import ConfigError, InvalidInputError, PipelineError, PipelineTimeoutError
 
 PRE = "tool_pre_invoke"
 
 
-def started(text: str) -> PluginManager:
-    m = PluginManager.from_yaml(text)
+def started(text: str) -> Engine:
+    m = Engine.from_yaml(text)
     m.initialize()
     return m
 
@@ -26,7 +26,7 @@ def meta(tool: str, *tags: str) -> dict[str, Any]:
     return {"meta": {"entity_type": "tool", "entity_name": tool, "tags": list(tags)}}
 
 
-def trace(m: PluginManager, extensions: dict[str, Any] | None = None) -> list[str]:
+def trace(m: Engine, extensions: dict[str, Any] | None = None) -> list[str]:
     out = m.invoke(PRE, 0, {"trace": []}, extensions)
     payload = out.result.modified_payload or {"trace": []}
     return list(payload["trace"])
@@ -194,7 +194,7 @@ def test_conditions_restrict_a_plugin() -> None:
 
 
 def test_factories_registered_by_the_host() -> None:
-    m = PluginManager()
+    m = Engine()
     m.register_factory("tracer", tp.Trace)
     m.register_factory("blocker", "cpex_test_plugins:DenyWhenBlocked")
     with pytest.raises(InvalidInputError, match="already registered"):
@@ -210,7 +210,7 @@ def test_factories_registered_by_the_host() -> None:
     )
     m.initialize()
     assert trace(m) == ["t"]
-    fresh = PluginManager()
+    fresh = Engine()
     fresh.register_factory("tracer", tp.Trace)
     fresh.register_factory("blocker", tp.DenyWhenBlocked)
     with pytest.raises(ConfigError, match=r"plugins\[0\]\.kind: unknown plugin kind 'nope'; expected a registered kind \(blocker, tracer\)"):
@@ -221,7 +221,7 @@ def test_hooks_default_to_what_the_class_handles() -> None:
     m = started(config(plugin("c", "Counter", hooks="[]")))
     assert m.has_hooks_for(PRE) and m.has_hooks_for("tool_post_invoke") and not m.has_hooks_for("prompt_pre_fetch")
     with pytest.raises(ConfigError, match=r"plugins\[0\]\.hooks: plugin 'x' lists no hooks"):
-        PluginManager.from_yaml(config(plugin("x", "BrokenInit", hooks="[]").replace("BrokenInit", "Plugin").replace("cpex_test_plugins:", "cpexrt:")))
+        Engine.from_yaml(config(plugin("x", "BrokenInit", hooks="[]").replace("BrokenInit", "Plugin").replace("cpex_test_plugins:", "cpexrt:")))
 
 
 def test_async_lifecycle_and_disabled_plugins_stay_disabled() -> None:
@@ -251,7 +251,7 @@ def test_async_lifecycle_and_disabled_plugins_stay_disabled() -> None:
 )
 def test_more_bad_configs(text: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
-        PluginManager.from_yaml(text)
+        Engine.from_yaml(text)
 
 
 def test_a_failing_fail_mode_plugin_names_itself_and_the_hook() -> None:

@@ -13,7 +13,7 @@ import pytest
 from conftest import PLUGIN_DIR, config, plugin
 
 from cpexrt._generated.records import ContentPart, Message, MessagePayload
-from cpexrt.engine import PluginManager as Engine
+from cpexrt.engine import Engine
 from cpexrt.errors import ConfigError, InvalidInputError, PipelineError
 from cpexrt.host import PluginManager as Host
 

@@ -11,7 +11,7 @@ import msgpack
 import pytest
 from conftest import config, plugin
 
-from cpexrt.engine import PluginManager
+from cpexrt.engine import Engine
 
 PRE = "tool_pre_invoke"
 VECTORS = Path(__file__).resolve().parents[2] / "tests" / "vectors"
@@ -22,7 +22,7 @@ SECURITY_ALWAYS = {"classification", "agent", "auth_method", "objects", "data"}
 
 
 def seen_by(capabilities: list[str], extensions: dict[str, Any] = FULL) -> dict[str, Any]:
-    m = PluginManager.from_yaml(config(plugin("probe", "ExtensionProbe", capabilities=json.dumps(capabilities))))
+    m = Engine.from_yaml(config(plugin("probe", "ExtensionProbe", capabilities=json.dumps(capabilities))))
     m.initialize()
     seen: dict[str, Any] = m.invoke(PRE, 0, {}, extensions).result.metadata["seen"]
     return seen
@@ -62,7 +62,7 @@ def test_read_subject_shows_the_subject_without_its_guarded_fields() -> None:
 
 
 def edit(capabilities: list[str], changes: dict[str, Any], extensions: dict[str, Any] = FULL) -> tuple[dict[str, Any] | None, list[str]]:
-    m = PluginManager.from_yaml(
+    m = Engine.from_yaml(
         config(plugin("editor", "ExtensionEditor", capabilities=json.dumps(capabilities), on_error="ignore", config=json.dumps({"set": changes})))
     )
     m.initialize()
@@ -146,7 +146,7 @@ def test_unknown_slots_are_not_writable() -> None:
 
 
 def test_edits_in_place_never_reach_another_plugin() -> None:
-    m = PluginManager.from_yaml(
+    m = Engine.from_yaml(
         config(
             plugin("vandal", "ExtensionEditor", priority=1, capabilities='["read_headers"]', config=json.dumps({"in_place": True, "set": {"http.request_headers": {"x": "evil"}, "custom.alpha": 99}})),
             plugin("probe", "ExtensionProbe", priority=2, capabilities='["read_headers"]'),
@@ -163,4 +163,4 @@ def test_unknown_capabilities_fail_the_load() -> None:
     from cpexrt.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"plugins\[0\]\.capabilities\[0\]: unknown capability 'write_header'"):
-        PluginManager.from_yaml(config(plugin("p", "Allow", capabilities='["write_header"]')))
+        Engine.from_yaml(config(plugin("p", "Allow", capabilities='["write_header"]')))

@@ -15,7 +15,7 @@ from conftest import config, plugin
 
 from cpexrt import Plugin
 from cpexrt._generated import records
-from cpexrt.engine import PluginManager as EnginePluginManager
+from cpexrt.engine import Engine
 from cpexrt.host import PluginManager as HostPluginManager
 from cpexrt.plugin import BUILTIN_HOOKS, HOOK_PAYLOADS
 from cpexrt.wire import WireRecord
@@ -245,7 +245,7 @@ TOOL_CALL = records.ToolPreInvokePayload(name="search", args={"q": "x", "n": 3, 
 
 
 def test_the_engine_receives_pycpex_field_names() -> None:
-    m = EnginePluginManager.from_yaml(PAYLOAD_KEYS)
+    m = Engine.from_yaml(PAYLOAD_KEYS)
     m.initialize()
     try:
         out = m.invoke("tool_pre_invoke", 0, TOOL_CALL.to_wire())

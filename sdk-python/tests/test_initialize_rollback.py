@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import config, plugin
 
-from cpexrt.engine import PluginManager as EngineManager
+from cpexrt.engine import Engine
 from cpexrt.errors import PipelineError
 from cpexrt.host import PluginManager as HostManager
 
@@ -32,7 +32,7 @@ FAILS = "fail_initialize: true"
 
 def test_engine_rolls_back_in_reverse_order(tmp_path: Path) -> None:
     log = tmp_path / "lifecycle.log"
-    m = EngineManager.from_yaml(lifecycle_config(log, FAILS))
+    m = Engine.from_yaml(lifecycle_config(log, FAILS))
     with pytest.raises(PipelineError, match=r"^plugin 'p3': initialize raised ValueError: p3 cannot start$"):
         m.initialize()
     assert steps(log) == ["initialize p1", "initialize p2", "initialize p3", "shutdown p2", "shutdown p1"]
@@ -45,7 +45,7 @@ def test_engine_rolls_back_in_reverse_order(tmp_path: Path) -> None:
 
 def test_engine_rolls_back_after_an_initialize_timeout(tmp_path: Path) -> None:
     log = tmp_path / "lifecycle.log"
-    m = EngineManager.from_yaml(lifecycle_config(log, "initialize_seconds: 5", timeout=0.2))
+    m = Engine.from_yaml(lifecycle_config(log, "initialize_seconds: 5", timeout=0.2))
     with pytest.raises(PipelineError, match=r"plugin 'p3': initialize timed out after 0.2s"):
         m.initialize()
     assert steps(log) == ["initialize p1", "initialize p2", "initialize p3", "shutdown p2", "shutdown p1"]
@@ -54,7 +54,7 @@ def test_engine_rolls_back_after_an_initialize_timeout(tmp_path: Path) -> None:
 
 def test_a_failing_rollback_shutdown_is_reported_and_the_rest_still_shut_down(tmp_path: Path) -> None:
     log = tmp_path / "lifecycle.log"
-    m = EngineManager.from_yaml(lifecycle_config(log, FAILS, second="fail_shutdown: true"))
+    m = Engine.from_yaml(lifecycle_config(log, FAILS, second="fail_shutdown: true"))
     with pytest.raises(PipelineError) as raised:
         m.initialize()
     assert str(raised.value) == (
@@ -67,7 +67,7 @@ def test_a_failing_rollback_shutdown_is_reported_and_the_rest_still_shut_down(tm
 
 def test_the_first_plugin_failing_has_nothing_to_roll_back(tmp_path: Path) -> None:
     log = tmp_path / "lifecycle.log"
-    m = EngineManager.from_yaml(config(plugin("p1", "LifecycleLog", config=f"{{tag: p1, log: {str(log)!r}, {FAILS}}}")))
+    m = Engine.from_yaml(config(plugin("p1", "LifecycleLog", config=f"{{tag: p1, log: {str(log)!r}, {FAILS}}}")))
     with pytest.raises(PipelineError, match=r"^plugin 'p1': initialize raised ValueError: p1 cannot start$"):
         m.initialize()
     assert steps(log) == ["initialize p1"]

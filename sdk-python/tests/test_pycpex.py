@@ -12,7 +12,7 @@ import yaml
 from conftest import PLUGIN_DIR
 
 from cpex.framework import GlobalContext, TenantPluginManager, ToolPostInvokePayload, ToolPreInvokePayload
-from cpexrt.engine import PluginManager as Engine
+from cpexrt.engine import Engine
 from cpexrt.errors import ConfigError, PipelineError, PipelineTimeoutError
 from cpexrt.host import PluginManager as Host
 

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import pytest
 from conftest import config, plugin
 
-from cpexrt.engine import PluginManager as EngineManager
+from cpexrt.engine import Engine
 from cpexrt.engine.runtime_loop import DROPPED, new_loop
 from cpexrt.host import PluginManager as HostManager
 
@@ -37,7 +37,7 @@ def _late_errors(errors: list[Any]) -> list[tuple[str, str]]:
     return [(e.plugin_name, e.code) for e in errors]
 
 
-def _engine_round(m: EngineManager) -> list[tuple[str, str]]:
+def _engine_round(m: Engine) -> list[tuple[str, str]]:
     out = m.invoke(PRE, 0, {})
     assert out.result.continue_processing
     errors = list(out.result.errors)
@@ -85,7 +85,7 @@ def quiet(capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -
 @pytest.mark.parametrize("mode", MODES)
 def test_engine_plugins_cancelled_at_their_timeout_make_no_noise(mode: str, how: str, quiet: None) -> None:
     before = DROPPED.count
-    m = EngineManager.from_yaml(_config(mode, how))
+    m = Engine.from_yaml(_config(mode, how))
     m.initialize()
     _scenario(lambda: _engine_round(m))
     assert m.invoke(PRE, 0, {}).result.continue_processing  # still serving
@@ -112,14 +112,14 @@ def test_engine_called_from_a_running_loop_makes_no_noise(quiet: None) -> None:
     reported as one."""
     before = DROPPED.count
 
-    async def scenario(m: EngineManager) -> None:
+    async def scenario(m: Engine) -> None:
         for _ in range(2):
             assert _engine_round(m) == [("late", "plugin_timeout")]
             await asyncio.sleep(0.3)
 
     for mode in ("sequential", "concurrent"):
         for how in HOWS:
-            m = EngineManager.from_yaml(_config(mode, how))
+            m = Engine.from_yaml(_config(mode, how))
             m.initialize()
             asyncio.run(scenario(m))
             m.shutdown()

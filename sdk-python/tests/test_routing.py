@@ -12,20 +12,20 @@ from conftest import PLUGIN_DIR
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cpexrt.engine import PluginManager
+from cpexrt.engine import Engine
 from cpexrt.engine.patterns import Pattern
 from cpexrt.errors import ConfigError
 
 PRE = "tool_pre_invoke"
 
 
-def routed(routes: str, *, groups: str = "", cache: int = 16) -> PluginManager:
+def routed(routes: str, *, groups: str = "", cache: int = 16) -> Engine:
     """A routing-enabled manager; the plugins the groups and routes name are Trace
     plugins tracing their own name, configured in the order they are first named."""
     listed = re.findall(r"plugins: \[([^\]]*)\]", groups + routes)
     names = dict.fromkeys(n.strip() for group in listed for n in group.split(",") if n.strip())
     entries = "".join(f"  - {{name: {n}, kind: 'cpex_test_plugins:Trace', hooks: [{PRE}], config: {{tag: {n}}}}}\n" for n in names)
-    m = PluginManager.from_yaml(
+    m = Engine.from_yaml(
         f"plugin_settings: {{routing_enabled: true, route_cache_size: {cache}, plugin_dirs: [{PLUGIN_DIR!r}]}}\n"
         + (f"global:\n  policies:\n{groups}" if groups else "")
         + "plugins:\n" + entries
@@ -39,7 +39,7 @@ def entity(kind: str, name: str, *tags: str) -> dict[str, Any]:
     return {"meta": {"entity_type": kind, "entity_name": name, "tags": list(tags)}}
 
 
-def ran(m: PluginManager, extensions: dict[str, Any] | None) -> list[str]:
+def ran(m: Engine, extensions: dict[str, Any] | None) -> list[str]:
     out = m.invoke(PRE, 0, {"trace": []}, extensions)
     payload = out.result.modified_payload or {"trace": []}
     return list(payload["trace"])
@@ -131,13 +131,13 @@ def test_exact_names_and_the_catch_all_are_recognised() -> None:
 )
 def test_unsupported_patterns_are_refused_naming_the_entry(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as raised:
-        PluginManager.from_yaml(text)
+        Engine.from_yaml(text)
     assert message in str(raised.value)
 
 
 def test_every_bad_pattern_of_a_config_is_named() -> None:
     with pytest.raises(ConfigError) as raised:
-        PluginManager.from_yaml("routes: [{tool: 'a[1]'}, {tool: ok}, {resource: 'x.+'}]")
+        Engine.from_yaml("routes: [{tool: 'a[1]'}, {tool: ok}, {resource: 'x.+'}]")
     assert "routes[0].tool" in str(raised.value) and "routes[2].resource" in str(raised.value)
 
 
@@ -216,7 +216,7 @@ def test_conditions_match_patterns(routing: bool) -> None:
         every = "plugins: [getters, etc, exact, anyone]"
         text = text.replace("plugin_settings: {", "plugin_settings: {routing_enabled: true, ")
         text += f"routes:\n  - {{tool: '*', {every}}}\n  - {{resource: '*', {every}}}\n"
-    m = PluginManager.from_yaml(text)
+    m = Engine.from_yaml(text)
     m.initialize()
     assert ran(m, entity("tool", "get_user")) == ["getters", "anyone"]
     assert ran(m, entity("tool", "read_x")) == ["getters", "anyone"]

@@ -14,9 +14,9 @@ from cpexrt._generated.abi_cdef import PYTHON_FUNCTIONS
 from cpexrt._generated.errors import PAYLOAD_GENERIC, Status
 from cpexrt._generated.records import PipelineResult, PluginError
 from cpexrt._boundary.handles import HANDLES, Kind
-from cpexrt.engine import PluginManager
+from cpexrt.engine import Engine
 from cpexrt.engine.executor import PipelineOutcome
-from cpexrt.engine.signals import refuse_signal_handlers
+from cpexrt._boundary.signals import refuse_signal_handlers
 from cpexrt.result_bytes import unchanged_result
 from cpexrt.errors import CpexError, InvalidInputError
 from cpexrt.wire import pack, unpack
@@ -42,8 +42,8 @@ class Exports:
         except UnicodeDecodeError as exc:
             raise InvalidInputError(f"{what}: not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})") from None
 
-    def _manager(self, token: int, what: str) -> PluginManager:
-        manager: PluginManager = HANDLES.get(Kind.MANAGER, token, what)
+    def _manager(self, token: int, what: str) -> Engine:
+        manager: Engine = HANDLES.get(Kind.MANAGER, token, what)
         return manager
 
     # -- pointers out -----------------------------------------------------------------
@@ -62,7 +62,7 @@ class Exports:
 
     # -- the functions ----------------------------------------------------------------
 
-    def _publish(self, token: int, manager: PluginManager) -> None:
+    def _publish(self, token: int, manager: Engine) -> None:
         """Tells the C fast path which hooks have plugins (see ffi/fastpath.c)."""
         hooks = "\0".join(manager.hooks_with_plugins()).encode("utf-8")
         s = manager.config.plugin_settings
@@ -71,13 +71,13 @@ class Exports:
         )
 
     def manager_new(self, out_manager: Any) -> None:
-        manager = PluginManager()
+        manager = Engine()
         token = HANDLES.issue(Kind.MANAGER, manager, owner=manager)
         self._publish(token, manager)
         out_manager[0] = token
 
     def manager_new_from_yaml(self, yaml: Any, yaml_len: int, out_manager: Any) -> None:
-        manager = PluginManager.from_yaml(self._text(yaml, yaml_len, "yaml"))
+        manager = Engine.from_yaml(self._text(yaml, yaml_len, "yaml"))
         token = HANDLES.issue(Kind.MANAGER, manager, owner=manager)
         self._publish(token, manager)
         out_manager[0] = token

@@ -1,5 +1,9 @@
-"""The engine: config, plugin loading, the executor. It knows nothing of C or MessagePack."""
+"""The engine: config, plugin loading, routing, the executor. It takes and returns
+Python objects (the generated records, dicts) and never sees C pointers; the payload
+codec it uses to isolate plugins and check what they return lives beside the wire
+format (cpexrt.payloads), and everything about embedding in cpexrt._boundary."""
 
-from cpexrt.engine.manager import InvokeOutcome, PluginManager
+from cpexrt.engine.executor import PipelineOutcome
+from cpexrt.engine.manager import Engine, InvokeOutcome
 
-__all__ = ["InvokeOutcome", "PluginManager"]
+__all__ = ["Engine", "InvokeOutcome", "PipelineOutcome"]

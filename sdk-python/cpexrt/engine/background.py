@@ -24,7 +24,7 @@ from cpexrt.engine.runtime_loop import RUNTIME_LOOP, bounded
 Task = Callable[[], Any]
 
 
-class BackgroundTasks:
+class BackgroundBatch:
     """The fire-and-forget plugins started by one invoke. wait() returns the errors of
     those that failed; dropping the object does not stop them."""
 
@@ -34,7 +34,7 @@ class BackgroundTasks:
         self._errors: list[PluginError] = []
         self._lock = threading.Lock()
         self._event: threading.Event | None = None
-        self._callbacks: list[Callable[[BackgroundTasks], None]] = []
+        self._callbacks: list[Callable[[BackgroundBatch], None]] = []
 
     def wait(self, timeout: float | None = None) -> list[PluginError]:
         """Blocks until every task finished; TimeoutError after timeout seconds."""
@@ -52,7 +52,7 @@ class BackgroundTasks:
     def done(self) -> bool:
         return self._pending == 0
 
-    def on_done(self, callback: Callable[["BackgroundTasks"], None]) -> None:
+    def on_done(self, callback: Callable[["BackgroundBatch"], None]) -> None:
         """Calls callback(self) once the tasks finished (at once if they have)."""
         with self._lock:
             if self._pending:
@@ -85,11 +85,11 @@ class _Runner:
     SLICE = 64
 
     def __init__(self) -> None:
-        self._queue: deque[tuple[BackgroundTasks, Task]] = deque()
+        self._queue: deque[tuple[BackgroundBatch, Task]] = deque()
         self._scheduled = False
         self._lock = threading.Lock()
 
-    def submit(self, tasks: BackgroundTasks, work: list[Task]) -> None:
+    def submit(self, tasks: BackgroundBatch, work: list[Task]) -> None:
         with self._lock:
             self._queue.extend((tasks, w) for w in work)
             if self._scheduled:
@@ -116,7 +116,7 @@ class _Runner:
         RUNTIME_LOOP.loop.call_soon(self._drain)
 
     @staticmethod
-    async def _finish(tasks: BackgroundTasks, rest: Any) -> None:
+    async def _finish(tasks: BackgroundBatch, rest: Any) -> None:
         tasks._finish_one(await rest)
 
 

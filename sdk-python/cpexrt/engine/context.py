@@ -9,7 +9,7 @@ from typing import Any
 from cpexrt.errors import InvalidInputError
 
 
-class ContextTable:
+class RequestState:
     """Local state of each plugin for one request. An invoke it is passed to holds it
     while it runs (a second invoke with the same table is refused meanwhile); the
     invoke consumes it when it succeeds and returns a fresh table, and leaves it valid

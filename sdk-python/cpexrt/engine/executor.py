@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from cpexrt._generated.records import PluginError, PluginViolation
-from cpexrt.engine import driver, gating, payloads
-from cpexrt.engine.background import RUNNER, BackgroundTasks, start_inline
+from cpexrt import payloads
+from cpexrt.engine import driver, gating
+from cpexrt.engine.background import RUNNER, BackgroundBatch, start_inline
 from cpexrt.engine.config import Mode, OnError, PluginSpec
 from cpexrt.engine.gating import Grant
 from cpexrt.errors import PipelineError, PipelineTimeoutError
@@ -77,7 +78,7 @@ class PipelineOutcome:
         self.payload: payloads.Snapshot | None = None  # set when a modification was applied
         self.extensions: payloads.Snapshot | None = None
         self.states: dict[str, dict[str, Any]] = states if states is not None else {}
-        self.background: BackgroundTasks | None = None
+        self.background: BackgroundBatch | None = None
         self.retry_delay_ms = 0
         self.http_headers: dict[str, str] | None = None
         self._decoded_payload: Any = None
@@ -452,10 +453,10 @@ def _run_concurrent(phase: list[LoadedPlugin], inv: Invocation, authority: Autho
         s.coro.close()
 
 
-def _fire_and_forget(followers: list[LoadedPlugin], inv: Invocation) -> BackgroundTasks:
+def _fire_and_forget(followers: list[LoadedPlugin], inv: Invocation) -> BackgroundBatch:
     """Queues the fire-and-forget plugins for the runtime loop with the pipeline's final
     payload and extensions; their failures come back through the handle."""
-    tasks = BackgroundTasks([p.name for p in followers], len(followers))
+    tasks = BackgroundBatch([p.name for p in followers], len(followers))
     RUNNER.submit(tasks, [_Follower(p, inv.hook, inv.payload, inv.extensions if inv.has_extensions else None, inv.global_state) for p in followers])
     return tasks
 

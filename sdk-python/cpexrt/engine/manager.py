@@ -10,10 +10,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from cpexrt.engine import driver, gating, payloads, pycpex
-from cpexrt.engine.background import BackgroundTasks
+from cpexrt import payloads
+from cpexrt.engine import driver, gating, pycpex
+from cpexrt.engine.background import BackgroundBatch
 from cpexrt.engine.config import Config, parse_config
-from cpexrt.engine.context import ContextTable
+from cpexrt.engine.context import RequestState
 from cpexrt.engine.gating import Grant
 from cpexrt.engine.executor import Invocation, LoadedPlugin, PipelineOutcome, plan_order, run_pipeline
 from cpexrt.engine.registry import FactoryRegistry, add_plugin_dirs
@@ -25,14 +26,14 @@ from cpexrt.plugin import Plugin
 @dataclass
 class InvokeOutcome:
     result: PipelineOutcome
-    context: ContextTable | None
-    background: BackgroundTasks | None
+    context: RequestState | None
+    background: BackgroundBatch | None
 
 
-def _carry(owner: "PluginManager", states: dict[str, dict[str, Any]]) -> ContextTable | None:
+def _carry(owner: "Engine", states: dict[str, dict[str, Any]]) -> RequestState | None:
     """The context table for the request's next hook: the plugins' non-empty states."""
     kept = {name: s for name, s in states.items() if s}
-    return ContextTable(owner, kept) if kept else None
+    return RequestState(owner, kept) if kept else None
 
 
 def _request(request: Any) -> dict[str, Any] | None:
@@ -58,7 +59,7 @@ def _limits(config: Config) -> payloads.Limits:
     return payloads.Limits(s.max_payload_bytes, s.max_extensions_bytes, s.max_collection_entries)
 
 
-class PluginManager:
+class Engine:
     """Config, plugins, routes and global state. Safe to use from many threads."""
 
     def __init__(self) -> None:
@@ -73,11 +74,11 @@ class PluginManager:
         self._initialized = False
         self._shut_down = False
         self._lock = threading.RLock()
-        self._background: set[BackgroundTasks] = set()
+        self._background: set[BackgroundBatch] = set()
         self.global_state: dict[str, Any] = {}
 
     @classmethod
-    def from_yaml(cls, text: str) -> "PluginManager":
+    def from_yaml(cls, text: str) -> "Engine":
         manager = cls()
         manager.load_config(text)
         return manager
@@ -276,7 +277,7 @@ class PluginManager:
         payload_type: int,
         payload: Any,
         extensions: dict[str, Any] | None = None,
-        context: ContextTable | None = None,
+        context: RequestState | None = None,
         *,
         payload_wire: bytes | None = None,
         extensions_wire: bytes | None = None,
@@ -370,12 +371,12 @@ class PluginManager:
             self._narrowed[key] = narrowed
         return narrowed
 
-    def _track(self, tasks: BackgroundTasks) -> None:
+    def _track(self, tasks: BackgroundBatch) -> None:
         """Keeps the tasks until they finish, so shutdown can wait for them."""
         with self._lock:
             self._background.add(tasks)
         tasks.on_done(self._untrack)
 
-    def _untrack(self, tasks: BackgroundTasks) -> None:
+    def _untrack(self, tasks: BackgroundBatch) -> None:
         with self._lock:
             self._background.discard(tasks)
