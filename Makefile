@@ -8,7 +8,7 @@ PYDIRS := sdk-python/cpexrt codegen/cpex_codegen ffi/build_lib.py sdk-python/tes
 
 GOMODS := sdk-go examples bench
 
-.PHONY: all venv lib codegen codegen-check test test-python test-go test-fuzz typecheck demo demos bench clean
+.PHONY: all venv lib codegen codegen-check abi-check test test-python test-go test-fuzz typecheck demo demos bench clean
 
 all: lib demo
 
@@ -23,8 +23,14 @@ $(STAMP): requirements.txt tests/requirements-pycpex.txt sdk-python/pyproject.to
 codegen: $(STAMP)
 	cd codegen && ../$(PY) -m cpex_codegen
 
+# Drift of the generated files, the header checks, and the ABI check against the newest
+# released header in include/abi/ (include/abi/README.md).
 codegen-check: $(STAMP)
 	cd codegen && ../$(PY) -m cpex_codegen --check
+
+# The ABI check alone, on the committed include/cpex.h.
+abi-check: $(STAMP)
+	cd codegen && ../$(PY) -m cpex_codegen.abi_check
 
 lib: $(LIB)
 
@@ -60,7 +66,8 @@ demos: lib
 	cd examples && go run ./generic && go run ./cmf
 	cd examples && ../$(PY) python/generic_demo.py && ../$(PY) python/cmf_demo.py
 
-# Every figure of SPEC §8 with its baseline (bench/README.md); BENCH_ARGS e.g. "--long 0".
+# Every benchmark figure with its target and a same-run baseline (docs/architecture.md,
+# "Performance targets"; results in bench/README.md); BENCH_ARGS e.g. "--long 0".
 bench: lib
 	$(PY) bench/run.py $(BENCH_ARGS)
 

@@ -1,6 +1,7 @@
-"""`make bench`: every figure of SPEC §8 with its target and its ratio to a baseline
-measured in the same run (the engine called directly in Python; the Python framework
-cpex 0.1.x from PyPI, installed into bench/.venv-cpex01 on first use).
+"""`make bench`: every figure with its target (docs/architecture.md, "Performance
+targets") and its ratio to a baseline measured in the same run (the engine called
+directly in Python; the Python framework cpex 0.1.x from PyPI, installed into
+bench/.venv-cpex01 on first use).
 
     python bench/run.py [-n N] [--long N] [--skip-cpex01]
 """

@@ -213,6 +213,15 @@ static int cpex__plain_map(const uint8_t *b, size_t n, size_t max_bytes, size_t 
     return n <= max_bytes && cpex__skip(b, n, &pos, 0, 1, 0, max_entries) && pos == n;
 }
 
+/* Called by the boundary on every payload, extensions and request it decodes: 1 when
+   the bytes are one map the engine takes as is (the checks above: string keys, valid
+   UTF-8, no extension types, nesting at most CPEX__MAX_DEPTH, at most max_entries
+   entries per map or array); 0 sends Python to find and name the problem. */
+int cpexrt_plain_map(const uint8_t *bytes, size_t len, size_t max_entries)
+{
+    return cpex__plain_map(bytes, len, len, max_entries);
+}
+
 static cpex_status cpex__fast_invoke(cpex_manager *manager, const char *hook, size_t hook_len, uint8_t payload_type,
                                      const uint8_t *payload, size_t payload_len, const uint8_t *extensions,
                                      size_t extensions_len, cpex_context *context, uint8_t **out_result,

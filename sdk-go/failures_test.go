@@ -7,8 +7,9 @@ import (
 	"testing"
 )
 
-// The failure suite of SPEC §6: every bad input gets its own error class and a message
-// naming the culprit, and the manager keeps working afterwards.
+// The failure suite (docs/architecture.md, "Errors"): every bad input gets its own
+// error class and a message naming the culprit, and the manager keeps working
+// afterwards.
 
 func failureManager(t *testing.T) *PluginManager {
 	return started(t, config(t, "  plugin_timeout: 0.3\n",

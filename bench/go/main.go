@@ -1,6 +1,7 @@
-// The Go figures of SPEC §8: invoke latency (no plugins, the demo pipeline), 8
-// goroutines against one, cold start, and a long run's memory and handles. Prints
-// JSON for bench/run.py, which adds the baselines and ratios; -table prints a table.
+// The Go figures of the benchmarks (targets: docs/architecture.md, "Performance
+// targets"): invoke latency (no plugins, the demo pipeline), 8 goroutines against one,
+// cold start, and a long run's memory and handles. Prints JSON for bench/run.py, which
+// adds the baselines and ratios; -table prints a table.
 package main
 
 import (

@@ -1,4 +1,8 @@
-"""`python -m cpex_codegen [--check]`: regenerate every generated file, or check for drift."""
+"""`python -m cpex_codegen [--check]`: regenerate every generated file, or check for drift.
+
+Both validate the schema, check the rendered header (pycparser, gcc, g++) and check it
+against the newest released header in include/abi/ (abi_check: nothing removed or
+changed within a major version, additions only with a minor bump)."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import difflib
 import sys
 from pathlib import Path
 
-from . import header_check, render, schema
+from . import abi_check, header_check, render, schema
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,7 +28,12 @@ def main(argv: list[str] | None = None) -> int:
         header = files["include/cpex.h"]
         assert isinstance(header, str)
         header_check.check(sch, header)
-    except (schema.SchemaError, header_check.HeaderCheckError, RuntimeError) as exc:
+        # --check: the committed include/cpex.h (drift from the rendering is reported
+        # below); otherwise the header about to be written.
+        committed = root / "include" / "cpex.h"
+        checked = committed.read_text(encoding="utf-8") if args.check and committed.exists() else header
+        abi_check.check(sch, checked, root / "include" / "abi")
+    except (schema.SchemaError, header_check.HeaderCheckError, abi_check.AbiCheckError, RuntimeError) as exc:
         print(f"codegen: {exc}", file=sys.stderr)
         return 1
     drift = []
@@ -49,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         print("codegen: generated files differ from the schema (run `make codegen`):\n" + "\n".join(drift), file=sys.stderr)
         return 1
     if args.check:
-        print(f"codegen: {len(files)} generated files match the schema; header parsed and compiled as C99 and C++")
+        print(
+            f"codegen: {len(files)} generated files match the schema; header parsed and compiled as C99 and C++; "
+            "ABI kept against the newest header in include/abi/"
+        )
     return 0
 
 

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pycparser
 from pycparser import c_ast
@@ -14,13 +15,14 @@ from . import naming
 from .schema import Schema
 
 # Stand-ins for <stdint.h> / <stddef.h>: pycparser has no libc headers of its own.
-_STD_TYPEDEFS = """
+STD_TYPEDEFS = """
 typedef unsigned long size_t;
 typedef signed int int32_t;
 typedef unsigned char uint8_t;
 typedef unsigned int uint32_t;
 typedef unsigned long uintptr_t;
 """
+STD_TYPEDEF_NAMES = frozenset(line.rstrip(";").split()[-1] for line in STD_TYPEDEFS.strip().splitlines())
 
 STRICT = ["-Wall", "-Wextra", "-Werror", "-pedantic"]
 
@@ -29,16 +31,38 @@ class HeaderCheckError(Exception):
     pass
 
 
-def parse_declarations(header: str) -> dict[str, int]:
-    """Function name -> parameter count, as pycparser reads the header."""
-    body = "\n".join(line for line in header.splitlines() if not line.startswith("#include"))
+def strip_includes(header: str) -> str:
+    """The header without its #include lines: pycparser gets STD_TYPEDEFS instead."""
+    return "\n".join(line for line in header.splitlines() if not line.lstrip().startswith("#include"))
+
+
+def preprocess(source: str, *flags: str, what: str = "cpex.h") -> str:
+    """`gcc -E -P` of a C translation unit (flags: e.g. -dM for the macro definitions)."""
     pre = subprocess.run(
-        ["gcc", "-E", "-P", "-std=c99", "-x", "c", "-"], input=_STD_TYPEDEFS + body,
+        ["gcc", "-E", "-P", "-std=c99", *flags, "-x", "c", "-"], input=source,
         capture_output=True, text=True, check=False,
     )
     if pre.returncode != 0:
-        raise HeaderCheckError(f"the preprocessor rejected cpex.h:\n{pre.stderr}")
-    ast = pycparser.CParser().parse(pre.stdout, "cpex.h")
+        raise HeaderCheckError(f"the preprocessor rejected {what}:\n{pre.stderr}")
+    return pre.stdout
+
+
+def parse_c(source: str, what: str = "cpex.h") -> Any:
+    """A pycparser FileAST of preprocessed C source."""
+    try:
+        return pycparser.CParser().parse(source, what)
+    except pycparser.c_parser.ParseError as exc:
+        raise HeaderCheckError(f"pycparser cannot parse {what}: {exc}") from None
+
+
+def parse_header(header: str, what: str = "cpex.h") -> Any:
+    """The pycparser FileAST of a header, with STD_TYPEDEFS standing in for libc."""
+    return parse_c(preprocess(STD_TYPEDEFS + strip_includes(header), what=what), what)
+
+
+def parse_declarations(header: str) -> dict[str, int]:
+    """Function name -> parameter count, as pycparser reads the header."""
+    ast = parse_header(header)
     found: dict[str, int] = {}
     for node in ast.ext:
         if isinstance(node, c_ast.Decl) and isinstance(node.type, c_ast.FuncDecl):

@@ -137,6 +137,7 @@ def environment(schema: Schema) -> jinja2.Environment:
         P=schema.abi.prefix,
         PU=schema.abi.prefix.upper(),
         GENERATED=naming.GENERATED,
+        REGENERATE=naming.REGENERATE,
         c_decl=naming.c_decl,
         c_args=naming.c_args,
         public_args=naming.public_args,

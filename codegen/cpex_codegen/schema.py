@@ -13,7 +13,17 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .reserved import PY_RESERVED, RESERVED
+from .reserved import (
+    GO_PACKAGE_NAMES,
+    GO_RECORD_MEMBERS,
+    GO_UNION_MEMBERS,
+    PY_ERRORS_MODULE,
+    PY_PROTECTED_PREFIXES,
+    PY_RECORDS_MODULE,
+    PY_RESERVED,
+    PY_UNION_RESERVED,
+    RESERVED,
+)
 
 IDENT = r"^[a-z][a-z0-9_]*$"
 PASCAL = r"^[A-Z][A-Za-z0-9]*$"
@@ -272,17 +282,111 @@ def _check_type(t: str, records: set[str], where: str) -> None:
 
 
 def _check_reserved(schema: Schema) -> None:
+    """Refuse names that are keywords of a target language or that collide with a name
+    the generator gives something itself; the message names the entry and says why."""
+    from .naming import camel  # naming imports this module
+
     idents: list[tuple[str, str]] = [(f"function {f.name}", f.name) for f in schema.functions]
     idents += [(f"function {f.name}, param {p.name}", p.name) for f in schema.functions for p in f.params]
     idents += [(f"handle {h.name}", h.name) for h in schema.handles]
     for where, name in idents:
         if name in RESERVED:
             raise ValueError(f"{where}: {name!r} is a reserved word in {RESERVED[name]}")
-    # Record fields become CamelCase in Go (never a keyword) but attribute names in Python.
+
+    # C: every handle is a typedef <prefix>_<handle>, beside <prefix>_status and the
+    # functions <prefix>_<function>.
+    P = schema.abi.prefix
+    c_names: dict[str, str] = {f"{P}_status": "the status typedef"}
+    for h in schema.handles:
+        _claim(c_names, f"{P}_{h.name}", f"the typedef of handle {h.name}", f"handle {h.name}")
+    for f in schema.functions:
+        _claim(c_names, f"{P}_{f.name}", f"function {f.name}", f"function {f.name}")
+
+    # Go: package-level names of package cpex, and the unexported cgo wrappers and codes.
+    go_names: dict[str, str] = dict(GO_PACKAGE_NAMES)
+    for pt in schema.payload_types:
+        _claim(go_names, pt.go_name, f"the Go constant of payload type {pt.name}", f"payload type {pt.name}")
+    for st in schema.errors:
+        _claim(go_names, st.go_sentinel or "", f"the Go sentinel of status {st.name}", f"status {st.name}")
     for r in schema.records:
+        _claim(go_names, r.name, f"the Go type of record {r.name}", f"record {r.name}")
+    for u in schema.unions:
+        _claim(go_names, u.name, f"the Go type of union {u.name}", f"union {u.name}")
+        for v in u.variants:
+            _claim(go_names, f"New{v.go_name}Part", f"the Go constructor of {u.name} variant {v.tag}",
+                   f"union {u.name}, variant {v.tag}")
+    go_private: dict[str, str] = {}
+    for f in schema.python_functions:
+        _claim(go_private, f"call{camel(f.name)}", f"the Go wrapper of function {f.name}", f"function {f.name}")
+    for st in schema.statuses:
+        _claim(go_private, f"code{camel(st.name)}", f"the Go code of status {st.name}", f"status {st.name}")
+
+    # Python errors.py: the enum, the exception classes, the payload type constants.
+    py_errors: dict[str, str] = dict(PY_ERRORS_MODULE)
+    py_errors["PAYLOAD_TYPES"] = "the payload type table of the generated errors.py"
+    for st in schema.errors:
+        _claim(py_errors, st.py_exception or "", f"the Python exception of status {st.name}", f"status {st.name}")
+    for pt in schema.payload_types:
+        _claim(py_errors, f"PAYLOAD_{pt.name.upper()}", f"the Python constant of payload type {pt.name}",
+               f"payload type {pt.name}")
+
+    # Python records.py: the classes, beside what the module imports.
+    for where, name in [(f"record {r.name}", r.name) for r in schema.records] + [
+        (f"union {u.name}", u.name) for u in schema.unions
+    ]:
+        if name in RESERVED:
+            raise ValueError(f"{where}: {name!r} is a reserved word in {RESERVED[name]}")
+        if name in PY_RECORDS_MODULE:
+            raise ValueError(f"{where}: {name!r} {PY_RECORDS_MODULE[name]}")
+
+    for r in schema.records:
+        go_fields: dict[str, str] = {}
         for fl in r.fields:
-            if fl.name in PY_RESERVED:
-                raise ValueError(f"record {r.name}, field {fl.name}: {fl.name!r} {PY_RESERVED[fl.name]}")
+            where = f"record {r.name}, field {fl.name}"
+            _check_py_attr(where, fl.name, {})
+            go = camel(fl.name)
+            if go in GO_RECORD_MEMBERS:
+                raise ValueError(f"{where}: {fl.name!r} becomes the Go field {go}, which is {GO_RECORD_MEMBERS[go]}")
+            if go in go_fields:
+                raise ValueError(f"{where}: {fl.name!r} becomes the Go field {go}, like field {go_fields[go]}")
+            go_fields[go] = fl.name
+
+    for u in schema.unions:
+        py_union = dict(PY_UNION_RESERVED)
+        py_union.update({f"new_{v.tag}": f"is the Python constructor of variant {v.tag}" for v in u.variants})
+        _check_py_attr(f"union {u.name}, tag {u.tag}", u.tag, py_union)
+        go_members: dict[str, str] = {}
+        _claim(go_members, camel(u.tag), f"the Go field of tag {u.tag}", f"union {u.name}, tag {u.tag}",
+               GO_UNION_MEMBERS)
+        for v in u.variants:
+            where = f"union {u.name}, variant {v.tag}"
+            if v.field == u.tag:
+                raise ValueError(f"{where}: field {v.field!r} is the union's tag")
+            _check_py_attr(f"{where}, field {v.field}", v.field, py_union)
+            if v.type == "string":  # the string variants share one Go field, Text
+                go, owner = "Text", "the Go field Text of the string variants"
+            else:
+                go, owner = v.go_name, f"the Go field of variant {v.tag}"
+            if go_members.get(go) != owner:
+                _claim(go_members, go, owner, where, GO_UNION_MEMBERS)
+
+
+def _claim(names: dict[str, str], name: str, what: str, where: str, members: dict[str, str] | None = None) -> None:
+    """Record that `what` (declared by schema entry `where`) takes `name`, or refuse it."""
+    if members is not None and name in members:
+        raise ValueError(f"{where}: {what} would be {name}, which is {members[name]}")
+    if name in names:
+        raise ValueError(f"{where}: {what} would be {name}, which is already {names[name]}")
+    names[name] = what
+
+
+def _check_py_attr(where: str, name: str, extra: dict[str, str]) -> None:
+    """A field of a generated pydantic model: not a keyword, not a member of the model."""
+    why = extra.get(name) or PY_RESERVED.get(name)
+    if why is None and name.startswith(PY_PROTECTED_PREFIXES):
+        why = f"is in pydantic's protected namespaces {', '.join(p + '*' for p in PY_PROTECTED_PREFIXES)}"
+    if why is not None:
+        raise ValueError(f"{where}: {name!r} {why}")
 
 
 def load(schema_dir: Path) -> Schema:

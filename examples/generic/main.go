@@ -1,5 +1,6 @@
 // The generic demo: a Go host invokes Python plugins (identity checker, PII guard,
-// fire-and-forget audit logger) through libcpex.so in the four scenarios of the spec.
+// fire-and-forget audit logger) through libcpex.so in four scenarios (the expected output:
+// examples/expected/generic.txt, checked by tests/demos).
 // Run it from examples/: go run ./generic
 package main
 

@@ -386,3 +386,23 @@ def test_a_yaml_alias_bomb_gets_a_short_config_error() -> None:
         assert len(str(info.value)) < 10_000
     with pytest.raises(ConfigError, match=r"; and \d+ more problems$"):
         Engine.from_yaml(text + "plugins: *a4\n")
+
+
+@pytest.mark.parametrize(
+    ("extensions", "why"),
+    [
+        (b"\x81\xa1x" + b"\x91" * 900 + b"\xc0", "nested 900 levels deep"),
+        (b"\x81\xa1t\xd6\xff\x00\x00\x00\x01", "a MessagePack timestamp"),
+        (b"\x81\xc4\x01k\x01", "a map key of bytes"),
+    ],
+)
+def test_what_the_fast_path_refuses_python_refuses_too(library: Any, extensions: bytes, why: str) -> None:
+    from test_abi import invoke
+
+    from cpexrt.errors import Status
+
+    for hook in (b"tool_pre_invoke", b"nobody_handles_this"):
+        with host(plugin("a", "Allow")) as m:
+            status, message, _, _ = invoke(library, m._handle, msgpack.packb(CALL), hook=hook, extensions=extensions)
+        assert status == Status.INVALID_INPUT, (why, hook, status, message)
+        assert "nested more than 64 levels deep" in message, (why, message)

@@ -1,5 +1,6 @@
-"""The failure suite of SPEC §6 from a Python host: every bad input gets its own error
-class and a message naming the culprit, and the manager keeps working afterwards."""
+"""The failure suite (docs/architecture.md, "Errors") from a Python host: every bad
+input gets its own error class and a message naming the culprit, and the manager keeps
+working afterwards."""
 
 from __future__ import annotations
 

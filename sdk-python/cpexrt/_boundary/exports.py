@@ -23,6 +23,7 @@ from cpexrt.wire import pack, unpack
 
 OK = 1
 _MAX_MESSAGE = 64 * 1024
+_MAX_DEPTH = 64  # CPEX__MAX_DEPTH of ffi/fastpath.c
 
 
 class Exports:
@@ -41,6 +42,19 @@ class Exports:
             return raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InvalidInputError(f"{what}: not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})") from None
+
+    def _decode(self, data: bytes, what: str, entries: int) -> Any:
+        """A host's MessagePack map, decoded once the C checker of the fast path took it
+        (ffi/fastpath.c): what it refuses, Python refuses too, naming the problem."""
+        if self.lib.cpexrt_plain_map(data, len(data), entries):
+            return unpack(data, what, entries)
+        value = unpack(data, what, entries)  # raises, naming what is wrong, in most cases
+        if not isinstance(value, dict):
+            return value  # the engine names the wrong shape
+        raise InvalidInputError(
+            f"{what}: nested more than {_MAX_DEPTH} levels deep, holds a MessagePack extension type (a timestamp, "
+            "say) or a map key that is not a string; none of these can reach every host"
+        )
 
     def _manager(self, token: int, what: str) -> Engine:
         manager: Engine = HANDLES.get(Kind.MANAGER, token, what)
@@ -175,13 +189,13 @@ class Exports:
         # Copied out of the caller's memory (only after the size checks): the engine
         # keeps these bytes as the payload's canonical form.
         body_wire = self.ffi.buffer(payload, payload_len)[:]
-        body = unpack(body_wire, "payload", entries)
+        body = self._decode(body_wire, "payload", entries)
         ext_wire = self.ffi.buffer(extensions, extensions_len)[:] if extensions_len else None
-        ext = unpack(ext_wire, "extensions", entries) if ext_wire is not None else None
+        ext = self._decode(ext_wire, "extensions", entries) if ext_wire is not None else None
         global_context = None
         if request_len:
             _check_size("request", request_len, settings.max_extensions_bytes, "max_extensions_bytes")
-            global_context = unpack(self.ffi.buffer(request, request_len), "request", entries)
+            global_context = self._decode(self.ffi.buffer(request, request_len)[:], "request", entries)
         outcome = mgr.invoke(
             hook_name, payload_type, body, ext, ctx, payload_wire=body_wire, extensions_wire=ext_wire, owned=True,
             request=global_context,

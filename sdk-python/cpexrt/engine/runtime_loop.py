@@ -3,9 +3,9 @@
 - The runtime loop: one daemon thread, started on first use, where fire-and-forget
   tasks run after the pipeline, outside the caller's latency.
 - Caller loops: one per OS thread that calls the engine, never running between calls.
-  An async handler is first driven inline (DESIGN.md: a coroutine that does not
-  suspend costs ~0.3 µs, a thread hop ~70-100 µs); only when it really suspends does
-  its thread's loop run it to the end, still on the caller's thread.
+  An async handler is first driven inline (docs/architecture.md, "Threads": a coroutine
+  that does not suspend costs ~0.3 µs, a thread hop tens of µs); only when it really
+  suspends does its thread's loop run it to the end, still on the caller's thread.
 
 Every loop cpex creates (new_loop) is quiet about what cpex gave up on: a handler
 cancelled at its deadline may leave tasks of its own behind, answer the cancellation
