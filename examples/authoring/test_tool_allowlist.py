@@ -41,12 +41,12 @@ def test_through_the_engine() -> None:
     manager = Engine.from_yaml(CONFIG)
     manager.initialize()
     pre = manager.invoke("tool_pre_invoke", 0, {"tool_name": "search"})
-    assert pre.result.continue_processing and pre.context is not None
+    assert pre.continue_processing and pre.context is not None
     post = manager.invoke("tool_post_invoke", 0, {"result": {"secret": "x"}}, context=pre.context)
-    assert post.result.modified_payload == {"result": {"secret": "***"}}
+    assert post.modified_payload == {"result": {"secret": "***"}}
     denied = manager.invoke("tool_pre_invoke", 0, {"tool_name": "rm"})
-    assert denied.result.violation is not None and denied.result.violation.plugin_name == "allowlist"
-    assert manager.invoke("gateway.health", 0, {}).result.metadata == {"allowlist_size": 2}
+    assert denied.violation is not None and denied.violation.plugin_name == "allowlist"
+    assert manager.invoke("gateway.health", 0, {}).metadata == {"allowlist_size": 2}
     manager.shutdown()
 
 

@@ -40,9 +40,9 @@ def test_the_view_iterates_without_copying() -> None:
 def test_a_cmf_plugin_gets_a_typed_message_and_can_deny() -> None:
     m = Engine.from_yaml(config(plugin("policy", "CmfToolPolicy", hooks=f"[{HOOK}]", config="{forbidden: [delete]}")))
     m.initialize()
-    ok = m.invoke(HOOK, 1, message("search")).result
+    ok = m.invoke(HOOK, 1, message("search"))
     assert ok.continue_processing and ok.metadata == {"tool_calls": ["search"], "text": "please"}
-    denied = m.invoke(HOOK, 1, message("search", "delete")).result
+    denied = m.invoke(HOOK, 1, message("search", "delete"))
     assert denied.violation is not None and denied.violation.plugin_name == "policy"
     assert denied.violation.details == {"tool_call_id": "c1"}
 

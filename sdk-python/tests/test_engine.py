@@ -25,19 +25,19 @@ def test_priority_orders_sequential_plugins_and_config_order_breaks_ties() -> No
         )
     )
     out = m.invoke("tool_pre_invoke", 0, {"trace": []})
-    assert out.result.modified_payload == {"trace": ["a", "b1", "b2", "c"]}
+    assert out.modified_payload == {"trace": ["a", "b1", "b2", "c"]}
     assert m.plugin_names() == ["c", "a", "b1", "b2"]
 
 
 def test_deny_stops_the_pipeline_and_the_engine_names_the_plugin() -> None:
     m = started(config(plugin("guard", "DenyWhenBlocked", priority=1), plugin("after", "Trace", priority=2, config="{tag: x}")))
     out = m.invoke("tool_pre_invoke", 0, {"block": True, "tool_name": "t"})
-    assert not out.result.continue_processing
-    assert out.result.violation is not None
-    assert out.result.violation.plugin_name == "guard"
-    assert out.result.violation.code == "blocked"
-    assert out.result.violation.details == {"tool": "t"}
-    assert out.result.modified_payload is None  # "after" never ran
+    assert not out.continue_processing
+    assert out.violation is not None
+    assert out.violation.plugin_name == "guard"
+    assert out.violation.code == "blocked"
+    assert out.violation.details == {"tool": "t"}
+    assert out.modified_payload is None  # "after" never ran
 
 
 def test_transform_may_not_deny_and_audit_may_not_modify() -> None:
@@ -48,9 +48,9 @@ def test_transform_may_not_deny_and_audit_may_not_modify() -> None:
         )
     )
     out = m.invoke("tool_pre_invoke", 0, {"block": True})
-    assert out.result.continue_processing
-    assert out.result.modified_payload is None
-    assert [(e.plugin_name, "may not" in e.message) for e in out.result.errors] == [("t", True), ("a", True)]
+    assert out.continue_processing
+    assert out.modified_payload is None
+    assert [(e.plugin_name, "may not" in e.message) for e in out.errors] == [("t", True), ("a", True)]
 
 
 @pytest.mark.parametrize("cls", ["Raises", "Garbage"])
@@ -63,16 +63,16 @@ def test_on_error_fail_fails_the_call_naming_the_plugin(cls: str) -> None:
 def test_on_error_ignore_records_and_continues_disable_stops_running_the_plugin() -> None:
     m = started(config(plugin("ign", "Raises", on_error="ignore"), plugin("dis", "Raises", on_error="disable")))
     first = m.invoke("tool_pre_invoke", 0, {})
-    assert [e.plugin_name for e in first.result.errors] == ["ign", "dis"]
-    assert "kaboom" in first.result.errors[0].message
+    assert [e.plugin_name for e in first.errors] == ["ign", "dis"]
+    assert "kaboom" in first.errors[0].message
     second = m.invoke("tool_pre_invoke", 0, {})
-    assert [e.plugin_name for e in second.result.errors] == ["ign"]
+    assert [e.plugin_name for e in second.errors] == ["ign"]
 
 
 def test_async_handlers_and_their_timeout() -> None:
     m = started(config(plugin("nope", "AsyncDeny")))
     out = m.invoke("tool_pre_invoke", 0, {})
-    assert out.result.violation is not None and out.result.violation.plugin_name == "nope"
+    assert out.violation is not None and out.violation.plugin_name == "nope"
     slow = started(config(plugin("slow", "AsyncSleeper", config="{seconds: 5}"), timeout=0.2))
     with pytest.raises(PipelineTimeoutError, match="'slow' timed out"):
         slow.invoke("tool_pre_invoke", 0, {})
@@ -83,7 +83,7 @@ def test_context_state_threads_between_hooks_and_cannot_be_reused() -> None:
     pre = m.invoke("tool_pre_invoke", 0, {})
     assert pre.context is not None
     post = m.invoke("tool_post_invoke", 0, {}, context=pre.context)
-    assert post.result.metadata == {"calls": 2}
+    assert post.metadata == {"calls": 2}
     with pytest.raises(InvalidInputError, match="already consumed"):
         m.invoke("tool_post_invoke", 0, {}, context=pre.context)
 
@@ -92,7 +92,7 @@ def test_custom_hook_names_bind_through_the_decorator() -> None:
     m = started(config(plugin("c", "Custom", hooks="[my.custom-hook]")))
     assert m.has_hooks_for("my.custom-hook")
     assert not m.has_hooks_for("tool_pre_invoke")
-    assert m.invoke("my.custom-hook", 0, {"a": 1}).result.modified_payload == {"a": 1, "custom": True}
+    assert m.invoke("my.custom-hook", 0, {"a": 1}).modified_payload == {"a": 1, "custom": True}
 
 
 @pytest.mark.parametrize(

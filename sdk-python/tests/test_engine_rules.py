@@ -28,7 +28,7 @@ def meta(tool: str, *tags: str) -> dict[str, Any]:
 
 def trace(m: Engine, extensions: dict[str, Any] | None = None) -> list[str]:
     out = m.invoke(PRE, 0, {"trace": []}, extensions)
-    payload = out.result.modified_payload or {"trace": []}
+    payload = out.modified_payload or {"trace": []}
     return list(payload["trace"])
 
 
@@ -51,8 +51,8 @@ def test_concurrent_plugins_run_together() -> None:
         )
     )
     out = m.invoke(PRE, 0, {})
-    assert out.result.continue_processing, out.result.violation
-    assert out.result.metadata == {"waiter": "met", "setter": "set"}
+    assert out.continue_processing, out.violation
+    assert out.metadata == {"waiter": "met", "setter": "set"}
 
 
 def test_concurrent_first_deny_halts_and_modifications_are_refused() -> None:
@@ -63,10 +63,10 @@ def test_concurrent_first_deny_halts_and_modifications_are_refused() -> None:
         )
     )
     out = m.invoke(PRE, 0, {})
-    assert out.result.violation is not None and out.result.violation.plugin_name == "quick-no"
-    assert "slow" not in out.result.metadata and out.result.errors == []
+    assert out.violation is not None and out.violation.plugin_name == "quick-no"
+    assert "slow" not in out.metadata and out.errors == []
     m2 = started(config(plugin("c", "Trace", mode="concurrent", on_error="ignore", config="{tag: c}")))
-    res = m2.invoke(PRE, 0, {}).result
+    res = m2.invoke(PRE, 0, {})
     assert res.modified_payload is None and "may not modify" in res.errors[0].message
 
 
@@ -75,8 +75,8 @@ def test_sync_spinning_plugin_is_stopped_at_its_timeout() -> None:
     started_at = time.monotonic()
     out = m.invoke(PRE, 0, {"trace": []})
     assert time.monotonic() - started_at < 5
-    assert [(e.plugin_name, e.code) for e in out.result.errors] == [("spin", "plugin_timeout")]
-    assert out.result.modified_payload == {"trace": ["after"]}
+    assert [(e.plugin_name, e.code) for e in out.errors] == [("spin", "plugin_timeout")]
+    assert out.modified_payload == {"trace": ["after"]}
     # no stray interrupt lands later in the engine or the caller
     total = sum(range(2_000_000))
     assert total > 0
@@ -112,7 +112,7 @@ def test_fire_and_forget_runs_after_the_pipeline_and_reports_through_the_handle(
     assert [(e.plugin_name, e.code) for e in errors] == [("rec", "plugin_error")]
     assert "recorder told to fail" in errors[0].message
     denied = m.invoke(PRE, 0, {"id": 3, "block": True})
-    assert denied.result.violation is not None
+    assert denied.violation is not None
     assert denied.background is not None and denied.background.wait() == []
     assert m.global_state["recorded"] == [1, 3]
     # dropped without waiting: the task still finishes
@@ -125,21 +125,21 @@ def test_fire_and_forget_runs_after_the_pipeline_and_reports_through_the_handle(
 
 def test_global_state_is_shared_across_invokes_and_local_state_is_per_request() -> None:
     m = started(config(plugin("g", "GlobalCounter"), plugin("c", "Counter", hooks="[tool_pre_invoke, tool_post_invoke]")))
-    assert m.invoke(PRE, 0, {}).result.metadata["global_count"] == 1
+    assert m.invoke(PRE, 0, {}).metadata["global_count"] == 1
     first = m.invoke(PRE, 0, {})
-    assert first.result.metadata["global_count"] == 2
+    assert first.metadata["global_count"] == 2
     other_request = m.invoke("tool_post_invoke", 0, {})
-    assert other_request.result.metadata == {"calls": 1}
+    assert other_request.metadata == {"calls": 1}
     same_request = m.invoke("tool_post_invoke", 0, {}, context=first.context)
-    assert same_request.result.metadata == {"calls": 2}
+    assert same_request.metadata == {"calls": 2}
 
 
 def test_modified_extensions_flow_to_later_plugins_and_the_result() -> None:
     m = started(config(plugin("w1", "ExtensionWriter", config="{tag: one}"), plugin("w2", "ExtensionWriter", priority=200, config="{tag: two}")))
     out = m.invoke(PRE, 0, {}, {"custom": {"seed": 1}})
-    assert out.result.modified_extensions == {"custom": {"seed": 1, "one": True, "two": True}}
+    assert out.modified_extensions == {"custom": {"seed": 1, "one": True, "two": True}}
     audit = started(config(plugin("w", "ExtensionWriter", mode="audit", on_error="ignore", config="{tag: x}")))
-    res = audit.invoke(PRE, 0, {}).result
+    res = audit.invoke(PRE, 0, {})
     assert res.modified_extensions is None and "may not modify" in res.errors[0].message
 
 
@@ -167,11 +167,11 @@ routes:
 def test_routes_policy_groups_and_tags() -> None:
     m = started(ROUTED)
     assert trace(m, meta("get_compensation")) == ["identity", "pii", "audit"]
-    assert m.invoke(PRE, 0, {}, meta("get_compensation", "finance")).result.metadata["tags"] == ["finance", "pii", "hr"]
+    assert m.invoke(PRE, 0, {}, meta("get_compensation", "finance")).metadata["tags"] == ["finance", "pii", "hr"]
     assert trace(m, meta("list_departments")) == ["identity", "audit"]
     assert trace(m, meta("list_departments", "pii")) == ["identity", "pii", "audit"]  # the entity's own tag
     # An exact route beats the earlier '*' (the most specific wins): echo, not audit.
-    assert m.invoke(PRE, 0, {"trace": []}, meta("listed_after_star")).result.metadata["tags"] == []
+    assert m.invoke(PRE, 0, {"trace": []}, meta("listed_after_star")).metadata["tags"] == []
     assert trace(m, meta("listed_after_star")) == ["identity"]
     assert trace(m) == ["identity", "pii", "audit"]  # no entity: every plugin of the hook
     for name in ("a", "b", "c", "d"):
@@ -227,9 +227,9 @@ def test_hooks_default_to_what_the_class_handles() -> None:
 def test_async_lifecycle_and_disabled_plugins_stay_disabled() -> None:
     m = started(config(plugin("l", "AsyncLifecycle"), plugin("d", "Raises", on_error="disable")))
     assert m.is_initialized()
-    assert [e.plugin_name for e in m.invoke(PRE, 0, {}).result.errors] == ["d"]
+    assert [e.plugin_name for e in m.invoke(PRE, 0, {}).errors] == ["d"]
     for _ in range(3):
-        assert m.invoke(PRE, 0, {}).result.errors == []
+        assert m.invoke(PRE, 0, {}).errors == []
     assert m.has_hooks_for(PRE)  # l still handles it
     alone = started(config(plugin("d", "Raises", on_error="disable")))
     alone.invoke(PRE, 0, {})

@@ -62,7 +62,7 @@ def make(request: pytest.FixtureRequest) -> Iterator[Any]:
 def run(m: Any, payload: dict[str, Any], extensions: dict[str, Any] | None = None) -> Any:
     """invoke on either kind of manager; the engine's outcome has the result inside."""
     if isinstance(m, Engine):
-        return m.invoke(PRE, 0, payload, extensions).result
+        return m.invoke(PRE, 0, payload, extensions)
     return m.invoke(PRE, payload, extensions=extensions).result
 
 
@@ -243,7 +243,7 @@ def test_a_cmf_message_edited_in_place_reaches_nobody() -> None:
     )
     message = Message(schema_version="2.0", role="user", content=[ContentPart.new_text("hello")])
     wire = MessagePayload(message=message).to_wire()
-    result = m.invoke("cmf.tool_pre_invoke", 1, wire).result
+    result = m.invoke("cmf.tool_pre_invoke", 1, wire)
     assert result.metadata == {"role": "user", "text": "hello"}
     assert not result.payload_modified and result.modified_payload is None
 
@@ -299,7 +299,7 @@ def test_the_engines_context_is_held_by_one_invoke_at_a_time() -> None:
     with pytest.raises(InvalidInputError, match="in use by another invoke"):
         m.invoke(PRE, 0, {}, context=ctx)
     ctx.release()
-    assert m.invoke("tool_post_invoke", 0, {}, context=ctx).result.metadata == {"calls": 1}
+    assert m.invoke("tool_post_invoke", 0, {}, context=ctx).metadata == {"calls": 1}
     with pytest.raises(InvalidInputError, match="already consumed"):
         m.invoke(PRE, 0, {}, context=ctx)
 

@@ -24,7 +24,7 @@ SECURITY_ALWAYS = {"classification", "agent", "auth_method", "objects", "data"}
 def seen_by(capabilities: list[str], extensions: dict[str, Any] = FULL) -> dict[str, Any]:
     m = Engine.from_yaml(config(plugin("probe", "ExtensionProbe", capabilities=json.dumps(capabilities))))
     m.initialize()
-    seen: dict[str, Any] = m.invoke(PRE, 0, {}, extensions).result.metadata["seen"]
+    seen: dict[str, Any] = m.invoke(PRE, 0, {}, extensions).metadata["seen"]
     return seen
 
 
@@ -66,7 +66,7 @@ def edit(capabilities: list[str], changes: dict[str, Any], extensions: dict[str,
         config(plugin("editor", "ExtensionEditor", capabilities=json.dumps(capabilities), on_error="ignore", config=json.dumps({"set": changes})))
     )
     m.initialize()
-    result = m.invoke(PRE, 0, {}, extensions).result
+    result = m.invoke(PRE, 0, {}, extensions)
     assert all(e.plugin_name == "editor" and e.code == "extension_write_refused" for e in result.errors)
     return result.modified_extensions, [e.message for e in result.errors]
 
@@ -153,7 +153,7 @@ def test_edits_in_place_never_reach_another_plugin() -> None:
         )
     )
     m.initialize()
-    result = m.invoke(PRE, 0, {}, FULL).result
+    result = m.invoke(PRE, 0, {}, FULL)
     assert result.metadata["seen"]["http"] == FULL["http"]
     assert result.metadata["seen"]["custom"] == FULL["custom"]
     assert result.modified_extensions is None

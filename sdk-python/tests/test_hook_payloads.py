@@ -249,15 +249,15 @@ def test_the_engine_receives_pycpex_field_names() -> None:
     m.initialize()
     try:
         out = m.invoke("tool_pre_invoke", 0, TOOL_CALL.to_wire())
-        assert out.result.metadata["payload_keys"] == ["args", "name"]
-        assert out.result.metadata["arg_types"] == {"q": "str", "n": "int", "raw": "bytes"}
+        assert out.metadata["payload_keys"] == ["args", "name"]
+        assert out.metadata["arg_types"] == {"q": "str", "n": "int", "raw": "bytes"}
         who = records.IdentityPayload(raw_token="eyJ...", headers={"authorization": "Bearer eyJ..."})
         out = m.invoke("identity_resolve", 0, who.to_wire())
-        assert out.result.metadata["payload_keys"] == ["headers", "raw_token", "source"]
+        assert out.metadata["payload_keys"] == ["headers", "raw_token", "source"]
         check = records.HttpAuthCheckPermissionPayload(user_email="a@example.com", permission="tools.read", is_admin=True)
         out = m.invoke("http_auth_check_permission", 0, check.to_wire())
-        assert out.result.metadata["payload_keys"] == ["is_admin", "permission", "user_email"]
-        assert out.result.metadata["payload_types"]["is_admin"] == "bool"
+        assert out.metadata["payload_keys"] == ["is_admin", "permission", "user_email"]
+        assert out.metadata["payload_types"]["is_admin"] == "bool"
     finally:
         m.shutdown()
 

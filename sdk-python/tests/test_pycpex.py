@@ -141,7 +141,7 @@ def test_legacy_modes_map_onto_cpex_modes() -> None:
 def test_pii_is_redacted_as_pycpex_redacts_it_and_types_survive() -> None:
     theirs = pycpex_decide("tool_pre_invoke", ToolPreInvokePayload(**EMAIL_CALL), REQUEST)
     m = engine()
-    ours = m.invoke("tool_pre_invoke", 0, EMAIL_CALL, request=REQUEST).result
+    ours = m.invoke("tool_pre_invoke", 0, EMAIL_CALL, request=REQUEST)
     assert ours.continue_processing and theirs.continue_processing
     assert ours.modified_payload["args"] == theirs.modified_payload.args
     assert ours.modified_payload["args"]["to"] == "[REDACTED]"
@@ -153,7 +153,7 @@ def test_pii_is_redacted_as_pycpex_redacts_it_and_types_survive() -> None:
 def test_a_secret_in_a_tool_result_is_denied_as_pycpex_denies_it() -> None:
     theirs = pycpex_decide("tool_post_invoke", ToolPostInvokePayload(**KEY_RESULT), REQUEST)
     m = engine()
-    ours = m.invoke("tool_post_invoke", 0, KEY_RESULT, request=REQUEST).result
+    ours = m.invoke("tool_post_invoke", 0, KEY_RESULT, request=REQUEST)
     assert not ours.continue_processing and not theirs.continue_processing
     assert ours.violation is not None and ours.violation.plugin_name == "SecretsDetection"
     for field in ("code", "reason", "description", "details"):
@@ -164,7 +164,7 @@ def test_a_secret_in_a_tool_result_is_denied_as_pycpex_denies_it() -> None:
 @pytest.mark.parametrize("content", [{"text": "AKIAIOSFODNN7EXAMPLE"}, "AKIAIOSFODNN7EXAMPLE"])
 def test_resource_content_given_as_a_map_or_text_is_still_scanned(content: Any) -> None:
     m = engine()
-    result = m.invoke("resource_post_fetch", 0, {"uri": "file:///creds", "content": content}).result
+    result = m.invoke("resource_post_fetch", 0, {"uri": "file:///creds", "content": content})
     assert not result.continue_processing and result.violation is not None and result.violation.code == "SECRETS_DETECTED"
     m.shutdown()
 
@@ -172,9 +172,9 @@ def test_resource_content_given_as_a_map_or_text_is_still_scanned(content: Any) 
 def test_pycpex_conditions_match_on_the_request_by_pycpexs_own_rules() -> None:
     m = engine()
     other_server = {**REQUEST, "server_id": "srv-2"}
-    assert m.invoke("tool_pre_invoke", 0, EMAIL_CALL, request=other_server).result.modified_payload is None
-    assert m.invoke("tool_pre_invoke", 0, EMAIL_CALL).result.modified_payload is None  # no server at all
-    assert m.invoke("tool_pre_invoke", 0, EMAIL_CALL, request=REQUEST).result.modified_payload is not None
+    assert m.invoke("tool_pre_invoke", 0, EMAIL_CALL, request=other_server).modified_payload is None
+    assert m.invoke("tool_pre_invoke", 0, EMAIL_CALL).modified_payload is None  # no server at all
+    assert m.invoke("tool_pre_invoke", 0, EMAIL_CALL, request=REQUEST).modified_payload is not None
     m.shutdown()
 
 
@@ -184,9 +184,9 @@ def test_pycpex_conditions_match_on_the_request_by_pycpexs_own_rules() -> None:
 def test_global_context_and_state_are_threaded_pre_to_post() -> None:
     m = engine(config_of(stanza("keeper", "pycpex_test_plugins.StateKeeper", hooks="[tool_pre_invoke, tool_post_invoke]")))
     pre = m.invoke("tool_pre_invoke", 0, {"name": "t", "args": {}}, request=REQUEST)
-    assert pre.result.metadata == {"request_id": "req-1", "tenant_id": "t1", "server_id": "srv-1"}
+    assert pre.metadata == {"request_id": "req-1", "tenant_id": "t1", "server_id": "srv-1"}
     post = m.invoke("tool_post_invoke", 0, {"name": "t", "result": {}}, context=pre.context, request=REQUEST)
-    assert post.result.metadata == {"seen_user": "alice", "pre_ran": "keeper"}
+    assert post.metadata == {"seen_user": "alice", "pre_ran": "keeper"}
     m.shutdown()
 
 
@@ -204,7 +204,7 @@ def test_a_violation_keeps_every_field_and_the_result_carries_retry_and_headers(
 
 def test_a_permissive_plugins_deny_is_reported_not_enforced_as_in_pycpex() -> None:
     m = engine(config_of(stanza("v", "pycpex_test_plugins.Verdict", mode="permissive")))
-    result = m.invoke("tool_pre_invoke", 0, {"name": "t", "args": {"block": True}}).result
+    result = m.invoke("tool_pre_invoke", 0, {"name": "t", "args": {"block": True}})
     assert result.continue_processing and result.violation is None
     assert [(e.plugin_name, e.code, e.details) for e in result.errors] == [("v", "not_enforced", {"violation_code": "BLOCKED"})]
     m.shutdown()
@@ -244,10 +244,10 @@ def test_a_pycpex_cmf_plugin_gets_the_message_and_its_hook_and_may_modify_it() -
 
     m = engine(config_of(stanza("cmf", "pycpex_test_plugins.CmfWatcher", hooks="[cmf.tool_pre_invoke]")))
     plain = MessagePayload(message=Message(schema_version="2.0", role="assistant", content=[ContentPart.new_text("hello")]))
-    result = m.invoke("cmf.tool_pre_invoke", 1, plain.to_wire()).result
+    result = m.invoke("cmf.tool_pre_invoke", 1, plain.to_wire())
     assert result.metadata == {"hook": "tool_pre_invoke", "role": "assistant"} and not result.payload_modified
     asks = MessagePayload(message=Message(schema_version="2.0", role="assistant", content=[ContentPart.new_text("append")]))
-    result = m.invoke("cmf.tool_pre_invoke", 1, asks.to_wire()).result
+    result = m.invoke("cmf.tool_pre_invoke", 1, asks.to_wire())
     assert result.payload_modified
     assert [p.value for p in result.modified_payload.content] == ["append", "appended by py-cpex"]
     m.shutdown()

@@ -41,7 +41,7 @@ def entity(kind: str, name: str, *tags: str) -> dict[str, Any]:
 
 def ran(m: Engine, extensions: dict[str, Any] | None) -> list[str]:
     out = m.invoke(PRE, 0, {"trace": []}, extensions)
-    payload = out.result.modified_payload or {"trace": []}
+    payload = out.modified_payload or {"trace": []}
     return list(payload["trace"])
 
 

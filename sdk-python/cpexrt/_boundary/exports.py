@@ -201,7 +201,7 @@ class Exports:
             request=global_context,
         )
         try:
-            result = outcome.result
+            result = outcome
             if (
                 result.continue_processing
                 and not result.errors

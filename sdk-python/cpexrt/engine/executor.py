@@ -15,6 +15,7 @@ from cpexrt import payloads
 from cpexrt.engine import driver, gating
 from cpexrt.engine.background import RUNNER, BackgroundBatch, start_inline
 from cpexrt.engine.config import Mode, OnError, PluginSpec
+from cpexrt.engine.context import RequestState
 from cpexrt.engine.gating import Grant
 from cpexrt.errors import PipelineError, PipelineTimeoutError
 from cpexrt.plugin import Plugin, PluginContext
@@ -61,13 +62,15 @@ class LoadedPlugin:
 
 
 class PipelineOutcome:
-    """The engine's result of one invoke, as Python objects. A modification is kept as
-    the snapshot it was accepted as: modified_payload / modified_extensions decode a
-    private copy on first use, the boundary sends the snapshot's bytes as they are."""
+    """The engine's result of one invoke, as Python objects: the verdict, what was
+    applied, and for the host the request's state for its next hook (`context`, a
+    RequestState or None) and the fire-and-forget tasks (`background`). A modification
+    is kept as the snapshot it was accepted as: modified_payload / modified_extensions
+    decode a private copy on first use, the boundary sends the snapshot's bytes."""
 
     __slots__ = (
         "continue_processing", "violation", "errors", "metadata", "payload", "extensions",
-        "states", "background", "retry_delay_ms", "http_headers", "_decoded_payload", "_decoded_extensions",
+        "states", "context", "background", "retry_delay_ms", "http_headers", "_decoded_payload", "_decoded_extensions",
     )
 
     def __init__(self, states: dict[str, dict[str, Any]] | None = None) -> None:
@@ -78,6 +81,7 @@ class PipelineOutcome:
         self.payload: payloads.Snapshot | None = None  # set when a modification was applied
         self.extensions: payloads.Snapshot | None = None
         self.states: dict[str, dict[str, Any]] = states if states is not None else {}
+        self.context: RequestState | None = None
         self.background: BackgroundBatch | None = None
         self.retry_delay_ms = 0
         self.http_headers: dict[str, str] | None = None

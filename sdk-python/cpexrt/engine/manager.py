@@ -7,7 +7,6 @@ import concurrent.futures
 import os
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from cpexrt import payloads
@@ -21,13 +20,6 @@ from cpexrt.engine.registry import FactoryRegistry, add_plugin_dirs
 from cpexrt.engine.routing import Resolution, Router
 from cpexrt.errors import ConfigError, InvalidHandleError, InvalidInputError, PipelineError
 from cpexrt.plugin import Plugin
-
-
-@dataclass
-class InvokeOutcome:
-    result: PipelineOutcome
-    context: RequestState | None
-    background: BackgroundBatch | None
 
 
 def _carry(owner: "Engine", states: dict[str, dict[str, Any]]) -> RequestState | None:
@@ -283,7 +275,7 @@ class Engine:
         extensions_wire: bytes | None = None,
         owned: bool = False,
         request: Any = None,
-    ) -> InvokeOutcome:
+    ) -> PipelineOutcome:
         """Runs the hook's plugins over payload (a map; for CMF the MessagePayload
         map) and extensions. A context passed in is consumed when the call succeeds,
         and left valid and unchanged when it raises. payload_wire / extensions_wire:
@@ -318,7 +310,7 @@ class Engine:
         extensions_wire: bytes | None,
         owned: bool,
         request: Any,
-    ) -> InvokeOutcome:
+    ) -> PipelineOutcome:
         if not hook:
             raise InvalidInputError("hook: the hook name is empty")
         request = _request(request)
@@ -329,7 +321,9 @@ class Engine:
         plan = self._plans.get(hook)
         if not plan:
             # Nothing to run: the fast path of hooks nobody handles.
-            return InvokeOutcome(PipelineOutcome(states=states), _carry(self, states), None)
+            outcome = PipelineOutcome(states=states)
+            outcome.context = _carry(self, states)
+            return outcome
         ext: dict[str, Any] = dict(extensions) if extensions else {}
         resolution = self._router.resolve(ext.get("meta"))
         if resolution.tags:
@@ -355,7 +349,8 @@ class Engine:
         outcome = run_pipeline(plan, inv)
         if outcome.background is not None:
             self._track(outcome.background)
-        return InvokeOutcome(result=outcome, context=_carry(self, outcome.states), background=outcome.background)
+        outcome.context = _carry(self, outcome.states)
+        return outcome
 
     def _routed_plan(self, hook: str, plan: list[LoadedPlugin], resolution: Resolution) -> list[LoadedPlugin]:
         """The hook's plan narrowed to the plugins the routes and conditions select; the
