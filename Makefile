@@ -34,7 +34,7 @@ abi-check: $(STAMP)
 
 lib: $(LIB)
 
-$(LIB): $(STAMP) ffi/build_lib.py ffi/runtime.c ffi/fastpath.c ffi/generated/shims.c ffi/generated/embedding_api.h include/cpex.h
+$(LIB): $(STAMP) ffi/build_lib.py ffi/runtime.c ffi/fastpath.c ffi/generated/shims.c ffi/generated/unchanged_result.c ffi/generated/embedding_api.h include/cpex.h
 	$(PY) ffi/build_lib.py
 
 typecheck: $(STAMP)

@@ -108,6 +108,7 @@ def make_ffi(sdk_python: Path, build_dir: Path) -> FFI:
             defines,
             (generated / "embedding_api.h").read_text(encoding="utf-8"),
             (ROOT / "ffi" / "runtime.c").read_text(encoding="utf-8"),
+            (generated / "unchanged_result.c").read_text(encoding="utf-8"),
             (ROOT / "ffi" / "fastpath.c").read_text(encoding="utf-8"),
             (generated / "shims.c").read_text(encoding="utf-8"),
         ]
@@ -120,7 +121,6 @@ def make_ffi(sdk_python: Path, build_dir: Path) -> FFI:
         char *cpexrt_message(const char *utf8, size_t len);
         void cpexrt_set_init_error(const char *utf8, size_t len);
         int cpexrt_embedded(void);
-        void cpexrt_set_unchanged_result(uint8_t payload_type, const char *bytes, size_t len);
         int cpexrt_plain_map(const uint8_t *bytes, size_t len, size_t max_entries);
         void cpexrt_publish_hooks(uintptr_t token, int initialized, const char *hooks, size_t len,
                                   size_t max_payload, size_t max_extensions, size_t max_entries);

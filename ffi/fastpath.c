@@ -1,8 +1,10 @@
 /* The fast path of hooks nobody handles: cpex_invoke answers them in C, without
-   entering Python, when the call is plainly valid. Anything unusual (a context, a
-   payload type without a published answer, a manager not initialized, bytes the
-   strict checker below does not accept) declines, and the Python boundary answers
-   with its full checks and messages. Pasted into the cffi source after runtime.c. */
+   entering Python, when the call is plainly valid, with the generic payload type's
+   unchanged result (ffi/generated/unchanged_result.c). Anything unusual (a context,
+   a payload type other than generic, a manager not initialized, bytes the strict
+   checker below does not accept) declines, and the Python boundary answers with its
+   full checks and messages. Pasted into the cffi source after runtime.c and
+   ffi/generated/unchanged_result.c. */
 
 #define CPEX__DECLINED ((cpex_status)1)
 #define CPEX__MAX_DEPTH 64
@@ -20,22 +22,6 @@ typedef struct {
 static pthread_rwlock_t cpex__quiet_lock = PTHREAD_RWLOCK_INITIALIZER;
 static cpex__quiet_entry *cpex__quiet;
 static size_t cpex__quiet_n;
-static uint8_t *cpex__unchanged[256];
-static size_t cpex__unchanged_len[256];
-
-/* Called by the boundary: the answer to a call nobody changed, for payload_type. */
-void cpexrt_set_unchanged_result(uint8_t payload_type, const char *bytes, size_t len)
-{
-    uint8_t *copy = (uint8_t *)malloc(len);
-    if (copy == NULL)
-        return;
-    memcpy(copy, bytes, len);
-    pthread_rwlock_wrlock(&cpex__quiet_lock);
-    free(cpex__unchanged[payload_type]);
-    cpex__unchanged[payload_type] = copy;
-    cpex__unchanged_len[payload_type] = len;
-    pthread_rwlock_unlock(&cpex__quiet_lock);
-}
 
 /* Called by the boundary whenever a manager's hooks, limits or initialized state
    change; initialized < 0 forgets the manager (shutdown). */
@@ -228,37 +214,37 @@ static cpex_status cpex__fast_invoke(cpex_manager *manager, const char *hook, si
                                      size_t *out_result_len, cpex_context **out_context,
                                      cpex_background **out_background, char **err_msg)
 {
-    size_t i;
+    size_t i, unchanged_len;
     int quiet = 0;
     const cpex__quiet_entry *entry = NULL;
+    const uint8_t *unchanged;
     uint8_t *answer;
     (void)out_context;
     (void)out_background;
     (void)err_msg;
-    if (context != NULL || payload_len == 0 || hook_len == 0)
+    /* Only generic payloads: a CMF payload needs Python's checks of the message. */
+    if (context != NULL || payload_len == 0 || hook_len == 0 || payload_type != CPEX_PAYLOAD_GENERIC)
         return CPEX__DECLINED;
+    unchanged = cpex__unchanged_result(payload_type, &unchanged_len);
     pthread_rwlock_rdlock(&cpex__quiet_lock);
-    if (cpex__unchanged[payload_type] != NULL)
-        for (i = 0; i < cpex__quiet_n; i++)
-            if (cpex__quiet[i].token == (uintptr_t)manager) {
-                entry = &cpex__quiet[i];
-                quiet = entry->initialized > 0 && !cpex__has_hook(entry, hook, hook_len);
-                break;
-            }
+    for (i = 0; i < cpex__quiet_n; i++)
+        if (cpex__quiet[i].token == (uintptr_t)manager) {
+            entry = &cpex__quiet[i];
+            quiet = entry->initialized > 0 && !cpex__has_hook(entry, hook, hook_len);
+            break;
+        }
     if (!quiet || !cpex__utf8((const uint8_t *)hook, hook_len) ||
         !cpex__plain_map(payload, payload_len, entry->max_payload, entry->max_entries) ||
         (extensions_len != 0 && !cpex__plain_map(extensions, extensions_len, entry->max_extensions, entry->max_entries))) {
         pthread_rwlock_unlock(&cpex__quiet_lock);
         return CPEX__DECLINED;
     }
-    answer = (uint8_t *)cpexrt_copy_out(cpex__unchanged[payload_type], cpex__unchanged_len[payload_type]);
-    *out_result_len = cpex__unchanged_len[payload_type];
     pthread_rwlock_unlock(&cpex__quiet_lock);
-    if (answer == NULL) {
-        *out_result_len = 0;
+    answer = (uint8_t *)cpexrt_copy_out(unchanged, unchanged_len);
+    if (answer == NULL)
         return CPEX__DECLINED;
-    }
     *out_result = answer;
+    *out_result_len = unchanged_len;
     return CPEX_OK;
 }
 

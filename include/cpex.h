@@ -239,7 +239,28 @@ cpex_status cpex_is_initialized(cpex_manager *manager, int *out_initialized, cha
 /*
  * cpex_invoke
  *
- * Runs the plugins of a hook over a payload.
+ * Runs the plugins of a hook over a payload. A result nobody changed (every
+ * plugin let the call continue; no modified payload or extensions, no errors,
+ * metadata, retry delay or HTTP headers) is exactly the unchanged result of
+ * its payload type, whose bytes cpex.h lists with cpex_invoke: hosts may
+ * compare out_result with them instead of decoding it.
+ *
+ * The unchanged results, by payload type (codegen/schema/abi.yaml,
+ * unchanged_result):
+ *  CPEX_PAYLOAD_GENERIC, 75 bytes:
+ *    {"continue_processing": true, "payload_modified": false,
+ *    "extensions_modified": false, "payload_type": 0}
+ *    84 b3 63 6f 6e 74 69 6e 75 65 5f 70 72 6f 63 65 73 73 69 6e 67 c3 b0 70
+ *    61 79 6c 6f 61 64 5f 6d 6f 64 69 66 69 65 64 c2 b3 65 78 74 65 6e 73 69
+ *    6f 6e 73 5f 6d 6f 64 69 66 69 65 64 c2 ac 70 61 79 6c 6f 61 64 5f 74 79
+ *    70 65 00
+ *  CPEX_PAYLOAD_CMF_MESSAGE, 75 bytes:
+ *    {"continue_processing": true, "payload_modified": false,
+ *    "extensions_modified": false, "payload_type": 1}
+ *    84 b3 63 6f 6e 74 69 6e 75 65 5f 70 72 6f 63 65 73 73 69 6e 67 c3 b0 70
+ *    61 79 6c 6f 61 64 5f 6d 6f 64 69 66 69 65 64 c2 b3 65 78 74 65 6e 73 69
+ *    6f 6e 73 5f 6d 6f 64 69 66 69 65 64 c2 ac 70 61 79 6c 6f 61 64 5f 74 79
+ *    70 65 01
  *
  *  hook: The hook name (built-in or custom).
  *  payload_type: A CPEX_PAYLOAD_* id.
@@ -270,7 +291,8 @@ cpex_status cpex_invoke(cpex_manager *manager, const char *hook, size_t hook_len
  * cpex_invoke_request
  *
  * cpex_invoke with the request's global context (request id, user, tenant,
- * server, metadata). Since ABI 1.1.
+ * server, metadata). A result nobody changed is exactly cpex_invoke's
+ * unchanged result of its payload type. Since ABI 1.1.
  *
  *  hook: The hook name (built-in or custom).
  *  payload_type: A CPEX_PAYLOAD_* id.

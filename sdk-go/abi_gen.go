@@ -25,6 +25,29 @@ const (
 	PayloadCMFMessage uint8 = 1
 )
 
+// unchangedResults holds the unchanged result of each payload type, indexed by payload
+// type (codegen/schema/abi.yaml, unchanged_result): The PipelineResult of an invoke
+// nobody changed - every plugin let the call continue, and none modified the payload
+// or extensions, reported an error, added metadata, asked for a retry delay or added
+// HTTP headers (or no plugin handles the hook). The library answers such a call with
+// exactly these bytes, the same every time for a payload type; hosts may compare a
+// result with them instead of decoding it.
+var unchangedResults = [...][]byte{
+	// {"continue_processing": true, "payload_modified": false, "extensions_modified": false, "payload_type": 0}
+	PayloadGeneric: []byte("\x84\xb3continue_processing\xc3\xb0payload_modified\xc2\xb3extensions_modified\xc2\xacpayload_type\x00"),
+	// {"continue_processing": true, "payload_modified": false, "extensions_modified": false, "payload_type": 1}
+	PayloadCMFMessage: []byte("\x84\xb3continue_processing\xc3\xb0payload_modified\xc2\xb3extensions_modified\xc2\xacpayload_type\x01"),
+}
+
+// unchangedResult returns the unchanged result of payloadType, or nil for an id that is
+// no payload type. The bytes are shared: never modify them.
+func unchangedResult(payloadType uint8) []byte {
+	if int(payloadType) < len(unchangedResults) {
+		return unchangedResults[payloadType]
+	}
+	return nil
+}
+
 // Status codes of the library.
 const (
 	codeOk            int32 = 0
@@ -199,7 +222,7 @@ func callIsInitialized(manager *C.cpex_manager) (bool, error) {
 	return outInitialized != 0, nil
 }
 
-// callInvoke calls cpex_invoke: Runs the plugins of a hook over a payload.
+// callInvoke calls cpex_invoke: Runs the plugins of a hook over a payload. A result nobody changed (every plugin let the call continue; no modified payload or extensions, no errors, metadata, retry delay or HTTP headers) is exactly the unchanged result of its payload type, whose bytes cpex.h lists with cpex_invoke: hosts may compare out_result with them instead of decoding it.
 func callInvoke(manager *C.cpex_manager, hook string, payloadType uint8, payload []byte, extensions []byte, context *C.cpex_context) ([]byte, *C.cpex_context, *C.cpex_background, error) {
 	var outResult *C.uint8_t
 	var outResultLen C.size_t
@@ -213,7 +236,7 @@ func callInvoke(manager *C.cpex_manager, hook string, payloadType uint8, payload
 	return takeBytes(outResult, outResultLen), outContext, outBackground, nil
 }
 
-// callInvokeRequest calls cpex_invoke_request: cpex_invoke with the request's global context (request id, user, tenant, server, metadata). Since ABI 1.1.
+// callInvokeRequest calls cpex_invoke_request: cpex_invoke with the request's global context (request id, user, tenant, server, metadata). A result nobody changed is exactly cpex_invoke's unchanged result of its payload type. Since ABI 1.1.
 func callInvokeRequest(manager *C.cpex_manager, hook string, payloadType uint8, payload []byte, extensions []byte, request []byte, context *C.cpex_context) ([]byte, *C.cpex_context, *C.cpex_background, error) {
 	var outResult *C.uint8_t
 	var outResultLen C.size_t

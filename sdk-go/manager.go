@@ -380,23 +380,12 @@ func (m *PluginManager) invoke(goctx context.Context, op, hook string, payloadTy
 	return result, newContextTable(out.ctx), newBackgroundTasks(out.bg), nil
 }
 
-// unchangedResults holds, per payload type, the bytes of the most common result: no
-// plugin objected or changed anything. The library sends exactly these bytes then, so
-// the SDK can skip decoding them.
-var unchangedResults sync.Map // uint8 -> []byte
-
+// decodeResult decodes the PipelineResult of an invoke. The most common result, no
+// plugin objected or changed anything, is exactly the payload type's unchanged result
+// (unchangedResult, generated from the schema): it is recognised without decoding.
 func decodeResult(raw []byte, payloadType uint8) (*PipelineResult, error) {
-	unchanged := PipelineResult{ContinueProcessing: true, PayloadType: payloadType}
-	want, ok := unchangedResults.Load(payloadType)
-	if !ok {
-		b, err := encode(unchanged, "pipeline result")
-		if err != nil {
-			return nil, err
-		}
-		want, _ = unchangedResults.LoadOrStore(payloadType, b)
-	}
-	if bytes.Equal(raw, want.([]byte)) {
-		return &unchanged, nil
+	if want := unchangedResult(payloadType); want != nil && bytes.Equal(raw, want) {
+		return &PipelineResult{ContinueProcessing: true, PayloadType: payloadType}, nil
 	}
 	result := &PipelineResult{}
 	if err := decode(raw, result, "pipeline result"); err != nil {

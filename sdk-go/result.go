@@ -1,3 +1,5 @@
+//go:build cgo
+
 package cpex
 
 // IsDenied reports whether a plugin denied the call (Violation says who and why).

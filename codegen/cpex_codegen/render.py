@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import jinja2
 
 from . import naming, vectors
-from .schema import Function, Param, RecordField, Schema, Union, Variant
+from .schema import Function, Param, PayloadType, RecordField, Schema, Union, Variant
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -18,6 +19,7 @@ TARGETS: dict[str, str] = {
     "cpex.h.j2": "include/cpex.h",
     "embedding_api.h.j2": "ffi/generated/embedding_api.h",
     "shims.c.j2": "ffi/generated/shims.c",
+    "unchanged_result.c.j2": "ffi/generated/unchanged_result.c",
     "abi_gen.go.j2": "sdk-go/abi_gen.go",
     "records_gen.go.j2": "sdk-go/records_gen.go",
     "errors.py.j2": "sdk-python/cpexrt/_generated/errors.py",
@@ -122,6 +124,36 @@ def go_c_args(fn: Function) -> list[str]:
     return out
 
 
+class UnchangedResult:
+    """One payload type's unchanged result (abi.yaml unchanged_result), as the
+    templates render it."""
+
+    def __init__(self, schema: Schema, payload_type: PayloadType, data: bytes) -> None:
+        self.type = payload_type
+        self.data = data
+        self.json = json.dumps(vectors.unchanged_result_value(schema, payload_type.id))
+
+    def hex_lines(self, per_line: int, fmt: str = "0x{:02x}", sep: str = ", ") -> list[str]:
+        """The bytes in lines of per_line, each byte as fmt."""
+        return [
+            sep.join(fmt.format(b) for b in self.data[i : i + per_line]) for i in range(0, len(self.data), per_line)
+        ]
+
+    @property
+    def go_literal(self) -> str:
+        """A Go interpreted string literal of the bytes (\\x takes exactly two digits)."""
+        out = []
+        for b in self.data:
+            ch = chr(b)
+            out.append(ch if 0x20 <= b < 0x7F and ch not in '"\\' else f"\\x{b:02x}")
+        return '"' + "".join(out) + '"'
+
+
+def unchanged_results(schema: Schema) -> list[UnchangedResult]:
+    data = vectors.unchanged_results(schema)
+    return [UnchangedResult(schema, t, data[t.id]) for t in schema.payload_types]
+
+
 def environment(schema: Schema) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
@@ -154,6 +186,7 @@ def environment(schema: Schema) -> jinja2.Environment:
         union_field=union_field,
         union_fields=union_fields,
         tuple=tuple,
+        unchanged_results=unchanged_results(schema),
         capabilities=sorted(
             {c for x in schema.extension_slots for c in (x.read, x.write, *x.read_any) if c is not None}
         ),

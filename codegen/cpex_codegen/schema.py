@@ -186,6 +186,19 @@ class ExtensionSlot(Strict):
         return self
 
 
+class UnchangedResult(Strict):
+    """The result of an invoke nobody changed: `record` with `fields` set, its
+    `payload_type_field` set to the payload type's id, and every optional field absent.
+    The generator encodes it once per payload type (vectors.unchanged_results)."""
+
+    record: str = Field(pattern=PASCAL)
+    payload_type_field: str = Field(pattern=IDENT)
+    fields: dict[str, bool | int | str]
+    # The functions whose C doc lists the bytes, after the function's own doc.
+    listed_in: tuple[str, ...] = ()
+    doc: str
+
+
 SCALARS = frozenset({"string", "bool", "uint8", "uint32", "int", "int64", "uint64", "float64", "bytes", "any"})
 _CONTAINER = re.compile(r"^(list|map)<(.+)>$")
 
@@ -199,6 +212,7 @@ class Schema(Strict):
     records: tuple[Record, ...] = ()
     unions: tuple[Union, ...] = ()
     extension_slots: tuple[ExtensionSlot, ...] = ()
+    unchanged_result: UnchangedResult
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Schema":
@@ -239,6 +253,7 @@ class Schema(Strict):
         by_name = {r.name: r for r in self.records}
         for slot in self.extension_slots:
             _check_slot(slot.path, by_name)
+        _check_unchanged_result(self.unchanged_result, by_name, {f.name: f for f in self.functions})
         _check_reserved(self)
         return self
 
@@ -266,6 +281,47 @@ def _check_slot(path: str, records: dict[str, "Record"]) -> None:
         if field is None:
             raise ValueError(f"extension slot {path}: {record.name} has no field {part!r}")
         record = records.get(field.type)
+
+
+_INTEGERS = frozenset({"uint8", "uint32", "int", "int64", "uint64"})
+
+
+def _check_unchanged_result(u: UnchangedResult, records: dict[str, "Record"], functions: dict[str, "Function"]) -> None:
+    """The unchanged result must be a complete record: every required field set (the
+    payload type's included), no optional one, each value of its field's type."""
+    where = "unchanged_result"
+    record = records.get(u.record)
+    if record is None:
+        raise ValueError(f"{where}: unknown record {u.record!r}")
+    by_name = {fl.name: fl for fl in record.fields}
+    pt = by_name.get(u.payload_type_field)
+    if pt is None or pt.optional or pt.type != "uint8":
+        raise ValueError(f"{where}: payload_type_field {u.payload_type_field!r} must be a required uint8 field of {u.record}")
+    for name, value in u.fields.items():
+        fl = by_name.get(name)
+        if fl is None:
+            raise ValueError(f"{where}: {u.record} has no field {name!r}")
+        if name == u.payload_type_field:
+            raise ValueError(f"{where}: field {name!r} is the payload_type_field, set per payload type")
+        if fl.optional:
+            raise ValueError(f"{where}: field {name!r} is optional; an unchanged result leaves optional fields absent")
+        ok = (
+            (fl.type == "bool" and isinstance(value, bool))
+            or (fl.type in _INTEGERS and isinstance(value, int) and not isinstance(value, bool)
+                and (value >= 0 or not fl.type.startswith("uint")))
+            or (fl.type == "string" and isinstance(value, str))
+        )
+        if not ok:
+            raise ValueError(f"{where}: field {name!r} is a {fl.type}, not {value!r}")
+    missing = [fl.name for fl in record.fields if not fl.optional and fl.name not in u.fields and fl.name != pt.name]
+    if missing:
+        raise ValueError(f"{where}: required fields of {u.record} without a value: {', '.join(missing)}")
+    for name in u.listed_in:
+        fn = functions.get(name)
+        if fn is None:
+            raise ValueError(f"{where}: listed_in names unknown function {name!r}")
+        if not any(p.kind == "bytes_out" for p in fn.params):
+            raise ValueError(f"{where}: listed_in function {name!r} returns no bytes")
 
 
 def _check_type(t: str, records: set[str], where: str) -> None:
@@ -324,6 +380,7 @@ def _check_reserved(schema: Schema) -> None:
     # Python errors.py: the enum, the exception classes, the payload type constants.
     py_errors: dict[str, str] = dict(PY_ERRORS_MODULE)
     py_errors["PAYLOAD_TYPES"] = "the payload type table of the generated errors.py"
+    py_errors["UNCHANGED_RESULTS"] = "the unchanged-result table of the generated errors.py"
     for st in schema.errors:
         _claim(py_errors, st.py_exception or "", f"the Python exception of status {st.name}", f"status {st.name}")
     for pt in schema.payload_types:

@@ -81,6 +81,27 @@ class _Builder:
         return {u.tag: tag, v.field: self.value(v.type, f"{tag}-{v.field}", depth)}
 
 
+def encode(value: Any) -> bytes:
+    """The canonical MessagePack of a wire value (the module's doc): what both SDKs'
+    encoders produce for the same record."""
+    data: bytes = msgpack.packb(value, use_bin_type=True)
+    return data
+
+
+def unchanged_result_value(schema: Schema, payload_type: int) -> dict[str, Any]:
+    """The unchanged result (abi.yaml unchanged_result) of one payload type, as a wire
+    map: its fields in schema order, optional ones absent."""
+    u = schema.unchanged_result
+    record = next(r for r in schema.records if r.name == u.record)
+    values: dict[str, Any] = {**u.fields, u.payload_type_field: payload_type}
+    return {fl.name: values[fl.name] for fl in record.fields if fl.name in values}
+
+
+def unchanged_results(schema: Schema) -> dict[int, bytes]:
+    """Payload type id -> the bytes of its unchanged result, in payload type order."""
+    return {t.id: encode(unchanged_result_value(schema, t.id)) for t in schema.payload_types}
+
+
 def build(schema: Schema) -> dict[str, tuple[str, Any]]:
     """Vector name -> (record or union name, value)."""
     b = _Builder(schema)
@@ -106,7 +127,7 @@ def render(schema: Schema) -> dict[str, str | bytes]:
     files: dict[str, str | bytes] = {}
     manifest = []
     for name, (type_name, value) in build(schema).items():
-        files[f"tests/vectors/{name}.msgpack"] = msgpack.packb(value, use_bin_type=True)
+        files[f"tests/vectors/{name}.msgpack"] = encode(value)
         manifest.append({"name": name, "type": type_name, "file": f"{name}.msgpack"})
     files["tests/vectors/manifest.json"] = json.dumps(manifest, indent=1) + "\n"
     return files

@@ -266,9 +266,9 @@ def test_payload_modified_is_explicit_on_every_result(make: Any) -> None:
 
 
 def test_payload_modified_is_on_the_wire_even_when_false(library: Any) -> None:
-    from cpexrt.result_bytes import unchanged_result
+    from cpexrt._generated.errors import UNCHANGED_RESULTS
 
-    wire = msgpack.unpackb(unchanged_result(0))
+    wire = msgpack.unpackb(UNCHANGED_RESULTS[0])
     assert wire["payload_modified"] is False and wire["extensions_modified"] is False
 
 

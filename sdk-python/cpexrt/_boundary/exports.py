@@ -11,13 +11,12 @@ import functools
 from typing import Any, Callable
 
 from cpexrt._generated.abi_cdef import PYTHON_FUNCTIONS
-from cpexrt._generated.errors import PAYLOAD_GENERIC, Status
+from cpexrt._generated.errors import UNCHANGED_RESULTS, Status
 from cpexrt._generated.records import PipelineResult, PluginError
 from cpexrt._boundary.handles import HANDLES, Kind
 from cpexrt.engine import Engine
 from cpexrt.engine.executor import PipelineOutcome
 from cpexrt._boundary.signals import refuse_signal_handlers
-from cpexrt.result_bytes import unchanged_result
 from cpexrt.errors import CpexError, InvalidInputError
 from cpexrt.wire import pack, unpack
 
@@ -211,7 +210,7 @@ class Exports:
                 and not result.retry_delay_ms
                 and not result.http_headers
             ):
-                data = unchanged_result(payload_type)
+                data = UNCHANGED_RESULTS[payload_type]  # the engine checked the payload type
             else:
                 data = _result_bytes(result, payload_type)
             buffer = self._copy_out(data)
@@ -300,8 +299,6 @@ def install(ffi: Any, lib: Any) -> None:
     """Attaches every implementation to its cffi extern "Python" declaration."""
     if lib.cpexrt_embedded():
         refuse_signal_handlers()
-    unchanged = unchanged_result(PAYLOAD_GENERIC)  # CMF payloads always need Python's checks
-    lib.cpexrt_set_unchanged_result(PAYLOAD_GENERIC, unchanged, len(unchanged))
     exports = Exports(ffi, lib)
     for name in PYTHON_FUNCTIONS:
         ffi.def_extern(name=f"cpexpy_{name}", onerror=_onerror)(_entry(exports, name, getattr(exports, name)))

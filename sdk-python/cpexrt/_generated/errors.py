@@ -133,5 +133,18 @@ PAYLOAD_TYPES: dict[int, str] = {
 PAYLOAD_GENERIC = 0
 PAYLOAD_CMF_MESSAGE = 1
 
+# The unchanged result of each payload type (codegen/schema/abi.yaml, unchanged_result):
+# The PipelineResult of an invoke nobody changed - every plugin let the call continue,
+# and none modified the payload or extensions, reported an error, added metadata, asked
+# for a retry delay or added HTTP headers (or no plugin handles the hook). The library
+# answers such a call with exactly these bytes, the same every time for a payload type;
+# hosts may compare a result with them instead of decoding it.
+UNCHANGED_RESULTS: dict[int, bytes] = {
+    # {"continue_processing": true, "payload_modified": false, "extensions_modified": false, "payload_type": 0}
+    PAYLOAD_GENERIC: b'\x84\xb3continue_processing\xc3\xb0payload_modified\xc2\xb3extensions_modified\xc2\xacpayload_type\x00',
+    # {"continue_processing": true, "payload_modified": false, "extensions_modified": false, "payload_type": 1}
+    PAYLOAD_CMF_MESSAGE: b'\x84\xb3continue_processing\xc3\xb0payload_modified\xc2\xb3extensions_modified\xc2\xacpayload_type\x01',
+}
+
 ABI_VERSION_MAJOR = 1
 ABI_VERSION_MINOR = 1

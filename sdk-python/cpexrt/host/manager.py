@@ -9,11 +9,10 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast, overload
 
-from cpexrt._generated.errors import PAYLOAD_CMF_MESSAGE, PAYLOAD_GENERIC
+from cpexrt._generated.errors import PAYLOAD_CMF_MESSAGE, PAYLOAD_GENERIC, UNCHANGED_RESULTS
 from cpexrt._generated.records import Extensions, MessagePayload, PipelineResult, PluginError, PluginViolation
 from cpexrt.errors import InvalidHandleError, InvalidInputError
 from cpexrt.host.library import Library, load_library
-from cpexrt.result_bytes import unchanged_result
 from cpexrt.wire import WireRecord, pack, unpack
 
 
@@ -166,9 +165,10 @@ class InvokeResult(Generic[P]):
 
 
 def _decode_result(raw: bytes, payload_type: int) -> PipelineResult:
-    """The library sends the same bytes for every result nobody objected to or changed:
-    those skip decoding and validation."""
-    if raw == unchanged_result(payload_type):
+    """The library sends its payload type's unchanged result (UNCHANGED_RESULTS, from the
+    schema) for every result nobody objected to or changed: those skip decoding and
+    validation."""
+    if raw == UNCHANGED_RESULTS.get(payload_type):
         return PipelineResult.model_construct(
             continue_processing=True, payload_modified=False, extensions_modified=False, payload_type=payload_type
         )
