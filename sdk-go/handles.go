@@ -193,20 +193,12 @@ func (b *BackgroundTasks) wait(goctx context.Context, op string) ([]PluginError,
 		raw []byte
 		err error
 	}
-	var w waited
-	if goctx.Done() == nil {
-		w.raw, w.err = callWaitBackground(ref.p)
-	} else {
-		done := make(chan waited, 1)
-		go func() {
-			raw, err := callWaitBackground(ref.p)
-			done <- waited{raw, err}
-		}()
-		select {
-		case w = <-done:
-		case <-goctx.Done():
-			return nil, fmt.Errorf("cpex: %s: %w", op, goctx.Err())
-		}
+	w, err := await(goctx, func() waited {
+		raw, err := callWaitBackground(ref.p)
+		return waited{raw, err}
+	}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("cpex: %s: %w", op, err)
 	}
 	runtime.KeepAlive(b) // its cleanup must not free the handle mid-wait
 	raw, err := w.raw, w.err

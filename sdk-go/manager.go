@@ -180,6 +180,19 @@ func (m *PluginManager) LoadConfig(yaml string) error {
 	return callLoadConfig(h, yaml)
 }
 
+// LoadConfigFile loads the YAML config file at path (see LoadConfig); the library
+// reads it, and relative plugin_settings.plugin_dirs in it are taken from the file's
+// folder, not the process's working directory. A file that cannot be read fails with
+// ErrCpexInvalidInput naming it.
+func (m *PluginManager) LoadConfigFile(path string) error {
+	h, leave, err := m.enter("LoadConfigFile")
+	if err != nil {
+		return err
+	}
+	defer leave()
+	return callLoadConfigFile(h, path)
+}
+
 // Initialize initializes every plugin; a failing plugin fails the call, by name.
 func (m *PluginManager) Initialize() error {
 	h, leave, err := m.enter("Initialize")
@@ -356,18 +369,9 @@ func (m *PluginManager) invoke(goctx context.Context, op, hook string, payloadTy
 		}
 		return out
 	}
-	var out invokeOutput
-	if goctx.Done() == nil {
-		out = call()
-	} else {
-		done := make(chan invokeOutput, 1)
-		go func() { done <- call() }()
-		select {
-		case out = <-done:
-		case <-goctx.Done():
-			go func() { (<-done).release() }()
-			return nil, nil, nil, fmt.Errorf("cpex: %s %q: %w", op, hook, goctx.Err())
-		}
+	out, err := await(goctx, call, invokeOutput.release)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("cpex: %s %q: %w", op, hook, err)
 	}
 	if out.err != nil {
 		return nil, nil, nil, out.err

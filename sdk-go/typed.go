@@ -83,16 +83,3 @@ func invokeTyped[P any](goctx context.Context, op string, m *PluginManager, hook
 	}
 	return typed, next, bg, nil
 }
-
-// LoadConfigFile loads the YAML config file at path (see LoadConfig); the library
-// reads it, and relative plugin_settings.plugin_dirs in it are taken from the file's
-// folder, not the process's working directory. A file that cannot be read fails with
-// ErrCpexInvalidInput naming it.
-func (m *PluginManager) LoadConfigFile(path string) error {
-	h, leave, err := m.enter("LoadConfigFile")
-	if err != nil {
-		return err
-	}
-	defer leave()
-	return callLoadConfigFile(h, path)
-}
