@@ -8,7 +8,7 @@ PYDIRS := sdk-python/cpexrt codegen/cpex_codegen ffi/build_lib.py sdk-python/tes
 
 GOMODS := sdk-go examples bench
 
-.PHONY: all venv lib codegen codegen-check abi-check test test-python test-go test-fuzz typecheck demo demos bench clean
+.PHONY: all venv lib codegen codegen-check abi-check test lint test-python test-go test-fuzz typecheck demo demos bench clean
 
 all: lib demo
 
@@ -37,6 +37,12 @@ lib: $(LIB)
 $(LIB): $(STAMP) ffi/build_lib.py ffi/runtime.c ffi/fastpath.c ffi/generated/shims.c ffi/generated/unchanged_result.c ffi/generated/embedding_api.h include/cpex.h
 	$(PY) ffi/build_lib.py
 
+# ruff's lint rules and formatting (pyproject.toml, [tool.ruff]); `ruff format .` and
+# `ruff check --fix .` fix most of what it reports.
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
 typecheck: $(STAMP)
 	$(PY) -m mypy $(PYDIRS)
 
@@ -55,7 +61,7 @@ test-fuzz: lib
 	cd sdk-go && for t in FuzzInvokePayload FuzzInvokeExtensions FuzzConfig; do \
 		go test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) . || exit 1; done
 
-test: codegen-check typecheck test-python test-go test-fuzz
+test: lint codegen-check typecheck test-python test-go test-fuzz
 
 # The main demo: a Go host, generic payloads (examples/generic).
 demo: lib

@@ -8,6 +8,7 @@ from typing import Any
 from cpex.framework import Plugin as PyCpexPlugin
 from cpex.framework import PluginContext as PyCpexContext
 from cpex.framework import ToolPreInvokePayload, ToolPreInvokeResult
+
 from cpexrt import Plugin, PluginContext
 
 

@@ -14,8 +14,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -113,9 +114,15 @@ def pycpex_figures(n: int) -> dict[str, float]:
     out["pycpex_pii_p50"], out["pycpex_pii_p99"] = asyncio.run(measure())
     here = str(ROOT / "bench")
     for name, kind in (("native", "adapter_plugins:NativeNoop"), ("pycpex", "adapter_plugins.PyCpexNoop")):
-        engine = Engine.from_yaml(f"plugin_dirs: [{here!r}]\nplugins:\n  - {{name: noop, kind: {kind}, hooks: [tool_pre_invoke]}}\n")
+        engine = Engine.from_yaml(
+            f"plugin_dirs: [{here!r}]\nplugins:\n  - {{name: noop, kind: {kind}, hooks: [tool_pre_invoke]}}\n"
+        )
         engine.initialize()
-        out[f"engine_noop_{name}_p50"], _ = percentiles(n, lambda: engine.invoke("tool_pre_invoke", 0, {"name": "t", "args": {}}))
+
+        def invoke(engine: Engine = engine) -> Any:
+            return engine.invoke("tool_pre_invoke", 0, {"name": "t", "args": {}})
+
+        out[f"engine_noop_{name}_p50"], _ = percentiles(n, invoke)
         engine.shutdown()
     return out
 
@@ -139,7 +146,10 @@ def cpex01_figures(n: int) -> dict[str, float]:
         subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", CPEX01], check=True)
     proc = subprocess.run(
         [str(python), str(ROOT / "bench" / "cpex01" / "baseline.py"), str(n)],
-        capture_output=True, text=True, check=True, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        capture_output=True,
+        text=True,
+        check=True,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
     )
     figures: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
     return figures
@@ -166,40 +176,92 @@ def main() -> None:
     lines = [
         "| figure | measured | target | ratio to baseline (same run) | met |",
         "| --- | --- | --- | --- | --- |",
-        row("Go invoke, hook with no plugins (median)", f"{f['go_no_plugins_p50']:.1f} µs", "≤ 3 µs",
+        row(
+            "Go invoke, hook with no plugins (median)",
+            f"{f['go_no_plugins_p50']:.1f} µs",
+            "≤ 3 µs",
             f"{f['go_no_plugins_p50'] / f['engine_no_plugins_p50']:.2f} × engine direct ({f['engine_no_plugins_p50']:.1f} µs)",
-            f["go_no_plugins_p50"] <= 3),
-        row("Go invoke, demo pipeline (median / p99)", f"{f['go_pipeline_p50']:.1f} / {f['go_pipeline_p99']:.1f} µs", "≤ 30 / ≤ 150 µs",
+            f["go_no_plugins_p50"] <= 3,
+        ),
+        row(
+            "Go invoke, demo pipeline (median / p99)",
+            f"{f['go_pipeline_p50']:.1f} / {f['go_pipeline_p99']:.1f} µs",
+            "≤ 30 / ≤ 150 µs",
             f"{f['go_pipeline_p50'] / f['engine_pipeline_p50']:.2f} × engine direct ({f['engine_pipeline_p50']:.1f} µs)",
-            f["go_pipeline_p50"] <= 30 and f["go_pipeline_p99"] <= 150),
-        row("Python SDK over libcpex.so, demo pipeline (median)", f"{f['python_sdk_pipeline_p50']:.1f} µs", "≤ 35 µs",
-            f"{f['python_sdk_pipeline_p50'] / f['engine_pipeline_p50']:.2f} × engine direct", f["python_sdk_pipeline_p50"] <= 35),
-        row("ABI overhead: Go invoke ÷ engine direct, demo pipeline", f"{f['go_pipeline_p50'] / f['engine_pipeline_p50']:.2f}", "≤ 1.5",
-            "(is the ratio)", f["go_pipeline_p50"] / f["engine_pipeline_p50"] <= 1.5),
+            f["go_pipeline_p50"] <= 30 and f["go_pipeline_p99"] <= 150,
+        ),
+        row(
+            "Python SDK over libcpex.so, demo pipeline (median)",
+            f"{f['python_sdk_pipeline_p50']:.1f} µs",
+            "≤ 35 µs",
+            f"{f['python_sdk_pipeline_p50'] / f['engine_pipeline_p50']:.2f} × engine direct",
+            f["python_sdk_pipeline_p50"] <= 35,
+        ),
+        row(
+            "ABI overhead: Go invoke ÷ engine direct, demo pipeline",
+            f"{f['go_pipeline_p50'] / f['engine_pipeline_p50']:.2f}",
+            "≤ 1.5",
+            "(is the ratio)",
+            f["go_pipeline_p50"] / f["engine_pipeline_p50"] <= 1.5,
+        ),
     ]
     if base:
         speedup = f["cpex01_pipeline_p50"] / f["go_pipeline_p50"]
-        lines.append(row(f"against {CPEX01} invoke_hook, same pipeline", f"{speedup:.2f} × faster from Go",
-                         "≥ 3 ×", f"cpex 0.1.x: {f['cpex01_pipeline_p50']:.1f} µs median", speedup >= 3))
+        lines.append(
+            row(
+                f"against {CPEX01} invoke_hook, same pipeline",
+                f"{speedup:.2f} × faster from Go",
+                "≥ 3 ×",
+                f"cpex 0.1.x: {f['cpex01_pipeline_p50']:.1f} µs median",
+                speedup >= 3,
+            )
+        )
     pii_ratio = f["go_pii_p50"] / f["pycpex_pii_p50"]
     adapter = f["engine_noop_pycpex_p50"] - f["engine_noop_native_p50"]
     lines += [
-        row("cpex-pii-filter, tool call with PII, from Go (median)", f"{f['go_pii_p50']:.1f} µs", "≤ 0.8 × py-cpex",
-            f"{pii_ratio:.2f} × py-cpex's own PluginManager in-process ({f['pycpex_pii_p50']:.1f} µs)", pii_ratio <= 0.8),
-        row("py-cpex adapter's own cost: do-nothing py-cpex plugin − do-nothing cpex plugin, engine direct", f"{adapter:.1f} µs",
-            "≤ 10 µs", f"native: {f['engine_noop_native_p50']:.1f} µs, py-cpex: {f['engine_noop_pycpex_p50']:.1f} µs", adapter <= 10),
+        row(
+            "cpex-pii-filter, tool call with PII, from Go (median)",
+            f"{f['go_pii_p50']:.1f} µs",
+            "≤ 0.8 × py-cpex",
+            f"{pii_ratio:.2f} × py-cpex's own PluginManager in-process ({f['pycpex_pii_p50']:.1f} µs)",
+            pii_ratio <= 0.8,
+        ),
+        row(
+            "py-cpex adapter's own cost: do-nothing py-cpex plugin − do-nothing cpex plugin, engine direct",
+            f"{adapter:.1f} µs",
+            "≤ 10 µs",
+            f"native: {f['engine_noop_native_p50']:.1f} µs, py-cpex: {f['engine_noop_pycpex_p50']:.1f} µs",
+            adapter <= 10,
+        ),
     ]
     through = f["go_8_throughput"] / f["go_1_throughput"]
     spread = f["go_8_p99"] / f["go_8_p50"]
     lines += [
-        row("8 goroutines at once: throughput, p99 ÷ p50", f"{through:.2f} × one goroutine's ({f['go_8_throughput']:.0f}/s), {spread:.1f}",
-            "≥ 0.8 ×, ≤ 10", f"one goroutine: {f['go_1_throughput']:.0f}/s", through >= 0.8 and spread <= 10),
-        row("cold start: process start → first invoke result (Go)", f"{f['go_cold_start_ms']:.0f} ms", "≤ 300 ms", "", f["go_cold_start_ms"] <= 300),
+        row(
+            "8 goroutines at once: throughput, p99 ÷ p50",
+            f"{through:.2f} × one goroutine's ({f['go_8_throughput']:.0f}/s), {spread:.1f}",
+            "≥ 0.8 ×, ≤ 10",
+            f"one goroutine: {f['go_1_throughput']:.0f}/s",
+            through >= 0.8 and spread <= 10,
+        ),
+        row(
+            "cold start: process start → first invoke result (Go)",
+            f"{f['go_cold_start_ms']:.0f} ms",
+            "≤ 300 ms",
+            "",
+            f["go_cold_start_ms"] <= 300,
+        ),
     ]
     if "go_long_invokes" in f:
-        lines.append(row(f"{f['go_long_invokes']:,.0f} invokes: RSS growth, handles left",
-                         f"{f['go_long_rss_growth_mb']:.1f} MB, {f['go_long_live_handles']:.0f}", "≤ 10 MB, 0", "",
-                         f["go_long_rss_growth_mb"] <= 10 and f["go_long_live_handles"] == 0))
+        lines.append(
+            row(
+                f"{f['go_long_invokes']:,.0f} invokes: RSS growth, handles left",
+                f"{f['go_long_rss_growth_mb']:.1f} MB, {f['go_long_live_handles']:.0f}",
+                "≤ 10 MB, 0",
+                "",
+                f["go_long_rss_growth_mb"] <= 10 and f["go_long_live_handles"] == 0,
+            )
+        )
     print("\n".join(lines))
     print("\nraw figures (µs unless named):", json.dumps({k: round(v, 2) for k, v in sorted(f.items())}))
 

@@ -150,7 +150,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out-dir", type=Path, default=ROOT / "build" / "lib", help="where libcpex.so.1 goes")
     parser.add_argument(
-        "--sdk-python", type=Path, default=ROOT / "sdk-python",
+        "--sdk-python",
+        type=Path,
+        default=ROOT / "sdk-python",
         help="the directory the library imports the engine from (tests point it elsewhere)",
     )
     args = parser.parse_args()

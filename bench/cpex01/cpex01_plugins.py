@@ -13,7 +13,9 @@ class IdentityChecker(Plugin):
         if not user:
             return ToolPreInvokeResult(
                 continue_processing=False,
-                violation=PluginViolation(reason="tool calls need an authenticated user", description="", code="missing_identity", details={}),
+                violation=PluginViolation(
+                    reason="tool calls need an authenticated user", description="", code="missing_identity", details={}
+                ),
             )
         context.state["user"] = user
         return ToolPreInvokeResult(continue_processing=True)
@@ -24,7 +26,9 @@ class PIIGuard(Plugin):
         if (payload.args or {}).get("pii_clearance") is not True:
             return ToolPreInvokeResult(
                 continue_processing=False,
-                violation=PluginViolation(reason="PII access requires clearance", description="", code="pii_clearance_required", details={}),
+                violation=PluginViolation(
+                    reason="PII access requires clearance", description="", code="pii_clearance_required", details={}
+                ),
             )
         return ToolPreInvokeResult(continue_processing=True)
 

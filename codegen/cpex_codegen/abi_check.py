@@ -27,9 +27,10 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pycparser import c_ast
 
@@ -277,8 +278,7 @@ def _members(node: Any) -> str:
 def _evaluate(node: Any, env: dict[str, int]) -> int | None:
     """The value of an integer constant expression, or None."""
     if isinstance(node, c_ast.Constant):
-        if node.type not in ("int", "unsigned int", "long int", "unsigned long int", "long long int",
-                             "unsigned long long int"):
+        if node.type not in ("int", "unsigned int", "long int", "unsigned long int", "long long int", "unsigned long long int"):
             return None
         text = str(node.value).rstrip("uUlL")
         if len(text) > 1 and text[0] == "0" and text[1] not in "xXbB":
@@ -293,7 +293,10 @@ def _evaluate(node: Any, env: dict[str, int]) -> int | None:
         if v is None:
             return None
         ops: dict[str, Callable[[int], int]] = {
-            "-": lambda x: -x, "+": lambda x: x, "~": lambda x: ~x, "!": lambda x: int(not x),
+            "-": lambda x: -x,
+            "+": lambda x: x,
+            "~": lambda x: ~x,
+            "!": lambda x: int(not x),
         }
         return ops[node.op](v) if node.op in ops else None
     if isinstance(node, c_ast.BinaryOp):
@@ -301,9 +304,14 @@ def _evaluate(node: Any, env: dict[str, int]) -> int | None:
         if a is None or b is None:
             return None
         binops: dict[str, Callable[[int, int], int]] = {
-            "+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y,
-            "<<": lambda x, y: x << y, ">>": lambda x, y: x >> y, "|": lambda x, y: x | y,
-            "&": lambda x, y: x & y, "^": lambda x, y: x ^ y,
+            "+": lambda x, y: x + y,
+            "-": lambda x, y: x - y,
+            "*": lambda x, y: x * y,
+            "<<": lambda x, y: x << y,
+            ">>": lambda x, y: x >> y,
+            "|": lambda x, y: x | y,
+            "&": lambda x, y: x & y,
+            "^": lambda x, y: x ^ y,
         }
         if node.op in binops:
             return binops[node.op](a, b)
@@ -324,8 +332,10 @@ def compare(baseline: Abi, current: Abi) -> list[str]:
     """Every way `current` breaks the rules against `baseline`; empty when it keeps them."""
     old, new = (baseline.major, baseline.minor), (current.major, current.minor)
     if new < old:
-        return [f"ABI version went backwards: {current.where} is {current.version}, "
-                f"the released {baseline.where} is {baseline.version}"]
+        return [
+            f"ABI version went backwards: {current.where} is {current.version}, "
+            f"the released {baseline.where} is {baseline.version}"
+        ]
     if current.major > baseline.major:
         return []  # a new major version may change anything
     problems: list[str] = []
@@ -336,8 +346,10 @@ def compare(baseline: Abi, current: Abi) -> list[str]:
             problems.append(f"function {name} was removed (it is in ABI {baseline.version}); that {why_major}")
             continue
         for change in _signature_changes(fn, now):
-            problems.append(f"function {name}: {change} (ABI {baseline.version}: `{fn.signature()}`, "
-                            f"now `{now.signature()}`); that {why_major}")
+            problems.append(
+                f"function {name}: {change} (ABI {baseline.version}: `{fn.signature()}`, "
+                f"now `{now.signature()}`); that {why_major}"
+            )
     for name, ent in baseline.entities.items():
         cur = current.entities.get(name)
         if cur is None:
@@ -375,9 +387,11 @@ def _signature_changes(old: Function, new: Function) -> list[str]:
     if old.returns != new.returns:
         changes.append(f"return type changed from `{old.returns}` to `{new.returns}`")
     if len(old.params) != len(new.params) or old.variadic != new.variadic:
-        changes.append(f"parameter count changed from {len(old.params)}{' + ...' if old.variadic else ''} "
-                       f"to {len(new.params)}{' + ...' if new.variadic else ''}")
-    for i, (a, b) in enumerate(zip(old.params, new.params), 1):
+        changes.append(
+            f"parameter count changed from {len(old.params)}{' + ...' if old.variadic else ''} "
+            f"to {len(new.params)}{' + ...' if new.variadic else ''}"
+        )
+    for i, (a, b) in enumerate(zip(old.params, new.params, strict=False), 1):
         if a.type != b.type:
             changes.append(f"parameter {i} ({a.name}) changed type from `{a.type}` to `{b.type}`")
     return changes
@@ -427,8 +441,9 @@ def check(schema: Schema, header: str, baseline_dir: Path, where: str = "include
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cpex_codegen.abi_check", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m cpex_codegen.abi_check", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--header", type=Path, default=ROOT / "include" / "cpex.h")
     parser.add_argument("--baselines", type=Path, default=ROOT / "include" / "abi")
     parser.add_argument("--schema", type=Path, default=ROOT / "codegen" / "schema")

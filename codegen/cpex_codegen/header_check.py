@@ -39,8 +39,11 @@ def strip_includes(header: str) -> str:
 def preprocess(source: str, *flags: str, what: str = "cpex.h") -> str:
     """`gcc -E -P` of a C translation unit (flags: e.g. -dM for the macro definitions)."""
     pre = subprocess.run(
-        ["gcc", "-E", "-P", "-std=c99", *flags, "-x", "c", "-"], input=source,
-        capture_output=True, text=True, check=False,
+        ["gcc", "-E", "-P", "-std=c99", *flags, "-x", "c", "-"],
+        input=source,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if pre.returncode != 0:
         raise HeaderCheckError(f"the preprocessor rejected {what}:\n{pre.stderr}")

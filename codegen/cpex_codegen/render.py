@@ -30,12 +30,28 @@ TARGETS: dict[str, str] = {
 }
 
 _GO_SCALARS = {
-    "string": "string", "bool": "bool", "uint8": "uint8", "uint32": "uint32", "int": "int", "int64": "int64",
-    "uint64": "uint64", "float64": "float64", "bytes": "[]byte", "any": "any",
+    "string": "string",
+    "bool": "bool",
+    "uint8": "uint8",
+    "uint32": "uint32",
+    "int": "int",
+    "int64": "int64",
+    "uint64": "uint64",
+    "float64": "float64",
+    "bytes": "[]byte",
+    "any": "any",
 }
 _PY_SCALARS = {
-    "string": "str", "bool": "bool", "uint8": "int", "uint32": "int", "int": "int", "int64": "int", "uint64": "int",
-    "float64": "float", "bytes": "bytes", "any": "Any",
+    "string": "str",
+    "bool": "bool",
+    "uint8": "int",
+    "uint32": "int",
+    "int": "int",
+    "int64": "int",
+    "uint64": "int",
+    "float64": "float",
+    "bytes": "bytes",
+    "any": "Any",
 }
 _CONTAINER = re.compile(r"^(list|map)<(?:string,)?(.+)>$")
 
@@ -135,9 +151,7 @@ class UnchangedResult:
 
     def hex_lines(self, per_line: int, fmt: str = "0x{:02x}", sep: str = ", ") -> list[str]:
         """The bytes in lines of per_line, each byte as fmt."""
-        return [
-            sep.join(fmt.format(b) for b in self.data[i : i + per_line]) for i in range(0, len(self.data), per_line)
-        ]
+        return [sep.join(fmt.format(b) for b in self.data[i : i + per_line]) for i in range(0, len(self.data), per_line)]
 
     @property
     def go_literal(self) -> str:
@@ -187,9 +201,7 @@ def environment(schema: Schema) -> jinja2.Environment:
         union_fields=union_fields,
         tuple=tuple,
         unchanged_results=unchanged_results(schema),
-        capabilities=sorted(
-            {c for x in schema.extension_slots for c in (x.read, x.write, *x.read_any) if c is not None}
-        ),
+        capabilities=sorted({c for x in schema.extension_slots for c in (x.read, x.write, *x.read_any) if c is not None}),
     )
     return env
 

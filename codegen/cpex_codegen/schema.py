@@ -57,7 +57,7 @@ class Status(Strict):
     py_exception: str | None = Field(default=None, pattern=r"^[A-Z][A-Za-z0-9]*Error$")
 
     @model_validator(mode="after")
-    def _error_names(self) -> "Status":
+    def _error_names(self) -> Status:
         if self.code < 0 and (self.go_sentinel is None or self.py_exception is None):
             raise ValueError(f"status {self.name}: an error status needs go_sentinel and py_exception")
         if self.code == 0 and (self.go_sentinel or self.py_exception):
@@ -72,9 +72,7 @@ class PayloadType(Strict):
     doc: str
 
 
-ParamKind = Literal[
-    "handle", "handle_out", "bytes", "text", "u8", "bytes_out", "bool_out", "size_out", "raw_pointer"
-]
+ParamKind = Literal["handle", "handle_out", "bytes", "text", "u8", "bytes_out", "bool_out", "size_out", "raw_pointer"]
 OUT_KINDS = frozenset({"handle_out", "bytes_out", "bool_out", "size_out"})
 
 
@@ -86,7 +84,7 @@ class Param(Strict):
     doc: str = ""
 
     @model_validator(mode="after")
-    def _handle_kind(self) -> "Param":
+    def _handle_kind(self) -> Param:
         wants_handle = self.kind in ("handle", "handle_out")
         if wants_handle != (self.handle is not None):
             raise ValueError(f"param {self.name}: `handle` is required for handle kinds and only for them")
@@ -110,7 +108,7 @@ class Function(Strict):
     fast_path: bool = False
 
     @model_validator(mode="after")
-    def _returns(self) -> "Function":
+    def _returns(self) -> Function:
         if self.impl == "python" and self.returns != "status":
             raise ValueError(f"function {self.name}: Python-implemented functions return a status")
         names = [p.name for p in self.params]
@@ -144,7 +142,7 @@ class RecordField(Strict):
     default: str | None = None
 
     @model_validator(mode="after")
-    def _pointer(self) -> "RecordField":
+    def _pointer(self) -> RecordField:
         if self.pointer and not self.optional:
             raise ValueError(f"field {self.name}: pointer fields must be optional")
         if self.default is not None and (self.optional or self.type != "string"):
@@ -180,7 +178,7 @@ class ExtensionSlot(Strict):
     write: str | None = Field(default=None, pattern=IDENT)
 
     @model_validator(mode="after")
-    def _write_needs_tier(self) -> "ExtensionSlot":
+    def _write_needs_tier(self) -> ExtensionSlot:
         if (self.write is not None) != (self.tier in ("guarded", "monotonic")):
             raise ValueError(f"slot {self.path}: guarded and monotonic slots, and only they, name a write capability")
         return self
@@ -215,7 +213,7 @@ class Schema(Strict):
     unchanged_result: UnchangedResult
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "Schema":
+    def _cross_checks(self) -> Schema:
         named: tuple[tuple[str, list[str]], ...] = (
             ("handle", [h.name for h in self.handles]),
             ("status", [s.name for s in self.statuses]),
@@ -270,7 +268,7 @@ class Schema(Strict):
         return tuple(f for f in self.functions if f.impl == "python")
 
 
-def _check_slot(path: str, records: dict[str, "Record"]) -> None:
+def _check_slot(path: str, records: dict[str, Record]) -> None:
     record = records.get("Extensions")
     if record is None:
         raise ValueError("extension_slots need an Extensions record")
@@ -286,7 +284,7 @@ def _check_slot(path: str, records: dict[str, "Record"]) -> None:
 _INTEGERS = frozenset({"uint8", "uint32", "int", "int64", "uint64"})
 
 
-def _check_unchanged_result(u: UnchangedResult, records: dict[str, "Record"], functions: dict[str, "Function"]) -> None:
+def _check_unchanged_result(u: UnchangedResult, records: dict[str, Record], functions: dict[str, Function]) -> None:
     """The unchanged result must be a complete record: every required field set (the
     payload type's included), no optional one, each value of its field's type."""
     where = "unchanged_result"
@@ -307,8 +305,12 @@ def _check_unchanged_result(u: UnchangedResult, records: dict[str, "Record"], fu
             raise ValueError(f"{where}: field {name!r} is optional; an unchanged result leaves optional fields absent")
         ok = (
             (fl.type == "bool" and isinstance(value, bool))
-            or (fl.type in _INTEGERS and isinstance(value, int) and not isinstance(value, bool)
-                and (value >= 0 or not fl.type.startswith("uint")))
+            or (
+                fl.type in _INTEGERS
+                and isinstance(value, int)
+                and not isinstance(value, bool)
+                and (value >= 0 or not fl.type.startswith("uint"))
+            )
             or (fl.type == "string" and isinstance(value, str))
         )
         if not ok:
@@ -369,8 +371,12 @@ def _check_reserved(schema: Schema) -> None:
     for u in schema.unions:
         _claim(go_names, u.name, f"the Go type of union {u.name}", f"union {u.name}")
         for v in u.variants:
-            _claim(go_names, f"New{v.go_name}Part", f"the Go constructor of {u.name} variant {v.tag}",
-                   f"union {u.name}, variant {v.tag}")
+            _claim(
+                go_names,
+                f"New{v.go_name}Part",
+                f"the Go constructor of {u.name} variant {v.tag}",
+                f"union {u.name}, variant {v.tag}",
+            )
     go_private: dict[str, str] = {}
     for f in schema.python_functions:
         _claim(go_private, f"call{camel(f.name)}", f"the Go wrapper of function {f.name}", f"function {f.name}")
@@ -384,8 +390,9 @@ def _check_reserved(schema: Schema) -> None:
     for st in schema.errors:
         _claim(py_errors, st.py_exception or "", f"the Python exception of status {st.name}", f"status {st.name}")
     for pt in schema.payload_types:
-        _claim(py_errors, f"PAYLOAD_{pt.name.upper()}", f"the Python constant of payload type {pt.name}",
-               f"payload type {pt.name}")
+        _claim(
+            py_errors, f"PAYLOAD_{pt.name.upper()}", f"the Python constant of payload type {pt.name}", f"payload type {pt.name}"
+        )
 
     # Python records.py: the classes, beside what the module imports.
     for where, name in [(f"record {r.name}", r.name) for r in schema.records] + [
@@ -413,8 +420,7 @@ def _check_reserved(schema: Schema) -> None:
         py_union.update({f"new_{v.tag}": f"is the Python constructor of variant {v.tag}" for v in u.variants})
         _check_py_attr(f"union {u.name}, tag {u.tag}", u.tag, py_union)
         go_members: dict[str, str] = {}
-        _claim(go_members, camel(u.tag), f"the Go field of tag {u.tag}", f"union {u.name}, tag {u.tag}",
-               GO_UNION_MEMBERS)
+        _claim(go_members, camel(u.tag), f"the Go field of tag {u.tag}", f"union {u.name}, tag {u.tag}", GO_UNION_MEMBERS)
         for v in u.variants:
             where = f"union {u.name}, variant {v.tag}"
             if v.field == u.tag:

@@ -97,8 +97,10 @@ def test_the_1_0_baseline_is_the_header_of_commit_6caf67c() -> None:
 
 def test_comments_and_parameter_names_are_free() -> None:
     header = edited(
-        ("cpex_status cpex_load_config(cpex_manager *manager, const char *yaml,",
-         "cpex_status cpex_load_config(cpex_manager *mgr, const char *config_yaml,"),
+        (
+            "cpex_status cpex_load_config(cpex_manager *manager, const char *yaml,",
+            "cpex_status cpex_load_config(cpex_manager *mgr, const char *config_yaml,",
+        ),
         ("/* Status codes. */", "/* Status codes (reworded). */"),
     )
     abi_check.check(SCHEMA, header, BASELINES)
@@ -110,10 +112,14 @@ def test_an_addition_with_a_minor_bump_passes(tmp_path: Path) -> None:
 
 
 def test_a_major_bump_allows_anything(tmp_path: Path) -> None:
-    header = versioned(2, 0, edited(
-        ("cpex_status cpex_free_context(cpex_context *context, char **err_msg);", ""),
-        ("#define CPEX_ERR_PARSE ((cpex_status)(-3))", "#define CPEX_ERR_PARSE ((cpex_status)(-30))"),
-    ))
+    header = versioned(
+        2,
+        0,
+        edited(
+            ("cpex_status cpex_free_context(cpex_context *context, char **err_msg);", ""),
+            ("#define CPEX_ERR_PARSE ((cpex_status)(-3))", "#define CPEX_ERR_PARSE ((cpex_status)(-30))"),
+        ),
+    )
     abi_check.check(with_version(SCHEMA, 2, 0), header, released_11(tmp_path))
 
 
@@ -130,8 +136,12 @@ def test_a_removed_function_is_refused() -> None:
 
 
 def test_a_changed_parameter_type_is_refused() -> None:
-    header = edited(("cpex_load_config(cpex_manager *manager, const char *yaml,",
-                     "cpex_load_config(cpex_manager *manager, const uint8_t *yaml,"))
+    header = edited(
+        (
+            "cpex_load_config(cpex_manager *manager, const char *yaml,",
+            "cpex_load_config(cpex_manager *manager, const uint8_t *yaml,",
+        )
+    )
     msg = refused(header)
     assert "function cpex_load_config: parameter 2 (yaml) changed type from `const char *` to `const uint8_t *`" in msg
     assert "(ABI 1.0: `cpex_status cpex_load_config(cpex_manager *, const char *, size_t, char **)`" in msg
@@ -139,11 +149,12 @@ def test_a_changed_parameter_type_is_refused() -> None:
 
 
 def test_a_changed_parameter_count_or_return_type_is_refused() -> None:
-    msg = refused(edited(
-        ("cpex_manager_new_from_yaml(const char *yaml, size_t yaml_len, ",
-         "cpex_manager_new_from_yaml(const char *yaml, "),
-        ("uint32_t cpex_abi_version(void);", "int cpex_abi_version(void);"),
-    ))
+    msg = refused(
+        edited(
+            ("cpex_manager_new_from_yaml(const char *yaml, size_t yaml_len, ", "cpex_manager_new_from_yaml(const char *yaml, "),
+            ("uint32_t cpex_abi_version(void);", "int cpex_abi_version(void);"),
+        )
+    )
     assert "function cpex_manager_new_from_yaml: parameter count changed from 4 to 3" in msg
     assert "function cpex_abi_version: return type changed from `uint32_t` to `int`" in msg
 
@@ -158,24 +169,30 @@ def test_a_changed_status_code_value_is_refused() -> None:
 
 
 def test_a_removed_status_code_or_a_changed_type_is_refused() -> None:
-    msg = refused(edited(
-        ("#define CPEX_ERR_TIMEOUT ((cpex_status)(-6))\n", ""),
-        ("typedef int32_t cpex_status;", "typedef uint32_t cpex_status;"),
-        ("#define CPEX_PAYLOAD_CMF_MESSAGE ((uint8_t)1u)", "#define CPEX_PAYLOAD_CMF_MESSAGE ((uint32_t)1u)"),
-    ))
+    msg = refused(
+        edited(
+            ("#define CPEX_ERR_TIMEOUT ((cpex_status)(-6))\n", ""),
+            ("typedef int32_t cpex_status;", "typedef uint32_t cpex_status;"),
+            ("#define CPEX_PAYLOAD_CMF_MESSAGE ((uint8_t)1u)", "#define CPEX_PAYLOAD_CMF_MESSAGE ((uint32_t)1u)"),
+        )
+    )
     assert "status code CPEX_ERR_TIMEOUT was removed (it is in ABI 1.0)" in msg
     assert "type cpex_status: definition changed from `int32_t` to `uint32_t`" in msg
     assert "payload type CPEX_PAYLOAD_CMF_MESSAGE: type changed from uint8_t to uint32_t" in msg
 
 
 def test_an_addition_without_a_minor_bump_is_refused(tmp_path: Path) -> None:
-    header = edited((TAIL, NEW_FUNCTION + TAIL), (
-        "#define CPEX_ERR_ABI_MISMATCH ((cpex_status)(-10))\n",
-        "#define CPEX_ERR_ABI_MISMATCH ((cpex_status)(-10))\n#define CPEX_ERR_BUSY ((cpex_status)(-11))\n",
-    ), (
-        "#define CPEX_PAYLOAD_CMF_MESSAGE ((uint8_t)1u)\n",
-        "#define CPEX_PAYLOAD_CMF_MESSAGE ((uint8_t)1u)\n#define CPEX_PAYLOAD_RAW ((uint8_t)2u)\n",
-    ))
+    header = edited(
+        (TAIL, NEW_FUNCTION + TAIL),
+        (
+            "#define CPEX_ERR_ABI_MISMATCH ((cpex_status)(-10))\n",
+            "#define CPEX_ERR_ABI_MISMATCH ((cpex_status)(-10))\n#define CPEX_ERR_BUSY ((cpex_status)(-11))\n",
+        ),
+        (
+            "#define CPEX_PAYLOAD_CMF_MESSAGE ((uint8_t)1u)\n",
+            "#define CPEX_PAYLOAD_CMF_MESSAGE ((uint8_t)1u)\n#define CPEX_PAYLOAD_RAW ((uint8_t)2u)\n",
+        ),
+    )
     msg = refused(header, released_11(tmp_path))
     assert msg.splitlines()[1:] == [
         f"  {what} was added without a minor version bump: the header says ABI 1.1 like the released "
@@ -217,20 +234,31 @@ int32_t cpex_norm(const cpex_point *p, cpex_level level, int (*cb)(void *, size_
         "int32_t cpex_norm(const cpex_point *, cpex_level, int (*)(void *, size_t))"
     )
     assert {n: e.definition for n, e in old.entities.items() if e.kind != "type"} == {
-        "CPEX_LEVEL_LOW": "0", "CPEX_LEVEL_MID": "1", "CPEX_LEVEL_HIGH": "4", "CPEX_LIMIT": "16",
+        "CPEX_LEVEL_LOW": "0",
+        "CPEX_LEVEL_MID": "1",
+        "CPEX_LEVEL_HIGH": "4",
+        "CPEX_LIMIT": "16",
     }
-    new = abi_check.read_abi(edited(
-        ("CPEX_LEVEL_LOW, CPEX_LEVEL_MID,", "CPEX_LEVEL_LOW, CPEX_LEVEL_NEW, CPEX_LEVEL_MID,"),
-        ("int32_t y; }", "int64_t y; }"),
-        ("int (*cb)(void *, size_t)", "int (*cb)(void *)"),
-        text=base.replace("typedef enum", "typedef long long int64_t;\ntypedef enum"),
-    ), "cpex", "new.h")
+    new = abi_check.read_abi(
+        edited(
+            ("CPEX_LEVEL_LOW, CPEX_LEVEL_MID,", "CPEX_LEVEL_LOW, CPEX_LEVEL_NEW, CPEX_LEVEL_MID,"),
+            ("int32_t y; }", "int64_t y; }"),
+            ("int (*cb)(void *, size_t)", "int (*cb)(void *)"),
+            text=base.replace("typedef enum", "typedef long long int64_t;\ntypedef enum"),
+        ),
+        "cpex",
+        "new.h",
+    )
     problems = abi_check.compare(old, new)
     assert any("enum constant CPEX_LEVEL_MID: value changed from 1 to 2" in p for p in problems)
-    assert any("type struct cpex_point: definition changed from `{ int32_t x; int32_t y; }` to "
-               "`{ int32_t x; int64_t y; }`" in p for p in problems)
-    assert any("function cpex_norm: parameter 3 (cb) changed type from `int (*)(void *, size_t)` to "
-               "`int (*)(void *)`" in p for p in problems)
+    assert any(
+        "type struct cpex_point: definition changed from `{ int32_t x; int32_t y; }` to `{ int32_t x; int64_t y; }`" in p
+        for p in problems
+    )
+    assert any(
+        "function cpex_norm: parameter 3 (cb) changed type from `int (*)(void *, size_t)` to `int (*)(void *)`" in p
+        for p in problems
+    )
     assert any("enum constant CPEX_LEVEL_NEW was added without a minor version bump" in p for p in problems)
 
 

@@ -39,7 +39,11 @@ def test_committed_files_match_the_schema() -> None:
 def test_drift_is_detected_in_any_generated_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = copy_repo(tmp_path)
     paths = generated_paths()
-    vectors = ["tests/vectors/manifest.json", "tests/vectors/ToolCall.msgpack", "tests/vectors/ContentPart.unknown_variant.msgpack"]
+    vectors = [
+        "tests/vectors/manifest.json",
+        "tests/vectors/ToolCall.msgpack",
+        "tests/vectors/ContentPart.unknown_variant.msgpack",
+    ]
     assert set(vectors) <= set(paths)
     # every template's output, and a sample of the binary vectors (each check compiles the header)
     for rel in [*render.TARGETS.values(), *vectors]:
@@ -129,6 +133,8 @@ _TOOLCALL = "  - name: ToolCall\n    doc: A request to run a tool.\n    fields:\
 def _toolcall_field(name: str) -> tuple[str, str, str]:
     """An edit of records.yaml that gives ToolCall a string field `name`."""
     return ("records.yaml", _TOOLCALL, f"{_TOOLCALL}      - {{name: {name}, type: string}}\n")
+
+
 _NEW_RECORD = "  - name: ToolCall\n    doc: A request to run a tool.\n"
 
 
@@ -140,66 +146,116 @@ def _new_record(name: str) -> tuple[str, str, str]:
     ("edit", "old", "new", "match"),
     [
         # record fields: the members of every generated Go struct and Python model
-        (*_toolcall_field("extra"),
-         "record ToolCall, field extra: 'extra' becomes the Go field Extra, which is the field in which every Go "
-         "record keeps its unknown fields"),
-        (*_toolcall_field("to_wire"),
-         r"record ToolCall, field to_wire: 'to_wire' is the encoder method \(WireRecord.to_wire\)"),
-        (*_toolcall_field("wire_from"),
-         r"record ToolCall, field wire_from: 'wire_from' is the fast encoder \(WireRecord.wire_from\)"),
-        (*_toolcall_field("from_wire"),
-         r"record ToolCall, field from_wire: 'from_wire' is the validating decoder"),
-        (*_toolcall_field("pack"),
-         r"record ToolCall, field pack: 'pack' is the MessagePack method \(WireRecord.pack\)"),
-        (*_toolcall_field("encode_msgpack"),
-         "record ToolCall, field encode_msgpack: 'encode_msgpack' becomes the Go field EncodeMsgpack, which is the "
-         "MessagePack encoder method of every Go record"),
-        (*_toolcall_field("decode_msgpack"),
-         "record ToolCall, field decode_msgpack: .* the MessagePack decoder method of every Go record"),
-        (*_toolcall_field("model_dump_json"),
-         "record ToolCall, field model_dump_json: 'model_dump_json' is an attribute of pydantic's BaseModel"),
-        (*_toolcall_field("model_validate_later"),
-         "record ToolCall, field model_validate_later: 'model_validate_later' is in pydantic's protected namespaces"),
-        (*_toolcall_field("copy"),
-         "record ToolCall, field copy: 'copy' is an attribute of pydantic's BaseModel"),
-        (*_toolcall_field("str"),
-         "record ToolCall, field str: 'str' shadows the builtin str, which the generated Python annotations use"),
-        (*_toolcall_field("tool_call__id"),
-         "record ToolCall, field tool_call_id: 'tool_call_id' becomes the Go field ToolCallID, like field "
-         "tool_call__id"),
+        (
+            *_toolcall_field("extra"),
+            "record ToolCall, field extra: 'extra' becomes the Go field Extra, which is the field in which every Go "
+            "record keeps its unknown fields",
+        ),
+        (*_toolcall_field("to_wire"), r"record ToolCall, field to_wire: 'to_wire' is the encoder method \(WireRecord.to_wire\)"),
+        (
+            *_toolcall_field("wire_from"),
+            r"record ToolCall, field wire_from: 'wire_from' is the fast encoder \(WireRecord.wire_from\)",
+        ),
+        (*_toolcall_field("from_wire"), r"record ToolCall, field from_wire: 'from_wire' is the validating decoder"),
+        (*_toolcall_field("pack"), r"record ToolCall, field pack: 'pack' is the MessagePack method \(WireRecord.pack\)"),
+        (
+            *_toolcall_field("encode_msgpack"),
+            "record ToolCall, field encode_msgpack: 'encode_msgpack' becomes the Go field EncodeMsgpack, which is the "
+            "MessagePack encoder method of every Go record",
+        ),
+        (
+            *_toolcall_field("decode_msgpack"),
+            "record ToolCall, field decode_msgpack: .* the MessagePack decoder method of every Go record",
+        ),
+        (
+            *_toolcall_field("model_dump_json"),
+            "record ToolCall, field model_dump_json: 'model_dump_json' is an attribute of pydantic's BaseModel",
+        ),
+        (
+            *_toolcall_field("model_validate_later"),
+            "record ToolCall, field model_validate_later: 'model_validate_later' is in pydantic's protected namespaces",
+        ),
+        (*_toolcall_field("copy"), "record ToolCall, field copy: 'copy' is an attribute of pydantic's BaseModel"),
+        (
+            *_toolcall_field("str"),
+            "record ToolCall, field str: 'str' shadows the builtin str, which the generated Python annotations use",
+        ),
+        (
+            *_toolcall_field("tool_call__id"),
+            "record ToolCall, field tool_call_id: 'tool_call_id' becomes the Go field ToolCallID, like field tool_call__id",
+        ),
         # the union's members
-        ("records.yaml", "{tag: text, field: text,", "{tag: text, field: value,",
-         "union ContentPart, variant text, field value: 'value' is a property of the generated Python union"),
-        ("records.yaml", "{tag: thinking, field: text,", "{tag: thinking, field: known,",
-         "union ContentPart, variant thinking, field known: 'known' is a property of the generated Python union"),
-        ("records.yaml", "{tag: tool_call, field: content,", "{tag: tool_call, field: new_image,",
-         "union ContentPart, variant tool_call, field new_image: 'new_image' is the Python constructor of variant "
-         "image"),
-        ("records.yaml", "go_name: ToolResult}", "go_name: Raw}",
-         "union ContentPart, variant tool_result: the Go field of variant tool_result would be Raw, which is the "
-         "field in which the Go union keeps an unknown variant"),
-        ("records.yaml", "go_name: Resource}", "go_name: Text}",
-         "union ContentPart, variant resource: the Go constructor of ContentPart variant resource would be "
-         "NewTextPart, which is already the Go constructor of ContentPart variant text"),
+        (
+            "records.yaml",
+            "{tag: text, field: text,",
+            "{tag: text, field: value,",
+            "union ContentPart, variant text, field value: 'value' is a property of the generated Python union",
+        ),
+        (
+            "records.yaml",
+            "{tag: thinking, field: text,",
+            "{tag: thinking, field: known,",
+            "union ContentPart, variant thinking, field known: 'known' is a property of the generated Python union",
+        ),
+        (
+            "records.yaml",
+            "{tag: tool_call, field: content,",
+            "{tag: tool_call, field: new_image,",
+            "union ContentPart, variant tool_call, field new_image: 'new_image' is the Python constructor of variant image",
+        ),
+        (
+            "records.yaml",
+            "go_name: ToolResult}",
+            "go_name: Raw}",
+            "union ContentPart, variant tool_result: the Go field of variant tool_result would be Raw, which is the "
+            "field in which the Go union keeps an unknown variant",
+        ),
+        (
+            "records.yaml",
+            "go_name: Resource}",
+            "go_name: Text}",
+            "union ContentPart, variant resource: the Go constructor of ContentPart variant resource would be "
+            "NewTextPart, which is already the Go constructor of ContentPart variant text",
+        ),
         # record names: the helpers beside the generated types
-        (*_new_record("ExtraField"), "record ExtraField: the Go type of record ExtraField would be ExtraField, which "
-         "is already the Go SDK type of an unknown field"),
-        (*_new_record("PayloadGeneric"), "record PayloadGeneric: the Go type of record PayloadGeneric would be "
-         "PayloadGeneric, which is already the Go constant of payload type generic"),
-        (*_new_record("NewTextPart"), "union ContentPart, variant text: the Go constructor of ContentPart variant "
-         "text would be NewTextPart, which is already the Go type of record NewTextPart"),
-        (*_new_record("WireRecord"), "record WireRecord: 'WireRecord' is the base class of the generated Python "
-         "records"),
+        (
+            *_new_record("ExtraField"),
+            "record ExtraField: the Go type of record ExtraField would be ExtraField, which "
+            "is already the Go SDK type of an unknown field",
+        ),
+        (
+            *_new_record("PayloadGeneric"),
+            "record PayloadGeneric: the Go type of record PayloadGeneric would be "
+            "PayloadGeneric, which is already the Go constant of payload type generic",
+        ),
+        (
+            *_new_record("NewTextPart"),
+            "union ContentPart, variant text: the Go constructor of ContentPart variant "
+            "text would be NewTextPart, which is already the Go type of record NewTextPart",
+        ),
+        (*_new_record("WireRecord"), "record WireRecord: 'WireRecord' is the base class of the generated Python records"),
         (*_new_record("None"), "record None: 'None' is a reserved word in Python"),
         # C, Go and Python names of the ABI itself
-        ("abi.yaml", "handles:\n", "handles:\n  - name: status\n    doc: x\n",
-         "handle status: the typedef of handle status would be cpex_status, which is already the status typedef"),
-        ("abi.yaml", "    name: cmf_message\n", "    name: types\n",
-         "payload type types: the Python constant of payload type types would be PAYLOAD_TYPES, which is already "
-         "the payload type table"),
-        ("abi.yaml", "go_sentinel: ErrCpexParse\n", "go_sentinel: ErrCpexPipeline\n",
-         "status pipeline: the Go sentinel of status pipeline would be ErrCpexPipeline, which is already the Go "
-         "sentinel of status parse"),
+        (
+            "abi.yaml",
+            "handles:\n",
+            "handles:\n  - name: status\n    doc: x\n",
+            "handle status: the typedef of handle status would be cpex_status, which is already the status typedef",
+        ),
+        (
+            "abi.yaml",
+            "    name: cmf_message\n",
+            "    name: types\n",
+            "payload type types: the Python constant of payload type types would be PAYLOAD_TYPES, which is already "
+            "the payload type table",
+        ),
+        (
+            "abi.yaml",
+            "go_sentinel: ErrCpexParse\n",
+            "go_sentinel: ErrCpexPipeline\n",
+            "status pipeline: the Go sentinel of status pipeline would be ErrCpexPipeline, which is already the Go "
+            "sentinel of status parse",
+        ),
     ],
 )
 def test_names_the_generator_uses_are_refused(tmp_path: Path, edit: str, old: str, new: str, match: str) -> None:

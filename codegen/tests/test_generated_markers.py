@@ -86,8 +86,12 @@ def test_go_ast_is_generated_is_true_for_every_generated_go_file(tmp_path: Path)
     args = [str(tmp_path / Path(rel).name) for rel in go_files] + [str(tmp_path / "old_marker.go")]
     env = {**os.environ, "GOFLAGS": "", "GO111MODULE": "off"}
     build = subprocess.run(
-        ["go", "build", "-o", "is_generated", "main.go"], cwd=tmp_path / "check", env=env,
-        capture_output=True, text=True, check=False,
+        ["go", "build", "-o", "is_generated", "main.go"],
+        cwd=tmp_path / "check",
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert build.returncode == 0, build.stderr
     proc = subprocess.run([str(tmp_path / "check" / "is_generated"), *args], capture_output=True, text=True, check=False)
@@ -103,7 +107,10 @@ def test_gitattributes_mark_every_generated_file() -> None:
     paths = sorted(rendered())
     proc = subprocess.run(
         ["git", "check-attr", "linguist-generated", "--", *paths, "sdk-go/manager.go", "include/abi/cpex-1.0.h"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     attrs = dict(line.split(": linguist-generated: ") for line in proc.stdout.splitlines())
     assert {p: attrs[p] for p in paths} == {p: "true" for p in paths}

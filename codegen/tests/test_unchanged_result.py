@@ -137,22 +137,32 @@ FIELDS = "fields: {continue_processing: true, payload_modified: false, extension
     ("old", "new", "match"),
     [
         ("record: PipelineResult", "record: PipelineOutcome", "unchanged_result: unknown record 'PipelineOutcome'"),
-        ("payload_type_field: payload_type", "payload_type_field: continue_processing",
-         "payload_type_field 'continue_processing' must be a required uint8 field of PipelineResult"),
-        (FIELDS, FIELDS.replace("continue_processing: true, ", ""),
-         "required fields of PipelineResult without a value: continue_processing"),
-        (FIELDS, FIELDS.replace("}", ", retry_delay_ms: 0}"),
-         "field 'retry_delay_ms' is optional; an unchanged result leaves optional fields absent"),
+        (
+            "payload_type_field: payload_type",
+            "payload_type_field: continue_processing",
+            "payload_type_field 'continue_processing' must be a required uint8 field of PipelineResult",
+        ),
+        (
+            FIELDS,
+            FIELDS.replace("continue_processing: true, ", ""),
+            "required fields of PipelineResult without a value: continue_processing",
+        ),
+        (
+            FIELDS,
+            FIELDS.replace("}", ", retry_delay_ms: 0}"),
+            "field 'retry_delay_ms' is optional; an unchanged result leaves optional fields absent",
+        ),
         (FIELDS, FIELDS.replace("}", ", payload_type: 0}"), "field 'payload_type' is the payload_type_field"),
         (FIELDS, FIELDS.replace("}", ", verdict: allow}"), "PipelineResult has no field 'verdict'"),
-        (FIELDS, FIELDS.replace("continue_processing: true", "continue_processing: 1"),
-         "field 'continue_processing' is a bool, not 1"),
+        (
+            FIELDS,
+            FIELDS.replace("continue_processing: true", "continue_processing: 1"),
+            "field 'continue_processing' is a bool, not 1",
+        ),
         ("listed_in: [invoke]", "listed_in: [invoke_hook]", "listed_in names unknown function 'invoke_hook'"),
         ("listed_in: [invoke]", "listed_in: [initialize]", "listed_in function 'initialize' returns no bytes"),
     ],
 )
-def test_an_unchanged_result_that_is_not_a_complete_record_is_refused(
-    tmp_path: Path, old: str, new: str, match: str
-) -> None:
+def test_an_unchanged_result_that_is_not_a_complete_record_is_refused(tmp_path: Path, old: str, new: str, match: str) -> None:
     with pytest.raises(schema.SchemaError, match=match):
         schema.load(_schema_with(tmp_path, old, new))

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from tool_allowlist import ToolAllowlist
-
 from cpexrt import PluginContext
 from cpexrt.engine import Engine
+from tool_allowlist import ToolAllowlist
 
 
 def test_the_handler_alone() -> None:

@@ -13,8 +13,9 @@ encoded once and never again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import msgpack
 
@@ -146,19 +147,25 @@ def accept(payload_type: int, value: Any, limits: Limits) -> Snapshot:
     is the canonical one (a dict with string keys; a validated Message)."""
     if payload_type == PAYLOAD_GENERIC:
         if not isinstance(value, dict):
-            raise Refusal("modified_payload_invalid", f"returned a modified payload of type {type(value).__name__}; a generic payload must be a map")
+            raise Refusal(
+                "modified_payload_invalid",
+                f"returned a modified payload of type {type(value).__name__}; a generic payload must be a map",
+            )
         wire = _encode(value, "modified_payload")
     else:
         message = _as_message(value)
         try:
             wire_value = encode(payload_type, message)
         except Exception as exc:  # noqa: BLE001 - a model built without validation may hold anything
-            raise Refusal("modified_payload_unencodable", f"returned a modified payload that cannot be encoded: {type(exc).__name__}: {exc}") from None
+            raise Refusal(
+                "modified_payload_unencodable", f"returned a modified payload that cannot be encoded: {type(exc).__name__}: {exc}"
+            ) from None
         wire = _encode(wire_value, "modified_payload")
     if len(wire) > limits.max_payload_bytes:
         raise Refusal(
             "modified_payload_too_large",
-            f"returned a modified payload of {len(wire)} bytes; the limit is {limits.max_payload_bytes} (plugin_settings.max_payload_bytes)",
+            f"returned a modified payload of {len(wire)} bytes; "
+            f"the limit is {limits.max_payload_bytes} (plugin_settings.max_payload_bytes)",
         )
     try:
         canonical = _checked_decode(wire, limits, "modified payload")
@@ -180,7 +187,9 @@ def _as_message(value: Any) -> Message:
         except ParseError as exc:
             raise Refusal("modified_payload_invalid", f"returned an invalid modified payload: {exc}") from None
         return payload.message
-    raise Refusal("modified_payload_invalid", f"returned a modified payload of type {type(value).__name__}; a CMF payload must be a Message")
+    raise Refusal(
+        "modified_payload_invalid", f"returned a modified payload of type {type(value).__name__}; a CMF payload must be a Message"
+    )
 
 
 def accept_extensions(merged: dict[str, Any], changed: set[str], limits: Limits) -> Snapshot:
@@ -190,7 +199,8 @@ def accept_extensions(merged: dict[str, Any], changed: set[str], limits: Limits)
     if len(wire) > limits.max_extensions_bytes:
         raise Refusal(
             "modified_extensions_too_large",
-            f"returned extensions of {len(wire)} bytes; the limit is {limits.max_extensions_bytes} (plugin_settings.max_extensions_bytes)",
+            f"returned extensions of {len(wire)} bytes; "
+            f"the limit is {limits.max_extensions_bytes} (plugin_settings.max_extensions_bytes)",
         )
     try:
         canonical = _checked_decode(wire, limits, "modified extensions")

@@ -2,25 +2,42 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _HOOK_ATTR = "__cpex_hooks__"
 
 LEGACY_HOOKS = (
-    "tool_pre_invoke", "tool_post_invoke", "prompt_pre_fetch", "prompt_post_fetch",
-    "resource_pre_fetch", "resource_post_fetch", "identity_resolve", "token_delegate",
+    "tool_pre_invoke",
+    "tool_post_invoke",
+    "prompt_pre_fetch",
+    "prompt_post_fetch",
+    "resource_pre_fetch",
+    "resource_post_fetch",
+    "identity_resolve",
+    "token_delegate",
 )
 CMF_HOOKS = (
-    "cmf.tool_pre_invoke", "cmf.tool_post_invoke", "cmf.llm_input", "cmf.llm_output",
-    "cmf.prompt_pre_fetch", "cmf.prompt_post_fetch", "cmf.resource_pre_fetch", "cmf.resource_post_fetch",
+    "cmf.tool_pre_invoke",
+    "cmf.tool_post_invoke",
+    "cmf.llm_input",
+    "cmf.llm_output",
+    "cmf.prompt_pre_fetch",
+    "cmf.prompt_post_fetch",
+    "cmf.resource_pre_fetch",
+    "cmf.resource_post_fetch",
 )
 # The other hooks py-cpex 0.1.4 registers (agents, HTTP, and evaluate, whose payload is
 # a CMF MessagePayload).
 PYCPEX_HOOKS = (
-    "agent_pre_invoke", "agent_post_invoke",
-    "http_pre_request", "http_post_request", "http_auth_resolve_user", "http_auth_check_permission",
+    "agent_pre_invoke",
+    "agent_post_invoke",
+    "http_pre_request",
+    "http_post_request",
+    "http_auth_resolve_user",
+    "http_auth_check_permission",
     "evaluate",
 )
 BUILTIN_HOOKS = LEGACY_HOOKS + CMF_HOOKS + PYCPEX_HOOKS

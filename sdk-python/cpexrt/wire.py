@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 
 from cpexrt.errors import InvalidInputError, ParseError, SerializeError
 
+
 @dataclass(frozen=True)
 class WireField:
     """How one field crosses the wire. optional: omitted when empty; pointer: omitted

@@ -8,8 +8,8 @@ from typing import Any
 
 import msgpack
 import pytest
-from conftest import config, plugin
 
+from conftest import config, plugin
 from cpexrt.errors import AbiMismatchError, RuntimeInitError, Status
 from cpexrt.host import Library, load_library
 from cpexrt.host.library import check_compatible
@@ -36,15 +36,33 @@ def new_manager(library: Library, yaml: str) -> Any:
 
 
 def invoke(
-    library: Library, manager: Any, payload: bytes, context: Any = None, hook: bytes = b"tool_pre_invoke",
-    payload_type: int = 0, extensions: bytes = b"",
+    library: Library,
+    manager: Any,
+    payload: bytes,
+    context: Any = None,
+    hook: bytes = b"tool_pre_invoke",
+    payload_type: int = 0,
+    extensions: bytes = b"",
 ) -> tuple[int, str, Any, Any]:
     ffi = library.ffi
     out, out_len = ffi.new("uint8_t **"), ffi.new("size_t *")
     out_ctx, out_bg = ffi.new("cpex_context **"), ffi.new("cpex_background **")
     status, message = call(
-        library, "cpex_invoke", manager, hook, len(hook), payload_type, payload, len(payload),
-        extensions or ffi.NULL, len(extensions), context if context is not None else ffi.NULL, out, out_len, out_ctx, out_bg,
+        library,
+        "cpex_invoke",
+        manager,
+        hook,
+        len(hook),
+        payload_type,
+        payload,
+        len(payload),
+        extensions or ffi.NULL,
+        len(extensions),
+        context if context is not None else ffi.NULL,
+        out,
+        out_len,
+        out_ctx,
+        out_bg,
     )
     result = library.take_bytes(out, out_len[0]) if status == Status.OK else None
     if status != Status.OK:
@@ -155,7 +173,9 @@ BAD = [
 ]
 
 
-def test_hooks_nobody_handles_get_the_same_answers_from_the_c_fast_path(library: Library, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hooks_nobody_handles_get_the_same_answers_from_the_c_fast_path(
+    library: Library, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from cpexrt.engine import Engine
 
     m = new_manager(library, config(plugin("a", "Allow")))
@@ -167,7 +187,12 @@ def test_hooks_nobody_handles_get_the_same_answers_from_the_c_fast_path(library:
         patch.setattr(Engine, "invoke", not_here)
         status, message, result, ctx = invoke(library, m, GOOD, hook=NOBODY)
     assert (status, message, ctx) == (Status.OK, "", library.ffi.NULL)
-    assert msgpack.unpackb(result) == {"continue_processing": True, "payload_modified": False, "extensions_modified": False, "payload_type": 0}
+    assert msgpack.unpackb(result) == {
+        "continue_processing": True,
+        "payload_modified": False,
+        "extensions_modified": False,
+        "payload_type": 0,
+    }
     for payload, want, text in BAD:
         status, message, _, _ = invoke(library, m, payload, hook=NOBODY)
         assert status == want and text in message, (payload, status, message)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from conftest import config, plugin
 
+from conftest import config, plugin
 from cpexrt._generated.records import ContentPart, ImageSource, Message, ToolCall
 from cpexrt.cmf import MessageView
 from cpexrt.engine import Engine

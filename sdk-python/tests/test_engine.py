@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import config, plugin
 
+from conftest import config, plugin
 from cpexrt.engine import Engine
 from cpexrt.errors import ConfigError, InvalidHandleError, InvalidInputError, ParseError, PipelineError, PipelineTimeoutError
 

@@ -7,9 +7,9 @@ import time
 from typing import Any
 
 import pytest
-from conftest import PLUGIN_DIR, config, plugin
 
 import cpex_test_plugins as tp
+from conftest import PLUGIN_DIR, config, plugin
 from cpexrt.engine import Engine
 from cpexrt.errors import ConfigError, InvalidInputError, PipelineError, PipelineTimeoutError
 
@@ -71,7 +71,12 @@ def test_concurrent_first_deny_halts_and_modifications_are_refused() -> None:
 
 
 def test_sync_spinning_plugin_is_stopped_at_its_timeout() -> None:
-    m = started(config(plugin("spin", "Spinner", on_error="ignore", timeout=0.2), plugin("after", "Trace", priority=200, config="{tag: after}")))
+    m = started(
+        config(
+            plugin("spin", "Spinner", on_error="ignore", timeout=0.2),
+            plugin("after", "Trace", priority=200, config="{tag: after}"),
+        )
+    )
     started_at = time.monotonic()
     out = m.invoke(PRE, 0, {"trace": []})
     assert time.monotonic() - started_at < 5
@@ -81,7 +86,7 @@ def test_sync_spinning_plugin_is_stopped_at_its_timeout() -> None:
     total = sum(range(2_000_000))
     assert total > 0
     fail = started(config(plugin("spin", "Spinner", timeout=0.2)))
-    with pytest.raises(PipelineTimeoutError, match="'spin' timed out after 0.2s"):
+    with pytest.raises(PipelineTimeoutError, match=r"'spin' timed out after 0\.2s"):
         fail.invoke(PRE, 0, {})
 
 
@@ -91,7 +96,7 @@ def test_the_invoke_wall_clock_limit_bounds_the_whole_call() -> None:
         plugin("b", "AsyncVerdict", on_error="ignore", config="{seconds: 0.3, tag: b}"),
     ).replace("plugin_settings:\n", "plugin_settings:\n  invoke_timeout: 0.45\n")
     m = started(text)
-    with pytest.raises(PipelineTimeoutError, match="invoke_timeout.*plugin 'b'"):
+    with pytest.raises(PipelineTimeoutError, match=r"invoke_timeout.*plugin 'b'"):
         m.invoke(PRE, 0, {})
 
 
@@ -135,7 +140,12 @@ def test_global_state_is_shared_across_invokes_and_local_state_is_per_request() 
 
 
 def test_modified_extensions_flow_to_later_plugins_and_the_result() -> None:
-    m = started(config(plugin("w1", "ExtensionWriter", config="{tag: one}"), plugin("w2", "ExtensionWriter", priority=200, config="{tag: two}")))
+    m = started(
+        config(
+            plugin("w1", "ExtensionWriter", config="{tag: one}"),
+            plugin("w2", "ExtensionWriter", priority=200, config="{tag: two}"),
+        )
+    )
     out = m.invoke(PRE, 0, {}, {"custom": {"seed": 1}})
     assert out.modified_extensions == {"custom": {"seed": 1, "one": True, "two": True}}
     audit = started(config(plugin("w", "ExtensionWriter", mode="audit", on_error="ignore", config="{tag: x}")))
@@ -185,9 +195,7 @@ def test_routing_disabled_runs_every_plugin_of_the_hook() -> None:
 
 
 def test_conditions_restrict_a_plugin() -> None:
-    m = started(
-        config(plugin("only-pay", "Trace", config="{tag: pay}", conditions="[{tools: [pay]}, {tags: [money]}]"))
-    )
+    m = started(config(plugin("only-pay", "Trace", config="{tag: pay}", conditions="[{tools: [pay]}, {tags: [money]}]")))
     assert trace(m, meta("pay")) == ["pay"]
     assert trace(m, meta("other", "money")) == ["pay"]
     assert trace(m, meta("other")) == []
@@ -213,7 +221,9 @@ def test_factories_registered_by_the_host() -> None:
     fresh = Engine()
     fresh.register_factory("tracer", tp.Trace)
     fresh.register_factory("blocker", tp.DenyWhenBlocked)
-    with pytest.raises(ConfigError, match=r"plugins\[0\]\.kind: unknown plugin kind 'nope'; expected a registered kind \(blocker, tracer\)"):
+    with pytest.raises(
+        ConfigError, match=r"plugins\[0\]\.kind: unknown plugin kind 'nope'; expected a registered kind \(blocker, tracer\)"
+    ):
         fresh.load_config("plugins: [{name: a, kind: nope}]")
 
 
@@ -221,7 +231,9 @@ def test_hooks_default_to_what_the_class_handles() -> None:
     m = started(config(plugin("c", "Counter", hooks="[]")))
     assert m.has_hooks_for(PRE) and m.has_hooks_for("tool_post_invoke") and not m.has_hooks_for("prompt_pre_fetch")
     with pytest.raises(ConfigError, match=r"plugins\[0\]\.hooks: plugin 'x' lists no hooks"):
-        Engine.from_yaml(config(plugin("x", "BrokenInit", hooks="[]").replace("BrokenInit", "Plugin").replace("cpex_test_plugins:", "cpexrt:")))
+        Engine.from_yaml(
+            config(plugin("x", "BrokenInit", hooks="[]").replace("BrokenInit", "Plugin").replace("cpex_test_plugins:", "cpexrt:"))
+        )
 
 
 def test_async_lifecycle_and_disabled_plugins_stay_disabled() -> None:
@@ -240,11 +252,17 @@ def test_async_lifecycle_and_disabled_plugins_stay_disabled() -> None:
 @pytest.mark.parametrize(
     ("text", "match"),
     [
-        ("routes: [{tool: a, prompt: b}]", r"routes\[0\]: a route names exactly one of tool, resource, prompt \(got tool, prompt\)"),
+        (
+            "routes: [{tool: a, prompt: b}]",
+            r"routes\[0\]: a route names exactly one of tool, resource, prompt \(got tool, prompt\)",
+        ),
         ("routes: [{plugins: []}]", r"routes\[0\]: .*got none"),
         ("global: {policies: {all: {plugins: [ghost]}}}", r"global\.policies\.all\.plugins\[0\]: no plugin named 'ghost'"),
         ("routes: [{tool: x, plugins: [ghost]}]", r"routes\[0\]\.plugins\[0\]: no plugin named 'ghost'"),
-        ("plugins: [{name: a, kind: 'x:Y', on_error: explode}]", r"plugins\[0\]\.on_error: expected one of 'fail', 'ignore' or 'disable', got 'explode'"),
+        (
+            "plugins: [{name: a, kind: 'x:Y', on_error: explode}]",
+            r"plugins\[0\]\.on_error: expected one of 'fail', 'ignore' or 'disable', got 'explode'",
+        ),
         ("plugin_settings: {plugin_timeout: -1}", r"plugin_settings\.plugin_timeout"),
         ("plugin_settings: {routing: true}", r"plugin_settings\.routing: unknown field"),
     ],

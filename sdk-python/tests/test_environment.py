@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import config, plugin
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,8 +21,17 @@ STRICT = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"]
 def build_host(tmp: Path, libdir: Path, source: str = "host_smoke.c") -> Path:
     exe = tmp / source.removesuffix(".c")
     subprocess.run(
-        ["gcc", *STRICT, f"-I{ROOT / 'include'}", str(ROOT / "tests" / "c" / source),
-         f"-L{libdir}", "-lcpex", f"-Wl,-rpath,{libdir}", "-o", str(exe)],
+        [
+            "gcc",
+            *STRICT,
+            f"-I{ROOT / 'include'}",
+            str(ROOT / "tests" / "c" / source),
+            f"-L{libdir}",
+            "-lcpex",
+            f"-Wl,-rpath,{libdir}",
+            "-o",
+            str(exe),
+        ],
         check=True,
     )
     return exe
@@ -37,7 +47,11 @@ YAML = config(plugin("a", "Allow"))
 ENVIRONMENTS = {
     "empty (env -i)": {},
     "bogus PYTHONHOME / PYTHONPATH": {"PYTHONHOME": "/nonexistent", "PYTHONPATH": "/nonexistent/lib", "PATH": "/usr/bin:/bin"},
-    "unrelated venv activated": {"VIRTUAL_ENV": "/tmp/other-venv", "PATH": "/tmp/other-venv/bin:/usr/bin:/bin", "PYTHONNOUSERSITE": "1"},
+    "unrelated venv activated": {
+        "VIRTUAL_ENV": "/tmp/other-venv",
+        "PATH": "/tmp/other-venv/bin:/usr/bin:/bin",
+        "PYTHONNOUSERSITE": "1",
+    },
 }
 
 
@@ -65,7 +79,8 @@ def test_a_failed_start_up_is_a_status_on_every_call(tmp_path: Path) -> None:
     broken = tmp_path / "lib"
     subprocess.run(
         [sys.executable, str(ROOT / "ffi" / "build_lib.py"), "--out-dir", str(broken), "--sdk-python", str(tmp_path / "empty")],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     exe = build_host(tmp_path, broken)
     proc = subprocess.run([str(exe), YAML], env={}, cwd="/", capture_output=True, text=True, timeout=60)

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import gc
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import msgpack
 import pytest
-from conftest import PLUGIN_DIR, config, plugin
 
+from conftest import PLUGIN_DIR, config, plugin
 from cpexrt._generated.records import ContentPart, Message, MessagePayload
 from cpexrt.engine import Engine
 from cpexrt.errors import ConfigError, InvalidInputError, PipelineError
@@ -99,7 +100,9 @@ def test_under_on_error_fail_the_call_fails_naming_the_plugin_and_code(make: Any
 
 
 @pytest.mark.parametrize(("returns", "code", "text"), UNENCODABLE)
-def test_under_ignore_the_whole_modification_is_discarded_and_the_pipeline_goes_on(make: Any, returns: str, code: str, text: str) -> None:
+def test_under_ignore_the_whole_modification_is_discarded_and_the_pipeline_goes_on(
+    make: Any, returns: str, code: str, text: str
+) -> None:
     m = make(trace("before", 10), adversary(returns, on_error="ignore"), trace("after", 90))
     result = run(m, CALL, META)
     assert result.continue_processing
@@ -143,10 +146,16 @@ def test_a_violation_given_as_a_map_is_taken(make: Any) -> None:
 
 @pytest.mark.parametrize(
     ("returns", "code"),
-    [("cmf_dict", "modified_payload_invalid"), ("cmf_unvalidated", "modified_payload_invalid"), ("cmf_wrong_type", "modified_payload_invalid")],
+    [
+        ("cmf_dict", "modified_payload_invalid"),
+        ("cmf_unvalidated", "modified_payload_invalid"),
+        ("cmf_wrong_type", "modified_payload_invalid"),
+    ],
 )
 def test_a_cmf_modification_of_the_wrong_shape_is_the_plugins_failure(returns: str, code: str) -> None:
-    m = host(plugin("adv", "Adversary", hooks="[cmf.tool_pre_invoke]", on_error="ignore", config=json.dumps({"returns": returns})))
+    m = host(
+        plugin("adv", "Adversary", hooks="[cmf.tool_pre_invoke]", on_error="ignore", config=json.dumps({"returns": returns}))
+    )
     message = Message(schema_version="2.0", role="user", content=[ContentPart.new_text("hi")])
     result = m.invoke("cmf.tool_pre_invoke", MessagePayload(message=message)).result
     assert [(e.plugin_name, e.code) for e in result.errors or []] == [("adv", code)]
@@ -158,12 +167,16 @@ def test_a_cmf_modification_of_the_wrong_shape_is_the_plugins_failure(returns: s
 
 
 def test_a_refused_write_fails_the_plugin_and_none_of_its_changes_apply(make: Any) -> None:
-    with pytest.raises(PipelineError, match=r"plugin 'adv' may not write extensions\.meta \(immutable\).*code extension_write_refused"):
+    with pytest.raises(
+        PipelineError, match=r"plugin 'adv' may not write extensions\.meta \(immutable\).*code extension_write_refused"
+    ):
         run(make(adversary("refused_write")), CALL, META)
     m = make(adversary("refused_write", on_error="ignore"), trace("after", 90))
     result = run(m, CALL, META)
     assert result.continue_processing
-    assert [(e.plugin_name, e.code, e.details) for e in result.errors] == [("adv", "extension_write_refused", {"fields": ["extensions.meta"]})]
+    assert [(e.plugin_name, e.code, e.details) for e in result.errors] == [
+        ("adv", "extension_write_refused", {"fields": ["extensions.meta"]})
+    ]
     assert modified_payload(result) == {**CALL, "trace": ["after"]}  # its payload change did not apply either
     assert result.extensions_modified is False
 
@@ -193,7 +206,9 @@ def test_a_base_exception_is_the_plugins_error_under_on_error(make: Any, name: s
 
 @pytest.mark.parametrize("name", ["SystemExit", "KeyboardInterrupt", "CustomBaseException"])
 @pytest.mark.parametrize("after_await", [False, True])
-def test_a_base_exception_in_a_fire_and_forget_plugin_is_reported_and_the_loop_goes_on(make: Any, name: str, after_await: bool) -> None:
+def test_a_base_exception_in_a_fire_and_forget_plugin_is_reported_and_the_loop_goes_on(
+    make: Any, name: str, after_await: bool
+) -> None:
     cfg = json.dumps({"raise": name, "after_await": after_await})
     m = make(plugin("bg", "RaisesBase", mode="fire_and_forget", config=cfg), settings="  plugin_timeout: 5\n")
     for _ in range(2):  # the runtime loop survived the first one
@@ -311,9 +326,13 @@ SMALL = "  max_payload_bytes: 200\n  max_extensions_bytes: 100\n  max_collection
 
 def test_payload_and_extensions_over_the_limit_are_refused_naming_the_setting() -> None:
     m = host(plugin("a", "Allow"), settings=SMALL)
-    with pytest.raises(InvalidInputError, match=r"payload: \d+ bytes, over the limit of 200 \(plugin_settings\.max_payload_bytes\)"):
+    with pytest.raises(
+        InvalidInputError, match=r"payload: \d+ bytes, over the limit of 200 \(plugin_settings\.max_payload_bytes\)"
+    ):
         m.invoke(PRE, {"blob": "x" * 300})
-    with pytest.raises(InvalidInputError, match=r"extensions: \d+ bytes, over the limit of 100 \(plugin_settings\.max_extensions_bytes\)"):
+    with pytest.raises(
+        InvalidInputError, match=r"extensions: \d+ bytes, over the limit of 100 \(plugin_settings\.max_extensions_bytes\)"
+    ):
         m.invoke(PRE, CALL, extensions={"custom": {"blob": "x" * 150}})
     with pytest.raises(InvalidInputError, match=r"payload: a map or array has 9 entries, over the limit of 8"):
         m.invoke(PRE, {"items": list(range(9))})
@@ -328,7 +347,9 @@ def test_payload_and_extensions_over_the_limit_are_refused_naming_the_setting() 
 
 def test_the_default_limit_refuses_a_huge_payload_without_decoding_it() -> None:
     m = host(plugin("a", "Allow"))
-    with pytest.raises(InvalidInputError, match=r"over the limit of 10485760 \(plugin_settings\.max_payload_bytes\); refused before decoding"):
+    with pytest.raises(
+        InvalidInputError, match=r"over the limit of 10485760 \(plugin_settings\.max_payload_bytes\); refused before decoding"
+    ):
         m.invoke(PRE, {"blob": b"\0" * (11 * 1024 * 1024)})
     m.shutdown()
     gc.collect()
@@ -397,9 +418,8 @@ def test_a_yaml_alias_bomb_gets_a_short_config_error() -> None:
     ],
 )
 def test_what_the_fast_path_refuses_python_refuses_too(library: Any, extensions: bytes, why: str) -> None:
-    from test_abi import invoke
-
     from cpexrt.errors import Status
+    from test_abi import invoke
 
     for hook in (b"tool_pre_invoke", b"nobody_handles_this"):
         with host(plugin("a", "Allow")) as m:

@@ -10,8 +10,8 @@ from typing import Any
 
 import msgpack
 import pytest
-from conftest import config, plugin
 
+from conftest import config, plugin
 from cpexrt.errors import (
     ConfigError,
     CpexError,
@@ -57,7 +57,20 @@ def raw_invoke(library: Library, m: PluginManager, payload: Any, length: int, ex
     out, out_len = ffi.new("uint8_t **"), ffi.new("size_t *")
     oc, ob, err = ffi.new("cpex_context **"), ffi.new("cpex_background **"), ffi.new("char **")
     status = library.lib.cpex_invoke(
-        m._handle, PRE.encode(), len(PRE), 0, payload, length, extensions or ffi.NULL, len(extensions), ffi.NULL, out, out_len, oc, ob, err
+        m._handle,
+        PRE.encode(),
+        len(PRE),
+        0,
+        payload,
+        length,
+        extensions or ffi.NULL,
+        len(extensions),
+        ffi.NULL,
+        out,
+        out_len,
+        oc,
+        ob,
+        err,
     )
     library.check(status, err)
     library.lib.cpex_free_buffer(out[0])
@@ -66,7 +79,12 @@ def raw_invoke(library: Library, m: PluginManager, payload: Any, length: int, ex
 VALID = msgpack.packb({"tool_name": "x", "arguments": {"q": "long enough to be cut short"}})
 
 CASES: list[tuple[str, Callable[[Library, PluginManager], Any], type[CpexError], str]] = [
-    ("null payload with a length", lambda lib, m: raw_invoke(lib, m, lib.ffi.NULL, 12), InvalidInputError, "payload is NULL but payload_len is 12"),
+    (
+        "null payload with a length",
+        lambda lib, m: raw_invoke(lib, m, lib.ffi.NULL, 12),
+        InvalidInputError,
+        "payload is NULL but payload_len is 12",
+    ),
     ("zero-length payload", lambda lib, m: raw_invoke(lib, m, b"", 0), InvalidInputError, "payload: empty"),
     ("truncated MessagePack", lambda lib, m: raw_invoke(lib, m, VALID[:-5], len(VALID) - 5), ParseError, "payload"),
     ("random bytes", lambda lib, m: raw_invoke(lib, m, b"\xc1\x00\xff", 3), ParseError, "payload"),
@@ -74,10 +92,30 @@ CASES: list[tuple[str, Callable[[Library, PluginManager], Any], type[CpexError],
     ("non-UTF-8 hook", lambda lib, m: m.invoke("tool\udcff", {}), InvalidInputError, "not valid UTF-8"),
     ("unknown payload type", lambda lib, m: m.invoke(PRE, {}, payload_type=42), InvalidInputError, "unknown payload type 42"),
     ("payload not a map", lambda lib, m: m.invoke(PRE, ["x"]), InvalidInputError, "must be a map"),
-    ("CMF payload of the wrong shape", lambda lib, m: m.invoke("cmf.tool_pre_invoke", {"message": {"schema_version": "1", "content": []}}, payload_type=1), InvalidInputError, "payload.message.role"),
-    ("plugin raises", lambda lib, m: m.invoke(PRE, {}, extensions=entity("boom")), PipelineError, "plugin 'raiser' raised RuntimeError"),
-    ("plugin hangs", lambda lib, m: m.invoke(PRE, {}, extensions=entity("hang")), PipelineTimeoutError, "plugin 'spinner' timed out"),
-    ("plugin returns garbage", lambda lib, m: m.invoke(PRE, {}, extensions=entity("junk")), PipelineError, "plugin 'garbage' returned int"),
+    (
+        "CMF payload of the wrong shape",
+        lambda lib, m: m.invoke("cmf.tool_pre_invoke", {"message": {"schema_version": "1", "content": []}}, payload_type=1),
+        InvalidInputError,
+        "payload.message.role",
+    ),
+    (
+        "plugin raises",
+        lambda lib, m: m.invoke(PRE, {}, extensions=entity("boom")),
+        PipelineError,
+        "plugin 'raiser' raised RuntimeError",
+    ),
+    (
+        "plugin hangs",
+        lambda lib, m: m.invoke(PRE, {}, extensions=entity("hang")),
+        PipelineTimeoutError,
+        "plugin 'spinner' timed out",
+    ),
+    (
+        "plugin returns garbage",
+        lambda lib, m: m.invoke(PRE, {}, extensions=entity("junk")),
+        PipelineError,
+        "plugin 'garbage' returned int",
+    ),
 ]
 
 
@@ -89,7 +127,9 @@ def test_bad_input(library: Library, manager: PluginManager, name: str, call: An
 
 
 def test_a_forbidden_write_fails_the_plugin(manager: PluginManager) -> None:
-    with pytest.raises(PipelineError, match=r"plugin 'vandal' may not write extensions\.meta \(immutable\).*code extension_write_refused"):
+    with pytest.raises(
+        PipelineError, match=r"plugin 'vandal' may not write extensions\.meta \(immutable\).*code extension_write_refused"
+    ):
         manager.invoke(PRE, {}, extensions=entity("vandal"))
     still_works(manager)
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import msgpack
 import pytest
-from conftest import config, plugin
 
+from conftest import config, plugin
 from cpexrt.engine import Engine
 
 PRE = "tool_pre_invoke"
@@ -61,9 +61,19 @@ def test_read_subject_shows_the_subject_without_its_guarded_fields() -> None:
     assert set(seen_by(["read_subject"])["security"]["subject"]) == {"id", "subject_type"}
 
 
-def edit(capabilities: list[str], changes: dict[str, Any], extensions: dict[str, Any] = FULL) -> tuple[dict[str, Any] | None, list[str]]:
+def edit(
+    capabilities: list[str], changes: dict[str, Any], extensions: dict[str, Any] = FULL
+) -> tuple[dict[str, Any] | None, list[str]]:
     m = Engine.from_yaml(
-        config(plugin("editor", "ExtensionEditor", capabilities=json.dumps(capabilities), on_error="ignore", config=json.dumps({"set": changes})))
+        config(
+            plugin(
+                "editor",
+                "ExtensionEditor",
+                capabilities=json.dumps(capabilities),
+                on_error="ignore",
+                config=json.dumps({"set": changes}),
+            )
+        )
     )
     m.initialize()
     result = m.invoke(PRE, 0, {}, extensions)
@@ -96,7 +106,11 @@ def test_immutable_slots_refuse_writes(path: str, value: Any) -> None:
 
 
 def test_subject_and_agent_stay_immutable_even_when_readable() -> None:
-    for caps, path in ((["read_roles"], "security.subject.roles"), (["read_subject"], "security.subject.id"), (["read_agent"], "agent.agent_id")):
+    for caps, path in (
+        (["read_roles"], "security.subject.roles"),
+        (["read_subject"], "security.subject.id"),
+        (["read_agent"], "agent.agent_id"),
+    ):
         modified, errors = edit(caps, {path: ["admin"]})
         assert modified is None and len(errors) == 1 and "immutable" in errors[0], (caps, errors)
 
@@ -148,7 +162,13 @@ def test_unknown_slots_are_not_writable() -> None:
 def test_edits_in_place_never_reach_another_plugin() -> None:
     m = Engine.from_yaml(
         config(
-            plugin("vandal", "ExtensionEditor", priority=1, capabilities='["read_headers"]', config=json.dumps({"in_place": True, "set": {"http.request_headers": {"x": "evil"}, "custom.alpha": 99}})),
+            plugin(
+                "vandal",
+                "ExtensionEditor",
+                priority=1,
+                capabilities='["read_headers"]',
+                config=json.dumps({"in_place": True, "set": {"http.request_headers": {"x": "evil"}, "custom.alpha": 99}}),
+            ),
             plugin("probe", "ExtensionProbe", priority=2, capabilities='["read_headers"]'),
         )
     )

@@ -11,8 +11,8 @@ from typing import Any, cast
 
 import msgpack
 import pytest
-from conftest import config, plugin
 
+from conftest import config, plugin
 from cpexrt import Plugin
 from cpexrt._generated import records
 from cpexrt.engine import Engine
@@ -75,8 +75,14 @@ PYCPEX_FIELDS: dict[str, tuple[list[str], set[str]]] = {
     "IdentityResult": (["subject", "delegation", "rejected", "reject_status", "reject_reason", "raw_claims"], set()),
     "DelegationPayload": (
         [
-            "target_name", "target_type", "target_audience", "required_permissions", "trust_domain",
-            "auth_enforced_by", "route_attenuation", "bearer_token",
+            "target_name",
+            "target_type",
+            "target_audience",
+            "required_permissions",
+            "trust_domain",
+            "auth_enforced_by",
+            "route_attenuation",
+            "bearer_token",
         ],
         {"target_name"},
     ),
@@ -194,7 +200,9 @@ def test_any_fields_keep_ints_and_bytes() -> None:
     assert_same_types(post.result, ANYS, "result")
     for scalar in (3, b"\x00\xff", 2.5, "text", [1, b"\x01"]):
         assert_same_types(round_trip(records.ResourcePostFetchPayload(uri="u", content=scalar)).content, scalar, "content")
-    agent = round_trip(records.AgentPreInvokePayload(agent_id="a", messages=[{"role": "user", "content": b"\x01"}, 7], parameters=ANYS))
+    agent = round_trip(
+        records.AgentPreInvokePayload(agent_id="a", messages=[{"role": "user", "content": b"\x01"}, 7], parameters=ANYS)
+    )
     assert_same_types(agent.messages, [{"role": "user", "content": b"\x01"}, 7], "messages")
     assert_same_types(agent.parameters, ANYS, "parameters")
     calls = round_trip(records.AgentPostInvokePayload(agent_id="a", messages=[], tool_calls=[ANYS]))

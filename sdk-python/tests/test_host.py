@@ -7,8 +7,8 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from conftest import config, plugin
 
+from conftest import config, plugin
 from cpexrt.errors import (
     ConfigError,
     InvalidHandleError,
@@ -43,7 +43,9 @@ def test_lifecycle_and_queries(library: Library) -> None:
 
 
 def test_allow_deny_and_modified_payload() -> None:
-    with started(config(plugin("guard", "DenyWhenBlocked", priority=1), plugin("t", "Trace", priority=2, config="{tag: t}"))) as m:
+    with started(
+        config(plugin("guard", "DenyWhenBlocked", priority=1), plugin("t", "Trace", priority=2, config="{tag: t}"))
+    ) as m:
         allowed = m.invoke("tool_pre_invoke", {"tool_name": "x"})
         assert allowed.result.continue_processing and allowed.result.violation is None
         assert allowed.modified_payload == {"tool_name": "x", "trace": ["t"]}
@@ -91,7 +93,10 @@ def test_each_failure_reaches_the_caller_with_its_class_and_message() -> None:
 
 def test_unencodable_modified_payload_fails_the_plugin_not_the_boundary() -> None:
     with started(config(plugin("u", "Unencodable"))) as m:
-        with pytest.raises(PipelineError, match=r"plugin 'u' returned a modified payload that cannot be encoded.*code modified_payload_unencodable"):
+        with pytest.raises(
+            PipelineError,
+            match=r"plugin 'u' returned a modified payload that cannot be encoded.*code modified_payload_unencodable",
+        ):
             m.invoke("tool_pre_invoke", {})
 
 
@@ -143,7 +148,11 @@ def test_registered_factories_and_modified_extensions_through_the_library() -> N
         m.register_factory("echo", "cpex_test_plugins:TagEcho")
         with pytest.raises(InvalidInputError, match="already registered"):
             m.register_factory("echo", tp.Allow)
-        m.load_config("plugins:\n  - {name: w, kind: writer, config: {tag: w}}\n  - {name: e, kind: echo, priority: 200, config: {tag: seen}}\n")
+        m.load_config(
+            "plugins:\n"
+            "  - {name: w, kind: writer, config: {tag: w}}\n"
+            "  - {name: e, kind: echo, priority: 200, config: {tag: seen}}\n"
+        )
         m.initialize()
         out = m.invoke("tool_pre_invoke", {}, extensions={"meta": {"entity_type": "tool", "entity_name": "x", "tags": ["a"]}})
         assert out.result.modified_extensions is not None
@@ -211,7 +220,7 @@ def test_every_call_fails_cleanly_after_shutdown() -> None:
         "invoke": lambda: m.invoke("tool_pre_invoke", {}),
         "wait": out.background.wait if out.background else None,
     }
-    for name, call in calls.items():
+    for call in calls.values():
         assert call is not None
         with pytest.raises(InvalidHandleError):
             call()

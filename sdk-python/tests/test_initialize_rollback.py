@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import config, plugin
 
+from conftest import config, plugin
 from cpexrt.engine import Engine
 from cpexrt.errors import PipelineError
 from cpexrt.host import PluginManager as HostManager

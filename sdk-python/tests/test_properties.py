@@ -4,14 +4,13 @@ or values, the outcome is a result or the right error class, never anything else
 from __future__ import annotations
 
 import copy
-
 from typing import Any
 
 import msgpack
-from conftest import config, plugin
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import config, plugin
 from cpexrt._generated import records
 from cpexrt.engine.gating import Grant, accept
 from cpexrt.errors import InvalidInputError, ParseError
@@ -20,10 +19,23 @@ from cpexrt.wire import WireRecord, unpack
 
 PROFILE = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(allow_nan=False), st.text(max_size=20), st.binary(max_size=20))
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**64 - 1),
+    st.floats(allow_nan=False),
+    st.text(max_size=20),
+    st.binary(max_size=20),
+)
+values = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20
+)
 RECORDS = sorted(
-    name for name in dir(records) if isinstance(getattr(records, name), type) and issubclass(getattr(records, name), WireRecord) and getattr(records, name).__module__ == records.__name__
+    name
+    for name in dir(records)
+    if isinstance(getattr(records, name), type)
+    and issubclass(getattr(records, name), WireRecord)
+    and getattr(records, name).__module__ == records.__name__
 )
 
 
@@ -67,7 +79,9 @@ CAPABILITIES = ["read_labels", "append_labels", "read_headers", "write_headers",
 
 @PROFILE
 @given(extension_values, extension_values, st.lists(st.sampled_from(CAPABILITIES), unique=True))
-def test_gating_never_lets_immutable_slots_change_or_labels_shrink(current: dict[str, Any], proposed: dict[str, Any], caps: list[str]) -> None:
+def test_gating_never_lets_immutable_slots_change_or_labels_shrink(
+    current: dict[str, Any], proposed: dict[str, Any], caps: list[str]
+) -> None:
     grant = Grant.of(caps)
     merged, refusals, _ = accept(copy.deepcopy(current), current, proposed, grant)
     assert merged.get("meta") == current.get("meta")
@@ -100,7 +114,20 @@ def test_random_bytes_through_the_library_are_parse_or_input_errors(payload: byt
     out, out_len = ffi.new("uint8_t **"), ffi.new("size_t *")
     oc, ob, err = ffi.new("cpex_context **"), ffi.new("cpex_background **"), ffi.new("char **")
     status = lib.lib.cpex_invoke(
-        m._handle, b"tool_pre_invoke", 15, 0, payload, len(payload), extensions or ffi.NULL, len(extensions), ffi.NULL, out, out_len, oc, ob, err
+        m._handle,
+        b"tool_pre_invoke",
+        15,
+        0,
+        payload,
+        len(payload),
+        extensions or ffi.NULL,
+        len(extensions),
+        ffi.NULL,
+        out,
+        out_len,
+        oc,
+        ob,
+        err,
     )
     try:
         lib.check(status, err)

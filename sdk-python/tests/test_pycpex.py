@@ -5,13 +5,14 @@ the decisions equal those of py-cpex's own PluginManager on the same inputs."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import yaml
-from conftest import PLUGIN_DIR
-
 from cpex.framework import GlobalContext, TenantPluginManager, ToolPostInvokePayload, ToolPreInvokePayload
+
+from conftest import PLUGIN_DIR
 from cpexrt.engine import Engine
 from cpexrt.errors import ConfigError, PipelineError, PipelineTimeoutError
 from cpexrt.host import PluginManager as Host
@@ -54,7 +55,10 @@ plugins:
     config:
       block_on_detection: true
 """
-EMAIL_CALL = {"name": "send_email", "args": {"to": "john@example.com", "body": "My SSN is 123-45-6789", "count": 3, "raw": b"\x00\x01"}}
+EMAIL_CALL = {
+    "name": "send_email",
+    "args": {"to": "john@example.com", "body": "My SSN is 123-45-6789", "count": 3, "raw": b"\x00\x01"},
+}
 KEY_RESULT = {"name": "get_credentials", "result": {"content": [{"type": "text", "text": "use AKIAIOSFODNN7EXAMPLE"}]}}
 REQUEST = {"request_id": "req-1", "user": "alice", "tenant_id": "t1", "server_id": "srv-1"}
 
@@ -107,15 +111,33 @@ def test_a_pycpex_config_loads_unchanged() -> None:
     [
         (config_of(stanza("a", PII, shade="blue")), r"plugins\[0\]\.shade: unknown field"),
         (config_of(stanza("a", "external")), r"plugins\[0\]\.kind: py-cpex's kind 'external' .* is not supported"),
-        (config_of(stanza("a", "no_such_package_zz.mod.Plugin")), r"plugins\[0\]\.kind: cannot import module 'no_such_package_zz\.mod'.*is the plugin's package installed"),
-        (config_of(stanza("a", "broken_pycpex_plugin.Plugin")), r"plugins\[0\]\.kind: cannot import module 'broken_pycpex_plugin'.*broken on purpose"),
-        (config_of(stanza("a", "pycpex_test_plugins.NotAPlugin")), r"neither a cpexrt\.Plugin subclass nor a py-cpex cpex\.framework\.Plugin subclass"),
-        (config_of(stanza("a", "pycpex_test_plugins.RejectsConfig", config="{threshold: -1}")), r"plugins\[0\]: plugin 'a' .* rejected its config: ValueError: threshold must be >= 0"),
-        (config_of(stanza("a", PII, config="{default_mask_strategy: shout}")), r"plugins\[0\]: plugin 'a' \(cpex_pii_filter.*\) rejected its config"),
+        (
+            config_of(stanza("a", "no_such_package_zz.mod.Plugin")),
+            r"plugins\[0\]\.kind: cannot import module 'no_such_package_zz\.mod'.*is the plugin's package installed",
+        ),
+        (
+            config_of(stanza("a", "broken_pycpex_plugin.Plugin")),
+            r"plugins\[0\]\.kind: cannot import module 'broken_pycpex_plugin'.*broken on purpose",
+        ),
+        (
+            config_of(stanza("a", "pycpex_test_plugins.NotAPlugin")),
+            r"neither a cpexrt\.Plugin subclass nor a py-cpex cpex\.framework\.Plugin subclass",
+        ),
+        (
+            config_of(stanza("a", "pycpex_test_plugins.RejectsConfig", config="{threshold: -1}")),
+            r"plugins\[0\]: plugin 'a' .* rejected its config: ValueError: threshold must be >= 0",
+        ),
+        (
+            config_of(stanza("a", PII, config="{default_mask_strategy: shout}")),
+            r"plugins\[0\]: plugin 'a' \(cpex_pii_filter.*\) rejected its config",
+        ),
         (config_of(stanza("a", PII, hooks="[resource_pre_fetch]")), r"plugins\[0\]\.hooks\[0\]: plugin 'a': .*has no hook"),
         (config_of(stanza("a", PII, hooks="[]")), r"plugins\[0\]\.hooks: py-cpex plugin 'a' lists no hooks"),
         (config_of(stanza("a", PII, conditions="[{tags: [x]}]")), r"plugins\[0\]\.conditions\[0\]\.tags: py-cpex plugins"),
-        (config_of(stanza("a", "cpex_test_plugins.Allow", conditions="[{server_ids: [x]}]")), r"plugins\[0\]\.conditions\[0\]\.server_ids: a py-cpex condition"),
+        (
+            config_of(stanza("a", "cpex_test_plugins.Allow", conditions="[{server_ids: [x]}]")),
+            r"plugins\[0\]\.conditions\[0\]\.server_ids: a py-cpex condition",
+        ),
         ("server_settings: {port: 8000}\nplugins: []", r"server_settings: unknown field"),
     ],
 )
@@ -128,8 +150,10 @@ def test_legacy_modes_map_onto_cpex_modes() -> None:
     from cpexrt.engine.config import parse_config
 
     text = config_of(
-        stanza("a", PII, mode="enforce"), stanza("b", PII, mode="enforce_ignore_error"),
-        stanza("c", PII, mode="permissive"), stanza("d", PII, mode="enforce_ignore_error", on_error="disable"),
+        stanza("a", PII, mode="enforce"),
+        stanza("b", PII, mode="enforce_ignore_error"),
+        stanza("c", PII, mode="permissive"),
+        stanza("d", PII, mode="enforce_ignore_error", on_error="disable"),
     )
     got = [(p.mode.value, p.on_error.value) for p in parse_config(text).plugins]
     assert got == [("sequential", "fail"), ("sequential", "ignore"), ("transform", "fail"), ("sequential", "disable")]
@@ -195,7 +219,12 @@ def test_a_violation_keeps_every_field_and_the_result_carries_retry_and_headers(
         h.initialize()
         denied = h.invoke("tool_pre_invoke", {"name": "t", "args": {"block": True}}, request=REQUEST).result
         v = denied.violation
-        assert v is not None and (v.code, v.reason, v.description, v.plugin_name) == ("BLOCKED", "blocked by policy", "the call asked to be blocked", "v")
+        assert v is not None and (v.code, v.reason, v.description, v.plugin_name) == (
+            "BLOCKED",
+            "blocked by policy",
+            "the call asked to be blocked",
+            "v",
+        )
         assert v.details == {"tool": "t", "count": 3} and v.http_status_code == 429 and v.http_headers == {"Retry-After": "2"}
         assert denied.retry_delay_ms == 2000
         rewritten = h.invoke("tool_pre_invoke", {"name": "t", "args": {"rewrite": 1}}).result
@@ -214,7 +243,9 @@ def test_cpexs_fail_closed_rules_hold_for_pycpex_plugins() -> None:
     m = engine(config_of(stanza("v", "pycpex_test_plugins.Verdict", timeout="0.2")))
     with pytest.raises(PipelineError, match=r"plugin 'v' raised RuntimeError: exploded on purpose"):
         m.invoke("tool_pre_invoke", 0, {"name": "t", "args": {"explode": True}})
-    with pytest.raises(PipelineError, match=r"plugin 'v' returned a modified payload that cannot be encoded.*modified_payload_unencodable"):
+    with pytest.raises(
+        PipelineError, match=r"plugin 'v' returned a modified payload that cannot be encoded.*modified_payload_unencodable"
+    ):
         m.invoke("tool_pre_invoke", 0, {"name": "t", "args": {"garbage": True}})
     with pytest.raises(PipelineTimeoutError, match=r"plugin 'v' timed out after 0\.2s"):
         m.invoke("tool_pre_invoke", 0, {"name": "t", "args": {"sleep": 2}})

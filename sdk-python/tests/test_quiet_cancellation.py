@@ -11,11 +11,12 @@ import asyncio
 import gc
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
-from conftest import config, plugin
 
+from conftest import config, plugin
 from cpexrt.engine import Engine
 from cpexrt.engine.runtime_loop import DROPPED, new_loop
 from cpexrt.host import PluginManager as HostManager
@@ -28,7 +29,9 @@ TIMEOUT = 0.2
 
 def _config(mode: str, how: str) -> str:
     return config(
-        plugin("late", "LateFailures", mode=mode, on_error="ignore", timeout=TIMEOUT, config=f"{{how: {how}, child_seconds: 0.15}}"),
+        plugin(
+            "late", "LateFailures", mode=mode, on_error="ignore", timeout=TIMEOUT, config=f"{{how: {how}, child_seconds: 0.15}}"
+        ),
         plugin("ok", "LateFailures", priority=1, config="{how: quick}"),
     )
 
@@ -127,7 +130,9 @@ def test_engine_called_from_a_running_loop_makes_no_noise(quiet: None) -> None:
     assert DROPPED.count > before
 
 
-def test_unexpected_loop_errors_are_logged_not_printed(capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+def test_unexpected_loop_errors_are_logged_not_printed(
+    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     """A failing callback is no abandoned task: it goes to the 'cpexrt.engine' logger at
     error level, not through asyncio's default handler."""
     loop = new_loop()

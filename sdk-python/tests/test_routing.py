@@ -8,10 +8,10 @@ import re
 from typing import Any
 
 import pytest
-from conftest import PLUGIN_DIR
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import PLUGIN_DIR
 from cpexrt.engine import Engine
 from cpexrt.engine.patterns import Pattern
 from cpexrt.errors import ConfigError
@@ -24,12 +24,16 @@ def routed(routes: str, *, groups: str = "", cache: int = 16) -> Engine:
     plugins tracing their own name, configured in the order they are first named."""
     listed = re.findall(r"plugins: \[([^\]]*)\]", groups + routes)
     names = dict.fromkeys(n.strip() for group in listed for n in group.split(",") if n.strip())
-    entries = "".join(f"  - {{name: {n}, kind: 'cpex_test_plugins:Trace', hooks: [{PRE}], config: {{tag: {n}}}}}\n" for n in names)
+    entries = "".join(
+        f"  - {{name: {n}, kind: 'cpex_test_plugins:Trace', hooks: [{PRE}], config: {{tag: {n}}}}}\n" for n in names
+    )
     m = Engine.from_yaml(
         f"plugin_settings: {{routing_enabled: true, route_cache_size: {cache}, plugin_dirs: [{PLUGIN_DIR!r}]}}\n"
         + (f"global:\n  policies:\n{groups}" if groups else "")
-        + "plugins:\n" + entries
-        + "routes:\n" + routes
+        + "plugins:\n"
+        + entries
+        + "routes:\n"
+        + routes
     )
     m.initialize()
     return m
@@ -116,16 +120,28 @@ def test_exact_names_and_the_catch_all_are_recognised() -> None:
         ("routes: [{resource: 'file:///{etc,var}/*'}]", "routes[0].resource: pattern 'file:///{etc,var}/*' uses '{'"),
         ("routes: [{prompt: 'a}'}]", "routes[0].prompt: pattern 'a}' uses '}'"),
         ("routes: [{tool: 'get\\_*'}]", "routes[0].tool: pattern 'get\\\\_*' uses '\\\\'"),
-        ("routes: [{tool: '^get_user'}]", "routes[0].tool: pattern '^get_user' looks like a regular expression (a leading '^'); route patterns are globs matched against the whole name: write 'get_user'"),
+        (
+            "routes: [{tool: '^get_user'}]",
+            "routes[0].tool: pattern '^get_user' looks like a regular expression (a leading '^'); "
+            "route patterns are globs matched against the whole name: write 'get_user'",
+        ),
         ("routes: [{tool: 'get_user$'}]", "routes[0].tool: pattern 'get_user$' looks like a regular expression (a trailing '$')"),
-        ("routes: [{tool: 'get_.+'}]", "routes[0].tool: pattern 'get_.+' looks like a regular expression ('.+'); route patterns are globs matched against the whole name: write 'get_?*'"),
+        (
+            "routes: [{tool: 'get_.+'}]",
+            "routes[0].tool: pattern 'get_.+' looks like a regular expression ('.+'); "
+            "route patterns are globs matched against the whole name: write 'get_?*'",
+        ),
         ("routes: [{tool: '^.*$'}]", "write '*'"),
         ("routes: [{tool: ''}]", "routes[0].tool: empty; expected an entity name or a route pattern"),
         (
             "plugins: [{name: p, kind: 'x:Y', conditions: [{tools: [a]}, {tools: [ok, 'get_[ab]']}]}]",
-            "plugins[0].conditions[1].tools[1]: pattern 'get_[ab]' uses '[', which condition patterns do not support (only * and ? are wildcards)",
+            "plugins[0].conditions[1].tools[1]: pattern 'get_[ab]' uses '[', "
+            "which condition patterns do not support (only * and ? are wildcards)",
         ),
-        ("plugins: [{name: p, kind: 'x:Y', conditions: [{resources: ['file:///.+']}]}]", "plugins[0].conditions[0].resources[0]: pattern 'file:///.+' looks like a regular expression"),
+        (
+            "plugins: [{name: p, kind: 'x:Y', conditions: [{resources: ['file:///.+']}]}]",
+            "plugins[0].conditions[0].resources[0]: pattern 'file:///.+' looks like a regular expression",
+        ),
         ("plugins: [{name: p, kind: 'x:Y', conditions: [{prompts: ['']}]}]", "plugins[0].conditions[0].prompts[0]: empty"),
     ],
 )
@@ -199,13 +215,15 @@ def test_without_an_entity_every_plugin_of_the_hook_runs(extensions: dict[str, A
 
 # -- conditions ------------------------------------------------------------------------------
 
+# The kind of every conditioned plugin below.
+TRACE = "'cpex_test_plugins:Trace'"
 CONDITIONED = f"""\
 plugin_settings: {{plugin_dirs: [{PLUGIN_DIR!r}]}}
 plugins:
-  - {{name: getters, kind: 'cpex_test_plugins:Trace', hooks: [{PRE}], config: {{tag: getters}}, conditions: [{{tools: ['get_*', 'read_?']}}]}}
-  - {{name: etc, kind: 'cpex_test_plugins:Trace', hooks: [{PRE}], config: {{tag: etc}}, conditions: [{{resources: ['file:///etc/*']}}]}}
-  - {{name: exact, kind: 'cpex_test_plugins:Trace', hooks: [{PRE}], config: {{tag: exact}}, conditions: [{{tools: [pay]}}, {{tags: [money]}}]}}
-  - {{name: anyone, kind: 'cpex_test_plugins:Trace', hooks: [{PRE}], config: {{tag: anyone}}}}
+  - {{name: getters, kind: {TRACE}, hooks: [{PRE}], config: {{tag: getters}}, conditions: [{{tools: ['get_*', 'read_?']}}]}}
+  - {{name: etc, kind: {TRACE}, hooks: [{PRE}], config: {{tag: etc}}, conditions: [{{resources: ['file:///etc/*']}}]}}
+  - {{name: exact, kind: {TRACE}, hooks: [{PRE}], config: {{tag: exact}}, conditions: [{{tools: [pay]}}, {{tags: [money]}}]}}
+  - {{name: anyone, kind: {TRACE}, hooks: [{PRE}], config: {{tag: anyone}}}}
 """
 
 

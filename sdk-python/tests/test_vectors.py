@@ -48,4 +48,7 @@ def test_unknown_fields_and_variants_are_kept() -> None:
 def test_pointer_fields_keep_zero_and_optional_fields_drop_empty() -> None:
     policy = records.RetentionPolicy(max_age_seconds=0, policy="")
     assert policy.to_wire() == {"max_age_seconds": 0}
-    assert records.PluginError(plugin_name="p", message="m", code="", details={}).to_wire() == {"plugin_name": "p", "message": "m"}
+    assert records.PluginError(plugin_name="p", message="m", code="", details={}).to_wire() == {
+        "plugin_name": "p",
+        "message": "m",
+    }

@@ -7,9 +7,9 @@ import copy
 from typing import Any
 
 from cpexrt import Plugin, PluginContext, allow, deny, hook, modify
-from cpexrt.results import PluginResult
 from cpexrt._generated.records import ContentPart, Message
 from cpexrt.cmf import MessageView
+from cpexrt.results import PluginResult
 
 
 class Allow(Plugin):
@@ -304,7 +304,7 @@ class Rendezvous(Plugin):
             return allow(metadata={"setter": "set"})
         try:
             await asyncio.wait_for(event.wait(), 2)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return deny("alone", "the setter never ran alongside")
         return allow(metadata={"waiter": "met"})
 
@@ -404,7 +404,7 @@ class LateFailures(Plugin):
         how = self.config.get("how", "quick")
         child = float(self.config.get("child_seconds", 0.05))
         if how == "spawn":
-            asyncio.create_task(_fail_later(child, "a child task"))
+            asyncio.create_task(_fail_later(child, "a child task"))  # noqa: RUF006 - left dangling on purpose (the docstring)
             asyncio.gather(_fail_later(child, "a gathered task"), _fail_later(child * 2, "another gathered task"))
             await asyncio.sleep(30)
         elif how == "replace":

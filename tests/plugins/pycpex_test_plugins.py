@@ -44,7 +44,9 @@ class Verdict(Plugin):
         super().__init__(config)
         self.code = (config.config or {}).get("code", "BLOCKED")
 
-    async def tool_pre_invoke(self, payload: ToolPreInvokePayload, context: PluginContext, extensions: Any = None) -> ToolPreInvokeResult:
+    async def tool_pre_invoke(
+        self, payload: ToolPreInvokePayload, context: PluginContext, extensions: Any = None
+    ) -> ToolPreInvokeResult:
         args = dict(payload.args or {})
         if args.get("sleep"):
             await asyncio.sleep(float(args["sleep"]))
@@ -54,8 +56,12 @@ class Verdict(Plugin):
             return ToolPreInvokeResult(modified_payload=payload.model_copy(update={"args": {"bad": {1, 2}}}))
         if args.get("block"):
             violation = PluginViolation(
-                reason="blocked by policy", description="the call asked to be blocked", code=self.code,
-                details={"tool": payload.name, "count": 3}, http_status_code=429, http_headers={"Retry-After": "2"},
+                reason="blocked by policy",
+                description="the call asked to be blocked",
+                code=self.code,
+                details={"tool": payload.name, "count": 3},
+                http_status_code=429,
+                http_headers={"Retry-After": "2"},
             )
             return ToolPreInvokeResult(continue_processing=False, violation=violation, retry_delay_ms=2000)
         if "rewrite" in args:
@@ -89,7 +95,10 @@ class CmfWatcher(Plugin):
         from cpex.framework.hooks.message import MessageResult
 
         message = payload.message
-        metadata = {"hook": str(getattr(payload.hook, "value", payload.hook)), "role": str(getattr(message.role, "value", message.role))}
+        metadata = {
+            "hook": str(getattr(payload.hook, "value", payload.hook)),
+            "role": str(getattr(message.role, "value", message.role)),
+        }
         texts = [part.text for part in message.content if getattr(part, "content_type", None) == "text"]
         if "append" in texts:
             extra = type(message.content[0])(content_type="text", text="appended by py-cpex")

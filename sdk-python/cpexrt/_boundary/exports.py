@@ -8,15 +8,16 @@ status after writing a message to *err_msg. Outputs are written only on success.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
+from cpexrt._boundary.handles import HANDLES, Kind
+from cpexrt._boundary.signals import refuse_signal_handlers
 from cpexrt._generated.abi_cdef import PYTHON_FUNCTIONS
 from cpexrt._generated.errors import UNCHANGED_RESULTS, Status
 from cpexrt._generated.records import PipelineResult, PluginError
-from cpexrt._boundary.handles import HANDLES, Kind
 from cpexrt.engine import Engine
 from cpexrt.engine.executor import PipelineOutcome
-from cpexrt._boundary.signals import refuse_signal_handlers
 from cpexrt.errors import CpexError, InvalidInputError
 from cpexrt.wire import pack, unpack
 
@@ -40,7 +41,7 @@ class Exports:
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise InvalidInputError(f"{what}: not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})") from None
+            raise InvalidInputError(f"{what}: not valid UTF-8 (byte {exc.start}: {raw[exc.start : exc.start + 1]!r})") from None
 
     def _decode(self, data: bytes, what: str, entries: int) -> Any:
         """A host's MessagePack map, decoded once the C checker of the fast path took it
@@ -80,7 +81,13 @@ class Exports:
         hooks = "\0".join(manager.hooks_with_plugins()).encode("utf-8")
         s = manager.config.plugin_settings
         self.lib.cpexrt_publish_hooks(
-            token, int(manager.is_initialized()), hooks, len(hooks), s.max_payload_bytes, s.max_extensions_bytes, s.max_collection_entries
+            token,
+            int(manager.is_initialized()),
+            hooks,
+            len(hooks),
+            s.max_payload_bytes,
+            s.max_extensions_bytes,
+            s.max_collection_entries,
         )
 
     def manager_new(self, out_manager: Any) -> None:
@@ -96,7 +103,9 @@ class Exports:
         out_manager[0] = token
 
     def register_factory(self, manager: int, kind: Any, kind_len: int, target: Any, target_len: int) -> None:
-        self._manager(manager, "manager").register_factory(self._text(kind, kind_len, "kind"), self._text(target, target_len, "target"))
+        self._manager(manager, "manager").register_factory(
+            self._text(kind, kind_len, "kind"), self._text(target, target_len, "target")
+        )
 
     def load_config(self, manager: int, yaml: Any, yaml_len: int) -> None:
         mgr = self._manager(manager, "manager")
@@ -153,8 +162,21 @@ class Exports:
         out_background: Any,
     ) -> None:
         self.invoke_request(
-            manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, self.ffi.NULL, 0,
-            context, out_result, out_result_len, out_context, out_background,
+            manager,
+            hook,
+            hook_len,
+            payload_type,
+            payload,
+            payload_len,
+            extensions,
+            extensions_len,
+            self.ffi.NULL,
+            0,
+            context,
+            out_result,
+            out_result_len,
+            out_context,
+            out_background,
         )
 
     def invoke_request(
@@ -196,7 +218,14 @@ class Exports:
             _check_size("request", request_len, settings.max_extensions_bytes, "max_extensions_bytes")
             global_context = self._decode(self.ffi.buffer(request, request_len)[:], "request", entries)
         outcome = mgr.invoke(
-            hook_name, payload_type, body, ext, ctx, payload_wire=body_wire, extensions_wire=ext_wire, owned=True,
+            hook_name,
+            payload_type,
+            body,
+            ext,
+            ctx,
+            payload_wire=body_wire,
+            extensions_wire=ext_wire,
+            owned=True,
             request=global_context,
         )
         try:
@@ -251,7 +280,9 @@ class Exports:
 
 def _check_size(what: str, size: int, limit: int, setting: str) -> None:
     if size > limit:
-        raise InvalidInputError(f"{what}: {size} bytes, over the limit of {limit} (plugin_settings.{setting}); refused before decoding")
+        raise InvalidInputError(
+            f"{what}: {size} bytes, over the limit of {limit} (plugin_settings.{setting}); refused before decoding"
+        )
 
 
 def _result_bytes(result: PipelineOutcome, payload_type: int) -> bytes:

@@ -13,7 +13,8 @@ import asyncio
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from cpexrt._generated.records import PluginError
 from cpexrt.engine import driver
@@ -52,7 +53,7 @@ class BackgroundBatch:
     def done(self) -> bool:
         return self._pending == 0
 
-    def on_done(self, callback: Callable[["BackgroundBatch"], None]) -> None:
+    def on_done(self, callback: Callable[[BackgroundBatch], None]) -> None:
         """Calls callback(self) once the tasks finished (at once if they have)."""
         with self._lock:
             if self._pending:

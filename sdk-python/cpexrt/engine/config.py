@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import reprlib
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
 import yaml
@@ -14,7 +14,7 @@ from cpexrt.engine.patterns import check_pattern
 from cpexrt.errors import ConfigError, ParseError
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     SEQUENTIAL = "sequential"
     TRANSFORM = "transform"
     AUDIT = "audit"
@@ -23,7 +23,7 @@ class Mode(str, Enum):
     DISABLED = "disabled"
 
 
-class OnError(str, Enum):
+class OnError(StrEnum):
     FAIL = "fail"
     IGNORE = "ignore"
     DISABLE = "disable"
@@ -56,7 +56,9 @@ class PluginSettings(_Strict):
     plugin_dirs: list[str] = Field(default_factory=list)
     route_cache_size: int = Field(default=1024, ge=0)
     max_payload_bytes: int = Field(default=MAX_PAYLOAD_BYTES, ge=1, description="largest payload accepted or returned, encoded")
-    max_extensions_bytes: int = Field(default=MAX_EXTENSIONS_BYTES, ge=1, description="largest extensions map accepted or returned, encoded")
+    max_extensions_bytes: int = Field(
+        default=MAX_EXTENSIONS_BYTES, ge=1, description="largest extensions map accepted or returned, encoded"
+    )
     max_collection_entries: int = Field(default=MAX_COLLECTION_ENTRIES, ge=1, description="most entries of one map or array")
 
 
@@ -164,7 +166,7 @@ class Route(_Strict):
     plugins: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _one_entity(self) -> "Route":
+    def _one_entity(self) -> Route:
         given = [k for k in ("tool", "resource", "prompt") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"a route names exactly one of tool, resource, prompt (got {', '.join(given) or 'none'})")
@@ -242,7 +244,10 @@ def _parse_config(text: str) -> Config:
             problems.append(f"and {len(errors) - _MAX_PROBLEMS} more problems")
         raise ConfigError("invalid config: " + "; ".join(problems)) from None
     if config.plugin_dirs:  # py-cpex's top-level plugin_dirs joins cpex's
-        dirs = [*config.plugin_settings.plugin_dirs, *(d for d in config.plugin_dirs if d not in config.plugin_settings.plugin_dirs)]
+        dirs = [
+            *config.plugin_settings.plugin_dirs,
+            *(d for d in config.plugin_dirs if d not in config.plugin_settings.plugin_dirs),
+        ]
         config.plugin_settings.plugin_dirs = dirs
     _check_references(config)
     return config
@@ -253,7 +258,10 @@ def _check_references(config: Config) -> None:
     for i, spec in enumerate(config.plugins):
         for j, cap in enumerate(spec.capabilities):
             if cap not in CAPABILITIES:
-                raise ConfigError(f"plugins[{i}].capabilities[{j}]: unknown capability {cap!r}; expected one of {', '.join(sorted(CAPABILITIES))}")
+                raise ConfigError(
+                    f"plugins[{i}].capabilities[{j}]: unknown capability {cap!r}; "
+                    f"expected one of {', '.join(sorted(CAPABILITIES))}"
+                )
         if spec.name in seen:
             raise ConfigError(f"plugins[{i}].name: duplicate plugin name {spec.name!r} (also plugins[{seen[spec.name]}])")
         seen[spec.name] = i

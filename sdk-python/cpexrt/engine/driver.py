@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import types
+from collections.abc import Callable, Coroutine, Generator
 from types import CoroutineType
-from collections.abc import Coroutine, Generator
-from typing import Any, Callable
+from typing import Any
 
 from cpexrt.engine.runtime_loop import RUNTIME_LOOP, bounded, caller_loop, run_until_complete
 from cpexrt.engine.watchdog import WATCHDOG, PluginDeadline
@@ -55,7 +55,7 @@ async def contain(coro: Coroutine[Any, Any, Any]) -> Any:
         return await coro
     except asyncio.CancelledError:
         raise
-    except BaseException as exc:  # noqa: BLE001 - see _contained
+    except BaseException as exc:  # re-raised, wrapped if need be: see _contained
         wrapped = _contained(exc)
         if wrapped is exc:
             raise
@@ -77,7 +77,7 @@ def call(fn: Callable[..., Any], args: tuple[Any, ...], deadline: float) -> Any:
             _disarm()
     except PluginDeadline:
         raise HandlerTimeout from None
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise HandlerTimeout from None
 
 
@@ -190,7 +190,7 @@ def begin(fn: Callable[..., Any], args: tuple[Any, ...], deadline: float) -> tup
             _disarm()
     except PluginDeadline:
         raise HandlerTimeout from None
-    except asyncio.TimeoutError:  # drive's, as in call()
+    except TimeoutError:  # drive's, as in call()
         raise HandlerTimeout from None
 
 
@@ -207,10 +207,7 @@ def finish_all(suspended: list[Suspended], settle: Callable[[Any, bool, Any], bo
     HandlerTimeout for a deadline); when it returns True the others are cancelled."""
 
     async def run() -> None:
-        tasks = {
-            asyncio.ensure_future(bounded(resume(s.coro, s.yielded), s.deadline)): s.key
-            for s in suspended
-        }
+        tasks = {asyncio.ensure_future(bounded(resume(s.coro, s.yielded), s.deadline)): s.key for s in suspended}
         pending = set(tasks)
         try:
             while pending:

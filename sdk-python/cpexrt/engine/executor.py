@@ -7,11 +7,12 @@ import asyncio
 import copy
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from cpexrt._generated.records import PluginError, PluginViolation
 from cpexrt import payloads
+from cpexrt._generated.records import PluginError, PluginViolation
 from cpexrt.engine import driver, gating
 from cpexrt.engine.background import RUNNER, BackgroundBatch, start_inline
 from cpexrt.engine.config import Mode, OnError, PluginSpec
@@ -69,8 +70,19 @@ class PipelineOutcome:
     decode a private copy on first use, the boundary sends the snapshot's bytes."""
 
     __slots__ = (
-        "continue_processing", "violation", "errors", "metadata", "payload", "extensions",
-        "states", "context", "background", "retry_delay_ms", "http_headers", "_decoded_payload", "_decoded_extensions",
+        "continue_processing",
+        "violation",
+        "errors",
+        "metadata",
+        "payload",
+        "extensions",
+        "states",
+        "context",
+        "background",
+        "retry_delay_ms",
+        "http_headers",
+        "_decoded_payload",
+        "_decoded_extensions",
     )
 
     def __init__(self, states: dict[str, dict[str, Any]] | None = None) -> None:
@@ -116,8 +128,18 @@ class Invocation:
     copies of it for this invoke."""
 
     __slots__ = (
-        "hook", "payload_type", "payload", "extensions", "has_extensions", "states_in", "states",
-        "global_state", "deadline", "invoke_timeout", "limits", "request",
+        "hook",
+        "payload_type",
+        "payload",
+        "extensions",
+        "has_extensions",
+        "states_in",
+        "states",
+        "global_state",
+        "deadline",
+        "invoke_timeout",
+        "limits",
+        "request",
     )
 
     def __init__(
@@ -214,8 +236,12 @@ def _args(plugin: LoadedPlugin, inv: Invocation) -> tuple[Any, PluginContext]:
         return inv.payload.copy(), PluginContext({}, state, inv.global_state, load_request=load_request, request_state=shared)
     snapshot, grant = inv.extensions, plugin.grant
     ctx = PluginContext(
-        None, state, inv.global_state,
-        load_extensions=lambda: gating.hide(snapshot.copy(), grant), load_request=load_request, request_state=shared,
+        None,
+        state,
+        inv.global_state,
+        load_extensions=lambda: gating.hide(snapshot.copy(), grant),
+        load_request=load_request,
+        request_state=shared,
     )
     return inv.payload.copy(), ctx
 
@@ -241,15 +267,24 @@ def _apply(plugin: LoadedPlugin, inv: Invocation, authority: Authority, value: A
             raise Refusal("deny_refused", f"denied, but a {mode} plugin may not deny; its deny was refused")
         modifies = result.modified_payload is not None or result.modified_extensions is not None
         if modifies and not authority.may_modify:
-            raise Refusal("modify_refused", f"returned a modification, but a {mode} plugin may not modify the payload or extensions; the change was refused")
+            raise Refusal(
+                "modify_refused",
+                f"returned a modification, but a {mode} plugin may not modify the payload or extensions; the change was refused",
+            )
         metadata = payloads.plain_copy(result.metadata, "metadata", "metadata") if result.metadata else None
         headers = payloads.plain_copy(result.http_headers, "http_headers", "http_headers") if result.http_headers else None
         if not result.continue_processing:
             _deny(plugin, inv, out, result.violation, metadata)
             _asks(out, result.retry_delay_ms, headers)
             return
-        new_payload = payloads.accept(inv.payload_type, result.modified_payload, inv.limits) if result.modified_payload is not None else None
-        new_extensions = _accept_extensions(plugin, inv, result.modified_extensions) if result.modified_extensions is not None else None
+        new_payload = (
+            payloads.accept(inv.payload_type, result.modified_payload, inv.limits)
+            if result.modified_payload is not None
+            else None
+        )
+        new_extensions = (
+            _accept_extensions(plugin, inv, result.modified_extensions) if result.modified_extensions is not None else None
+        )
     except payloads.Refusal as refused:
         _failed(plugin, inv, out, refused.why, refused.code, getattr(refused, "details", None))
         return
@@ -319,15 +354,21 @@ def _as_result(value: Any) -> PluginResult:
     if value is None:
         return _ALLOWED
     if type(value) is not PluginResult and not isinstance(value, PluginResult):
-        raise Refusal("invalid_result", f"returned {type(value).__name__}; expected a PluginResult (allow / deny / modify) or None")
+        raise Refusal(
+            "invalid_result", f"returned {type(value).__name__}; expected a PluginResult (allow / deny / modify) or None"
+        )
     if type(value.continue_processing) is not bool:
         raise Refusal("invalid_result", f"returned continue_processing={value.continue_processing!r}; expected True or False")
     if value.metadata is not None and not isinstance(value.metadata, dict):
         raise Refusal("invalid_result", f"returned metadata of type {type(value.metadata).__name__}; expected a map")
     if type(value.retry_delay_ms) is not int or value.retry_delay_ms < 0:
-        raise Refusal("invalid_result", f"returned retry_delay_ms={value.retry_delay_ms!r}; expected a whole number of milliseconds >= 0")
+        raise Refusal(
+            "invalid_result", f"returned retry_delay_ms={value.retry_delay_ms!r}; expected a whole number of milliseconds >= 0"
+        )
     headers = value.http_headers
-    if headers is not None and not (isinstance(headers, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())):
+    if headers is not None and not (
+        isinstance(headers, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+    ):
         raise Refusal("invalid_result", "returned http_headers that are not a map of strings to strings")
     return value
 
@@ -368,7 +409,10 @@ def _accept_extensions(plugin: LoadedPlugin, inv: Invocation, given: Any) -> pay
     nothing. A refused write refuses them all."""
     proposed = gating.as_wire(given)
     if not isinstance(proposed, dict):
-        raise Refusal("modified_extensions_invalid", f"returned modified extensions of type {type(proposed).__name__}; expected a map or Extensions")
+        raise Refusal(
+            "modified_extensions_invalid",
+            f"returned modified extensions of type {type(proposed).__name__}; expected a map or Extensions",
+        )
     # Compared with a pristine copy of what the plugin was shown: it may have edited
     # its own copy in place.
     shown = gating.hide(inv.extensions.fresh(), plugin.grant) if inv.has_extensions else {}
@@ -461,7 +505,13 @@ def _fire_and_forget(followers: list[LoadedPlugin], inv: Invocation) -> Backgrou
     """Queues the fire-and-forget plugins for the runtime loop with the pipeline's final
     payload and extensions; their failures come back through the handle."""
     tasks = BackgroundBatch([p.name for p in followers], len(followers))
-    RUNNER.submit(tasks, [_Follower(p, inv.hook, inv.payload, inv.extensions if inv.has_extensions else None, inv.global_state) for p in followers])
+    RUNNER.submit(
+        tasks,
+        [
+            _Follower(p, inv.hook, inv.payload, inv.extensions if inv.has_extensions else None, inv.global_state)
+            for p in followers
+        ],
+    )
     return tasks
 
 
@@ -519,7 +569,9 @@ class _Follower:
         if not result.continue_processing:
             return self.failed("denied, but a fire_and_forget plugin may not deny; its deny was refused", "deny_refused")
         if result.modified_payload is not None or result.modified_extensions is not None:
-            return self.failed("returned a modification, but a fire_and_forget plugin may not modify; the change was refused", "modify_refused")
+            return self.failed(
+                "returned a modification, but a fire_and_forget plugin may not modify; the change was refused", "modify_refused"
+            )
         return None
 
     def failed(self, message: str, code: str) -> PluginError:

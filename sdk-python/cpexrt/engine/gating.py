@@ -39,7 +39,7 @@ class Grant:
     hidden_roots: frozenset[str]
 
     @classmethod
-    def of(cls, capabilities: list[str] | frozenset[str]) -> "Grant":
+    def of(cls, capabilities: list[str] | frozenset[str]) -> Grant:
         caps = frozenset(capabilities)
         hidden = tuple(s.path for s in SLOTS if not _readable(s, caps))
         return cls(caps, hidden, frozenset(p[0] for p in hidden))
@@ -74,7 +74,9 @@ class Refusal:
     why: str
 
 
-def accept(current: dict[str, Any], view: dict[str, Any], proposed: dict[str, Any], grant: Grant) -> tuple[dict[str, Any], list[Refusal], set[str]]:
+def accept(
+    current: dict[str, Any], view: dict[str, Any], proposed: dict[str, Any], grant: Grant
+) -> tuple[dict[str, Any], list[Refusal], set[str]]:
     """Merges the allowed changes of proposed (against view, what the plugin was
     shown) into current, a private copy of the call's extensions, which it returns
     with the refusals and the top-level slots that changed."""
@@ -172,7 +174,7 @@ def _union(current: Any, new: Any) -> Any:
     if isinstance(current, list) and isinstance(new, list):
         if all(isinstance(x, str) for x in current):
             return current + [x for x in new if x not in current]
-        return new if new[: len(current)] == current else current + new[len(current):]
+        return new if new[: len(current)] == current else current + new[len(current) :]
     if isinstance(current, dict) and isinstance(new, dict):
         return {**current, **{k: _union(current.get(k, _MISSING), v) for k, v in new.items()}}
     return new

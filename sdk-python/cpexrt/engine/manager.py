@@ -14,15 +14,15 @@ from cpexrt.engine import driver, gating, pycpex
 from cpexrt.engine.background import BackgroundBatch
 from cpexrt.engine.config import Config, parse_config
 from cpexrt.engine.context import RequestState
-from cpexrt.engine.gating import Grant
 from cpexrt.engine.executor import Invocation, LoadedPlugin, PipelineOutcome, plan_order, run_pipeline
+from cpexrt.engine.gating import Grant
 from cpexrt.engine.registry import FactoryRegistry, add_plugin_dirs
 from cpexrt.engine.routing import Resolution, Router
 from cpexrt.errors import ConfigError, InvalidHandleError, InvalidInputError, PipelineError
 from cpexrt.plugin import Plugin
 
 
-def _carry(owner: "Engine", states: dict[str, dict[str, Any]]) -> RequestState | None:
+def _carry(owner: Engine, states: dict[str, dict[str, Any]]) -> RequestState | None:
     """The context table for the request's next hook: the plugins' non-empty states."""
     kept = {name: s for name, s in states.items() if s}
     return RequestState(owner, kept) if kept else None
@@ -70,7 +70,7 @@ class Engine:
         self.global_state: dict[str, Any] = {}
 
     @classmethod
-    def from_yaml(cls, text: str) -> "Engine":
+    def from_yaml(cls, text: str) -> Engine:
         manager = cls()
         manager.load_config(text)
         return manager
@@ -154,7 +154,10 @@ class Engine:
         where = f"plugins[{index}]"
         pycpex.check_conditions(spec, where, pycpex=True)
         if not spec.hooks:
-            raise ConfigError(f"{where}.hooks: py-cpex plugin {spec.name!r} lists no hooks; py-cpex runs a plugin only for the hooks its stanza lists")
+            raise ConfigError(
+                f"{where}.hooks: py-cpex plugin {spec.name!r} lists no hooks; "
+                "py-cpex runs a plugin only for the hooks its stanza lists"
+            )
         adapter = pycpex.PyCpexPlugin(cls, spec, where)
         return LoadedPlugin(
             spec=spec.model_copy(update={"conditions": []}),

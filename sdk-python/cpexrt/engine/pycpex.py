@@ -17,7 +17,8 @@ from __future__ import annotations
 import importlib
 import itertools
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pydantic import BaseModel, RootModel
 
@@ -86,7 +87,7 @@ def _fixed(value: Any) -> Any:
         return value if out is None else out
     if kind is list or kind is tuple:
         items = [_fixed(item) for item in value]
-        return items if kind is tuple or any(a is not b for a, b in zip(items, value)) else value
+        return items if kind is tuple or any(a is not b for a, b in zip(items, value, strict=True)) else value
     if isinstance(value, BaseModel):
         return _plain(value)
     secret = getattr(value, "get_secret_value", None)
@@ -111,7 +112,9 @@ class PyCpexPlugin(Plugin):
         try:
             self.plugin = cls(self.pycpex_config)
         except Exception as exc:  # noqa: BLE001 - the plugin rejecting its config is a config error
-            raise ConfigError(f"{where}: plugin {spec.name!r} ({spec.kind}) rejected its config: {type(exc).__name__}: {exc}") from None
+            raise ConfigError(
+                f"{where}: plugin {spec.name!r} ({spec.kind}) rejected its config: {type(exc).__name__}: {exc}"
+            ) from None
         self._ref = fw.base.PluginRef(self.plugin)
         # Per call, contexts are copies of these with the call's parts put in.
         self._blank_global = fw.GlobalContext(request_id="-")
@@ -153,7 +156,9 @@ class PyCpexPlugin(Plugin):
             return None
         # Copied from a blank one, not validated again: every part was checked already
         # (the request by the engine, the rest is cpex's own state).
-        context = self._blank_context.model_copy(update={"state": dict(ctx.state), "global_context": global_context, "metadata": {}})
+        context = self._blank_context.model_copy(
+            update={"state": dict(ctx.state), "global_context": global_context, "metadata": {}}
+        )
         if ref.accepts_extensions:
             extensions = fw.extensions.extensions.Extensions.model_validate(ctx.extensions) if ctx.extensions else None
             result = await ref.hook(model, context, extensions)
@@ -280,7 +285,9 @@ def check_conditions(spec: PluginSpec, where: str, pycpex: bool) -> None:
     for i, c in enumerate(spec.conditions):
         for name in c.given():
             if pycpex and name == "tags":
-                raise ConfigError(f"{where}.conditions[{i}].tags: py-cpex plugins match conditions with py-cpex's own rules, which have no tags")
+                raise ConfigError(
+                    f"{where}.conditions[{i}].tags: py-cpex plugins match conditions with py-cpex's own rules, which have no tags"
+                )
             if not pycpex and name in Conditions.PYCPEX_ONLY:
                 raise ConfigError(
                     f"{where}.conditions[{i}].{name}: a py-cpex condition; cpex plugins match tools, resources, prompts and tags"

@@ -78,7 +78,9 @@ def import_plugin(path: str, where: str, shown: str | None = None) -> type:
         hint = ""
         if isinstance(exc, ModuleNotFoundError) and exc.name == module_name.split(".")[0]:
             hint = " (is the plugin's package installed into the Python the library runs?)"
-        raise ConfigError(f"{where}: cannot import module {module_name!r} of kind {shown!r}: {type(exc).__name__}: {exc}{hint}") from None
+        raise ConfigError(
+            f"{where}: cannot import module {module_name!r} of kind {shown!r}: {type(exc).__name__}: {exc}{hint}"
+        ) from None
     cls = getattr(module, class_name, None)
     if cls is None:
         raise ConfigError(f"{where}: module {module_name!r} has no class {class_name!r}")

@@ -57,7 +57,9 @@ class _Condition:
     __slots__ = ("entities", "tags")
 
     def __init__(self, c: Conditions) -> None:
-        self.entities = tuple((kind, Names(names)) for kind, names in zip(KINDS, (c.tools, c.resources, c.prompts)) if names)
+        self.entities = tuple(
+            (kind, Names(names)) for kind, names in zip(KINDS, (c.tools, c.resources, c.prompts), strict=True) if names
+        )
         self.tags = frozenset(c.tags)
 
     def matches(self, r: Resolution) -> bool:

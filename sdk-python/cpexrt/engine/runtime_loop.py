@@ -23,7 +23,8 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Any, Coroutine
+from collections.abc import Coroutine
+from typing import Any
 
 from cpexrt.engine.watchdog import PluginDeadline
 
@@ -76,7 +77,7 @@ def new_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
-def _collect(task: "asyncio.Future[Any]") -> None:
+def _collect(task: asyncio.Future[Any]) -> None:
     """Done callback of an abandoned task: takes its late exception, so asyncio does
     not report it, and counts it."""
     if task.cancelled():
@@ -86,7 +87,7 @@ def _collect(task: "asyncio.Future[Any]") -> None:
         DROPPED.record("late exception of a handler stopped at its deadline", exc)
 
 
-def abandon(task: "asyncio.Future[Any]") -> None:
+def abandon(task: asyncio.Future[Any]) -> None:
     """Stops waiting for task: cancels it and collects whatever it ends with."""
     if task.done():
         _collect(task)
@@ -137,7 +138,7 @@ async def bounded(awaitable: Any, deadline: float) -> Any:
     if finished:
         return task.result()
     abandon(task)
-    raise asyncio.TimeoutError
+    raise TimeoutError
 
 
 def run_until_complete(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> Any:
@@ -178,7 +179,7 @@ class RuntimeLoop:
         """The runtime loop if it was started, without starting it."""
         return self._loop
 
-    def submit(self, coro: Coroutine[Any, Any, Any]) -> "asyncio.Future[Any]":
+    def submit(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
         """Schedules coro on the runtime loop; returns a concurrent future."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[return-value]
 

@@ -70,7 +70,7 @@ def load_library(path: str | os.PathLike[str] | None = None) -> Library:
     return _load(chosen)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(path: Path) -> Library:
     if not path.exists():
         raise RuntimeInitError(f"libcpex not found at {path}; build it with `make lib`")

@@ -180,7 +180,7 @@ def _utf8(text: str, what: str) -> bytes:
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise InvalidInputError(f"{what}: not valid UTF-8 (position {exc.start}: {text[exc.start:exc.start + 1]!r})") from None
+        raise InvalidInputError(f"{what}: not valid UTF-8 (position {exc.start}: {text[exc.start : exc.start + 1]!r})") from None
 
 
 def _release_manager(library: Library, handle: Any) -> None:
@@ -206,7 +206,7 @@ class PluginManager:
         # runs at most once, so it cannot race an explicit shutdown().
         self._finalizer = weakref.finalize(self, _release_manager, self._library, self._handle)
 
-    def __enter__(self) -> "PluginManager":
+    def __enter__(self) -> PluginManager:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -272,15 +272,25 @@ class PluginManager:
 
     @overload
     def invoke(
-        self, hook: str, payload: W, *, payload_type: int | None = None,
-        extensions: Extensions | dict[str, Any] | None = None, context: ContextTable | None = None,
+        self,
+        hook: str,
+        payload: W,
+        *,
+        payload_type: int | None = None,
+        extensions: Extensions | dict[str, Any] | None = None,
+        context: ContextTable | None = None,
         request: WireRecord | dict[str, Any] | None = None,
     ) -> InvokeResult[W]: ...
 
     @overload
     def invoke(
-        self, hook: str, payload: dict[str, Any], *, payload_type: int | None = None,
-        extensions: Extensions | dict[str, Any] | None = None, context: ContextTable | None = None,
+        self,
+        hook: str,
+        payload: dict[str, Any],
+        *,
+        payload_type: int | None = None,
+        extensions: Extensions | dict[str, Any] | None = None,
+        context: ContextTable | None = None,
         request: WireRecord | dict[str, Any] | None = None,
     ) -> InvokeResult[dict[str, Any]]: ...
 
@@ -317,13 +327,36 @@ class PluginManager:
         try:
             if req is None:
                 self._call(
-                    "cpex_invoke", raw_hook, len(raw_hook), payload_type, body, len(body), ext, len(ext),
-                    ctx if ctx is not None else ffi.NULL, out.result, out.result_len, out.context, out.background,
+                    "cpex_invoke",
+                    raw_hook,
+                    len(raw_hook),
+                    payload_type,
+                    body,
+                    len(body),
+                    ext,
+                    len(ext),
+                    ctx if ctx is not None else ffi.NULL,
+                    out.result,
+                    out.result_len,
+                    out.context,
+                    out.background,
                 )
             else:
                 self._call(
-                    "cpex_invoke_request", raw_hook, len(raw_hook), payload_type, body, len(body), ext, len(ext),
-                    req, len(req), ctx if ctx is not None else ffi.NULL, out.result, out.result_len, out.context,
+                    "cpex_invoke_request",
+                    raw_hook,
+                    len(raw_hook),
+                    payload_type,
+                    body,
+                    len(body),
+                    ext,
+                    len(ext),
+                    req,
+                    len(req),
+                    ctx if ctx is not None else ffi.NULL,
+                    out.result,
+                    out.result_len,
+                    out.context,
                     out.background,
                 )
         except BaseException:
@@ -341,15 +374,25 @@ class PluginManager:
 
     @overload
     async def ainvoke(
-        self, hook: str, payload: W, *, payload_type: int | None = None,
-        extensions: Extensions | dict[str, Any] | None = None, context: ContextTable | None = None,
+        self,
+        hook: str,
+        payload: W,
+        *,
+        payload_type: int | None = None,
+        extensions: Extensions | dict[str, Any] | None = None,
+        context: ContextTable | None = None,
         request: WireRecord | dict[str, Any] | None = None,
     ) -> InvokeResult[W]: ...
 
     @overload
     async def ainvoke(
-        self, hook: str, payload: dict[str, Any], *, payload_type: int | None = None,
-        extensions: Extensions | dict[str, Any] | None = None, context: ContextTable | None = None,
+        self,
+        hook: str,
+        payload: dict[str, Any],
+        *,
+        payload_type: int | None = None,
+        extensions: Extensions | dict[str, Any] | None = None,
+        context: ContextTable | None = None,
         request: WireRecord | dict[str, Any] | None = None,
     ) -> InvokeResult[dict[str, Any]]: ...
 
