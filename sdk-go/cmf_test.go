@@ -27,9 +27,9 @@ func TestUnknownContentPartSurvivesGoEngineGo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out MessagePayload
-	if ok, err := res.DecodeModifiedPayload(&out); !ok || err != nil {
-		t.Fatalf("DecodeModifiedPayload = %v, %v", ok, err)
+	out, err := DeserializePayload[MessagePayload](res.ModifiedPayload)
+	if out == nil || err != nil {
+		t.Fatalf("DeserializePayload = %v, %v", out, err)
 	}
 	parts := out.Message.Content
 	if len(parts) != 4 {

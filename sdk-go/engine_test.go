@@ -26,8 +26,10 @@ func invokeTrace(t *testing.T, m *PluginManager, ext any) ([]string, *PipelineRe
 	_ = ctx.Close()
 	_ = bg.Close()
 	var out traced
-	if _, err := res.DecodeModifiedPayload(&out); err != nil {
+	if decoded, err := DeserializePayload[traced](res.ModifiedPayload); err != nil {
 		t.Fatal(err)
+	} else if decoded != nil {
+		out = *decoded
 	}
 	if out.Trace == nil {
 		out.Trace = []string{}

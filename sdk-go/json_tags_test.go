@@ -143,9 +143,9 @@ func TestJSONTaggedPayloadThroughAnInvoke(t *testing.T) {
 	if typed.ModifiedPayload == nil || !reflect.DeepEqual(*typed.ModifiedPayload, want) {
 		t.Fatalf("typed modified payload = %+v; want %+v", typed.ModifiedPayload, want)
 	}
-	var out jsonCall
-	if ok, err := raw.DecodeModifiedPayload(&out); !ok || err != nil || out.ToolName != "search" || !reflect.DeepEqual(out.Trace, []string{"t1"}) {
-		t.Fatalf("DecodeModifiedPayload = %v, %v, %+v", ok, err, out)
+	out, err := DeserializePayload[jsonCall](raw.ModifiedPayload)
+	if out == nil || err != nil || out.ToolName != "search" || !reflect.DeepEqual(out.Trace, []string{"t1"}) {
+		t.Fatalf("DeserializePayload = %+v, %v", out, err)
 	}
 
 	// With both tags, the msgpack one names the field.

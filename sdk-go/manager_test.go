@@ -117,9 +117,9 @@ func TestAllowDenyAndModifiedPayload(t *testing.T) {
 	if res.IsDenied() || ctx != nil || bg != nil {
 		t.Fatalf("allowed call: denied=%v ctx=%v bg=%v", res.IsDenied(), ctx, bg)
 	}
-	var out toolCall
-	if ok, err := res.DecodeModifiedPayload(&out); !ok || err != nil {
-		t.Fatalf("DecodeModifiedPayload = %v, %v", ok, err)
+	out, err := DeserializePayload[toolCall](res.ModifiedPayload)
+	if out == nil || err != nil {
+		t.Fatalf("DeserializePayload = %v, %v", out, err)
 	}
 	if out.ToolName != "x" || strings.Join(out.Trace, ",") != "t1" {
 		t.Fatalf("modified payload = %+v", out)
@@ -284,11 +284,11 @@ func TestManyGoroutinesInvokeAtOnce(t *testing.T) {
 					}
 				case 1:
 					res, _, _, err := m.InvokeByName("tool_pre_invoke", PayloadGeneric, toolCall{ToolName: name}, nil, nil)
-					var out toolCall
+					out := &toolCall{}
 					if err == nil {
-						_, err = res.DecodeModifiedPayload(&out)
+						out, err = DeserializePayload[toolCall](res.ModifiedPayload)
 					}
-					if err != nil || res.IsDenied() || out.ToolName != name || len(out.Trace) != 1 {
+					if err != nil || out == nil || res.IsDenied() || out.ToolName != name || len(out.Trace) != 1 {
 						errs <- fmt.Errorf("%s: allowed call: %v %+v", name, err, out)
 					}
 				case 2:

@@ -79,15 +79,15 @@ class Exports:
     def _publish(self, token: int, manager: Engine) -> None:
         """Tells the C fast path which hooks have plugins (see ffi/fastpath.c)."""
         hooks = "\0".join(manager.hooks_with_plugins()).encode("utf-8")
-        s = manager.config.plugin_settings
+        limits = manager.limits
         self.lib.cpexrt_publish_hooks(
             token,
             int(manager.is_initialized()),
             hooks,
             len(hooks),
-            s.max_payload_bytes,
-            s.max_extensions_bytes,
-            s.max_collection_entries,
+            limits.max_payload_bytes,
+            limits.max_extensions_bytes,
+            limits.max_collection_entries,
         )
 
     def manager_new(self, out_manager: Any) -> None:
@@ -201,12 +201,12 @@ class Exports:
         ctx = HANDLES.get(Kind.CONTEXT, context, "context") if context else None
         mgr = self._manager(manager, "manager")
         hook_name = self._text(hook, hook_len, "hook")
-        settings = mgr.config.plugin_settings
+        limits = mgr.limits
         if payload_len == 0:
             raise InvalidInputError("payload: empty; expected a MessagePack map")
-        _check_size("payload", payload_len, settings.max_payload_bytes, "max_payload_bytes")
-        _check_size("extensions", extensions_len, settings.max_extensions_bytes, "max_extensions_bytes")
-        entries = settings.max_collection_entries
+        _check_size("payload", payload_len, limits.max_payload_bytes, "max_payload_bytes")
+        _check_size("extensions", extensions_len, limits.max_extensions_bytes, "max_extensions_bytes")
+        entries = limits.max_collection_entries
         # Copied out of the caller's memory (only after the size checks): the engine
         # keeps these bytes as the payload's canonical form.
         body_wire = self.ffi.buffer(payload, payload_len)[:]
@@ -215,7 +215,7 @@ class Exports:
         ext = self._decode(ext_wire, "extensions", entries) if ext_wire is not None else None
         global_context = None
         if request_len:
-            _check_size("request", request_len, settings.max_extensions_bytes, "max_extensions_bytes")
+            _check_size("request", request_len, limits.max_extensions_bytes, "max_extensions_bytes")
             global_context = self._decode(self.ffi.buffer(request, request_len)[:], "request", entries)
         outcome = mgr.invoke(
             hook_name,
@@ -229,19 +229,10 @@ class Exports:
             request=global_context,
         )
         try:
-            result = outcome
-            if (
-                result.continue_processing
-                and not result.errors
-                and not result.metadata
-                and result.payload is None
-                and result.extensions is None
-                and not result.retry_delay_ms
-                and not result.http_headers
-            ):
+            if outcome.unchanged:
                 data = UNCHANGED_RESULTS[payload_type]  # the engine checked the payload type
             else:
-                data = _result_bytes(result, payload_type)
+                data = _result_bytes(outcome, payload_type)
             buffer = self._copy_out(data)
         except BaseException:
             # The result cannot be delivered: the call failed after all, and the
@@ -290,14 +281,14 @@ def _result_bytes(result: PipelineOutcome, payload_type: int) -> bytes:
     # plugin returned it: nothing here can fail on a plugin's account.
     wire = PipelineResult.wire_from(
         continue_processing=result.continue_processing,
-        payload_modified=result.payload is not None,
-        extensions_modified=result.extensions is not None,
+        payload_modified=result.payload_modified,
+        extensions_modified=result.extensions_modified,
         violation=result.violation,
         errors=result.errors,
         metadata=result.metadata,
         payload_type=payload_type,
-        modified_payload=result.payload.wire if result.payload is not None else None,
-        modified_extensions=result.extensions.wire if result.extensions is not None else None,
+        modified_payload=result.modified_payload_wire,
+        modified_extensions=result.modified_extensions_wire,
         retry_delay_ms=result.retry_delay_ms,
         http_headers=result.http_headers,
     )

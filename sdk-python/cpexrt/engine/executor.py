@@ -121,6 +121,29 @@ class PipelineOutcome:
             self._decoded_extensions = self.extensions.fresh()
         return self._decoded_extensions  # type: ignore[no-any-return]
 
+    @property
+    def modified_payload_wire(self) -> bytes | None:
+        """The modified payload's canonical MessagePack (what a host receives), or None."""
+        return self.payload.wire if self.payload is not None else None
+
+    @property
+    def modified_extensions_wire(self) -> bytes | None:
+        return self.extensions.wire if self.extensions is not None else None
+
+    @property
+    def unchanged(self) -> bool:
+        """Nobody objected, changed, reported or asked anything: the result a host gets
+        as the schema's unchanged-result bytes."""
+        return (
+            self.continue_processing
+            and not self.errors
+            and not self.metadata
+            and self.payload is None
+            and self.extensions is None
+            and not self.retry_delay_ms
+            and not self.http_headers
+        )
+
 
 class Invocation:
     """One invoke in progress. payload and extensions are the current snapshots;

@@ -261,6 +261,11 @@ class Engine:
         return self._config
 
     @property
+    def limits(self) -> payloads.Limits:
+        """The size limits of plugin_settings, for what hosts send and plugins return."""
+        return self._limits
+
+    @property
     def router(self) -> Router:
         return self._router
 
