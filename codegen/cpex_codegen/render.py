@@ -27,6 +27,7 @@ TARGETS: dict[str, str] = {
     "records.py.j2": "sdk-python/cpexrt/_generated/records.py",
     "package_init.py.j2": "sdk-python/cpexrt/_generated/__init__.py",
     "slots.py.j2": "sdk-python/cpexrt/_generated/slots.py",
+    "calls.py.j2": "sdk-python/cpexrt/_generated/calls.py",
 }
 
 _GO_SCALARS = {
@@ -140,6 +141,73 @@ def go_c_args(fn: Function) -> list[str]:
     return out
 
 
+_PY_IN = {"handle": "Any", "text": "bytes", "bytes": "bytes", "u8": "int"}
+_PY_OUT = {"handle_out": "Any", "bytes_out": "bytes", "bool_out": "bool", "size_out": "int"}
+
+
+def py_in_type(p: Param) -> str:
+    return _PY_IN[p.kind]
+
+
+def py_out_types(fn: Function) -> str:
+    """The return annotation of a generated Python call: None, one type or a tuple."""
+    types = [_PY_OUT[p.kind] for p in fn.outputs]
+    if not types:
+        return "None"
+    return types[0] if len(types) == 1 else f"tuple[{', '.join(types)}]"
+
+
+def py_out_allocs(schema: Schema, p: Param) -> list[tuple[str, str]]:
+    """(variable, cffi type) of the out-parameter cells of p."""
+    if p.kind == "bytes_out":
+        return [(p.name, "uint8_t **"), (f"{p.name}_len", "size_t *")]
+    ctype = {"handle_out": f"{naming.handle_type(schema, p.handle or '')} **", "bool_out": "int *", "size_out": "size_t *"}
+    return [(p.name, ctype[p.kind])]
+
+
+def py_c_args(fn: Function, src: str) -> list[str]:
+    """The arguments of the C call; src prefixes the out-parameter cells ("scratch.")."""
+    out: list[str] = []
+    for p in fn.params:
+        n = p.name
+        if p.kind in ("handle", "u8"):
+            out.append(n)
+        elif p.kind in ("text", "bytes"):
+            out += [n, f"len({n})"]
+        elif p.kind == "bytes_out":
+            out += [f"{src}{n}", f"{src}{n}_len"]
+        elif p.kind in ("handle_out", "bool_out", "size_out"):
+            out.append(f"{src}{n}")
+        else:
+            raise ValueError(f"function {fn.name}: param kind {p.kind} has no Python call")
+    out.append("err_msg")
+    return out
+
+
+def py_out_value(p: Param, src: str) -> str:
+    v = f"{src}{p.name}"
+    return {
+        "handle_out": f"{v}[0]",
+        "bytes_out": f"library.take_bytes({v}, {v}_len[0])",
+        "bool_out": f"bool({v}[0])",
+        "size_out": f"int({v}[0])",
+    }[p.kind]
+
+
+def py_scratch_cells(schema: Schema) -> list[tuple[str, str]]:
+    """The reused out-parameter cells of the fast-path functions' Python calls: one per
+    out-parameter name (the same name must be the same kind in each)."""
+    cells: dict[str, str] = {}
+    for fn in schema.python_functions:
+        if not fn.fast_path:
+            continue
+        for p in fn.outputs:
+            for name, ctype in py_out_allocs(schema, p):
+                if cells.setdefault(name, ctype) != ctype:
+                    raise ValueError(f"function {fn.name}: out-parameter {name} differs from the other fast-path functions'")
+    return list(cells.items())
+
+
 class UnchangedResult:
     """One payload type's unchanged result (abi.yaml unchanged_result), as the
     templates render it."""
@@ -197,6 +265,12 @@ def environment(schema: Schema) -> jinja2.Environment:
         go_out_value=go_out_value,
         go_c_args=go_c_args,
         go_present=go_present,
+        py_in_type=py_in_type,
+        py_out_types=py_out_types,
+        py_out_allocs=py_out_allocs,
+        py_c_args=py_c_args,
+        py_out_value=py_out_value,
+        py_scratch_cells=py_scratch_cells(schema),
         union_field=union_field,
         union_fields=union_fields,
         tuple=tuple,

@@ -76,6 +76,25 @@ PY_RECORDS_MODULE: dict[str, str] = {
     "WireRecord": "is the base class of the generated Python records (cpexrt.wire.WireRecord)",
 }
 
+# Module-level names of calls.py a function's call would replace.
+PY_CALLS_MODULE: dict[str, str] = {
+    "Any": "is imported by the generated calls.py (typing.Any)",
+    "TYPE_CHECKING": "is imported by the generated calls.py (typing.TYPE_CHECKING)",
+    "Library": "is imported by the generated calls.py (cpexrt.host.library.Library)",
+    "Scratch": "is the out-parameter class of the generated calls.py",
+    "annotations": "is imported by the generated calls.py (from __future__)",
+}
+# Names inside every function of calls.py a parameter of the same name would shadow.
+PY_CALLS_LOCALS: dict[str, str] = {
+    "library": "is the first parameter of every generated Python call",
+    "scratch": "is the out-parameter parameter of the generated fast-path Python calls",
+    "ffi": "is a local variable of the generated Python calls",
+    "status": "is a local variable of the generated Python calls",
+    "len": "is the Python builtin the generated Python calls use",
+    "bool": "is the Python builtin the generated Python calls use",
+    "int": "is the Python builtin the generated Python calls use",
+}
+
 # --- Go (sdk-go/abi_gen.go, sdk-go/records_gen.go) ------------------------------------
 
 # Members the generator gives every Go record struct: a field whose CamelCase name is

@@ -17,6 +17,8 @@ from .reserved import (
     GO_PACKAGE_NAMES,
     GO_RECORD_MEMBERS,
     GO_UNION_MEMBERS,
+    PY_CALLS_LOCALS,
+    PY_CALLS_MODULE,
     PY_ERRORS_MODULE,
     PY_PROTECTED_PREFIXES,
     PY_RECORDS_MODULE,
@@ -382,6 +384,15 @@ def _check_reserved(schema: Schema) -> None:
         _claim(go_private, f"call{camel(f.name)}", f"the Go wrapper of function {f.name}", f"function {f.name}")
     for st in schema.statuses:
         _claim(go_private, f"code{camel(st.name)}", f"the Go code of status {st.name}", f"status {st.name}")
+
+    # Python calls.py: one function per Python-implemented function, whose parameters
+    # live beside the generated locals.
+    py_calls: dict[str, str] = dict(PY_CALLS_MODULE)
+    for f in schema.python_functions:
+        _claim(py_calls, f.name, f"the Python call of function {f.name}", f"function {f.name}")
+        for p in f.params:
+            if p.name in PY_CALLS_LOCALS:
+                raise ValueError(f"function {f.name}, param {p.name}: {p.name!r} {PY_CALLS_LOCALS[p.name]}")
 
     # Python errors.py: the enum, the exception classes, the payload type constants.
     py_errors: dict[str, str] = dict(PY_ERRORS_MODULE)

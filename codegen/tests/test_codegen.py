@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from cpex_codegen import __main__ as cli
-from cpex_codegen import header_check, render, schema
+from cpex_codegen import header_check, naming, render, schema
 from cpex_codegen.naming import camel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -272,3 +272,37 @@ def test_the_cli_refuses_a_colliding_field_before_writing(tmp_path: Path, capsys
     assert cli.main(["--root", str(root)]) == 1
     assert "record ToolCall, field extra: 'extra' becomes the Go field Extra" in capsys.readouterr().err
     assert (root / "sdk-go" / "records_gen.go").read_bytes() == before
+
+
+def test_every_python_function_has_its_generated_python_call() -> None:
+    """cpexrt/_generated/calls.py has one function per Python-implemented function: it
+    takes the Library (and the Scratch on the fast path) and the inputs, and calls the C
+    function with every C parameter, err_msg last."""
+    import ast
+
+    sch = schema.load(ROOT / "codegen" / "schema")
+    source = render.render_all(sch)["sdk-python/cpexrt/_generated/calls.py"]
+    assert isinstance(source, str)
+    defs = {node.name: node for node in ast.parse(source).body if isinstance(node, ast.FunctionDef)}
+    assert set(defs) == {f.name for f in sch.python_functions}
+    for f in sch.python_functions:
+        node = defs[f.name]
+        head = ["library", "scratch"] if f.fast_path else ["library"]
+        assert [a.arg for a in node.args.args] == [*head, *(p.name for p in f.inputs)], f.name
+        c_calls = [
+            c
+            for c in ast.walk(node)
+            if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute) and c.func.attr.startswith("cpex_")
+        ]
+        assert [c.func.attr for c in c_calls] == [f"cpex_{f.name}"], f.name  # type: ignore[attr-defined]
+        args = c_calls[0].args
+        assert len(args) == len(naming.c_params(sch, f)), f.name
+        assert isinstance(args[-1], ast.Name) and args[-1].id == "err_msg", f.name
+
+
+def test_the_python_host_names_no_c_function_as_a_string() -> None:
+    """The host goes through the generated calls, never getattr(lib, "cpex_...")."""
+    host = ROOT / "sdk-python" / "cpexrt" / "host"
+    for path in sorted(host.glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        assert '"cpex_' not in text and "'cpex_" not in text, path.name

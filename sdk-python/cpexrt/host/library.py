@@ -14,6 +14,7 @@ from typing import Any
 from cffi import FFI
 
 from cpexrt._generated.abi_cdef import CDEF
+from cpexrt._generated.calls import Scratch
 from cpexrt._generated.errors import ABI_VERSION_MAJOR, ABI_VERSION_MINOR, ERROR_CLASSES
 from cpexrt.errors import AbiMismatchError, InternalError, RuntimeInitError
 
@@ -21,18 +22,14 @@ from cpexrt.errors import AbiMismatchError, InternalError, RuntimeInitError
 DEFAULT_PATH = Path(__file__).resolve().parents[3] / "build" / "lib" / "libcpex.so.1"
 
 
-class Scratch:
-    """One thread's out-parameters of cpex_invoke, reused call after call."""
-
-    def __init__(self, ffi: Any) -> None:
-        self.result = ffi.new("uint8_t **")
-        self.result_len = ffi.new("size_t *")
-        self.context = ffi.new("cpex_context **")
-        self.background = ffi.new("cpex_background **")
-
-
 @dataclass(frozen=True)
 class Library:
+    """The loaded library. The generated calls (cpexrt._generated.calls) take it: they
+    call its C functions through lib and report failures through check and take_bytes.
+    Only the loader below (cpex_abi_version and cpex_build_info, which return no status
+    and run before the Library exists) and check / take_bytes (cpex_free_buffer, on
+    every call's path) call lib themselves."""
+
     ffi: Any
     lib: Any
     path: Path
@@ -40,8 +37,8 @@ class Library:
     _local: threading.local = field(default_factory=threading.local)
 
     def scratch(self) -> Scratch:
-        """This thread's out-parameter buffers (the values read from them must be used
-        before the thread's next call)."""
+        """This thread's out-parameter buffers for the fast-path calls (the values read
+        from them must be used before the thread's next call)."""
         scratch: Scratch | None = getattr(self._local, "scratch", None)
         if scratch is None:
             scratch = self._local.scratch = Scratch(self.ffi)

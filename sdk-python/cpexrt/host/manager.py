@@ -9,6 +9,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast, overload
 
+from cpexrt._generated import calls
 from cpexrt._generated.errors import PAYLOAD_CMF_MESSAGE, PAYLOAD_GENERIC, UNCHANGED_RESULTS
 from cpexrt._generated.records import Extensions, MessagePayload, PipelineResult, PluginError, PluginViolation
 from cpexrt.errors import InvalidHandleError, InvalidInputError
@@ -20,7 +21,6 @@ class _Handle:
     """Owns one library handle; close() releases it once, later uses fail cleanly."""
 
     _kind = "handle"
-    _free = ""
 
     def __init__(self, library: Library, ptr: Any) -> None:
         self._library = library
@@ -46,20 +46,22 @@ class _Handle:
     def closed(self) -> bool:
         return self._ptr is None
 
-    def _release(self, free: str) -> None:
+    def _free(self, ptr: Any) -> None:
+        raise NotImplementedError
+
+    def _release(self) -> None:
         ptr = self._take()
         if ptr is None:
             return
-        err = self._library.ffi.new("char **")
         try:
-            self._library.check(getattr(self._library.lib, free)(ptr, err), err)
+            self._free(ptr)
         except InvalidHandleError:
             pass  # already released by the manager's shutdown: close() only promises "gone"
 
     def __del__(self) -> None:
         # A dropped handle is released; never raise from a finaliser.
         try:
-            self._release(self._free)
+            self._release()
         except Exception:  # noqa: BLE001
             pass
 
@@ -70,18 +72,22 @@ class ContextTable(_Handle):
     Only one invoke at a time may hold it."""
 
     _kind = "context"
-    _free = "cpex_free_context"
+
+    def _free(self, ptr: Any) -> None:
+        calls.free_context(self._library, ptr)
 
     def close(self) -> None:
         """Releases the table; a no-op when closed, consumed, or its manager shut down."""
-        self._release("cpex_free_context")
+        self._release()
 
 
 class BackgroundTasks(_Handle):
     """The fire-and-forget tasks of an invoke."""
 
     _kind = "background"
-    _free = "cpex_free_background"
+
+    def _free(self, ptr: Any) -> None:
+        calls.free_background(self._library, ptr)
 
     async def wait_async(self) -> list[PluginError]:
         """wait() for asyncio code, in a worker thread."""
@@ -89,16 +95,13 @@ class BackgroundTasks(_Handle):
 
     def wait(self) -> list[PluginError]:
         """Blocks until the tasks finished; the errors of those that failed."""
-        lib, ffi = self._library.lib, self._library.ffi
-        out, out_len, err = ffi.new("uint8_t **"), ffi.new("size_t *"), ffi.new("char **")
-        self._library.check(lib.cpex_wait_background(self._live(), out, out_len, err), err)
-        records = unpack(self._library.take_bytes(out, out_len[0]), "background errors")
+        records = unpack(calls.wait_background(self._library, self._live()), "background errors")
         return [PluginError.model_validate(r) for r in records]
 
     def close(self) -> None:
         """Releases the handle (the tasks go on); a no-op when closed or its manager
         shut down."""
-        self._release("cpex_free_background")
+        self._release()
 
 
 P = TypeVar("P")
@@ -184,8 +187,7 @@ def _utf8(text: str, what: str) -> bytes:
 
 
 def _release_manager(library: Library, handle: Any) -> None:
-    err = library.ffi.new("char **")
-    library.check(library.lib.cpex_shutdown(handle, err), err)
+    calls.shutdown(library, handle)
 
 
 class PluginManager:
@@ -193,15 +195,11 @@ class PluginManager:
 
     def __init__(self, yaml: str | None = None, *, library: Library | None = None) -> None:
         self._library = library or load_library()
-        ffi, lib = self._library.ffi, self._library.lib
-        out, err = ffi.new("cpex_manager **"), ffi.new("char **")
         if yaml is None:
-            status = lib.cpex_manager_new(out, err)
+            handle = calls.manager_new(self._library)
         else:
-            raw = _utf8(yaml, "yaml")
-            status = lib.cpex_manager_new_from_yaml(raw, len(raw), out, err)
-        self._library.check(status, err)
-        self._handle: Any = out[0]
+            handle = calls.manager_new_from_yaml(self._library, _utf8(yaml, "yaml"))
+        self._handle: Any = handle
         # A manager dropped without shutdown() is shut down by the finaliser; finalize
         # runs at most once, so it cannot race an explicit shutdown().
         self._finalizer = weakref.finalize(self, _release_manager, self._library, self._handle)
@@ -212,12 +210,12 @@ class PluginManager:
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
 
-    def _call(self, fn_name: str, *args: Any) -> None:
+    def _live(self, op: str) -> Any:
+        """The manager's handle, for the call op."""
         handle = self._handle
         if handle is None:
-            raise InvalidHandleError(f"{fn_name}: the manager was shut down")
-        err = self._library.ffi.new("char **")
-        self._library.check(getattr(self._library.lib, fn_name)(handle, *args, err), err)
+            raise InvalidHandleError(f"{op}: the manager was shut down")
+        return handle
 
     def register_factory(self, kind: str, target: str | type) -> None:
         """Registers a plugin kind for configs loaded afterwards. target is the import
@@ -225,21 +223,21 @@ class PluginManager:
         if isinstance(target, type):
             target = f"{target.__module__}:{target.__qualname__}"
         raw_kind, raw_target = _utf8(kind, "kind"), _utf8(target, "target")
-        self._call("cpex_register_factory", raw_kind, len(raw_kind), raw_target, len(raw_target))
+        calls.register_factory(self._library, self._live("register_factory"), raw_kind, raw_target)
 
     def load_config(self, yaml: str) -> None:
         """Loads (replaces) the config, before initialize()."""
         raw = _utf8(yaml, "yaml")
-        self._call("cpex_load_config", raw, len(raw))
+        calls.load_config(self._library, self._live("load_config"), raw)
 
     def load_config_file(self, path: str | os.PathLike[str]) -> None:
         """Loads the YAML config file at path (read by the library); relative
         plugin_dirs in it are taken from the file's folder."""
         raw = _utf8(os.fspath(path), "path")
-        self._call("cpex_load_config_file", raw, len(raw))
+        calls.load_config_file(self._library, self._live("load_config_file"), raw)
 
     def initialize(self) -> None:
-        self._call("cpex_initialize")
+        calls.initialize(self._library, self._live("initialize"))
 
     def shutdown(self) -> None:
         """Shuts down; later calls fail with InvalidHandleError. A second call is a no-op."""
@@ -248,27 +246,18 @@ class PluginManager:
             self._finalizer()
 
     def has_hooks_for(self, hook: str) -> bool:
-        out = self._library.ffi.new("int *")
         raw = _utf8(hook, "hook")
-        self._call("cpex_has_hooks_for", raw, len(raw), out)
-        return bool(out[0])
+        return calls.has_hooks_for(self._library, self._live("has_hooks_for"), raw)
 
     def plugin_count(self) -> int:
-        out = self._library.ffi.new("size_t *")
-        self._call("cpex_plugin_count", out)
-        return int(out[0])
+        return calls.plugin_count(self._library, self._live("plugin_count"))
 
     def plugin_names(self) -> list[str]:
-        ffi = self._library.ffi
-        out, out_len = ffi.new("uint8_t **"), ffi.new("size_t *")
-        self._call("cpex_plugin_names", out, out_len)
-        names: list[str] = unpack(self._library.take_bytes(out, out_len[0]), "plugin names")
+        names: list[str] = unpack(calls.plugin_names(self._library, self._live("plugin_names")), "plugin names")
         return names
 
     def is_initialized(self) -> bool:
-        out = self._library.ffi.new("int *")
-        self._call("cpex_is_initialized", out)
-        return bool(out[0])
+        return calls.is_initialized(self._library, self._live("is_initialized"))
 
     @overload
     def invoke(
@@ -311,7 +300,8 @@ class PluginManager:
         request is the request's global context (a GlobalContext record or its map:
         request_id, user, tenant_id, server_id, content_type, metadata), which plugins
         read (py-cpex plugins as their global_context)."""
-        ffi = self._library.ffi
+        library = self._library
+        ffi = library.ffi
         if payload_type is None:
             payload_type = PAYLOAD_CMF_MESSAGE if isinstance(payload, MessagePayload) else PAYLOAD_GENERIC
         raw_hook = _utf8(hook, "hook")
@@ -323,52 +313,26 @@ class PluginManager:
         ctx = context._take() if context is not None else None
         if context is not None and ctx is None:
             raise InvalidHandleError("context: this context table was already consumed, closed, or is in use by another invoke")
-        out = self._library.scratch()
         try:
+            # inline (not _live): this is the hot path, one Python call fewer
+            manager = self._handle
+            if manager is None:
+                raise InvalidHandleError("invoke: the manager was shut down")
+            c_ctx = ctx if ctx is not None else ffi.NULL
             if req is None:
-                self._call(
-                    "cpex_invoke",
-                    raw_hook,
-                    len(raw_hook),
-                    payload_type,
-                    body,
-                    len(body),
-                    ext,
-                    len(ext),
-                    ctx if ctx is not None else ffi.NULL,
-                    out.result,
-                    out.result_len,
-                    out.context,
-                    out.background,
-                )
+                raw, out_ctx, out_bg = calls.invoke(library, library.scratch(), manager, raw_hook, payload_type, body, ext, c_ctx)
             else:
-                self._call(
-                    "cpex_invoke_request",
-                    raw_hook,
-                    len(raw_hook),
-                    payload_type,
-                    body,
-                    len(body),
-                    ext,
-                    len(ext),
-                    req,
-                    len(req),
-                    ctx if ctx is not None else ffi.NULL,
-                    out.result,
-                    out.result_len,
-                    out.context,
-                    out.background,
+                raw, out_ctx, out_bg = calls.invoke_request(
+                    library, library.scratch(), manager, raw_hook, payload_type, body, ext, req, c_ctx
                 )
         except BaseException:
             if context is not None:
                 context._put_back(ctx)  # the library left it valid
             raise
-        out_ctx, out_bg = out.context, out.background
-        result = _decode_result(self._library.take_bytes(out.result, out.result_len[0]), payload_type)
         return InvokeResult(
-            result=result,
-            context=ContextTable(self._library, out_ctx[0]) if out_ctx[0] != ffi.NULL else None,
-            background=BackgroundTasks(self._library, out_bg[0]) if out_bg[0] != ffi.NULL else None,
+            result=_decode_result(raw, payload_type),
+            context=ContextTable(library, out_ctx) if out_ctx != ffi.NULL else None,
+            background=BackgroundTasks(library, out_bg) if out_bg != ffi.NULL else None,
             payload_class=type(payload),
         )
 
