@@ -24,6 +24,7 @@ from cpexrt._generated.records import Extensions, Message, MessagePayload
 from cpexrt.errors import InvalidInputError, ParseError
 
 _NOTHING: Any = object()
+_EMPTY_MAP = b"\x80"  # MessagePack's empty map
 _ENCODE_ERRORS = (TypeError, ValueError, OverflowError)
 
 
@@ -135,7 +136,7 @@ def extensions_snapshot(value: dict[str, Any], wire: bytes | None, owned: bool) 
     as for host_snapshot."""
     if wire is None:
         try:
-            wire = _pack(value)
+            wire = _pack(value) if value else _EMPTY_MAP  # most calls carry none: no encode for them
         except _ENCODE_ERRORS as exc:
             raise InvalidInputError(f"extensions: cannot be encoded as MessagePack: {exc}") from None
     return Snapshot(wire, _unpack, value if owned else _NOTHING)

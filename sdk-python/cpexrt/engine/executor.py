@@ -376,7 +376,7 @@ def _unenforced(plugin: LoadedPlugin, authority: Authority, result: PluginResult
 def _as_result(value: Any) -> PluginResult:
     if value is None:
         return _ALLOWED
-    if type(value) is not PluginResult and not isinstance(value, PluginResult):
+    if not isinstance(value, PluginResult):
         raise Refusal(
             "invalid_result", f"returned {type(value).__name__}; expected a PluginResult (allow / deny / modify) or None"
         )

@@ -176,21 +176,20 @@ class PyCpexPlugin(Plugin):
         """The hook's py-cpex payload model, built from the host's payload."""
         if isinstance(payload, payload_type):
             return payload
-        fw = self._fw
-        data = payload.to_wire() if hook_name.startswith("cmf.") or hook_name == "evaluate" else payload
-        if hook_name.startswith("cmf."):
-            # py-cpex's MessagePayload says which point of the call it is (its hook field).
-            data = {"message": data, "hook": hook_name.removeprefix("cmf.")}
-        elif hook_name == "evaluate":
-            data = {"message": data}
-        elif hook_name == "resource_post_fetch" and isinstance(data, dict):
-            content = data.get("content")
+        if hook_name.startswith("cmf.") or hook_name == "evaluate":
+            data = {"message": payload.to_wire()}
+            if hook_name != "evaluate":
+                # py-cpex's MessagePayload says which point of the call it is (its hook field).
+                data["hook"] = hook_name.removeprefix("cmf.")
+            return payload_type.model_validate(data)
+        if hook_name == "resource_post_fetch" and isinstance(payload, dict):
+            content = payload.get("content")
             # py-cpex plugins read content.text as an attribute: a map must not slip past them.
             if isinstance(content, str):
-                data = {**data, "content": fw.utils.coerce_nested({"text": content})}
+                payload = {**payload, "content": self._fw.utils.coerce_nested({"text": content})}
             elif isinstance(content, dict):
-                data = {**data, "content": fw.utils.coerce_nested(content)}
-        return payload_type.model_validate(data)
+                payload = {**payload, "content": self._fw.utils.coerce_nested(content)}
+        return payload_type.model_validate(payload)
 
     def _global_context(self, ctx: PluginContext) -> Any:
         """py-cpex's GlobalContext of the request: what the host passed (checked by the
