@@ -46,3 +46,40 @@ func TestBytesAndIntegersSurviveTheRoundTrip(t *testing.T) {
 		t.Fatalf("top-level list: %#v", anyValue)
 	}
 }
+
+// A host's own struct keeps bytes as bytes in a cpex.Map field, also as direct values
+// of the map (a plain map[string]any field is decoded by the msgpack library, which
+// makes those strings).
+func TestMapFieldsOfAHostsStructKeepBytes(t *testing.T) {
+	type call struct {
+		Name string `msgpack:"name"`
+		Args Map    `msgpack:"args"`
+	}
+	m := started(t, config(t, "", traceAt("t", 10)))
+	in := call{Name: "x", Args: Map{"raw": []byte{0, 0xff}, "n": 3, "inner": map[string]any{"b": []byte{1}}}}
+	res, _, _, err := Invoke(m, "tool_pre_invoke", PayloadGeneric, in, nil, nil)
+	if err != nil || res.ModifiedPayload == nil {
+		t.Fatalf("%v %+v", err, res)
+	}
+	got := res.ModifiedPayload.Args
+	if raw, ok := got["raw"].([]byte); !ok || !bytes.Equal(raw, []byte{0, 0xff}) {
+		t.Fatalf("args.raw = %#v; want []byte", got["raw"])
+	}
+	if n, ok := got["n"].(int64); !ok || n != 3 {
+		t.Fatalf("args.n = %#v; want int64", got["n"])
+	}
+	if b, ok := got["inner"].(map[string]any)["b"].([]byte); !ok || b[0] != 1 {
+		t.Fatalf("args.inner.b = %#v", got["inner"])
+	}
+	var null struct {
+		Args Map `msgpack:"args"`
+	}
+	raw, _ := encode(map[string]any{"args": nil}, "v")
+	if err := decode(raw, &null, "v"); err != nil || null.Args != nil {
+		t.Fatalf("nil args: %v %#v", err, null.Args)
+	}
+	raw, _ = encode(map[string]any{"args": []any{1}}, "v")
+	if err := decode(raw, &null, "v"); err == nil {
+		t.Fatal("a list decoded into a Map")
+	}
+}

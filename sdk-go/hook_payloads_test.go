@@ -118,3 +118,39 @@ func TestInvokeWithATypedHookPayload(t *testing.T) {
 		t.Fatalf("identity_resolve: the plugin saw keys %#v", got)
 	}
 }
+
+// Go's empty values mean py-cpex's: a required list left nil goes as an empty list (a
+// nil would fail py-cpex's model), and a defaulted string left "" is left off the wire
+// so the default applies.
+func TestGoZeroValuesMeanPyCpexDefaults(t *testing.T) {
+	data, err := encode(AgentPreInvokePayload{AgentID: "a"}, "agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := hookPayloadAsMap(t, data); !reflect.DeepEqual(m["messages"], []any{}) {
+		t.Fatalf("AgentPreInvokePayload{} messages = %#v; want an empty list", m["messages"])
+	}
+	data, err = encode(IdentityPayload{RawToken: "t"}, "identity")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := hookPayloadAsMap(t, data); !reflect.DeepEqual(hookPayloadKeys(m), []string{"raw_token"}) {
+		t.Fatalf("IdentityPayload{RawToken} = %v; want raw_token only", m)
+	}
+
+	m := started(t, config(t, "", "  - name: defaults\n    kind: pycpex_test_plugins.SeesDefaults\n    hooks: [agent_pre_invoke, identity_resolve]\n"))
+	res, _, _, err := m.InvokeByName("agent_pre_invoke", PayloadGeneric, AgentPreInvokePayload{AgentID: "a"}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Metadata["messages"]; !reflect.DeepEqual(got, []any{}) {
+		t.Fatalf("the py-cpex plugin saw messages %#v; want []", got)
+	}
+	res, _, _, err = m.InvokeByName("identity_resolve", PayloadGeneric, IdentityPayload{RawToken: "t"}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Metadata["source"]; got != "bearer" {
+		t.Fatalf("the py-cpex plugin saw source %#v; want py-cpex's default bearer", got)
+	}
+}

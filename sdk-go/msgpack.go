@@ -103,6 +103,31 @@ func decodeValue(d *msgpack.Decoder) (any, error) {
 	return d.DecodeInterfaceLoose()
 }
 
+// Map is a map[string]any for the untyped fields of a host's own payload structs: it
+// decodes MessagePack bin as []byte and numbers as int64 / uint64 / float64 at every
+// depth, as the generated records do. A plain map[string]any field of a host's struct
+// is decoded by the msgpack library itself, which keeps those rules for maps and
+// lists nested in it but turns a bin that is a direct value of the map into a string.
+type Map map[string]any
+
+// DecodeMsgpack decodes the map with the SDK's rules (decodeMap).
+func (m *Map) DecodeMsgpack(dec *msgpack.Decoder) error {
+	v, err := decodeValue(dec)
+	if err != nil {
+		return err
+	}
+	if v == nil {
+		*m = nil
+		return nil
+	}
+	got, ok := v.(map[string]any)
+	if !ok {
+		return fmt.Errorf("msgpack: expected a map, got %T", v)
+	}
+	*m = got
+	return nil
+}
+
 // decodeInto decodes into target; untyped targets (any, map[string]any, []any) by
 // decodeValue. The generated decoders use it for every field.
 func decodeInto(d *msgpack.Decoder, target any) error {
@@ -160,6 +185,22 @@ func encodeField(enc *msgpack.Encoder, name string, value any) error {
 		return err
 	}
 	return enc.Encode(value)
+}
+
+// orEmptyList and orEmptyMap send a required list or map that Go left nil as an empty
+// one: nil is Go's empty value, and py-cpex refuses a null where its model wants a list.
+func orEmptyList[T any](v []T) []T {
+	if v == nil {
+		return []T{}
+	}
+	return v
+}
+
+func orEmptyMap[K comparable, V any](v map[K]V) map[K]V {
+	if v == nil {
+		return map[K]V{}
+	}
+	return v
 }
 
 func encodeExtra(enc *msgpack.Encoder, extra []ExtraField) error {

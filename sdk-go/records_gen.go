@@ -32,7 +32,9 @@ type PluginViolation struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r PluginViolation) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1 + 1
 	if r.Description != "" {
@@ -181,7 +183,9 @@ type PluginError struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r PluginError) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1 + 1
 	if r.Code != "" {
@@ -294,7 +298,9 @@ type PipelineResult struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r PipelineResult) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1 + 1 + 1 + 1
 	if r.Violation != nil {
@@ -466,7 +472,9 @@ type Extensions struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r Extensions) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra)
 	if r.Meta != nil {
@@ -655,7 +663,9 @@ type MetaExtension struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r MetaExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra)
 	if r.EntityType != "" {
@@ -762,7 +772,9 @@ type SecurityExtension struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r SecurityExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra)
 	if len(r.Labels) > 0 {
@@ -892,7 +904,9 @@ type SubjectExtension struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r SubjectExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra)
 	if r.ID != "" {
@@ -1007,7 +1021,9 @@ type AgentIdentity struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r AgentIdentity) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra)
 	if r.ClientID != "" {
@@ -1087,7 +1103,9 @@ type ObjectSecurityProfile struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r ObjectSecurityProfile) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra)
 	if r.ManagedBy != "" {
@@ -1179,7 +1197,9 @@ type DataPolicy struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r DataPolicy) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra)
 	if len(r.ApplyLabels) > 0 {
@@ -1270,7 +1290,9 @@ type RetentionPolicy struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r RetentionPolicy) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra)
 	if r.MaxAgeSeconds != nil {
@@ -1348,7 +1370,9 @@ type HttpExtension struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r HttpExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra)
 	if len(r.RequestHeaders) > 0 {
@@ -1418,7 +1442,9 @@ type DelegationExtension struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r DelegationExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra)
 	if len(r.Chain) > 0 {
@@ -1538,7 +1564,9 @@ type DelegationHop struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r DelegationHop) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra)
 	if r.SubjectID != "" {
@@ -1681,7 +1709,9 @@ type AgentExtension struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r AgentExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra)
 	if r.Input != "" {
@@ -1808,7 +1838,9 @@ type ConversationContext struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r ConversationContext) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra)
 	if len(r.History) > 0 {
@@ -1889,7 +1921,9 @@ type RequestExtension struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r RequestExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra)
 	if r.Environment != "" {
@@ -1992,7 +2026,9 @@ type MCPExtension struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r MCPExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra)
 	if r.Tool != nil {
@@ -2076,7 +2112,9 @@ type ToolMetadata struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r ToolMetadata) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1
 	if r.Title != "" {
@@ -2217,7 +2255,9 @@ type ResourceMetadata struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r ResourceMetadata) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1
 	if r.Name != "" {
@@ -2320,7 +2360,9 @@ type PromptMetadata struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r PromptMetadata) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1
 	if r.Description != "" {
@@ -2402,7 +2444,9 @@ type CompletionExtension struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r CompletionExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra)
 	if r.StopReason != "" {
@@ -2517,7 +2561,9 @@ type TokenUsage struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r TokenUsage) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra)
 	if r.InputTokens != 0 {
@@ -2596,7 +2642,9 @@ type ProvenanceExtension struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r ProvenanceExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra)
 	if r.Source != "" {
@@ -2675,7 +2723,9 @@ type LLMExtension struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r LLMExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra)
 	if r.ModelID != "" {
@@ -2756,7 +2806,9 @@ type FrameworkExtension struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r FrameworkExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra)
 	if r.Framework != "" {
@@ -2859,7 +2911,9 @@ type MessagePayload struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r MessagePayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1
 	if r.Hook != "" {
@@ -2928,22 +2982,29 @@ type Message struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r Message) EncodeMsgpack(enc *msgpack.Encoder) error {
-	n := len(r.Extra) + 1 + 1 + 1
+	n := len(r.Extra) + 1 + 1
+	if r.SchemaVersion != "" {
+		n++
+	}
 	if r.Channel != "" {
 		n++
 	}
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "schema_version", r.SchemaVersion); err != nil {
-		return err
+	if r.SchemaVersion != "" {
+		if err := encodeField(enc, "schema_version", r.SchemaVersion); err != nil {
+			return err
+		}
 	}
 	if err := encodeField(enc, "role", r.Role); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "content", r.Content); err != nil {
+	if err := encodeField(enc, "content", orEmptyList(r.Content)); err != nil {
 		return err
 	}
 	if r.Channel != "" {
@@ -3012,7 +3073,9 @@ type ToolCall struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r ToolCall) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1 + 1
 	if len(r.Arguments) > 0 {
@@ -3100,7 +3163,9 @@ type ToolResult struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r ToolResult) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1 + 1
 	if r.Content != nil {
@@ -3195,7 +3260,9 @@ type Resource struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r Resource) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1 + 1 + 1
 	if r.Name != "" {
@@ -3366,7 +3433,9 @@ type ResourceReference struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r ResourceReference) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1 + 1 + 1
 	if r.Name != "" {
@@ -3486,7 +3555,9 @@ type PromptRequest struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r PromptRequest) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1 + 1
 	if len(r.Arguments) > 0 {
@@ -3576,7 +3647,9 @@ type PromptResult struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r PromptResult) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1 + 1
 	if len(r.Messages) > 0 {
@@ -3687,7 +3760,9 @@ type ImageSource struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r ImageSource) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1 + 1
 	if r.MediaType != "" {
@@ -3763,7 +3838,9 @@ type VideoSource struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r VideoSource) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1 + 1
 	if r.MediaType != "" {
@@ -3851,7 +3928,9 @@ type AudioSource struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r AudioSource) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1 + 1
 	if r.MediaType != "" {
@@ -3939,7 +4018,9 @@ type DocumentSource struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r DocumentSource) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1 + 1
 	if r.MediaType != "" {
@@ -4037,7 +4118,9 @@ type GlobalContext struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r GlobalContext) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1
 	if r.User != nil {
@@ -4178,7 +4261,9 @@ type ToolPreInvokePayload struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r ToolPreInvokePayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1
 	if len(r.Args) > 0 {
@@ -4257,7 +4342,9 @@ type ToolPostInvokePayload struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r ToolPostInvokePayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1 + 1
 	if err := enc.EncodeMapLen(n); err != nil {
@@ -4320,7 +4407,9 @@ type PromptPrehookPayload struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r PromptPrehookPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1
 	if len(r.Args) > 0 {
@@ -4387,7 +4476,9 @@ type PromptPosthookPayload struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r PromptPosthookPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1 + 1
 	if err := enc.EncodeMapLen(n); err != nil {
@@ -4450,7 +4541,9 @@ type ResourcePreFetchPayload struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r ResourcePreFetchPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1
 	if len(r.Metadata) > 0 {
@@ -4517,7 +4610,9 @@ type ResourcePostFetchPayload struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r ResourcePostFetchPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1 + 1
 	if err := enc.EncodeMapLen(n); err != nil {
@@ -4588,7 +4683,9 @@ type AgentPreInvokePayload struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r AgentPreInvokePayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1 + 1
 	if len(r.Tools) > 0 {
@@ -4612,7 +4709,7 @@ func (r AgentPreInvokePayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := encodeField(enc, "agent_id", r.AgentID); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "messages", r.Messages); err != nil {
+	if err := encodeField(enc, "messages", orEmptyList(r.Messages)); err != nil {
 		return err
 	}
 	if len(r.Tools) > 0 {
@@ -4713,7 +4810,9 @@ type AgentPostInvokePayload struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r AgentPostInvokePayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1 + 1
 	if len(r.ToolCalls) > 0 {
@@ -4725,7 +4824,7 @@ func (r AgentPostInvokePayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := encodeField(enc, "agent_id", r.AgentID); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "messages", r.Messages); err != nil {
+	if err := encodeField(enc, "messages", orEmptyList(r.Messages)); err != nil {
 		return err
 	}
 	if len(r.ToolCalls) > 0 {
@@ -4791,7 +4890,9 @@ type HttpPreRequestPayload struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r HttpPreRequestPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1 + 1 + 1
 	if r.ClientHost != "" {
@@ -4819,7 +4920,7 @@ func (r HttpPreRequestPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 			return err
 		}
 	}
-	if err := encodeField(enc, "headers", r.Headers); err != nil {
+	if err := encodeField(enc, "headers", orEmptyMap(r.Headers)); err != nil {
 		return err
 	}
 	return encodeExtra(enc, r.Extra)
@@ -4892,7 +4993,9 @@ type HttpPostRequestPayload struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r HttpPostRequestPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1 + 1 + 1
 	if r.ClientHost != "" {
@@ -4926,7 +5029,7 @@ func (r HttpPostRequestPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 			return err
 		}
 	}
-	if err := encodeField(enc, "headers", r.Headers); err != nil {
+	if err := encodeField(enc, "headers", orEmptyMap(r.Headers)); err != nil {
 		return err
 	}
 	if len(r.ResponseHeaders) > 0 {
@@ -5014,7 +5117,9 @@ type HttpAuthResolveUserPayload struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r HttpAuthResolveUserPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1
 	if len(r.Credentials) > 0 {
@@ -5034,7 +5139,7 @@ func (r HttpAuthResolveUserPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 			return err
 		}
 	}
-	if err := encodeField(enc, "headers", r.Headers); err != nil {
+	if err := encodeField(enc, "headers", orEmptyMap(r.Headers)); err != nil {
 		return err
 	}
 	if r.ClientHost != "" {
@@ -5111,7 +5216,9 @@ type HttpAuthCheckPermissionPayload struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r HttpAuthCheckPermissionPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1 + 1
 	if r.ResourceType != "" {
@@ -5245,7 +5352,9 @@ type HttpAuthCheckPermissionResultPayload struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r HttpAuthCheckPermissionResultPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1
 	if r.Reason != "" {
@@ -5305,7 +5414,7 @@ func (r *HttpAuthCheckPermissionResultPayload) DecodeMsgpack(dec *msgpack.Decode
 type IdentityPayload struct {
 	// The raw credential (JWT, opaque token, API key); a SecretStr in py-cpex, redacted when it serializes the payload.
 	RawToken string `msgpack:"raw_token"`
-	// How the credential was extracted; "bearer" when absent from the wire (the py-cpex default). A Go zero value is sent as "": set it.
+	// How the credential was extracted; "bearer" when absent from the wire (the py-cpex default). A Go zero value ("") is left off the wire, so it means the default.
 	Source string `msgpack:"source"`
 	// The request's HTTP headers (py-cpex default: empty).
 	Headers    map[string]string `msgpack:"headers,omitempty"`
@@ -5318,9 +5427,14 @@ type IdentityPayload struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r IdentityPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
-	n := len(r.Extra) + 1 + 1
+	n := len(r.Extra) + 1
+	if r.Source != "" {
+		n++
+	}
 	if len(r.Headers) > 0 {
 		n++
 	}
@@ -5336,8 +5450,10 @@ func (r IdentityPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := encodeField(enc, "raw_token", r.RawToken); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "source", r.Source); err != nil {
-		return err
+	if r.Source != "" {
+		if err := encodeField(enc, "source", r.Source); err != nil {
+			return err
+		}
 	}
 	if len(r.Headers) > 0 {
 		if err := encodeField(enc, "headers", r.Headers); err != nil {
@@ -5425,7 +5541,9 @@ type IdentityResult struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r IdentityResult) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra)
 	if len(r.Subject) > 0 {
@@ -5533,13 +5651,13 @@ func (r *IdentityResult) DecodeMsgpack(dec *msgpack.Decoder) error {
 type DelegationPayload struct {
 	// The tool, agent or resource being called.
 	TargetName string `msgpack:"target_name"`
-	// The target's entity type; "tool" when absent from the wire (the py-cpex default). A Go zero value is sent as "": set it.
+	// The target's entity type; "tool" when absent from the wire (the py-cpex default). A Go zero value ("") is left off the wire, so it means the default.
 	TargetType     string `msgpack:"target_type"`
 	TargetAudience string `msgpack:"target_audience,omitempty"`
 	// py-cpex default: empty.
 	RequiredPermissions []string `msgpack:"required_permissions,omitempty"`
 	TrustDomain         string   `msgpack:"trust_domain,omitempty"`
-	// caller, target or both; "caller" when absent from the wire (the py-cpex default). A Go zero value is sent as "": set it.
+	// caller, target or both; "caller" when absent from the wire (the py-cpex default). A Go zero value ("") is left off the wire, so it means the default.
 	AuthEnforcedBy   string             `msgpack:"auth_enforced_by"`
 	RouteAttenuation *AttenuationConfig `msgpack:"route_attenuation,omitempty"`
 	// The caller's token; a SecretStr in py-cpex, redacted when it serializes the payload.
@@ -5550,9 +5668,14 @@ type DelegationPayload struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r DelegationPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
-	n := len(r.Extra) + 1 + 1 + 1
+	n := len(r.Extra) + 1
+	if r.TargetType != "" {
+		n++
+	}
 	if r.TargetAudience != "" {
 		n++
 	}
@@ -5560,6 +5683,9 @@ func (r DelegationPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 		n++
 	}
 	if r.TrustDomain != "" {
+		n++
+	}
+	if r.AuthEnforcedBy != "" {
 		n++
 	}
 	if r.RouteAttenuation != nil {
@@ -5574,8 +5700,10 @@ func (r DelegationPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := encodeField(enc, "target_name", r.TargetName); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "target_type", r.TargetType); err != nil {
-		return err
+	if r.TargetType != "" {
+		if err := encodeField(enc, "target_type", r.TargetType); err != nil {
+			return err
+		}
 	}
 	if r.TargetAudience != "" {
 		if err := encodeField(enc, "target_audience", r.TargetAudience); err != nil {
@@ -5592,8 +5720,10 @@ func (r DelegationPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 			return err
 		}
 	}
-	if err := encodeField(enc, "auth_enforced_by", r.AuthEnforcedBy); err != nil {
-		return err
+	if r.AuthEnforcedBy != "" {
+		if err := encodeField(enc, "auth_enforced_by", r.AuthEnforcedBy); err != nil {
+			return err
+		}
 	}
 	if r.RouteAttenuation != nil {
 		if err := encodeField(enc, "route_attenuation", r.RouteAttenuation); err != nil {
@@ -5685,7 +5815,9 @@ type AttenuationConfig struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r AttenuationConfig) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra)
 	if len(r.Capabilities) > 0 {
@@ -5781,7 +5913,9 @@ type DelegationResult struct {
 }
 
 // EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
-// order (optional ones only when set), then Extra.
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
 func (r DelegationResult) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra)
 	if r.DelegatedToken != "" {

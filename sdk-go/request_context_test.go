@@ -275,3 +275,69 @@ plugins:
 		t.Fatalf("the caller's payload changed: %v", payload.Args)
 	}
 }
+
+// The published cpex-rate-limiter counts per user from the request's global context. It
+// catches its own errors and allows the call, so only a denial proves it sees the
+// request as py-cpex gives it: two calls per user pass, the third is denied with the
+// plugin's violation and HTTP status, and another user has a bucket of their own.
+func TestThePublishedRateLimiterSeesTheUser(t *testing.T) {
+	m := started(t, `
+plugins:
+  - name: RateLimiter
+    kind: cpex_rate_limiter.rate_limiter.RateLimiterPlugin
+    hooks: [tool_pre_invoke]
+    mode: enforce
+    config: {by_user: "2/m", by_tenant: null}
+`)
+	call := func(user string) *TypedPipelineResult[ToolPreInvokePayload] {
+		t.Helper()
+		res, ctx, bg, err := InvokeWith(context.Background(), m, "tool_pre_invoke", PayloadGeneric,
+			ToolPreInvokePayload{Name: "search", Args: map[string]any{"q": "x"}},
+			InvokeOptions{Request: &GlobalContext{RequestID: "req-" + user, User: user}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = ctx.Close()
+		_ = bg.Close()
+		return res
+	}
+	for _, user := range []string{"alice", "bob"} {
+		for i := 0; i < 2; i++ {
+			if res := call(user); res.IsDenied() {
+				t.Fatalf("%s call %d denied: %+v", user, i+1, res.Violation)
+			}
+		}
+		res := call(user)
+		if !res.IsDenied() || res.Violation.Code != "RATE_LIMIT" || res.Violation.PluginName != "RateLimiter" {
+			t.Fatalf("%s's third call: %+v; want denied RATE_LIMIT by RateLimiter", user, res.Violation)
+		}
+		if res.Violation.HTTPStatusCode == nil || *res.Violation.HTTPStatusCode != 429 {
+			t.Fatalf("%s's third call: http status %v; want 429", user, res.Violation.HTTPStatusCode)
+		}
+	}
+}
+
+// The published cpex-sql-sanitizer denies a DROP in a tool's arguments and lets a
+// parameterised SELECT through.
+func TestThePublishedSQLSanitizerDecides(t *testing.T) {
+	m := started(t, `
+plugins:
+  - name: SQLSanitizer
+    kind: cpex_sql_sanitizer.sql_sanitizer.SQLSanitizerPlugin
+    hooks: [tool_pre_invoke]
+    mode: enforce
+    config: {}
+`)
+	for query, denied := range map[string]bool{"DROP TABLE users": true, "SELECT name FROM t WHERE id = 1": false} {
+		res, ctx, bg, err := InvokeWith(context.Background(), m, "tool_pre_invoke", PayloadGeneric,
+			ToolPreInvokePayload{Name: "db", Args: map[string]any{"query": query}}, InvokeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = ctx.Close()
+		_ = bg.Close()
+		if res.IsDenied() != denied || (denied && res.Violation.Code != "SQL_SANITIZER") {
+			t.Fatalf("%q: denied=%v violation=%+v; want denied=%v", query, res.IsDenied(), res.Violation, denied)
+		}
+	}
+}

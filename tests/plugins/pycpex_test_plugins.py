@@ -105,3 +105,18 @@ class CmfWatcher(Plugin):
             changed = message.model_copy(update={"content": [*message.content, extra]})
             return MessageResult(modified_payload=payload.model_copy(update={"message": changed}), metadata=metadata)
         return MessageResult(metadata=metadata)
+
+
+class SeesDefaults(Plugin):
+    """Reports what py-cpex's payload models made of what the host sent: the agent's
+    messages (a required list) and the credential's source (a field with a default)."""
+
+    async def agent_pre_invoke(self, payload: Any, context: PluginContext) -> Any:
+        from cpex.framework.hooks.agents import AgentPreInvokeResult
+
+        return AgentPreInvokeResult(metadata={"messages": list(payload.messages)})
+
+    async def identity_resolve(self, payload: Any, context: PluginContext) -> Any:
+        from cpex.framework.hooks.identity import IdentityResolveResult
+
+        return IdentityResolveResult(metadata={"source": payload.source})
