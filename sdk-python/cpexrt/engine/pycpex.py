@@ -116,9 +116,6 @@ class PyCpexPlugin(Plugin):
                 f"{where}: plugin {spec.name!r} ({spec.kind}) rejected its config: {type(exc).__name__}: {exc}"
             ) from None
         self._ref = fw.base.PluginRef(self.plugin)
-        # Per call, contexts are copies of these with the call's parts put in.
-        self._blank_global = fw.GlobalContext(request_id="-")
-        self._blank_context = fw.PluginContext(global_context=self._blank_global)
         self._conditions = list(self.pycpex_config.conditions or [])
         self._hooks: dict[str, Any] = {}
         registry = fw.get_hook_registry()
@@ -154,22 +151,17 @@ class PyCpexPlugin(Plugin):
         global_context = self._global_context(ctx)
         if self._conditions and not fw.utils.payload_matches(model, hook_name, self._conditions, global_context):
             return None
-        # Copied from a blank one, not validated again: every part was checked already
-        # (the request by the engine, the rest is cpex's own state).
-        context = self._blank_context.model_copy(
-            update={"state": dict(ctx.state), "global_context": global_context, "metadata": {}}
-        )
+        # Built by py-cpex's own validation, which is cheaper than copying a blank
+        # context (pydantic's model_copy) and copies the state maps it is given.
+        context = fw.PluginContext(state=ctx.state, global_context=global_context)
         if ref.accepts_extensions:
             extensions = fw.extensions.extensions.Extensions.model_validate(ctx.extensions) if ctx.extensions else None
             result = await ref.hook(model, context, extensions)
         else:
             result = await ref.hook(model, context)
         # What the plugin kept, for the request's next hook (cpex's context table).
-        ctx.state.clear()
-        ctx.state.update(context.state)
-        shared = ctx.request_state
-        shared.clear()
-        shared.update(global_context.state)
+        _keep(ctx.state, context.state)
+        _keep(ctx.request_state, context.global_context.state)
         return self._result(result)
 
     def _payload(self, hook_name: str, payload_type: Any, payload: Any) -> Any:
@@ -199,11 +191,8 @@ class PyCpexPlugin(Plugin):
         fields = {k: v for k, v in request.items() if v is not None} if request else {}
         if "request_id" not in fields:
             fields["request_id"] = f"cpex-{next(_REQUEST_IDS)}"
-        fields["state"] = dict(ctx.request_state)
-        fields.setdefault("metadata", {})
-        if "user_context" in fields or "content_type" in fields:
-            return self._fw.GlobalContext(**fields)  # py-cpex's validators shape these two
-        return self._blank_global.model_copy(update=fields)
+        fields["state"] = ctx.request_state  # copied by the validation
+        return self._fw.GlobalContext(**fields)
 
     def _result(self, result: Any) -> PluginResult | None:
         fw = self._fw
@@ -248,6 +237,13 @@ class PyCpexPlugin(Plugin):
         """A modified payload model as cpex takes it: the payload map (for CMF hooks
         the MessagePayload map, its message checked by cpex like any other)."""
         return _plain(payload)
+
+
+def _keep(into: dict[str, Any], kept: dict[str, Any]) -> None:
+    """into (cpex's copy of a state map) made what the plugin left in its own copy."""
+    if kept is not into:
+        into.clear()
+        into.update(kept)
 
 
 def _config_fields(spec: PluginSpec) -> dict[str, Any]:
