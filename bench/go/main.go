@@ -69,6 +69,46 @@ func pipeline(m *cpex.PluginManager) {
 	_ = bg.Close()
 }
 
+// fileManager loads and initializes a config file (relative plugin_dirs are taken from
+// its folder).
+func fileManager(path string) *cpex.PluginManager {
+	m, err := cpex.NewPluginManagerDefault(cpex.WithMaxInFlight(*inflight))
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := m.LoadConfigFile(path); err != nil {
+		log.Fatal(err)
+	}
+	if err := m.Initialize(); err != nil {
+		log.Fatal(err)
+	}
+	return m
+}
+
+// The CMF demo's message (examples/cmf): an assistant's text and a tool call, with the
+// request's HTTP headers in the extensions.
+var (
+	cmfMessage = cpex.MessagePayload{Message: cpex.Message{
+		SchemaVersion: "1.0",
+		Role:          "assistant",
+		Content: []cpex.ContentPart{
+			cpex.NewTextPart("Calling search_docs."),
+			cpex.NewToolCallPart(cpex.ToolCall{ToolCallID: "call-1", Name: "search_docs", Arguments: map[string]any{"query": "quarterly report"}}),
+		},
+	}}
+	cmfExt = &cpex.Extensions{HTTP: &cpex.HttpExtension{RequestHeaders: map[string]string{"host": "gateway.local"}}}
+)
+
+// cmfPipeline is one CMF demo invoke: tool policy (allows), header injectors.
+func cmfPipeline(m *cpex.PluginManager) {
+	res, ctx, bg, err := cpex.Invoke(m, "cmf.tool_pre_invoke", cpex.PayloadCMFMessage, cmfMessage, cmfExt, nil)
+	if err != nil || res.IsDenied() {
+		log.Fatalf("cmf pipeline: %v %+v", err, res)
+	}
+	_ = ctx.Close()
+	_ = bg.Close()
+}
+
 // piiManager runs the published cpex-pii-filter (a py-cpex plugin), its stanza as
 // py-cpex's docs write it.
 func piiManager() *cpex.PluginManager {
@@ -194,6 +234,14 @@ func main() {
 	out["go_no_plugins_p50"], out["go_no_plugins_p99"] = pct(s, 50), pct(s, 99)
 	s = samples(*n, func() { pipeline(m) })
 	out["go_pipeline_p50"], out["go_pipeline_p99"] = pct(s, 50), pct(s, 99)
+	noAudit := fileManager(filepath.Join(dir, "..", "bench", "configs", "generic-no-audit.yaml"))
+	s = samples(*n, func() { pipeline(noAudit) })
+	out["go_pipeline_noaudit_p50"], out["go_pipeline_noaudit_p99"] = pct(s, 50), pct(s, 99)
+	_ = noAudit.Shutdown()
+	cmf := fileManager(filepath.Join(dir, "configs", "cmf.yaml"))
+	s = samples(*n, func() { cmfPipeline(cmf) })
+	out["go_cmf_p50"], out["go_cmf_p99"] = pct(s, 50), pct(s, 99)
+	_ = cmf.Shutdown()
 	pii := piiManager()
 	s = samples(*n/4, func() { piiCall(pii) })
 	out["go_pii_p50"], out["go_pii_p99"] = pct(s, 50), pct(s, 99)
@@ -230,7 +278,9 @@ func main() {
 		runtime.GC()
 		time.Sleep(200 * time.Millisecond)
 		out["go_long_invokes"] = float64(*long)
-		out["go_long_rss_growth_mb"] = (rssKB() - before) / 1024
+		after := rssKB()
+		out["go_long_rss_growth_mb"] = (after - before) / 1024
+		out["go_long_rss_mb"] = after / 1024
 		live, err := cpex.LiveHandles()
 		if err != nil {
 			log.Fatal(err)
