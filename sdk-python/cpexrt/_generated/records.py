@@ -1083,7 +1083,8 @@ class ContentPart(WireRecord):
         # One validator for both jobs (each costs a Python call per part): a known
         # variant's value is validated as its type; an unknown part keeps its map.
         if isinstance(data, dict):
-            known = cls.VARIANTS.get(data.get('content_type'))
+            tag = data.get('content_type')
+            known = cls.VARIANTS.get(tag) if isinstance(tag, str) else None
             if known is None:
                 part = handler(data)
                 object.__setattr__(part, "_raw", dict(data))  # re-emitted exactly as received
