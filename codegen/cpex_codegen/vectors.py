@@ -122,12 +122,12 @@ def build(schema: Schema) -> dict[str, tuple[str, Any]]:
     return out
 
 
-def render(schema: Schema) -> dict[str, str | bytes]:
-    """tests/vectors/<name>.msgpack for every vector, plus manifest.json."""
+def render(schema: Schema, folder: str = "tests/vectors") -> dict[str, str | bytes]:
+    """<folder>/<name>.msgpack for every vector, plus manifest.json."""
     files: dict[str, str | bytes] = {}
     manifest = []
     for name, (type_name, value) in build(schema).items():
-        files[f"tests/vectors/{name}.msgpack"] = encode(value)
+        files[f"{folder}/{name}.msgpack"] = encode(value)
         manifest.append({"name": name, "type": type_name, "file": f"{name}.msgpack"})
-    files["tests/vectors/manifest.json"] = json.dumps(manifest, indent=1) + "\n"
+    files[f"{folder}/manifest.json"] = json.dumps(manifest, indent=1) + "\n"
     return files
