@@ -115,13 +115,18 @@ for _path in {paths!r}:
         sys.path.append(_path)
 from {module} import ffi, lib
 try:
-    import importlib
-    importlib.import_module({exports!r}).install(ffi, lib)
+    {import_exports}
+    _exports.install(ffi, lib)
 except BaseException:
     import traceback
     _why = traceback.format_exc().encode("utf-8", "replace")[-3500:]
     lib.{prefix}rt_set_init_error(_why, len(_why))
 """
+
+
+def _import_as(module: str, name: str) -> str:
+    package, _, leaf = module.rpartition(".")
+    return f"from {package} import {leaf} as {name}" if package else f"import {module} as {name}"
 
 
 def make_ffi(schema: Schema, layout: Layout, python_path: list[Path], build_dir: Path) -> FFI:
@@ -161,7 +166,7 @@ def make_ffi(schema: Schema, layout: Layout, python_path: list[Path], build_dir:
         INIT_CODE.format(
             paths=search_path,
             module=layout.build.module,
-            exports=layout.python.exports_module,
+            import_exports=_import_as(layout.python.exports_module, "_exports"),
             prefix=schema.abi.prefix,
         )
     )
