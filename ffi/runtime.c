@@ -1,7 +1,6 @@
-/* The runtime glue every generated library shares (libcpex and any other library made
-   by cpex_codegen): the functions that must work without Python (ABI version, build
-   info, free), the start-up of the embedded runtime, and the small helpers the
-   generated shims and the Python boundary share.
+/* The runtime glue every library made by cpex_codegen shares: the functions that must
+   work without Python (ABI version, build info, free), the start-up of the embedded
+   runtime, and the small helpers the generated shims and the Python boundary share.
 
    Prefix-neutral: cpex_codegen.build pastes it into cffi's set_source after the
    library's header and the RT_* macros it defines for that library (build.py,

@@ -23,6 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layout", type=Path, help="the library's layout file (default: cpex's, codegen/layout.yaml)")
     parser.add_argument("--check", action="store_true", help="fail if a committed file differs from the schema's rendering")
     parser.add_argument(
+        "--release",
+        action="store_true",
+        help="record the rendered header as the released header of its version in abi_baselines (refused if one exists)",
+    )
+    parser.add_argument(
         "--root", type=Path, help="with cpex's layout: a copy of the repository to use instead of this checkout (tests)"
     )
     args = parser.parse_args(argv)
@@ -32,13 +37,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.layout is not None:
                 parser.error("--root is for cpex's layout; a layout names its own root")
             layout = layout.model_copy(update={"base": args.root.resolve() / "codegen"})
-        return run(layout, args.check)
+        return run(layout, args.check, args.release)
     except schema.SchemaError as exc:
         print(f"codegen: {exc}", file=sys.stderr)
         return 1
 
 
-def run(layout: layouts.Layout, check: bool) -> int:
+def run(layout: layouts.Layout, check: bool, release: bool = False) -> int:
     root = layout.root_dir
     try:
         sch = schema.load(layout.schema_path)
@@ -46,6 +51,8 @@ def run(layout: layouts.Layout, check: bool) -> int:
         header = files[layout.outputs.header]
         assert isinstance(header, str)
         header_check.check(sch, header)
+        if release:
+            _release(sch, header, root / layout.abi_baselines)
         # --check: the committed header (drift from the rendering is reported below);
         # otherwise the header about to be written.
         committed = root / layout.outputs.header
@@ -85,6 +92,16 @@ def run(layout: layouts.Layout, check: bool) -> int:
             f"compiled as C99 and C++; ABI kept against the newest header in {layout.abi_baselines}/"
         )
     return 0
+
+
+def _release(sch: schema.Schema, header: str, baselines: Path) -> None:
+    """Keeps the header as released: <abi_baselines>/<prefix>-<major>.<minor>.h."""
+    path = baselines / f"{sch.abi.prefix}-{sch.abi.major}.{sch.abi.minor}.h"
+    if path.exists():
+        raise schema.SchemaError(f"{path} exists: ABI {sch.abi.major}.{sch.abi.minor} was released already; bump abi.minor")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header, encoding="utf-8")
+    print(f"codegen: released {path}")
 
 
 if __name__ == "__main__":

@@ -56,6 +56,8 @@ class Library(_Strict):
     name: str = Field(pattern=r"^lib[a-z][a-z0-9_]*$")
     # The first line of the header's description comment.
     title: str
+    # What an error message names, in the header's contract ("message naming ...").
+    message_names: str = "the function and the failing input"
     # The marker lines of every generated file: where it came from, how to regenerate.
     generated_from: str
     regenerate: str

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .schema import Function, Param, Schema
 
+
 # The first line of every generated text file, inside the target's comment syntax. Its
 # wording is the convention tools detect (https://go.dev/s/generatedcode: go/ast's
 # IsGenerated, golangci-lint, GitHub): "Code generated ... DO NOT EDIT." on a line of its

@@ -131,11 +131,17 @@ def py_extern_args(fn: Function) -> list[str]:
     out: list[str] = []
     for p in fn.params:
         out += [p.name, f"{p.name}_len"] if p.kind in ("text", "bytes", "bytes_out") else [p.name]
-    return out + ["err_msg"]
+    return [f"{n}: Any" for n in [*out, "err_msg"]]
 
 
 _PY_IMPL_IN = {"handle": "Any", "text": "str", "bytes": "bytes", "u8": "int"}
 _PY_IMPL_OUT = {"handle_out": "Any", "bytes_out": "bytes", "bool_out": "bool", "size_out": "int"}
+
+
+def handle_tag(schema: Schema) -> int:
+    """The top 16 bits of the library's handle tokens: the prefix's first two bytes, so
+    a token lies outside any canonical user address and names its library."""
+    return int.from_bytes(schema.abi.prefix.encode("ascii")[:2].ljust(2, b"_"), "big")
 
 
 def py_impl_signature(fn: Function) -> str:
@@ -279,6 +285,7 @@ def unchanged_results(schema: Schema) -> list[UnchangedResult]:
 
 def environment(schema: Schema, layout: Layout | None = None) -> jinja2.Environment:
     layout = layout or cpex_layout()
+    py_exc = {s.name: s.py_exception or "" for s in schema.errors}
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         trim_blocks=True,
@@ -318,6 +325,10 @@ def environment(schema: Schema, layout: Layout | None = None) -> jinja2.Environm
         go_api_out=go_api_out,
         py_extern_args=py_extern_args,
         py_impl_signature=py_impl_signature,
+        py_exc=py_exc,
+        sorted_exceptions=lambda *names: sorted(py_exc[n] for n in names),
+        handle_kinds={h.name: i + 1 for i, h in enumerate(schema.handles)},
+        handle_tag=handle_tag(schema),
         has_fast_path=any(f.fast_path for f in schema.python_functions),
         py_in_type=py_in_type,
         py_out_types=py_out_types,

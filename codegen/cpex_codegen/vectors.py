@@ -92,6 +92,8 @@ def unchanged_result_value(schema: Schema, payload_type: int) -> dict[str, Any]:
     """The unchanged result (abi.yaml unchanged_result) of one payload type, as a wire
     map: its fields in schema order, optional ones absent."""
     u = schema.unchanged_result
+    if u is None:
+        raise ValueError("the schema has no unchanged_result")
     record = next(r for r in schema.records if r.name == u.record)
     values: dict[str, Any] = {**u.fields, u.payload_type_field: payload_type}
     return {fl.name: values[fl.name] for fl in record.fields if fl.name in values}
