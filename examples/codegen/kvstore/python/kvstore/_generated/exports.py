@@ -137,30 +137,27 @@ def install(ffi: Any, lib: Any) -> None:
     @extern(name="kvpy_store_new")
     def _store_new(out_store: Any, err_msg: Any) -> int:
         def _call() -> None:
-            _what = "kv_store_new"
             _result = impl.store_new()
-            _values = _outputs(_result, 1, _what)
+            _values = _outputs(_result, 1, "the result")
             out_store_v = _values[0]
-            out_store[0] = 0 if out_store_v is None else HANDLES.issue('store', out_store_v)
+            out_store[0] = 0 if out_store_v is None else HANDLES.issue("store", out_store_v)
 
         return _run("kv_store_new", err_msg, _call)
 
     @extern(name="kvpy_store_free")
     def _store_free(store: Any, err_msg: Any) -> int:
         def _call() -> None:
-            _what = "kv_store_free"
-            store_v = HANDLES.get('store', store, f"{_what}: store")
+            store_v = HANDLES.get("store", store, "store")
             impl.store_free(store_v)
-            HANDLES.take('store', store, f"{_what}: store")
+            HANDLES.take("store", store, "store")
 
         return _run("kv_store_free", err_msg, _call)
 
     @extern(name="kvpy_put")
     def _put(store: Any, key: Any, key_len: Any, value: Any, value_len: Any, err_msg: Any) -> int:
         def _call() -> None:
-            _what = "kv_put"
-            store_v = HANDLES.get('store', store, f"{_what}: store")
-            key_v = _text(key, key_len, f"{_what}: key")
+            store_v = HANDLES.get("store", store, "store")
+            key_v = _text(key, key_len, "key")
             value_v = _data(value, value_len)
             impl.put(store_v, key_v, value_v)
 
@@ -169,12 +166,11 @@ def install(ffi: Any, lib: Any) -> None:
     @extern(name="kvpy_get")
     def _get(store: Any, key: Any, key_len: Any, out_value: Any, out_value_len: Any, err_msg: Any) -> int:
         def _call() -> None:
-            _what = "kv_get"
-            store_v = HANDLES.get('store', store, f"{_what}: store")
-            key_v = _text(key, key_len, f"{_what}: key")
+            store_v = HANDLES.get("store", store, "store")
+            key_v = _text(key, key_len, "key")
             _result = impl.get(store_v, key_v)
-            _values = _outputs(_result, 1, _what)
-            out_value_v = _output(_values[0], bytes, f"{_what}: out_value")
+            _values = _outputs(_result, 1, "the result")
+            out_value_v = _output(_values[0], bytes, "out_value")
             out_value[0] = _copy_out(out_value_v)
             out_value_len[0] = len(out_value_v)
 
@@ -183,11 +179,10 @@ def install(ffi: Any, lib: Any) -> None:
     @extern(name="kvpy_count")
     def _count(store: Any, out_count: Any, err_msg: Any) -> int:
         def _call() -> None:
-            _what = "kv_count"
-            store_v = HANDLES.get('store', store, f"{_what}: store")
+            store_v = HANDLES.get("store", store, "store")
             _result = impl.count(store_v)
-            _values = _outputs(_result, 1, _what)
-            out_count_v = _output(_values[0], int, f"{_what}: out_count")
+            _values = _outputs(_result, 1, "the result")
+            out_count_v = _output(_values[0], int, "out_count")
             out_count[0] = out_count_v
 
         return _run("kv_count", err_msg, _call)
