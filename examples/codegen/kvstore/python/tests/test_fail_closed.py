@@ -18,7 +18,7 @@ import pytest
 KV = Path(__file__).resolve().parents[2]
 ROOT = KV.parents[2]
 
-BROKEN_IMPL = '''
+BROKEN_IMPL = """
 import os
 
 if os.environ.get("KV_BROKEN_IMPORT"):
@@ -43,7 +43,7 @@ def get(store, key):
 
 def count(store):
     return -1
-'''
+"""
 
 HOST = """
 import json, sys
