@@ -45,8 +45,10 @@ $(LIB): $(STAMP) ffi/build_lib.py codegen/cpex_codegen/build.py codegen/layout.y
 
 lib-kv: $(KV_LIB)
 
-$(KV_LIB): $(STAMP) codegen/cpex_codegen/build.py ffi/runtime.c $(KV)/layout.yaml $(KV)/schema/kv.yaml $(KV)/include/kv.h $(KV)/ffi/shims.c $(KV)/ffi/embedding_api.h
-	cd codegen && ../$(PY) -m cpex_codegen.build --layout ../$(KV)/layout.yaml
+# Regenerates libkv's files from its schema, then builds it: the one command of
+# docs/codegen.md's walkthrough.
+$(KV_LIB): $(STAMP) codegen/cpex_codegen/*.py codegen/templates/*.j2 ffi/runtime.c $(KV)/layout.yaml $(KV)/schema/*.yaml
+	cd codegen && ../$(PY) -m cpex_codegen --layout ../$(KV)/layout.yaml --build
 
 # libkv from Go and from Python: its demos, its tests, and libcpex beside it in one Go
 # process (examples/codegen/kvstore/together).

@@ -1,5 +1,7 @@
-"""`python -m cpex_codegen [--layout FILE] [--check]`: render every output a layout names
-from its schema, or check the committed files for drift.
+"""`python -m cpex_codegen [--layout FILE] [--check | --build]`: render every output a
+layout names from its schema, or check the committed files for drift; --build then
+links the library (cpex_codegen.build), so one command takes a schema edit to a
+library Go and Python can call.
 
 Without --layout, cpex's own layout (codegen/layout.yaml). Both modes validate the
 schema and the layout, check the rendered header (pycparser, gcc -std=c99, g++) and
@@ -22,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cpex_codegen", description=__doc__)
     parser.add_argument("--layout", type=Path, help="the library's layout file (default: cpex's, codegen/layout.yaml)")
     parser.add_argument("--check", action="store_true", help="fail if a committed file differs from the schema's rendering")
+    parser.add_argument("--build", action="store_true", help="after rendering, build the library (python -m cpex_codegen.build)")
     parser.add_argument(
         "--release",
         action="store_true",
@@ -37,7 +40,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.layout is not None:
                 parser.error("--root is for cpex's layout; a layout names its own root")
             layout = layout.model_copy(update={"base": args.root.resolve() / "codegen"})
-        return run(layout, args.check, args.release)
+        if args.check and (args.build or args.release):
+            parser.error("--check writes nothing; it does not combine with --build or --release")
+        status = run(layout, args.check, args.release)
+        if status == 0 and args.build:
+            from . import build  # cffi is needed only here
+
+            build.build(layout)
+        return status
     except schema.SchemaError as exc:
         print(f"codegen: {exc}", file=sys.stderr)
         return 1

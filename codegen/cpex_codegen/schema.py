@@ -299,7 +299,7 @@ def _check_glue(schema: Schema) -> None:
     for name, why in GLUE_STATUSES.items():
         st = names.get(name)
         if st is None or st.code >= 0:
-            raise ValueError(f"statuses: an error status named {name!r} is required (the runtime glue reports {why} with it)")
+            raise ValueError(f"statuses: an error status named {name!r} is required: the runtime glue reports {why} with it")
     by_name = {f.name: f for f in schema.functions}
     for name, (returns, kinds) in GLUE_FUNCTIONS.items():
         fn = by_name.get(name)
@@ -529,5 +529,6 @@ def describe(exc: ValidationError, title: str) -> str:
     for err in exc.errors():
         loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
         found = "" if err["type"] in ("missing", "value_error") else f" (got {err.get('input')!r:.60})"
-        lines.append(f"{loc or '<top level>'}: {err['msg']}{found}")
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        lines.append(f"{loc or 'top level'}: {msg}{found}")
     return f"{title}:\n  " + "\n  ".join(lines)
