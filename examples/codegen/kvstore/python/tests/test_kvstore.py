@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -76,3 +77,20 @@ def test_concurrent_use(lib: Library) -> None:
         t.join()
     assert calls.count(lib, store) == 160
     calls.store_free(lib, store)
+
+
+def _exported(path: Path) -> set[str]:
+    out = subprocess.run(["nm", "-D", "--defined-only", str(path)], capture_output=True, text=True, check=True).stdout
+    return {line.split()[-1] for line in out.splitlines() if line.strip()}
+
+
+def test_libkv_and_libcpex_export_disjoint_prefixed_symbols() -> None:
+    """What lets both load into one process: each exports its own prefix and nothing
+    else (no cffi module init, no glue helper)."""
+    kv = _exported(LIBRARY)
+    cpex = _exported(LIBRARY.parents[2] / "lib" / "libcpex.so.1")
+    assert kv and all(s.startswith("kv_") for s in kv), sorted(kv)
+    assert cpex and all(s.startswith("cpex_") for s in cpex), sorted(cpex)
+    assert not kv & cpex
+    header = (Path(__file__).resolve().parents[2] / "include" / "kv.h").read_text()
+    assert {s for s in kv if f" {s}(" in header or f"*{s}(" in header} == kv
