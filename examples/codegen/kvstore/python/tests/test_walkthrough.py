@@ -91,7 +91,7 @@ def test_the_walkthrough_runs_as_written(tmp_path: Path) -> None:
     assert go_out.returncode == 0, go_out.stderr
     py_out = subprocess.run([sys.executable, str(demo_py)], capture_output=True, text=True, timeout=120, check=False)
     assert py_out.returncode == 0, py_out.stderr
-    name = re.search(r"- name: (\w+)", function)
-    assert name is not None
-    assert f"{name.group(1)} greeting: true" in go_out.stdout, go_out.stdout
-    assert f"{name.group(1)} greeting: True" in py_out.stdout, py_out.stdout
+    added = re.search(r"- name: (\w+)", function)
+    assert added is not None
+    assert f"{added.group(1)} greeting: true" in go_out.stdout, go_out.stdout
+    assert f"{added.group(1)} greeting: True" in py_out.stdout, py_out.stdout
