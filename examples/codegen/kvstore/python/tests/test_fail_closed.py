@@ -30,7 +30,7 @@ def store_new():
 
 
 def store_free(store):
-    pass
+    raise RuntimeError("cannot free")
 
 
 def put(store, key, value):
@@ -66,6 +66,8 @@ if out["store_new"][0] == "ok":
 attempt("put", calls.put, store, b"k", b"v")
 attempt("get", calls.get, store, b"k")
 attempt("count", calls.count, store)
+attempt("store_free", calls.store_free, store)
+attempt("put after a failed free", calls.put, store, b"k", b"v")
 print(json.dumps(out))
 """
 
@@ -117,6 +119,9 @@ def test_a_misbehaving_implementation_is_a_named_failure(broken_lib: tuple[Path,
         "InternalError",
         "kv_count: out_count: the implementation returned int, expected a non-negative int",
     ]
+    # A handle is consumed only by a call that succeeds: after the failed free it still works.
+    assert out["store_free"] == ["InternalError", "kv_store_free: RuntimeError: cannot free"]
+    assert out["put after a failed free"] == ["InternalError", "kv_put: ValueError: boom"]
 
 
 def test_an_implementation_that_cannot_load_fails_every_call(broken_lib: tuple[Path, Path]) -> None:

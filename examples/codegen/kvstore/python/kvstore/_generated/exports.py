@@ -63,6 +63,11 @@ class Handles:
             del self._entries[token]
             return entry[1]
 
+    def restore(self, kind: str, token: int, obj: Any) -> None:
+        """Puts back a handle taken by a call that then failed: it stays valid."""
+        with self._lock:
+            self._entries[token] = (kind, obj)
+
     def counts(self) -> dict[str, int]:
         with self._lock:
             kinds = [kind for kind, _ in self._entries.values()]
@@ -148,8 +153,12 @@ def install(ffi: Any, lib: Any) -> None:
     def _store_free(store: Any, err_msg: Any) -> int:
         def _call() -> None:
             store_v = HANDLES.get("store", store, "store")
-            impl.store_free(store_v)
-            HANDLES.take("store", store, "store")
+            HANDLES.take("store", store, "store")  # consumed only if the call succeeds
+            try:
+                impl.store_free(store_v)
+            except BaseException:
+                HANDLES.restore("store", store, store_v)
+                raise
 
         return _run("kv_store_free", err_msg, _call)
 
@@ -171,7 +180,8 @@ def install(ffi: Any, lib: Any) -> None:
             _result = impl.get(store_v, key_v)
             _values = _outputs(_result, 1, "the result")
             out_value_v = _output(_values[0], bytes, "out_value")
-            out_value[0] = _copy_out(out_value_v)
+            out_value_ptr = _copy_out(out_value_v)
+            out_value[0] = out_value_ptr
             out_value_len[0] = len(out_value_v)
 
         return _run("kv_get", err_msg, _call)
