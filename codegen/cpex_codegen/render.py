@@ -378,6 +378,9 @@ def check_fits(schema: Schema, layout: Layout) -> None:
         for st in schema.errors:
             taken.setdefault(st.go_sentinel or "", f"the Go sentinel of status {st.name}")
         for f in schema.python_functions:
+            for prm in f.params:
+                if naming.lower_camel(prm.name) == "err":
+                    raise SchemaError(f"function {f.name}, param {prm.name}: its Go name would be err, the API's error result")
             name = naming.camel(f.name)
             if name in taken:
                 raise SchemaError(f"function {f.name}: its Go function would be {name}, which is already {taken[name]}")
