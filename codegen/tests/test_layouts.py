@@ -171,3 +171,19 @@ def test_a_go_api_name_collision_is_refused(tmp_path: Path) -> None:
     sch = schema.load(_kv_schema(tmp_path, "  - name: count\n", "  - name: check_version\n"))
     with pytest.raises(schema.SchemaError, match="function check_version: its Go function would be CheckVersion"):
         render.render_all(sch, layout.load(KV / "layout.yaml"))
+
+
+def test_the_cli_reports_a_bad_layout_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lay = kv_copy(tmp_path)
+    header = lay.parent / "include" / "kv.h"
+    before = header.read_bytes()
+    _edit(lay, "  package: kvstore\n", "  package: Kv\n")
+    _edit(lay.parent / "schema" / "kv.yaml", "  minor: 0\n", "  minor: 1\n")  # would change kv.h
+    assert cli.main(["--layout", str(lay)]) == 1
+    assert "go.package: String should match pattern" in capsys.readouterr().err
+    assert header.read_bytes() == before
+
+
+def test_check_does_not_combine_with_build_or_release() -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["--layout", str(KV / "layout.yaml"), "--check", "--build"])
