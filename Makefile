@@ -4,11 +4,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt tests/requirements-pycpex.txt sdk-python/pyproject.toml | cksum | cut -d' ' -f1)
 LIB := build/lib/libcpex.so.1
-PYDIRS := sdk-python/cpexrt codegen/cpex_codegen ffi/build_lib.py sdk-python/tests codegen/tests tests/plugins tests/demos examples/authoring examples/plugins examples/python bench/run.py
+PYDIRS := sdk-python/cpexrt codegen/cpex_codegen ffi/build_lib.py sdk-python/tests codegen/tests tests/plugins tests/demos examples/authoring examples/plugins examples/python bench/run.py examples/codegen/kvstore/python
+# The second library made by the generator (docs/codegen.md): libkv, a key-value store.
+KV := examples/codegen/kvstore
+KV_LIB := build/examples/kvstore/libkv.so.1
 
 GOMODS := sdk-go examples bench
 
-.PHONY: all venv lib codegen codegen-check abi-check test lint test-python test-go test-fuzz typecheck demo demos bench clean
+.PHONY: all venv lib lib-kv codegen codegen-check abi-check test lint test-python test-go test-fuzz test-example-codegen typecheck demo demos bench clean
 
 all: lib demo
 
@@ -20,13 +23,16 @@ $(STAMP): requirements.txt tests/requirements-pycpex.txt sdk-python/pyproject.to
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e sdk-python
 	touch $@
 
+# Every library the generator makes: cpex (codegen/layout.yaml, the default) and libkv.
 codegen: $(STAMP)
 	cd codegen && ../$(PY) -m cpex_codegen
+	cd codegen && ../$(PY) -m cpex_codegen --layout ../$(KV)/layout.yaml
 
 # Drift of the generated files, the header checks, and the ABI check against the newest
 # released header in include/abi/ (include/abi/README.md).
 codegen-check: $(STAMP)
 	cd codegen && ../$(PY) -m cpex_codegen --check
+	cd codegen && ../$(PY) -m cpex_codegen --layout ../$(KV)/layout.yaml --check
 
 # The ABI check alone, on the committed include/cpex.h.
 abi-check: $(STAMP)
@@ -34,8 +40,23 @@ abi-check: $(STAMP)
 
 lib: $(LIB)
 
-$(LIB): $(STAMP) ffi/build_lib.py ffi/runtime.c ffi/fastpath.c ffi/generated/shims.c ffi/generated/unchanged_result.c ffi/generated/embedding_api.h include/cpex.h
+$(LIB): $(STAMP) ffi/build_lib.py codegen/cpex_codegen/build.py codegen/layout.yaml ffi/runtime.c ffi/fastpath.c ffi/generated/shims.c ffi/generated/unchanged_result.c ffi/generated/embedding_api.h include/cpex.h
 	$(PY) ffi/build_lib.py
+
+lib-kv: $(KV_LIB)
+
+# Regenerates libkv's files from its schema, then builds it: the one command of
+# docs/codegen.md's walkthrough.
+$(KV_LIB): $(STAMP) codegen/cpex_codegen/*.py codegen/templates/*.j2 ffi/runtime.c $(KV)/layout.yaml $(KV)/schema/*.yaml
+	cd codegen && ../$(PY) -m cpex_codegen --layout ../$(KV)/layout.yaml --build
+
+# libkv from Go and from Python: its demos, its tests, and libcpex beside it in one Go
+# process (examples/codegen/kvstore/together).
+test-example-codegen: lib lib-kv
+	cd examples && go run ./codegen/kvstore/cmd/kvdemo
+	$(PY) $(KV)/python/demo.py
+	cd examples && go test -race -count=1 ./codegen/...
+	$(PY) -m pytest -p no:cacheprovider $(KV)/python/tests
 
 # ruff's lint rules and formatting (pyproject.toml, [tool.ruff]); `ruff format .` and
 # `ruff check --fix .` fix most of what it reports.
@@ -63,7 +84,7 @@ test-fuzz: lib
 	cd sdk-go && for t in FuzzInvokePayload FuzzInvokeExtensions FuzzConfig; do \
 		go test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) . || exit 1; done
 
-test: lint codegen-check typecheck test-python test-go test-fuzz
+test: lint codegen-check typecheck test-python test-go test-fuzz test-example-codegen
 
 # The main demo: a Go host, generic payloads (examples/generic).
 demo: lib

@@ -1,7 +1,16 @@
-/* Hand-written C of libcpex: the functions that must work without Python (ABI version,
-   build info, free), the start-up of the embedded runtime, and the small helpers the
-   generated shims and the Python boundary share. Pasted into cffi's set_source after
-   cpex.h and the CPEX_BUILD_* macros that ffi/build_lib.py pins at build time. */
+/* The runtime glue every library made by cpex_codegen shares: the functions that must
+   work without Python (ABI version, build info, free), the start-up of the embedded
+   runtime, and the small helpers the generated shims and the Python boundary share.
+
+   Prefix-neutral: cpex_codegen.build pastes it into cffi's set_source after the
+   library's header and the RT_* macros it defines for that library (build.py,
+   glue_defines), so for the prefix `kv`:
+     RT_PUBLIC(abi_version)  -> kv_abi_version     exported, declared in the header
+     RT_EXPORT(copy_out)     -> kvrt_copy_out      called by the library's Python side
+     RT_PRIVATE(fail)        -> kv__fail           static, called by the generated shims
+     RT_STATUS(ERR_INTERNAL) -> KV_ERR_INTERNAL    rt_status -> kv_status
+   and RT_NAME ("kv"), RT_ABI_VERSION and the RT_BUILD_* values pinned at build time.
+   Names used only in this file are static and start with rt__. */
 
 #include <pthread.h>
 #include <signal.h>
@@ -11,44 +20,44 @@
 #include <string.h>
 #include <unistd.h>
 
-static pthread_once_t cpex__start_once = PTHREAD_ONCE_INIT;
-static char cpex__start_error[2048];
+static pthread_once_t rt__start_once = PTHREAD_ONCE_INIT;
+static char rt__start_error[2048];
 /* Written once by the init code (under cffi's start-up lock) when the engine failed to
    load; read by every later call. */
-static char cpex__init_error[4096];
+static char rt__init_error[4096];
 /* The process that started the runtime; a forked child must not use it: its Python
    may hold a lock (the GIL) owned by a thread that does not exist in the child. */
-static pid_t cpex__pid;
-static volatile sig_atomic_t cpex__forked;
+static pid_t rt__pid;
+static volatile sig_atomic_t rt__forked;
 /* 1 when this library started the interpreter (a Go / C host), 0 in a Python host. */
-static int cpex__embedded;
+static int rt__embedded;
 /* The host's SIGINT disposition: CPython installs its own KeyboardInterrupt handler
    when the signal module is first imported (asyncio does) if SIGINT was SIG_DFL,
    which would take Ctrl-C away from a C host. It is put back once the engine loaded. */
-static struct sigaction cpex__host_sigint;
-static pthread_once_t cpex__restore_once = PTHREAD_ONCE_INIT;
+static struct sigaction rt__host_sigint;
+static pthread_once_t rt__restore_once = PTHREAD_ONCE_INIT;
 /* Each host thread keeps one Python thread state for its lifetime. Without it, every
    call's PyGILState_Ensure / Release (cffi's) would create and destroy a thread state,
    tens of microseconds per call from a Go or C thread. */
-static pthread_key_t cpex__tstate_key;
-static __thread int cpex__tstate_pinned;
+static pthread_key_t rt__tstate_key;
+static __thread int rt__tstate_pinned;
 
-uint32_t cpex_abi_version(void)
+uint32_t RT_PUBLIC(abi_version)(void)
 {
-    return CPEX_ABI_VERSION;
+    return RT_ABI_VERSION;
 }
 
-const char *cpex_build_info(void)
+const char *RT_PUBLIC(build_info)(void)
 {
-    return CPEX_BUILD_INFO_JSON;
+    return RT_BUILD_INFO_JSON;
 }
 
-void cpex_free_buffer(void *ptr)
+void RT_PUBLIC(free_buffer)(void *ptr)
 {
     free(ptr);
 }
 
-static char *cpex__strdup_n(const char *s, size_t n)
+static char *rt__strdup_n(const char *s, size_t n)
 {
     char *out = (char *)malloc(n + 1);
     if (out == NULL)
@@ -59,7 +68,7 @@ static char *cpex__strdup_n(const char *s, size_t n)
     return out;
 }
 
-static cpex_status cpex__fail(char **err_msg, cpex_status status, const char *fmt, ...)
+static rt_status RT_PRIVATE(fail)(char **err_msg, rt_status status, const char *fmt, ...)
 {
     if (err_msg != NULL) {
         char buf[1024];
@@ -67,14 +76,14 @@ static cpex_status cpex__fail(char **err_msg, cpex_status status, const char *fm
         va_start(ap, fmt);
         vsnprintf(buf, sizeof buf, fmt, ap);
         va_end(ap);
-        *err_msg = cpex__strdup_n(buf, strlen(buf));
+        *err_msg = rt__strdup_n(buf, strlen(buf));
     }
     return status;
 }
 
 /* Called by the Python boundary: a caller-owned copy of a result buffer. A zero-length
    result still gets a (1-byte) allocation, so "no output" and "empty output" differ. */
-void *cpexrt_copy_out(const void *data, size_t len)
+void *RT_EXPORT(copy_out)(const void *data, size_t len)
 {
     void *out = malloc(len == 0 ? 1 : len);
     if (out != NULL && len != 0)
@@ -83,24 +92,24 @@ void *cpexrt_copy_out(const void *data, size_t len)
 }
 
 /* Called by the Python boundary: a caller-owned, NUL-terminated error message. */
-char *cpexrt_message(const char *utf8, size_t len)
+char *RT_EXPORT(message)(const char *utf8, size_t len)
 {
-    return cpex__strdup_n(utf8, len);
+    return rt__strdup_n(utf8, len);
 }
 
 /* Called by the init code when the engine could not be loaded. */
-void cpexrt_set_init_error(const char *utf8, size_t len)
+void RT_EXPORT(set_init_error)(const char *utf8, size_t len)
 {
-    size_t n = len < sizeof cpex__init_error - 1 ? len : sizeof cpex__init_error - 1;
-    memcpy(cpex__init_error, utf8, n);
-    cpex__init_error[n] = '\0';
+    size_t n = len < sizeof rt__init_error - 1 ? len : sizeof rt__init_error - 1;
+    memcpy(rt__init_error, utf8, n);
+    rt__init_error[n] = '\0';
 }
 
-static int cpex__set_path(PyConfig *config, wchar_t **field, const wchar_t *value, const char *what)
+static int rt__set_path(PyConfig *config, wchar_t **field, const wchar_t *value, const char *what)
 {
     PyStatus st = PyConfig_SetString(config, field, value);
     if (PyStatus_Exception(st)) {
-        snprintf(cpex__start_error, sizeof cpex__start_error, "setting %s: %s", what,
+        snprintf(rt__start_error, sizeof rt__start_error, "setting %s: %s", what,
                  st.err_msg ? st.err_msg : "unknown error");
         return -1;
     }
@@ -110,45 +119,45 @@ static int cpex__set_path(PyConfig *config, wchar_t **field, const wchar_t *valu
 /* Starts the interpreter the library was built for, unless the host already runs one
    (a Python host). Isolated: the host's PYTHONHOME / PYTHONPATH / venv / cwd change
    nothing, no signal handler is installed, and a failure is reported, never exit(). */
-static void cpex__mark_forked(void)
+static void rt__mark_forked(void)
 {
-    cpex__forked = 1;
+    rt__forked = 1;
 }
 
-static void cpex__start_python(void)
+static void rt__start_python(void)
 {
-    static const wchar_t *const search_path[] = CPEX_BUILD_SEARCH_PATH;
+    static const wchar_t *const search_path[] = RT_BUILD_SEARCH_PATH;
     PyConfig config;
     PyStatus st;
     size_t i;
 
-    cpex__pid = getpid();
-    pthread_atfork(NULL, NULL, cpex__mark_forked);
+    rt__pid = getpid();
+    pthread_atfork(NULL, NULL, rt__mark_forked);
     if (Py_IsInitialized())
         return;
-    cpex__embedded = 1;
-    sigaction(SIGINT, NULL, &cpex__host_sigint);
+    rt__embedded = 1;
+    sigaction(SIGINT, NULL, &rt__host_sigint);
     PyConfig_InitIsolatedConfig(&config);
     config.install_signal_handlers = 0;
     config.site_import = 0;
     config.parse_argv = 0;
     config.write_bytecode = 0;
-    if (cpex__set_path(&config, &config.program_name, CPEX_BUILD_PROGRAM, "program_name") < 0 ||
-        cpex__set_path(&config, &config.home, CPEX_BUILD_HOME, "home") < 0)
+    if (rt__set_path(&config, &config.program_name, RT_BUILD_PROGRAM, "program_name") < 0 ||
+        rt__set_path(&config, &config.home, RT_BUILD_HOME, "home") < 0)
         goto done;
     config.module_search_paths_set = 1;
     for (i = 0; search_path[i] != NULL; i++) {
         st = PyWideStringList_Append(&config.module_search_paths, search_path[i]);
         if (PyStatus_Exception(st)) {
-            snprintf(cpex__start_error, sizeof cpex__start_error, "module search path: %s",
+            snprintf(rt__start_error, sizeof rt__start_error, "module search path: %s",
                      st.err_msg ? st.err_msg : "unknown error");
             goto done;
         }
     }
     st = Py_InitializeFromConfig(&config);
     if (PyStatus_Exception(st)) {
-        snprintf(cpex__start_error, sizeof cpex__start_error, "Python %s under %ls: %s%s%s",
-                 CPEX_BUILD_PY_VERSION, CPEX_BUILD_HOME, st.func ? st.func : "",
+        snprintf(rt__start_error, sizeof rt__start_error, "Python %s under %ls: %s%s%s",
+                 RT_BUILD_PY_VERSION, RT_BUILD_HOME, st.func ? st.func : "",
                  st.func ? ": " : "", st.err_msg ? st.err_msg : "exit requested");
         goto done;
     }
@@ -158,7 +167,7 @@ done:
     PyConfig_Clear(&config);
 }
 
-static void cpex__drop_tstate(void *tstate)
+static void rt__drop_tstate(void *tstate)
 {
     /* The host thread is exiting: delete its thread state (unless Python is gone). */
     if (tstate == NULL || !Py_IsInitialized() || _Py_IsFinalizing())
@@ -168,64 +177,64 @@ static void cpex__drop_tstate(void *tstate)
     PyThreadState_DeleteCurrent();
 }
 
-static void cpex__restore_host_signals(void)
+static void rt__restore_host_signals(void)
 {
-    if (cpex__embedded) {
-        sigaction(SIGINT, &cpex__host_sigint, NULL);
-        pthread_key_create(&cpex__tstate_key, cpex__drop_tstate);
+    if (rt__embedded) {
+        sigaction(SIGINT, &rt__host_sigint, NULL);
+        pthread_key_create(&rt__tstate_key, rt__drop_tstate);
     }
 }
 
 /* Gives the calling host thread its lasting thread state (embedded runtime only: a
    Python host's threads have theirs). */
-static void cpex__pin_tstate(void)
+static void rt__pin_tstate(void)
 {
     PyThreadState *tstate;
-    cpex__tstate_pinned = 1;
-    if (!cpex__embedded)
+    rt__tstate_pinned = 1;
+    if (!rt__embedded)
         return;
     PyGILState_Ensure();
     tstate = PyEval_SaveThread();
-    pthread_setspecific(cpex__tstate_key, tstate);
+    pthread_setspecific(rt__tstate_key, tstate);
 }
 
 /* Called by the boundary: whether signal handling belongs to a non-Python host. */
-int cpexrt_embedded(void)
+int RT_EXPORT(embedded)(void)
 {
-    return cpex__embedded;
+    return rt__embedded;
 }
 
-static cpex_status cpex__runtime_ready(char **err_msg)
+static rt_status RT_PRIVATE(runtime_ready)(char **err_msg)
 {
-    pthread_once(&cpex__start_once, cpex__start_python);
-    if (cpex__forked)
-        return cpex__fail(err_msg, CPEX_ERR_RUNTIME_INIT,
-                          "cpex runtime unusable in process %ld: it was started in process %ld, which forked; "
-                          "start cpex after fork() (or exec) in the child",
-                          (long)getpid(), (long)cpex__pid);
-    if (cpex__start_error[0] != '\0')
-        return cpex__fail(err_msg, CPEX_ERR_RUNTIME_INIT, "cpex runtime start-up failed: %s", cpex__start_error);
+    pthread_once(&rt__start_once, rt__start_python);
+    if (rt__forked)
+        return RT_PRIVATE(fail)(err_msg, RT_STATUS(ERR_RUNTIME_INIT),
+                          RT_NAME " runtime unusable in process %ld: it was started in process %ld, which forked; "
+                          "start " RT_NAME " after fork() (or exec) in the child",
+                          (long)getpid(), (long)rt__pid);
+    if (rt__start_error[0] != '\0')
+        return RT_PRIVATE(fail)(err_msg, RT_STATUS(ERR_RUNTIME_INIT), RT_NAME " runtime start-up failed: %s", rt__start_error);
     if (cffi_start_python() != 0)
-        return cpex__fail(err_msg, CPEX_ERR_RUNTIME_INIT,
-                          "cpex runtime start-up failed: the cffi embedding could not initialise (details on stderr)");
-    pthread_once(&cpex__restore_once, cpex__restore_host_signals);
-    if (cpex__init_error[0] != '\0')
-        return cpex__fail(err_msg, CPEX_ERR_RUNTIME_INIT, "cpex runtime start-up failed: the engine did not load: %s",
-                          cpex__init_error);
-    if (!cpex__tstate_pinned)
-        cpex__pin_tstate();
-    return CPEX_OK;
+        return RT_PRIVATE(fail)(err_msg, RT_STATUS(ERR_RUNTIME_INIT),
+                          RT_NAME " runtime start-up failed: the cffi embedding could not initialise (details on stderr)");
+    pthread_once(&rt__restore_once, rt__restore_host_signals);
+    if (rt__init_error[0] != '\0')
+        return RT_PRIVATE(fail)(err_msg, RT_STATUS(ERR_RUNTIME_INIT), RT_NAME " runtime start-up failed: the engine did not load: %s",
+                          rt__init_error);
+    if (!rt__tstate_pinned)
+        rt__pin_tstate();
+    return RT_STATUS(OK);
 }
 
 /* Maps a Python implementation's return (1 = ok, negative = status) to a status. */
-static cpex_status cpex__status_of(int rc, const char *fn, char **err_msg)
+static rt_status RT_PRIVATE(status_of)(int rc, const char *fn, char **err_msg)
 {
     if (rc == 1)
-        return CPEX_OK;
+        return RT_STATUS(OK);
     if (rc < 0) {
         if (err_msg != NULL && *err_msg == NULL)
-            return cpex__fail(err_msg, (cpex_status)rc, "%s failed with status %d", fn, rc);
-        return (cpex_status)rc;
+            return RT_PRIVATE(fail)(err_msg, (rt_status)rc, "%s failed with status %d", fn, rc);
+        return (rt_status)rc;
     }
-    return cpex__fail(err_msg, CPEX_ERR_INTERNAL, "%s: the Python implementation is missing (returned %d)", fn, rc);
+    return RT_PRIVATE(fail)(err_msg, RT_STATUS(ERR_INTERNAL), "%s: the Python implementation is missing (returned %d)", fn, rc);
 }

@@ -426,7 +426,10 @@ def check(schema: Schema, header: str, baseline_dir: Path, where: str = "include
     released = baselines(baseline_dir, prefix) if baseline_dir.is_dir() else []
     against = ""
     if not released:
-        problems.append(f"no released header in {baseline_dir} to check {where} against (see include/abi/README.md)")
+        problems.append(
+            f"no released header in {baseline_dir} to check {where} against (a new library records its first "
+            "release with `python -m cpex_codegen --layout FILE --release`; docs/codegen.md, Versions)"
+        )
     else:
         major, minor, path = released[-1]
         shown = f"include/abi/{path.name}" if path.parent.parts[-2:] == ("include", "abi") else str(path)

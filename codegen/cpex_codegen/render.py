@@ -1,4 +1,4 @@
-"""Render every generated file of the repository from the schema."""
+"""Render every generated file of one library from its schema and layout."""
 
 from __future__ import annotations
 
@@ -9,26 +9,23 @@ from pathlib import Path
 
 import jinja2
 
+from . import layout as layouts
 from . import naming, vectors
-from .schema import Function, Param, PayloadType, RecordField, Schema, Union, Variant
+from .layout import Layout
+from .schema import Function, Param, PayloadType, RecordField, Schema, SchemaError, Union, Variant
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
-# template -> path in the repository
-TARGETS: dict[str, str] = {
-    "cpex.h.j2": "include/cpex.h",
-    "embedding_api.h.j2": "ffi/generated/embedding_api.h",
-    "shims.c.j2": "ffi/generated/shims.c",
-    "unchanged_result.c.j2": "ffi/generated/unchanged_result.c",
-    "abi_gen.go.j2": "sdk-go/abi_gen.go",
-    "records_gen.go.j2": "sdk-go/records_gen.go",
-    "errors.py.j2": "sdk-python/cpexrt/_generated/errors.py",
-    "abi_cdef.py.j2": "sdk-python/cpexrt/_generated/abi_cdef.py",
-    "records.py.j2": "sdk-python/cpexrt/_generated/records.py",
-    "package_init.py.j2": "sdk-python/cpexrt/_generated/__init__.py",
-    "slots.py.j2": "sdk-python/cpexrt/_generated/slots.py",
-    "calls.py.j2": "sdk-python/cpexrt/_generated/calls.py",
-}
+# cpex's own layout, the default of the CLI and of render_all.
+CPEX_LAYOUT = Path(__file__).resolve().parent.parent / "layout.yaml"
+
+
+def cpex_layout() -> Layout:
+    return layouts.load(CPEX_LAYOUT)
+
+
+# template -> path in the repository, for cpex's layout.
+TARGETS: dict[str, str] = cpex_layout().targets()
 
 _GO_SCALARS = {
     "string": "string",
@@ -99,12 +96,60 @@ def py_field_type(fl: RecordField) -> str:
     return f"{t} | None" if fl.optional else t
 
 
-def go_in_type(p: Param) -> str:
-    return {"handle": f"*C.cpex_{p.handle}", "text": "string", "bytes": "[]byte", "u8": "uint8"}[p.kind]
+def go_in_type(schema: Schema, p: Param) -> str:
+    h = f"*C.{naming.handle_type(schema, p.handle or '')}"
+    return {"handle": h, "text": "string", "bytes": "[]byte", "u8": "uint8"}[p.kind]
 
 
-def go_out_type(p: Param) -> str:
-    return {"handle_out": f"*C.cpex_{p.handle}", "bytes_out": "[]byte", "bool_out": "bool", "size_out": "int"}[p.kind]
+def go_out_type(schema: Schema, p: Param) -> str:
+    h = f"*C.{naming.handle_type(schema, p.handle or '')}"
+    return {"handle_out": h, "bytes_out": "[]byte", "bool_out": "bool", "size_out": "int"}[p.kind]
+
+
+# The generic Go API (api_gen.go.j2): handles as exported Go types wrapping the C pointer.
+def go_api_in_type(p: Param) -> str:
+    return {"handle": f"*{naming.camel(p.handle or '')}", "text": "string", "bytes": "[]byte", "u8": "uint8"}[p.kind]
+
+
+def go_api_out_type(p: Param) -> str:
+    return {"handle_out": f"*{naming.camel(p.handle or '')}", "bytes_out": "[]byte", "bool_out": "bool", "size_out": "int"}[
+        p.kind
+    ]
+
+
+def go_api_arg(p: Param) -> str:
+    v = naming.lower_camel(p.name)
+    return f"{v}.ptr()" if p.kind == "handle" else v
+
+
+def go_api_out(p: Param, v: str) -> str:
+    return f"wrap{naming.camel(p.handle or '')}({v})" if p.kind == "handle_out" else v
+
+
+# The generic Python exports (exports.py.j2): the C arguments of each parameter.
+def py_extern_args(fn: Function) -> list[str]:
+    out: list[str] = []
+    for p in fn.params:
+        out += [p.name, f"{p.name}_len"] if p.kind in ("text", "bytes", "bytes_out") else [p.name]
+    return [f"{n}: Any" for n in [*out, "err_msg"]]
+
+
+_PY_IMPL_IN = {"handle": "Any", "text": "str", "bytes": "bytes", "u8": "int"}
+_PY_IMPL_OUT = {"handle_out": "Any", "bytes_out": "bytes", "bool_out": "bool", "size_out": "int"}
+
+
+def handle_tag(schema: Schema) -> int:
+    """The top 16 bits of the library's handle tokens: the prefix's first two bytes, so
+    a token lies outside any canonical user address and names its library."""
+    return int.from_bytes(schema.abi.prefix.encode("ascii")[:2].ljust(2, b"_"), "big")
+
+
+def py_impl_signature(fn: Function) -> str:
+    """The signature the implementation module's function has, for the docs."""
+    ins = ", ".join(f"{p.name}: {_PY_IMPL_IN[p.kind]}" for p in fn.inputs)
+    outs = [_PY_IMPL_OUT[p.kind] for p in fn.outputs]
+    ret = "None" if not outs else outs[0] if len(outs) == 1 else f"tuple[{', '.join(outs)}]"
+    return f"def {fn.name}({ins}) -> {ret}"
 
 
 def go_zero(p: Param) -> str:
@@ -232,11 +277,15 @@ class UnchangedResult:
 
 
 def unchanged_results(schema: Schema) -> list[UnchangedResult]:
+    if schema.unchanged_result is None:
+        return []
     data = vectors.unchanged_results(schema)
     return [UnchangedResult(schema, t, data[t.id]) for t in schema.payload_types]
 
 
-def environment(schema: Schema) -> jinja2.Environment:
+def environment(schema: Schema, layout: Layout | None = None) -> jinja2.Environment:
+    layout = layout or cpex_layout()
+    py_exc = {s.name: s.py_exception or "" for s in schema.errors}
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         trim_blocks=True,
@@ -248,10 +297,15 @@ def environment(schema: Schema) -> jinja2.Environment:
     env.filters["gostr"] = lambda s: '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
     env.globals.update(
         schema=schema,
+        layout=layout,
+        library=layout.library,
         P=schema.abi.prefix,
         PU=schema.abi.prefix.upper(),
-        GENERATED=naming.GENERATED,
-        REGENERATE=naming.REGENERATE,
+        ERROR_BASE=naming.camel(schema.abi.prefix) + "Error",
+        HEADER=layout.header_name,
+        GO_PACKAGE=layout.go.package if layout.go else "",
+        GENERATED=naming.generated(layout.library.generated_from),
+        REGENERATE=layout.library.regenerate,
         c_decl=naming.c_decl,
         c_args=naming.c_args,
         public_args=naming.public_args,
@@ -265,6 +319,17 @@ def environment(schema: Schema) -> jinja2.Environment:
         go_out_value=go_out_value,
         go_c_args=go_c_args,
         go_present=go_present,
+        go_api_in_type=go_api_in_type,
+        go_api_out_type=go_api_out_type,
+        go_api_arg=go_api_arg,
+        go_api_out=go_api_out,
+        py_extern_args=py_extern_args,
+        py_impl_signature=py_impl_signature,
+        py_exc=py_exc,
+        sorted_exceptions=lambda *names: sorted(py_exc[n] for n in names),
+        handle_kinds={h.name: i + 1 for i, h in enumerate(schema.handles)},
+        handle_tag=handle_tag(schema),
+        has_fast_path=any(f.fast_path for f in schema.python_functions),
         py_in_type=py_in_type,
         py_out_types=py_out_types,
         py_out_allocs=py_out_allocs,
@@ -280,17 +345,46 @@ def environment(schema: Schema) -> jinja2.Environment:
     return env
 
 
-def render_all(schema: Schema) -> dict[str, str | bytes]:
-    """Every generated file: repository path -> content (bytes for binary files)."""
-    env = environment(schema)
+def render_all(schema: Schema, layout: Layout | None = None) -> dict[str, str | bytes]:
+    """Every generated file the layout names: path under its root -> content (bytes for
+    binary files)."""
+    layout = layout or cpex_layout()
+    check_fits(schema, layout)
+    env = environment(schema, layout)
     out: dict[str, str | bytes] = {}
-    for template, path in TARGETS.items():
+    for template, path in layout.targets().items():
         text = env.get_template(template).render()
         if path.endswith(".go"):
             text = gofmt(text, path)
         out[path] = text
-    out.update(vectors.render(schema))
+    if layout.outputs.vectors is not None:
+        out.update(vectors.render(schema, layout.outputs.vectors))
     return out
+
+
+def check_fits(schema: Schema, layout: Layout) -> None:
+    """Refuse a layout output the schema cannot fill, and Go API names that collide."""
+    o = layout.outputs
+    if o.unchanged_result and schema.unchanged_result is None:
+        raise SchemaError("layout outputs.unchanged_result: the schema has no unchanged_result")
+    if o.go_api:
+        taken = {"Error": "the error type", "ABIVersionMajor": "a constant", "ABIVersionMinor": "a constant"}
+        taken["CheckVersion"] = "the version check"
+        for h in schema.handles:
+            name = naming.camel(h.name)
+            if name in taken:
+                raise SchemaError(f"handle {h.name}: its Go type would be {name}, which is already {taken[name]}")
+            taken[name] = f"the Go type of handle {h.name}"
+        for st in schema.errors:
+            taken.setdefault(st.go_sentinel or "", f"the Go sentinel of status {st.name}")
+        for f in schema.python_functions:
+            for prm in f.params:
+                if naming.lower_camel(prm.name) == "err":
+                    raise SchemaError(f"function {f.name}, param {prm.name}: its Go name would be err, the API's error result")
+            name = naming.camel(f.name)
+            if name in taken:
+                raise SchemaError(f"function {f.name}: its Go function would be {name}, which is already {taken[name]}")
+            taken[name] = f"the Go function of {f.name}"
 
 
 def gofmt(source: str, path: str) -> str:

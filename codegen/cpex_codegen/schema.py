@@ -83,6 +83,9 @@ class Param(Strict):
     kind: ParamKind
     handle: str | None = None
     nullable: bool = False
+    # A handle the call releases when it succeeds (a free or close function): the
+    # token is dead afterwards, and a second call with it fails with invalid_handle.
+    consumes: bool = False
     doc: str = ""
 
     @model_validator(mode="after")
@@ -92,6 +95,8 @@ class Param(Strict):
             raise ValueError(f"param {self.name}: `handle` is required for handle kinds and only for them")
         if self.nullable and self.kind != "handle":
             raise ValueError(f"param {self.name}: only handle params can be nullable")
+        if self.consumes and (self.kind != "handle" or self.nullable):
+            raise ValueError(f"param {self.name}: only a non-nullable handle param can be consumed")
         return self
 
     @property
@@ -207,12 +212,12 @@ class Schema(Strict):
     abi: Abi
     handles: tuple[Handle, ...]
     statuses: tuple[Status, ...]
-    payload_types: tuple[PayloadType, ...]
+    payload_types: tuple[PayloadType, ...] = ()
     functions: tuple[Function, ...]
     records: tuple[Record, ...] = ()
     unions: tuple[Union, ...] = ()
     extension_slots: tuple[ExtensionSlot, ...] = ()
-    unchanged_result: UnchangedResult
+    unchanged_result: UnchangedResult | None = None
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Schema:
@@ -232,6 +237,7 @@ class Schema(Strict):
                 raise ValueError(f"duplicate {what}: {', '.join(dup)}")
         if not any(s.code == 0 and s.name == "ok" for s in self.statuses):
             raise ValueError("statuses: an `ok` status with code 0 is required")
+        _check_glue(self)
         handles = {h.name for h in self.handles}
         for f in self.functions:
             for p in f.params:
@@ -253,7 +259,8 @@ class Schema(Strict):
         by_name = {r.name: r for r in self.records}
         for slot in self.extension_slots:
             _check_slot(slot.path, by_name)
-        _check_unchanged_result(self.unchanged_result, by_name, {f.name: f for f in self.functions})
+        if self.unchanged_result is not None:
+            _check_unchanged_result(self.unchanged_result, by_name, {f.name: f for f in self.functions})
         _check_reserved(self)
         return self
 
@@ -268,6 +275,39 @@ class Schema(Strict):
     @property
     def python_functions(self) -> tuple[Function, ...]:
         return tuple(f for f in self.functions if f.impl == "python")
+
+
+# What the shared runtime glue (ffi/runtime.c, the generated shims and the generic Go
+# and Python pieces) relies on in every library: these statuses, by name, and these C
+# functions, which the glue defines.
+GLUE_STATUSES: dict[str, str] = {
+    "invalid_handle": "a NULL, freed or foreign handle",
+    "invalid_input": "a NULL buffer with a non-zero length, bad UTF-8 or a NULL out-parameter",
+    "internal": "an exception the implementation did not classify",
+    "runtime_init": "the embedded Python runtime could not start",
+    "abi_mismatch": "a library of another ABI version or Python",
+}
+GLUE_FUNCTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "abi_version": ("uint32", ()),
+    "build_info": ("const_string", ()),
+    "free_buffer": ("void", ("raw_pointer",)),
+}
+
+
+def _check_glue(schema: Schema) -> None:
+    names = {s.name: s for s in schema.statuses}
+    for name, why in GLUE_STATUSES.items():
+        st = names.get(name)
+        if st is None or st.code >= 0:
+            raise ValueError(f"statuses: an error status named {name!r} is required: the runtime glue reports {why} with it")
+    by_name = {f.name: f for f in schema.functions}
+    for name, (returns, kinds) in GLUE_FUNCTIONS.items():
+        fn = by_name.get(name)
+        want = f"impl: c, returns: {returns}, params of kinds {list(kinds)}"
+        if fn is None:
+            raise ValueError(f"functions: the runtime glue defines {schema.abi.prefix}_{name}; declare it ({want})")
+        if fn.impl != "c" or fn.returns != returns or tuple(p.kind for p in fn.params) != kinds:
+            raise ValueError(f"functions: {name} is defined by the runtime glue; expected {want}")
 
 
 def _check_slot(path: str, records: dict[str, Record]) -> None:
@@ -479,12 +519,16 @@ def load(schema_dir: Path) -> Schema:
     try:
         return Schema.model_validate(data)
     except ValidationError as exc:
-        raise SchemaError(_describe(exc)) from exc
+        raise SchemaError(describe(exc, "invalid ABI schema")) from exc
 
 
-def _describe(exc: ValidationError) -> str:
+def describe(exc: ValidationError, title: str) -> str:
+    """One line per problem: the path of the entry (functions[3].params[0].kind), what
+    was expected, and what was found."""
     lines = []
     for err in exc.errors():
         loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
-        lines.append(f"{loc or '<schema>'}: {err['msg']}")
-    return "invalid ABI schema:\n  " + "\n  ".join(lines)
+        found = "" if err["type"] in ("missing", "value_error") else f" (got {err.get('input')!r:.60})"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        lines.append(f"{loc or 'top level'}: {msg}{found}")
+    return f"{title}:\n  " + "\n  ".join(lines)

@@ -92,6 +92,8 @@ def unchanged_result_value(schema: Schema, payload_type: int) -> dict[str, Any]:
     """The unchanged result (abi.yaml unchanged_result) of one payload type, as a wire
     map: its fields in schema order, optional ones absent."""
     u = schema.unchanged_result
+    if u is None:
+        raise ValueError("the schema has no unchanged_result")
     record = next(r for r in schema.records if r.name == u.record)
     values: dict[str, Any] = {**u.fields, u.payload_type_field: payload_type}
     return {fl.name: values[fl.name] for fl in record.fields if fl.name in values}
@@ -122,12 +124,12 @@ def build(schema: Schema) -> dict[str, tuple[str, Any]]:
     return out
 
 
-def render(schema: Schema) -> dict[str, str | bytes]:
-    """tests/vectors/<name>.msgpack for every vector, plus manifest.json."""
+def render(schema: Schema, folder: str = "tests/vectors") -> dict[str, str | bytes]:
+    """<folder>/<name>.msgpack for every vector, plus manifest.json."""
     files: dict[str, str | bytes] = {}
     manifest = []
     for name, (type_name, value) in build(schema).items():
-        files[f"tests/vectors/{name}.msgpack"] = encode(value)
+        files[f"{folder}/{name}.msgpack"] = encode(value)
         manifest.append({"name": name, "type": type_name, "file": f"{name}.msgpack"})
-    files["tests/vectors/manifest.json"] = json.dumps(manifest, indent=1) + "\n"
+    files[f"{folder}/manifest.json"] = json.dumps(manifest, indent=1) + "\n"
     return files

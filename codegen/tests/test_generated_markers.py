@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cpex_codegen import render, schema
+from cpex_codegen import layout, render, schema
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,12 +50,25 @@ func main() {
 """
 
 
+KV_LAYOUT = ROOT / "examples" / "codegen" / "kvstore" / "layout.yaml"
+
+
+def rendered_by(path: Path) -> tuple[layout.Layout, dict[str, str | bytes]]:
+    """A layout and its rendering, keyed by path in the repository."""
+    lay = layout.load(path)
+    prefix = lay.root_dir.relative_to(ROOT).as_posix()
+    files = render.render_all(schema.load(lay.schema_path), lay)
+    return lay, {(rel if prefix == "." else f"{prefix}/{rel}"): content for rel, content in files.items()}
+
+
 def rendered() -> dict[str, str | bytes]:
-    return render.render_all(schema.load(ROOT / "codegen" / "schema"))
+    """Every generated file of every library the repository makes (cpex and libkv)."""
+    return {**rendered_by(render.CPEX_LAYOUT)[1], **rendered_by(KV_LAYOUT)[1]}
 
 
-def test_every_generated_text_file_starts_with_the_marker_and_the_hint() -> None:
-    files = rendered()
+@pytest.mark.parametrize("path", [render.CPEX_LAYOUT, KV_LAYOUT], ids=["cpex", "kv"])
+def test_every_generated_text_file_starts_with_the_marker_and_the_hint(path: Path) -> None:
+    lay, files = rendered_by(path)
     marked = 0
     for rel, content in files.items():
         if UNMARKED.match(rel):
@@ -65,9 +78,10 @@ def test_every_generated_text_file_starts_with_the_marker_and_the_hint() -> None
         pattern = FIRST_LINE.get(Path(rel).suffix)
         assert pattern is not None, f"{rel}: no marker rule for this kind of file"
         assert pattern.match(first), f"{rel}: first line {first!r}"
-        assert "make codegen" in second and "codegen/schema" in second, f"{rel}: second line {second!r}"
+        assert lay.library.generated_from in first, f"{rel}: first line {first!r}"
+        assert "make codegen" in second and lay.library.generated_from in second, f"{rel}: second line {second!r}"
         marked += 1
-    assert marked == len(render.TARGETS)  # every template's output; the rest are vectors
+    assert marked == len(lay.targets())  # every template's output; the rest are vectors
 
 
 def test_go_ast_is_generated_is_true_for_every_generated_go_file(tmp_path: Path) -> None:
@@ -105,8 +119,9 @@ def test_gitattributes_mark_every_generated_file() -> None:
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
     paths = sorted(rendered())
+    hand_written = ["sdk-go/manager.go", "include/abi/cpex-1.0.h", "examples/codegen/kvstore/python/kvstore/impl.py"]
     proc = subprocess.run(
-        ["git", "check-attr", "linguist-generated", "--", *paths, "sdk-go/manager.go", "include/abi/cpex-1.0.h"],
+        ["git", "check-attr", "linguist-generated", "--", *paths, *hand_written],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -115,5 +130,4 @@ def test_gitattributes_mark_every_generated_file() -> None:
     attrs = dict(line.split(": linguist-generated: ") for line in proc.stdout.splitlines())
     assert {p: attrs[p] for p in paths} == {p: "true" for p in paths}
     # hand-written code and the released headers are not generated
-    assert attrs["sdk-go/manager.go"] == "unspecified"
-    assert attrs["include/abi/cpex-1.0.h"] == "unspecified"
+    assert {p: attrs[p] for p in hand_written} == {p: "unspecified" for p in hand_written}

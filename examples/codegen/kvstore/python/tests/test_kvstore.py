@@ -1,0 +1,96 @@
+"""libkv from a Python host, through its generated bindings (kvstore._generated)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kvstore._generated import calls
+from kvstore._generated.errors import (
+    ERROR_CLASSES,
+    InvalidHandleError,
+    InvalidInputError,
+    KeyNotFoundError,
+    KvError,
+    Status,
+)
+from kvstore._generated.library import Library, load_library
+
+LIBRARY = Path(__file__).resolve().parents[5] / "build" / "examples" / "kvstore" / "libkv.so.1"
+
+
+@pytest.fixture(scope="module")
+def lib() -> Library:
+    return load_library(LIBRARY)
+
+
+def test_put_get_count(lib: Library) -> None:
+    store = calls.store_new(lib)
+    calls.put(lib, store, b"a", b"1")
+    calls.put(lib, store, b"b", b"")
+    calls.put(lib, store, b"a", b"2")
+    assert calls.get(lib, store, b"a") == b"2"
+    assert calls.get(lib, store, b"b") == b""
+    assert calls.count(lib, store) == 2
+    calls.store_free(lib, store)
+
+
+def test_failures_carry_class_and_message(lib: Library) -> None:
+    store = calls.store_new(lib)
+    with pytest.raises(KeyNotFoundError, match=r"^kv_get: key 'missing'$"):
+        calls.get(lib, store, b"missing")
+    with pytest.raises(InvalidInputError, match="kv_put: key: must not be empty"):
+        calls.put(lib, store, b"", b"x")
+    with pytest.raises(InvalidInputError, match="kv_put: key: not valid UTF-8"):
+        calls.put(lib, store, b"\xff", b"x")
+    with pytest.raises(InvalidHandleError, match="kv_count: store handle is NULL"):
+        calls.count(lib, lib.ffi.NULL)
+    calls.store_free(lib, store)
+    with pytest.raises(InvalidHandleError, match="was freed or consumed"):
+        calls.store_free(lib, store)
+    with pytest.raises(InvalidHandleError, match="is not a kv handle"):
+        calls.count(lib, lib.ffi.cast("kv_store *", 0x1234))
+
+
+def test_every_error_status_has_its_class() -> None:
+    assert {cls.status for cls in ERROR_CLASSES.values()} == {s for s in Status if s != Status.OK}
+    assert all(issubclass(cls, KvError) for cls in ERROR_CLASSES.values())
+
+
+def test_concurrent_use(lib: Library) -> None:
+    store = calls.store_new(lib)
+
+    def writer(i: int) -> None:
+        for j in range(20):
+            calls.put(lib, store, f"{i}/{j}".encode(), b"x")
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls.count(lib, store) == 160
+    calls.store_free(lib, store)
+
+
+def _exported(path: Path) -> set[str]:
+    out = subprocess.run(["nm", "-D", "--defined-only", str(path)], capture_output=True, text=True, check=True).stdout
+    return {line.split()[-1] for line in out.splitlines() if line.strip()}
+
+
+def test_libkv_and_libcpex_export_disjoint_prefixed_symbols() -> None:
+    """What lets both load into one process: each exports its own prefix and nothing
+    else (no cffi module init, no glue helper)."""
+    kv = _exported(LIBRARY)
+    cpex = _exported(LIBRARY.parents[2] / "lib" / "libcpex.so.1")
+    assert kv and all(s.startswith("kv_") for s in kv), sorted(kv)
+    assert cpex and all(s.startswith("cpex_") for s in cpex), sorted(cpex)
+    assert not kv & cpex
+    header = (Path(__file__).resolve().parents[2] / "include" / "kv.h").read_text()
+    assert {s for s in kv if f" {s}(" in header or f"*{s}(" in header} == kv
