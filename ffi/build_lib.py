@@ -122,7 +122,7 @@ def make_ffi(sdk_python: Path, build_dir: Path) -> FFI:
         void cpexrt_set_init_error(const char *utf8, size_t len);
         int cpexrt_embedded(void);
         int cpexrt_plain_map(const uint8_t *bytes, size_t len, size_t max_entries);
-        void cpexrt_publish_hooks(uintptr_t token, int initialized, const char *hooks, size_t len,
+        void cpexrt_publish_hooks(uintptr_t token, int initialized, int create, const char *hooks, size_t len,
                                   size_t max_payload, size_t max_extensions, size_t max_entries);
         """
     )

@@ -16,7 +16,8 @@ from cpexrt._boundary.signals import refuse_signal_handlers
 from cpexrt._generated.abi_cdef import PYTHON_FUNCTIONS
 from cpexrt._generated.errors import UNCHANGED_RESULTS, Status
 from cpexrt._generated.records import PipelineResult, PluginError
-from cpexrt.engine import Engine
+from cpexrt.engine import Engine, PluginSet
+from cpexrt.engine.context import RequestState
 from cpexrt.engine.executor import PipelineOutcome
 from cpexrt.errors import CpexError, InvalidInputError
 from cpexrt.wire import pack, unpack
@@ -76,13 +77,21 @@ class Exports:
 
     # -- the functions ----------------------------------------------------------------
 
-    def _publish(self, token: int, manager: Engine) -> None:
-        """Tells the C fast path which hooks have plugins (see ffi/fastpath.c)."""
-        hooks = "\0".join(manager.hooks_with_plugins()).encode("utf-8")
+    def _publish(self, token: int, manager: Engine, settled: bool, create: bool = False) -> None:
+        """Tells the C fast path which hooks have plugins (see ffi/fastpath.c). The
+        engine calls it (Engine.observe) under the lock that orders its changes:
+        settled False right before a reload swaps the plugins, when every call must
+        reach Python until the new set is published; create only for a new manager."""
         limits = manager.limits
+        if settled:
+            hooks = "\0".join(manager.hooks_with_plugins()).encode("utf-8")
+            initialized = int(manager.is_initialized())
+        else:
+            hooks, initialized = b"", 0
         self.lib.cpexrt_publish_hooks(
             token,
-            int(manager.is_initialized()),
+            initialized,
+            int(create),
             hooks,
             len(hooks),
             limits.max_payload_bytes,
@@ -90,43 +99,46 @@ class Exports:
             limits.max_collection_entries,
         )
 
+    def _issue_manager(self, manager: Engine) -> int:
+        token: int = HANDLES.issue(Kind.MANAGER, manager, owner=manager)
+        self._publish(token, manager, True, create=True)
+        manager.observe(functools.partial(self._publish, token))
+        return token
+
     def manager_new(self, out_manager: Any) -> None:
-        manager = Engine()
-        token = HANDLES.issue(Kind.MANAGER, manager, owner=manager)
-        self._publish(token, manager)
-        out_manager[0] = token
+        out_manager[0] = self._issue_manager(Engine())
 
     def manager_new_from_yaml(self, yaml: Any, yaml_len: int, out_manager: Any) -> None:
-        manager = Engine.from_yaml(self._text(yaml, yaml_len, "yaml"))
-        token = HANDLES.issue(Kind.MANAGER, manager, owner=manager)
-        self._publish(token, manager)
-        out_manager[0] = token
+        out_manager[0] = self._issue_manager(Engine.from_yaml(self._text(yaml, yaml_len, "yaml")))
 
     def register_factory(self, manager: int, kind: Any, kind_len: int, target: Any, target_len: int) -> None:
         self._manager(manager, "manager").register_factory(
             self._text(kind, kind_len, "kind"), self._text(target, target_len, "target")
         )
 
+    # The engine republishes the fast path's view itself (the observer attached in
+    # _issue_manager) when load_config, initialize or a reload change it.
+
     def load_config(self, manager: int, yaml: Any, yaml_len: int) -> None:
-        mgr = self._manager(manager, "manager")
-        mgr.load_config(self._text(yaml, yaml_len, "yaml"))
-        self._publish(manager, mgr)
+        self._manager(manager, "manager").load_config(self._text(yaml, yaml_len, "yaml"))
 
     def load_config_file(self, manager: int, path: Any, path_len: int) -> None:
-        mgr = self._manager(manager, "manager")
-        mgr.load_config_file(self._text(path, path_len, "path"))
-        self._publish(manager, mgr)
+        self._manager(manager, "manager").load_config_file(self._text(path, path_len, "path"))
+
+    def reload_config(self, manager: int, yaml: Any, yaml_len: int) -> None:
+        self._manager(manager, "manager").reload_config(self._text(yaml, yaml_len, "yaml"))
+
+    def reload_config_file(self, manager: int, path: Any, path_len: int) -> None:
+        self._manager(manager, "manager").reload_config_file(self._text(path, path_len, "path"))
 
     def initialize(self, manager: int) -> None:
-        mgr = self._manager(manager, "manager")
-        mgr.initialize()
-        self._publish(manager, mgr)
+        self._manager(manager, "manager").initialize()
 
     def shutdown(self, manager: int) -> None:
         mgr = self._manager(manager, "manager")
         # Handles die first (and the C fast path forgets the manager), so calls racing
         # this one fail cleanly instead of using plugins that are shutting down.
-        self.lib.cpexrt_publish_hooks(manager, -1, b"", 0, 0, 0, 0)
+        self.lib.cpexrt_publish_hooks(manager, -1, 0, b"", 0, 0, 0, 0)
         HANDLES.release_owned_by(mgr)
         mgr.shutdown()
 
@@ -200,8 +212,54 @@ class Exports:
         # The context is consumed only when the call succeeds, as documented in cpex.h.
         ctx = HANDLES.get(Kind.CONTEXT, context, "context") if context else None
         mgr = self._manager(manager, "manager")
+        # The call is served by one plugin set (a reload may swap it meanwhile), from
+        # the size checks against its limits to its result.
+        serving = mgr.serving()
+        try:
+            self._invoke(
+                mgr,
+                serving,
+                hook,
+                hook_len,
+                payload_type,
+                payload,
+                payload_len,
+                extensions,
+                extensions_len,
+                request,
+                request_len,
+                ctx,
+                context,
+                out_result,
+                out_result_len,
+                out_context,
+                out_background,
+            )
+        finally:
+            serving.leave()
+
+    def _invoke(
+        self,
+        mgr: Engine,
+        serving: PluginSet,
+        hook: Any,
+        hook_len: int,
+        payload_type: int,
+        payload: Any,
+        payload_len: int,
+        extensions: Any,
+        extensions_len: int,
+        request: Any,
+        request_len: int,
+        ctx: RequestState | None,
+        context: int,
+        out_result: Any,
+        out_result_len: Any,
+        out_context: Any,
+        out_background: Any,
+    ) -> None:
         hook_name = self._text(hook, hook_len, "hook")
-        limits = mgr.limits
+        limits = serving.limits
         if payload_len == 0:
             raise InvalidInputError("payload: empty; expected a MessagePack map")
         _check_size("payload", payload_len, limits.max_payload_bytes, "max_payload_bytes")
@@ -227,6 +285,7 @@ class Exports:
             extensions_wire=ext_wire,
             owned=True,
             request=global_context,
+            serving=serving,
         )
         try:
             if outcome.unchanged:
