@@ -280,7 +280,7 @@ def test_many_threads_see_one_set_per_call_while_reloading() -> None:
             completed_gen[0] = gen
             # Let calls run on the new set alone too, not only across the reload.
             target = settled[0] + 30
-            wait_for("calls after the reload", lambda: settled[0] >= target or bool(failures))
+            wait_for("calls after the reload", lambda target=target: settled[0] >= target or bool(failures))
         stop.set()
         for t in threads:
             t.join()
