@@ -497,5 +497,5 @@ class Stamp(Plugin):
         ctx.state["calls"] = ctx.state.get("calls", 0) + 1
         self._record("served")
         return modify(
-            {**payload, "stamps": [*payload.get("stamps", []), self.config["gen"]]}, metadata={"calls": ctx.state["calls"]}
+            {**payload, "stamps": [*(payload.get("stamps") or []), self.config["gen"]]}, metadata={"calls": ctx.state["calls"]}
         )
