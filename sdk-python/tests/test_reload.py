@@ -13,12 +13,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
 from conftest import config
 from cpexrt.engine import Engine
-from cpexrt.errors import ConfigError, InvalidHandleError, InvalidInputError, ParseError, PipelineError
-from cpexrt.host import PluginManager
+from cpexrt.errors import ConfigError, InvalidHandleError, InvalidInputError, ParseError, PipelineError, Status
+from cpexrt.host import Library, PluginManager
+from test_abi import call, invoke, new_manager
 
 HOOKS = "[tool_pre_invoke, tool_post_invoke, reload.a, reload.b]"
 
@@ -332,3 +334,29 @@ def test_the_engine_reloads_the_same_way_without_the_library(tmp_path: Path) -> 
         "served 1",
         "shutdown 1",
     ]
+
+
+def test_the_raw_functions_check_their_inputs(library: Library) -> None:
+    """cpex_reload_config / cpex_reload_config_file through cffi: handle, pointer and
+    UTF-8 checks, each with its status and a message naming the function and input."""
+    ffi = library.ffi
+    m = new_manager(library, config(stamp("a", 1)))
+    good = config(stamp("a", 2)).encode()
+    status, message = call(library, "cpex_reload_config", ffi.NULL, good, len(good))
+    assert status == Status.INVALID_HANDLE and message.startswith("cpex_reload_config:") and "manager" in message
+    status, message = call(library, "cpex_reload_config", m, ffi.NULL, 5)
+    assert status == Status.INVALID_INPUT and "yaml" in message
+    status, message = call(library, "cpex_reload_config", m, b"\xff\xfe", 2)
+    assert status == Status.INVALID_INPUT and "yaml: not valid UTF-8" in message
+    status, message = call(library, "cpex_reload_config_file", m, b"/no/such/cpex.yaml", 18)
+    assert status == Status.INVALID_INPUT and message.startswith("cpex_reload_config_file: path: cannot read")
+    assert call(library, "cpex_reload_config", m, good, len(good)) == (Status.OK, "")
+    status, _, result, _ = invoke(library, m, msgpack.packb({}))
+    assert status == Status.OK and msgpack.unpackb(result)["modified_payload"] == msgpack.packb({"stamps": [2]})
+    assert call(library, "cpex_shutdown", m) == (Status.OK, "")
+    # A shut-down manager is gone for every path: a reload cannot bring its fast path
+    # back, and a hook without plugins is refused too.
+    status, message = call(library, "cpex_reload_config", m, good, len(good))
+    assert status == Status.INVALID_HANDLE and "shut down" in message
+    status, message, _, _ = invoke(library, m, msgpack.packb({}), hook=b"prompt_pre_fetch")
+    assert status == Status.INVALID_HANDLE
