@@ -473,7 +473,7 @@ class Stamp(Plugin):
     GIL is free meanwhile). Counts the request's calls in its state and reports them as
     metadata["calls"]. With config.log, appends "<step> <gen>" lines to that file:
     initialize, shutdown, "entered" and "served" at the start and end of each call;
-    initialize raises when config.fail_initialize."""
+    initialize raises when config.fail_initialize. A call after its shutdown raises."""
 
     def initialize(self) -> None:
         self._record("initialize")
@@ -482,8 +482,11 @@ class Stamp(Plugin):
 
     def shutdown(self) -> None:
         self._record("shutdown")
+        self.down = True
 
     def _record(self, step: str) -> None:
+        if getattr(self, "down", False):
+            raise RuntimeError(f"gen {self.config['gen']}: {step} after shutdown")
         if self.config.get("log"):
             with open(self.config["log"], "a", encoding="utf-8") as log:
                 log.write(f"{step} {self.config['gen']}\n")

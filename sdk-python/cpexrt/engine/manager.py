@@ -91,37 +91,29 @@ class PluginSet:
         # another set: a plugin's name, with its kind and config.
         self.identities: dict[str, tuple[str, dict[str, Any]]] = {p.name: (p.spec.kind, p.spec.config) for p in plugins}
         self._lock = threading.Lock()
-        self._calls = 0
+        # The calls in flight, one entry each. Counting in and out is on every call's
+        # path, so it takes no lock: list.append / list.pop are atomic, and the order
+        # of the steps (Engine.serving: append, then read _retiring; retire: set
+        # _retiring, then read the length; leave: pop, then read _retiring) means a
+        # retire that finds no call can never be followed by a call running on this
+        # set, and one that finds calls is woken by the last to leave.
+        self._calls: list[None] = []
+        self._drained = threading.Event()
         self._retiring = False
-        self._drained: threading.Event | None = None
         self._background: set[BackgroundBatch] = set()
 
-    def enter(self) -> bool:
-        """Counts a call in; False when the set is retiring (a reload replaced it)."""
-        with self._lock:
-            if self._retiring:
-                return False
-            self._calls += 1
-            return True
-
     def leave(self) -> None:
-        """Counts a call out (every enter() that returned True is paired with one)."""
-        with self._lock:
-            self._calls -= 1
-            if self._calls or self._drained is None:
-                return
-            drained = self._drained
-        drained.set()
+        """Counts a call out (each set Engine.serving() returned gets one)."""
+        calls = self._calls
+        calls.pop()
+        if self._retiring and not calls:
+            self._drained.set()
 
     def retire(self, timeout: float) -> bool:
         """Takes no new calls; waits up to timeout for those in flight. True when none
         is left."""
-        with self._lock:
-            self._retiring = True
-            if not self._calls:
-                return True
-            self._drained = drained = threading.Event()
-        return drained.wait(timeout)
+        self._retiring = True
+        return not self._calls or self._drained.wait(timeout)
 
     def track(self, tasks: BackgroundBatch) -> None:
         """Keeps the tasks until they finish, so shutdown and retirement wait for them."""
@@ -471,9 +463,11 @@ class Engine:
         limits are those the call's input is checked against."""
         while True:
             current = self._set
-            if current.enter():
+            current._calls.append(None)  # counted in (see PluginSet.__init__)
+            if not current._retiring:
                 return current
-            # A reload retired it between the two lines: the new set is in place.
+            # A reload retired it since it was read: the new set is in place.
+            current.leave()
 
     # -- invoke ---------------------------------------------------------------------
 
