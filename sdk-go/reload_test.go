@@ -270,7 +270,7 @@ func quoted(s string) string { return fmt.Sprintf("%q", s) }
 func TestReloadInFlightCallsFinishOnTheOldSet(t *testing.T) {
 	dir := t.TempDir()
 	oldLog, newLog := filepath.Join(dir, "old.log"), filepath.Join(dir, "new.log")
-	m := started(t, config(t, "", stamp("slow", 1, pre, "log: "+quoted(oldLog), "seconds: 0.5")))
+	m := started(t, config(t, "", stamp("slow", 1, pre, "log: "+quoted(oldLog), "seconds: 1")))
 	slow := make(chan []int64, 1)
 	go func() {
 		got, _, _, err := stampsOf(t, m, "tool_pre_invoke", nil)
@@ -405,5 +405,38 @@ func TestReloadConfigFileTakesPluginDirsFromItsFolder(t *testing.T) {
 	}
 	if got := mustStamps(t, m, "tool_pre_invoke"); !reflect.DeepEqual(got, []int64{99}) {
 		t.Fatalf("after reloading the file: %v", got)
+	}
+}
+
+// Shutdown during a reload waits for it: every plugin initialized, of either set, is
+// shut down exactly once, and the manager is gone afterwards.
+func TestShutdownDuringAReload(t *testing.T) {
+	logPath := filepath.Join(t.TempDir(), "lifecycle.log")
+	lifecycle := func(tag string, seconds string) string {
+		return plugin(tag, "LifecycleLog", pre, fmt.Sprintf("config: {tag: %s, log: %q, initialize_seconds: %s}", tag, logPath, seconds))
+	}
+	m, err := NewPluginManager(config(t, "", lifecycle("old", "0")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	reloaded := make(chan error, 1)
+	go func() { reloaded <- m.ReloadConfig(config(t, "", lifecycle("new", "0.3"))) }()
+	waitFor(t, "the new plugin's initialize to begin", func() bool { return len(logLines(t, logPath)) >= 2 })
+	if err := m.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	err = <-reloaded
+	if err != nil && !errors.Is(err, ErrCpexInvalidHandle) {
+		t.Fatalf("ReloadConfig racing Shutdown: %v", err)
+	}
+	want := []string{"initialize old", "initialize new", "shutdown old", "shutdown new"}
+	if got := logLines(t, logPath); !reflect.DeepEqual(got, want) {
+		t.Fatalf("lifecycle = %v, want %v", got, want)
+	}
+	if _, err := m.PluginCount(); !errors.Is(err, ErrCpexInvalidHandle) {
+		t.Fatalf("after Shutdown: %v", err)
 	}
 }

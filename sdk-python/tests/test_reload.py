@@ -115,7 +115,7 @@ def test_a_failing_initialize_shuts_the_new_plugins_down_and_the_old_keep_servin
 
 def test_in_flight_calls_finish_on_the_old_set_and_it_shuts_down_after(tmp_path: Path) -> None:
     old_log, new_log = tmp_path / "old.log", tmp_path / "new.log"
-    with started(config(stamp("slow", 1, log=str(old_log), seconds=0.5, hooks="[tool_pre_invoke]"))) as m:
+    with started(config(stamp("slow", 1, log=str(old_log), seconds=1.0, hooks="[tool_pre_invoke]"))) as m:
         results: dict[str, Any] = {}
 
         def slow_call() -> None:
