@@ -16,8 +16,7 @@ from cpexrt._boundary.signals import refuse_signal_handlers
 from cpexrt._generated.abi_cdef import PYTHON_FUNCTIONS
 from cpexrt._generated.errors import UNCHANGED_RESULTS, Status
 from cpexrt._generated.records import PipelineResult, PluginError
-from cpexrt.engine import Engine, PluginSet
-from cpexrt.engine.context import RequestState
+from cpexrt.engine import Engine
 from cpexrt.engine.executor import PipelineOutcome
 from cpexrt.errors import CpexError, InvalidInputError
 from cpexrt.wire import pack, unpack
@@ -216,97 +215,57 @@ class Exports:
         # the size checks against its limits to its result.
         serving = mgr.serving()
         try:
-            self._invoke(
-                mgr,
-                serving,
-                hook,
-                hook_len,
+            hook_name = self._text(hook, hook_len, "hook")
+            limits = serving.limits
+            if payload_len == 0:
+                raise InvalidInputError("payload: empty; expected a MessagePack map")
+            _check_size("payload", payload_len, limits.max_payload_bytes, "max_payload_bytes")
+            _check_size("extensions", extensions_len, limits.max_extensions_bytes, "max_extensions_bytes")
+            entries = limits.max_collection_entries
+            # Copied out of the caller's memory (only after the size checks): the engine
+            # keeps these bytes as the payload's canonical form.
+            body_wire = self.ffi.buffer(payload, payload_len)[:]
+            body = self._decode(body_wire, "payload", entries)
+            ext_wire = self.ffi.buffer(extensions, extensions_len)[:] if extensions_len else None
+            ext = self._decode(ext_wire, "extensions", entries) if ext_wire is not None else None
+            global_context = None
+            if request_len:
+                _check_size("request", request_len, limits.max_extensions_bytes, "max_extensions_bytes")
+                global_context = self._decode(self.ffi.buffer(request, request_len)[:], "request", entries)
+            outcome = mgr.invoke(
+                hook_name,
                 payload_type,
-                payload,
-                payload_len,
-                extensions,
-                extensions_len,
-                request,
-                request_len,
+                body,
+                ext,
                 ctx,
-                context,
-                out_result,
-                out_result_len,
-                out_context,
-                out_background,
+                payload_wire=body_wire,
+                extensions_wire=ext_wire,
+                owned=True,
+                request=global_context,
+                serving=serving,
             )
+            try:
+                if outcome.unchanged:
+                    data = UNCHANGED_RESULTS[payload_type]  # the engine checked the payload type
+                else:
+                    data = _result_bytes(outcome, payload_type)
+                buffer = self._copy_out(data)
+            except BaseException:
+                # The result cannot be delivered: the call failed after all, and the
+                # caller keeps its context table (the engine never changed it).
+                if ctx is not None:
+                    ctx.revive()
+                raise
+            if ctx is not None:
+                HANDLES.discard(Kind.CONTEXT, context)
+            new_ctx = HANDLES.issue(Kind.CONTEXT, outcome.context, owner=mgr) if outcome.context is not None else 0
+            new_bg = HANDLES.issue(Kind.BACKGROUND, outcome.background, owner=mgr) if outcome.background is not None else 0
+            out_result[0] = buffer
+            out_result_len[0] = len(data)
+            out_context[0] = new_ctx
+            out_background[0] = new_bg
         finally:
             serving.leave()
-
-    def _invoke(
-        self,
-        mgr: Engine,
-        serving: PluginSet,
-        hook: Any,
-        hook_len: int,
-        payload_type: int,
-        payload: Any,
-        payload_len: int,
-        extensions: Any,
-        extensions_len: int,
-        request: Any,
-        request_len: int,
-        ctx: RequestState | None,
-        context: int,
-        out_result: Any,
-        out_result_len: Any,
-        out_context: Any,
-        out_background: Any,
-    ) -> None:
-        hook_name = self._text(hook, hook_len, "hook")
-        limits = serving.limits
-        if payload_len == 0:
-            raise InvalidInputError("payload: empty; expected a MessagePack map")
-        _check_size("payload", payload_len, limits.max_payload_bytes, "max_payload_bytes")
-        _check_size("extensions", extensions_len, limits.max_extensions_bytes, "max_extensions_bytes")
-        entries = limits.max_collection_entries
-        # Copied out of the caller's memory (only after the size checks): the engine
-        # keeps these bytes as the payload's canonical form.
-        body_wire = self.ffi.buffer(payload, payload_len)[:]
-        body = self._decode(body_wire, "payload", entries)
-        ext_wire = self.ffi.buffer(extensions, extensions_len)[:] if extensions_len else None
-        ext = self._decode(ext_wire, "extensions", entries) if ext_wire is not None else None
-        global_context = None
-        if request_len:
-            _check_size("request", request_len, limits.max_extensions_bytes, "max_extensions_bytes")
-            global_context = self._decode(self.ffi.buffer(request, request_len)[:], "request", entries)
-        outcome = mgr.invoke(
-            hook_name,
-            payload_type,
-            body,
-            ext,
-            ctx,
-            payload_wire=body_wire,
-            extensions_wire=ext_wire,
-            owned=True,
-            request=global_context,
-            serving=serving,
-        )
-        try:
-            if outcome.unchanged:
-                data = UNCHANGED_RESULTS[payload_type]  # the engine checked the payload type
-            else:
-                data = _result_bytes(outcome, payload_type)
-            buffer = self._copy_out(data)
-        except BaseException:
-            # The result cannot be delivered: the call failed after all, and the
-            # caller keeps its context table (the engine never changed it).
-            if ctx is not None:
-                ctx.revive()
-            raise
-        if ctx is not None:
-            HANDLES.discard(Kind.CONTEXT, context)
-        new_ctx = HANDLES.issue(Kind.CONTEXT, outcome.context, owner=mgr) if outcome.context is not None else 0
-        new_bg = HANDLES.issue(Kind.BACKGROUND, outcome.background, owner=mgr) if outcome.background is not None else 0
-        out_result[0] = buffer
-        out_result_len[0] = len(data)
-        out_context[0] = new_ctx
-        out_background[0] = new_bg
 
     def wait_background(self, background: int, out_errors: Any, out_errors_len: Any) -> None:
         tasks = HANDLES.get(Kind.BACKGROUND, background, "background")
