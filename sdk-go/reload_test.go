@@ -129,6 +129,10 @@ func judge(hook string, got []int64, lo, hi int64) string {
 // that of a set replaced before the call began or started after it ended.
 func TestReloadUnderConcurrentLoad(t *testing.T) {
 	const workers, reloads = 8, 40
+	handlesBefore, err := LiveHandles()
+	if err != nil {
+		t.Fatal(err)
+	}
 	m := started(t, layout(t, 0))
 	var startedGen, completedGen, settled, calls atomic.Int64
 	var stop atomic.Bool
@@ -194,6 +198,10 @@ func TestReloadUnderConcurrentLoad(t *testing.T) {
 	}
 	if names, err := m.PluginNames(); err != nil || !reflect.DeepEqual(names, []string{"s1", "s2"}) {
 		t.Fatalf("PluginNames = %v, %v", names, err)
+	}
+	// every context table and background handle of the old sets was released
+	if after, err := LiveHandles(); err != nil || after != handlesBefore {
+		t.Fatalf("live handles: %d before, %d after (%v)", handlesBefore, after, err)
 	}
 	t.Logf("%d calls across %d reloads", calls.Load(), reloads)
 }
