@@ -24,9 +24,15 @@ static cpex__quiet_entry *cpex__quiet;
 static size_t cpex__quiet_n;
 
 /* Called by the boundary whenever a manager's hooks, limits or initialized state
-   change; initialized < 0 forgets the manager (shutdown). */
-void cpexrt_publish_hooks(uintptr_t token, int initialized, const char *hooks, size_t len, size_t max_payload,
-                          size_t max_extensions, size_t max_entries)
+   change, under the engine's lock that orders those changes; initialized < 0 forgets
+   the manager (shutdown), 0 makes every call of it decline (not initialized, or a
+   reload swapping its plugins: Python answers meanwhile). create: 1 when the manager
+   is new (its entry is added), else 0: only an entry still present is updated, so a
+   change racing the shutdown never brings a forgotten manager back. The write lock
+   orders the change with every fast-path answer: a call that reads the table after
+   it sees the new hooks. */
+void cpexrt_publish_hooks(uintptr_t token, int initialized, int create, const char *hooks, size_t len,
+                          size_t max_payload, size_t max_extensions, size_t max_entries)
 {
     size_t i;
     char *copy = NULL;
@@ -49,7 +55,7 @@ void cpexrt_publish_hooks(uintptr_t token, int initialized, const char *hooks, s
             pthread_rwlock_unlock(&cpex__quiet_lock);
             return;
         }
-    } else if (initialized >= 0) {
+    } else if (initialized >= 0 && create) {
         cpex__quiet_entry *grown = (cpex__quiet_entry *)realloc(cpex__quiet, (cpex__quiet_n + 1) * sizeof *grown);
         if (grown == NULL) {
             free(copy);
@@ -59,6 +65,7 @@ void cpexrt_publish_hooks(uintptr_t token, int initialized, const char *hooks, s
         cpex__quiet = grown;
         i = cpex__quiet_n++;
     } else {
+        free(copy);
         pthread_rwlock_unlock(&cpex__quiet_lock);
         return;
     }

@@ -28,8 +28,8 @@ extern "C" {
 #endif
 
 #define CPEX_ABI_VERSION_MAJOR 1
-#define CPEX_ABI_VERSION_MINOR 1
-#define CPEX_ABI_VERSION ((uint32_t)65537u)
+#define CPEX_ABI_VERSION_MINOR 2
+#define CPEX_ABI_VERSION ((uint32_t)65538u)
 
 /* Status codes. */
 typedef int32_t cpex_status;
@@ -369,6 +369,47 @@ cpex_status cpex_free_context(cpex_context *context, char **err_msg);
  *  Returns CPEX_OK or a CPEX_ERR_* status.
  */
 cpex_status cpex_live_handles(size_t *out_managers, size_t *out_contexts, size_t *out_backgrounds, char **err_msg);
+
+/*
+ * cpex_reload_config
+ *
+ * Swaps the plugins of an initialized manager for those of a new config,
+ * atomically for every call. The new plugins are instantiated and initialized
+ * first; then one swap makes every call that begins afterwards run on them,
+ * while calls already running finish on the old plugins. The old plugins are
+ * shut down once their calls and fire-and-forget tasks have finished (calls:
+ * at most the old invoke_timeout, plus 1 s; tasks: up to the old
+ * plugin_timeout), and only then does this return. A bad config
+ * (CPEX_ERR_PARSE, CPEX_ERR_CONFIG: an unknown or unimportable plugin kind, a
+ * field path) or a failing initialize (CPEX_ERR_PIPELINE, the plugin named;
+ * the new plugins already initialized are shut down) changes nothing: the old
+ * plugins keep serving. A manager not initialized fails with CPEX_ERR_PIPELINE
+ * (use cpex_load_config). A context table issued before the swap carries each
+ * plugin's state over to the plugin of the same name when its kind and config
+ * are unchanged, drops the state of plugins the new config lacks, and fails
+ * the invoke with CPEX_ERR_INVALID_INPUT (leaving the table valid) when it
+ * holds state of a plugin whose kind or config changed. Reloads of one manager
+ * run one at a time. Since ABI 1.2.
+ *
+ *  yaml: The new YAML config text.
+ *  err_msg: NULL, or receives the caller-owned message of a failure.
+ *  Returns CPEX_OK or a CPEX_ERR_* status; CPEX_ERR_INVALID_HANDLE for a bad handle.
+ */
+cpex_status cpex_reload_config(cpex_manager *manager, const char *yaml, size_t yaml_len, char **err_msg);
+
+/*
+ * cpex_reload_config_file
+ *
+ * Reads the YAML config file at path and reloads it like cpex_reload_config;
+ * relative plugin_settings.plugin_dirs resolve against the file's folder.
+ * Fails with CPEX_ERR_INVALID_INPUT when the file cannot be read (the message
+ * names it), leaving the old plugins serving. Since ABI 1.2.
+ *
+ *  path: The path of the new YAML config file (UTF-8).
+ *  err_msg: NULL, or receives the caller-owned message of a failure.
+ *  Returns CPEX_OK or a CPEX_ERR_* status; CPEX_ERR_INVALID_HANDLE for a bad handle.
+ */
+cpex_status cpex_reload_config_file(cpex_manager *manager, const char *path, size_t path_len, char **err_msg);
 
 #ifdef __cplusplus
 }

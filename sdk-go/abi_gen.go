@@ -14,7 +14,7 @@ import "errors"
 // major and at least this minor.
 const (
 	ABIVersionMajor = 1
-	ABIVersionMinor = 1
+	ABIVersionMinor = 2
 )
 
 // Payload types: the payloadType argument of InvokeByName.
@@ -293,4 +293,24 @@ func callLiveHandles() (int, int, int, error) {
 		return 0, 0, 0, newError(int32(status), takeMessage(errMsg))
 	}
 	return int(outManagers), int(outContexts), int(outBackgrounds), nil
+}
+
+// callReloadConfig calls cpex_reload_config: Swaps the plugins of an initialized manager for those of a new config, atomically for every call. The new plugins are instantiated and initialized first; then one swap makes every call that begins afterwards run on them, while calls already running finish on the old plugins. The old plugins are shut down once their calls and fire-and-forget tasks have finished (calls: at most the old invoke_timeout, plus 1 s; tasks: up to the old plugin_timeout), and only then does this return. A bad config (CPEX_ERR_PARSE, CPEX_ERR_CONFIG: an unknown or unimportable plugin kind, a field path) or a failing initialize (CPEX_ERR_PIPELINE, the plugin named; the new plugins already initialized are shut down) changes nothing: the old plugins keep serving. A manager not initialized fails with CPEX_ERR_PIPELINE (use cpex_load_config). A context table issued before the swap carries each plugin's state over to the plugin of the same name when its kind and config are unchanged, drops the state of plugins the new config lacks, and fails the invoke with CPEX_ERR_INVALID_INPUT (leaving the table valid) when it holds state of a plugin whose kind or config changed. Reloads of one manager run one at a time. Since ABI 1.2.
+func callReloadConfig(manager *C.cpex_manager, yaml string) error {
+	var errMsg *C.char
+	status := C.cpex_reload_config(manager, cText(yaml), C.size_t(len(yaml)), &errMsg)
+	if int32(status) != codeOk {
+		return newError(int32(status), takeMessage(errMsg))
+	}
+	return nil
+}
+
+// callReloadConfigFile calls cpex_reload_config_file: Reads the YAML config file at path and reloads it like cpex_reload_config; relative plugin_settings.plugin_dirs resolve against the file's folder. Fails with CPEX_ERR_INVALID_INPUT when the file cannot be read (the message names it), leaving the old plugins serving. Since ABI 1.2.
+func callReloadConfigFile(manager *C.cpex_manager, path string) error {
+	var errMsg *C.char
+	status := C.cpex_reload_config_file(manager, cText(path), C.size_t(len(path)), &errMsg)
+	if int32(status) != codeOk {
+		return newError(int32(status), takeMessage(errMsg))
+	}
+	return nil
 }

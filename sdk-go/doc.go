@@ -48,6 +48,10 @@
 // Shutdown and Close of one do nothing, and Wait on a nil *BackgroundTasks (an invoke
 // that started no fire-and-forget task) returns at once.
 //
+// ReloadConfig and ReloadConfigFile swap the plugins of a running manager for a new
+// config atomically: the new plugins are initialized first, calls in flight finish on
+// the old ones, and a config that fails leaves the old plugins serving.
+//
 // Each call inside the library holds an OS thread, so calls in flight are bounded
 // (WithMaxInFlight, default DefaultMaxInFlight); the Context variants of invoke and
 // wait give up when their context ends.

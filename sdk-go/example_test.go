@@ -2,9 +2,11 @@ package cpex_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"path/filepath"
+	"strings"
 
 	cpex "github.com/cpex-dev/cpex/sdk-go"
 )
@@ -118,4 +120,34 @@ plugins:
 	seen := res.Metadata["request"].(map[string]any)
 	fmt.Println(res.IsDenied(), seen["request_id"], seen["user"], seen["tenant_id"])
 	// Output: false req-1 alice acme
+}
+
+func ExamplePluginManager_ReloadConfig() {
+	m, err := cpex.NewPluginManager(exampleConfig())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Shutdown()
+	if err := m.Initialize(); err != nil {
+		log.Fatal(err)
+	}
+	// A config that fails (here: a plugin kind that cannot be imported) changes nothing.
+	broken := exampleConfig() + "  - {name: extra, kind: 'no_such_package:Plugin', hooks: [tool_pre_invoke]}\n"
+	fmt.Println(errors.Is(m.ReloadConfig(broken), cpex.ErrCpexConfig))
+	names, _ := m.PluginNames()
+	fmt.Println(names)
+	// A good one replaces the plugins for every call that begins after the swap.
+	retraced := strings.Replace(exampleConfig(), "tag: traced", "tag: retraced", 1)
+	if err := m.ReloadConfig(retraced); err != nil {
+		log.Fatal(err)
+	}
+	res, _, _, err := cpex.Invoke(m, "tool_pre_invoke", cpex.PayloadGeneric, toolCall{ToolName: "ls"}, nil, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(res.ModifiedPayload.Trace)
+	// Output:
+	// true
+	// [guard tracer]
+	// [retraced]
 }

@@ -170,7 +170,8 @@ func (m *PluginManager) RegisterFactory(kind, target string) error {
 	return callRegisterFactory(h, kind, target)
 }
 
-// LoadConfig loads (replaces) the YAML config before Initialize.
+// LoadConfig loads (replaces) the YAML config before Initialize (afterwards, use
+// ReloadConfig).
 func (m *PluginManager) LoadConfig(yaml string) error {
 	h, leave, err := m.enter("LoadConfig")
 	if err != nil {
@@ -191,6 +192,46 @@ func (m *PluginManager) LoadConfigFile(path string) error {
 	}
 	defer leave()
 	return callLoadConfigFile(h, path)
+}
+
+// ReloadConfig swaps the plugins of the running (initialized) manager for those of a
+// new YAML config, atomically for every call: the new plugins are instantiated and
+// initialized first; then calls that began before the swap finish on the old plugins
+// while calls that begin after it run on the new ones; the old plugins are shut down
+// once their calls (at most the old invoke_timeout, plus 1 s) and fire-and-forget
+// tasks (up to the old plugin_timeout) finished, and only then does ReloadConfig
+// return. A bad config (ErrCpexParse, ErrCpexConfig naming the field or the plugin
+// kind that cannot be imported) or a failing initialize (ErrCpexPipeline naming the
+// plugin; the new plugins already initialized are shut down again) changes nothing:
+// the old plugins keep serving. A manager not initialized fails with ErrCpexPipeline
+// (use LoadConfig).
+//
+// A *ContextTable returned before the reload may be passed to an invoke after it: a
+// plugin's state carries over to the plugin of the same name when its kind and config
+// are unchanged, the state of plugins the new config lacks is dropped, and when the
+// table holds state of a plugin whose kind or config changed the invoke fails with
+// ErrCpexInvalidInput (the table stays usable: invoke without it, or Close it).
+// Reloads of one manager run one at a time. Since ABI 1.2.
+func (m *PluginManager) ReloadConfig(yaml string) error {
+	h, leave, err := m.enter("ReloadConfig")
+	if err != nil {
+		return err
+	}
+	defer leave()
+	return callReloadConfig(h, yaml)
+}
+
+// ReloadConfigFile is ReloadConfig with the YAML config file at path, read by the
+// library; relative plugin_settings.plugin_dirs in it are taken from the file's
+// folder. A file that cannot be read fails with ErrCpexInvalidInput naming it, and the
+// old plugins keep serving. Since ABI 1.2.
+func (m *PluginManager) ReloadConfigFile(path string) error {
+	h, leave, err := m.enter("ReloadConfigFile")
+	if err != nil {
+		return err
+	}
+	defer leave()
+	return callReloadConfigFile(h, path)
 }
 
 // Initialize initializes every plugin; a failing plugin fails the call, by name.

@@ -90,11 +90,13 @@ func checkCoverage[C any](t *testing.T, v any, cases map[string]C) {
 type managerCall func(m *PluginManager) error
 
 var managerCalls = map[string]managerCall{
-	"RegisterFactory": func(m *PluginManager) error { return m.RegisterFactory("k", "a:B") },
-	"LoadConfig":      func(m *PluginManager) error { return m.LoadConfig("plugins: []") },
-	"LoadConfigFile":  func(m *PluginManager) error { return m.LoadConfigFile("/no/such/cpex.yaml") },
-	"Initialize":      func(m *PluginManager) error { return m.Initialize() },
-	"Shutdown":        func(m *PluginManager) error { return m.Shutdown() },
+	"RegisterFactory":  func(m *PluginManager) error { return m.RegisterFactory("k", "a:B") },
+	"LoadConfig":       func(m *PluginManager) error { return m.LoadConfig("plugins: []") },
+	"LoadConfigFile":   func(m *PluginManager) error { return m.LoadConfigFile("/no/such/cpex.yaml") },
+	"ReloadConfig":     func(m *PluginManager) error { return m.ReloadConfig("plugins: []") },
+	"ReloadConfigFile": func(m *PluginManager) error { return m.ReloadConfigFile("/no/such/cpex.yaml") },
+	"Initialize":       func(m *PluginManager) error { return m.Initialize() },
+	"Shutdown":         func(m *PluginManager) error { return m.Shutdown() },
 	"HasHooksFor": func(m *PluginManager) error {
 		has, err := m.HasHooksFor("tool_pre_invoke")
 		if has {

@@ -20,3 +20,5 @@ int cpexpy_wait_background(uintptr_t background, uint8_t **out_errors, size_t *o
 int cpexpy_free_background(uintptr_t background, char **err_msg);
 int cpexpy_free_context(uintptr_t context, char **err_msg);
 int cpexpy_live_handles(size_t *out_managers, size_t *out_contexts, size_t *out_backgrounds, char **err_msg);
+int cpexpy_reload_config(uintptr_t manager, const char *yaml, size_t yaml_len, char **err_msg);
+int cpexpy_reload_config_file(uintptr_t manager, const char *path, size_t path_len, char **err_msg);

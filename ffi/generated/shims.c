@@ -320,3 +320,33 @@ cpex_status cpex_live_handles(size_t *out_managers, size_t *out_contexts, size_t
     rc = cpex__status_of(cpexpy_live_handles(out_managers, out_contexts, out_backgrounds, err_msg), "cpex_live_handles", err_msg);
     return rc;
 }
+
+cpex_status cpex_reload_config(cpex_manager *manager, const char *yaml, size_t yaml_len, char **err_msg)
+{
+    int rc;
+    if (err_msg != NULL) *err_msg = NULL;
+    if (yaml == NULL && yaml_len != 0)
+        return cpex__fail(err_msg, CPEX_ERR_INVALID_INPUT, "cpex_reload_config: yaml is NULL but yaml_len is %zu", yaml_len);
+    if (manager == NULL)
+        return cpex__fail(err_msg, CPEX_ERR_INVALID_HANDLE, "cpex_reload_config: manager handle is NULL");
+    rc = cpex__runtime_ready(err_msg);
+    if (rc != CPEX_OK)
+        return rc;
+    rc = cpex__status_of(cpexpy_reload_config((uintptr_t)manager, yaml, yaml_len, err_msg), "cpex_reload_config", err_msg);
+    return rc;
+}
+
+cpex_status cpex_reload_config_file(cpex_manager *manager, const char *path, size_t path_len, char **err_msg)
+{
+    int rc;
+    if (err_msg != NULL) *err_msg = NULL;
+    if (path == NULL && path_len != 0)
+        return cpex__fail(err_msg, CPEX_ERR_INVALID_INPUT, "cpex_reload_config_file: path is NULL but path_len is %zu", path_len);
+    if (manager == NULL)
+        return cpex__fail(err_msg, CPEX_ERR_INVALID_HANDLE, "cpex_reload_config_file: manager handle is NULL");
+    rc = cpex__runtime_ready(err_msg);
+    if (rc != CPEX_OK)
+        return rc;
+    rc = cpex__status_of(cpexpy_reload_config_file((uintptr_t)manager, path, path_len, err_msg), "cpex_reload_config_file", err_msg);
+    return rc;
+}

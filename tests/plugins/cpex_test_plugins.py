@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
 from typing import Any
 
 from cpexrt import Plugin, PluginContext, allow, deny, hook, modify
@@ -463,3 +464,41 @@ class RequestEcho(Plugin):
 
     def tool_post_invoke(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
         return self._echo(ctx)
+
+
+class Stamp(Plugin):
+    """Hot-reload probe: appends config.gen to payload["stamps"] on each of its hooks, so
+    a result shows which plugin set served it (two Stamps in one pipeline stamp the
+    same gen unless a call was mixed). Sleeps config.seconds first (time.sleep, so the
+    GIL is free meanwhile). Counts the request's calls in its state and reports them as
+    metadata["calls"]. With config.log, appends "<step> <gen>" lines to that file:
+    initialize, shutdown, "entered" and "served" at the start and end of each call;
+    initialize raises when config.fail_initialize. A call after its shutdown raises."""
+
+    def initialize(self) -> None:
+        self._record("initialize")
+        if self.config.get("fail_initialize"):
+            raise ValueError(f"gen {self.config['gen']} cannot start")
+
+    def shutdown(self) -> None:
+        self._record("shutdown")
+        self.down = True
+
+    def _record(self, step: str) -> None:
+        if getattr(self, "down", False):
+            raise RuntimeError(f"gen {self.config['gen']}: {step} after shutdown")
+        if self.config.get("log"):
+            with open(self.config["log"], "a", encoding="utf-8") as log:
+                log.write(f"{step} {self.config['gen']}\n")
+
+    @hook("tool_pre_invoke", "tool_post_invoke", "reload.a", "reload.b")
+    def stamp(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
+        self._record("entered")
+        seconds = float(self.config.get("seconds", 0))
+        if seconds:
+            time.sleep(seconds)
+        ctx.state["calls"] = ctx.state.get("calls", 0) + 1
+        self._record("served")
+        return modify(
+            {**payload, "stamps": [*(payload.get("stamps") or []), self.config["gen"]]}, metadata={"calls": ctx.state["calls"]}
+        )

@@ -76,13 +76,21 @@ class Exports:
 
     # -- the functions ----------------------------------------------------------------
 
-    def _publish(self, token: int, manager: Engine) -> None:
-        """Tells the C fast path which hooks have plugins (see ffi/fastpath.c)."""
-        hooks = "\0".join(manager.hooks_with_plugins()).encode("utf-8")
+    def _publish(self, token: int, manager: Engine, settled: bool, create: bool = False) -> None:
+        """Tells the C fast path which hooks have plugins (see ffi/fastpath.c). The
+        engine calls it (Engine.observe) under the lock that orders its changes:
+        settled False right before a reload swaps the plugins, when every call must
+        reach Python until the new set is published; create only for a new manager."""
         limits = manager.limits
+        if settled:
+            hooks = "\0".join(manager.hooks_with_plugins()).encode("utf-8")
+            initialized = int(manager.is_initialized())
+        else:
+            hooks, initialized = b"", 0
         self.lib.cpexrt_publish_hooks(
             token,
-            int(manager.is_initialized()),
+            initialized,
+            int(create),
             hooks,
             len(hooks),
             limits.max_payload_bytes,
@@ -90,43 +98,46 @@ class Exports:
             limits.max_collection_entries,
         )
 
+    def _issue_manager(self, manager: Engine) -> int:
+        token: int = HANDLES.issue(Kind.MANAGER, manager, owner=manager)
+        self._publish(token, manager, True, create=True)
+        manager.observe(functools.partial(self._publish, token))
+        return token
+
     def manager_new(self, out_manager: Any) -> None:
-        manager = Engine()
-        token = HANDLES.issue(Kind.MANAGER, manager, owner=manager)
-        self._publish(token, manager)
-        out_manager[0] = token
+        out_manager[0] = self._issue_manager(Engine())
 
     def manager_new_from_yaml(self, yaml: Any, yaml_len: int, out_manager: Any) -> None:
-        manager = Engine.from_yaml(self._text(yaml, yaml_len, "yaml"))
-        token = HANDLES.issue(Kind.MANAGER, manager, owner=manager)
-        self._publish(token, manager)
-        out_manager[0] = token
+        out_manager[0] = self._issue_manager(Engine.from_yaml(self._text(yaml, yaml_len, "yaml")))
 
     def register_factory(self, manager: int, kind: Any, kind_len: int, target: Any, target_len: int) -> None:
         self._manager(manager, "manager").register_factory(
             self._text(kind, kind_len, "kind"), self._text(target, target_len, "target")
         )
 
+    # The engine republishes the fast path's view itself (the observer attached in
+    # _issue_manager) when load_config, initialize or a reload change it.
+
     def load_config(self, manager: int, yaml: Any, yaml_len: int) -> None:
-        mgr = self._manager(manager, "manager")
-        mgr.load_config(self._text(yaml, yaml_len, "yaml"))
-        self._publish(manager, mgr)
+        self._manager(manager, "manager").load_config(self._text(yaml, yaml_len, "yaml"))
 
     def load_config_file(self, manager: int, path: Any, path_len: int) -> None:
-        mgr = self._manager(manager, "manager")
-        mgr.load_config_file(self._text(path, path_len, "path"))
-        self._publish(manager, mgr)
+        self._manager(manager, "manager").load_config_file(self._text(path, path_len, "path"))
+
+    def reload_config(self, manager: int, yaml: Any, yaml_len: int) -> None:
+        self._manager(manager, "manager").reload_config(self._text(yaml, yaml_len, "yaml"))
+
+    def reload_config_file(self, manager: int, path: Any, path_len: int) -> None:
+        self._manager(manager, "manager").reload_config_file(self._text(path, path_len, "path"))
 
     def initialize(self, manager: int) -> None:
-        mgr = self._manager(manager, "manager")
-        mgr.initialize()
-        self._publish(manager, mgr)
+        self._manager(manager, "manager").initialize()
 
     def shutdown(self, manager: int) -> None:
         mgr = self._manager(manager, "manager")
         # Handles die first (and the C fast path forgets the manager), so calls racing
         # this one fail cleanly instead of using plugins that are shutting down.
-        self.lib.cpexrt_publish_hooks(manager, -1, b"", 0, 0, 0, 0)
+        self.lib.cpexrt_publish_hooks(manager, -1, 0, b"", 0, 0, 0, 0)
         HANDLES.release_owned_by(mgr)
         mgr.shutdown()
 
@@ -200,54 +211,61 @@ class Exports:
         # The context is consumed only when the call succeeds, as documented in cpex.h.
         ctx = HANDLES.get(Kind.CONTEXT, context, "context") if context else None
         mgr = self._manager(manager, "manager")
-        hook_name = self._text(hook, hook_len, "hook")
-        limits = mgr.limits
-        if payload_len == 0:
-            raise InvalidInputError("payload: empty; expected a MessagePack map")
-        _check_size("payload", payload_len, limits.max_payload_bytes, "max_payload_bytes")
-        _check_size("extensions", extensions_len, limits.max_extensions_bytes, "max_extensions_bytes")
-        entries = limits.max_collection_entries
-        # Copied out of the caller's memory (only after the size checks): the engine
-        # keeps these bytes as the payload's canonical form.
-        body_wire = self.ffi.buffer(payload, payload_len)[:]
-        body = self._decode(body_wire, "payload", entries)
-        ext_wire = self.ffi.buffer(extensions, extensions_len)[:] if extensions_len else None
-        ext = self._decode(ext_wire, "extensions", entries) if ext_wire is not None else None
-        global_context = None
-        if request_len:
-            _check_size("request", request_len, limits.max_extensions_bytes, "max_extensions_bytes")
-            global_context = self._decode(self.ffi.buffer(request, request_len)[:], "request", entries)
-        outcome = mgr.invoke(
-            hook_name,
-            payload_type,
-            body,
-            ext,
-            ctx,
-            payload_wire=body_wire,
-            extensions_wire=ext_wire,
-            owned=True,
-            request=global_context,
-        )
+        # The call is served by one plugin set (a reload may swap it meanwhile), from
+        # the size checks against its limits to its result.
+        serving = mgr.serving()
         try:
-            if outcome.unchanged:
-                data = UNCHANGED_RESULTS[payload_type]  # the engine checked the payload type
-            else:
-                data = _result_bytes(outcome, payload_type)
-            buffer = self._copy_out(data)
-        except BaseException:
-            # The result cannot be delivered: the call failed after all, and the
-            # caller keeps its context table (the engine never changed it).
+            hook_name = self._text(hook, hook_len, "hook")
+            limits = serving.limits
+            if payload_len == 0:
+                raise InvalidInputError("payload: empty; expected a MessagePack map")
+            _check_size("payload", payload_len, limits.max_payload_bytes, "max_payload_bytes")
+            _check_size("extensions", extensions_len, limits.max_extensions_bytes, "max_extensions_bytes")
+            entries = limits.max_collection_entries
+            # Copied out of the caller's memory (only after the size checks): the engine
+            # keeps these bytes as the payload's canonical form.
+            body_wire = self.ffi.buffer(payload, payload_len)[:]
+            body = self._decode(body_wire, "payload", entries)
+            ext_wire = self.ffi.buffer(extensions, extensions_len)[:] if extensions_len else None
+            ext = self._decode(ext_wire, "extensions", entries) if ext_wire is not None else None
+            global_context = None
+            if request_len:
+                _check_size("request", request_len, limits.max_extensions_bytes, "max_extensions_bytes")
+                global_context = self._decode(self.ffi.buffer(request, request_len)[:], "request", entries)
+            outcome = mgr.invoke(
+                hook_name,
+                payload_type,
+                body,
+                ext,
+                ctx,
+                payload_wire=body_wire,
+                extensions_wire=ext_wire,
+                owned=True,
+                request=global_context,
+                serving=serving,
+            )
+            try:
+                if outcome.unchanged:
+                    data = UNCHANGED_RESULTS[payload_type]  # the engine checked the payload type
+                else:
+                    data = _result_bytes(outcome, payload_type)
+                buffer = self._copy_out(data)
+            except BaseException:
+                # The result cannot be delivered: the call failed after all, and the
+                # caller keeps its context table (the engine never changed it).
+                if ctx is not None:
+                    ctx.revive()
+                raise
             if ctx is not None:
-                ctx.revive()
-            raise
-        if ctx is not None:
-            HANDLES.discard(Kind.CONTEXT, context)
-        new_ctx = HANDLES.issue(Kind.CONTEXT, outcome.context, owner=mgr) if outcome.context is not None else 0
-        new_bg = HANDLES.issue(Kind.BACKGROUND, outcome.background, owner=mgr) if outcome.background is not None else 0
-        out_result[0] = buffer
-        out_result_len[0] = len(data)
-        out_context[0] = new_ctx
-        out_background[0] = new_bg
+                HANDLES.discard(Kind.CONTEXT, context)
+            new_ctx = HANDLES.issue(Kind.CONTEXT, outcome.context, owner=mgr) if outcome.context is not None else 0
+            new_bg = HANDLES.issue(Kind.BACKGROUND, outcome.background, owner=mgr) if outcome.background is not None else 0
+            out_result[0] = buffer
+            out_result_len[0] = len(data)
+            out_context[0] = new_ctx
+            out_background[0] = new_bg
+        finally:
+            serving.leave()
 
     def wait_background(self, background: int, out_errors: Any, out_errors_len: Any) -> None:
         tasks = HANDLES.get(Kind.BACKGROUND, background, "background")

@@ -27,6 +27,8 @@ cpex_status cpex_wait_background(cpex_background *background, uint8_t **out_erro
 cpex_status cpex_free_background(cpex_background *background, char **err_msg);
 cpex_status cpex_free_context(cpex_context *context, char **err_msg);
 cpex_status cpex_live_handles(size_t *out_managers, size_t *out_contexts, size_t *out_backgrounds, char **err_msg);
+cpex_status cpex_reload_config(cpex_manager *manager, const char *yaml, size_t yaml_len, char **err_msg);
+cpex_status cpex_reload_config_file(cpex_manager *manager, const char *path, size_t path_len, char **err_msg);
 """
 
 # The exported functions implemented in Python, by the boundary (cpexrt._boundary.exports).
@@ -48,4 +50,6 @@ PYTHON_FUNCTIONS: tuple[str, ...] = (
     'free_background',
     'free_context',
     'live_handles',
+    'reload_config',
+    'reload_config_file',
 )

@@ -203,3 +203,21 @@ def live_handles(library: Library) -> tuple[int, int, int]:
     if status:
         library.check(status, err_msg)
     return int(out_managers[0]), int(out_contexts[0]), int(out_backgrounds[0])
+
+
+def reload_config(library: Library, manager: Any, yaml: bytes) -> None:
+    """Calls cpex_reload_config: Swaps the plugins of an initialized manager for those of a new config, atomically for every call. The new plugins are instantiated and initialized first; then one swap makes every call that begins afterwards run on them, while calls already running finish on the old plugins. The old plugins are shut down once their calls and fire-and-forget tasks have finished (calls: at most the old invoke_timeout, plus 1 s; tasks: up to the old plugin_timeout), and only then does this return. A bad config (CPEX_ERR_PARSE, CPEX_ERR_CONFIG: an unknown or unimportable plugin kind, a field path) or a failing initialize (CPEX_ERR_PIPELINE, the plugin named; the new plugins already initialized are shut down) changes nothing: the old plugins keep serving. A manager not initialized fails with CPEX_ERR_PIPELINE (use cpex_load_config). A context table issued before the swap carries each plugin's state over to the plugin of the same name when its kind and config are unchanged, drops the state of plugins the new config lacks, and fails the invoke with CPEX_ERR_INVALID_INPUT (leaving the table valid) when it holds state of a plugin whose kind or config changed. Reloads of one manager run one at a time. Since ABI 1.2."""
+    ffi = library.ffi
+    err_msg = ffi.new("char **")
+    status = library.lib.cpex_reload_config(manager, yaml, len(yaml), err_msg)
+    if status:
+        library.check(status, err_msg)
+
+
+def reload_config_file(library: Library, manager: Any, path: bytes) -> None:
+    """Calls cpex_reload_config_file: Reads the YAML config file at path and reloads it like cpex_reload_config; relative plugin_settings.plugin_dirs resolve against the file's folder. Fails with CPEX_ERR_INVALID_INPUT when the file cannot be read (the message names it), leaving the old plugins serving. Since ABI 1.2."""
+    ffi = library.ffi
+    err_msg = ffi.new("char **")
+    status = library.lib.cpex_reload_config_file(manager, path, len(path), err_msg)
+    if status:
+        library.check(status, err_msg)

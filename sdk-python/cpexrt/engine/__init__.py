@@ -4,6 +4,6 @@ codec it uses to isolate plugins and check what they return lives beside the wir
 format (cpexrt.payloads), and everything about embedding in cpexrt._boundary."""
 
 from cpexrt.engine.executor import PipelineOutcome
-from cpexrt.engine.manager import Engine
+from cpexrt.engine.manager import Engine, PluginSet
 
-__all__ = ["Engine", "PipelineOutcome"]
+__all__ = ["Engine", "PipelineOutcome", "PluginSet"]

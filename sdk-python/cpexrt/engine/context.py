@@ -13,10 +13,15 @@ class RequestState:
     """Local state of each plugin for one request. An invoke it is passed to holds it
     while it runs (a second invoke with the same table is refused meanwhile); the
     invoke consumes it when it succeeds and returns a fresh table, and leaves it valid
-    and unchanged when it fails: plugins work on copies of their state."""
+    and unchanged when it fails: plugins work on copies of their state.
 
-    def __init__(self, owner: object, states: dict[str, dict[str, Any]]) -> None:
+    issuer: the identities (plugin name -> kind and config) of the plugin set that
+    issued the table; an invoke served by another set (after a reload) carries the
+    states over only to plugins whose identity did not change (PluginSet.adopt)."""
+
+    def __init__(self, owner: object, states: dict[str, dict[str, Any]], issuer: Any = None) -> None:
         self.owner = owner
+        self.issuer = issuer
         self._states = states
         self._consumed = False
         self._held = False

@@ -4,9 +4,11 @@ over libcpex.so) or directly from Python."""
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from cpexrt import payloads
@@ -21,11 +23,18 @@ from cpexrt.engine.routing import Resolution, Router
 from cpexrt.errors import ConfigError, InvalidHandleError, InvalidInputError, PipelineError
 from cpexrt.plugin import Plugin
 
+log = logging.getLogger("cpexrt.engine")
 
-def _carry(owner: Engine, states: dict[str, dict[str, Any]]) -> RequestState | None:
-    """The context table for the request's next hook: the plugins' non-empty states."""
+# How long a reload waits, past the old config's invoke_timeout, for the calls still
+# running on the old plugins before it shuts them down anyway.
+RETIRE_GRACE = 1.0
+
+
+def _carry(owner: Engine, states: dict[str, dict[str, Any]], serving: PluginSet) -> RequestState | None:
+    """The context table for the request's next hook: the plugins' non-empty states,
+    marked with the identities of the plugin set that served the call."""
     kept = {name: s for name, s in states.items() if s}
-    return RequestState(owner, kept) if kept else None
+    return RequestState(owner, kept, issuer=serving.identities) if kept else None
 
 
 def _request(request: Any) -> dict[str, Any] | None:
@@ -46,27 +55,119 @@ def _request(request: Any) -> dict[str, Any] | None:
     return wire
 
 
+def _read_config_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"path: cannot read the config file {path!r}: {exc}") from None
+
+
 def _limits(config: Config) -> payloads.Limits:
     s = config.plugin_settings
     return payloads.Limits(s.max_payload_bytes, s.max_extensions_bytes, s.max_collection_entries)
+
+
+class PluginSet:
+    """One loaded config: its plugins, routes, hook plans and limits. An invoke is
+    served by exactly one set, from its first check to its result; a reload builds and
+    initializes a new set and swaps the engine's reference to it (one assignment), and
+    the old set retires: it takes no new calls, its calls in flight finish on it, and
+    its plugins shut down once they and its fire-and-forget tasks are done."""
+
+    def __init__(self, config: Config, plugins: list[LoadedPlugin]) -> None:
+        self.config = config
+        self.plugins = plugins
+        self.router = Router(config)
+        plans: dict[str, list[LoadedPlugin]] = {}
+        for plugin in plugins:
+            for hook_name in plugin.handlers:
+                plans.setdefault(hook_name, []).append(plugin)
+        self.plans = {hook_name: plan_order(p) for hook_name, p in plans.items()}
+        self.narrowed: dict[tuple[str, Resolution], list[LoadedPlugin]] = {}
+        self.conditional = any(p.spec.conditions for p in plugins)
+        self.limits = _limits(config)
+        # What a context table's state is keyed by, and whether it may carry over to
+        # another set: a plugin's name, with its kind and config.
+        self.identities: dict[str, tuple[str, dict[str, Any]]] = {p.name: (p.spec.kind, p.spec.config) for p in plugins}
+        self._lock = threading.Lock()
+        # The calls in flight, one entry each. Counting in and out is on every call's
+        # path, so it takes no lock: list.append / list.pop are atomic, and the order
+        # of the steps (Engine.serving: append, then read _retiring; retire: set
+        # _retiring, then read the length; leave: pop, then read _retiring) means a
+        # retire that finds no call can never be followed by a call running on this
+        # set, and one that finds calls is woken by the last to leave.
+        self._calls: list[None] = []
+        self._drained = threading.Event()
+        self._retiring = False
+        self._background: set[BackgroundBatch] = set()
+
+    def leave(self) -> None:
+        """Counts a call out (each set Engine.serving() returned gets one)."""
+        calls = self._calls
+        calls.pop()
+        if self._retiring and not calls:
+            self._drained.set()
+
+    def retire(self, timeout: float) -> bool:
+        """Takes no new calls; waits up to timeout for those in flight. True when none
+        is left."""
+        self._retiring = True
+        return not self._calls or self._drained.wait(timeout)
+
+    def track(self, tasks: BackgroundBatch) -> None:
+        """Keeps the tasks until they finish, so shutdown and retirement wait for them."""
+        with self._lock:
+            self._background.add(tasks)
+        tasks.on_done(self._untrack)
+
+    def _untrack(self, tasks: BackgroundBatch) -> None:
+        with self._lock:
+            self._background.discard(tasks)
+
+    def pending_background(self) -> list[BackgroundBatch]:
+        with self._lock:
+            pending = [b for b in self._background if not b.done]
+            self._background.clear()
+        return pending
+
+    def adopt(
+        self, states: dict[str, dict[str, Any]], issuer: dict[str, tuple[str, dict[str, Any]]] | None
+    ) -> dict[str, dict[str, Any]]:
+        """The states of a context table issued by another set (before a reload), for
+        this one. A plugin of the same name, kind and config keeps its state; the state
+        of a plugin this set no longer has is dropped (no plugin can read it); the
+        state of a plugin whose kind or config changed is refused, as the new plugin
+        cannot be assumed to read it the way the old one wrote it."""
+        kept: dict[str, dict[str, Any]] = {}
+        for name, state in states.items():
+            mine = self.identities.get(name)
+            if mine is None:
+                continue
+            theirs = issuer.get(name) if issuer is not None else None
+            if theirs is None or theirs[0] != mine[0] or theirs[1] != mine[1]:
+                changed = "kind" if theirs is not None and theirs[0] != mine[0] else "config"
+                raise InvalidInputError(
+                    f"context: the context table was issued before a reload, and plugin {name!r} holds state in it but "
+                    f"was reloaded with another {changed}; its state cannot carry over. Invoke without the context "
+                    "table (the plugin starts the request afresh) or free it"
+                )
+            kept[name] = state
+        return kept
 
 
 class Engine:
     """Config, plugins, routes and global state. Safe to use from many threads."""
 
     def __init__(self) -> None:
-        self._config = Config()
-        self._plugins: list[LoadedPlugin] = []
-        self._router = Router(self._config)
-        self._plans: dict[str, list[LoadedPlugin]] = {}
-        self._narrowed: dict[tuple[str, Resolution], list[LoadedPlugin]] = {}
-        self._conditional = False
-        self._limits = _limits(self._config)
+        self._set = PluginSet(Config(), [])
         self._factories = FactoryRegistry()
         self._initialized = False
         self._shut_down = False
-        self._lock = threading.RLock()
-        self._background: set[BackgroundBatch] = set()
+        # Serializes what changes the plugin set or its published view: load_config,
+        # initialize, reload_config, shutdown.
+        self._change_lock = threading.RLock()
+        self._observer: Callable[[Engine, bool], None] | None = None
         self.global_state: dict[str, Any] = {}
 
     @classmethod
@@ -86,32 +187,106 @@ class Engine:
     def load_config_file(self, path: str) -> None:
         """Loads the YAML config file at path; its relative plugin_dirs are taken from
         the file's folder."""
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InvalidInputError(f"path: cannot read the config file {path!r}: {exc}") from None
+        text = _read_config_file(path)
         self.load_config(text, base_dir=os.path.dirname(os.path.abspath(path)))
 
     def load_config(self, text: str, base_dir: str | None = None) -> None:
         """Loads (replaces) the config from YAML text; relative plugin_dirs are taken
         from base_dir, else from the current working directory."""
-        config = parse_config(text)
-        add_plugin_dirs(config.plugin_settings.plugin_dirs, base_dir)
-        plugins = [self._instantiate(i, config) for i in range(len(config.plugins))]
-        plans: dict[str, list[LoadedPlugin]] = {}
-        for plugin in plugins:
-            for hook_name in plugin.handlers:
-                plans.setdefault(hook_name, []).append(plugin)
-        with self._lock:
+        loaded = self._build(text, base_dir)
+        with self._change_lock:
             self._check_alive("load_config")
             if self._initialized:
-                raise PipelineError("load_config: the manager is already initialized; create a new manager for a new config")
-            self._config, self._plugins, self._router = config, plugins, Router(config)
-            self._plans = {hook_name: plan_order(p) for hook_name, p in plans.items()}
-            self._conditional = any(p.spec.conditions for p in plugins)
-            self._limits = _limits(config)
-            self._narrowed.clear()
+                raise PipelineError(
+                    "load_config: the manager is already initialized; reload_config swaps the plugins of a running manager"
+                )
+            self._set = loaded
+            self._changed(True)
+
+    def _build(self, text: str, base_dir: str | None) -> PluginSet:
+        """Parses the config and instantiates its plugins (none is initialized)."""
+        config = parse_config(text)
+        add_plugin_dirs(config.plugin_settings.plugin_dirs, base_dir)
+        return PluginSet(config, [self._instantiate(i, config) for i in range(len(config.plugins))])
+
+    def observe(self, observer: Callable[[Engine, bool], None]) -> None:
+        """observer(engine, settled) is told of every change to what hooks_with_plugins,
+        limits and is_initialized answer, under the lock that orders those changes:
+        settled is False right before a reload swaps the plugin set (an answer kept
+        outside the engine must stop being used: every call must reach the engine),
+        True once the change is done (read the new answers)."""
+        with self._change_lock:
+            self._observer = observer
+
+    def _changed(self, settled: bool) -> None:
+        if self._observer is not None:
+            self._observer(self, settled)
+
+    # -- hot reload -----------------------------------------------------------------
+
+    def reload_config_file(self, path: str) -> None:
+        """reload_config with the YAML config file at path; its relative plugin_dirs
+        are taken from the file's folder."""
+        text = _read_config_file(path)
+        self.reload_config(text, base_dir=os.path.dirname(os.path.abspath(path)))
+
+    def reload_config(self, text: str, base_dir: str | None = None) -> None:
+        """Swaps the plugin set of the running (initialized) manager for the config
+        in text, atomically for every call:
+
+        - the new config is parsed, its plugins instantiated and initialized first. A
+          failure (ParseError, ConfigError, a plugin that cannot be imported or built,
+          an initialize that fails: PipelineError) shuts down the new plugins already
+          initialized, last first, and raises; the old set keeps serving, untouched;
+        - then one assignment swaps the sets: a call that began before runs on the old
+          set to its end, a call that begins after runs on the new one;
+        - the old set takes no new call; once the calls in flight on it finished (at
+          most its invoke_timeout, plus RETIRE_GRACE seconds) and its fire-and-forget
+          tasks did (up to its plugin_timeout), its plugins are shut down, and only then
+          does this return. A failing shutdown of an old plugin is logged on the
+          cpexrt.engine logger: the reload itself succeeded.
+
+        Context tables issued before the swap carry a plugin's state over to a plugin
+        of the same name, kind and config, drop the state of plugins the new config no
+        longer has, and are refused (InvalidInputError, the table left usable) when
+        they hold state of a plugin whose kind or config changed. global_state and the
+        registered factories are the manager's and stay; plugins that on_error:
+        disable switched off are new instances, on again. Reloads run one at a time."""
+        with self._change_lock:
+            self._check_alive("reload_config")
+            if not self._initialized:
+                raise PipelineError(
+                    "reload_config: the manager is not initialized; load_config and initialize it first "
+                    "(a reload replaces the plugins of a running manager)"
+                )
+            fresh = self._build(text, base_dir)
+            self._start(fresh.plugins, "reload_config: ")
+            old = self._set
+            try:
+                self._changed(False)
+            except BaseException:
+                self._roll_back(fresh.plugins)
+                raise
+            self._set = fresh
+            try:
+                self._changed(True)
+            finally:
+                self._retire(old)
+
+    def _retire(self, old: PluginSet) -> None:
+        """Shuts the plugins of a replaced set down once its calls and tasks are done."""
+        settings = old.config.plugin_settings
+        if not old.retire(settings.invoke_timeout + RETIRE_GRACE):
+            log.warning(
+                "reload_config: calls still running on the replaced plugins %gs after the reload (invoke_timeout "
+                "%gs); shutting those plugins down anyway",
+                settings.invoke_timeout + RETIRE_GRACE,
+                settings.invoke_timeout,
+            )
+        self._wait_background(old)
+        failures = self._stop(old.plugins)
+        if failures:
+            log.error("reload_config: shutting down the replaced plugins: %s", "; ".join(failures))
 
     def _instantiate(self, index: int, config: Config) -> LoadedPlugin:
         spec = config.plugins[index]
@@ -174,16 +349,21 @@ class Engine:
         out), those already initialized are shut down again, in reverse order, and the
         error names the failing plugin (and any rollback shutdown that failed too);
         the manager stays not initialized."""
-        with self._lock:
+        with self._change_lock:
             self._check_alive("initialize")
             if self._initialized:
                 return
-            for i, plugin in enumerate(self._plugins):
-                try:
-                    self._lifecycle(plugin, "initialize")
-                except PipelineError as exc:
-                    raise PipelineError(str(exc) + self._roll_back(self._plugins[:i])) from None
+            self._start(self._set.plugins)
             self._initialized = True
+            self._changed(True)
+
+    def _start(self, plugins: list[LoadedPlugin], prefix: str = "") -> None:
+        """Initializes the plugins in order; rolls back and raises when one fails."""
+        for i, plugin in enumerate(plugins):
+            try:
+                self._lifecycle(plugin, "initialize")
+            except PipelineError as exc:
+                raise PipelineError(prefix + str(exc) + self._roll_back(plugins[:i])) from None
 
     def _roll_back(self, initialized: list[LoadedPlugin]) -> str:
         """Shuts the plugins down, last first; what failed, as a suffix for the error."""
@@ -198,27 +378,35 @@ class Engine:
     def shutdown(self) -> None:
         """Shuts every plugin down; the manager is unusable afterwards. Idempotent.
         Fire-and-forget tasks still running get up to plugin_timeout to finish first."""
-        with self._lock:
+        with self._change_lock:  # after a reload in progress
             if self._shut_down:
                 return
             self._shut_down = True
             was_initialized, self._initialized = self._initialized, False
-            pending = [b for b in self._background if not b.done]
-            self._background.clear()
-        for tasks in pending:
-            try:
-                tasks.wait(self._config.plugin_settings.plugin_timeout)
-            except concurrent.futures.TimeoutError:
-                pass
-        failures = []
-        if was_initialized:
-            for plugin in self._plugins:
-                try:
-                    self._lifecycle(plugin, "shutdown")
-                except PipelineError as exc:
-                    failures.append(str(exc))
+            serving = self._set
+        self._wait_background(serving)
+        failures = self._stop(serving.plugins) if was_initialized else []
         if failures:
             raise PipelineError("shutdown: " + "; ".join(failures))
+
+    @staticmethod
+    def _wait_background(plugins: PluginSet) -> None:
+        timeout = plugins.config.plugin_settings.plugin_timeout
+        for tasks in plugins.pending_background():
+            try:
+                tasks.wait(timeout)
+            except concurrent.futures.TimeoutError:
+                pass
+
+    def _stop(self, plugins: list[LoadedPlugin]) -> list[str]:
+        """Shuts the plugins down in config order; what failed."""
+        failures = []
+        for plugin in plugins:
+            try:
+                self._lifecycle(plugin, "shutdown")
+            except PipelineError as exc:
+                failures.append(str(exc))
+        return failures
 
     def _lifecycle(self, plugin: LoadedPlugin, step: str) -> None:
         method = getattr(plugin.instance, step)
@@ -237,20 +425,20 @@ class Engine:
 
     def has_hooks_for(self, hook: str) -> bool:
         self._check_alive("has_hooks_for")
-        return any(p.active and hook in p.handlers for p in self._plugins)
+        return any(p.active and hook in p.handlers for p in self._set.plugins)
 
     def hooks_with_plugins(self) -> list[str]:
         """Every hook some configured plugin handles (disabled ones included)."""
         self._check_alive("hooks_with_plugins")
-        return list(self._plans)
+        return list(self._set.plans)
 
     def plugin_count(self) -> int:
         self._check_alive("plugin_count")
-        return len(self._plugins)
+        return len(self._set.plugins)
 
     def plugin_names(self) -> list[str]:
         self._check_alive("plugin_names")
-        return [p.name for p in self._plugins]
+        return [p.name for p in self._set.plugins]
 
     def is_initialized(self) -> bool:
         self._check_alive("is_initialized")
@@ -258,16 +446,28 @@ class Engine:
 
     @property
     def config(self) -> Config:
-        return self._config
+        return self._set.config
 
     @property
     def limits(self) -> payloads.Limits:
         """The size limits of plugin_settings, for what hosts send and plugins return."""
-        return self._limits
+        return self._set.limits
 
     @property
     def router(self) -> Router:
-        return self._router
+        return self._set.router
+
+    def serving(self) -> PluginSet:
+        """The plugin set now serving, counted in for one call: pass it to invoke
+        (serving=) and call its leave() when the call is over, whatever happens. Its
+        limits are those the call's input is checked against."""
+        while True:
+            current = self._set
+            current._calls.append(None)  # counted in (see PluginSet.__init__)
+            if not current._retiring:
+                return current
+            # A reload retired it since it was read: the new set is in place.
+            current.leave()
 
     # -- invoke ---------------------------------------------------------------------
 
@@ -283,6 +483,7 @@ class Engine:
         extensions_wire: bytes | None = None,
         owned: bool = False,
         request: Any = None,
+        serving: PluginSet | None = None,
     ) -> PipelineOutcome:
         """Runs the hook's plugins over payload (a map; for CMF the MessagePayload
         map) and extensions. A context passed in is consumed when the call succeeds,
@@ -290,25 +491,36 @@ class Engine:
         the MessagePack the values were decoded from, when the caller has it (spares
         an encode); owned: nobody but the engine holds the values. request: the
         request's global context (a GlobalContext record or its map), which plugins
-        read as PluginContext.request."""
+        read as PluginContext.request. serving: the plugin set the call was counted
+        in with (serving()), which it then runs on; else the one serving now."""
         self._check_alive("invoke")
         if not self._initialized:
             raise PipelineError(f"invoke {hook!r}: the manager is not initialized; call initialize first")
         if context is not None and context.owner is not self:
             raise InvalidInputError("context: the context table belongs to another manager")
-        states = context.hold() if context is not None else {}
+        pinned = serving if serving is not None else self.serving()
         try:
-            outcome = self._invoke(hook, payload_type, payload, extensions, states, payload_wire, extensions_wire, owned, request)
-        except BaseException:
-            if context is not None:
-                context.release()
-            raise
+            states = context.hold() if context is not None else {}
+            try:
+                if context is not None and context.issuer is not pinned.identities:
+                    states = pinned.adopt(states, context.issuer)  # issued before a reload
+                outcome = self._invoke(
+                    pinned, hook, payload_type, payload, extensions, states, payload_wire, extensions_wire, owned, request
+                )
+            except BaseException:
+                if context is not None:
+                    context.release()
+                raise
+        finally:
+            if serving is None:
+                pinned.leave()
         if context is not None:
             context.consume()
         return outcome
 
     def _invoke(
         self,
+        serving: PluginSet,
         hook: str,
         payload_type: int,
         payload: Any,
@@ -326,21 +538,21 @@ class Engine:
         extensions = gating.as_wire(extensions)
         if extensions is not None and not isinstance(extensions, dict):
             raise InvalidInputError(f"extensions: expected a map, got {type(extensions).__name__}")
-        plan = self._plans.get(hook)
+        plan = serving.plans.get(hook)
         if not plan:
             # Nothing to run: the fast path of hooks nobody handles.
             outcome = PipelineOutcome(states=states)
-            outcome.context = _carry(self, states)
+            outcome.context = _carry(self, states, serving)
             return outcome
         ext: dict[str, Any] = dict(extensions) if extensions else {}
-        resolution = self._router.resolve(ext.get("meta"))
+        resolution = serving.router.resolve(ext.get("meta"))
         if resolution.tags:
             meta = dict(ext.get("meta") or {})
             meta["tags"] = list(resolution.tags)
             ext["meta"] = meta
             extensions_wire = None
-        plan = self._routed_plan(hook, plan, resolution)
-        settings = self._config.plugin_settings
+        plan = self._routed_plan(serving, hook, plan, resolution)
+        settings = serving.config.plugin_settings
         inv = Invocation(
             hook=hook,
             payload_type=payload_type,
@@ -351,35 +563,26 @@ class Engine:
             global_state=self.global_state,
             deadline=time.monotonic() + settings.invoke_timeout,
             invoke_timeout=settings.invoke_timeout,
-            limits=self._limits,
+            limits=serving.limits,
             request=request,
         )
         outcome = run_pipeline(plan, inv)
         if outcome.background is not None:
-            self._track(outcome.background)
-        outcome.context = _carry(self, outcome.states)
+            serving.track(outcome.background)
+        outcome.context = _carry(self, outcome.states, serving)
         return outcome
 
-    def _routed_plan(self, hook: str, plan: list[LoadedPlugin], resolution: Resolution) -> list[LoadedPlugin]:
+    @staticmethod
+    def _routed_plan(serving: PluginSet, hook: str, plan: list[LoadedPlugin], resolution: Resolution) -> list[LoadedPlugin]:
         """The hook's plan narrowed to the plugins the routes and conditions select; the
         router caches resolutions, so the narrowed plan is cached per resolution."""
-        if resolution.plugins is None and not self._conditional:
+        if resolution.plugins is None and not serving.conditional:
             return plan
         key = (hook, resolution)
-        narrowed = self._narrowed.get(key)
+        narrowed = serving.narrowed.get(key)
         if narrowed is None:
-            narrowed = [p for p in plan if self._router.admits(p.name, resolution)]
-            if len(self._narrowed) >= max(self._config.plugin_settings.route_cache_size, 1) * 4:
-                self._narrowed.clear()  # bounded, like the route cache
-            self._narrowed[key] = narrowed
+            narrowed = [p for p in plan if serving.router.admits(p.name, resolution)]
+            if len(serving.narrowed) >= max(serving.config.plugin_settings.route_cache_size, 1) * 4:
+                serving.narrowed.clear()  # bounded, like the route cache
+            serving.narrowed[key] = narrowed
         return narrowed
-
-    def _track(self, tasks: BackgroundBatch) -> None:
-        """Keeps the tasks until they finish, so shutdown can wait for them."""
-        with self._lock:
-            self._background.add(tasks)
-        tasks.on_done(self._untrack)
-
-    def _untrack(self, tasks: BackgroundBatch) -> None:
-        with self._lock:
-            self._background.discard(tasks)

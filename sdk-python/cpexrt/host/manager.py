@@ -239,6 +239,28 @@ class PluginManager:
     def initialize(self) -> None:
         calls.initialize(self._library, self._live("initialize"))
 
+    def reload_config(self, yaml: str) -> None:
+        """Swaps the plugins of the running (initialized) manager for those of a new
+        config, atomically: the new plugins are built and initialized first; calls
+        that began before the swap finish on the old plugins, calls that begin after
+        run on the new ones; the old plugins are shut down once their calls and
+        fire-and-forget tasks finished, and then this returns. A bad config
+        (ParseError, ConfigError) or a failing initialize (PipelineError, the new
+        plugins already initialized shut down again) raises and changes nothing: the
+        old plugins keep serving. A ContextTable from before the reload carries each
+        plugin's state to the plugin of the same name, kind and config; an invoke with
+        one holding state of a plugin whose kind or config changed raises
+        InvalidInputError (the table stays usable). Since ABI 1.2."""
+        raw = _utf8(yaml, "yaml")
+        calls.reload_config(self._library, self._live("reload_config"), raw)
+
+    def reload_config_file(self, path: str | os.PathLike[str]) -> None:
+        """reload_config with the YAML config file at path (read by the library);
+        relative plugin_dirs in it are taken from the file's folder. A file that
+        cannot be read raises InvalidInputError, and the old plugins keep serving."""
+        raw = _utf8(os.fspath(path), "path")
+        calls.reload_config_file(self._library, self._live("reload_config_file"), raw)
+
     def shutdown(self) -> None:
         """Shuts down; later calls fail with InvalidHandleError. A second call is a no-op."""
         self._handle = None
