@@ -138,6 +138,11 @@ def test_a_forbidden_write_fails_the_plugin(manager: PluginManager) -> None:
     ("text", "error", "message"),
     [
         ("plugins: [", ParseError, "YAML syntax error"),
+        # Refused before the YAML parser, which would take seconds to recurse into it.
+        ("[" * 2000 + "plugins: {}", ParseError, "nested too deeply"),
+        ("plugins:\n" + "  - " * 500 + "x", ParseError, "nested too deeply"),
+        # Brackets inside quoted scalars are not nesting.
+        ("description: '" + "[" * 100 + "'\nplugins: []", ConfigError, "description: unknown field"),
         ("plugins: [{name: a, kind: 'x:Y', shade: blue}]", ConfigError, r"plugins\[0\]\.shade: unknown field"),
         ("plugins: [{name: a, kind: 'x:Y', mode: maybe}]", ConfigError, r"plugins\[0\]\.mode: expected one of"),
         ("plugins: [{name: a, kind: 'x:Y'}, {name: a, kind: 'x:Y'}]", ConfigError, "duplicate plugin name 'a'"),

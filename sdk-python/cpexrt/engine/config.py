@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import reprlib
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
@@ -214,9 +215,40 @@ def _message(err: Any) -> str:
     return msg
 
 
+# Deeper flow collections ([ and { inside each other) than any config has: refused
+# before the YAML parser, whose pure-Python composer takes seconds to recurse into them.
+_MAX_FLOW_DEPTH = 64
+_FLOW = re.compile(r"""[][{}"']""")
+
+
+def _flow_too_deep(text: str) -> bool:
+    """Whether the flow brackets outside quoted scalars nest deeper than _MAX_FLOW_DEPTH
+    (an approximation of YAML's lexing that can only over-count brackets in plain
+    scalars, which no config nests this deep)."""
+    if text.count("[") + text.count("{") <= _MAX_FLOW_DEPTH:
+        return False
+    depth, quote = 0, ""
+    for m in _FLOW.finditer(text):
+        ch = m.group()
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+            if depth > _MAX_FLOW_DEPTH:
+                return True
+        elif depth:
+            depth -= 1
+    return False
+
+
 def parse_config(text: str) -> Config:
     """YAML text -> Config. ParseError for bad YAML, ConfigError for a bad shape or
     inconsistent references."""
+    if _flow_too_deep(text):
+        raise ParseError("config: nested too deeply to be a config (maps and lists inside each other)")
     try:
         return _parse_config(text)
     except RecursionError:
