@@ -1,8 +1,11 @@
 /* Hand-written C of libcpex: the functions that must work without Python (ABI version,
    build info, free), the start-up of the embedded runtime, and the small helpers the
    generated shims and the Python boundary share. Pasted into cffi's set_source after
-   cpex.h and the CPEX_BUILD_* macros that ffi/build_lib.py pins at build time. */
+   cpex.h and the CPEX_BUILD_* macros that ffi/build_lib.py pins at build time
+   (CPEX_BUILD_RELOCATABLE: the package layout, which finds its interpreter at start-up). */
 
+#include <dlfcn.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -115,12 +118,64 @@ static void cpex__mark_forked(void)
     cpex__forked = 1;
 }
 
+/* The library's own file (realpath; "" when dladdr cannot tell), found once. */
+static char cpex__self_path[PATH_MAX];
+static pthread_once_t cpex__self_once = PTHREAD_ONCE_INIT;
+
+static void cpex__find_self(void)
+{
+    Dl_info info;
+    if (dladdr((void *)cpex_abi_version, &info) == 0 || info.dli_fname == NULL)
+        return;
+    if (realpath(info.dli_fname, cpex__self_path) == NULL)
+        snprintf(cpex__self_path, sizeof cpex__self_path, "%s", info.dli_fname);
+}
+
+/* Called by the init code (package layout): where this library is installed. */
+const char *cpexrt_library_path(void)
+{
+    pthread_once(&cpex__self_once, cpex__find_self);
+    return cpex__self_path;
+}
+
+#ifdef CPEX_BUILD_RELOCATABLE
+/* The interpreter of the environment the library is installed in: the library is
+   <prefix>/lib/pythonX.Y/site-packages/cpexrt/lib/libcpex.so.1, so <prefix>/bin/pythonX.Y
+   (or python3, python) - a venv's, whose pyvenv.cfg then names its base installation to
+   CPython's own path calculation. Writes the path into out; -1 when there is none. */
+static int cpex__find_program(char *out, size_t size)
+{
+    static const char *const names[] = {"python" CPEX_BUILD_PY_MAJOR_MINOR, "python3", "python", NULL};
+    char prefix[PATH_MAX];
+    char *slash;
+    int up, i;
+
+    snprintf(prefix, sizeof prefix, "%s", cpexrt_library_path());
+    for (up = 0; up < 6; up++) {
+        slash = strrchr(prefix, '/');
+        if (slash == NULL || slash == prefix)
+            return -1;
+        *slash = '\0';
+    }
+    for (i = 0; names[i] != NULL; i++) {
+        if ((size_t)snprintf(out, size, "%s/bin/%s", prefix, names[i]) < size && access(out, X_OK) == 0)
+            return 0;
+    }
+    return -1;
+}
+#endif
+
 static void cpex__start_python(void)
 {
+#ifdef CPEX_BUILD_RELOCATABLE
+    char program[PATH_MAX];
+    wchar_t *found = NULL;
+#else
     static const wchar_t *const search_path[] = CPEX_BUILD_SEARCH_PATH;
+    size_t i;
+#endif
     PyConfig config;
     PyStatus st;
-    size_t i;
 
     cpex__pid = getpid();
     pthread_atfork(NULL, NULL, cpex__mark_forked);
@@ -130,9 +185,31 @@ static void cpex__start_python(void)
     sigaction(SIGINT, NULL, &cpex__host_sigint);
     PyConfig_InitIsolatedConfig(&config);
     config.install_signal_handlers = 0;
-    config.site_import = 0;
     config.parse_argv = 0;
     config.write_bytecode = 0;
+#ifdef CPEX_BUILD_RELOCATABLE
+    /* The environment's interpreter, as `python -I` would start: CPython computes the
+       stdlib from it (through a venv's pyvenv.cfg), and site adds the environment's
+       site-packages with their .pth files. No interpreter beside the library (a --user
+       install): the build's base interpreter, and the init code adds the library's
+       site-packages. */
+    if (cpex__find_program(program, sizeof program) == 0)
+        found = Py_DecodeLocale(program, NULL);
+    config.site_import = 1;
+    if (cpex__set_path(&config, &config.program_name, found != NULL ? found : CPEX_BUILD_PROGRAM, "program_name") < 0) {
+        PyMem_RawFree(found);
+        goto done;
+    }
+    PyMem_RawFree(found);
+    st = Py_InitializeFromConfig(&config);
+    if (PyStatus_Exception(st)) {
+        snprintf(cpex__start_error, sizeof cpex__start_error, "Python %s for %s: %s%s%s", CPEX_BUILD_PY_VERSION,
+                 cpexrt_library_path(), st.func ? st.func : "", st.func ? ": " : "",
+                 st.err_msg ? st.err_msg : "exit requested");
+        goto done;
+    }
+#else
+    config.site_import = 0;
     if (cpex__set_path(&config, &config.program_name, CPEX_BUILD_PROGRAM, "program_name") < 0 ||
         cpex__set_path(&config, &config.home, CPEX_BUILD_HOME, "home") < 0)
         goto done;
@@ -152,6 +229,7 @@ static void cpex__start_python(void)
                  st.func ? ": " : "", st.err_msg ? st.err_msg : "exit requested");
         goto done;
     }
+#endif
     /* Release the GIL: every call takes it through cffi's PyGILState_Ensure. */
     PyEval_SaveThread();
 done:
