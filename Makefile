@@ -74,7 +74,7 @@ test-fuzz: lib
 # them (sdk-python/setup.py), into build/dist.
 dist: $(STAMP)
 	rm -rf $(DIST)
-	$(PY) -m build --no-isolation --outdir $(DIST) sdk-python
+	$(PY) -m build --quiet --no-isolation --outdir $(DIST) sdk-python
 
 # Install anywhere: the README's Install commands, run as written, in fresh venvs in a
 # temporary folder (the wheel for a Go host built there, the sdist for a Python host,

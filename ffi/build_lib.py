@@ -134,7 +134,7 @@ def make_ffi(layout: str, sdk_python: Path, build_dir: Path) -> FFI:
     macros = [
         f"#define CPEX_BUILD_INFO_JSON {c_literal(build_info(layout))}",
         f"#define CPEX_BUILD_PY_VERSION {c_literal(py_version)}",
-        f"#define CPEX_BUILD_PY_MAJOR_MINOR {c_literal('%d.%d' % sys.version_info[:2])}",
+        f"#define CPEX_BUILD_PY_MAJOR_MINOR {c_literal('{}.{}'.format(*sys.version_info[:2]))}",
     ]
     if layout == "checkout":
         search_path = pinned_search_path(sdk_python)

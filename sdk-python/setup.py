@@ -42,7 +42,9 @@ def native_root() -> Path:
     for root in (HERE / "native", HERE.parent):
         if all((root / name).is_file() for name in NATIVE_FILES):
             return root
-    raise SystemExit(f"cpexrt: the library's sources ({', '.join(NATIVE_FILES)}) are neither in {HERE / 'native'} nor in {HERE.parent}")
+    raise SystemExit(
+        f"cpexrt: the library's sources ({', '.join(NATIVE_FILES)}) are neither in {HERE / 'native'} nor in {HERE.parent}"
+    )
 
 
 def load_builder(root: Path) -> ModuleType:

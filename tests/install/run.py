@@ -27,7 +27,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "install"
 # Variables a developer's shell or the Makefile may hold that a fresh machine has not.
-SCRUBBED = ("CGO_CFLAGS", "CGO_LDFLAGS", "CGO_CPPFLAGS", "PKG_CONFIG_PATH", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "CPEX_LIBRARY")
+SCRUBBED = (
+    "CGO_CFLAGS",
+    "CGO_LDFLAGS",
+    "CGO_CPPFLAGS",
+    "PKG_CONFIG_PATH",
+    "VIRTUAL_ENV",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "CPEX_LIBRARY",
+)
 
 
 def readme_block(name: str) -> str:
@@ -53,10 +62,14 @@ def expected(venv: Path) -> str:
 
 def run(script: str, cwd: Path, env: dict[str, str], what: str, timeout: float = 300) -> str:
     started = time.monotonic()
-    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
     print(f"test-install: {what}: {time.monotonic() - started:.1f}s", flush=True)
     if proc.returncode != 0:
-        raise SystemExit(f"test-install: {what} failed ({proc.returncode}):\n{script}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
+        raise SystemExit(
+            f"test-install: {what} failed ({proc.returncode}):\n{script}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+        )
     return proc.stdout
 
 
@@ -74,7 +87,10 @@ def main() -> None:
     sdists = sorted(args.dist.glob("cpexrt-*.tar.gz"))
     check(len(wheels) == 1 and len(sdists) == 1, f"expected one wheel and one sdist in {args.dist}, found {wheels + sdists}")
     wheel, sdist = wheels[0], sdists[0]
-    check(re.search(r"-cp3\d+-cp3\d+-linux_\w+\.whl$", wheel.name) is not None, f"{wheel.name}: not tagged for one interpreter and platform")
+    check(
+        re.search(r"-cp3\d+-cp3\d+-linux_\w+\.whl$", wheel.name) is not None,
+        f"{wheel.name}: not tagged for one interpreter and platform",
+    )
 
     env = {k: v for k, v in os.environ.items() if k not in SCRUBBED and not k.startswith("MAKE")}
     env["CPEX"] = str(ROOT)  # the README's $CPEX: a checkout, for sdk-go's source
@@ -88,25 +104,58 @@ def main() -> None:
             shutil.copy2(EXAMPLE / name, go_dir / name)
         shutil.copy2(wheel, go_dir / wheel.name)
         commands = readme_block("go")
-        check(len([line for line in commands.splitlines() if line.strip() and not line.startswith("#")]) <= 5, "more than 5 commands")
+        check(
+            len([line for line in commands.splitlines() if line.strip() and not line.startswith("#")]) <= 5,
+            "more than 5 commands",
+        )
         # Then, in the same shell, the binary for the checks below.
         trailer = "go build -o gateway . && readelf -d gateway > readelf.txt\n"
         out = run(commands + trailer, go_dir, env, "Go host: the README's commands (wheel), go build")
-        check(out.endswith(expected(go_dir / "venv")), f"Go host printed (pip's output, then the host's):\n{out}expected:\n{expected(go_dir / 'venv')}")
+        check(
+            out.endswith(expected(go_dir / "venv")),
+            f"Go host printed (pip's output, then the host's):\n{out}expected:\n{expected(go_dir / 'venv')}",
+        )
 
         # What was built: linked to the venv's libcpex, no build path of this checkout.
         readelf = (go_dir / "readelf.txt").read_text()
         runpath = re.findall(r"\((?:RUNPATH|RPATH)\).*\[(.*)\]", readelf)
-        check(runpath == [str(go_dir / "venv" / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages" / "cpexrt" / "lib")], f"rpath {runpath}")
+        check(
+            runpath
+            == [
+                str(
+                    go_dir
+                    / "venv"
+                    / "lib"
+                    / f"python{sys.version_info.major}.{sys.version_info.minor}"
+                    / "site-packages"
+                    / "cpexrt"
+                    / "lib"
+                )
+            ],
+            f"rpath {runpath}",
+        )
         check(str(ROOT / "build").encode() not in (go_dir / "gateway").read_bytes(), f"the binary names {ROOT / 'build'}")
 
         # Without cgo: one error, naming the fix.
-        proc = subprocess.run(["go", "build", "."], cwd=go_dir, env={**env, "CGO_ENABLED": "0"}, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            ["go", "build", "."], cwd=go_dir, env={**env, "CGO_ENABLED": "0"}, capture_output=True, text=True, timeout=300
+        )
         errors = [line for line in proc.stderr.splitlines() if ".go:" in line]
-        check(proc.returncode != 0 and len(errors) == 1 and "build_with_CGO_ENABLED_1" in errors[0], f"CGO_ENABLED=0 build:\n{proc.stderr}")
+        check(
+            proc.returncode != 0 and len(errors) == 1 and "build_with_CGO_ENABLED_1" in errors[0],
+            f"CGO_ENABLED=0 build:\n{proc.stderr}",
+        )
 
         # mypy, from outside the repository, on a host program against the installed wheel.
-        mypy = [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--python-executable", str(go_dir / "venv" / "bin" / "python")]
+        mypy = [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-incremental",
+            "--python-executable",
+            str(go_dir / "venv" / "bin" / "python"),
+        ]
         proc = subprocess.run([*mypy, "host.py", "policy.py"], cwd=go_dir, env=env, capture_output=True, text=True, timeout=300)
         check(proc.returncode == 0, f"mypy on the installed package:\n{proc.stdout}{proc.stderr}")
         print(f"test-install: mypy --strict on host.py against the installed wheel: {proc.stdout.strip()}")
@@ -120,7 +169,10 @@ def main() -> None:
         commands = readme_block("python")
         check(sdist.name in commands, f"the README's Python host commands do not install {sdist.name}")
         out = run(commands, py_dir, env, "Python host: the README's commands (sdist)")
-        check(out.endswith(expected(py_dir / "venv")), f"Python host printed (pip's output, then the host's):\n{out}expected:\n{expected(py_dir / 'venv')}")
+        check(
+            out.endswith(expected(py_dir / "venv")),
+            f"Python host printed (pip's output, then the host's):\n{out}expected:\n{expected(py_dir / 'venv')}",
+        )
         print(f"test-install: ok (wheel {wheel.name}, sdist {sdist.name}) in {tmp}")
     finally:
         if args.keep:

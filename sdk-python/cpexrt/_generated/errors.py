@@ -83,7 +83,7 @@ class SerializeError(CpexError):
     status = Status.SERIALIZE
 
 
-class PipelineTimeoutError(CpexError):
+class PipelineTimeoutError(CpexError, TimeoutError):
     """A plugin or the whole call ran past its time limit."""
 
     status = Status.TIMEOUT
@@ -147,4 +147,4 @@ UNCHANGED_RESULTS: dict[int, bytes] = {
 }
 
 ABI_VERSION_MAJOR = 1
-ABI_VERSION_MINOR = 1
+ABI_VERSION_MINOR = 2
