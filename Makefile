@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt tests/requirements-pycpex.txt sdk-python/pyproject.toml | cksum | cut -d' ' -f1)
 LIB := build/lib/libcpex.so.1
-PYDIRS := sdk-python/cpexrt codegen/cpex_codegen ffi/build_lib.py sdk-python/tests codegen/tests tests/plugins tests/demos examples/authoring examples/plugins examples/python bench/run.py
+PYDIRS := sdk-python/cpexrt sdk-python/setup.py codegen/cpex_codegen ffi/build_lib.py tests/install sdk-python/tests codegen/tests tests/plugins tests/demos examples/authoring examples/plugins examples/python examples/install bench/run.py
 
 GOMODS := sdk-go examples bench examples/install
 

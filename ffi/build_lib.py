@@ -112,7 +112,7 @@ from {module} import ffi as _ffi, lib as _lib
 _self = _ffi.string(_lib.cpexrt_library_path()).decode("utf-8", "surrogateescape")
 if _self:
     _site = os.path.dirname(os.path.dirname(os.path.dirname(_self)))
-    if not any(os.path.realpath(_p) == _site for _p in sys.path if _p):
+    if not any(os.path.realpath(_p) == os.path.realpath(_site) for _p in sys.path if _p):
         import site
         site.addsitedir(_site)
 """
