@@ -118,9 +118,8 @@ static void cpex__mark_forked(void)
     cpex__forked = 1;
 }
 
-/* The library's own file, as it was loaded (an rpath's or LD_LIBRARY_PATH's folder; a
-   relative name made absolute), "" when dladdr cannot tell; found once. Symlinks are
-   kept: the library belongs to the environment it was found in. */
+/* The library's own file (realpath: an rpath such as cpex.pc's ends in "pkgconfig/..";
+   as loaded when realpath fails), "" when dladdr cannot tell; found once. */
 static char cpex__self_path[PATH_MAX];
 static pthread_once_t cpex__self_once = PTHREAD_ONCE_INIT;
 
@@ -129,7 +128,7 @@ static void cpex__find_self(void)
     Dl_info info;
     if (dladdr((void *)cpex_abi_version, &info) == 0 || info.dli_fname == NULL)
         return;
-    if (info.dli_fname[0] == '/' || realpath(info.dli_fname, cpex__self_path) == NULL)
+    if (realpath(info.dli_fname, cpex__self_path) == NULL)
         snprintf(cpex__self_path, sizeof cpex__self_path, "%s", info.dli_fname);
 }
 

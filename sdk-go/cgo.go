@@ -8,15 +8,13 @@ package cpex
 // (golang/go#24544), so a build would silently link the libcpex of an earlier build
 // (another venv, the checkout); the CGO_* variables are part of the key. (cpexrt also
 // installs a cpex.pc, for C builds and for CGO_CFLAGS="$(pkg-config --cflags cpex)".)
+// Without the flags, cpex_required.h (included first into every cgo file) stops the
+// build with one sentence naming the fix.
 
 /*
+#cgo CFLAGS: -include ${SRCDIR}/cpex_required.h
 #cgo LDFLAGS: -l:libcpex.so.1
 #include <stdlib.h>
-#if defined(__has_include)
-#if !__has_include("cpex.h")
-#error "cpex.h not found: set CGO_CFLAGS and CGO_LDFLAGS for an installed cpexrt with: eval \"$(cpexrt-config --cgo-env)\" (cpex README, Install)"
-#endif
-#endif
 #include "cpex.h"
 */
 import "C"

@@ -5,8 +5,10 @@ a fresh folder outside this checkout, against the sdist and wheel of `make dist`
   cpexrt-config, examples/install/main.go built as a module of its own (go.mod's
   replace points at this checkout's sdk-go source; nothing built here is used), run.
   Then: the binary's rpath names the venv and not this checkout; a CGO_ENABLED=0 build
-  fails with the one error of sdk-go/nocgo.go; mypy --strict passes on the Python host
-  program against the installed wheel (py.typed), from outside the repository.
+  fails with the one error of sdk-go/nocgo.go, and a build without the cgo flags with
+  sdk-go/cgo.go's; a C host links through the installed cpex.pc; mypy --strict passes
+  on the Python host program against the installed wheel (py.typed), from outside the
+  repository.
 - Python host (README block `install: python`): a fresh venv with the sdist (libcpex
   built at install time), examples/install/host.py run.
 
@@ -145,6 +147,24 @@ def main() -> None:
             proc.returncode != 0 and len(errors) == 1 and "build_with_CGO_ENABLED_1" in errors[0],
             f"CGO_ENABLED=0 build:\n{proc.stderr}",
         )
+
+        # cgo without the flags: one error, naming the fix.
+        proc = subprocess.run(["go", "build", "."], cwd=go_dir, env=env, capture_output=True, text=True, timeout=300)
+        check(
+            proc.returncode != 0 and "cpex.h not found: set CGO_CFLAGS and CGO_LDFLAGS" in proc.stderr,
+            f"build without flags:\n{proc.stderr}",
+        )
+
+        # A C host through the installed cpex.pc (pkg-config, ${pcfiledir}-relative).
+        pc_env = {**env, "PKG_CONFIG_PATH": run("venv/bin/cpexrt-config --pkg-config-path", go_dir, env, "cpexrt-config").strip()}
+        flags = subprocess.run(
+            ["pkg-config", "--cflags", "--libs", "cpex"], env=pc_env, capture_output=True, text=True, check=True
+        )
+        host_c = go_dir / "host_smoke"
+        subprocess.run(["gcc", str(ROOT / "tests" / "c" / "host_smoke.c"), *flags.stdout.split(), "-o", str(host_c)], check=True)
+        yaml = (go_dir / "cpex.yaml").read_text().replace('plugin_dirs: ["."]', f"plugin_dirs: [{str(go_dir)!r}]")
+        proc = subprocess.run([str(host_c), yaml], env={}, cwd="/", capture_output=True, text=True, timeout=120)
+        check(proc.stdout.splitlines()[:3] == ["new 0", "init 0", "invoke 0"], f"C host via cpex.pc:\n{proc.stdout}{proc.stderr}")
 
         # mypy, from outside the repository, on a host program against the installed wheel.
         mypy = [
