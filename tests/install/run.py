@@ -7,8 +7,8 @@ a fresh folder outside this checkout, against the sdist and wheel of `make dist`
   Then: the binary's rpath names the venv and not this checkout; a CGO_ENABLED=0 build
   fails with the one error of sdk-go/nocgo.go, and a build without the cgo flags with
   sdk-go/cgo.go's; a C host links through the installed cpex.pc; mypy --strict passes
-  on the Python host program against the installed wheel (py.typed), from outside the
-  repository.
+  on the installed package and on the Python host program against it (py.typed), from
+  outside the repository.
 - Python host (README block `install: python`): a fresh venv with the sdist (libcpex
   built at install time), examples/install/host.py run.
 
@@ -176,9 +176,11 @@ def main() -> None:
             "--python-executable",
             str(go_dir / "venv" / "bin" / "python"),
         ]
-        proc = subprocess.run([*mypy, "host.py", "policy.py"], cwd=go_dir, env=env, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [*mypy, "-p", "cpexrt", "host.py", "policy.py"], cwd=go_dir, env=env, capture_output=True, text=True, timeout=300
+        )
         check(proc.returncode == 0, f"mypy on the installed package:\n{proc.stdout}{proc.stderr}")
-        print(f"test-install: mypy --strict on host.py against the installed wheel: {proc.stdout.strip()}")
+        print(f"test-install: mypy --strict on the installed cpexrt and host.py: {proc.stdout.strip()}")
 
         # Python host, on the sdist (libcpex built at install time).
         py_dir = tmp / "pyhost"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cffi import FFI
+from cffi import FFI  # type: ignore[import-untyped, unused-ignore]  # untyped: the package passes mypy wherever it is installed
 
 from cpexrt import config
 from cpexrt._generated.abi_cdef import CDEF
