@@ -176,10 +176,9 @@ def main() -> None:
             "--python-executable",
             str(go_dir / "venv" / "bin" / "python"),
         ]
-        proc = subprocess.run(
-            [*mypy, "-p", "cpexrt", "host.py", "policy.py"], cwd=go_dir, env=env, capture_output=True, text=True, timeout=300
-        )
-        check(proc.returncode == 0, f"mypy on the installed package:\n{proc.stdout}{proc.stderr}")
+        for what in (["-p", "cpexrt"], ["host.py", "policy.py"]):  # mypy takes a package or files, not both
+            proc = subprocess.run([*mypy, *what], cwd=go_dir, env=env, capture_output=True, text=True, timeout=300)
+            check(proc.returncode == 0, f"mypy {' '.join(what)} against the installed package:\n{proc.stdout}{proc.stderr}")
         print(f"test-install: mypy --strict on the installed cpexrt and host.py: {proc.stdout.strip()}")
 
         # Python host, on the sdist (libcpex built at install time).
