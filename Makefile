@@ -4,14 +4,21 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt tests/requirements-pycpex.txt sdk-python/pyproject.toml | cksum | cut -d' ' -f1)
 LIB := build/lib/libcpex.so.1
-PYDIRS := sdk-python/cpexrt codegen/cpex_codegen ffi/build_lib.py sdk-python/tests codegen/tests tests/plugins tests/demos examples/authoring examples/plugins examples/python bench/run.py examples/codegen/kvstore/python
+PYDIRS := sdk-python/cpexrt sdk-python/setup.py codegen/cpex_codegen ffi/build_lib.py tests/install sdk-python/tests codegen/tests tests/plugins tests/demos examples/authoring examples/plugins examples/python examples/install bench/run.py examples/codegen/kvstore/python
 # The second library made by the generator (docs/codegen.md): libkv, a key-value store.
 KV := examples/codegen/kvstore
 KV_LIB := build/examples/kvstore/libkv.so.1
 
-GOMODS := sdk-go examples bench
+GOMODS := sdk-go examples bench examples/install
 
-.PHONY: all venv lib lib-kv codegen codegen-check abi-check test lint test-python test-go test-fuzz test-example-codegen typecheck demo demos bench clean
+# cgo finds cpex.h and libcpex.so.1 through CGO_CFLAGS / CGO_LDFLAGS (sdk-go/cgo.go):
+# here, this checkout's include/ and build/lib. For go commands run by hand in this
+# checkout: eval "$$(make -s go-env)".
+export CGO_CFLAGS := -O2 -g -I$(CURDIR)/include
+export CGO_LDFLAGS := -O2 -g -L$(CURDIR)/build/lib -Wl,-rpath,$(CURDIR)/build/lib
+DIST := build/dist
+
+.PHONY: all venv lib lib-kv codegen codegen-check abi-check test lint test-python test-go test-fuzz test-example-codegen test-install typecheck demo demos bench dist go-env clean
 
 all: lib demo
 
@@ -84,7 +91,23 @@ test-fuzz: lib
 	cd sdk-go && for t in FuzzInvokePayload FuzzInvokeExtensions FuzzConfig; do \
 		go test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) . || exit 1; done
 
-test: lint codegen-check typecheck test-python test-go test-fuzz test-example-codegen
+# cpexrt's sdist and wheel (cp311, this platform; libcpex inside), as pip would build
+# them (sdk-python/setup.py), into build/dist.
+dist: $(STAMP)
+	rm -rf $(DIST)
+	$(PY) -m build --quiet --no-isolation --outdir $(DIST) sdk-python
+
+# Install anywhere: the README's Install commands, run as written, in fresh venvs in a
+# temporary folder (the wheel for a Go host built there, the sdist for a Python host,
+# mypy on that host against the installed package); nothing of this checkout but
+# sdk-go's source and the dist files.
+test-install: dist
+	$(PY) tests/install/run.py --dist $(DIST)
+
+go-env:
+	@echo "export CGO_CFLAGS='$(CGO_CFLAGS)' CGO_LDFLAGS='$(CGO_LDFLAGS)'"
+
+test: lint codegen-check typecheck test-python test-go test-fuzz test-example-codegen test-install
 
 # The main demo: a Go host, generic payloads (examples/generic).
 demo: lib

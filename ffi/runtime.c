@@ -9,9 +9,12 @@
      RT_EXPORT(copy_out)     -> kvrt_copy_out      called by the library's Python side
      RT_PRIVATE(fail)        -> kv__fail           static, called by the generated shims
      RT_STATUS(ERR_INTERNAL) -> KV_ERR_INTERNAL    rt_status -> kv_status
-   and RT_NAME ("kv"), RT_ABI_VERSION and the RT_BUILD_* values pinned at build time.
+   and RT_NAME ("kv"), RT_ABI_VERSION and the RT_BUILD_* values pinned at build time
+   (RT_BUILD_RELOCATABLE: the package layout, which finds its interpreter at start-up).
    Names used only in this file are static and start with rt__. */
 
+#include <dlfcn.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -124,12 +127,65 @@ static void rt__mark_forked(void)
     rt__forked = 1;
 }
 
+/* The library's own file (realpath: an rpath such as a .pc file's ends in
+   "pkgconfig/.."; as loaded when realpath fails), "" when dladdr cannot tell; found once. */
+static char rt__self_path[PATH_MAX];
+static pthread_once_t rt__self_once = PTHREAD_ONCE_INIT;
+
+static void rt__find_self(void)
+{
+    Dl_info info;
+    if (dladdr((void *)RT_PUBLIC(abi_version), &info) == 0 || info.dli_fname == NULL)
+        return;
+    if (realpath(info.dli_fname, rt__self_path) == NULL)
+        snprintf(rt__self_path, sizeof rt__self_path, "%s", info.dli_fname);
+}
+
+/* Called by the init code (package layout): where this library is installed. */
+const char *RT_EXPORT(library_path)(void)
+{
+    pthread_once(&rt__self_once, rt__find_self);
+    return rt__self_path;
+}
+
+#ifdef RT_BUILD_RELOCATABLE
+/* The interpreter of the environment the library is installed in: the library is
+   <prefix>/lib/pythonX.Y/site-packages/<package>/lib/<soname>, so <prefix>/bin/pythonX.Y
+   (or python3, python) - a venv's, whose pyvenv.cfg then names its base installation to
+   CPython's own path calculation. Writes the path into out; -1 when there is none. */
+static int rt__find_program(char *out, size_t size)
+{
+    static const char *const names[] = {"python" RT_BUILD_PY_MAJOR_MINOR, "python3", "python", NULL};
+    char prefix[PATH_MAX];
+    char *slash;
+    int up, i;
+
+    snprintf(prefix, sizeof prefix, "%s", RT_EXPORT(library_path)());
+    for (up = 0; up < 6; up++) {
+        slash = strrchr(prefix, '/');
+        if (slash == NULL || slash == prefix)
+            return -1;
+        *slash = '\0';
+    }
+    for (i = 0; names[i] != NULL; i++) {
+        if ((size_t)snprintf(out, size, "%s/bin/%s", prefix, names[i]) < size && access(out, X_OK) == 0)
+            return 0;
+    }
+    return -1;
+}
+#endif
+
 static void rt__start_python(void)
 {
+#ifdef RT_BUILD_RELOCATABLE
+    char program[PATH_MAX];
+    wchar_t *found = NULL;
+#else
     static const wchar_t *const search_path[] = RT_BUILD_SEARCH_PATH;
+    size_t i;
+#endif
     PyConfig config;
     PyStatus st;
-    size_t i;
 
     rt__pid = getpid();
     pthread_atfork(NULL, NULL, rt__mark_forked);
@@ -139,9 +195,31 @@ static void rt__start_python(void)
     sigaction(SIGINT, NULL, &rt__host_sigint);
     PyConfig_InitIsolatedConfig(&config);
     config.install_signal_handlers = 0;
-    config.site_import = 0;
     config.parse_argv = 0;
     config.write_bytecode = 0;
+#ifdef RT_BUILD_RELOCATABLE
+    /* The environment's interpreter, as `python -I` would start: CPython computes the
+       stdlib from it (through a venv's pyvenv.cfg), and site adds the environment's
+       site-packages with their .pth files. No interpreter beside the library (a --user
+       install): the build's base interpreter, and the init code adds the library's
+       site-packages. */
+    if (rt__find_program(program, sizeof program) == 0)
+        found = Py_DecodeLocale(program, NULL);
+    config.site_import = 1;
+    if (rt__set_path(&config, &config.program_name, found != NULL ? found : RT_BUILD_PROGRAM, "program_name") < 0) {
+        PyMem_RawFree(found);
+        goto done;
+    }
+    PyMem_RawFree(found);
+    st = Py_InitializeFromConfig(&config);
+    if (PyStatus_Exception(st)) {
+        snprintf(rt__start_error, sizeof rt__start_error, "Python %s for %s: %s%s%s", RT_BUILD_PY_VERSION,
+                 RT_EXPORT(library_path)(), st.func ? st.func : "", st.func ? ": " : "",
+                 st.err_msg ? st.err_msg : "exit requested");
+        goto done;
+    }
+#else
+    config.site_import = 0;
     if (rt__set_path(&config, &config.program_name, RT_BUILD_PROGRAM, "program_name") < 0 ||
         rt__set_path(&config, &config.home, RT_BUILD_HOME, "home") < 0)
         goto done;
@@ -161,6 +239,7 @@ static void rt__start_python(void)
                  st.func ? ": " : "", st.err_msg ? st.err_msg : "exit requested");
         goto done;
     }
+#endif
     /* Release the GIL: every call takes it through cffi's PyGILState_Ensure. */
     PyEval_SaveThread();
 done:

@@ -324,6 +324,48 @@ cpex_status cpex_invoke(cpex_manager *manager, const char *hook, size_t hook_len
 cpex_status cpex_invoke_request(cpex_manager *manager, const char *hook, size_t hook_len, uint8_t payload_type, const uint8_t *payload, size_t payload_len, const uint8_t *extensions, size_t extensions_len, const uint8_t *request, size_t request_len, cpex_context *context, uint8_t **out_result, size_t *out_result_len, cpex_context **out_context, cpex_background **out_background, char **err_msg);
 
 /*
+ * cpex_invoke_with
+ *
+ * cpex_invoke_request with the call's options (CallOptions). With timeout_ms,
+ * the call fails closed with CPEX_ERR_TIMEOUT once it ran that long (or
+ * plugin_settings.invoke_timeout, if shorter), whatever the plugins' on_error:
+ * the engine stops the running plugin as at its own timeouts, and the context
+ * table passed in stays valid. Since ABI 1.2.
+ *
+ *  hook: The hook name (built-in or custom).
+ *  payload_type: A CPEX_PAYLOAD_* id.
+ *  payload: The payload, MessagePack (a map for the generic type). Refused with
+ *    CPEX_ERR_INVALID_INPUT, before it is decoded or copied, when larger than
+ *    plugin_settings.max_payload_bytes or when an array or map in it has more
+ *    entries than plugin_settings.max_collection_entries.
+ *  extensions: The extensions, a MessagePack map; NULL / 0 for none. Limited like the
+ *    payload, by plugin_settings.max_extensions_bytes.
+ *  request: The request's global context, a MessagePack GlobalContext map (request_id,
+ *    user, tenant_id, server_id, content_type, metadata); NULL / 0 for none.
+ *    Plugins read it (py-cpex plugins as their PluginContext.global_context),
+ *    and py-cpex conditions match on it. Limited like the extensions.
+ *  options: The call's options, a MessagePack CallOptions map (timeout_ms: the call's
+ *    own time limit); NULL / 0 for none. Limited like the extensions; an
+ *    unknown field or a value of the wrong type is refused with
+ *    CPEX_ERR_INVALID_INPUT naming it.
+ *  context: The context table returned by the previous invoke of the same request, or
+ *    NULL. It is consumed only when the call returns CPEX_OK (do not free it
+ *    then); on any error status it stays valid and unchanged, so it may be
+ *    passed again (a retry, or the post hook) or freed. Before ABI 1.1 it was
+ *    consumed on failure too.
+ *  out_result: Receives the PipelineResult, MessagePack.
+ *  out_context: Receives the request's context table, or NULL when no plugin keeps state.
+ *    Pass it to the next invoke of the request or free it with
+ *    cpex_free_context.
+ *  out_background: Receives the fire-and-forget tasks, or NULL when none were started. Wait
+ *    for them with cpex_wait_background and/or free them with
+ *    cpex_free_background.
+ *  err_msg: NULL, or receives the caller-owned message of a failure.
+ *  Returns CPEX_OK or a CPEX_ERR_* status; CPEX_ERR_INVALID_HANDLE for a bad handle.
+ */
+cpex_status cpex_invoke_with(cpex_manager *manager, const char *hook, size_t hook_len, uint8_t payload_type, const uint8_t *payload, size_t payload_len, const uint8_t *extensions, size_t extensions_len, const uint8_t *request, size_t request_len, const uint8_t *options, size_t options_len, cpex_context *context, uint8_t **out_result, size_t *out_result_len, cpex_context **out_context, cpex_background **out_background, char **err_msg);
+
+/*
  * cpex_wait_background
  *
  * Blocks until every fire-and-forget task of the invoke has finished.

@@ -250,6 +250,20 @@ func callInvokeRequest(manager *C.cpex_manager, hook string, payloadType uint8, 
 	return takeBytes(outResult, outResultLen), outContext, outBackground, nil
 }
 
+// callInvokeWith calls cpex_invoke_with: cpex_invoke_request with the call's options (CallOptions). With timeout_ms, the call fails closed with CPEX_ERR_TIMEOUT once it ran that long (or plugin_settings.invoke_timeout, if shorter), whatever the plugins' on_error: the engine stops the running plugin as at its own timeouts, and the context table passed in stays valid. Since ABI 1.2.
+func callInvokeWith(manager *C.cpex_manager, hook string, payloadType uint8, payload []byte, extensions []byte, request []byte, options []byte, context *C.cpex_context) ([]byte, *C.cpex_context, *C.cpex_background, error) {
+	var outResult *C.uint8_t
+	var outResultLen C.size_t
+	var outContext *C.cpex_context
+	var outBackground *C.cpex_background
+	var errMsg *C.char
+	status := C.cpex_invoke_with(manager, cText(hook), C.size_t(len(hook)), C.uint8_t(payloadType), cBytes(payload), C.size_t(len(payload)), cBytes(extensions), C.size_t(len(extensions)), cBytes(request), C.size_t(len(request)), cBytes(options), C.size_t(len(options)), context, &outResult, &outResultLen, &outContext, &outBackground, &errMsg)
+	if int32(status) != codeOk {
+		return nil, nil, nil, newError(int32(status), takeMessage(errMsg))
+	}
+	return takeBytes(outResult, outResultLen), outContext, outBackground, nil
+}
+
 // callWaitBackground calls cpex_wait_background: Blocks until every fire-and-forget task of the invoke has finished.
 func callWaitBackground(background *C.cpex_background) ([]byte, error) {
 	var outErrors *C.uint8_t

@@ -1,8 +1,19 @@
 package cpex
 
+// Where libcpex and its header are comes from the environment, never from a path in
+// this package: CGO_CFLAGS (-I the folder of cpex.h) and CGO_LDFLAGS (-L and an rpath
+// to the folder of libcpex.so.1), which `eval "$(cpexrt-config --cgo-env)"` sets for
+// an installed cpexrt and the Makefile sets for this repository (README, "Install").
+// Not `#cgo pkg-config`: Go's build cache does not key on pkg-config's answers
+// (golang/go#24544), so a build would silently link the libcpex of an earlier build
+// (another venv, the checkout); the CGO_* variables are part of the key. (cpexrt also
+// installs a cpex.pc, for C builds and for CGO_CFLAGS="$(pkg-config --cflags cpex)".)
+// Without the flags, cpex_required.h (included first into every cgo file) stops the
+// build with one sentence naming the fix.
+
 /*
-#cgo CFLAGS: -I${SRCDIR}/../include
-#cgo LDFLAGS: -L${SRCDIR}/../build/lib -lcpex -Wl,-rpath,${SRCDIR}/../build/lib
+#cgo CFLAGS: -include ${SRCDIR}/cpex_required.h
+#cgo LDFLAGS: -l:libcpex.so.1
 #include <stdlib.h>
 #include "cpex.h"
 */

@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // DefaultMaxInFlight bounds the calls that may be inside the library at once. Each
@@ -361,6 +362,14 @@ type InvokeOptions struct {
 	// Context is the context table returned by the previous invoke of the same
 	// request, or nil; consumed only when the invoke succeeds (see InvokeByName).
 	Context *ContextTable
+	// Timeout is the call's own time limit (rounded up to whole milliseconds), 0 for
+	// none: the library stops the running plugin once the call ran this long and the
+	// call fails with ErrCpexTimeout, whatever the plugins' on_error
+	// (plugin_settings.invoke_timeout still applies when it is shorter); Context then
+	// stays usable. Unlike goctx's deadline, which only stops waiting for the call,
+	// the plugins stop too. A negative Timeout fails with ErrCpexInvalidInput. Since
+	// ABI 1.2 (cpex_invoke_with).
+	Timeout time.Duration
 }
 
 // InvokeByNameWith is InvokeByNameContext with its optional inputs in opts, and the
@@ -384,7 +393,7 @@ func (m *PluginManager) invoke(goctx context.Context, op, hook string, payloadTy
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	in, err := encodeInvokeInput(op, payload, opts.Extensions, opts.Request)
+	in, err := encodeInvokeInput(op, payload, opts.Extensions, opts.Request, opts.Timeout)
 	if err != nil {
 		ctx.giveBack(ctxHandle)
 		return nil, nil, nil, err
@@ -398,7 +407,9 @@ func (m *PluginManager) invoke(goctx context.Context, op, hook string, payloadTy
 	call := func() invokeOutput {
 		defer leave()
 		var out invokeOutput
-		if in.request != nil {
+		if in.options != nil {
+			out.raw, out.ctx, out.bg, out.err = callInvokeWith(h, hook, payloadType, in.payload, in.extensions, in.request, in.options, ctxHandle)
+		} else if in.request != nil {
 			out.raw, out.ctx, out.bg, out.err = callInvokeRequest(h, hook, payloadType, in.payload, in.extensions, in.request, ctxHandle)
 		} else {
 			out.raw, out.ctx, out.bg, out.err = callInvoke(h, hook, payloadType, in.payload, in.extensions, ctxHandle)
@@ -455,10 +466,19 @@ func (o invokeOutput) release() {
 // invokeInput is an invoke's input as the library takes it: MessagePack, nil for
 // what is absent.
 type invokeInput struct {
-	payload, extensions, request []byte
+	payload, extensions, request, options []byte
 }
 
-func encodeInvokeInput(op string, payload, extensions any, request *GlobalContext) (in invokeInput, err error) {
+func encodeInvokeInput(op string, payload, extensions any, request *GlobalContext, timeout time.Duration) (in invokeInput, err error) {
+	if timeout < 0 {
+		return invokeInput{}, newError(codeInvalidInput, fmt.Sprintf("%s: Timeout: expected a positive duration or 0 (none), got %v", op, timeout))
+	}
+	if timeout > 0 {
+		ms := uint64((timeout + time.Millisecond - 1) / time.Millisecond)
+		if in.options, err = encode(&CallOptions{TimeoutMs: ms}, op+": options"); err != nil {
+			return invokeInput{}, err
+		}
+	}
 	if in.payload, err = encode(payload, op+": payload"); err != nil {
 		return invokeInput{}, err
 	}

@@ -4248,6 +4248,62 @@ func (r *GlobalContext) DecodeMsgpack(dec *msgpack.Decoder) error {
 	return nil
 }
 
+// CallOptions: The options of one invoke (cpex_invoke_with); every field is optional, and absent means the config's behaviour.
+type CallOptions struct {
+	// The call's own time limit, in milliseconds: the invoke fails with the timeout status (whatever the plugins' on_error) once it ran this long, or plugin_settings.invoke_timeout if that is shorter. Absent or 0: invoke_timeout alone.
+	TimeoutMs uint64 `msgpack:"timeout_ms,omitempty"`
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField `msgpack:"-"`
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
+func (r CallOptions) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra)
+	if r.TimeoutMs != 0 {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if r.TimeoutMs != 0 {
+		if err := encodeField(enc, "timeout_ms", r.TimeoutMs); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *CallOptions) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("CallOptions: %w", err)
+	}
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("CallOptions: field name: %w", err)
+		}
+		switch key {
+		case "timeout_ms":
+			if err := decodeInto(dec, &r.TimeoutMs); err != nil {
+				return fmt.Errorf("CallOptions.timeout_ms: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("CallOptions.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	return nil
+}
+
 // ToolPreInvokePayload: The payload of tool_pre_invoke - a tool about to be called.
 type ToolPreInvokePayload struct {
 	Name string `msgpack:"name"`
@@ -6266,6 +6322,7 @@ var wireTypes = map[string]func() any{
 	"AudioSource":                          func() any { return new(AudioSource) },
 	"DocumentSource":                       func() any { return new(DocumentSource) },
 	"GlobalContext":                        func() any { return new(GlobalContext) },
+	"CallOptions":                          func() any { return new(CallOptions) },
 	"ToolPreInvokePayload":                 func() any { return new(ToolPreInvokePayload) },
 	"ToolPostInvokePayload":                func() any { return new(ToolPostInvokePayload) },
 	"PromptPrehookPayload":                 func() any { return new(PromptPrehookPayload) },

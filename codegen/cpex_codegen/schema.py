@@ -6,6 +6,7 @@ Everything the generator renders comes from these models, so a mistake in
 
 from __future__ import annotations
 
+import builtins
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -57,13 +58,20 @@ class Status(Strict):
     doc: str
     go_sentinel: str | None = Field(default=None, pattern=r"^Err[A-Za-z0-9]+$")
     py_exception: str | None = Field(default=None, pattern=r"^[A-Z][A-Za-z0-9]*Error$")
+    # A Python built-in exception the class also derives from, so that callers' own
+    # `except TimeoutError` catches it.
+    py_builtin_base: str | None = Field(default=None, pattern=r"^[A-Z][A-Za-z0-9]*Error$")
 
     @model_validator(mode="after")
     def _error_names(self) -> Status:
         if self.code < 0 and (self.go_sentinel is None or self.py_exception is None):
             raise ValueError(f"status {self.name}: an error status needs go_sentinel and py_exception")
-        if self.code == 0 and (self.go_sentinel or self.py_exception):
+        if self.code == 0 and (self.go_sentinel or self.py_exception or self.py_builtin_base):
             raise ValueError(f"status {self.name}: the ok status has no error names")
+        if self.py_builtin_base is not None:
+            base = getattr(builtins, self.py_builtin_base, None)
+            if not (isinstance(base, type) and issubclass(base, Exception)):
+                raise ValueError(f"status {self.name}: py_builtin_base {self.py_builtin_base!r} is no built-in Exception class")
         return self
 
 

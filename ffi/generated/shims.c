@@ -258,6 +258,45 @@ cpex_status cpex_invoke_request(cpex_manager *manager, const char *hook, size_t 
     return rc;
 }
 
+cpex_status cpex_invoke_with(cpex_manager *manager, const char *hook, size_t hook_len, uint8_t payload_type, const uint8_t *payload, size_t payload_len, const uint8_t *extensions, size_t extensions_len, const uint8_t *request, size_t request_len, const uint8_t *options, size_t options_len, cpex_context *context, uint8_t **out_result, size_t *out_result_len, cpex_context **out_context, cpex_background **out_background, char **err_msg)
+{
+    uintptr_t tok_out_context = 0;
+    uintptr_t tok_out_background = 0;
+    int rc;
+    if (err_msg != NULL) *err_msg = NULL;
+    if (out_result != NULL) *out_result = NULL;
+    if (out_result_len != NULL) *out_result_len = 0;
+    if (out_result == NULL || out_result_len == NULL)
+        return cpex__fail(err_msg, CPEX_ERR_INVALID_INPUT, "cpex_invoke_with: out_result and out_result_len must not be NULL");
+    if (out_context == NULL)
+        return cpex__fail(err_msg, CPEX_ERR_INVALID_INPUT, "cpex_invoke_with: out_context must not be NULL");
+    *out_context = NULL;
+    if (out_background == NULL)
+        return cpex__fail(err_msg, CPEX_ERR_INVALID_INPUT, "cpex_invoke_with: out_background must not be NULL");
+    *out_background = NULL;
+    if (hook == NULL && hook_len != 0)
+        return cpex__fail(err_msg, CPEX_ERR_INVALID_INPUT, "cpex_invoke_with: hook is NULL but hook_len is %zu", hook_len);
+    if (payload == NULL && payload_len != 0)
+        return cpex__fail(err_msg, CPEX_ERR_INVALID_INPUT, "cpex_invoke_with: payload is NULL but payload_len is %zu", payload_len);
+    if (extensions == NULL && extensions_len != 0)
+        return cpex__fail(err_msg, CPEX_ERR_INVALID_INPUT, "cpex_invoke_with: extensions is NULL but extensions_len is %zu", extensions_len);
+    if (request == NULL && request_len != 0)
+        return cpex__fail(err_msg, CPEX_ERR_INVALID_INPUT, "cpex_invoke_with: request is NULL but request_len is %zu", request_len);
+    if (options == NULL && options_len != 0)
+        return cpex__fail(err_msg, CPEX_ERR_INVALID_INPUT, "cpex_invoke_with: options is NULL but options_len is %zu", options_len);
+    if (manager == NULL)
+        return cpex__fail(err_msg, CPEX_ERR_INVALID_HANDLE, "cpex_invoke_with: manager handle is NULL");
+    rc = cpex__runtime_ready(err_msg);
+    if (rc != CPEX_OK)
+        return rc;
+    rc = cpex__status_of(cpexpy_invoke_with((uintptr_t)manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, request, request_len, options, options_len, (uintptr_t)context, out_result, out_result_len, &tok_out_context, &tok_out_background, err_msg), "cpex_invoke_with", err_msg);
+    if (rc == CPEX_OK)
+        *out_context = (cpex_context *)tok_out_context;
+    if (rc == CPEX_OK)
+        *out_background = (cpex_background *)tok_out_background;
+    return rc;
+}
+
 cpex_status cpex_wait_background(cpex_background *background, uint8_t **out_errors, size_t *out_errors_len, char **err_msg)
 {
     int rc;

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import msgpack
+import msgpack  # type: ignore[import-untyped, unused-ignore]  # untyped: the package passes mypy wherever it is installed
 from pydantic import BaseModel, ConfigDict
 
 from cpexrt.errors import InvalidInputError, ParseError, SerializeError

@@ -144,7 +144,8 @@ def test_error_message_pointer_may_be_null(library: Library) -> None:
 
 def test_build_info_and_version(library: Library) -> None:
     assert library.lib.cpex_abi_version() == 1 << 16 | 2
-    assert set(library.build_info) == {"abi", "python_version", "python_prefix", "python_executable"}
+    assert set(library.build_info) == {"abi", "layout", "python_version", "python_prefix", "python_executable"}
+    assert library.build_info["layout"] == "checkout"
 
 
 def test_an_incompatible_library_is_refused_naming_both_versions(library: Library, tmp_path: Path) -> None:
@@ -157,8 +158,23 @@ def test_an_incompatible_library_is_refused_naming_both_versions(library: Librar
     running = ".".join(map(str, sys.version_info[:3]))
     with pytest.raises(AbiMismatchError, match=rf"built for Python 3\.12\.1 at .*; this process runs Python {running}"):
         check_compatible(library.path, version, other)
+    moved = {**good, "python_prefix": "/elsewhere"}
+    with pytest.raises(AbiMismatchError, match=r"built for Python .* at /elsewhere; this process runs"):
+        check_compatible(library.path, version, moved)
     with pytest.raises(RuntimeInitError, match="libcpex not found"):
         load_library(tmp_path / "missing.so")
+
+
+def test_an_installed_library_is_refused_only_for_another_python_version(library: Library) -> None:
+    # A wheel's library (layout "package") runs on any installation of its Python
+    # major.minor: the prefix and the patch level of the build do not matter.
+    version = library.lib.cpex_abi_version()
+    major, minor = sys.version_info[:2]
+    wheel = {**library.build_info, "layout": "package", "python_prefix": "/build/env", "python_version": f"{major}.{minor}.0"}
+    check_compatible(library.path, version, wheel)
+    other = {**wheel, "python_version": f"{major}.{minor + 1}.0"}
+    with pytest.raises(AbiMismatchError, match=rf"built for Python {major}\.{minor + 1}; this process runs Python"):
+        check_compatible(library.path, version, other)
 
 
 NOBODY = b"hook_nobody_handles"

@@ -3,11 +3,14 @@ a Python host alike."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from cpexrt import config
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -22,7 +25,9 @@ DEMOS = {
 @pytest.mark.parametrize("name", list(DEMOS))
 def test_demo_prints_the_expected_output(name: str) -> None:
     command, expected = DEMOS[name]
-    proc = subprocess.run(command, cwd=EXAMPLES, capture_output=True, text=True, timeout=300)
+    # The checkout's library for go (as the Makefile sets it), also when pytest runs alone.
+    env = {**os.environ, **config.layout().cgo_environ()}
+    proc = subprocess.run(command, cwd=EXAMPLES, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == (EXAMPLES / "expected" / expected).read_text()
 

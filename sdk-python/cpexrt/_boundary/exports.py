@@ -15,7 +15,7 @@ from cpexrt._boundary.handles import HANDLES, Kind
 from cpexrt._boundary.signals import refuse_signal_handlers
 from cpexrt._generated.abi_cdef import PYTHON_FUNCTIONS
 from cpexrt._generated.errors import UNCHANGED_RESULTS, Status
-from cpexrt._generated.records import PipelineResult, PluginError
+from cpexrt._generated.records import CallOptions, PipelineResult, PluginError
 from cpexrt.engine import Engine
 from cpexrt.engine.executor import PipelineOutcome
 from cpexrt.errors import CpexError, InvalidInputError
@@ -208,6 +208,46 @@ class Exports:
         out_context: Any,
         out_background: Any,
     ) -> None:
+        self.invoke_with(
+            manager,
+            hook,
+            hook_len,
+            payload_type,
+            payload,
+            payload_len,
+            extensions,
+            extensions_len,
+            request,
+            request_len,
+            self.ffi.NULL,
+            0,
+            context,
+            out_result,
+            out_result_len,
+            out_context,
+            out_background,
+        )
+
+    def invoke_with(
+        self,
+        manager: int,
+        hook: Any,
+        hook_len: int,
+        payload_type: int,
+        payload: Any,
+        payload_len: int,
+        extensions: Any,
+        extensions_len: int,
+        request: Any,
+        request_len: int,
+        options: Any,
+        options_len: int,
+        context: int,
+        out_result: Any,
+        out_result_len: Any,
+        out_context: Any,
+        out_background: Any,
+    ) -> None:
         # The context is consumed only when the call succeeds, as documented in cpex.h.
         ctx = HANDLES.get(Kind.CONTEXT, context, "context") if context else None
         mgr = self._manager(manager, "manager")
@@ -232,6 +272,10 @@ class Exports:
             if request_len:
                 _check_size("request", request_len, limits.max_extensions_bytes, "max_extensions_bytes")
                 global_context = self._decode(self.ffi.buffer(request, request_len)[:], "request", entries)
+            timeout = None
+            if options_len:
+                _check_size("options", options_len, limits.max_extensions_bytes, "max_extensions_bytes")
+                timeout = _call_timeout(self._decode(self.ffi.buffer(options, options_len)[:], "options", entries))
             outcome = mgr.invoke(
                 hook_name,
                 payload_type,
@@ -242,6 +286,7 @@ class Exports:
                 extensions_wire=ext_wire,
                 owned=True,
                 request=global_context,
+                timeout=timeout,
                 serving=serving,
             )
             try:
@@ -292,6 +337,23 @@ def _check_size(what: str, size: int, limit: int, setting: str) -> None:
         raise InvalidInputError(
             f"{what}: {size} bytes, over the limit of {limit} (plugin_settings.{setting}); refused before decoding"
         )
+
+
+def _call_timeout(options: Any) -> float | None:
+    """The call's time limit in seconds from its CallOptions map, or None. An option
+    this library does not know is refused, not ignored: the caller counts on it."""
+    if not isinstance(options, dict):
+        raise InvalidInputError(f"options: expected a CallOptions map, got {type(options).__name__}")
+    known = {f.name for f in CallOptions.WIRE}
+    unknown = sorted(str(k) for k in options if k not in known)
+    if unknown:
+        raise InvalidInputError(f"options.{unknown[0]}: not an option of this library (known: {', '.join(sorted(known))})")
+    timeout_ms = options.get("timeout_ms")
+    if timeout_ms is None or timeout_ms == 0:
+        return None
+    if type(timeout_ms) is not int or timeout_ms < 0:
+        raise InvalidInputError(f"options.timeout_ms: expected a non-negative integer of milliseconds, got {timeout_ms!r}")
+    return timeout_ms / 1000
 
 
 def _result_bytes(result: PipelineOutcome, payload_type: int) -> bytes:

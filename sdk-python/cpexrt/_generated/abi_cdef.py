@@ -23,6 +23,7 @@ cpex_status cpex_plugin_names(cpex_manager *manager, uint8_t **out_names, size_t
 cpex_status cpex_is_initialized(cpex_manager *manager, int *out_initialized, char **err_msg);
 cpex_status cpex_invoke(cpex_manager *manager, const char *hook, size_t hook_len, uint8_t payload_type, const uint8_t *payload, size_t payload_len, const uint8_t *extensions, size_t extensions_len, cpex_context *context, uint8_t **out_result, size_t *out_result_len, cpex_context **out_context, cpex_background **out_background, char **err_msg);
 cpex_status cpex_invoke_request(cpex_manager *manager, const char *hook, size_t hook_len, uint8_t payload_type, const uint8_t *payload, size_t payload_len, const uint8_t *extensions, size_t extensions_len, const uint8_t *request, size_t request_len, cpex_context *context, uint8_t **out_result, size_t *out_result_len, cpex_context **out_context, cpex_background **out_background, char **err_msg);
+cpex_status cpex_invoke_with(cpex_manager *manager, const char *hook, size_t hook_len, uint8_t payload_type, const uint8_t *payload, size_t payload_len, const uint8_t *extensions, size_t extensions_len, const uint8_t *request, size_t request_len, const uint8_t *options, size_t options_len, cpex_context *context, uint8_t **out_result, size_t *out_result_len, cpex_context **out_context, cpex_background **out_background, char **err_msg);
 cpex_status cpex_wait_background(cpex_background *background, uint8_t **out_errors, size_t *out_errors_len, char **err_msg);
 cpex_status cpex_free_background(cpex_background *background, char **err_msg);
 cpex_status cpex_free_context(cpex_context *context, char **err_msg);
@@ -46,6 +47,7 @@ PYTHON_FUNCTIONS: tuple[str, ...] = (
     'is_initialized',
     'invoke',
     'invoke_request',
+    'invoke_with',
     'wait_background',
     'free_background',
     'free_context',

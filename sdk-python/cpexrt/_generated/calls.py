@@ -162,6 +162,20 @@ def invoke_request(library: Library, scratch: Scratch, manager: Any, hook: bytes
     return library.take_bytes(scratch.out_result, scratch.out_result_len[0]), scratch.out_context[0], scratch.out_background[0]
 
 
+def invoke_with(library: Library, manager: Any, hook: bytes, payload_type: int, payload: bytes, extensions: bytes, request: bytes, options: bytes, context: Any) -> tuple[bytes, Any, Any]:
+    """Calls cpex_invoke_with: cpex_invoke_request with the call's options (CallOptions). With timeout_ms, the call fails closed with CPEX_ERR_TIMEOUT once it ran that long (or plugin_settings.invoke_timeout, if shorter), whatever the plugins' on_error: the engine stops the running plugin as at its own timeouts, and the context table passed in stays valid. Since ABI 1.2."""
+    ffi = library.ffi
+    out_result = ffi.new("uint8_t **")
+    out_result_len = ffi.new("size_t *")
+    out_context = ffi.new("cpex_context **")
+    out_background = ffi.new("cpex_background **")
+    err_msg = ffi.new("char **")
+    status = library.lib.cpex_invoke_with(manager, hook, len(hook), payload_type, payload, len(payload), extensions, len(extensions), request, len(request), options, len(options), context, out_result, out_result_len, out_context, out_background, err_msg)
+    if status:
+        library.check(status, err_msg)
+    return library.take_bytes(out_result, out_result_len[0]), out_context[0], out_background[0]
+
+
 def wait_background(library: Library, background: Any) -> bytes:
     """Calls cpex_wait_background: Blocks until every fire-and-forget task of the invoke has finished."""
     ffi = library.ffi

@@ -83,7 +83,7 @@ class SerializeError(CpexError):
     status = Status.SERIALIZE
 
 
-class PipelineTimeoutError(CpexError):
+class PipelineTimeoutError(CpexError, TimeoutError):
     """A plugin or the whole call ran past its time limit."""
 
     status = Status.TIMEOUT

@@ -735,6 +735,16 @@ class GlobalContext(WireRecord):
     metadata: dict[str, Any] | None = None
 
 
+class CallOptions(WireRecord):
+    """The options of one invoke (cpex_invoke_with); every field is optional, and absent means the config's behaviour."""
+
+    WIRE: ClassVar[tuple[WireField, ...]] = (
+        WireField('timeout_ms', optional=True),
+    )
+
+    timeout_ms: int | None = None
+
+
 class ToolPreInvokePayload(WireRecord):
     """The payload of tool_pre_invoke - a tool about to be called."""
 

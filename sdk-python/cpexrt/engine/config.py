@@ -7,7 +7,7 @@ import reprlib
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
-import yaml
+import yaml  # type: ignore[import-untyped, unused-ignore]  # typed only with types-PyYAML installed
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cpexrt._generated.slots import CAPABILITIES

@@ -161,6 +161,7 @@ class Invocation:
         "global_state",
         "deadline",
         "invoke_timeout",
+        "invoke_timeout_source",
         "limits",
         "request",
     )
@@ -178,6 +179,7 @@ class Invocation:
         invoke_timeout: float,
         limits: payloads.Limits,
         request: dict[str, Any] | None = None,
+        invoke_timeout_source: str = "plugin_settings.invoke_timeout",
     ) -> None:
         self.hook, self.payload_type, self.payload = hook, payload_type, payload
         self.extensions, self.has_extensions = extensions, has_extensions
@@ -185,6 +187,7 @@ class Invocation:
         self.states: dict[str, dict[str, Any]] = {}
         self.global_state = global_state
         self.deadline, self.invoke_timeout, self.limits = deadline, invoke_timeout, limits
+        self.invoke_timeout_source = invoke_timeout_source  # what set the limit, for the message
         self.request = request  # the host's global context, checked; plugins get copies
 
     def state_for(self, name: str) -> dict[str, Any]:
@@ -456,7 +459,7 @@ def _accept_extensions(plugin: LoadedPlugin, inv: Invocation, given: Any) -> pay
 def _timed_out(plugin: LoadedPlugin, inv: Invocation, out: PipelineOutcome) -> None:
     if time.monotonic() >= inv.deadline:
         raise PipelineTimeoutError(
-            f"hook {inv.hook!r}: the invoke ran past its limit of {inv.invoke_timeout:g}s (plugin_settings.invoke_timeout) "
+            f"hook {inv.hook!r}: the invoke ran past its limit of {inv.invoke_timeout:g}s ({inv.invoke_timeout_source}) "
             f"in plugin {plugin.name!r}"
         )
     _failed(plugin, inv, out, f"timed out after {plugin.timeout:g}s", "plugin_timeout")

@@ -483,6 +483,7 @@ class Engine:
         extensions_wire: bytes | None = None,
         owned: bool = False,
         request: Any = None,
+        timeout: float | None = None,
         serving: PluginSet | None = None,
     ) -> PipelineOutcome:
         """Runs the hook's plugins over payload (a map; for CMF the MessagePayload
@@ -491,9 +492,16 @@ class Engine:
         the MessagePack the values were decoded from, when the caller has it (spares
         an encode); owned: nobody but the engine holds the values. request: the
         request's global context (a GlobalContext record or its map), which plugins
-        read as PluginContext.request. serving: the plugin set the call was counted
-        in with (serving()), which it then runs on; else the one serving now."""
+        read as PluginContext.request. timeout: the call's own time limit in seconds
+        (plugin_settings.invoke_timeout applies when it is shorter); past it the call
+        fails with PipelineTimeoutError, whatever the plugins' on_error. serving: the
+        plugin set the call was counted in with (serving()), which it then runs on; else
+        the one serving now."""
         self._check_alive("invoke")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not (isinstance(timeout, int | float) and 0 < timeout < float("inf"))
+        ):
+            raise InvalidInputError(f"timeout: expected a positive number of seconds, got {timeout!r}")
         if not self._initialized:
             raise PipelineError(f"invoke {hook!r}: the manager is not initialized; call initialize first")
         if context is not None and context.owner is not self:
@@ -505,7 +513,17 @@ class Engine:
                 if context is not None and context.issuer is not pinned.identities:
                     states = pinned.adopt(states, context.issuer)  # issued before a reload
                 outcome = self._invoke(
-                    pinned, hook, payload_type, payload, extensions, states, payload_wire, extensions_wire, owned, request
+                    pinned,
+                    hook,
+                    payload_type,
+                    payload,
+                    extensions,
+                    states,
+                    payload_wire,
+                    extensions_wire,
+                    owned,
+                    request,
+                    timeout,
                 )
             except BaseException:
                 if context is not None:
@@ -530,6 +548,7 @@ class Engine:
         extensions_wire: bytes | None,
         owned: bool,
         request: Any,
+        timeout: float | None = None,
     ) -> PipelineOutcome:
         if not hook:
             raise InvalidInputError("hook: the hook name is empty")
@@ -553,6 +572,9 @@ class Engine:
             extensions_wire = None
         plan = self._routed_plan(serving, hook, plan, resolution)
         settings = serving.config.plugin_settings
+        limit, limit_source = settings.invoke_timeout, "plugin_settings.invoke_timeout"
+        if timeout is not None and timeout < limit:
+            limit, limit_source = timeout, "the call's timeout"
         inv = Invocation(
             hook=hook,
             payload_type=payload_type,
@@ -561,8 +583,9 @@ class Engine:
             has_extensions=bool(ext),
             states_in=states,
             global_state=self.global_state,
-            deadline=time.monotonic() + settings.invoke_timeout,
-            invoke_timeout=settings.invoke_timeout,
+            deadline=time.monotonic() + limit,
+            invoke_timeout=limit,
+            invoke_timeout_source=limit_source,
             limits=serving.limits,
             request=request,
         )

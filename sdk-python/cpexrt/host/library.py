@@ -11,15 +11,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cffi import FFI
+from cffi import FFI  # type: ignore[import-untyped, unused-ignore]  # untyped: the package passes mypy wherever it is installed
 
+from cpexrt import config
 from cpexrt._generated.abi_cdef import CDEF
 from cpexrt._generated.calls import Scratch
 from cpexrt._generated.errors import ABI_VERSION_MAJOR, ABI_VERSION_MINOR, ERROR_CLASSES
 from cpexrt.errors import AbiMismatchError, InternalError, RuntimeInitError
 
-# The library `make` builds in this checkout.
-DEFAULT_PATH = Path(__file__).resolve().parents[3] / "build" / "lib" / "libcpex.so.1"
+# The library of an installed cpexrt (cpexrt/lib), else the one `make lib` builds in
+# this checkout (cpexrt.config).
+DEFAULT_PATH = config.layout().library
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,8 @@ class Library:
 
 
 def load_library(path: str | os.PathLike[str] | None = None) -> Library:
-    """The library at path, else $CPEX_LIBRARY, else this checkout's build/lib."""
+    """The library at path, else $CPEX_LIBRARY, else the installed package's
+    (cpexrt/lib/libcpex.so.1), else this checkout's build/lib."""
     chosen = Path(path or os.environ.get("CPEX_LIBRARY") or DEFAULT_PATH).resolve()
     return _load(chosen)
 
@@ -70,7 +73,7 @@ def load_library(path: str | os.PathLike[str] | None = None) -> Library:
 @functools.cache
 def _load(path: Path) -> Library:
     if not path.exists():
-        raise RuntimeInitError(f"libcpex not found at {path}; build it with `make lib`")
+        raise RuntimeInitError(f"libcpex not found at {path}; build it with `make lib` (in a checkout) or reinstall cpexrt")
     ffi = FFI()
     ffi.cdef(CDEF)
     try:
@@ -84,13 +87,22 @@ def _load(path: Path) -> Library:
 
 def check_compatible(path: Path, version: int, info: dict[str, str]) -> None:
     """Refuses a library of another ABI major (or an older minor), or one built for
-    another Python: loaded into this process it would run on this interpreter."""
+    another Python: loaded into this process it would run on this interpreter. A
+    checkout's library is pinned to one installation (version and prefix); an installed
+    package's (layout "package") to a Python version (major.minor), wherever it is."""
     major, minor = version >> 16, version & 0xFFFF
     if major != ABI_VERSION_MAJOR or minor < ABI_VERSION_MINOR:
         raise AbiMismatchError(
             f"{path} has ABI {major}.{minor}; this client needs {ABI_VERSION_MAJOR}.x with x >= {ABI_VERSION_MINOR}"
         )
     running = ".".join(map(str, sys.version_info[:3]))
+    if info.get("layout") == "package":
+        built = str(info.get("python_version", "")).split(".")[:2]
+        if built != running.split(".")[:2]:
+            raise AbiMismatchError(
+                f"{path} was built for Python {'.'.join(built)}; this process runs Python {running} at {sys.base_prefix}"
+            )
+        return
     if info.get("python_version") != running or info.get("python_prefix") != sys.base_prefix:
         raise AbiMismatchError(
             f"{path} was built for Python {info.get('python_version')} at {info.get('python_prefix')}; "

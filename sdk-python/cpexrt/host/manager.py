@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, cast, overload
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar, cast, overload
 
 from cpexrt._generated import calls
 from cpexrt._generated.errors import PAYLOAD_CMF_MESSAGE, PAYLOAD_GENERIC, UNCHANGED_RESULTS
-from cpexrt._generated.records import Extensions, MessagePayload, PipelineResult, PluginError, PluginViolation
+from cpexrt._generated.records import CallOptions, Extensions, MessagePayload, PipelineResult, PluginError, PluginViolation
 from cpexrt.errors import InvalidHandleError, InvalidInputError
 from cpexrt.host.library import Library, load_library
 from cpexrt.wire import WireRecord, pack, unpack
@@ -46,6 +48,12 @@ class _Handle:
     def closed(self) -> bool:
         return self._ptr is None
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._release()
+
     def _free(self, ptr: Any) -> None:
         raise NotImplementedError
 
@@ -69,7 +77,11 @@ class _Handle:
 class ContextTable(_Handle):
     """The context of a request, to pass to its next invoke. A successful invoke
     consumes it; one that raises leaves it usable (and unchanged), e.g. for a retry.
-    Only one invoke at a time may hold it."""
+    Only one invoke at a time may hold it.
+
+    A context manager: leaving the `with` block closes the table. When an invoke in the
+    block consumed it, or it was closed already, or its manager shut down, leaving is a
+    no-op; when the last invoke raised, the table (still valid) is freed then."""
 
     _kind = "context"
 
@@ -82,7 +94,11 @@ class ContextTable(_Handle):
 
 
 class BackgroundTasks(_Handle):
-    """The fire-and-forget tasks of an invoke."""
+    """The fire-and-forget tasks of an invoke.
+
+    A context manager: leaving the `with` block releases the handle (as close(): the
+    tasks go on; call wait() inside the block for their errors). Leaving after a close,
+    or after the manager shut down, is a no-op."""
 
     _kind = "background"
 
@@ -184,6 +200,13 @@ def _utf8(text: str, what: str) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InvalidInputError(f"{what}: not valid UTF-8 (position {exc.start}: {text[exc.start : exc.start + 1]!r})") from None
+
+
+def _call_options(timeout: float) -> bytes:
+    """The CallOptions map of a call with a time limit of timeout seconds."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < math.inf:
+        raise InvalidInputError(f"timeout: expected a positive number of seconds, got {timeout!r}")
+    return pack(CallOptions(timeout_ms=max(1, math.ceil(timeout * 1000))).to_wire(), "options")
 
 
 def _release_manager(library: Library, handle: Any) -> None:
@@ -291,6 +314,7 @@ class PluginManager:
         extensions: Extensions | dict[str, Any] | None = None,
         context: ContextTable | None = None,
         request: WireRecord | dict[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> InvokeResult[W]: ...
 
     @overload
@@ -303,6 +327,7 @@ class PluginManager:
         extensions: Extensions | dict[str, Any] | None = None,
         context: ContextTable | None = None,
         request: WireRecord | dict[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> InvokeResult[dict[str, Any]]: ...
 
     def invoke(
@@ -314,6 +339,7 @@ class PluginManager:
         extensions: Extensions | dict[str, Any] | None = None,
         context: ContextTable | None = None,
         request: WireRecord | dict[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> InvokeResult[Any]:
         """Runs the hook's plugins. payload is a dict, or a wire record (MessagePayload
         for CMF hooks; payload_type then defaults to CMF); the result's
@@ -321,7 +347,11 @@ class PluginManager:
         consumed when the call succeeds; when it raises, the context stays usable.
         request is the request's global context (a GlobalContext record or its map:
         request_id, user, tenant_id, server_id, content_type, metadata), which plugins
-        read (py-cpex plugins as their global_context)."""
+        read (py-cpex plugins as their global_context). timeout is the call's own time
+        limit in seconds (rounded up to whole milliseconds): past it the library stops
+        the running plugin and the call raises PipelineTimeoutError (also a
+        TimeoutError), whatever the plugins' on_error; plugin_settings.invoke_timeout
+        still applies when it is shorter."""
         library = self._library
         ffi = library.ffi
         if payload_type is None:
@@ -332,6 +362,7 @@ class PluginManager:
         ext = pack(wire_ext, "extensions") if wire_ext is not None else b""
         wire_request = request.to_wire() if isinstance(request, WireRecord) else request
         req = pack(wire_request, "request") if wire_request is not None else None
+        options = _call_options(timeout) if timeout is not None else None
         ctx = context._take() if context is not None else None
         if context is not None and ctx is None:
             raise InvalidHandleError("context: this context table was already consumed, closed, or is in use by another invoke")
@@ -341,7 +372,11 @@ class PluginManager:
             if manager is None:
                 raise InvalidHandleError("invoke: the manager was shut down")
             c_ctx = ctx if ctx is not None else ffi.NULL
-            if req is None:
+            if options is not None:
+                raw, out_ctx, out_bg = calls.invoke_with(
+                    library, manager, raw_hook, payload_type, body, ext, req or b"", options, c_ctx
+                )
+            elif req is None:
                 raw, out_ctx, out_bg = calls.invoke(library, library.scratch(), manager, raw_hook, payload_type, body, ext, c_ctx)
             else:
                 raw, out_ctx, out_bg = calls.invoke_request(
@@ -368,6 +403,7 @@ class PluginManager:
         extensions: Extensions | dict[str, Any] | None = None,
         context: ContextTable | None = None,
         request: WireRecord | dict[str, Any] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the library's own deadline, which stops the plugins; asyncio.timeout would only stop waiting
     ) -> InvokeResult[W]: ...
 
     @overload
@@ -380,6 +416,7 @@ class PluginManager:
         extensions: Extensions | dict[str, Any] | None = None,
         context: ContextTable | None = None,
         request: WireRecord | dict[str, Any] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the library's own deadline, which stops the plugins; asyncio.timeout would only stop waiting
     ) -> InvokeResult[dict[str, Any]]: ...
 
     async def ainvoke(
@@ -391,9 +428,17 @@ class PluginManager:
         extensions: Extensions | dict[str, Any] | None = None,
         context: ContextTable | None = None,
         request: WireRecord | dict[str, Any] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the library's own deadline, which stops the plugins; asyncio.timeout would only stop waiting
     ) -> InvokeResult[Any]:
         """invoke() for asyncio code: runs in a worker thread (the library releases the
         GIL while plugins run), so the event loop keeps serving other tasks."""
         return await asyncio.to_thread(
-            self.invoke, hook, payload, payload_type=payload_type, extensions=extensions, context=context, request=request
+            self.invoke,
+            hook,
+            payload,
+            payload_type=payload_type,
+            extensions=extensions,
+            context=context,
+            request=request,
+            timeout=timeout,
         )
