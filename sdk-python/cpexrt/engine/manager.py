@@ -4,22 +4,26 @@ over libcpex.so) or directly from Python."""
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import os
 import threading
 import time
 from typing import Any
 
 from cpexrt import payloads
-from cpexrt.engine import driver, gating, pycpex
+from cpexrt.engine import driver, gating, observe, pycpex
 from cpexrt.engine.background import BackgroundBatch
 from cpexrt.engine.config import Config, parse_config
 from cpexrt.engine.context import RequestState
+from cpexrt.engine.decisions import DecisionLog, Sink
 from cpexrt.engine.executor import Invocation, LoadedPlugin, PipelineOutcome, plan_order, run_pipeline
 from cpexrt.engine.gating import Grant
 from cpexrt.engine.registry import FactoryRegistry, add_plugin_dirs
 from cpexrt.engine.routing import Resolution, Router
-from cpexrt.errors import ConfigError, InvalidHandleError, InvalidInputError, PipelineError
+from cpexrt.errors import ConfigError, CpexError, InvalidHandleError, InvalidInputError, PipelineError
 from cpexrt.plugin import Plugin
+
+LOG = logging.getLogger("cpexrt.engine")
 
 
 def _carry(owner: Engine, states: dict[str, dict[str, Any]]) -> RequestState | None:
@@ -68,6 +72,7 @@ class Engine:
         self._lock = threading.RLock()
         self._background: set[BackgroundBatch] = set()
         self.global_state: dict[str, Any] = {}
+        self.decisions = DecisionLog()
 
     @classmethod
     def from_yaml(cls, text: str) -> Engine:
@@ -96,14 +101,23 @@ class Engine:
     def load_config(self, text: str, base_dir: str | None = None) -> None:
         """Loads (replaces) the config from YAML text; relative plugin_dirs are taken
         from base_dir, else from the current working directory."""
-        config = parse_config(text)
-        add_plugin_dirs(config.plugin_settings.plugin_dirs, base_dir)
-        plugins = [self._instantiate(i, config) for i in range(len(config.plugins))]
+        try:
+            config = parse_config(text)
+            add_plugin_dirs(config.plugin_settings.plugin_dirs, base_dir)
+            plugins = [self._instantiate(i, config) for i in range(len(config.plugins))]
+            records = config.decision_records
+            opened = self.decisions.open_file(records.file, base_dir)
+        except CpexError as exc:
+            LOG.error("the config was refused: %s", exc, extra={"error": type(exc).__name__})
+            raise
         plans: dict[str, list[LoadedPlugin]] = {}
         for plugin in plugins:
             for hook_name in plugin.handlers:
                 plans.setdefault(hook_name, []).append(plugin)
         with self._lock:
+            if self._shut_down or self._initialized:
+                if opened is not None:
+                    opened[0].close()
             self._check_alive("load_config")
             if self._initialized:
                 raise PipelineError("load_config: the manager is already initialized; create a new manager for a new config")
@@ -112,6 +126,13 @@ class Engine:
             self._conditional = any(p.spec.conditions for p in plugins)
             self._limits = _limits(config)
             self._narrowed.clear()
+        self.decisions.use(opened, records.include_values)
+        LOG.info(
+            "config loaded: %d plugins on %d hooks",
+            len(plugins),
+            len(plans),
+            extra={"plugins": [p.name for p in plugins], "hooks": sorted(plans)},
+        )
 
     def _instantiate(self, index: int, config: Config) -> LoadedPlugin:
         spec = config.plugins[index]
@@ -144,6 +165,7 @@ class Engine:
             handlers={h: getattr(instance, m) for h, m in handlers.items()},
             timeout=spec.timeout or config.plugin_settings.plugin_timeout,
             grant=Grant.of(spec.capabilities),
+            reports_unenforced=spec.shadow,
         )
 
     def _instantiate_pycpex(self, cls: type, index: int, config: Config) -> LoadedPlugin:
@@ -182,8 +204,11 @@ class Engine:
                 try:
                     self._lifecycle(plugin, "initialize")
                 except PipelineError as exc:
-                    raise PipelineError(str(exc) + self._roll_back(self._plugins[:i])) from None
+                    error = PipelineError(str(exc) + self._roll_back(self._plugins[:i]))
+                    LOG.error("initialize failed: %s", error, extra={"plugin": plugin.name})
+                    raise error from None
             self._initialized = True
+        LOG.info("initialized %d plugins", len(self._plugins), extra={"plugins": [p.name for p in self._plugins]})
 
     def _roll_back(self, initialized: list[LoadedPlugin]) -> str:
         """Shuts the plugins down, last first; what failed, as a suffix for the error."""
@@ -217,17 +242,31 @@ class Engine:
                     self._lifecycle(plugin, "shutdown")
                 except PipelineError as exc:
                     failures.append(str(exc))
+        self.decisions.close()
         if failures:
+            LOG.error("shutdown: %s", "; ".join(failures))
             raise PipelineError("shutdown: " + "; ".join(failures))
+        LOG.info("shut down")
 
     def _lifecycle(self, plugin: LoadedPlugin, step: str) -> None:
         method = getattr(plugin.instance, step)
+        fields = {"plugin": plugin.name, "step": step}
         try:
             driver.call(method, (), time.monotonic() + plugin.timeout)
         except driver.HandlerTimeout:
+            LOG.warning("plugin %r: %s timed out after %gs", plugin.name, step, plugin.timeout, extra={**fields, "code": "plugin_timeout"})
             raise PipelineError(f"plugin {plugin.name!r}: {step} timed out after {plugin.timeout:g}s") from None
         except Exception as exc:  # noqa: BLE001 - plugin code
+            LOG.warning("plugin %r: %s raised %s", plugin.name, step, type(exc).__name__, extra={**fields, "code": "plugin_error"})
             raise PipelineError(f"plugin {plugin.name!r}: {step} raised {type(exc).__name__}: {exc}") from None
+        LOG.debug("plugin %r: %s done", plugin.name, step, extra=fields)
+
+    def set_decision_sink(self, sink: Sink | None) -> None:
+        """Sends a decision record (a map, engine/decisions.py) of every invoke that
+        runs plugins to sink, on the cpex-decisions thread; None stops it. Records
+        already made go to the sink set when they were made."""
+        self._check_alive("set_decision_sink")
+        self.decisions.set_sink(sink)
 
     def _check_alive(self, what: str) -> None:
         if self._shut_down:
@@ -341,6 +380,7 @@ class Engine:
             extensions_wire = None
         plan = self._routed_plan(hook, plan, resolution)
         settings = self._config.plugin_settings
+        obs = observe.start(hook, request, self.decisions)
         inv = Invocation(
             hook=hook,
             payload_type=payload_type,
@@ -354,7 +394,16 @@ class Engine:
             limits=self._limits,
             request=request,
         )
-        outcome = run_pipeline(plan, inv)
+        if obs is None:
+            outcome = run_pipeline(plan, inv)
+        else:
+            inv.observer = obs
+            try:
+                outcome = run_pipeline(plan, inv)
+            except BaseException as exc:
+                obs.finish(None, exc)
+                raise
+            obs.finish(outcome)
         if outcome.background is not None:
             self._track(outcome.background)
         outcome.context = _carry(self, outcome.states)
