@@ -62,7 +62,14 @@ def _c_param(schema: Schema, p: Param, public: bool) -> list[str]:
         "bool_out": [f"int *{n}"],
         "size_out": [f"size_t *{n}"],
         "raw_pointer": [f"void *{n}"],
+        # The typedef in the header; spelled out for the embedding declarations, which
+        # cffi reads without the header.
+        "record_callback": [f"{RECORD_FN} {n}" if public else f"void (*{n})(void *, const uint8_t *, size_t)"],
     }[p.kind]
+
+
+# The callback type of the record_callback params (declared in cpex.h and the cdef).
+RECORD_FN = "cpex_record_fn"
 
 
 def public_args(schema: Schema, fn: Function) -> list[str]:

@@ -100,7 +100,14 @@ def py_field_type(fl: RecordField) -> str:
 
 
 def go_in_type(p: Param) -> str:
-    return {"handle": f"*C.cpex_{p.handle}", "text": "string", "bytes": "[]byte", "u8": "uint8"}[p.kind]
+    return {
+        "handle": f"*C.cpex_{p.handle}",
+        "text": "string",
+        "bytes": "[]byte",
+        "u8": "uint8",
+        "record_callback": "C.cpex_record_fn",
+        "raw_pointer": "unsafe.Pointer",
+    }[p.kind]
 
 
 def go_out_type(p: Param) -> str:
@@ -125,7 +132,7 @@ def go_c_args(fn: Function) -> list[str]:
     out: list[str] = []
     for p in fn.params:
         v = naming.lower_camel(p.name)
-        if p.kind == "handle":
+        if p.kind in ("handle", "record_callback", "raw_pointer"):
             out.append(v)
         elif p.kind == "text":
             out += [f"cText({v})", f"C.size_t(len({v}))"]
@@ -141,7 +148,7 @@ def go_c_args(fn: Function) -> list[str]:
     return out
 
 
-_PY_IN = {"handle": "Any", "text": "bytes", "bytes": "bytes", "u8": "int"}
+_PY_IN = {"handle": "Any", "text": "bytes", "bytes": "bytes", "u8": "int", "record_callback": "Any", "raw_pointer": "Any"}
 _PY_OUT = {"handle_out": "Any", "bytes_out": "bytes", "bool_out": "bool", "size_out": "int"}
 
 
@@ -170,7 +177,7 @@ def py_c_args(fn: Function, src: str) -> list[str]:
     out: list[str] = []
     for p in fn.params:
         n = p.name
-        if p.kind in ("handle", "u8"):
+        if p.kind in ("handle", "u8", "record_callback", "raw_pointer"):
             out.append(n)
         elif p.kind in ("text", "bytes"):
             out += [n, f"len({n})"]

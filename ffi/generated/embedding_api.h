@@ -20,3 +20,5 @@ int cpexpy_wait_background(uintptr_t background, uint8_t **out_errors, size_t *o
 int cpexpy_free_background(uintptr_t background, char **err_msg);
 int cpexpy_free_context(uintptr_t context, char **err_msg);
 int cpexpy_live_handles(size_t *out_managers, size_t *out_contexts, size_t *out_backgrounds, char **err_msg);
+int cpexpy_set_log_sink(void (*callback)(void *, const uint8_t *, size_t), void *user_data, uint8_t min_level, char **err_msg);
+int cpexpy_set_decision_sink(uintptr_t manager, void (*callback)(void *, const uint8_t *, size_t), void *user_data, char **err_msg);

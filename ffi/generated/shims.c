@@ -320,3 +320,27 @@ cpex_status cpex_live_handles(size_t *out_managers, size_t *out_contexts, size_t
     rc = cpex__status_of(cpexpy_live_handles(out_managers, out_contexts, out_backgrounds, err_msg), "cpex_live_handles", err_msg);
     return rc;
 }
+
+cpex_status cpex_set_log_sink(cpex_record_fn callback, void *user_data, uint8_t min_level, char **err_msg)
+{
+    int rc;
+    if (err_msg != NULL) *err_msg = NULL;
+    rc = cpex__runtime_ready(err_msg);
+    if (rc != CPEX_OK)
+        return rc;
+    rc = cpex__status_of(cpexpy_set_log_sink(callback, user_data, min_level, err_msg), "cpex_set_log_sink", err_msg);
+    return rc;
+}
+
+cpex_status cpex_set_decision_sink(cpex_manager *manager, cpex_record_fn callback, void *user_data, char **err_msg)
+{
+    int rc;
+    if (err_msg != NULL) *err_msg = NULL;
+    if (manager == NULL)
+        return cpex__fail(err_msg, CPEX_ERR_INVALID_HANDLE, "cpex_set_decision_sink: manager handle is NULL");
+    rc = cpex__runtime_ready(err_msg);
+    if (rc != CPEX_OK)
+        return rc;
+    rc = cpex__status_of(cpexpy_set_decision_sink((uintptr_t)manager, callback, user_data, err_msg), "cpex_set_decision_sink", err_msg);
+    return rc;
+}

@@ -387,7 +387,7 @@ def _unenforced(
     LOG.info(
         "plugin %r %s on hook %r; a %s plugin's verdict is not enforced",
         plugin.name,
-        " and ".join(what),
+        "denied" + (" and modified" if modifies else "") if denies else "modified",
         inv.hook,
         observe.mode_of(plugin),
         extra={"plugin": plugin.name, "hook": inv.hook, "code": "not_enforced", **details},

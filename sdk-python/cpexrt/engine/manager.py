@@ -42,9 +42,15 @@ def _request(request: Any) -> dict[str, Any] | None:
     request_id = wire.get("request_id")
     if not isinstance(request_id, str) or not request_id:
         raise InvalidInputError(f"request.request_id: expected a non-empty string, got {request_id!r}")
-    for key in ("tenant_id", "server_id", "content_type"):
+    for key in ("tenant_id", "server_id", "content_type", "traceparent", "tracestate"):
         if wire.get(key) is not None and not isinstance(wire[key], str):
             raise InvalidInputError(f"request.{key}: expected a string, got {type(wire[key]).__name__}")
+    traceparent = wire.get("traceparent")
+    if traceparent and not observe.valid_traceparent(traceparent):
+        raise InvalidInputError(
+            f"request.traceparent: {traceparent[:80]!r} is not a W3C traceparent "
+            "(00-<32 hex trace id>-<16 hex span id>-<2 hex flags>, ids not all zero)"
+        )
     if wire.get("metadata") is not None and not isinstance(wire["metadata"], dict):
         raise InvalidInputError(f"request.metadata: expected a map, got {type(wire['metadata']).__name__}")
     return wire

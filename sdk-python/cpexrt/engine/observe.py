@@ -16,6 +16,7 @@ and hook."""
 
 from __future__ import annotations
 
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -312,6 +313,19 @@ def _parent_context(request: dict[str, Any]) -> Any:
     if isinstance(tracestate, str) and tracestate:
         carrier["tracestate"] = tracestate
     return _PROPAGATOR.extract(carrier, context=otel_context.Context())
+
+
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+
+
+def valid_traceparent(text: str) -> bool:
+    """A W3C traceparent: version (not ff), trace id and parent id (not all zeros),
+    flags; a later version may append fields."""
+    m = _TRACEPARENT.fullmatch(text)
+    if m is None:
+        return False
+    version, trace_id, span_id, _, rest = m.groups()
+    return version != "ff" and (version != "00" or rest is None) and trace_id != "0" * 32 and span_id != "0" * 16
 
 
 # How deep modified_fields names a change (payload.args.query is 3 levels).
