@@ -47,7 +47,7 @@ class DecisionLog:
             return None
         path = file if os.path.isabs(file) else os.path.join(base_dir or os.getcwd(), file)
         try:
-            return open(path, "a", encoding="utf-8"), path  # noqa: SIM115 - kept open for the manager's life
+            return open(path, "a", encoding="utf-8"), path
         except OSError as exc:
             raise ConfigError(f"decision_records.file: cannot open {path!r} for appending: {exc}") from None
 
@@ -111,7 +111,7 @@ class DecisionLog:
             if sink is not None:
                 try:
                     sink(record)
-                except Exception:  # noqa: BLE001 - the host's sink; counted and logged once per batch
+                except Exception:
                     self._outbox.failed += 1
                     LOG.warning("the decision sink raised; the record was dropped", exc_info=True)
         for file in written:

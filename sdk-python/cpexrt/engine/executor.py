@@ -523,7 +523,7 @@ def _failed(
     if on_error is OnError.FAIL:
         error = PipelineTimeoutError if code == "plugin_timeout" else PipelineError
         exc = error(f"hook {inv.hook!r}: {message} (code {code})")
-        exc.plugin_code = code  # type: ignore[attr-defined]  # for observe: the failing plugin's code
+        exc.plugin_code = code  # type: ignore[union-attr]  # for observe: the failing plugin's code
         raise exc
     out.errors.append(PluginError(plugin_name=plugin.name, message=message, code=code, details=details))
     if on_error is OnError.DISABLE:
@@ -563,7 +563,7 @@ def _run_concurrent(phase: list[LoadedPlugin], inv: Invocation, authority: Autho
     def settle(plugin: LoadedPlugin, ok: bool, value: Any) -> bool:
         if obs is None:
             return _settle(plugin, ok, value)
-        mark = marks.pop(plugin.name)
+        _, mark = marks.pop(plugin.name)
         mark.refresh(out, inv)
         try:
             halted = _settle(plugin, ok, value)
@@ -587,7 +587,7 @@ def _run_concurrent(phase: list[LoadedPlugin], inv: Invocation, authority: Autho
         for plugin in phase:
             deadline = _deadline(plugin, inv)
             if obs is not None:
-                marks[plugin.name] = obs.begin(plugin, inv, out)
+                marks[plugin.name] = (plugin, obs.begin(plugin, inv, out))
             args = _args(plugin, inv)
             try:
                 done, value, coro = driver.begin(plugin.handlers[inv.hook], args, deadline)
@@ -601,6 +601,7 @@ def _run_concurrent(phase: list[LoadedPlugin], inv: Invocation, authority: Autho
         else:
             if suspended:
                 driver.finish_all(suspended, settle)
+            _halted(obs, marks)
             return
     except BaseException:
         for s in suspended:
@@ -608,9 +609,14 @@ def _run_concurrent(phase: list[LoadedPlugin], inv: Invocation, authority: Autho
         raise
     for s in suspended:  # halted by a deny before they finished
         s.coro.close()
-        mark = marks.pop(s.key.name, None) if obs is not None else None
-        if mark is not None:
-            obs.cancelled(s.key, mark)  # type: ignore[union-attr]
+    _halted(obs, marks)
+
+
+def _halted(obs: observe.Observation | None, marks: dict[str, Any]) -> None:
+    """Records the concurrent plugins a deny halted before they settled."""
+    if obs is not None:
+        for plugin, mark in marks.values():
+            obs.cancelled(plugin, mark)
 
 
 def _fire_and_forget(followers: list[LoadedPlugin], inv: Invocation) -> BackgroundBatch:

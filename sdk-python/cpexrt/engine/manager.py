@@ -260,10 +260,14 @@ class Engine:
         try:
             driver.call(method, (), time.monotonic() + plugin.timeout)
         except driver.HandlerTimeout:
-            LOG.warning("plugin %r: %s timed out after %gs", plugin.name, step, plugin.timeout, extra={**fields, "code": "plugin_timeout"})
+            LOG.warning(
+                "plugin %r: %s timed out after %gs", plugin.name, step, plugin.timeout, extra={**fields, "code": "plugin_timeout"}
+            )
             raise PipelineError(f"plugin {plugin.name!r}: {step} timed out after {plugin.timeout:g}s") from None
         except Exception as exc:  # noqa: BLE001 - plugin code
-            LOG.warning("plugin %r: %s raised %s", plugin.name, step, type(exc).__name__, extra={**fields, "code": "plugin_error"})
+            LOG.warning(
+                "plugin %r: %s raised %s", plugin.name, step, type(exc).__name__, extra={**fields, "code": "plugin_error"}
+            )
             raise PipelineError(f"plugin {plugin.name!r}: {step} raised {type(exc).__name__}: {exc}") from None
         LOG.debug("plugin %r: %s done", plugin.name, step, extra=fields)
 

@@ -149,14 +149,18 @@ class Observation:
             )
         return _Mark(out, inv, span)
 
-    def end(self, plugin: LoadedPlugin, mark: _Mark, inv: Invocation, out: PipelineOutcome, exc: BaseException | None = None) -> None:
+    def end(
+        self, plugin: LoadedPlugin, mark: _Mark, inv: Invocation, out: PipelineOutcome, exc: BaseException | None = None
+    ) -> None:
         """Records what the plugin's run did to the outcome (or the exception that
         failed the call)."""
         elapsed = time.perf_counter() - mark.started
         entry: dict[str, Any] = {"plugin": plugin.name, "mode": mode_of(plugin), "verdict": ALLOW, "enforced": True}
         if exc is not None:
             entry["verdict"] = TIMEOUT if isinstance(exc, PipelineTimeoutError) else ERROR
-            entry["error_code"] = getattr(exc, "plugin_code", None) or ("invoke_timeout" if entry["verdict"] == TIMEOUT else "plugin_error")
+            entry["error_code"] = getattr(exc, "plugin_code", None) or (
+                "invoke_timeout" if entry["verdict"] == TIMEOUT else "plugin_error"
+            )
         else:
             for error in out.errors[mark.errors :]:
                 if error.plugin_name != plugin.name:
@@ -214,7 +218,9 @@ class Observation:
         verdict = entry["verdict"]
         ins.calls.add(1, {**attrs, "cpex.decision": verdict, "cpex.enforced": entry["enforced"]})
         if verdict == DENY:
-            ins.denials.add(1, {**attrs, "cpex.enforced": entry["enforced"], "cpex.violation.code": entry.get("violation_code", "")})
+            ins.denials.add(
+                1, {**attrs, "cpex.enforced": entry["enforced"], "cpex.violation.code": entry.get("violation_code", "")}
+            )
         elif verdict == TIMEOUT:
             ins.timeouts.add(1, attrs)
         if "error_code" in entry:
