@@ -377,7 +377,11 @@ def test_a_sink_that_raises_loses_its_record_not_the_invoke() -> None:
 def test_a_full_queue_drops_and_counts_instead_of_blocking() -> None:
     log = DecisionLog()
     release = threading.Event()
-    log.set_sink(lambda record: None if release.wait(10) else None)
+
+    def slow(record: dict[str, Any]) -> None:
+        release.wait(10)
+
+    log.set_sink(slow)
     log._outbox._capacity = 2
     for i in range(10):
         log.emit({"n": i})  # never blocks
