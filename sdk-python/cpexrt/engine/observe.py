@@ -16,6 +16,7 @@ and hook."""
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,24 @@ try:  # optional: the opentelemetry extra
     _PROPAGATOR = TraceContextTextMapPropagator()
 except ImportError:
     OTEL = False
+
+# The no-op test: the API's own globals, None until an application sets a provider
+# (get_tracer_provider() costs about a microsecond, reading os.environ each call).
+# When a provider comes from the environment (OTEL_PYTHON_*_PROVIDER), or a newer API
+# moved these globals, the public calls are made every time instead.
+_UNSET_FAST = False
+if OTEL:
+    try:
+        from opentelemetry.metrics import _internal as _metrics_globals
+
+        _UNSET_FAST = (
+            otel_trace._TRACER_PROVIDER is None
+            and _metrics_globals._METER_PROVIDER is None
+            and "OTEL_PYTHON_TRACER_PROVIDER" not in os.environ
+            and "OTEL_PYTHON_METER_PROVIDER" not in os.environ
+        )
+    except (ImportError, AttributeError):  # pragma: no cover - another API version
+        _UNSET_FAST = False
 
 SCOPE = "cpexrt"
 _VERSION = "0.1.0"
@@ -94,7 +113,9 @@ def start(hook: str, request: dict[str, Any] | None, decisions: DecisionLog) -> 
     """The observation of one invoke, or None when nothing observes it (no SDK
     configured, no decision sink): the no-op path."""
     tracer = instruments = None
-    if OTEL:
+    if OTEL and not (
+        _UNSET_FAST and otel_trace._TRACER_PROVIDER is None and _metrics_globals._METER_PROVIDER is None
+    ):
         tracer = _tracer()
         instruments = _instruments()
     if tracer is None and instruments is None and not decisions.active:
