@@ -6,9 +6,11 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt tests/requirements-pycp
 LIB := build/lib/libcpex.so.1
 PYDIRS := sdk-python/cpexrt codegen/cpex_codegen ffi/build_lib.py sdk-python/tests codegen/tests tests/plugins tests/demos examples/authoring examples/plugins examples/python bench/run.py
 
+PYDIRS += bench/observe.py
+
 GOMODS := sdk-go examples bench
 
-.PHONY: all venv lib codegen codegen-check abi-check test lint test-python test-go test-fuzz typecheck demo demos bench clean
+.PHONY: all venv lib codegen codegen-check abi-check test lint test-python test-go test-fuzz typecheck demo demos bench bench-observe clean
 
 all: lib demo
 
@@ -78,6 +80,11 @@ demos: lib
 # "Performance targets"; results in bench/README.md); BENCH_ARGS e.g. "--long 0".
 bench: lib
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# The cost of tracing (no-op, in-memory exporter) and decision records, against a
+# same-run baseline (bench/README.md, "Observability").
+bench-observe: lib
+	$(PY) bench/observe.py
 
 clean:
 	rm -rf build

@@ -10,6 +10,7 @@ import "C"
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sort"
 	"sync"
@@ -150,7 +151,8 @@ type decisionSink struct {
 // (unless the config's decision_records.file still takes them). When SetDecisionSink
 // returns, the sink it replaced has received every record made before and receives no
 // more; Shutdown delivers what is queued and then stops the sink. fn must not block for
-// long: records queue behind it (up to 10,000, then they are dropped and counted).
+// long: records queue behind it (up to 10,000, then they are dropped and counted). A
+// panic in fn loses that record (logged to SetLogger's logger), never the process.
 func (m *PluginManager) SetDecisionSink(fn func(DecisionRecord)) error {
 	h, leave, err := m.enter("SetDecisionSink")
 	if err != nil {
@@ -215,5 +217,13 @@ func cpexGoDecisionRecord(key unsafe.Pointer, record *C.uint8_t, n C.size_t) {
 		}
 		return
 	}
+	defer func() {
+		// A panic must not cross into C (it would end the process): the record is lost.
+		if p := recover(); p != nil {
+			if l := logSink.logger.Load(); l != nil {
+				l.Error("cpex: the decision sink panicked; the record is lost", "panic", fmt.Sprint(p))
+			}
+		}
+	}()
 	fn(rec)
 }

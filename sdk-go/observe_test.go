@@ -392,3 +392,45 @@ func TestDecisionRecordsToAFile(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestAPanickingDecisionSinkLosesTheRecordNotTheProcess(t *testing.T) {
+	c := &capture{}
+	if err := SetLogger(slog.New(c)); err != nil {
+		t.Fatal(err)
+	}
+	defer SetLogger(nil)
+	m := started(t, observedPipeline(t, ""))
+	defer m.Shutdown()
+	if err := m.SetDecisionSink(func(DecisionRecord) { panic("sink down") }); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, _, _, err := m.InvokeByName("tool_pre_invoke", PayloadGeneric, observed{Trace: []string{}}, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got decisions
+	if err := m.SetDecisionSink(got.add); err != nil { // hands the two records to the panicking sink first
+		t.Fatal(err)
+	}
+	if _, _, _, err := m.InvokeByName("tool_pre_invoke", PayloadGeneric, observed{Trace: []string{}}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.SetDecisionSink(nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.records) != 1 {
+		t.Fatalf("records after the panicking sink was replaced: %d, want 1", len(got.records))
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	panics := 0
+	for _, r := range c.records {
+		if strings.Contains(r.Message, "decision sink panicked") {
+			panics++
+		}
+	}
+	if panics != 2 {
+		t.Fatalf("%d panics logged, want 2", panics)
+	}
+}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -91,21 +92,28 @@ class _Instruments:
         self.duration = meter.create_histogram("cpex.plugin.duration", unit="s", description="duration of a plugin run")
 
 
+_CACHE_LOCK = threading.Lock()
+
+
 def _tracer() -> Any:
     provider = otel_trace.get_tracer_provider()
     if provider is not _Otel.tracer_provider:
-        _Otel.tracer_provider = provider
-        unset = isinstance(provider, (ProxyTracerProvider, NoOpTracerProvider))
-        _Otel.tracer = None if unset else provider.get_tracer(SCOPE, _VERSION)
+        with _CACHE_LOCK:
+            if provider is not _Otel.tracer_provider:
+                unset = isinstance(provider, (ProxyTracerProvider, NoOpTracerProvider))
+                _Otel.tracer = None if unset else provider.get_tracer(SCOPE, _VERSION)
+                _Otel.tracer_provider = provider
     return _Otel.tracer
 
 
 def _instruments() -> _Instruments | None:
     provider = otel_metrics.get_meter_provider()
     if provider is not _Otel.meter_provider:
-        _Otel.meter_provider = provider
-        unset = isinstance(provider, _UNSET_METERS)
-        _Otel.instruments = None if unset else _Instruments(provider.get_meter(SCOPE, _VERSION))
+        with _CACHE_LOCK:  # instruments are made once per provider
+            if provider is not _Otel.meter_provider:
+                unset = isinstance(provider, _UNSET_METERS)
+                _Otel.instruments = None if unset else _Instruments(provider.get_meter(SCOPE, _VERSION))
+                _Otel.meter_provider = provider
     return _Otel.instruments
 
 
