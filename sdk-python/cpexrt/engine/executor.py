@@ -55,6 +55,8 @@ class LoadedPlugin:
     # applied and is reported (code not_enforced), as py-cpex does not enforce it;
     # for cpex plugins it is a failure under on_error.
     reports_unenforced: bool = False
+    # mode: permissive (PluginSpec.shadow): its denies are recorded, not enforced.
+    shadow: bool = False
 
     @property
     def name(self) -> str:
@@ -63,11 +65,6 @@ class LoadedPlugin:
     @property
     def active(self) -> bool:
         return not self.disabled and self.spec.mode is not Mode.DISABLED
-
-    @property
-    def shadow(self) -> bool:
-        """mode: permissive: its denies are recorded, not enforced (PluginSpec.shadow)."""
-        return self.spec.shadow
 
 
 class PipelineOutcome:

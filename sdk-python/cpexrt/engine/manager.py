@@ -172,6 +172,7 @@ class Engine:
             timeout=spec.timeout or config.plugin_settings.plugin_timeout,
             grant=Grant.of(spec.capabilities),
             reports_unenforced=spec.shadow,
+            shadow=spec.shadow,
         )
 
     def _instantiate_pycpex(self, cls: type, index: int, config: Config) -> LoadedPlugin:
@@ -195,6 +196,7 @@ class Engine:
             timeout=spec.timeout or config.plugin_settings.plugin_timeout,
             grant=Grant.of(spec.capabilities),
             reports_unenforced=True,
+            shadow=spec.shadow,
         )
 
     def initialize(self) -> None:
@@ -390,7 +392,6 @@ class Engine:
             extensions_wire = None
         plan = self._routed_plan(hook, plan, resolution)
         settings = self._config.plugin_settings
-        obs = observe.start(hook, request, self.decisions)
         inv = Invocation(
             hook=hook,
             payload_type=payload_type,
@@ -404,6 +405,7 @@ class Engine:
             limits=self._limits,
             request=request,
         )
+        obs = observe.start(hook, request, self.decisions)
         if obs is None:
             outcome = run_pipeline(plan, inv)
         else:

@@ -121,9 +121,7 @@ def start(hook: str, request: dict[str, Any] | None, decisions: DecisionLog) -> 
     """The observation of one invoke, or None when nothing observes it (no SDK
     configured, no decision sink): the no-op path."""
     tracer = instruments = None
-    if OTEL and not (
-        _UNSET_FAST and otel_trace._TRACER_PROVIDER is None and _metrics_globals._METER_PROVIDER is None
-    ):
+    if OTEL and not (_UNSET_FAST and otel_trace._TRACER_PROVIDER is None and _metrics_globals._METER_PROVIDER is None):
         tracer = _tracer()
         instruments = _instruments()
     if tracer is None and instruments is None and not decisions.active:
@@ -139,7 +137,7 @@ class Observation:
     """One invoke's observation: its span, the per-plugin verdicts, and at the end the
     metrics and the decision record."""
 
-    __slots__ = ("hook", "request", "tracer", "instruments", "decisions", "span", "started", "wall", "plugins", "attrs")
+    __slots__ = ("hook", "request", "tracer", "instruments", "decisions", "span", "parent", "started", "wall", "plugins")
 
     def __init__(
         self,
@@ -152,10 +150,10 @@ class Observation:
         self.hook, self.request, self.tracer = hook, request, tracer
         self.instruments, self.decisions = instruments, decisions
         self.plugins: list[dict[str, Any]] = []
-        self.attrs = {"cpex.hook": hook}
         self.wall = time.time()
         self.started = time.perf_counter()
         self.span: Any = None
+        self.parent: Any = None  # the context of the plugin spans: None when not recording
         if tracer is not None:
             attributes: dict[str, Any] = {"cpex.hook": hook}
             parent = None
@@ -164,19 +162,15 @@ class Observation:
                     attributes["cpex.request.id"] = request["request_id"]
                 parent = _parent_context(request)
             self.span = tracer.start_span(f"cpex.invoke {hook}", context=parent, kind=SpanKind.INTERNAL, attributes=attributes)
+            if self.span.is_recording():
+                self.parent = otel_trace.set_span_in_context(self.span)
 
     # -- one plugin -----------------------------------------------------------------
 
     def begin(self, plugin: LoadedPlugin, inv: Invocation, out: PipelineOutcome) -> _Mark:
-        span = None
-        if self.span is not None and self.span.is_recording():
-            span = self.tracer.start_span(
-                f"cpex.plugin {plugin.name}",
-                context=otel_trace.set_span_in_context(self.span),
-                kind=SpanKind.INTERNAL,
-                attributes={"cpex.hook": self.hook, "cpex.plugin.name": plugin.name, "cpex.plugin.mode": mode_of(plugin)},
-            )
-        return _Mark(out, inv, span)
+        # A plugin's span is made when the plugin is done, with its start time and
+        # every attribute at once (the SDK's per-attribute checks dominate its cost).
+        return _Mark(out, inv, time.time_ns() if self.parent is not None else None)
 
     def end(
         self, plugin: LoadedPlugin, mark: _Mark, inv: Invocation, out: PipelineOutcome, exc: BaseException | None = None
@@ -213,8 +207,8 @@ class Observation:
                     self._modified(entry, mark, inv)
         entry["duration_ms"] = round(elapsed * 1000.0, 4)
         self.plugins.append(entry)
-        if mark.span is not None:
-            _end_span(mark.span, entry, exc)
+        if mark.span_start is not None:
+            self._plugin_span(plugin, entry, mark.span_start)
         if self.instruments is not None:
             self._count(entry, elapsed)
 
@@ -223,8 +217,29 @@ class Observation:
         entry = {"plugin": plugin.name, "mode": mode_of(plugin), "verdict": CANCELLED, "enforced": True}
         entry["duration_ms"] = round((time.perf_counter() - mark.started) * 1000.0, 4)
         self.plugins.append(entry)
-        if mark.span is not None:
-            _end_span(mark.span, entry, None)
+        if mark.span_start is not None:
+            self._plugin_span(plugin, entry, mark.span_start)
+
+    def _plugin_span(self, plugin: LoadedPlugin, entry: dict[str, Any], start: int) -> None:
+        attributes: dict[str, Any] = {
+            "cpex.hook": self.hook,
+            "cpex.plugin.name": plugin.name,
+            "cpex.plugin.mode": entry["mode"],
+            "cpex.decision": entry["verdict"],
+            "cpex.enforced": entry["enforced"],
+        }
+        if "violation_code" in entry:
+            attributes["cpex.violation.code"] = entry["violation_code"]
+        if "error_code" in entry:
+            attributes["error.type"] = entry["error_code"]
+        if "modified_fields" in entry:
+            attributes["cpex.modified_fields"] = entry["modified_fields"]
+        span = self.tracer.start_span(
+            f"cpex.plugin {plugin.name}", context=self.parent, kind=SpanKind.INTERNAL, attributes=attributes, start_time=start
+        )
+        if "error_code" in entry:
+            span.set_status(Status(StatusCode.ERROR, entry["error_code"]))
+        span.end()
 
     def _modified(self, entry: dict[str, Any], mark: _Mark, inv: Invocation) -> None:
         include = self.decisions is not None and self.decisions.include_values
@@ -284,13 +299,13 @@ class Observation:
             if context.is_valid:
                 record["trace_id"] = f"{context.trace_id:032x}"
                 record["span_id"] = f"{context.span_id:016x}"
-            span.set_attribute("cpex.decision", record["decision"])
-            span.set_attribute("cpex.plugin.count", len(self.plugins))
+            attributes: dict[str, Any] = {"cpex.decision": record["decision"], "cpex.plugin.count": len(self.plugins)}
             if "violation_code" in record:
-                span.set_attribute("cpex.violation.code", record["violation_code"])
+                attributes["cpex.violation.code"] = record["violation_code"]
             if exc is not None:
-                span.set_attribute("error.type", type(exc).__name__)
+                attributes["error.type"] = type(exc).__name__
                 span.set_status(Status(StatusCode.ERROR, str(exc)[:512]))
+            span.set_attributes(attributes)
             span.end()
         if self.instruments is not None:
             attrs = {"cpex.hook": self.hook, "cpex.decision": record["decision"]}
@@ -303,13 +318,13 @@ class Observation:
 class _Mark:
     """The outcome as it was before a plugin ran, to tell what the plugin did."""
 
-    __slots__ = ("errors", "continuing", "payload", "extensions", "had_extensions", "span", "started")
+    __slots__ = ("errors", "continuing", "payload", "extensions", "had_extensions", "span_start", "started")
 
-    def __init__(self, out: PipelineOutcome, inv: Invocation, span: Any) -> None:
+    def __init__(self, out: PipelineOutcome, inv: Invocation, span_start: int | None) -> None:
         self.errors = len(out.errors)
         self.continuing = out.continue_processing
         self.payload, self.extensions, self.had_extensions = inv.payload, inv.extensions, inv.has_extensions
-        self.span = span
+        self.span_start = span_start  # time.time_ns() when the plugin's span is recorded
         self.started = time.perf_counter()
 
     def refresh(self, out: PipelineOutcome, inv: Invocation) -> None:
@@ -323,19 +338,6 @@ class _Mark:
 def mode_of(plugin: LoadedPlugin) -> str:
     """The plugin's mode as configured: permissive for a shadow plugin."""
     return "permissive" if plugin.shadow else plugin.spec.mode.value
-
-
-def _end_span(span: Any, entry: dict[str, Any], exc: BaseException | None) -> None:
-    span.set_attribute("cpex.decision", entry["verdict"])
-    span.set_attribute("cpex.enforced", entry["enforced"])
-    if "violation_code" in entry:
-        span.set_attribute("cpex.violation.code", entry["violation_code"])
-    if "error_code" in entry:
-        span.set_attribute("error.type", entry["error_code"])
-        span.set_status(Status(StatusCode.ERROR, entry["error_code"]))
-    if "modified_fields" in entry:
-        span.set_attribute("cpex.modified_fields", entry["modified_fields"])
-    span.end()
 
 
 def _parent_context(request: dict[str, Any]) -> Any:
