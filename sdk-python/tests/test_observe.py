@@ -255,7 +255,7 @@ def test_log_records_reach_a_sink_set_through_the_abi(library: Library) -> None:
     def deliver(_user: Any, record: Any, length: int) -> None:
         got.append((LogRecord.from_wire(msgpack.unpackb(ffi.buffer(record, length)[:]), "log"), threading.current_thread().name))
 
-    callback = ffi.callback("cpex_record_fn", deliver)
+    callback = ffi.callback(calls.RECORD_FN, deliver)
     with pytest.raises(InvalidInputError, match="min_level"):
         calls.set_log_sink(library, callback, ffi.NULL, 0)
     calls.set_log_sink(library, callback, ffi.NULL, logging.INFO)

@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from cpexrt.host.library import Library
 
 
+# The C type of the record callbacks (cpex_set_log_sink, cpex_set_decision_sink), for
+# ffi.callback.
+RECORD_FN = "cpex_record_fn"
+
+
 class Scratch:
     """One thread's out-parameters of the fast-path calls (invoke, invoke_request), reused call after call: read the outputs before the thread's next call."""
 

@@ -213,7 +213,7 @@ def _decision_callback(library: Library, sink: Callable[[DecisionRecord], None])
         except Exception:
             LOG.warning("the decision sink raised; the record was dropped", exc_info=True)
 
-    return library.ffi.callback("cpex_record_fn", deliver)
+    return library.ffi.callback(calls.RECORD_FN, deliver)
 
 
 class PluginManager:
