@@ -8,6 +8,7 @@ import logging
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +52,12 @@ def payload(block: bool = True) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def otel() -> Any:
+def otel() -> Iterator[Any]:
     """opentelemetry-sdk's in-memory exporter and reader, as the global providers."""
     exporter, _ = otel_probe.install()
-    exporter.clear()
-    return exporter
+    otel_probe.collect(True)
+    yield exporter
+    otel_probe.collect(False)
 
 
 def spans_of(exporter: Any, trace_id: str) -> list[Any]:

@@ -2,7 +2,11 @@
 installs opentelemetry-sdk's in-memory span exporter and metric reader as the global
 providers (once per process: OpenTelemetry's globals cannot be replaced), and its
 `otel_export` hook answers with the finished spans and the metric points as metadata.
-Go tests use it to check the span tree the engine produced for their traceparent."""
+Go tests use it to check the span tree the engine produced for their traceparent.
+
+Spans are kept only while someone collects (an initialized OtelProbe, or `collect`):
+the providers stay installed for the rest of the process, and its later invokes must
+not fill the memory with spans nobody reads."""
 
 from __future__ import annotations
 
@@ -13,6 +17,35 @@ from cpexrt import Plugin, PluginContext, allow, hook
 
 _LOCK = threading.Lock()
 _STATE: dict[str, Any] = {}
+_COLLECTORS = [0]
+
+
+def _gate(inner: Any) -> Any:
+    """A span processor passing finished spans on only while someone collects."""
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class Gate(SpanProcessor):
+        def on_end(self, span: Any) -> None:
+            if _COLLECTORS[0]:
+                inner.on_end(span)
+
+        def shutdown(self) -> None:
+            inner.shutdown()
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return bool(inner.force_flush(timeout_millis))
+
+    return Gate()
+
+
+def collect(on: bool) -> None:
+    """Starts (or stops) keeping finished spans; the last collector to stop clears them."""
+    exporter, _ = install()
+    with _LOCK:
+        _COLLECTORS[0] += 1 if on else -1
+        if _COLLECTORS[0] <= 0:
+            _COLLECTORS[0] = 0
+            exporter.clear()
 
 
 def install() -> tuple[Any, Any]:
@@ -28,7 +61,7 @@ def install() -> tuple[Any, Any]:
 
             exporter = InMemorySpanExporter()
             provider = TracerProvider()
-            provider.add_span_processor(SimpleSpanProcessor(exporter))
+            provider.add_span_processor(_gate(SimpleSpanProcessor(exporter)))
             trace.set_tracer_provider(provider)
             reader = InMemoryMetricReader()
             metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
@@ -75,7 +108,10 @@ def metric_points() -> list[dict[str, Any]]:
 
 class OtelProbe(Plugin):
     def initialize(self) -> None:
-        install()
+        collect(True)
+
+    def shutdown(self) -> None:
+        collect(False)
 
     @hook("otel_export")
     def export(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
