@@ -9,6 +9,7 @@ PYDIRS := sdk-python/cpexrt sdk-python/setup.py codegen/cpex_codegen ffi/build_l
 KV := examples/codegen/kvstore
 KV_LIB := build/examples/kvstore/libkv.so.1
 
+PYDIRS += bench/observe.py
 GOMODS := sdk-go examples bench examples/install
 
 # cgo finds cpex.h and libcpex.so.1 through CGO_CFLAGS / CGO_LDFLAGS (sdk-go/cgo.go):
@@ -18,7 +19,7 @@ export CGO_CFLAGS := -O2 -g -I$(CURDIR)/include
 export CGO_LDFLAGS := -O2 -g -L$(CURDIR)/build/lib -Wl,-rpath,$(CURDIR)/build/lib
 DIST := build/dist
 
-.PHONY: all venv lib lib-kv codegen codegen-check abi-check test lint test-python test-go test-fuzz test-example-codegen test-install typecheck demo demos bench dist go-env clean
+.PHONY: all venv lib lib-kv codegen codegen-check abi-check test lint test-python test-go test-fuzz test-example-codegen test-install typecheck demo demos bench bench-observe dist go-env clean
 
 all: lib demo
 
@@ -122,6 +123,11 @@ demos: lib
 # "Performance targets"; results in bench/README.md); BENCH_ARGS e.g. "--long 0".
 bench: lib
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# The cost of tracing (no-op, in-memory exporter) and decision records, against a
+# same-run baseline (bench/README.md, "Observability").
+bench-observe: lib
+	$(PY) bench/observe.py
 
 clean:
 	rm -rf build

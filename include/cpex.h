@@ -73,6 +73,14 @@ typedef struct cpex_context cpex_context;
    (they still finish). */
 typedef struct cpex_background cpex_background;
 
+/* A sink for records the library hands to its host (log records, decision records):
+   record is a MessagePack map of record_len bytes, borrowed for the call (copy what
+   you keep). Called on a library thread, never on the thread of an invoke and without
+   holding any lock of the library; one record at a time, in order. A slow sink
+   delays the records after it, never an invoke (records that find the queue full are
+   dropped and counted). Since ABI 1.2. */
+typedef void (*cpex_record_fn)(void *user_data, const uint8_t *record, size_t record_len);
+
 /*
  * cpex_abi_version
  *
@@ -452,6 +460,47 @@ cpex_status cpex_reload_config(cpex_manager *manager, const char *yaml, size_t y
  *  Returns CPEX_OK or a CPEX_ERR_* status; CPEX_ERR_INVALID_HANDLE for a bad handle.
  */
 cpex_status cpex_reload_config_file(cpex_manager *manager, const char *path, size_t path_len, char **err_msg);
+
+/*
+ * cpex_set_log_sink
+ *
+ * Forwards the library's log records (the `cpexrt` loggers of the embedded
+ * engine) to callback, on the library's `cpex-logs` thread. One sink per
+ * process: setting one replaces the one before, after the records already
+ * queued were handed to it, so when this call returns the old sink is called
+ * no more. A host that runs the engine in its own Python interpreter (the
+ * Python host) sees the records through its own logging configuration and need
+ * not set a sink. Since ABI 1.2.
+ *
+ *  callback: Receives each log record of the library as a MessagePack LogRecord map
+ *    (level, level_name, logger, message, time, fields), or NULL to stop
+ *    forwarding.
+ *  user_data: Passed back to callback unchanged; the library never dereferences it.
+ *  min_level: The least severe level forwarded, as Python's logging numbers it (10
+ *    debug, 20 info, 30 warning, 40 error, 50 critical).
+ *  err_msg: NULL, or receives the caller-owned message of a failure.
+ *  Returns CPEX_OK or a CPEX_ERR_* status.
+ */
+cpex_status cpex_set_log_sink(cpex_record_fn callback, void *user_data, uint8_t min_level, char **err_msg);
+
+/*
+ * cpex_set_decision_sink
+ *
+ * Turns the manager's decision records on (callback) or off (NULL): per
+ * invoke, the request id, hook, outcome and each plugin's verdict, timing,
+ * violation code and modified field names, handed to callback on the library's
+ * `cpex-decisions` thread. Records already queued go to the sink set when they
+ * were made, and are handed to it before this call returns. Records also go to
+ * the config's decision_records.file when it names one. cpex_shutdown delivers
+ * what is queued and stops the sink. Since ABI 1.2.
+ *
+ *  callback: Receives a MessagePack DecisionRecord map per invoke that runs plugins, or
+ *    NULL to stop.
+ *  user_data: Passed back to callback unchanged; the library never dereferences it.
+ *  err_msg: NULL, or receives the caller-owned message of a failure.
+ *  Returns CPEX_OK or a CPEX_ERR_* status; CPEX_ERR_INVALID_HANDLE for a bad handle.
+ */
+cpex_status cpex_set_decision_sink(cpex_manager *manager, cpex_record_fn callback, void *user_data, char **err_msg);
 
 #ifdef __cplusplus
 }

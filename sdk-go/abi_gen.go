@@ -8,7 +8,12 @@ package cpex
 */
 import "C"
 
-import "errors"
+import (
+	"errors"
+	"unsafe"
+)
+
+var _ unsafe.Pointer // the record_callback functions take user data as unsafe.Pointer
 
 // The ABI version this package was generated for. The library must have the same
 // major and at least this minor.
@@ -323,6 +328,26 @@ func callReloadConfig(manager *C.cpex_manager, yaml string) error {
 func callReloadConfigFile(manager *C.cpex_manager, path string) error {
 	var errMsg *C.char
 	status := C.cpex_reload_config_file(manager, cText(path), C.size_t(len(path)), &errMsg)
+	if int32(status) != codeOk {
+		return newError(int32(status), takeMessage(errMsg))
+	}
+	return nil
+}
+
+// callSetLogSink calls cpex_set_log_sink: Forwards the library's log records (the `cpexrt` loggers of the embedded engine) to callback, on the library's `cpex-logs` thread. One sink per process: setting one replaces the one before, after the records already queued were handed to it, so when this call returns the old sink is called no more. A host that runs the engine in its own Python interpreter (the Python host) sees the records through its own logging configuration and need not set a sink. Since ABI 1.2.
+func callSetLogSink(callback C.cpex_record_fn, userData unsafe.Pointer, minLevel uint8) error {
+	var errMsg *C.char
+	status := C.cpex_set_log_sink(callback, userData, C.uint8_t(minLevel), &errMsg)
+	if int32(status) != codeOk {
+		return newError(int32(status), takeMessage(errMsg))
+	}
+	return nil
+}
+
+// callSetDecisionSink calls cpex_set_decision_sink: Turns the manager's decision records on (callback) or off (NULL): per invoke, the request id, hook, outcome and each plugin's verdict, timing, violation code and modified field names, handed to callback on the library's `cpex-decisions` thread. Records already queued go to the sink set when they were made, and are handed to it before this call returns. Records also go to the config's decision_records.file when it names one. cpex_shutdown delivers what is queued and stops the sink. Since ABI 1.2.
+func callSetDecisionSink(manager *C.cpex_manager, callback C.cpex_record_fn, userData unsafe.Pointer) error {
+	var errMsg *C.char
+	status := C.cpex_set_decision_sink(manager, callback, userData, &errMsg)
 	if int32(status) != codeOk {
 		return newError(int32(status), takeMessage(errMsg))
 	}

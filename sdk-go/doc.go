@@ -55,4 +55,10 @@
 // Each call inside the library holds an OS thread, so calls in flight are bounded
 // (WithMaxInFlight, default DefaultMaxInFlight); the Context variants of invoke and
 // wait give up when their context ends.
+//
+// Observability (README: Observability): SetLogger forwards the engine's log records
+// to a *slog.Logger; PluginManager.SetDecisionSink (or the config's
+// decision_records.file) turns on a DecisionRecord per invoke, the audit trail of each
+// plugin's verdict; GlobalContext.Traceparent / Tracestate carry the host's W3C trace
+// context, so the engine's OpenTelemetry spans join the gateway's trace.
 package cpex

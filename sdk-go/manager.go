@@ -42,6 +42,19 @@ func WithMaxInFlight(n int) Option {
 // so a dropped manager can be collected and its handle released.
 type managerState struct {
 	handle atomic.Pointer[managerRef]
+	// The decision sink registered by SetDecisionSink (observe.go), released after
+	// the library's shutdown delivered its last record.
+	sinkMu sync.Mutex
+	sink   *decisionSink
+}
+
+// releaseSink forgets the decision sink once the manager is shut down.
+func (st *managerState) releaseSink() {
+	st.sinkMu.Lock()
+	s := st.sink
+	st.sink = nil
+	st.sinkMu.Unlock()
+	s.release()
 }
 
 // PluginManager drives the plugins of one config. It is safe for concurrent use;
@@ -258,7 +271,9 @@ func (m *PluginManager) Shutdown() error {
 	if ref == nil {
 		return nil
 	}
-	return callShutdown(ref.p)
+	err := callShutdown(ref.p)
+	m.state.releaseSink()
+	return err
 }
 
 // HasHooksFor reports whether any active plugin handles hook; cheap enough to guard

@@ -4112,6 +4112,10 @@ type GlobalContext struct {
 	State map[string]any `msgpack:"state,omitempty"`
 	// Metadata shared by all plugins of the request (read-only for plugins in py-cpex).
 	Metadata map[string]any `msgpack:"metadata,omitempty"`
+	// The caller's W3C trace context (traceparent header): the engine's spans join this trace as its children. Since ABI 1.2.
+	Traceparent string `msgpack:"traceparent,omitempty"`
+	// The W3C tracestate that goes with traceparent. Since ABI 1.2.
+	Tracestate string `msgpack:"tracestate,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
 	Extra []ExtraField `msgpack:"-"`
@@ -4142,6 +4146,12 @@ func (r GlobalContext) EncodeMsgpack(enc *msgpack.Encoder) error {
 		n++
 	}
 	if len(r.Metadata) > 0 {
+		n++
+	}
+	if r.Traceparent != "" {
+		n++
+	}
+	if r.Tracestate != "" {
 		n++
 	}
 	if err := enc.EncodeMapLen(n); err != nil {
@@ -4182,6 +4192,16 @@ func (r GlobalContext) EncodeMsgpack(enc *msgpack.Encoder) error {
 	}
 	if len(r.Metadata) > 0 {
 		if err := encodeField(enc, "metadata", r.Metadata); err != nil {
+			return err
+		}
+	}
+	if r.Traceparent != "" {
+		if err := encodeField(enc, "traceparent", r.Traceparent); err != nil {
+			return err
+		}
+	}
+	if r.Tracestate != "" {
+		if err := encodeField(enc, "tracestate", r.Tracestate); err != nil {
 			return err
 		}
 	}
@@ -4233,6 +4253,14 @@ func (r *GlobalContext) DecodeMsgpack(dec *msgpack.Decoder) error {
 		case "metadata":
 			if err := decodeInto(dec, &r.Metadata); err != nil {
 				return fmt.Errorf("GlobalContext.metadata: %w", err)
+			}
+		case "traceparent":
+			if err := decodeInto(dec, &r.Traceparent); err != nil {
+				return fmt.Errorf("GlobalContext.traceparent: %w", err)
+			}
+		case "tracestate":
+			if err := decodeInto(dec, &r.Tracestate); err != nil {
+				return fmt.Errorf("GlobalContext.tracestate: %w", err)
 			}
 		default:
 			raw, err := dec.DecodeRaw()
@@ -6063,6 +6091,462 @@ func (r *DelegationResult) DecodeMsgpack(dec *msgpack.Decoder) error {
 	return nil
 }
 
+// LogRecord: A log record of the engine, as cpex_set_log_sink delivers it.
+type LogRecord struct {
+	// Python's logging level number (10 debug, 20 info, 30 warning, 40 error, 50 critical).
+	Level     int    `msgpack:"level"`
+	LevelName string `msgpack:"level_name"`
+	// The logger's name (README: Observability lists them).
+	Logger  string `msgpack:"logger"`
+	Message string `msgpack:"message"`
+	// When it was logged, seconds since the Unix epoch.
+	Time float64 `msgpack:"time"`
+	// The record's structured fields (plugin, hook, code, on_error, ...).
+	Fields map[string]any `msgpack:"fields,omitempty"`
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField `msgpack:"-"`
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
+func (r LogRecord) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1 + 1 + 1 + 1 + 1
+	if len(r.Fields) > 0 {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "level", r.Level); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "level_name", r.LevelName); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "logger", r.Logger); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "message", r.Message); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "time", r.Time); err != nil {
+		return err
+	}
+	if len(r.Fields) > 0 {
+		if err := encodeField(enc, "fields", r.Fields); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *LogRecord) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("LogRecord: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("LogRecord: field name: %w", err)
+		}
+		switch key {
+		case "level":
+			seen++
+			if err := decodeInto(dec, &r.Level); err != nil {
+				return fmt.Errorf("LogRecord.level: %w", err)
+			}
+		case "level_name":
+			seen++
+			if err := decodeInto(dec, &r.LevelName); err != nil {
+				return fmt.Errorf("LogRecord.level_name: %w", err)
+			}
+		case "logger":
+			seen++
+			if err := decodeInto(dec, &r.Logger); err != nil {
+				return fmt.Errorf("LogRecord.logger: %w", err)
+			}
+		case "message":
+			seen++
+			if err := decodeInto(dec, &r.Message); err != nil {
+				return fmt.Errorf("LogRecord.message: %w", err)
+			}
+		case "time":
+			seen++
+			if err := decodeInto(dec, &r.Time); err != nil {
+				return fmt.Errorf("LogRecord.time: %w", err)
+			}
+		case "fields":
+			if err := decodeInto(dec, &r.Fields); err != nil {
+				return fmt.Errorf("LogRecord.fields: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("LogRecord.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 5 {
+		return fmt.Errorf("LogRecord: missing a required field (level, level_name, logger, message, time)")
+	}
+	return nil
+}
+
+// PluginDecision: What one plugin did in one invoke, in a decision record.
+type PluginDecision struct {
+	Plugin string `msgpack:"plugin"`
+	// Its mode as configured (permissive for a shadow plugin).
+	Mode string `msgpack:"mode"`
+	// allow, deny, modify, error, timeout or cancelled (a concurrent plugin halted by another's deny).
+	Verdict string `msgpack:"verdict"`
+	// False when the verdict was recorded but not applied (mode: permissive, or a py-cpex plugin's verdict its phase cannot enforce).
+	Enforced      bool    `msgpack:"enforced"`
+	DurationMs    float64 `msgpack:"duration_ms,omitempty"`
+	ViolationCode string  `msgpack:"violation_code,omitempty"`
+	// The PluginError code of a failure (plugin_error, plugin_timeout, modify_refused, ...).
+	ErrorCode string `msgpack:"error_code,omitempty"`
+	// The dotted paths the plugin changed (payload.*, extensions.*), down to three levels.
+	ModifiedFields []string `msgpack:"modified_fields,omitempty"`
+	// The new value at each modified path; only with decision_records.include_values.
+	ModifiedValues map[string]any `msgpack:"modified_values,omitempty"`
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField `msgpack:"-"`
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
+func (r PluginDecision) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1 + 1 + 1 + 1
+	if r.DurationMs != 0 {
+		n++
+	}
+	if r.ViolationCode != "" {
+		n++
+	}
+	if r.ErrorCode != "" {
+		n++
+	}
+	if len(r.ModifiedFields) > 0 {
+		n++
+	}
+	if len(r.ModifiedValues) > 0 {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "plugin", r.Plugin); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "mode", r.Mode); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "verdict", r.Verdict); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "enforced", r.Enforced); err != nil {
+		return err
+	}
+	if r.DurationMs != 0 {
+		if err := encodeField(enc, "duration_ms", r.DurationMs); err != nil {
+			return err
+		}
+	}
+	if r.ViolationCode != "" {
+		if err := encodeField(enc, "violation_code", r.ViolationCode); err != nil {
+			return err
+		}
+	}
+	if r.ErrorCode != "" {
+		if err := encodeField(enc, "error_code", r.ErrorCode); err != nil {
+			return err
+		}
+	}
+	if len(r.ModifiedFields) > 0 {
+		if err := encodeField(enc, "modified_fields", r.ModifiedFields); err != nil {
+			return err
+		}
+	}
+	if len(r.ModifiedValues) > 0 {
+		if err := encodeField(enc, "modified_values", r.ModifiedValues); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *PluginDecision) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("PluginDecision: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("PluginDecision: field name: %w", err)
+		}
+		switch key {
+		case "plugin":
+			seen++
+			if err := decodeInto(dec, &r.Plugin); err != nil {
+				return fmt.Errorf("PluginDecision.plugin: %w", err)
+			}
+		case "mode":
+			seen++
+			if err := decodeInto(dec, &r.Mode); err != nil {
+				return fmt.Errorf("PluginDecision.mode: %w", err)
+			}
+		case "verdict":
+			seen++
+			if err := decodeInto(dec, &r.Verdict); err != nil {
+				return fmt.Errorf("PluginDecision.verdict: %w", err)
+			}
+		case "enforced":
+			seen++
+			if err := decodeInto(dec, &r.Enforced); err != nil {
+				return fmt.Errorf("PluginDecision.enforced: %w", err)
+			}
+		case "duration_ms":
+			if err := decodeInto(dec, &r.DurationMs); err != nil {
+				return fmt.Errorf("PluginDecision.duration_ms: %w", err)
+			}
+		case "violation_code":
+			if err := decodeInto(dec, &r.ViolationCode); err != nil {
+				return fmt.Errorf("PluginDecision.violation_code: %w", err)
+			}
+		case "error_code":
+			if err := decodeInto(dec, &r.ErrorCode); err != nil {
+				return fmt.Errorf("PluginDecision.error_code: %w", err)
+			}
+		case "modified_fields":
+			if err := decodeInto(dec, &r.ModifiedFields); err != nil {
+				return fmt.Errorf("PluginDecision.modified_fields: %w", err)
+			}
+		case "modified_values":
+			if err := decodeInto(dec, &r.ModifiedValues); err != nil {
+				return fmt.Errorf("PluginDecision.modified_values: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("PluginDecision.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 4 {
+		return fmt.Errorf("PluginDecision: missing a required field (plugin, mode, verdict, enforced)")
+	}
+	return nil
+}
+
+// DecisionRecord: The audit record of one invoke that ran plugins (decision records, cpex_set_decision_sink).
+type DecisionRecord struct {
+	Hook string `msgpack:"hook"`
+	// When the invoke started, seconds since the Unix epoch.
+	Time float64 `msgpack:"time"`
+	// The request's id, from the global context the host passed.
+	RequestID string `msgpack:"request_id,omitempty"`
+	// The call's outcome - allow, deny, modify, error or timeout (the invoke failed).
+	Decision      string `msgpack:"decision"`
+	ViolationCode string `msgpack:"violation_code,omitempty"`
+	// The plugin whose deny stands.
+	ViolationPlugin string `msgpack:"violation_plugin,omitempty"`
+	// The error class of a failed invoke (PipelineError, PipelineTimeoutError).
+	Error string `msgpack:"error,omitempty"`
+	// The fire-and-forget plugins queued after the pipeline.
+	Background []string `msgpack:"background,omitempty"`
+	DurationMs float64  `msgpack:"duration_ms,omitempty"`
+	// The plugins that ran, in the order they ran.
+	Plugins []PluginDecision `msgpack:"plugins"`
+	// The invoke span's trace id (hex), when tracing is on.
+	TraceID string `msgpack:"trace_id,omitempty"`
+	// The invoke span's id (hex), when tracing is on.
+	SpanID string `msgpack:"span_id,omitempty"`
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField `msgpack:"-"`
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
+func (r DecisionRecord) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1 + 1 + 1 + 1
+	if r.RequestID != "" {
+		n++
+	}
+	if r.ViolationCode != "" {
+		n++
+	}
+	if r.ViolationPlugin != "" {
+		n++
+	}
+	if r.Error != "" {
+		n++
+	}
+	if len(r.Background) > 0 {
+		n++
+	}
+	if r.DurationMs != 0 {
+		n++
+	}
+	if r.TraceID != "" {
+		n++
+	}
+	if r.SpanID != "" {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "hook", r.Hook); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "time", r.Time); err != nil {
+		return err
+	}
+	if r.RequestID != "" {
+		if err := encodeField(enc, "request_id", r.RequestID); err != nil {
+			return err
+		}
+	}
+	if err := encodeField(enc, "decision", r.Decision); err != nil {
+		return err
+	}
+	if r.ViolationCode != "" {
+		if err := encodeField(enc, "violation_code", r.ViolationCode); err != nil {
+			return err
+		}
+	}
+	if r.ViolationPlugin != "" {
+		if err := encodeField(enc, "violation_plugin", r.ViolationPlugin); err != nil {
+			return err
+		}
+	}
+	if r.Error != "" {
+		if err := encodeField(enc, "error", r.Error); err != nil {
+			return err
+		}
+	}
+	if len(r.Background) > 0 {
+		if err := encodeField(enc, "background", r.Background); err != nil {
+			return err
+		}
+	}
+	if r.DurationMs != 0 {
+		if err := encodeField(enc, "duration_ms", r.DurationMs); err != nil {
+			return err
+		}
+	}
+	if err := encodeField(enc, "plugins", orEmptyList(r.Plugins)); err != nil {
+		return err
+	}
+	if r.TraceID != "" {
+		if err := encodeField(enc, "trace_id", r.TraceID); err != nil {
+			return err
+		}
+	}
+	if r.SpanID != "" {
+		if err := encodeField(enc, "span_id", r.SpanID); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *DecisionRecord) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("DecisionRecord: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("DecisionRecord: field name: %w", err)
+		}
+		switch key {
+		case "hook":
+			seen++
+			if err := decodeInto(dec, &r.Hook); err != nil {
+				return fmt.Errorf("DecisionRecord.hook: %w", err)
+			}
+		case "time":
+			seen++
+			if err := decodeInto(dec, &r.Time); err != nil {
+				return fmt.Errorf("DecisionRecord.time: %w", err)
+			}
+		case "request_id":
+			if err := decodeInto(dec, &r.RequestID); err != nil {
+				return fmt.Errorf("DecisionRecord.request_id: %w", err)
+			}
+		case "decision":
+			seen++
+			if err := decodeInto(dec, &r.Decision); err != nil {
+				return fmt.Errorf("DecisionRecord.decision: %w", err)
+			}
+		case "violation_code":
+			if err := decodeInto(dec, &r.ViolationCode); err != nil {
+				return fmt.Errorf("DecisionRecord.violation_code: %w", err)
+			}
+		case "violation_plugin":
+			if err := decodeInto(dec, &r.ViolationPlugin); err != nil {
+				return fmt.Errorf("DecisionRecord.violation_plugin: %w", err)
+			}
+		case "error":
+			if err := decodeInto(dec, &r.Error); err != nil {
+				return fmt.Errorf("DecisionRecord.error: %w", err)
+			}
+		case "background":
+			if err := decodeInto(dec, &r.Background); err != nil {
+				return fmt.Errorf("DecisionRecord.background: %w", err)
+			}
+		case "duration_ms":
+			if err := decodeInto(dec, &r.DurationMs); err != nil {
+				return fmt.Errorf("DecisionRecord.duration_ms: %w", err)
+			}
+		case "plugins":
+			seen++
+			if err := decodeInto(dec, &r.Plugins); err != nil {
+				return fmt.Errorf("DecisionRecord.plugins: %w", err)
+			}
+		case "trace_id":
+			if err := decodeInto(dec, &r.TraceID); err != nil {
+				return fmt.Errorf("DecisionRecord.trace_id: %w", err)
+			}
+		case "span_id":
+			if err := decodeInto(dec, &r.SpanID); err != nil {
+				return fmt.Errorf("DecisionRecord.span_id: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("DecisionRecord.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 4 {
+		return fmt.Errorf("DecisionRecord: missing a required field (hook, time, decision, plugins)")
+	}
+	return nil
+}
+
 // ContentPart: One part of a CMF message's content. ContentType says which variant it is; a part of a
 // content type this SDK does not know keeps its whole map in Raw and is re-emitted
 // unchanged.
@@ -6341,5 +6825,8 @@ var wireTypes = map[string]func() any{
 	"DelegationPayload":                    func() any { return new(DelegationPayload) },
 	"AttenuationConfig":                    func() any { return new(AttenuationConfig) },
 	"DelegationResult":                     func() any { return new(DelegationResult) },
+	"LogRecord":                            func() any { return new(LogRecord) },
+	"PluginDecision":                       func() any { return new(PluginDecision) },
+	"DecisionRecord":                       func() any { return new(DecisionRecord) },
 	"ContentPart":                          func() any { return new(ContentPart) },
 }

@@ -48,7 +48,10 @@ func runReleaser() {
 
 func dropManager(st *managerState) {
 	if ref := st.handle.Swap(nil); ref != nil {
-		releaseLater(func() { _ = callShutdown(ref.p) })
+		releaseLater(func() {
+			_ = callShutdown(ref.p)
+			st.releaseSink()
+		})
 	}
 }
 

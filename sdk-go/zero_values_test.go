@@ -97,6 +97,7 @@ var managerCalls = map[string]managerCall{
 	"ReloadConfigFile": func(m *PluginManager) error { return m.ReloadConfigFile("/no/such/cpex.yaml") },
 	"Initialize":       func(m *PluginManager) error { return m.Initialize() },
 	"Shutdown":         func(m *PluginManager) error { return m.Shutdown() },
+	"SetDecisionSink":  func(m *PluginManager) error { return m.SetDecisionSink(func(DecisionRecord) {}) },
 	"HasHooksFor": func(m *PluginManager) error {
 		has, err := m.HasHooksFor("tool_pre_invoke")
 		if has {

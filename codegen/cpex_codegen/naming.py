@@ -64,6 +64,9 @@ def _c_param(schema: Schema, p: Param, public: bool) -> list[str]:
         "bool_out": [f"int *{n}"],
         "size_out": [f"size_t *{n}"],
         "raw_pointer": [f"void *{n}"],
+        # The typedef in the header; spelled out for the embedding declarations, which
+        # cffi reads without the header.
+        "record_callback": [f"{schema.abi.prefix}_record_fn {n}" if public else f"void (*{n})(void *, const uint8_t *, size_t)"],
     }[p.kind]
 
 

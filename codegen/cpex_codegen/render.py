@@ -98,7 +98,14 @@ def py_field_type(fl: RecordField) -> str:
 
 def go_in_type(schema: Schema, p: Param) -> str:
     h = f"*C.{naming.handle_type(schema, p.handle or '')}"
-    return {"handle": h, "text": "string", "bytes": "[]byte", "u8": "uint8"}[p.kind]
+    return {
+        "handle": h,
+        "text": "string",
+        "bytes": "[]byte",
+        "u8": "uint8",
+        "record_callback": f"C.{schema.abi.prefix}_record_fn",
+        "raw_pointer": "unsafe.Pointer",
+    }[p.kind]
 
 
 def go_out_type(schema: Schema, p: Param) -> str:
@@ -170,7 +177,7 @@ def go_c_args(fn: Function) -> list[str]:
     out: list[str] = []
     for p in fn.params:
         v = naming.lower_camel(p.name)
-        if p.kind == "handle":
+        if p.kind in ("handle", "record_callback", "raw_pointer"):
             out.append(v)
         elif p.kind == "text":
             out += [f"cText({v})", f"C.size_t(len({v}))"]
@@ -186,7 +193,7 @@ def go_c_args(fn: Function) -> list[str]:
     return out
 
 
-_PY_IN = {"handle": "Any", "text": "bytes", "bytes": "bytes", "u8": "int"}
+_PY_IN = {"handle": "Any", "text": "bytes", "bytes": "bytes", "u8": "int", "record_callback": "Any", "raw_pointer": "Any"}
 _PY_OUT = {"handle_out": "Any", "bytes_out": "bytes", "bool_out": "bool", "size_out": "int"}
 
 
@@ -215,7 +222,7 @@ def py_c_args(fn: Function, src: str) -> list[str]:
     out: list[str] = []
     for p in fn.params:
         n = p.name
-        if p.kind in ("handle", "u8"):
+        if p.kind in ("handle", "u8", "record_callback", "raw_pointer"):
             out.append(n)
         elif p.kind in ("text", "bytes"):
             out += [n, f"len({n})"]
@@ -330,6 +337,8 @@ def environment(schema: Schema, layout: Layout | None = None) -> jinja2.Environm
         handle_kinds={h.name: i + 1 for i, h in enumerate(schema.handles)},
         handle_tag=handle_tag(schema),
         has_fast_path=any(f.fast_path for f in schema.python_functions),
+        # The record sink typedef is declared only by a library with record callbacks.
+        has_record_callbacks=any(p.kind == "record_callback" for f in schema.functions for p in f.params),
         py_in_type=py_in_type,
         py_out_types=py_out_types,
         py_out_allocs=py_out_allocs,

@@ -82,7 +82,9 @@ class PayloadType(Strict):
     doc: str
 
 
-ParamKind = Literal["handle", "handle_out", "bytes", "text", "u8", "bytes_out", "bool_out", "size_out", "raw_pointer"]
+ParamKind = Literal[
+    "handle", "handle_out", "bytes", "text", "u8", "bytes_out", "bool_out", "size_out", "raw_pointer", "record_callback"
+]
 OUT_KINDS = frozenset({"handle_out", "bytes_out", "bool_out", "size_out"})
 
 

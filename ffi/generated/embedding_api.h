@@ -23,3 +23,5 @@ int cpexpy_free_context(uintptr_t context, char **err_msg);
 int cpexpy_live_handles(size_t *out_managers, size_t *out_contexts, size_t *out_backgrounds, char **err_msg);
 int cpexpy_reload_config(uintptr_t manager, const char *yaml, size_t yaml_len, char **err_msg);
 int cpexpy_reload_config_file(uintptr_t manager, const char *path, size_t path_len, char **err_msg);
+int cpexpy_set_log_sink(void (*callback)(void *, const uint8_t *, size_t), void *user_data, uint8_t min_level, char **err_msg);
+int cpexpy_set_decision_sink(uintptr_t manager, void (*callback)(void *, const uint8_t *, size_t), void *user_data, char **err_msg);

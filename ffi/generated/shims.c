@@ -389,3 +389,27 @@ cpex_status cpex_reload_config_file(cpex_manager *manager, const char *path, siz
     rc = cpex__status_of(cpexpy_reload_config_file((uintptr_t)manager, path, path_len, err_msg), "cpex_reload_config_file", err_msg);
     return rc;
 }
+
+cpex_status cpex_set_log_sink(cpex_record_fn callback, void *user_data, uint8_t min_level, char **err_msg)
+{
+    int rc;
+    if (err_msg != NULL) *err_msg = NULL;
+    rc = cpex__runtime_ready(err_msg);
+    if (rc != CPEX_OK)
+        return rc;
+    rc = cpex__status_of(cpexpy_set_log_sink(callback, user_data, min_level, err_msg), "cpex_set_log_sink", err_msg);
+    return rc;
+}
+
+cpex_status cpex_set_decision_sink(cpex_manager *manager, cpex_record_fn callback, void *user_data, char **err_msg)
+{
+    int rc;
+    if (err_msg != NULL) *err_msg = NULL;
+    if (manager == NULL)
+        return cpex__fail(err_msg, CPEX_ERR_INVALID_HANDLE, "cpex_set_decision_sink: manager handle is NULL");
+    rc = cpex__runtime_ready(err_msg);
+    if (rc != CPEX_OK)
+        return rc;
+    rc = cpex__status_of(cpexpy_set_decision_sink((uintptr_t)manager, callback, user_data, err_msg), "cpex_set_decision_sink", err_msg);
+    return rc;
+}

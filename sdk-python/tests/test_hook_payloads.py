@@ -89,8 +89,21 @@ PYCPEX_FIELDS: dict[str, tuple[list[str], set[str]]] = {
     "AttenuationConfig": (["capabilities", "resource_template", "actions", "ttl_seconds"], set()),
     "DelegationResult": (["delegated_token", "delegation_update", "forwarded_headers", "cache_key", "cache_ttl"], set()),
     "MessagePayload": (["message", "hook"], {"message"}),
+    # py-cpex's fields, then cpex's W3C trace context (ABI 1.2), which py-cpex plugins
+    # never see (engine/pycpex.py).
     "GlobalContext": (
-        ["request_id", "user", "user_context", "tenant_id", "server_id", "content_type", "state", "metadata"],
+        [
+            "request_id",
+            "user",
+            "user_context",
+            "tenant_id",
+            "server_id",
+            "content_type",
+            "state",
+            "metadata",
+            "traceparent",
+            "tracestate",
+        ],
         {"request_id"},
     ),
 }

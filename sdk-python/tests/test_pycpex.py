@@ -233,10 +233,20 @@ def test_a_violation_keeps_every_field_and_the_result_carries_retry_and_headers(
 
 def test_a_permissive_plugins_deny_is_reported_not_enforced_as_in_pycpex() -> None:
     m = engine(config_of(stanza("v", "pycpex_test_plugins.Verdict", mode="permissive")))
+    records: list[dict[str, Any]] = []
+    m.set_decision_sink(records.append)
     result = m.invoke("tool_pre_invoke", 0, {"name": "t", "args": {"block": True}})
     assert result.continue_processing and result.violation is None
     assert [(e.plugin_name, e.code, e.details) for e in result.errors] == [("v", "not_enforced", {"violation_code": "BLOCKED"})]
     m.shutdown()
+    # Shadow mode, as for cpex plugins: recorded with its verdict, not enforced.
+    ((plugin,),) = [r["plugins"] for r in records]
+    assert (plugin["mode"], plugin["verdict"], plugin["enforced"], plugin["violation_code"]) == (
+        "permissive",
+        "deny",
+        False,
+        "BLOCKED",
+    )
 
 
 def test_cpexs_fail_closed_rules_hold_for_pycpex_plugins() -> None:

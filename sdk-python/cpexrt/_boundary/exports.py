@@ -13,6 +13,7 @@ from typing import Any
 
 from cpexrt._boundary.handles import HANDLES, Kind
 from cpexrt._boundary.signals import refuse_signal_handlers
+from cpexrt._boundary.sinks import LOG_FORWARDER, CallbackSink
 from cpexrt._generated.abi_cdef import PYTHON_FUNCTIONS
 from cpexrt._generated.errors import UNCHANGED_RESULTS, Status
 from cpexrt._generated.records import CallOptions, PipelineResult, PluginError
@@ -324,6 +325,21 @@ class Exports:
 
     def free_context(self, context: int) -> None:
         HANDLES.take(Kind.CONTEXT, context, "context")
+
+    def set_log_sink(self, callback: Any, user_data: Any, min_level: int) -> None:
+        if callback == self.ffi.NULL:
+            LOG_FORWARDER.set_sink(None, 0)
+            return
+        if not 0 < min_level <= 50:
+            raise InvalidInputError(
+                f"min_level: {min_level} is no logging level; expected 10 (debug), 20 (info), 30 (warning), 40 (error) "
+                "or 50 (critical)"
+            )
+        LOG_FORWARDER.set_sink(CallbackSink(self.ffi, callback, user_data), min_level)
+
+    def set_decision_sink(self, manager: int, callback: Any, user_data: Any) -> None:
+        mgr = self._manager(manager, "manager")
+        mgr.set_decision_sink(None if callback == self.ffi.NULL else CallbackSink(self.ffi, callback, user_data))
 
     def live_handles(self, out_managers: Any, out_contexts: Any, out_backgrounds: Any) -> None:
         counts = HANDLES.counts()

@@ -7,6 +7,7 @@ typedef int32_t cpex_status;
 typedef struct cpex_manager cpex_manager;
 typedef struct cpex_context cpex_context;
 typedef struct cpex_background cpex_background;
+typedef void (*cpex_record_fn)(void *user_data, const uint8_t *record, size_t record_len);
 uint32_t cpex_abi_version(void);
 const char *cpex_build_info(void);
 void cpex_free_buffer(void *ptr);
@@ -30,6 +31,8 @@ cpex_status cpex_free_context(cpex_context *context, char **err_msg);
 cpex_status cpex_live_handles(size_t *out_managers, size_t *out_contexts, size_t *out_backgrounds, char **err_msg);
 cpex_status cpex_reload_config(cpex_manager *manager, const char *yaml, size_t yaml_len, char **err_msg);
 cpex_status cpex_reload_config_file(cpex_manager *manager, const char *path, size_t path_len, char **err_msg);
+cpex_status cpex_set_log_sink(cpex_record_fn callback, void *user_data, uint8_t min_level, char **err_msg);
+cpex_status cpex_set_decision_sink(cpex_manager *manager, cpex_record_fn callback, void *user_data, char **err_msg);
 """
 
 # The exported functions implemented in Python, by the boundary (cpexrt._boundary.exports).
@@ -54,4 +57,6 @@ PYTHON_FUNCTIONS: tuple[str, ...] = (
     'live_handles',
     'reload_config',
     'reload_config_file',
+    'set_log_sink',
+    'set_decision_sink',
 )

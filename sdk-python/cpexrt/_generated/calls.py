@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from cpexrt.host.library import Library
 
 
+# The C type of the record callbacks (the record_callback parameters), for ffi.callback.
+RECORD_FN = "cpex_record_fn"
+
+
 class Scratch:
     """One thread's out-parameters of the fast-path calls (invoke, invoke_request), reused call after call: read the outputs before the thread's next call."""
 
@@ -233,5 +237,23 @@ def reload_config_file(library: Library, manager: Any, path: bytes) -> None:
     ffi = library.ffi
     err_msg = ffi.new("char **")
     status = library.lib.cpex_reload_config_file(manager, path, len(path), err_msg)
+    if status:
+        library.check(status, err_msg)
+
+
+def set_log_sink(library: Library, callback: Any, user_data: Any, min_level: int) -> None:
+    """Calls cpex_set_log_sink: Forwards the library's log records (the `cpexrt` loggers of the embedded engine) to callback, on the library's `cpex-logs` thread. One sink per process: setting one replaces the one before, after the records already queued were handed to it, so when this call returns the old sink is called no more. A host that runs the engine in its own Python interpreter (the Python host) sees the records through its own logging configuration and need not set a sink. Since ABI 1.2."""
+    ffi = library.ffi
+    err_msg = ffi.new("char **")
+    status = library.lib.cpex_set_log_sink(callback, user_data, min_level, err_msg)
+    if status:
+        library.check(status, err_msg)
+
+
+def set_decision_sink(library: Library, manager: Any, callback: Any, user_data: Any) -> None:
+    """Calls cpex_set_decision_sink: Turns the manager's decision records on (callback) or off (NULL): per invoke, the request id, hook, outcome and each plugin's verdict, timing, violation code and modified field names, handed to callback on the library's `cpex-decisions` thread. Records already queued go to the sink set when they were made, and are handed to it before this call returns. Records also go to the config's decision_records.file when it names one. cpex_shutdown delivers what is queued and stops the sink. Since ABI 1.2."""
+    ffi = library.ffi
+    err_msg = ffi.new("char **")
+    status = library.lib.cpex_set_decision_sink(manager, callback, user_data, err_msg)
     if status:
         library.check(status, err_msg)

@@ -723,6 +723,8 @@ class GlobalContext(WireRecord):
         WireField('content_type', optional=True),
         WireField('state', optional=True),
         WireField('metadata', optional=True),
+        WireField('traceparent', optional=True),
+        WireField('tracestate', optional=True),
     )
 
     request_id: str
@@ -733,6 +735,8 @@ class GlobalContext(WireRecord):
     content_type: str | None = None
     state: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 class CallOptions(WireRecord):
@@ -1041,6 +1045,84 @@ class DelegationResult(WireRecord):
     forwarded_headers: dict[str, str] | None = None
     cache_key: str | None = None
     cache_ttl: int | None = None
+
+
+class LogRecord(WireRecord):
+    """A log record of the engine, as cpex_set_log_sink delivers it."""
+
+    WIRE: ClassVar[tuple[WireField, ...]] = (
+        WireField('level'),
+        WireField('level_name'),
+        WireField('logger'),
+        WireField('message'),
+        WireField('time'),
+        WireField('fields', optional=True),
+    )
+
+    level: int
+    level_name: str
+    logger: str
+    message: str
+    time: float
+    fields: dict[str, Any] | None = None
+
+
+class PluginDecision(WireRecord):
+    """What one plugin did in one invoke, in a decision record."""
+
+    WIRE: ClassVar[tuple[WireField, ...]] = (
+        WireField('plugin'),
+        WireField('mode'),
+        WireField('verdict'),
+        WireField('enforced'),
+        WireField('duration_ms', optional=True),
+        WireField('violation_code', optional=True),
+        WireField('error_code', optional=True),
+        WireField('modified_fields', optional=True),
+        WireField('modified_values', optional=True),
+    )
+
+    plugin: str
+    mode: str
+    verdict: str
+    enforced: bool
+    duration_ms: float | None = None
+    violation_code: str | None = None
+    error_code: str | None = None
+    modified_fields: list[str] | None = None
+    modified_values: dict[str, Any] | None = None
+
+
+class DecisionRecord(WireRecord):
+    """The audit record of one invoke that ran plugins (decision records, cpex_set_decision_sink)."""
+
+    WIRE: ClassVar[tuple[WireField, ...]] = (
+        WireField('hook'),
+        WireField('time'),
+        WireField('request_id', optional=True),
+        WireField('decision'),
+        WireField('violation_code', optional=True),
+        WireField('violation_plugin', optional=True),
+        WireField('error', optional=True),
+        WireField('background', optional=True),
+        WireField('duration_ms', optional=True),
+        WireField('plugins'),
+        WireField('trace_id', optional=True),
+        WireField('span_id', optional=True),
+    )
+
+    hook: str
+    time: float
+    request_id: str | None = None
+    decision: str
+    violation_code: str | None = None
+    violation_plugin: str | None = None
+    error: str | None = None
+    background: list[str] | None = None
+    duration_ms: float | None = None
+    plugins: list[PluginDecision]
+    trace_id: str | None = None
+    span_id: str | None = None
 
 
 class ContentPart(WireRecord):

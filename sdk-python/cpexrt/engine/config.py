@@ -8,7 +8,17 @@ from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
 import yaml  # type: ignore[import-untyped, unused-ignore]  # typed only with types-PyYAML installed
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 from cpexrt._generated.slots import CAPABILITIES
 from cpexrt.engine.patterns import check_pattern
@@ -120,18 +130,31 @@ class PluginSpec(_Strict):
     capabilities: list[str] = Field(default_factory=list)
     config: dict[str, Any] = Field(default_factory=dict)
     conditions: list[Conditions] = Field(default_factory=list, description="any entry matching enables the plugin")
+    _shadow: bool = PrivateAttr(default=False)
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _legacy_mode(cls, data: Any) -> Any:
+    def _legacy_mode(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         """py-cpex's legacy modes: enforce -> sequential, enforce_ignore_error ->
-        sequential with on_error ignore (unless given), permissive -> transform."""
+        sequential with on_error ignore (unless given), permissive -> transform in
+        shadow: its denies are recorded, not enforced (see `shadow`)."""
+        legacy = None
         if isinstance(data, dict) and isinstance(data.get("mode"), str) and data["mode"] in _LEGACY_MODES:
             legacy = data["mode"]
             data = {**data, "mode": _LEGACY_MODES[legacy]}
             if legacy == "enforce_ignore_error":
                 data.setdefault("on_error", "ignore")
-        return data
+        spec = handler(data)
+        if legacy == "permissive":
+            spec._shadow = True
+        return spec
+
+    @property
+    def shadow(self) -> bool:
+        """mode: permissive (shadow mode): the plugin runs in the transform phase and
+        its denies are recorded (PluginError code not_enforced, decision records, spans,
+        metrics) but not enforced, for cpex and py-cpex plugins alike."""
+        return self._shadow
 
     @field_validator("config", mode="before")
     @classmethod
@@ -182,7 +205,17 @@ class Route(_Strict):
         raise AssertionError("validated: one entity")
 
 
+class DecisionRecords(_Strict):
+    """Decision records (engine/decisions.py): the JSON-lines file they are appended to
+    (relative paths from the config file's folder), and whether they carry the values
+    of modified fields (never by default: names only)."""
+
+    file: str | None = Field(default=None, min_length=1)
+    include_values: bool = False
+
+
 class Config(_Strict):
+    decision_records: DecisionRecords = Field(default_factory=DecisionRecords)
     plugin_dirs: list[str] = Field(default_factory=list, description="py-cpex's place for plugin_settings.plugin_dirs")
     plugin_settings: PluginSettings = Field(default_factory=PluginSettings)
     global_: GlobalPolicies = Field(default_factory=GlobalPolicies, alias="global")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Any
 
 from cpexrt import payloads
 from cpexrt._generated.records import PluginError, PluginViolation
-from cpexrt.engine import driver, gating
+from cpexrt.engine import driver, gating, observe
 from cpexrt.engine.background import RUNNER, BackgroundBatch, start_inline
 from cpexrt.engine.config import Mode, OnError, PluginSpec
 from cpexrt.engine.context import RequestState
@@ -21,6 +22,8 @@ from cpexrt.engine.gating import Grant
 from cpexrt.errors import PipelineError, PipelineTimeoutError
 from cpexrt.plugin import Plugin, PluginContext
 from cpexrt.results import PluginResult
+
+LOG = logging.getLogger("cpexrt.engine.executor")
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ class LoadedPlugin:
     # applied and is reported (code not_enforced), as py-cpex does not enforce it;
     # for cpex plugins it is a failure under on_error.
     reports_unenforced: bool = False
+    # mode: permissive (PluginSpec.shadow): its denies are recorded, not enforced.
+    shadow: bool = False
 
     @property
     def name(self) -> str:
@@ -164,6 +169,7 @@ class Invocation:
         "invoke_timeout_source",
         "limits",
         "request",
+        "observer",
     )
 
     def __init__(
@@ -189,6 +195,8 @@ class Invocation:
         self.deadline, self.invoke_timeout, self.limits = deadline, invoke_timeout, limits
         self.invoke_timeout_source = invoke_timeout_source  # what set the limit, for the message
         self.request = request  # the host's global context, checked; plugins get copies
+        # The invoke's spans, metrics and decision record (engine/observe.py), or None.
+        self.observer: observe.Observation | None = None
 
     def state_for(self, name: str) -> dict[str, Any]:
         """The plugin's local state for this invoke: a private copy of what the caller's
@@ -220,6 +228,7 @@ def run_pipeline(plan: list[LoadedPlugin], inv: Invocation) -> PipelineOutcome:
     out = PipelineOutcome()
     followers: list[LoadedPlugin] = []
     concurrent: list[LoadedPlugin] = []
+    obs = inv.observer
     for plugin in plan:
         if not plugin.active:
             continue
@@ -232,22 +241,36 @@ def run_pipeline(plan: list[LoadedPlugin], inv: Invocation) -> PipelineOutcome:
             continue
         if not out.continue_processing:
             continue
-        args = _args(plugin, inv)
+        if obs is None:
+            _step(plugin, inv, _AUTHORITY[mode], out)
+            continue
+        mark = obs.begin(plugin, inv, out)
         try:
-            value = driver.call(plugin.handlers[inv.hook], args, _deadline(plugin, inv))
-        except driver.HandlerTimeout:
-            _timed_out(plugin, inv, out)
-            continue
-        except BaseException as exc:  # noqa: BLE001 - whatever a plugin raises is its own failure
-            _failed(plugin, inv, out, driver.describe(exc))
-            continue
-        _apply(plugin, inv, _AUTHORITY[mode], value, out)
+            _step(plugin, inv, _AUTHORITY[mode], out)
+        except BaseException as exc:
+            obs.end(plugin, mark, inv, out, exc)
+            raise
+        obs.end(plugin, mark, inv, out)
     if concurrent and out.continue_processing:
         _run_concurrent(concurrent, inv, _AUTHORITY[Mode.CONCURRENT], out)
     if followers:
         out.background = _fire_and_forget(followers, inv)
     out.states = inv.carried_states()
     return out
+
+
+def _step(plugin: LoadedPlugin, inv: Invocation, authority: Authority, out: PipelineOutcome) -> None:
+    """Runs one sequential, transform or audit plugin and takes its result."""
+    args = _args(plugin, inv)
+    try:
+        value = driver.call(plugin.handlers[inv.hook], args, _deadline(plugin, inv))
+    except driver.HandlerTimeout:
+        _timed_out(plugin, inv, out)
+        return
+    except BaseException as exc:  # noqa: BLE001 - whatever a plugin raises is its own failure
+        _failed(plugin, inv, out, driver.describe(exc))
+        return
+    _apply(plugin, inv, authority, value, out)
 
 
 def _args(plugin: LoadedPlugin, inv: Invocation) -> tuple[Any, PluginContext]:
@@ -288,7 +311,7 @@ def _apply(plugin: LoadedPlugin, inv: Invocation, authority: Authority, value: A
         result = _as_result(value)
         mode = plugin.spec.mode.value
         if plugin.reports_unenforced:
-            result = _unenforced(plugin, authority, result, out)
+            result = _unenforced(plugin, inv, authority, result, out)
         if not result.continue_processing and not authority.may_deny:
             raise Refusal("deny_refused", f"denied, but a {mode} plugin may not deny; its deny was refused")
         modifies = result.modified_payload is not None or result.modified_extensions is not None
@@ -342,7 +365,9 @@ def _asks(out: PipelineOutcome, retry_delay_ms: int, headers: dict[str, str] | N
         out.http_headers = {**(out.http_headers or {}), **headers}
 
 
-def _unenforced(plugin: LoadedPlugin, authority: Authority, result: PluginResult, out: PipelineOutcome) -> PluginResult:
+def _unenforced(
+    plugin: LoadedPlugin, inv: Invocation, authority: Authority, result: PluginResult, out: PipelineOutcome
+) -> PluginResult:
     """A py-cpex plugin's deny or modification its phase has no authority for: not
     applied, as py-cpex does not apply it, and reported rather than dropped."""
     mode = plugin.spec.mode.value
@@ -359,6 +384,14 @@ def _unenforced(plugin: LoadedPlugin, authority: Authority, result: PluginResult
         details["violation_code"] = code
     if modifies:
         what.append("modified the payload or extensions")
+    LOG.info(
+        "plugin %r %s on hook %r; a %s plugin's verdict is not enforced",
+        plugin.name,
+        "denied" + (" and modified" if modifies else "") if denies else "modified",
+        inv.hook,
+        observe.mode_of(plugin),
+        extra={"plugin": plugin.name, "hook": inv.hook, "code": "not_enforced", **details},
+    )
     out.errors.append(
         PluginError(
             plugin_name=plugin.name,
@@ -458,10 +491,20 @@ def _accept_extensions(plugin: LoadedPlugin, inv: Invocation, given: Any) -> pay
 
 def _timed_out(plugin: LoadedPlugin, inv: Invocation, out: PipelineOutcome) -> None:
     if time.monotonic() >= inv.deadline:
-        raise PipelineTimeoutError(
+        LOG.warning(
+            "hook %r: the invoke ran past its limit of %gs (%s) in plugin %r; the call fails",
+            inv.hook,
+            inv.invoke_timeout,
+            inv.invoke_timeout_source,
+            plugin.name,
+            extra={"plugin": plugin.name, "hook": inv.hook, "code": "invoke_timeout"},
+        )
+        exc = PipelineTimeoutError(
             f"hook {inv.hook!r}: the invoke ran past its limit of {inv.invoke_timeout:g}s ({inv.invoke_timeout_source}) "
             f"in plugin {plugin.name!r}"
         )
+        exc.plugin_code = "invoke_timeout"  # type: ignore[attr-defined]
+        raise exc
     _failed(plugin, inv, out, f"timed out after {plugin.timeout:g}s", "plugin_timeout")
 
 
@@ -476,20 +519,62 @@ def _failed(
     """on_error: fail raises (naming the plugin and the code), ignore records, disable
     records and switches the plugin off for the rest of the manager's life."""
     message = f"plugin {plugin.name!r} {why}"
-    if plugin.spec.on_error is OnError.FAIL:
+    on_error = plugin.spec.on_error
+    _log_failure(plugin, inv.hook, code, message, on_error)
+    if on_error is OnError.FAIL:
         error = PipelineTimeoutError if code == "plugin_timeout" else PipelineError
-        raise error(f"hook {inv.hook!r}: {message} (code {code})")
+        exc = error(f"hook {inv.hook!r}: {message} (code {code})")
+        exc.plugin_code = code  # type: ignore[union-attr]  # for observe: the failing plugin's code
+        raise exc
     out.errors.append(PluginError(plugin_name=plugin.name, message=message, code=code, details=details))
-    if plugin.spec.on_error is OnError.DISABLE:
+    if on_error is OnError.DISABLE:
         plugin.disabled = True
+
+
+# What each on_error does, in the log line of a failure.
+_CONSEQUENCE = {
+    OnError.FAIL: "on_error fail: the call fails",
+    OnError.IGNORE: "on_error ignore: the call goes on without its changes",
+    OnError.DISABLE: "on_error disable: the plugin is switched off for the manager's life",
+}
+# The longest plugin-provided text a log line carries.
+_LOGGED_MESSAGE = 300
+
+
+def _log_failure(plugin: LoadedPlugin, hook: str, code: str, message: str, on_error: OnError) -> None:
+    """One WARNING per plugin failure: plugin, hook, code and on_error as fields. The
+    message is the engine's (with the plugin's exception text), never payload data."""
+    LOG.warning(
+        "hook %r: %s (code %s); %s",
+        hook,
+        message[:_LOGGED_MESSAGE],
+        code,
+        _CONSEQUENCE[on_error],
+        extra={"plugin": plugin.name, "hook": hook, "code": code, "on_error": on_error.value},
+    )
 
 
 def _run_concurrent(phase: list[LoadedPlugin], inv: Invocation, authority: Authority, out: PipelineOutcome) -> None:
     """The plugins run together: each is started inline, those that suspend finish
     together on the caller's loop. The first deny halts the rest."""
     suspended: list[driver.Suspended] = []
+    obs = inv.observer
+    marks: dict[str, Any] = {}
 
     def settle(plugin: LoadedPlugin, ok: bool, value: Any) -> bool:
+        if obs is None:
+            return _settle(plugin, ok, value)
+        _, mark = marks.pop(plugin.name)
+        mark.refresh(out, inv)
+        try:
+            halted = _settle(plugin, ok, value)
+        except BaseException as exc:
+            obs.end(plugin, mark, inv, out, exc)
+            raise
+        obs.end(plugin, mark, inv, out)
+        return halted
+
+    def _settle(plugin: LoadedPlugin, ok: bool, value: Any) -> bool:
         if not ok:
             if isinstance(value, driver.HandlerTimeout):
                 _timed_out(plugin, inv, out)
@@ -502,14 +587,13 @@ def _run_concurrent(phase: list[LoadedPlugin], inv: Invocation, authority: Autho
     try:
         for plugin in phase:
             deadline = _deadline(plugin, inv)
+            if obs is not None:
+                marks[plugin.name] = (plugin, obs.begin(plugin, inv, out))
             args = _args(plugin, inv)
             try:
                 done, value, coro = driver.begin(plugin.handlers[inv.hook], args, deadline)
-            except driver.HandlerTimeout:
-                _timed_out(plugin, inv, out)
-                continue
-            except BaseException as exc:  # noqa: BLE001 - contained
-                _failed(plugin, inv, out, driver.describe(exc))
+            except BaseException as exc:  # noqa: BLE001 - contained: a timeout or the plugin's failure
+                settle(plugin, False, exc)
                 continue
             if not done:
                 suspended.append(driver.Suspended(plugin, coro, value, deadline))
@@ -518,6 +602,7 @@ def _run_concurrent(phase: list[LoadedPlugin], inv: Invocation, authority: Autho
         else:
             if suspended:
                 driver.finish_all(suspended, settle)
+            _halted(obs, marks)
             return
     except BaseException:
         for s in suspended:
@@ -525,6 +610,14 @@ def _run_concurrent(phase: list[LoadedPlugin], inv: Invocation, authority: Autho
         raise
     for s in suspended:  # halted by a deny before they finished
         s.coro.close()
+    _halted(obs, marks)
+
+
+def _halted(obs: observe.Observation | None, marks: dict[str, Any]) -> None:
+    """Records the concurrent plugins a deny halted before they settled."""
+    if obs is not None:
+        for plugin, mark in marks.values():
+            obs.cancelled(plugin, mark)
 
 
 def _fire_and_forget(followers: list[LoadedPlugin], inv: Invocation) -> BackgroundBatch:
@@ -602,6 +695,16 @@ class _Follower:
 
     def failed(self, message: str, code: str) -> PluginError:
         plugin = self.plugin
-        if plugin.spec.on_error is OnError.DISABLE:
+        on_error = plugin.spec.on_error
+        LOG.warning(
+            "hook %r: fire-and-forget plugin %r %s (code %s); reported through the background handle%s",
+            self.hook,
+            plugin.name,
+            message[:_LOGGED_MESSAGE],
+            code,
+            "; on_error disable: the plugin is switched off for the manager's life" if on_error is OnError.DISABLE else "",
+            extra={"plugin": plugin.name, "hook": self.hook, "code": code, "on_error": on_error.value},
+        )
+        if on_error is OnError.DISABLE:
             plugin.disabled = True
         return PluginError(plugin_name=plugin.name, message=f"plugin {plugin.name!r} {message}", code=code)

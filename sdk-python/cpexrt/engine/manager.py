@@ -9,21 +9,22 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 
 from cpexrt import payloads
-from cpexrt.engine import driver, gating, pycpex
+from cpexrt.engine import driver, gating, observe, pycpex
 from cpexrt.engine.background import BackgroundBatch
 from cpexrt.engine.config import Config, parse_config
 from cpexrt.engine.context import RequestState
+from cpexrt.engine.decisions import DecisionLog, Sink
 from cpexrt.engine.executor import Invocation, LoadedPlugin, PipelineOutcome, plan_order, run_pipeline
 from cpexrt.engine.gating import Grant
 from cpexrt.engine.registry import FactoryRegistry, add_plugin_dirs
 from cpexrt.engine.routing import Resolution, Router
-from cpexrt.errors import ConfigError, InvalidHandleError, InvalidInputError, PipelineError
+from cpexrt.errors import ConfigError, CpexError, InvalidHandleError, InvalidInputError, PipelineError
 from cpexrt.plugin import Plugin
 
-log = logging.getLogger("cpexrt.engine")
+LOG = logging.getLogger("cpexrt.engine")
 
 # How long a reload waits, past the old config's invoke_timeout, for the calls still
 # running on the old plugins before it shuts them down anyway.
@@ -47,9 +48,15 @@ def _request(request: Any) -> dict[str, Any] | None:
     request_id = wire.get("request_id")
     if not isinstance(request_id, str) or not request_id:
         raise InvalidInputError(f"request.request_id: expected a non-empty string, got {request_id!r}")
-    for key in ("tenant_id", "server_id", "content_type"):
+    for key in ("tenant_id", "server_id", "content_type", "traceparent", "tracestate"):
         if wire.get(key) is not None and not isinstance(wire[key], str):
             raise InvalidInputError(f"request.{key}: expected a string, got {type(wire[key]).__name__}")
+    traceparent = wire.get("traceparent")
+    if traceparent and not observe.valid_traceparent(traceparent):
+        raise InvalidInputError(
+            f"request.traceparent: {traceparent[:80]!r} is not a W3C traceparent "
+            "(00-<32 hex trace id>-<16 hex span id>-<2 hex flags>, ids not all zero)"
+        )
     if wire.get("metadata") is not None and not isinstance(wire["metadata"], dict):
         raise InvalidInputError(f"request.metadata: expected a map, got {type(wire['metadata']).__name__}")
     return wire
@@ -169,6 +176,7 @@ class Engine:
         self._change_lock = threading.RLock()
         self._observer: Callable[[Engine, bool], None] | None = None
         self.global_state: dict[str, Any] = {}
+        self.decisions = DecisionLog()
 
     @classmethod
     def from_yaml(cls, text: str) -> Engine:
@@ -193,21 +201,44 @@ class Engine:
     def load_config(self, text: str, base_dir: str | None = None) -> None:
         """Loads (replaces) the config from YAML text; relative plugin_dirs are taken
         from base_dir, else from the current working directory."""
-        loaded = self._build(text, base_dir)
+        loaded, opened = self._build(text, base_dir)
         with self._change_lock:
-            self._check_alive("load_config")
-            if self._initialized:
-                raise PipelineError(
-                    "load_config: the manager is already initialized; reload_config swaps the plugins of a running manager"
-                )
+            try:
+                self._check_alive("load_config")
+                if self._initialized:
+                    raise PipelineError(
+                        "load_config: the manager is already initialized; reload_config swaps the plugins of a running manager"
+                    )
+            except BaseException:
+                if opened is not None:
+                    opened[0].close()
+                raise
             self._set = loaded
             self._changed(True)
+        self._use(loaded, opened)
 
-    def _build(self, text: str, base_dir: str | None) -> PluginSet:
-        """Parses the config and instantiates its plugins (none is initialized)."""
-        config = parse_config(text)
-        add_plugin_dirs(config.plugin_settings.plugin_dirs, base_dir)
-        return PluginSet(config, [self._instantiate(i, config) for i in range(len(config.plugins))])
+    def _build(self, text: str, base_dir: str | None) -> tuple[PluginSet, tuple[IO[str], str] | None]:
+        """Parses the config, instantiates its plugins (none is initialized) and opens
+        its decision_records.file (taken into use by _use)."""
+        try:
+            config = parse_config(text)
+            add_plugin_dirs(config.plugin_settings.plugin_dirs, base_dir)
+            loaded = PluginSet(config, [self._instantiate(i, config) for i in range(len(config.plugins))])
+            opened = self.decisions.open_file(config.decision_records.file, base_dir)
+        except CpexError as exc:
+            LOG.error("the config was refused: %s", exc, extra={"error": type(exc).__name__})
+            raise
+        return loaded, opened
+
+    def _use(self, loaded: PluginSet, opened: tuple[IO[str], str] | None) -> None:
+        """The decision records of the config now serving, and its log line."""
+        self.decisions.use(opened, loaded.config.decision_records.include_values)
+        LOG.info(
+            "config loaded: %d plugins on %d hooks",
+            len(loaded.plugins),
+            len(loaded.plans),
+            extra={"plugins": [p.name for p in loaded.plugins], "hooks": sorted(loaded.plans)},
+        )
 
     def observe(self, observer: Callable[[Engine, bool], None]) -> None:
         """observer(engine, settled) is told of every change to what hooks_with_plugins,
@@ -259,17 +290,25 @@ class Engine:
                     "reload_config: the manager is not initialized; load_config and initialize it first "
                     "(a reload replaces the plugins of a running manager)"
                 )
-            fresh = self._build(text, base_dir)
-            self._start(fresh.plugins, "reload_config: ")
+            fresh, opened = self._build(text, base_dir)
+            try:
+                self._start(fresh.plugins, "reload_config: ")
+            except BaseException:
+                if opened is not None:
+                    opened[0].close()
+                raise
             old = self._set
             try:
                 self._changed(False)
             except BaseException:
                 self._roll_back(fresh.plugins)
+                if opened is not None:
+                    opened[0].close()
                 raise
             self._set = fresh
             try:
                 self._changed(True)
+                self._use(fresh, opened)
             finally:
                 self._retire(old)
 
@@ -277,7 +316,7 @@ class Engine:
         """Shuts the plugins of a replaced set down once its calls and tasks are done."""
         settings = old.config.plugin_settings
         if not old.retire(settings.invoke_timeout + RETIRE_GRACE):
-            log.warning(
+            LOG.warning(
                 "reload_config: calls still running on the replaced plugins %gs after the reload (invoke_timeout "
                 "%gs); shutting those plugins down anyway",
                 settings.invoke_timeout + RETIRE_GRACE,
@@ -286,7 +325,7 @@ class Engine:
         self._wait_background(old)
         failures = self._stop(old.plugins)
         if failures:
-            log.error("reload_config: shutting down the replaced plugins: %s", "; ".join(failures))
+            LOG.error("reload_config: shutting down the replaced plugins: %s", "; ".join(failures))
 
     def _instantiate(self, index: int, config: Config) -> LoadedPlugin:
         spec = config.plugins[index]
@@ -319,6 +358,8 @@ class Engine:
             handlers={h: getattr(instance, m) for h, m in handlers.items()},
             timeout=spec.timeout or config.plugin_settings.plugin_timeout,
             grant=Grant.of(spec.capabilities),
+            reports_unenforced=spec.shadow,
+            shadow=spec.shadow,
         )
 
     def _instantiate_pycpex(self, cls: type, index: int, config: Config) -> LoadedPlugin:
@@ -342,6 +383,7 @@ class Engine:
             timeout=spec.timeout or config.plugin_settings.plugin_timeout,
             grant=Grant.of(spec.capabilities),
             reports_unenforced=True,
+            shadow=spec.shadow,
         )
 
     def initialize(self) -> None:
@@ -363,7 +405,10 @@ class Engine:
             try:
                 self._lifecycle(plugin, "initialize")
             except PipelineError as exc:
-                raise PipelineError(prefix + str(exc) + self._roll_back(plugins[:i])) from None
+                error = PipelineError(prefix + str(exc) + self._roll_back(plugins[:i]))
+                LOG.error("initialize failed: %s", error, extra={"plugin": plugin.name})
+                raise error from None
+        LOG.info("initialized %d plugins", len(plugins), extra={"plugins": [p.name for p in plugins]})
 
     def _roll_back(self, initialized: list[LoadedPlugin]) -> str:
         """Shuts the plugins down, last first; what failed, as a suffix for the error."""
@@ -386,8 +431,11 @@ class Engine:
             serving = self._set
         self._wait_background(serving)
         failures = self._stop(serving.plugins) if was_initialized else []
+        self.decisions.close()
         if failures:
+            LOG.error("shutdown: %s", "; ".join(failures))
             raise PipelineError("shutdown: " + "; ".join(failures))
+        LOG.info("shut down")
 
     @staticmethod
     def _wait_background(plugins: PluginSet) -> None:
@@ -410,12 +458,27 @@ class Engine:
 
     def _lifecycle(self, plugin: LoadedPlugin, step: str) -> None:
         method = getattr(plugin.instance, step)
+        fields = {"plugin": plugin.name, "step": step}
         try:
             driver.call(method, (), time.monotonic() + plugin.timeout)
         except driver.HandlerTimeout:
+            LOG.warning(
+                "plugin %r: %s timed out after %gs", plugin.name, step, plugin.timeout, extra={**fields, "code": "plugin_timeout"}
+            )
             raise PipelineError(f"plugin {plugin.name!r}: {step} timed out after {plugin.timeout:g}s") from None
         except Exception as exc:  # noqa: BLE001 - plugin code
+            LOG.warning(
+                "plugin %r: %s raised %s", plugin.name, step, type(exc).__name__, extra={**fields, "code": "plugin_error"}
+            )
             raise PipelineError(f"plugin {plugin.name!r}: {step} raised {type(exc).__name__}: {exc}") from None
+        LOG.debug("plugin %r: %s done", plugin.name, step, extra=fields)
+
+    def set_decision_sink(self, sink: Sink | None) -> None:
+        """Sends a decision record (a map, engine/decisions.py) of every invoke that
+        runs plugins to sink, on the cpex-decisions thread; None stops it. Records
+        already made go to the sink set when they were made."""
+        self._check_alive("set_decision_sink")
+        self.decisions.set_sink(sink)
 
     def _check_alive(self, what: str) -> None:
         if self._shut_down:
@@ -589,7 +652,17 @@ class Engine:
             limits=serving.limits,
             request=request,
         )
-        outcome = run_pipeline(plan, inv)
+        obs = observe.start(hook, request, self.decisions)
+        if obs is None:
+            outcome = run_pipeline(plan, inv)
+        else:
+            inv.observer = obs
+            try:
+                outcome = run_pipeline(plan, inv)
+            except BaseException as exc:
+                obs.finish(None, exc)
+                raise
+            obs.finish(outcome)
         if outcome.background is not None:
             serving.track(outcome.background)
         outcome.context = _carry(self, outcome.states, serving)

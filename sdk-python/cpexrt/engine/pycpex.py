@@ -96,6 +96,10 @@ def _fixed(value: Any) -> Any:
     return value
 
 
+# GlobalContext fields of cpex's own, left out of py-cpex's GlobalContext.
+_CPEX_ONLY = frozenset({"traceparent", "tracestate"})
+
+
 class PyCpexPlugin(Plugin):
     """One py-cpex plugin, as cpex's executor runs it. handler(hook) gives the async
     handler of each of its hooks."""
@@ -188,7 +192,8 @@ class PyCpexPlugin(Plugin):
         engine), the request's shared state, and a request id of cpex's own when the
         host gave none."""
         request = ctx.request
-        fields = {k: v for k, v in request.items() if v is not None} if request else {}
+        # traceparent / tracestate are cpex's (the engine's spans), not py-cpex's.
+        fields = {k: v for k, v in request.items() if v is not None and k not in _CPEX_ONLY} if request else {}
         if "request_id" not in fields:
             fields["request_id"] = f"cpex-{next(_REQUEST_IDS)}"
         fields["state"] = ctx.request_state  # copied by the validation

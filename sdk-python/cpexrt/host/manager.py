@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, cast, overload
 
 from cpexrt._generated import calls
 from cpexrt._generated.errors import PAYLOAD_CMF_MESSAGE, PAYLOAD_GENERIC, UNCHANGED_RESULTS
-from cpexrt._generated.records import CallOptions, Extensions, MessagePayload, PipelineResult, PluginError, PluginViolation
+from cpexrt._generated.records import (
+    CallOptions,
+    DecisionRecord,
+    Extensions,
+    MessagePayload,
+    PipelineResult,
+    PluginError,
+    PluginViolation,
+)
 from cpexrt.errors import InvalidHandleError, InvalidInputError
 from cpexrt.host.library import Library, load_library
 from cpexrt.wire import WireRecord, pack, unpack
@@ -209,8 +219,25 @@ def _call_options(timeout: float) -> bytes:
     return pack(CallOptions(timeout_ms=max(1, math.ceil(timeout * 1000))).to_wire(), "options")
 
 
-def _release_manager(library: Library, handle: Any) -> None:
+LOG = logging.getLogger("cpexrt.host")
+
+
+def _release_manager(library: Library, handle: Any, sinks: list[Any]) -> None:
     calls.shutdown(library, handle)
+    sinks.clear()  # the library calls the decision sink no more
+
+
+def _decision_callback(library: Library, sink: Callable[[DecisionRecord], None]) -> Any:
+    """The C record callback handing sink each DecisionRecord (on the library's
+    cpex-decisions thread). What sink raises is logged (cpexrt.host) and dropped."""
+
+    def deliver(_user_data: Any, record: Any, length: int) -> None:
+        try:
+            sink(DecisionRecord.from_wire(unpack(library.ffi.buffer(record, length)[:], "decision record"), "decision record"))
+        except Exception:
+            LOG.warning("the decision sink raised; the record was dropped", exc_info=True)
+
+    return library.ffi.callback(calls.RECORD_FN, deliver)
 
 
 class PluginManager:
@@ -223,9 +250,12 @@ class PluginManager:
         else:
             handle = calls.manager_new_from_yaml(self._library, _utf8(yaml, "yaml"))
         self._handle: Any = handle
+        # The cffi callback of the decision sink, kept alive until the library calls
+        # it no more (set_decision_sink, shutdown).
+        self._sinks: list[Any] = []
         # A manager dropped without shutdown() is shut down by the finaliser; finalize
         # runs at most once, so it cannot race an explicit shutdown().
-        self._finalizer = weakref.finalize(self, _release_manager, self._library, self._handle)
+        self._finalizer = weakref.finalize(self, _release_manager, self._library, self._handle, self._sinks)
 
     def __enter__(self) -> PluginManager:
         return self
@@ -289,6 +319,22 @@ class PluginManager:
         self._handle = None
         if self._finalizer.alive:
             self._finalizer()
+
+    def set_decision_sink(self, sink: Callable[[DecisionRecord], None] | None) -> None:
+        """Turns the manager's decision records on: sink receives a DecisionRecord per
+        invoke that runs plugins, on the library's cpex-decisions thread, in order;
+        None turns them off. When this returns, the sink it replaced has received every
+        record made before and receives no more; shutdown() delivers what is queued
+        first."""
+        handle = self._live("set_decision_sink")
+        ffi = self._library.ffi
+        if sink is None:
+            calls.set_decision_sink(self._library, handle, ffi.NULL, ffi.NULL)
+            self._sinks.clear()
+            return
+        callback = _decision_callback(self._library, sink)
+        calls.set_decision_sink(self._library, handle, callback, ffi.NULL)
+        self._sinks[:] = [callback]
 
     def has_hooks_for(self, hook: str) -> bool:
         raw = _utf8(hook, "hook")

@@ -8,7 +8,12 @@ package kvstore
 */
 import "C"
 
-import "errors"
+import (
+	"errors"
+	"unsafe"
+)
+
+var _ unsafe.Pointer // the record_callback functions take user data as unsafe.Pointer
 
 // The ABI version this package was generated for. The library must have the same
 // major and at least this minor.
