@@ -28,15 +28,11 @@ HERE = Path(__file__).resolve().parent
 # What the library is built from, relative to the repository root (and to native/).
 NATIVE_FILES = [
     "ffi/build_lib.py",
-    # the generic library builder that ffi/build_lib.py drives, and what it reads
-    "codegen/cpex_codegen/__init__.py",
+    # the generic library builder that ffi/build_lib.py drives (and the rest of its
+    # package: NATIVE_GLOBS), and the layout and schema it reads
     "codegen/cpex_codegen/build.py",
-    "codegen/cpex_codegen/layout.py",
-    "codegen/cpex_codegen/schema.py",
-    "codegen/cpex_codegen/reserved.py",
     "codegen/layout.yaml",
     "codegen/schema/abi.yaml",
-    "codegen/schema/records.yaml",
     "ffi/runtime.c",
     "ffi/fastpath.c",
     "ffi/generated/shims.c",
@@ -44,6 +40,16 @@ NATIVE_FILES = [
     "ffi/generated/embedding_api.h",
     "include/cpex.h",
 ]
+
+
+# Whole folders of it, by pattern.
+NATIVE_GLOBS = ["codegen/cpex_codegen/*.py", "codegen/schema/*.yaml"]
+
+
+def native_files(root: Path) -> list[str]:
+    """NATIVE_FILES and what NATIVE_GLOBS match under root, relative to it."""
+    found = {str(path.relative_to(root)) for pattern in NATIVE_GLOBS for path in root.glob(pattern)}
+    return sorted(set(NATIVE_FILES) | found)
 
 
 def native_root() -> Path:
@@ -92,7 +98,7 @@ class SdistWithNative(sdist):
     def make_release_tree(self, base_dir: str, files: list[str]) -> None:
         super().make_release_tree(base_dir, files)
         root = native_root()
-        for name in NATIVE_FILES:
+        for name in native_files(root):
             target = Path(base_dir) / "native" / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(root / name, target)
