@@ -30,15 +30,15 @@ if TYPE_CHECKING:
     from cpexrt.engine.executor import Invocation, LoadedPlugin, PipelineOutcome
 
 try:  # optional: the opentelemetry extra
-    from opentelemetry import context as otel_context
-    from opentelemetry import metrics as otel_metrics
-    from opentelemetry import trace as otel_trace
-    from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKind, Status, StatusCode
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+    from opentelemetry import context as otel_context  # type: ignore[import-not-found, unused-ignore]  # optional
+    from opentelemetry import metrics as otel_metrics  # type: ignore[import-not-found, unused-ignore]  # optional
+    from opentelemetry import trace as otel_trace  # type: ignore[import-not-found, unused-ignore]  # optional
+    from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKind, Status, StatusCode  # type: ignore[import-not-found, unused-ignore]  # optional
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator  # type: ignore[import-not-found, unused-ignore]  # optional
 
     try:
-        from opentelemetry.metrics import NoOpMeterProvider
-        from opentelemetry.metrics._internal import _ProxyMeterProvider
+        from opentelemetry.metrics import NoOpMeterProvider  # type: ignore[import-not-found, unused-ignore]  # optional
+        from opentelemetry.metrics._internal import _ProxyMeterProvider  # type: ignore[import-not-found, unused-ignore]  # optional
 
         _UNSET_METERS: tuple[type, ...] = (_ProxyMeterProvider, NoOpMeterProvider)
     except ImportError:  # pragma: no cover - a newer API moved it: treat every provider as set
