@@ -24,7 +24,7 @@ class WhereAmI(Plugin):
         return allow(
             {
                 "pid": os.getpid(),
-                "extensions": sorted(ctx.extensions),
+                "extensions": ctx.extensions,
                 "env": sorted(k for k in os.environ if not k.startswith("LC_")),
                 "calls": ctx.state["calls"],
                 "request": (ctx.request or {}).get("request_id"),

@@ -63,7 +63,16 @@ def wake(future: asyncio.Future[Any]) -> None:
 
 class RemoteFailure(Exception):
     """A plugin's failure as reported from where it ran; its text is the whole
-    description ('raised ValueError: ...', 'crashed: ...')."""
+    description ('raised ValueError: ...', 'crashed: ...'), code the PluginError's."""
+
+    def __init__(self, message: str, code: str = "plugin_error") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def code_of(exc: BaseException) -> str:
+    """The PluginError code of a plugin's failure."""
+    return exc.code if isinstance(exc, RemoteFailure) else "plugin_error"
 
 
 def describe(exc: BaseException) -> str:

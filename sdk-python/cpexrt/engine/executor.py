@@ -236,7 +236,7 @@ def run_pipeline(plan: list[LoadedPlugin], inv: Invocation) -> PipelineOutcome:
             _timed_out(plugin, inv, out)
             continue
         except BaseException as exc:  # noqa: BLE001 - whatever a plugin raises is its own failure
-            _failed(plugin, inv, out, driver.describe(exc))
+            _failed(plugin, inv, out, driver.describe(exc), driver.code_of(exc))
             continue
         _apply(plugin, inv, _AUTHORITY[mode], value, out)
     if concurrent and out.continue_processing:
@@ -491,7 +491,7 @@ def _run_concurrent(phase: list[LoadedPlugin], inv: Invocation, authority: Autho
             if isinstance(value, driver.HandlerTimeout):
                 _timed_out(plugin, inv, out)
             else:
-                _failed(plugin, inv, out, driver.describe(value))
+                _failed(plugin, inv, out, driver.describe(value), driver.code_of(value))
             return False
         _apply(plugin, inv, authority, value, out)
         return not out.continue_processing
@@ -506,7 +506,7 @@ def _run_concurrent(phase: list[LoadedPlugin], inv: Invocation, authority: Autho
                 _timed_out(plugin, inv, out)
                 continue
             except BaseException as exc:  # noqa: BLE001 - contained
-                _failed(plugin, inv, out, driver.describe(exc))
+                _failed(plugin, inv, out, driver.describe(exc), driver.code_of(exc))
                 continue
             if not done:
                 suspended.append(driver.Suspended(plugin, coro, value, deadline))
@@ -584,7 +584,7 @@ class _Follower:
         if isinstance(value, BaseException):
             if isinstance(value, (asyncio.TimeoutError, driver.HandlerTimeout)):
                 return self.failed(f"timed out after {plugin.timeout:g}s", "plugin_timeout")
-            return self.failed(driver.describe(value), "plugin_error")
+            return self.failed(driver.describe(value), driver.code_of(value))
         try:
             result = _as_result(value)
         except payloads.Refusal as refused:

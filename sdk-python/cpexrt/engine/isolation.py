@@ -79,15 +79,24 @@ _BOOT = (
 
 
 class WorkerCrashed(driver.RemoteFailure):
-    """A worker died during a call, or failed to start."""
+    """A worker died during a call, or failed to start (code worker_crashed)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "worker_crashed")
 
 
 class CircuitOpen(driver.RemoteFailure):
-    """The plugin's circuit is open: its calls fail at once."""
+    """The plugin's circuit is open: its calls fail at once (code circuit_open)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "circuit_open")
 
 
 class WorkerUnavailable(driver.RemoteFailure):
-    """No worker can take the call (the plugin is shutting down)."""
+    """No worker can take the call: the plugin is shutting down (code worker_unavailable)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "worker_unavailable")
 
 
 def _signal_name(number: int) -> str:
@@ -553,12 +562,11 @@ class _Pool:
             if probe or self._opened_at is not None:
                 self._opened_at = None
                 self._probing = False
-            if self._closing:
-                self._cond.notify_all()
-                SPAWNER.submit(lambda: self._stop(worker))
-                return
             self._idle.append(worker)
-            self._cond.notify()
+            if self._closing:
+                self._cond.notify_all()  # stop() is waiting for the calls in flight
+            else:
+                self._cond.notify()
 
     def lose(self, worker: _Worker, why: str | None) -> None:
         """The worker is gone or must go: killed and reaped in the background, and
@@ -590,7 +598,10 @@ class _Pool:
             while self._busy and time.monotonic() < deadline:
                 self._cond.wait(deadline - time.monotonic())
             idle, self._idle = self._idle, []
+            stuck, self._busy = list(self._busy), set()
             self._cond.notify_all()
+        for worker in stuck:  # still in a call after the drain: its caller gets a crash
+            worker.kill()
         errors = [e for e in (self._stop(w) for w in idle) if e]
         with _POOLS_LOCK:
             _POOLS.discard(self)
@@ -785,7 +796,7 @@ class IsolatedPlugin(Plugin):
             limit = f" (max_memory_mb {self.launch.max_memory_mb})" if self.launch.max_memory_mb else ""
             why = f"its worker (pid {worker.pid}) passed its memory limit{limit}"
             pool.lose(worker, why)
-            raise WorkerCrashed(f"{reply[1]}; {why}")
+            raise WorkerCrashed(f"crashed: {why}: {reply[1]}; the worker exited")
         pool.release(worker, probe)
         if kind == frames.REPLY_OK:
             _, go_on, violation, modified, extensions, metadata, retry, headers, state, shared = reply
@@ -809,7 +820,7 @@ class IsolatedPlugin(Plugin):
         if kind == frames.REPLY_RAISED:
             raise driver.RemoteFailure(reply[1])
         if kind == frames.REPLY_REFUSED:
-            raise driver.RemoteFailure(f"{reply[2]} (code {reply[1]})")
+            raise driver.RemoteFailure(reply[2], reply[1])
         raise WorkerCrashed(f"its worker (pid {worker.pid}) answered a call with {kind!r}")
 
 

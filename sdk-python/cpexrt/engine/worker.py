@@ -182,7 +182,7 @@ class _Server:
         except driver.HandlerTimeout:
             return [frames.REPLY_TIMEOUT]
         except MemoryError as exc:
-            return [frames.REPLY_RAISED, f"passed its memory limit: {driver.describe(exc)}", True]
+            return [frames.REPLY_RAISED, driver.describe(exc).rstrip(": "), True]
         except BaseException as exc:  # noqa: BLE001 - the plugin's failure, reported
             return [frames.REPLY_RAISED, driver.describe(exc), False]
         try:
@@ -190,7 +190,7 @@ class _Server:
         except payloads.Refusal as refused:
             return [frames.REPLY_REFUSED, refused.code, refused.why]
         except MemoryError as exc:
-            return [frames.REPLY_RAISED, f"passed its memory limit: {driver.describe(exc)}", True]
+            return [frames.REPLY_RAISED, driver.describe(exc).rstrip(": "), True]
 
     def result(self, payload_type: int, value: Any, ctx: Any) -> list[Any]:
         from cpexrt import payloads
