@@ -346,7 +346,7 @@ def test_py_cpex_isolated_venv_stanza_runs_unchanged(engines: list[Engine]) -> N
         timeout=5,
     )
     out = engine.invoke("tool_pre_invoke", 0, {"name": "t", "args": {"block": True}})
-    assert not out.continue_processing
+    assert not out.continue_processing and out.violation is not None
     assert out.violation.code == "STOP" and out.violation.http_status_code == 429
     out = engine.invoke("tool_pre_invoke", 0, {"name": "t", "args": {"rewrite": 1}})
     assert out.modified_payload["args"]["rewritten"] is True
@@ -399,6 +399,6 @@ def test_python_host_deadline_crash_and_stats() -> None:
         assert any(e.plugin_name == "c" and "killed by SIGSEGV" in e.message for e in result.errors)
         by_name = {s.name: s for s in manager.plugin_stats()}
         assert by_name["c"].isolation == "process" and by_name["c"].crashes == 1
-        assert by_name["sl"].timeouts >= 1 and by_name["th"].isolation == "thread" and by_name["th"].timeouts >= 1
+        assert (by_name["sl"].timeouts or 0) >= 1 and by_name["th"].isolation == "thread" and (by_name["th"].timeouts or 0) >= 1
     finally:
         manager.shutdown()
