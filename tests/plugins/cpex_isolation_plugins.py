@@ -77,4 +77,4 @@ class SixVersion(Plugin):
     def tool_pre_invoke(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
         import six
 
-        return allow({"six": six.__version__, "pid": os.getpid()})
+        return allow({self.config.get("key", "six"): six.__version__})
