@@ -34,6 +34,7 @@ HEADER = struct.Struct("<I")
 # No frame is larger than this, whatever a peer claims: above the default payload
 # limit (10 MiB) plus extensions, state and framing.
 MAX_FRAME = 64 * 1024 * 1024
+_CHUNK = 256 * 1024
 
 
 class FrameError(Exception):
@@ -49,7 +50,7 @@ def pack(message: Any) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
-def unpack(body: bytes) -> Any:
+def unpack(body: bytes | memoryview) -> Any:
     return msgpack.unpackb(body, raw=False, strict_map_key=False)
 
 
@@ -69,12 +70,11 @@ def _wait(fd: int, events: int, deadline: float | None) -> None:
             return
 
 
-def read_exact(fd: int, n: int, deadline: float | None) -> bytes:
-    """n bytes from fd (non-blocking or not) by deadline; FrameError on end of file."""
-    chunks = []
-    while n:
+def _read_some(fd: int, n: int, deadline: float | None) -> bytes:
+    """Up to n bytes (at least one) from fd by deadline; FrameError at end of file."""
+    while True:
         try:
-            chunk = os.read(fd, min(n, 1 << 20))
+            chunk = os.read(fd, n)
         except BlockingIOError:
             _wait(fd, select.POLLIN, deadline)
             continue
@@ -84,18 +84,32 @@ def read_exact(fd: int, n: int, deadline: float | None) -> bytes:
             raise FrameError(f"read failed: {exc}") from None
         if not chunk:
             raise FrameError("the pipe closed")
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
+        return chunk
 
 
 def read_frame(fd: int, deadline: float | None, limit: int = MAX_FRAME) -> Any:
-    """The next message from fd (non-blocking fd: bounded by deadline)."""
-    (size,) = HEADER.unpack(read_exact(fd, HEADER.size, deadline))
+    """The next message from fd (non-blocking fd: bounded by deadline). One peer
+    writes one frame at a time, so a read never takes bytes of the next frame; most
+    frames arrive in a single read."""
+    data = _read_some(fd, _CHUNK, deadline)
+    while len(data) < HEADER.size:
+        data += _read_some(fd, HEADER.size - len(data), deadline)
+    (size,) = HEADER.unpack_from(data)
     if size > limit:
         raise FrameError(f"a frame of {size} bytes is larger than the limit of {limit}")
+    end = HEADER.size + size
+    if len(data) > end:
+        raise FrameError("bytes after the end of a frame")
+    if len(data) < end:
+        parts = [data]
+        got = len(data)
+        while got < end:
+            chunk = _read_some(fd, min(end - got, 1 << 20), deadline)
+            parts.append(chunk)
+            got += len(chunk)
+        data = b"".join(parts)
     try:
-        return unpack(read_exact(fd, size, deadline))
+        return unpack(memoryview(data)[HEADER.size :])
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise FrameError(f"undecodable frame: {exc}") from None
 

@@ -46,6 +46,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from cpexrt import payloads
+from cpexrt._generated.errors import PAYLOAD_CMF_MESSAGE, PAYLOAD_GENERIC
+from cpexrt._generated.records import Message
 from cpexrt.engine import driver, frames
 from cpexrt.engine.config import Config, Isolation, PluginSpec
 from cpexrt.errors import ConfigError, PipelineError
@@ -827,9 +829,6 @@ class IsolatedPlugin(Plugin):
 def _payload_wire(payload: Any, ctx: PluginContext) -> tuple[bytes, int]:
     """The payload's bytes for the worker: the executor's copy, re-encoded (the
     snapshot's bytes are not reachable from a handler's arguments)."""
-    from cpexrt._generated.errors import PAYLOAD_CMF_MESSAGE, PAYLOAD_GENERIC
-    from cpexrt._generated.records import Message
-
     if isinstance(payload, Message):
         return payloads._pack(payloads.encode(PAYLOAD_CMF_MESSAGE, payload)), PAYLOAD_CMF_MESSAGE
     return payloads._pack(payload), PAYLOAD_GENERIC

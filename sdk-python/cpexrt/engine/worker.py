@@ -23,7 +23,18 @@ import select
 import signal
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from cpexrt import payloads
+    from cpexrt._generated.records import PluginViolation
+    from cpexrt.engine import driver, frames, gating
+    from cpexrt.engine.executor import _as_result
+    from cpexrt.plugin import PluginContext
+
+    _decoder: Callable[[int], Callable[[bytes], Any]]
 
 _PR_SET_PDEATHSIG = 1
 EXIT_MEMORY = 70  # the worker passed its memory limit and stopped itself
@@ -81,7 +92,7 @@ def main() -> None:
     _limit_memory()
     proto_in, proto_out = _protocol_fds()
     _lifeline(proto_in)
-    from cpexrt.engine import frames
+    _imports()
 
     try:
         message = frames.read_frame(proto_in, None)
@@ -110,14 +121,11 @@ def _loading_error(exc: BaseException) -> str:
 
 
 def _reply(fd: int, message: Any) -> None:
-    from cpexrt.engine import frames
-
     frames.write_all(fd, frames.pack(message), None)
 
 
 class _Server:
     def __init__(self, setup: dict[str, Any]) -> None:
-        from cpexrt import payloads
         from cpexrt.engine.manager import Engine
 
         for path in setup.get("sys_path") or []:
@@ -133,8 +141,6 @@ class _Server:
         return {"pid": os.getpid(), "pycpex": self.plugin.reports_unenforced, "hooks": sorted(self.plugin.handlers)}
 
     def serve(self, fd_in: int, fd_out: int) -> None:
-        from cpexrt.engine import frames
-
         while True:
             try:
                 message = frames.read_frame(fd_in, None)
@@ -161,14 +167,9 @@ class _Server:
                 os._exit(EXIT_PROTOCOL)
 
     def call(self, message: list[Any]) -> list[Any]:
-        from cpexrt import payloads
-        from cpexrt.engine import driver, frames
-        from cpexrt.plugin import PluginContext
-
         _, hook, payload_type, payload_wire, ext, state, request_state, request, deadline = message
-        plugin = self.plugin
         try:
-            payload = payloads._decoder(payload_type)(payload_wire)
+            payload = _decoder(payload_type)(payload_wire)
             state = state if state is not None else {}
             request_state = request_state if request_state is not None else {}
             ctx = PluginContext(
@@ -178,7 +179,7 @@ class _Server:
                 load_request=(lambda: request) if request is not None else None,
                 request_state=request_state,
             )
-            value = driver.call(plugin.handlers[hook], (payload, ctx), deadline)
+            value = driver.call(self.plugin.handlers[hook], (payload, ctx), deadline)
         except driver.HandlerTimeout:
             return [frames.REPLY_TIMEOUT]
         except MemoryError as exc:
@@ -186,18 +187,30 @@ class _Server:
         except BaseException as exc:  # noqa: BLE001 - the plugin's failure, reported
             return [frames.REPLY_RAISED, driver.describe(exc), False]
         try:
+            if value is None:  # a plain allow: only the state may have changed
+                return [
+                    frames.REPLY_OK,
+                    True,
+                    None,
+                    None,
+                    None,
+                    None,
+                    0,
+                    None,
+                    self.state(ctx.state),
+                    self.state(ctx.request_state),
+                ]
             return self.result(payload_type, value, ctx)
         except payloads.Refusal as refused:
             return [frames.REPLY_REFUSED, refused.code, refused.why]
         except MemoryError as exc:
             return [frames.REPLY_RAISED, driver.describe(exc).rstrip(": "), True]
 
-    def result(self, payload_type: int, value: Any, ctx: Any) -> list[Any]:
-        from cpexrt import payloads
-        from cpexrt._generated.records import PluginViolation
-        from cpexrt.engine import frames, gating
-        from cpexrt.engine.executor import _as_result
+    @staticmethod
+    def state(state: dict[str, Any]) -> Any:
+        return payloads.plain_copy(state, "state", "per-request state") if state else None
 
+    def result(self, payload_type: int, value: Any, ctx: Any) -> list[Any]:
         result = _as_result(value)
         violation: Any = result.violation
         if isinstance(violation, PluginViolation):
@@ -213,8 +226,6 @@ class _Server:
                 gating.as_wire(result.modified_extensions), "modified_extensions", "modified extensions"
             )
         metadata = payloads.plain_copy(result.metadata, "metadata", "metadata") if result.metadata else None
-        state = payloads.plain_copy(ctx.state, "state", "per-request state") if ctx.state else None
-        shared = payloads.plain_copy(ctx.request_state, "state", "request state") if ctx.request_state else None
         return [
             frames.REPLY_OK,
             result.continue_processing,
@@ -224,9 +235,22 @@ class _Server:
             metadata,
             result.retry_delay_ms,
             result.http_headers,
-            state,
-            shared,
+            self.state(ctx.state),
+            self.state(ctx.request_state),
         ]
+
+
+def _imports() -> None:
+    """The engine's modules, imported once the process is set up (no plugin code or
+    engine import runs before the death signal, memory limit and fds are in place)."""
+    global payloads, driver, frames, gating, PluginContext, PluginViolation, _as_result, _decoder
+    from cpexrt import payloads
+    from cpexrt._generated.records import PluginViolation
+    from cpexrt.engine import driver, frames, gating
+    from cpexrt.engine.executor import _as_result
+    from cpexrt.plugin import PluginContext
+
+    _decoder = payloads._decoder
 
 
 if __name__ == "__main__":
