@@ -4,6 +4,7 @@ one way a worker process must survive, or reports what it sees."""
 from __future__ import annotations
 
 import ctypes
+import importlib
 import os
 import time
 from typing import Any
@@ -75,6 +76,5 @@ class SixVersion(Plugin):
     """Reports the version of `six` its environment holds."""
 
     def tool_pre_invoke(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
-        import six
-
+        six = importlib.import_module("six")  # installed into the plugin's own virtualenv only
         return allow({self.config.get("key", "six"): six.__version__})
