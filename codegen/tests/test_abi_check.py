@@ -1,7 +1,7 @@
 """ABI stability: include/cpex.h against the newest released header in include/abi/.
 
 The refused headers are the real header with its text edited, checked against the real
-1.0 baseline (or the current header saved as a 1.1 release, for additions)."""
+1.0 baseline (or the current header saved as a 1.2 release, for additions)."""
 
 from __future__ import annotations
 
@@ -51,17 +51,17 @@ def versioned(major: int, minor: int, text: str = HEADER) -> str:
     """The header text declaring ABI major.minor."""
     return edited(
         ("#define CPEX_ABI_VERSION_MAJOR 1\n", f"#define CPEX_ABI_VERSION_MAJOR {major}\n"),
-        ("#define CPEX_ABI_VERSION_MINOR 1\n", f"#define CPEX_ABI_VERSION_MINOR {minor}\n"),
-        ("((uint32_t)65537u)", f"((uint32_t){(major << 16) | minor}u)"),
+        ("#define CPEX_ABI_VERSION_MINOR 2\n", f"#define CPEX_ABI_VERSION_MINOR {minor}\n"),
+        ("((uint32_t)65538u)", f"((uint32_t){(major << 16) | minor}u)"),
         text=text,
     )
 
 
-def released_11(tmp_path: Path) -> Path:
-    """A baseline folder in which the current header was released as ABI 1.1."""
+def released_12(tmp_path: Path) -> Path:
+    """A baseline folder in which the current header was released as ABI 1.2."""
     d = tmp_path / "include" / "abi"
     shutil.copytree(BASELINES, d)
-    (d / "cpex-1.1.h").write_text(HEADER, encoding="utf-8")
+    (d / "cpex-1.2.h").write_text(HEADER, encoding="utf-8")
     return d
 
 
@@ -78,10 +78,14 @@ def test_the_current_header_keeps_the_abi_of_1_0() -> None:
     abi_check.check(SCHEMA, HEADER, BASELINES)
     old = abi_check.read_abi((BASELINES / "cpex-1.0.h").read_text(), "cpex")
     new = abi_check.read_abi(HEADER, "cpex")
-    assert (old.version, new.version) == ("1.0", "1.1")
+    assert (old.version, new.version) == ("1.0", "1.2")
     assert abi_check.compare(old, new) == []
-    # 1.1 added two functions, which is why it is 1.1; nothing else changed
-    assert [n for n in new.functions if n not in old.functions] == ["cpex_load_config_file", "cpex_invoke_request"]
+    # 1.1 added two functions, 1.2 one, which is why it is 1.2; nothing else changed
+    assert sorted(n for n in new.functions if n not in old.functions) == [
+        "cpex_invoke_request",
+        "cpex_load_config_file",
+        "cpex_plugin_stats",
+    ]
     assert old.entities == new.entities
     assert len(old.functions) == 18 and len(new.entities) == 4 + 11 + 2  # types, statuses, payload types
 
@@ -107,8 +111,8 @@ def test_comments_and_parameter_names_are_free() -> None:
 
 
 def test_an_addition_with_a_minor_bump_passes(tmp_path: Path) -> None:
-    header = versioned(1, 2, edited((TAIL, NEW_FUNCTION + TAIL)))
-    abi_check.check(with_version(SCHEMA, 1, 2), header, released_11(tmp_path))
+    header = versioned(1, 3, edited((TAIL, NEW_FUNCTION + TAIL)))
+    abi_check.check(with_version(SCHEMA, 1, 3), header, released_12(tmp_path))
 
 
 def test_a_major_bump_allows_anything(tmp_path: Path) -> None:
@@ -120,7 +124,7 @@ def test_a_major_bump_allows_anything(tmp_path: Path) -> None:
             ("#define CPEX_ERR_PARSE ((cpex_status)(-3))", "#define CPEX_ERR_PARSE ((cpex_status)(-30))"),
         ),
     )
-    abi_check.check(with_version(SCHEMA, 2, 0), header, released_11(tmp_path))
+    abi_check.check(with_version(SCHEMA, 2, 0), header, released_12(tmp_path))
 
 
 # --- what is refused -----------------------------------------------------------------
@@ -129,7 +133,7 @@ def test_a_major_bump_allows_anything(tmp_path: Path) -> None:
 def test_a_removed_function_is_refused() -> None:
     header = edited(("cpex_status cpex_free_context(cpex_context *context, char **err_msg);", ""))
     assert refused(header) == (
-        "ABI check of include/cpex.h (ABI 1.1) against include/abi/cpex-1.0.h failed:\n"
+        "ABI check of include/cpex.h (ABI 1.2) against include/abi/cpex-1.0.h failed:\n"
         "  function cpex_free_context was removed (it is in ABI 1.0); "
         "that needs a new major version (ABI 2.0)"
     )
@@ -162,7 +166,7 @@ def test_a_changed_parameter_count_or_return_type_is_refused() -> None:
 def test_a_changed_status_code_value_is_refused() -> None:
     msg = refused(edited(("#define CPEX_ERR_PARSE ((cpex_status)(-3))", "#define CPEX_ERR_PARSE ((cpex_status)(-30))")))
     assert msg == (
-        "ABI check of include/cpex.h (ABI 1.1) against include/abi/cpex-1.0.h failed:\n"
+        "ABI check of include/cpex.h (ABI 1.2) against include/abi/cpex-1.0.h failed:\n"
         "  status code CPEX_ERR_PARSE: value changed from -3 to -30; "
         "that needs a new major version (ABI 2.0)"
     )
@@ -193,21 +197,21 @@ def test_an_addition_without_a_minor_bump_is_refused(tmp_path: Path) -> None:
             "#define CPEX_PAYLOAD_CMF_MESSAGE ((uint8_t)1u)\n#define CPEX_PAYLOAD_RAW ((uint8_t)2u)\n",
         ),
     )
-    msg = refused(header, released_11(tmp_path))
+    msg = refused(header, released_12(tmp_path))
     assert msg.splitlines()[1:] == [
-        f"  {what} was added without a minor version bump: the header says ABI 1.1 like the released "
-        "include/abi/cpex-1.1.h; set abi.minor to 2 in codegen/schema/abi.yaml"
+        f"  {what} was added without a minor version bump: the header says ABI 1.2 like the released "
+        "include/abi/cpex-1.2.h; set abi.minor to 3 in codegen/schema/abi.yaml"
         for what in ("function cpex_reload", "status code CPEX_ERR_BUSY", "payload type CPEX_PAYLOAD_RAW")
     ]
 
 
 def test_the_version_macros_must_agree_with_the_schema_and_each_other(tmp_path: Path) -> None:
-    msg = refused(HEADER, sch=with_version(SCHEMA, 1, 2))
-    assert "include/cpex.h declares ABI 1.1, codegen/schema/abi.yaml says 1.2" in msg
-    msg = refused(edited(("((uint32_t)65537u)", "((uint32_t)65536u)")))
-    assert "include/cpex.h: CPEX_ABI_VERSION is 65536, not (major << 16) | minor = 65537 for ABI 1.1" in msg
-    msg = refused(versioned(1, 0), released_11(tmp_path), with_version(SCHEMA, 1, 0))
-    assert "ABI version went backwards: include/cpex.h is 1.0, the released include/abi/cpex-1.1.h is 1.1" in msg
+    msg = refused(HEADER, sch=with_version(SCHEMA, 1, 3))
+    assert "include/cpex.h declares ABI 1.2, codegen/schema/abi.yaml says 1.3" in msg
+    msg = refused(edited(("((uint32_t)65538u)", "((uint32_t)65536u)")))
+    assert "include/cpex.h: CPEX_ABI_VERSION is 65536, not (major << 16) | minor = 65538 for ABI 1.2" in msg
+    msg = refused(versioned(1, 0), released_12(tmp_path), with_version(SCHEMA, 1, 0))
+    assert "ABI version went backwards: include/cpex.h is 1.0, the released include/abi/cpex-1.2.h is 1.2" in msg
 
 
 def test_the_baselines_are_named_by_their_version(tmp_path: Path) -> None:

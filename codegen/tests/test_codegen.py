@@ -59,11 +59,11 @@ def test_drift_is_detected_in_any_generated_file(tmp_path: Path, capsys: pytest.
 def test_a_schema_change_is_drift_until_regenerated(tmp_path: Path) -> None:
     root = copy_repo(tmp_path)
     abi = root / "codegen" / "schema" / "abi.yaml"
-    abi.write_text(abi.read_text().replace("minor: 1\n", "minor: 2\n"))
+    abi.write_text(abi.read_text().replace("minor: 2\n", "minor: 3\n"))
     assert cli.main(["--check", "--root", str(root)]) == 1
     assert cli.main(["--root", str(root)]) == 0
     assert cli.main(["--check", "--root", str(root)]) == 0
-    assert "#define CPEX_ABI_VERSION_MINOR 2" in (root / "include" / "cpex.h").read_text()
+    assert "#define CPEX_ABI_VERSION_MINOR 3" in (root / "include" / "cpex.h").read_text()
 
 
 def _schema_with(tmp_path: Path, edit: str, old: str, new: str) -> Path:
