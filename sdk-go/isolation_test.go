@@ -203,6 +203,24 @@ func TestIsolatedWorkerKilledFromOutsideMidCall(t *testing.T) {
 	}
 }
 
+func TestIsolatedIdleWorkerKilledFromOutsideFailsTheNextCallNotTheHost(t *testing.T) {
+	m := startedIsolated(t, isolationConfig(t, "5", isolatedPlugin("n", "NoOp")))
+	pid := statsOf(t, m, "n").Pids[0]
+	if err := syscall.Kill(int(pid), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	// The request is written to a dead worker: the plugin's error, never a SIGPIPE.
+	res := invokeTool(t, m, map[string]any{})
+	if len(res.Errors) != 1 || res.Errors[0].Code != "worker_crashed" ||
+		!strings.Contains(res.Errors[0].Message, fmt.Sprintf("its worker (pid %d) was killed by SIGKILL", pid)) {
+		t.Fatalf("errors %+v", res.Errors)
+	}
+	if !eventually(10*time.Second, func() bool { return workersReady(t, m, "n") }) {
+		t.Fatalf("no replacement: %+v", statsOf(t, m, "n"))
+	}
+}
+
 func TestIsolatedShutdownDrainsCallsInFlight(t *testing.T) {
 	m, err := NewPluginManager(isolationConfig(t, "5", isolatedPlugin("sl", "Sleeper", "on_error: fail")))
 	if err != nil {

@@ -250,6 +250,17 @@ def test_a_worker_killed_from_outside_mid_call(engines: list[Engine]) -> None:
     assert f"its worker (pid {pid}) was killed by SIGKILL" in error.message
 
 
+def test_an_idle_worker_killed_from_outside_fails_the_next_call_not_the_host(engines: list[Engine]) -> None:
+    engine = start(engines, isolated("n", "NoOp"))
+    [pid] = stats(engine, "n")["pids"]
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.1)
+    [error] = invoke(engine, {}).errors  # the request is written to a dead worker: an error, no SIGPIPE
+    assert error.code == "worker_crashed" and f"its worker (pid {pid}) was killed by SIGKILL" in error.message
+    assert wait_until(lambda: ready(engine, "n"))
+    assert invoke(engine, {}).errors == []
+
+
 def test_repeated_crashes_open_the_circuit_until_a_probe_succeeds(engines: list[Engine], monkeypatch: Any) -> None:
     monkeypatch.setattr(isolation, "CIRCUIT_AFTER", 3)
     monkeypatch.setattr(isolation, "CIRCUIT_RESET", 0.5)

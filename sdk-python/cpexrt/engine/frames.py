@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import select
+import socket
 import struct
 import time
 from typing import Any
@@ -34,7 +35,9 @@ HEADER = struct.Struct("<I")
 # No frame is larger than this, whatever a peer claims: above the default payload
 # limit (10 MiB) plus extensions, state and framing.
 MAX_FRAME = 64 * 1024 * 1024
-_CHUNK = 256 * 1024
+# Below glibc's mmap threshold: a read buffer is not an mmap / munmap per frame.
+_CHUNK = 64 * 1024
+_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
 
 
 class FrameError(Exception):
@@ -114,11 +117,13 @@ def read_frame(fd: int, deadline: float | None, limit: int = MAX_FRAME) -> Any:
         raise FrameError(f"undecodable frame: {exc}") from None
 
 
-def write_all(fd: int, data: bytes, deadline: float | None) -> None:
+def write_all(fd: int, data: bytes, deadline: float | None, sock: socket.socket | None = None) -> None:
+    """data to fd by deadline; through sock.send with MSG_NOSIGNAL when given (a peer
+    that died is then FrameError, not SIGPIPE)."""
     view = memoryview(data)
     while view:
         try:
-            n = os.write(fd, view)
+            n = sock.send(view, _NOSIGNAL) if sock is not None else os.write(fd, view)
         except BlockingIOError:
             _wait(fd, select.POLLOUT, deadline)
             continue

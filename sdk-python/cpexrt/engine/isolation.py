@@ -36,6 +36,7 @@ import itertools
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -256,21 +257,26 @@ def _run(argv: list[str], name: str, what: str, deadline: float) -> None:
 
 
 class _Worker:
-    __slots__ = ("proc", "fd_in", "fd_out", "pid", "started", "info")
+    """One worker process and the host's end of its socket pair. A socket, not pipes,
+    so that writing to a worker that died is an error (MSG_NOSIGNAL) rather than a
+    SIGPIPE, which would kill a Go or C host (they do not ignore it as Python does)."""
 
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        assert proc.stdin is not None and proc.stdout is not None
+    __slots__ = ("proc", "sock", "fd_in", "fd_out", "pid", "started", "info")
+
+    def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket) -> None:
         self.proc = proc
+        self.sock = sock
         self.pid = proc.pid
-        self.fd_in = proc.stdin.fileno()
-        self.fd_out = proc.stdout.fileno()
-        os.set_blocking(self.fd_in, False)
-        os.set_blocking(self.fd_out, False)
+        sock.setblocking(False)
+        self.fd_in = self.fd_out = sock.fileno()
         self.started = time.monotonic()
         self.info: dict[str, Any] = {}
 
+    def send(self, data: bytes, deadline: float | None) -> None:
+        frames.write_all(self.fd_in, data, deadline, self.sock)
+
     def kill(self) -> int | None:
-        """SIGKILL, close the pipes, reap; the exit status."""
+        """SIGKILL, close the socket, reap; the exit status."""
         try:
             self.proc.kill()
         except OSError:
@@ -278,12 +284,10 @@ class _Worker:
         return self.reap(5.0)
 
     def reap(self, timeout: float) -> int | None:
-        for stream in (self.proc.stdin, self.proc.stdout):
-            try:
-                if stream is not None:
-                    stream.close()
-            except OSError:
-                pass
+        try:
+            self.sock.close()
+        except OSError:
+            pass
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -395,8 +399,7 @@ class _Pool:
         error: BaseException | None = None
         for future in futures:
             try:
-                proc = future.result()
-                workers.append(_Worker(proc))
+                workers.append(future.result())
             except BaseException as exc:  # noqa: BLE001 - reported below
                 error = error or exc
         if error is None:
@@ -418,19 +421,25 @@ class _Pool:
             self._idle.extend(workers)
             self._cond.notify_all()
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        """On the spawner thread: the worker process, not yet set up."""
+    def _spawn(self) -> _Worker:
+        """On the spawner thread: the worker process, not yet set up. Its stdin and
+        stdout are its end of a socket pair (it moves them off fds 0 and 1 itself)."""
         launch = self.launch
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            return subprocess.Popen(
-                launch.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=launch.environment(), close_fds=True
+            proc = subprocess.Popen(
+                launch.argv, stdin=theirs.fileno(), stdout=theirs.fileno(), env=launch.environment(), close_fds=True
             )
         except OSError as exc:
+            ours.close()
             raise WorkerCrashed(f"could not start a worker ({launch.argv[0]}): {exc}") from None
+        finally:
+            theirs.close()
+        return _Worker(proc, ours)
 
     def _handshake(self, worker: _Worker, deadline: float) -> None:
         try:
-            frames.write_all(worker.fd_in, frames.pack(self.launch.setup()), deadline)
+            worker.send(frames.pack(self.launch.setup()), deadline)
             reply = frames.read_frame(worker.fd_out, deadline)
         except frames.FrameTimeout:
             worker.kill()
@@ -457,11 +466,11 @@ class _Pool:
 
         def spawn() -> None:
             try:
-                proc = self._spawn()
+                worker = self._spawn()
             except BaseException as exc:  # noqa: BLE001 - counted as a crash, retried
                 self._start_failed(str(exc))
                 return
-            threading.Thread(target=self._finish_start, args=(_Worker(proc), began), daemon=True).start()
+            threading.Thread(target=self._finish_start, args=(worker, began), daemon=True).start()
 
         SPAWNER.submit(spawn, delay)
 
@@ -585,8 +594,11 @@ class _Pool:
         SPAWNER.submit(worker.kill)
         self._replace(delay)
 
-    def crash_reason(self, worker: _Worker) -> str:
+    def crash_reason(self, worker: _Worker, error: frames.FrameError) -> str:
+        """How the worker failed the call: how it ended, or what it sent."""
         status = worker.status(0.2)
+        if status is None and "closed" not in str(error):
+            return f"its worker (pid {worker.pid}) broke the protocol: {error}"
         return f"its worker (pid {worker.pid}) {_how_it_ended(status)}"
 
     # -- stopping -------------------------------------------------------------------
@@ -612,7 +624,7 @@ class _Pool:
     def _stop(self, worker: _Worker) -> str | None:
         error = None
         try:
-            frames.write_all(worker.fd_in, frames.pack([frames.OP_SHUTDOWN]), time.monotonic() + STOP_GRACE)
+            worker.send(frames.pack([frames.OP_SHUTDOWN]), time.monotonic() + STOP_GRACE)
             reply = frames.read_frame(worker.fd_out, time.monotonic() + STOP_GRACE)
             if reply[0] == frames.REPLY_DONE and reply[1]:
                 error = str(reply[1])
@@ -740,15 +752,13 @@ class IsolatedPlugin(Plugin):
         message = self._request(hook, args, deadline)
         worker, probe = pool.acquire(deadline)
         try:
-            frames.write_all(worker.fd_in, message, deadline + REPLY_GRACE)
+            worker.send(message, deadline + REPLY_GRACE)
             reply = frames.read_frame(worker.fd_out, deadline + REPLY_GRACE, self.launch.max_frame)
         except frames.FrameTimeout:
             pool.lose(worker, None)
             raise driver.HandlerTimeout from None
         except frames.FrameError as exc:
-            why = (
-                pool.crash_reason(worker) if "closed" in str(exc) else f"its worker (pid {worker.pid}) broke the protocol: {exc}"
-            )
+            why = pool.crash_reason(worker, exc)
             pool.lose(worker, why)
             raise WorkerCrashed(f"crashed: {why}") from None
         except BaseException:
@@ -769,7 +779,7 @@ class IsolatedPlugin(Plugin):
         worker, probe = got
         loop = asyncio.get_running_loop()
         try:
-            frames.write_all(worker.fd_in, message, deadline + REPLY_GRACE)
+            worker.send(message, deadline + REPLY_GRACE)
             ready = loop.create_future()
             loop.add_reader(worker.fd_out, driver.wake, ready)
             try:
@@ -781,9 +791,7 @@ class IsolatedPlugin(Plugin):
             pool.lose(worker, None)
             raise driver.HandlerTimeout from None
         except frames.FrameError as exc:
-            why = (
-                pool.crash_reason(worker) if "closed" in str(exc) else f"its worker (pid {worker.pid}) broke the protocol: {exc}"
-            )
+            why = pool.crash_reason(worker, exc)
             pool.lose(worker, why)
             raise WorkerCrashed(f"crashed: {why}") from None
         except BaseException:  # cancelled (a deadline, a deny of another plugin): abandoned

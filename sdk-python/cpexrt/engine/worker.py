@@ -73,15 +73,15 @@ def _protocol_fds() -> tuple[int, int]:
 
 
 def _lifeline(fd: int) -> None:
-    """Exits the process when the host closes its end of the request pipe (it died,
-    or dropped the worker), even while a plugin call is blocked."""
+    """Exits the process when the host closes its end of the socket (it died, or
+    dropped the worker), even while a plugin call is blocked."""
 
     def watch() -> None:
         poller = select.poll()
-        poller.register(fd, 0)  # only POLLHUP / POLLERR are reported
+        poller.register(fd, getattr(select, "POLLRDHUP", 0))  # and POLLHUP / POLLERR, always reported
         while True:
             for _, event in poller.poll():
-                if event & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                if event & (select.POLLHUP | select.POLLERR | select.POLLNVAL | getattr(select, "POLLRDHUP", 0)):
                     os._exit(0)
 
     threading.Thread(target=watch, name="cpex-worker-lifeline", daemon=True).start()
