@@ -361,6 +361,58 @@ def test_py_cpex_isolated_venv_stanza_runs_unchanged(engines: list[Engine]) -> N
     assert stats(engine, "verdict")["isolation"] == "process"
 
 
+def test_py_cpex_isolated_venv_with_a_requirements_file(tmp_path: Path) -> None:
+    """py-cpex's layout: the class's package under plugin_dirs[0], requirements_file
+    relative to it; the plugin runs in a virtualenv holding them."""
+    package = tmp_path / "sixplugin"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "plugin.py").write_text(
+        textwrap.dedent(
+            """\
+            import six
+            from cpex.framework import Plugin, ToolPreInvokePayload, ToolPreInvokeResult
+
+            class SixPlugin(Plugin):
+                async def tool_pre_invoke(self, payload: ToolPreInvokePayload, context) -> ToolPreInvokeResult:
+                    return ToolPreInvokeResult(metadata={"six": six.__version__, "config": sorted(self.config.config)})
+            """
+        )
+    )
+    (package / "requirements.txt").write_text("six==1.15.0\n")
+    engine = Engine.from_yaml(
+        textwrap.dedent(
+            f"""\
+            plugin_settings: {{plugin_dirs: [{str(tmp_path)!r}], plugin_timeout: 30, venv_cache_dir: {VENV_CACHE!r}}}
+            plugins:
+              - name: six
+                kind: isolated_venv
+                hooks: [tool_pre_invoke]
+                config: {{class_name: sixplugin.plugin.SixPlugin, requirements_file: requirements.txt}}
+            """
+        )
+    )
+    try:
+        engine.initialize()
+        out = engine.invoke("tool_pre_invoke", 0, {"name": "t", "args": {}})
+        assert out.errors == []
+        assert out.metadata == {"six": "1.15.0", "config": ["class_name", "requirements_file"]}  # as py-cpex passes it
+    finally:
+        engine.shutdown()
+
+
+def test_a_python_that_does_not_exist_fails_initialize_naming_the_plugin() -> None:
+    engine = Engine.from_yaml(yaml_config(isolated("n", "NoOp", python="/nonexistent/python3")))
+    with pytest.raises(PipelineError, match=r"plugin 'n'.*python '/nonexistent/python3' is not an executable file"):
+        engine.initialize()
+    engine.shutdown()
+
+
+def test_the_python_setting_picks_the_workers_interpreter(engines: list[Engine]) -> None:
+    engine = start(engines, isolated("who", "WhereAmI", python=repr(isolation.host_python())))
+    assert invoke(engine, {}).errors == []
+
+
 # -- config -------------------------------------------------------------------------
 
 

@@ -208,11 +208,14 @@ def ensure_venv(name: str, python: str, requirements: list[str], cache: str) -> 
     """The python of a virtualenv holding requirements, created on first use under
     cache, in a directory named by the hash of (interpreter, requirements); later
     starts (and other plugins with the same requirements) reuse it."""
-    material = [os.path.realpath(python), *requirements]
-    for flag, path in itertools.pairwise(requirements):
-        if flag == "-r":  # a requirements file: its content counts, not its name
-            with open(path, "rb") as f:
-                material.append(hashlib.sha256(f.read()).hexdigest())
+    material = [os.path.realpath(python)]
+    previous = ""
+    for item in requirements:
+        if previous == "-r":  # a requirements file: its content counts, not where it is
+            with open(item, "rb") as f:
+                item = "sha256:" + hashlib.sha256(f.read()).hexdigest()
+        material.append(item)
+        previous = item
     key = hashlib.sha256("\n".join(material).encode()).hexdigest()[:24]
     target = os.path.join(cache, key)
     venv_python = os.path.join(target, "bin", "python")
