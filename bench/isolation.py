@@ -50,6 +50,33 @@ def timed(n: int, f: Callable[[], Any]) -> list[float]:
     return out
 
 
+def round_trip_floor(n: int) -> tuple[float, float]:
+    """A 40-byte message to another Python process over a socket pair and back, with
+    nothing else: what any process isolation pays on this machine, in the same run."""
+    import socket
+
+    ours, theirs = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        ours.close()
+        while True:
+            data = theirs.recv(65536)
+            if not data:
+                os._exit(0)
+            theirs.send(data)
+    theirs.close()
+    message = b"x" * 40
+
+    def ping() -> None:
+        ours.send(message)
+        ours.recv(65536)
+
+    samples = timed(n, ping)
+    ours.close()
+    os.waitpid(pid, 0)
+    return percentiles(samples)
+
+
 def latency(n: int) -> dict[str, float]:
     from cpexrt.engine.manager import Engine
     from cpexrt.host.manager import PluginManager
@@ -108,9 +135,10 @@ def main() -> None:
     parser.add_argument("--deadlines", type=int, default=100, help="stuck calls per deadline figure")
     args = parser.parse_args()
     print(f"cores: {os.cpu_count()}, python {sys.version.split()[0]}; the machine is shared: figures are noisy")
+    floor = round_trip_floor(args.n)
     lat = latency(args.n)
     dl = deadlines(args.deadlines)
-    rows = []
+    rows = [("floor: socket-pair round trip to another process, p50 / p99", f"{floor[0]:.1f} / {floor[1]:.1f} us", "")]
     for where in ("engine", "python_sdk"):
         base, iso = lat[f"{where}_in_process_p50"], lat[f"{where}_process_p50"]
         added = iso - base

@@ -3,7 +3,7 @@ that many bytes of MessagePack (an array). Payloads and extensions travel as the
 snapshots' own MessagePack bytes (bin fields), never re-encoded and never as JSON.
 
 Host -> worker:  [OP_INIT, setup map] | [OP_CALL, call array] | [OP_SHUTDOWN]
-Worker -> host:  [REPLY_OK, ...] | [REPLY_RAISED, why] | [REPLY_TIMEOUT] |
+Worker -> host:  [REPLY_ALLOW] | [REPLY_OK, ...] | [REPLY_RAISED, why] | [REPLY_TIMEOUT] |
                  [REPLY_REFUSED, code, why] | [REPLY_READY, info] | [REPLY_FATAL, why]
 """
 
@@ -30,6 +30,7 @@ REPLY_REFUSED = 3
 REPLY_READY = 4
 REPLY_FATAL = 5
 REPLY_DONE = 6
+REPLY_ALLOW = 7  # a plain allow, and the plugin's state and the request state are empty
 
 HEADER = struct.Struct("<I")
 # No frame is larger than this, whatever a peer claims: above the default payload

@@ -370,7 +370,7 @@ class _Pool:
     def __init__(self, launch: Launch) -> None:
         self.launch = launch
         self.name = launch.name
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
         self._idle: list[_Worker] = []
         self._busy: set[_Worker] = set()
         self._starting = 0
@@ -811,6 +811,12 @@ class IsolatedPlugin(Plugin):
             pool.lose(worker, why)
             raise WorkerCrashed(f"crashed: {why}: {reply[1]}; the worker exited")
         pool.release(worker, probe)
+        if kind == frames.REPLY_ALLOW:
+            if ctx.state:
+                ctx.state.clear()
+            if ctx.request_state:
+                ctx.request_state.clear()
+            return None
         if kind == frames.REPLY_OK:
             _, go_on, violation, modified, extensions, metadata, retry, headers, state, shared = reply
             if state is not None or ctx.state:

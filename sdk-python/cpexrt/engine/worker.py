@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from cpexrt.plugin import PluginContext
 
     _decoder: Callable[[int], Callable[[bytes], Any]]
+    _ALLOW: list[int]
 
 _PR_SET_PDEATHSIG = 1
 EXIT_MEMORY = 70  # the worker passed its memory limit and stopped itself
@@ -188,6 +189,8 @@ class _Server:
             return [frames.REPLY_RAISED, driver.describe(exc), False]
         try:
             if value is None:  # a plain allow: only the state may have changed
+                if not ctx.state and not ctx.request_state:
+                    return _ALLOW
                 return [
                     frames.REPLY_OK,
                     True,
@@ -243,7 +246,7 @@ class _Server:
 def _imports() -> None:
     """The engine's modules, imported once the process is set up (no plugin code or
     engine import runs before the death signal, memory limit and fds are in place)."""
-    global payloads, driver, frames, gating, PluginContext, PluginViolation, _as_result, _decoder
+    global payloads, driver, frames, gating, PluginContext, PluginViolation, _as_result, _decoder, _ALLOW
     from cpexrt import payloads
     from cpexrt._generated.records import PluginViolation
     from cpexrt.engine import driver, frames, gating
@@ -251,6 +254,7 @@ def _imports() -> None:
     from cpexrt.plugin import PluginContext
 
     _decoder = payloads._decoder
+    _ALLOW = [frames.REPLY_ALLOW]
 
 
 if __name__ == "__main__":
