@@ -98,6 +98,18 @@ def latency(n: int) -> dict[str, float]:
     return figures
 
 
+def go_latency(n: int) -> dict[str, float]:
+    """The same no-op plugin from a Go host (bench/go -isolation)."""
+    import json
+    import subprocess
+
+    binary = ROOT / "build" / "bench-go"
+    subprocess.run(["go", "build", "-o", str(binary), "./go"], cwd=ROOT / "bench", check=True)
+    proc = subprocess.run([str(binary), "-n", str(n), "-isolation", PLUGINS], capture_output=True, text=True, check=True)
+    figures: dict[str, float] = json.loads(proc.stdout)
+    return figures
+
+
 def deadlines(n: int) -> dict[str, float]:
     from cpexrt.engine.manager import Engine
 
@@ -137,9 +149,12 @@ def main() -> None:
     print(f"cores: {os.cpu_count()}, python {sys.version.split()[0]}; the machine is shared: figures are noisy")
     floor = round_trip_floor(args.n)
     lat = latency(args.n)
+    go = go_latency(args.n)
+    lat["go_in_process_p50"], lat["go_in_process_p99"] = go["go_noop_none_p50"], go["go_noop_none_p99"]
+    lat["go_process_p50"], lat["go_process_p99"] = go["go_noop_process_p50"], go["go_noop_process_p99"]
     dl = deadlines(args.deadlines)
     rows = [("floor: socket-pair round trip to another process, p50 / p99", f"{floor[0]:.1f} / {floor[1]:.1f} us", "")]
-    for where in ("engine", "python_sdk"):
+    for where in ("engine", "python_sdk", "go"):
         base, iso = lat[f"{where}_in_process_p50"], lat[f"{where}_process_p50"]
         added = iso - base
         rows.append((f"{where}: no-op plugin in-process p50 / p99", f"{base:.1f} / {lat[f'{where}_in_process_p99']:.1f} us", ""))
