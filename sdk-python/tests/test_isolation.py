@@ -361,6 +361,20 @@ def test_py_cpex_isolated_venv_stanza_runs_unchanged(engines: list[Engine]) -> N
     assert stats(engine, "verdict")["isolation"] == "process"
 
 
+def test_a_py_cpex_plugin_with_isolation_process(engines: list[Engine]) -> None:
+    """py-cpex's class as the kind, in a worker: its verdicts as in-process, and what
+    its phase cannot enforce reported (the worker tells the host it is py-cpex)."""
+    stanza = "  - {name: v, kind: pycpex_test_plugins.Verdict, hooks: [tool_pre_invoke], isolation: process, mode: %s}\n"
+    enforced = start(engines, stanza % "sequential", timeout=5)
+    out = enforced.invoke("tool_pre_invoke", 0, {"name": "t", "args": {"block": True}})
+    assert out.violation is not None and out.violation.plugin_name == "v" and out.violation.code == "BLOCKED"
+    assert out.retry_delay_ms == 2000
+    audit = start(engines, stanza % "audit", timeout=5)
+    out = audit.invoke("tool_pre_invoke", 0, {"name": "t", "args": {"block": True}})
+    assert out.continue_processing
+    assert [(e.plugin_name, e.code) for e in out.errors] == [("v", "not_enforced")]
+
+
 def test_py_cpex_isolated_venv_with_a_requirements_file(tmp_path: Path) -> None:
     """py-cpex's layout: the class's package under plugin_dirs[0], requirements_file
     relative to it; the plugin runs in a virtualenv holding them."""
