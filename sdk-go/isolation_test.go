@@ -43,6 +43,19 @@ func isolationConfig(t testing.TB, timeout string, plugins ...string) string {
 	return config(t, fmt.Sprintf("  plugin_timeout: %s\n  venv_cache_dir: %q\n", timeout, cache), plugins...)
 }
 
+// TestMain checks, after every test of the package, that no cpex worker process of
+// this one is left (alive or zombie).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if !eventually(10*time.Second, func() bool { return len(workerChildren()) == 0 }) {
+		fmt.Fprintf(os.Stderr, "cpex worker processes left behind by the tests: %v\n", workerChildren())
+		if code == 0 {
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
 // workerChildren lists this process's children that are cpex workers (zombies too).
 func workerChildren() []string {
 	entries, _ := os.ReadDir("/proc")

@@ -45,25 +45,6 @@ def isolated(name: str, cls: str, **extra: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
-def workers_of_this_process() -> list[tuple[int, str]]:
-    """(pid, state) of this process's children that are cpex workers (zombies too)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == os.getpid() and b"cpexrt.engine.worker" in cmdline:
-            found.append((int(entry), fields[0]))
-    return found
-
-
 def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -79,14 +60,6 @@ def wait_until(predicate: Any, timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.02)
     return bool(predicate())
-
-
-@pytest.fixture(autouse=True)
-def no_workers_left() -> Iterator[None]:
-    """Every test shuts its managers down: afterwards no worker (and no zombie) of
-    this process is left."""
-    yield
-    assert wait_until(lambda: not workers_of_this_process(), 10.0), f"workers left behind: {workers_of_this_process()}"
 
 
 @pytest.fixture
