@@ -21,7 +21,7 @@ import (
 
 // isolationSlack bounds a deadline in these tests: the feature's bound is timeout +
 // 50 ms (measured in bench/), the suite allows more on a loaded machine.
-const isolationSlack = 250 * time.Millisecond
+const isolationSlack = time.Second
 
 func isolatedPlugin(name, class string, extra ...string) string {
 	s := fmt.Sprintf("  - name: %s\n    kind: cpex_isolation_plugins:%s\n    hooks: [tool_pre_invoke]\n", name, class)
@@ -158,7 +158,7 @@ func TestIsolatedPluginBlockedInCReleasesTheGoCallerAtItsDeadline(t *testing.T) 
 		t.Run(mode, func(t *testing.T) {
 			m := startedIsolated(t, isolationConfig(t, "0.5", isolatedPlugin("sl", "Sleeper", "isolation: "+mode)))
 			began := time.Now()
-			res := invokeTool(t, m, map[string]any{"sleep": 2})
+			res := invokeTool(t, m, map[string]any{"sleep": 5})
 			if took := time.Since(began); took > 500*time.Millisecond+isolationSlack {
 				t.Fatalf("the call took %v; the plugin's timeout is 0.5s", took)
 			}

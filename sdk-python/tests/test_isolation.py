@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 VENV_CACHE = str(ROOT / "build" / "venv-cache")
 # Deadline bound for the tests: the feature's is timeout + 50 ms (measured in bench/);
 # the suite allows more, as the machine running it may be loaded.
-SLACK = 0.25
+SLACK = 1.0
 
 
 def yaml_config(*plugins: str, timeout: float = 0.5) -> str:
@@ -180,12 +180,12 @@ def test_in_process_a_sync_plugin_blocked_in_c_releases_the_caller(engines: list
         "    isolation: thread\n    on_error: ignore\n",
     )
     began = time.monotonic()
-    out = invoke(engine, {"sleep": 1.5})
+    out = invoke(engine, {"sleep": 4})
     assert time.monotonic() - began < 0.5 + SLACK
     assert [e.code for e in out.errors] == ["plugin_timeout"]
     assert out.metadata == {}  # the late result is discarded
     assert stats(engine, "th")["stuck"] == 1
-    assert wait_until(lambda: stats(engine, "th")["stuck"] == 0, 5)
+    assert wait_until(lambda: stats(engine, "th")["stuck"] == 0, 10)
     assert invoke(engine, {"sleep": 0}).metadata["slept"] == 0
 
 
@@ -439,8 +439,8 @@ def test_python_host_deadline_crash_and_stats() -> None:
     manager.initialize()
     try:
         began = time.monotonic()
-        result = manager.invoke("tool_pre_invoke", {"sleep": 1.5})
-        assert time.monotonic() - began < 2 * 0.5 + SLACK  # two plugins, each stopped at its deadline
+        result = manager.invoke("tool_pre_invoke", {"sleep": 5})
+        assert time.monotonic() - began < 2 * (0.5 + SLACK)  # two plugins, each stopped at its deadline
         assert sorted((e.plugin_name, e.code) for e in result.errors) == [("sl", "plugin_timeout"), ("th", "plugin_timeout")]
         result = manager.invoke("tool_pre_invoke", {"how": "segv"})
         assert any(e.plugin_name == "c" and "killed by SIGSEGV" in e.message for e in result.errors)
