@@ -234,6 +234,18 @@ cpex_status cpex_plugin_count(cpex_manager *manager, size_t *out_count, char **e
 cpex_status cpex_plugin_names(cpex_manager *manager, uint8_t **out_names, size_t *out_names_len, char **err_msg);
 
 /*
+ * cpex_plugin_stats
+ *
+ * Where each plugin runs and, for isolated plugins (isolation thread or
+ * process), their workers' counters and circuit. Since ABI 1.2.
+ *
+ *  out_stats: Receives a MessagePack array of PluginStats records, in config order.
+ *  err_msg: NULL, or receives the caller-owned message of a failure.
+ *  Returns CPEX_OK or a CPEX_ERR_* status; CPEX_ERR_INVALID_HANDLE for a bad handle.
+ */
+cpex_status cpex_plugin_stats(cpex_manager *manager, uint8_t **out_stats, size_t *out_stats_len, char **err_msg);
+
+/*
  * cpex_is_initialized
  *
  * Whether the manager is initialized.

@@ -216,6 +216,18 @@ func callPluginNames(manager *C.cpex_manager) ([]byte, error) {
 	return takeBytes(outNames, outNamesLen), nil
 }
 
+// callPluginStats calls cpex_plugin_stats: Where each plugin runs and, for isolated plugins (isolation thread or process), their workers' counters and circuit. Since ABI 1.2.
+func callPluginStats(manager *C.cpex_manager) ([]byte, error) {
+	var outStats *C.uint8_t
+	var outStatsLen C.size_t
+	var errMsg *C.char
+	status := C.cpex_plugin_stats(manager, &outStats, &outStatsLen, &errMsg)
+	if int32(status) != codeOk {
+		return nil, newError(int32(status), takeMessage(errMsg))
+	}
+	return takeBytes(outStats, outStatsLen), nil
+}
+
 // callIsInitialized calls cpex_is_initialized: Whether the manager is initialized.
 func callIsInitialized(manager *C.cpex_manager) (bool, error) {
 	var outInitialized C.int

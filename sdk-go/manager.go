@@ -315,6 +315,26 @@ func (m *PluginManager) PluginNames() ([]string, error) {
 	return names, nil
 }
 
+// PluginStats reports, per plugin in config order, where it runs and, for isolated
+// plugins (isolation thread or process), their workers' counters and circuit.
+// Since ABI 1.2.
+func (m *PluginManager) PluginStats() ([]PluginStats, error) {
+	h, leave, err := m.enter("PluginStats")
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
+	raw, err := callPluginStats(h)
+	if err != nil {
+		return nil, err
+	}
+	var stats []PluginStats
+	if err := decode(raw, &stats, "plugin stats"); err != nil {
+		return nil, err
+	}
+	return stats, nil
+}
+
 // IsInitialized reports whether Initialize succeeded and Shutdown has not run.
 func (m *PluginManager) IsInitialized() (bool, error) {
 	h, leave, err := m.enter("IsInitialized")

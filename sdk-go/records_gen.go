@@ -273,6 +273,249 @@ func (r *PluginError) DecodeMsgpack(dec *msgpack.Decoder) error {
 	return nil
 }
 
+// PluginStats: One plugin's entry of cpex_plugin_stats: where it runs and, for isolated plugins, their workers' counters and circuit. Since ABI 1.2.
+type PluginStats struct {
+	Name string `msgpack:"name"`
+	// none, thread or process.
+	Isolation string `msgpack:"isolation"`
+	// Switched off by on_error: disable.
+	Disabled bool `msgpack:"disabled"`
+	// The configured pool size (worker processes or helper threads).
+	Workers int64 `msgpack:"workers,omitempty"`
+	// Workers running now (idle or busy).
+	Alive int64 `msgpack:"alive,omitempty"`
+	// Workers serving a call now.
+	Busy int64 `msgpack:"busy,omitempty"`
+	// Calls handed to the workers.
+	Calls int64 `msgpack:"calls,omitempty"`
+	// Workers that exited, were killed by a signal or passed their memory limit.
+	Crashes int64 `msgpack:"crashes,omitempty"`
+	// Calls ended at their deadline (the worker killed, or the helper thread abandoned).
+	Timeouts int64 `msgpack:"timeouts,omitempty"`
+	// Replacement workers started.
+	Restarts int64 `msgpack:"restarts,omitempty"`
+	// isolation thread: abandoned calls whose handler is still running.
+	Stuck int64 `msgpack:"stuck,omitempty"`
+	// isolation process: closed, open (calls fail at once) or half_open (a probe call runs).
+	Circuit string `msgpack:"circuit,omitempty"`
+	// How the last crashed worker ended.
+	LastCrash string `msgpack:"last_crash,omitempty"`
+	// How long the last replacement worker took to start, in milliseconds.
+	LastRestartMs float64 `msgpack:"last_restart_ms,omitempty"`
+	// The process ids of the running workers.
+	Pids []int64 `msgpack:"pids,omitempty"`
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField `msgpack:"-"`
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
+func (r PluginStats) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1 + 1 + 1
+	if r.Workers != 0 {
+		n++
+	}
+	if r.Alive != 0 {
+		n++
+	}
+	if r.Busy != 0 {
+		n++
+	}
+	if r.Calls != 0 {
+		n++
+	}
+	if r.Crashes != 0 {
+		n++
+	}
+	if r.Timeouts != 0 {
+		n++
+	}
+	if r.Restarts != 0 {
+		n++
+	}
+	if r.Stuck != 0 {
+		n++
+	}
+	if r.Circuit != "" {
+		n++
+	}
+	if r.LastCrash != "" {
+		n++
+	}
+	if r.LastRestartMs != 0 {
+		n++
+	}
+	if len(r.Pids) > 0 {
+		n++
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "name", r.Name); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "isolation", r.Isolation); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "disabled", r.Disabled); err != nil {
+		return err
+	}
+	if r.Workers != 0 {
+		if err := encodeField(enc, "workers", r.Workers); err != nil {
+			return err
+		}
+	}
+	if r.Alive != 0 {
+		if err := encodeField(enc, "alive", r.Alive); err != nil {
+			return err
+		}
+	}
+	if r.Busy != 0 {
+		if err := encodeField(enc, "busy", r.Busy); err != nil {
+			return err
+		}
+	}
+	if r.Calls != 0 {
+		if err := encodeField(enc, "calls", r.Calls); err != nil {
+			return err
+		}
+	}
+	if r.Crashes != 0 {
+		if err := encodeField(enc, "crashes", r.Crashes); err != nil {
+			return err
+		}
+	}
+	if r.Timeouts != 0 {
+		if err := encodeField(enc, "timeouts", r.Timeouts); err != nil {
+			return err
+		}
+	}
+	if r.Restarts != 0 {
+		if err := encodeField(enc, "restarts", r.Restarts); err != nil {
+			return err
+		}
+	}
+	if r.Stuck != 0 {
+		if err := encodeField(enc, "stuck", r.Stuck); err != nil {
+			return err
+		}
+	}
+	if r.Circuit != "" {
+		if err := encodeField(enc, "circuit", r.Circuit); err != nil {
+			return err
+		}
+	}
+	if r.LastCrash != "" {
+		if err := encodeField(enc, "last_crash", r.LastCrash); err != nil {
+			return err
+		}
+	}
+	if r.LastRestartMs != 0 {
+		if err := encodeField(enc, "last_restart_ms", r.LastRestartMs); err != nil {
+			return err
+		}
+	}
+	if len(r.Pids) > 0 {
+		if err := encodeField(enc, "pids", r.Pids); err != nil {
+			return err
+		}
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *PluginStats) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("PluginStats: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("PluginStats: field name: %w", err)
+		}
+		switch key {
+		case "name":
+			seen++
+			if err := decodeInto(dec, &r.Name); err != nil {
+				return fmt.Errorf("PluginStats.name: %w", err)
+			}
+		case "isolation":
+			seen++
+			if err := decodeInto(dec, &r.Isolation); err != nil {
+				return fmt.Errorf("PluginStats.isolation: %w", err)
+			}
+		case "disabled":
+			seen++
+			if err := decodeInto(dec, &r.Disabled); err != nil {
+				return fmt.Errorf("PluginStats.disabled: %w", err)
+			}
+		case "workers":
+			if err := decodeInto(dec, &r.Workers); err != nil {
+				return fmt.Errorf("PluginStats.workers: %w", err)
+			}
+		case "alive":
+			if err := decodeInto(dec, &r.Alive); err != nil {
+				return fmt.Errorf("PluginStats.alive: %w", err)
+			}
+		case "busy":
+			if err := decodeInto(dec, &r.Busy); err != nil {
+				return fmt.Errorf("PluginStats.busy: %w", err)
+			}
+		case "calls":
+			if err := decodeInto(dec, &r.Calls); err != nil {
+				return fmt.Errorf("PluginStats.calls: %w", err)
+			}
+		case "crashes":
+			if err := decodeInto(dec, &r.Crashes); err != nil {
+				return fmt.Errorf("PluginStats.crashes: %w", err)
+			}
+		case "timeouts":
+			if err := decodeInto(dec, &r.Timeouts); err != nil {
+				return fmt.Errorf("PluginStats.timeouts: %w", err)
+			}
+		case "restarts":
+			if err := decodeInto(dec, &r.Restarts); err != nil {
+				return fmt.Errorf("PluginStats.restarts: %w", err)
+			}
+		case "stuck":
+			if err := decodeInto(dec, &r.Stuck); err != nil {
+				return fmt.Errorf("PluginStats.stuck: %w", err)
+			}
+		case "circuit":
+			if err := decodeInto(dec, &r.Circuit); err != nil {
+				return fmt.Errorf("PluginStats.circuit: %w", err)
+			}
+		case "last_crash":
+			if err := decodeInto(dec, &r.LastCrash); err != nil {
+				return fmt.Errorf("PluginStats.last_crash: %w", err)
+			}
+		case "last_restart_ms":
+			if err := decodeInto(dec, &r.LastRestartMs); err != nil {
+				return fmt.Errorf("PluginStats.last_restart_ms: %w", err)
+			}
+		case "pids":
+			if err := decodeInto(dec, &r.Pids); err != nil {
+				return fmt.Errorf("PluginStats.pids: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("PluginStats.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 3 {
+		return fmt.Errorf("PluginStats: missing a required field (name, isolation, disabled)")
+	}
+	return nil
+}
+
 // PipelineResult: The outcome of one invoke.
 type PipelineResult struct {
 	ContinueProcessing bool `msgpack:"continue_processing"`
@@ -6769,6 +7012,7 @@ func (p *ContentPart) DecodeMsgpack(dec *msgpack.Decoder) error {
 var wireTypes = map[string]func() any{
 	"PluginViolation":                      func() any { return new(PluginViolation) },
 	"PluginError":                          func() any { return new(PluginError) },
+	"PluginStats":                          func() any { return new(PluginStats) },
 	"PipelineResult":                       func() any { return new(PipelineResult) },
 	"Extensions":                           func() any { return new(Extensions) },
 	"MetaExtension":                        func() any { return new(MetaExtension) },

@@ -119,6 +119,13 @@ var managerCalls = map[string]managerCall{
 		}
 		return err
 	},
+	"PluginStats": func(m *PluginManager) error {
+		stats, err := m.PluginStats()
+		if stats != nil {
+			return fmt.Errorf("PluginStats = %v", stats)
+		}
+		return err
+	},
 	"IsInitialized": func(m *PluginManager) error {
 		ok, err := m.IsInitialized()
 		if ok {

@@ -215,7 +215,14 @@ func main() {
 	examples := flag.String("examples", "../examples", "the examples directory (configs, plugins)")
 	cold := flag.Bool("cold", false, "internal: start, invoke once, print the elapsed time since -t0")
 	t0 := flag.Int64("t0", 0, "internal: the parent's clock at exec, unix ns")
+	isolationPlugins := flag.String("isolation", "", "only the isolation figures: a no-op plugin from this plugin directory, in-process and isolated (bench/isolation.py)")
 	flag.Parse()
+	if *isolationPlugins != "" {
+		if err := json.NewEncoder(os.Stdout).Encode(isolationFigures(*n, *isolationPlugins)); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	dir, err := filepath.Abs(*examples)
 	if err != nil {
 		log.Fatal(err)
@@ -290,4 +297,30 @@ func main() {
 	if err := json.NewEncoder(os.Stdout).Encode(out); err != nil {
 		log.Fatal(err)
 	}
+}
+
+// isolationFigures: a no-op plugin's invoke from Go, in-process and in a worker
+// process (isolation: process), same run.
+func isolationFigures(n int, plugins string) figures {
+	out := figures{}
+	for _, isolation := range []string{"none", "process"} {
+		cfg := fmt.Sprintf("plugin_settings: {plugin_dirs: [%q]}\nplugins:\n"+
+			"  - {name: p, kind: 'cpex_isolation_plugins:NoOp', hooks: [tool_pre_invoke], isolation: %s}\n", plugins, isolation)
+		m, err := cpex.NewPluginManager(cfg)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := m.Initialize(); err != nil {
+			log.Fatal(err)
+		}
+		s := samples(n, func() {
+			res, _, _, err := m.InvokeByName("tool_pre_invoke", cpex.PayloadGeneric, payload, nil, nil)
+			if err != nil || res.IsDenied() || len(res.Errors) != 0 {
+				log.Fatalf("no-op (%s): %v %+v", isolation, err, res)
+			}
+		})
+		out["go_noop_"+isolation+"_p50"], out["go_noop_"+isolation+"_p99"] = pct(s, 50), pct(s, 99)
+		_ = m.Shutdown()
+	}
+	return out
 }

@@ -164,6 +164,23 @@ cpex_status cpex_plugin_names(cpex_manager *manager, uint8_t **out_names, size_t
     return rc;
 }
 
+cpex_status cpex_plugin_stats(cpex_manager *manager, uint8_t **out_stats, size_t *out_stats_len, char **err_msg)
+{
+    int rc;
+    if (err_msg != NULL) *err_msg = NULL;
+    if (out_stats != NULL) *out_stats = NULL;
+    if (out_stats_len != NULL) *out_stats_len = 0;
+    if (out_stats == NULL || out_stats_len == NULL)
+        return cpex__fail(err_msg, CPEX_ERR_INVALID_INPUT, "cpex_plugin_stats: out_stats and out_stats_len must not be NULL");
+    if (manager == NULL)
+        return cpex__fail(err_msg, CPEX_ERR_INVALID_HANDLE, "cpex_plugin_stats: manager handle is NULL");
+    rc = cpex__runtime_ready(err_msg);
+    if (rc != CPEX_OK)
+        return rc;
+    rc = cpex__status_of(cpexpy_plugin_stats((uintptr_t)manager, out_stats, out_stats_len, err_msg), "cpex_plugin_stats", err_msg);
+    return rc;
+}
+
 cpex_status cpex_is_initialized(cpex_manager *manager, int *out_initialized, char **err_msg)
 {
     int rc;

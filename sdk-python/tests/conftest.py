@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,3 +29,34 @@ def plugin(name: str, cls: str, hooks: str = "[tool_pre_invoke]", **extra: objec
 @pytest.fixture(scope="session")
 def library() -> Library:
     return load_library()
+
+
+def workers_of_this_process() -> list[tuple[int, str]]:
+    """(pid, state) of this process's children that are cpex worker processes
+    (isolation: process), zombies included."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == os.getpid() and b"cpexrt.engine.worker" in cmdline:
+            found.append((int(entry), fields[0]))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_workers_left() -> Iterator[None]:
+    """After every test, no worker process of this one is left, alive or zombie: a
+    test that starts isolated plugins shuts its managers down."""
+    yield
+    deadline = time.monotonic() + 10
+    while workers_of_this_process() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not workers_of_this_process(), f"workers left behind: {workers_of_this_process()}"

@@ -154,6 +154,11 @@ class Exports:
         out_names[0] = self._copy_out(data)
         out_names_len[0] = len(data)
 
+    def plugin_stats(self, manager: int, out_stats: Any, out_stats_len: Any) -> None:
+        data = pack(self._manager(manager, "manager").plugin_stats(), "plugin stats")
+        out_stats[0] = self._copy_out(data)
+        out_stats_len[0] = len(data)
+
     def is_initialized(self, manager: int, out_initialized: Any) -> None:
         out_initialized[0] = int(self._manager(manager, "manager").is_initialized())
 

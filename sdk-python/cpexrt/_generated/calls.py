@@ -137,6 +137,18 @@ def plugin_names(library: Library, manager: Any) -> bytes:
     return library.take_bytes(out_names, out_names_len[0])
 
 
+def plugin_stats(library: Library, manager: Any) -> bytes:
+    """Calls cpex_plugin_stats: Where each plugin runs and, for isolated plugins (isolation thread or process), their workers' counters and circuit. Since ABI 1.2."""
+    ffi = library.ffi
+    out_stats = ffi.new("uint8_t **")
+    out_stats_len = ffi.new("size_t *")
+    err_msg = ffi.new("char **")
+    status = library.lib.cpex_plugin_stats(manager, out_stats, out_stats_len, err_msg)
+    if status:
+        library.check(status, err_msg)
+    return library.take_bytes(out_stats, out_stats_len[0])
+
+
 def is_initialized(library: Library, manager: Any) -> bool:
     """Calls cpex_is_initialized: Whether the manager is initialized."""
     ffi = library.ffi

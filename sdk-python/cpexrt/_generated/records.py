@@ -59,6 +59,44 @@ class PluginError(WireRecord):
     proto_error_code: int | None = None
 
 
+class PluginStats(WireRecord):
+    """One plugin's entry of cpex_plugin_stats: where it runs and, for isolated plugins, their workers' counters and circuit. Since ABI 1.2."""
+
+    WIRE: ClassVar[tuple[WireField, ...]] = (
+        WireField('name'),
+        WireField('isolation'),
+        WireField('disabled'),
+        WireField('workers', optional=True),
+        WireField('alive', optional=True),
+        WireField('busy', optional=True),
+        WireField('calls', optional=True),
+        WireField('crashes', optional=True),
+        WireField('timeouts', optional=True),
+        WireField('restarts', optional=True),
+        WireField('stuck', optional=True),
+        WireField('circuit', optional=True),
+        WireField('last_crash', optional=True),
+        WireField('last_restart_ms', optional=True),
+        WireField('pids', optional=True),
+    )
+
+    name: str
+    isolation: str
+    disabled: bool
+    workers: int | None = None
+    alive: int | None = None
+    busy: int | None = None
+    calls: int | None = None
+    crashes: int | None = None
+    timeouts: int | None = None
+    restarts: int | None = None
+    stuck: int | None = None
+    circuit: str | None = None
+    last_crash: str | None = None
+    last_restart_ms: float | None = None
+    pids: list[int] | None = None
+
+
 class PipelineResult(WireRecord):
     """The outcome of one invoke."""
 

@@ -34,6 +34,12 @@ class Mode(StrEnum):
     DISABLED = "disabled"
 
 
+class Isolation(StrEnum):
+    NONE = "none"  # in the host, on the caller's thread (the default)
+    THREAD = "thread"  # in the host, on a helper thread: the caller is released at the deadline
+    PROCESS = "process"  # in worker processes (cpexrt.engine.isolation)
+
+
 class OnError(StrEnum):
     FAIL = "fail"
     IGNORE = "ignore"
@@ -71,6 +77,10 @@ class PluginSettings(_Strict):
         default=MAX_EXTENSIONS_BYTES, ge=1, description="largest extensions map accepted or returned, encoded"
     )
     max_collection_entries: int = Field(default=MAX_COLLECTION_ENTRIES, ge=1, description="most entries of one map or array")
+    venv_cache_dir: str | None = Field(
+        default=None,
+        description="where isolated plugins' virtualenvs are created (default $CPEX_VENV_CACHE, ~/.cache/cpex/venvs)",
+    )
 
 
 def _route_pattern(text: str) -> str:
@@ -130,6 +140,32 @@ class PluginSpec(_Strict):
     capabilities: list[str] = Field(default_factory=list)
     config: dict[str, Any] = Field(default_factory=dict)
     conditions: list[Conditions] = Field(default_factory=list, description="any entry matching enables the plugin")
+    isolation: Isolation | None = Field(default=None, description="none (default), thread or process")
+    workers: int = Field(default=1, ge=1, le=64, description="isolation process: worker processes; thread: helper threads")
+    python: str | None = Field(default=None, min_length=1, description="isolation process: the workers' interpreter")
+    requirements: list[str] = Field(default_factory=list, description="isolation process: pip requirements of its virtualenv")
+    max_memory_mb: int | None = Field(default=None, ge=16, description="isolation process: each worker's address-space limit")
+    env: list[str] = Field(default_factory=list, description="isolation process: environment variables the workers get")
+
+    _PROCESS_ONLY: ClassVar[tuple[str, ...]] = ("python", "requirements", "max_memory_mb", "env")
+
+    @model_validator(mode="after")
+    def _isolation_fields(self) -> PluginSpec:
+        process = self.isolation is Isolation.PROCESS or self.kind == "isolated_venv"
+        if self.kind == "isolated_venv" and self.isolation not in (None, Isolation.PROCESS):
+            raise ValueError(
+                f"a py-cpex isolated_venv plugin runs in worker processes; isolation {self.isolation.value} is not possible"
+            )
+        for name in self._PROCESS_ONLY:
+            if name in self.model_fields_set and not process:
+                raise ValueError(f"{name} applies to isolation: process only")
+        if "workers" in self.model_fields_set and not process and self.isolation is not Isolation.THREAD:
+            raise ValueError("workers applies to isolation: process or thread only")
+        for i, name in enumerate(self.env):
+            if not name or "=" in name:
+                raise ValueError(f"env[{i}]: {name!r} is not an environment variable name")
+        return self
+
     _shadow: bool = PrivateAttr(default=False)
 
     @model_validator(mode="wrap")

@@ -34,8 +34,51 @@ class PluginRaised(Exception):
         self.original = original
 
 
+class Remote:
+    """A handler that runs somewhere else (a worker process, a helper thread) and keeps
+    its deadline itself: the driver passes it the deadline instead of arming the
+    watchdog on the caller's thread, so the caller is released at the deadline
+    whatever the plugin does (cpexrt.engine.isolation, cpexrt.engine.offthread)."""
+
+    __slots__ = ()
+
+    def __call__(self, *args: Any) -> Any:
+        raise TypeError("a remote handler runs through cpexrt.engine.driver (call, begin, guarded)")
+
+    def call(self, args: tuple[Any, ...], deadline: float) -> Any:
+        """The handler's result; HandlerTimeout at the deadline."""
+        raise NotImplementedError
+
+    def start(self, args: tuple[Any, ...], deadline: float) -> Coroutine[Any, Any, Any]:
+        """A coroutine of the handler's result, for the loops (concurrent and
+        fire-and-forget plugins); cancelling it abandons the call."""
+        raise NotImplementedError
+
+
+def wake(future: asyncio.Future[Any]) -> None:
+    """Resolves future with None unless it is done (a reader or thread callback)."""
+    if not future.done():
+        future.set_result(None)
+
+
+class RemoteFailure(Exception):
+    """A plugin's failure as reported from where it ran; its text is the whole
+    description ('raised ValueError: ...', 'crashed: ...'), code the PluginError's."""
+
+    def __init__(self, message: str, code: str = "plugin_error") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def code_of(exc: BaseException) -> str:
+    """The PluginError code of a plugin's failure."""
+    return exc.code if isinstance(exc, RemoteFailure) else "plugin_error"
+
+
 def describe(exc: BaseException) -> str:
     """How a plugin's exception is reported: 'raised <Type>: <message>'."""
+    if isinstance(exc, RemoteFailure):
+        return str(exc)
     if isinstance(exc, PluginRaised):
         exc = exc.original
     return f"raised {type(exc).__name__}: {exc}"
@@ -66,6 +109,8 @@ def call(fn: Callable[..., Any], args: tuple[Any, ...], deadline: float) -> Any:
     """fn(*args), driven to completion on this thread; HandlerTimeout past deadline.
     A coroutine result is driven inline until it suspends, then finished on this
     thread's caller loop."""
+    if isinstance(fn, Remote):
+        return fn.call(args, deadline)
     try:
         try:
             WATCHDOG.arm(deadline)
@@ -82,7 +127,10 @@ def call(fn: Callable[..., Any], args: tuple[Any, ...], deadline: float) -> Any:
 
 
 def guarded(fn: Callable[..., Any], args: tuple[Any, ...], deadline: float) -> Any:
-    """fn(*args) under the watchdog, nothing more; HandlerTimeout past deadline."""
+    """fn(*args) under the watchdog, nothing more; HandlerTimeout past deadline. A
+    Remote handler gives its coroutine (the caller drives it on its loop)."""
+    if isinstance(fn, Remote):
+        return fn.start(args, deadline)
     try:
         try:
             WATCHDOG.arm(deadline)
@@ -176,6 +224,13 @@ def _raise_contained(exc: BaseException) -> None:
 def begin(fn: Callable[..., Any], args: tuple[Any, ...], deadline: float) -> tuple[bool, Any, Any]:
     """Starts fn(*args) like call(), but leaves a suspended coroutine for finish_all():
     (True, result, None) when done, (False, yielded, coroutine) when suspended."""
+    if isinstance(fn, Remote):
+        coro = fn.start(args, deadline)
+        try:
+            done, value = start(coro)
+        except TimeoutError:
+            raise HandlerTimeout from None
+        return (True, value, None) if done else (False, value, coro)
     try:
         try:
             WATCHDOG.arm(deadline)

@@ -268,7 +268,7 @@ def _step(plugin: LoadedPlugin, inv: Invocation, authority: Authority, out: Pipe
         _timed_out(plugin, inv, out)
         return
     except BaseException as exc:  # noqa: BLE001 - whatever a plugin raises is its own failure
-        _failed(plugin, inv, out, driver.describe(exc))
+        _failed(plugin, inv, out, driver.describe(exc), driver.code_of(exc))
         return
     _apply(plugin, inv, authority, value, out)
 
@@ -579,7 +579,7 @@ def _run_concurrent(phase: list[LoadedPlugin], inv: Invocation, authority: Autho
             if isinstance(value, driver.HandlerTimeout):
                 _timed_out(plugin, inv, out)
             else:
-                _failed(plugin, inv, out, driver.describe(value))
+                _failed(plugin, inv, out, driver.describe(value), driver.code_of(value))
             return False
         _apply(plugin, inv, authority, value, out)
         return not out.continue_processing
@@ -680,7 +680,7 @@ class _Follower:
         if isinstance(value, BaseException):
             if isinstance(value, (asyncio.TimeoutError, driver.HandlerTimeout)):
                 return self.failed(f"timed out after {plugin.timeout:g}s", "plugin_timeout")
-            return self.failed(driver.describe(value), "plugin_error")
+            return self.failed(driver.describe(value), driver.code_of(value))
         try:
             result = _as_result(value)
         except payloads.Refusal as refused:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from cpexrt import payloads
-from cpexrt.engine import driver, gating, observe, pycpex
+from cpexrt.engine import driver, gating, isolation, observe, pycpex
 from cpexrt.engine.background import BackgroundBatch
 from cpexrt.engine.config import Config, parse_config
 from cpexrt.engine.context import RequestState
@@ -328,6 +328,11 @@ class Engine:
             LOG.error("reload_config: shutting down the replaced plugins: %s", "; ".join(failures))
 
     def _instantiate(self, index: int, config: Config) -> LoadedPlugin:
+        if isolation.wanted(config.plugins[index]):  # in worker processes, or on helper threads
+            return isolation.load(index, config, self._factories, self._instantiate_here)
+        return self._instantiate_here(index, config)
+
+    def _instantiate_here(self, index: int, config: Config) -> LoadedPlugin:
         spec = config.plugins[index]
         where = f"plugins[{index}]"
         cls = self._factories.resolve(spec.kind, f"{where}.kind")
@@ -502,6 +507,12 @@ class Engine:
     def plugin_names(self) -> list[str]:
         self._check_alive("plugin_names")
         return [p.name for p in self._set.plugins]
+
+    def plugin_stats(self) -> list[dict[str, Any]]:
+        """Per plugin, in config order: its isolation and, for isolated plugins, their
+        workers' counters and circuit (cpexrt.engine.isolation.stats_of)."""
+        self._check_alive("plugin_stats")
+        return [isolation.stats_of(p) for p in self._set.plugins]
 
     def is_initialized(self) -> bool:
         self._check_alive("is_initialized")

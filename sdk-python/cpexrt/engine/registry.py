@@ -36,6 +36,10 @@ class FactoryRegistry:
                 raise InvalidInputError(f"kind: {kind!r} is already registered")
             self._kinds[kind] = target
 
+    def registered(self, kind: str) -> type[Plugin] | str | None:
+        """What kind was registered as, or None."""
+        return self._kinds.get(kind)
+
     @property
     def kinds(self) -> list[str]:
         return sorted(self._kinds)
@@ -45,10 +49,10 @@ class FactoryRegistry:
         target = self._kinds.get(kind, kind)
         if not isinstance(target, str):
             return target
-        if target in ("external", "isolated_venv"):
+        if target == "external":
             raise ConfigError(
-                f"{where}: py-cpex's kind {target!r} (a plugin out of this process) is not supported: cpex runs plugins "
-                "in-process; name the plugin's class as its kind instead"
+                f"{where}: py-cpex's kind 'external' (a plugin served over MCP, gRPC or a socket) is not supported; "
+                "run the plugin's class in cpex's worker processes instead (isolation: process, or kind: isolated_venv)"
             )
         if ":" not in target:
             module, dot, name = target.rpartition(".")

@@ -22,6 +22,7 @@ from cpexrt._generated.records import (
     MessagePayload,
     PipelineResult,
     PluginError,
+    PluginStats,
     PluginViolation,
 )
 from cpexrt.errors import InvalidHandleError, InvalidInputError
@@ -346,6 +347,12 @@ class PluginManager:
     def plugin_names(self) -> list[str]:
         names: list[str] = unpack(calls.plugin_names(self._library, self._live("plugin_names")), "plugin names")
         return names
+
+    def plugin_stats(self) -> list[PluginStats]:
+        """Where each plugin runs and, for isolated plugins, their workers' counters
+        and circuit (Since ABI 1.2)."""
+        entries = unpack(calls.plugin_stats(self._library, self._live("plugin_stats")), "plugin stats")
+        return [PluginStats.from_wire(e, "plugin stats") for e in entries]
 
     def is_initialized(self) -> bool:
         return calls.is_initialized(self._library, self._live("is_initialized"))
