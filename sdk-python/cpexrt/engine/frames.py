@@ -17,7 +17,7 @@ import struct
 import time
 from typing import Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped, unused-ignore]  # untyped: the package passes mypy wherever it is installed
 
 OP_INIT = 1
 OP_CALL = 2
