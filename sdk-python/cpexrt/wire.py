@@ -53,7 +53,7 @@ class WireRecord(BaseModel):
     fields are emitted in schema order, then unknown fields as they were received, so
     a decode / encode round trip is byte-identical for canonical input."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
     WIRE: ClassVar[tuple[WireField, ...]] = ()
 
     def to_wire(self) -> dict[str, Any]:

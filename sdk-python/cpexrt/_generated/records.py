@@ -1289,11 +1289,3 @@ class ContentPart(WireRecord):
     def new_document(cls, value: DocumentSource) -> "ContentPart":
         return cls(content_type='document', content=value)
 
-
-def _rebuild() -> None:
-    for model in list(globals().values()):
-        if isinstance(model, type) and issubclass(model, WireRecord) and model is not WireRecord:
-            model.model_rebuild()
-
-
-_rebuild()
