@@ -301,6 +301,7 @@ def environment(schema: Schema, layout: Layout | None = None) -> jinja2.Environm
         undefined=jinja2.StrictUndefined,
     )
     env.filters["pyrepr"] = repr
+    env.filters["regex_replace"] = lambda s, pattern, repl: re.sub(pattern, repl, s)
     env.filters["gostr"] = lambda s: '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
     env.globals.update(
         schema=schema,
@@ -379,6 +380,15 @@ def check_fits(schema: Schema, layout: Layout) -> None:
     if o.go_api:
         taken = {"Error": "the error type", "ABIVersionMajor": "a constant", "ABIVersionMinor": "a constant"}
         taken["CheckVersion"] = "the version check"
+        if o.go_wire:
+            taken["EncodeRecord"] = "the record encoder (go_wire)"
+            taken["DecodeRecord"] = "the record decoder (go_wire)"
+            taken["ExtraField"] = "the type of a record's unknown field (go_wire)"
+        if o.go_records:
+            for rec in [*schema.records, *schema.unions]:
+                if rec.name in taken:
+                    raise SchemaError(f"record {rec.name}: its Go type would be {rec.name}, which is already {taken[rec.name]}")
+                taken[rec.name] = f"the Go type of record {rec.name}"
         for h in schema.handles:
             name = naming.camel(h.name)
             if name in taken:
