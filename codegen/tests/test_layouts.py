@@ -87,7 +87,7 @@ def test_the_abi_checker_covers_kv(tmp_path: Path, capsys: pytest.CaptureFixture
     kv_yaml.write_text(original + "\n" + clear + "    doc: Removes every key.\n")
     assert cli.main(["--layout", str(lay)]) == 1
     assert "kv_clear" in capsys.readouterr().err
-    _edit(kv_yaml, "  minor: 0\n", "  minor: 1\n")
+    _edit(kv_yaml, "  minor: 1\n", "  minor: 2\n")
     assert cli.main(["--layout", str(lay)]) == 0
     assert "kv_status kv_clear(kv_store *store, char **err_msg);" in (lay.parent / "include" / "kv.h").read_text()
     # A released version is not released twice.
@@ -178,7 +178,7 @@ def test_the_cli_reports_a_bad_layout_and_writes_nothing(tmp_path: Path, capsys:
     header = lay.parent / "include" / "kv.h"
     before = header.read_bytes()
     _edit(lay, "  package: kvstore\n", "  package: Kv\n")
-    _edit(lay.parent / "schema" / "kv.yaml", "  minor: 0\n", "  minor: 1\n")  # would change kv.h
+    _edit(lay.parent / "schema" / "kv.yaml", "  minor: 1\n", "  minor: 2\n")  # would change kv.h
     assert cli.main(["--layout", str(lay)]) == 1
     assert "go.package: String should match pattern" in capsys.readouterr().err
     assert header.read_bytes() == before

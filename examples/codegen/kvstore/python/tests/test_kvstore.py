@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kvstore._generated import calls
 from kvstore._generated.errors import (
     ERROR_CLASSES,
+    InternalError,
     InvalidHandleError,
     InvalidInputError,
     KeyNotFoundError,
@@ -21,6 +22,8 @@ from kvstore._generated.errors import (
     Status,
 )
 from kvstore._generated.library import Library, load_library
+from kvstore._generated.records import KvStats
+from kvstore._generated.wire import pack, unpack
 
 LIBRARY = Path(__file__).resolve().parents[5] / "build" / "examples" / "kvstore" / "libkv.so.1"
 
@@ -56,6 +59,50 @@ def test_failures_carry_class_and_message(lib: Library) -> None:
         calls.store_free(lib, store)
     with pytest.raises(InvalidHandleError, match="is not a kv handle"):
         calls.count(lib, lib.ffi.cast("kv_store *", 0x1234))
+
+
+def test_stats_is_a_record(lib: Library) -> None:
+    store = calls.store_new(lib)
+    empty = KvStats.unpack(calls.stats(lib, store))
+    assert empty == KvStats(count=0, keys=[], sizes={}, total_bytes=0)
+    assert empty.first_value is None and empty.model_extra == {}
+    calls.put(lib, store, b"b", b"\x00\xff")
+    calls.put(lib, store, b"a", b"xyz")
+    data = calls.stats(lib, store)
+    stats = KvStats.unpack(data)
+    assert stats == KvStats(count=2, keys=["a", "b"], sizes={"a": 3, "b": 2}, total_bytes=5, first_value=b"xyz")
+    # Bytes stay bytes and ints stay ints, on the wire and in the model.
+    assert type(stats.first_value) is bytes and type(stats.count) is int
+    assert unpack(data, "stats") == {
+        "count": 2,
+        "keys": ["a", "b"],
+        "sizes": {"a": 3, "b": 2},
+        "total_bytes": 5,
+        "first_value": b"xyz",
+    }
+    assert stats.pack() == data  # schema order, the same encodings
+    calls.store_free(lib, store)
+
+
+def test_a_record_keeps_unknown_fields() -> None:
+    newer = {"count": 1, "keys": ["k"], "sizes": {"k": 1}, "total_bytes": 1, "added_later": [1, b"\x02"]}
+    data = pack(newer, "newer")
+    stats = KvStats.unpack(data)
+    assert stats.model_extra == {"added_later": [1, b"\x02"]}
+    assert stats.pack() == data  # re-emitted unchanged, after the known fields
+
+
+def test_record_decode_failures_name_the_field() -> None:
+    with pytest.raises(InvalidInputError, match=r"KvStats\.count: Input should be a valid integer"):
+        KvStats.unpack(pack({"count": "three", "keys": [], "sizes": {}, "total_bytes": 0}, "bad"))
+    with pytest.raises(InvalidInputError, match=r"KvStats\.keys: Field required"):
+        KvStats.unpack(pack({"count": 1, "sizes": {}, "total_bytes": 0}, "bad"))
+    with pytest.raises(InvalidInputError, match="KvStats: trailing bytes after the MessagePack value"):
+        KvStats.unpack(KvStats(count=0, keys=[], sizes={}, total_bytes=0).pack() + b"\xc0")
+    with pytest.raises(InvalidInputError, match="KvStats: invalid MessagePack"):
+        KvStats.unpack(b"\xc1")
+    with pytest.raises(InternalError, match="KvStats: cannot encode as MessagePack"):
+        KvStats(count=0, keys=[], sizes={}, total_bytes=0, added_later={1, 2}).pack()
 
 
 def test_every_error_status_has_its_class() -> None:
