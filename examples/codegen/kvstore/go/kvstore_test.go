@@ -192,3 +192,61 @@ func TestRecordDecodeFailuresNameTheField(t *testing.T) {
 	err = kv.DecodeRecord(nil, &st)
 	wantErr(t, err, kv.ErrKvInvalidInput, "cannot decode MessagePack")
 }
+
+// A union (KvValue): the variant its tag names, typed; a variant this package does not
+// know is kept whole and re-emitted unchanged.
+func TestUnionVariants(t *testing.T) {
+	s := newStore(t)
+	defer kv.StoreFree(s)
+	largest := func() *kv.KvValue {
+		t.Helper()
+		raw, err := kv.Stats(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st kv.KvStats
+		if err := kv.DecodeRecord(raw, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Largest
+	}
+	if v := largest(); v != nil {
+		t.Fatalf("an empty store has no largest value: %+v", v)
+	}
+	if err := kv.Put(s, "a", []byte("héllo")); err != nil {
+		t.Fatal(err)
+	}
+	if v := largest(); v == nil || !v.Known() || v.Kind != "text" || v.Text != "héllo" || v.Blob != nil {
+		t.Fatalf("a text value: %+v", v)
+	}
+	if err := kv.Put(s, "b", []byte{0xff, 0xfe, 0x00, 0x01, 0x02, 0x03, 0x04}); err != nil {
+		t.Fatal(err)
+	}
+	if v := largest(); v == nil || v.Kind != "blob" || v.Blob == nil || string(v.Blob.Data) != "\xff\xfe\x00\x01\x02\x03\x04" {
+		t.Fatalf("a blob value: %+v", v)
+	}
+
+	// {"kind": "number", "number": 7}: a variant of a newer version.
+	newer := []byte("\x82\xa4kind\xa6number\xa6number\x07")
+	var v kv.KvValue
+	if err := kv.DecodeRecord(newer, &v); err != nil {
+		t.Fatal(err)
+	}
+	if v.Known() || v.Kind != "number" {
+		t.Fatalf("an unknown variant: %+v", v)
+	}
+	again, err := kv.EncodeRecord(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(again) != string(newer) {
+		t.Fatalf("round trip differs:\n%x\n%x", again, newer)
+	}
+	text, err := kv.EncodeRecord(kv.NewTextPart("hi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(text) != "\x82\xa4kind\xa4text\xa4text\xa2hi" {
+		t.Fatalf("text part: %x", text)
+	}
+}

@@ -23,6 +23,8 @@ type KvStats struct {
 	TotalBytes int64 `msgpack:"total_bytes"`
 	// The value of the first key; absent when the store is empty or that value is empty.
 	FirstValue []byte `msgpack:"first_value,omitempty"`
+	// The longest value (of the first such key); absent when the store is empty.
+	Largest *KvValue `msgpack:"largest,omitempty"`
 	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
 	// known ones.
 	Extra []ExtraField `msgpack:"-"`
@@ -35,6 +37,9 @@ type KvStats struct {
 func (r KvStats) EncodeMsgpack(enc *msgpack.Encoder) error {
 	n := len(r.Extra) + 1 + 1 + 1 + 1
 	if len(r.FirstValue) > 0 {
+		n++
+	}
+	if r.Largest != nil {
 		n++
 	}
 	if err := enc.EncodeMapLen(n); err != nil {
@@ -54,6 +59,11 @@ func (r KvStats) EncodeMsgpack(enc *msgpack.Encoder) error {
 	}
 	if len(r.FirstValue) > 0 {
 		if err := encodeField(enc, "first_value", r.FirstValue); err != nil {
+			return err
+		}
+	}
+	if r.Largest != nil {
+		if err := encodeField(enc, "largest", r.Largest); err != nil {
 			return err
 		}
 	}
@@ -97,6 +107,10 @@ func (r *KvStats) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err := decodeInto(dec, &r.FirstValue); err != nil {
 				return fmt.Errorf("KvStats.first_value: %w", err)
 			}
+		case "largest":
+			if err := decodeInto(dec, &r.Largest); err != nil {
+				return fmt.Errorf("KvStats.largest: %w", err)
+			}
 		default:
 			raw, err := dec.DecodeRaw()
 			if err != nil {
@@ -111,8 +125,163 @@ func (r *KvStats) DecodeMsgpack(dec *msgpack.Decoder) error {
 	return nil
 }
 
+// KvBlob: A value that is not UTF-8 text.
+type KvBlob struct {
+	Data []byte `msgpack:"data"`
+	// Extra holds the fields this SDK does not know, re-emitted unchanged after the
+	// known ones.
+	Extra []ExtraField `msgpack:"-"`
+}
+
+// EncodeMsgpack writes the record as a map keyed by field name: known fields in schema
+// order (optional ones only when set, defaulted ones only when not the zero value, so
+// the receiver applies the default), then Extra. A required list or map left nil goes
+// as an empty one.
+func (r KvBlob) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := len(r.Extra) + 1
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "data", r.Data); err != nil {
+		return err
+	}
+	return encodeExtra(enc, r.Extra)
+}
+
+// DecodeMsgpack reads the record, keeping unknown fields in Extra.
+func (r *KvBlob) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return fmt.Errorf("KvBlob: %w", err)
+	}
+	seen := 0
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return fmt.Errorf("KvBlob: field name: %w", err)
+		}
+		switch key {
+		case "data":
+			seen++
+			if err := decodeInto(dec, &r.Data); err != nil {
+				return fmt.Errorf("KvBlob.data: %w", err)
+			}
+		default:
+			raw, err := dec.DecodeRaw()
+			if err != nil {
+				return fmt.Errorf("KvBlob.%s: %w", key, err)
+			}
+			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+		}
+	}
+	if seen < 1 {
+		return fmt.Errorf("KvBlob: missing a required field (data)")
+	}
+	return nil
+}
+
+// KvValue: A value, as text when it is UTF-8, else as its bytes. Kind says which variant it is; a part of a
+// kind this SDK does not know keeps its whole map in Raw and is re-emitted
+// unchanged.
+type KvValue struct {
+	Kind string  `msgpack:"kind"`
+	Text string  `msgpack:"-"`
+	Blob *KvBlob `msgpack:"-"`
+	// Raw is the whole map of an unknown variant.
+	Raw msgpack.RawMessage `msgpack:"-"`
+	// Extra holds unknown fields of a known variant.
+	Extra []ExtraField `msgpack:"-"`
+}
+
+// NewTextPart makes a text part.
+func NewTextPart(v string) KvValue {
+	return KvValue{Kind: "text", Text: v}
+}
+
+// NewBlobPart makes a blob part.
+func NewBlobPart(v KvBlob) KvValue {
+	return KvValue{Kind: "blob", Blob: &v}
+}
+
+// Known reports whether this SDK knows the part's variant.
+func (p KvValue) Known() bool {
+	switch p.Kind {
+	case "text", "blob":
+		return p.Raw == nil
+	}
+	return false
+}
+
+// EncodeMsgpack writes the part: kind, the variant's field, then Extra; an
+// unknown variant as it was received.
+func (p KvValue) EncodeMsgpack(enc *msgpack.Encoder) error {
+	if p.Raw != nil {
+		return enc.Encode(p.Raw)
+	}
+	if err := enc.EncodeMapLen(2 + len(p.Extra)); err != nil {
+		return err
+	}
+	if err := encodeField(enc, "kind", p.Kind); err != nil {
+		return err
+	}
+	var err error
+	switch p.Kind {
+	case "text":
+		err = encodeField(enc, "text", p.Text)
+	case "blob":
+		err = encodeField(enc, "blob", p.Blob)
+	default:
+		return fmt.Errorf("KvValue: unknown kind %q without Raw", p.Kind)
+	}
+	if err != nil {
+		return err
+	}
+	return encodeExtra(enc, p.Extra)
+}
+
+// DecodeMsgpack reads a part; the kind may come anywhere in the map.
+func (p *KvValue) DecodeMsgpack(dec *msgpack.Decoder) error {
+	raw, err := dec.DecodeRaw()
+	if err != nil {
+		return fmt.Errorf("KvValue: %w", err)
+	}
+	tag, err := peekTag(raw, "kind")
+	if err != nil {
+		return fmt.Errorf("KvValue: %w", err)
+	}
+	*p = KvValue{Kind: tag}
+	var field string
+	switch tag {
+	case "text":
+		field = "text"
+	case "blob":
+		field = "blob"
+	default:
+		p.Raw = raw
+		return nil
+	}
+	return eachField(raw, func(key string, d *msgpack.Decoder) error {
+		switch key {
+		case "kind":
+			return d.Skip()
+		case field:
+			switch tag {
+			case "text":
+				return d.Decode(&p.Text)
+			case "blob":
+				return d.Decode(&p.Blob)
+			}
+		}
+		value, err := d.DecodeRaw()
+		p.Extra = append(p.Extra, ExtraField{Key: key, Value: value})
+		return err
+	})
+}
+
 // wireTypes makes an empty value of every record and union, by name (the test vectors
 // name their type).
 var wireTypes = map[string]func() any{
 	"KvStats": func() any { return new(KvStats) },
+	"KvBlob":  func() any { return new(KvBlob) },
+	"KvValue": func() any { return new(KvValue) },
 }

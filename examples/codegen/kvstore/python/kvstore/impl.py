@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 
 from kvstore._generated.errors import InvalidInputError, KeyNotFoundError
-from kvstore._generated.records import KvStats
+from kvstore._generated.records import KvBlob, KvStats, KvValue
 
 
 class Store:
@@ -59,5 +59,13 @@ def stats(store: Store) -> bytes:
         sizes={k: len(v) for k, v in items},
         total_bytes=sum(len(v) for _, v in items),
         first_value=items[0][1] if items else None,
+        largest=_value(max((v for _, v in items), key=len)) if items else None,
     )
     return record.pack()
+
+
+def _value(data: bytes) -> KvValue:
+    try:
+        return KvValue.new_text(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        return KvValue.new_blob(KvBlob(data=data))

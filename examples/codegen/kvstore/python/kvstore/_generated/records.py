@@ -2,12 +2,15 @@
 # Edit examples/codegen/kvstore/schema, then run `make codegen`.
 """Wire records: MessagePack maps keyed by these field names (pydantic models).
 
-Unknown fields are kept (model_extra) and re-emitted after the known ones.
+Unknown fields are kept (model_extra) and re-emitted after the known ones; a kv
+value of an unknown kind keeps its whole map.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
+
+from pydantic import model_validator
 
 from kvstore._generated.wire import WireField, WireRecord
 
@@ -21,6 +24,7 @@ class KvStats(WireRecord):
         WireField('sizes'),
         WireField('total_bytes'),
         WireField('first_value', optional=True),
+        WireField('largest', optional=True),
     )
 
     count: int
@@ -28,6 +32,84 @@ class KvStats(WireRecord):
     sizes: dict[str, int]
     total_bytes: int
     first_value: bytes | None = None
+    largest: KvValue | None = None
+
+
+class KvBlob(WireRecord):
+    """A value that is not UTF-8 text."""
+
+    WIRE: ClassVar[tuple[WireField, ...]] = (
+        WireField('data'),
+    )
+
+    data: bytes
+
+
+class KvValue(WireRecord):
+    """A value, as text when it is UTF-8, else as its bytes. `kind` says which variant it is:
+    text carries string under `text`;
+    blob carries KvBlob under `blob`.
+    A part of another kind keeps everything it carries, unchanged."""
+
+    VARIANTS: ClassVar[dict[str, tuple[str, Any]]] = {
+        'text': ('text', str),
+        'blob': ('blob', KvBlob),
+    }
+    WIRE: ClassVar[tuple[WireField, ...]] = (
+        WireField('kind'),
+        WireField('text', optional=True, pointer=True),
+        WireField('blob', optional=True, pointer=True),
+    )
+
+    kind: str
+    text: Any = None
+    blob: Any = None
+
+    # The whole map of a part of an unknown kind, set on that part only (a class
+    # default, not a pydantic private attribute: those cost every instance a call).
+    _raw: ClassVar[dict[str, Any] | None] = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _variant(cls, data: Any, handler: Any) -> Any:
+        # One validator for both jobs (each costs a Python call per part): a known
+        # variant's value is validated as its type; an unknown part keeps its map.
+        if isinstance(data, dict):
+            tag = data.get('kind')
+            known = cls.VARIANTS.get(tag) if isinstance(tag, str) else None
+            if known is None:
+                part = handler(data)
+                object.__setattr__(part, "_raw", dict(data))  # re-emitted exactly as received
+                return part
+            field, kind = known
+            value = data.get(field)
+            if kind is not str and value is not None and not isinstance(value, kind):
+                data = {**data, field: kind.model_validate(value)}
+        return handler(data)
+
+    def to_wire(self) -> dict[str, Any]:
+        if self._raw is not None:
+            return dict(self._raw)
+        return super().to_wire()
+
+    @property
+    def known(self) -> bool:
+        """Whether this SDK knows the variant."""
+        return self.kind in self.VARIANTS
+
+    @property
+    def value(self) -> Any:
+        """The variant's value (text, or its typed object); None for an unknown variant."""
+        known = self.VARIANTS.get(self.kind)
+        return getattr(self, known[0]) if known is not None else None
+
+    @classmethod
+    def new_text(cls, value: str) -> "KvValue":
+        return cls(kind='text', text=value)
+
+    @classmethod
+    def new_blob(cls, value: KvBlob) -> "KvValue":
+        return cls(kind='blob', blob=value)
 
 
 def _rebuild() -> None:
