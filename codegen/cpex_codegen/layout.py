@@ -200,7 +200,9 @@ def _check(layout: Layout, where: str) -> None:
             "(ExtraField and the MessagePack helpers the records call)"
         )
     if o.go_wire and not (o.go_records and o.go_support):
-        raise SchemaError(f"{where}: outputs.go_wire: the MessagePack helpers are for go_records in a generated Go package (go_support)")
+        raise SchemaError(
+            f"{where}: outputs.go_wire: the MessagePack helpers are for go_records in a generated Go package (go_support)"
+        )
     if o.py_records and o.py_exports and not o.py_wire:
         raise SchemaError(
             f"{where}: outputs.py_wire: py_records in a library with generated Python bindings (py_exports) needs the "

@@ -175,7 +175,8 @@ def _layout_with(tmp_path: Path, edit: dict[str, object]) -> Path:
         ({"python.wire_module": None}, "python.wire_module: py_records imports WireRecord from it"),
         (
             {"python.wire_module": "kvstore.wire"},
-            r"python\.wire_module: must be the import path of outputs\.py_wire \(python/kvstore/_generated/wire\.py\), got 'kvstore\.wire'",
+            r"python\.wire_module: must be the import path of outputs\.py_wire "
+            r"\(python/kvstore/_generated/wire\.py\), got 'kvstore\.wire'",
         ),
     ],
 )
