@@ -385,10 +385,10 @@ def check_fits(schema: Schema, layout: Layout) -> None:
             taken["DecodeRecord"] = "the record decoder (go_wire)"
             taken["ExtraField"] = "the type of a record's unknown field (go_wire)"
         if o.go_records:
-            for rec in [*schema.records, *schema.unions]:
-                if rec.name in taken:
-                    raise SchemaError(f"record {rec.name}: its Go type would be {rec.name}, which is already {taken[rec.name]}")
-                taken[rec.name] = f"the Go type of record {rec.name}"
+            for name in [r.name for r in schema.records] + [u.name for u in schema.unions]:
+                if name in taken:
+                    raise SchemaError(f"record {name}: its Go type would be {name}, which is already {taken[name]}")
+                taken[name] = f"the Go type of record {name}"
         for h in schema.handles:
             name = naming.camel(h.name)
             if name in taken:
