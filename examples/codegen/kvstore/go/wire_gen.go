@@ -14,6 +14,8 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"reflect"
+	"sort"
 
 	"github.com/vmihailenco/msgpack/v5"
 	"github.com/vmihailenco/msgpack/v5/msgpcode"
@@ -157,6 +159,48 @@ type ExtraField struct {
 func encodeField(enc *msgpack.Encoder, name string, value any) error {
 	if err := enc.EncodeString(name); err != nil {
 		return err
+	}
+	return encodeValue(enc, value)
+}
+
+// encodeValue encodes a field's value with the keys of every map sorted, at any depth:
+// the msgpack library sorts only map[string]string, map[string]bool and
+// map[string]any, and a record's map<string,int64> must give the same bytes each time
+// (and the bytes the Python side gives). Records encode themselves (EncodeMsgpack).
+func encodeValue(enc *msgpack.Encoder, value any) error {
+	rv := reflect.ValueOf(value)
+	switch rv.Kind() {
+	case reflect.Map:
+		if rv.IsNil() || rv.Type().Key().Kind() != reflect.String {
+			return enc.Encode(value)
+		}
+		keys := rv.MapKeys()
+		sort.Slice(keys, func(i, j int) bool { return keys[i].String() < keys[j].String() })
+		if err := enc.EncodeMapLen(len(keys)); err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if err := enc.EncodeString(k.String()); err != nil {
+				return err
+			}
+			if err := encodeValue(enc, rv.MapIndex(k).Interface()); err != nil {
+				return err
+			}
+		}
+		return nil
+	case reflect.Slice:
+		if rv.IsNil() || rv.Type().Elem().Kind() == reflect.Uint8 {
+			return enc.Encode(value) // nil, or bytes (MessagePack bin)
+		}
+		if err := enc.EncodeArrayLen(rv.Len()); err != nil {
+			return err
+		}
+		for i := 0; i < rv.Len(); i++ {
+			if err := encodeValue(enc, rv.Index(i).Interface()); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	return enc.Encode(value)
 }
