@@ -387,7 +387,9 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking() -> None:
     log._outbox._capacity = 2
     for i in range(10):
         log.emit({"n": i})  # never blocks
-    assert log._outbox.dropped >= 7
+    # At most one batch (taken off the queue before the sink blocked) and a full queue
+    # were accepted: the rest was dropped, never waited for.
+    assert log._outbox.dropped >= 10 - 2 * 2
     release.set()
     assert log.flush()
     log.close()
