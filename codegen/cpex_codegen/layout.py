@@ -40,9 +40,15 @@ class Outputs(_Strict):
     go_support: str | None = None
     go_api: str | None = None
     go_records: str | None = None
+    # The MessagePack helpers go_records needs (ExtraField, the encoders' and decoders'
+    # helpers, EncodeRecord / DecodeRecord), for a generated Go package (go_support).
+    go_wire: str | None = None
     py_init: str | None = None
     py_records: str | None = None
     py_slots: str | None = None
+    # The base of the Python records (WireRecord, WireField, pack, unpack), imported by
+    # py_records as python.wire_module.
+    py_wire: str | None = None
     # The generic Python pieces: a loader of the built library (py_library) and the
     # boundary that runs inside it and calls the implementation module (py_exports).
     py_library: str | None = None
@@ -141,9 +147,11 @@ class Layout(_Strict):
             "support_gen.go.j2": o.go_support,
             "api_gen.go.j2": o.go_api,
             "records_gen.go.j2": o.go_records,
+            "wire_gen.go.j2": o.go_wire,
             "errors.py.j2": o.py_errors,
             "abi_cdef.py.j2": o.py_cdef,
             "records.py.j2": o.py_records,
+            "wire.py.j2": o.py_wire,
             "package_init.py.j2": o.py_init,
             "slots.py.j2": o.py_slots,
             "calls.py.j2": o.py_calls,
@@ -172,7 +180,7 @@ def load(path: Path) -> Layout:
 
 def _check(layout: Layout, where: str) -> None:
     o = layout.outputs
-    go_files = [o.go_abi, o.go_support, o.go_api, o.go_records]
+    go_files = [o.go_abi, o.go_support, o.go_api, o.go_records, o.go_wire]
     if any(go_files) and layout.go is None:
         raise SchemaError(f"{where}: go: a Go output is named, so go.package is required")
     if (o.go_api or o.go_support) and not o.go_abi:
@@ -183,6 +191,31 @@ def _check(layout: Layout, where: str) -> None:
         raise SchemaError(f"{where}: python.implementation: py_exports calls an implementation module; name it")
     if o.py_records and layout.python.wire_module is None:
         raise SchemaError(f"{where}: python.wire_module: py_records imports WireRecord from it; name it")
+    # Records in a generated library need their support generated too: a generated Go
+    # package (go_support) has no hand-written MessagePack helpers, and generated Python
+    # bindings (py_exports) no hand-written wire module. cpex has both by hand.
+    if o.go_records and o.go_support and not o.go_wire:
+        raise SchemaError(
+            f"{where}: outputs.go_wire: go_records in a generated Go package (go_support) needs the go_wire output "
+            "(ExtraField and the MessagePack helpers the records call)"
+        )
+    if o.go_wire and not (o.go_records and o.go_support):
+        raise SchemaError(
+            f"{where}: outputs.go_wire: the MessagePack helpers are for go_records in a generated Go package (go_support)"
+        )
+    if o.py_records and o.py_exports and not o.py_wire:
+        raise SchemaError(
+            f"{where}: outputs.py_wire: py_records in a library with generated Python bindings (py_exports) needs the "
+            "py_wire output (WireRecord, WireField, pack, unpack)"
+        )
+    if o.py_wire:
+        module = layout.python.wire_module
+        if not o.py_records:
+            raise SchemaError(f"{where}: outputs.py_wire: the wire module is the base of py_records; name py_records too")
+        if module is None or not ("/" + o.py_wire).endswith("/" + module.replace(".", "/") + ".py"):
+            raise SchemaError(
+                f"{where}: python.wire_module: must be the import path of outputs.py_wire ({o.py_wire}), got {module!r}"
+            )
     paths = [p for p in o.model_dump().values() if p is not None]
     dup = sorted({p for p in paths if paths.count(p) > 1})
     if dup:

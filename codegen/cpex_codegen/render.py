@@ -301,6 +301,7 @@ def environment(schema: Schema, layout: Layout | None = None) -> jinja2.Environm
         undefined=jinja2.StrictUndefined,
     )
     env.filters["pyrepr"] = repr
+    env.filters["regex_replace"] = lambda s, pattern, repl: re.sub(pattern, repl, s)
     env.filters["gostr"] = lambda s: '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
     env.globals.update(
         schema=schema,
@@ -379,6 +380,15 @@ def check_fits(schema: Schema, layout: Layout) -> None:
     if o.go_api:
         taken = {"Error": "the error type", "ABIVersionMajor": "a constant", "ABIVersionMinor": "a constant"}
         taken["CheckVersion"] = "the version check"
+        if o.go_wire:
+            taken["EncodeRecord"] = "the record encoder (go_wire)"
+            taken["DecodeRecord"] = "the record decoder (go_wire)"
+            taken["ExtraField"] = "the type of a record's unknown field (go_wire)"
+        if o.go_records:
+            for name in [r.name for r in schema.records] + [u.name for u in schema.unions]:
+                if name in taken:
+                    raise SchemaError(f"record {name}: its Go type would be {name}, which is already {taken[name]}")
+                taken[name] = f"the Go type of record {name}"
         for h in schema.handles:
             name = naming.camel(h.name)
             if name in taken:

@@ -53,6 +53,7 @@ PY_RESERVED.update(
         "wire_from": "is the fast encoder (WireRecord.wire_from) of every Python record",
         "from_wire": "is the validating decoder (WireRecord.from_wire) of every Python record",
         "pack": "is the MessagePack method (WireRecord.pack) of every Python record",
+        "unpack": "is the MessagePack decoder (WireRecord.unpack) of every Python record of a generated wire module",
     }
 )
 # pydantic refuses (or warns about) fields in these namespaces; its own model_*

@@ -6,6 +6,7 @@ layout is refused on load with the path of the mistake and what was expected."""
 
 from __future__ import annotations
 
+import ast
 import re
 import shutil
 from pathlib import Path
@@ -87,7 +88,7 @@ def test_the_abi_checker_covers_kv(tmp_path: Path, capsys: pytest.CaptureFixture
     kv_yaml.write_text(original + "\n" + clear + "    doc: Removes every key.\n")
     assert cli.main(["--layout", str(lay)]) == 1
     assert "kv_clear" in capsys.readouterr().err
-    _edit(kv_yaml, "  minor: 0\n", "  minor: 1\n")
+    _edit(kv_yaml, "  minor: 1\n", "  minor: 2\n")
     assert cli.main(["--layout", str(lay)]) == 0
     assert "kv_status kv_clear(kv_store *store, char **err_msg);" in (lay.parent / "include" / "kv.h").read_text()
     # A released version is not released twice.
@@ -160,6 +161,23 @@ def _layout_with(tmp_path: Path, edit: dict[str, object]) -> Path:
         ({"outputs.go_support": None}, "outputs.go_support: go_api needs the go_support output"),
         ({"python.implementation": None}, "python.implementation: py_exports calls an implementation module"),
         ({"outputs.py_calls": "go/api_gen.go"}, "more than one output goes to go/api_gen.go"),
+        # records in a generated library need their support generated too
+        (
+            {"outputs.go_wire": None},
+            "outputs.go_wire: go_records in a generated Go package .go_support. needs the go_wire output",
+        ),
+        ({"outputs.go_records": None}, "outputs.go_wire: the MessagePack helpers are for go_records"),
+        (
+            {"outputs.py_wire": None},
+            r"outputs\.py_wire: py_records in a library with generated Python bindings .py_exports. needs the py_wire output",
+        ),
+        ({"outputs.py_records": None}, "outputs.py_wire: the wire module is the base of py_records"),
+        ({"python.wire_module": None}, "python.wire_module: py_records imports WireRecord from it"),
+        (
+            {"python.wire_module": "kvstore.wire"},
+            r"python\.wire_module: must be the import path of outputs\.py_wire "
+            r"\(python/kvstore/_generated/wire\.py\), got 'kvstore\.wire'",
+        ),
     ],
 )
 def test_invalid_layouts_name_the_key_and_the_expectation(tmp_path: Path, edit: dict[str, object], match: str) -> None:
@@ -173,12 +191,63 @@ def test_a_go_api_name_collision_is_refused(tmp_path: Path) -> None:
         render.render_all(sch, layout.load(KV / "layout.yaml"))
 
 
+def test_a_record_named_like_a_go_api_name_is_refused(tmp_path: Path) -> None:
+    record = "records:\n  - name: Stats\n    doc: Taken.\n    fields:\n      - {name: n, type: int64}\n"
+    sch = schema.load(_kv_schema(tmp_path, "records:\n", record))
+    with pytest.raises(
+        schema.SchemaError, match="function stats: its Go function would be Stats, which is already the Go type of record Stats"
+    ):
+        render.render_all(sch, layout.load(KV / "layout.yaml"))
+
+
+def test_a_record_field_named_like_the_wire_decoder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(schema.SchemaError, match=r"record KvBlob, field unpack: 'unpack' is the MessagePack decoder"):
+        schema.load(_kv_schema(tmp_path, "      - {name: data, type: bytes}\n", "      - {name: unpack, type: bytes}\n"))
+
+
+def _defs(source: str, names: dict[str, str]) -> dict[str, str]:
+    """The module-level and WireRecord-level definitions of a wire module, docstrings
+    dropped and the names in `names` renamed, as comparable AST dumps."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id in names:
+            node.id = names[node.id]
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and body and isinstance(body[0], ast.Expr):
+            if isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                node.body = body[1:]
+    out: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            out[node.name] = ast.dump(node)
+            if node.name == "WireRecord":
+                out.update({f"WireRecord.{m.name}": ast.dump(m) for m in node.body if isinstance(m, ast.FunctionDef)})
+        elif isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            out[node.targets[0].id] = ast.dump(node)
+    return out
+
+
+def test_the_generated_wire_module_is_cpexs_generic_wire_code() -> None:
+    """cpex keeps its hand-written cpexrt/wire.py; the wire module the generator emits
+    for other libraries (py_wire) is the same code where it is generic, so a fix to one
+    must reach the other."""
+    generated = _defs((KV / "python" / "kvstore" / "_generated" / "wire.py").read_text(), {})
+    cpex = _defs(
+        (ROOT / "sdk-python" / "cpexrt" / "wire.py").read_text(),
+        {"ParseError": "InvalidInputError", "SerializeError": "InternalError"},
+    )
+    shared = ["WireField", "_SIZED", "_PLAIN", "_is_empty", "to_wire_value", "_no_ext"]
+    shared += ["WireRecord.to_wire", "WireRecord.wire_from", "WireRecord.from_wire", "WireRecord.pack", "pack"]
+    for name in shared:
+        assert generated[name] == cpex[name], name
+
+
 def test_the_cli_reports_a_bad_layout_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     lay = kv_copy(tmp_path)
     header = lay.parent / "include" / "kv.h"
     before = header.read_bytes()
     _edit(lay, "  package: kvstore\n", "  package: Kv\n")
-    _edit(lay.parent / "schema" / "kv.yaml", "  minor: 0\n", "  minor: 1\n")  # would change kv.h
+    _edit(lay.parent / "schema" / "kv.yaml", "  minor: 1\n", "  minor: 2\n")  # would change kv.h
     assert cli.main(["--layout", str(lay)]) == 1
     assert "go.package: String should match pattern" in capsys.readouterr().err
     assert header.read_bytes() == before

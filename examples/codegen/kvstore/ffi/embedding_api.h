@@ -8,3 +8,4 @@ int kvpy_store_free(uintptr_t store, char **err_msg);
 int kvpy_put(uintptr_t store, const char *key, size_t key_len, const uint8_t *value, size_t value_len, char **err_msg);
 int kvpy_get(uintptr_t store, const char *key, size_t key_len, uint8_t **out_value, size_t *out_value_len, char **err_msg);
 int kvpy_count(uintptr_t store, size_t *out_count, char **err_msg);
+int kvpy_stats(uintptr_t store, uint8_t **out_stats, size_t *out_stats_len, char **err_msg);

@@ -85,3 +85,20 @@ kv_status kv_count(kv_store *store, size_t *out_count, char **err_msg)
     rc = kv__status_of(kvpy_count((uintptr_t)store, out_count, err_msg), "kv_count", err_msg);
     return rc;
 }
+
+kv_status kv_stats(kv_store *store, uint8_t **out_stats, size_t *out_stats_len, char **err_msg)
+{
+    int rc;
+    if (err_msg != NULL) *err_msg = NULL;
+    if (out_stats != NULL) *out_stats = NULL;
+    if (out_stats_len != NULL) *out_stats_len = 0;
+    if (out_stats == NULL || out_stats_len == NULL)
+        return kv__fail(err_msg, KV_ERR_INVALID_INPUT, "kv_stats: out_stats and out_stats_len must not be NULL");
+    if (store == NULL)
+        return kv__fail(err_msg, KV_ERR_INVALID_HANDLE, "kv_stats: store handle is NULL");
+    rc = kv__runtime_ready(err_msg);
+    if (rc != KV_OK)
+        return rc;
+    rc = kv__status_of(kvpy_stats((uintptr_t)store, out_stats, out_stats_len, err_msg), "kv_stats", err_msg);
+    return rc;
+}

@@ -19,7 +19,7 @@ var _ unsafe.Pointer // the record_callback functions take user data as unsafe.P
 // major and at least this minor.
 const (
 	ABIVersionMajor = 1
-	ABIVersionMinor = 0
+	ABIVersionMinor = 1
 )
 
 // Status codes of the library.
@@ -115,4 +115,16 @@ func callCount(store *C.kv_store) (int, error) {
 		return 0, newError(int32(status), takeMessage(errMsg))
 	}
 	return int(outCount), nil
+}
+
+// callStats calls kv_stats: What the store holds, as a KvStats record. Since ABI 1.1.
+func callStats(store *C.kv_store) ([]byte, error) {
+	var outStats *C.uint8_t
+	var outStatsLen C.size_t
+	var errMsg *C.char
+	status := C.kv_stats(store, &outStats, &outStatsLen, &errMsg)
+	if int32(status) != codeOk {
+		return nil, newError(int32(status), takeMessage(errMsg))
+	}
+	return takeBytes(outStats, outStatsLen), nil
 }

@@ -69,3 +69,12 @@ func Count(store *Store) (int, error) {
 	}
 	return outCount, nil
 }
+
+// Stats calls kv_stats: What the store holds, as a KvStats record. Since ABI 1.1.
+func Stats(store *Store) ([]byte, error) {
+	outStats, err := callStats(store.ptr())
+	if err != nil {
+		return nil, err
+	}
+	return outStats, nil
+}

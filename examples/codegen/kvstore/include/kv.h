@@ -28,8 +28,8 @@ extern "C" {
 #endif
 
 #define KV_ABI_VERSION_MAJOR 1
-#define KV_ABI_VERSION_MINOR 0
-#define KV_ABI_VERSION ((uint32_t)65536u)
+#define KV_ABI_VERSION_MINOR 1
+#define KV_ABI_VERSION ((uint32_t)65537u)
 
 /* Status codes. */
 typedef int32_t kv_status;
@@ -132,6 +132,17 @@ kv_status kv_get(kv_store *store, const char *key, size_t key_len, uint8_t **out
  *  Returns KV_OK or a KV_ERR_* status; KV_ERR_INVALID_HANDLE for a bad handle.
  */
 kv_status kv_count(kv_store *store, size_t *out_count, char **err_msg);
+
+/*
+ * kv_stats
+ *
+ * What the store holds, as a KvStats record. Since ABI 1.1.
+ *
+ *  out_stats: Receives a KvStats record (MessagePack), freed with kv_free_buffer.
+ *  err_msg: NULL, or receives the caller-owned message of a failure.
+ *  Returns KV_OK or a KV_ERR_* status; KV_ERR_INVALID_HANDLE for a bad handle.
+ */
+kv_status kv_stats(kv_store *store, uint8_t **out_stats, size_t *out_stats_len, char **err_msg);
 
 #ifdef __cplusplus
 }

@@ -12,6 +12,7 @@ from pathlib import Path
 from kvstore._generated import calls
 from kvstore._generated.errors import InvalidHandleError, InvalidInputError, KeyNotFoundError
 from kvstore._generated.library import load_library
+from kvstore._generated.records import KvStats
 
 LIBRARY = Path(__file__).resolve().parents[4] / "build" / "examples" / "kvstore" / "libkv.so.1"
 
@@ -22,6 +23,9 @@ def main() -> None:
     calls.put(lib, store, b"greeting", b"hello from Python")
     print("get greeting:", calls.get(lib, store, b"greeting").decode())
     print("count:", calls.count(lib, store))
+    # A record: kv_stats returns a KvStats as MessagePack; unpack makes it the model.
+    stats = KvStats.unpack(calls.stats(lib, store))
+    print("stats:", stats.count, stats.keys, stats.sizes, stats.total_bytes, stats.first_value)
     try:
         calls.get(lib, store, b"missing")
     except KeyNotFoundError as exc:

@@ -40,6 +40,19 @@ func run() error {
 	}
 	fmt.Printf("count: %d\n", n)
 
+	// A record: kv_stats returns a KvStats as MessagePack; DecodeRecord makes it the
+	// generated struct.
+	raw, err := kv.Stats(store)
+	if err != nil {
+		return err
+	}
+	var stats kv.KvStats
+	if err := kv.DecodeRecord(raw, &stats); err != nil {
+		return err
+	}
+	fmt.Printf("stats: count=%d keys=%v sizes=%v total_bytes=%d first_value=%q\n",
+		stats.Count, stats.Keys, stats.Sizes, stats.TotalBytes, stats.FirstValue)
+
 	// Failures carry their class and the implementation's message.
 	_, err = kv.Get(store, "missing")
 	fmt.Printf("get missing: not found=%t: %v\n", errors.Is(err, kv.ErrKvNotFound), err)

@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kvstore._generated import calls
 from kvstore._generated.errors import (
     ERROR_CLASSES,
+    InternalError,
     InvalidHandleError,
     InvalidInputError,
     KeyNotFoundError,
@@ -21,6 +22,8 @@ from kvstore._generated.errors import (
     Status,
 )
 from kvstore._generated.library import Library, load_library
+from kvstore._generated.records import KvBlob, KvStats, KvValue
+from kvstore._generated.wire import pack, unpack
 
 LIBRARY = Path(__file__).resolve().parents[5] / "build" / "examples" / "kvstore" / "libkv.so.1"
 
@@ -56,6 +59,76 @@ def test_failures_carry_class_and_message(lib: Library) -> None:
         calls.store_free(lib, store)
     with pytest.raises(InvalidHandleError, match="is not a kv handle"):
         calls.count(lib, lib.ffi.cast("kv_store *", 0x1234))
+
+
+def test_stats_is_a_record(lib: Library) -> None:
+    store = calls.store_new(lib)
+    empty = KvStats.unpack(calls.stats(lib, store))
+    assert empty == KvStats(count=0, keys=[], sizes={}, total_bytes=0)
+    assert empty.first_value is None and empty.model_extra == {}
+    calls.put(lib, store, b"b", b"\x00\xff")
+    calls.put(lib, store, b"a", b"xyz")
+    data = calls.stats(lib, store)
+    stats = KvStats.unpack(data)
+    assert stats == KvStats(
+        count=2, keys=["a", "b"], sizes={"a": 3, "b": 2}, total_bytes=5, first_value=b"xyz", largest=KvValue.new_text("xyz")
+    )
+    # Bytes stay bytes and ints stay ints, on the wire and in the model.
+    assert type(stats.first_value) is bytes and type(stats.count) is int
+    assert unpack(data, "stats") == {
+        "count": 2,
+        "keys": ["a", "b"],
+        "sizes": {"a": 3, "b": 2},
+        "total_bytes": 5,
+        "first_value": b"xyz",
+        "largest": {"kind": "text", "text": "xyz"},
+    }
+    assert stats.pack() == data  # schema order, the same encodings
+    calls.store_free(lib, store)
+
+
+def test_a_record_keeps_unknown_fields() -> None:
+    newer = {"count": 1, "keys": ["k"], "sizes": {"k": 1}, "total_bytes": 1, "added_later": [1, b"\x02"]}
+    data = pack(newer, "newer")
+    stats = KvStats.unpack(data)
+    assert stats.model_extra == {"added_later": [1, b"\x02"]}
+    assert stats.pack() == data  # re-emitted unchanged, after the known fields
+
+
+def test_a_union_gives_the_variant_its_tag_names(lib: Library) -> None:
+    store = calls.store_new(lib)
+    assert KvStats.unpack(calls.stats(lib, store)).largest is None
+    calls.put(lib, store, b"a", "héllo".encode())
+    largest = KvStats.unpack(calls.stats(lib, store)).largest
+    assert largest == KvValue.new_text("héllo") and largest.known and largest.value == "héllo"
+    calls.put(lib, store, b"b", b"\xff\xfe\x00\x01\x02\x03\x04")
+    largest = KvStats.unpack(calls.stats(lib, store)).largest
+    assert largest is not None and largest.kind == "blob"
+    assert isinstance(largest.value, KvBlob) and largest.value.data == b"\xff\xfe\x00\x01\x02\x03\x04"
+    calls.store_free(lib, store)
+
+
+def test_a_union_keeps_an_unknown_variant() -> None:
+    newer = pack({"kind": "number", "number": 7}, "newer")
+    value = KvValue.unpack(newer)
+    assert not value.known and value.value is None
+    assert value.pack() == newer
+    assert KvValue.new_text("hi").pack() == b"\x82\xa4kind\xa4text\xa4text\xa2hi"  # as the Go binding encodes it
+    with pytest.raises(InvalidInputError, match=r"KvValue\.data: Input should be a valid bytes"):
+        KvValue.unpack(pack({"kind": "blob", "blob": {"data": 5}}, "bad"))
+
+
+def test_record_decode_failures_name_the_field() -> None:
+    with pytest.raises(InvalidInputError, match=r"KvStats\.count: Input should be a valid integer"):
+        KvStats.unpack(pack({"count": "three", "keys": [], "sizes": {}, "total_bytes": 0}, "bad"))
+    with pytest.raises(InvalidInputError, match=r"KvStats\.keys: Field required"):
+        KvStats.unpack(pack({"count": 1, "sizes": {}, "total_bytes": 0}, "bad"))
+    with pytest.raises(InvalidInputError, match="KvStats: trailing bytes after the MessagePack value"):
+        KvStats.unpack(KvStats(count=0, keys=[], sizes={}, total_bytes=0).pack() + b"\xc0")
+    with pytest.raises(InvalidInputError, match="KvStats: invalid MessagePack"):
+        KvStats.unpack(b"\xc1")
+    with pytest.raises(InternalError, match="KvStats: cannot encode as MessagePack"):
+        KvStats(count=0, keys=[], sizes={}, total_bytes=0, added_later={1, 2}).pack()
 
 
 def test_every_error_status_has_its_class() -> None:

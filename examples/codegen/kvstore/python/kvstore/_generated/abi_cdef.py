@@ -13,6 +13,7 @@ kv_status kv_store_free(kv_store *store, char **err_msg);
 kv_status kv_put(kv_store *store, const char *key, size_t key_len, const uint8_t *value, size_t value_len, char **err_msg);
 kv_status kv_get(kv_store *store, const char *key, size_t key_len, uint8_t **out_value, size_t *out_value_len, char **err_msg);
 kv_status kv_count(kv_store *store, size_t *out_count, char **err_msg);
+kv_status kv_stats(kv_store *store, uint8_t **out_stats, size_t *out_stats_len, char **err_msg);
 """
 
 # The exported functions implemented in Python, by the boundary (kvstore._generated.exports).
@@ -22,4 +23,5 @@ PYTHON_FUNCTIONS: tuple[str, ...] = (
     'put',
     'get',
     'count',
+    'stats',
 )

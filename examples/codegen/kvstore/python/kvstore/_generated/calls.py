@@ -70,3 +70,15 @@ def count(library: Library, store: Any) -> int:
     if status:
         library.check(status, err_msg)
     return int(out_count[0])
+
+
+def stats(library: Library, store: Any) -> bytes:
+    """Calls kv_stats: What the store holds, as a KvStats record. Since ABI 1.1."""
+    ffi = library.ffi
+    out_stats = ffi.new("uint8_t **")
+    out_stats_len = ffi.new("size_t *")
+    err_msg = ffi.new("char **")
+    status = library.lib.kv_stats(store, out_stats, out_stats_len, err_msg)
+    if status:
+        library.check(status, err_msg)
+    return library.take_bytes(out_stats, out_stats_len[0])

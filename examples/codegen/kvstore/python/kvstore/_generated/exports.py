@@ -196,3 +196,16 @@ def install(ffi: Any, lib: Any) -> None:
             out_count[0] = out_count_v
 
         return _run("kv_count", err_msg, _call)
+
+    @extern(name="kvpy_stats")
+    def _stats(store: Any, out_stats: Any, out_stats_len: Any, err_msg: Any) -> int:
+        def _call() -> None:
+            store_v = HANDLES.get("store", store, "store")
+            _result = impl.stats(store_v)
+            _values = _outputs(_result, 1, "the result")
+            out_stats_v = _output(_values[0], bytes, "out_stats")
+            out_stats_ptr = _copy_out(out_stats_v)
+            out_stats[0] = out_stats_ptr
+            out_stats_len[0] = len(out_stats_v)
+
+        return _run("kv_stats", err_msg, _call)
