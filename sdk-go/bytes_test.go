@@ -83,3 +83,23 @@ func TestMapFieldsOfAHostsStructKeepBytes(t *testing.T) {
 		t.Fatal("a list decoded into a Map")
 	}
 }
+
+// A record's typed map field (map<string,DataPolicy> here) encodes with its keys
+// sorted, so the same record gives the same bytes every time.
+func TestRecordMapsEncodeSorted(t *testing.T) {
+	policies := map[string]DataPolicy{}
+	for _, k := range []string{"j", "c", "a", "h", "e", "b", "i", "d", "g", "f"} {
+		policies[k] = DataPolicy{}
+	}
+	rec := SecurityExtension{Data: policies}
+	first, err := encode(rec, "security")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 50; i++ {
+		again, _ := encode(rec, "security")
+		if !bytes.Equal(again, first) {
+			t.Fatalf("run %d encoded the same record differently", i)
+		}
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"reflect"
+	"sort"
 
 	"github.com/vmihailenco/msgpack/v5"
 	"github.com/vmihailenco/msgpack/v5/msgpcode"
@@ -183,6 +185,49 @@ type ExtraField struct {
 func encodeField(enc *msgpack.Encoder, name string, value any) error {
 	if err := enc.EncodeString(name); err != nil {
 		return err
+	}
+	return encodeSorted(enc, value)
+}
+
+// encodeSorted encodes a field's value with the keys of every string-keyed map sorted,
+// at any depth: SetSortMapKeys covers only map[string]string, map[string]bool and
+// map[string]any, and a record's map<string,int64> or map<string,DataPolicy> must give
+// the same bytes each time. (The generator emits the same helper, encodeValue, for the
+// libraries whose Go support it generates: codegen/templates/wire_gen.go.j2.)
+func encodeSorted(enc *msgpack.Encoder, value any) error {
+	rv := reflect.ValueOf(value)
+	switch rv.Kind() {
+	case reflect.Map:
+		if rv.IsNil() || rv.Type().Key().Kind() != reflect.String {
+			return enc.Encode(value)
+		}
+		keys := rv.MapKeys()
+		sort.Slice(keys, func(i, j int) bool { return keys[i].String() < keys[j].String() })
+		if err := enc.EncodeMapLen(len(keys)); err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if err := enc.EncodeString(k.String()); err != nil {
+				return err
+			}
+			if err := encodeSorted(enc, rv.MapIndex(k).Interface()); err != nil {
+				return err
+			}
+		}
+		return nil
+	case reflect.Slice:
+		if rv.IsNil() || rv.Type().Elem().Kind() == reflect.Uint8 {
+			return enc.Encode(value) // nil, or bytes (MessagePack bin)
+		}
+		if err := enc.EncodeArrayLen(rv.Len()); err != nil {
+			return err
+		}
+		for i := 0; i < rv.Len(); i++ {
+			if err := encodeSorted(enc, rv.Index(i).Interface()); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	return enc.Encode(value)
 }
