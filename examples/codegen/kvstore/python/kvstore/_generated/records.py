@@ -111,11 +111,3 @@ class KvValue(WireRecord):
     def new_blob(cls, value: KvBlob) -> "KvValue":
         return cls(kind='blob', blob=value)
 
-
-def _rebuild() -> None:
-    for model in list(globals().values()):
-        if isinstance(model, type) and issubclass(model, WireRecord) and model is not WireRecord:
-            model.model_rebuild()
-
-
-_rebuild()
