@@ -43,12 +43,13 @@ CMF_MESSAGE = {
 CMF_EXTENSIONS = {"http": {"request_headers": {"host": "gateway.local"}}}
 
 
-def config_file(path: Path) -> str:
-    """A config file's text with its relative plugin_dirs made absolute."""
-    text = path.read_text()
-    return text.replace("plugin_dirs: [../plugins]", f"plugin_dirs: [{str(EXAMPLES / 'plugins')!r}]").replace(
-        "plugin_dirs: [../../examples/plugins]", f"plugin_dirs: [{str(EXAMPLES / 'plugins')!r}]"
-    )
+def engine_from_file(path: Path) -> Any:
+    """An engine loaded from a config file (relative plugin_dirs from its folder)."""
+    from cpexrt.engine import Engine
+
+    engine = Engine()
+    engine.load_config_file(str(path))
+    return engine
 
 
 def demo_config() -> str:
@@ -81,11 +82,11 @@ def python_figures(n: int) -> dict[str, float]:
         n, lambda: engine.invoke("tool_pre_invoke", 0, PAYLOAD, EXTENSIONS)
     )
     engine.shutdown()
-    engine = Engine.from_yaml(config_file(ROOT / "bench" / "configs" / "generic-no-audit.yaml"))
+    engine = engine_from_file(ROOT / "bench" / "configs" / "generic-no-audit.yaml")
     engine.initialize()
     out["engine_pipeline_noaudit_p50"], _ = percentiles(n, lambda: engine.invoke("tool_pre_invoke", 0, PAYLOAD, EXTENSIONS))
     engine.shutdown()
-    engine = Engine.from_yaml(config_file(EXAMPLES / "configs" / "cmf.yaml"))
+    engine = engine_from_file(EXAMPLES / "configs" / "cmf.yaml")
     engine.initialize()
     out["engine_cmf_p50"], _ = percentiles(n, lambda: engine.invoke("cmf.tool_pre_invoke", 1, CMF_MESSAGE, CMF_EXTENSIONS))
     engine.shutdown()
