@@ -350,7 +350,7 @@ def _dumper(cls: type) -> Callable[[Any], Any]:
     if not _dumpable(cls):
         return _plain
 
-    def dump(model: Any) -> Any:
+    def dump(model: BaseModel) -> Any:
         if model.__class__ is not cls or model.__pydantic_extra__:
             return _plain(model)
         fields_set = model.__pydantic_fields_set__
