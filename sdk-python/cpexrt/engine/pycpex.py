@@ -96,6 +96,9 @@ def _fixed(value: Any) -> Any:
     return value
 
 
+# Hooks whose payload the adapter reshapes before py-cpex's validation (_payload_builder).
+_SHAPED = frozenset({"resource_post_fetch", "evaluate"})
+
 # GlobalContext fields of cpex's own, left out of py-cpex's GlobalContext.
 _CPEX_ONLY = frozenset({"traceparent", "tracestate"})
 
@@ -137,6 +140,7 @@ class PyCpexPlugin(Plugin):
         self._validate_global_context = fw.GlobalContext.__pydantic_validator__.validate_python
         self._validate_plugin_context = fw.PluginContext.__pydantic_validator__.validate_python
         self._extensions_type = fw.extensions.extensions.Extensions
+        self._result_types: set[type] = set()  # classes seen to be py-cpex PluginResults
 
     async def initialize(self) -> None:
         await self.plugin.initialize()
@@ -150,29 +154,42 @@ class PyCpexPlugin(Plugin):
         func = ref.hook
         accepts_extensions = ref.accepts_extensions
         payload_of = self._payload_builder(hook_name, payload_type)
+        # A map of a plain hook's payload goes straight to the model's validation.
+        shaped = hook_name in _SHAPED or hook_name.startswith("cmf.")
+        validate_map = None if shaped else payload_type.__pydantic_validator__.validate_python
         global_context_of = self._global_context_of
-        make_context = self._validate_plugin_context
+        validate_global_context = self._validate_global_context
+        validate_plugin_context = self._validate_plugin_context
         conditions, matches = self._conditions, self._fw.utils.payload_matches
         extensions_type = self._extensions_type
         result_of = self._result
         dump = _dumper(payload_type)
+        request_ids = _REQUEST_IDS
 
         async def handle(payload: Any, ctx: PluginContext) -> Any:
-            model = payload_of(payload)
-            global_context = global_context_of(ctx)
+            model = validate_map(payload) if validate_map is not None and type(payload) is dict else payload_of(payload)
+            request = ctx.request
+            if request is None:
+                # Copies of the request's shared state, here and below: py-cpex's
+                # validation copies the maps, kept only when the plugin returns.
+                global_context = validate_global_context({"request_id": f"cpex-{next(request_ids)}", "state": ctx.request_state})
+            else:
+                global_context = global_context_of(request, ctx.request_state)
             if conditions and not matches(model, hook_name, conditions, global_context):
                 return None
-            # The plugin's own copies of its state and of the request's shared state
-            # (py-cpex's validation copies the maps); kept only when it returns.
-            context = make_context({"state": ctx.state, "global_context": global_context})
+            context = validate_plugin_context({"state": ctx.state, "global_context": global_context})
             if accepts_extensions:
                 extensions = ctx.extensions
                 result = await func(model, context, extensions_type.model_validate(extensions) if extensions else None)
             else:
                 result = await func(model, context)
             # What the plugin kept, for the request's next hook (cpex's context table).
-            _keep(ctx.state, context.state)
-            _keep(ctx.request_state, context.global_context.state)
+            kept = context.state
+            if kept or ctx.state:
+                _keep(ctx.state, kept)
+            kept = context.global_context.state
+            if kept or ctx.request_state:
+                _keep(ctx.request_state, kept)
             return None if result is None else result_of(result, dump)
 
         handle.__name__ = hook_name
@@ -220,25 +237,24 @@ class PyCpexPlugin(Plugin):
 
         return generic
 
-    def _global_context_of(self, ctx: PluginContext) -> Any:
+    def _global_context_of(self, request: dict[str, Any], request_state: dict[str, Any]) -> Any:
         """py-cpex's GlobalContext of the request: what the host passed (checked by the
         engine, and by py-cpex's model where the engine's check is not the model's), a
         copy of the request's shared state, and a request id of cpex's own when the
         host gave none."""
-        request = ctx.request
         # traceparent / tracestate are cpex's (the engine's spans), not py-cpex's.
-        fields = {k: v for k, v in request.items() if v is not None and k not in _CPEX_ONLY} if request else {}
+        fields = {k: v for k, v in request.items() if v is not None and k not in _CPEX_ONLY}
         if "request_id" not in fields:
             fields["request_id"] = f"cpex-{next(_REQUEST_IDS)}"
-        fields["state"] = ctx.request_state  # copied by the validation
+        fields["state"] = request_state  # copied by the validation
         return self._validate_global_context(fields)
 
     def _result(self, result: Any, dump: Callable[[Any], Any] = _plain) -> PluginResult | None:
-        fw = self._fw
-        if result is None:
-            return None
-        if not isinstance(result, fw.PluginResult):
-            raise TypeError(f"returned {type(result).__name__}; expected a py-cpex PluginResult")
+        kind = result.__class__
+        if kind not in self._result_types:
+            if not isinstance(result, self._fw.PluginResult):  # pydantic's isinstance is slow: once per class
+                raise TypeError(f"returned {kind.__name__}; expected a py-cpex PluginResult")
+            self._result_types.add(kind)
         if (
             result.continue_processing is True
             and result.violation is None
@@ -278,7 +294,7 @@ class PyCpexPlugin(Plugin):
 
 def _keep(into: dict[str, Any], kept: dict[str, Any]) -> None:
     """into (cpex's copy of a state map) made what the plugin left in its own copy."""
-    if kept is not into and (kept or into):
+    if kept is not into:
         into.clear()
         into.update(kept)
 
