@@ -161,7 +161,7 @@ class PyCpexPlugin(Plugin):
         validate_global_context = self._validate_global_context
         validate_plugin_context = self._validate_plugin_context
         conditions, matches = self._conditions, self._fw.utils.payload_matches
-        extensions_type = self._extensions_type
+        validate_extensions = self._extensions_type.__pydantic_validator__.validate_python
         result_of = self._result
         dump = _dumper(payload_type)
         request_ids = _REQUEST_IDS
@@ -180,7 +180,7 @@ class PyCpexPlugin(Plugin):
             context = validate_plugin_context({"state": ctx.state, "global_context": global_context})
             if accepts_extensions:
                 extensions = ctx.extensions
-                result = await func(model, context, extensions_type.model_validate(extensions) if extensions else None)
+                result = await func(model, context, validate_extensions(extensions) if extensions else None)
             else:
                 result = await func(model, context)
             # What the plugin kept, for the request's next hook (cpex's context table).
