@@ -157,7 +157,7 @@ class PyCpexPlugin(Plugin):
         # A map of a plain hook's payload goes straight to the model's validation.
         shaped = hook_name in _SHAPED or hook_name.startswith("cmf.")
         validate_map = None if shaped else payload_type.__pydantic_validator__.validate_python
-        global_context_of = self._global_context_of
+        global_context_fields = _global_context_fields
         validate_global_context = self._validate_global_context
         validate_plugin_context = self._validate_plugin_context
         conditions, matches = self._conditions, self._fw.utils.payload_matches
@@ -169,15 +169,20 @@ class PyCpexPlugin(Plugin):
         async def handle(payload: Any, ctx: PluginContext) -> Any:
             model = validate_map(payload) if validate_map is not None and type(payload) is dict else payload_of(payload)
             request = ctx.request
+            # Copies of the plugin's state and of the request's shared state (py-cpex's
+            # validation copies the maps), kept only when the plugin returns.
             if request is None:
-                # Copies of the request's shared state, here and below: py-cpex's
-                # validation copies the maps, kept only when the plugin returns.
-                global_context = validate_global_context({"request_id": f"cpex-{next(request_ids)}", "state": ctx.request_state})
+                fields = {"request_id": f"cpex-{next(request_ids)}", "state": ctx.request_state}
             else:
-                global_context = global_context_of(request, ctx.request_state)
-            if conditions and not matches(model, hook_name, conditions, global_context):
-                return None
-            context = validate_plugin_context({"state": ctx.state, "global_context": global_context})
+                fields = global_context_fields(request, ctx.request_state)
+            if conditions:
+                global_context = validate_global_context(fields)
+                if not matches(model, hook_name, conditions, global_context):
+                    return None
+                context = validate_plugin_context({"state": ctx.state, "global_context": global_context})
+            else:
+                # The GlobalContext validated as part of the PluginContext: one call less.
+                context = validate_plugin_context({"state": ctx.state, "global_context": fields})
             if accepts_extensions:
                 extensions = ctx.extensions
                 result = await func(model, context, validate_extensions(extensions) if extensions else None)
@@ -237,18 +242,6 @@ class PyCpexPlugin(Plugin):
 
         return generic
 
-    def _global_context_of(self, request: dict[str, Any], request_state: dict[str, Any]) -> Any:
-        """py-cpex's GlobalContext of the request: what the host passed (checked by the
-        engine, and by py-cpex's model where the engine's check is not the model's), a
-        copy of the request's shared state, and a request id of cpex's own when the
-        host gave none."""
-        # traceparent / tracestate are cpex's (the engine's spans), not py-cpex's.
-        fields = {k: v for k, v in request.items() if v is not None and k not in _CPEX_ONLY}
-        if "request_id" not in fields:
-            fields["request_id"] = f"cpex-{next(_REQUEST_IDS)}"
-        fields["state"] = request_state  # copied by the validation
-        return self._validate_global_context(fields)
-
     def _result(self, result: Any, dump: Callable[[Any], Any] = _plain) -> PluginResult | None:
         kind = result.__class__
         if kind not in self._result_types:
@@ -290,6 +283,19 @@ class PyCpexPlugin(Plugin):
             retry_delay_ms=int(result.retry_delay_ms or 0),
             http_headers=dict(result.http_headers) if result.http_headers else None,
         )
+
+
+def _global_context_fields(request: dict[str, Any], request_state: dict[str, Any]) -> dict[str, Any]:
+    """py-cpex's GlobalContext of the request, as the map its validation takes: what the
+    host passed (checked by the engine, and by py-cpex's model where the engine's check
+    is not the model's), the request's shared state, and a request id of cpex's own
+    when the host gave none."""
+    # traceparent / tracestate are cpex's (the engine's spans), not py-cpex's.
+    fields = {k: v for k, v in request.items() if v is not None and k not in _CPEX_ONLY}
+    if "request_id" not in fields:
+        fields["request_id"] = f"cpex-{next(_REQUEST_IDS)}"
+    fields["state"] = request_state  # copied by the validation
+    return fields
 
 
 def _keep(into: dict[str, Any], kept: dict[str, Any]) -> None:
