@@ -17,7 +17,7 @@ from cpexrt.engine.background import BackgroundBatch
 from cpexrt.engine.config import Config, parse_config
 from cpexrt.engine.context import RequestState
 from cpexrt.engine.decisions import DecisionLog, Sink
-from cpexrt.engine.executor import Invocation, LoadedPlugin, PipelineOutcome, plan_order, run_pipeline
+from cpexrt.engine.executor import Invocation, LoadedPlugin, PipelineOutcome, Plan, plan_order, run_pipeline
 from cpexrt.engine.gating import Grant
 from cpexrt.engine.registry import FactoryRegistry, add_plugin_dirs
 from cpexrt.engine.routing import Resolution, Router
@@ -90,8 +90,10 @@ class PluginSet:
         for plugin in plugins:
             for hook_name in plugin.handlers:
                 plans.setdefault(hook_name, []).append(plugin)
-        self.plans = {hook_name: plan_order(p) for hook_name, p in plans.items()}
-        self.narrowed: dict[tuple[str, Resolution], list[LoadedPlugin]] = {}
+        # Each hook's plan, compiled once; a route's narrowed plans are compiled when the
+        # route is first resolved, and kept with its cached resolution.
+        self.plans = {hook_name: Plan(plan_order(p)) for hook_name, p in plans.items()}
+        self.narrowed: dict[tuple[str, Resolution], Plan] = {}  # for resolutions the router does not cache
         self.conditional = any(p.spec.conditions for p in plugins)
         self.limits = _limits(config)
         # What a context table's state is keyed by, and whether it may carry over to
@@ -650,18 +652,18 @@ class Engine:
         if timeout is not None and timeout < limit:
             limit, limit_source = timeout, "the call's timeout"
         inv = Invocation(
-            hook=hook,
-            payload_type=payload_type,
-            payload=payloads.host_snapshot(payload_type, body, payload_wire, owned),
-            extensions=payloads.extensions_snapshot(ext, extensions_wire if extensions else None, owned),
-            has_extensions=bool(ext),
-            states_in=states,
-            global_state=self.global_state,
-            deadline=time.monotonic() + limit,
-            invoke_timeout=limit,
-            invoke_timeout_source=limit_source,
-            limits=serving.limits,
-            request=request,
+            hook,
+            payload_type,
+            payloads.host_snapshot(payload_type, body, payload_wire, owned),
+            payloads.extensions_snapshot(ext, extensions_wire if extensions else None, owned),
+            bool(ext),
+            states,
+            self.global_state,
+            time.monotonic() + limit,
+            limit,
+            serving.limits,
+            request,
+            limit_source,
         )
         obs = observe.start(hook, request, self.decisions)
         if obs is None:
@@ -680,15 +682,22 @@ class Engine:
         return outcome
 
     @staticmethod
-    def _routed_plan(serving: PluginSet, hook: str, plan: list[LoadedPlugin], resolution: Resolution) -> list[LoadedPlugin]:
-        """The hook's plan narrowed to the plugins the routes and conditions select; the
-        router caches resolutions, so the narrowed plan is cached per resolution."""
+    def _routed_plan(serving: PluginSet, hook: str, plan: Plan, resolution: Resolution) -> Plan:
+        """The hook's plan narrowed to the plugins the routes and conditions select,
+        compiled once per resolution: kept with the resolution when the router caches
+        it, else in a bounded table of the plugin set."""
         if resolution.plugins is None and not serving.conditional:
             return plan
+        plans = resolution.plans
+        if plans is not None:
+            narrowed = plans.get(hook)
+            if narrowed is None:
+                narrowed = plans[hook] = plan.narrowed(lambda p: serving.router.admits(p.name, resolution))
+            return narrowed
         key = (hook, resolution)
         narrowed = serving.narrowed.get(key)
         if narrowed is None:
-            narrowed = [p for p in plan if serving.router.admits(p.name, resolution)]
+            narrowed = plan.narrowed(lambda p: serving.router.admits(p.name, resolution))
             if len(serving.narrowed) >= max(serving.config.plugin_settings.route_cache_size, 1) * 4:
                 serving.narrowed.clear()  # bounded, like the route cache
             serving.narrowed[key] = narrowed
