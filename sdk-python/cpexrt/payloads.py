@@ -46,8 +46,23 @@ class Limits:
     max_collection_entries: int
 
 
+# Packers to reuse (msgpack.packb builds one per call, half its cost for a small map):
+# each pack takes one from the list and gives it back, so threads and a pack re-entered
+# from a value's own code (a dict subclass's items()) never share one. A packer resets
+# its buffer after a failed pack.
+_PACKERS: list[Any] = []
+
+
 def _pack(value: Any) -> bytes:
-    data: bytes = msgpack.packb(value, use_bin_type=True)
+    packers = _PACKERS
+    try:
+        packer = packers.pop()
+    except IndexError:
+        packer = msgpack.Packer(use_bin_type=True)
+    try:
+        data: bytes = packer.pack(value)
+    finally:
+        packers.append(packer)
     return data
 
 

@@ -34,6 +34,8 @@ RETIRE_GRACE = 1.0
 def _carry(owner: Engine, states: dict[str, dict[str, Any]], serving: PluginSet) -> RequestState | None:
     """The context table for the request's next hook: the plugins' non-empty states,
     marked with the identities of the plugin set that served the call."""
+    if not states:
+        return None
     kept = {name: s for name, s in states.items() if s}
     return RequestState(owner, kept, issuer=serving.identities) if kept else None
 
@@ -634,7 +636,7 @@ class Engine:
         if extensions is not None and not isinstance(extensions, dict):
             raise InvalidInputError(f"extensions: expected a map, got {type(extensions).__name__}")
         plan = serving.plans.get(hook)
-        if not plan:
+        if plan is None or not plan.plugins:
             # Nothing to run: the fast path of hooks nobody handles.
             outcome = PipelineOutcome(states=states)
             outcome.context = _carry(self, states, serving)
