@@ -318,6 +318,8 @@ def run_pipeline(plan: Plan, inv: Invocation) -> PipelineOutcome:
     if plan.followers:
         followers = [p for p in plan.followers if not p.disabled]
         if followers:
+            if inv.has_extensions:
+                _ = inv.extensions.wire  # encoded here, before the call returns
             out.background = _fire_and_forget(followers, inv)
     out.states = inv.carried_states()
     return out

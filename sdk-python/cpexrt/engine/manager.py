@@ -575,7 +575,8 @@ class Engine:
         fails with PipelineTimeoutError, whatever the plugins' on_error. serving: the
         plugin set the call was counted in with (serving()), which it then runs on; else
         the one serving now."""
-        self._check_alive("invoke")
+        if self._shut_down:
+            self._check_alive("invoke")
         if timeout is not None and (
             isinstance(timeout, bool) or not (isinstance(timeout, int | float) and 0 < timeout < float("inf"))
         ):
@@ -630,11 +631,13 @@ class Engine:
     ) -> PipelineOutcome:
         if not hook:
             raise InvalidInputError("hook: the hook name is empty")
-        request = _request(request)
+        if request is not None:
+            request = _request(request)
         body = payloads.decode(payload_type, payload)
-        extensions = gating.as_wire(extensions)
-        if extensions is not None and not isinstance(extensions, dict):
-            raise InvalidInputError(f"extensions: expected a map, got {type(extensions).__name__}")
+        if extensions is not None and type(extensions) is not dict:
+            extensions = gating.as_wire(extensions)
+            if extensions is not None and not isinstance(extensions, dict):
+                raise InvalidInputError(f"extensions: expected a map, got {type(extensions).__name__}")
         plan = serving.plans.get(hook)
         if plan is None or not plan.plugins:
             # Nothing to run: the fast path of hooks nobody handles.
@@ -642,6 +645,8 @@ class Engine:
             outcome.context = _carry(self, states, serving)
             return outcome
         ext: dict[str, Any] = dict(extensions) if extensions else {}
+        # Decoded from MessagePack by the caller (the boundary): the map is plain data.
+        plain = extensions_wire is not None
         resolution = serving.router.resolve(ext.get("meta"))
         if resolution.tags:
             meta = dict(ext.get("meta") or {})
@@ -657,7 +662,7 @@ class Engine:
             hook,
             payload_type,
             payloads.host_snapshot(payload_type, body, payload_wire, owned),
-            payloads.extensions_snapshot(ext, extensions_wire if extensions else None, owned),
+            payloads.extensions_snapshot(ext, extensions_wire if extensions else None, owned, plain),
             bool(ext),
             states,
             self.global_state,
