@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from cpexrt import payloads
+from cpexrt._generated.errors import PAYLOAD_GENERIC
 from cpexrt.engine import driver, gating, isolation, observe, pycpex
 from cpexrt.engine.background import BackgroundBatch
 from cpexrt.engine.config import Config, parse_config
@@ -633,7 +634,8 @@ class Engine:
             raise InvalidInputError("hook: the hook name is empty")
         if request is not None:
             request = _request(request)
-        body = payloads.decode(payload_type, payload)
+        # A generic payload is taken as it is (the common case, checked inline).
+        body = payload if payload_type == PAYLOAD_GENERIC and type(payload) is dict else payloads.decode(payload_type, payload)
         if extensions is not None and type(extensions) is not dict:
             extensions = gating.as_wire(extensions)
             if extensions is not None and not isinstance(extensions, dict):
@@ -653,7 +655,8 @@ class Engine:
             meta["tags"] = list(resolution.tags)
             ext["meta"] = meta
             extensions_wire = None
-        plan = self._routed_plan(serving, hook, plan, resolution)
+        if resolution.plugins is not None or serving.conditional:
+            plan = self._routed_plan(serving, hook, plan, resolution)
         settings = serving.config.plugin_settings
         limit, limit_source = settings.invoke_timeout, "plugin_settings.invoke_timeout"
         if timeout is not None and timeout < limit:

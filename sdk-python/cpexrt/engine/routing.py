@@ -123,8 +123,6 @@ class Router:
         read is atomic); the cache is changed under the lock, and bounded by
         route_cache_size, least recently used out first."""
         key = _entity(meta)
-        if not self._enabled:
-            return Resolution(key[0], key[1], key[2], None)
         cache = self._cache
         hit = cache.get(key)
         if hit is not None:
@@ -134,7 +132,10 @@ class Router:
                 pass
             return hit
         entity_type, entity_name, tags = key
-        resolution = self._resolve(entity_type, entity_name, tags)
+        if self._enabled:
+            resolution = self._resolve(entity_type, entity_name, tags)
+        else:
+            resolution = Resolution(entity_type, entity_name, tags, None)
         if self._cache_size:
             resolution.plans = {}
             with self._lock:
