@@ -13,7 +13,7 @@ from typing import IO, Any
 
 from cpexrt import payloads
 from cpexrt.engine import driver, gating, isolation, observe, pycpex
-from cpexrt.engine.background import BackgroundBatch
+from cpexrt.engine.background import BackgroundBatch, Tracker
 from cpexrt.engine.config import Config, parse_config
 from cpexrt.engine.context import RequestState
 from cpexrt.engine.decisions import DecisionLog, Sink
@@ -107,7 +107,7 @@ class PluginSet:
         self._calls: list[None] = []
         self._drained = threading.Event()
         self._retiring = False
-        self._background: set[BackgroundBatch] = set()
+        self._background = Tracker()
 
     def leave(self) -> None:
         """Counts a call out (each set Engine.serving() returned gets one)."""
@@ -124,19 +124,10 @@ class PluginSet:
 
     def track(self, tasks: BackgroundBatch) -> None:
         """Keeps the tasks until they finish, so shutdown and retirement wait for them."""
-        with self._lock:
-            self._background.add(tasks)
-        tasks.on_done(self._untrack)
-
-    def _untrack(self, tasks: BackgroundBatch) -> None:
-        with self._lock:
-            self._background.discard(tasks)
+        self._background.add(tasks)
 
     def pending_background(self) -> list[BackgroundBatch]:
-        with self._lock:
-            pending = [b for b in self._background if not b.done]
-            self._background.clear()
-        return pending
+        return self._background.take_pending()
 
     def adopt(
         self, states: dict[str, dict[str, Any]], issuer: dict[str, tuple[str, dict[str, Any]]] | None
