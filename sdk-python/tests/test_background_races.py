@@ -10,14 +10,14 @@ import asyncio
 import threading
 import time
 from collections import Counter
+from functools import partial
 from typing import Any
 
 import pytest
 
 from conftest import config, plugin
 from cpexrt._generated.records import PluginError
-from cpexrt.engine import Engine
-from cpexrt.engine import driver
+from cpexrt.engine import Engine, driver
 from cpexrt.engine.background import RUNNER, BackgroundBatch, Tracker
 from cpexrt.engine.runtime_loop import RUNTIME_LOOP
 from cpexrt.engine.watchdog import WATCHDOG, PluginDeadline
@@ -25,6 +25,12 @@ from cpexrt.engine.watchdog import WATCHDOG, PluginDeadline
 THREADS = 16
 HANG = {"meta": {"entity_type": "tool", "entity_name": "hang"}}
 OK = {"meta": {"entity_type": "tool", "entity_name": "ok"}}
+
+
+async def until(event: threading.Event) -> None:
+    """Suspends until another thread sets event."""
+    while not event.is_set():  # noqa: ASYNC110 - a threading.Event, set from another thread
+        await asyncio.sleep(0.001)
 
 
 def hammer(worker: Any, threads: int = THREADS) -> list[BaseException]:
@@ -89,33 +95,35 @@ def test_every_submitted_task_runs_exactly_once_and_every_batch_reports_its_erro
     assert set(runs.values()) == {1}
 
 
+def count(calls: Counter[int], key: int, _batch: BackgroundBatch) -> None:
+    calls[key] += 1
+
+
+def callbacks_racing_the_end() -> None:
+    release = threading.Event()
+    calls: Counter[int] = Counter()
+    batch = BackgroundBatch(["slow"], 1)
+    RUNNER.submit(batch, [lambda: until(release)])
+
+    def worker(i: int) -> None:
+        for j in range(50):
+            batch.on_done(partial(count, calls, i * 1000 + j))
+            if i == 0 and j == 25:
+                release.set()
+        assert batch.wait(30) == []
+
+    assert hammer(worker) == []
+    assert batch.done
+    assert len(calls) == THREADS * 50 and set(calls.values()) == {1}
+    # After the end, a callback runs at once, in the caller's thread.
+    late: list[BackgroundBatch] = []
+    batch.on_done(late.append)
+    assert late == [batch]
+
+
 def test_callbacks_and_waits_racing_the_end_of_a_batch_each_happen_once() -> None:
     for _ in range(5):
-        release = threading.Event()
-        calls: Counter[int] = Counter()
-        batch = BackgroundBatch(["slow"], 1)
-
-        async def held() -> None:
-            while not release.is_set():
-                await asyncio.sleep(0.001)
-            return None
-
-        RUNNER.submit(batch, [held])
-
-        def worker(i: int) -> None:
-            for j in range(50):
-                batch.on_done(lambda _b, key=i * 1000 + j: calls.update([key]))
-                if i == 0 and j == 25:
-                    release.set()
-            assert batch.wait(30) == []
-
-        assert hammer(worker) == []
-        assert batch.done
-        assert len(calls) == THREADS * 50 and set(calls.values()) == {1}
-        # After the end, a callback runs at once, in the caller's thread.
-        late: list[BackgroundBatch] = []
-        batch.on_done(late.append)
-        assert late == [batch]
+        callbacks_racing_the_end()
 
 
 def test_wait_times_out_while_a_task_is_pending_then_returns_its_errors() -> None:
@@ -123,8 +131,7 @@ def test_wait_times_out_while_a_task_is_pending_then_returns_its_errors() -> Non
     batch = BackgroundBatch(["held"], 1)
 
     async def held() -> PluginError:
-        while not release.is_set():
-            await asyncio.sleep(0.001)
+        await until(release)
         return PluginError(plugin_name="held", message="late failure")
 
     RUNNER.submit(batch, [held])
@@ -155,11 +162,7 @@ def test_a_tracker_holds_exactly_the_unfinished_batches() -> None:
     batches: list[BackgroundBatch] = []
 
     def gated(gate: threading.Event) -> Any:
-        async def run() -> None:
-            while not gate.is_set():
-                await asyncio.sleep(0.001)
-
-        return run
+        return lambda: until(gate)
 
     def worker(i: int) -> None:
         for j in range(100):
@@ -266,7 +269,7 @@ def test_stuck_plugins_fail_their_calls_naming_the_plugin_from_many_threads() ->
     backgrounds: list[Any] = []
 
     def worker(i: int) -> None:
-        for j in range(4 if i % 2 == 0 else 300):
+        for _ in range(4 if i % 2 == 0 else 300):
             if i % 2 == 0:
                 with pytest.raises(PipelineTimeoutError, match="'spinner' timed out"):
                     m.invoke("tool_pre_invoke", 0, {}, HANG)
