@@ -26,15 +26,6 @@ class PluginDeadline(BaseException):
     `except Exception` does not swallow it."""
 
 
-class _Guard:
-    __slots__ = ("deadline", "tid", "fired")
-
-    def __init__(self, deadline: float, tid: int) -> None:
-        self.deadline = deadline
-        self.tid = tid
-        self.fired = False  # set once the exception was scheduled
-
-
 _set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
 _set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
 _set_async_exc.restype = ctypes.c_int
@@ -46,17 +37,19 @@ class Watchdog:
     so calls that finish in time (nearly all) never wake it: a wake-up per call would
     take the GIL from the host thread between their calls.
 
-    No lock on a call's path. A guard is claimed exactly once, by an atomic
+    No lock on a call's path. Each arming is a new guard (a bare object(), the key of
+    its (deadline, thread id) in _armed), claimed exactly once by an atomic
     dict.pop(guard) on _armed: by disarm (the call ended in time: nothing fires) or by
-    the watchdog (it schedules the exception, then marks the guard fired; a disarm
-    that lost the claim waits for that mark, then withdraws the exception if it is
-    still pending). _current maps a thread to its guard only while the thread is
+    the watchdog (it schedules the exception, then marks the guard in _fired; a
+    disarm that lost the claim waits for that mark, then withdraws the exception if
+    it is still pending). _current maps a thread to its guard only while the thread is
     inside a guarded call (disarm removes it), so it never outgrows the threads in
     calls, whoever created them (threads of a Go host come and go)."""
 
     def __init__(self) -> None:
-        self._armed: dict[_Guard, _Guard] = {}
-        self._current: dict[int, _Guard] = {}
+        self._armed: dict[object, tuple[float, int]] = {}
+        self._fired: dict[object, None] = {}
+        self._current: dict[int, object] = {}
         self._lock = threading.Lock()  # only to start the thread
         self._wake = threading.Event()
         self._target = math.inf  # when the thread checks next; inf while it scans
@@ -71,9 +64,9 @@ class Watchdog:
         previous = current.get(tid)
         if previous is not None and self._armed.pop(previous, None) is None:
             return
-        guard = _Guard(deadline, tid)
+        guard = object()
         current[tid] = guard
-        self._armed[guard] = guard
+        self._armed[guard] = (deadline, tid)
         if deadline < self._target:
             self._alert(deadline)
 
@@ -89,15 +82,18 @@ class Watchdog:
     def disarm(self) -> bool:
         """Ends the guard of the calling thread; True when its deadline fired. Call it in
         a loop that catches PluginDeadline: the one exception may land inside this call."""
-        guard = self._current.pop(get_ident(), None)
+        tid = get_ident()
+        guard = self._current.pop(tid, None)
         if guard is None or self._armed.pop(guard, None) is not None:
             return False
         # The watchdog claimed it: wait until it scheduled the exception (a few
         # bytecodes on its side), then withdraw it if still pending (a no-op when it
         # was delivered).
-        while not guard.fired:
+        fired = self._fired
+        while guard not in fired:
             time.sleep(0)
-        _set_async_exc(guard.tid, ctypes.py_object())
+        del fired[guard]
+        _set_async_exc(tid, ctypes.py_object())
         return True
 
     def armed(self) -> int:
@@ -116,13 +112,13 @@ class Watchdog:
             # Never sleep towards "no deadline": the next guard would have to wake
             # the thread; with a horizon, only guards due sooner than it do.
             target = now + _HORIZON_SECONDS
-            for guard in list(armed.copy()):
-                if now >= guard.deadline:
+            for guard, (deadline, tid) in list(armed.items()):
+                if now >= deadline:
                     if armed.pop(guard, None) is not None:
-                        _set_async_exc(guard.tid, ctypes.py_object(PluginDeadline))
-                        guard.fired = True
-                elif guard.deadline < target:
-                    target = guard.deadline
+                        _set_async_exc(tid, ctypes.py_object(PluginDeadline))
+                        self._fired[guard] = None
+                elif deadline < target:
+                    target = deadline
             self._target = target
             # Past the target by a little, so the check finds the guard expired.
             self._wake.wait(max(target - time.monotonic(), 0.0) + _POLL_SECONDS)
