@@ -14,6 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from types import CoroutineType
 from typing import Any
 
 from cpexrt._generated.records import PluginError
@@ -171,7 +172,7 @@ class _Runner:
                 outcome = work()
             except BaseException as exc:  # noqa: BLE001 - a task never breaks the loop
                 outcome = PluginError(plugin_name="<engine>", message=f"fire-and-forget task failed: {exc!r}")
-            if asyncio.iscoroutine(outcome):
+            if outcome is not None and _is_coroutine(outcome):
                 RUNTIME_LOOP.loop.create_task(self._finish(tasks, outcome))
             else:
                 tasks._finish_one(outcome)
@@ -180,6 +181,11 @@ class _Runner:
     @staticmethod
     async def _finish(tasks: BackgroundBatch, rest: Any) -> None:
         tasks._finish_one(await rest)
+
+
+def _is_coroutine(value: Any) -> bool:
+    # The exact type first: asyncio.iscoroutine's ABC check is slow for what it rejects.
+    return type(value) is CoroutineType or asyncio.iscoroutine(value)
 
 
 RUNNER = _Runner()
@@ -191,7 +197,7 @@ def start_inline(fn: Callable[..., Any], args: tuple[Any, ...], timeout: float) 
     awaitable of the rest, bounded by timeout)."""
     deadline = time.monotonic() + timeout
     result = driver.guarded(fn, args, deadline)
-    if not asyncio.iscoroutine(result):
+    if result is None or not _is_coroutine(result):
         return True, result
     try:
         yielded = driver.guarded(result.send, (None,), deadline)
