@@ -97,7 +97,6 @@ class PluginSet:
         # What a context table's state is keyed by, and whether it may carry over to
         # another set: a plugin's name, with its kind and config.
         self.identities: dict[str, tuple[str, dict[str, Any]]] = {p.name: (p.spec.kind, p.spec.config) for p in plugins}
-        self._lock = threading.Lock()
         # The calls in flight, one entry each. Counting in and out is on every call's
         # path, so it takes no lock: list.append / list.pop are atomic, and the order
         # of the steps (Engine.serving: append, then read _retiring; retire: set
