@@ -21,6 +21,7 @@ from cpexrt.engine import Engine, driver
 from cpexrt.engine.background import RUNNER, BackgroundBatch, Tracker
 from cpexrt.engine.runtime_loop import RUNTIME_LOOP
 from cpexrt.engine.watchdog import WATCHDOG, PluginDeadline
+from cpexrt.errors import PipelineTimeoutError
 
 THREADS = 16
 HANG = {"meta": {"entity_type": "tool", "entity_name": "hang"}}
@@ -209,20 +210,38 @@ def test_engine_fire_and_forget_from_many_threads_loses_nothing() -> None:
     assert sorted(recorded) == sorted(i * 1000 + j for i in range(THREADS) for j in range(100))
 
 
+def disarm_all() -> bool:
+    """WATCHDOG.disarm() as the driver calls it: retried when the deadline lands in it."""
+    fired = False
+    while True:
+        try:
+            return WATCHDOG.disarm() or fired
+        except PluginDeadline:
+            fired = True
+
+
 def test_guards_arm_and_disarm_from_many_threads_and_none_is_left_behind() -> None:
-    before = WATCHDOG.armed()
+    before, current = WATCHDOG.armed(), dict(WATCHDOG._current)
+    late: list[int] = []
 
     def worker(i: int) -> None:
         for j in range(2000):
-            # Far deadlines, and now and then one earlier than the thread sleeps towards.
-            WATCHDOG.arm(time.monotonic() + (0.5 if j % 100 == 0 else 30))
-            if j % 3 == 0:
-                WATCHDOG.arm(time.monotonic() + 30)  # re-armed, as a suspended handler is
-            assert WATCHDOG.disarm() is False
+            # Far deadlines, and now and then one earlier than the watchdog sleeps
+            # towards (it wakes for those; on a stalled machine one may even fire).
+            early = j % 100 == 0
+            try:
+                WATCHDOG.arm(time.monotonic() + (0.5 if early else 30))
+                if j % 3 == 0:
+                    WATCHDOG.arm(time.monotonic() + 30)  # re-armed, as a suspended handler is
+                    early = False
+            except PluginDeadline:
+                pass
+            if disarm_all() and not early:
+                late.append(j)
 
     assert hammer(worker) == []
-    assert WATCHDOG.armed() == before
-    assert threading.get_ident() not in WATCHDOG._current
+    assert late == [], "a guard with a 30 s deadline fired"
+    assert WATCHDOG.armed() == before and WATCHDOG._current == current
 
 
 def spin() -> None:
@@ -232,6 +251,7 @@ def spin() -> None:
 
 def test_a_stuck_call_times_out_while_other_threads_calls_are_never_hit() -> None:
     timed_out: Counter[int] = Counter()
+    before, current = WATCHDOG.armed(), dict(WATCHDOG._current)
 
     def worker(i: int) -> None:
         for j in range(3 if i % 4 == 0 else 3000):
@@ -245,24 +265,16 @@ def test_a_stuck_call_times_out_while_other_threads_calls_are_never_hit() -> Non
 
     assert hammer(worker, 8) == []
     assert timed_out == {0: 3, 4: 3}
-    assert WATCHDOG.armed() == 0 or all(t != threading.get_ident() for t in WATCHDOG._current)
-    # Nothing pending for this thread either: a deadline that fired was withdrawn or taken.
-    try:
-        for _ in range(10000):
-            pass
-    except PluginDeadline:  # pragma: no cover - the failure this test is about
-        pytest.fail("a watchdog exception surfaced after its call ended")
+    # Every guard was claimed (by its disarm or by the watchdog) and its thread let go.
+    assert WATCHDOG.armed() == before and WATCHDOG._current == current
 
 
 def test_stuck_plugins_fail_their_calls_naming_the_plugin_from_many_threads() -> None:
-    from cpexrt.errors import PipelineTimeoutError
-
     m = Engine.from_yaml(
         config(
-            plugin("spinner", "Spinner", conditions="[{tools: [hang]}]"),
+            plugin("spinner", "Spinner", conditions="[{tools: [hang]}]", timeout=0.2),
             plugin("count", "Counter"),
-            plugin("late", "Spinner", mode="fire_and_forget", conditions="[{tools: [hang]}]", on_error="ignore"),
-            timeout=0.1,
+            plugin("late", "Spinner", mode="fire_and_forget", conditions="[{tools: [hang]}]", on_error="ignore", timeout=0.2),
         )
     )
     m.initialize()
@@ -279,7 +291,7 @@ def test_stuck_plugins_fail_their_calls_naming_the_plugin_from_many_threads() ->
 
     assert hammer(worker, 6) == []
     # The fire-and-forget spinner is stopped at its timeout too, and reported by name.
-    m2 = Engine.from_yaml(config(plugin("late", "Spinner", mode="fire_and_forget", on_error="ignore"), timeout=0.1))
+    m2 = Engine.from_yaml(config(plugin("late", "Spinner", mode="fire_and_forget", on_error="ignore", timeout=0.1)))
     m2.initialize()
     for _ in range(3):
         out = m2.invoke("tool_pre_invoke", 0, {})
