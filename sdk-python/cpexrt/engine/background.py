@@ -14,6 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from types import CoroutineType
 from typing import Any
 
 from cpexrt._generated.records import PluginError
@@ -27,24 +28,31 @@ Task = Callable[[], Any]
 
 class BackgroundBatch:
     """The fire-and-forget plugins started by one invoke. wait() returns the errors of
-    those that failed; dropping the object does not stop them."""
+    those that failed; dropping the object does not stop them.
+
+    Lock-free: only the runtime loop's thread finishes tasks (_finish_one), so the
+    count has one writer; a reader (wait, on_done, Tracker.add) first registers what
+    must happen at the end, then reads the count again, and the finishing thread first
+    writes the count, then reads the registrations. Under the GIL each of those steps
+    is atomic and ordered, so either side sees the other: nothing is missed, and a
+    callback is claimed (token.pop()) by exactly one of them."""
+
+    __slots__ = ("plugin_names", "_pending", "_errors", "_waiters", "_tracker")
 
     def __init__(self, names: list[str], count: int) -> None:
         self.plugin_names = names
         self._pending = count
         self._errors: list[PluginError] = []
-        self._lock = threading.Lock()
-        self._event: threading.Event | None = None
-        self._callbacks: list[Callable[[BackgroundBatch], None]] = []
+        # One-element lists, each a callback to run once the tasks finished.
+        self._waiters: list[list[Callable[[BackgroundBatch], None]]] = []
+        self._tracker: dict[BackgroundBatch, None] | None = None
 
     def wait(self, timeout: float | None = None) -> list[PluginError]:
         """Blocks until every task finished; TimeoutError after timeout seconds."""
-        with self._lock:
-            if self._pending == 0:
-                return list(self._errors)
-            if self._event is None:
-                self._event = threading.Event()
-            event = self._event
+        if self._pending == 0:
+            return list(self._errors)
+        event = threading.Event()
+        self.on_done(lambda _: event.set())
         if not event.wait(timeout):
             raise TimeoutError(f"fire-and-forget tasks of {', '.join(self.plugin_names)} still running")
         return list(self._errors)
@@ -55,24 +63,66 @@ class BackgroundBatch:
 
     def on_done(self, callback: Callable[[BackgroundBatch], None]) -> None:
         """Calls callback(self) once the tasks finished (at once if they have)."""
-        with self._lock:
+        if self._pending:
+            token = [callback]
+            self._waiters.append(token)
             if self._pending:
-                self._callbacks.append(callback)
+                return
+            # Finished meanwhile: the finishing thread may or may not have seen the
+            # token; whoever takes it runs the callback.
+            try:
+                token.pop()
+            except IndexError:
                 return
         callback(self)
 
     def _finish_one(self, error: PluginError | None) -> None:
-        with self._lock:
-            if error is not None:
-                self._errors.append(error)
-            self._pending -= 1
-            if self._pending:
-                return
-            event, callbacks, self._callbacks = self._event, self._callbacks, []
-        if event is not None:
-            event.set()
-        for cb in callbacks:
-            cb(self)
+        """One task finished (on the runtime loop's thread only)."""
+        if error is not None:
+            self._errors.append(error)
+        self._pending -= 1
+        if self._pending:
+            return
+        tracker = self._tracker
+        if tracker is not None:
+            tracker.pop(self, None)
+        waiters = self._waiters
+        while waiters:
+            token = waiters.pop()
+            try:
+                callback = token.pop()
+            except IndexError:
+                continue
+            callback(self)
+
+
+class Tracker:
+    """The batches of one plugin set not finished yet, so shutdown and retirement can
+    wait for them. Lock-free: a dict of the batches, each batch removing itself when it
+    finishes (see BackgroundBatch)."""
+
+    __slots__ = ("_live",)
+
+    def __init__(self) -> None:
+        self._live: dict[BackgroundBatch, None] = {}
+
+    def add(self, tasks: BackgroundBatch) -> None:
+        live = self._live
+        tasks._tracker = live
+        live[tasks] = None
+        if not tasks._pending:
+            live.pop(tasks, None)
+
+    def take_pending(self) -> list[BackgroundBatch]:
+        """The batches still running, no longer tracked."""
+        live = self._live
+        batches = list(live.copy())
+        for tasks in batches:
+            live.pop(tasks, None)
+        return [b for b in batches if b._pending]
+
+    def __len__(self) -> int:
+        return len(self._live)
 
 
 class _Runner:
@@ -80,7 +130,13 @@ class _Runner:
 
     Every wake-up of the loop thread takes the GIL from the host threads between their
     calls, so tasks are collected for BATCH_SECONDS and run in slices of SLICE tasks,
-    the loop going through its selector (releasing the GIL) between slices."""
+    the loop going through its selector (releasing the GIL) between slices.
+
+    Lock-free hand-off: deque.append / popleft are atomic under the GIL. A submitter
+    appends, then reads _scheduled; the drain clears _scheduled, then looks at the
+    queue again. So a task appended while the drain was stopping is either seen by
+    that last look or finds _scheduled cleared and schedules a drain itself; two
+    drains scheduled at once are harmless (both pop from the same queue)."""
 
     BATCH_SECONDS = 0.005
     SLICE = 64
@@ -88,29 +144,35 @@ class _Runner:
     def __init__(self) -> None:
         self._queue: deque[tuple[BackgroundBatch, Task]] = deque()
         self._scheduled = False
-        self._lock = threading.Lock()
 
     def submit(self, tasks: BackgroundBatch, work: list[Task]) -> None:
-        with self._lock:
-            self._queue.extend((tasks, w) for w in work)
-            if self._scheduled:
-                return
-            self._scheduled = True
+        append = self._queue.append
+        for w in work:
+            append((tasks, w))
+        if not self._scheduled:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        self._scheduled = True
         loop = RUNTIME_LOOP.loop
         loop.call_soon_threadsafe(loop.call_later, self.BATCH_SECONDS, self._drain)
 
     def _drain(self) -> None:
+        queue = self._queue
         for _ in range(self.SLICE):
-            with self._lock:
-                if not self._queue:
-                    self._scheduled = False
+            try:
+                tasks, work = queue.popleft()
+            except IndexError:
+                self._scheduled = False
+                if not queue:
                     return
-                tasks, work = self._queue.popleft()
+                self._scheduled = True
+                continue
             try:
                 outcome = work()
             except BaseException as exc:  # noqa: BLE001 - a task never breaks the loop
                 outcome = PluginError(plugin_name="<engine>", message=f"fire-and-forget task failed: {exc!r}")
-            if asyncio.iscoroutine(outcome):
+            if outcome is not None and _is_coroutine(outcome):
                 RUNTIME_LOOP.loop.create_task(self._finish(tasks, outcome))
             else:
                 tasks._finish_one(outcome)
@@ -119,6 +181,11 @@ class _Runner:
     @staticmethod
     async def _finish(tasks: BackgroundBatch, rest: Any) -> None:
         tasks._finish_one(await rest)
+
+
+def _is_coroutine(value: Any) -> bool:
+    # The exact type first: asyncio.iscoroutine's ABC check is slow for what it rejects.
+    return type(value) is CoroutineType or asyncio.iscoroutine(value)
 
 
 RUNNER = _Runner()
@@ -130,7 +197,7 @@ def start_inline(fn: Callable[..., Any], args: tuple[Any, ...], timeout: float) 
     awaitable of the rest, bounded by timeout)."""
     deadline = time.monotonic() + timeout
     result = driver.guarded(fn, args, deadline)
-    if not asyncio.iscoroutine(result):
+    if result is None or not _is_coroutine(result):
         return True, result
     try:
         yielded = driver.guarded(result.send, (None,), deadline)

@@ -15,6 +15,9 @@ _get_running_loop = asyncio.events._get_running_loop
 _set_running_loop = asyncio.events._set_running_loop
 
 
+_arm = WATCHDOG.arm
+_disarm_once = WATCHDOG.disarm
+
 # How long after a suspended handler's deadline the watchdog steps in (seconds).
 WATCHDOG_GRACE = 0.05
 
@@ -113,13 +116,16 @@ def call(fn: Callable[..., Any], args: tuple[Any, ...], deadline: float) -> Any:
         return fn.call(args, deadline)
     try:
         try:
-            WATCHDOG.arm(deadline)
+            _arm(deadline)
             result = fn(*args)
             if type(result) is CoroutineType:  # exact type: an ABC isinstance is slow here
                 result = drive(result, deadline)
             return result
         finally:
-            _disarm()
+            try:
+                _disarm_once()
+            except PluginDeadline:  # landed while disarming
+                _disarm()
     except PluginDeadline:
         raise HandlerTimeout from None
     except TimeoutError:
@@ -133,10 +139,13 @@ def guarded(fn: Callable[..., Any], args: tuple[Any, ...], deadline: float) -> A
         return fn.start(args, deadline)
     try:
         try:
-            WATCHDOG.arm(deadline)
+            _arm(deadline)
             return fn(*args)
         finally:
-            _disarm()
+            try:
+                _disarm_once()
+            except PluginDeadline:  # landed while disarming
+                _disarm()
     except PluginDeadline:
         raise HandlerTimeout from None
 
@@ -233,7 +242,7 @@ def begin(fn: Callable[..., Any], args: tuple[Any, ...], deadline: float) -> tup
         return (True, value, None) if done else (False, value, coro)
     try:
         try:
-            WATCHDOG.arm(deadline)
+            _arm(deadline)
             result = fn(*args)
             if type(result) is not CoroutineType:
                 return True, result, None
@@ -242,7 +251,10 @@ def begin(fn: Callable[..., Any], args: tuple[Any, ...], deadline: float) -> tup
             done, value = start(result)
             return (True, value, None) if done else (False, value, result)
         finally:
-            _disarm()
+            try:
+                _disarm_once()
+            except PluginDeadline:  # landed while disarming
+                _disarm()
     except PluginDeadline:
         raise HandlerTimeout from None
     except TimeoutError:  # drive's, as in call()

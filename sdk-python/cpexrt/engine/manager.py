@@ -14,7 +14,7 @@ from typing import IO, Any
 from cpexrt import payloads
 from cpexrt._generated.errors import PAYLOAD_GENERIC
 from cpexrt.engine import driver, gating, isolation, observe, pycpex
-from cpexrt.engine.background import BackgroundBatch
+from cpexrt.engine.background import BackgroundBatch, Tracker
 from cpexrt.engine.config import Config, parse_config
 from cpexrt.engine.context import RequestState
 from cpexrt.engine.decisions import DecisionLog, Sink
@@ -102,7 +102,6 @@ class PluginSet:
         # What a context table's state is keyed by, and whether it may carry over to
         # another set: a plugin's name, with its kind and config.
         self.identities: dict[str, tuple[str, dict[str, Any]]] = {p.name: (p.spec.kind, p.spec.config) for p in plugins}
-        self._lock = threading.Lock()
         # The calls in flight, one entry each. Counting in and out is on every call's
         # path, so it takes no lock: list.append / list.pop are atomic, and the order
         # of the steps (Engine.serving: append, then read _retiring; retire: set
@@ -112,7 +111,7 @@ class PluginSet:
         self._calls: list[None] = []
         self._drained = threading.Event()
         self._retiring = False
-        self._background: set[BackgroundBatch] = set()
+        self._background = Tracker()
 
     def leave(self) -> None:
         """Counts a call out (each set Engine.serving() returned gets one)."""
@@ -129,19 +128,10 @@ class PluginSet:
 
     def track(self, tasks: BackgroundBatch) -> None:
         """Keeps the tasks until they finish, so shutdown and retirement wait for them."""
-        with self._lock:
-            self._background.add(tasks)
-        tasks.on_done(self._untrack)
-
-    def _untrack(self, tasks: BackgroundBatch) -> None:
-        with self._lock:
-            self._background.discard(tasks)
+        self._background.add(tasks)
 
     def pending_background(self) -> list[BackgroundBatch]:
-        with self._lock:
-            pending = [b for b in self._background if not b.done]
-            self._background.clear()
-        return pending
+        return self._background.take_pending()
 
     def adopt(
         self, states: dict[str, dict[str, Any]], issuer: dict[str, tuple[str, dict[str, Any]]] | None

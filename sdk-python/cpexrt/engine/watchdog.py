@@ -15,6 +15,7 @@ import ctypes
 import math
 import threading
 import time
+from threading import get_ident
 
 _POLL_SECONDS = 0.005
 _HORIZON_SECONDS = 1.0
@@ -23,14 +24,6 @@ _HORIZON_SECONDS = 1.0
 class PluginDeadline(BaseException):
     """Raised inside a handler whose deadline passed. A BaseException, so a plugin's
     `except Exception` does not swallow it."""
-
-
-class _Guard:
-    __slots__ = ("deadline", "fired")
-
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
-        self.fired = False
 
 
 _set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
@@ -42,57 +35,91 @@ class Watchdog:
     """One thread that sleeps until the earliest deadline of the guarded calls. A new
     guard wakes it only when its deadline is earlier than the one it sleeps towards,
     so calls that finish in time (nearly all) never wake it: a wake-up per call would
-    take the GIL from the host thread between its calls."""
+    take the GIL from the host thread between their calls.
+
+    No lock on a call's path. Each arming is a new guard (a bare object(), the key of
+    its (deadline, thread id) in _armed), claimed exactly once by an atomic
+    dict.pop(guard) on _armed: by disarm (the call ended in time: nothing fires) or by
+    the watchdog (it schedules the exception, then marks the guard in _fired; a
+    disarm that lost the claim waits for that mark, then withdraws the exception if
+    it is still pending). _current maps a thread to its guard only while the thread is
+    inside a guarded call (disarm removes it), so it never outgrows the threads in
+    calls, whoever created them (threads of a Go host come and go)."""
 
     def __init__(self) -> None:
-        self._guards: dict[int, _Guard] = {}
-        self._lock = threading.Lock()  # orders arming / firing / disarming
+        self._armed: dict[object, tuple[float, int]] = {}
+        self._fired: dict[object, None] = {}
+        self._current: dict[int, object] = {}
+        self._lock = threading.Lock()  # only to start the thread
         self._wake = threading.Event()
-        self._target = math.inf  # when the thread checks next
+        self._target = math.inf  # when the thread checks next; inf while it scans
         self._thread: threading.Thread | None = None
 
     def arm(self, deadline: float) -> None:
-        """Guards the calling thread until disarm(); deadline is a time.monotonic() value."""
-        guard = _Guard(deadline)
-        tid = threading.get_ident()
-        with self._lock:
-            self._guards[tid] = guard
-            if deadline < self._target:
-                self._target = deadline
+        """Guards the calling thread until disarm(); deadline is a time.monotonic() value.
+        Arming again before disarm replaces the guard (its deadline), unless the
+        previous one already fired: then that exception stands for this call."""
+        tid = get_ident()
+        current = self._current
+        previous = current.get(tid)
+        if previous is not None and self._armed.pop(previous, None) is None:
+            return
+        guard = object()
+        current[tid] = guard
+        self._armed[guard] = (deadline, tid)
+        if deadline < self._target:
+            self._alert(deadline)
+
+    def _alert(self, deadline: float) -> None:
+        self._target = deadline
+        if self._thread is None:
+            with self._lock:
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._run, name="cpex-watchdog", daemon=True)
                     self._thread.start()
-                self._wake.set()
+        self._wake.set()
 
     def disarm(self) -> bool:
         """Ends the guard of the calling thread; True when its deadline fired. Call it in
         a loop that catches PluginDeadline: the one exception may land inside this call."""
-        tid = threading.get_ident()
-        with self._lock:
-            guard = self._guards.pop(tid, None)
-            if guard is None or not guard.fired:
-                return False
-            # Withdraw the exception if it is still pending (a no-op when delivered).
-            _set_async_exc(tid, ctypes.py_object())
-            return True
+        tid = get_ident()
+        guard = self._current.pop(tid, None)
+        if guard is None or self._armed.pop(guard, None) is not None:
+            return False
+        # The watchdog claimed it: wait until it scheduled the exception (a few
+        # bytecodes on its side), then withdraw it if still pending (a no-op when it
+        # was delivered).
+        fired = self._fired
+        while guard not in fired:
+            time.sleep(0)
+        del fired[guard]
+        _set_async_exc(tid, ctypes.py_object())
+        return True
+
+    def armed(self) -> int:
+        """How many calls are guarded now (for tests)."""
+        return len(self._armed)
 
     def _run(self) -> None:
+        armed = self._armed
         while True:
-            with self._lock:
-                now = time.monotonic()
-                # Never sleep towards "no deadline": the next guard would have to wake
-                # the thread; with a horizon, only guards due sooner than it do.
-                target = now + _HORIZON_SECONDS
-                for tid, guard in self._guards.items():
-                    if guard.fired:
-                        continue
-                    if now >= guard.deadline:
-                        guard.fired = True
+            # Cleared first, then _target = inf: an arm that reads inf sets the event
+            # after this clear, so a guard added after the snapshot below makes the
+            # wait return at once.
+            self._wake.clear()
+            self._target = math.inf
+            now = time.monotonic()
+            # Never sleep towards "no deadline": the next guard would have to wake
+            # the thread; with a horizon, only guards due sooner than it do.
+            target = now + _HORIZON_SECONDS
+            for guard, (deadline, tid) in list(armed.items()):
+                if now >= deadline:
+                    if armed.pop(guard, None) is not None:
                         _set_async_exc(tid, ctypes.py_object(PluginDeadline))
-                    elif guard.deadline < target:
-                        target = guard.deadline
-                self._target = target
-                self._wake.clear()
+                        self._fired[guard] = None
+                elif deadline < target:
+                    target = deadline
+            self._target = target
             # Past the target by a little, so the check finds the guard expired.
             self._wake.wait(max(target - time.monotonic(), 0.0) + _POLL_SECONDS)
 
