@@ -60,12 +60,22 @@ class Snapshot:
     decoded from them. copy() hands out a private value per plugin: the first caller
     may get the decoded value itself when nobody else has seen it."""
 
-    __slots__ = ("wire", "_decode", "_spare")
+    __slots__ = ("wire", "_decode", "_spare", "_seen")
 
     def __init__(self, wire: bytes, decode: Callable[[bytes], Any], spare: Any = _NOTHING) -> None:
         self.wire = wire
         self._decode = decode
         self._spare = spare
+        self._seen: Any = _NOTHING
+
+    def peek(self) -> Any:
+        """The value for the engine's own reading (comparing a plugin's writes with it,
+        merging them over it): decoded once, never handed to a plugin nor changed (on
+        the invoking thread only)."""
+        seen = self._seen
+        if seen is _NOTHING:
+            seen = self._seen = self._decode(self.wire)
+        return seen
 
     def copy(self) -> Any:
         """A value nobody else holds (on the invoking thread only)."""
@@ -85,7 +95,13 @@ def _decode_generic(wire: bytes) -> Any:
 
 
 def _decode_cmf(wire: bytes) -> Any:
-    payload: MessagePayload = MessagePayload.model_validate(_unpack(wire))
+    data = _unpack(wire)
+    # The model's validator itself once built (model_validate costs a call more).
+    payload: MessagePayload = (
+        MessagePayload.__pydantic_validator__.validate_python(data)
+        if MessagePayload.__pydantic_complete__
+        else MessagePayload.model_validate(data)
+    )
     return payload.message
 
 
