@@ -221,7 +221,9 @@ def accept_extensions(merged: dict[str, Any], changed: set[str], limits: Limits)
         )
     try:
         canonical = _checked_decode(wire, limits, "modified extensions")
-        Extensions.from_wire({k: canonical[k] for k in changed if k in canonical}, "extensions")
+        slots = {k: canonical[k] for k in changed if k in canonical}
+        if slots:
+            Extensions.from_wire(slots, "extensions")
     except ParseError as exc:
         raise Refusal("modified_extensions_invalid", f"returned invalid extensions: {exc}") from None
     return Snapshot(wire, _unpack, canonical)

@@ -118,27 +118,27 @@ def _changed_paths(view: dict[str, Any], proposed: dict[str, Any]) -> list[Path]
     container slot (security, security.subject) is compared without its listed
     children, which are compared on their own."""
     changed: list[Path] = []
-
-    def walk(prefix: Path, old: dict[str, Any], new: dict[str, Any]) -> None:
-        keys = [*old, *(k for k in new if k not in old)]
-        if prefix in _BY_PATH:  # a slot's own fields were compared already; only its listed children remain
-            keys = [k for k in keys if (*prefix, k) in _BY_PATH]
-        for key in keys:
-            path = (*prefix, key)
-            a, b = old.get(key, _MISSING), new.get(key, _MISSING)
-            if a == b:
-                continue
-            if path in _CHILDREN and (a is _MISSING or isinstance(a, dict)) and (b is _MISSING or isinstance(b, dict)):
-                a_dict = a if isinstance(a, dict) else {}
-                b_dict = b if isinstance(b, dict) else {}
-                if path in _BY_PATH and _strip_children(path, a_dict) != _strip_children(path, b_dict):
-                    changed.append(path)
-                walk(path, a_dict, b_dict)
-            else:
-                changed.append(path)
-
-    walk((), view, proposed)
+    _walk((), view, proposed, changed)
     return changed
+
+
+def _walk(prefix: Path, old: dict[str, Any], new: dict[str, Any], changed: list[Path]) -> None:
+    keys: Any = old if all(k in old for k in new) else [*old, *(k for k in new if k not in old)]
+    if prefix in _BY_PATH:  # a slot's own fields were compared already; only its listed children remain
+        keys = [k for k in keys if (*prefix, k) in _BY_PATH]
+    for key in keys:
+        a, b = old.get(key, _MISSING), new.get(key, _MISSING)
+        if a == b:
+            continue
+        path = (*prefix, key)
+        if path in _CHILDREN and (a is _MISSING or isinstance(a, dict)) and (b is _MISSING or isinstance(b, dict)):
+            a_dict = a if isinstance(a, dict) else {}
+            b_dict = b if isinstance(b, dict) else {}
+            if path in _BY_PATH and _strip_children(path, a_dict) != _strip_children(path, b_dict):
+                changed.append(path)
+            _walk(path, a_dict, b_dict, changed)
+        else:
+            changed.append(path)
 
 
 def _strip_children(path: Path, value: dict[str, Any]) -> dict[str, Any]:
