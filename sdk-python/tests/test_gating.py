@@ -3,6 +3,7 @@ has no right to is refused and reported naming the field."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -184,3 +185,45 @@ def test_unknown_capabilities_fail_the_load() -> None:
 
     with pytest.raises(ConfigError, match=r"plugins\[0\]\.capabilities\[0\]: unknown capability 'write_header'"):
         Engine.from_yaml(config(plugin("p", "Allow", capabilities='["write_header"]')))
+
+
+def test_writes_in_turn_build_on_each_other_and_the_call_keeps_its_input() -> None:
+    # Each accepted write is merged over the engine's read-only value of the previous
+    # extensions: nothing of it (nor of the host's map) may be changed along the way.
+    given = copy.deepcopy(FULL)
+    m = Engine.from_yaml(
+        config(
+            plugin(
+                "first",
+                "ExtensionEditor",
+                priority=1,
+                capabilities='["read_headers", "write_headers", "read_labels", "append_labels"]',
+                config=json.dumps(
+                    {"set": {"http.response_headers": {"x-first": "1"}, "security.labels": [*FULL["security"]["labels"], "a"]}}
+                ),
+            ),
+            plugin(
+                "second",
+                "ExtensionEditor",
+                priority=2,
+                capabilities='["read_headers", "write_headers"]',
+                config=json.dumps({"set": {"http.request_headers.x-second": "2", "custom.alpha": "__remove__"}}),
+            ),
+            plugin("refused", "ExtensionEditor", priority=3, on_error="ignore", config=json.dumps({"set": {"meta.scope": "x"}})),
+            plugin("probe", "ExtensionProbe", priority=4, capabilities='["read_headers", "read_labels"]'),
+        )
+    )
+    m.initialize()
+    result = m.invoke(PRE, 0, {}, given)
+    assert given == FULL
+    assert [e.plugin_name for e in result.errors] == ["refused"]
+    final = result.modified_extensions
+    assert final is not None and result.metadata["seen"]["http"] == final["http"]
+    assert final["http"]["response_headers"] == {"x-first": "1"}
+    assert final["http"]["request_headers"] == {**FULL["http"]["request_headers"], "x-second": "2"}
+    assert final["security"]["labels"] == [*FULL["security"]["labels"], "a"]
+    assert "alpha" not in final["custom"] and {k: v for k, v in FULL["custom"].items() if k != "alpha"} == final["custom"]
+    assert final["meta"] == FULL["meta"]
+    assert {k: v for k, v in final["security"].items() if k != "labels"} == {
+        k: v for k, v in FULL["security"].items() if k != "labels"
+    }
