@@ -248,7 +248,12 @@ def test_a_failure_nobody_would_log_is_not_formatted_but_still_counts(monkeypatc
     log = logging.getLogger("cpexrt.engine.executor")
     built: list[str] = []
     make = log.makeRecord
-    monkeypatch.setattr(log, "makeRecord", lambda *a, **k: (built.append(a[4]), make(*a, **k))[1])
+
+    def counted(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        built.append(args[4])
+        return make(*args, **kwargs)
+
+    monkeypatch.setattr(log, "makeRecord", counted)
     monkeypatch.setattr(log, "propagate", False)
     monkeypatch.setattr(logging, "lastResort", logging.StreamHandler(io.StringIO()))
     quiet = logging.NullHandler()
