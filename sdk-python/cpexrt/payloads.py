@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped, unused-ignore]  # untyped: the package passes mypy wherever it is installed
+from pydantic import ValidationError
 
 from cpexrt._generated.errors import PAYLOAD_CMF_MESSAGE, PAYLOAD_GENERIC, PAYLOAD_TYPES
 from cpexrt._generated.records import Extensions, Message, MessagePayload
@@ -223,10 +224,23 @@ def accept_extensions(merged: dict[str, Any], changed: set[str], limits: Limits)
         canonical = _checked_decode(wire, limits, "modified extensions")
         slots = {k: canonical[k] for k in changed if k in canonical}
         if slots:
-            Extensions.from_wire(slots, "extensions")
+            _check_slots(slots)
     except ParseError as exc:
         raise Refusal("modified_extensions_invalid", f"returned invalid extensions: {exc}") from None
     return Snapshot(wire, _unpack, canonical)
+
+
+def _check_slots(slots: dict[str, Any]) -> None:
+    """ParseError naming the field when a slot is not of its record's shape. The
+    built validator itself first (from_wire costs more), from_wire for the message."""
+    if not Extensions.__pydantic_complete__:
+        Extensions.from_wire(slots, "extensions")
+        return
+    try:
+        Extensions.__pydantic_validator__.validate_python(slots)
+    except ValidationError:
+        Extensions.from_wire(slots, "extensions")
+        raise ParseError("extensions: not of the Extensions record's shape") from None
 
 
 def plain_copy(value: Any, code: str, what: str) -> Any:

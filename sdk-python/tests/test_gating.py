@@ -13,6 +13,7 @@ import pytest
 
 from conftest import config, plugin
 from cpexrt.engine import Engine
+from cpexrt.errors import PipelineError
 
 PRE = "tool_pre_invoke"
 VECTORS = Path(__file__).resolve().parents[2] / "tests" / "vectors"
@@ -227,3 +228,28 @@ def test_writes_in_turn_build_on_each_other_and_the_call_keeps_its_input() -> No
     assert {k: v for k, v in final["security"].items() if k != "labels"} == {
         k: v for k, v in FULL["security"].items() if k != "labels"
     }
+
+
+def test_an_allowed_write_of_the_wrong_shape_fails_the_plugin_naming_the_field() -> None:
+    for on_error in ("ignore", "fail"):
+        m = Engine.from_yaml(
+            config(
+                plugin(
+                    "editor",
+                    "ExtensionEditor",
+                    capabilities='["read_headers", "write_headers"]',
+                    on_error=on_error,
+                    config=json.dumps({"set": {"http.request_headers.k1": 5, "custom.note": "kept?"}}),
+                )
+            )
+        )
+        m.initialize()
+        if on_error == "fail":
+            with pytest.raises(PipelineError, match=r"editor.*extensions\.http\.request_headers\.k1"):
+                m.invoke(PRE, 0, {}, FULL)
+            continue
+        result = m.invoke(PRE, 0, {}, FULL)
+        assert result.modified_extensions is None  # none of its changes, custom.note neither
+        [error] = result.errors
+        assert (error.plugin_name, error.code) == ("editor", "modified_extensions_invalid")
+        assert "extensions.http.request_headers.k1" in error.message
