@@ -47,8 +47,23 @@ class Limits:
     max_collection_entries: int
 
 
+# Packers to reuse (msgpack.packb builds one per call, half its cost for a small map):
+# each pack takes one from the list and gives it back, so threads and a pack re-entered
+# from a value's own code (a dict subclass's items()) never share one. A packer resets
+# its buffer after a failed pack.
+_PACKERS: list[Any] = []
+
+
 def _pack(value: Any) -> bytes:
-    data: bytes = msgpack.packb(value, use_bin_type=True)
+    packers = _PACKERS
+    try:
+        packer = packers.pop()
+    except IndexError:
+        packer = msgpack.Packer(use_bin_type=True)
+    try:
+        data: bytes = packer.pack(value)
+    finally:
+        packers.append(packer)
     return data
 
 
@@ -59,12 +74,16 @@ def _unpack(data: bytes) -> Any:
 class Snapshot:
     """One version of a payload or of the extensions: canonical bytes, and the value
     decoded from them. copy() hands out a private value per plugin: the first caller
-    may get the decoded value itself when nobody else has seen it."""
+    may get the decoded value itself when nobody else has seen it. A snapshot made
+    without its bytes (wire None) holds a value known to be plain data that nobody
+    else holds: it is encoded when first needed, before that value is handed out."""
 
-    __slots__ = ("wire", "_decode", "_spare", "_seen")
+    __slots__ = ("_wire", "_decode", "_spare", "_seen")
 
-    def __init__(self, wire: bytes, decode: Callable[[bytes], Any], spare: Any = _NOTHING) -> None:
-        self.wire = wire
+    def __init__(self, wire: bytes | None, decode: Callable[[bytes], Any], spare: Any = _NOTHING) -> None:
+        if wire is None and spare is _NOTHING:
+            raise ValueError("a snapshot without its bytes needs its value")
+        self._wire = wire
         self._decode = decode
         self._spare = spare
         self._seen: Any = _NOTHING
@@ -78,13 +97,23 @@ class Snapshot:
             seen = self._seen = self._decode(self.wire)
         return seen
 
+    @property
+    def wire(self) -> bytes:
+        wire = self._wire
+        if wire is None:
+            wire = self._wire = _pack(self._spare)
+        return wire
+
     def copy(self) -> Any:
         """A value nobody else holds (on the invoking thread only)."""
+        wire = self._wire
+        if wire is None:
+            wire = self.wire  # encoded from the value before it is handed out
         spare = self._spare
         if spare is not _NOTHING:
             self._spare = _NOTHING
             return spare
-        return self._decode(self.wire)
+        return self._decode(wire)
 
     def fresh(self) -> Any:
         """A value nobody else holds, decoded anew (safe from any thread)."""
@@ -148,9 +177,12 @@ def host_snapshot(payload_type: int, value: Any, wire: bytes | None, owned: bool
     return Snapshot(wire, _decoder(payload_type), value if owned else _NOTHING)
 
 
-def extensions_snapshot(value: dict[str, Any], wire: bytes | None, owned: bool) -> Snapshot:
+def extensions_snapshot(value: dict[str, Any], wire: bytes | None, owned: bool, plain: bool = False) -> Snapshot:
     """The snapshot of the call's extensions (a map, possibly empty); wire and owned
-    as for host_snapshot."""
+    as for host_snapshot. plain: value is plain data (decoded from MessagePack, or
+    built from such): when owned, it is encoded only if something needs its bytes."""
+    if wire is None and plain and owned and value:
+        return Snapshot(None, _unpack, value)
     if wire is None:
         try:
             wire = _pack(value) if value else _EMPTY_MAP  # most calls carry none: no encode for them

@@ -89,6 +89,10 @@ def hook(*names: str) -> Callable[[F], F]:
     return mark
 
 
+# A bound context's request before the plugin first reads it.
+_UNREAD: Any = object()
+
+
 class PluginContext:
     """What a handler sees besides the payload: the extensions of the call (its own
     copy, made on first access), its own per-request state (kept between hooks of one
@@ -98,7 +102,17 @@ class PluginContext:
     and `request_state`, per-request state shared by the plugins of the request (what
     py-cpex calls global_context.state)."""
 
-    __slots__ = ("_extensions", "_load", "state", "global_state", "_request", "_load_request", "request_state")
+    __slots__ = (
+        "_extensions",
+        "_load",
+        "_state",
+        "global_state",
+        "_request",
+        "_load_request",
+        "_request_state",
+        "_source",
+        "_key",
+    )
 
     def __init__(
         self,
@@ -112,17 +126,43 @@ class PluginContext:
     ) -> None:
         self._extensions = extensions
         self._load = load_extensions
-        self.state: dict[str, Any] = {} if state is None else state
+        self._state: dict[str, Any] | None = {} if state is None else state
         self.global_state: dict[str, Any] = {} if global_state is None else global_state
         self._request: dict[str, Any] | None = None
         self._load_request = load_request
-        self.request_state: dict[str, Any] = {} if request_state is None else request_state
+        self._request_state: dict[str, Any] | None = {} if request_state is None else request_state
+        self._source: Any = None
+        self._key: Any = None
+
+    @property
+    def state(self) -> dict[str, Any]:
+        state = self._state
+        if state is None:
+            state = self._state = self._source.context_state(self._key)
+        return state
+
+    @state.setter
+    def state(self, value: dict[str, Any]) -> None:
+        self._state = value
+
+    @property
+    def request_state(self) -> dict[str, Any]:
+        state = self._request_state
+        if state is None:
+            state = self._request_state = self._source.context_request_state()
+        return state
+
+    @request_state.setter
+    def request_state(self, value: dict[str, Any]) -> None:
+        self._request_state = value
 
     @property
     def request(self) -> dict[str, Any] | None:
         load = self._load_request
         if load is not None:
             self._request, self._load_request = load(), None
+        elif self._request is _UNREAD:
+            self._request = self._source.context_request()
         return self._request
 
     @property
@@ -130,7 +170,10 @@ class PluginContext:
         extensions = self._extensions
         if extensions is None:
             load = self._load
-            extensions = self._extensions = load() if load is not None else {}
+            if self._source is not None:
+                extensions = self._extensions = self._source.context_extensions(self._key, load)
+            else:
+                extensions = self._extensions = load() if load is not None else {}
         return extensions
 
     @extensions.setter
@@ -139,6 +182,29 @@ class PluginContext:
 
     def __repr__(self) -> str:
         return f"PluginContext(extensions={self.extensions!r}, state={self.state!r}, global_state={self.global_state!r})"
+
+
+_new_context = object.__new__
+
+
+def bound_context(source: Any, key: Any, global_state: dict[str, Any], extensions: Any) -> PluginContext:
+    """The engine's context for one plugin run (cpexrt.engine.executor): nothing is
+    computed until the plugin reads it. source answers context_state(key),
+    context_request_state(), context_request() and context_extensions(key,
+    extensions): the plugin's state, the request's shared state, a copy of the
+    request, and its view of extensions (what the call carried when the plugin
+    started)."""
+    ctx: PluginContext = _new_context(PluginContext)
+    ctx._extensions = None
+    ctx._load = extensions
+    ctx._state = None
+    ctx.global_state = global_state
+    ctx._request = _UNREAD
+    ctx._load_request = None
+    ctx._request_state = None
+    ctx._source = source
+    ctx._key = key
+    return ctx
 
 
 class Plugin:

@@ -92,9 +92,11 @@ def test_sync_spinning_plugin_is_stopped_at_its_timeout() -> None:
 
 def test_the_invoke_wall_clock_limit_bounds_the_whole_call() -> None:
     text = config(
-        plugin("a", "AsyncVerdict", on_error="ignore", config="{seconds: 0.3, tag: a}"),
-        plugin("b", "AsyncVerdict", on_error="ignore", config="{seconds: 0.3, tag: b}"),
-    ).replace("plugin_settings:\n", "plugin_settings:\n  invoke_timeout: 0.45\n")
+        # Each plugin alone is under the limit, together they are over it; a has half
+        # a second to spare (a loaded machine), b cannot finish before the limit.
+        plugin("a", "AsyncVerdict", on_error="ignore", config="{seconds: 0.2, tag: a}"),
+        plugin("b", "AsyncVerdict", on_error="ignore", config="{seconds: 0.6, tag: b}"),
+    ).replace("plugin_settings:\n", "plugin_settings:\n  invoke_timeout: 0.7\n")
     m = started(text)
     with pytest.raises(PipelineTimeoutError, match=r"invoke_timeout.*plugin 'b'"):
         m.invoke(PRE, 0, {})

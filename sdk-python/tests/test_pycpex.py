@@ -265,6 +265,56 @@ def test_cpexs_fail_closed_rules_hold_for_pycpex_plugins() -> None:
     m.shutdown()
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"name": "send_email", "args": ["john@example.com", "My SSN is 123-45-6789"]},
+        {"name": 7, "args": {"to": "john@example.com"}},
+        {"args": {"to": "john@example.com"}},
+        {"name": "send_email", "args": {"to": "john@example.com"}, "headers": ["not", "headers"]},
+    ],
+)
+def test_a_payload_of_the_wrong_shape_never_reaches_the_pii_plugin(payload: dict[str, Any]) -> None:
+    # cpex-pii-filter catches its own errors and allows: a payload it cannot read must be
+    # refused before it runs, by py-cpex's own payload model.
+    m = engine(config_of(stanza("pii", PII, config="{block_on_detection: true}")))
+    with pytest.raises(PipelineError, match=r"plugin 'pii' raised ValidationError"):
+        m.invoke("tool_pre_invoke", 0, payload)
+    assert not m.invoke("tool_pre_invoke", 0, EMAIL_CALL).continue_processing  # a readable one is blocked
+    m.shutdown()
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [{**REQUEST, "user": 7}, {**REQUEST, "content_type": "text/plain\x00"}, {**REQUEST, "user_context": {"no": "user id"}}],
+)
+def test_a_request_pycpex_refuses_fails_the_plugin_never_allows(request_: dict[str, Any]) -> None:
+    m = engine(config_of(stanza("pii", PII, config="{block_on_detection: true}")))
+    with pytest.raises(PipelineError, match=r"plugin 'pii' raised ValidationError"):
+        m.invoke("tool_pre_invoke", 0, EMAIL_CALL, request=request_)
+    m.shutdown()
+
+
+def test_a_modified_payload_holding_models_tuples_and_secrets_comes_back_as_pycpex_dumps_it() -> None:
+    m = engine(config_of(stanza("r", "pycpex_test_plugins.Reshapes")))
+    result = m.invoke("tool_pre_invoke", 0, {"name": "t", "args": {"reshape": True}})
+    assert result.payload_modified
+    assert result.modified_payload == {
+        "name": "t",
+        "args": {"pair": [1, 2], "point": {"x": 3}, "secret": "s3cret", "nested": [{"t": [4]}]},
+    }
+    m.shutdown()
+
+
+def test_a_failed_pycpex_plugins_state_writes_are_not_kept() -> None:
+    m = engine(config_of(stanza("r", "pycpex_test_plugins.Reshapes", on_error="ignore")))
+    failed = m.invoke("tool_pre_invoke", 0, {"name": "t", "args": {"fail_after_writing": True}}, request=REQUEST)
+    assert failed.continue_processing and [e.plugin_name for e in failed.errors] == ["r"]
+    later = m.invoke("tool_pre_invoke", 0, {"name": "t", "args": {}}, context=failed.context, request=REQUEST)
+    assert later.metadata == {"state": {}, "request_state": {}}
+    m.shutdown()
+
+
 @pytest.fixture
 def host() -> Iterator[Host]:
     with Host(PYCPEX_CONFIG) as h:

@@ -120,3 +120,26 @@ class SeesDefaults(Plugin):
         from cpex.framework.hooks.identity import IdentityResolveResult
 
         return IdentityResolveResult(metadata={"source": payload.source})
+
+
+class Reshapes(Plugin):
+    """Returns a modified payload whose args hold what is not plain data (a tuple, a
+    pydantic model, a secret) when args.reshape is set; writes its state and the
+    request's shared state, then raises, when args.fail_after_writing is set."""
+
+    async def tool_pre_invoke(self, payload: ToolPreInvokePayload, context: PluginContext) -> ToolPreInvokeResult:
+        from pydantic import BaseModel, SecretStr
+
+        class Point(BaseModel):
+            x: int
+            y: int = 0
+
+        args = payload.args or {}
+        if args.get("fail_after_writing"):
+            context.state["written"] = True
+            context.global_context.state["written"] = True
+            raise RuntimeError("failed after writing its state")
+        if args.get("reshape"):
+            reshaped = {"pair": (1, 2), "point": Point(x=3), "secret": SecretStr("s3cret"), "nested": [{"t": (4,)}]}
+            return ToolPreInvokeResult(modified_payload=payload.model_copy(update={"args": reshaped}))
+        return ToolPreInvokeResult(metadata={"state": dict(context.state), "request_state": dict(context.global_context.state)})

@@ -8,6 +8,8 @@ from typing import Any
 
 from cpexrt.errors import InvalidInputError
 
+_LOCK = threading.Lock()
+
 
 class RequestState:
     """Local state of each plugin for one request. An invoke it is passed to holds it
@@ -19,13 +21,17 @@ class RequestState:
     issued the table; an invoke served by another set (after a reload) carries the
     states over only to plugins whose identity did not change (PluginSet.adopt)."""
 
+    __slots__ = ("owner", "issuer", "_states", "_consumed", "_held", "_lock", "__weakref__")
+
     def __init__(self, owner: object, states: dict[str, dict[str, Any]], issuer: Any = None) -> None:
         self.owner = owner
         self.issuer = issuer
         self._states = states
         self._consumed = False
         self._held = False
-        self._lock = threading.Lock()
+        # One lock for every table: its sections are a few assignments, and a table is
+        # made per request (a lock of its own each would cost more than it saves).
+        self._lock = _LOCK
 
     def hold(self) -> dict[str, dict[str, Any]]:
         """Reserves the table for one invoke; its states, which the invoke only reads."""

@@ -20,7 +20,8 @@ from cpexrt.engine.config import Mode, OnError, PluginSpec
 from cpexrt.engine.context import RequestState
 from cpexrt.engine.gating import Grant
 from cpexrt.errors import PipelineError, PipelineTimeoutError
-from cpexrt.plugin import Plugin, PluginContext
+from cpexrt.plugin import Plugin, PluginContext, bound_context
+from cpexrt.results import _ALLOW as _SHARED_ALLOW
 from cpexrt.results import PluginResult
 
 LOG = logging.getLogger("cpexrt.engine.executor")
@@ -153,7 +154,8 @@ class PipelineOutcome:
 class Invocation:
     """One invoke in progress. payload and extensions are the current snapshots;
     states_in is the caller's context (never changed), states the plugins' private
-    copies of it for this invoke."""
+    copies of it for this invoke. It is the source of the plugins' contexts
+    (cpexrt.plugin.bound_context): what a plugin never reads is never copied."""
 
     __slots__ = (
         "hook",
@@ -203,12 +205,51 @@ class Invocation:
         context holds, so a failed invoke leaves that context unchanged."""
         state = self.states.get(name)
         if state is None:
+            # Plugins may read their context on other threads (off-thread, concurrent):
+            # setdefault is atomic, so two first reads still share one copy.
             prior = self.states_in.get(name)
-            state = self.states[name] = copy.deepcopy(prior) if prior else {}
+            state = self.states.setdefault(name, _copy_state(prior) if prior else {})
         return state
 
     def carried_states(self) -> dict[str, dict[str, Any]]:
+        if not self.states:
+            return self.states_in
         return {**self.states_in, **self.states}
+
+    # -- the source of PluginContext's fields (read when a plugin first reads them) --
+
+    def context_state(self, plugin: LoadedPlugin) -> dict[str, Any]:
+        return self.state_for(plugin.spec.name)
+
+    def context_request_state(self) -> dict[str, Any]:
+        return self.state_for(REQUEST_STATE)
+
+    def context_request(self) -> dict[str, Any] | None:
+        request = self.request
+        return copy.deepcopy(request) if request is not None else None
+
+    def context_extensions(self, plugin: LoadedPlugin, snapshot: payloads.Snapshot | None) -> dict[str, Any]:
+        """The plugin's capability-filtered copy of the extensions the call carried
+        when it started (snapshot; None: none)."""
+        if snapshot is None:
+            return {}
+        return gating.hide(snapshot.copy(), plugin.grant)
+
+
+# Types whose values are immutable: a state map holding only these (keys and values) is
+# copied by dict(), exactly as deepcopy would copy it.
+_IMMUTABLE = frozenset({str, int, float, bool, bytes, type(None)})
+
+
+def _copy_state(prior: dict[str, Any]) -> dict[str, Any]:
+    if type(prior) is dict:
+        immutable = _IMMUTABLE
+        for key, value in prior.items():
+            if type(key) not in immutable or type(value) not in immutable:
+                break
+        else:
+            return dict(prior)
+    return copy.deepcopy(prior)
 
 
 def plan_order(plugins: list[LoadedPlugin]) -> list[LoadedPlugin]:
@@ -223,80 +264,100 @@ def plan_order(plugins: list[LoadedPlugin]) -> list[LoadedPlugin]:
 _AUTHORITY = dict(PHASES)
 
 
-def run_pipeline(plan: list[LoadedPlugin], inv: Invocation) -> PipelineOutcome:
-    """Runs plan (in plan_order) over the invocation."""
+class Plan:
+    """A hook's plugins for one route, compiled once (at load, or when a route is
+    first resolved): the sequential, transform and audit steps in order with their
+    phase's authority, the concurrent group, the fire-and-forget followers. A plugin
+    that on_error: disable switched off is skipped when the plan runs."""
+
+    __slots__ = ("plugins", "steps", "concurrent", "followers")
+
+    def __init__(self, plugins: list[LoadedPlugin]) -> None:
+        self.plugins = tuple(plugins)  # in plan_order
+        self.steps = tuple(
+            (p, _AUTHORITY[p.spec.mode]) for p in plugins if p.spec.mode in _AUTHORITY and p.spec.mode is not Mode.CONCURRENT
+        )
+        self.concurrent = tuple(p for p in plugins if p.spec.mode is Mode.CONCURRENT)
+        self.followers = tuple(p for p in plugins if p.spec.mode is Mode.FIRE_AND_FORGET)
+
+    def __len__(self) -> int:
+        return len(self.plugins)
+
+    def __iter__(self) -> Any:
+        return iter(self.plugins)
+
+    def narrowed(self, admits: Callable[[LoadedPlugin], bool]) -> Plan:
+        """The plan of the plugins admits selects, in the same order."""
+        return Plan([p for p in self.plugins if admits(p)])
+
+
+def run_pipeline(plan: Plan, inv: Invocation) -> PipelineOutcome:
+    """Runs a compiled plan over the invocation."""
     out = PipelineOutcome()
-    followers: list[LoadedPlugin] = []
-    concurrent: list[LoadedPlugin] = []
     obs = inv.observer
-    for plugin in plan:
-        if not plugin.active:
-            continue
-        mode = plugin.spec.mode
-        if mode is Mode.CONCURRENT:
-            concurrent.append(plugin)
-            continue
-        if mode is Mode.FIRE_AND_FORGET:
-            followers.append(plugin)
-            continue
-        if not out.continue_processing:
+    hook = inv.hook
+    for plugin, authority in plan.steps:
+        if plugin.disabled:
             continue
         if obs is None:
-            _step(plugin, inv, _AUTHORITY[mode], out)
-            continue
-        mark = obs.begin(plugin, inv, out)
-        try:
-            _step(plugin, inv, _AUTHORITY[mode], out)
-        except BaseException as exc:
-            obs.end(plugin, mark, inv, out, exc)
-            raise
-        obs.end(plugin, mark, inv, out)
-    if concurrent and out.continue_processing:
-        _run_concurrent(concurrent, inv, _AUTHORITY[Mode.CONCURRENT], out)
-    if followers:
-        out.background = _fire_and_forget(followers, inv)
+            _step(plugin, hook, inv, authority, out)
+        else:
+            mark = obs.begin(plugin, inv, out)
+            try:
+                _step(plugin, hook, inv, authority, out)
+            except BaseException as exc:
+                obs.end(plugin, mark, inv, out, exc)
+                raise
+            obs.end(plugin, mark, inv, out)
+        if not out.continue_processing:
+            break
+    if plan.concurrent and out.continue_processing:
+        concurrent = [p for p in plan.concurrent if not p.disabled]
+        if concurrent:
+            _run_concurrent(concurrent, inv, _AUTHORITY[Mode.CONCURRENT], out)
+    if plan.followers:
+        followers = [p for p in plan.followers if not p.disabled]
+        if followers:
+            if inv.has_extensions:
+                _ = inv.extensions.wire  # encoded here, before the call returns
+            out.background = _fire_and_forget(followers, inv)
     out.states = inv.carried_states()
     return out
 
 
-def _step(plugin: LoadedPlugin, inv: Invocation, authority: Authority, out: PipelineOutcome) -> None:
+def _step(plugin: LoadedPlugin, hook: str, inv: Invocation, authority: Authority, out: PipelineOutcome) -> None:
     """Runs one sequential, transform or audit plugin and takes its result."""
-    args = _args(plugin, inv)
+    args = (
+        inv.payload.copy(),
+        bound_context(inv, plugin, inv.global_state, inv.extensions if inv.has_extensions else None),
+    )
     try:
-        value = driver.call(plugin.handlers[inv.hook], args, _deadline(plugin, inv))
+        deadline = _monotonic() + plugin.timeout
+        value = driver.call(plugin.handlers[hook], args, deadline if deadline < inv.deadline else inv.deadline)
     except driver.HandlerTimeout:
         _timed_out(plugin, inv, out)
         return
     except BaseException as exc:  # noqa: BLE001 - whatever a plugin raises is its own failure
         _failed(plugin, inv, out, driver.describe(exc), driver.code_of(exc))
         return
+    if value is None or (value is _SHARED_ALLOW and not _SHARED_ALLOW.metadata):
+        return  # a plain allow: nothing to take
     _apply(plugin, inv, authority, value, out)
 
 
 def _args(plugin: LoadedPlugin, inv: Invocation) -> tuple[Any, PluginContext]:
-    """The handler's arguments: its own copy of the payload, and a context holding its
-    own capability-filtered copy of the extensions (decoded when first read: many
-    plugins never look) and its local state."""
-    state = inv.state_for(plugin.name)
-    request = inv.request
-    load_request = (lambda: copy.deepcopy(request)) if request is not None else None
-    shared = inv.state_for(REQUEST_STATE)
-    if not inv.has_extensions:
-        return inv.payload.copy(), PluginContext({}, state, inv.global_state, load_request=load_request, request_state=shared)
-    snapshot, grant = inv.extensions, plugin.grant
-    ctx = PluginContext(
-        None,
-        state,
-        inv.global_state,
-        load_extensions=lambda: gating.hide(snapshot.copy(), grant),
-        load_request=load_request,
-        request_state=shared,
+    """The handler's arguments: its own copy of the payload, and a context that copies
+    the extensions (capability-filtered), its local state, the request's shared state
+    and the request when the plugin first reads them: many plugins never look."""
+    return (
+        inv.payload.copy(),
+        bound_context(inv, plugin, inv.global_state, inv.extensions if inv.has_extensions else None),
     )
-    return inv.payload.copy(), ctx
 
 
 # The context table's entry for PluginContext.request_state (no plugin name is empty).
 REQUEST_STATE = ""
+_monotonic = time.monotonic
 
 
 def _deadline(plugin: LoadedPlugin, inv: Invocation) -> float:
@@ -309,13 +370,14 @@ def _apply(plugin: LoadedPlugin, inv: Invocation, authority: Authority, value: A
     first; a refusal is the plugin's failure and none of its changes apply."""
     try:
         result = _as_result(value)
-        mode = plugin.spec.mode.value
         if plugin.reports_unenforced:
             result = _unenforced(plugin, inv, authority, result, out)
         if not result.continue_processing and not authority.may_deny:
+            mode = plugin.spec.mode.value
             raise Refusal("deny_refused", f"denied, but a {mode} plugin may not deny; its deny was refused")
         modifies = result.modified_payload is not None or result.modified_extensions is not None
         if modifies and not authority.may_modify:
+            mode = plugin.spec.mode.value
             raise Refusal(
                 "modify_refused",
                 f"returned a modification, but a {mode} plugin may not modify the payload or extensions; the change was refused",

@@ -12,12 +12,13 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from cpexrt import payloads
+from cpexrt._generated.errors import PAYLOAD_GENERIC
 from cpexrt.engine import driver, gating, isolation, observe, pycpex
 from cpexrt.engine.background import BackgroundBatch
 from cpexrt.engine.config import Config, parse_config
 from cpexrt.engine.context import RequestState
 from cpexrt.engine.decisions import DecisionLog, Sink
-from cpexrt.engine.executor import Invocation, LoadedPlugin, PipelineOutcome, plan_order, run_pipeline
+from cpexrt.engine.executor import Invocation, LoadedPlugin, PipelineOutcome, Plan, plan_order, run_pipeline
 from cpexrt.engine.gating import Grant
 from cpexrt.engine.registry import FactoryRegistry, add_plugin_dirs
 from cpexrt.engine.routing import Resolution, Router
@@ -34,6 +35,8 @@ RETIRE_GRACE = 1.0
 def _carry(owner: Engine, states: dict[str, dict[str, Any]], serving: PluginSet) -> RequestState | None:
     """The context table for the request's next hook: the plugins' non-empty states,
     marked with the identities of the plugin set that served the call."""
+    if not states:
+        return None
     kept = {name: s for name, s in states.items() if s}
     return RequestState(owner, kept, issuer=serving.identities) if kept else None
 
@@ -90,8 +93,10 @@ class PluginSet:
         for plugin in plugins:
             for hook_name in plugin.handlers:
                 plans.setdefault(hook_name, []).append(plugin)
-        self.plans = {hook_name: plan_order(p) for hook_name, p in plans.items()}
-        self.narrowed: dict[tuple[str, Resolution], list[LoadedPlugin]] = {}
+        # Each hook's plan, compiled once; a route's narrowed plans are compiled when the
+        # route is first resolved, and kept with its cached resolution.
+        self.plans = {hook_name: Plan(plan_order(p)) for hook_name, p in plans.items()}
+        self.narrowed: dict[tuple[str, Resolution], Plan] = {}  # for resolutions the router does not cache
         self.conditional = any(p.spec.conditions for p in plugins)
         self.limits = _limits(config)
         # What a context table's state is keyed by, and whether it may carry over to
@@ -571,7 +576,8 @@ class Engine:
         fails with PipelineTimeoutError, whatever the plugins' on_error. serving: the
         plugin set the call was counted in with (serving()), which it then runs on; else
         the one serving now."""
-        self._check_alive("invoke")
+        if self._shut_down:
+            self._check_alive("invoke")
         if timeout is not None and (
             isinstance(timeout, bool) or not (isinstance(timeout, int | float) and 0 < timeout < float("inf"))
         ):
@@ -626,42 +632,48 @@ class Engine:
     ) -> PipelineOutcome:
         if not hook:
             raise InvalidInputError("hook: the hook name is empty")
-        request = _request(request)
-        body = payloads.decode(payload_type, payload)
-        extensions = gating.as_wire(extensions)
-        if extensions is not None and not isinstance(extensions, dict):
-            raise InvalidInputError(f"extensions: expected a map, got {type(extensions).__name__}")
+        if request is not None:
+            request = _request(request)
+        # A generic payload is taken as it is (the common case, checked inline).
+        body = payload if payload_type == PAYLOAD_GENERIC and type(payload) is dict else payloads.decode(payload_type, payload)
+        if extensions is not None and type(extensions) is not dict:
+            extensions = gating.as_wire(extensions)
+            if extensions is not None and not isinstance(extensions, dict):
+                raise InvalidInputError(f"extensions: expected a map, got {type(extensions).__name__}")
         plan = serving.plans.get(hook)
-        if not plan:
+        if plan is None or not plan.plugins:
             # Nothing to run: the fast path of hooks nobody handles.
             outcome = PipelineOutcome(states=states)
             outcome.context = _carry(self, states, serving)
             return outcome
         ext: dict[str, Any] = dict(extensions) if extensions else {}
+        # Decoded from MessagePack by the caller (the boundary): the map is plain data.
+        plain = extensions_wire is not None
         resolution = serving.router.resolve(ext.get("meta"))
         if resolution.tags:
             meta = dict(ext.get("meta") or {})
             meta["tags"] = list(resolution.tags)
             ext["meta"] = meta
             extensions_wire = None
-        plan = self._routed_plan(serving, hook, plan, resolution)
+        if resolution.plugins is not None or serving.conditional:
+            plan = self._routed_plan(serving, hook, plan, resolution)
         settings = serving.config.plugin_settings
         limit, limit_source = settings.invoke_timeout, "plugin_settings.invoke_timeout"
         if timeout is not None and timeout < limit:
             limit, limit_source = timeout, "the call's timeout"
         inv = Invocation(
-            hook=hook,
-            payload_type=payload_type,
-            payload=payloads.host_snapshot(payload_type, body, payload_wire, owned),
-            extensions=payloads.extensions_snapshot(ext, extensions_wire if extensions else None, owned),
-            has_extensions=bool(ext),
-            states_in=states,
-            global_state=self.global_state,
-            deadline=time.monotonic() + limit,
-            invoke_timeout=limit,
-            invoke_timeout_source=limit_source,
-            limits=serving.limits,
-            request=request,
+            hook,
+            payload_type,
+            payloads.host_snapshot(payload_type, body, payload_wire, owned),
+            payloads.extensions_snapshot(ext, extensions_wire if extensions else None, owned, plain),
+            bool(ext),
+            states,
+            self.global_state,
+            time.monotonic() + limit,
+            limit,
+            serving.limits,
+            request,
+            limit_source,
         )
         obs = observe.start(hook, request, self.decisions)
         if obs is None:
@@ -680,15 +692,22 @@ class Engine:
         return outcome
 
     @staticmethod
-    def _routed_plan(serving: PluginSet, hook: str, plan: list[LoadedPlugin], resolution: Resolution) -> list[LoadedPlugin]:
-        """The hook's plan narrowed to the plugins the routes and conditions select; the
-        router caches resolutions, so the narrowed plan is cached per resolution."""
+    def _routed_plan(serving: PluginSet, hook: str, plan: Plan, resolution: Resolution) -> Plan:
+        """The hook's plan narrowed to the plugins the routes and conditions select,
+        compiled once per resolution: kept with the resolution when the router caches
+        it, else in a bounded table of the plugin set."""
         if resolution.plugins is None and not serving.conditional:
             return plan
+        plans = resolution.plans
+        if plans is not None:
+            narrowed = plans.get(hook)
+            if narrowed is None:
+                narrowed = plans[hook] = plan.narrowed(lambda p: serving.router.admits(p.name, resolution))
+            return narrowed
         key = (hook, resolution)
         narrowed = serving.narrowed.get(key)
         if narrowed is None:
-            narrowed = [p for p in plan if serving.router.admits(p.name, resolution)]
+            narrowed = plan.narrowed(lambda p: serving.router.admits(p.name, resolution))
             if len(serving.narrowed) >= max(serving.config.plugin_settings.route_cache_size, 1) * 4:
                 serving.narrowed.clear()  # bounded, like the route cache
             serving.narrowed[key] = narrowed

@@ -96,6 +96,9 @@ def _fixed(value: Any) -> Any:
     return value
 
 
+# Hooks whose payload the adapter reshapes before py-cpex's validation (_payload_builder).
+_SHAPED = frozenset({"resource_post_fetch", "evaluate"})
+
 # GlobalContext fields of cpex's own, left out of py-cpex's GlobalContext.
 _CPEX_ONLY = frozenset({"traceparent", "tracestate"})
 
@@ -132,6 +135,12 @@ class PyCpexPlugin(Plugin):
             if payload_type is None:
                 raise ConfigError(f"{where}.hooks[{j}]: py-cpex knows no hook {hook_name!r} (plugin {spec.name!r})")
             self._hooks[hook_name] = (ref, payload_type)
+        # pydantic's validators of the contexts, called directly (model_validate and
+        # the constructors add only Python-level overhead around them).
+        self._validate_global_context = fw.GlobalContext.__pydantic_validator__.validate_python
+        self._validate_plugin_context = fw.PluginContext.__pydantic_validator__.validate_python
+        self._extensions_type = fw.extensions.extensions.Extensions
+        self._result_types: set[type] = set()  # classes seen to be py-cpex PluginResults
 
     async def initialize(self) -> None:
         await self.plugin.initialize()
@@ -140,71 +149,105 @@ class PyCpexPlugin(Plugin):
         await self.plugin.shutdown()
 
     def handler(self, hook_name: str) -> Callable[[Any, PluginContext], Any]:
+        """The handler of one hook: everything it needs looked up here, once."""
         ref, payload_type = self._hooks[hook_name]
-        run = self._run
+        func = ref.hook
+        accepts_extensions = ref.accepts_extensions
+        payload_of = self._payload_builder(hook_name, payload_type)
+        # A map of a plain hook's payload goes straight to the model's validation.
+        shaped = hook_name in _SHAPED or hook_name.startswith("cmf.")
+        validate_map = None if shaped else payload_type.__pydantic_validator__.validate_python
+        global_context_fields = _global_context_fields
+        validate_global_context = self._validate_global_context
+        validate_plugin_context = self._validate_plugin_context
+        conditions, matches = self._conditions, self._fw.utils.payload_matches
+        validate_extensions = self._extensions_type.__pydantic_validator__.validate_python
+        result_of = self._result
+        dump = _dumper(payload_type)
+        request_ids = _REQUEST_IDS
 
         async def handle(payload: Any, ctx: PluginContext) -> Any:
-            return await run(hook_name, ref, payload_type, payload, ctx)
+            model = validate_map(payload) if validate_map is not None and type(payload) is dict else payload_of(payload)
+            request = ctx.request
+            # Copies of the plugin's state and of the request's shared state (py-cpex's
+            # validation copies the maps), kept only when the plugin returns.
+            if request is None:
+                fields = {"request_id": f"cpex-{next(request_ids)}", "state": ctx.request_state}
+            else:
+                fields = global_context_fields(request, ctx.request_state)
+            if conditions:
+                global_context = validate_global_context(fields)
+                if not matches(model, hook_name, conditions, global_context):
+                    return None
+                context = validate_plugin_context({"state": ctx.state, "global_context": global_context})
+            else:
+                # The GlobalContext validated as part of the PluginContext: one call less.
+                context = validate_plugin_context({"state": ctx.state, "global_context": fields})
+            if accepts_extensions:
+                extensions = ctx.extensions
+                result = await func(model, context, validate_extensions(extensions) if extensions else None)
+            else:
+                result = await func(model, context)
+            # What the plugin kept, for the request's next hook (cpex's context table).
+            kept = context.state
+            if kept or ctx.state:
+                _keep(ctx.state, kept)
+            kept = context.global_context.state
+            if kept or ctx.request_state:
+                _keep(ctx.request_state, kept)
+            return None if result is None else result_of(result, dump)
 
         handle.__name__ = hook_name
         return handle
 
-    async def _run(self, hook_name: str, ref: Any, payload_type: Any, payload: Any, ctx: PluginContext) -> PluginResult | None:
-        fw = self._fw
-        model = self._payload(hook_name, payload_type, payload)
-        global_context = self._global_context(ctx)
-        if self._conditions and not fw.utils.payload_matches(model, hook_name, self._conditions, global_context):
-            return None
-        # Built by py-cpex's own validation, which is cheaper than copying a blank
-        # context (pydantic's model_copy) and copies the state maps it is given.
-        context = fw.PluginContext(state=ctx.state, global_context=global_context)
-        if ref.accepts_extensions:
-            extensions = fw.extensions.extensions.Extensions.model_validate(ctx.extensions) if ctx.extensions else None
-            result = await ref.hook(model, context, extensions)
-        else:
-            result = await ref.hook(model, context)
-        # What the plugin kept, for the request's next hook (cpex's context table).
-        _keep(ctx.state, context.state)
-        _keep(ctx.request_state, context.global_context.state)
-        return self._result(result)
-
-    def _payload(self, hook_name: str, payload_type: Any, payload: Any) -> Any:
-        """The hook's py-cpex payload model, built from the host's payload."""
-        if isinstance(payload, payload_type):
-            return payload
+    def _payload_builder(self, hook_name: str, payload_type: Any) -> Callable[[Any], Any]:
+        """The function making the hook's py-cpex payload model from the host's payload,
+        by the model's own validation: a wrong shape is refused before the plugin runs
+        (the plugin's failure under its on_error, never an allow)."""
         if hook_name.startswith("cmf.") or hook_name == "evaluate":
-            data = {"message": payload.to_wire()}
-            if hook_name != "evaluate":
-                # py-cpex's MessagePayload says which point of the call it is (its hook field).
-                data["hook"] = hook_name.removeprefix("cmf.")
-            return payload_type.model_validate(data)
-        if hook_name == "resource_post_fetch" and isinstance(payload, dict):
-            content = payload.get("content")
-            # py-cpex plugins read content.text as an attribute: a map must not slip past them.
-            if isinstance(content, str):
-                payload = {**payload, "content": self._fw.utils.coerce_nested({"text": content})}
-            elif isinstance(content, dict):
-                payload = {**payload, "content": self._fw.utils.coerce_nested(content)}
-        return payload_type.model_validate(payload)
+            point = None if hook_name == "evaluate" else hook_name.removeprefix("cmf.")
 
-    def _global_context(self, ctx: PluginContext) -> Any:
-        """py-cpex's GlobalContext of the request: what the host passed (checked by the
-        engine), the request's shared state, and a request id of cpex's own when the
-        host gave none."""
-        request = ctx.request
-        # traceparent / tracestate are cpex's (the engine's spans), not py-cpex's.
-        fields = {k: v for k, v in request.items() if v is not None and k not in _CPEX_ONLY} if request else {}
-        if "request_id" not in fields:
-            fields["request_id"] = f"cpex-{next(_REQUEST_IDS)}"
-        fields["state"] = ctx.request_state  # copied by the validation
-        return self._fw.GlobalContext(**fields)
+            def message(payload: Any) -> Any:
+                if isinstance(payload, payload_type):
+                    return payload
+                data = {"message": payload.to_wire()}
+                if point is not None:
+                    # py-cpex's MessagePayload says which point of the call it is (its hook field).
+                    data["hook"] = point
+                return payload_type.model_validate(data)
 
-    def _result(self, result: Any) -> PluginResult | None:
-        fw = self._fw
-        if result is None:
-            return None
-        if not isinstance(result, fw.PluginResult):
-            raise TypeError(f"returned {type(result).__name__}; expected a py-cpex PluginResult")
+            return message
+        make = payload_type.__pydantic_validator__.validate_python
+        if hook_name == "resource_post_fetch":
+            coerce = self._fw.utils.coerce_nested
+
+            def resource(payload: Any) -> Any:
+                if isinstance(payload, payload_type):
+                    return payload
+                if isinstance(payload, dict):
+                    content = payload.get("content")
+                    # py-cpex plugins read content.text as an attribute: a map must not slip past them.
+                    if isinstance(content, str):
+                        payload = {**payload, "content": coerce({"text": content})}
+                    elif isinstance(content, dict):
+                        payload = {**payload, "content": coerce(content)}
+                return make(payload)
+
+            return resource
+
+        def generic(payload: Any) -> Any:
+            if type(payload) is not dict and isinstance(payload, payload_type):
+                return payload
+            return make(payload)
+
+        return generic
+
+    def _result(self, result: Any, dump: Callable[[Any], Any] = _plain) -> PluginResult | None:
+        kind = result.__class__
+        if kind not in self._result_types:
+            if not isinstance(result, self._fw.PluginResult):  # pydantic's isinstance is slow: once per class
+                raise TypeError(f"returned {kind.__name__}; expected a py-cpex PluginResult")
+            self._result_types.add(kind)
         if (
             result.continue_processing is True
             and result.violation is None
@@ -228,20 +271,31 @@ class PyCpexPlugin(Plugin):
                 mcp_error_code=v.mcp_error_code,
             )
         modified = result.modified_payload
+        metadata = result.metadata
         return PluginResult(
             continue_processing=result.continue_processing,
             violation=violation,
-            modified_payload=None if modified is None else self._modified(modified),
+            # A modified payload model as cpex takes it: the payload map (for CMF hooks
+            # the MessagePayload map, its message checked by cpex like any other).
+            modified_payload=None if modified is None else dump(modified),
             modified_extensions=None if result.modified_extensions is None else _plain(result.modified_extensions),
-            metadata=_plain(result.metadata or {}),
+            metadata=_plain(metadata) if metadata else {},
             retry_delay_ms=int(result.retry_delay_ms or 0),
             http_headers=dict(result.http_headers) if result.http_headers else None,
         )
 
-    def _modified(self, payload: Any) -> Any:
-        """A modified payload model as cpex takes it: the payload map (for CMF hooks
-        the MessagePayload map, its message checked by cpex like any other)."""
-        return _plain(payload)
+
+def _global_context_fields(request: dict[str, Any], request_state: dict[str, Any]) -> dict[str, Any]:
+    """py-cpex's GlobalContext of the request, as the map its validation takes: what the
+    host passed (checked by the engine, and by py-cpex's model where the engine's check
+    is not the model's), the request's shared state, and a request id of cpex's own
+    when the host gave none."""
+    # traceparent / tracestate are cpex's (the engine's spans), not py-cpex's.
+    fields = {k: v for k, v in request.items() if v is not None and k not in _CPEX_ONLY}
+    if "request_id" not in fields:
+        fields["request_id"] = f"cpex-{next(_REQUEST_IDS)}"
+    fields["state"] = request_state  # copied by the validation
+    return fields
 
 
 def _keep(into: dict[str, Any], kept: dict[str, Any]) -> None:
@@ -292,3 +346,52 @@ def check_conditions(spec: PluginSpec, where: str, pycpex: bool) -> None:
                 raise ConfigError(
                     f"{where}.conditions[{i}].{name}: a py-cpex condition; cpex plugins match tools, resources, prompts and tags"
                 )
+
+
+# -- converting results without pydantic's dump ----------------------------------------
+
+
+def _dumpable(cls: type) -> bool:
+    """Whether model_dump of cls's instances is their set fields' values, made plain:
+    no serializers, no computed fields, no extras kept."""
+    if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or cls.__pydantic_root_model__:
+        return False
+    decorators = cls.__pydantic_decorators__
+    if decorators.field_serializers or decorators.model_serializers or decorators.computed_fields:
+        return False
+    return cls.model_config.get("extra") != "allow" and not any(
+        info.alias not in (None, name) or info.serialization_alias not in (None, name) or info.exclude or info.exclude_if
+        for name, info in cls.model_fields.items()
+    )
+
+
+def _dumper(cls: type) -> Callable[[Any], Any]:
+    """The function giving a modified payload of model cls as plain data: its set
+    fields as they are when they hold plain data only (what model_dump then gives),
+    else _plain (pydantic's model_dump, made plain)."""
+    if not _dumpable(cls):
+        return _plain
+
+    def dump(model: BaseModel) -> Any:
+        if model.__class__ is not cls or model.__pydantic_extra__:
+            return _plain(model)
+        fields_set = model.__pydantic_fields_set__
+        out = {name: value for name, value in model.__dict__.items() if name in fields_set}
+        for value in out.values():
+            if not _is_plain(value):
+                return _plain(model)
+        return out
+
+    return dump
+
+
+def _is_plain(value: Any) -> bool:
+    """Whether value is plain data all through (what pydantic's dump keeps as it is)."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return True
+    if kind is dict:
+        return all(type(item) in _SCALARS or _is_plain(item) for item in value.values())
+    if kind is list:
+        return all(type(item) in _SCALARS or _is_plain(item) for item in value)
+    return False

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
 from cpexrt.engine.config import Conditions, Config, Route
@@ -20,16 +19,40 @@ ALL_GROUP = "all"
 KINDS = ("tool", "resource", "prompt")
 
 
-@dataclass(frozen=True)
 class Resolution:
     """The entity's tags (its own plus the matched route's) and the names of the
     plugins that apply; plugins None means every plugin of the hook (routing disabled,
-    or a call without an entity)."""
+    or a call without an entity). plans: the hooks' plans narrowed to it (compiled by
+    the manager when first needed), for a resolution the router caches; else None.
+    Read-only once made; equal (and hashed) by what it resolved to."""
 
-    entity_type: str
-    entity_name: str
-    tags: tuple[str, ...]
-    plugins: frozenset[str] | None
+    __slots__ = ("entity_type", "entity_name", "tags", "plugins", "plans")
+
+    def __init__(
+        self,
+        entity_type: str,
+        entity_name: str,
+        tags: tuple[str, ...],
+        plugins: frozenset[str] | None,
+        plans: dict[str, Any] | None = None,
+    ) -> None:
+        self.entity_type, self.entity_name, self.tags, self.plugins = entity_type, entity_name, tags, plugins
+        self.plans = plans
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.entity_type, self.entity_name, self.tags, self.plugins)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Resolution) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Resolution(entity_type={self.entity_type!r}, entity_name={self.entity_name!r}, "
+            f"tags={self.tags!r}, plugins={self.plugins!r})"
+        )
 
     @property
     def has_entity(self) -> bool:
@@ -96,21 +119,29 @@ class Router:
         self._lock = threading.Lock()
 
     def resolve(self, meta: Any) -> Resolution:
-        entity_type, entity_name, tags = _entity(meta)
-        if not self._enabled:
-            return Resolution(entity_type, entity_name, tags, None)
-        key = (entity_type, entity_name, tags)
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None:
-                self._cache.move_to_end(key)
-                return hit
-        resolution = self._resolve(entity_type, entity_name, tags)
+        """The call's resolution. Cached resolutions are read without a lock (a dict
+        read is atomic); the cache is changed under the lock, and bounded by
+        route_cache_size, least recently used out first."""
+        key = _entity(meta)
+        cache = self._cache
+        hit = cache.get(key)
+        if hit is not None:
+            try:
+                cache.move_to_end(key)
+            except KeyError:  # evicted by another thread meanwhile: it is still this call's
+                pass
+            return hit
+        entity_type, entity_name, tags = key
+        if self._enabled:
+            resolution = self._resolve(entity_type, entity_name, tags)
+        else:
+            resolution = Resolution(entity_type, entity_name, tags, None)
         if self._cache_size:
+            resolution.plans = {}
             with self._lock:
-                self._cache[key] = resolution
-                while len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
+                cache[key] = resolution
+                while len(cache) > self._cache_size:
+                    cache.popitem(last=False)
         return resolution
 
     def _resolve(self, entity_type: str, entity_name: str, tags: tuple[str, ...]) -> Resolution:
@@ -151,12 +182,23 @@ class Router:
         return len(self._cache)
 
 
+_NO_ENTITY: tuple[str, str, tuple[str, ...]] = ("", "", ())
+
+
 def _entity(meta: Any) -> tuple[str, str, tuple[str, ...]]:
-    if not isinstance(meta, dict):
-        return "", "", ()
-    tags = meta.get("tags") or ()
+    """(entity_type, entity_name, tags) of a call's meta, as strings."""
+    if type(meta) is not dict:
+        if not isinstance(meta, dict):
+            return _NO_ENTITY
+    entity_type = meta.get("entity_type")
+    entity_name = meta.get("entity_name")
+    tags = meta.get("tags")
+    if type(entity_type) is not str:
+        entity_type = str(entity_type or "")
+    if type(entity_name) is not str:
+        entity_name = str(entity_name or "")
     return (
-        str(meta.get("entity_type") or ""),
-        str(meta.get("entity_name") or ""),
-        tuple(str(t) for t in tags) if isinstance(tags, (list, tuple)) else (),
+        entity_type,
+        entity_name,
+        (tuple(str(t) for t in tags) if isinstance(tags, (list, tuple)) else ()) if tags else (),
     )
