@@ -22,6 +22,8 @@ from cpexrt._generated.records import (
 )
 
 Media = ImageSource | VideoSource | AudioSource | DocumentSource
+# Where each known variant keeps its value (ContentPart.VARIANTS).
+_FIELD: dict[str, str] = {tag: field for tag, (field, _) in ContentPart.VARIANTS.items()}
 
 
 class MessageView:
@@ -48,12 +50,15 @@ class MessageView:
                 yield part
 
     def _values(self, *content_types: str) -> Iterator[Any]:
-        for part in self.parts(*content_types):
-            if part.known:
-                yield part.value
+        # content_types are known variants: each part of one carries its value in _FIELD[tag].
+        for part in self._message.content:
+            tag = part.content_type
+            if tag in content_types:
+                yield getattr(part, _FIELD[tag])
 
     def tool_calls(self) -> Iterator[ToolCall]:
-        yield from self._values("tool_call")
+        # The question policy code asks most: one generator, no tuple of types.
+        return (part.content for part in self._message.content if part.content_type == "tool_call")
 
     def tool_results(self) -> Iterator[ToolResult]:
         yield from self._values("tool_result")

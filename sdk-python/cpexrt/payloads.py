@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped, unused-ignore]  # untyped: the package passes mypy wherever it is installed
+from pydantic import ValidationError
 
 from cpexrt._generated.errors import PAYLOAD_CMF_MESSAGE, PAYLOAD_GENERIC, PAYLOAD_TYPES
 from cpexrt._generated.records import Extensions, Message, MessagePayload
@@ -77,7 +78,7 @@ class Snapshot:
     without its bytes (wire None) holds a value known to be plain data that nobody
     else holds: it is encoded when first needed, before that value is handed out."""
 
-    __slots__ = ("_wire", "_decode", "_spare")
+    __slots__ = ("_wire", "_decode", "_spare", "_seen")
 
     def __init__(self, wire: bytes | None, decode: Callable[[bytes], Any], spare: Any = _NOTHING) -> None:
         if wire is None and spare is _NOTHING:
@@ -85,6 +86,16 @@ class Snapshot:
         self._wire = wire
         self._decode = decode
         self._spare = spare
+        self._seen: Any = _NOTHING
+
+    def peek(self) -> Any:
+        """The value for the engine's own reading (comparing a plugin's writes with it,
+        merging them over it): decoded once, never handed to a plugin nor changed (on
+        the invoking thread only)."""
+        seen = self._seen
+        if seen is _NOTHING:
+            seen = self._seen = self._decode(self.wire)
+        return seen
 
     @property
     def wire(self) -> bytes:
@@ -114,7 +125,13 @@ def _decode_generic(wire: bytes) -> Any:
 
 
 def _decode_cmf(wire: bytes) -> Any:
-    payload: MessagePayload = MessagePayload.model_validate(_unpack(wire))
+    data = _unpack(wire)
+    # The model's validator itself once built (model_validate costs a call more).
+    payload: MessagePayload = (
+        MessagePayload.__pydantic_validator__.validate_python(data)
+        if MessagePayload.__pydantic_complete__
+        else MessagePayload.model_validate(data)
+    )
     return payload.message
 
 
@@ -237,10 +254,25 @@ def accept_extensions(merged: dict[str, Any], changed: set[str], limits: Limits)
         )
     try:
         canonical = _checked_decode(wire, limits, "modified extensions")
-        Extensions.from_wire({k: canonical[k] for k in changed if k in canonical}, "extensions")
+        slots = {k: canonical[k] for k in changed if k in canonical}
+        if slots:
+            _check_slots(slots)
     except ParseError as exc:
         raise Refusal("modified_extensions_invalid", f"returned invalid extensions: {exc}") from None
     return Snapshot(wire, _unpack, canonical)
+
+
+def _check_slots(slots: dict[str, Any]) -> None:
+    """ParseError naming the field when a slot is not of its record's shape. The
+    built validator itself first (from_wire costs more), from_wire for the message."""
+    if not Extensions.__pydantic_complete__:
+        Extensions.from_wire(slots, "extensions")
+        return
+    try:
+        Extensions.__pydantic_validator__.validate_python(slots)
+    except ValidationError:
+        Extensions.from_wire(slots, "extensions")
+        raise ParseError("extensions: not of the Extensions record's shape") from None
 
 
 def plain_copy(value: Any, code: str, what: str) -> Any:

@@ -3,6 +3,7 @@ has no right to is refused and reported naming the field."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 
 from conftest import config, plugin
 from cpexrt.engine import Engine
+from cpexrt.errors import PipelineError
 
 PRE = "tool_pre_invoke"
 VECTORS = Path(__file__).resolve().parents[2] / "tests" / "vectors"
@@ -184,3 +186,70 @@ def test_unknown_capabilities_fail_the_load() -> None:
 
     with pytest.raises(ConfigError, match=r"plugins\[0\]\.capabilities\[0\]: unknown capability 'write_header'"):
         Engine.from_yaml(config(plugin("p", "Allow", capabilities='["write_header"]')))
+
+
+def test_writes_in_turn_build_on_each_other_and_the_call_keeps_its_input() -> None:
+    # Each accepted write is merged over the engine's read-only value of the previous
+    # extensions: nothing of it (nor of the host's map) may be changed along the way.
+    given = copy.deepcopy(FULL)
+    m = Engine.from_yaml(
+        config(
+            plugin(
+                "first",
+                "ExtensionEditor",
+                priority=1,
+                capabilities='["read_headers", "write_headers", "read_labels", "append_labels"]',
+                config=json.dumps(
+                    {"set": {"http.response_headers": {"x-first": "1"}, "security.labels": [*FULL["security"]["labels"], "a"]}}
+                ),
+            ),
+            plugin(
+                "second",
+                "ExtensionEditor",
+                priority=2,
+                capabilities='["read_headers", "write_headers"]',
+                config=json.dumps({"set": {"http.request_headers.x-second": "2", "custom.alpha": "__remove__"}}),
+            ),
+            plugin("refused", "ExtensionEditor", priority=3, on_error="ignore", config=json.dumps({"set": {"meta.scope": "x"}})),
+            plugin("probe", "ExtensionProbe", priority=4, capabilities='["read_headers", "read_labels"]'),
+        )
+    )
+    m.initialize()
+    result = m.invoke(PRE, 0, {}, given)
+    assert given == FULL
+    assert [e.plugin_name for e in result.errors] == ["refused"]
+    final = result.modified_extensions
+    assert final is not None and result.metadata["seen"]["http"] == final["http"]
+    assert final["http"]["response_headers"] == {"x-first": "1"}
+    assert final["http"]["request_headers"] == {**FULL["http"]["request_headers"], "x-second": "2"}
+    assert final["security"]["labels"] == [*FULL["security"]["labels"], "a"]
+    assert "alpha" not in final["custom"] and {k: v for k, v in FULL["custom"].items() if k != "alpha"} == final["custom"]
+    assert final["meta"] == FULL["meta"]
+    assert {k: v for k, v in final["security"].items() if k != "labels"} == {
+        k: v for k, v in FULL["security"].items() if k != "labels"
+    }
+
+
+def test_an_allowed_write_of_the_wrong_shape_fails_the_plugin_naming_the_field() -> None:
+    for on_error in ("ignore", "fail"):
+        m = Engine.from_yaml(
+            config(
+                plugin(
+                    "editor",
+                    "ExtensionEditor",
+                    capabilities='["read_headers", "write_headers"]',
+                    on_error=on_error,
+                    config=json.dumps({"set": {"http.request_headers.k1": 5, "custom.note": "kept?"}}),
+                )
+            )
+        )
+        m.initialize()
+        if on_error == "fail":
+            with pytest.raises(PipelineError, match=r"editor.*extensions\.http\.request_headers\.k1"):
+                m.invoke(PRE, 0, {}, FULL)
+            continue
+        result = m.invoke(PRE, 0, {}, FULL)
+        assert result.modified_extensions is None  # none of its changes, custom.note neither
+        [error] = result.errors
+        assert (error.plugin_name, error.code) == ("editor", "modified_extensions_invalid")
+        assert "extensions.http.request_headers.k1" in error.message

@@ -3,6 +3,7 @@ mode, from the engine in-process and from the Python host over libcpex.so."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import subprocess
@@ -237,6 +238,51 @@ def test_the_engine_logs_failures_with_fields_and_no_payload(caplog: pytest.LogC
     assert any(m == "shut down" for m in messages)
     for r in caplog.records:
         assert SECRET not in r.getMessage() and SECRET not in repr(r.__dict__)
+
+
+def test_a_failure_nobody_would_log_is_not_formatted_but_still_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    # With no handler on the way but a NullHandler (as the cpexrt logger's in an
+    # embedded interpreter), the WARNING is not built; the failure is the plugin's all
+    # the same. A handler that takes WARNING gets it again; with no handler at all,
+    # logging's last resort does.
+    log = logging.getLogger("cpexrt.engine.executor")
+    built: list[str] = []
+    make = log.makeRecord
+
+    def counted(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        built.append(args[4])
+        return make(*args, **kwargs)
+
+    monkeypatch.setattr(log, "makeRecord", counted)
+    monkeypatch.setattr(log, "propagate", False)
+    monkeypatch.setattr(logging, "lastResort", logging.StreamHandler(io.StringIO()))
+    quiet = logging.NullHandler()
+    loud = logging.StreamHandler(io.StringIO())
+    loud.setLevel(logging.ERROR)
+    ext = {"meta": {"entity_name": "t"}}
+    e = engine(plugin("refused", "ExtensionEditor", on_error="ignore", config='{"set": {"meta.scope": "x"}}'))
+    strict = engine(plugin("refused", "ExtensionEditor", on_error="fail", config='{"set": {"meta.scope": "x"}}'))
+    log.addHandler(quiet)
+    log.addHandler(loud)
+    try:
+        result = e.invoke("tool_pre_invoke", 0, payload(), ext)
+        assert [(x.plugin_name, x.code) for x in result.errors] == [("refused", "extension_write_refused")]
+        assert result.continue_processing and result.modified_extensions is None and built == []
+        with pytest.raises(PipelineError, match=r"refused.*extension_write_refused"):
+            strict.invoke("tool_pre_invoke", 0, payload(), ext)
+        assert built == []  # a NullHandler and a handler above WARNING take nothing
+        loud.setLevel(logging.WARNING)
+        e.invoke("tool_pre_invoke", 0, payload(), ext)
+        assert len(built) == 1
+        log.removeHandler(quiet)
+        log.removeHandler(loud)
+        e.invoke("tool_pre_invoke", 0, payload(), ext)
+        assert len(built) == 2
+    finally:
+        log.removeHandler(quiet)
+        log.removeHandler(loud)
+        e.shutdown()
+        strict.shutdown()
 
 
 def test_lifecycle_failures_are_logged(caplog: pytest.LogCaptureFixture) -> None:

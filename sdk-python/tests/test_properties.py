@@ -94,6 +94,21 @@ def test_gating_never_lets_immutable_slots_change_or_labels_shrink(
     assert all(r.field.startswith("extensions.") for r in refusals)
 
 
+@PROFILE
+@given(extension_values, extension_values, st.lists(st.sampled_from(CAPABILITIES), unique=True))
+def test_gating_changes_neither_the_call_extensions_nor_the_view(
+    current: dict[str, Any], proposed: dict[str, Any], caps: list[str]
+) -> None:
+    # The engine passes its read-only decode of the extensions as both: the merge copies
+    # what it changes.
+    before = copy.deepcopy(current)
+    merged, refusals, changed = accept(current, current, proposed, Grant.of(caps))
+    assert current == before
+    if not refusals:
+        assert set(changed) <= set(merged) | set(current)
+        assert all(merged.get(k) == current.get(k) for k in current if k not in changed)
+
+
 _HOST: list[PluginManager] = []
 
 

@@ -1222,7 +1222,9 @@ class ContentPart(WireRecord):
             field, kind = known
             value = data.get(field)
             if kind is not str and value is not None and not isinstance(value, kind):
-                data = {**data, field: kind.model_validate(value)}
+                # The variant's validator itself once built (model_validate costs a call more).
+                validated = kind.__pydantic_validator__.validate_python(value) if kind.__pydantic_complete__ else kind.model_validate(value)
+                data = {**data, field: validated}
         return handler(data)
 
     def to_wire(self) -> dict[str, Any]:

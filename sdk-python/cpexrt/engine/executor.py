@@ -534,10 +534,15 @@ def _accept_extensions(plugin: LoadedPlugin, inv: Invocation, given: Any) -> pay
             "modified_extensions_invalid",
             f"returned modified extensions of type {type(proposed).__name__}; expected a map or Extensions",
         )
-    # Compared with a pristine copy of what the plugin was shown: it may have edited
-    # its own copy in place.
-    shown = gating.hide(inv.extensions.fresh(), plugin.grant) if inv.has_extensions else {}
-    current = inv.extensions.fresh() if inv.has_extensions else {}
+    # Compared with a pristine value of what the plugin was shown (it may have edited
+    # its own copy in place): the snapshot's read-only one (gating.accept changes
+    # neither), or a copy with the slots it may not read removed.
+    if inv.has_extensions:
+        current = inv.extensions.peek()
+        grant = plugin.grant
+        shown = current if grant.hidden_roots.isdisjoint(current) else gating.hide(inv.extensions.fresh(), grant)
+    else:
+        current = shown = {}
     merged, refusals, changed = gating.accept(current, shown, proposed, plugin.grant)
     if refusals:
         listed = "; ".join(f"{r.field} ({r.why})" for r in refusals)
@@ -605,7 +610,11 @@ _LOGGED_MESSAGE = 300
 
 def _log_failure(plugin: LoadedPlugin, hook: str, code: str, message: str, on_error: OnError) -> None:
     """One WARNING per plugin failure: plugin, hook, code and on_error as fields. The
-    message is the engine's (with the plugin's exception text), never payload data."""
+    message is the engine's (with the plugin's exception text), never payload data.
+    Not built when nothing would receive it (it costs more than the rest of a
+    failure): the failure itself is recorded all the same, by the caller."""
+    if not _reaches_a_handler(LOG, logging.WARNING):
+        return
     LOG.warning(
         "hook %r: %s (code %s); %s",
         hook,
@@ -614,6 +623,29 @@ def _log_failure(plugin: LoadedPlugin, hook: str, code: str, message: str, on_er
         _CONSEQUENCE[on_error],
         extra={"plugin": plugin.name, "hook": hook, "code": code, "on_error": on_error.value},
     )
+
+
+def _reaches_a_handler(logger: logging.Logger, level: int) -> bool:
+    """Whether a record of level on logger would reach a handler that does anything
+    (as Logger.callHandlers walks; the cpexrt logger's NullHandler does nothing, and
+    an embedded interpreter often has no other), or a filter or record factory that
+    might."""
+    if not logger.isEnabledFor(level):
+        return False
+    if logger.filters or logging.getLogRecordFactory() is not logging.LogRecord:
+        return True
+    found = False
+    node: logging.Logger | None = logger
+    while node is not None:
+        for handler in node.handlers:
+            found = True
+            if type(handler) is not logging.NullHandler and level >= handler.level:
+                return True
+        node = node.parent if node.propagate else None
+    if found:
+        return False
+    last = logging.lastResort
+    return last is None or level >= last.level
 
 
 def _run_concurrent(phase: list[LoadedPlugin], inv: Invocation, authority: Authority, out: PipelineOutcome) -> None:

@@ -78,33 +78,39 @@ def accept(
     current: dict[str, Any], view: dict[str, Any], proposed: dict[str, Any], grant: Grant
 ) -> tuple[dict[str, Any], list[Refusal], set[str]]:
     """Merges the allowed changes of proposed (against view, what the plugin was
-    shown) into current, a private copy of the call's extensions, which it returns
-    with the refusals and the top-level slots that changed."""
-    result = current
+    shown) over current, the call's extensions, and returns the merged map with the
+    refusals and the top-level slots that changed. Neither current nor view is
+    changed: the maps on a changed path are copied, the rest is shared with current
+    (so both may be the engine's own read-only values)."""
+    result = dict(current)
     refusals: list[Refusal] = []
     changed: set[str] = set()
     for path in _changed_paths(view, proposed):
         slot = _governing(path)
-        field = "extensions." + ".".join(path)
-        old, new = _get(view, path), _get(proposed, path)
         if slot is None:
-            refusals.append(Refusal(field, "not a writable extension slot (write free-form data under extensions.custom)"))
-        elif not grant.may_write(slot):
+            refusals.append(Refusal(_field(path), "not a writable extension slot (write free-form data under extensions.custom)"))
+            continue
+        if not grant.may_write(slot):
             why = "immutable" if slot.tier == "immutable" else f"needs the capability {slot.write}"
-            refusals.append(Refusal(field, why))
-        elif slot.tier == "monotonic":
+            refusals.append(Refusal(_field(path), why))
+            continue
+        new = _get(proposed, path)
+        if slot.tier == "monotonic":
+            old = _get(view, path)
             if new is _MISSING or not _grows(None if old is _MISSING else old, new):
-                refusals.append(Refusal(field, "monotonic: entries may only be added, never removed or changed"))
-            else:
-                _set(result, path, _union(_get(result, path), new))
-                changed.add(path[0])
+                refusals.append(Refusal(_field(path), "monotonic: entries may only be added, never removed or changed"))
+                continue
+            _set(result, path, _union(_get(result, path), new))
         elif new is _MISSING:
-            _delete(result, path)
-            changed.add(path[0])
+            _delete_copying(result, path)
         else:
             _set(result, path, new)
-            changed.add(path[0])
+        changed.add(path[0])
     return result, refusals, changed
+
+
+def _field(path: Path) -> str:
+    return "extensions." + ".".join(path)
 
 
 def _changed_paths(view: dict[str, Any], proposed: dict[str, Any]) -> list[Path]:
@@ -112,27 +118,27 @@ def _changed_paths(view: dict[str, Any], proposed: dict[str, Any]) -> list[Path]
     container slot (security, security.subject) is compared without its listed
     children, which are compared on their own."""
     changed: list[Path] = []
-
-    def walk(prefix: Path, old: dict[str, Any], new: dict[str, Any]) -> None:
-        keys = [*old, *(k for k in new if k not in old)]
-        if prefix in _BY_PATH:  # a slot's own fields were compared already; only its listed children remain
-            keys = [k for k in keys if (*prefix, k) in _BY_PATH]
-        for key in keys:
-            path = (*prefix, key)
-            a, b = old.get(key, _MISSING), new.get(key, _MISSING)
-            if a == b:
-                continue
-            if path in _CHILDREN and (a is _MISSING or isinstance(a, dict)) and (b is _MISSING or isinstance(b, dict)):
-                a_dict = a if isinstance(a, dict) else {}
-                b_dict = b if isinstance(b, dict) else {}
-                if path in _BY_PATH and _strip_children(path, a_dict) != _strip_children(path, b_dict):
-                    changed.append(path)
-                walk(path, a_dict, b_dict)
-            else:
-                changed.append(path)
-
-    walk((), view, proposed)
+    _walk((), view, proposed, changed)
     return changed
+
+
+def _walk(prefix: Path, old: dict[str, Any], new: dict[str, Any], changed: list[Path]) -> None:
+    keys: Any = old if all(k in old for k in new) else [*old, *(k for k in new if k not in old)]
+    if prefix in _BY_PATH:  # a slot's own fields were compared already; only its listed children remain
+        keys = [k for k in keys if (*prefix, k) in _BY_PATH]
+    for key in keys:
+        a, b = old.get(key, _MISSING), new.get(key, _MISSING)
+        if a == b:
+            continue
+        path = (*prefix, key)
+        if path in _CHILDREN and (a is _MISSING or isinstance(a, dict)) and (b is _MISSING or isinstance(b, dict)):
+            a_dict = a if isinstance(a, dict) else {}
+            b_dict = b if isinstance(b, dict) else {}
+            if path in _BY_PATH and _strip_children(path, a_dict) != _strip_children(path, b_dict):
+                changed.append(path)
+            _walk(path, a_dict, b_dict, changed)
+        else:
+            changed.append(path)
 
 
 def _strip_children(path: Path, value: dict[str, Any]) -> dict[str, Any]:
@@ -189,15 +195,26 @@ def _get(tree: Any, path: Path) -> Any:
 
 
 def _set(tree: dict[str, Any], path: Path, value: Any) -> None:
+    """Sets path in tree (a private top-level map), copying the maps on the way:
+    those below tree may be shared with a read-only value."""
     for key in path[:-1]:
         nxt = tree.get(key)
-        if not isinstance(nxt, dict):
-            nxt = tree[key] = {}
+        nxt = tree[key] = dict(nxt) if isinstance(nxt, dict) else {}
         tree = nxt
     tree[path[-1]] = value
 
 
+def _delete_copying(tree: dict[str, Any], path: Path) -> None:
+    """Removes path from tree, copying the maps on the way (as _set)."""
+    if _get(tree, path) is _MISSING:
+        return
+    for key in path[:-1]:
+        tree = tree[key] = dict(tree[key])
+    tree.pop(path[-1], None)
+
+
 def _delete(tree: dict[str, Any], path: Path) -> None:
+    """Removes path from tree (a private copy), in place."""
     for key in path[:-1]:
         tree = tree.get(key)  # type: ignore[assignment]
         if not isinstance(tree, dict):
