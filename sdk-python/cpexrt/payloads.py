@@ -169,12 +169,21 @@ def encode(payload_type: int, value: Any) -> Any:
 def host_snapshot(payload_type: int, value: Any, wire: bytes | None, owned: bool) -> Snapshot:
     """The snapshot of the payload a host sent, already decoded (decode()). wire: its
     bytes when the host sent bytes; owned: nobody but the engine holds value."""
+    decoder = _decoder(payload_type)
     if wire is None:
         try:
             wire = _pack(encode(payload_type, value))
         except _ENCODE_ERRORS as exc:
             raise InvalidInputError(f"payload: cannot be encoded as MessagePack: {exc}") from None
-    return Snapshot(wire, _decoder(payload_type), value if owned else _NOTHING)
+        if not owned:
+            # Decoded now rather than by the first plugin's copy (the same one decode):
+            # what encodes but does not decode (a map key that is not a string) is the
+            # caller's error here, never a failure inside some plugin's step.
+            try:
+                return Snapshot(wire, decoder, decoder(wire))
+            except (ValueError, TypeError, msgpack.UnpackException) as exc:
+                raise InvalidInputError(f"payload: {exc}; a payload's map keys must be strings") from None
+    return Snapshot(wire, decoder, value if owned else _NOTHING)
 
 
 def extensions_snapshot(value: dict[str, Any], wire: bytes | None, owned: bool, plain: bool = False) -> Snapshot:

@@ -9,10 +9,12 @@ import threading
 from typing import Any
 
 import msgpack
+import pytest
 
 from cpexrt import Plugin, PluginContext, allow, modify
 from cpexrt.engine import Engine
 from cpexrt.engine.executor import Invocation, _copy_state
+from cpexrt.errors import InvalidInputError
 from cpexrt.results import _ALLOW
 
 PRE = "tool_pre_invoke"
@@ -190,3 +192,16 @@ def test_a_disabled_plugin_leaves_every_cached_plan() -> None:
         assert not again.errors and again.modified_payload["user"] == "bob"
     assert m.router.cached <= 4
     m.shutdown()
+
+
+def test_a_payload_that_encodes_but_does_not_decode_is_the_callers_error() -> None:
+    # An int map key packs but is no wire payload: the call is refused naming the
+    # payload, before any plugin runs (it was a bare msgpack ValueError from inside
+    # the first plugin's copy), whatever the plugins' on_error.
+    m = started(stanza("r", "Reader", extra=", on_error: ignore"))
+    SEEN.clear()
+    for bad in ({1: "x"}, {"arguments": {2: "y"}}):
+        with pytest.raises(InvalidInputError, match=r"payload: .*map key.*must be strings"):
+            m.invoke(PRE, 0, bad)
+    assert SEEN == []
+    assert m.invoke(PRE, 0, {"arguments": {"2": "y"}}).continue_processing
