@@ -15,6 +15,9 @@
 
 #include <dlfcn.h>
 #include <limits.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -174,6 +177,25 @@ static int rt__find_program(char *out, size_t size)
     return -1;
 }
 #endif
+
+/* The embedded interpreter allocates under the GIL, one thread at a time, but from
+   whichever host thread calls (a Go host moves goroutines between threads): glibc
+   gives each such thread its own malloc arena, and each arena keeps its own free
+   memory, so the resident size grew by megabytes over the first hundreds of thousands
+   of calls. One arena keeps it flat. Set only when this library starts the
+   interpreter (a Go or C host: no interpreter when the library is loaded), at load,
+   before the host's threads take arenas of their own, and not when the environment
+   chose (MALLOC_ARENA_MAX, or GLIBC_TUNABLES naming arena_max). */
+__attribute__((constructor)) static void rt__limit_malloc_arenas(void)
+{
+    if (Py_IsInitialized())
+        return; /* a Python host loaded the library */
+#if defined(__GLIBC__) && defined(M_ARENA_MAX)
+    const char *tunables = getenv("GLIBC_TUNABLES");
+    if (getenv("MALLOC_ARENA_MAX") == NULL && (tunables == NULL || strstr(tunables, "arena_max") == NULL))
+        mallopt(M_ARENA_MAX, 1);
+#endif
+}
 
 static void rt__start_python(void)
 {

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -199,6 +200,55 @@ def test_without_an_sdk_tracing_is_off(installed: bool) -> None:
     block = "" if installed else "sys.modules['opentelemetry'] = None"
     code = _NO_OP.format(block=block, otel=installed, yaml=config(plugin("tr", "Trace", config="{tag: a}")), tp=TRACEPARENT)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+_LAZY = """
+import sys
+sys.path.insert(0, {plugins!r})
+from cpexrt.engine import Engine, observe
+e = Engine.from_yaml({yaml!r})
+e.initialize()
+request = {{"request_id": "r", "traceparent": {tp!r}}}
+out = e.invoke("tool_pre_invoke", 0, {{"trace": []}}, request=request)
+assert out.modified_payload == {{"trace": ["a"]}}, out.modified_payload
+# nothing observes yet, and the API was not imported for it (start-up cost)
+assert observe.OTEL is True and not observe._LOADED
+assert not [m for m in sys.modules if m.startswith("opentelemetry")], sorted(sys.modules)
+import otel_probe  # the application configures an SDK after the engine started
+exporter, _ = otel_probe.install()
+otel_probe.collect(True)
+out = e.invoke("tool_pre_invoke", 0, {{"trace": []}}, request=request)
+assert out.modified_payload == {{"trace": ["a"]}}, out.modified_payload
+spans = otel_probe.spans()
+names = sorted(s["name"] for s in spans)
+assert names == ["cpex.invoke tool_pre_invoke", "cpex.plugin tr"], names
+assert all(s["trace_id"] == {trace_id!r} for s in spans), spans
+assert any(p["name"] == "cpex.invocations" for p in otel_probe.metric_points())
+e.shutdown()
+print("ok")
+"""
+
+
+def test_opentelemetry_is_imported_once_the_application_uses_it() -> None:
+    """The engine does not import opentelemetry at start-up; an SDK the application
+    configures later (after the engine started and ran invokes) gets the spans and
+    metrics, parented by the host's traceparent (a fresh interpreter)."""
+    code = _LAZY.format(
+        plugins=PLUGIN_DIR, yaml=config(plugin("tr", "Trace", config="{tag: a}")), tp=TRACEPARENT, trace_id=TRACE_ID
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+def test_an_environment_provider_loads_opentelemetry_at_import() -> None:
+    """OTEL_PYTHON_TRACER_PROVIDER names a provider the API makes itself, with no
+    application code importing it: the engine loads the API at import then."""
+    code = "from cpexrt.engine import observe; assert observe._LOADED and not observe._UNSET_FAST; print('ok')"
+    env = {**os.environ, "OTEL_PYTHON_TRACER_PROVIDER": "sdk_tracer_provider"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
 

@@ -13,9 +13,9 @@ from typing import IO, Any
 
 from cpexrt import payloads
 from cpexrt._generated.errors import PAYLOAD_GENERIC
-from cpexrt.engine import driver, gating, isolation, observe, pycpex
+from cpexrt.engine import driver, gating, observe, pycpex
 from cpexrt.engine.background import BackgroundBatch, Tracker
-from cpexrt.engine.config import Config, parse_config
+from cpexrt.engine.config import Config, Isolation, parse_config
 from cpexrt.engine.context import RequestState
 from cpexrt.engine.decisions import DecisionLog, Sink
 from cpexrt.engine.executor import Invocation, LoadedPlugin, PipelineOutcome, Plan, plan_order, run_pipeline
@@ -323,8 +323,13 @@ class Engine:
             LOG.error("reload_config: shutting down the replaced plugins: %s", "; ".join(failures))
 
     def _instantiate(self, index: int, config: Config) -> LoadedPlugin:
-        if isolation.wanted(config.plugins[index]):  # in worker processes, or on helper threads
-            return isolation.load(index, config, self._factories, self._instantiate_here)
+        spec = config.plugins[index]
+        if spec.isolation in (Isolation.PROCESS, Isolation.THREAD) or spec.kind == "isolated_venv":
+            # imported only when a plugin asks for isolation (start-up cost)
+            from cpexrt.engine import isolation
+
+            if isolation.wanted(spec):  # in worker processes, or on helper threads
+                return isolation.load(index, config, self._factories, self._instantiate_here)
         return self._instantiate_here(index, config)
 
     def _instantiate_here(self, index: int, config: Config) -> LoadedPlugin:
@@ -507,6 +512,8 @@ class Engine:
         """Per plugin, in config order: its isolation and, for isolated plugins, their
         workers' counters and circuit (cpexrt.engine.isolation.stats_of)."""
         self._check_alive("plugin_stats")
+        from cpexrt.engine import isolation
+
         return [isolation.stats_of(p) for p in self._set.plugins]
 
     def is_initialized(self) -> bool:

@@ -16,8 +16,11 @@ and hook."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import re
+import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -29,42 +32,97 @@ if TYPE_CHECKING:
     from cpexrt.engine.decisions import DecisionLog
     from cpexrt.engine.executor import Invocation, LoadedPlugin, PipelineOutcome
 
-try:  # optional: the opentelemetry extra
-    from opentelemetry import context as otel_context  # type: ignore[import-not-found, unused-ignore]  # optional
-    from opentelemetry import metrics as otel_metrics  # type: ignore[import-not-found, unused-ignore]  # optional
-    from opentelemetry import trace as otel_trace  # type: ignore[import-not-found, unused-ignore]  # optional
-    from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKind, Status, StatusCode  # type: ignore[import-not-found, unused-ignore]  # optional
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator  # type: ignore[import-not-found, unused-ignore]  # optional
+# opentelemetry-api is optional (the otel extra), and imported only once something uses
+# it: importing it costs some 10 ms of start-up. A provider can be set only by code that
+# imported the API (or, through the environment, by an OTEL_PYTHON_*_PROVIDER
+# variable), so until opentelemetry.trace or .metrics is in sys.modules nothing can be
+# observed and `start` skips the import (`_otel_in_use`: two dict lookups per invoke).
+_ENV_PROVIDERS = ("OTEL_PYTHON_TRACER_PROVIDER", "OTEL_PYTHON_METER_PROVIDER")
 
+
+def _installed() -> bool:
     try:
-        from opentelemetry.metrics import NoOpMeterProvider  # type: ignore[import-not-found, unused-ignore]  # optional
-        from opentelemetry.metrics._internal import _ProxyMeterProvider  # type: ignore[import-not-found, unused-ignore]  # optional
+        # the top-level name: a dotted one would import the package
+        return importlib.util.find_spec("opentelemetry") is not None
+    except (ImportError, ValueError):  # sys.modules["opentelemetry"] is None, or a broken install
+        return False
 
-        _UNSET_METERS: tuple[type, ...] = (_ProxyMeterProvider, NoOpMeterProvider)
-    except ImportError:  # pragma: no cover - a newer API moved it: treat every provider as set
-        _UNSET_METERS = ()
-    OTEL = True
-    _PROPAGATOR = TraceContextTextMapPropagator()
-except ImportError:
-    OTEL = False
+
+OTEL = _installed()  # opentelemetry-api importable
+_LOADED = False  # the API imported, and the names below set
+
+# The API's modules and names, set by _load.
+otel_context: Any = None
+otel_metrics: Any = None
+otel_trace: Any = None
+NoOpTracerProvider: Any = None
+ProxyTracerProvider: Any = None
+SpanKind: Any = None
+Status: Any = None
+StatusCode: Any = None
+_PROPAGATOR: Any = None
+_UNSET_METERS: tuple[type, ...] = ()
+_metrics_globals: Any = None
 
 # The no-op test: the API's own globals, None until an application sets a provider
 # (get_tracer_provider() costs about a microsecond, reading os.environ each call).
 # When a provider comes from the environment (OTEL_PYTHON_*_PROVIDER), or a newer API
 # moved these globals, the public calls are made every time instead.
 _UNSET_FAST = False
-if OTEL:
-    try:
-        from opentelemetry.metrics import _internal as _metrics_globals
 
-        _UNSET_FAST = (
-            otel_trace._TRACER_PROVIDER is None
-            and _metrics_globals._METER_PROVIDER is None
-            and "OTEL_PYTHON_TRACER_PROVIDER" not in os.environ
-            and "OTEL_PYTHON_METER_PROVIDER" not in os.environ
-        )
-    except (ImportError, AttributeError):  # pragma: no cover - another API version
-        _UNSET_FAST = False
+_LOAD_LOCK = threading.Lock()
+
+
+def _load() -> bool:
+    """Imports the API (once); False if it cannot be imported."""
+    global OTEL, _LOADED, otel_context, otel_metrics, otel_trace, NoOpTracerProvider, ProxyTracerProvider
+    global SpanKind, Status, StatusCode, _PROPAGATOR, _UNSET_METERS, _metrics_globals, _UNSET_FAST
+    with _LOAD_LOCK:
+        if _LOADED or not OTEL:
+            return _LOADED
+        try:
+            context = importlib.import_module("opentelemetry.context")
+            metrics = importlib.import_module("opentelemetry.metrics")
+            trace = importlib.import_module("opentelemetry.trace")
+            tracecontext = importlib.import_module("opentelemetry.trace.propagation.tracecontext")
+        except ImportError:
+            OTEL = False
+            return False
+        otel_context, otel_metrics, otel_trace = context, metrics, trace
+        NoOpTracerProvider, ProxyTracerProvider = trace.NoOpTracerProvider, trace.ProxyTracerProvider
+        SpanKind, Status, StatusCode = trace.SpanKind, trace.Status, trace.StatusCode
+        _PROPAGATOR = tracecontext.TraceContextTextMapPropagator()
+        try:
+            internal = importlib.import_module("opentelemetry.metrics._internal")
+            _UNSET_METERS = (internal._ProxyMeterProvider, metrics.NoOpMeterProvider)
+        except (ImportError, AttributeError):  # pragma: no cover - a newer API moved it: treat every provider as set
+            internal, _UNSET_METERS = None, ()
+        try:
+            _metrics_globals = internal
+            _UNSET_FAST = (
+                internal is not None
+                and trace._TRACER_PROVIDER is None
+                and internal._METER_PROVIDER is None
+                and not any(name in os.environ for name in _ENV_PROVIDERS)
+            )
+        except AttributeError:  # pragma: no cover - another API version
+            _UNSET_FAST = False
+        _LOADED = True
+        return True
+
+
+def _otel_in_use() -> bool:
+    """Whether the API is loaded, loading it once the application (or a plugin) has
+    imported it."""
+    return _LOADED or (("opentelemetry.trace" in sys.modules or "opentelemetry.metrics" in sys.modules) and _load())
+
+
+if OTEL and (
+    "opentelemetry.trace" in sys.modules
+    or "opentelemetry.metrics" in sys.modules
+    or any(name in os.environ for name in _ENV_PROVIDERS)
+):
+    _load()
 
 SCOPE = "cpexrt"
 _VERSION = "0.1.0"
@@ -121,7 +179,11 @@ def start(hook: str, request: dict[str, Any] | None, decisions: DecisionLog) -> 
     """The observation of one invoke, or None when nothing observes it (no SDK
     configured, no decision sink): the no-op path."""
     tracer = instruments = None
-    if OTEL and not (_UNSET_FAST and otel_trace._TRACER_PROVIDER is None and _metrics_globals._METER_PROVIDER is None):
+    if (
+        OTEL
+        and _otel_in_use()
+        and not (_UNSET_FAST and otel_trace._TRACER_PROVIDER is None and _metrics_globals._METER_PROVIDER is None)
+    ):
         tracer = _tracer()
         instruments = _instruments()
     if tracer is None and instruments is None and not decisions.active:

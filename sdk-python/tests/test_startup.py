@@ -1,0 +1,50 @@
+"""Start-up: what the library's Python side imports before its first result. Optional
+parts (isolation, OpenTelemetry, py-cpex) are imported only when a config or the
+application uses them (docs/architecture.md, Start-up), and work when it does."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import config, plugin
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+_PROBE = """
+import sys
+import cpexrt._boundary.exports  # what libcpex's init code imports
+from cpexrt.engine import Engine
+e = Engine()
+e.load_config_file({path!r})
+e.initialize()
+payload = {{"tool_name": "get_compensation", "user": "alice", "pii_clearance": True, "arguments": {{"employee_id": "E-1"}}}}
+out = e.invoke("tool_pre_invoke", 0, payload, {{"meta": {{"entity_type": "tool", "entity_name": "get_compensation"}}}})
+assert out.continue_processing, out
+lazy = ("cpexrt.engine.isolation", "cpexrt.engine.worker", "cpexrt.engine.frames", "opentelemetry", "cpex")
+print(sorted(m for m in sys.modules if m in lazy or m.startswith(("opentelemetry.", "cpex."))))
+"""
+
+
+def test_the_demo_runs_without_importing_the_optional_parts() -> None:
+    code = _PROBE.format(path=str(EXAMPLES / "configs" / "generic.yaml"))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_isolation_is_imported_when_a_plugin_asks_for_it() -> None:
+    """A plugin with isolation: thread runs on a helper thread (the module imported
+    lazily), and plugin_stats reports it."""
+    from cpexrt.engine import Engine
+
+    e = Engine.from_yaml(config(plugin("th", "Trace", config="{tag: a}", isolation="thread")))
+    e.initialize()
+    try:
+        out = e.invoke("tool_pre_invoke", 0, {"trace": []})
+        assert out.modified_payload == {"trace": ["a"]}
+        assert "cpexrt.engine.isolation" in sys.modules
+        assert [(s["name"], s["isolation"]) for s in e.plugin_stats()] == [("th", "thread")]
+    finally:
+        e.shutdown()
