@@ -78,10 +78,11 @@ class Exports:
     # -- pointers out -----------------------------------------------------------------
 
     def _copy_out(self, data: bytes) -> Any:
+        # A void *, which cffi stores into any uint8_t ** output as it is (no cast).
         ptr = self.lib.cpexrt_copy_out(data, len(data))
-        if ptr == self.ffi.NULL:
+        if not ptr:
             raise MemoryError(f"allocating {len(data)} bytes for a result")
-        return self.ffi.cast("uint8_t *", ptr)
+        return ptr
 
     def put_error(self, err_msg: Any, message: str) -> None:
         if err_msg == self.ffi.NULL:
