@@ -283,7 +283,10 @@ class Exports:
         # the size checks against its limits to its result.
         serving = mgr.serving()
         try:
-            hook_name = self._hook_name(hook, hook_len)
+            # The hook's name, decoded once (_hook_name) and then found by its bytes.
+            hook_name = self._hook_names.get(self.ffi.buffer(hook, hook_len)[:] if hook_len else b"")
+            if hook_name is None:
+                hook_name = self._hook_name(hook, hook_len)
             limits = serving.limits
             if payload_len == 0:
                 raise InvalidInputError("payload: empty; expected a MessagePack map")
