@@ -296,23 +296,23 @@ class Exports:
                 _check_size("extensions", extensions_len, limits.max_extensions_bytes, "max_extensions_bytes")
             entries = limits.max_collection_entries
             buffer = self.ffi.buffer
-            plain_map = self.lib.cpexrt_plain_map
             # Copied out of the caller's memory (only after the size checks): the engine
-            # keeps these bytes as the payload's canonical form. A map the C checker
-            # takes is decoded at once; anything else gets _decode's checks and message.
+            # keeps these bytes as the payload's canonical form. The copies are checked
+            # (ffi/fastpath.c, both in one C call): a map the checker takes is decoded at
+            # once; anything else gets _decode's checks and message.
             body_wire = buffer(payload, payload_len)[:]
-            if plain_map(body_wire, payload_len, entries):
+            ext_wire = buffer(extensions, extensions_len)[:] if extensions_len else None
+            plain = self.lib.cpexrt_plain_maps(body_wire, payload_len, ext_wire or b"", extensions_len, entries)
+            if plain & 1:
                 body = unpack(body_wire, "payload", entries)
             else:
                 body = self._decode(body_wire, "payload", entries)
-            if extensions_len:
-                ext_wire = buffer(extensions, extensions_len)[:]
-                if plain_map(ext_wire, extensions_len, entries):
-                    ext = unpack(ext_wire, "extensions", entries)
-                else:
-                    ext = self._decode(ext_wire, "extensions", entries)
+            if ext_wire is None:
+                ext = None
+            elif plain & 2:
+                ext = unpack(ext_wire, "extensions", entries)
             else:
-                ext_wire = ext = None
+                ext = self._decode(ext_wire, "extensions", entries)
             global_context = None
             if request_len:
                 _check_size("request", request_len, limits.max_extensions_bytes, "max_extensions_bytes")
