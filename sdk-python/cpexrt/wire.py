@@ -3,6 +3,9 @@ generated wire records."""
 
 from __future__ import annotations
 
+import types
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -94,6 +97,96 @@ class WireRecord(BaseModel):
 
     def pack(self) -> bytes:
         return pack(self.to_wire(), type(self).__name__)
+
+
+# -- private copies of validated records ---------------------------------------------
+#
+# clone(value) is a deep copy of a value a decode produced (records, and plain data in
+# maps and lists), with no validation: what a validated record holds is already of its
+# fields' types. The copy equals the original in everything a decode of the same bytes
+# would give: field values, fields set, unknown fields (model_extra), and any other
+# entry of the instance dict (a content part's raw map). It costs about half a decode
+# (MessagePack unpack + pydantic validation) of the same value; the engine hands one to
+# each plugin of a CMF payload (payloads.Snapshot.copy).
+
+_new = object.__new__
+_set_dict = BaseModel.__dict__["__dict__"].__set__
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
+_CLONERS: dict[type, Callable[[Any], Any]] = {}
+
+
+def clone(value: Any) -> Any:
+    """A deep copy of decoded data: records (WireRecord or any pydantic model whose
+    values are such data), dicts, lists (tuples become lists, as a MessagePack round
+    trip makes them) and immutable scalars. TypeError for anything else."""
+    kind = type(value)
+    if kind is dict:
+        return {k: v if type(v) in _PLAIN else clone(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [v if type(v) in _PLAIN else clone(v) for v in value]
+    if kind in _PLAIN:
+        return value
+    cloner = _CLONERS.get(kind)
+    if cloner is None:
+        if not isinstance(value, BaseModel):
+            raise TypeError(f"cannot clone a {kind.__name__}")
+        cloner = _CLONERS[kind] = _cloner(kind)
+    return cloner(value)
+
+
+def _immutable(annotation: Any) -> bool:
+    """Whether a field of this annotation only ever holds immutable scalars (an
+    annotation not resolved yet, a ForwardRef, is not: its values are copied deep)."""
+    if annotation in _PLAIN:
+        return True
+    args = typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    return bool(args) and origin in (typing.Union, types.UnionType) and all(a in _PLAIN for a in args)
+
+
+def _cloner(cls: type[BaseModel]) -> Callable[[Any], Any]:
+    """The copy function of one model class, compiled once (as dataclasses compiles
+    its methods): the instance dict copied at once, then only the fields that may hold
+    something mutable copied deep."""
+    fields = cls.__pydantic_fields__
+    lines = ["def clone_record(o):", "    d = o.__dict__.copy()"]
+    for name, info in fields.items():
+        if not _immutable(info.annotation):
+            lines += [f"    v = d.get({name!r})", f"    if type(v) not in PLAIN: d[{name!r}] = clone(v)"]
+    lines += [
+        f"    if len(d) != {len(fields)}: more(d)",
+        "    n = new(C)",
+        "    set_dict(n, d)",
+        "    set_fields_set(n, set(o.__pydantic_fields_set__))",
+        "    e = o.__pydantic_extra__",
+        "    set_extra(n, clone(e) if e else e if e is None else {})",
+        "    p = o.__pydantic_private__",
+        "    set_private(n, clone(p) if p else p)",
+        "    return n",
+    ]
+
+    def more(d: dict[str, Any]) -> None:
+        # Entries other than the fields (a content part's raw map), copied deep.
+        for key, v in d.items():
+            if key not in fields and type(v) not in _PLAIN:
+                d[key] = clone(v)
+
+    scope: dict[str, Any] = {
+        "C": cls,
+        "PLAIN": _PLAIN,
+        "clone": clone,
+        "more": more,
+        "new": _new,
+        "set_dict": _set_dict,
+        "set_fields_set": _set_fields_set,
+        "set_extra": _set_extra,
+        "set_private": _set_private,
+    }
+    exec("\n".join(lines), scope)  # noqa: S102 - the source is built above from field names
+    cloner: Callable[[Any], Any] = scope["clone_record"]
+    return cloner
 
 
 def pack(value: Any, what: str) -> bytes:
