@@ -118,9 +118,9 @@ _CLONERS: dict[type, Callable[[Any], Any]] = {}
 
 
 def clone(value: Any) -> Any:
-    """A deep copy of decoded data: records (WireRecord or any pydantic model whose
-    values are such data), dicts, lists (tuples become lists, as a MessagePack round
-    trip makes them) and immutable scalars. TypeError for anything else."""
+    """A deep copy of decoded data: wire records whose values are such data, dicts,
+    lists (tuples become lists, as a MessagePack round trip makes them) and immutable
+    scalars. TypeError for anything else."""
     kind = type(value)
     if kind is dict:
         return {k: v if type(v) in _PLAIN else clone(v) for k, v in value.items()}
@@ -130,7 +130,7 @@ def clone(value: Any) -> Any:
         return value
     cloner = _CLONERS.get(kind)
     if cloner is None:
-        if not isinstance(value, BaseModel):
+        if not isinstance(value, WireRecord):
             raise TypeError(f"cannot clone a {kind.__name__}")
         cloner = _CLONERS[kind] = _cloner(kind)
     return cloner(value)
@@ -146,47 +146,36 @@ def _immutable(annotation: Any) -> bool:
     return bool(args) and origin in (typing.Union, types.UnionType) and all(a in _PLAIN for a in args)
 
 
-def _cloner(cls: type[BaseModel]) -> Callable[[Any], Any]:
-    """The copy function of one model class, compiled once (as dataclasses compiles
-    its methods): the instance dict copied at once, then only the fields that may hold
-    something mutable copied deep."""
+def _cloner(cls: type[WireRecord]) -> Callable[[Any], Any]:
+    """The copy function of one model class, made once per class: the instance dict
+    copied at once, then only the fields that may hold something mutable copied deep."""
     fields = cls.__pydantic_fields__
-    lines = ["def clone_record(o):", "    d = o.__dict__.copy()"]
-    for name, info in fields.items():
-        if not _immutable(info.annotation):
-            lines += [f"    v = d.get({name!r})", f"    if type(v) not in PLAIN: d[{name!r}] = clone(v)"]
-    lines += [
-        f"    if len(d) != {len(fields)}: more(d)",
-        "    n = new(C)",
-        "    set_dict(n, d)",
-        "    set_fields_set(n, set(o.__pydantic_fields_set__))",
-        "    e = o.__pydantic_extra__",
-        "    set_extra(n, clone(e) if e else e if e is None else {})",
-        "    p = o.__pydantic_private__",
-        "    set_private(n, clone(p) if p else p)",
-        "    return n",
-    ]
+    mutable = tuple(name for name, info in fields.items() if not _immutable(info.annotation))
+    count = len(fields)
+    plain = _PLAIN
+    new, set_dict, set_fields_set, set_extra, set_private = _new, _set_dict, _set_fields_set, _set_extra, _set_private
 
-    def more(d: dict[str, Any]) -> None:
-        # Entries other than the fields (a content part's raw map), copied deep.
-        for key, v in d.items():
-            if key not in fields and type(v) not in _PLAIN:
-                d[key] = clone(v)
+    def clone_record(o: Any) -> Any:
+        d = o.__dict__.copy()
+        for name in mutable:
+            v = d.get(name)
+            if type(v) not in plain:
+                d[name] = clone(v)
+        if len(d) != count:
+            # Entries other than the fields (a content part's raw map), copied deep.
+            for key, v in d.items():
+                if key not in fields and type(v) not in plain:
+                    d[key] = clone(v)
+        n = new(cls)
+        set_dict(n, d)
+        set_fields_set(n, set(o.__pydantic_fields_set__))
+        e = o.__pydantic_extra__
+        set_extra(n, clone(e) if e else e if e is None else {})
+        p = o.__pydantic_private__
+        set_private(n, clone(p) if p else p)
+        return n
 
-    scope: dict[str, Any] = {
-        "C": cls,
-        "PLAIN": _PLAIN,
-        "clone": clone,
-        "more": more,
-        "new": _new,
-        "set_dict": _set_dict,
-        "set_fields_set": _set_fields_set,
-        "set_extra": _set_extra,
-        "set_private": _set_private,
-    }
-    exec("\n".join(lines), scope)  # the source is built above, from the class's field names
-    cloner: Callable[[Any], Any] = scope["clone_record"]
-    return cloner
+    return clone_record
 
 
 def pack(value: Any, what: str) -> bytes:
