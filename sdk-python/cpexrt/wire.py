@@ -153,14 +153,22 @@ def _cloner(cls: type[WireRecord]) -> Callable[[Any], Any]:
     mutable = tuple(name for name, info in fields.items() if not _immutable(info.annotation))
     count = len(fields)
     plain = _PLAIN
+    cloners = _CLONERS
     new, set_dict, set_fields_set, set_extra, set_private = _new, _set_dict, _set_fields_set, _set_extra, _set_private
 
     def clone_record(o: Any) -> Any:
         d = o.__dict__.copy()
         for name in mutable:
             v = d.get(name)
-            if type(v) not in plain:
-                d[name] = clone(v)
+            kind = type(v)
+            if kind in plain:
+                continue
+            # A list of records and a record are the common cases: their records' copy
+            # functions are called directly (clone() makes one the first time).
+            if kind is list:
+                d[name] = [x if type(x) in plain else (cloners.get(type(x)) or clone)(x) for x in v]
+            else:
+                d[name] = (cloners.get(kind) or clone)(v)
         if len(d) != count:
             # Entries other than the fields (a content part's raw map), copied deep.
             for key, v in d.items():
