@@ -215,6 +215,18 @@ int cpexrt_plain_map(const uint8_t *bytes, size_t len, size_t max_entries)
     return cpex__plain_map(bytes, len, len, max_entries);
 }
 
+/* cpexrt_plain_map of an invoke's payload and extensions in one call (every call from
+   Python releases and retakes the GIL: one hand-off instead of two). Bit 1: the
+   payload is a plain map; bit 2: the extensions are one, or absent (len 0). */
+int cpexrt_plain_maps(const uint8_t *payload, size_t payload_len, const uint8_t *extensions, size_t extensions_len,
+                      size_t max_entries)
+{
+    int plain = cpex__plain_map(payload, payload_len, payload_len, max_entries) ? 1 : 0;
+    if (extensions_len == 0 || cpex__plain_map(extensions, extensions_len, extensions_len, max_entries))
+        plain |= 2;
+    return plain;
+}
+
 static cpex_status cpex__fast_invoke(cpex_manager *manager, const char *hook, size_t hook_len, uint8_t payload_type,
                                      const uint8_t *payload, size_t payload_len, const uint8_t *extensions,
                                      size_t extensions_len, cpex_context *context, uint8_t **out_result,

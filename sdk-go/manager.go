@@ -435,12 +435,14 @@ func (m *PluginManager) invoke(goctx context.Context, op, hook string, payloadTy
 	}
 	h, leave, err := m.enterContext(goctx, op)
 	if err != nil {
+		in.release()
 		ctx.giveBack(ctxHandle)
 		return nil, nil, nil, err
 	}
 	// call settles ctx itself, so that an abandoned call does the same as one waited for.
 	call := func() invokeOutput {
 		defer leave()
+		defer in.release()
 		var out invokeOutput
 		if in.options != nil {
 			out.raw, out.ctx, out.bg, out.err = callInvokeWith(h, hook, payloadType, in.payload, in.extensions, in.request, in.options, ctxHandle)
@@ -499,35 +501,60 @@ func (o invokeOutput) release() {
 }
 
 // invokeInput is an invoke's input as the library takes it: MessagePack, nil for
-// what is absent.
+// what is absent. The bytes live in enc's buffer: release it once the call returned.
 type invokeInput struct {
 	payload, extensions, request, options []byte
+	enc                                   *inputEncoder
 }
 
-func encodeInvokeInput(op string, payload, extensions any, request *GlobalContext, timeout time.Duration) (in invokeInput, err error) {
+func (in invokeInput) release() {
+	in.enc.release()
+}
+
+func encodeInvokeInput(op string, payload, extensions any, request *GlobalContext, timeout time.Duration) (invokeInput, error) {
 	if timeout < 0 {
 		return invokeInput{}, newError(codeInvalidInput, fmt.Sprintf("%s: Timeout: expected a positive duration or 0 (none), got %v", op, timeout))
 	}
-	if timeout > 0 {
-		ms := uint64((timeout + time.Millisecond - 1) / time.Millisecond)
-		if in.options, err = encode(&CallOptions{TimeoutMs: ms}, op+": options"); err != nil {
-			return invokeInput{}, err
-		}
-	}
-	if in.payload, err = encode(payload, op+": payload"); err != nil {
+	e := getInputEncoder()
+	fail := func(err error) (invokeInput, error) {
+		e.release()
 		return invokeInput{}, err
 	}
-	if !isNil(extensions) {
-		if in.extensions, err = encode(extensions, op+": extensions"); err != nil {
-			return invokeInput{}, err
+	// Offsets first, slices at the end: the buffer may move while it grows.
+	var spans [4][2]int
+	var has [4]bool
+	var err error
+	if timeout > 0 {
+		ms := uint64((timeout + time.Millisecond - 1) / time.Millisecond)
+		if spans[3][0], spans[3][1], err = e.encode(&CallOptions{TimeoutMs: ms}, op+": options"); err != nil {
+			return fail(err)
 		}
+		has[3] = true
+	}
+	if spans[0][0], spans[0][1], err = e.encode(payload, op+": payload"); err != nil {
+		return fail(err)
+	}
+	has[0] = true
+	if !isNil(extensions) {
+		if spans[1][0], spans[1][1], err = e.encode(extensions, op+": extensions"); err != nil {
+			return fail(err)
+		}
+		has[1] = true
 	}
 	if request != nil {
-		if in.request, err = encode(request, op+": request"); err != nil {
-			return invokeInput{}, err
+		if spans[2][0], spans[2][1], err = e.encode(request, op+": request"); err != nil {
+			return fail(err)
 		}
+		has[2] = true
 	}
-	return in, nil
+	all := e.buf.Bytes()
+	part := func(i int) []byte {
+		if !has[i] {
+			return nil
+		}
+		return all[spans[i][0]:spans[i][1]:spans[i][1]]
+	}
+	return invokeInput{payload: part(0), extensions: part(1), request: part(2), options: part(3), enc: e}, nil
 }
 
 // isNil reports whether v is nil or holds a nil pointer, map, slice or interface (a

@@ -12,6 +12,7 @@ import (
 	"io"
 	"reflect"
 	"sort"
+	"sync"
 
 	"github.com/vmihailenco/msgpack/v5"
 	"github.com/vmihailenco/msgpack/v5/msgpcode"
@@ -58,6 +59,51 @@ func encode(v any, what string) ([]byte, error) {
 		return nil, &Error{Code: codeInvalidInput, Message: fmt.Sprintf("%s: cannot encode as MessagePack: %v", what, err)}
 	}
 	return buf.Bytes(), nil
+}
+
+// inputEncoder writes an invoke's inputs one after another into one buffer, reused
+// across invokes (inputEncoders): the library reads the bytes only during the call
+// (it copies what it keeps), so they go back to the pool once the call returned.
+type inputEncoder struct {
+	buf bytes.Buffer
+	enc *msgpack.Encoder
+}
+
+var inputEncoders = sync.Pool{New: func() any {
+	e := &inputEncoder{}
+	e.enc = msgpack.NewEncoder(&e.buf)
+	return e
+}}
+
+// maxPooledInput is the largest buffer kept for reuse; a bigger one is left to the GC.
+const maxPooledInput = 64 << 10
+
+func getInputEncoder() *inputEncoder {
+	e := inputEncoders.Get().(*inputEncoder)
+	e.buf.Reset()
+	e.enc.Reset(&e.buf) // Reset clears the settings: newEncoder's, again
+	e.enc.UseCompactInts(true)
+	e.enc.SetSortMapKeys(true)
+	e.enc.SetCustomStructTag(fallbackStructTag)
+	return e
+}
+
+// release gives the encoder back; nothing may read the bytes it wrote afterwards.
+func (e *inputEncoder) release() {
+	if e == nil || e.buf.Cap() > maxPooledInput {
+		return
+	}
+	inputEncoders.Put(e)
+}
+
+// encode appends v as newEncoder writes it and returns the offsets of its bytes in
+// the buffer (slice them once every input is written: the buffer may grow meanwhile).
+func (e *inputEncoder) encode(v any, what string) (start, end int, err error) {
+	start = e.buf.Len()
+	if err := e.enc.Encode(v); err != nil {
+		return 0, 0, &Error{Code: codeInvalidInput, Message: fmt.Sprintf("%s: cannot encode as MessagePack: %v", what, err)}
+	}
+	return start, e.buf.Len(), nil
 }
 
 // decodeMap decodes an untyped map: string keys, values as decodeValue does.

@@ -10,6 +10,8 @@ from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cpexrt import Plugin, PluginContext, allow, modify
 from cpexrt.engine import Engine
@@ -205,3 +207,54 @@ def test_a_payload_that_encodes_but_does_not_decode_is_the_callers_error() -> No
             m.invoke(PRE, 0, bad)
     assert SEEN == []
     assert m.invoke(PRE, 0, {"arguments": {"2": "y"}}).continue_processing
+
+
+_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=5), st.binary(max_size=4)
+)
+_PLAIN = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.text(max_size=4), inner, max_size=4),
+        st.tuples(inner, inner),
+        st.sets(st.integers(), max_size=3),
+    ),
+    max_leaves=20,
+)
+
+
+def _shape(value: Any, seen: dict[int, int]) -> Any:
+    """value's structure with its aliasing: each container numbered by first visit."""
+    if isinstance(value, dict | list | tuple | set):
+        if id(value) in seen:
+            return ("alias", seen[id(value)])
+        seen[id(value)] = len(seen)
+        items = value.items() if isinstance(value, dict) else enumerate(value) if not isinstance(value, set) else []
+        return (
+            type(value).__name__,
+            sorted(map(repr, value)) if isinstance(value, set) else [(k, _shape(v, seen)) for k, v in items],
+        )
+    return (type(value).__name__, value)
+
+
+def _mutables(value: Any) -> list[int]:
+    """The ids of the mutable containers in value (tuples looked into, not counted)."""
+    if isinstance(value, dict):
+        return [id(value), *(i for v in value.values() for i in _mutables(v))]
+    if isinstance(value, list | set):
+        return [id(value), *(i for v in value for i in _mutables(v))]
+    if isinstance(value, tuple):
+        return [i for v in value for i in _mutables(v)]
+    return []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=4), _PLAIN, max_size=5), st.data())
+def test_plain_copies_equal_deepcopy_aliasing_included(state: dict[str, Any], data: st.DataObject) -> None:
+    if state:  # the same value under a second key, as a plugin may store it
+        state["alias"] = state[data.draw(st.sampled_from(sorted(state)))]
+    ours, theirs = _copy_state(state), copy.deepcopy(state)
+    assert ours == theirs
+    assert _shape(ours, {}) == _shape(theirs, {})
+    assert not set(_mutables(ours)) & set(_mutables(state))  # nothing mutable shared with the source

@@ -25,12 +25,14 @@ from cpexrt.wire import pack, unpack
 OK = 1
 _MAX_MESSAGE = 64 * 1024
 _MAX_DEPTH = 64  # CPEX__MAX_DEPTH of ffi/fastpath.c
+_MAX_HOOK_NAMES = 256
 
 
 class Exports:
     def __init__(self, ffi: Any, lib: Any) -> None:
         self.ffi = ffi
         self.lib = lib
+        self._hook_names: dict[bytes, str] = {}
 
     # -- pointers in ------------------------------------------------------------------
 
@@ -43,6 +45,18 @@ class Exports:
             return raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InvalidInputError(f"{what}: not valid UTF-8 (byte {exc.start}: {raw[exc.start : exc.start + 1]!r})") from None
+
+    def _hook_name(self, ptr: Any, n: int) -> str:
+        """An invoke's hook name: decoded once, then found by its bytes (a host calls a
+        handful of hooks). Only valid names are kept, at most _MAX_HOOK_NAMES."""
+        raw = self.ffi.buffer(ptr, n)[:] if n else b""
+        name = self._hook_names.get(raw)
+        if name is None:
+            name = self._text(ptr, n, "hook")
+            if len(self._hook_names) >= _MAX_HOOK_NAMES:
+                self._hook_names.clear()
+            self._hook_names[raw] = name
+        return name
 
     def _decode(self, data: bytes, what: str, entries: int) -> Any:
         """A host's MessagePack map, decoded once the C checker of the fast path took it
@@ -64,10 +78,11 @@ class Exports:
     # -- pointers out -----------------------------------------------------------------
 
     def _copy_out(self, data: bytes) -> Any:
+        # A void *, which cffi stores into any uint8_t ** output as it is (no cast).
         ptr = self.lib.cpexrt_copy_out(data, len(data))
-        if ptr == self.ffi.NULL:
+        if not ptr:
             raise MemoryError(f"allocating {len(data)} bytes for a result")
-        return self.ffi.cast("uint8_t *", ptr)
+        return ptr
 
     def put_error(self, err_msg: Any, message: str) -> None:
         if err_msg == self.ffi.NULL:
@@ -162,6 +177,10 @@ class Exports:
     def is_initialized(self, manager: int, out_initialized: Any) -> None:
         out_initialized[0] = int(self._manager(manager, "manager").is_initialized())
 
+    # invoke and invoke_request are invoke_with with fewer inputs; install() attaches
+    # each of the three to its C function with an entry of its own (_invoke_entries),
+    # so that the hot path is one Python frame besides invoke_with.
+
     def invoke(
         self,
         manager: int,
@@ -178,7 +197,8 @@ class Exports:
         out_context: Any,
         out_background: Any,
     ) -> None:
-        self.invoke_request(
+        null = self.ffi.NULL
+        self.invoke_with(
             manager,
             hook,
             hook_len,
@@ -187,7 +207,9 @@ class Exports:
             payload_len,
             extensions,
             extensions_len,
-            self.ffi.NULL,
+            null,
+            0,
+            null,
             0,
             context,
             out_result,
@@ -256,32 +278,49 @@ class Exports:
     ) -> None:
         # The context is consumed only when the call succeeds, as documented in cpex.h.
         ctx = HANDLES.get(Kind.CONTEXT, context, "context") if context else None
-        mgr = self._manager(manager, "manager")
+        mgr = HANDLES.get(Kind.MANAGER, manager, "manager")
         # The call is served by one plugin set (a reload may swap it meanwhile), from
         # the size checks against its limits to its result.
         serving = mgr.serving()
         try:
-            hook_name = self._text(hook, hook_len, "hook")
+            # The hook's name, decoded once (_hook_name) and then found by its bytes.
+            hook_name = self._hook_names.get(self.ffi.buffer(hook, hook_len)[:] if hook_len else b"")
+            if hook_name is None:
+                hook_name = self._hook_name(hook, hook_len)
             limits = serving.limits
             if payload_len == 0:
                 raise InvalidInputError("payload: empty; expected a MessagePack map")
-            _check_size("payload", payload_len, limits.max_payload_bytes, "max_payload_bytes")
-            _check_size("extensions", extensions_len, limits.max_extensions_bytes, "max_extensions_bytes")
+            if payload_len > limits.max_payload_bytes:
+                _check_size("payload", payload_len, limits.max_payload_bytes, "max_payload_bytes")
+            if extensions_len > limits.max_extensions_bytes:
+                _check_size("extensions", extensions_len, limits.max_extensions_bytes, "max_extensions_bytes")
             entries = limits.max_collection_entries
+            buffer = self.ffi.buffer
             # Copied out of the caller's memory (only after the size checks): the engine
-            # keeps these bytes as the payload's canonical form.
-            body_wire = self.ffi.buffer(payload, payload_len)[:]
-            body = self._decode(body_wire, "payload", entries)
-            ext_wire = self.ffi.buffer(extensions, extensions_len)[:] if extensions_len else None
-            ext = self._decode(ext_wire, "extensions", entries) if ext_wire is not None else None
+            # keeps these bytes as the payload's canonical form. The copies are checked
+            # (ffi/fastpath.c, both in one C call): a map the checker takes is decoded at
+            # once; anything else gets _decode's checks and message.
+            body_wire = buffer(payload, payload_len)[:]
+            ext_wire = buffer(extensions, extensions_len)[:] if extensions_len else None
+            plain = self.lib.cpexrt_plain_maps(body_wire, payload_len, ext_wire or b"", extensions_len, entries)
+            if plain & 1:
+                body = unpack(body_wire, "payload", entries)
+            else:
+                body = self._decode(body_wire, "payload", entries)
+            if ext_wire is None:
+                ext = None
+            elif plain & 2:
+                ext = unpack(ext_wire, "extensions", entries)
+            else:
+                ext = self._decode(ext_wire, "extensions", entries)
             global_context = None
             if request_len:
                 _check_size("request", request_len, limits.max_extensions_bytes, "max_extensions_bytes")
-                global_context = self._decode(self.ffi.buffer(request, request_len)[:], "request", entries)
+                global_context = self._decode(buffer(request, request_len)[:], "request", entries)
             timeout = None
             if options_len:
                 _check_size("options", options_len, limits.max_extensions_bytes, "max_extensions_bytes")
-                timeout = _call_timeout(self._decode(self.ffi.buffer(options, options_len)[:], "options", entries))
+                timeout = _call_timeout(self._decode(buffer(options, options_len)[:], "options", entries))
             outcome = mgr.invoke(
                 hook_name,
                 payload_type,
@@ -300,7 +339,7 @@ class Exports:
                     data = UNCHANGED_RESULTS[payload_type]  # the engine checked the payload type
                 else:
                     data = _result_bytes(outcome, payload_type)
-                buffer = self._copy_out(data)
+                result = self._copy_out(data)
             except BaseException:
                 # The result cannot be delivered: the call failed after all, and the
                 # caller keeps its context table (the engine never changed it).
@@ -311,7 +350,7 @@ class Exports:
                 HANDLES.discard(Kind.CONTEXT, context)
             new_ctx = HANDLES.issue(Kind.CONTEXT, outcome.context, owner=mgr) if outcome.context is not None else 0
             new_bg = HANDLES.issue(Kind.BACKGROUND, outcome.background, owner=mgr) if outcome.background is not None else 0
-            out_result[0] = buffer
+            out_result[0] = result
             out_result_len[0] = len(data)
             out_context[0] = new_ctx
             out_background[0] = new_bg
@@ -396,21 +435,182 @@ def _result_bytes(result: PipelineOutcome, payload_type: int) -> bytes:
     return pack(wire, "pipeline result")
 
 
+def _failed(exports: Exports, name: str, err_msg: Any, exc: BaseException) -> int:
+    """The status of a call that raised exc, its message written to *err_msg."""
+    if isinstance(exc, CpexError):
+        exports.put_error(err_msg, f"cpex_{name}: {exc}")
+        return int(exc.status)
+    exports.put_error(err_msg, f"cpex_{name}: internal error: {type(exc).__name__}: {exc}")
+    return int(Status.INTERNAL)
+
+
 def _entry(exports: Exports, name: str, fn: Callable[..., None]) -> Callable[..., int]:
     @functools.wraps(fn)
     def entry(*args: Any) -> int:
-        err_msg = args[-1]
         try:
             fn(*args[:-1])
             return OK
-        except CpexError as exc:
-            exports.put_error(err_msg, f"cpex_{name}: {exc}")
-            return int(exc.status)
         except BaseException as exc:  # noqa: BLE001 - nothing may escape into C
-            exports.put_error(err_msg, f"cpex_{name}: internal error: {type(exc).__name__}: {exc}")
-            return int(Status.INTERNAL)
+            return _failed(exports, name, args[-1], exc)
 
     return entry
+
+
+def _invoke_entries(exports: Exports) -> dict[str, Callable[..., int]]:
+    """The entries of the calls on every request's path, with their parameters spelled
+    out (no argument tuple to slice and spread): the invokes and the two frees."""
+    invoke_with = exports.invoke_with
+    null = exports.ffi.NULL
+    handles = HANDLES
+    context_kind, background_kind = Kind.CONTEXT, Kind.BACKGROUND
+
+    def invoke(
+        manager: int,
+        hook: Any,
+        hook_len: int,
+        payload_type: int,
+        payload: Any,
+        payload_len: int,
+        extensions: Any,
+        extensions_len: int,
+        context: int,
+        out_result: Any,
+        out_result_len: Any,
+        out_context: Any,
+        out_background: Any,
+        err_msg: Any,
+    ) -> int:
+        try:
+            invoke_with(
+                manager,
+                hook,
+                hook_len,
+                payload_type,
+                payload,
+                payload_len,
+                extensions,
+                extensions_len,
+                null,
+                0,
+                null,
+                0,
+                context,
+                out_result,
+                out_result_len,
+                out_context,
+                out_background,
+            )
+            return OK
+        except BaseException as exc:  # noqa: BLE001 - nothing may escape into C
+            return _failed(exports, "invoke", err_msg, exc)
+
+    def invoke_request(
+        manager: int,
+        hook: Any,
+        hook_len: int,
+        payload_type: int,
+        payload: Any,
+        payload_len: int,
+        extensions: Any,
+        extensions_len: int,
+        request: Any,
+        request_len: int,
+        context: int,
+        out_result: Any,
+        out_result_len: Any,
+        out_context: Any,
+        out_background: Any,
+        err_msg: Any,
+    ) -> int:
+        try:
+            invoke_with(
+                manager,
+                hook,
+                hook_len,
+                payload_type,
+                payload,
+                payload_len,
+                extensions,
+                extensions_len,
+                request,
+                request_len,
+                null,
+                0,
+                context,
+                out_result,
+                out_result_len,
+                out_context,
+                out_background,
+            )
+            return OK
+        except BaseException as exc:  # noqa: BLE001 - nothing may escape into C
+            return _failed(exports, "invoke_request", err_msg, exc)
+
+    def invoke_with_entry(
+        manager: int,
+        hook: Any,
+        hook_len: int,
+        payload_type: int,
+        payload: Any,
+        payload_len: int,
+        extensions: Any,
+        extensions_len: int,
+        request: Any,
+        request_len: int,
+        options: Any,
+        options_len: int,
+        context: int,
+        out_result: Any,
+        out_result_len: Any,
+        out_context: Any,
+        out_background: Any,
+        err_msg: Any,
+    ) -> int:
+        try:
+            invoke_with(
+                manager,
+                hook,
+                hook_len,
+                payload_type,
+                payload,
+                payload_len,
+                extensions,
+                extensions_len,
+                request,
+                request_len,
+                options,
+                options_len,
+                context,
+                out_result,
+                out_result_len,
+                out_context,
+                out_background,
+            )
+            return OK
+        except BaseException as exc:  # noqa: BLE001 - nothing may escape into C
+            return _failed(exports, "invoke_with", err_msg, exc)
+
+    def free_context(context: int, err_msg: Any) -> int:
+        try:
+            handles.take(context_kind, context, "context")
+            return OK
+        except BaseException as exc:  # noqa: BLE001 - nothing may escape into C
+            return _failed(exports, "free_context", err_msg, exc)
+
+    def free_background(background: int, err_msg: Any) -> int:
+        try:
+            handles.take(background_kind, background, "background")
+            return OK
+        except BaseException as exc:  # noqa: BLE001 - nothing may escape into C
+            return _failed(exports, "free_background", err_msg, exc)
+
+    return {
+        "invoke": invoke,
+        "invoke_request": invoke_request,
+        "invoke_with": invoke_with_entry,
+        "free_context": free_context,
+        "free_background": free_background,
+    }
 
 
 def _onerror(exc_type: Any, exc_value: Any, tb: Any) -> int:
@@ -423,5 +623,7 @@ def install(ffi: Any, lib: Any) -> None:
     if lib.cpexrt_embedded():
         refuse_signal_handlers()
     exports = Exports(ffi, lib)
+    fast = _invoke_entries(exports)
     for name in PYTHON_FUNCTIONS:
-        ffi.def_extern(name=f"cpexpy_{name}", onerror=_onerror)(_entry(exports, name, getattr(exports, name)))
+        entry = fast.get(name) or _entry(exports, name, getattr(exports, name))
+        ffi.def_extern(name=f"cpexpy_{name}", onerror=_onerror)(entry)

@@ -5,12 +5,15 @@ A token is TAG << 48 | kind << 40 | serial. TAG puts it outside any canonical x8
 arm64 user address, so a Go GC or checkptr never mistakes it for memory; the kind makes
 a context passed as a manager fail; the serial is never reused, so a freed token stays
 invalid forever and can be told apart from garbage in the error message.
+
+The table takes no lock: issue, take and discard are on every invoke's path, and each
+is a few operations the GIL makes atomic (next() of an itertools.count, one dict store,
+one dict pop), so two threads can never both take one token, and a token is issued once.
 """
 
 from __future__ import annotations
 
 import itertools
-import threading
 from enum import IntEnum
 from typing import Any, Generic, TypeVar
 
@@ -32,13 +35,13 @@ class HandleTable(Generic[T]):
     def __init__(self) -> None:
         self._entries: dict[int, tuple[Kind, Any, Any]] = {}
         self._serials = itertools.count(1)
-        self._lock = threading.Lock()
+        self._prefix = {kind: TAG << 48 | int(kind) << _SERIAL_BITS for kind in Kind}
 
     def issue(self, kind: Kind, obj: Any, owner: Any = None) -> int:
-        with self._lock:
-            token = TAG << 48 | int(kind) << _SERIAL_BITS | next(self._serials)
-            self._entries[token] = (kind, obj, owner)
-            return token
+        # next() of a count is atomic under the GIL: a serial is never issued twice.
+        token = self._prefix[kind] | next(self._serials)
+        self._entries[token] = (kind, obj, owner)
+        return token
 
     def get(self, kind: Kind, token: int, what: str) -> Any:
         entry = self._entries.get(token)
@@ -48,32 +51,37 @@ class HandleTable(Generic[T]):
 
     def take(self, kind: Kind, token: int, what: str) -> Any:
         """Removes and returns the object: the token is dead from now on."""
-        with self._lock:
-            entry = self._entries.get(token)
-            if entry is None or entry[0] is not kind:
-                raise InvalidHandleError(self._why(kind, token, what))
-            del self._entries[token]
-            return entry[1]
+        entries = self._entries
+        entry = entries.get(token)
+        # The pop is the one atomic step that takes it: of two threads taking the same
+        # token, one gets the entry, the other None (the handle was freed meanwhile).
+        if entry is None or entry[0] is not kind or entries.pop(token, None) is None:
+            raise InvalidHandleError(self._why(kind, token, what))
+        return entry[1]
 
     def discard(self, kind: Kind, token: int) -> None:
         """Removes the handle if it is still there (it may have been freed meanwhile)."""
-        with self._lock:
-            entry = self._entries.get(token)
-            if entry is not None and entry[0] is kind:
-                del self._entries[token]
+        entry = self._entries.get(token)
+        if entry is not None and entry[0] is kind:
+            self._entries.pop(token, None)
 
     def release_owned_by(self, owner: Any) -> list[Any]:
         """Removes every handle issued on behalf of owner (a manager being shut down)."""
-        with self._lock:
-            dead = [t for t, (_, _, o) in self._entries.items() if o is owner]
-            return [self._entries.pop(t)[1] for t in dead]
+        # dict.copy() is one atomic step under the GIL (iterating the live table could
+        # race an issue on another thread).
+        dead = [t for t, (_, _, o) in self._entries.copy().items() if o is owner]
+        released = []
+        for t in dead:
+            entry = self._entries.pop(t, None)
+            if entry is not None:
+                released.append(entry[1])
+        return released
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def counts(self) -> dict[Kind, int]:
-        with self._lock:
-            kinds = [kind for kind, _, _ in self._entries.values()]
+        kinds = [kind for kind, _, _ in self._entries.copy().values()]
         return {k: kinds.count(k) for k in Kind}
 
     def _why(self, kind: Kind, token: int, what: str) -> str:

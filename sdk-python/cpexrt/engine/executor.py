@@ -226,7 +226,7 @@ class Invocation:
 
     def context_request(self) -> dict[str, Any] | None:
         request = self.request
-        return copy.deepcopy(request) if request is not None else None
+        return _copy_plain(request) if request is not None else None
 
     def context_extensions(self, plugin: LoadedPlugin, snapshot: payloads.Snapshot | None) -> dict[str, Any]:
         """The plugin's capability-filtered copy of the extensions the call carried
@@ -236,20 +236,45 @@ class Invocation:
         return gating.hide(snapshot.copy(), plugin.grant)
 
 
-# Types whose values are immutable: a state map holding only these (keys and values) is
-# copied by dict(), exactly as deepcopy would copy it.
+# Types whose values are immutable: copied, they are themselves (as deepcopy has it).
 _IMMUTABLE = frozenset({str, int, float, bool, bytes, type(None)})
+_MISSING = object()
+
+
+def _copy_plain(value: Any, memo: dict[int, Any] | None = None) -> Any:
+    """copy.deepcopy(value), faster for plain data (a state map, the request): dicts and
+    lists are rebuilt here, with deepcopy's memo, so values shared inside value stay
+    shared in the copy; anything else goes through deepcopy with the same memo."""
+    kind = type(value)
+    if kind in _IMMUTABLE:
+        return value
+    if memo is None:
+        memo = {}
+    else:
+        done = memo.get(id(value), _MISSING)
+        if done is not _MISSING:
+            return done
+    immutable = _IMMUTABLE
+    if kind is dict:
+        out: dict[Any, Any] = {}
+        memo[id(value)] = out
+        for key, item in value.items():
+            if type(key) not in immutable:
+                key = copy.deepcopy(key, memo)
+            out[key] = item if type(item) in immutable else _copy_plain(item, memo)
+        return out
+    if kind is list:
+        items: list[Any] = []
+        memo[id(value)] = items
+        for item in value:
+            items.append(item if type(item) in immutable else _copy_plain(item, memo))
+        return items
+    return copy.deepcopy(value, memo)
 
 
 def _copy_state(prior: dict[str, Any]) -> dict[str, Any]:
-    if type(prior) is dict:
-        immutable = _IMMUTABLE
-        for key, value in prior.items():
-            if type(key) not in immutable or type(value) not in immutable:
-                break
-        else:
-            return dict(prior)
-    return copy.deepcopy(prior)
+    copied: dict[str, Any] = _copy_plain(prior)
+    return copied
 
 
 def plan_order(plugins: list[LoadedPlugin]) -> list[LoadedPlugin]:
