@@ -3,6 +3,9 @@ generated wire records."""
 
 from __future__ import annotations
 
+import types
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -94,6 +97,93 @@ class WireRecord(BaseModel):
 
     def pack(self) -> bytes:
         return pack(self.to_wire(), type(self).__name__)
+
+
+# -- private copies of validated records ---------------------------------------------
+#
+# clone(value) is a deep copy of a value a decode produced (records, and plain data in
+# maps and lists), with no validation: what a validated record holds is already of its
+# fields' types. The copy equals the original in everything a decode of the same bytes
+# would give: field values, fields set, unknown fields (model_extra), and any other
+# entry of the instance dict (a content part's raw map). It costs about half a decode
+# (MessagePack unpack + pydantic validation) of the same value; the engine hands one to
+# each plugin of a CMF payload (payloads.Snapshot.copy).
+
+_new = object.__new__
+_set_dict = BaseModel.__dict__["__dict__"].__set__
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
+_CLONERS: dict[type, Callable[[Any], Any]] = {}
+
+
+def clone(value: Any) -> Any:
+    """A deep copy of decoded data: wire records whose values are such data, dicts,
+    lists (tuples become lists, as a MessagePack round trip makes them) and immutable
+    scalars. TypeError for anything else."""
+    kind = type(value)
+    if kind is dict:
+        return {k: v if type(v) in _PLAIN else clone(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [v if type(v) in _PLAIN else clone(v) for v in value]
+    if kind in _PLAIN:
+        return value
+    cloner = _CLONERS.get(kind)
+    if cloner is None:
+        if not isinstance(value, WireRecord):
+            raise TypeError(f"cannot clone a {kind.__name__}")
+        cloner = _CLONERS[kind] = _cloner(kind)
+    return cloner(value)
+
+
+def _immutable(annotation: Any) -> bool:
+    """Whether a field of this annotation only ever holds immutable scalars (an
+    annotation not resolved yet, a ForwardRef, is not: its values are copied deep)."""
+    if annotation in _PLAIN:
+        return True
+    args = typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    return bool(args) and origin in (typing.Union, types.UnionType) and all(a in _PLAIN for a in args)
+
+
+def _cloner(cls: type[WireRecord]) -> Callable[[Any], Any]:
+    """The copy function of one model class, made once per class: the instance dict
+    copied at once, then only the fields that may hold something mutable copied deep."""
+    fields = cls.__pydantic_fields__
+    mutable = tuple(name for name, info in fields.items() if not _immutable(info.annotation))
+    count = len(fields)
+    plain = _PLAIN
+    cloners = _CLONERS
+    new, set_dict, set_fields_set, set_extra, set_private = _new, _set_dict, _set_fields_set, _set_extra, _set_private
+
+    def clone_record(o: Any) -> Any:
+        d = o.__dict__.copy()
+        for name in mutable:
+            v = d.get(name)
+            kind = type(v)
+            if kind in plain:
+                continue
+            # A list of records and a record are the common cases: their records' copy
+            # functions are called directly (clone() makes one the first time).
+            if kind is list:
+                d[name] = [x if type(x) in plain else (cloners.get(type(x)) or clone)(x) for x in v]
+            else:
+                d[name] = (cloners.get(kind) or clone)(v)
+        if len(d) != count:
+            # Entries other than the fields (a content part's raw map), copied deep.
+            for key, v in d.items():
+                if key not in fields and type(v) not in plain:
+                    d[key] = clone(v)
+        n = new(cls)
+        set_dict(n, d)
+        set_fields_set(n, set(o.__pydantic_fields_set__))
+        e = o.__pydantic_extra__
+        set_extra(n, clone(e) if e else e if e is None else {})
+        p = o.__pydantic_private__
+        set_private(n, clone(p) if p else p)
+        return n
+
+    return clone_record
 
 
 def pack(value: Any, what: str) -> bytes:

@@ -8,6 +8,7 @@ import msgpack
 import pytest
 
 from conftest import config, plugin
+from cpexrt import Plugin, PluginContext
 from cpexrt._generated.records import ContentPart, ImageSource, Message, ToolCall
 from cpexrt.cmf import MessageView
 from cpexrt.engine import Engine
@@ -82,3 +83,144 @@ def test_the_view_covers_every_kind_of_part() -> None:
     assert [r.uri for r in view.resources()] == ["file:///a", "file:///b"]
     assert [p.name for p in view.prompts() if isinstance(p, PromptRequest)] == ["summarise"]
     assert [p.content_type for p in view.parts("thinking", "resource")] == ["thinking", "resource"]
+
+
+# -- private copies of a CMF message (wire.clone, payloads.Snapshot) -----------------------
+
+
+def every_part_message() -> dict[str, object]:
+    """A Message map with a part of every kind (each vector, unknown variants and
+    unknown fields included) and an unknown field of its own."""
+    parts = [msgpack.unpackb(p.read_bytes()) for p in sorted(VECTORS.glob("ContentPart.*.msgpack"))]
+    wire = msgpack.unpackb((VECTORS / "Message.unknown_field.msgpack").read_bytes())
+    return {**wire, "content": parts}
+
+
+def shared_mutables(a: object, b: object, path: str = "") -> list[str]:
+    """Where a and b hold the same mutable object (dict, list, set, model)."""
+    from pydantic import BaseModel
+
+    found = []
+    if isinstance(a, dict | list | set | BaseModel) and a is b:
+        found.append(path or "<top>")
+    if isinstance(a, BaseModel) and isinstance(b, BaseModel):
+        found += shared_mutables(a.__dict__, b.__dict__, f"{path}.__dict__")
+        found += shared_mutables(a.__pydantic_extra__, b.__pydantic_extra__, f"{path}.extra")
+        if a.__pydantic_fields_set__ is b.__pydantic_fields_set__:
+            found.append(f"{path}.fields_set")
+    elif isinstance(a, dict) and isinstance(b, dict):
+        for k in a:
+            found += shared_mutables(a[k], b.get(k), f"{path}[{k!r}]")
+    elif isinstance(a, list) and isinstance(b, list):
+        for i, (x, y) in enumerate(zip(a, b, strict=False)):
+            found += shared_mutables(x, y, f"{path}[{i}]")
+    return found
+
+
+def fields_sets(value: object) -> list[object]:
+    from pydantic import BaseModel
+
+    if isinstance(value, BaseModel):
+        return [type(value).__name__, sorted(value.model_fields_set), *[fields_sets(v) for v in value.__dict__.values()]]
+    if isinstance(value, list):
+        return [fields_sets(v) for v in value]
+    return []
+
+
+def test_a_clone_is_what_a_decode_gives_and_shares_nothing() -> None:
+    from cpexrt import payloads
+    from cpexrt.wire import clone
+
+    wire = payloads._pack({"message": every_part_message()})
+    decoded = payloads._decode_cmf(wire)
+    copied = clone(decoded)
+    again = payloads._decode_cmf(wire)
+    assert copied == again and copied.to_wire() == again.to_wire() == decoded.to_wire()
+    assert payloads._pack({"message": copied.to_wire()}) == wire
+    assert fields_sets(copied) == fields_sets(again)
+    assert copied.model_extra == again.model_extra and copied.model_extra
+    unknown = [p for p in copied.content if not p.known]
+    assert unknown and [p.to_wire() for p in unknown] == [p.to_wire() for p in again.content if not p.known]
+    assert shared_mutables(copied, decoded) == []
+    # What is done to the copy in place leaves the original as it was, and back.
+    copied.content[0].__dict__.update(content_type="text", text="changed")
+    copied.model_extra.clear()
+    for p in copied.content:
+        if not p.known:
+            assert p._raw is not None
+            p._raw.clear()
+    assert decoded == again and decoded.to_wire() == again.to_wire()
+
+
+def test_a_clone_copies_plain_data_as_messagepack_would_and_refuses_other_objects() -> None:
+    from cpexrt.wire import clone
+
+    inner: dict[str, object] = {"b": b"x"}
+    data: dict[str, object] = {"a": [1, (2, inner)], "c": None}
+    copied = clone(data)
+    assert copied == {"a": [1, [2, {"b": b"x"}]], "c": None}
+    assert copied["a"] is not data["a"] and copied["a"][1][1] is not inner and copied["a"][1][1] == inner
+    with pytest.raises(TypeError):
+        clone({"a": {1, 2}})
+
+
+SEEN: list[tuple[str, object, object]] = []
+
+
+class MessageVandal(Plugin):
+    """Records what it was given (and that object), then edits it in place, deep."""
+
+    def cmf_tool_pre_invoke(self, message: Message, ctx: PluginContext) -> None:
+        SEEN.append((self.config["tag"], message.to_wire(), message))
+        message.role = "system"
+        message.model_extra.clear()  # type: ignore[union-attr]
+        for part in message.content:
+            if isinstance(part.value, ToolCall) and part.value.arguments is not None:
+                part.value.arguments["query"] = "tampered"
+            elif not part.known:
+                part._raw["content_type"] = "tampered"  # type: ignore[index]
+        message.content.append(ContentPart.new_text("added"))
+
+
+@pytest.mark.parametrize("owned", [False, True])
+def test_every_cmf_plugin_gets_its_own_message_whatever_the_others_did_in_place(owned: bool) -> None:
+    m = Engine()
+    m.register_factory("Vandal", MessageVandal)
+    stanzas = "".join(
+        f"  - {{name: {t}, kind: Vandal, hooks: [{HOOK}], mode: {mode}, priority: {i}, config: {{tag: {t}}}}}\n"
+        for i, (t, mode) in enumerate(
+            [("a", "sequential"), ("b", "transform"), ("c", "audit"), ("d", "concurrent"), ("e", "concurrent")]
+        )
+    )
+    m.load_config(f"plugin_settings:\n  routing_enabled: false\nplugins:\n{stanzas}")
+    m.initialize()
+    wire_map = {"message": every_part_message()}
+    wire = msgpack.packb(wire_map, use_bin_type=True)
+    expected = msgpack.unpackb(wire)["message"]
+    for _ in range(2):
+        SEEN.clear()
+        if owned:
+            out = m.invoke(HOOK, 1, msgpack.unpackb(wire), payload_wire=wire, owned=True)
+        else:
+            out = m.invoke(HOOK, 1, wire_map)
+        assert out.continue_processing and not out.payload_modified and out.errors == []
+        assert [name for name, _, _ in SEEN] == ["a", "b", "c", "d", "e"]
+        assert [seen for _, seen, _ in SEEN] == [expected] * 5
+        assert len({id(obj) for _, _, obj in SEEN}) == 5
+    assert wire_map == {"message": every_part_message()}  # the host's own object
+
+
+def test_a_snapshot_with_a_clone_hands_its_value_only_to_the_last_caller() -> None:
+    from cpexrt import payloads
+
+    wire = payloads._pack(message("search"))
+    value = payloads._decode_cmf(wire)
+    snap = payloads.Snapshot(wire, payloads._decode_cmf, value, payloads._cloner(1))
+    first, second = snap.copy(), snap.copy()
+    assert first is not value and second is not value and first is not second
+    assert first == second == value
+    assert snap.copy(last=True) is value
+    after = snap.copy()
+    assert after is not value and after == value  # decoded again: the value was handed out
+    generic = payloads.Snapshot(b"\x81\xa1a\x01", payloads._decode_generic, {"a": 1})
+    assert payloads._cloner(0) is None and generic.copy() == {"a": 1} and generic.copy() == {"a": 1}

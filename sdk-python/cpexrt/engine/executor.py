@@ -295,7 +295,7 @@ class Plan:
     phase's authority, the concurrent group, the fire-and-forget followers. A plugin
     that on_error: disable switched off is skipped when the plan runs."""
 
-    __slots__ = ("plugins", "steps", "concurrent", "followers")
+    __slots__ = ("plugins", "steps", "concurrent", "followers", "final")
 
     def __init__(self, plugins: list[LoadedPlugin]) -> None:
         self.plugins = tuple(plugins)  # in plan_order
@@ -304,6 +304,9 @@ class Plan:
         )
         self.concurrent = tuple(p for p in plugins if p.spec.mode is Mode.CONCURRENT)
         self.followers = tuple(p for p in plugins if p.spec.mode is Mode.FIRE_AND_FORGET)
+        # The step after which no plugin asks a snapshot for a copy on the invoking thread
+        # (fire-and-forget followers decode their own): it may have the snapshot's value.
+        self.final = self.steps[-1][0] if self.steps and not self.concurrent else None
 
     def __len__(self) -> int:
         return len(self.plugins)
@@ -321,15 +324,16 @@ def run_pipeline(plan: Plan, inv: Invocation) -> PipelineOutcome:
     out = PipelineOutcome()
     obs = inv.observer
     hook = inv.hook
+    final = plan.final
     for plugin, authority in plan.steps:
         if plugin.disabled:
             continue
         if obs is None:
-            _step(plugin, hook, inv, authority, out)
+            _step(plugin, hook, inv, authority, out, plugin is final)
         else:
             mark = obs.begin(plugin, inv, out)
             try:
-                _step(plugin, hook, inv, authority, out)
+                _step(plugin, hook, inv, authority, out, plugin is final)
             except BaseException as exc:
                 obs.end(plugin, mark, inv, out, exc)
                 raise
@@ -350,10 +354,11 @@ def run_pipeline(plan: Plan, inv: Invocation) -> PipelineOutcome:
     return out
 
 
-def _step(plugin: LoadedPlugin, hook: str, inv: Invocation, authority: Authority, out: PipelineOutcome) -> None:
-    """Runs one sequential, transform or audit plugin and takes its result."""
+def _step(plugin: LoadedPlugin, hook: str, inv: Invocation, authority: Authority, out: PipelineOutcome, last: bool) -> None:
+    """Runs one sequential, transform or audit plugin and takes its result. last: the
+    plan's final copy of the payload (Snapshot.copy)."""
     args = (
-        inv.payload.copy(),
+        inv.payload.copy(last),
         bound_context(inv, plugin, inv.global_state, inv.extensions if inv.has_extensions else None),
     )
     try:
@@ -370,12 +375,13 @@ def _step(plugin: LoadedPlugin, hook: str, inv: Invocation, authority: Authority
     _apply(plugin, inv, authority, value, out)
 
 
-def _args(plugin: LoadedPlugin, inv: Invocation) -> tuple[Any, PluginContext]:
-    """The handler's arguments: its own copy of the payload, and a context that copies
-    the extensions (capability-filtered), its local state, the request's shared state
-    and the request when the plugin first reads them: many plugins never look."""
+def _args(plugin: LoadedPlugin, inv: Invocation, last: bool) -> tuple[Any, PluginContext]:
+    """The handler's arguments: its own copy of the payload (last: the plan's final
+    copy, Snapshot.copy), and a context that copies the extensions (capability-filtered),
+    its local state, the request's shared state and the request when the plugin first
+    reads them: many plugins never look."""
     return (
-        inv.payload.copy(),
+        inv.payload.copy(last),
         bound_context(inv, plugin, inv.global_state, inv.extensions if inv.has_extensions else None),
     )
 
@@ -708,7 +714,7 @@ def _run_concurrent(phase: list[LoadedPlugin], inv: Invocation, authority: Autho
             deadline = _deadline(plugin, inv)
             if obs is not None:
                 marks[plugin.name] = (plugin, obs.begin(plugin, inv, out))
-            args = _args(plugin, inv)
+            args = _args(plugin, inv, plugin is phase[-1])
             try:
                 done, value, coro = driver.begin(plugin.handlers[inv.hook], args, deadline)
             except BaseException as exc:  # noqa: BLE001 - contained: a timeout or the plugin's failure
