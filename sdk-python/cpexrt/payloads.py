@@ -225,6 +225,16 @@ def extensions_snapshot(value: dict[str, Any], wire: bytes | None, owned: bool, 
             wire = _pack(value) if value else _EMPTY_MAP  # most calls carry none: no encode for them
         except _ENCODE_ERRORS as exc:
             raise InvalidInputError(f"extensions: cannot be encoded as MessagePack: {exc}") from None
+        if value and not plain:
+            # Not known to be plain data: decoded now (the first reader's copy, unless
+            # the engine owns the value), so what encodes but does not decode (a map key
+            # that is not a string) is the caller's error, not a failure of whichever
+            # plugin reads the extensions first, which its on_error could let through.
+            try:
+                decoded = _unpack(wire)
+            except (ValueError, TypeError, msgpack.UnpackException) as exc:
+                raise InvalidInputError(f"extensions: {exc}; the extensions' map keys must be strings") from None
+            return Snapshot(wire, _unpack, value if owned else decoded)
     return Snapshot(wire, _unpack, value if owned else _NOTHING)
 
 

@@ -258,3 +258,17 @@ def test_plain_copies_equal_deepcopy_aliasing_included(state: dict[str, Any], da
     assert ours == theirs
     assert _shape(ours, {}) == _shape(theirs, {})
     assert not set(_mutables(ours)) & set(_mutables(state))  # nothing mutable shared with the source
+
+
+def test_extensions_that_encode_but_do_not_decode_are_the_callers_error() -> None:
+    # Before: the first plugin reading its extensions failed with msgpack's ValueError,
+    # and under on_error: ignore the call was allowed.
+    m = started(stanza("r", "Reader", extra=", on_error: ignore"))
+    SEEN.clear()
+    for bad in ({1: "x"}, {"meta": {2: "y"}}):
+        with pytest.raises(InvalidInputError, match=r"extensions: .*map key.*must be strings"):
+            m.invoke(PRE, 0, dict(CALL), bad)
+    assert SEEN == []
+    out = m.invoke(PRE, 0, dict(CALL), {"meta": {"entity_name": "x"}})
+    assert out.continue_processing and not out.errors
+    assert SEEN[0][1]["ext"] == {"meta": {"entity_name": "x"}}
