@@ -265,7 +265,8 @@ def test_extensions_that_encode_but_do_not_decode_are_the_callers_error() -> Non
     # and under on_error: ignore the call was allowed.
     m = started(stanza("r", "Reader", extra=", on_error: ignore"))
     SEEN.clear()
-    for bad in ({1: "x"}, {"meta": {2: "y"}}):
+    bads: list[Any] = [{1: "x"}, {"meta": {2: "y"}}]
+    for bad in bads:
         with pytest.raises(InvalidInputError, match=r"extensions: .*map key.*must be strings"):
             m.invoke(PRE, 0, dict(CALL), bad)
     assert SEEN == []
