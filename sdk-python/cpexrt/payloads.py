@@ -142,6 +142,18 @@ class Snapshot:
         return self._decode(self.wire)
 
 
+class Encoded:
+    """The payload as a handler that runs in another process receives it: the
+    snapshot's canonical bytes and the payload type, with no decoded copy (the handler
+    only sends the bytes on; the process that runs the plugin decodes its own)."""
+
+    __slots__ = ("wire", "payload_type")
+
+    def __init__(self, wire: bytes, payload_type: int) -> None:
+        self.wire = wire
+        self.payload_type = payload_type
+
+
 def _decode_generic(wire: bytes) -> Any:
     return _unpack(wire)
 

@@ -135,6 +135,30 @@ def test_results_are_checked_by_the_host_as_for_in_process_plugins(engines: list
     assert out.violation.code == "no" and out.violation.plugin_name == "ed"  # the engine names the plugin
 
 
+def test_an_isolated_plugin_gets_the_payloads_bytes_decoded_in_its_worker(engines: list[Engine]) -> None:
+    # The executor hands an isolated plugin the payload's canonical bytes (no decoded
+    # copy in the host); its worker decodes them: a generic map, and a CMF Message.
+    stanza = isolated("cmf", "CmfReader").replace("hooks: [tool_pre_invoke]", "hooks: [cmf.tool_pre_invoke]")
+    engine = start(engines, stanza, isolated("ed", "Editor"))
+    message = {
+        "message": {
+            "schema_version": "2.0",
+            "role": "assistant",
+            "content": [
+                {"content_type": "text", "text": "Calling search_docs."},
+                {"content_type": "tool_call", "content": {"tool_call_id": "c1", "name": "search_docs", "arguments": {}}},
+            ],
+        }
+    }
+    out = engine.invoke("cmf.tool_pre_invoke", 1, message)
+    assert out.errors == []
+    seen = out.metadata
+    assert seen["pid"] != os.getpid() and seen["type"] == "Message"
+    assert (seen["role"], seen["tools"]) == ("assistant", ["search_docs"])
+    out = invoke(engine, {"x": [1, {"y": b"z"}]})
+    assert out.modified_payload == {"x": [1, {"y": b"z"}], "edited": True}
+
+
 def test_a_plugin_failure_under_on_error_fail_fails_the_call(engines: list[Engine]) -> None:
     engine = start(engines, isolated("c", "Crasher", on_error="fail"))
     with pytest.raises(PipelineError, match=r"plugin 'c' raised ValueError: asked to raise \(code plugin_error\)"):

@@ -78,3 +78,13 @@ class SixVersion(Plugin):
     def tool_pre_invoke(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
         six = importlib.import_module("six")  # installed into the plugin's own virtualenv only
         return allow({self.config.get("key", "six"): six.__version__})
+
+
+class CmfReader(Plugin):
+    """Reports the CMF message its worker decoded: its role and tool calls."""
+
+    def cmf_tool_pre_invoke(self, message: Any, ctx: PluginContext) -> Any:
+        from cpexrt.cmf import MessageView
+
+        calls = [call.name for call in MessageView(message).tool_calls()]
+        return allow({"pid": os.getpid(), "role": message.role, "tools": calls, "type": type(message).__name__})

@@ -58,6 +58,9 @@ class LoadedPlugin:
     reports_unenforced: bool = False
     # mode: permissive (PluginSpec.shadow): its denies are recorded, not enforced.
     shadow: bool = False
+    # Its handlers run in worker processes (isolation: process): they take the
+    # payload as its bytes (payloads.Encoded), not as a decoded private copy.
+    takes_wire: bool = False
 
     @property
     def name(self) -> str:
@@ -358,7 +361,7 @@ def _step(plugin: LoadedPlugin, hook: str, inv: Invocation, authority: Authority
     """Runs one sequential, transform or audit plugin and takes its result. last: the
     plan's final copy of the payload (Snapshot.copy)."""
     args = (
-        inv.payload.copy(last),
+        payloads.Encoded(inv.payload.wire, inv.payload_type) if plugin.takes_wire else inv.payload.copy(last),
         bound_context(inv, plugin, inv.global_state, inv.extensions if inv.has_extensions else None),
     )
     try:
@@ -381,7 +384,7 @@ def _args(plugin: LoadedPlugin, inv: Invocation, last: bool) -> tuple[Any, Plugi
     its local state, the request's shared state and the request when the plugin first
     reads them: many plugins never look."""
     return (
-        inv.payload.copy(last),
+        payloads.Encoded(inv.payload.wire, inv.payload_type) if plugin.takes_wire else inv.payload.copy(last),
         bound_context(inv, plugin, inv.global_state, inv.extensions if inv.has_extensions else None),
     )
 

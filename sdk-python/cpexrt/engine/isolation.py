@@ -844,8 +844,11 @@ class IsolatedPlugin(Plugin):
 
 
 def _payload_wire(payload: Any, ctx: PluginContext) -> tuple[bytes, int]:
-    """The payload's bytes for the worker: the executor's copy, re-encoded (the
-    snapshot's bytes are not reachable from a handler's arguments)."""
+    """The payload's bytes for the worker: the snapshot's own (payloads.Encoded, what
+    the executor hands a plugin that takes_wire), else a decoded copy re-encoded (a
+    fire-and-forget follower's)."""
+    if type(payload) is payloads.Encoded:
+        return payload.wire, payload.payload_type
     if isinstance(payload, Message):
         return payloads._pack(payloads.encode(PAYLOAD_CMF_MESSAGE, payload)), PAYLOAD_CMF_MESSAGE
     return payloads._pack(payload), PAYLOAD_GENERIC
@@ -887,6 +890,7 @@ def load(index: int, config: Config, factories: Any, here: Callable[[int, Config
         timeout=spec.timeout or config.plugin_settings.plugin_timeout,
         grant=Grant.of(spec.capabilities),
         reports_unenforced=spec.kind == "isolated_venv",
+        takes_wire=True,
     )
     instance.loaded = loaded
     return loaded
