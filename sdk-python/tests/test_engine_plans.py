@@ -60,6 +60,15 @@ class SharedAllowTamperer(Plugin):
         return result
 
 
+class SharedAllowDenier(Plugin):
+    """Forces the frozen allow every plugin shares into a deny, then returns it."""
+
+    def tool_pre_invoke(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
+        result = allow()
+        object.__setattr__(result, "continue_processing", False)
+        return result
+
+
 class Modifier(Plugin):
     def tool_pre_invoke(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
         return modify({**payload, "user": "bob"})
@@ -67,7 +76,7 @@ class Modifier(Plugin):
 
 def started(plugins: str, settings: str = "", routes: str = "") -> Engine:
     m = Engine()
-    for cls in (Reader, Quiet, Failing, SharedAllowTamperer, Modifier):
+    for cls in (Reader, Quiet, Failing, SharedAllowTamperer, SharedAllowDenier, Modifier):
         m.register_factory(cls.__name__, cls)
     settings = settings or "  routing_enabled: false\n"
     m.load_config(f"plugin_settings:\n{settings}plugins:\n{plugins}{routes}")
@@ -177,6 +186,17 @@ def test_the_shared_allow_tampered_with_is_taken_as_that_plugins_result_only() -
         assert not out.payload_modified
     finally:
         _ALLOW.metadata.clear()
+        m.shutdown()
+
+
+def test_a_shared_allow_forced_into_a_deny_is_not_taken_for_a_plain_allow() -> None:
+    # The plain-allow fast path compares every field of the shared allow, not only its
+    # metadata: whatever a plugin made of it, the engine reads it as that plugin's result.
+    m = started(stanza("denier", "SharedAllowDenier", priority=1) + stanza("quiet", "Quiet", priority=2))
+    try:
+        assert not m.invoke(PRE, 0, dict(CALL)).continue_processing
+    finally:
+        object.__setattr__(_ALLOW, "continue_processing", True)
         m.shutdown()
 
 

@@ -373,8 +373,8 @@ def _step(plugin: LoadedPlugin, hook: str, inv: Invocation, authority: Authority
     except BaseException as exc:  # noqa: BLE001 - whatever a plugin raises is its own failure
         _failed(plugin, inv, out, driver.describe(exc), driver.code_of(exc))
         return
-    if value is None or (value is _SHARED_ALLOW and not _SHARED_ALLOW.metadata):
-        return  # a plain allow: nothing to take
+    if value is None or (value is _SHARED_ALLOW and _SHARED_ALLOW.__dict__ == _PLAIN_ALLOW):
+        return  # a plain allow: nothing to take (a shared allow some plugin wrote into is taken as it is)
     _apply(plugin, inv, authority, value, out)
 
 
@@ -529,6 +529,8 @@ def _as_result(value: Any) -> PluginResult:
 
 
 _ALLOWED = PluginResult()
+# Every field of an untouched allow(): the shared one compared with it, whole.
+_PLAIN_ALLOW = dict(PluginResult().__dict__)
 
 
 def _deny(plugin: LoadedPlugin, inv: Invocation, out: PipelineOutcome, given: Any, metadata: dict[str, Any] | None) -> None:
