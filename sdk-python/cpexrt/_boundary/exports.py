@@ -177,84 +177,10 @@ class Exports:
     def is_initialized(self, manager: int, out_initialized: Any) -> None:
         out_initialized[0] = int(self._manager(manager, "manager").is_initialized())
 
-    # invoke and invoke_request are invoke_with with fewer inputs; install() attaches
-    # each of the three to its C function with an entry of its own (_invoke_entries),
-    # so that the hot path is one Python frame besides invoke_with.
-
-    def invoke(
-        self,
-        manager: int,
-        hook: Any,
-        hook_len: int,
-        payload_type: int,
-        payload: Any,
-        payload_len: int,
-        extensions: Any,
-        extensions_len: int,
-        context: int,
-        out_result: Any,
-        out_result_len: Any,
-        out_context: Any,
-        out_background: Any,
-    ) -> None:
-        null = self.ffi.NULL
-        self.invoke_with(
-            manager,
-            hook,
-            hook_len,
-            payload_type,
-            payload,
-            payload_len,
-            extensions,
-            extensions_len,
-            null,
-            0,
-            null,
-            0,
-            context,
-            out_result,
-            out_result_len,
-            out_context,
-            out_background,
-        )
-
-    def invoke_request(
-        self,
-        manager: int,
-        hook: Any,
-        hook_len: int,
-        payload_type: int,
-        payload: Any,
-        payload_len: int,
-        extensions: Any,
-        extensions_len: int,
-        request: Any,
-        request_len: int,
-        context: int,
-        out_result: Any,
-        out_result_len: Any,
-        out_context: Any,
-        out_background: Any,
-    ) -> None:
-        self.invoke_with(
-            manager,
-            hook,
-            hook_len,
-            payload_type,
-            payload,
-            payload_len,
-            extensions,
-            extensions_len,
-            request,
-            request_len,
-            self.ffi.NULL,
-            0,
-            context,
-            out_result,
-            out_result_len,
-            out_context,
-            out_background,
-        )
+    # cpex_invoke and cpex_invoke_request are invoke_with with fewer inputs: install()
+    # attaches each of the three (and the two frees) to its C function with an entry
+    # of its own (_invoke_entries), so that the hot path is one Python frame besides
+    # invoke_with.
 
     def invoke_with(
         self,
@@ -363,12 +289,6 @@ class Exports:
         data = pack([e.to_wire() for e in errors], "background errors")
         out_errors[0] = self._copy_out(data)
         out_errors_len[0] = len(data)
-
-    def free_background(self, background: int) -> None:
-        HANDLES.take(Kind.BACKGROUND, background, "background")
-
-    def free_context(self, context: int) -> None:
-        HANDLES.take(Kind.CONTEXT, context, "context")
 
     def set_log_sink(self, callback: Any, user_data: Any, min_level: int) -> None:
         if callback == self.ffi.NULL:
