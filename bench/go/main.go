@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	cpex "github.com/cpex-dev/cpex/sdk-go"
@@ -209,6 +210,35 @@ func rssKB() float64 {
 	return 0
 }
 
+// processCPU is the process's user and system time so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// cpuPerCall prints the demo pipeline's process CPU and wall time per call (minimum
+// and median over batches of 500 calls): the whole process's CPU, the runtime's
+// threads included, which a noisy machine's wall clock hides.
+func cpuPerCall(m *cpex.PluginManager, calls int, label string) {
+	for i := 0; i < 2000; i++ {
+		pipeline(m)
+	}
+	const batch = 500
+	var walls, cpus []float64
+	for done := 0; done < calls; done += batch {
+		c0, w0 := processCPU(), time.Now()
+		for i := 0; i < batch; i++ {
+			pipeline(m)
+		}
+		walls = append(walls, float64(time.Since(w0).Nanoseconds())/batch/1000)
+		cpus = append(cpus, float64((processCPU()-c0).Nanoseconds())/batch/1000)
+	}
+	sort.Float64s(walls)
+	sort.Float64s(cpus)
+	fmt.Printf("%s cpu_us min %.2f med %.2f | wall_us min %.2f med %.2f\n", label, cpus[0], cpus[len(cpus)/2], walls[0], walls[len(walls)/2])
+}
+
 // longRun is the long run's figures: RSS after start-up and warm-up, its growth over
 // long demo-pipeline invokes, and the handles left.
 func longRun(m *cpex.PluginManager, long int) figures {
@@ -239,6 +269,8 @@ func longRun(m *cpex.PluginManager, long int) figures {
 func main() {
 	n := flag.Int("n", 20000, "invokes per latency figure")
 	long := flag.Int("long", 0, "invokes of the long run (RSS growth, handles left), in a fresh process; 0 skips it")
+	cpuCalls := flag.Int("cpu", 0, "only the demo pipeline's process CPU per call over this many calls, in batches of 500 (an A/B of two builds, run alternately)")
+	label := flag.String("label", "", "with -cpu: the label printed before the figures")
 	longOnly := flag.Bool("longrun", false, "internal: only the long run of -long invokes, in this process, printed as JSON")
 	examples := flag.String("examples", "../examples", "the examples directory (configs, plugins)")
 	cold := flag.Bool("cold", false, "internal: start, invoke once, print the elapsed time since -t0")
@@ -259,6 +291,12 @@ func main() {
 		m := manager(dir)
 		pipeline(m)
 		fmt.Println(time.Since(time.Unix(0, *t0)).Milliseconds())
+		return
+	}
+	if *cpuCalls > 0 {
+		m := manager(dir)
+		cpuPerCall(m, *cpuCalls, *label)
+		_ = m.Shutdown()
 		return
 	}
 	if *longOnly {
