@@ -220,16 +220,16 @@ func processCPU() time.Duration {
 // cpuPerCall prints the demo pipeline's process CPU and wall time per call (minimum
 // and median over batches of 500 calls): the whole process's CPU, the runtime's
 // threads included, which a noisy machine's wall clock hides.
-func cpuPerCall(m *cpex.PluginManager, calls int, label string) {
+func cpuPerCall(m *cpex.PluginManager, calls int, label string, call func(*cpex.PluginManager)) {
 	for i := 0; i < 2000; i++ {
-		pipeline(m)
+		call(m)
 	}
 	const batch = 500
 	var walls, cpus []float64
 	for done := 0; done < calls; done += batch {
 		c0, w0 := processCPU(), time.Now()
 		for i := 0; i < batch; i++ {
-			pipeline(m)
+			call(m)
 		}
 		walls = append(walls, float64(time.Since(w0).Nanoseconds())/batch/1000)
 		cpus = append(cpus, float64((processCPU()-c0).Nanoseconds())/batch/1000)
@@ -271,6 +271,7 @@ func main() {
 	long := flag.Int("long", 0, "invokes of the long run (RSS growth, handles left), in a fresh process; 0 skips it")
 	cpuCalls := flag.Int("cpu", 0, "only the demo pipeline's process CPU per call over this many calls, in batches of 500 (an A/B of two builds, run alternately)")
 	label := flag.String("label", "", "with -cpu: the label printed before the figures")
+	cpuPII := flag.Bool("pii", false, "with -cpu: the cpex-pii-filter call (a py-cpex plugin redacting a tool call) instead of the demo pipeline")
 	longOnly := flag.Bool("longrun", false, "internal: only the long run of -long invokes, in this process, printed as JSON")
 	examples := flag.String("examples", "../examples", "the examples directory (configs, plugins)")
 	cold := flag.Bool("cold", false, "internal: start, invoke once, print the elapsed time since -t0")
@@ -293,9 +294,15 @@ func main() {
 		fmt.Println(time.Since(time.Unix(0, *t0)).Milliseconds())
 		return
 	}
+	if *cpuCalls > 0 && *cpuPII {
+		m := piiManager()
+		cpuPerCall(m, *cpuCalls, *label, piiCall)
+		_ = m.Shutdown()
+		return
+	}
 	if *cpuCalls > 0 {
 		m := manager(dir)
-		cpuPerCall(m, *cpuCalls, *label)
+		cpuPerCall(m, *cpuCalls, *label, pipeline)
 		_ = m.Shutdown()
 		return
 	}

@@ -242,3 +242,39 @@ def test_a_dropped_manager_is_shut_down() -> None:
     del m
     gc.collect()
     assert len(HANDLES) == before
+
+
+@pytest.mark.parametrize("size", [1, 255, 256, 65535, 65536])
+@pytest.mark.parametrize("payload_type", [0, 1])
+def test_a_result_with_only_a_modified_payload_is_encoded_as_the_generic_encoder_does(size: int, payload_type: int) -> None:
+    # The boundary writes such a result from fixed bytes and the payload's own (no map
+    # to pack): byte for byte what packing the whole PipelineResult gives, for every
+    # MessagePack bin header (bin 8 / 16 / 32).
+    from cpexrt._boundary.exports import _packed_result, _result_bytes
+    from cpexrt._generated.records import PluginError, PluginViolation
+    from cpexrt.engine.executor import PipelineOutcome
+    from cpexrt.payloads import Snapshot
+
+    wire = b"\xc0" * size  # opaque to the result's encoding: only its length matters here
+    outcome = PipelineOutcome()
+    outcome.payload = Snapshot(wire, msgpack.unpackb)
+    data = _result_bytes(outcome, payload_type)
+    assert data == _packed_result(outcome, payload_type)
+    decoded = msgpack.unpackb(data)
+    assert decoded["modified_payload"] == wire and decoded["payload_modified"] is True
+    assert decoded["payload_type"] == payload_type
+    # Anything besides the payload goes through the generic encoder, nothing dropped.
+    for extra in (
+        {"metadata": {"k": 1}},
+        {"errors": [PluginError(plugin_name="p", code="c", message="m")]},
+        {"retry_delay_ms": 5},
+        {"http_headers": {"x-a": "b"}},
+        {"continue_processing": False, "violation": PluginViolation(code="c", reason="r")},
+        {"extensions": Snapshot(msgpack.packb({"meta": {}}), msgpack.unpackb)},
+    ):
+        other = PipelineOutcome()
+        other.payload = outcome.payload
+        for key, value in extra.items():
+            setattr(other, key, value)
+        assert _result_bytes(other, payload_type) == _packed_result(other, payload_type)
+        assert set(msgpack.unpackb(_result_bytes(other, payload_type))) > {"modified_payload"}

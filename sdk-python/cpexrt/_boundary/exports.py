@@ -336,9 +336,62 @@ def _call_timeout(options: Any) -> float | None:
     return timeout_ms / 1000
 
 
+def _modified_heads() -> dict[int, bytes]:
+    """Per payload type, the bytes _result_bytes gives for a call that only had its
+    payload modified, up to the modified payload's MessagePack bin header: the same
+    encoder's output for a one-byte payload, less that bin (c4 01 c0)."""
+    heads = {}
+    for payload_type in UNCHANGED_RESULTS:
+        wire = pack(
+            PipelineResult.wire_from(
+                continue_processing=True,
+                payload_modified=True,
+                extensions_modified=False,
+                payload_type=payload_type,
+                modified_payload=b"\xc0",
+            ),
+            "pipeline result",
+        )
+        if not wire.endswith(b"\xb0modified_payload\xc4\x01\xc0"):
+            raise AssertionError(f"the pipeline result's layout changed: {wire!r}")
+        heads[payload_type] = wire[:-3]
+    return heads
+
+
+_MODIFIED_HEADS = _modified_heads()
+
+
+def _bin_header(n: int) -> bytes:
+    """MessagePack's bin header of n bytes (bin 8 / 16 / 32)."""
+    if n < 0x100:
+        return b"\xc4" + n.to_bytes(1, "big")
+    if n < 0x10000:
+        return b"\xc5" + n.to_bytes(2, "big")
+    return b"\xc6" + n.to_bytes(4, "big")
+
+
 def _result_bytes(result: PipelineOutcome, payload_type: int) -> bytes:
     # Every part was checked (and the modifications encoded) by the engine when the
     # plugin returned it: nothing here can fail on a plugin's account.
+    if (
+        result.payload is not None
+        and result.extensions is None
+        and result.continue_processing
+        and not result.errors
+        and not result.metadata
+        and not result.retry_delay_ms
+        and not result.http_headers
+        and result.violation is None
+    ):
+        # Only the payload changed (a redaction, say): the result's fixed head, then
+        # the payload's canonical bytes as they are, with no map to build and pack.
+        payload = result.payload.wire
+        return b"".join((_MODIFIED_HEADS[payload_type], _bin_header(len(payload)), payload))
+    return _packed_result(result, payload_type)
+
+
+def _packed_result(result: PipelineOutcome, payload_type: int) -> bytes:
+    """The pipeline result's MessagePack, built as a map and packed (any outcome)."""
     wire = PipelineResult.wire_from(
         continue_processing=result.continue_processing,
         payload_modified=result.payload_modified,

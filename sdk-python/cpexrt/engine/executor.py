@@ -227,6 +227,19 @@ class Invocation:
     def context_request_state(self) -> dict[str, Any]:
         return self.state_for(REQUEST_STATE)
 
+    def has_state(self, name: str) -> bool:
+        """Whether the state state_for(name) gives holds anything, without copying it."""
+        state = self.states.get(name)
+        if state is None:
+            state = self.states_in.get(name)
+        return bool(state)
+
+    def context_has_state(self, plugin: LoadedPlugin) -> bool:
+        return self.has_state(plugin.spec.name)
+
+    def context_has_request_state(self) -> bool:
+        return self.has_state(REQUEST_STATE)
+
     def context_request(self) -> dict[str, Any] | None:
         request = self.request
         return _copy_plain(request) if request is not None else None

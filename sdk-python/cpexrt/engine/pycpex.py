@@ -170,19 +170,28 @@ class PyCpexPlugin(Plugin):
             model = validate_map(payload) if validate_map is not None and type(payload) is dict else payload_of(payload)
             request = ctx.request
             # Copies of the plugin's state and of the request's shared state (py-cpex's
-            # validation copies the maps), kept only when the plugin returns.
+            # validation copies the maps), kept only when the plugin returns. Empty ones
+            # (the common case) are not copied out of cpex's context table at all: the
+            # plugin gets new empty maps, as py-cpex gives a new context.
+            has_state = ctx.has_state()
+            has_request_state = ctx.has_request_state()
+            request_state = ctx.request_state if has_request_state else {}
             if request is None:
-                fields = {"request_id": f"cpex-{next(request_ids)}", "state": ctx.request_state}
+                fields = {"request_id": f"cpex-{next(request_ids)}", "state": request_state}
             else:
-                fields = global_context_fields(request, ctx.request_state)
+                fields = global_context_fields(request, request_state)
             if conditions:
                 global_context = validate_global_context(fields)
                 if not matches(model, hook_name, conditions, global_context):
                     return None
-                context = validate_plugin_context({"state": ctx.state, "global_context": global_context})
+                context = validate_plugin_context(
+                    {"state": ctx.state, "global_context": global_context} if has_state else {"global_context": global_context}
+                )
             else:
                 # The GlobalContext validated as part of the PluginContext: one call less.
-                context = validate_plugin_context({"state": ctx.state, "global_context": fields})
+                context = validate_plugin_context(
+                    {"state": ctx.state, "global_context": fields} if has_state else {"global_context": fields}
+                )
             if accepts_extensions:
                 extensions = ctx.extensions
                 result = await func(model, context, validate_extensions(extensions) if extensions else None)
@@ -190,10 +199,10 @@ class PyCpexPlugin(Plugin):
                 result = await func(model, context)
             # What the plugin kept, for the request's next hook (cpex's context table).
             kept = context.state
-            if kept or ctx.state:
+            if kept or has_state:
                 _keep(ctx.state, kept)
             kept = context.global_context.state
-            if kept or ctx.request_state:
+            if kept or has_request_state:
                 _keep(ctx.request_state, kept)
             return None if result is None else result_of(result, dump)
 
