@@ -136,3 +136,28 @@ def test_bad_invoke_input(payload_type: int, payload: object, match: str) -> Non
     m = started(config(plugin("a", "Allow")))
     with pytest.raises(InvalidInputError, match=match):
         m.invoke("tool_pre_invoke", payload_type, payload)
+
+
+def test_a_result_built_for_an_adapter_is_the_dataclass_with_every_field() -> None:
+    # results.built skips the frozen dataclass's __init__: it must still set every
+    # field (a field added to PluginResult and not to built fails here) and equal
+    # the result the constructor gives.
+    from cpexrt._generated.records import PluginViolation
+    from cpexrt.results import PluginResult, built
+
+    fields = {
+        "continue_processing": False,
+        "violation": PluginViolation(code="c", reason="r"),
+        "modified_payload": {"a": 1},
+        "modified_extensions": {"meta": {}},
+        "metadata": {"m": 2},
+        "retry_delay_ms": 3,
+        "http_headers": {"x-a": "b"},
+    }
+    assert set(fields) == set(PluginResult.__dataclass_fields__)
+    result = built(**fields)
+    assert type(result) is PluginResult
+    assert result == PluginResult(**fields)
+    assert set(vars(result)) == set(PluginResult.__dataclass_fields__)
+    with pytest.raises(AttributeError):
+        result.continue_processing = True  # type: ignore[misc]

@@ -26,7 +26,7 @@ from cpexrt._generated.records import PluginViolation
 from cpexrt.engine.config import Conditions, PluginSpec
 from cpexrt.errors import ConfigError
 from cpexrt.plugin import Plugin, PluginContext
-from cpexrt.results import PluginResult
+from cpexrt.results import PluginResult, built
 
 # The py-cpex hook modules: importing cpex.framework registers 12 hooks, these the rest.
 _HOOK_MODULES = ("cpex.framework.hooks.identity", "cpex.framework.hooks.message")
@@ -281,7 +281,7 @@ class PyCpexPlugin(Plugin):
             )
         modified = result.modified_payload
         metadata = result.metadata
-        return PluginResult(
+        return built(
             continue_processing=result.continue_processing,
             violation=violation,
             # A modified payload model as cpex takes it: the payload map (for CMF hooks
