@@ -156,21 +156,18 @@ class PluginContext:
     def request_state(self, value: dict[str, Any]) -> None:
         self._request_state = value
 
-    def has_state(self) -> bool:
-        """Whether the plugin's state holds anything, found without making the copy
-        that reading `state` makes (for the engine's adapters)."""
-        state = self._state
-        if state is not None:
-            return bool(state)
-        return bool(self._source.context_has_state(self._key))
-
-    def has_request_state(self) -> bool:
-        """Whether the request's shared state holds anything, found without making the
-        copy that reading `request_state` makes (for the engine's adapters)."""
-        state = self._request_state
-        if state is not None:
-            return bool(state)
-        return bool(self._source.context_has_request_state())
+    def held_states(self) -> tuple[bool, bool]:
+        """Whether the plugin's state and the request's shared state hold anything,
+        found without making the copies that reading `state` and `request_state` make
+        (for the engine's adapters, which copy them into a framework's own context)."""
+        state, request_state = self._state, self._request_state
+        if state is None or request_state is None:
+            held_state, held_request_state = self._source.context_held_states(self._key)
+            if state is None:
+                state = held_state
+            if request_state is None:
+                request_state = held_request_state
+        return bool(state), bool(request_state)
 
     @property
     def request(self) -> dict[str, Any] | None:
@@ -206,8 +203,8 @@ _new_context = object.__new__
 def bound_context(source: Any, key: Any, global_state: dict[str, Any], extensions: Any) -> PluginContext:
     """The engine's context for one plugin run (cpexrt.engine.executor): nothing is
     computed until the plugin reads it. source answers context_state(key),
-    context_request_state(), context_has_state(key), context_has_request_state(),
-    context_request() and context_extensions(key,
+    context_request_state(), context_held_states(key), context_request()
+    and context_extensions(key,
     extensions): the plugin's state, the request's shared state, a copy of the
     request, and its view of extensions (what the call carried when the plugin
     started)."""

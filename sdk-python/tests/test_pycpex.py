@@ -214,6 +214,21 @@ def test_global_context_and_state_are_threaded_pre_to_post() -> None:
     m.shutdown()
 
 
+def test_a_plugin_that_keeps_no_state_gets_empty_maps_and_hands_no_context_back() -> None:
+    m = engine(config_of(stanza("keeper", "pycpex_test_plugins.StateKeeper", hooks="[tool_pre_invoke, tool_post_invoke]")))
+    # Nothing held yet: the plugin reads empty maps, and leaves nothing to thread on.
+    post = m.invoke("tool_post_invoke", 0, {"name": "t", "result": {}}, request=REQUEST)
+    assert post.metadata == {"seen_user": None, "pre_ran": None} and post.context is None
+    # What the pre hook kept reaches the post hook through a context the post hook
+    # only reads (kept as it was, for the request's next hook).
+    pre = m.invoke("tool_pre_invoke", 0, {"name": "t", "args": {}}, request=REQUEST)
+    post = m.invoke("tool_post_invoke", 0, {"name": "t", "result": {}}, context=pre.context, request=REQUEST)
+    assert post.metadata == {"seen_user": "alice", "pre_ran": "keeper"}
+    again = m.invoke("tool_post_invoke", 0, {"name": "t", "result": {}}, context=post.context, request=REQUEST)
+    assert again.metadata == {"seen_user": "alice", "pre_ran": "keeper"}
+    m.shutdown()
+
+
 def test_a_violation_keeps_every_field_and_the_result_carries_retry_and_headers() -> None:
     with Host(config_of(stanza("v", "pycpex_test_plugins.Verdict"))) as h:
         h.initialize()

@@ -227,18 +227,17 @@ class Invocation:
     def context_request_state(self) -> dict[str, Any]:
         return self.state_for(REQUEST_STATE)
 
-    def has_state(self, name: str) -> bool:
-        """Whether the state state_for(name) gives holds anything, without copying it."""
-        state = self.states.get(name)
+    def context_held_states(self, plugin: LoadedPlugin) -> tuple[Any, Any]:
+        """The plugin's state and the request's shared state as state_for would copy
+        them (None: none), for their truth only: never handed out, never changed."""
+        states, states_in = self.states, self.states_in
+        state = states.get(plugin.spec.name)
         if state is None:
-            state = self.states_in.get(name)
-        return bool(state)
-
-    def context_has_state(self, plugin: LoadedPlugin) -> bool:
-        return self.has_state(plugin.spec.name)
-
-    def context_has_request_state(self) -> bool:
-        return self.has_state(REQUEST_STATE)
+            state = states_in.get(plugin.spec.name)
+        request_state = states.get(REQUEST_STATE)
+        if request_state is None:
+            request_state = states_in.get(REQUEST_STATE)
+        return state, request_state
 
     def context_request(self) -> dict[str, Any] | None:
         request = self.request
@@ -417,8 +416,8 @@ def _apply(plugin: LoadedPlugin, inv: Invocation, authority: Authority, value: A
     first; a refusal is the plugin's failure and none of its changes apply."""
     try:
         result = _as_result(value)
-        if plugin.reports_unenforced:
-            result = _unenforced(plugin, inv, authority, result, out)
+        if plugin.reports_unenforced and not (authority.may_deny and authority.may_modify):
+            result = _unenforced(plugin, inv, authority, result, out)  # nothing to report where both are allowed
         if not result.continue_processing and not authority.may_deny:
             mode = plugin.spec.mode.value
             raise Refusal("deny_refused", f"denied, but a {mode} plugin may not deny; its deny was refused")
