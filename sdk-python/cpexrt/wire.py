@@ -202,9 +202,11 @@ def _no_ext(code: int, data: bytes) -> Any:
 def unpack(data: bytes | memoryview, what: str, max_entries: int | None = None) -> Any:
     """Decodes MessagePack from a host. max_entries bounds every map and array
     (plugin_settings.max_collection_entries), checked before anything is built."""
-    limits = {} if max_entries is None else {"max_array_len": max_entries, "max_map_len": max_entries}
     try:
-        return msgpack.unpackb(data, raw=False, ext_hook=_no_ext, **limits)
+        if max_entries is None:
+            return msgpack.unpackb(data, raw=False, ext_hook=_no_ext)
+        # The limits spelled out, not a map spread (a call on every invoke's path).
+        return msgpack.unpackb(data, raw=False, ext_hook=_no_ext, max_array_len=max_entries, max_map_len=max_entries)
     except msgpack.ExtraData:
         raise ParseError(f"{what}: trailing bytes after the MessagePack value") from None
     except ValueError as exc:

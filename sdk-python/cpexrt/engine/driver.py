@@ -179,9 +179,14 @@ def drive(coro: Coroutine[Any, Any, Any], deadline: float) -> Any:
         # The host called us from inside a running loop (its own): this thread's loop
         # cannot run, so the whole coroutine goes to the runtime loop.
         return RUNTIME_LOOP.submit(bounded(contain(coro), deadline)).result()
-    done, value = start(coro)
-    if done:
-        return value
+    # start(coro), inlined (every async handler's path); no loop runs here (checked above).
+    _set_running_loop(caller_loop())
+    try:
+        value = coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        _set_running_loop(None)
     loop = caller_loop()
     # The loop's own timer (bounded) ends a handler that waits; the watchdog stays
     # armed only for one that spins, a little later, so the two never race: its
