@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from conftest import config, plugin
@@ -145,7 +147,7 @@ def test_a_result_built_for_an_adapter_is_the_dataclass_with_every_field() -> No
     from cpexrt._generated.records import PluginViolation
     from cpexrt.results import PluginResult, built
 
-    fields = {
+    fields: dict[str, Any] = {
         "continue_processing": False,
         "violation": PluginViolation(code="c", reason="r"),
         "modified_payload": {"a": 1},
