@@ -217,9 +217,10 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// cpuPerCall prints the demo pipeline's process CPU and wall time per call (minimum
-// and median over batches of 500 calls): the whole process's CPU, the runtime's
-// threads included, which a noisy machine's wall clock hides.
+// cpuPerCall prints the process CPU and wall time per call of call (the demo pipeline;
+// with -pii the cpex-pii-filter call), minimum and median over batches of 500 calls:
+// the whole process's CPU, the runtime's threads included, which a noisy machine's
+// wall clock hides.
 func cpuPerCall(m *cpex.PluginManager, calls int, label string, call func(*cpex.PluginManager)) {
 	for i := 0; i < 2000; i++ {
 		call(m)
