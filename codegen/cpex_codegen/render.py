@@ -91,6 +91,16 @@ def union_fields(u: Union) -> list[tuple[str, str]]:
     return out
 
 
+def py_record_deps(schema: Schema, name: str) -> list[str]:
+    """The records and unions a record's (or union's) field types name, in schema order:
+    records.py builds them with it (classes made on first use)."""
+    known = [r.name for r in schema.records] + [u.name for u in schema.unions]
+    types = [fl.type for r in schema.records if r.name == name for fl in r.fields]
+    types += [v.type for u in schema.unions if u.name == name for v in u.variants]
+    words = set(re.findall(r"\w+", " ".join(types)))
+    return [n for n in known if n in words and n != name]
+
+
 def py_field_type(fl: RecordField) -> str:
     t = _type(fl.type, _PY_SCALARS, "list[{}]", "dict[str, {}]")
     return f"{t} | None" if fl.optional else t
@@ -321,6 +331,7 @@ def environment(schema: Schema, layout: Layout | None = None) -> jinja2.Environm
         lower_camel=naming.lower_camel,
         go_field_type=go_field_type,
         py_field_type=py_field_type,
+        py_record_deps=lambda name: py_record_deps(schema, name),
         go_in_type=go_in_type,
         go_out_type=go_out_type,
         go_zero=go_zero,
