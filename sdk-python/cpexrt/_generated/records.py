@@ -8,10 +8,10 @@ part of an unknown content_type keeps its whole map.
 Each class is made on first use (the module's __getattr__: an import of it, or an
 attribute read), with the records its fields name: a process that never uses a
 record pays nothing for it (its start-up time and memory). Type checkers read the
-classes as written under TYPE_CHECKING; the builders below make the same classes.
+classes as written under TYPE_CHECKING; the builders below make the same classes. No
+postponed annotations: a class is made after the records it names, so pydantic gets
+its field types resolved, except the quoted ones naming a record of its own cycle.
 """
-
-from __future__ import annotations
 
 import threading
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -2021,7 +2021,7 @@ def _make_Message() -> type:
 
         schema_version: str = '2.0'
         role: str
-        content: list[ContentPart]
+        content: 'list[ContentPart]'
         channel: str | None = None
 
 
@@ -2175,7 +2175,7 @@ def _make_PromptResult() -> type:
 
         prompt_request_id: str
         prompt_name: str
-        messages: list[Message] | None = None
+        messages: 'list[Message] | None' = None
         content: str | None = None
         is_error: bool | None = None
         error_message: str | None = None
@@ -2986,13 +2986,13 @@ _BUILDERS: dict[str, Any] = {
     'LLMExtension': (_make_LLMExtension, ()),
     'FrameworkExtension': (_make_FrameworkExtension, ()),
     'MessagePayload': (_make_MessagePayload, ('Message', )),
-    'Message': (_make_Message, ('ContentPart', )),
+    'Message': (_make_Message, ()),
     'ToolCall': (_make_ToolCall, ()),
     'ToolResult': (_make_ToolResult, ()),
     'Resource': (_make_Resource, ()),
     'ResourceReference': (_make_ResourceReference, ()),
     'PromptRequest': (_make_PromptRequest, ()),
-    'PromptResult': (_make_PromptResult, ('Message', )),
+    'PromptResult': (_make_PromptResult, ()),
     'ImageSource': (_make_ImageSource, ()),
     'VideoSource': (_make_VideoSource, ()),
     'AudioSource': (_make_AudioSource, ()),
@@ -3020,28 +3020,31 @@ _BUILDERS: dict[str, Any] = {
     'LogRecord': (_make_LogRecord, ()),
     'PluginDecision': (_make_PluginDecision, ()),
     'DecisionRecord': (_make_DecisionRecord, ('PluginDecision', )),
-    'ContentPart': (_make_ContentPart, ('ToolCall', 'ToolResult', 'Resource', 'ResourceReference', 'PromptRequest', 'PromptResult', 'ImageSource', 'VideoSource', 'AudioSource', 'DocumentSource', )),
+    'ContentPart': (_make_ContentPart, ('ToolCall', 'ToolResult', 'Resource', 'ResourceReference', 'PromptRequest', 'ImageSource', 'VideoSource', 'AudioSource', 'DocumentSource', )),
+}
+# The records of one cycle, made together, in this order (a union after its variants).
+_GROUPS: dict[str, tuple[str, ...]] = {
+    'Message': ('Message', 'PromptResult', 'ContentPart', ),
+    'PromptResult': ('Message', 'PromptResult', 'ContentPart', ),
+    'ContentPart': ('Message', 'PromptResult', 'ContentPart', ),
 }
 _LOCK = threading.RLock()
-_BUILDING: set[str] = set()
 
 
 def _build(name: str) -> Any:
-    """Makes the class and, first, the classes its fields name (a cycle's classes see
-    each other by name once all are made: pydantic resolves them at first use)."""
+    """Makes the class (with the rest of its cycle) after the classes its fields name."""
     with _LOCK:
         made = globals().get(name)
-        if made is not None or name in _BUILDING:
+        if made is not None:
             return made
-        _BUILDING.add(name)
-        try:
-            make, deps = _BUILDERS[name]
-            for dep in deps:
+        group = _GROUPS.get(name, (name,))
+        for member in group:
+            for dep in _BUILDERS[member][1]:
                 _build(dep)
-            made = globals()[name] = make()
-        finally:
-            _BUILDING.discard(name)
-        return made
+        for member in group:
+            if member not in globals():
+                globals()[member] = _BUILDERS[member][0]()
+        return globals()[name]
 
 
 def __getattr__(name: str) -> Any:

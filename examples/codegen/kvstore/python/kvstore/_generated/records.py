@@ -8,10 +8,10 @@ value of an unknown kind keeps its whole map.
 Each class is made on first use (the module's __getattr__: an import of it, or an
 attribute read), with the records its fields name: a process that never uses a
 record pays nothing for it (its start-up time and memory). Type checkers read the
-classes as written under TYPE_CHECKING; the builders below make the same classes.
+classes as written under TYPE_CHECKING; the builders below make the same classes. No
+postponed annotations: a class is made after the records it names, so pydantic gets
+its field types resolved, except the quoted ones naming a record of its own cycle.
 """
-
-from __future__ import annotations
 
 import threading
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -246,26 +246,26 @@ _BUILDERS: dict[str, Any] = {
     'KvBlob': (_make_KvBlob, ()),
     'KvValue': (_make_KvValue, ('KvBlob', )),
 }
+# The records of one cycle, made together, in this order (a union after its variants).
+_GROUPS: dict[str, tuple[str, ...]] = {
+}
 _LOCK = threading.RLock()
-_BUILDING: set[str] = set()
 
 
 def _build(name: str) -> Any:
-    """Makes the class and, first, the classes its fields name (a cycle's classes see
-    each other by name once all are made: pydantic resolves them at first use)."""
+    """Makes the class (with the rest of its cycle) after the classes its fields name."""
     with _LOCK:
         made = globals().get(name)
-        if made is not None or name in _BUILDING:
+        if made is not None:
             return made
-        _BUILDING.add(name)
-        try:
-            make, deps = _BUILDERS[name]
-            for dep in deps:
+        group = _GROUPS.get(name, (name,))
+        for member in group:
+            for dep in _BUILDERS[member][1]:
                 _build(dep)
-            made = globals()[name] = make()
-        finally:
-            _BUILDING.discard(name)
-        return made
+        for member in group:
+            if member not in globals():
+                globals()[member] = _BUILDERS[member][0]()
+        return globals()[name]
 
 
 def __getattr__(name: str) -> Any:
