@@ -91,6 +91,64 @@ def union_fields(u: Union) -> list[tuple[str, str]]:
     return out
 
 
+def _py_record_graph(schema: Schema) -> dict[str, list[str]]:
+    """Each record's and union's dependencies: the records and unions its field (or
+    variant) types name, in schema order."""
+    known = [r.name for r in schema.records] + [u.name for u in schema.unions]
+    graph = {}
+    for name in known:
+        types = [fl.type for r in schema.records if r.name == name for fl in r.fields]
+        types += [v.type for u in schema.unions if u.name == name for v in u.variants]
+        words = set(re.findall(r"\w+", " ".join(types)))
+        graph[name] = [n for n in known if n in words]
+    return graph
+
+
+def py_record_group(schema: Schema, name: str) -> list[str]:
+    """The records that refer to each other in a cycle with name (its strongly connected
+    component, name included when it names itself), in the order records.py makes
+    them: a union after its variants' types, whose class body names them; [] when name
+    is in no cycle. References inside a group are quoted (resolved by pydantic later)."""
+    graph = _py_record_graph(schema)
+
+    def reach(start: str) -> set[str]:
+        seen: set[str] = set()
+        todo = list(graph[start])
+        while todo:
+            n = todo.pop()
+            if n not in seen:
+                seen.add(n)
+                todo.extend(graph[n])
+        return seen
+
+    if name not in reach(name):
+        return []
+    group = [n for n in graph if n in reach(name) and name in reach(n)]
+    unions = {u.name: {v.type for v in u.variants} for u in schema.unions}
+    ordered: list[str] = []
+    while len(ordered) < len(group):
+        ready = [n for n in group if n not in ordered and not (unions.get(n, set()) & (set(group) - set(ordered)))]
+        if not ready:
+            raise SchemaError(f"records {', '.join(group)}: a union names its own cycle's records as variant types")
+        ordered.append(ready[0])
+    return ordered
+
+
+def py_record_deps(schema: Schema, name: str) -> list[str]:
+    """The records and unions a record's (or union's) field types name, outside its own
+    cycle (py_record_group), in schema order: records.py makes them first."""
+    group = set(py_record_group(schema, name)) | {name}
+    return [n for n in _py_record_graph(schema)[name] if n not in group]
+
+
+def py_annotation(schema: Schema, owner: str, text: str) -> str:
+    """A field's annotation in records.py (no postponed annotations there, so a class
+    is made with its types resolved): quoted when it names a record of owner's cycle,
+    which may not be made yet."""
+    group = set(py_record_group(schema, owner))
+    return repr(text) if group & set(re.findall(r"\w+", text)) else text
+
+
 def py_field_type(fl: RecordField) -> str:
     t = _type(fl.type, _PY_SCALARS, "list[{}]", "dict[str, {}]")
     return f"{t} | None" if fl.optional else t
@@ -321,6 +379,9 @@ def environment(schema: Schema, layout: Layout | None = None) -> jinja2.Environm
         lower_camel=naming.lower_camel,
         go_field_type=go_field_type,
         py_field_type=py_field_type,
+        py_record_deps=lambda name: py_record_deps(schema, name),
+        py_record_group=lambda name: py_record_group(schema, name),
+        py_annotation=lambda owner, text: py_annotation(schema, owner, text),
         go_in_type=go_in_type,
         go_out_type=go_out_type,
         go_zero=go_zero,

@@ -34,6 +34,22 @@ def test_the_demo_runs_without_importing_the_optional_parts() -> None:
     assert done.stdout.strip() == "[]"
 
 
+def test_the_demo_makes_only_the_records_it_uses() -> None:
+    """The generated records are classes made on first use (docs/architecture.md,
+    Start-up): the demo's first result makes none of those it never touches (plugin
+    stats, decision and log records, py-cpex's hook payloads), and each is made when
+    read."""
+    unused = ("PluginStats", "DecisionRecord", "LogRecord", "ToolPreInvokePayload", "HttpPreRequestPayload")
+    code = _PROBE.format(path=str(EXAMPLES / "configs" / "generic.yaml")) + (
+        "from cpexrt._generated import records\n"
+        f"print(sorted(n for n in {unused!r} if n in vars(records)))\n"
+        "print(records.PluginStats(name='p', isolation='none', disabled=False).to_wire())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1:] == ["[]", "{'name': 'p', 'isolation': 'none', 'disabled': False}"]
+
+
 def test_isolation_is_imported_when_a_plugin_asks_for_it() -> None:
     """A plugin with isolation: thread runs on a helper thread (the module imported
     lazily), and plugin_stats reports it."""

@@ -4,1290 +4,3054 @@
 
 Unknown fields are kept (model_extra) and re-emitted after the known ones; a content
 part of an unknown content_type keeps its whole map.
+
+Each class is made on first use (the module's __getattr__: an import of it, or an
+attribute read), with the records its fields name: a process that never uses a
+record pays nothing for it (its start-up time and memory). Type checkers read the
+classes as written under TYPE_CHECKING; the builders below make the same classes. No
+postponed annotations: a class is made after the records it names, so pydantic gets
+its field types resolved, except the quoted ones naming a record of its own cycle.
 """
 
-from __future__ import annotations
-
-from typing import Any, ClassVar
+import threading
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import model_validator
 
 from cpexrt.wire import WireField, WireRecord
 
+if TYPE_CHECKING:
+
+    class PluginViolation(WireRecord):
+        """Why a plugin denied the call."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('code'),
+            WireField('reason'),
+            WireField('description', optional=True),
+            WireField('details', optional=True),
+            WireField('plugin_name', optional=True),
+            WireField('proto_error_code', optional=True, pointer=True),
+            WireField('http_status_code', optional=True, pointer=True),
+            WireField('http_headers', optional=True),
+            WireField('mcp_error_code', optional=True, pointer=True),
+        )
+
+        code: str
+        reason: str
+        description: str | None = None
+        details: dict[str, Any] | None = None
+        plugin_name: str | None = None
+        proto_error_code: int | None = None
+        http_status_code: int | None = None
+        http_headers: dict[str, str] | None = None
+        mcp_error_code: int | None = None
+
+
+    class PluginError(WireRecord):
+        """A plugin failure that did not stop the pipeline (on_error ignore / disable)."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('plugin_name'),
+            WireField('message'),
+            WireField('code', optional=True),
+            WireField('details', optional=True),
+            WireField('proto_error_code', optional=True, pointer=True),
+        )
+
+        plugin_name: str
+        message: str
+        code: str | None = None
+        details: dict[str, Any] | None = None
+        proto_error_code: int | None = None
+
+
+    class PluginStats(WireRecord):
+        """One plugin's entry of cpex_plugin_stats: where it runs and, for isolated plugins, their workers' counters and circuit. Since ABI 1.2."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('name'),
+            WireField('isolation'),
+            WireField('disabled'),
+            WireField('workers', optional=True),
+            WireField('alive', optional=True),
+            WireField('busy', optional=True),
+            WireField('calls', optional=True),
+            WireField('crashes', optional=True),
+            WireField('timeouts', optional=True),
+            WireField('restarts', optional=True),
+            WireField('stuck', optional=True),
+            WireField('circuit', optional=True),
+            WireField('last_crash', optional=True),
+            WireField('last_restart_ms', optional=True),
+            WireField('pids', optional=True),
+        )
+
+        name: str
+        isolation: str
+        disabled: bool
+        workers: int | None = None
+        alive: int | None = None
+        busy: int | None = None
+        calls: int | None = None
+        crashes: int | None = None
+        timeouts: int | None = None
+        restarts: int | None = None
+        stuck: int | None = None
+        circuit: str | None = None
+        last_crash: str | None = None
+        last_restart_ms: float | None = None
+        pids: list[int] | None = None
+
+
+    class PipelineResult(WireRecord):
+        """The outcome of one invoke."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('continue_processing'),
+            WireField('payload_modified'),
+            WireField('extensions_modified'),
+            WireField('violation', optional=True),
+            WireField('errors', optional=True),
+            WireField('metadata', optional=True),
+            WireField('payload_type'),
+            WireField('modified_payload', optional=True),
+            WireField('modified_extensions', optional=True),
+            WireField('retry_delay_ms', optional=True),
+            WireField('http_headers', optional=True),
+        )
+
+        continue_processing: bool
+        payload_modified: bool
+        extensions_modified: bool
+        violation: PluginViolation | None = None
+        errors: list[PluginError] | None = None
+        metadata: dict[str, Any] | None = None
+        payload_type: int
+        modified_payload: bytes | None = None
+        modified_extensions: bytes | None = None
+        retry_delay_ms: int | None = None
+        http_headers: dict[str, str] | None = None
+
+
+    class Extensions(WireRecord):
+        """Everything known about an invocation besides its payload; each slot has a mutability tier (extension_slots)."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('meta', optional=True),
+            WireField('security', optional=True),
+            WireField('http', optional=True),
+            WireField('delegation', optional=True),
+            WireField('agent', optional=True),
+            WireField('request', optional=True),
+            WireField('mcp', optional=True),
+            WireField('completion', optional=True),
+            WireField('provenance', optional=True),
+            WireField('llm', optional=True),
+            WireField('framework', optional=True),
+            WireField('custom', optional=True),
+        )
+
+        meta: MetaExtension | None = None
+        security: SecurityExtension | None = None
+        http: HttpExtension | None = None
+        delegation: DelegationExtension | None = None
+        agent: AgentExtension | None = None
+        request: RequestExtension | None = None
+        mcp: MCPExtension | None = None
+        completion: CompletionExtension | None = None
+        provenance: ProvenanceExtension | None = None
+        llm: LLMExtension | None = None
+        framework: FrameworkExtension | None = None
+        custom: dict[str, Any] | None = None
+
+
+    class MetaExtension(WireRecord):
+        """The entity the invocation is about, and its tags (routing reads them)."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('entity_type', optional=True),
+            WireField('entity_name', optional=True),
+            WireField('tags', optional=True),
+            WireField('scope', optional=True),
+            WireField('properties', optional=True),
+        )
+
+        entity_type: str | None = None
+        entity_name: str | None = None
+        tags: list[str] | None = None
+        scope: str | None = None
+        properties: dict[str, str] | None = None
+
+
+    class SecurityExtension(WireRecord):
+        """Labels, the subject, the agent identity and the policies of the data involved."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('labels', optional=True),
+            WireField('classification', optional=True),
+            WireField('subject', optional=True),
+            WireField('agent', optional=True),
+            WireField('auth_method', optional=True),
+            WireField('objects', optional=True),
+            WireField('data', optional=True),
+        )
+
+        labels: list[str] | None = None
+        classification: str | None = None
+        subject: SubjectExtension | None = None
+        agent: AgentIdentity | None = None
+        auth_method: str | None = None
+        objects: dict[str, ObjectSecurityProfile] | None = None
+        data: dict[str, DataPolicy] | None = None
+
+
+    class SubjectExtension(WireRecord):
+        """Who the call acts for."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('id', optional=True),
+            WireField('subject_type', optional=True),
+            WireField('roles', optional=True),
+            WireField('permissions', optional=True),
+            WireField('teams', optional=True),
+            WireField('claims', optional=True),
+        )
+
+        id: str | None = None
+        subject_type: str | None = None
+        roles: list[str] | None = None
+        permissions: list[str] | None = None
+        teams: list[str] | None = None
+        claims: dict[str, str] | None = None
+
+
+    class AgentIdentity(WireRecord):
+        """The workload identity of the calling agent."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('client_id', optional=True),
+            WireField('workload_id', optional=True),
+            WireField('trust_domain', optional=True),
+        )
+
+        client_id: str | None = None
+        workload_id: str | None = None
+        trust_domain: str | None = None
+
+
+    class ObjectSecurityProfile(WireRecord):
+        """Who manages an object and what may be done with it."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('managed_by', optional=True),
+            WireField('permissions', optional=True),
+            WireField('trust_domain', optional=True),
+            WireField('data_scope', optional=True),
+        )
+
+        managed_by: str | None = None
+        permissions: list[str] | None = None
+        trust_domain: str | None = None
+        data_scope: list[str] | None = None
+
+
+    class DataPolicy(WireRecord):
+        """Labels and actions that apply to a piece of data."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('apply_labels', optional=True),
+            WireField('allowed_actions', optional=True),
+            WireField('denied_actions', optional=True),
+            WireField('retention', optional=True),
+        )
+
+        apply_labels: list[str] | None = None
+        allowed_actions: list[str] | None = None
+        denied_actions: list[str] | None = None
+        retention: RetentionPolicy | None = None
+
+
+    class RetentionPolicy(WireRecord):
+        """How long data may be kept."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('max_age_seconds', optional=True, pointer=True),
+            WireField('policy', optional=True),
+            WireField('delete_after', optional=True),
+        )
+
+        max_age_seconds: int | None = None
+        policy: str | None = None
+        delete_after: str | None = None
+
+
+    class HttpExtension(WireRecord):
+        """HTTP headers of the request and the response."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('request_headers', optional=True),
+            WireField('response_headers', optional=True),
+        )
+
+        request_headers: dict[str, str] | None = None
+        response_headers: dict[str, str] | None = None
+
+
+    class DelegationExtension(WireRecord):
+        """The chain of delegations the call went through."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('chain', optional=True),
+            WireField('depth', optional=True),
+            WireField('origin_subject_id', optional=True),
+            WireField('actor_subject_id', optional=True),
+            WireField('delegated', optional=True),
+            WireField('age_seconds', optional=True),
+        )
+
+        chain: list[DelegationHop] | None = None
+        depth: int | None = None
+        origin_subject_id: str | None = None
+        actor_subject_id: str | None = None
+        delegated: bool | None = None
+        age_seconds: float | None = None
+
+
+    class DelegationHop(WireRecord):
+        """One delegation step."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('subject_id', optional=True),
+            WireField('subject_type', optional=True),
+            WireField('audience', optional=True),
+            WireField('scopes_granted', optional=True),
+            WireField('timestamp', optional=True),
+            WireField('ttl_seconds', optional=True, pointer=True),
+            WireField('strategy', optional=True),
+            WireField('from_cache', optional=True),
+        )
+
+        subject_id: str | None = None
+        subject_type: str | None = None
+        audience: str | None = None
+        scopes_granted: list[str] | None = None
+        timestamp: str | None = None
+        ttl_seconds: int | None = None
+        strategy: str | None = None
+        from_cache: bool | None = None
+
+
+    class AgentExtension(WireRecord):
+        """The agent conversation the call belongs to."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('input', optional=True),
+            WireField('session_id', optional=True),
+            WireField('conversation_id', optional=True),
+            WireField('turn', optional=True, pointer=True),
+            WireField('agent_id', optional=True),
+            WireField('parent_agent_id', optional=True),
+            WireField('conversation', optional=True),
+        )
+
+        input: str | None = None
+        session_id: str | None = None
+        conversation_id: str | None = None
+        turn: int | None = None
+        agent_id: str | None = None
+        parent_agent_id: str | None = None
+        conversation: ConversationContext | None = None
+
+
+    class ConversationContext(WireRecord):
+        """What the conversation is about so far."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('history', optional=True),
+            WireField('summary', optional=True),
+            WireField('topics', optional=True),
+        )
+
+        history: list[Any] | None = None
+        summary: str | None = None
+        topics: list[str] | None = None
+
+
+    class RequestExtension(WireRecord):
+        """Request identifiers and tracing."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('environment', optional=True),
+            WireField('request_id', optional=True),
+            WireField('timestamp', optional=True),
+            WireField('trace_id', optional=True),
+            WireField('span_id', optional=True),
+        )
+
+        environment: str | None = None
+        request_id: str | None = None
+        timestamp: str | None = None
+        trace_id: str | None = None
+        span_id: str | None = None
+
+
+    class MCPExtension(WireRecord):
+        """MCP metadata of the tool, resource or prompt involved."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('tool', optional=True),
+            WireField('resource', optional=True),
+            WireField('prompt', optional=True),
+        )
+
+        tool: ToolMetadata | None = None
+        resource: ResourceMetadata | None = None
+        prompt: PromptMetadata | None = None
+
+
+    class ToolMetadata(WireRecord):
+        """An MCP tool's description."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('name'),
+            WireField('title', optional=True),
+            WireField('description', optional=True),
+            WireField('input_schema', optional=True),
+            WireField('output_schema', optional=True),
+            WireField('server_id', optional=True),
+            WireField('namespace', optional=True),
+            WireField('annotations', optional=True),
+        )
+
+        name: str
+        title: str | None = None
+        description: str | None = None
+        input_schema: dict[str, Any] | None = None
+        output_schema: dict[str, Any] | None = None
+        server_id: str | None = None
+        namespace: str | None = None
+        annotations: dict[str, Any] | None = None
+
+
+    class ResourceMetadata(WireRecord):
+        """An MCP resource's description."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('uri'),
+            WireField('name', optional=True),
+            WireField('description', optional=True),
+            WireField('mime_type', optional=True),
+            WireField('server_id', optional=True),
+        )
+
+        uri: str
+        name: str | None = None
+        description: str | None = None
+        mime_type: str | None = None
+        server_id: str | None = None
+
+
+    class PromptMetadata(WireRecord):
+        """An MCP prompt's description."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('name'),
+            WireField('description', optional=True),
+            WireField('server_id', optional=True),
+        )
+
+        name: str
+        description: str | None = None
+        server_id: str | None = None
+
+
+    class CompletionExtension(WireRecord):
+        """How an LLM completion ended."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('stop_reason', optional=True),
+            WireField('tokens', optional=True),
+            WireField('model', optional=True),
+            WireField('raw_format', optional=True),
+            WireField('created_at', optional=True),
+            WireField('latency_ms', optional=True, pointer=True),
+        )
+
+        stop_reason: str | None = None
+        tokens: TokenUsage | None = None
+        model: str | None = None
+        raw_format: str | None = None
+        created_at: str | None = None
+        latency_ms: int | None = None
+
+
+    class TokenUsage(WireRecord):
+        """Token counts of a completion."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('input_tokens', optional=True),
+            WireField('output_tokens', optional=True),
+            WireField('total_tokens', optional=True),
+        )
+
+        input_tokens: int | None = None
+        output_tokens: int | None = None
+        total_tokens: int | None = None
+
+
+    class ProvenanceExtension(WireRecord):
+        """Where a message came from."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('source', optional=True),
+            WireField('message_id', optional=True),
+            WireField('parent_id', optional=True),
+        )
+
+        source: str | None = None
+        message_id: str | None = None
+        parent_id: str | None = None
+
+
+    class LLMExtension(WireRecord):
+        """The model serving the call."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('model_id', optional=True),
+            WireField('provider', optional=True),
+            WireField('capabilities', optional=True),
+        )
+
+        model_id: str | None = None
+        provider: str | None = None
+        capabilities: list[str] | None = None
+
+
+    class FrameworkExtension(WireRecord):
+        """The agent framework hosting the call."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('framework', optional=True),
+            WireField('framework_version', optional=True),
+            WireField('node_id', optional=True),
+            WireField('graph_id', optional=True),
+            WireField('metadata', optional=True),
+        )
+
+        framework: str | None = None
+        framework_version: str | None = None
+        node_id: str | None = None
+        graph_id: str | None = None
+        metadata: dict[str, Any] | None = None
+
+
+    class MessagePayload(WireRecord):
+        """The payload of payload type cmf_message."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('message'),
+            WireField('hook', optional=True),
+        )
+
+        message: Message
+        hook: str | None = None
+
+
+    class Message(WireRecord):
+        """A CMF message - a role and its content parts."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('schema_version'),
+            WireField('role'),
+            WireField('content'),
+            WireField('channel', optional=True),
+        )
+
+        schema_version: str = '2.0'
+        role: str
+        content: list[ContentPart]
+        channel: str | None = None
+
+
+    class ToolCall(WireRecord):
+        """A request to run a tool."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('tool_call_id'),
+            WireField('name'),
+            WireField('arguments', optional=True),
+            WireField('namespace', optional=True),
+        )
+
+        tool_call_id: str
+        name: str
+        arguments: dict[str, Any] | None = None
+        namespace: str | None = None
+
+
+    class ToolResult(WireRecord):
+        """What a tool returned."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('tool_call_id'),
+            WireField('tool_name'),
+            WireField('content', optional=True),
+            WireField('is_error', optional=True),
+        )
+
+        tool_call_id: str
+        tool_name: str
+        content: Any | None = None
+        is_error: bool | None = None
+
+
+    class Resource(WireRecord):
+        """A resource's content."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('resource_request_id'),
+            WireField('uri'),
+            WireField('name', optional=True),
+            WireField('description', optional=True),
+            WireField('resource_type'),
+            WireField('content', optional=True),
+            WireField('blob', optional=True),
+            WireField('mime_type', optional=True),
+            WireField('size_bytes', optional=True, pointer=True),
+            WireField('annotations', optional=True),
+            WireField('version', optional=True),
+        )
+
+        resource_request_id: str
+        uri: str
+        name: str | None = None
+        description: str | None = None
+        resource_type: str
+        content: str | None = None
+        blob: bytes | None = None
+        mime_type: str | None = None
+        size_bytes: int | None = None
+        annotations: dict[str, Any] | None = None
+        version: str | None = None
+
+
+    class ResourceReference(WireRecord):
+        """A pointer to (a range of) a resource."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('resource_request_id'),
+            WireField('uri'),
+            WireField('name', optional=True),
+            WireField('resource_type'),
+            WireField('range_start', optional=True, pointer=True),
+            WireField('range_end', optional=True, pointer=True),
+            WireField('selector', optional=True),
+        )
+
+        resource_request_id: str
+        uri: str
+        name: str | None = None
+        resource_type: str
+        range_start: int | None = None
+        range_end: int | None = None
+        selector: str | None = None
+
+
+    class PromptRequest(WireRecord):
+        """A request to render a prompt."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('prompt_request_id'),
+            WireField('name'),
+            WireField('arguments', optional=True),
+            WireField('server_id', optional=True),
+        )
+
+        prompt_request_id: str
+        name: str
+        arguments: dict[str, Any] | None = None
+        server_id: str | None = None
+
+
+    class PromptResult(WireRecord):
+        """A rendered prompt."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('prompt_request_id'),
+            WireField('prompt_name'),
+            WireField('messages', optional=True),
+            WireField('content', optional=True),
+            WireField('is_error', optional=True),
+            WireField('error_message', optional=True),
+        )
+
+        prompt_request_id: str
+        prompt_name: str
+        messages: list[Message] | None = None
+        content: str | None = None
+        is_error: bool | None = None
+        error_message: str | None = None
+
+
+    class ImageSource(WireRecord):
+        """An image, inline or by reference."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('type'),
+            WireField('data'),
+            WireField('media_type', optional=True),
+        )
+
+        type: str
+        data: str
+        media_type: str | None = None
+
+
+    class VideoSource(WireRecord):
+        """A video, inline or by reference."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('type'),
+            WireField('data'),
+            WireField('media_type', optional=True),
+            WireField('duration_ms', optional=True, pointer=True),
+        )
+
+        type: str
+        data: str
+        media_type: str | None = None
+        duration_ms: int | None = None
+
+
+    class AudioSource(WireRecord):
+        """An audio clip, inline or by reference."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('type'),
+            WireField('data'),
+            WireField('media_type', optional=True),
+            WireField('duration_ms', optional=True, pointer=True),
+        )
+
+        type: str
+        data: str
+        media_type: str | None = None
+        duration_ms: int | None = None
+
+
+    class DocumentSource(WireRecord):
+        """A document, inline or by reference."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('type'),
+            WireField('data'),
+            WireField('media_type', optional=True),
+            WireField('title', optional=True),
+        )
+
+        type: str
+        data: str
+        media_type: str | None = None
+        title: str | None = None
+
+
+    class GlobalContext(WireRecord):
+        """The request a call belongs to, as a host passes it with an invoke (py-cpex GlobalContext; field names are py-cpex's)."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('request_id'),
+            WireField('user', optional=True),
+            WireField('user_context', optional=True),
+            WireField('tenant_id', optional=True),
+            WireField('server_id', optional=True),
+            WireField('content_type', optional=True),
+            WireField('state', optional=True),
+            WireField('metadata', optional=True),
+            WireField('traceparent', optional=True),
+            WireField('tracestate', optional=True),
+        )
+
+        request_id: str
+        user: Any | None = None
+        user_context: dict[str, Any] | None = None
+        tenant_id: str | None = None
+        server_id: str | None = None
+        content_type: str | None = None
+        state: dict[str, Any] | None = None
+        metadata: dict[str, Any] | None = None
+        traceparent: str | None = None
+        tracestate: str | None = None
+
+
+    class CallOptions(WireRecord):
+        """The options of one invoke (cpex_invoke_with); every field is optional, and absent means the config's behaviour."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('timeout_ms', optional=True),
+        )
+
+        timeout_ms: int | None = None
+
+
+    class ToolPreInvokePayload(WireRecord):
+        """The payload of tool_pre_invoke - a tool about to be called."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('name'),
+            WireField('args', optional=True),
+            WireField('headers', optional=True),
+        )
+
+        name: str
+        args: dict[str, Any] | None = None
+        headers: dict[str, str] | None = None
+
+
+    class ToolPostInvokePayload(WireRecord):
+        """The payload of tool_post_invoke - what a tool returned."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('name'),
+            WireField('result'),
+        )
+
+        name: str
+        result: Any
+
+
+    class PromptPrehookPayload(WireRecord):
+        """The payload of prompt_pre_fetch - a prompt about to be rendered."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('prompt_id'),
+            WireField('args', optional=True),
+        )
+
+        prompt_id: str
+        args: dict[str, str] | None = None
+
+
+    class PromptPosthookPayload(WireRecord):
+        """The payload of prompt_post_fetch - a rendered prompt."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('prompt_id'),
+            WireField('result'),
+        )
+
+        prompt_id: str
+        result: Any
+
+
+    class ResourcePreFetchPayload(WireRecord):
+        """The payload of resource_pre_fetch - a resource about to be read."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('uri'),
+            WireField('metadata', optional=True),
+        )
+
+        uri: str
+        metadata: dict[str, Any] | None = None
+
+
+    class ResourcePostFetchPayload(WireRecord):
+        """The payload of resource_post_fetch - a resource's content."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('uri'),
+            WireField('content'),
+        )
+
+        uri: str
+        content: Any
+
+
+    class AgentPreInvokePayload(WireRecord):
+        """The payload of agent_pre_invoke - an agent about to be called."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('agent_id'),
+            WireField('messages'),
+            WireField('tools', optional=True),
+            WireField('headers', optional=True),
+            WireField('model', optional=True),
+            WireField('system_prompt', optional=True),
+            WireField('parameters', optional=True),
+        )
+
+        agent_id: str
+        messages: list[Any]
+        tools: list[str] | None = None
+        headers: dict[str, str] | None = None
+        model: str | None = None
+        system_prompt: str | None = None
+        parameters: dict[str, Any] | None = None
+
+
+    class AgentPostInvokePayload(WireRecord):
+        """The payload of agent_post_invoke - what an agent answered."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('agent_id'),
+            WireField('messages'),
+            WireField('tool_calls', optional=True),
+        )
+
+        agent_id: str
+        messages: list[Any]
+        tool_calls: list[dict[str, Any]] | None = None
+
+
+    class HttpPreRequestPayload(WireRecord):
+        """The payload of http_pre_request - an HTTP request before authentication (its result payload is a header map)."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('path'),
+            WireField('method'),
+            WireField('client_host', optional=True),
+            WireField('client_port', optional=True),
+            WireField('headers'),
+        )
+
+        path: str
+        method: str
+        client_host: str | None = None
+        client_port: int | None = None
+        headers: dict[str, str]
+
+
+    class HttpPostRequestPayload(WireRecord):
+        """The payload of http_post_request - an HTTP request after it was answered (its result payload is a header map)."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('path'),
+            WireField('method'),
+            WireField('client_host', optional=True),
+            WireField('client_port', optional=True),
+            WireField('headers'),
+            WireField('response_headers', optional=True),
+            WireField('status_code', optional=True),
+        )
+
+        path: str
+        method: str
+        client_host: str | None = None
+        client_port: int | None = None
+        headers: dict[str, str]
+        response_headers: dict[str, str] | None = None
+        status_code: int | None = None
+
+
+    class HttpAuthResolveUserPayload(WireRecord):
+        """The payload of http_auth_resolve_user - credentials to resolve into a user (its result payload is a map)."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('credentials', optional=True),
+            WireField('headers'),
+            WireField('client_host', optional=True),
+            WireField('client_port', optional=True),
+        )
+
+        credentials: dict[str, Any] | None = None
+        headers: dict[str, str]
+        client_host: str | None = None
+        client_port: int | None = None
+
+
+    class HttpAuthCheckPermissionPayload(WireRecord):
+        """The payload of http_auth_check_permission - may this user do this."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('user_email'),
+            WireField('permission'),
+            WireField('resource_type', optional=True),
+            WireField('team_id', optional=True),
+            WireField('is_admin', optional=True),
+            WireField('auth_method', optional=True),
+            WireField('client_host', optional=True),
+            WireField('user_agent', optional=True),
+        )
+
+        user_email: str
+        permission: str
+        resource_type: str | None = None
+        team_id: str | None = None
+        is_admin: bool | None = None
+        auth_method: str | None = None
+        client_host: str | None = None
+        user_agent: str | None = None
+
+
+    class HttpAuthCheckPermissionResultPayload(WireRecord):
+        """The result payload of http_auth_check_permission - the decision."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('granted'),
+            WireField('reason', optional=True),
+        )
+
+        granted: bool
+        reason: str | None = None
+
+
+    class IdentityPayload(WireRecord):
+        """The payload of identity_resolve - a raw credential to decode and validate."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('raw_token'),
+            WireField('source'),
+            WireField('headers', optional=True),
+            WireField('client_host', optional=True),
+            WireField('client_port', optional=True),
+        )
+
+        raw_token: str
+        source: str = 'bearer'
+        headers: dict[str, str] | None = None
+        client_host: str | None = None
+        client_port: int | None = None
+
+
+    class IdentityResult(WireRecord):
+        """The result payload of identity_resolve - the resolved identity, or the rejection."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('subject', optional=True),
+            WireField('delegation', optional=True),
+            WireField('rejected', optional=True),
+            WireField('reject_status', optional=True, pointer=True),
+            WireField('reject_reason', optional=True),
+            WireField('raw_claims', optional=True),
+        )
+
+        subject: dict[str, Any] | None = None
+        delegation: DelegationExtension | None = None
+        rejected: bool | None = None
+        reject_status: int | None = None
+        reject_reason: str | None = None
+        raw_claims: dict[str, Any] | None = None
+
+
+    class DelegationPayload(WireRecord):
+        """The payload of token_delegate - a downstream call that needs a credential."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('target_name'),
+            WireField('target_type'),
+            WireField('target_audience', optional=True),
+            WireField('required_permissions', optional=True),
+            WireField('trust_domain', optional=True),
+            WireField('auth_enforced_by'),
+            WireField('route_attenuation', optional=True),
+            WireField('bearer_token', optional=True),
+        )
+
+        target_name: str
+        target_type: str = 'tool'
+        target_audience: str | None = None
+        required_permissions: list[str] | None = None
+        trust_domain: str | None = None
+        auth_enforced_by: str = 'caller'
+        route_attenuation: AttenuationConfig | None = None
+        bearer_token: str | None = None
+
+
+    class AttenuationConfig(WireRecord):
+        """How far token_delegate narrows a delegated credential."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('capabilities', optional=True),
+            WireField('resource_template', optional=True),
+            WireField('actions', optional=True),
+            WireField('ttl_seconds', optional=True, pointer=True),
+        )
+
+        capabilities: list[str] | None = None
+        resource_template: str | None = None
+        actions: list[str] | None = None
+        ttl_seconds: int | None = None
+
+
+    class DelegationResult(WireRecord):
+        """The result payload of token_delegate - the downstream credential."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('delegated_token', optional=True),
+            WireField('delegation_update', optional=True),
+            WireField('forwarded_headers', optional=True),
+            WireField('cache_key', optional=True),
+            WireField('cache_ttl', optional=True, pointer=True),
+        )
+
+        delegated_token: str | None = None
+        delegation_update: DelegationExtension | None = None
+        forwarded_headers: dict[str, str] | None = None
+        cache_key: str | None = None
+        cache_ttl: int | None = None
+
+
+    class LogRecord(WireRecord):
+        """A log record of the engine, as cpex_set_log_sink delivers it."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('level'),
+            WireField('level_name'),
+            WireField('logger'),
+            WireField('message'),
+            WireField('time'),
+            WireField('fields', optional=True),
+        )
+
+        level: int
+        level_name: str
+        logger: str
+        message: str
+        time: float
+        fields: dict[str, Any] | None = None
+
+
+    class PluginDecision(WireRecord):
+        """What one plugin did in one invoke, in a decision record."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('plugin'),
+            WireField('mode'),
+            WireField('verdict'),
+            WireField('enforced'),
+            WireField('duration_ms', optional=True),
+            WireField('violation_code', optional=True),
+            WireField('error_code', optional=True),
+            WireField('modified_fields', optional=True),
+            WireField('modified_values', optional=True),
+        )
+
+        plugin: str
+        mode: str
+        verdict: str
+        enforced: bool
+        duration_ms: float | None = None
+        violation_code: str | None = None
+        error_code: str | None = None
+        modified_fields: list[str] | None = None
+        modified_values: dict[str, Any] | None = None
+
+
+    class DecisionRecord(WireRecord):
+        """The audit record of one invoke that ran plugins (decision records, cpex_set_decision_sink)."""
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('hook'),
+            WireField('time'),
+            WireField('request_id', optional=True),
+            WireField('decision'),
+            WireField('violation_code', optional=True),
+            WireField('violation_plugin', optional=True),
+            WireField('error', optional=True),
+            WireField('background', optional=True),
+            WireField('duration_ms', optional=True),
+            WireField('plugins'),
+            WireField('trace_id', optional=True),
+            WireField('span_id', optional=True),
+        )
+
+        hook: str
+        time: float
+        request_id: str | None = None
+        decision: str
+        violation_code: str | None = None
+        violation_plugin: str | None = None
+        error: str | None = None
+        background: list[str] | None = None
+        duration_ms: float | None = None
+        plugins: list[PluginDecision]
+        trace_id: str | None = None
+        span_id: str | None = None
+
+
+    class ContentPart(WireRecord):
+        """One part of a CMF message's content. `content_type` says which variant it is:
+        text carries string under `text`;
+        thinking carries string under `text`;
+        tool_call carries ToolCall under `content`;
+        tool_result carries ToolResult under `content`;
+        resource carries Resource under `content`;
+        resource_ref carries ResourceReference under `content`;
+        prompt_request carries PromptRequest under `content`;
+        prompt_result carries PromptResult under `content`;
+        image carries ImageSource under `content`;
+        video carries VideoSource under `content`;
+        audio carries AudioSource under `content`;
+        document carries DocumentSource under `content`.
+        A part of another content_type keeps everything it carries, unchanged."""
+
+        VARIANTS: ClassVar[dict[str, tuple[str, Any]]] = {
+            'text': ('text', str),
+            'thinking': ('text', str),
+            'tool_call': ('content', ToolCall),
+            'tool_result': ('content', ToolResult),
+            'resource': ('content', Resource),
+            'resource_ref': ('content', ResourceReference),
+            'prompt_request': ('content', PromptRequest),
+            'prompt_result': ('content', PromptResult),
+            'image': ('content', ImageSource),
+            'video': ('content', VideoSource),
+            'audio': ('content', AudioSource),
+            'document': ('content', DocumentSource),
+        }
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('content_type'),
+            WireField('text', optional=True, pointer=True),
+            WireField('content', optional=True, pointer=True),
+        )
+
+        content_type: str
+        text: Any = None
+        content: Any = None
+
+        # The whole map of a part of an unknown content_type, set on that part only (a class
+        # default, not a pydantic private attribute: those cost every instance a call).
+        _raw: ClassVar[dict[str, Any] | None] = None
+
+        @model_validator(mode="wrap")
+        @classmethod
+        def _variant(cls, data: Any, handler: Any) -> Any:
+            # One validator for both jobs (each costs a Python call per part): a known
+            # variant's value is validated as its type; an unknown part keeps its map.
+            if isinstance(data, dict):
+                tag = data.get('content_type')
+                known = cls.VARIANTS.get(tag) if isinstance(tag, str) else None
+                if known is None:
+                    part = handler(data)
+                    object.__setattr__(part, "_raw", dict(data))  # re-emitted exactly as received
+                    return part
+                field, kind = known
+                value = data.get(field)
+                if kind is not str and value is not None and not isinstance(value, kind):
+                    # The variant's validator itself once built (model_validate costs a call more).
+                    validated = kind.__pydantic_validator__.validate_python(value) if kind.__pydantic_complete__ else kind.model_validate(value)
+                    data = {**data, field: validated}
+            return handler(data)
+
+        def to_wire(self) -> dict[str, Any]:
+            if self._raw is not None:
+                return dict(self._raw)
+            return super().to_wire()
+
+        @property
+        def known(self) -> bool:
+            """Whether this SDK knows the variant."""
+            return self.content_type in self.VARIANTS
+
+        @property
+        def value(self) -> Any:
+            """The variant's value (text, or its typed object); None for an unknown variant."""
+            known = self.VARIANTS.get(self.content_type)
+            return getattr(self, known[0]) if known is not None else None
+
+        @classmethod
+        def new_text(cls, value: str) -> "ContentPart":
+            return cls(content_type='text', text=value)
+
+        @classmethod
+        def new_thinking(cls, value: str) -> "ContentPart":
+            return cls(content_type='thinking', text=value)
+
+        @classmethod
+        def new_tool_call(cls, value: ToolCall) -> "ContentPart":
+            return cls(content_type='tool_call', content=value)
+
+        @classmethod
+        def new_tool_result(cls, value: ToolResult) -> "ContentPart":
+            return cls(content_type='tool_result', content=value)
+
+        @classmethod
+        def new_resource(cls, value: Resource) -> "ContentPart":
+            return cls(content_type='resource', content=value)
+
+        @classmethod
+        def new_resource_ref(cls, value: ResourceReference) -> "ContentPart":
+            return cls(content_type='resource_ref', content=value)
+
+        @classmethod
+        def new_prompt_request(cls, value: PromptRequest) -> "ContentPart":
+            return cls(content_type='prompt_request', content=value)
+
+        @classmethod
+        def new_prompt_result(cls, value: PromptResult) -> "ContentPart":
+            return cls(content_type='prompt_result', content=value)
+
+        @classmethod
+        def new_image(cls, value: ImageSource) -> "ContentPart":
+            return cls(content_type='image', content=value)
+
+        @classmethod
+        def new_video(cls, value: VideoSource) -> "ContentPart":
+            return cls(content_type='video', content=value)
+
+        @classmethod
+        def new_audio(cls, value: AudioSource) -> "ContentPart":
+            return cls(content_type='audio', content=value)
+
+        @classmethod
+        def new_document(cls, value: DocumentSource) -> "ContentPart":
+            return cls(content_type='document', content=value)
+
+
+# -- the builders: one function per class, run once ---------------------------------
+
+
+def _make_PluginViolation() -> type:
+    class PluginViolation(WireRecord):
+        """Why a plugin denied the call."""
+
+        __qualname__ = 'PluginViolation'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('code'),
+            WireField('reason'),
+            WireField('description', optional=True),
+            WireField('details', optional=True),
+            WireField('plugin_name', optional=True),
+            WireField('proto_error_code', optional=True, pointer=True),
+            WireField('http_status_code', optional=True, pointer=True),
+            WireField('http_headers', optional=True),
+            WireField('mcp_error_code', optional=True, pointer=True),
+        )
+
+        code: str
+        reason: str
+        description: str | None = None
+        details: dict[str, Any] | None = None
+        plugin_name: str | None = None
+        proto_error_code: int | None = None
+        http_status_code: int | None = None
+        http_headers: dict[str, str] | None = None
+        mcp_error_code: int | None = None
+
+
+    return PluginViolation
+
+
+def _make_PluginError() -> type:
+    class PluginError(WireRecord):
+        """A plugin failure that did not stop the pipeline (on_error ignore / disable)."""
+
+        __qualname__ = 'PluginError'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('plugin_name'),
+            WireField('message'),
+            WireField('code', optional=True),
+            WireField('details', optional=True),
+            WireField('proto_error_code', optional=True, pointer=True),
+        )
+
+        plugin_name: str
+        message: str
+        code: str | None = None
+        details: dict[str, Any] | None = None
+        proto_error_code: int | None = None
+
+
+    return PluginError
+
+
+def _make_PluginStats() -> type:
+    class PluginStats(WireRecord):
+        """One plugin's entry of cpex_plugin_stats: where it runs and, for isolated plugins, their workers' counters and circuit. Since ABI 1.2."""
+
+        __qualname__ = 'PluginStats'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('name'),
+            WireField('isolation'),
+            WireField('disabled'),
+            WireField('workers', optional=True),
+            WireField('alive', optional=True),
+            WireField('busy', optional=True),
+            WireField('calls', optional=True),
+            WireField('crashes', optional=True),
+            WireField('timeouts', optional=True),
+            WireField('restarts', optional=True),
+            WireField('stuck', optional=True),
+            WireField('circuit', optional=True),
+            WireField('last_crash', optional=True),
+            WireField('last_restart_ms', optional=True),
+            WireField('pids', optional=True),
+        )
+
+        name: str
+        isolation: str
+        disabled: bool
+        workers: int | None = None
+        alive: int | None = None
+        busy: int | None = None
+        calls: int | None = None
+        crashes: int | None = None
+        timeouts: int | None = None
+        restarts: int | None = None
+        stuck: int | None = None
+        circuit: str | None = None
+        last_crash: str | None = None
+        last_restart_ms: float | None = None
+        pids: list[int] | None = None
+
+
+    return PluginStats
+
+
+def _make_PipelineResult() -> type:
+    class PipelineResult(WireRecord):
+        """The outcome of one invoke."""
+
+        __qualname__ = 'PipelineResult'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('continue_processing'),
+            WireField('payload_modified'),
+            WireField('extensions_modified'),
+            WireField('violation', optional=True),
+            WireField('errors', optional=True),
+            WireField('metadata', optional=True),
+            WireField('payload_type'),
+            WireField('modified_payload', optional=True),
+            WireField('modified_extensions', optional=True),
+            WireField('retry_delay_ms', optional=True),
+            WireField('http_headers', optional=True),
+        )
+
+        continue_processing: bool
+        payload_modified: bool
+        extensions_modified: bool
+        violation: PluginViolation | None = None
+        errors: list[PluginError] | None = None
+        metadata: dict[str, Any] | None = None
+        payload_type: int
+        modified_payload: bytes | None = None
+        modified_extensions: bytes | None = None
+        retry_delay_ms: int | None = None
+        http_headers: dict[str, str] | None = None
+
+
+    return PipelineResult
+
+
+def _make_Extensions() -> type:
+    class Extensions(WireRecord):
+        """Everything known about an invocation besides its payload; each slot has a mutability tier (extension_slots)."""
+
+        __qualname__ = 'Extensions'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('meta', optional=True),
+            WireField('security', optional=True),
+            WireField('http', optional=True),
+            WireField('delegation', optional=True),
+            WireField('agent', optional=True),
+            WireField('request', optional=True),
+            WireField('mcp', optional=True),
+            WireField('completion', optional=True),
+            WireField('provenance', optional=True),
+            WireField('llm', optional=True),
+            WireField('framework', optional=True),
+            WireField('custom', optional=True),
+        )
+
+        meta: MetaExtension | None = None
+        security: SecurityExtension | None = None
+        http: HttpExtension | None = None
+        delegation: DelegationExtension | None = None
+        agent: AgentExtension | None = None
+        request: RequestExtension | None = None
+        mcp: MCPExtension | None = None
+        completion: CompletionExtension | None = None
+        provenance: ProvenanceExtension | None = None
+        llm: LLMExtension | None = None
+        framework: FrameworkExtension | None = None
+        custom: dict[str, Any] | None = None
+
+
+    return Extensions
+
+
+def _make_MetaExtension() -> type:
+    class MetaExtension(WireRecord):
+        """The entity the invocation is about, and its tags (routing reads them)."""
+
+        __qualname__ = 'MetaExtension'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('entity_type', optional=True),
+            WireField('entity_name', optional=True),
+            WireField('tags', optional=True),
+            WireField('scope', optional=True),
+            WireField('properties', optional=True),
+        )
+
+        entity_type: str | None = None
+        entity_name: str | None = None
+        tags: list[str] | None = None
+        scope: str | None = None
+        properties: dict[str, str] | None = None
+
+
+    return MetaExtension
+
+
+def _make_SecurityExtension() -> type:
+    class SecurityExtension(WireRecord):
+        """Labels, the subject, the agent identity and the policies of the data involved."""
+
+        __qualname__ = 'SecurityExtension'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('labels', optional=True),
+            WireField('classification', optional=True),
+            WireField('subject', optional=True),
+            WireField('agent', optional=True),
+            WireField('auth_method', optional=True),
+            WireField('objects', optional=True),
+            WireField('data', optional=True),
+        )
+
+        labels: list[str] | None = None
+        classification: str | None = None
+        subject: SubjectExtension | None = None
+        agent: AgentIdentity | None = None
+        auth_method: str | None = None
+        objects: dict[str, ObjectSecurityProfile] | None = None
+        data: dict[str, DataPolicy] | None = None
+
+
+    return SecurityExtension
+
+
+def _make_SubjectExtension() -> type:
+    class SubjectExtension(WireRecord):
+        """Who the call acts for."""
+
+        __qualname__ = 'SubjectExtension'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('id', optional=True),
+            WireField('subject_type', optional=True),
+            WireField('roles', optional=True),
+            WireField('permissions', optional=True),
+            WireField('teams', optional=True),
+            WireField('claims', optional=True),
+        )
+
+        id: str | None = None
+        subject_type: str | None = None
+        roles: list[str] | None = None
+        permissions: list[str] | None = None
+        teams: list[str] | None = None
+        claims: dict[str, str] | None = None
+
+
+    return SubjectExtension
+
+
+def _make_AgentIdentity() -> type:
+    class AgentIdentity(WireRecord):
+        """The workload identity of the calling agent."""
+
+        __qualname__ = 'AgentIdentity'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('client_id', optional=True),
+            WireField('workload_id', optional=True),
+            WireField('trust_domain', optional=True),
+        )
+
+        client_id: str | None = None
+        workload_id: str | None = None
+        trust_domain: str | None = None
+
+
+    return AgentIdentity
+
+
+def _make_ObjectSecurityProfile() -> type:
+    class ObjectSecurityProfile(WireRecord):
+        """Who manages an object and what may be done with it."""
+
+        __qualname__ = 'ObjectSecurityProfile'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('managed_by', optional=True),
+            WireField('permissions', optional=True),
+            WireField('trust_domain', optional=True),
+            WireField('data_scope', optional=True),
+        )
+
+        managed_by: str | None = None
+        permissions: list[str] | None = None
+        trust_domain: str | None = None
+        data_scope: list[str] | None = None
+
+
+    return ObjectSecurityProfile
+
+
+def _make_DataPolicy() -> type:
+    class DataPolicy(WireRecord):
+        """Labels and actions that apply to a piece of data."""
+
+        __qualname__ = 'DataPolicy'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('apply_labels', optional=True),
+            WireField('allowed_actions', optional=True),
+            WireField('denied_actions', optional=True),
+            WireField('retention', optional=True),
+        )
+
+        apply_labels: list[str] | None = None
+        allowed_actions: list[str] | None = None
+        denied_actions: list[str] | None = None
+        retention: RetentionPolicy | None = None
+
+
+    return DataPolicy
+
+
+def _make_RetentionPolicy() -> type:
+    class RetentionPolicy(WireRecord):
+        """How long data may be kept."""
+
+        __qualname__ = 'RetentionPolicy'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('max_age_seconds', optional=True, pointer=True),
+            WireField('policy', optional=True),
+            WireField('delete_after', optional=True),
+        )
+
+        max_age_seconds: int | None = None
+        policy: str | None = None
+        delete_after: str | None = None
+
+
+    return RetentionPolicy
+
+
+def _make_HttpExtension() -> type:
+    class HttpExtension(WireRecord):
+        """HTTP headers of the request and the response."""
+
+        __qualname__ = 'HttpExtension'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('request_headers', optional=True),
+            WireField('response_headers', optional=True),
+        )
+
+        request_headers: dict[str, str] | None = None
+        response_headers: dict[str, str] | None = None
+
+
+    return HttpExtension
+
+
+def _make_DelegationExtension() -> type:
+    class DelegationExtension(WireRecord):
+        """The chain of delegations the call went through."""
+
+        __qualname__ = 'DelegationExtension'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('chain', optional=True),
+            WireField('depth', optional=True),
+            WireField('origin_subject_id', optional=True),
+            WireField('actor_subject_id', optional=True),
+            WireField('delegated', optional=True),
+            WireField('age_seconds', optional=True),
+        )
+
+        chain: list[DelegationHop] | None = None
+        depth: int | None = None
+        origin_subject_id: str | None = None
+        actor_subject_id: str | None = None
+        delegated: bool | None = None
+        age_seconds: float | None = None
+
+
+    return DelegationExtension
+
+
+def _make_DelegationHop() -> type:
+    class DelegationHop(WireRecord):
+        """One delegation step."""
+
+        __qualname__ = 'DelegationHop'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('subject_id', optional=True),
+            WireField('subject_type', optional=True),
+            WireField('audience', optional=True),
+            WireField('scopes_granted', optional=True),
+            WireField('timestamp', optional=True),
+            WireField('ttl_seconds', optional=True, pointer=True),
+            WireField('strategy', optional=True),
+            WireField('from_cache', optional=True),
+        )
+
+        subject_id: str | None = None
+        subject_type: str | None = None
+        audience: str | None = None
+        scopes_granted: list[str] | None = None
+        timestamp: str | None = None
+        ttl_seconds: int | None = None
+        strategy: str | None = None
+        from_cache: bool | None = None
+
+
+    return DelegationHop
+
+
+def _make_AgentExtension() -> type:
+    class AgentExtension(WireRecord):
+        """The agent conversation the call belongs to."""
+
+        __qualname__ = 'AgentExtension'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('input', optional=True),
+            WireField('session_id', optional=True),
+            WireField('conversation_id', optional=True),
+            WireField('turn', optional=True, pointer=True),
+            WireField('agent_id', optional=True),
+            WireField('parent_agent_id', optional=True),
+            WireField('conversation', optional=True),
+        )
+
+        input: str | None = None
+        session_id: str | None = None
+        conversation_id: str | None = None
+        turn: int | None = None
+        agent_id: str | None = None
+        parent_agent_id: str | None = None
+        conversation: ConversationContext | None = None
+
+
+    return AgentExtension
+
+
+def _make_ConversationContext() -> type:
+    class ConversationContext(WireRecord):
+        """What the conversation is about so far."""
+
+        __qualname__ = 'ConversationContext'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('history', optional=True),
+            WireField('summary', optional=True),
+            WireField('topics', optional=True),
+        )
+
+        history: list[Any] | None = None
+        summary: str | None = None
+        topics: list[str] | None = None
+
+
+    return ConversationContext
+
+
+def _make_RequestExtension() -> type:
+    class RequestExtension(WireRecord):
+        """Request identifiers and tracing."""
+
+        __qualname__ = 'RequestExtension'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('environment', optional=True),
+            WireField('request_id', optional=True),
+            WireField('timestamp', optional=True),
+            WireField('trace_id', optional=True),
+            WireField('span_id', optional=True),
+        )
+
+        environment: str | None = None
+        request_id: str | None = None
+        timestamp: str | None = None
+        trace_id: str | None = None
+        span_id: str | None = None
+
+
+    return RequestExtension
+
+
+def _make_MCPExtension() -> type:
+    class MCPExtension(WireRecord):
+        """MCP metadata of the tool, resource or prompt involved."""
+
+        __qualname__ = 'MCPExtension'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('tool', optional=True),
+            WireField('resource', optional=True),
+            WireField('prompt', optional=True),
+        )
+
+        tool: ToolMetadata | None = None
+        resource: ResourceMetadata | None = None
+        prompt: PromptMetadata | None = None
+
+
+    return MCPExtension
+
+
+def _make_ToolMetadata() -> type:
+    class ToolMetadata(WireRecord):
+        """An MCP tool's description."""
+
+        __qualname__ = 'ToolMetadata'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('name'),
+            WireField('title', optional=True),
+            WireField('description', optional=True),
+            WireField('input_schema', optional=True),
+            WireField('output_schema', optional=True),
+            WireField('server_id', optional=True),
+            WireField('namespace', optional=True),
+            WireField('annotations', optional=True),
+        )
+
+        name: str
+        title: str | None = None
+        description: str | None = None
+        input_schema: dict[str, Any] | None = None
+        output_schema: dict[str, Any] | None = None
+        server_id: str | None = None
+        namespace: str | None = None
+        annotations: dict[str, Any] | None = None
+
+
+    return ToolMetadata
+
+
+def _make_ResourceMetadata() -> type:
+    class ResourceMetadata(WireRecord):
+        """An MCP resource's description."""
+
+        __qualname__ = 'ResourceMetadata'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('uri'),
+            WireField('name', optional=True),
+            WireField('description', optional=True),
+            WireField('mime_type', optional=True),
+            WireField('server_id', optional=True),
+        )
+
+        uri: str
+        name: str | None = None
+        description: str | None = None
+        mime_type: str | None = None
+        server_id: str | None = None
+
+
+    return ResourceMetadata
+
+
+def _make_PromptMetadata() -> type:
+    class PromptMetadata(WireRecord):
+        """An MCP prompt's description."""
+
+        __qualname__ = 'PromptMetadata'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('name'),
+            WireField('description', optional=True),
+            WireField('server_id', optional=True),
+        )
+
+        name: str
+        description: str | None = None
+        server_id: str | None = None
+
+
+    return PromptMetadata
+
+
+def _make_CompletionExtension() -> type:
+    class CompletionExtension(WireRecord):
+        """How an LLM completion ended."""
+
+        __qualname__ = 'CompletionExtension'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('stop_reason', optional=True),
+            WireField('tokens', optional=True),
+            WireField('model', optional=True),
+            WireField('raw_format', optional=True),
+            WireField('created_at', optional=True),
+            WireField('latency_ms', optional=True, pointer=True),
+        )
+
+        stop_reason: str | None = None
+        tokens: TokenUsage | None = None
+        model: str | None = None
+        raw_format: str | None = None
+        created_at: str | None = None
+        latency_ms: int | None = None
+
+
+    return CompletionExtension
+
+
+def _make_TokenUsage() -> type:
+    class TokenUsage(WireRecord):
+        """Token counts of a completion."""
+
+        __qualname__ = 'TokenUsage'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('input_tokens', optional=True),
+            WireField('output_tokens', optional=True),
+            WireField('total_tokens', optional=True),
+        )
+
+        input_tokens: int | None = None
+        output_tokens: int | None = None
+        total_tokens: int | None = None
+
+
+    return TokenUsage
+
+
+def _make_ProvenanceExtension() -> type:
+    class ProvenanceExtension(WireRecord):
+        """Where a message came from."""
+
+        __qualname__ = 'ProvenanceExtension'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('source', optional=True),
+            WireField('message_id', optional=True),
+            WireField('parent_id', optional=True),
+        )
+
+        source: str | None = None
+        message_id: str | None = None
+        parent_id: str | None = None
+
+
+    return ProvenanceExtension
+
+
+def _make_LLMExtension() -> type:
+    class LLMExtension(WireRecord):
+        """The model serving the call."""
+
+        __qualname__ = 'LLMExtension'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('model_id', optional=True),
+            WireField('provider', optional=True),
+            WireField('capabilities', optional=True),
+        )
+
+        model_id: str | None = None
+        provider: str | None = None
+        capabilities: list[str] | None = None
+
+
+    return LLMExtension
+
+
+def _make_FrameworkExtension() -> type:
+    class FrameworkExtension(WireRecord):
+        """The agent framework hosting the call."""
+
+        __qualname__ = 'FrameworkExtension'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('framework', optional=True),
+            WireField('framework_version', optional=True),
+            WireField('node_id', optional=True),
+            WireField('graph_id', optional=True),
+            WireField('metadata', optional=True),
+        )
+
+        framework: str | None = None
+        framework_version: str | None = None
+        node_id: str | None = None
+        graph_id: str | None = None
+        metadata: dict[str, Any] | None = None
+
+
+    return FrameworkExtension
+
+
+def _make_MessagePayload() -> type:
+    class MessagePayload(WireRecord):
+        """The payload of payload type cmf_message."""
+
+        __qualname__ = 'MessagePayload'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('message'),
+            WireField('hook', optional=True),
+        )
+
+        message: Message
+        hook: str | None = None
+
+
+    return MessagePayload
+
+
+def _make_Message() -> type:
+    class Message(WireRecord):
+        """A CMF message - a role and its content parts."""
+
+        __qualname__ = 'Message'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('schema_version'),
+            WireField('role'),
+            WireField('content'),
+            WireField('channel', optional=True),
+        )
+
+        schema_version: str = '2.0'
+        role: str
+        content: 'list[ContentPart]'
+        channel: str | None = None
+
+
+    return Message
+
+
+def _make_ToolCall() -> type:
+    class ToolCall(WireRecord):
+        """A request to run a tool."""
+
+        __qualname__ = 'ToolCall'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('tool_call_id'),
+            WireField('name'),
+            WireField('arguments', optional=True),
+            WireField('namespace', optional=True),
+        )
+
+        tool_call_id: str
+        name: str
+        arguments: dict[str, Any] | None = None
+        namespace: str | None = None
+
+
+    return ToolCall
+
+
+def _make_ToolResult() -> type:
+    class ToolResult(WireRecord):
+        """What a tool returned."""
+
+        __qualname__ = 'ToolResult'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('tool_call_id'),
+            WireField('tool_name'),
+            WireField('content', optional=True),
+            WireField('is_error', optional=True),
+        )
+
+        tool_call_id: str
+        tool_name: str
+        content: Any | None = None
+        is_error: bool | None = None
+
+
+    return ToolResult
+
+
+def _make_Resource() -> type:
+    class Resource(WireRecord):
+        """A resource's content."""
+
+        __qualname__ = 'Resource'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('resource_request_id'),
+            WireField('uri'),
+            WireField('name', optional=True),
+            WireField('description', optional=True),
+            WireField('resource_type'),
+            WireField('content', optional=True),
+            WireField('blob', optional=True),
+            WireField('mime_type', optional=True),
+            WireField('size_bytes', optional=True, pointer=True),
+            WireField('annotations', optional=True),
+            WireField('version', optional=True),
+        )
+
+        resource_request_id: str
+        uri: str
+        name: str | None = None
+        description: str | None = None
+        resource_type: str
+        content: str | None = None
+        blob: bytes | None = None
+        mime_type: str | None = None
+        size_bytes: int | None = None
+        annotations: dict[str, Any] | None = None
+        version: str | None = None
+
+
+    return Resource
+
+
+def _make_ResourceReference() -> type:
+    class ResourceReference(WireRecord):
+        """A pointer to (a range of) a resource."""
+
+        __qualname__ = 'ResourceReference'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('resource_request_id'),
+            WireField('uri'),
+            WireField('name', optional=True),
+            WireField('resource_type'),
+            WireField('range_start', optional=True, pointer=True),
+            WireField('range_end', optional=True, pointer=True),
+            WireField('selector', optional=True),
+        )
+
+        resource_request_id: str
+        uri: str
+        name: str | None = None
+        resource_type: str
+        range_start: int | None = None
+        range_end: int | None = None
+        selector: str | None = None
+
+
+    return ResourceReference
+
+
+def _make_PromptRequest() -> type:
+    class PromptRequest(WireRecord):
+        """A request to render a prompt."""
+
+        __qualname__ = 'PromptRequest'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('prompt_request_id'),
+            WireField('name'),
+            WireField('arguments', optional=True),
+            WireField('server_id', optional=True),
+        )
+
+        prompt_request_id: str
+        name: str
+        arguments: dict[str, Any] | None = None
+        server_id: str | None = None
+
+
+    return PromptRequest
+
+
+def _make_PromptResult() -> type:
+    class PromptResult(WireRecord):
+        """A rendered prompt."""
+
+        __qualname__ = 'PromptResult'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('prompt_request_id'),
+            WireField('prompt_name'),
+            WireField('messages', optional=True),
+            WireField('content', optional=True),
+            WireField('is_error', optional=True),
+            WireField('error_message', optional=True),
+        )
+
+        prompt_request_id: str
+        prompt_name: str
+        messages: 'list[Message] | None' = None
+        content: str | None = None
+        is_error: bool | None = None
+        error_message: str | None = None
+
+
+    return PromptResult
+
+
+def _make_ImageSource() -> type:
+    class ImageSource(WireRecord):
+        """An image, inline or by reference."""
+
+        __qualname__ = 'ImageSource'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('type'),
+            WireField('data'),
+            WireField('media_type', optional=True),
+        )
+
+        type: str
+        data: str
+        media_type: str | None = None
+
+
+    return ImageSource
+
+
+def _make_VideoSource() -> type:
+    class VideoSource(WireRecord):
+        """A video, inline or by reference."""
+
+        __qualname__ = 'VideoSource'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('type'),
+            WireField('data'),
+            WireField('media_type', optional=True),
+            WireField('duration_ms', optional=True, pointer=True),
+        )
+
+        type: str
+        data: str
+        media_type: str | None = None
+        duration_ms: int | None = None
+
+
+    return VideoSource
+
+
+def _make_AudioSource() -> type:
+    class AudioSource(WireRecord):
+        """An audio clip, inline or by reference."""
+
+        __qualname__ = 'AudioSource'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('type'),
+            WireField('data'),
+            WireField('media_type', optional=True),
+            WireField('duration_ms', optional=True, pointer=True),
+        )
+
+        type: str
+        data: str
+        media_type: str | None = None
+        duration_ms: int | None = None
+
+
+    return AudioSource
+
+
+def _make_DocumentSource() -> type:
+    class DocumentSource(WireRecord):
+        """A document, inline or by reference."""
+
+        __qualname__ = 'DocumentSource'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('type'),
+            WireField('data'),
+            WireField('media_type', optional=True),
+            WireField('title', optional=True),
+        )
+
+        type: str
+        data: str
+        media_type: str | None = None
+        title: str | None = None
+
+
+    return DocumentSource
+
+
+def _make_GlobalContext() -> type:
+    class GlobalContext(WireRecord):
+        """The request a call belongs to, as a host passes it with an invoke (py-cpex GlobalContext; field names are py-cpex's)."""
 
-class PluginViolation(WireRecord):
-    """Why a plugin denied the call."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('code'),
-        WireField('reason'),
-        WireField('description', optional=True),
-        WireField('details', optional=True),
-        WireField('plugin_name', optional=True),
-        WireField('proto_error_code', optional=True, pointer=True),
-        WireField('http_status_code', optional=True, pointer=True),
-        WireField('http_headers', optional=True),
-        WireField('mcp_error_code', optional=True, pointer=True),
-    )
-
-    code: str
-    reason: str
-    description: str | None = None
-    details: dict[str, Any] | None = None
-    plugin_name: str | None = None
-    proto_error_code: int | None = None
-    http_status_code: int | None = None
-    http_headers: dict[str, str] | None = None
-    mcp_error_code: int | None = None
-
-
-class PluginError(WireRecord):
-    """A plugin failure that did not stop the pipeline (on_error ignore / disable)."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('plugin_name'),
-        WireField('message'),
-        WireField('code', optional=True),
-        WireField('details', optional=True),
-        WireField('proto_error_code', optional=True, pointer=True),
-    )
-
-    plugin_name: str
-    message: str
-    code: str | None = None
-    details: dict[str, Any] | None = None
-    proto_error_code: int | None = None
-
-
-class PluginStats(WireRecord):
-    """One plugin's entry of cpex_plugin_stats: where it runs and, for isolated plugins, their workers' counters and circuit. Since ABI 1.2."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('name'),
-        WireField('isolation'),
-        WireField('disabled'),
-        WireField('workers', optional=True),
-        WireField('alive', optional=True),
-        WireField('busy', optional=True),
-        WireField('calls', optional=True),
-        WireField('crashes', optional=True),
-        WireField('timeouts', optional=True),
-        WireField('restarts', optional=True),
-        WireField('stuck', optional=True),
-        WireField('circuit', optional=True),
-        WireField('last_crash', optional=True),
-        WireField('last_restart_ms', optional=True),
-        WireField('pids', optional=True),
-    )
-
-    name: str
-    isolation: str
-    disabled: bool
-    workers: int | None = None
-    alive: int | None = None
-    busy: int | None = None
-    calls: int | None = None
-    crashes: int | None = None
-    timeouts: int | None = None
-    restarts: int | None = None
-    stuck: int | None = None
-    circuit: str | None = None
-    last_crash: str | None = None
-    last_restart_ms: float | None = None
-    pids: list[int] | None = None
-
-
-class PipelineResult(WireRecord):
-    """The outcome of one invoke."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('continue_processing'),
-        WireField('payload_modified'),
-        WireField('extensions_modified'),
-        WireField('violation', optional=True),
-        WireField('errors', optional=True),
-        WireField('metadata', optional=True),
-        WireField('payload_type'),
-        WireField('modified_payload', optional=True),
-        WireField('modified_extensions', optional=True),
-        WireField('retry_delay_ms', optional=True),
-        WireField('http_headers', optional=True),
-    )
-
-    continue_processing: bool
-    payload_modified: bool
-    extensions_modified: bool
-    violation: PluginViolation | None = None
-    errors: list[PluginError] | None = None
-    metadata: dict[str, Any] | None = None
-    payload_type: int
-    modified_payload: bytes | None = None
-    modified_extensions: bytes | None = None
-    retry_delay_ms: int | None = None
-    http_headers: dict[str, str] | None = None
-
-
-class Extensions(WireRecord):
-    """Everything known about an invocation besides its payload; each slot has a mutability tier (extension_slots)."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('meta', optional=True),
-        WireField('security', optional=True),
-        WireField('http', optional=True),
-        WireField('delegation', optional=True),
-        WireField('agent', optional=True),
-        WireField('request', optional=True),
-        WireField('mcp', optional=True),
-        WireField('completion', optional=True),
-        WireField('provenance', optional=True),
-        WireField('llm', optional=True),
-        WireField('framework', optional=True),
-        WireField('custom', optional=True),
-    )
-
-    meta: MetaExtension | None = None
-    security: SecurityExtension | None = None
-    http: HttpExtension | None = None
-    delegation: DelegationExtension | None = None
-    agent: AgentExtension | None = None
-    request: RequestExtension | None = None
-    mcp: MCPExtension | None = None
-    completion: CompletionExtension | None = None
-    provenance: ProvenanceExtension | None = None
-    llm: LLMExtension | None = None
-    framework: FrameworkExtension | None = None
-    custom: dict[str, Any] | None = None
-
-
-class MetaExtension(WireRecord):
-    """The entity the invocation is about, and its tags (routing reads them)."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('entity_type', optional=True),
-        WireField('entity_name', optional=True),
-        WireField('tags', optional=True),
-        WireField('scope', optional=True),
-        WireField('properties', optional=True),
-    )
-
-    entity_type: str | None = None
-    entity_name: str | None = None
-    tags: list[str] | None = None
-    scope: str | None = None
-    properties: dict[str, str] | None = None
-
-
-class SecurityExtension(WireRecord):
-    """Labels, the subject, the agent identity and the policies of the data involved."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('labels', optional=True),
-        WireField('classification', optional=True),
-        WireField('subject', optional=True),
-        WireField('agent', optional=True),
-        WireField('auth_method', optional=True),
-        WireField('objects', optional=True),
-        WireField('data', optional=True),
-    )
-
-    labels: list[str] | None = None
-    classification: str | None = None
-    subject: SubjectExtension | None = None
-    agent: AgentIdentity | None = None
-    auth_method: str | None = None
-    objects: dict[str, ObjectSecurityProfile] | None = None
-    data: dict[str, DataPolicy] | None = None
-
-
-class SubjectExtension(WireRecord):
-    """Who the call acts for."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('id', optional=True),
-        WireField('subject_type', optional=True),
-        WireField('roles', optional=True),
-        WireField('permissions', optional=True),
-        WireField('teams', optional=True),
-        WireField('claims', optional=True),
-    )
-
-    id: str | None = None
-    subject_type: str | None = None
-    roles: list[str] | None = None
-    permissions: list[str] | None = None
-    teams: list[str] | None = None
-    claims: dict[str, str] | None = None
-
-
-class AgentIdentity(WireRecord):
-    """The workload identity of the calling agent."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('client_id', optional=True),
-        WireField('workload_id', optional=True),
-        WireField('trust_domain', optional=True),
-    )
-
-    client_id: str | None = None
-    workload_id: str | None = None
-    trust_domain: str | None = None
-
-
-class ObjectSecurityProfile(WireRecord):
-    """Who manages an object and what may be done with it."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('managed_by', optional=True),
-        WireField('permissions', optional=True),
-        WireField('trust_domain', optional=True),
-        WireField('data_scope', optional=True),
-    )
-
-    managed_by: str | None = None
-    permissions: list[str] | None = None
-    trust_domain: str | None = None
-    data_scope: list[str] | None = None
-
-
-class DataPolicy(WireRecord):
-    """Labels and actions that apply to a piece of data."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('apply_labels', optional=True),
-        WireField('allowed_actions', optional=True),
-        WireField('denied_actions', optional=True),
-        WireField('retention', optional=True),
-    )
-
-    apply_labels: list[str] | None = None
-    allowed_actions: list[str] | None = None
-    denied_actions: list[str] | None = None
-    retention: RetentionPolicy | None = None
-
-
-class RetentionPolicy(WireRecord):
-    """How long data may be kept."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('max_age_seconds', optional=True, pointer=True),
-        WireField('policy', optional=True),
-        WireField('delete_after', optional=True),
-    )
-
-    max_age_seconds: int | None = None
-    policy: str | None = None
-    delete_after: str | None = None
-
-
-class HttpExtension(WireRecord):
-    """HTTP headers of the request and the response."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('request_headers', optional=True),
-        WireField('response_headers', optional=True),
-    )
-
-    request_headers: dict[str, str] | None = None
-    response_headers: dict[str, str] | None = None
-
-
-class DelegationExtension(WireRecord):
-    """The chain of delegations the call went through."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('chain', optional=True),
-        WireField('depth', optional=True),
-        WireField('origin_subject_id', optional=True),
-        WireField('actor_subject_id', optional=True),
-        WireField('delegated', optional=True),
-        WireField('age_seconds', optional=True),
-    )
-
-    chain: list[DelegationHop] | None = None
-    depth: int | None = None
-    origin_subject_id: str | None = None
-    actor_subject_id: str | None = None
-    delegated: bool | None = None
-    age_seconds: float | None = None
-
-
-class DelegationHop(WireRecord):
-    """One delegation step."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('subject_id', optional=True),
-        WireField('subject_type', optional=True),
-        WireField('audience', optional=True),
-        WireField('scopes_granted', optional=True),
-        WireField('timestamp', optional=True),
-        WireField('ttl_seconds', optional=True, pointer=True),
-        WireField('strategy', optional=True),
-        WireField('from_cache', optional=True),
-    )
-
-    subject_id: str | None = None
-    subject_type: str | None = None
-    audience: str | None = None
-    scopes_granted: list[str] | None = None
-    timestamp: str | None = None
-    ttl_seconds: int | None = None
-    strategy: str | None = None
-    from_cache: bool | None = None
-
-
-class AgentExtension(WireRecord):
-    """The agent conversation the call belongs to."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('input', optional=True),
-        WireField('session_id', optional=True),
-        WireField('conversation_id', optional=True),
-        WireField('turn', optional=True, pointer=True),
-        WireField('agent_id', optional=True),
-        WireField('parent_agent_id', optional=True),
-        WireField('conversation', optional=True),
-    )
-
-    input: str | None = None
-    session_id: str | None = None
-    conversation_id: str | None = None
-    turn: int | None = None
-    agent_id: str | None = None
-    parent_agent_id: str | None = None
-    conversation: ConversationContext | None = None
-
-
-class ConversationContext(WireRecord):
-    """What the conversation is about so far."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('history', optional=True),
-        WireField('summary', optional=True),
-        WireField('topics', optional=True),
-    )
-
-    history: list[Any] | None = None
-    summary: str | None = None
-    topics: list[str] | None = None
-
-
-class RequestExtension(WireRecord):
-    """Request identifiers and tracing."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('environment', optional=True),
-        WireField('request_id', optional=True),
-        WireField('timestamp', optional=True),
-        WireField('trace_id', optional=True),
-        WireField('span_id', optional=True),
-    )
-
-    environment: str | None = None
-    request_id: str | None = None
-    timestamp: str | None = None
-    trace_id: str | None = None
-    span_id: str | None = None
-
-
-class MCPExtension(WireRecord):
-    """MCP metadata of the tool, resource or prompt involved."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('tool', optional=True),
-        WireField('resource', optional=True),
-        WireField('prompt', optional=True),
-    )
-
-    tool: ToolMetadata | None = None
-    resource: ResourceMetadata | None = None
-    prompt: PromptMetadata | None = None
-
-
-class ToolMetadata(WireRecord):
-    """An MCP tool's description."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('name'),
-        WireField('title', optional=True),
-        WireField('description', optional=True),
-        WireField('input_schema', optional=True),
-        WireField('output_schema', optional=True),
-        WireField('server_id', optional=True),
-        WireField('namespace', optional=True),
-        WireField('annotations', optional=True),
-    )
-
-    name: str
-    title: str | None = None
-    description: str | None = None
-    input_schema: dict[str, Any] | None = None
-    output_schema: dict[str, Any] | None = None
-    server_id: str | None = None
-    namespace: str | None = None
-    annotations: dict[str, Any] | None = None
-
-
-class ResourceMetadata(WireRecord):
-    """An MCP resource's description."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('uri'),
-        WireField('name', optional=True),
-        WireField('description', optional=True),
-        WireField('mime_type', optional=True),
-        WireField('server_id', optional=True),
-    )
-
-    uri: str
-    name: str | None = None
-    description: str | None = None
-    mime_type: str | None = None
-    server_id: str | None = None
-
-
-class PromptMetadata(WireRecord):
-    """An MCP prompt's description."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('name'),
-        WireField('description', optional=True),
-        WireField('server_id', optional=True),
-    )
-
-    name: str
-    description: str | None = None
-    server_id: str | None = None
-
-
-class CompletionExtension(WireRecord):
-    """How an LLM completion ended."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('stop_reason', optional=True),
-        WireField('tokens', optional=True),
-        WireField('model', optional=True),
-        WireField('raw_format', optional=True),
-        WireField('created_at', optional=True),
-        WireField('latency_ms', optional=True, pointer=True),
-    )
-
-    stop_reason: str | None = None
-    tokens: TokenUsage | None = None
-    model: str | None = None
-    raw_format: str | None = None
-    created_at: str | None = None
-    latency_ms: int | None = None
-
-
-class TokenUsage(WireRecord):
-    """Token counts of a completion."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('input_tokens', optional=True),
-        WireField('output_tokens', optional=True),
-        WireField('total_tokens', optional=True),
-    )
-
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    total_tokens: int | None = None
-
-
-class ProvenanceExtension(WireRecord):
-    """Where a message came from."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('source', optional=True),
-        WireField('message_id', optional=True),
-        WireField('parent_id', optional=True),
-    )
-
-    source: str | None = None
-    message_id: str | None = None
-    parent_id: str | None = None
-
-
-class LLMExtension(WireRecord):
-    """The model serving the call."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('model_id', optional=True),
-        WireField('provider', optional=True),
-        WireField('capabilities', optional=True),
-    )
-
-    model_id: str | None = None
-    provider: str | None = None
-    capabilities: list[str] | None = None
-
-
-class FrameworkExtension(WireRecord):
-    """The agent framework hosting the call."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('framework', optional=True),
-        WireField('framework_version', optional=True),
-        WireField('node_id', optional=True),
-        WireField('graph_id', optional=True),
-        WireField('metadata', optional=True),
-    )
-
-    framework: str | None = None
-    framework_version: str | None = None
-    node_id: str | None = None
-    graph_id: str | None = None
-    metadata: dict[str, Any] | None = None
-
-
-class MessagePayload(WireRecord):
-    """The payload of payload type cmf_message."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('message'),
-        WireField('hook', optional=True),
-    )
-
-    message: Message
-    hook: str | None = None
-
-
-class Message(WireRecord):
-    """A CMF message - a role and its content parts."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('schema_version'),
-        WireField('role'),
-        WireField('content'),
-        WireField('channel', optional=True),
-    )
-
-    schema_version: str = '2.0'
-    role: str
-    content: list[ContentPart]
-    channel: str | None = None
-
-
-class ToolCall(WireRecord):
-    """A request to run a tool."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('tool_call_id'),
-        WireField('name'),
-        WireField('arguments', optional=True),
-        WireField('namespace', optional=True),
-    )
-
-    tool_call_id: str
-    name: str
-    arguments: dict[str, Any] | None = None
-    namespace: str | None = None
-
-
-class ToolResult(WireRecord):
-    """What a tool returned."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('tool_call_id'),
-        WireField('tool_name'),
-        WireField('content', optional=True),
-        WireField('is_error', optional=True),
-    )
-
-    tool_call_id: str
-    tool_name: str
-    content: Any | None = None
-    is_error: bool | None = None
-
-
-class Resource(WireRecord):
-    """A resource's content."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('resource_request_id'),
-        WireField('uri'),
-        WireField('name', optional=True),
-        WireField('description', optional=True),
-        WireField('resource_type'),
-        WireField('content', optional=True),
-        WireField('blob', optional=True),
-        WireField('mime_type', optional=True),
-        WireField('size_bytes', optional=True, pointer=True),
-        WireField('annotations', optional=True),
-        WireField('version', optional=True),
-    )
-
-    resource_request_id: str
-    uri: str
-    name: str | None = None
-    description: str | None = None
-    resource_type: str
-    content: str | None = None
-    blob: bytes | None = None
-    mime_type: str | None = None
-    size_bytes: int | None = None
-    annotations: dict[str, Any] | None = None
-    version: str | None = None
-
-
-class ResourceReference(WireRecord):
-    """A pointer to (a range of) a resource."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('resource_request_id'),
-        WireField('uri'),
-        WireField('name', optional=True),
-        WireField('resource_type'),
-        WireField('range_start', optional=True, pointer=True),
-        WireField('range_end', optional=True, pointer=True),
-        WireField('selector', optional=True),
-    )
-
-    resource_request_id: str
-    uri: str
-    name: str | None = None
-    resource_type: str
-    range_start: int | None = None
-    range_end: int | None = None
-    selector: str | None = None
-
-
-class PromptRequest(WireRecord):
-    """A request to render a prompt."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('prompt_request_id'),
-        WireField('name'),
-        WireField('arguments', optional=True),
-        WireField('server_id', optional=True),
-    )
-
-    prompt_request_id: str
-    name: str
-    arguments: dict[str, Any] | None = None
-    server_id: str | None = None
-
-
-class PromptResult(WireRecord):
-    """A rendered prompt."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('prompt_request_id'),
-        WireField('prompt_name'),
-        WireField('messages', optional=True),
-        WireField('content', optional=True),
-        WireField('is_error', optional=True),
-        WireField('error_message', optional=True),
-    )
-
-    prompt_request_id: str
-    prompt_name: str
-    messages: list[Message] | None = None
-    content: str | None = None
-    is_error: bool | None = None
-    error_message: str | None = None
-
-
-class ImageSource(WireRecord):
-    """An image, inline or by reference."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('type'),
-        WireField('data'),
-        WireField('media_type', optional=True),
-    )
-
-    type: str
-    data: str
-    media_type: str | None = None
-
-
-class VideoSource(WireRecord):
-    """A video, inline or by reference."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('type'),
-        WireField('data'),
-        WireField('media_type', optional=True),
-        WireField('duration_ms', optional=True, pointer=True),
-    )
-
-    type: str
-    data: str
-    media_type: str | None = None
-    duration_ms: int | None = None
-
-
-class AudioSource(WireRecord):
-    """An audio clip, inline or by reference."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('type'),
-        WireField('data'),
-        WireField('media_type', optional=True),
-        WireField('duration_ms', optional=True, pointer=True),
-    )
-
-    type: str
-    data: str
-    media_type: str | None = None
-    duration_ms: int | None = None
-
-
-class DocumentSource(WireRecord):
-    """A document, inline or by reference."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('type'),
-        WireField('data'),
-        WireField('media_type', optional=True),
-        WireField('title', optional=True),
-    )
-
-    type: str
-    data: str
-    media_type: str | None = None
-    title: str | None = None
-
-
-class GlobalContext(WireRecord):
-    """The request a call belongs to, as a host passes it with an invoke (py-cpex GlobalContext; field names are py-cpex's)."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('request_id'),
-        WireField('user', optional=True),
-        WireField('user_context', optional=True),
-        WireField('tenant_id', optional=True),
-        WireField('server_id', optional=True),
-        WireField('content_type', optional=True),
-        WireField('state', optional=True),
-        WireField('metadata', optional=True),
-        WireField('traceparent', optional=True),
-        WireField('tracestate', optional=True),
-    )
-
-    request_id: str
-    user: Any | None = None
-    user_context: dict[str, Any] | None = None
-    tenant_id: str | None = None
-    server_id: str | None = None
-    content_type: str | None = None
-    state: dict[str, Any] | None = None
-    metadata: dict[str, Any] | None = None
-    traceparent: str | None = None
-    tracestate: str | None = None
-
-
-class CallOptions(WireRecord):
-    """The options of one invoke (cpex_invoke_with); every field is optional, and absent means the config's behaviour."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('timeout_ms', optional=True),
-    )
-
-    timeout_ms: int | None = None
-
-
-class ToolPreInvokePayload(WireRecord):
-    """The payload of tool_pre_invoke - a tool about to be called."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('name'),
-        WireField('args', optional=True),
-        WireField('headers', optional=True),
-    )
-
-    name: str
-    args: dict[str, Any] | None = None
-    headers: dict[str, str] | None = None
-
-
-class ToolPostInvokePayload(WireRecord):
-    """The payload of tool_post_invoke - what a tool returned."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('name'),
-        WireField('result'),
-    )
-
-    name: str
-    result: Any
-
-
-class PromptPrehookPayload(WireRecord):
-    """The payload of prompt_pre_fetch - a prompt about to be rendered."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('prompt_id'),
-        WireField('args', optional=True),
-    )
-
-    prompt_id: str
-    args: dict[str, str] | None = None
-
-
-class PromptPosthookPayload(WireRecord):
-    """The payload of prompt_post_fetch - a rendered prompt."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('prompt_id'),
-        WireField('result'),
-    )
-
-    prompt_id: str
-    result: Any
-
-
-class ResourcePreFetchPayload(WireRecord):
-    """The payload of resource_pre_fetch - a resource about to be read."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('uri'),
-        WireField('metadata', optional=True),
-    )
-
-    uri: str
-    metadata: dict[str, Any] | None = None
-
-
-class ResourcePostFetchPayload(WireRecord):
-    """The payload of resource_post_fetch - a resource's content."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('uri'),
-        WireField('content'),
-    )
-
-    uri: str
-    content: Any
-
-
-class AgentPreInvokePayload(WireRecord):
-    """The payload of agent_pre_invoke - an agent about to be called."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('agent_id'),
-        WireField('messages'),
-        WireField('tools', optional=True),
-        WireField('headers', optional=True),
-        WireField('model', optional=True),
-        WireField('system_prompt', optional=True),
-        WireField('parameters', optional=True),
-    )
-
-    agent_id: str
-    messages: list[Any]
-    tools: list[str] | None = None
-    headers: dict[str, str] | None = None
-    model: str | None = None
-    system_prompt: str | None = None
-    parameters: dict[str, Any] | None = None
-
-
-class AgentPostInvokePayload(WireRecord):
-    """The payload of agent_post_invoke - what an agent answered."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('agent_id'),
-        WireField('messages'),
-        WireField('tool_calls', optional=True),
-    )
-
-    agent_id: str
-    messages: list[Any]
-    tool_calls: list[dict[str, Any]] | None = None
-
-
-class HttpPreRequestPayload(WireRecord):
-    """The payload of http_pre_request - an HTTP request before authentication (its result payload is a header map)."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('path'),
-        WireField('method'),
-        WireField('client_host', optional=True),
-        WireField('client_port', optional=True),
-        WireField('headers'),
-    )
-
-    path: str
-    method: str
-    client_host: str | None = None
-    client_port: int | None = None
-    headers: dict[str, str]
-
-
-class HttpPostRequestPayload(WireRecord):
-    """The payload of http_post_request - an HTTP request after it was answered (its result payload is a header map)."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('path'),
-        WireField('method'),
-        WireField('client_host', optional=True),
-        WireField('client_port', optional=True),
-        WireField('headers'),
-        WireField('response_headers', optional=True),
-        WireField('status_code', optional=True),
-    )
-
-    path: str
-    method: str
-    client_host: str | None = None
-    client_port: int | None = None
-    headers: dict[str, str]
-    response_headers: dict[str, str] | None = None
-    status_code: int | None = None
-
-
-class HttpAuthResolveUserPayload(WireRecord):
-    """The payload of http_auth_resolve_user - credentials to resolve into a user (its result payload is a map)."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('credentials', optional=True),
-        WireField('headers'),
-        WireField('client_host', optional=True),
-        WireField('client_port', optional=True),
-    )
-
-    credentials: dict[str, Any] | None = None
-    headers: dict[str, str]
-    client_host: str | None = None
-    client_port: int | None = None
-
-
-class HttpAuthCheckPermissionPayload(WireRecord):
-    """The payload of http_auth_check_permission - may this user do this."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('user_email'),
-        WireField('permission'),
-        WireField('resource_type', optional=True),
-        WireField('team_id', optional=True),
-        WireField('is_admin', optional=True),
-        WireField('auth_method', optional=True),
-        WireField('client_host', optional=True),
-        WireField('user_agent', optional=True),
-    )
-
-    user_email: str
-    permission: str
-    resource_type: str | None = None
-    team_id: str | None = None
-    is_admin: bool | None = None
-    auth_method: str | None = None
-    client_host: str | None = None
-    user_agent: str | None = None
-
-
-class HttpAuthCheckPermissionResultPayload(WireRecord):
-    """The result payload of http_auth_check_permission - the decision."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('granted'),
-        WireField('reason', optional=True),
-    )
-
-    granted: bool
-    reason: str | None = None
-
-
-class IdentityPayload(WireRecord):
-    """The payload of identity_resolve - a raw credential to decode and validate."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('raw_token'),
-        WireField('source'),
-        WireField('headers', optional=True),
-        WireField('client_host', optional=True),
-        WireField('client_port', optional=True),
-    )
-
-    raw_token: str
-    source: str = 'bearer'
-    headers: dict[str, str] | None = None
-    client_host: str | None = None
-    client_port: int | None = None
-
-
-class IdentityResult(WireRecord):
-    """The result payload of identity_resolve - the resolved identity, or the rejection."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('subject', optional=True),
-        WireField('delegation', optional=True),
-        WireField('rejected', optional=True),
-        WireField('reject_status', optional=True, pointer=True),
-        WireField('reject_reason', optional=True),
-        WireField('raw_claims', optional=True),
-    )
-
-    subject: dict[str, Any] | None = None
-    delegation: DelegationExtension | None = None
-    rejected: bool | None = None
-    reject_status: int | None = None
-    reject_reason: str | None = None
-    raw_claims: dict[str, Any] | None = None
-
-
-class DelegationPayload(WireRecord):
-    """The payload of token_delegate - a downstream call that needs a credential."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('target_name'),
-        WireField('target_type'),
-        WireField('target_audience', optional=True),
-        WireField('required_permissions', optional=True),
-        WireField('trust_domain', optional=True),
-        WireField('auth_enforced_by'),
-        WireField('route_attenuation', optional=True),
-        WireField('bearer_token', optional=True),
-    )
-
-    target_name: str
-    target_type: str = 'tool'
-    target_audience: str | None = None
-    required_permissions: list[str] | None = None
-    trust_domain: str | None = None
-    auth_enforced_by: str = 'caller'
-    route_attenuation: AttenuationConfig | None = None
-    bearer_token: str | None = None
-
-
-class AttenuationConfig(WireRecord):
-    """How far token_delegate narrows a delegated credential."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('capabilities', optional=True),
-        WireField('resource_template', optional=True),
-        WireField('actions', optional=True),
-        WireField('ttl_seconds', optional=True, pointer=True),
-    )
-
-    capabilities: list[str] | None = None
-    resource_template: str | None = None
-    actions: list[str] | None = None
-    ttl_seconds: int | None = None
-
-
-class DelegationResult(WireRecord):
-    """The result payload of token_delegate - the downstream credential."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('delegated_token', optional=True),
-        WireField('delegation_update', optional=True),
-        WireField('forwarded_headers', optional=True),
-        WireField('cache_key', optional=True),
-        WireField('cache_ttl', optional=True, pointer=True),
-    )
-
-    delegated_token: str | None = None
-    delegation_update: DelegationExtension | None = None
-    forwarded_headers: dict[str, str] | None = None
-    cache_key: str | None = None
-    cache_ttl: int | None = None
-
-
-class LogRecord(WireRecord):
-    """A log record of the engine, as cpex_set_log_sink delivers it."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('level'),
-        WireField('level_name'),
-        WireField('logger'),
-        WireField('message'),
-        WireField('time'),
-        WireField('fields', optional=True),
-    )
-
-    level: int
-    level_name: str
-    logger: str
-    message: str
-    time: float
-    fields: dict[str, Any] | None = None
-
-
-class PluginDecision(WireRecord):
-    """What one plugin did in one invoke, in a decision record."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('plugin'),
-        WireField('mode'),
-        WireField('verdict'),
-        WireField('enforced'),
-        WireField('duration_ms', optional=True),
-        WireField('violation_code', optional=True),
-        WireField('error_code', optional=True),
-        WireField('modified_fields', optional=True),
-        WireField('modified_values', optional=True),
-    )
-
-    plugin: str
-    mode: str
-    verdict: str
-    enforced: bool
-    duration_ms: float | None = None
-    violation_code: str | None = None
-    error_code: str | None = None
-    modified_fields: list[str] | None = None
-    modified_values: dict[str, Any] | None = None
-
-
-class DecisionRecord(WireRecord):
-    """The audit record of one invoke that ran plugins (decision records, cpex_set_decision_sink)."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('hook'),
-        WireField('time'),
-        WireField('request_id', optional=True),
-        WireField('decision'),
-        WireField('violation_code', optional=True),
-        WireField('violation_plugin', optional=True),
-        WireField('error', optional=True),
-        WireField('background', optional=True),
-        WireField('duration_ms', optional=True),
-        WireField('plugins'),
-        WireField('trace_id', optional=True),
-        WireField('span_id', optional=True),
-    )
-
-    hook: str
-    time: float
-    request_id: str | None = None
-    decision: str
-    violation_code: str | None = None
-    violation_plugin: str | None = None
-    error: str | None = None
-    background: list[str] | None = None
-    duration_ms: float | None = None
-    plugins: list[PluginDecision]
-    trace_id: str | None = None
-    span_id: str | None = None
-
-
-class ContentPart(WireRecord):
-    """One part of a CMF message's content. `content_type` says which variant it is:
-    text carries string under `text`;
-    thinking carries string under `text`;
-    tool_call carries ToolCall under `content`;
-    tool_result carries ToolResult under `content`;
-    resource carries Resource under `content`;
-    resource_ref carries ResourceReference under `content`;
-    prompt_request carries PromptRequest under `content`;
-    prompt_result carries PromptResult under `content`;
-    image carries ImageSource under `content`;
-    video carries VideoSource under `content`;
-    audio carries AudioSource under `content`;
-    document carries DocumentSource under `content`.
-    A part of another content_type keeps everything it carries, unchanged."""
-
-    VARIANTS: ClassVar[dict[str, tuple[str, Any]]] = {
-        'text': ('text', str),
-        'thinking': ('text', str),
-        'tool_call': ('content', ToolCall),
-        'tool_result': ('content', ToolResult),
-        'resource': ('content', Resource),
-        'resource_ref': ('content', ResourceReference),
-        'prompt_request': ('content', PromptRequest),
-        'prompt_result': ('content', PromptResult),
-        'image': ('content', ImageSource),
-        'video': ('content', VideoSource),
-        'audio': ('content', AudioSource),
-        'document': ('content', DocumentSource),
-    }
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('content_type'),
-        WireField('text', optional=True, pointer=True),
-        WireField('content', optional=True, pointer=True),
-    )
-
-    content_type: str
-    text: Any = None
-    content: Any = None
-
-    # The whole map of a part of an unknown content_type, set on that part only (a class
-    # default, not a pydantic private attribute: those cost every instance a call).
-    _raw: ClassVar[dict[str, Any] | None] = None
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _variant(cls, data: Any, handler: Any) -> Any:
-        # One validator for both jobs (each costs a Python call per part): a known
-        # variant's value is validated as its type; an unknown part keeps its map.
-        if isinstance(data, dict):
-            tag = data.get('content_type')
-            known = cls.VARIANTS.get(tag) if isinstance(tag, str) else None
-            if known is None:
-                part = handler(data)
-                object.__setattr__(part, "_raw", dict(data))  # re-emitted exactly as received
-                return part
-            field, kind = known
-            value = data.get(field)
-            if kind is not str and value is not None and not isinstance(value, kind):
-                # The variant's validator itself once built (model_validate costs a call more).
-                validated = kind.__pydantic_validator__.validate_python(value) if kind.__pydantic_complete__ else kind.model_validate(value)
-                data = {**data, field: validated}
-        return handler(data)
-
-    def to_wire(self) -> dict[str, Any]:
-        if self._raw is not None:
-            return dict(self._raw)
-        return super().to_wire()
-
-    @property
-    def known(self) -> bool:
-        """Whether this SDK knows the variant."""
-        return self.content_type in self.VARIANTS
-
-    @property
-    def value(self) -> Any:
-        """The variant's value (text, or its typed object); None for an unknown variant."""
-        known = self.VARIANTS.get(self.content_type)
-        return getattr(self, known[0]) if known is not None else None
-
-    @classmethod
-    def new_text(cls, value: str) -> "ContentPart":
-        return cls(content_type='text', text=value)
-
-    @classmethod
-    def new_thinking(cls, value: str) -> "ContentPart":
-        return cls(content_type='thinking', text=value)
-
-    @classmethod
-    def new_tool_call(cls, value: ToolCall) -> "ContentPart":
-        return cls(content_type='tool_call', content=value)
-
-    @classmethod
-    def new_tool_result(cls, value: ToolResult) -> "ContentPart":
-        return cls(content_type='tool_result', content=value)
-
-    @classmethod
-    def new_resource(cls, value: Resource) -> "ContentPart":
-        return cls(content_type='resource', content=value)
-
-    @classmethod
-    def new_resource_ref(cls, value: ResourceReference) -> "ContentPart":
-        return cls(content_type='resource_ref', content=value)
-
-    @classmethod
-    def new_prompt_request(cls, value: PromptRequest) -> "ContentPart":
-        return cls(content_type='prompt_request', content=value)
-
-    @classmethod
-    def new_prompt_result(cls, value: PromptResult) -> "ContentPart":
-        return cls(content_type='prompt_result', content=value)
-
-    @classmethod
-    def new_image(cls, value: ImageSource) -> "ContentPart":
-        return cls(content_type='image', content=value)
-
-    @classmethod
-    def new_video(cls, value: VideoSource) -> "ContentPart":
-        return cls(content_type='video', content=value)
-
-    @classmethod
-    def new_audio(cls, value: AudioSource) -> "ContentPart":
-        return cls(content_type='audio', content=value)
-
-    @classmethod
-    def new_document(cls, value: DocumentSource) -> "ContentPart":
-        return cls(content_type='document', content=value)
+        __qualname__ = 'GlobalContext'
 
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('request_id'),
+            WireField('user', optional=True),
+            WireField('user_context', optional=True),
+            WireField('tenant_id', optional=True),
+            WireField('server_id', optional=True),
+            WireField('content_type', optional=True),
+            WireField('state', optional=True),
+            WireField('metadata', optional=True),
+            WireField('traceparent', optional=True),
+            WireField('tracestate', optional=True),
+        )
+
+        request_id: str
+        user: Any | None = None
+        user_context: dict[str, Any] | None = None
+        tenant_id: str | None = None
+        server_id: str | None = None
+        content_type: str | None = None
+        state: dict[str, Any] | None = None
+        metadata: dict[str, Any] | None = None
+        traceparent: str | None = None
+        tracestate: str | None = None
+
+
+    return GlobalContext
+
+
+def _make_CallOptions() -> type:
+    class CallOptions(WireRecord):
+        """The options of one invoke (cpex_invoke_with); every field is optional, and absent means the config's behaviour."""
+
+        __qualname__ = 'CallOptions'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('timeout_ms', optional=True),
+        )
+
+        timeout_ms: int | None = None
+
+
+    return CallOptions
+
+
+def _make_ToolPreInvokePayload() -> type:
+    class ToolPreInvokePayload(WireRecord):
+        """The payload of tool_pre_invoke - a tool about to be called."""
+
+        __qualname__ = 'ToolPreInvokePayload'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('name'),
+            WireField('args', optional=True),
+            WireField('headers', optional=True),
+        )
+
+        name: str
+        args: dict[str, Any] | None = None
+        headers: dict[str, str] | None = None
+
+
+    return ToolPreInvokePayload
+
+
+def _make_ToolPostInvokePayload() -> type:
+    class ToolPostInvokePayload(WireRecord):
+        """The payload of tool_post_invoke - what a tool returned."""
+
+        __qualname__ = 'ToolPostInvokePayload'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('name'),
+            WireField('result'),
+        )
+
+        name: str
+        result: Any
+
+
+    return ToolPostInvokePayload
+
+
+def _make_PromptPrehookPayload() -> type:
+    class PromptPrehookPayload(WireRecord):
+        """The payload of prompt_pre_fetch - a prompt about to be rendered."""
+
+        __qualname__ = 'PromptPrehookPayload'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('prompt_id'),
+            WireField('args', optional=True),
+        )
+
+        prompt_id: str
+        args: dict[str, str] | None = None
+
+
+    return PromptPrehookPayload
+
+
+def _make_PromptPosthookPayload() -> type:
+    class PromptPosthookPayload(WireRecord):
+        """The payload of prompt_post_fetch - a rendered prompt."""
+
+        __qualname__ = 'PromptPosthookPayload'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('prompt_id'),
+            WireField('result'),
+        )
+
+        prompt_id: str
+        result: Any
+
+
+    return PromptPosthookPayload
+
+
+def _make_ResourcePreFetchPayload() -> type:
+    class ResourcePreFetchPayload(WireRecord):
+        """The payload of resource_pre_fetch - a resource about to be read."""
+
+        __qualname__ = 'ResourcePreFetchPayload'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('uri'),
+            WireField('metadata', optional=True),
+        )
+
+        uri: str
+        metadata: dict[str, Any] | None = None
+
+
+    return ResourcePreFetchPayload
+
+
+def _make_ResourcePostFetchPayload() -> type:
+    class ResourcePostFetchPayload(WireRecord):
+        """The payload of resource_post_fetch - a resource's content."""
+
+        __qualname__ = 'ResourcePostFetchPayload'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('uri'),
+            WireField('content'),
+        )
+
+        uri: str
+        content: Any
+
+
+    return ResourcePostFetchPayload
+
+
+def _make_AgentPreInvokePayload() -> type:
+    class AgentPreInvokePayload(WireRecord):
+        """The payload of agent_pre_invoke - an agent about to be called."""
+
+        __qualname__ = 'AgentPreInvokePayload'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('agent_id'),
+            WireField('messages'),
+            WireField('tools', optional=True),
+            WireField('headers', optional=True),
+            WireField('model', optional=True),
+            WireField('system_prompt', optional=True),
+            WireField('parameters', optional=True),
+        )
+
+        agent_id: str
+        messages: list[Any]
+        tools: list[str] | None = None
+        headers: dict[str, str] | None = None
+        model: str | None = None
+        system_prompt: str | None = None
+        parameters: dict[str, Any] | None = None
+
+
+    return AgentPreInvokePayload
+
+
+def _make_AgentPostInvokePayload() -> type:
+    class AgentPostInvokePayload(WireRecord):
+        """The payload of agent_post_invoke - what an agent answered."""
+
+        __qualname__ = 'AgentPostInvokePayload'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('agent_id'),
+            WireField('messages'),
+            WireField('tool_calls', optional=True),
+        )
+
+        agent_id: str
+        messages: list[Any]
+        tool_calls: list[dict[str, Any]] | None = None
+
+
+    return AgentPostInvokePayload
+
+
+def _make_HttpPreRequestPayload() -> type:
+    class HttpPreRequestPayload(WireRecord):
+        """The payload of http_pre_request - an HTTP request before authentication (its result payload is a header map)."""
+
+        __qualname__ = 'HttpPreRequestPayload'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('path'),
+            WireField('method'),
+            WireField('client_host', optional=True),
+            WireField('client_port', optional=True),
+            WireField('headers'),
+        )
+
+        path: str
+        method: str
+        client_host: str | None = None
+        client_port: int | None = None
+        headers: dict[str, str]
+
+
+    return HttpPreRequestPayload
+
+
+def _make_HttpPostRequestPayload() -> type:
+    class HttpPostRequestPayload(WireRecord):
+        """The payload of http_post_request - an HTTP request after it was answered (its result payload is a header map)."""
+
+        __qualname__ = 'HttpPostRequestPayload'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('path'),
+            WireField('method'),
+            WireField('client_host', optional=True),
+            WireField('client_port', optional=True),
+            WireField('headers'),
+            WireField('response_headers', optional=True),
+            WireField('status_code', optional=True),
+        )
+
+        path: str
+        method: str
+        client_host: str | None = None
+        client_port: int | None = None
+        headers: dict[str, str]
+        response_headers: dict[str, str] | None = None
+        status_code: int | None = None
+
+
+    return HttpPostRequestPayload
+
+
+def _make_HttpAuthResolveUserPayload() -> type:
+    class HttpAuthResolveUserPayload(WireRecord):
+        """The payload of http_auth_resolve_user - credentials to resolve into a user (its result payload is a map)."""
+
+        __qualname__ = 'HttpAuthResolveUserPayload'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('credentials', optional=True),
+            WireField('headers'),
+            WireField('client_host', optional=True),
+            WireField('client_port', optional=True),
+        )
+
+        credentials: dict[str, Any] | None = None
+        headers: dict[str, str]
+        client_host: str | None = None
+        client_port: int | None = None
+
+
+    return HttpAuthResolveUserPayload
+
+
+def _make_HttpAuthCheckPermissionPayload() -> type:
+    class HttpAuthCheckPermissionPayload(WireRecord):
+        """The payload of http_auth_check_permission - may this user do this."""
+
+        __qualname__ = 'HttpAuthCheckPermissionPayload'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('user_email'),
+            WireField('permission'),
+            WireField('resource_type', optional=True),
+            WireField('team_id', optional=True),
+            WireField('is_admin', optional=True),
+            WireField('auth_method', optional=True),
+            WireField('client_host', optional=True),
+            WireField('user_agent', optional=True),
+        )
+
+        user_email: str
+        permission: str
+        resource_type: str | None = None
+        team_id: str | None = None
+        is_admin: bool | None = None
+        auth_method: str | None = None
+        client_host: str | None = None
+        user_agent: str | None = None
+
+
+    return HttpAuthCheckPermissionPayload
+
+
+def _make_HttpAuthCheckPermissionResultPayload() -> type:
+    class HttpAuthCheckPermissionResultPayload(WireRecord):
+        """The result payload of http_auth_check_permission - the decision."""
+
+        __qualname__ = 'HttpAuthCheckPermissionResultPayload'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('granted'),
+            WireField('reason', optional=True),
+        )
+
+        granted: bool
+        reason: str | None = None
+
+
+    return HttpAuthCheckPermissionResultPayload
+
+
+def _make_IdentityPayload() -> type:
+    class IdentityPayload(WireRecord):
+        """The payload of identity_resolve - a raw credential to decode and validate."""
+
+        __qualname__ = 'IdentityPayload'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('raw_token'),
+            WireField('source'),
+            WireField('headers', optional=True),
+            WireField('client_host', optional=True),
+            WireField('client_port', optional=True),
+        )
+
+        raw_token: str
+        source: str = 'bearer'
+        headers: dict[str, str] | None = None
+        client_host: str | None = None
+        client_port: int | None = None
+
+
+    return IdentityPayload
+
+
+def _make_IdentityResult() -> type:
+    class IdentityResult(WireRecord):
+        """The result payload of identity_resolve - the resolved identity, or the rejection."""
+
+        __qualname__ = 'IdentityResult'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('subject', optional=True),
+            WireField('delegation', optional=True),
+            WireField('rejected', optional=True),
+            WireField('reject_status', optional=True, pointer=True),
+            WireField('reject_reason', optional=True),
+            WireField('raw_claims', optional=True),
+        )
+
+        subject: dict[str, Any] | None = None
+        delegation: DelegationExtension | None = None
+        rejected: bool | None = None
+        reject_status: int | None = None
+        reject_reason: str | None = None
+        raw_claims: dict[str, Any] | None = None
+
+
+    return IdentityResult
+
+
+def _make_DelegationPayload() -> type:
+    class DelegationPayload(WireRecord):
+        """The payload of token_delegate - a downstream call that needs a credential."""
+
+        __qualname__ = 'DelegationPayload'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('target_name'),
+            WireField('target_type'),
+            WireField('target_audience', optional=True),
+            WireField('required_permissions', optional=True),
+            WireField('trust_domain', optional=True),
+            WireField('auth_enforced_by'),
+            WireField('route_attenuation', optional=True),
+            WireField('bearer_token', optional=True),
+        )
+
+        target_name: str
+        target_type: str = 'tool'
+        target_audience: str | None = None
+        required_permissions: list[str] | None = None
+        trust_domain: str | None = None
+        auth_enforced_by: str = 'caller'
+        route_attenuation: AttenuationConfig | None = None
+        bearer_token: str | None = None
+
+
+    return DelegationPayload
+
+
+def _make_AttenuationConfig() -> type:
+    class AttenuationConfig(WireRecord):
+        """How far token_delegate narrows a delegated credential."""
+
+        __qualname__ = 'AttenuationConfig'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('capabilities', optional=True),
+            WireField('resource_template', optional=True),
+            WireField('actions', optional=True),
+            WireField('ttl_seconds', optional=True, pointer=True),
+        )
+
+        capabilities: list[str] | None = None
+        resource_template: str | None = None
+        actions: list[str] | None = None
+        ttl_seconds: int | None = None
+
+
+    return AttenuationConfig
+
+
+def _make_DelegationResult() -> type:
+    class DelegationResult(WireRecord):
+        """The result payload of token_delegate - the downstream credential."""
+
+        __qualname__ = 'DelegationResult'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('delegated_token', optional=True),
+            WireField('delegation_update', optional=True),
+            WireField('forwarded_headers', optional=True),
+            WireField('cache_key', optional=True),
+            WireField('cache_ttl', optional=True, pointer=True),
+        )
+
+        delegated_token: str | None = None
+        delegation_update: DelegationExtension | None = None
+        forwarded_headers: dict[str, str] | None = None
+        cache_key: str | None = None
+        cache_ttl: int | None = None
+
+
+    return DelegationResult
+
+
+def _make_LogRecord() -> type:
+    class LogRecord(WireRecord):
+        """A log record of the engine, as cpex_set_log_sink delivers it."""
+
+        __qualname__ = 'LogRecord'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('level'),
+            WireField('level_name'),
+            WireField('logger'),
+            WireField('message'),
+            WireField('time'),
+            WireField('fields', optional=True),
+        )
+
+        level: int
+        level_name: str
+        logger: str
+        message: str
+        time: float
+        fields: dict[str, Any] | None = None
+
+
+    return LogRecord
+
+
+def _make_PluginDecision() -> type:
+    class PluginDecision(WireRecord):
+        """What one plugin did in one invoke, in a decision record."""
+
+        __qualname__ = 'PluginDecision'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('plugin'),
+            WireField('mode'),
+            WireField('verdict'),
+            WireField('enforced'),
+            WireField('duration_ms', optional=True),
+            WireField('violation_code', optional=True),
+            WireField('error_code', optional=True),
+            WireField('modified_fields', optional=True),
+            WireField('modified_values', optional=True),
+        )
+
+        plugin: str
+        mode: str
+        verdict: str
+        enforced: bool
+        duration_ms: float | None = None
+        violation_code: str | None = None
+        error_code: str | None = None
+        modified_fields: list[str] | None = None
+        modified_values: dict[str, Any] | None = None
+
+
+    return PluginDecision
+
+
+def _make_DecisionRecord() -> type:
+    class DecisionRecord(WireRecord):
+        """The audit record of one invoke that ran plugins (decision records, cpex_set_decision_sink)."""
+
+        __qualname__ = 'DecisionRecord'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('hook'),
+            WireField('time'),
+            WireField('request_id', optional=True),
+            WireField('decision'),
+            WireField('violation_code', optional=True),
+            WireField('violation_plugin', optional=True),
+            WireField('error', optional=True),
+            WireField('background', optional=True),
+            WireField('duration_ms', optional=True),
+            WireField('plugins'),
+            WireField('trace_id', optional=True),
+            WireField('span_id', optional=True),
+        )
+
+        hook: str
+        time: float
+        request_id: str | None = None
+        decision: str
+        violation_code: str | None = None
+        violation_plugin: str | None = None
+        error: str | None = None
+        background: list[str] | None = None
+        duration_ms: float | None = None
+        plugins: list[PluginDecision]
+        trace_id: str | None = None
+        span_id: str | None = None
+
+
+    return DecisionRecord
+
+
+def _make_ContentPart() -> type:
+    class ContentPart(WireRecord):
+        """One part of a CMF message's content. `content_type` says which variant it is:
+        text carries string under `text`;
+        thinking carries string under `text`;
+        tool_call carries ToolCall under `content`;
+        tool_result carries ToolResult under `content`;
+        resource carries Resource under `content`;
+        resource_ref carries ResourceReference under `content`;
+        prompt_request carries PromptRequest under `content`;
+        prompt_result carries PromptResult under `content`;
+        image carries ImageSource under `content`;
+        video carries VideoSource under `content`;
+        audio carries AudioSource under `content`;
+        document carries DocumentSource under `content`.
+        A part of another content_type keeps everything it carries, unchanged."""
+
+        __qualname__ = 'ContentPart'
+
+        VARIANTS: ClassVar[dict[str, tuple[str, Any]]] = {
+            'text': ('text', str),
+            'thinking': ('text', str),
+            'tool_call': ('content', ToolCall),
+            'tool_result': ('content', ToolResult),
+            'resource': ('content', Resource),
+            'resource_ref': ('content', ResourceReference),
+            'prompt_request': ('content', PromptRequest),
+            'prompt_result': ('content', PromptResult),
+            'image': ('content', ImageSource),
+            'video': ('content', VideoSource),
+            'audio': ('content', AudioSource),
+            'document': ('content', DocumentSource),
+        }
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('content_type'),
+            WireField('text', optional=True, pointer=True),
+            WireField('content', optional=True, pointer=True),
+        )
+
+        content_type: str
+        text: Any = None
+        content: Any = None
+
+        # The whole map of a part of an unknown content_type, set on that part only (a class
+        # default, not a pydantic private attribute: those cost every instance a call).
+        _raw: ClassVar[dict[str, Any] | None] = None
+
+        @model_validator(mode="wrap")
+        @classmethod
+        def _variant(cls, data: Any, handler: Any) -> Any:
+            # One validator for both jobs (each costs a Python call per part): a known
+            # variant's value is validated as its type; an unknown part keeps its map.
+            if isinstance(data, dict):
+                tag = data.get('content_type')
+                known = cls.VARIANTS.get(tag) if isinstance(tag, str) else None
+                if known is None:
+                    part = handler(data)
+                    object.__setattr__(part, "_raw", dict(data))  # re-emitted exactly as received
+                    return part
+                field, kind = known
+                value = data.get(field)
+                if kind is not str and value is not None and not isinstance(value, kind):
+                    # The variant's validator itself once built (model_validate costs a call more).
+                    validated = kind.__pydantic_validator__.validate_python(value) if kind.__pydantic_complete__ else kind.model_validate(value)
+                    data = {**data, field: validated}
+            return handler(data)
+
+        def to_wire(self) -> dict[str, Any]:
+            if self._raw is not None:
+                return dict(self._raw)
+            return super().to_wire()
+
+        @property
+        def known(self) -> bool:
+            """Whether this SDK knows the variant."""
+            return self.content_type in self.VARIANTS
+
+        @property
+        def value(self) -> Any:
+            """The variant's value (text, or its typed object); None for an unknown variant."""
+            known = self.VARIANTS.get(self.content_type)
+            return getattr(self, known[0]) if known is not None else None
+
+        @classmethod
+        def new_text(cls, value: str) -> "ContentPart":
+            return cls(content_type='text', text=value)
+
+        @classmethod
+        def new_thinking(cls, value: str) -> "ContentPart":
+            return cls(content_type='thinking', text=value)
+
+        @classmethod
+        def new_tool_call(cls, value: ToolCall) -> "ContentPart":
+            return cls(content_type='tool_call', content=value)
+
+        @classmethod
+        def new_tool_result(cls, value: ToolResult) -> "ContentPart":
+            return cls(content_type='tool_result', content=value)
+
+        @classmethod
+        def new_resource(cls, value: Resource) -> "ContentPart":
+            return cls(content_type='resource', content=value)
+
+        @classmethod
+        def new_resource_ref(cls, value: ResourceReference) -> "ContentPart":
+            return cls(content_type='resource_ref', content=value)
+
+        @classmethod
+        def new_prompt_request(cls, value: PromptRequest) -> "ContentPart":
+            return cls(content_type='prompt_request', content=value)
+
+        @classmethod
+        def new_prompt_result(cls, value: PromptResult) -> "ContentPart":
+            return cls(content_type='prompt_result', content=value)
+
+        @classmethod
+        def new_image(cls, value: ImageSource) -> "ContentPart":
+            return cls(content_type='image', content=value)
+
+        @classmethod
+        def new_video(cls, value: VideoSource) -> "ContentPart":
+            return cls(content_type='video', content=value)
+
+        @classmethod
+        def new_audio(cls, value: AudioSource) -> "ContentPart":
+            return cls(content_type='audio', content=value)
+
+        @classmethod
+        def new_document(cls, value: DocumentSource) -> "ContentPart":
+            return cls(content_type='document', content=value)
+
+
+    return ContentPart
+
+
+_BUILDERS: dict[str, Any] = {
+    'PluginViolation': (_make_PluginViolation, ()),
+    'PluginError': (_make_PluginError, ()),
+    'PluginStats': (_make_PluginStats, ()),
+    'PipelineResult': (_make_PipelineResult, ('PluginViolation', 'PluginError', )),
+    'Extensions': (_make_Extensions, ('MetaExtension', 'SecurityExtension', 'HttpExtension', 'DelegationExtension', 'AgentExtension', 'RequestExtension', 'MCPExtension', 'CompletionExtension', 'ProvenanceExtension', 'LLMExtension', 'FrameworkExtension', )),
+    'MetaExtension': (_make_MetaExtension, ()),
+    'SecurityExtension': (_make_SecurityExtension, ('SubjectExtension', 'AgentIdentity', 'ObjectSecurityProfile', 'DataPolicy', )),
+    'SubjectExtension': (_make_SubjectExtension, ()),
+    'AgentIdentity': (_make_AgentIdentity, ()),
+    'ObjectSecurityProfile': (_make_ObjectSecurityProfile, ()),
+    'DataPolicy': (_make_DataPolicy, ('RetentionPolicy', )),
+    'RetentionPolicy': (_make_RetentionPolicy, ()),
+    'HttpExtension': (_make_HttpExtension, ()),
+    'DelegationExtension': (_make_DelegationExtension, ('DelegationHop', )),
+    'DelegationHop': (_make_DelegationHop, ()),
+    'AgentExtension': (_make_AgentExtension, ('ConversationContext', )),
+    'ConversationContext': (_make_ConversationContext, ()),
+    'RequestExtension': (_make_RequestExtension, ()),
+    'MCPExtension': (_make_MCPExtension, ('ToolMetadata', 'ResourceMetadata', 'PromptMetadata', )),
+    'ToolMetadata': (_make_ToolMetadata, ()),
+    'ResourceMetadata': (_make_ResourceMetadata, ()),
+    'PromptMetadata': (_make_PromptMetadata, ()),
+    'CompletionExtension': (_make_CompletionExtension, ('TokenUsage', )),
+    'TokenUsage': (_make_TokenUsage, ()),
+    'ProvenanceExtension': (_make_ProvenanceExtension, ()),
+    'LLMExtension': (_make_LLMExtension, ()),
+    'FrameworkExtension': (_make_FrameworkExtension, ()),
+    'MessagePayload': (_make_MessagePayload, ('Message', )),
+    'Message': (_make_Message, ()),
+    'ToolCall': (_make_ToolCall, ()),
+    'ToolResult': (_make_ToolResult, ()),
+    'Resource': (_make_Resource, ()),
+    'ResourceReference': (_make_ResourceReference, ()),
+    'PromptRequest': (_make_PromptRequest, ()),
+    'PromptResult': (_make_PromptResult, ()),
+    'ImageSource': (_make_ImageSource, ()),
+    'VideoSource': (_make_VideoSource, ()),
+    'AudioSource': (_make_AudioSource, ()),
+    'DocumentSource': (_make_DocumentSource, ()),
+    'GlobalContext': (_make_GlobalContext, ()),
+    'CallOptions': (_make_CallOptions, ()),
+    'ToolPreInvokePayload': (_make_ToolPreInvokePayload, ()),
+    'ToolPostInvokePayload': (_make_ToolPostInvokePayload, ()),
+    'PromptPrehookPayload': (_make_PromptPrehookPayload, ()),
+    'PromptPosthookPayload': (_make_PromptPosthookPayload, ()),
+    'ResourcePreFetchPayload': (_make_ResourcePreFetchPayload, ()),
+    'ResourcePostFetchPayload': (_make_ResourcePostFetchPayload, ()),
+    'AgentPreInvokePayload': (_make_AgentPreInvokePayload, ()),
+    'AgentPostInvokePayload': (_make_AgentPostInvokePayload, ()),
+    'HttpPreRequestPayload': (_make_HttpPreRequestPayload, ()),
+    'HttpPostRequestPayload': (_make_HttpPostRequestPayload, ()),
+    'HttpAuthResolveUserPayload': (_make_HttpAuthResolveUserPayload, ()),
+    'HttpAuthCheckPermissionPayload': (_make_HttpAuthCheckPermissionPayload, ()),
+    'HttpAuthCheckPermissionResultPayload': (_make_HttpAuthCheckPermissionResultPayload, ()),
+    'IdentityPayload': (_make_IdentityPayload, ()),
+    'IdentityResult': (_make_IdentityResult, ('DelegationExtension', )),
+    'DelegationPayload': (_make_DelegationPayload, ('AttenuationConfig', )),
+    'AttenuationConfig': (_make_AttenuationConfig, ()),
+    'DelegationResult': (_make_DelegationResult, ('DelegationExtension', )),
+    'LogRecord': (_make_LogRecord, ()),
+    'PluginDecision': (_make_PluginDecision, ()),
+    'DecisionRecord': (_make_DecisionRecord, ('PluginDecision', )),
+    'ContentPart': (_make_ContentPart, ('ToolCall', 'ToolResult', 'Resource', 'ResourceReference', 'PromptRequest', 'ImageSource', 'VideoSource', 'AudioSource', 'DocumentSource', )),
+}
+# The records of one cycle, made together, in this order (a union after its variants).
+_GROUPS: dict[str, tuple[str, ...]] = {
+    'Message': ('Message', 'PromptResult', 'ContentPart', ),
+    'PromptResult': ('Message', 'PromptResult', 'ContentPart', ),
+    'ContentPart': ('Message', 'PromptResult', 'ContentPart', ),
+}
+_LOCK = threading.RLock()
+
+
+def _build(name: str) -> Any:
+    """Makes the class (with the rest of its cycle) after the classes its fields name."""
+    with _LOCK:
+        made = globals().get(name)
+        if made is not None:
+            return made
+        group = _GROUPS.get(name, (name,))
+        for member in group:
+            for dep in _BUILDERS[member][1]:
+                _build(dep)
+        for member in group:
+            if member not in globals():
+                globals()[member] = _BUILDERS[member][0]()
+        return globals()[name]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _BUILDERS:
+        return _build(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_BUILDERS})

@@ -53,6 +53,17 @@ MAX_EXTENSIONS_BYTES = 1024 * 1024
 MAX_COLLECTION_ENTRIES = 100_000
 
 
+# Defaults made by Python functions: pydantic reads a default factory's signature, and
+# for a builtin (list, dict) or a model class that parse costs more than the model's
+# own field (about 1 ms each, at every start-up).
+def _new_list() -> list[Any]:
+    return []
+
+
+def _new_dict() -> dict[str, Any]:
+    return {}
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -70,7 +81,7 @@ class PluginSettings(_Strict):
     routing_enabled: bool = False
     plugin_timeout: float = Field(default=30.0, gt=0, description="seconds a plugin may run")
     invoke_timeout: float = Field(default=60.0, gt=0, description="seconds a whole invoke may run")
-    plugin_dirs: list[str] = Field(default_factory=list)
+    plugin_dirs: list[str] = Field(default_factory=_new_list)
     route_cache_size: int = Field(default=1024, ge=0)
     max_payload_bytes: int = Field(default=MAX_PAYLOAD_BYTES, ge=1, description="largest payload accepted or returned, encoded")
     max_extensions_bytes: int = Field(
@@ -102,10 +113,10 @@ class Conditions(_Strict):
     tags is cpex's; server_ids ... content_types are py-cpex's, for py-cpex plugins
     (matched by py-cpex's own code against the request's global context)."""
 
-    tools: list[ConditionPattern] = Field(default_factory=list)
-    resources: list[ConditionPattern] = Field(default_factory=list)
-    prompts: list[ConditionPattern] = Field(default_factory=list)
-    tags: list[str] = Field(default_factory=list, description="any of these tags")
+    tools: list[ConditionPattern] = Field(default_factory=_new_list)
+    resources: list[ConditionPattern] = Field(default_factory=_new_list)
+    prompts: list[ConditionPattern] = Field(default_factory=_new_list)
+    tags: list[str] = Field(default_factory=_new_list, description="any of these tags")
     server_ids: list[str] | None = None
     tenant_ids: list[str] | None = None
     agents: list[str] | None = None
@@ -129,23 +140,25 @@ class PluginSpec(_Strict):
     author: str | None = None
     version: str | None = None
     namespace: str | None = None
-    tags: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=_new_list)
     applied_to: dict[str, Any] | None = Field(default=None, description="py-cpex: recorded, no effect (as in py-cpex 0.1.4)")
     max_content_size: int | None = Field(default=None, ge=1, description="py-cpex: for isolated_venv workers only")
-    hooks: list[str] = Field(default_factory=list)
+    hooks: list[str] = Field(default_factory=_new_list)
     mode: Mode = Mode.SEQUENTIAL
     priority: int = 100
     on_error: OnError = OnError.FAIL
     timeout: float | None = Field(default=None, gt=0, description="overrides plugin_settings.plugin_timeout")
-    capabilities: list[str] = Field(default_factory=list)
-    config: dict[str, Any] = Field(default_factory=dict)
-    conditions: list[Conditions] = Field(default_factory=list, description="any entry matching enables the plugin")
+    capabilities: list[str] = Field(default_factory=_new_list)
+    config: dict[str, Any] = Field(default_factory=_new_dict)
+    conditions: list[Conditions] = Field(default_factory=_new_list, description="any entry matching enables the plugin")
     isolation: Isolation | None = Field(default=None, description="none (default), thread or process")
     workers: int = Field(default=1, ge=1, le=64, description="isolation process: worker processes; thread: helper threads")
     python: str | None = Field(default=None, min_length=1, description="isolation process: the workers' interpreter")
-    requirements: list[str] = Field(default_factory=list, description="isolation process: pip requirements of its virtualenv")
+    requirements: list[str] = Field(
+        default_factory=_new_list, description="isolation process: pip requirements of its virtualenv"
+    )
     max_memory_mb: int | None = Field(default=None, ge=16, description="isolation process: each worker's address-space limit")
-    env: list[str] = Field(default_factory=list, description="isolation process: environment variables the workers get")
+    env: list[str] = Field(default_factory=_new_list, description="isolation process: environment variables the workers get")
 
     _PROCESS_ONLY: ClassVar[tuple[str, ...]] = ("python", "requirements", "max_memory_mb", "env")
 
@@ -207,23 +220,23 @@ class PluginSpec(_Strict):
 
 
 class PolicyGroup(_Strict):
-    plugins: list[str] = Field(default_factory=list)
+    plugins: list[str] = Field(default_factory=_new_list)
 
 
 class GlobalPolicies(_Strict):
-    policies: dict[str, PolicyGroup] = Field(default_factory=dict)
+    policies: dict[str, PolicyGroup] = Field(default_factory=_new_dict)
 
 
 class RouteMeta(_Strict):
-    tags: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=_new_list)
 
 
 class Route(_Strict):
     tool: RoutePattern | None = None
     resource: RoutePattern | None = None
     prompt: RoutePattern | None = None
-    meta: RouteMeta = Field(default_factory=RouteMeta)
-    plugins: list[str] = Field(default_factory=list)
+    meta: RouteMeta = Field(default_factory=lambda: RouteMeta())
+    plugins: list[str] = Field(default_factory=_new_list)
 
     @model_validator(mode="after")
     def _one_entity(self) -> Route:
@@ -251,12 +264,12 @@ class DecisionRecords(_Strict):
 
 
 class Config(_Strict):
-    decision_records: DecisionRecords = Field(default_factory=DecisionRecords)
-    plugin_dirs: list[str] = Field(default_factory=list, description="py-cpex's place for plugin_settings.plugin_dirs")
-    plugin_settings: PluginSettings = Field(default_factory=PluginSettings)
-    global_: GlobalPolicies = Field(default_factory=GlobalPolicies, alias="global")
-    plugins: list[PluginSpec] = Field(default_factory=list)
-    routes: list[Route] = Field(default_factory=list)
+    decision_records: DecisionRecords = Field(default_factory=lambda: DecisionRecords())
+    plugin_dirs: list[str] = Field(default_factory=_new_list, description="py-cpex's place for plugin_settings.plugin_dirs")
+    plugin_settings: PluginSettings = Field(default_factory=lambda: PluginSettings())
+    global_: GlobalPolicies = Field(default_factory=lambda: GlobalPolicies(), alias="global")
+    plugins: list[PluginSpec] = Field(default_factory=_new_list)
+    routes: list[Route] = Field(default_factory=_new_list)
 
 
 def _path(loc: tuple[int | str, ...]) -> str:

@@ -4,112 +4,275 @@
 
 Unknown fields are kept (model_extra) and re-emitted after the known ones; a kv
 value of an unknown kind keeps its whole map.
+
+Each class is made on first use (the module's __getattr__: an import of it, or an
+attribute read), with the records its fields name: a process that never uses a
+record pays nothing for it (its start-up time and memory). Type checkers read the
+classes as written under TYPE_CHECKING; the builders below make the same classes. No
+postponed annotations: a class is made after the records it names, so pydantic gets
+its field types resolved, except the quoted ones naming a record of its own cycle.
 """
 
-from __future__ import annotations
-
-from typing import Any, ClassVar
+import threading
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import model_validator
 
 from kvstore._generated.wire import WireField, WireRecord
 
+if TYPE_CHECKING:
 
-class KvStats(WireRecord):
-    """What a store holds (kv_stats)."""
+    class KvStats(WireRecord):
+        """What a store holds (kv_stats)."""
 
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('count'),
-        WireField('keys'),
-        WireField('sizes'),
-        WireField('total_bytes'),
-        WireField('first_value', optional=True),
-        WireField('largest', optional=True),
-    )
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('count'),
+            WireField('keys'),
+            WireField('sizes'),
+            WireField('total_bytes'),
+            WireField('first_value', optional=True),
+            WireField('largest', optional=True),
+        )
 
-    count: int
-    keys: list[str]
-    sizes: dict[str, int]
-    total_bytes: int
-    first_value: bytes | None = None
-    largest: KvValue | None = None
-
-
-class KvBlob(WireRecord):
-    """A value that is not UTF-8 text."""
-
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('data'),
-    )
-
-    data: bytes
+        count: int
+        keys: list[str]
+        sizes: dict[str, int]
+        total_bytes: int
+        first_value: bytes | None = None
+        largest: KvValue | None = None
 
 
-class KvValue(WireRecord):
-    """A value, as text when it is UTF-8, else as its bytes. `kind` says which variant it is:
-    text carries string under `text`;
-    blob carries KvBlob under `blob`.
-    A part of another kind keeps everything it carries, unchanged."""
+    class KvBlob(WireRecord):
+        """A value that is not UTF-8 text."""
 
-    VARIANTS: ClassVar[dict[str, tuple[str, Any]]] = {
-        'text': ('text', str),
-        'blob': ('blob', KvBlob),
-    }
-    WIRE: ClassVar[tuple[WireField, ...]] = (
-        WireField('kind'),
-        WireField('text', optional=True, pointer=True),
-        WireField('blob', optional=True, pointer=True),
-    )
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('data'),
+        )
 
-    kind: str
-    text: Any = None
-    blob: Any = None
+        data: bytes
 
-    # The whole map of a part of an unknown kind, set on that part only (a class
-    # default, not a pydantic private attribute: those cost every instance a call).
-    _raw: ClassVar[dict[str, Any] | None] = None
 
-    @model_validator(mode="wrap")
-    @classmethod
-    def _variant(cls, data: Any, handler: Any) -> Any:
-        # One validator for both jobs (each costs a Python call per part): a known
-        # variant's value is validated as its type; an unknown part keeps its map.
-        if isinstance(data, dict):
-            tag = data.get('kind')
-            known = cls.VARIANTS.get(tag) if isinstance(tag, str) else None
-            if known is None:
-                part = handler(data)
-                object.__setattr__(part, "_raw", dict(data))  # re-emitted exactly as received
-                return part
-            field, kind = known
-            value = data.get(field)
-            if kind is not str and value is not None and not isinstance(value, kind):
-                # The variant's validator itself once built (model_validate costs a call more).
-                validated = kind.__pydantic_validator__.validate_python(value) if kind.__pydantic_complete__ else kind.model_validate(value)
-                data = {**data, field: validated}
-        return handler(data)
+    class KvValue(WireRecord):
+        """A value, as text when it is UTF-8, else as its bytes. `kind` says which variant it is:
+        text carries string under `text`;
+        blob carries KvBlob under `blob`.
+        A part of another kind keeps everything it carries, unchanged."""
 
-    def to_wire(self) -> dict[str, Any]:
-        if self._raw is not None:
-            return dict(self._raw)
-        return super().to_wire()
+        VARIANTS: ClassVar[dict[str, tuple[str, Any]]] = {
+            'text': ('text', str),
+            'blob': ('blob', KvBlob),
+        }
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('kind'),
+            WireField('text', optional=True, pointer=True),
+            WireField('blob', optional=True, pointer=True),
+        )
 
-    @property
-    def known(self) -> bool:
-        """Whether this SDK knows the variant."""
-        return self.kind in self.VARIANTS
+        kind: str
+        text: Any = None
+        blob: Any = None
 
-    @property
-    def value(self) -> Any:
-        """The variant's value (text, or its typed object); None for an unknown variant."""
-        known = self.VARIANTS.get(self.kind)
-        return getattr(self, known[0]) if known is not None else None
+        # The whole map of a part of an unknown kind, set on that part only (a class
+        # default, not a pydantic private attribute: those cost every instance a call).
+        _raw: ClassVar[dict[str, Any] | None] = None
 
-    @classmethod
-    def new_text(cls, value: str) -> "KvValue":
-        return cls(kind='text', text=value)
+        @model_validator(mode="wrap")
+        @classmethod
+        def _variant(cls, data: Any, handler: Any) -> Any:
+            # One validator for both jobs (each costs a Python call per part): a known
+            # variant's value is validated as its type; an unknown part keeps its map.
+            if isinstance(data, dict):
+                tag = data.get('kind')
+                known = cls.VARIANTS.get(tag) if isinstance(tag, str) else None
+                if known is None:
+                    part = handler(data)
+                    object.__setattr__(part, "_raw", dict(data))  # re-emitted exactly as received
+                    return part
+                field, kind = known
+                value = data.get(field)
+                if kind is not str and value is not None and not isinstance(value, kind):
+                    # The variant's validator itself once built (model_validate costs a call more).
+                    validated = kind.__pydantic_validator__.validate_python(value) if kind.__pydantic_complete__ else kind.model_validate(value)
+                    data = {**data, field: validated}
+            return handler(data)
 
-    @classmethod
-    def new_blob(cls, value: KvBlob) -> "KvValue":
-        return cls(kind='blob', blob=value)
+        def to_wire(self) -> dict[str, Any]:
+            if self._raw is not None:
+                return dict(self._raw)
+            return super().to_wire()
 
+        @property
+        def known(self) -> bool:
+            """Whether this SDK knows the variant."""
+            return self.kind in self.VARIANTS
+
+        @property
+        def value(self) -> Any:
+            """The variant's value (text, or its typed object); None for an unknown variant."""
+            known = self.VARIANTS.get(self.kind)
+            return getattr(self, known[0]) if known is not None else None
+
+        @classmethod
+        def new_text(cls, value: str) -> "KvValue":
+            return cls(kind='text', text=value)
+
+        @classmethod
+        def new_blob(cls, value: KvBlob) -> "KvValue":
+            return cls(kind='blob', blob=value)
+
+
+# -- the builders: one function per class, run once ---------------------------------
+
+
+def _make_KvStats() -> type:
+    class KvStats(WireRecord):
+        """What a store holds (kv_stats)."""
+
+        __qualname__ = 'KvStats'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('count'),
+            WireField('keys'),
+            WireField('sizes'),
+            WireField('total_bytes'),
+            WireField('first_value', optional=True),
+            WireField('largest', optional=True),
+        )
+
+        count: int
+        keys: list[str]
+        sizes: dict[str, int]
+        total_bytes: int
+        first_value: bytes | None = None
+        largest: KvValue | None = None
+
+
+    return KvStats
+
+
+def _make_KvBlob() -> type:
+    class KvBlob(WireRecord):
+        """A value that is not UTF-8 text."""
+
+        __qualname__ = 'KvBlob'
+
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('data'),
+        )
+
+        data: bytes
+
+
+    return KvBlob
+
+
+def _make_KvValue() -> type:
+    class KvValue(WireRecord):
+        """A value, as text when it is UTF-8, else as its bytes. `kind` says which variant it is:
+        text carries string under `text`;
+        blob carries KvBlob under `blob`.
+        A part of another kind keeps everything it carries, unchanged."""
+
+        __qualname__ = 'KvValue'
+
+        VARIANTS: ClassVar[dict[str, tuple[str, Any]]] = {
+            'text': ('text', str),
+            'blob': ('blob', KvBlob),
+        }
+        WIRE: ClassVar[tuple[WireField, ...]] = (
+            WireField('kind'),
+            WireField('text', optional=True, pointer=True),
+            WireField('blob', optional=True, pointer=True),
+        )
+
+        kind: str
+        text: Any = None
+        blob: Any = None
+
+        # The whole map of a part of an unknown kind, set on that part only (a class
+        # default, not a pydantic private attribute: those cost every instance a call).
+        _raw: ClassVar[dict[str, Any] | None] = None
+
+        @model_validator(mode="wrap")
+        @classmethod
+        def _variant(cls, data: Any, handler: Any) -> Any:
+            # One validator for both jobs (each costs a Python call per part): a known
+            # variant's value is validated as its type; an unknown part keeps its map.
+            if isinstance(data, dict):
+                tag = data.get('kind')
+                known = cls.VARIANTS.get(tag) if isinstance(tag, str) else None
+                if known is None:
+                    part = handler(data)
+                    object.__setattr__(part, "_raw", dict(data))  # re-emitted exactly as received
+                    return part
+                field, kind = known
+                value = data.get(field)
+                if kind is not str and value is not None and not isinstance(value, kind):
+                    # The variant's validator itself once built (model_validate costs a call more).
+                    validated = kind.__pydantic_validator__.validate_python(value) if kind.__pydantic_complete__ else kind.model_validate(value)
+                    data = {**data, field: validated}
+            return handler(data)
+
+        def to_wire(self) -> dict[str, Any]:
+            if self._raw is not None:
+                return dict(self._raw)
+            return super().to_wire()
+
+        @property
+        def known(self) -> bool:
+            """Whether this SDK knows the variant."""
+            return self.kind in self.VARIANTS
+
+        @property
+        def value(self) -> Any:
+            """The variant's value (text, or its typed object); None for an unknown variant."""
+            known = self.VARIANTS.get(self.kind)
+            return getattr(self, known[0]) if known is not None else None
+
+        @classmethod
+        def new_text(cls, value: str) -> "KvValue":
+            return cls(kind='text', text=value)
+
+        @classmethod
+        def new_blob(cls, value: KvBlob) -> "KvValue":
+            return cls(kind='blob', blob=value)
+
+
+    return KvValue
+
+
+_BUILDERS: dict[str, Any] = {
+    'KvStats': (_make_KvStats, ('KvValue', )),
+    'KvBlob': (_make_KvBlob, ()),
+    'KvValue': (_make_KvValue, ('KvBlob', )),
+}
+# The records of one cycle, made together, in this order (a union after its variants).
+_GROUPS: dict[str, tuple[str, ...]] = {
+}
+_LOCK = threading.RLock()
+
+
+def _build(name: str) -> Any:
+    """Makes the class (with the rest of its cycle) after the classes its fields name."""
+    with _LOCK:
+        made = globals().get(name)
+        if made is not None:
+            return made
+        group = _GROUPS.get(name, (name,))
+        for member in group:
+            for dep in _BUILDERS[member][1]:
+                _build(dep)
+        for member in group:
+            if member not in globals():
+                globals()[member] = _BUILDERS[member][0]()
+        return globals()[name]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _BUILDERS:
+        return _build(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_BUILDERS})
