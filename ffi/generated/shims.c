@@ -227,6 +227,9 @@ cpex_status cpex_invoke(cpex_manager *manager, const char *hook, size_t hook_len
     rc = cpex__fast_invoke(manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, context, out_result, out_result_len, out_context, out_background, err_msg);
     if (rc != CPEX__DECLINED)
         return rc;
+    rc = cpex__remote_invoke(manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, context, out_result, out_result_len, out_context, out_background, err_msg);
+    if (rc != CPEX__DECLINED)
+        return rc;
     rc = cpex__status_of(cpexpy_invoke((uintptr_t)manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, (uintptr_t)context, out_result, out_result_len, &tok_out_context, &tok_out_background, err_msg), "cpex_invoke", err_msg);
     if (rc == CPEX_OK)
         *out_context = (cpex_context *)tok_out_context;
@@ -265,6 +268,9 @@ cpex_status cpex_invoke_request(cpex_manager *manager, const char *hook, size_t 
     if (rc != CPEX_OK)
         return rc;
     rc = cpex__fast_invoke_request(manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, request, request_len, context, out_result, out_result_len, out_context, out_background, err_msg);
+    if (rc != CPEX__DECLINED)
+        return rc;
+    rc = cpex__remote_invoke_request(manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, request, request_len, context, out_result, out_result_len, out_context, out_background, err_msg);
     if (rc != CPEX__DECLINED)
         return rc;
     rc = cpex__status_of(cpexpy_invoke_request((uintptr_t)manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, request, request_len, (uintptr_t)context, out_result, out_result_len, &tok_out_context, &tok_out_background, err_msg), "cpex_invoke_request", err_msg);
@@ -306,6 +312,9 @@ cpex_status cpex_invoke_with(cpex_manager *manager, const char *hook, size_t hoo
     rc = cpex__runtime_ready(err_msg);
     if (rc != CPEX_OK)
         return rc;
+    rc = cpex__remote_invoke_with(manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, request, request_len, options, options_len, context, out_result, out_result_len, out_context, out_background, err_msg);
+    if (rc != CPEX__DECLINED)
+        return rc;
     rc = cpex__status_of(cpexpy_invoke_with((uintptr_t)manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, request, request_len, options, options_len, (uintptr_t)context, out_result, out_result_len, &tok_out_context, &tok_out_background, err_msg), "cpex_invoke_with", err_msg);
     if (rc == CPEX_OK)
         *out_context = (cpex_context *)tok_out_context;
@@ -327,6 +336,9 @@ cpex_status cpex_wait_background(cpex_background *background, uint8_t **out_erro
     rc = cpex__runtime_ready(err_msg);
     if (rc != CPEX_OK)
         return rc;
+    rc = cpex__remote_wait_background(background, out_errors, out_errors_len, err_msg);
+    if (rc != CPEX__DECLINED)
+        return rc;
     rc = cpex__status_of(cpexpy_wait_background((uintptr_t)background, out_errors, out_errors_len, err_msg), "cpex_wait_background", err_msg);
     return rc;
 }
@@ -340,6 +352,9 @@ cpex_status cpex_free_background(cpex_background *background, char **err_msg)
     rc = cpex__runtime_ready(err_msg);
     if (rc != CPEX_OK)
         return rc;
+    rc = cpex__remote_free_background(background, err_msg);
+    if (rc != CPEX__DECLINED)
+        return rc;
     rc = cpex__status_of(cpexpy_free_background((uintptr_t)background, err_msg), "cpex_free_background", err_msg);
     return rc;
 }
@@ -352,6 +367,9 @@ cpex_status cpex_free_context(cpex_context *context, char **err_msg)
         return cpex__fail(err_msg, CPEX_ERR_INVALID_HANDLE, "cpex_free_context: context handle is NULL");
     rc = cpex__runtime_ready(err_msg);
     if (rc != CPEX_OK)
+        return rc;
+    rc = cpex__remote_free_context(context, err_msg);
+    if (rc != CPEX__DECLINED)
         return rc;
     rc = cpex__status_of(cpexpy_free_context((uintptr_t)context, err_msg), "cpex_free_context", err_msg);
     return rc;

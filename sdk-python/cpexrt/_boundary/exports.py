@@ -8,6 +8,7 @@ status after writing a message to *err_msg. Outputs are written only on success.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -61,15 +62,7 @@ class Exports:
     def _decode(self, data: bytes, what: str, entries: int) -> Any:
         """A host's MessagePack map, decoded once the C checker of the fast path took it
         (ffi/fastpath.c): what it refuses, Python refuses too, naming the problem."""
-        if self.lib.cpexrt_plain_map(data, len(data), entries):
-            return unpack(data, what, entries)
-        value = unpack(data, what, entries)  # raises, naming what is wrong, in most cases
-        if not isinstance(value, dict):
-            return value  # the engine names the wrong shape
-        raise InvalidInputError(
-            f"{what}: nested more than {_MAX_DEPTH} levels deep, holds a MessagePack extension type (a timestamp, "
-            "say) or a map key that is not a string; none of these can reach every host"
-        )
+        return decode_checked(data, what, entries, bool(self.lib.cpexrt_plain_map(data, len(data), entries)))
 
     def _manager(self, token: int, what: str) -> Engine:
         manager: Engine = HANDLES.get(Kind.MANAGER, token, what)
@@ -124,7 +117,35 @@ class Exports:
         out_manager[0] = self._issue_manager(Engine())
 
     def manager_new_from_yaml(self, yaml: Any, yaml_len: int, out_manager: Any) -> None:
-        out_manager[0] = self._issue_manager(Engine.from_yaml(self._text(yaml, yaml_len, "yaml")))
+        text = self._text(yaml, yaml_len, "yaml")
+        engine = Engine()
+        token = self._issue_manager(engine)
+        try:
+            self._load(token, engine, text, None)
+        except BaseException:
+            HANDLES.take(Kind.MANAGER, token, "manager")
+            self.lib.cpexrt_publish_hooks(token, -1, 0, b"", 0, 0, 0, 0)
+            raise
+        out_manager[0] = token
+
+    def _load(self, token: int, manager: Any, text: str, base_dir: str | None) -> None:
+        """load_config, or the start of the manager's engine workers when the config
+        asks for them (plugin_settings.engine_workers; cpexrt._boundary.remote)."""
+        if type(manager) is Engine and "engine_workers" not in text:
+            manager.load_config(text, base_dir)  # the common case: nothing more to parse
+            return
+        from cpexrt._boundary import remote
+
+        if isinstance(manager, remote.RemoteEngine) or not remote.wanted(text):
+            manager.load_config(text, base_dir)
+            return
+        manager._check_alive("load_config")
+        if manager.is_initialized():
+            manager.load_config(text, base_dir)  # refused, with the engine's words
+        workers = remote.RemoteEngine.start(self, token, manager, text, base_dir, remote.wanted(text))
+        HANDLES.replace(Kind.MANAGER, token, workers)
+        workers.observe(functools.partial(self._publish, token))
+        self._publish(token, workers, True)
 
     def register_factory(self, manager: int, kind: Any, kind_len: int, target: Any, target_len: int) -> None:
         self._manager(manager, "manager").register_factory(
@@ -135,10 +156,15 @@ class Exports:
     # _issue_manager) when load_config, initialize or a reload change it.
 
     def load_config(self, manager: int, yaml: Any, yaml_len: int) -> None:
-        self._manager(manager, "manager").load_config(self._text(yaml, yaml_len, "yaml"))
+        self._load(manager, self._manager(manager, "manager"), self._text(yaml, yaml_len, "yaml"), None)
 
     def load_config_file(self, manager: int, path: Any, path_len: int) -> None:
-        self._manager(manager, "manager").load_config_file(self._text(path, path_len, "path"))
+        from cpexrt.engine.manager import _read_config_file
+
+        path_text = self._text(path, path_len, "path")
+        mgr = self._manager(manager, "manager")
+        text = _read_config_file(path_text)
+        self._load(manager, mgr, text, os.path.dirname(os.path.abspath(path_text)))
 
     def reload_config(self, manager: int, yaml: Any, yaml_len: int) -> None:
         self._manager(manager, "manager").reload_config(self._text(yaml, yaml_len, "yaml"))
@@ -307,9 +333,26 @@ class Exports:
 
     def live_handles(self, out_managers: Any, out_contexts: Any, out_backgrounds: Any) -> None:
         counts = HANDLES.counts()
+        # and those issued by ffi/remote.c for managers running engine workers
+        remote_contexts, remote_backgrounds = self.ffi.new("size_t *"), self.ffi.new("size_t *")
+        self.lib.cpexrt_remote_counts(remote_contexts, remote_backgrounds)
         out_managers[0] = counts.get(Kind.MANAGER, 0)
-        out_contexts[0] = counts.get(Kind.CONTEXT, 0)
-        out_backgrounds[0] = counts.get(Kind.BACKGROUND, 0)
+        out_contexts[0] = counts.get(Kind.CONTEXT, 0) + remote_contexts[0]
+        out_backgrounds[0] = counts.get(Kind.BACKGROUND, 0) + remote_backgrounds[0]
+
+
+def decode_checked(data: bytes, what: str, entries: int, plain: bool) -> Any:
+    """A host's MessagePack map: plain when the C checker (ffi/fastpath.c) took the
+    bytes; else what it refuses is refused here too, naming the problem."""
+    if plain:
+        return unpack(data, what, entries)
+    value = unpack(data, what, entries)  # raises, naming what is wrong, in most cases
+    if not isinstance(value, dict):
+        return value  # the engine names the wrong shape
+    raise InvalidInputError(
+        f"{what}: nested more than {_MAX_DEPTH} levels deep, holds a MessagePack extension type (a timestamp, "
+        "say) or a map key that is not a string; none of these can reach every host"
+    )
 
 
 def _check_size(what: str, size: int, limit: int, setting: str) -> None:
