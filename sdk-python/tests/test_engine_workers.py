@@ -7,6 +7,8 @@ sdk-go/engine_workers_test.go covers the Go host."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import signal
 import subprocess
@@ -19,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from conftest import PLUGIN_DIR, config, plugin
+from conftest import config, plugin
+from cpexrt._generated import calls
 from cpexrt.engine.manager import Engine
 from cpexrt.errors import ConfigError, InternalError, InvalidHandleError, InvalidInputError, PipelineError, PipelineTimeoutError
-from cpexrt._generated import calls
 from cpexrt.host import load_library
 from cpexrt.host.manager import PluginManager
 
@@ -32,7 +34,7 @@ def workers_config(*plugins: str, workers: int = 2, **settings: Any) -> str:
     return config(*plugins).replace("plugin_settings:\n", f"plugin_settings:\n  engine_workers: {workers}\n{extra}", 1)
 
 
-def iso(name: str, cls: str, **extra: object) -> str:
+def iso(name: str, cls: str, **extra: str) -> str:
     return plugin(name, cls, **extra).replace("cpex_test_plugins:", "cpex_isolation_plugins:")
 
 
@@ -118,8 +120,12 @@ def test_plugin_failures_as_in_process(managers: list[PluginManager], cls: str, 
 
 def test_bad_input_is_refused_with_the_in_process_words(managers: list[PluginManager]) -> None:
     remote = start(managers, workers_config(plugin("deny", "DenyWhenBlocked"), max_payload_bytes=64))
-    local = start(managers, config(plugin("deny", "DenyWhenBlocked")).replace("plugin_settings:\n", "plugin_settings:\n  max_payload_bytes: 64\n"))
-    for payload in ({"big": "x" * 100}, [1, 2]):
+    local = start(
+        managers,
+        config(plugin("deny", "DenyWhenBlocked")).replace("plugin_settings:\n", "plugin_settings:\n  max_payload_bytes: 64\n"),
+    )
+    payloads: list[Any] = [{"big": "x" * 100}, [1, 2]]
+    for payload in payloads:
         with pytest.raises(InvalidInputError) as got:
             remote.invoke("tool_pre_invoke", payload)
         with pytest.raises(InvalidInputError) as want:
@@ -135,8 +141,9 @@ def test_request_state_follows_its_context(managers: list[PluginManager]) -> Non
     post = m.invoke("tool_post_invoke", {"n": 1}, context=first.context)
     assert post.result.metadata == {"calls": 2}  # the pre call's state, in the worker that holds it
     # The consumed context is dead: a second use is refused in C.
-    with pytest.raises(InvalidHandleError, match="consumed|freed"):
+    with pytest.raises(InvalidHandleError, match=r"consumed|freed"):
         m.invoke("tool_post_invoke", {"n": 1}, context=first.context)
+    assert post.context is not None
     post.context.close()
 
 
@@ -145,11 +152,13 @@ def test_handles_issued_in_c_die_when_freed(managers: list[PluginManager]) -> No
     before = live_handles()
     result = m.invoke("tool_pre_invoke", {"n": 1})
     assert live_handles()[1] == before[1] + 1
+    assert result.context is not None
     result.context.close()
     assert live_handles()[1] == before[1]
     # Requests whose contexts were freed and new requests, many times over: nothing leaks.
     for _ in range(200):
         r = m.invoke("tool_pre_invoke", {"n": 1})
+        assert r.context is not None
         r.context.close()
     assert live_handles() == before
 
@@ -187,12 +196,15 @@ def test_background_tasks_are_waited_in_their_worker(managers: list[PluginManage
     assert ok.background is not None
     assert ok.background.wait() == []
     failing = m.invoke("tool_pre_invoke", {"id": 2, "fail": True})
+    assert failing.background is not None
     errors = failing.background.wait()
     assert [e.plugin_name for e in errors] == ["rec"] and "recorder told to fail" in errors[0].message
     for r in (ok, failing):
-        r.background.close()
+        background = r.background
+        assert background is not None
+        background.close()
         with pytest.raises(InvalidHandleError):
-            r.background.wait()
+            background.wait()
 
 
 def test_a_worker_that_dies_fails_its_call_and_is_replaced(managers: list[PluginManager]) -> None:
@@ -201,7 +213,7 @@ def test_a_worker_that_dies_fails_its_call_and_is_replaced(managers: list[Plugin
     kept = m.invoke("tool_pre_invoke", {})
     assert kept.context is not None
     # on_error: ignore cannot turn the death of the whole engine into an allow.
-    with pytest.raises(InternalError, match="engine worker .* stopped during the call"):
+    with pytest.raises(InternalError, match=r"engine worker .* stopped during the call"):
         m.invoke("tool_pre_invoke", {"how": "exit"})
     assert wait_until(lambda: engine_worker_pids() not in ([], [pid]))
     assert wait_until(lambda: _answers(m))
@@ -325,8 +337,28 @@ def _zombie(pid: int) -> bool:
         return True
 
 
-def test_decision_sink_is_refused_not_dropped(managers: list[PluginManager]) -> None:
-    m = start(managers, workers_config(plugin("a", "Allow")))
-    with pytest.raises(ConfigError, match="engine workers"):
-        m.set_decision_sink(lambda record: None)
+def test_decision_records_reach_the_host_sink_and_file(managers: list[PluginManager], tmp_path: Any) -> None:
+    path = tmp_path / "decisions.jsonl"
+    yaml = f"decision_records: {{file: {str(path)!r}}}\n" + workers_config(plugin("deny", "DenyWhenBlocked"))
+    m = start(managers, yaml)
+    got: list[Any] = []
+    m.set_decision_sink(got.append)
+    for i in range(20):
+        m.invoke("tool_pre_invoke", {"block": i % 2 == 0}, request={"request_id": f"r{i}"})
+    assert wait_until(lambda: len(got) == 20)
+    assert sorted(r.request_id for r in got) == sorted(f"r{i}" for i in range(20))
+    assert {r.request_id: r.decision for r in got}["r0"] == "deny"
+    m.set_decision_sink(None)
+    m.invoke("tool_pre_invoke", {}, request={"request_id": "after"})
+    m.shutdown()
+    managers.remove(m)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sorted(r["request_id"] for r in lines) == sorted([f"r{i}" for i in range(20)] + ["after"])
+    assert len(got) == 20  # none after the sink was removed
 
+
+def test_worker_log_records_reach_the_host_logging(managers: list[PluginManager], caplog: Any) -> None:
+    m = start(managers, workers_config(plugin("boom", "Raises", on_error="ignore")))
+    with caplog.at_level(logging.WARNING, logger="cpexrt"):
+        assert not m.invoke("tool_pre_invoke", {}).denied
+        assert wait_until(lambda: any("boom" in r.getMessage() and hasattr(r, "engine_worker_pid") for r in caplog.records))

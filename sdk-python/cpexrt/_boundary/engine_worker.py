@@ -25,13 +25,19 @@ Frames (native byte order: both ends run on one machine), as in ffi/remote.c:
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import socket
 import struct
 import sys
+import threading
 from typing import Any
 
 from cpexrt.engine.worker import _die_with_parent, _lifeline, _protocol_fds
+
+EVENT_DECISIONS = "d"
+EVENT_LOG = "l"
+EVENT_HEAD = struct.Struct("=I")
 
 OP_INVOKE = 1
 OP_WAIT = 2
@@ -43,8 +49,92 @@ FREE_BACKGROUND = 1 << 63
 OK = 1
 
 
+class Events:
+    """The worker's second socket: decision records and log records for the host
+    (cpexrt._boundary.remote reads them and hands them to the manager's sink, file and
+    the host's logging). Frames: u32 length, then MessagePack [kind, value]."""
+
+    def __init__(self, sock: socket.socket | None) -> None:
+        self.sock = sock
+        self.lock = threading.Lock()
+
+    def send(self, kind: str, value: Any) -> None:
+        if self.sock is None:
+            return
+        import msgpack  # type: ignore[import-untyped, unused-ignore]
+
+        body = msgpack.packb([kind, value], use_bin_type=True, default=repr)
+        with self.lock:
+            try:
+                self.sock.sendall(EVENT_HEAD.pack(len(body)) + body)
+            except OSError:
+                self.sock = None  # the host went away; the lifeline ends the process
+
+
+class ForwardedDecisions:
+    """The worker engine's DecisionLog: its records go to the host, which writes the
+    config's decision_records.file and calls the manager's sink (one file, written by
+    one process). active is what the host says (a sink or a file there)."""
+
+    def __init__(self, events: Events) -> None:
+        from cpexrt.engine.outbox import Outbox
+
+        self.active = False
+        self.include_values = False
+        self.events = events
+        self._outbox = Outbox("cpex-decisions", self._deliver)
+
+    def open_file(self, file: str | None, base_dir: str | None) -> None:
+        return None  # the host opens it
+
+    def use(self, opened: Any, include_values: bool) -> None:
+        self.include_values = include_values
+
+    def set_sink(self, sink: Any) -> None:
+        raise AssertionError("the host holds the sink")
+
+    def emit(self, record: dict[str, Any]) -> None:
+        self._outbox.offer(record)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        return bool(self._outbox.flush(timeout))
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._outbox.flush(timeout)
+
+    def _deliver(self, batch: list[Any]) -> None:
+        self.events.send(EVENT_DECISIONS, batch)
+
+
+class LogRelay(logging.Handler):
+    """Sends the worker's cpexrt log records to the host, which logs them again."""
+
+    def __init__(self, events: Events) -> None:
+        super().__init__(logging.NOTSET)
+        self.events = events
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string still gets through
+            message = str(record.msg)
+        entry = {k: v for k, v in record.__dict__.items() if k not in _RELAYED_NOT}
+        entry["msg"], entry["args"] = message, None
+        if record.exc_info and record.exc_info[1] is not None:
+            import traceback
+
+            entry["exc_text"] = "".join(traceback.format_exception(*record.exc_info))
+        entry["engine_worker_pid"] = os.getpid()
+        self.events.send(EVENT_LOG, entry)
+
+
+_RELAYED_NOT = frozenset({"msg", "args", "exc_info", "exc_text", "stack_info"})
+
+
 class Server:
-    def __init__(self) -> None:
+    def __init__(self, events: Events | None = None) -> None:
+        self.events = events or Events(None)
+        self.forwarding = False
         self.engine = self.new_engine()
         self.contexts: dict[int, Any] = {}
         self.backgrounds: dict[int, Any] = {}
@@ -53,12 +143,14 @@ class Server:
         self.config: tuple[str, str | None] | None = None
         self.factories: list[tuple[str, str]] = []
 
-    @staticmethod
-    def new_engine() -> Any:
+    def new_engine(self) -> Any:
         from cpexrt.engine.manager import Engine
 
         engine = Engine()
         engine.engine_worker = True  # its config's engine_workers is this process's pool
+        decisions = ForwardedDecisions(self.events)
+        decisions.active = self.forwarding
+        engine.decisions = decisions  # type: ignore[assignment]
         return engine
 
     # -- the loop ----------------------------------------------------------------------
@@ -145,7 +237,11 @@ class Server:
             ext = None
             if extensions_len:
                 ext_wire = bytes(data[pos : pos + extensions_len])
-                ext = unpack(ext_wire, "extensions", entries) if flags & 2 else decode_checked(ext_wire, "extensions", entries, False)
+                ext = (
+                    unpack(ext_wire, "extensions", entries)
+                    if flags & 2
+                    else decode_checked(ext_wire, "extensions", entries, False)
+                )
             pos += extensions_len
             request = None
             if request_len:
@@ -207,7 +303,10 @@ class Server:
         engine = self.engine
         answer: Any = None
         if op == "setup":
-            factories, text, base_dir = args
+            factories, text, base_dir, forwarding, level = args
+            self.forwarding = forwarding
+            engine.decisions.active = forwarding
+            logging.getLogger("cpexrt").setLevel(level)
             self.add_factories(factories)
             engine.load_config(text, base_dir)
             self.config = (text, base_dir)
@@ -238,6 +337,10 @@ class Server:
             self.contexts.clear()
             self.backgrounds.clear()
             engine.shutdown()
+        elif op == "decisions":
+            self.forwarding = engine.decisions.active = bool(args[0])
+        elif op == "log_level":
+            logging.getLogger("cpexrt").setLevel(args[0])
         elif op == "has_hooks":
             return pack(engine.has_hooks_for(args[0]), "answer")
         elif op == "stats":
@@ -290,8 +393,13 @@ def main() -> None:
     _lifeline(proto_in)
     sock = socket.socket(fileno=proto_in)
     sock.setblocking(True)
+    events_fd = int(os.environ.pop("CPEX_EVENTS_FD", "-1"))
+    events = Events(socket.socket(fileno=events_fd) if events_fd >= 0 else None)
+    logger = logging.getLogger("cpexrt")
+    logger.addHandler(LogRelay(events))
+    logger.propagate = False  # the host logs them: not twice on this process's stderr
     try:
-        Server().serve(sock)
+        Server(events).serve(sock)
     except BaseException:  # noqa: BLE001 - the host sees the closed socket, and fails the call
         import traceback
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -85,7 +86,7 @@ class Exports:
 
     # -- the functions ----------------------------------------------------------------
 
-    def _publish(self, token: int, manager: Engine, settled: bool, create: bool = False) -> None:
+    def _publish(self, token: int, manager: Any, settled: bool, create: bool = False) -> None:
         """Tells the C fast path which hooks have plugins (see ffi/fastpath.c). The
         engine calls it (Engine.observe) under the lock that orders its changes:
         settled False right before a reload swaps the plugins, when every call must
@@ -319,6 +320,7 @@ class Exports:
     def set_log_sink(self, callback: Any, user_data: Any, min_level: int) -> None:
         if callback == self.ffi.NULL:
             LOG_FORWARDER.set_sink(None, 0)
+            self._log_level_changed()
             return
         if not 0 < min_level <= 50:
             raise InvalidInputError(
@@ -326,6 +328,13 @@ class Exports:
                 "or 50 (critical)"
             )
         LOG_FORWARDER.set_sink(CallbackSink(self.ffi, callback, user_data), min_level)
+        self._log_level_changed()
+
+    @staticmethod
+    def _log_level_changed() -> None:
+        remote = sys.modules.get("cpexrt._boundary.remote")
+        if remote is not None:
+            remote.log_level_changed()  # engine workers log at the host's level
 
     def set_decision_sink(self, manager: int, callback: Any, user_data: Any) -> None:
         mgr = self._manager(manager, "manager")

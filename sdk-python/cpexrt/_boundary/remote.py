@@ -22,13 +22,15 @@ import socket
 import struct
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from cpexrt import payloads
-from cpexrt._boundary.engine_worker import OK, OP_CONTROL, REPLY, REQUEST
+from cpexrt._boundary.engine_worker import EVENT_DECISIONS, EVENT_HEAD, EVENT_LOG, OK, OP_CONTROL, REPLY, REQUEST
 from cpexrt._generated.errors import ERROR_CLASSES
 from cpexrt.engine.config import parse_config
+from cpexrt.engine.decisions import DecisionLog
 from cpexrt.engine.registry import FactoryRegistry
 from cpexrt.errors import ConfigError, CpexError, InternalError, InvalidHandleError, PipelineError, PipelineTimeoutError
 from cpexrt.wire import pack, unpack
@@ -50,6 +52,16 @@ TERM_GRACE = 1.0
 # Restart backoff after a worker died: doubled per death in a row, at most BACKOFF_MAX.
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 5.0
+
+
+_LIVE: weakref.WeakSet[RemoteEngine] = weakref.WeakSet()
+
+
+def log_level_changed() -> None:
+    """The host's cpexrt log level changed (cpex_set_log_sink): the workers log at it."""
+    level = logging.getLogger("cpexrt").getEffectiveLevel()
+    for engine in list(_LIVE):
+        engine.tell(["log_level", level])
 
 
 def wanted(text: str) -> int:
@@ -94,6 +106,9 @@ class RemoteEngine:
         self._procs: list[Any] = [None] * count
         self._deaths = [0] * count
         self._restarts = 0
+        # The records of the workers' engines are made there and handed over here
+        # (engine_worker.ForwardedDecisions): this log writes the file and calls the sink.
+        self.decisions = DecisionLog()
         self._death_r, self._death_w = os.pipe()
         self._remote = self._lib.cpexrt_remote_new(token, count, self._death_w, 1, 1, 1, 1.0)
         if self._remote == self._ffi.NULL:
@@ -109,10 +124,12 @@ class RemoteEngine:
         factories = [(kind, str(engine._factories.registered(kind))) for kind in engine._factories.kinds]
         remote = cls(exports, token, factories, count)
         remote._text, remote._base_dir = text, base_dir
+        records = parse_config(text).decision_records
+        remote.decisions.use(remote.decisions.open_file(records.file, base_dir), records.include_values)
         from cpexrt.engine.isolation import SPAWNER
 
         futures = [SPAWNER.submit(remote._spawn) for _ in range(count)]
-        started: list[tuple[Any, socket.socket]] = []
+        started: list[tuple[Any, socket.socket, socket.socket]] = []
         error: BaseException | None = None
         for future in futures:
             try:
@@ -120,54 +137,72 @@ class RemoteEngine:
             except BaseException as exc:  # noqa: BLE001 - reported below
                 error = error or exc
         if error is None:
-            for index, (proc, sock) in enumerate(started):
+            for index, (proc, sock, events) in enumerate(started):
                 try:
                     info = remote._setup(proc, sock, initialize=False)
                 except BaseException as exc:  # noqa: BLE001 - reported below
                     error = exc
                     break
-                remote._attach(index, proc, sock)
+                remote._attach(index, proc, sock, events)
                 remote._info = info
         if error is not None:
-            for proc, sock in started:
-                sock.close()
+            for index, (proc, sock, events) in enumerate(started):
+                if remote._procs[index] is None:
+                    sock.close()
+                    events.close()
+                else:
+                    remote._lib.cpexrt_remote_detach(remote._remote, index)
                 _kill(proc)
             remote._close_pipe()
+            remote.decisions.close()
             raise error
         remote._limits_to_c()
         if not remote._lib.cpexrt_remote_publish(remote._remote, 1):
             remote.shutdown()
             raise MemoryError("engine workers: out of memory")
         remote._watcher.start()
+        _LIVE.add(remote)
         LOG.info("engine workers started: %d", count, extra={"engine_workers": count})
         return remote
 
-    def _spawn(self) -> tuple[Any, socket.socket]:
-        """On the spawner thread: a worker process, not set up yet."""
+    def _spawn(self) -> tuple[Any, socket.socket, socket.socket]:
+        """On the spawner thread: a worker process, not set up yet; its call socket
+        and its events socket (records for the host)."""
         import subprocess
 
         from cpexrt.engine.isolation import host_python
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        events, their_events = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = dict(os.environ)
         env["CPEX_WORKER_PATH"] = os.pathsep.join(p for p in sys.path if p)
         env["CPEX_WORKER_PARENT"] = str(os.getpid())
+        env["CPEX_EVENTS_FD"] = str(their_events.fileno())
         try:
             proc = subprocess.Popen(
-                [host_python(), "-c", _BOOT], stdin=theirs.fileno(), stdout=theirs.fileno(), env=env, close_fds=True
+                [host_python(), "-c", _BOOT],
+                stdin=theirs.fileno(),
+                stdout=theirs.fileno(),
+                env=env,
+                close_fds=True,
+                pass_fds=(their_events.fileno(),),
             )
         except OSError as exc:
             ours.close()
+            events.close()
             raise InternalError(f"engine workers: could not start one: {exc}") from None
         finally:
             theirs.close()
-        return proc, ours
+            their_events.close()
+        return proc, ours, events
 
     def _setup(self, proc: Any, sock: socket.socket, initialize: bool) -> dict[str, Any]:
         """Sets a new worker up over its socket, before C hands it any call."""
         try:
             sock.settimeout(SETUP_TIMEOUT)
-            info: dict[str, Any] = self._direct(sock, ["setup", self._registered, self._text, self._base_dir])
+            level = logging.getLogger("cpexrt").getEffectiveLevel()
+            setup = ["setup", self._registered, self._text, self._base_dir, self.decisions.active, level]
+            info: dict[str, Any] = self._direct(sock, setup)
             if initialize:
                 info = self._direct(sock, ["initialize"])
         except (OSError, ConnectionError) as exc:
@@ -186,9 +221,28 @@ class RemoteEngine:
             raise _error(status, data.decode("utf-8", "replace"))
         return unpack(data, "control reply", 1 << 20)
 
-    def _attach(self, index: int, proc: Any, sock: socket.socket) -> None:
+    def _attach(self, index: int, proc: Any, sock: socket.socket, events: socket.socket) -> None:
         self._procs[index] = proc
+        threading.Thread(target=self._relay, args=(events,), name="cpex-engine-worker-records", daemon=True).start()
         self._lib.cpexrt_remote_attach(self._remote, index, sock.detach(), proc.pid)
+
+    def _relay(self, events: socket.socket) -> None:
+        """One worker's records: decisions to this manager's log (file, sink), log
+        records to the host's logging. Ends when the worker does."""
+        try:
+            while True:
+                (size,) = EVENT_HEAD.unpack(_recv_exactly(events, EVENT_HEAD.size))
+                kind, value = unpack(_recv_exactly(events, size), "worker record", 1 << 20)
+                if kind == EVENT_DECISIONS:
+                    for record in value:
+                        self.decisions.emit(record)
+                elif kind == EVENT_LOG:
+                    record = logging.makeLogRecord(value)
+                    logging.getLogger(record.name).handle(record)
+        except (OSError, ConnectionError, ValueError, CpexError):
+            pass
+        finally:
+            events.close()
 
     def _limits_to_c(self) -> None:
         limits = self.limits
@@ -219,6 +273,18 @@ class RemoteEngine:
 
     def _each(self, message: list[Any], timeout: float = 0.0) -> list[Any]:
         return [self._control(i, message, timeout) for i in range(self.count)]
+
+    def tell(self, message: list[Any]) -> None:
+        """A setting every running worker takes (a worker being restarted gets it with
+        its setup)."""
+        with self._lock:
+            if self._shut_down:
+                return
+            for index in range(self.count):
+                try:
+                    self._control(index, message, QUERY_TIMEOUT)
+                except CpexError as exc:
+                    LOG.warning("engine worker %d did not take %s: %s", index, message[0], exc)
 
     # -- restarts ----------------------------------------------------------------------
 
@@ -259,32 +325,36 @@ class RemoteEngine:
             if self._shut_down:
                 return
             try:
-                proc, sock = self._spawn()
+                proc, sock, events = self._spawn()
             except BaseException as exc:  # noqa: BLE001 - logged, tried again
                 LOG.error("engine worker %d: %s", index, exc)
                 self._deaths[index] += 1
                 SPAWNER.submit(spawn, min(BACKOFF_FIRST * 2 ** self._deaths[index], BACKOFF_MAX))
                 return
-            threading.Thread(target=self._bring_up, args=(index, proc, sock), name="cpex-engine-worker-setup", daemon=True).start()
+            threading.Thread(
+                target=self._bring_up, args=(index, proc, sock, events), name="cpex-engine-worker-setup", daemon=True
+            ).start()
 
         SPAWNER.submit(spawn, delay)
 
-    def _bring_up(self, index: int, proc: Any, sock: socket.socket) -> None:
+    def _bring_up(self, index: int, proc: Any, sock: socket.socket, events: socket.socket) -> None:
         with self._lock:
             if self._shut_down:
                 sock.close()
+                events.close()
                 _kill(proc)
                 return
             try:
                 self._setup(proc, sock, initialize=self._initialized)
             except BaseException as exc:  # noqa: BLE001 - logged, tried again
                 sock.close()
+                events.close()
                 _kill(proc)
                 self._deaths[index] += 1
                 LOG.error("engine worker %d could not be set up: %s", index, exc)
                 self._replace(index, min(BACKOFF_FIRST * 2 ** self._deaths[index], BACKOFF_MAX))
                 return
-            self._attach(index, proc, sock)
+            self._attach(index, proc, sock, events)
             self._deaths[index] = 0
             self._restarts += 1
         LOG.info("engine worker %d restarted (pid %d)", index, proc.pid, extra={"engine_worker": index})
@@ -315,11 +385,25 @@ class RemoteEngine:
                     "load_config: the manager is already initialized; reload_config swaps the plugins of a running manager"
                 )
             self._same_count(text, "load_config")
-            for info in self._each(["load", self._registered, text, base_dir]):
-                self._info = info
+            records = parse_config(text).decision_records
+            opened = self.decisions.open_file(records.file, base_dir)
+            try:
+                for info in self._each(["load", self._registered, text, base_dir]):
+                    self._info = info
+            except BaseException:
+                if opened is not None:
+                    opened[0].close()
+                raise
             self._text, self._base_dir = text, base_dir
+            self._use_records(opened, records.include_values)
             self._limits_to_c()
             self._changed()
+
+    def _use_records(self, opened: Any, include_values: bool) -> None:
+        was = self.decisions.active
+        self.decisions.use(opened, include_values)
+        if self.decisions.active != was:
+            self.tell(["decisions", self.decisions.active])
 
     def load_config_file(self, path: str) -> None:
         from cpexrt.engine.manager import _read_config_file
@@ -330,18 +414,23 @@ class RemoteEngine:
         with self._lock:
             self._check_alive("reload_config")
             self._same_count(text, "reload_config")
+            records = parse_config(text).decision_records
+            opened = self.decisions.open_file(records.file, base_dir)
             # Worker 0 first: a config refused there is refused before any worker changed.
             for index in range(self.count):
                 try:
                     self._info = self._control(index, ["reload", self._registered, text, base_dir])
                 except CpexError:
                     if index == 0:
+                        if opened is not None:
+                            opened[0].close()
                         raise
                     # The others took it: this one is replaced by a worker that loads it.
                     self._text, self._base_dir = text, base_dir
                     self._kill_worker(index)
                     continue
             self._text, self._base_dir = text, base_dir
+            self._use_records(opened, records.include_values)
             self._limits_to_c()
             self._changed()
 
@@ -403,6 +492,8 @@ class RemoteEngine:
             if proc is not None:
                 _stop(proc)
         self._close_pipe()
+        self.decisions.close()  # after the workers' last records arrived
+        _LIVE.discard(self)
         if failures:
             raise PipelineError("shutdown: " + "; ".join(failures))
 
@@ -443,7 +534,7 @@ class RemoteEngine:
             if not merged:
                 merged = [dict(entry) for entry in stats]
                 continue
-            for into, entry in zip(merged, stats):
+            for into, entry in zip(merged, stats, strict=True):
                 for key, value in entry.items():
                     if key == "disabled":
                         into[key] = bool(into.get(key)) or bool(value)
@@ -462,10 +553,11 @@ class RemoteEngine:
 
     def set_decision_sink(self, sink: Any) -> None:
         self._check_alive("set_decision_sink")
-        raise ConfigError(
-            "set_decision_sink: not available yet for a manager running engine workers (plugin_settings.engine_workers); "
-            "use decision_records.file in the config"
-        )
+        with self._lock:
+            was = self.decisions.active
+            self.decisions.set_sink(sink)
+            if self.decisions.active != was:
+                self.tell(["decisions", self.decisions.active])
 
     def serving(self) -> Any:
         raise InternalError("the manager's engine runs in engine workers: its calls are answered by ffi/remote.c")
