@@ -28,6 +28,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 #include <time.h>
 
@@ -53,6 +54,7 @@ typedef struct {
     uint32_t generation;
     uint64_t *frees; /* ids freed by the host, sent with the worker's next call */
     size_t nfrees, cap;
+    pthread_cond_t cond; /* calls waiting for this worker (their context is there) */
 } cpex__worker;
 
 typedef struct {
@@ -60,7 +62,8 @@ typedef struct {
     int n;
     cpex__worker *workers;
     pthread_mutex_t mu;
-    pthread_cond_t cond;
+    pthread_cond_t cond; /* calls waiting for any idle worker, and drains */
+    int draining;        /* shutdown or a detach waits for calls in flight */
     int death_fd;  /* the boundary's pipe: a worker's index is written when it died */
     int closed;    /* shut down: no new call is taken */
     size_t next;   /* where the search for an idle worker starts */
@@ -233,7 +236,8 @@ static int cpex__acquire(cpex__remote *r, int want, uint32_t generation, int con
                 break;
             }
         }
-        pthread_cond_wait(&r->cond, &r->mu);
+        /* One waiter per released worker wakes (no herd of all of them). */
+        pthread_cond_wait(want >= 0 ? &r->workers[want].cond : &r->cond, &r->mu);
     }
     if (found >= 0) {
         cpex__worker *w = &r->workers[found];
@@ -252,8 +256,21 @@ static void cpex__release(cpex__remote *r, int index)
 {
     pthread_mutex_lock(&r->mu);
     r->workers[index].busy = 0;
-    pthread_cond_broadcast(&r->cond);
+    pthread_cond_broadcast(&r->workers[index].cond);
+    if (r->draining)
+        pthread_cond_broadcast(&r->cond);
+    else
+        pthread_cond_signal(&r->cond);
     pthread_mutex_unlock(&r->mu);
+}
+
+/* Everyone waiting re-checks (a worker died or came, the manager closed). */
+static void cpex__wake_all(cpex__remote *r)
+{
+    int k;
+    pthread_cond_broadcast(&r->cond);
+    for (k = 0; k < r->n; k++)
+        pthread_cond_broadcast(&r->workers[k].cond);
 }
 
 /* The worker in use by the caller failed it: killed (kill: after a timeout), its socket
@@ -271,6 +288,7 @@ static void cpex__lose(cpex__remote *r, int index, int kill_it)
         free(w->frees);
         w->frees = NULL;
         w->nfrees = w->cap = 0;
+        cpex__wake_all(r);
         if (r->death_fd >= 0 && write(r->death_fd, &which, sizeof which) < 0) {
             /* the boundary stopped listening: nothing to restart */
         }
@@ -305,11 +323,26 @@ static int cpex__send(int fd, struct iovec *iov, int count)
     return 0;
 }
 
-/* 0: read; -1: end of file or an error; -2: the deadline passed (deadline 0: none). */
+/* 0: read; -1: end of file or an error; -2: the deadline passed (deadline 0: none;
+   CPEX__TIMED: the socket's own receive timeout, set to the call limit at attach, one
+   system call instead of poll and recv). */
+#define CPEX__TIMED (-1.0)
 static int cpex__recv(int fd, uint8_t *buf, size_t n, double deadline)
 {
     while (n > 0) {
         ssize_t got;
+        if (deadline == CPEX__TIMED) {
+            got = recv(fd, buf, n, MSG_WAITALL);
+            if (got < 0 && errno == EINTR)
+                continue;
+            if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                return -2;
+            if (got <= 0)
+                return -1;
+            buf += got;
+            n -= (size_t)got;
+            continue;
+        }
         if (deadline > 0) {
             struct pollfd p;
             double left = deadline - cpex__now();
@@ -328,8 +361,8 @@ static int cpex__recv(int fd, uint8_t *buf, size_t n, double deadline)
                 continue; /* re-checks the deadline */
         }
         got = recv(fd, buf, n, 0);
-        if (got < 0 && errno == EINTR)
-            continue;
+        if (got < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
+            continue; /* the socket's receive timeout is for CPEX__TIMED reads; this one has its own */
         if (got <= 0)
             return -1;
         buf += got;
@@ -532,7 +565,7 @@ static cpex_status cpex__remote_call(const char *fn, cpex_manager *manager, cons
     iov[6].iov_len = options_len;
     memset(&reply, 0, sizeof reply);
     generation = r->workers[index].generation;
-    rc = cpex__round_trip(r, index, iov, 7, cpex__now() + r->timeout + CPEX__GRACE, &reply);
+    rc = cpex__round_trip(r, index, iov, 7, CPEX__TIMED, &reply);
     free(frees);
     if (rc != 0) {
         cpex_status st = cpex__fail_lost(err_msg, fn, r, index, rc);
@@ -632,7 +665,7 @@ static cpex_status cpex__remote_wait_background(cpex_background *background, uin
     iov[1].iov_base = frees;
     iov[1].iov_len = nfrees * 8;
     memset(&reply, 0, sizeof reply);
-    rc = cpex__round_trip(bg.remote, index, iov, 2, cpex__now() + bg.remote->timeout + CPEX__GRACE, &reply);
+    rc = cpex__round_trip(bg.remote, index, iov, 2, CPEX__TIMED, &reply);
     free(frees);
     if (rc != 0) {
         cpex_status st = cpex__fail_lost(err_msg, fn, bg.remote, index, rc);
@@ -684,6 +717,15 @@ static cpex_status cpex__remote_free_background(cpex_background *background, cha
     return cpex__remote_free("cpex_free_background", background, CPEX__KIND_BACKGROUND, err_msg);
 }
 
+/* The call limit as the socket's receive timeout (CPEX__TIMED reads). */
+static void cpex__set_timeout(int fd, double seconds)
+{
+    struct timeval tv;
+    tv.tv_sec = (time_t)seconds;
+    tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+}
+
 /* -- what the boundary calls (cpexrt/_boundary/remote.py) ----------------------------- */
 
 /* A manager's engine workers, none attached yet, not published (calls still reach
@@ -700,8 +742,10 @@ void *cpexrt_remote_new(uintptr_t token, int n, int death_fd, size_t max_payload
         free(r);
         return NULL;
     }
-    for (i = 0; i < n; i++)
+    for (i = 0; i < n; i++) {
         r->workers[i].fd = -1;
+        pthread_cond_init(&r->workers[i].cond, NULL);
+    }
     r->token = token;
     r->n = n;
     r->death_fd = death_fd;
@@ -718,11 +762,15 @@ void *cpexrt_remote_new(uintptr_t token, int n, int death_fd, size_t max_payload
 void cpexrt_remote_limits(void *remote, size_t max_payload, size_t max_extensions, size_t max_entries, double timeout)
 {
     cpex__remote *r = (cpex__remote *)remote;
+    int i;
     pthread_mutex_lock(&r->mu);
     r->max_payload = max_payload;
     r->max_extensions = max_extensions;
     r->max_entries = max_entries;
     r->timeout = timeout;
+    for (i = 0; i < r->n; i++)
+        if (r->workers[i].fd >= 0)
+            cpex__set_timeout(r->workers[i].fd, timeout + CPEX__GRACE);
     pthread_mutex_unlock(&r->mu);
 }
 
@@ -735,12 +783,13 @@ void cpexrt_remote_attach(void *remote, int index, int fd, int pid)
     if (w->fd >= 0)
         close(w->fd);
     w->fd = fd;
+    cpex__set_timeout(fd, r->timeout + CPEX__GRACE);
     w->pid = (pid_t)pid;
     w->generation++;
     free(w->frees);
     w->frees = NULL;
     w->nfrees = w->cap = 0;
-    pthread_cond_broadcast(&r->cond);
+    cpex__wake_all(r);
     pthread_mutex_unlock(&r->mu);
 }
 
@@ -751,12 +800,14 @@ void cpexrt_remote_detach(void *remote, int index)
     cpex__remote *r = (cpex__remote *)remote;
     cpex__worker *w = &r->workers[index];
     pthread_mutex_lock(&r->mu);
+    r->draining++;
     while (w->busy)
         pthread_cond_wait(&r->cond, &r->mu);
+    r->draining--;
     if (w->fd >= 0)
         close(w->fd);
     w->fd = -1;
-    pthread_cond_broadcast(&r->cond);
+    cpex__wake_all(r);
     pthread_mutex_unlock(&r->mu);
 }
 
@@ -784,7 +835,8 @@ int cpexrt_remote_publish(void *remote, int on)
         int busy;
         pthread_mutex_lock(&r->mu);
         r->closed = 1;
-        pthread_cond_broadcast(&r->cond);
+        r->draining++;
+        cpex__wake_all(r);
         do {
             int k;
             busy = 0;
@@ -793,6 +845,7 @@ int cpexrt_remote_publish(void *remote, int on)
             if (busy)
                 pthread_cond_wait(&r->cond, &r->mu);
         } while (busy);
+        r->draining--;
         pthread_mutex_unlock(&r->mu);
         cpex__drop_handles_of(r);
     }

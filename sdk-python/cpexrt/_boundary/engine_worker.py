@@ -33,7 +33,11 @@ import sys
 import threading
 from typing import Any
 
+from cpexrt._boundary.exports import _call_timeout, _check_size, _result_bytes, decode_checked
+from cpexrt._generated.errors import UNCHANGED_RESULTS, CpexError, Status
 from cpexrt.engine.worker import _die_with_parent, _lifeline, _protocol_fds
+from cpexrt.errors import InvalidHandleError, InvalidInputError
+from cpexrt.wire import pack, unpack
 
 EVENT_DECISIONS = "d"
 EVENT_LOG = "l"
@@ -46,6 +50,7 @@ OP_CONTROL = 3
 REQUEST = struct.Struct("=IBBBBQ6I")
 REPLY = struct.Struct("=IiQQI")
 FREE_BACKGROUND = 1 << 63
+_BUFFER = 1 << 16  # the read buffer kept between calls
 OK = 1
 
 
@@ -156,19 +161,34 @@ class Server:
     # -- the loop ----------------------------------------------------------------------
 
     def serve(self, sock: socket.socket) -> None:
-        head = bytearray(REQUEST.size)
+        size = _BUFFER
+        buf = bytearray(size)
+        view = memoryview(buf)
+        head = REQUEST.size
         while True:
-            if sock.recv_into(head, REQUEST.size, socket.MSG_WAITALL) != REQUEST.size:
+            # Most frames arrive whole in one read: the host sends one and waits.
+            got = sock.recv_into(buf)
+            while 0 < got < head:
+                more = sock.recv_into(view[got:])
+                got = got + more if more else 0
+            if not got:
                 os._exit(0)  # the host went away
-            length, op, payload_type, flags, _, ident, *sizes = REQUEST.unpack(head)
-            rest = length - (REQUEST.size - 4)
-            body = bytearray(rest)
-            if rest and sock.recv_into(body, rest, socket.MSG_WAITALL) != rest:
-                os._exit(0)
+            length, op, payload_type, flags, _, ident, *sizes = REQUEST.unpack_from(buf)
+            total = length + 4
+            if total > size:  # a large call: a buffer of its size, for this call only
+                view.release()
+                grown = bytearray(total)
+                grown[:got] = buf[:got]
+                buf, view = grown, memoryview(grown)
+            while got < total:
+                more = sock.recv_into(view[got:total])
+                if not more:
+                    os._exit(0)
+                got += more
             nfree = sizes[5]
             if nfree:
-                self.forget(struct.unpack_from(f"={nfree}Q", body))
-            data = memoryview(body)[nfree * 8 :]
+                self.forget(struct.unpack_from(f"={nfree}Q", buf, head))
+            data = view[head + nfree * 8 : total]
             status, context_id, background_id = OK, 0, 0
             try:
                 if op == OP_INVOKE:
@@ -181,7 +201,13 @@ class Server:
                     os._exit(71)
             except BaseException as exc:  # noqa: BLE001 - every failure is an answer
                 status, result = _failure(exc)
+            data.release()
             sock.sendall(REPLY.pack(REPLY.size - 4 + len(result), status, context_id, background_id, len(result)) + result)
+            if total > _BUFFER:
+                view.release()
+                size = _BUFFER
+                buf = bytearray(size)
+                view = memoryview(buf)
             if op == OP_CONTROL and self.engine_shut_down():
                 os._exit(0)
 
@@ -198,11 +224,6 @@ class Server:
     # -- invoke ------------------------------------------------------------------------
 
     def invoke(self, payload_type: int, flags: int, ident: int, sizes: list[int], data: memoryview) -> tuple[bytes, int, int]:
-        from cpexrt._boundary.exports import _call_timeout, _check_size, _result_bytes, decode_checked
-        from cpexrt._generated.errors import UNCHANGED_RESULTS
-        from cpexrt.errors import InvalidHandleError, InvalidInputError
-        from cpexrt.wire import unpack
-
         hook_len, payload_len, extensions_len, request_len, options_len, _ = sizes
         ctx = None
         if ident:
@@ -285,9 +306,6 @@ class Server:
         return result, context_id, background_id
 
     def wait(self, ident: int) -> bytes:
-        from cpexrt.errors import InvalidHandleError
-        from cpexrt.wire import pack
-
         tasks = self.backgrounds.get(ident)
         if tasks is None:
             raise InvalidHandleError("background: the background handle was freed or shut down")
@@ -296,8 +314,6 @@ class Server:
     # -- control calls (cpexrt._boundary.remote) ---------------------------------------
 
     def control(self, body: bytes) -> bytes:
-        from cpexrt.wire import pack, unpack
-
         message = unpack(body, "control call", 1 << 20)
         op, args = message[0], message[1:]
         engine = self.engine
@@ -375,8 +391,6 @@ class Server:
 
 
 def _failure(exc: BaseException) -> tuple[int, bytes]:
-    from cpexrt._generated.errors import CpexError, Status
-
     if isinstance(exc, CpexError):
         message = str(exc)
         status = int(exc.status)
