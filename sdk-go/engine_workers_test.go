@@ -63,6 +63,9 @@ func TestEngineWorkersAnswerFromGo(t *testing.T) {
 	if n := len(engineWorkerChildren()); n != 2 {
 		t.Fatalf("%d engine workers, want 2", n)
 	}
+	if n, err := m.EngineWorkers(); n != 2 || err != nil {
+		t.Fatalf("EngineWorkers: %d, %v", n, err)
+	}
 	res, ctx, bg, err := m.InvokeByName("tool_pre_invoke", PayloadGeneric, map[string]any{"id": 1}, nil, nil)
 	if err != nil || !res.ContinueProcessing || ctx == nil || bg == nil {
 		t.Fatalf("pre: %+v %v %v %v", res, ctx, bg, err)

@@ -197,6 +197,22 @@ cpex_status cpex_is_initialized(cpex_manager *manager, int *out_initialized, cha
     return rc;
 }
 
+cpex_status cpex_engine_workers(cpex_manager *manager, size_t *out_count, char **err_msg)
+{
+    int rc;
+    if (err_msg != NULL) *err_msg = NULL;
+    if (out_count == NULL)
+        return cpex__fail(err_msg, CPEX_ERR_INVALID_INPUT, "cpex_engine_workers: out_count must not be NULL");
+    *out_count = 0;
+    if (manager == NULL)
+        return cpex__fail(err_msg, CPEX_ERR_INVALID_HANDLE, "cpex_engine_workers: manager handle is NULL");
+    rc = cpex__runtime_ready(err_msg);
+    if (rc != CPEX_OK)
+        return rc;
+    rc = cpex__status_of(cpexpy_engine_workers((uintptr_t)manager, out_count, err_msg), "cpex_engine_workers", err_msg);
+    return rc;
+}
+
 cpex_status cpex_invoke(cpex_manager *manager, const char *hook, size_t hook_len, uint8_t payload_type, const uint8_t *payload, size_t payload_len, const uint8_t *extensions, size_t extensions_len, cpex_context *context, uint8_t **out_result, size_t *out_result_len, cpex_context **out_context, cpex_background **out_background, char **err_msg)
 {
     uintptr_t tok_out_context = 0;

@@ -90,6 +90,7 @@ def test_answers_as_in_process(managers: list[PluginManager]) -> None:
     local = start(managers, config(*plugins))
     assert remote.plugin_names() == local.plugin_names() == ["deny", "stamp"]
     assert remote.plugin_count() == 2 and remote.is_initialized()
+    assert (remote.engine_workers(), local.engine_workers()) == (2, 0)
     assert remote.has_hooks_for("tool_pre_invoke") and not remote.has_hooks_for("resource_pre_fetch")
     for payload in ({"tool_name": "t", "a": 1}, {"block": True, "tool_name": "t"}):
         got = remote.invoke("tool_pre_invoke", payload)

@@ -201,6 +201,11 @@ class Exports:
         out_stats[0] = self._copy_out(data)
         out_stats_len[0] = len(data)
 
+    def engine_workers(self, manager: int, out_count: Any) -> None:
+        mgr = self._manager(manager, "manager")
+        remote = sys.modules.get("cpexrt._boundary.remote")  # imported when a manager first started workers
+        out_count[0] = mgr.count if remote is not None and isinstance(mgr, remote.RemoteEngine) else 0
+
     def is_initialized(self, manager: int, out_initialized: Any) -> None:
         out_initialized[0] = int(self._manager(manager, "manager").is_initialized())
 
