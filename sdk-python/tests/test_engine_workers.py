@@ -363,3 +363,25 @@ def test_worker_log_records_reach_the_host_logging(managers: list[PluginManager]
     with caplog.at_level(logging.WARNING, logger="cpexrt"):
         assert not m.invoke("tool_pre_invoke", {}).denied
         assert wait_until(lambda: any("boom" in r.getMessage() and hasattr(r, "engine_worker_pid") for r in caplog.records))
+
+
+def test_shutdown_lets_calls_in_flight_finish() -> None:
+    m = PluginManager(workers_config(iso("sleep", "Sleeper"), workers=2))
+    m.initialize()
+    results: list[Any] = []
+
+    def slow() -> None:
+        try:
+            results.append(m.invoke("tool_pre_invoke", {"sleep": 0.5}).result.to_wire())
+        except BaseException as exc:  # noqa: BLE001 - asserted below
+            results.append(exc)
+
+    threads = [threading.Thread(target=slow) for _ in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)  # both calls are in their workers
+    m.shutdown()
+    for t in threads:
+        t.join()
+    assert len(results) == 2 and all(isinstance(r, dict) and r["continue_processing"] for r in results), results
+    assert engine_worker_pids() == []
