@@ -294,6 +294,22 @@ def main() -> None:
             through >= 0.8 and spread <= 10,
         ),
         row(
+            f"engine in {f['cores']:.0f} worker processes (engine_workers, {f['cores']:.0f} cores): "
+            "8 goroutines ÷ one goroutine in-process",
+            f"{f['go_workers_8_throughput'] / f['go_1_throughput']:.2f} × ({f['go_workers_8_throughput']:.0f}/s)",
+            f"≥ {0.8 * f['cores']:.1f} × (0.8 × cores)",
+            f"one goroutine in-process: {f['go_1_throughput']:.0f}/s; one goroutine with workers: "
+            f"{f['go_workers_1_throughput']:.0f}/s; 8 goroutines in-process: {f['go_8_throughput']:.0f}/s",
+            f["go_workers_8_throughput"] / f["go_1_throughput"] >= 0.8 * f["cores"],
+        ),
+        row(
+            "engine workers: demo pipeline latency, one goroutine (median / p99)",
+            f"{f['go_workers_pipeline_p50']:.1f} / {f['go_workers_pipeline_p99']:.1f} µs",
+            "",
+            f"{f['go_workers_pipeline_p50'] / f['go_pipeline_p50']:.2f} × in-process ({f['go_pipeline_p50']:.1f} µs)",
+            None,
+        ),
+        row(
             "one goroutine: demo pipeline calls/s",
             f"{f['go_1_throughput']:.0f}/s",
             "≥ 33,000/s",

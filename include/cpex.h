@@ -28,8 +28,8 @@ extern "C" {
 #endif
 
 #define CPEX_ABI_VERSION_MAJOR 1
-#define CPEX_ABI_VERSION_MINOR 2
-#define CPEX_ABI_VERSION ((uint32_t)65538u)
+#define CPEX_ABI_VERSION_MINOR 3
+#define CPEX_ABI_VERSION ((uint32_t)65539u)
 
 /* Status codes. */
 typedef int32_t cpex_status;
@@ -255,6 +255,22 @@ cpex_status cpex_plugin_stats(cpex_manager *manager, uint8_t **out_stats, size_t
  *  Returns CPEX_OK or a CPEX_ERR_* status; CPEX_ERR_INVALID_HANDLE for a bad handle.
  */
 cpex_status cpex_is_initialized(cpex_manager *manager, int *out_initialized, char **err_msg);
+
+/*
+ * cpex_engine_workers
+ *
+ * Where the manager's engine runs. The invokes, background waits and frees of
+ * a manager with engine workers never enter this process's Python runtime, so
+ * a host may make them from many threads at once without queueing them itself.
+ * Since ABI 1.3.
+ *
+ *  out_count: Receives the number of worker processes the manager's engine runs in
+ *    (plugin_settings.engine_workers of its config), 0 when it runs in this
+ *    process.
+ *  err_msg: NULL, or receives the caller-owned message of a failure.
+ *  Returns CPEX_OK or a CPEX_ERR_* status; CPEX_ERR_INVALID_HANDLE for a bad handle.
+ */
+cpex_status cpex_engine_workers(cpex_manager *manager, size_t *out_count, char **err_msg);
 
 /*
  * cpex_invoke

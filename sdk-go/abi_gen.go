@@ -19,7 +19,7 @@ var _ unsafe.Pointer // the record_callback functions take user data as unsafe.P
 // major and at least this minor.
 const (
 	ABIVersionMajor = 1
-	ABIVersionMinor = 2
+	ABIVersionMinor = 3
 )
 
 // Payload types: the payloadType argument of InvokeByName.
@@ -237,6 +237,17 @@ func callIsInitialized(manager *C.cpex_manager) (bool, error) {
 		return false, newError(int32(status), takeMessage(errMsg))
 	}
 	return outInitialized != 0, nil
+}
+
+// callEngineWorkers calls cpex_engine_workers: Where the manager's engine runs. The invokes, background waits and frees of a manager with engine workers never enter this process's Python runtime, so a host may make them from many threads at once without queueing them itself. Since ABI 1.3.
+func callEngineWorkers(manager *C.cpex_manager) (int, error) {
+	var outCount C.size_t
+	var errMsg *C.char
+	status := C.cpex_engine_workers(manager, &outCount, &errMsg)
+	if int32(status) != codeOk {
+		return 0, newError(int32(status), takeMessage(errMsg))
+	}
+	return int(outCount), nil
 }
 
 // callInvoke calls cpex_invoke: Runs the plugins of a hook over a payload. A result nobody changed (every plugin let the call continue; no modified payload or extensions, no errors, metadata, retry delay or HTTP headers) is exactly the unchanged result of its payload type, whose bytes cpex.h lists with cpex_invoke: hosts may compare out_result with them instead of decoding it.

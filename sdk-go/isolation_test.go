@@ -71,7 +71,7 @@ func workerChildren() []string {
 		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
 		s := string(stat)
 		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(fields) > 1 && fields[1] == strconv.Itoa(os.Getpid()) && strings.Contains(string(cmdline), "cpexrt.engine.worker") {
+		if len(fields) > 1 && fields[1] == strconv.Itoa(os.Getpid()) && (strings.Contains(string(cmdline), "cpexrt.engine.worker") || strings.Contains(string(cmdline), "cpexrt._boundary.engine_worker")) {
 			found = append(found, e.Name()+":"+fields[0])
 		}
 	}

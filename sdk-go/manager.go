@@ -46,6 +46,10 @@ type managerState struct {
 	// the library's shutdown delivered its last record.
 	sinkMu sync.Mutex
 	sink   *decisionSink
+	// engineWorkers: the manager's engine runs in worker processes
+	// (plugin_settings.engine_workers), so its invokes skip the lane: they never
+	// enter this process's Python.
+	engineWorkers atomic.Bool
 }
 
 // releaseSink forgets the decision sink once the manager is shut down.
@@ -125,7 +129,27 @@ func NewPluginManager(yaml string, opts ...Option) (*PluginManager, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newManager(h, opts), nil
+	m := newManager(h, opts)
+	m.noteEngineWorkers(h)
+	return m, nil
+}
+
+// noteEngineWorkers records, after a config was loaded, whether the manager's engine
+// runs in worker processes.
+func (m *PluginManager) noteEngineWorkers(h *C.cpex_manager) {
+	n, err := callEngineWorkers(h)
+	m.state.engineWorkers.Store(err == nil && n > 0)
+}
+
+// EngineWorkers is the number of worker processes the manager's engine runs in
+// (plugin_settings.engine_workers), 0 when it runs in this process. Since ABI 1.3.
+func (m *PluginManager) EngineWorkers() (int, error) {
+	h, leave, err := m.enter("EngineWorkers")
+	if err != nil {
+		return 0, err
+	}
+	defer leave()
+	return callEngineWorkers(h)
 }
 
 // check refuses a nil or zero-value manager (one not created by NewPluginManager or
@@ -148,6 +172,17 @@ func (m *PluginManager) enter(op string) (*C.cpex_manager, func(), error) {
 
 // enterContext is enter, giving up when goctx ends while waiting.
 func (m *PluginManager) enterContext(goctx context.Context, op string) (*C.cpex_manager, func(), error) {
+	return m.enterWith(goctx, op, true)
+}
+
+// enterCall is enterContext for an invoke: a manager whose engine runs in worker
+// processes answers it without entering Python (ffi/remote.c), so it skips the lane
+// and calls run side by side.
+func (m *PluginManager) enterCall(goctx context.Context, op string) (*C.cpex_manager, func(), error) {
+	return m.enterWith(goctx, op, m.state == nil || !m.state.engineWorkers.Load())
+}
+
+func (m *PluginManager) enterWith(goctx context.Context, op string, useLane bool) (*C.cpex_manager, func(), error) {
 	if err := m.check(op); err != nil {
 		return nil, nil, err
 	}
@@ -160,6 +195,9 @@ func (m *PluginManager) enterContext(goctx context.Context, op string) (*C.cpex_
 	if ref == nil {
 		<-m.sem
 		return nil, nil, &Error{Code: codeInvalidHandle, Message: op + ": the manager was shut down"}
+	}
+	if !useLane {
+		return ref.p, func() { <-m.sem }, nil
 	}
 	leaveLane, err := enterLane(goctx, op)
 	if err != nil {
@@ -192,7 +230,11 @@ func (m *PluginManager) LoadConfig(yaml string) error {
 		return err
 	}
 	defer leave()
-	return callLoadConfig(h, yaml)
+	if err := callLoadConfig(h, yaml); err != nil {
+		return err
+	}
+	m.noteEngineWorkers(h)
+	return nil
 }
 
 // LoadConfigFile loads the YAML config file at path (see LoadConfig); the library
@@ -205,7 +247,11 @@ func (m *PluginManager) LoadConfigFile(path string) error {
 		return err
 	}
 	defer leave()
-	return callLoadConfigFile(h, path)
+	if err := callLoadConfigFile(h, path); err != nil {
+		return err
+	}
+	m.noteEngineWorkers(h)
+	return nil
 }
 
 // ReloadConfig swaps the plugins of the running (initialized) manager for those of a
@@ -433,7 +479,7 @@ func (m *PluginManager) invoke(goctx context.Context, op, hook string, payloadTy
 		ctx.giveBack(ctxHandle)
 		return nil, nil, nil, err
 	}
-	h, leave, err := m.enterContext(goctx, op)
+	h, leave, err := m.enterCall(goctx, op)
 	if err != nil {
 		in.release()
 		ctx.giveBack(ctxHandle)

@@ -126,6 +126,13 @@ var managerCalls = map[string]managerCall{
 		}
 		return err
 	},
+	"EngineWorkers": func(m *PluginManager) error {
+		n, err := m.EngineWorkers()
+		if n != 0 {
+			return fmt.Errorf("EngineWorkers = %d", n)
+		}
+		return err
+	},
 	"IsInitialized": func(m *PluginManager) error {
 		ok, err := m.IsInitialized()
 		if ok {

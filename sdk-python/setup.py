@@ -35,6 +35,7 @@ NATIVE_FILES = [
     "codegen/schema/abi.yaml",
     "ffi/runtime.c",
     "ffi/fastpath.c",
+    "ffi/remote.c",
     "ffi/generated/shims.c",
     "ffi/generated/unchanged_result.c",
     "ffi/generated/embedding_api.h",

@@ -41,6 +41,12 @@ type figures map[string]float64
 var inflight = flag.Int("inflight", cpex.DefaultMaxInFlight, "calls in flight (WithMaxInFlight)")
 
 func manager(examples string) *cpex.PluginManager {
+	return managerWith(examples, 0)
+}
+
+// managerWith is the demo pipeline's manager; with engine workers (workers > 0) its
+// engine runs in that many processes (plugin_settings.engine_workers).
+func managerWith(examples string, workers int) *cpex.PluginManager {
 	m, err := cpex.NewPluginManagerDefault(cpex.WithMaxInFlight(*inflight))
 	if err != nil {
 		log.Fatal(err)
@@ -50,6 +56,12 @@ func manager(examples string) *cpex.PluginManager {
 		log.Fatal(err)
 	}
 	text := strings.Replace(string(cfg), "plugin_dirs: [../plugins]", fmt.Sprintf("plugin_dirs: [%q]", filepath.Join(examples, "plugins")), 1)
+	if workers > 0 {
+		text = strings.Replace(text, "plugin_settings:\n", fmt.Sprintf("plugin_settings:\n  engine_workers: %d\n", workers), 1)
+		if !strings.Contains(text, "engine_workers") {
+			log.Fatal("generic.yaml has no plugin_settings section to add engine_workers to")
+		}
+	}
 	if err := m.LoadConfig(text); err != nil {
 		log.Fatal(err)
 	}
@@ -337,6 +349,18 @@ func main() {
 	_ = pii.Shutdown()
 	out["go_1_throughput"], _, _ = concurrent(m, 1, *n)
 	out["go_8_throughput"], out["go_8_p50"], out["go_8_p99"] = concurrent(m, 8, *n)
+	// The engine in one worker process per core (plugin_settings.engine_workers).
+	cores := runtime.NumCPU()
+	workers := managerWith(dir, cores)
+	for i := 0; i < 2000; i++ {
+		pipeline(workers)
+	}
+	s = samples(*n, func() { pipeline(workers) })
+	out["go_workers_pipeline_p50"], out["go_workers_pipeline_p99"] = pct(s, 50), pct(s, 99)
+	out["go_workers_1_throughput"], _, _ = concurrent(workers, 1, *n)
+	out["go_workers_8_throughput"], out["go_workers_8_p50"], out["go_workers_8_p99"] = concurrent(workers, 8, *n)
+	out["cores"] = float64(cores)
+	_ = workers.Shutdown()
 
 	self, err := os.Executable()
 	if err != nil {

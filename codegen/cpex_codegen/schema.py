@@ -123,6 +123,10 @@ class Function(Strict):
     # A C function cpex__fast_<name> (ffi/) may answer the call before Python is
     # entered; it returns CPEX__DECLINED to let Python answer.
     fast_path: bool = False
+    # A C function cpex__remote_<name> (ffi/remote.c) answers the call for a manager
+    # running engine workers (or a handle they issued), after the fast path; it returns
+    # CPEX__DECLINED for everything else.
+    remote: bool = False
 
     @model_validator(mode="after")
     def _returns(self) -> Function:

@@ -15,6 +15,7 @@ int cpexpy_plugin_count(uintptr_t manager, size_t *out_count, char **err_msg);
 int cpexpy_plugin_names(uintptr_t manager, uint8_t **out_names, size_t *out_names_len, char **err_msg);
 int cpexpy_plugin_stats(uintptr_t manager, uint8_t **out_stats, size_t *out_stats_len, char **err_msg);
 int cpexpy_is_initialized(uintptr_t manager, int *out_initialized, char **err_msg);
+int cpexpy_engine_workers(uintptr_t manager, size_t *out_count, char **err_msg);
 int cpexpy_invoke(uintptr_t manager, const char *hook, size_t hook_len, uint8_t payload_type, const uint8_t *payload, size_t payload_len, const uint8_t *extensions, size_t extensions_len, uintptr_t context, uint8_t **out_result, size_t *out_result_len, uintptr_t *out_context, uintptr_t *out_background, char **err_msg);
 int cpexpy_invoke_request(uintptr_t manager, const char *hook, size_t hook_len, uint8_t payload_type, const uint8_t *payload, size_t payload_len, const uint8_t *extensions, size_t extensions_len, const uint8_t *request, size_t request_len, uintptr_t context, uint8_t **out_result, size_t *out_result_len, uintptr_t *out_context, uintptr_t *out_background, char **err_msg);
 int cpexpy_invoke_with(uintptr_t manager, const char *hook, size_t hook_len, uint8_t payload_type, const uint8_t *payload, size_t payload_len, const uint8_t *extensions, size_t extensions_len, const uint8_t *request, size_t request_len, const uint8_t *options, size_t options_len, uintptr_t context, uint8_t **out_result, size_t *out_result_len, uintptr_t *out_context, uintptr_t *out_background, char **err_msg);

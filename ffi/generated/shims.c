@@ -197,6 +197,22 @@ cpex_status cpex_is_initialized(cpex_manager *manager, int *out_initialized, cha
     return rc;
 }
 
+cpex_status cpex_engine_workers(cpex_manager *manager, size_t *out_count, char **err_msg)
+{
+    int rc;
+    if (err_msg != NULL) *err_msg = NULL;
+    if (out_count == NULL)
+        return cpex__fail(err_msg, CPEX_ERR_INVALID_INPUT, "cpex_engine_workers: out_count must not be NULL");
+    *out_count = 0;
+    if (manager == NULL)
+        return cpex__fail(err_msg, CPEX_ERR_INVALID_HANDLE, "cpex_engine_workers: manager handle is NULL");
+    rc = cpex__runtime_ready(err_msg);
+    if (rc != CPEX_OK)
+        return rc;
+    rc = cpex__status_of(cpexpy_engine_workers((uintptr_t)manager, out_count, err_msg), "cpex_engine_workers", err_msg);
+    return rc;
+}
+
 cpex_status cpex_invoke(cpex_manager *manager, const char *hook, size_t hook_len, uint8_t payload_type, const uint8_t *payload, size_t payload_len, const uint8_t *extensions, size_t extensions_len, cpex_context *context, uint8_t **out_result, size_t *out_result_len, cpex_context **out_context, cpex_background **out_background, char **err_msg)
 {
     uintptr_t tok_out_context = 0;
@@ -225,6 +241,9 @@ cpex_status cpex_invoke(cpex_manager *manager, const char *hook, size_t hook_len
     if (rc != CPEX_OK)
         return rc;
     rc = cpex__fast_invoke(manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, context, out_result, out_result_len, out_context, out_background, err_msg);
+    if (rc != CPEX__DECLINED)
+        return rc;
+    rc = cpex__remote_invoke(manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, context, out_result, out_result_len, out_context, out_background, err_msg);
     if (rc != CPEX__DECLINED)
         return rc;
     rc = cpex__status_of(cpexpy_invoke((uintptr_t)manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, (uintptr_t)context, out_result, out_result_len, &tok_out_context, &tok_out_background, err_msg), "cpex_invoke", err_msg);
@@ -267,6 +286,9 @@ cpex_status cpex_invoke_request(cpex_manager *manager, const char *hook, size_t 
     rc = cpex__fast_invoke_request(manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, request, request_len, context, out_result, out_result_len, out_context, out_background, err_msg);
     if (rc != CPEX__DECLINED)
         return rc;
+    rc = cpex__remote_invoke_request(manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, request, request_len, context, out_result, out_result_len, out_context, out_background, err_msg);
+    if (rc != CPEX__DECLINED)
+        return rc;
     rc = cpex__status_of(cpexpy_invoke_request((uintptr_t)manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, request, request_len, (uintptr_t)context, out_result, out_result_len, &tok_out_context, &tok_out_background, err_msg), "cpex_invoke_request", err_msg);
     if (rc == CPEX_OK)
         *out_context = (cpex_context *)tok_out_context;
@@ -306,6 +328,9 @@ cpex_status cpex_invoke_with(cpex_manager *manager, const char *hook, size_t hoo
     rc = cpex__runtime_ready(err_msg);
     if (rc != CPEX_OK)
         return rc;
+    rc = cpex__remote_invoke_with(manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, request, request_len, options, options_len, context, out_result, out_result_len, out_context, out_background, err_msg);
+    if (rc != CPEX__DECLINED)
+        return rc;
     rc = cpex__status_of(cpexpy_invoke_with((uintptr_t)manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, request, request_len, options, options_len, (uintptr_t)context, out_result, out_result_len, &tok_out_context, &tok_out_background, err_msg), "cpex_invoke_with", err_msg);
     if (rc == CPEX_OK)
         *out_context = (cpex_context *)tok_out_context;
@@ -327,6 +352,9 @@ cpex_status cpex_wait_background(cpex_background *background, uint8_t **out_erro
     rc = cpex__runtime_ready(err_msg);
     if (rc != CPEX_OK)
         return rc;
+    rc = cpex__remote_wait_background(background, out_errors, out_errors_len, err_msg);
+    if (rc != CPEX__DECLINED)
+        return rc;
     rc = cpex__status_of(cpexpy_wait_background((uintptr_t)background, out_errors, out_errors_len, err_msg), "cpex_wait_background", err_msg);
     return rc;
 }
@@ -340,6 +368,9 @@ cpex_status cpex_free_background(cpex_background *background, char **err_msg)
     rc = cpex__runtime_ready(err_msg);
     if (rc != CPEX_OK)
         return rc;
+    rc = cpex__remote_free_background(background, err_msg);
+    if (rc != CPEX__DECLINED)
+        return rc;
     rc = cpex__status_of(cpexpy_free_background((uintptr_t)background, err_msg), "cpex_free_background", err_msg);
     return rc;
 }
@@ -352,6 +383,9 @@ cpex_status cpex_free_context(cpex_context *context, char **err_msg)
         return cpex__fail(err_msg, CPEX_ERR_INVALID_HANDLE, "cpex_free_context: context handle is NULL");
     rc = cpex__runtime_ready(err_msg);
     if (rc != CPEX_OK)
+        return rc;
+    rc = cpex__remote_free_context(context, err_msg);
+    if (rc != CPEX__DECLINED)
         return rc;
     rc = cpex__status_of(cpexpy_free_context((uintptr_t)context, err_msg), "cpex_free_context", err_msg);
     return rc;

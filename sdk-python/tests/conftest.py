@@ -46,7 +46,7 @@ def workers_of_this_process() -> list[tuple[int, str]]:
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == os.getpid() and b"cpexrt.engine.worker" in cmdline:
+        if int(fields[1]) == os.getpid() and (b"cpexrt.engine.worker" in cmdline or b"cpexrt._boundary.engine_worker" in cmdline):
             found.append((int(entry), fields[0]))
     return found
 

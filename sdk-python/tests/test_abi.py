@@ -143,7 +143,7 @@ def test_error_message_pointer_may_be_null(library: Library) -> None:
 
 
 def test_build_info_and_version(library: Library) -> None:
-    assert library.lib.cpex_abi_version() == 1 << 16 | 2
+    assert library.lib.cpex_abi_version() == 1 << 16 | 3
     assert set(library.build_info) == {"abi", "layout", "python_version", "python_prefix", "python_executable"}
     assert library.build_info["layout"] == "checkout"
 

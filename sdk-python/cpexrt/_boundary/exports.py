@@ -8,6 +8,8 @@ status after writing a message to *err_msg. Outputs are written only on success.
 from __future__ import annotations
 
 import functools
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -61,15 +63,7 @@ class Exports:
     def _decode(self, data: bytes, what: str, entries: int) -> Any:
         """A host's MessagePack map, decoded once the C checker of the fast path took it
         (ffi/fastpath.c): what it refuses, Python refuses too, naming the problem."""
-        if self.lib.cpexrt_plain_map(data, len(data), entries):
-            return unpack(data, what, entries)
-        value = unpack(data, what, entries)  # raises, naming what is wrong, in most cases
-        if not isinstance(value, dict):
-            return value  # the engine names the wrong shape
-        raise InvalidInputError(
-            f"{what}: nested more than {_MAX_DEPTH} levels deep, holds a MessagePack extension type (a timestamp, "
-            "say) or a map key that is not a string; none of these can reach every host"
-        )
+        return decode_checked(data, what, entries, bool(self.lib.cpexrt_plain_map(data, len(data), entries)))
 
     def _manager(self, token: int, what: str) -> Engine:
         manager: Engine = HANDLES.get(Kind.MANAGER, token, what)
@@ -92,7 +86,7 @@ class Exports:
 
     # -- the functions ----------------------------------------------------------------
 
-    def _publish(self, token: int, manager: Engine, settled: bool, create: bool = False) -> None:
+    def _publish(self, token: int, manager: Any, settled: bool, create: bool = False) -> None:
         """Tells the C fast path which hooks have plugins (see ffi/fastpath.c). The
         engine calls it (Engine.observe) under the lock that orders its changes:
         settled False right before a reload swaps the plugins, when every call must
@@ -124,7 +118,35 @@ class Exports:
         out_manager[0] = self._issue_manager(Engine())
 
     def manager_new_from_yaml(self, yaml: Any, yaml_len: int, out_manager: Any) -> None:
-        out_manager[0] = self._issue_manager(Engine.from_yaml(self._text(yaml, yaml_len, "yaml")))
+        text = self._text(yaml, yaml_len, "yaml")
+        engine = Engine()
+        token = self._issue_manager(engine)
+        try:
+            self._load(token, engine, text, None)
+        except BaseException:
+            HANDLES.take(Kind.MANAGER, token, "manager")
+            self.lib.cpexrt_publish_hooks(token, -1, 0, b"", 0, 0, 0, 0)
+            raise
+        out_manager[0] = token
+
+    def _load(self, token: int, manager: Any, text: str, base_dir: str | None) -> None:
+        """load_config, or the start of the manager's engine workers when the config
+        asks for them (plugin_settings.engine_workers; cpexrt._boundary.remote)."""
+        if type(manager) is Engine and "engine_workers" not in text:
+            manager.load_config(text, base_dir)  # the common case: nothing more to parse
+            return
+        from cpexrt._boundary import remote
+
+        if isinstance(manager, remote.RemoteEngine) or not remote.wanted(text):
+            manager.load_config(text, base_dir)
+            return
+        manager._check_alive("load_config")
+        if manager.is_initialized():
+            manager.load_config(text, base_dir)  # refused, with the engine's words
+        workers = remote.RemoteEngine.start(self, token, manager, text, base_dir, remote.wanted(text))
+        HANDLES.replace(Kind.MANAGER, token, workers)
+        workers.observe(functools.partial(self._publish, token))
+        self._publish(token, workers, True)
 
     def register_factory(self, manager: int, kind: Any, kind_len: int, target: Any, target_len: int) -> None:
         self._manager(manager, "manager").register_factory(
@@ -135,10 +157,15 @@ class Exports:
     # _issue_manager) when load_config, initialize or a reload change it.
 
     def load_config(self, manager: int, yaml: Any, yaml_len: int) -> None:
-        self._manager(manager, "manager").load_config(self._text(yaml, yaml_len, "yaml"))
+        self._load(manager, self._manager(manager, "manager"), self._text(yaml, yaml_len, "yaml"), None)
 
     def load_config_file(self, manager: int, path: Any, path_len: int) -> None:
-        self._manager(manager, "manager").load_config_file(self._text(path, path_len, "path"))
+        from cpexrt.engine.manager import _read_config_file
+
+        path_text = self._text(path, path_len, "path")
+        mgr = self._manager(manager, "manager")
+        text = _read_config_file(path_text)
+        self._load(manager, mgr, text, os.path.dirname(os.path.abspath(path_text)))
 
     def reload_config(self, manager: int, yaml: Any, yaml_len: int) -> None:
         self._manager(manager, "manager").reload_config(self._text(yaml, yaml_len, "yaml"))
@@ -173,6 +200,11 @@ class Exports:
         data = pack(self._manager(manager, "manager").plugin_stats(), "plugin stats")
         out_stats[0] = self._copy_out(data)
         out_stats_len[0] = len(data)
+
+    def engine_workers(self, manager: int, out_count: Any) -> None:
+        mgr = self._manager(manager, "manager")
+        remote = sys.modules.get("cpexrt._boundary.remote")  # imported when a manager first started workers
+        out_count[0] = mgr.count if remote is not None and isinstance(mgr, remote.RemoteEngine) else 0
 
     def is_initialized(self, manager: int, out_initialized: Any) -> None:
         out_initialized[0] = int(self._manager(manager, "manager").is_initialized())
@@ -293,6 +325,7 @@ class Exports:
     def set_log_sink(self, callback: Any, user_data: Any, min_level: int) -> None:
         if callback == self.ffi.NULL:
             LOG_FORWARDER.set_sink(None, 0)
+            self._log_level_changed()
             return
         if not 0 < min_level <= 50:
             raise InvalidInputError(
@@ -300,6 +333,13 @@ class Exports:
                 "or 50 (critical)"
             )
         LOG_FORWARDER.set_sink(CallbackSink(self.ffi, callback, user_data), min_level)
+        self._log_level_changed()
+
+    @staticmethod
+    def _log_level_changed() -> None:
+        remote = sys.modules.get("cpexrt._boundary.remote")
+        if remote is not None:
+            remote.log_level_changed()  # engine workers log at the host's level
 
     def set_decision_sink(self, manager: int, callback: Any, user_data: Any) -> None:
         mgr = self._manager(manager, "manager")
@@ -307,9 +347,26 @@ class Exports:
 
     def live_handles(self, out_managers: Any, out_contexts: Any, out_backgrounds: Any) -> None:
         counts = HANDLES.counts()
+        # and those issued by ffi/remote.c for managers running engine workers
+        remote_contexts, remote_backgrounds = self.ffi.new("size_t *"), self.ffi.new("size_t *")
+        self.lib.cpexrt_remote_counts(remote_contexts, remote_backgrounds)
         out_managers[0] = counts.get(Kind.MANAGER, 0)
-        out_contexts[0] = counts.get(Kind.CONTEXT, 0)
-        out_backgrounds[0] = counts.get(Kind.BACKGROUND, 0)
+        out_contexts[0] = counts.get(Kind.CONTEXT, 0) + remote_contexts[0]
+        out_backgrounds[0] = counts.get(Kind.BACKGROUND, 0) + remote_backgrounds[0]
+
+
+def decode_checked(data: bytes, what: str, entries: int, plain: bool) -> Any:
+    """A host's MessagePack map: plain when the C checker (ffi/fastpath.c) took the
+    bytes; else what it refuses is refused here too, naming the problem."""
+    if plain:
+        return unpack(data, what, entries)
+    value = unpack(data, what, entries)  # raises, naming what is wrong, in most cases
+    if not isinstance(value, dict):
+        return value  # the engine names the wrong shape
+    raise InvalidInputError(
+        f"{what}: nested more than {_MAX_DEPTH} levels deep, holds a MessagePack extension type (a timestamp, "
+        "say) or a map key that is not a string; none of these can reach every host"
+    )
 
 
 def _check_size(what: str, size: int, limit: int, setting: str) -> None:

@@ -59,6 +59,14 @@ class HandleTable(Generic[T]):
             raise InvalidHandleError(self._why(kind, token, what))
         return entry[1]
 
+    def replace(self, kind: Kind, token: int, obj: Any) -> None:
+        """Puts obj behind a live token (its owner too): a manager whose engine moved
+        into engine workers (cpexrt._boundary.remote)."""
+        entry = self._entries.get(token)
+        if entry is None or entry[0] is not kind:
+            raise InvalidHandleError(self._why(kind, token, "replace"))
+        self._entries[token] = (kind, obj, obj)
+
     def discard(self, kind: Kind, token: int) -> None:
         """Removes the handle if it is still there (it may have been freed meanwhile)."""
         entry = self._entries.get(token)

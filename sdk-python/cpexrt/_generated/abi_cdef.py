@@ -23,6 +23,7 @@ cpex_status cpex_plugin_count(cpex_manager *manager, size_t *out_count, char **e
 cpex_status cpex_plugin_names(cpex_manager *manager, uint8_t **out_names, size_t *out_names_len, char **err_msg);
 cpex_status cpex_plugin_stats(cpex_manager *manager, uint8_t **out_stats, size_t *out_stats_len, char **err_msg);
 cpex_status cpex_is_initialized(cpex_manager *manager, int *out_initialized, char **err_msg);
+cpex_status cpex_engine_workers(cpex_manager *manager, size_t *out_count, char **err_msg);
 cpex_status cpex_invoke(cpex_manager *manager, const char *hook, size_t hook_len, uint8_t payload_type, const uint8_t *payload, size_t payload_len, const uint8_t *extensions, size_t extensions_len, cpex_context *context, uint8_t **out_result, size_t *out_result_len, cpex_context **out_context, cpex_background **out_background, char **err_msg);
 cpex_status cpex_invoke_request(cpex_manager *manager, const char *hook, size_t hook_len, uint8_t payload_type, const uint8_t *payload, size_t payload_len, const uint8_t *extensions, size_t extensions_len, const uint8_t *request, size_t request_len, cpex_context *context, uint8_t **out_result, size_t *out_result_len, cpex_context **out_context, cpex_background **out_background, char **err_msg);
 cpex_status cpex_invoke_with(cpex_manager *manager, const char *hook, size_t hook_len, uint8_t payload_type, const uint8_t *payload, size_t payload_len, const uint8_t *extensions, size_t extensions_len, const uint8_t *request, size_t request_len, const uint8_t *options, size_t options_len, cpex_context *context, uint8_t **out_result, size_t *out_result_len, cpex_context **out_context, cpex_background **out_background, char **err_msg);
@@ -50,6 +51,7 @@ PYTHON_FUNCTIONS: tuple[str, ...] = (
     'plugin_names',
     'plugin_stats',
     'is_initialized',
+    'engine_workers',
     'invoke',
     'invoke_request',
     'invoke_with',

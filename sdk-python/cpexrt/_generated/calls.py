@@ -160,6 +160,17 @@ def is_initialized(library: Library, manager: Any) -> bool:
     return bool(out_initialized[0])
 
 
+def engine_workers(library: Library, manager: Any) -> int:
+    """Calls cpex_engine_workers: Where the manager's engine runs. The invokes, background waits and frees of a manager with engine workers never enter this process's Python runtime, so a host may make them from many threads at once without queueing them itself. Since ABI 1.3."""
+    ffi = library.ffi
+    out_count = ffi.new("size_t *")
+    err_msg = ffi.new("char **")
+    status = library.lib.cpex_engine_workers(manager, out_count, err_msg)
+    if status:
+        library.check(status, err_msg)
+    return int(out_count[0])
+
+
 def invoke(library: Library, scratch: Scratch, manager: Any, hook: bytes, payload_type: int, payload: bytes, extensions: bytes, context: Any) -> tuple[bytes, Any, Any]:
     """Calls cpex_invoke: Runs the plugins of a hook over a payload. A result nobody changed (every plugin let the call continue; no modified payload or extensions, no errors, metadata, retry delay or HTTP headers) is exactly the unchanged result of its payload type, whose bytes cpex.h lists with cpex_invoke: hosts may compare out_result with them instead of decoding it."""
     err_msg = scratch.err_msg

@@ -83,6 +83,12 @@ class PluginSettings(_Strict):
     invoke_timeout: float = Field(default=60.0, gt=0, description="seconds a whole invoke may run")
     plugin_dirs: list[str] = Field(default_factory=_new_list)
     route_cache_size: int = Field(default=1024, ge=0)
+    engine_workers: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="processes the engine of a libcpex manager runs in, so that calls run in parallel (0: in the host)",
+    )
     max_payload_bytes: int = Field(default=MAX_PAYLOAD_BYTES, ge=1, description="largest payload accepted or returned, encoded")
     max_extensions_bytes: int = Field(
         default=MAX_EXTENSIONS_BYTES, ge=1, description="largest extensions map accepted or returned, encoded"

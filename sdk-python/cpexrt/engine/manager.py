@@ -172,6 +172,9 @@ class Engine:
         self._observer: Callable[[Engine, bool], None] | None = None
         self.global_state: dict[str, Any] = {}
         self.decisions = DecisionLog()
+        # True in an engine worker (cpexrt._boundary.engine_worker): the config's
+        # engine_workers is the pool this engine serves in, not a request to start one.
+        self.engine_worker = False
 
     @classmethod
     def from_yaml(cls, text: str) -> Engine:
@@ -217,6 +220,12 @@ class Engine:
         its decision_records.file (taken into use by _use)."""
         try:
             config = parse_config(text)
+            if config.plugin_settings.engine_workers and not self.engine_worker:
+                raise ConfigError(
+                    "plugin_settings.engine_workers: engine workers are started by a manager of libcpex (Go, C, "
+                    "cpexrt.host) when it loads a config; this engine runs in its own process (cpexrt.engine.Engine, "
+                    "or a reload of a manager that started without them)"
+                )
             add_plugin_dirs(config.plugin_settings.plugin_dirs, base_dir)
             loaded = PluginSet(config, [self._instantiate(i, config) for i in range(len(config.plugins))])
             opened = self.decisions.open_file(config.decision_records.file, base_dir)

@@ -359,6 +359,12 @@ class PluginManager:
     def is_initialized(self) -> bool:
         return calls.is_initialized(self._library, self._live("is_initialized"))
 
+    def engine_workers(self) -> int:
+        """How many worker processes run this manager's engine
+        (plugin_settings.engine_workers), 0 when it runs in this process. Its invokes
+        then run in parallel from many threads (the GIL is released meanwhile)."""
+        return calls.engine_workers(self._library, self._live("engine_workers"))
+
     @overload
     def invoke(
         self,
