@@ -220,7 +220,7 @@ func processCPU() time.Duration {
 // cpuPerCall prints the demo pipeline's process CPU and wall time per call (minimum
 // and median over batches of 500 calls): the whole process's CPU, the runtime's
 // threads included, which a noisy machine's wall clock hides.
-func cpuPerCall(m *cpex.PluginManager, calls int, label string) {
+func cpuPerCall(m *cpex.PluginManager, pipeline func(*cpex.PluginManager), calls int, label string) {
 	for i := 0; i < 2000; i++ {
 		pipeline(m)
 	}
@@ -271,6 +271,7 @@ func main() {
 	long := flag.Int("long", 0, "invokes of the long run (RSS growth, handles left), in a fresh process; 0 skips it")
 	cpuCalls := flag.Int("cpu", 0, "only the demo pipeline's process CPU per call over this many calls, in batches of 500 (an A/B of two builds, run alternately)")
 	label := flag.String("label", "", "with -cpu: the label printed before the figures")
+	cpuCMF := flag.Bool("cmf", false, "with -cpu: the CMF demo pipeline (examples/configs/cmf.yaml) instead of the generic one")
 	longOnly := flag.Bool("longrun", false, "internal: only the long run of -long invokes, in this process, printed as JSON")
 	examples := flag.String("examples", "../examples", "the examples directory (configs, plugins)")
 	cold := flag.Bool("cold", false, "internal: start, invoke once, print the elapsed time since -t0")
@@ -294,8 +295,14 @@ func main() {
 		return
 	}
 	if *cpuCalls > 0 {
+		if *cpuCMF {
+			m := fileManager(filepath.Join(dir, "configs", "cmf.yaml"))
+			cpuPerCall(m, cmfPipeline, *cpuCalls, *label)
+			_ = m.Shutdown()
+			return
+		}
 		m := manager(dir)
-		cpuPerCall(m, *cpuCalls, *label)
+		cpuPerCall(m, pipeline, *cpuCalls, *label)
 		_ = m.Shutdown()
 		return
 	}

@@ -42,6 +42,15 @@ def _is_empty(value: Any) -> bool:
 
 
 def to_wire_value(value: Any) -> Any:
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    plain = _PLAIN
+    # Exact lists and dicts first (the common case), their scalars taken as they are.
+    if kind is list:
+        return [v if type(v) in plain else to_wire_value(v) for v in value]
+    if kind is dict:
+        return {k: v if type(v) in plain else to_wire_value(v) for k, v in value.items()}
     if isinstance(value, WireRecord):
         return value.to_wire()
     if isinstance(value, list):
@@ -60,8 +69,17 @@ class WireRecord(BaseModel):
     WIRE: ClassVar[tuple[WireField, ...]] = ()
 
     def to_wire(self) -> dict[str, Any]:
-        out = self.wire_from(**{f.name: getattr(self, f.name) for f in self.WIRE})
-        out.update(self.model_extra or {})
+        # The fields' values straight from the instance dict (a validated record has
+        # them all); getattr's answer, an error for a missing one, otherwise.
+        d = self.__dict__
+        try:
+            values = {f.name: d[f.name] for f in self.WIRE}
+        except KeyError:
+            values = {f.name: getattr(self, f.name) for f in self.WIRE}
+        out = self.wire_from(**values)
+        extra = self.__pydantic_extra__
+        if extra:
+            out.update(extra)
         return out
 
     @classmethod
@@ -156,33 +174,51 @@ def _cloner(cls: type[WireRecord]) -> Callable[[Any], Any]:
     cloners = _CLONERS
     new, set_dict, set_fields_set, set_extra, set_private = _new, _set_dict, _set_fields_set, _set_extra, _set_private
 
-    def clone_record(o: Any) -> Any:
-        d = o.__dict__.copy()
-        for name in mutable:
-            v = d.get(name)
-            kind = type(v)
-            if kind in plain:
-                continue
+    # The function's source, with the mutable fields spelled out (no loop over their
+    # names, one lookup each): made once per class.
+    lines = ["def clone_record(o):", "    d = o.__dict__.copy()"]
+    for name in mutable:
+        lines += [
+            f"    v = d.get({name!r})",
+            "    kind = type(v)",
+            "    if kind not in plain:",
             # A list of records and a record are the common cases: their records' copy
             # functions are called directly (clone() makes one the first time).
-            if kind is list:
-                d[name] = [x if type(x) in plain else (cloners.get(type(x)) or clone)(x) for x in v]
-            else:
-                d[name] = (cloners.get(kind) or clone)(v)
-        if len(d) != count:
-            # Entries other than the fields (a content part's raw map), copied deep.
-            for key, v in d.items():
-                if key not in fields and type(v) not in plain:
-                    d[key] = clone(v)
-        n = new(cls)
-        set_dict(n, d)
-        set_fields_set(n, set(o.__pydantic_fields_set__))
-        e = o.__pydantic_extra__
-        set_extra(n, clone(e) if e else e if e is None else {})
-        p = o.__pydantic_private__
-        set_private(n, clone(p) if p else p)
-        return n
-
+            "        if kind is list:",
+            f"            d[{name!r}] = [x if type(x) in plain else (cloners.get(type(x)) or clone)(x) for x in v]",
+            "        else:",
+            f"            d[{name!r}] = (cloners.get(kind) or clone)(v)",
+        ]
+    lines += [
+        "    if len(d) != count:",
+        # Entries other than the fields (a content part's raw map), copied deep.
+        "        for key, v in d.items():",
+        "            if key not in fields and type(v) not in plain:",
+        "                d[key] = clone(v)",
+        "    n = new(cls)",
+        "    set_dict(n, d)",
+        "    set_fields_set(n, o.__pydantic_fields_set__.copy())",
+        "    e = o.__pydantic_extra__",
+        "    set_extra(n, clone(e) if e else e if e is None else {})",
+        "    p = o.__pydantic_private__",
+        "    set_private(n, clone(p) if p else p)",
+        "    return n",
+    ]
+    scope: dict[str, Any] = {
+        "plain": plain,
+        "cloners": cloners,
+        "clone": clone,
+        "count": count,
+        "fields": fields,
+        "cls": cls,
+        "new": new,
+        "set_dict": set_dict,
+        "set_fields_set": set_fields_set,
+        "set_extra": set_extra,
+        "set_private": set_private,
+    }
+    exec("\n".join(lines), scope)  # noqa: S102 - our own source, from the class's field names
+    clone_record: Callable[[Any], Any] = scope["clone_record"]
     return clone_record
 
 
