@@ -27,9 +27,7 @@ _ALLOW = PluginResult()
 _new = object.__new__
 
 
-def _result(
-    continue_processing: bool, violation: Any, payload: Any, extensions: Any, metadata: dict[str, Any]
-) -> PluginResult:
+def _result(continue_processing: bool, violation: Any, payload: Any, extensions: Any, metadata: dict[str, Any]) -> PluginResult:
     """PluginResult(...) with these fields and the rest at their defaults, its instance
     dict filled at once (the frozen dataclass's __init__ sets each field by a call)."""
     result: PluginResult = _new(PluginResult)

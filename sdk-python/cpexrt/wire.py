@@ -217,7 +217,7 @@ def _cloner(cls: type[WireRecord]) -> Callable[[Any], Any]:
         "set_extra": set_extra,
         "set_private": set_private,
     }
-    exec("\n".join(lines), scope)  # noqa: S102 - our own source, from the class's field names
+    exec("\n".join(lines), scope)  # our own source, from the class's field names
     clone_record: Callable[[Any], Any] = scope["clone_record"]
     return clone_record
 
