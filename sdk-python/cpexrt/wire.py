@@ -60,6 +60,37 @@ def to_wire_value(value: Any) -> Any:
     return value
 
 
+# How each field of a record class goes on the wire, computed once per class: its
+# name and 0 (always), 1 (optional: omitted when empty) or 2 (pointer: omitted only
+# when absent); and the set of the names.
+_PLANS: dict[type, tuple[tuple[tuple[str, int], ...], frozenset[str]]] = {}
+_ALWAYS, _OMIT_EMPTY, _OMIT_NONE = 0, 1, 2
+
+
+def _plan(cls: Any) -> tuple[tuple[tuple[str, int], ...], frozenset[str]]:
+    fields = tuple((f.name, _OMIT_NONE if f.optional and f.pointer else _OMIT_EMPTY if f.optional else _ALWAYS) for f in cls.WIRE)
+    plan = _PLANS[cls] = (fields, frozenset(name for name, _ in fields))
+    return plan
+
+
+def _wire_map(fields: tuple[tuple[str, int], ...], get: Callable[[str], Any]) -> dict[str, Any]:
+    """The wire map of the fields, their values read by get (None: absent)."""
+    out: dict[str, Any] = {}
+    plain = _PLAIN
+    for name, how in fields:
+        value = get(name)
+        if value is None:
+            if how:
+                continue
+            out[name] = None
+            continue
+        kind = type(value)
+        if how == _OMIT_EMPTY and (value is False or ((kind is int or kind is float or kind in _SIZED) and not value)):
+            continue  # empty (_is_empty), inline
+        out[name] = value if kind in plain else to_wire_value(value)
+    return out
+
+
 class WireRecord(BaseModel):
     """A record that crosses the ABI as a MessagePack map keyed by field name. Known
     fields are emitted in schema order, then unknown fields as they were received, so
@@ -69,14 +100,13 @@ class WireRecord(BaseModel):
     WIRE: ClassVar[tuple[WireField, ...]] = ()
 
     def to_wire(self) -> dict[str, Any]:
-        # The fields' values straight from the instance dict (a validated record has
-        # them all); getattr's answer, an error for a missing one, otherwise.
+        cls = type(self)
+        plan = _PLANS.get(cls) or _plan(cls)
         d = self.__dict__
-        try:
-            values = {f.name: d[f.name] for f in self.WIRE}
-        except KeyError:
-            values = {f.name: getattr(self, f.name) for f in self.WIRE}
-        out = self.wire_from(**values)
+        # The fields' values straight from the instance dict (a validated record has
+        # them all); getattr's, an error for a missing one, otherwise.
+        get = d.get if d.keys() >= plan[1] else {name: getattr(self, name) for name, _ in plan[0]}.get
+        out = _wire_map(plan[0], get)
         extra = self.__pydantic_extra__
         if extra:
             out.update(extra)
@@ -86,17 +116,7 @@ class WireRecord(BaseModel):
     def wire_from(cls, **values: Any) -> dict[str, Any]:
         """The wire map of a record built from trusted values without constructing (and
         validating) the model: the hot path of the boundary."""
-        out: dict[str, Any] = {}
-        get = values.get
-        for f in cls.WIRE:
-            value = get(f.name)
-            if value is None:
-                if f.optional:
-                    continue
-            elif f.optional and not f.pointer and _is_empty(value):
-                continue
-            out[f.name] = value if type(value) in _PLAIN else to_wire_value(value)
-        return out
+        return _wire_map((_PLANS.get(cls) or _plan(cls))[0], values.get)
 
     @classmethod
     def from_wire(cls, data: Any, what: str | None = None) -> Any:
@@ -222,12 +242,25 @@ def _cloner(cls: type[WireRecord]) -> Callable[[Any], Any]:
     return clone_record
 
 
+# Packers to reuse (msgpack.packb builds one per call): each pack takes one from the
+# list and gives it back, so threads and a pack re-entered from a value's own code
+# never share one. A packer resets its buffer after a failed pack.
+_PACKERS: list[Any] = []
+
+
 def pack(value: Any, what: str) -> bytes:
+    packers = _PACKERS
     try:
-        data: bytes = msgpack.packb(value, use_bin_type=True)
+        packer = packers.pop()
+    except IndexError:
+        packer = msgpack.Packer(use_bin_type=True)
+    try:
+        data: bytes = packer.pack(value)
         return data
     except (TypeError, ValueError, OverflowError) as exc:
         raise SerializeError(f"{what}: cannot encode as MessagePack: {exc}") from exc
+    finally:
+        packers.append(packer)
 
 
 def _no_ext(code: int, data: bytes) -> Any:
