@@ -230,9 +230,9 @@ func processCPU() time.Duration {
 }
 
 // cpuPerCall prints the process CPU and wall time per call of call (the demo pipeline;
-// with -pii the cpex-pii-filter call), minimum and median over batches of 500 calls:
-// the whole process's CPU, the runtime's threads included, which a noisy machine's
-// wall clock hides.
+// with -pii the cpex-pii-filter call, with -cmf the CMF demo pipeline), minimum and
+// median over batches of 500 calls: the whole process's CPU, the runtime's threads
+// included, which a noisy machine's wall clock hides.
 func cpuPerCall(m *cpex.PluginManager, calls int, label string, call func(*cpex.PluginManager)) {
 	for i := 0; i < 2000; i++ {
 		call(m)
@@ -285,6 +285,7 @@ func main() {
 	cpuCalls := flag.Int("cpu", 0, "only the demo pipeline's process CPU per call over this many calls, in batches of 500 (an A/B of two builds, run alternately)")
 	label := flag.String("label", "", "with -cpu: the label printed before the figures")
 	cpuPII := flag.Bool("pii", false, "with -cpu: the cpex-pii-filter call (a py-cpex plugin redacting a tool call) instead of the demo pipeline")
+	cpuCMF := flag.Bool("cmf", false, "with -cpu: the CMF demo pipeline (examples/configs/cmf.yaml) instead of the generic one")
 	longOnly := flag.Bool("longrun", false, "internal: only the long run of -long invokes, in this process, printed as JSON")
 	examples := flag.String("examples", "../examples", "the examples directory (configs, plugins)")
 	cold := flag.Bool("cold", false, "internal: start, invoke once, print the elapsed time since -t0")
@@ -314,6 +315,12 @@ func main() {
 		return
 	}
 	if *cpuCalls > 0 {
+		if *cpuCMF {
+			m := fileManager(filepath.Join(dir, "configs", "cmf.yaml"))
+			cpuPerCall(m, *cpuCalls, *label, cmfPipeline)
+			_ = m.Shutdown()
+			return
+		}
 		m := manager(dir)
 		cpuPerCall(m, *cpuCalls, *label, pipeline)
 		_ = m.Shutdown()

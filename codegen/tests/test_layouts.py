@@ -236,7 +236,7 @@ def test_the_generated_wire_module_is_cpexs_generic_wire_code() -> None:
         (ROOT / "sdk-python" / "cpexrt" / "wire.py").read_text(),
         {"ParseError": "InvalidInputError", "SerializeError": "InternalError"},
     )
-    shared = ["WireField", "_SIZED", "_PLAIN", "_is_empty", "to_wire_value", "_no_ext"]
+    shared = ["WireField", "_SIZED", "_PLAIN", "_is_empty", "to_wire_value", "_no_ext", "_plan", "_wire_map"]
     shared += ["WireRecord.to_wire", "WireRecord.wire_from", "WireRecord.from_wire", "WireRecord.pack", "pack"]
     for name in shared:
         assert generated[name] == cpex[name], name

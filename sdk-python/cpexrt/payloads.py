@@ -192,7 +192,19 @@ def decode(payload_type: int, wire: Any) -> Any:
         raise InvalidInputError(f"payload: a {PAYLOAD_TYPES[payload_type]} payload must be a map, got {type(wire).__name__}")
     if payload_type == PAYLOAD_CMF_MESSAGE:
         try:
-            payload: MessagePayload = MessagePayload.from_wire(wire, "payload")
+            # The model's validator itself once built (from_wire costs two calls more);
+            # a failure is validated again by from_wire, for its message.
+            payload: MessagePayload = (
+                MessagePayload.__pydantic_validator__.validate_python(wire)
+                if MessagePayload.__pydantic_complete__
+                else MessagePayload.from_wire(wire, "payload")
+            )
+        except ValidationError:
+            try:
+                MessagePayload.from_wire(wire, "payload")
+            except ParseError as exc:
+                raise InvalidInputError(f"not a CMF MessagePayload: {exc}") from None
+            raise  # not expected: the same validation passed the second time
         except ParseError as exc:
             raise InvalidInputError(f"not a CMF MessagePayload: {exc}") from None
         return payload.message

@@ -24,7 +24,6 @@ class PluginResult:
 
 
 _ALLOW = PluginResult()
-
 _new_result = object.__new__
 
 
@@ -53,10 +52,15 @@ def built(
     return result
 
 
+def _result(continue_processing: bool, violation: Any, payload: Any, extensions: Any, metadata: dict[str, Any]) -> PluginResult:
+    """PluginResult(...) with these fields and the rest at their defaults."""
+    return built(continue_processing, violation, payload, extensions, metadata, 0, None)
+
+
 def allow(metadata: dict[str, Any] | None = None) -> PluginResult:
     """Let the call continue unchanged."""
     # Results are read, never changed, by the engine: one shared plain allow will do.
-    return PluginResult(metadata=dict(metadata)) if metadata else _ALLOW
+    return _result(True, None, None, None, dict(metadata)) if metadata else _ALLOW
 
 
 def deny(
@@ -71,7 +75,7 @@ def deny(
     violation = PluginViolation(
         code=code, reason=reason, description=description, details=details, proto_error_code=proto_error_code
     )
-    return PluginResult(continue_processing=False, violation=violation, metadata=dict(metadata or {}))
+    return _result(False, violation, None, None, dict(metadata or {}))
 
 
 def modify(
@@ -81,4 +85,4 @@ def modify(
     the host see them (when the plugin's phase may modify)."""
     if payload is None and extensions is None:
         raise ValueError("modify(): give a payload, extensions, or both")
-    return PluginResult(modified_payload=payload, modified_extensions=extensions, metadata=dict(metadata or {}))
+    return _result(True, None, payload, extensions, dict(metadata or {}))

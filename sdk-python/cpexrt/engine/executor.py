@@ -641,9 +641,19 @@ def _failed(
         exc = error(f"hook {inv.hook!r}: {message} (code {code})")
         exc.plugin_code = code  # type: ignore[union-attr]  # for observe: the failing plugin's code
         raise exc
-    out.errors.append(PluginError(plugin_name=plugin.name, message=message, code=code, details=details))
+    out.errors.append(_plugin_error(plugin.name, message, code, details))
     if on_error is OnError.DISABLE:
         plugin.disabled = True
+
+
+def _plugin_error(name: str, message: str, code: str, details: dict[str, Any] | None) -> PluginError:
+    """PluginError(plugin_name=name, message=..., code=..., details=...): by the built
+    validator itself (the model's __init__ costs a Python call more)."""
+    if not PluginError.__pydantic_complete__:
+        return PluginError(plugin_name=name, message=message, code=code, details=details)
+    values = {"plugin_name": name, "message": message, "code": code, "details": details}
+    error: PluginError = PluginError.__pydantic_validator__.validate_python(values)
+    return error
 
 
 # What each on_error does, in the log line of a failure.

@@ -123,7 +123,8 @@ def _changed_paths(view: dict[str, Any], proposed: dict[str, Any]) -> list[Path]
 
 
 def _walk(prefix: Path, old: dict[str, Any], new: dict[str, Any], changed: list[Path]) -> None:
-    keys: Any = old if all(k in old for k in new) else [*old, *(k for k in new if k not in old)]
+    # old's keys when new has none of its own (a set comparison of the key views, in C).
+    keys: Any = old if dict.keys(new) <= dict.keys(old) else [*old, *(k for k in new if k not in old)]
     if prefix in _BY_PATH:  # a slot's own fields were compared already; only its listed children remain
         keys = [k for k in keys if (*prefix, k) in _BY_PATH]
     for key in keys:

@@ -27,7 +27,7 @@ from cpexrt._generated.records import (
 )
 from cpexrt.errors import InvalidHandleError, InvalidInputError
 from cpexrt.host.library import Library, load_library
-from cpexrt.wire import WireRecord, pack, unpack
+from cpexrt.wire import WireRecord, clone, pack, unpack
 
 
 class _Handle:
@@ -194,16 +194,23 @@ class InvokeResult(Generic[P]):
         return extensions
 
 
+_UNCHANGED: dict[int, PipelineResult] = {}
+
+
 def _decode_result(raw: bytes, payload_type: int) -> PipelineResult:
     """The library sends its payload type's unchanged result (UNCHANGED_RESULTS, from the
     schema) for every result nobody objected to or changed: those skip decoding and
     validation."""
     if raw == UNCHANGED_RESULTS.get(payload_type):
-        # Validated from four trusted values: cheaper than pydantic's model_construct,
-        # which resolves every field's default in Python.
-        return PipelineResult(
-            continue_processing=True, payload_modified=False, extensions_modified=False, payload_type=payload_type
-        )
+        # A clone (wire.clone: a copy the caller owns) of the payload type's unchanged
+        # result, validated once from its four values.
+        template = _UNCHANGED.get(payload_type)
+        if template is None:
+            template = _UNCHANGED[payload_type] = PipelineResult(
+                continue_processing=True, payload_modified=False, extensions_modified=False, payload_type=payload_type
+            )
+        unchanged: PipelineResult = clone(template)
+        return unchanged
     result: PipelineResult = PipelineResult.from_wire(unpack(raw, "pipeline result"))
     return result
 

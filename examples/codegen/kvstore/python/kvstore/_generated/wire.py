@@ -13,6 +13,7 @@ with InternalError.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -49,6 +50,15 @@ def _is_empty(value: Any) -> bool:
 
 
 def to_wire_value(value: Any) -> Any:
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    plain = _PLAIN
+    # Exact lists and dicts first (the common case), their scalars taken as they are.
+    if kind is list:
+        return [v if type(v) in plain else to_wire_value(v) for v in value]
+    if kind is dict:
+        return {k: v if type(v) in plain else to_wire_value(v) for k, v in value.items()}
     if isinstance(value, WireRecord):
         return value.to_wire()
     if isinstance(value, list):
@@ -56,6 +66,37 @@ def to_wire_value(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: to_wire_value(v) for k, v in value.items()}
     return value
+
+
+# How each field of a record class goes on the wire, computed once per class: its
+# name and 0 (always), 1 (optional: omitted when empty) or 2 (pointer: omitted only
+# when absent); and the set of the names.
+_PLANS: dict[type, tuple[tuple[tuple[str, int], ...], frozenset[str]]] = {}
+_ALWAYS, _OMIT_EMPTY, _OMIT_NONE = 0, 1, 2
+
+
+def _plan(cls: Any) -> tuple[tuple[tuple[str, int], ...], frozenset[str]]:
+    fields = tuple((f.name, _OMIT_NONE if f.optional and f.pointer else _OMIT_EMPTY if f.optional else _ALWAYS) for f in cls.WIRE)
+    plan = _PLANS[cls] = (fields, frozenset(name for name, _ in fields))
+    return plan
+
+
+def _wire_map(fields: tuple[tuple[str, int], ...], get: Callable[[str], Any]) -> dict[str, Any]:
+    """The wire map of the fields, their values read by get (None: absent)."""
+    out: dict[str, Any] = {}
+    plain = _PLAIN
+    for name, how in fields:
+        value = get(name)
+        if value is None:
+            if how:
+                continue
+            out[name] = None
+            continue
+        kind = type(value)
+        if how == _OMIT_EMPTY and (value is False or ((kind is int or kind is float or kind in _SIZED) and not value)):
+            continue  # empty (_is_empty), inline
+        out[name] = value if kind in plain else to_wire_value(value)
+    return out
 
 
 class WireRecord(BaseModel):
@@ -67,25 +108,23 @@ class WireRecord(BaseModel):
     WIRE: ClassVar[tuple[WireField, ...]] = ()
 
     def to_wire(self) -> dict[str, Any]:
-        out = self.wire_from(**{f.name: getattr(self, f.name) for f in self.WIRE})
-        out.update(self.model_extra or {})
+        cls = type(self)
+        plan = _PLANS.get(cls) or _plan(cls)
+        d = self.__dict__
+        # The fields' values straight from the instance dict (a validated record has
+        # them all); getattr's, an error for a missing one, otherwise.
+        get = d.get if d.keys() >= plan[1] else {name: getattr(self, name) for name, _ in plan[0]}.get
+        out = _wire_map(plan[0], get)
+        extra = self.__pydantic_extra__
+        if extra:
+            out.update(extra)
         return out
 
     @classmethod
     def wire_from(cls, **values: Any) -> dict[str, Any]:
         """The wire map of a record built from trusted values without constructing (and
         validating) the model."""
-        out: dict[str, Any] = {}
-        get = values.get
-        for f in cls.WIRE:
-            value = get(f.name)
-            if value is None:
-                if f.optional:
-                    continue
-            elif f.optional and not f.pointer and _is_empty(value):
-                continue
-            out[f.name] = value if type(value) in _PLAIN else to_wire_value(value)
-        return out
+        return _wire_map((_PLANS.get(cls) or _plan(cls))[0], values.get)
 
     @classmethod
     def from_wire(cls, data: Any, what: str | None = None) -> Any:
@@ -112,12 +151,25 @@ class WireRecord(BaseModel):
         return pack(self.to_wire(), type(self).__name__)
 
 
+# Packers to reuse (msgpack.packb builds one per call): each pack takes one from the
+# list and gives it back, so threads and a pack re-entered from a value's own code
+# never share one. A packer resets its buffer after a failed pack.
+_PACKERS: list[Any] = []
+
+
 def pack(value: Any, what: str) -> bytes:
+    packers = _PACKERS
     try:
-        data: bytes = msgpack.packb(value, use_bin_type=True)
+        packer = packers.pop()
+    except IndexError:
+        packer = msgpack.Packer(use_bin_type=True)
+    try:
+        data: bytes = packer.pack(value)
         return data
     except (TypeError, ValueError, OverflowError) as exc:
         raise InternalError(f"{what}: cannot encode as MessagePack: {exc}") from exc
+    finally:
+        packers.append(packer)
 
 
 def _no_ext(code: int, data: bytes) -> Any:
