@@ -26,6 +26,7 @@ OK = 1
 _MAX_MESSAGE = 64 * 1024
 _MAX_DEPTH = 64  # CPEX__MAX_DEPTH of ffi/fastpath.c
 _MAX_HOOK_NAMES = 256
+_DRAIN = 256  # CPEX__FREED_MAX of ffi/handles.c
 
 
 class Exports:
@@ -154,7 +155,10 @@ class Exports:
         # Handles die first (and the C fast path forgets the manager), so calls racing
         # this one fail cleanly instead of using plugins that are shutting down.
         self.lib.cpexrt_publish_hooks(manager, -1, 0, b"", 0, 0, 0, 0)
-        HANDLES.release_owned_by(mgr)
+        released = HANDLES.release_owned_by(mgr)
+        if released:
+            # The shims' set of live handles (ffi/handles.c) forgets them too.
+            self.lib.cpexrt_handles_forget(self.ffi.new("uintptr_t[]", released), len(released))
         mgr.shutdown()
 
     def has_hooks_for(self, manager: int, hook: Any, hook_len: int, out_has: Any) -> None:
@@ -305,7 +309,20 @@ class Exports:
         mgr = self._manager(manager, "manager")
         mgr.set_decision_sink(None if callback == self.ffi.NULL else CallbackSink(self.ffi, callback, user_data))
 
+    def drain_freed(self) -> None:
+        """Drops from the table the context and background handles the C shims freed
+        (ffi/handles.c: they were dead from the free on; only their objects are
+        released here)."""
+        buf = self.ffi.new("uintptr_t[]", _DRAIN)
+        while True:
+            n = self.lib.cpexrt_handles_drain(buf, _DRAIN)
+            for i in range(n):
+                HANDLES.drop(buf[i])
+            if n < _DRAIN:
+                return
+
     def live_handles(self, out_managers: Any, out_contexts: Any, out_backgrounds: Any) -> None:
+        self.drain_freed()
         counts = HANDLES.counts()
         out_managers[0] = counts.get(Kind.MANAGER, 0)
         out_contexts[0] = counts.get(Kind.CONTEXT, 0)
@@ -510,8 +527,14 @@ def _invoke_entries(exports: Exports) -> dict[str, Callable[..., int]]:
         except BaseException as exc:  # noqa: BLE001 - nothing may escape into C
             return _failed(exports, "invoke_with", err_msg, exc)
 
+    # The frees enter Python only when the C shim's queue of freed handles is full
+    # (ffi/handles.c): the handle is dead already; its object leaves the table here,
+    # with the queued ones.
+    drain_freed = exports.drain_freed
+
     def free_context(context: int, err_msg: Any) -> int:
         try:
+            drain_freed()
             handles.take(context_kind, context, "context")
             return OK
         except BaseException as exc:  # noqa: BLE001 - nothing may escape into C
@@ -519,6 +542,7 @@ def _invoke_entries(exports: Exports) -> dict[str, Callable[..., int]]:
 
     def free_background(background: int, err_msg: Any) -> int:
         try:
+            drain_freed()
             handles.take(background_kind, background, "background")
             return OK
         except BaseException as exc:  # noqa: BLE001 - nothing may escape into C
