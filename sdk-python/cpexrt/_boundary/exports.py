@@ -8,6 +8,7 @@ status after writing a message to *err_msg. Outputs are written only on success.
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +35,13 @@ class Exports:
         self.ffi = ffi
         self.lib = lib
         self._hook_names: dict[bytes, str] = {}
+        # The invoke's C helpers as builtins that keep the GIL (ffi/natives.c): a cffi
+        # call would release it, letting the runtime loop's thread in mid-invoke.
+        if lib.cpexrt_install_natives() != 0:
+            raise RuntimeError("the boundary's C builtins (_cpex_natives, ffi/natives.c) could not be installed")
+        natives = sys.modules["_cpex_natives"]
+        self._plain_maps: Callable[[bytes, bytes | None, int], int] = natives.plain_maps
+        self._copy_out_address: Callable[[bytes], int] = natives.copy_out
 
     # -- pointers in ------------------------------------------------------------------
 
@@ -228,11 +236,12 @@ class Exports:
             buffer = self.ffi.buffer
             # Copied out of the caller's memory (only after the size checks): the engine
             # keeps these bytes as the payload's canonical form. The copies are checked
-            # (ffi/fastpath.c, both in one C call): a map the checker takes is decoded at
-            # once; anything else gets _decode's checks and message.
+            # (ffi/fastpath.c, both in one call of a builtin that keeps the GIL,
+            # ffi/natives.c): a map the checker takes is decoded at once; anything else
+            # gets _decode's checks and message.
             body_wire = buffer(payload, payload_len)[:]
             ext_wire = buffer(extensions, extensions_len)[:] if extensions_len else None
-            plain = self.lib.cpexrt_plain_maps(body_wire, payload_len, ext_wire or b"", extensions_len, entries)
+            plain = self._plain_maps(body_wire, ext_wire, entries)
             if plain & 1:
                 body = unpack(body_wire, "payload", entries)
             else:
@@ -269,7 +278,7 @@ class Exports:
                     data = UNCHANGED_RESULTS[payload_type]  # the engine checked the payload type
                 else:
                     data = _result_bytes(outcome, payload_type)
-                result = self._copy_out(data)
+                result = self.ffi.cast("uint8_t *", self._copy_out_address(data))
             except BaseException:
                 # The result cannot be delivered: the call failed after all, and the
                 # caller keeps its context table (the engine never changed it).
