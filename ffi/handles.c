@@ -12,8 +12,8 @@
      returned join the set and the context it consumed leaves it;
    - cpex__handles_release: cpex_free_context / cpex_free_background: the handle
      leaves the set (it is dead from then on, to every thread) and its token is queued
-     for Python, whose table drops the object at its next drain (Exports.drain_freed:
-     when the queue is full, in cpex_live_handles, at a manager's shutdown). A full
+     for Python, whose table drops the object at its next drain (the next invoke's,
+     and Exports.drain_freed: when the queue is full, in cpex_live_handles). A full
      queue declines: the free then enters Python, which drains and frees there.
 
    Tokens are TAG << 48 | kind << 40 | serial (handles.py), never 0 or 1: those mark
@@ -35,6 +35,8 @@ static size_t cpex__live_n;       /* live tokens */
 static size_t cpex__live_used;    /* live tokens and removed slots */
 static size_t cpex__live_reserved;
 static uintptr_t cpex__freed[CPEX__FREED_MAX];
+/* Written under the mutex, atomically: ffi/natives.c's drain reads it without the
+   mutex to skip an empty queue. */
 static size_t cpex__freed_n;
 
 /* Handle kinds in abi.yaml's order (handles.py's Kind), for the messages. */
@@ -119,8 +121,10 @@ static cpex_status cpex__handles_release(int kind, uintptr_t token, const char *
     cpex__live[i] = CPEX__LIVE_GONE;
     cpex__live_n--;
     queued = cpex__freed_n < CPEX__FREED_MAX;
-    if (queued)
-        cpex__freed[cpex__freed_n++] = token;
+    if (queued) {
+        cpex__freed[cpex__freed_n] = token;
+        __atomic_store_n(&cpex__freed_n, cpex__freed_n + 1, __ATOMIC_RELAXED);
+    }
     pthread_mutex_unlock(&cpex__live_lock);
     /* Not queued: dead here already; Python takes it from its table. */
     return queued ? CPEX_OK : CPEX__DECLINED;
@@ -179,7 +183,7 @@ size_t cpexrt_handles_drain(uintptr_t *out, size_t cap)
     size_t n;
     pthread_mutex_lock(&cpex__live_lock);
     n = cpex__freed_n < cap ? cpex__freed_n : cap;
-    cpex__freed_n -= n;
+    __atomic_store_n(&cpex__freed_n, cpex__freed_n - n, __ATOMIC_RELAXED);
     memcpy(out, cpex__freed + cpex__freed_n, n * sizeof *out);
     pthread_mutex_unlock(&cpex__live_lock);
     return n;

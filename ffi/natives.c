@@ -4,7 +4,7 @@
    call lets the runtime loop's thread (fire-and-forget tasks) take the GIL in the
    middle of the invoke, which then waits for it. These builtins run with the GIL held,
    and release it only for inputs large enough for the work to matter. Pasted into the
-   cffi source after ffi/fastpath.c (cpexrt_plain_maps). */
+   cffi source after ffi/fastpath.c (cpexrt_plain_maps) and ffi/handles.c. */
 
 #define CPEX__NATIVES_NOGIL_ABOVE (64 * 1024)
 
@@ -66,9 +66,37 @@ static PyObject *cpex__natives_copy_out(PyObject *self, PyObject *data)
     return PyLong_FromVoidPtr(out);
 }
 
+/* drain() -> tuple[int, ...]: the tokens of the handles the shims freed since the last
+   drain (ffi/handles.c), for the boundary to drop from its table; () at once when
+   there are none. */
+static PyObject *cpex__natives_drain(PyObject *self, PyObject *unused)
+{
+    uintptr_t tokens[CPEX__FREED_MAX];
+    size_t n, i;
+    PyObject *out;
+    (void)self;
+    (void)unused;
+    if (__atomic_load_n(&cpex__freed_n, __ATOMIC_RELAXED) == 0)
+        return PyTuple_New(0);
+    n = cpexrt_handles_drain(tokens, CPEX__FREED_MAX);
+    out = PyTuple_New((Py_ssize_t)n);
+    if (out == NULL)
+        return NULL; /* the tokens are dead in C already: only their objects stay */
+    for (i = 0; i < n; i++) {
+        PyObject *token = PyLong_FromSize_t(tokens[i]);
+        if (token == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(out, (Py_ssize_t)i, token);
+    }
+    return out;
+}
+
 static PyMethodDef cpex__natives_methods[] = {
     {"plain_maps", (PyCFunction)(void (*)(void))cpex__natives_plain_maps, METH_FASTCALL, NULL},
     {"copy_out", cpex__natives_copy_out, METH_O, NULL},
+    {"drain", cpex__natives_drain, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
 

@@ -35,6 +35,8 @@ NATIVE_FILES = [
     "codegen/schema/abi.yaml",
     "ffi/runtime.c",
     "ffi/fastpath.c",
+    "ffi/handles.c",
+    "ffi/natives.c",
     "ffi/generated/shims.c",
     "ffi/generated/unchanged_result.c",
     "ffi/generated/embedding_api.h",

@@ -42,6 +42,7 @@ class Exports:
         natives = sys.modules["_cpex_natives"]
         self._plain_maps: Callable[[bytes, bytes | None, int], int] = natives.plain_maps
         self._copy_out_address: Callable[[bytes], int] = natives.copy_out
+        self._drain: Callable[[], tuple[int, ...]] = natives.drain
 
     # -- pointers in ------------------------------------------------------------------
 
@@ -287,6 +288,12 @@ class Exports:
                 raise
             if ctx is not None:
                 HANDLES.discard(Kind.CONTEXT, context)
+            # The handles the host freed since (in C, ffi/handles.c) leave the table
+            # here, so that their objects do not outlive them by long.
+            freed = self._drain()
+            if freed:
+                for token in freed:
+                    HANDLES.drop(token)
             new_ctx = HANDLES.issue(Kind.CONTEXT, outcome.context, owner=mgr) if outcome.context is not None else 0
             new_bg = HANDLES.issue(Kind.BACKGROUND, outcome.background, owner=mgr) if outcome.background is not None else 0
             out_result[0] = result
@@ -322,12 +329,12 @@ class Exports:
         """Drops from the table the context and background handles the C shims freed
         (ffi/handles.c: they were dead from the free on; only their objects are
         released here)."""
-        buf = self.ffi.new("uintptr_t[]", _DRAIN)
+        drop = HANDLES.drop
         while True:
-            n = self.lib.cpexrt_handles_drain(buf, _DRAIN)
-            for i in range(n):
-                HANDLES.drop(buf[i])
-            if n < _DRAIN:
+            freed = self._drain()
+            for token in freed:
+                drop(token)
+            if len(freed) < _DRAIN:
                 return
 
     def live_handles(self, out_managers: Any, out_contexts: Any, out_backgrounds: Any) -> None:
