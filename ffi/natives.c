@@ -93,24 +93,35 @@ static PyObject *cpex__natives_drain(PyObject *self, PyObject *unused)
     return out;
 }
 
-static PyMethodDef cpex__natives_methods[] = {
-    {"plain_maps", (PyCFunction)(void (*)(void))cpex__natives_plain_maps, METH_FASTCALL, NULL},
-    {"copy_out", cpex__natives_copy_out, METH_O, NULL},
-    {"drain", cpex__natives_drain, METH_NOARGS, NULL},
-    {NULL, NULL, 0, NULL},
-};
-
-static struct PyModuleDef cpex__natives_module = {
-    PyModuleDef_HEAD_INIT, "_cpex_natives", NULL, -1, cpex__natives_methods, NULL, NULL, NULL, NULL,
-};
+/* The module's method table and definition live in memory that is never freed, not in
+   this library's static data: a Python host may unload the library (cffi's dlclose at
+   exit) before the interpreter's last garbage collection, which still reads the
+   definitions of the builtin objects (only their code is never called again). */
+typedef struct {
+    PyMethodDef methods[4];
+    PyModuleDef module;
+    char names[4][16];
+} cpex__natives_defs;
 
 /* Called by the boundary once, as it loads: puts the module into sys.modules.
    0 on success, -1 (with nothing installed) otherwise. */
 int cpexrt_install_natives(void)
 {
-    PyGILState_STATE gil = PyGILState_Ensure();
-    PyObject *module = PyModule_Create(&cpex__natives_module);
-    int rc = -1;
+    static const char *const names[4] = {"_cpex_natives", "plain_maps", "copy_out", "drain"};
+    cpex__natives_defs *defs = (cpex__natives_defs *)calloc(1, sizeof *defs);
+    PyGILState_STATE gil;
+    PyObject *module;
+    int rc = -1, i;
+    if (defs == NULL)
+        return -1;
+    for (i = 0; i < 4; i++)
+        strcpy(defs->names[i], names[i]);
+    defs->methods[0] = (PyMethodDef){defs->names[1], (PyCFunction)(void (*)(void))cpex__natives_plain_maps, METH_FASTCALL, NULL};
+    defs->methods[1] = (PyMethodDef){defs->names[2], cpex__natives_copy_out, METH_O, NULL};
+    defs->methods[2] = (PyMethodDef){defs->names[3], cpex__natives_drain, METH_NOARGS, NULL};
+    defs->module = (PyModuleDef){PyModuleDef_HEAD_INIT, defs->names[0], NULL, -1, defs->methods, NULL, NULL, NULL, NULL};
+    gil = PyGILState_Ensure();
+    module = PyModule_Create(&defs->module);
     if (module != NULL) {
         rc = PyDict_SetItemString(PyImport_GetModuleDict(), "_cpex_natives", module) == 0 ? 0 : -1;
         Py_DECREF(module);
@@ -118,5 +129,6 @@ int cpexrt_install_natives(void)
     if (rc != 0)
         PyErr_Clear();
     PyGILState_Release(gil);
+    /* defs is never freed: the module and its builtins refer to it for their life. */
     return rc;
 }
