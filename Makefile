@@ -52,7 +52,7 @@ abi-check: $(STAMP)
 lib: $(LIB)
 	@$(PY) -m compileall -q sdk-python/cpexrt examples/plugins
 
-$(LIB): $(STAMP) ffi/build_lib.py codegen/cpex_codegen/build.py codegen/layout.yaml ffi/runtime.c ffi/fastpath.c ffi/remote.c ffi/generated/shims.c ffi/generated/unchanged_result.c ffi/generated/embedding_api.h include/cpex.h
+$(LIB): $(STAMP) ffi/build_lib.py codegen/cpex_codegen/build.py codegen/layout.yaml ffi/runtime.c ffi/fastpath.c ffi/remote.c ffi/handles.c ffi/natives.c ffi/generated/shims.c ffi/generated/unchanged_result.c ffi/generated/embedding_api.h include/cpex.h
 	$(PY) ffi/build_lib.py
 
 lib-kv: $(KV_LIB)

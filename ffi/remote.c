@@ -103,10 +103,10 @@ typedef struct cpex__rhandle {
 } cpex__rhandle;
 
 #define CPEX__BUCKETS 4096
-static pthread_mutex_t cpex__handles_lock = PTHREAD_MUTEX_INITIALIZER;
-static cpex__rhandle *cpex__handles[CPEX__BUCKETS];
-static uint64_t cpex__serial;
-static size_t cpex__live[4];
+static pthread_mutex_t cpex__rtable_lock = PTHREAD_MUTEX_INITIALIZER;
+static cpex__rhandle *cpex__rtable[CPEX__BUCKETS];
+static uint64_t cpex__rserial;
+static size_t cpex__rlive[4];
 
 static uint64_t cpex__issue(int kind, cpex__remote *r, int worker, uint32_t generation, uint64_t id)
 {
@@ -117,12 +117,12 @@ static uint64_t cpex__issue(int kind, cpex__remote *r, int worker, uint32_t gene
     h->worker = worker;
     h->generation = generation;
     h->id = id;
-    pthread_mutex_lock(&cpex__handles_lock);
-    h->token = CPEX__RTAG << 48 | (uint64_t)kind << CPEX__SERIAL_BITS | ++cpex__serial;
-    h->next = cpex__handles[h->token % CPEX__BUCKETS];
-    cpex__handles[h->token % CPEX__BUCKETS] = h;
-    cpex__live[kind]++;
-    pthread_mutex_unlock(&cpex__handles_lock);
+    pthread_mutex_lock(&cpex__rtable_lock);
+    h->token = CPEX__RTAG << 48 | (uint64_t)kind << CPEX__SERIAL_BITS | ++cpex__rserial;
+    h->next = cpex__rtable[h->token % CPEX__BUCKETS];
+    cpex__rtable[h->token % CPEX__BUCKETS] = h;
+    cpex__rlive[kind]++;
+    pthread_mutex_unlock(&cpex__rtable_lock);
     return h->token;
 }
 
@@ -137,50 +137,50 @@ static int cpex__lookup(uint64_t token, int kind, int take, cpex__rhandle *out, 
                  actual == CPEX__KIND_CONTEXT ? "context" : actual == CPEX__KIND_BACKGROUND ? "background" : "manager");
         return 0;
     }
-    pthread_mutex_lock(&cpex__handles_lock);
-    for (link = &cpex__handles[token % CPEX__BUCKETS]; (h = *link) != NULL; link = &h->next)
+    pthread_mutex_lock(&cpex__rtable_lock);
+    for (link = &cpex__rtable[token % CPEX__BUCKETS]; (h = *link) != NULL; link = &h->next)
         if (h->token == token)
             break;
     if (h == NULL) {
-        pthread_mutex_unlock(&cpex__handles_lock);
+        pthread_mutex_unlock(&cpex__rtable_lock);
         snprintf(why, why_size, "the %s handle %#llx was freed, consumed or shut down", name, (unsigned long long)token);
         return 0;
     }
     *out = *h;
     if (take) {
         *link = h->next;
-        cpex__live[kind]--;
+        cpex__rlive[kind]--;
         free(h);
     }
-    pthread_mutex_unlock(&cpex__handles_lock);
+    pthread_mutex_unlock(&cpex__rtable_lock);
     return 1;
 }
 
 static void cpex__drop_handles_of(cpex__remote *r)
 {
     size_t b;
-    pthread_mutex_lock(&cpex__handles_lock);
+    pthread_mutex_lock(&cpex__rtable_lock);
     for (b = 0; b < CPEX__BUCKETS; b++) {
-        cpex__rhandle **link = &cpex__handles[b], *h;
+        cpex__rhandle **link = &cpex__rtable[b], *h;
         while ((h = *link) != NULL) {
             if (h->remote == r) {
                 *link = h->next;
-                cpex__live[(h->token >> CPEX__SERIAL_BITS) & 3]--;
+                cpex__rlive[(h->token >> CPEX__SERIAL_BITS) & 3]--;
                 free(h);
             } else
                 link = &h->next;
         }
     }
-    pthread_mutex_unlock(&cpex__handles_lock);
+    pthread_mutex_unlock(&cpex__rtable_lock);
 }
 
 /* The live handles issued here, added to the boundary's own count (cpex_live_handles). */
 void cpexrt_remote_counts(size_t *contexts, size_t *backgrounds)
 {
-    pthread_mutex_lock(&cpex__handles_lock);
-    *contexts = cpex__live[CPEX__KIND_CONTEXT];
-    *backgrounds = cpex__live[CPEX__KIND_BACKGROUND];
-    pthread_mutex_unlock(&cpex__handles_lock);
+    pthread_mutex_lock(&cpex__rtable_lock);
+    *contexts = cpex__rlive[CPEX__KIND_CONTEXT];
+    *backgrounds = cpex__rlive[CPEX__KIND_BACKGROUND];
+    pthread_mutex_unlock(&cpex__rtable_lock);
 }
 
 /* -- workers ------------------------------------------------------------------------- */

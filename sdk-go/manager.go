@@ -516,7 +516,8 @@ func (m *PluginManager) invoke(goctx context.Context, op, hook string, payloadTy
 		out.release()
 		return nil, nil, nil, err
 	}
-	return result, newContextTable(out.ctx), newBackgroundTasks(out.bg), nil
+	next, bg := newHandles(out.ctx, out.bg)
+	return result, next, bg, nil
 }
 
 // decodeResult decodes the PipelineResult of an invoke. The most common result, no

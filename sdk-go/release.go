@@ -61,6 +61,11 @@ func dropContext(st *contextState) {
 	}
 }
 
+func dropPair(st pairStates) {
+	dropContext(st.ctx)
+	dropBackground(st.bg)
+}
+
 func dropBackground(st *backgroundState) {
 	if ref := st.handle.Swap(nil); ref != nil {
 		releaseLater(func() { releaseBackground(ref.p) })

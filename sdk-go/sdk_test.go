@@ -184,3 +184,54 @@ func TestDroppedManagerIsReleased(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// An invoke's context table and background tasks share one cleanup (handlePair): when
+// both are dropped, both handles are released; when one is kept, neither is released
+// before it goes, and the kept one stays usable.
+func TestDroppedContextAndBackgroundAreReleased(t *testing.T) {
+	m := started(t, config(t, "", plugin("count", "Counter", pre), plugin("rec", "SyncRecorder", pre, "mode: fire_and_forget")))
+	before, err := LiveHandles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept *ContextTable
+	for i := 0; i < 50; i++ {
+		_, ctx, bg, err := m.InvokeByName("tool_pre_invoke", PayloadGeneric, map[string]any{}, nil, nil)
+		if err != nil || ctx == nil || bg == nil {
+			t.Fatalf("ctx=%v bg=%v err=%v", ctx, bg, err)
+		}
+		if i == 0 {
+			kept = ctx
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		runtime.GC()
+		n, err := LiveHandles()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == before+2 { // the kept table and its pair's background handle
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("live handles: %d, want %d", n, before+2)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, _, _, err := m.InvokeByName("tool_post_invoke", PayloadGeneric, map[string]any{}, nil, kept); err != nil {
+		t.Fatalf("the kept table: %v", err)
+	}
+	kept = nil
+	for {
+		runtime.GC()
+		if n, _ := LiveHandles(); n == before {
+			return
+		}
+		if time.Now().After(deadline) {
+			n, _ := LiveHandles()
+			t.Fatalf("live handles: %d, want %d", n, before)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -36,6 +36,8 @@ NATIVE_FILES = [
     "ffi/runtime.c",
     "ffi/fastpath.c",
     "ffi/remote.c",
+    "ffi/handles.c",
+    "ffi/natives.c",
     "ffi/generated/shims.c",
     "ffi/generated/unchanged_result.c",
     "ffi/generated/embedding_api.h",

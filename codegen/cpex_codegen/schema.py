@@ -49,6 +49,11 @@ class Abi(Strict):
 class Handle(Strict):
     name: str = Field(pattern=IDENT)
     doc: str
+    # The shims keep a C-side set of this kind's live handles ({P}__handles_* in the
+    # layout's extra sources): an input of it is checked there before Python is
+    # entered, a handle_out of it is registered when the call succeeds, and a
+    # release_in_c function frees it without entering Python.
+    tracked: bool = False
 
 
 class Status(Strict):
@@ -96,6 +101,10 @@ class Param(Strict):
     # A handle the call releases when it succeeds (a free or close function): the
     # token is dead afterwards, and a second call with it fails with invalid_handle.
     consumes: bool = False
+    # A nullable handle a successful call consumes, its state going on in a handle the
+    # call returns (an invoke's context); a failed call leaves it valid. For a tracked
+    # handle the shim forgets it when the call succeeds.
+    consumed_if_ok: bool = False
     doc: str = ""
 
     @model_validator(mode="after")
@@ -107,6 +116,8 @@ class Param(Strict):
             raise ValueError(f"param {self.name}: only handle params can be nullable")
         if self.consumes and (self.kind != "handle" or self.nullable):
             raise ValueError(f"param {self.name}: only a non-nullable handle param can be consumed")
+        if self.consumed_if_ok and (self.kind != "handle" or self.consumes):
+            raise ValueError(f"param {self.name}: consumed_if_ok is for a handle param the call does not consume always")
         return self
 
     @property
@@ -127,6 +138,9 @@ class Function(Strict):
     # running engine workers (or a handle they issued), after the fast path; it returns
     # CPEX__DECLINED for everything else.
     remote: bool = False
+    # The function only releases its one input, a consumed tracked handle: the shim
+    # answers it in C ({P}__handles_release) and enters Python only when that declines.
+    release_in_c: bool = False
 
     @model_validator(mode="after")
     def _returns(self) -> Function:
@@ -253,10 +267,15 @@ class Schema(Strict):
             raise ValueError("statuses: an `ok` status with code 0 is required")
         _check_glue(self)
         handles = {h.name for h in self.handles}
+        tracked = {h.name for h in self.handles if h.tracked}
         for f in self.functions:
             for p in f.params:
                 if p.handle is not None and p.handle not in handles:
                     raise ValueError(f"function {f.name}, param {p.name}: unknown handle {p.handle!r}")
+            if f.release_in_c and (
+                f.impl != "python" or len(f.params) != 1 or not f.params[0].consumes or f.params[0].handle not in tracked
+            ):
+                raise ValueError(f"function {f.name}: release_in_c needs one param, a consumed handle of a tracked kind")
         records = {r.name for r in self.records} | {u.name for u in self.unions}
         for r in self.records:
             fields = [fl.name for fl in r.fields]

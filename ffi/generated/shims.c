@@ -2,7 +2,12 @@
 /* Edit the schema (codegen/schema) or a template (codegen/templates), then run `make codegen`. */
 /* The exported cpex_* functions implemented in Python: each resets its out-params,
    checks pointer/length pairs, makes sure the runtime is up (a start-up failure is a
-   status, never cffi's silent 0) and only then enters Python. */
+   status, never cffi's silent 0) and only then enters Python. Handles of a tracked
+   kind are checked against the C-side set of live ones first (cpex__handles_*, in
+   the layout's extra sources): a dead one is refused there, and a release_in_c
+   function frees one without entering Python. A remote function is answered by
+   cpex__remote_<name> (a manager running engine workers, or a handle it issued:
+   those are its own, never in the set) after the fast path. */
 
 cpex_status cpex_manager_new(cpex_manager **out_manager, char **err_msg)
 {
@@ -240,13 +245,27 @@ cpex_status cpex_invoke(cpex_manager *manager, const char *hook, size_t hook_len
     rc = cpex__runtime_ready(err_msg);
     if (rc != CPEX_OK)
         return rc;
+    if (context != NULL) {
+        rc = cpex__handles_check(2, (uintptr_t)context, "cpex_invoke: context", err_msg);
+        if (rc != CPEX_OK)
+            return rc;
+    }
     rc = cpex__fast_invoke(manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, context, out_result, out_result_len, out_context, out_background, err_msg);
     if (rc != CPEX__DECLINED)
         return rc;
     rc = cpex__remote_invoke(manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, context, out_result, out_result_len, out_context, out_background, err_msg);
     if (rc != CPEX__DECLINED)
         return rc;
+    /* Room in the live set for the handles the call may return: a full set fails here,
+       before anything is issued. */
+    rc = cpex__handles_reserve(2, "cpex_invoke", err_msg);
+    if (rc != CPEX_OK)
+        return rc;
     rc = cpex__status_of(cpexpy_invoke((uintptr_t)manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, (uintptr_t)context, out_result, out_result_len, &tok_out_context, &tok_out_background, err_msg), "cpex_invoke", err_msg);
+    {
+        const uintptr_t issued[] = { tok_out_context, tok_out_background };
+        cpex__handles_settle(rc == CPEX_OK, (uintptr_t)context, issued, 2);
+    }
     if (rc == CPEX_OK)
         *out_context = (cpex_context *)tok_out_context;
     if (rc == CPEX_OK)
@@ -283,13 +302,27 @@ cpex_status cpex_invoke_request(cpex_manager *manager, const char *hook, size_t 
     rc = cpex__runtime_ready(err_msg);
     if (rc != CPEX_OK)
         return rc;
+    if (context != NULL) {
+        rc = cpex__handles_check(2, (uintptr_t)context, "cpex_invoke_request: context", err_msg);
+        if (rc != CPEX_OK)
+            return rc;
+    }
     rc = cpex__fast_invoke_request(manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, request, request_len, context, out_result, out_result_len, out_context, out_background, err_msg);
     if (rc != CPEX__DECLINED)
         return rc;
     rc = cpex__remote_invoke_request(manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, request, request_len, context, out_result, out_result_len, out_context, out_background, err_msg);
     if (rc != CPEX__DECLINED)
         return rc;
+    /* Room in the live set for the handles the call may return: a full set fails here,
+       before anything is issued. */
+    rc = cpex__handles_reserve(2, "cpex_invoke_request", err_msg);
+    if (rc != CPEX_OK)
+        return rc;
     rc = cpex__status_of(cpexpy_invoke_request((uintptr_t)manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, request, request_len, (uintptr_t)context, out_result, out_result_len, &tok_out_context, &tok_out_background, err_msg), "cpex_invoke_request", err_msg);
+    {
+        const uintptr_t issued[] = { tok_out_context, tok_out_background };
+        cpex__handles_settle(rc == CPEX_OK, (uintptr_t)context, issued, 2);
+    }
     if (rc == CPEX_OK)
         *out_context = (cpex_context *)tok_out_context;
     if (rc == CPEX_OK)
@@ -328,10 +361,24 @@ cpex_status cpex_invoke_with(cpex_manager *manager, const char *hook, size_t hoo
     rc = cpex__runtime_ready(err_msg);
     if (rc != CPEX_OK)
         return rc;
+    if (context != NULL) {
+        rc = cpex__handles_check(2, (uintptr_t)context, "cpex_invoke_with: context", err_msg);
+        if (rc != CPEX_OK)
+            return rc;
+    }
     rc = cpex__remote_invoke_with(manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, request, request_len, options, options_len, context, out_result, out_result_len, out_context, out_background, err_msg);
     if (rc != CPEX__DECLINED)
         return rc;
+    /* Room in the live set for the handles the call may return: a full set fails here,
+       before anything is issued. */
+    rc = cpex__handles_reserve(2, "cpex_invoke_with", err_msg);
+    if (rc != CPEX_OK)
+        return rc;
     rc = cpex__status_of(cpexpy_invoke_with((uintptr_t)manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, request, request_len, options, options_len, (uintptr_t)context, out_result, out_result_len, &tok_out_context, &tok_out_background, err_msg), "cpex_invoke_with", err_msg);
+    {
+        const uintptr_t issued[] = { tok_out_context, tok_out_background };
+        cpex__handles_settle(rc == CPEX_OK, (uintptr_t)context, issued, 2);
+    }
     if (rc == CPEX_OK)
         *out_context = (cpex_context *)tok_out_context;
     if (rc == CPEX_OK)
@@ -352,6 +399,9 @@ cpex_status cpex_wait_background(cpex_background *background, uint8_t **out_erro
     rc = cpex__runtime_ready(err_msg);
     if (rc != CPEX_OK)
         return rc;
+    rc = cpex__handles_check(3, (uintptr_t)background, "cpex_wait_background: background", err_msg);
+    if (rc != CPEX_OK)
+        return rc;
     rc = cpex__remote_wait_background(background, out_errors, out_errors_len, err_msg);
     if (rc != CPEX__DECLINED)
         return rc;
@@ -368,6 +418,9 @@ cpex_status cpex_free_background(cpex_background *background, char **err_msg)
     rc = cpex__runtime_ready(err_msg);
     if (rc != CPEX_OK)
         return rc;
+    rc = cpex__handles_release(3, (uintptr_t)background, "cpex_free_background: background", err_msg);
+    if (rc != CPEX__DECLINED)
+        return rc;
     rc = cpex__remote_free_background(background, err_msg);
     if (rc != CPEX__DECLINED)
         return rc;
@@ -383,6 +436,9 @@ cpex_status cpex_free_context(cpex_context *context, char **err_msg)
         return cpex__fail(err_msg, CPEX_ERR_INVALID_HANDLE, "cpex_free_context: context handle is NULL");
     rc = cpex__runtime_ready(err_msg);
     if (rc != CPEX_OK)
+        return rc;
+    rc = cpex__handles_release(2, (uintptr_t)context, "cpex_free_context: context", err_msg);
+    if (rc != CPEX__DECLINED)
         return rc;
     rc = cpex__remote_free_context(context, err_msg);
     if (rc != CPEX__DECLINED)

@@ -28,6 +28,7 @@ OK = 1
 _MAX_MESSAGE = 64 * 1024
 _MAX_DEPTH = 64  # CPEX__MAX_DEPTH of ffi/fastpath.c
 _MAX_HOOK_NAMES = 256
+_DRAIN = 256  # CPEX__FREED_MAX of ffi/handles.c
 
 
 class Exports:
@@ -35,6 +36,14 @@ class Exports:
         self.ffi = ffi
         self.lib = lib
         self._hook_names: dict[bytes, str] = {}
+        # The invoke's C helpers as builtins that keep the GIL (ffi/natives.c): a cffi
+        # call would release it, letting the runtime loop's thread in mid-invoke.
+        if lib.cpexrt_install_natives() != 0:
+            raise RuntimeError("the boundary's C builtins (_cpex_natives, ffi/natives.c) could not be installed")
+        natives = sys.modules["_cpex_natives"]
+        self._plain_maps: Callable[[bytes, bytes | None, int], int] = natives.plain_maps
+        self._copy_out_address: Callable[[bytes], int] = natives.copy_out
+        self._drain: Callable[[], tuple[int, ...]] = natives.drain
 
     # -- pointers in ------------------------------------------------------------------
 
@@ -181,7 +190,10 @@ class Exports:
         # Handles die first (and the C fast path forgets the manager), so calls racing
         # this one fail cleanly instead of using plugins that are shutting down.
         self.lib.cpexrt_publish_hooks(manager, -1, 0, b"", 0, 0, 0, 0)
-        HANDLES.release_owned_by(mgr)
+        released = HANDLES.release_owned_by(mgr)
+        if released:
+            # The shims' set of live handles (ffi/handles.c) forgets them too.
+            self.lib.cpexrt_handles_forget(self.ffi.new("uintptr_t[]", released), len(released))
         mgr.shutdown()
 
     def has_hooks_for(self, manager: int, hook: Any, hook_len: int, out_has: Any) -> None:
@@ -256,11 +268,12 @@ class Exports:
             buffer = self.ffi.buffer
             # Copied out of the caller's memory (only after the size checks): the engine
             # keeps these bytes as the payload's canonical form. The copies are checked
-            # (ffi/fastpath.c, both in one C call): a map the checker takes is decoded at
-            # once; anything else gets _decode's checks and message.
+            # (ffi/fastpath.c, both in one call of a builtin that keeps the GIL,
+            # ffi/natives.c): a map the checker takes is decoded at once; anything else
+            # gets _decode's checks and message.
             body_wire = buffer(payload, payload_len)[:]
             ext_wire = buffer(extensions, extensions_len)[:] if extensions_len else None
-            plain = self.lib.cpexrt_plain_maps(body_wire, payload_len, ext_wire or b"", extensions_len, entries)
+            plain = self._plain_maps(body_wire, ext_wire, entries)
             if plain & 1:
                 body = unpack(body_wire, "payload", entries)
             else:
@@ -297,7 +310,7 @@ class Exports:
                     data = UNCHANGED_RESULTS[payload_type]  # the engine checked the payload type
                 else:
                     data = _result_bytes(outcome, payload_type)
-                result = self._copy_out(data)
+                result = self.ffi.cast("uint8_t *", self._copy_out_address(data))
             except BaseException:
                 # The result cannot be delivered: the call failed after all, and the
                 # caller keeps its context table (the engine never changed it).
@@ -306,6 +319,12 @@ class Exports:
                 raise
             if ctx is not None:
                 HANDLES.discard(Kind.CONTEXT, context)
+            # The handles the host freed since (in C, ffi/handles.c) leave the table
+            # here, so that their objects do not outlive them by long.
+            freed = self._drain()
+            if freed:
+                for token in freed:
+                    HANDLES.drop(token)
             new_ctx = HANDLES.issue(Kind.CONTEXT, outcome.context, owner=mgr) if outcome.context is not None else 0
             new_bg = HANDLES.issue(Kind.BACKGROUND, outcome.background, owner=mgr) if outcome.background is not None else 0
             out_result[0] = result
@@ -345,7 +364,20 @@ class Exports:
         mgr = self._manager(manager, "manager")
         mgr.set_decision_sink(None if callback == self.ffi.NULL else CallbackSink(self.ffi, callback, user_data))
 
+    def drain_freed(self) -> None:
+        """Drops from the table the context and background handles the C shims freed
+        (ffi/handles.c: they were dead from the free on; only their objects are
+        released here)."""
+        drop = HANDLES.drop
+        while True:
+            freed = self._drain()
+            for token in freed:
+                drop(token)
+            if len(freed) < _DRAIN:
+                return
+
     def live_handles(self, out_managers: Any, out_contexts: Any, out_backgrounds: Any) -> None:
+        self.drain_freed()
         counts = HANDLES.counts()
         # and those issued by ffi/remote.c for managers running engine workers
         remote_contexts, remote_backgrounds = self.ffi.new("size_t *"), self.ffi.new("size_t *")
@@ -620,8 +652,14 @@ def _invoke_entries(exports: Exports) -> dict[str, Callable[..., int]]:
         except BaseException as exc:  # noqa: BLE001 - nothing may escape into C
             return _failed(exports, "invoke_with", err_msg, exc)
 
+    # The frees enter Python only when the C shim's queue of freed handles is full
+    # (ffi/handles.c): the handle is dead already; its object leaves the table here,
+    # with the queued ones.
+    drain_freed = exports.drain_freed
+
     def free_context(context: int, err_msg: Any) -> int:
         try:
+            drain_freed()
             handles.take(context_kind, context, "context")
             return OK
         except BaseException as exc:  # noqa: BLE001 - nothing may escape into C
@@ -629,6 +667,7 @@ def _invoke_entries(exports: Exports) -> dict[str, Callable[..., int]]:
 
     def free_background(background: int, err_msg: Any) -> int:
         try:
+            drain_freed()
             handles.take(background_kind, background, "background")
             return OK
         except BaseException as exc:  # noqa: BLE001 - nothing may escape into C

@@ -9,6 +9,13 @@ invalid forever and can be told apart from garbage in the error message.
 The table takes no lock: issue, take and discard are on every invoke's path, and each
 is a few operations the GIL makes atomic (next() of an itertools.count, one dict store,
 one dict pop), so two threads can never both take one token, and a token is issued once.
+
+Context and background handles are also tracked in C (ffi/handles.c): the generated
+shims check every such handle against their own set before Python is entered (a dead
+one is refused there with _why's message), and free one without entering Python: the
+handle leaves the C set at once and its token is queued; Exports.drain_freed drops the
+queued tokens from this table when the queue is full, in cpex_live_handles, and at a
+manager's shutdown (which also takes the manager's handles out of the C set).
 """
 
 from __future__ import annotations
@@ -73,16 +80,21 @@ class HandleTable(Generic[T]):
         if entry is not None and entry[0] is kind:
             self._entries.pop(token, None)
 
-    def release_owned_by(self, owner: Any) -> list[Any]:
-        """Removes every handle issued on behalf of owner (a manager being shut down)."""
+    def drop(self, token: int) -> None:
+        """Removes the handle if it is still there, whatever its kind (a handle the C
+        shims freed: ffi/handles.c)."""
+        self._entries.pop(token, None)
+
+    def release_owned_by(self, owner: Any) -> list[int]:
+        """Removes every handle issued on behalf of owner (a manager being shut down);
+        returns the tokens removed."""
         # dict.copy() is one atomic step under the GIL (iterating the live table could
         # race an issue on another thread).
         dead = [t for t, (_, _, o) in self._entries.copy().items() if o is owner]
         released = []
         for t in dead:
-            entry = self._entries.pop(t, None)
-            if entry is not None:
-                released.append(entry[1])
+            if self._entries.pop(t, None) is not None:
+                released.append(t)
         return released
 
     def __len__(self) -> int:

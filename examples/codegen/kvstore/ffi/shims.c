@@ -2,7 +2,12 @@
 /* Edit examples/codegen/kvstore/schema, then run `make codegen`. */
 /* The exported kv_* functions implemented in Python: each resets its out-params,
    checks pointer/length pairs, makes sure the runtime is up (a start-up failure is a
-   status, never cffi's silent 0) and only then enters Python. */
+   status, never cffi's silent 0) and only then enters Python. Handles of a tracked
+   kind are checked against the C-side set of live ones first (kv__handles_*, in
+   the layout's extra sources): a dead one is refused there, and a release_in_c
+   function frees one without entering Python. A remote function is answered by
+   kv__remote_<name> (a manager running engine workers, or a handle it issued:
+   those are its own, never in the set) after the fast path. */
 
 kv_status kv_store_new(kv_store **out_store, char **err_msg)
 {
