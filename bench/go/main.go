@@ -238,18 +238,50 @@ func cpuPerCall(m *cpex.PluginManager, calls int, label string, call func(*cpex.
 		call(m)
 	}
 	const batch = 500
-	var walls, cpus []float64
+	var walls, cpus, kids []float64
 	for done := 0; done < calls; done += batch {
-		c0, w0 := processCPU(), time.Now()
+		c0, k0, w0 := processCPU(), childrenCPU(), time.Now()
 		for i := 0; i < batch; i++ {
 			call(m)
 		}
 		walls = append(walls, float64(time.Since(w0).Nanoseconds())/batch/1000)
 		cpus = append(cpus, float64((processCPU()-c0).Nanoseconds())/batch/1000)
+		kids = append(kids, float64((childrenCPU()-k0).Nanoseconds())/batch/1000)
 	}
 	sort.Float64s(walls)
 	sort.Float64s(cpus)
-	fmt.Printf("%s cpu_us min %.2f med %.2f | wall_us min %.2f med %.2f\n", label, cpus[0], cpus[len(cpus)/2], walls[0], walls[len(walls)/2])
+	sort.Float64s(kids)
+	fmt.Printf("%s cpu_us min %.2f med %.2f | wall_us min %.2f med %.2f", label, cpus[0], cpus[len(cpus)/2], walls[0], walls[len(walls)/2])
+	if kids[len(kids)-1] > 0 {
+		// engine workers: their CPU, read from /proc in clock ticks (coarse per batch)
+		fmt.Printf(" | workers cpu_us med %.2f", kids[len(kids)/2])
+	}
+	fmt.Println()
+}
+
+// childrenCPU is the CPU time of this process's live children (engine workers), from
+// /proc: user and system clock ticks.
+func childrenCPU() time.Duration {
+	entries, _ := os.ReadDir("/proc")
+	self := strconv.Itoa(os.Getpid())
+	var ticks int64
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(stat)
+		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(fields) > 12 && fields[1] == self {
+			u, _ := strconv.ParseInt(fields[11], 10, 64)
+			k, _ := strconv.ParseInt(fields[12], 10, 64)
+			ticks += u + k
+		}
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100 on Linux
 }
 
 // longRun is the long run's figures: RSS after start-up and warm-up, its growth over
@@ -285,6 +317,7 @@ func main() {
 	cpuCalls := flag.Int("cpu", 0, "only the demo pipeline's process CPU per call over this many calls, in batches of 500 (an A/B of two builds, run alternately)")
 	label := flag.String("label", "", "with -cpu: the label printed before the figures")
 	cpuPII := flag.Bool("pii", false, "with -cpu: the cpex-pii-filter call (a py-cpex plugin redacting a tool call) instead of the demo pipeline")
+	cpuWorkers := flag.Int("workers", 0, "with -cpu: the demo pipeline with the engine in this many worker processes (engine_workers); their CPU is printed too")
 	cpuCMF := flag.Bool("cmf", false, "with -cpu: the CMF demo pipeline (examples/configs/cmf.yaml) instead of the generic one")
 	longOnly := flag.Bool("longrun", false, "internal: only the long run of -long invokes, in this process, printed as JSON")
 	examples := flag.String("examples", "../examples", "the examples directory (configs, plugins)")
@@ -321,7 +354,7 @@ func main() {
 			_ = m.Shutdown()
 			return
 		}
-		m := manager(dir)
+		m := managerWith(dir, *cpuWorkers)
 		cpuPerCall(m, *cpuCalls, *label, pipeline)
 		_ = m.Shutdown()
 		return
