@@ -458,6 +458,15 @@ static int cpex__is_remote_token(const void *handle)
     return ((uint64_t)(uintptr_t)handle >> 48) == CPEX__RTAG;
 }
 
+/* An input over its limit: the boundary's words (exports._check_size). */
+static cpex_status cpex__over(char **err_msg, const char *fn, const char *what, size_t len, size_t limit,
+                              const char *setting)
+{
+    return cpex__fail(err_msg, CPEX_ERR_INVALID_INPUT,
+                      "%s: %s: %zu bytes, over the limit of %zu (plugin_settings.%s); refused before decoding", fn,
+                      what, len, limit, setting);
+}
+
 static cpex_status cpex__remote_call(const char *fn, cpex_manager *manager, const char *hook, size_t hook_len,
                                      uint8_t payload_type, const uint8_t *payload, size_t payload_len,
                                      const uint8_t *extensions, size_t extensions_len, const uint8_t *request,
@@ -498,25 +507,13 @@ static cpex_status cpex__remote_call(const char *fn, cpex_manager *manager, cons
     }
     /* The limits the boundary checks before decoding, here before anything is sent. */
     if (payload_len > r->max_payload)
-        return cpex__fail(err_msg, CPEX_ERR_INVALID_INPUT,
-                          "%s: payload: %zu bytes, over the limit of %zu (plugin_settings.max_payload_bytes); refused "
-                          "before decoding",
-                          fn, payload_len, r->max_payload);
+        return cpex__over(err_msg, fn, "payload", payload_len, r->max_payload, "max_payload_bytes");
     if (extensions_len > r->max_extensions)
-        return cpex__fail(err_msg, CPEX_ERR_INVALID_INPUT,
-                          "%s: extensions: %zu bytes, over the limit of %zu (plugin_settings.max_extensions_bytes); "
-                          "refused before decoding",
-                          fn, extensions_len, r->max_extensions);
+        return cpex__over(err_msg, fn, "extensions", extensions_len, r->max_extensions, "max_extensions_bytes");
     if (request_len > r->max_extensions)
-        return cpex__fail(err_msg, CPEX_ERR_INVALID_INPUT,
-                          "%s: request: %zu bytes, over the limit of %zu (plugin_settings.max_extensions_bytes); "
-                          "refused before decoding",
-                          fn, request_len, r->max_extensions);
+        return cpex__over(err_msg, fn, "request", request_len, r->max_extensions, "max_extensions_bytes");
     if (options_len > r->max_extensions)
-        return cpex__fail(err_msg, CPEX_ERR_INVALID_INPUT,
-                          "%s: options: %zu bytes, over the limit of %zu (plugin_settings.max_extensions_bytes); "
-                          "refused before decoding",
-                          fn, options_len, r->max_extensions);
+        return cpex__over(err_msg, fn, "options", options_len, r->max_extensions, "max_extensions_bytes");
     total = CPEX__REQ_HEAD - 4 + hook_len + payload_len + extensions_len + request_len + options_len;
     if (hook_len > 4096 || total > CPEX__MAX_FRAME / 2)
         return cpex__fail(err_msg, CPEX_ERR_INVALID_INPUT, "%s: the call is too large for an engine worker", fn);

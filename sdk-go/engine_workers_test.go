@@ -1,16 +1,13 @@
 package cpex
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -27,23 +24,10 @@ func engineWorkersConfig(t testing.TB, workers int, settings string, plugins ...
 
 // engineWorkerChildren lists this process's live engine worker processes.
 func engineWorkerChildren() []int64 {
-	entries, _ := os.ReadDir("/proc")
 	var found []int64
-	for _, e := range entries {
-		pid, err := strconv.ParseInt(e.Name(), 10, 64)
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		s := string(stat)
-		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(fields) > 1 && fields[0] != "Z" && fields[1] == strconv.Itoa(os.Getpid()) &&
-			strings.Contains(string(cmdline), "cpexrt._boundary.engine_worker") {
-			found = append(found, pid)
+	for _, c := range childProcesses(engineWorker) {
+		if c.state != "Z" {
+			found = append(found, c.pid)
 		}
 	}
 	return found
@@ -201,41 +185,6 @@ func TestEngineWorkersHostProcess(t *testing.T) {
 }
 
 func TestEngineWorkersDieWithAGoHostKilledBySIGKILL(t *testing.T) {
-	host := exec.Command(os.Args[0], "-test.run=^TestEngineWorkersHostProcess$", "-test.v")
-	host.Env = append(os.Environ(), "CPEX_ENGINE_WORKERS_HOST=1")
-	out, err := host.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := host.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var pids []int64
-	scanner := bufio.NewScanner(out)
-	for scanner.Scan() {
-		if line, ok := strings.CutPrefix(scanner.Text(), "PIDS "); ok {
-			for _, f := range strings.Fields(line) {
-				pid, _ := strconv.ParseInt(f, 10, 64)
-				pids = append(pids, pid)
-			}
-			break
-		}
-	}
-	if len(pids) != 2 {
-		_ = host.Process.Kill()
-		_ = host.Wait()
-		t.Fatalf("the helper host reported engine workers %v", pids)
-	}
-	_ = host.Process.Signal(syscall.SIGKILL)
-	_ = host.Wait()
-	if !eventually(5*time.Second, func() bool {
-		for _, pid := range pids {
-			if processAlive(pid) {
-				return false
-			}
-		}
-		return true
-	}) {
-		t.Fatalf("engine workers %v outlived their host", pids)
-	}
+	host, pids := helperHostWorkers(t, "^TestEngineWorkersHostProcess$", "CPEX_ENGINE_WORKERS_HOST", 2)
+	killHostCheckWorkers(t, host, pids)
 }

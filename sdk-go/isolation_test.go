@@ -56,12 +56,24 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// workerChildren lists this process's children that are cpex workers (zombies too).
-func workerChildren() []string {
+// The command-line marks of cpex worker processes: isolated plugins' and engine workers'.
+const (
+	isolationWorker = "cpexrt.engine.worker"
+	engineWorker    = "cpexrt._boundary.engine_worker"
+)
+
+type childProcess struct {
+	pid   int64
+	state string // "Z" for a zombie
+}
+
+// childProcesses lists this process's children whose command line holds one of marks.
+func childProcesses(marks ...string) []childProcess {
 	entries, _ := os.ReadDir("/proc")
-	var found []string
+	var found []childProcess
 	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
+		pid, err := strconv.ParseInt(e.Name(), 10, 64)
+		if err != nil {
 			continue
 		}
 		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
@@ -71,9 +83,24 @@ func workerChildren() []string {
 		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
 		s := string(stat)
 		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(fields) > 1 && fields[1] == strconv.Itoa(os.Getpid()) && (strings.Contains(string(cmdline), "cpexrt.engine.worker") || strings.Contains(string(cmdline), "cpexrt._boundary.engine_worker")) {
-			found = append(found, e.Name()+":"+fields[0])
+		if len(fields) < 2 || fields[1] != strconv.Itoa(os.Getpid()) {
+			continue
 		}
+		for _, mark := range marks {
+			if strings.Contains(string(cmdline), mark) {
+				found = append(found, childProcess{pid, fields[0]})
+				break
+			}
+		}
+	}
+	return found
+}
+
+// workerChildren lists this process's children that are cpex workers (zombies too).
+func workerChildren() []string {
+	var found []string
+	for _, c := range childProcesses(isolationWorker, engineWorker) {
+		found = append(found, strconv.FormatInt(c.pid, 10)+":"+c.state)
 	}
 	return found
 }
@@ -293,8 +320,18 @@ func TestIsolationHostProcess(t *testing.T) {
 }
 
 func TestIsolatedWorkersDieWithAGoHostKilledBySIGKILL(t *testing.T) {
-	host := exec.Command(os.Args[0], "-test.run=^TestIsolationHostProcess$", "-test.v")
-	host.Env = append(os.Environ(), "CPEX_ISOLATION_HOST=1")
+	host, pids := helperHostWorkers(t, "^TestIsolationHostProcess$", "CPEX_ISOLATION_HOST", 3)
+	time.Sleep(300 * time.Millisecond) // one worker is mid-call
+	killHostCheckWorkers(t, host, pids)
+}
+
+// helperHostWorkers starts this test binary running only the test run, with env set
+// to 1, and reads the worker pids it prints on its "PIDS " line; the test fails
+// unless there are want of them.
+func helperHostWorkers(t *testing.T, run, env string, want int) (*exec.Cmd, []int64) {
+	t.Helper()
+	host := exec.Command(os.Args[0], "-test.run="+run, "-test.v")
+	host.Env = append(os.Environ(), env+"=1")
 	out, err := host.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -313,12 +350,17 @@ func TestIsolatedWorkersDieWithAGoHostKilledBySIGKILL(t *testing.T) {
 			break
 		}
 	}
-	if len(pids) != 3 {
+	if len(pids) != want {
 		_ = host.Process.Kill()
 		_ = host.Wait()
-		t.Fatalf("the helper host reported workers %v", pids)
+		t.Fatalf("the helper host reported workers %v, want %d", pids, want)
 	}
-	time.Sleep(300 * time.Millisecond) // one worker is mid-call
+	return host, pids
+}
+
+// killHostCheckWorkers kills the helper host with SIGKILL; its workers must end with it.
+func killHostCheckWorkers(t *testing.T, host *exec.Cmd, pids []int64) {
+	t.Helper()
 	_ = host.Process.Signal(syscall.SIGKILL)
 	_ = host.Wait()
 	if !eventually(5*time.Second, func() bool {

@@ -4,6 +4,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,9 +32,13 @@ def library() -> Library:
     return load_library()
 
 
-def workers_of_this_process() -> list[tuple[int, str]]:
-    """(pid, state) of this process's children that are cpex worker processes
-    (isolation: process), zombies included."""
+ISOLATION_WORKER = b"cpexrt.engine.worker"  # isolation: process
+ENGINE_WORKER = b"cpexrt._boundary.engine_worker"  # plugin_settings.engine_workers
+
+
+def workers_of_this_process(kinds: tuple[bytes, ...] = (ISOLATION_WORKER, ENGINE_WORKER)) -> list[tuple[int, str]]:
+    """(pid, state) of this process's children that are cpex worker processes of these
+    kinds (by their command line), zombies included."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -46,9 +51,27 @@ def workers_of_this_process() -> list[tuple[int, str]]:
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == os.getpid() and (b"cpexrt.engine.worker" in cmdline or b"cpexrt._boundary.engine_worker" in cmdline):
+        if int(fields[1]) == os.getpid() and any(kind in cmdline for kind in kinds):
             found.append((int(entry), fields[0]))
     return found
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(predicate: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())
 
 
 @pytest.fixture(autouse=True)

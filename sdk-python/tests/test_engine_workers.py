@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from conftest import config, plugin
+from conftest import ENGINE_WORKER, alive, config, plugin, wait_until, workers_of_this_process
 from cpexrt._generated import calls
 from cpexrt.engine.manager import Engine
 from cpexrt.errors import ConfigError, InternalError, InvalidHandleError, InvalidInputError, PipelineError, PipelineTimeoutError
@@ -54,34 +54,12 @@ def start(managers: list[PluginManager], yaml: str) -> PluginManager:
 
 
 def engine_worker_pids() -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == os.getpid() and b"cpexrt._boundary.engine_worker" in cmdline and fields[0] != "Z":
-            found.append(int(entry))
-    return sorted(found)
+    return sorted(pid for pid, state in workers_of_this_process((ENGINE_WORKER,)) if state != "Z")
 
 
 def live_handles() -> tuple[int, int, int]:
     counts: tuple[int, int, int] = calls.live_handles(load_library())
     return counts
-
-
-def wait_until(predicate: Any, timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
 
 
 def test_answers_as_in_process(managers: list[PluginManager]) -> None:
@@ -216,8 +194,8 @@ def test_a_worker_that_dies_fails_its_call_and_is_replaced(managers: list[Plugin
     # on_error: ignore cannot turn the death of the whole engine into an allow.
     with pytest.raises(InternalError, match=r"engine worker .* stopped during the call"):
         m.invoke("tool_pre_invoke", {"how": "exit"})
-    assert wait_until(lambda: engine_worker_pids() not in ([], [pid]))
-    assert wait_until(lambda: _answers(m))
+    assert wait_until(lambda: engine_worker_pids() not in ([], [pid]), 15.0)
+    assert wait_until(lambda: _answers(m), 15.0)
     # The request state of the dead worker went with it: its context is refused.
     with pytest.raises(InvalidHandleError, match="stopped"):
         m.invoke("tool_pre_invoke", {}, context=kept.context)
@@ -250,7 +228,7 @@ def test_a_worker_stuck_in_c_releases_the_caller_at_the_deadline(managers: list[
     with pytest.raises(PipelineTimeoutError, match="did not answer"):
         m.invoke("tool_pre_invoke", {"sleep": 30})
     assert time.monotonic() - began < 0.5 + 0.25 + 2.0  # the limit, the grace, a loaded machine
-    assert wait_until(lambda: _answers(m))
+    assert wait_until(lambda: _answers(m), 15.0)
 
 
 def _answers(m: PluginManager) -> bool:
@@ -325,17 +303,9 @@ def test_workers_die_with_a_host_killed_by_sigkill(tmp_path: Any) -> None:
         host.wait()
 
     def gone() -> bool:
-        return all(not os.path.exists(f"/proc/{pid}") or _zombie(pid) for pid in pids)
+        return not any(alive(pid) for pid in pids)
 
     assert wait_until(gone, 10.0)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 def test_decision_records_reach_the_host_sink_and_file(managers: list[PluginManager], tmp_path: Any) -> None:
@@ -346,7 +316,7 @@ def test_decision_records_reach_the_host_sink_and_file(managers: list[PluginMana
     m.set_decision_sink(got.append)
     for i in range(20):
         m.invoke("tool_pre_invoke", {"block": i % 2 == 0}, request={"request_id": f"r{i}"})
-    assert wait_until(lambda: len(got) == 20)
+    assert wait_until(lambda: len(got) == 20, 15.0)
     assert sorted(r.request_id for r in got) == sorted(f"r{i}" for i in range(20))
     assert {r.request_id: r.decision for r in got}["r0"] == "deny"
     m.set_decision_sink(None)
@@ -362,7 +332,7 @@ def test_worker_log_records_reach_the_host_logging(managers: list[PluginManager]
     m = start(managers, workers_config(plugin("boom", "Raises", on_error="ignore")))
     with caplog.at_level(logging.WARNING, logger="cpexrt"):
         assert not m.invoke("tool_pre_invoke", {}).denied
-        assert wait_until(lambda: any("boom" in r.getMessage() and hasattr(r, "engine_worker_pid") for r in caplog.records))
+        assert wait_until(lambda: any("boom" in r.getMessage() and hasattr(r, "engine_worker_pid") for r in caplog.records), 15.0)
 
 
 def test_shutdown_lets_calls_in_flight_finish() -> None:

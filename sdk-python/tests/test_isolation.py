@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from conftest import PLUGIN_DIR
+from conftest import PLUGIN_DIR, alive, wait_until
 from cpexrt.engine import isolation
 from cpexrt.engine.manager import Engine
 from cpexrt.errors import ConfigError, PipelineError, PipelineTimeoutError
@@ -43,23 +43,6 @@ def isolated(name: str, cls: str, **extra: Any) -> str:
     lines = [f"  - name: {name}", f"    kind: cpex_isolation_plugins:{cls}", "    hooks: [tool_pre_invoke]"]
     lines += [f"    {k}: {v}" for k, v in fields.items()]
     return "\n".join(lines) + "\n"
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def wait_until(predicate: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
 
 
 @pytest.fixture

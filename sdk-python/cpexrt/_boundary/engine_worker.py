@@ -33,10 +33,19 @@ import sys
 import threading
 from typing import Any
 
-from cpexrt._boundary.exports import _call_timeout, _check_size, _result_bytes, decode_checked
-from cpexrt._generated.errors import UNCHANGED_RESULTS, CpexError, Status
+from cpexrt._boundary.exports import (
+    _MAX_MESSAGE,
+    _call_timeout,
+    _check_size,
+    check_sizes,
+    decode_checked,
+    decode_maps,
+    failure,
+    hook_name_of,
+    outcome_bytes,
+)
 from cpexrt.engine.worker import _die_with_parent, _lifeline, _protocol_fds
-from cpexrt.errors import InvalidHandleError, InvalidInputError
+from cpexrt.errors import InvalidHandleError
 from cpexrt.wire import pack, unpack
 
 EVENT_DECISIONS = "d"
@@ -233,37 +242,16 @@ class Server:
         engine = self.engine
         serving = engine.serving()
         try:
-            raw_hook = bytes(data[:hook_len])
-            hook = self.hook_names.get(raw_hook)
-            if hook is None:
-                try:
-                    hook = raw_hook.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise InvalidInputError(
-                        f"hook: not valid UTF-8 (byte {exc.start}: {raw_hook[exc.start : exc.start + 1]!r})"
-                    ) from None
-                if len(self.hook_names) < 256:
-                    self.hook_names[raw_hook] = hook
+            hook = hook_name_of(self.hook_names, bytes(data[:hook_len]))
             limits = serving.limits
-            if payload_len == 0:
-                raise InvalidInputError("payload: empty; expected a MessagePack map")
-            _check_size("payload", payload_len, limits.max_payload_bytes, "max_payload_bytes")
-            _check_size("extensions", extensions_len, limits.max_extensions_bytes, "max_extensions_bytes")
+            check_sizes(limits, payload_len, extensions_len)
             entries = limits.max_collection_entries
             pos = hook_len
             body_wire = bytes(data[pos : pos + payload_len])
             pos += payload_len
-            body = unpack(body_wire, "payload", entries) if flags & 1 else decode_checked(body_wire, "payload", entries, False)
-            ext_wire = None
-            ext = None
-            if extensions_len:
-                ext_wire = bytes(data[pos : pos + extensions_len])
-                ext = (
-                    unpack(ext_wire, "extensions", entries)
-                    if flags & 2
-                    else decode_checked(ext_wire, "extensions", entries, False)
-                )
+            ext_wire = bytes(data[pos : pos + extensions_len]) if extensions_len else None
             pos += extensions_len
+            body, ext = decode_maps(body_wire, ext_wire, flags, entries, _not_plain)
             request = None
             if request_len:
                 _check_size("request", request_len, limits.max_extensions_bytes, "max_extensions_bytes")
@@ -287,7 +275,7 @@ class Server:
                 serving=serving,
             )
             try:
-                result = UNCHANGED_RESULTS[payload_type] if outcome.unchanged else _result_bytes(outcome, payload_type)
+                result = outcome_bytes(outcome, payload_type)
             except BaseException:
                 if ctx is not None:
                     ctx.revive()  # the call failed after all: the caller keeps its context
@@ -391,13 +379,14 @@ class Server:
 
 
 def _failure(exc: BaseException) -> tuple[int, bytes]:
-    if isinstance(exc, CpexError):
-        message = str(exc)
-        status = int(exc.status)
-    else:
-        message = f"internal error: {type(exc).__name__}: {exc}"
-        status = int(Status.INTERNAL)
-    return status, message.encode("utf-8", "replace")[: 64 * 1024]
+    status, message = failure(exc)
+    return status, message.encode("utf-8", "replace")[:_MAX_MESSAGE]
+
+
+def _not_plain(data: bytes, what: str, entries: int) -> Any:
+    """A map the C checker refused (ffi/remote.c sent its verdict): refused here too,
+    naming the problem."""
+    return decode_checked(data, what, entries, False)
 
 
 def main() -> None:
@@ -418,7 +407,7 @@ def main() -> None:
         import traceback
 
         traceback.print_exc(file=sys.stderr)
-        os._exit(70)
+        os._exit(1)
 
 
 if __name__ == "__main__":

@@ -52,22 +52,7 @@ class Exports:
 
     def _text(self, ptr: Any, n: int, what: str) -> str:
         raw = self._bytes(ptr, n)
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidInputError(f"{what}: not valid UTF-8 (byte {exc.start}: {raw[exc.start : exc.start + 1]!r})") from None
-
-    def _hook_name(self, ptr: Any, n: int) -> str:
-        """An invoke's hook name: decoded once, then found by its bytes (a host calls a
-        handful of hooks). Only valid names are kept, at most _MAX_HOOK_NAMES."""
-        raw = self.ffi.buffer(ptr, n)[:] if n else b""
-        name = self._hook_names.get(raw)
-        if name is None:
-            name = self._text(ptr, n, "hook")
-            if len(self._hook_names) >= _MAX_HOOK_NAMES:
-                self._hook_names.clear()
-            self._hook_names[raw] = name
-        return name
+        return utf8(raw, what)
 
     def _decode(self, data: bytes, what: str, entries: int) -> Any:
         """A host's MessagePack map, decoded once the C checker of the fast path took it
@@ -253,17 +238,11 @@ class Exports:
         # the size checks against its limits to its result.
         serving = mgr.serving()
         try:
-            # The hook's name, decoded once (_hook_name) and then found by its bytes.
-            hook_name = self._hook_names.get(self.ffi.buffer(hook, hook_len)[:] if hook_len else b"")
-            if hook_name is None:
-                hook_name = self._hook_name(hook, hook_len)
+            # The hook's name, decoded once (hook_name) and then found by its bytes.
+            raw_hook = self.ffi.buffer(hook, hook_len)[:] if hook_len else b""
+            hook_name = self._hook_names.get(raw_hook) or hook_name_of(self._hook_names, raw_hook)
             limits = serving.limits
-            if payload_len == 0:
-                raise InvalidInputError("payload: empty; expected a MessagePack map")
-            if payload_len > limits.max_payload_bytes:
-                _check_size("payload", payload_len, limits.max_payload_bytes, "max_payload_bytes")
-            if extensions_len > limits.max_extensions_bytes:
-                _check_size("extensions", extensions_len, limits.max_extensions_bytes, "max_extensions_bytes")
+            check_sizes(limits, payload_len, extensions_len)
             entries = limits.max_collection_entries
             buffer = self.ffi.buffer
             # Copied out of the caller's memory (only after the size checks): the engine
@@ -273,17 +252,7 @@ class Exports:
             # gets _decode's checks and message.
             body_wire = buffer(payload, payload_len)[:]
             ext_wire = buffer(extensions, extensions_len)[:] if extensions_len else None
-            plain = self._plain_maps(body_wire, ext_wire, entries)
-            if plain & 1:
-                body = unpack(body_wire, "payload", entries)
-            else:
-                body = self._decode(body_wire, "payload", entries)
-            if ext_wire is None:
-                ext = None
-            elif plain & 2:
-                ext = unpack(ext_wire, "extensions", entries)
-            else:
-                ext = self._decode(ext_wire, "extensions", entries)
+            body, ext = decode_maps(body_wire, ext_wire, self._plain_maps(body_wire, ext_wire, entries), entries, self._decode)
             global_context = None
             if request_len:
                 _check_size("request", request_len, limits.max_extensions_bytes, "max_extensions_bytes")
@@ -306,10 +275,7 @@ class Exports:
                 serving=serving,
             )
             try:
-                if outcome.unchanged:
-                    data = UNCHANGED_RESULTS[payload_type]  # the engine checked the payload type
-                else:
-                    data = _result_bytes(outcome, payload_type)
+                data = outcome_bytes(outcome, payload_type)
                 result = self.ffi.cast("uint8_t *", self._copy_out_address(data))
             except BaseException:
                 # The result cannot be delivered: the call failed after all, and the
@@ -385,6 +351,66 @@ class Exports:
         out_managers[0] = counts.get(Kind.MANAGER, 0)
         out_contexts[0] = counts.get(Kind.CONTEXT, 0) + remote_contexts[0]
         out_backgrounds[0] = counts.get(Kind.BACKGROUND, 0) + remote_backgrounds[0]
+
+
+# -- an invoke's steps, shared by Exports.invoke_with and the engine workers
+# (cpexrt._boundary.engine_worker), which run it over a frame's bytes: the same checks,
+# messages and result bytes in both.
+
+
+def utf8(raw: bytes, what: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"{what}: not valid UTF-8 (byte {exc.start}: {raw[exc.start : exc.start + 1]!r})") from None
+
+
+def hook_name_of(names: dict[bytes, str], raw: bytes) -> str:
+    """An invoke's hook name, decoded once and then found in names by its bytes (a host
+    calls a handful of hooks). Only valid names are kept, at most _MAX_HOOK_NAMES."""
+    name = names.get(raw)
+    if name is None:
+        name = utf8(raw, "hook")
+        if len(names) >= _MAX_HOOK_NAMES:
+            names.clear()
+        names[raw] = name
+    return name
+
+
+def check_sizes(limits: Any, payload_len: int, extensions_len: int) -> None:
+    """The payload's and extensions' size checks, before anything is copied or decoded."""
+    if payload_len == 0:
+        raise InvalidInputError("payload: empty; expected a MessagePack map")
+    if payload_len > limits.max_payload_bytes:
+        _check_size("payload", payload_len, limits.max_payload_bytes, "max_payload_bytes")
+    if extensions_len > limits.max_extensions_bytes:
+        _check_size("extensions", extensions_len, limits.max_extensions_bytes, "max_extensions_bytes")
+
+
+def decode_maps(
+    body_wire: bytes, ext_wire: bytes | None, plain: int, entries: int, decode: Callable[[bytes, str, int], Any]
+) -> tuple[Any, Any]:
+    """The payload and the extensions (None when absent): what the C checker took (plain:
+    bit 1 the payload, bit 2 the extensions) is decoded as is, the rest by decode, which
+    names the problem."""
+    body = unpack(body_wire, "payload", entries) if plain & 1 else decode(body_wire, "payload", entries)
+    if ext_wire is None:
+        return body, None
+    return body, unpack(ext_wire, "extensions", entries) if plain & 2 else decode(ext_wire, "extensions", entries)
+
+
+def outcome_bytes(outcome: PipelineOutcome, payload_type: int) -> bytes:
+    """The result's bytes: the payload type's unchanged result when nothing changed
+    (the engine checked the payload type)."""
+    return UNCHANGED_RESULTS[payload_type] if outcome.unchanged else _result_bytes(outcome, payload_type)
+
+
+def failure(exc: BaseException) -> tuple[int, str]:
+    """The status and message of a call that raised exc (the caller adds the function's
+    name)."""
+    if isinstance(exc, CpexError):
+        return int(exc.status), str(exc)
+    return int(Status.INTERNAL), f"internal error: {type(exc).__name__}: {exc}"
 
 
 def decode_checked(data: bytes, what: str, entries: int, plain: bool) -> Any:
@@ -499,11 +525,9 @@ def _packed_result(result: PipelineOutcome, payload_type: int) -> bytes:
 
 def _failed(exports: Exports, name: str, err_msg: Any, exc: BaseException) -> int:
     """The status of a call that raised exc, its message written to *err_msg."""
-    if isinstance(exc, CpexError):
-        exports.put_error(err_msg, f"cpex_{name}: {exc}")
-        return int(exc.status)
-    exports.put_error(err_msg, f"cpex_{name}: internal error: {type(exc).__name__}: {exc}")
-    return int(Status.INTERNAL)
+    status, message = failure(exc)
+    exports.put_error(err_msg, f"cpex_{name}: {message}")
+    return status
 
 
 def _entry(exports: Exports, name: str, fn: Callable[..., None]) -> Callable[..., int]:

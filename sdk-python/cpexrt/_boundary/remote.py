@@ -31,6 +31,7 @@ from cpexrt._boundary.engine_worker import EVENT_DECISIONS, EVENT_HEAD, EVENT_LO
 from cpexrt._generated.errors import ERROR_CLASSES
 from cpexrt.engine.config import parse_config
 from cpexrt.engine.decisions import DecisionLog
+from cpexrt.engine.isolation import SPAWNER, _how_it_ended, host_python
 from cpexrt.engine.registry import FactoryRegistry
 from cpexrt.errors import ConfigError, CpexError, InternalError, InvalidHandleError, PipelineError, PipelineTimeoutError
 from cpexrt.wire import pack, unpack
@@ -80,8 +81,11 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
     return bytes(data)
 
 
-def _error(status: int, message: str) -> CpexError:
-    return ERROR_CLASSES.get(status, InternalError)(message)
+def _answer(status: int, data: bytes) -> Any:
+    """A control call's reply: its MessagePack value, or its error raised."""
+    if status != OK:
+        raise ERROR_CLASSES.get(status, InternalError)(data.decode("utf-8", "replace"))
+    return unpack(data, "control reply", 1 << 20)
 
 
 class RemoteEngine:
@@ -105,7 +109,6 @@ class RemoteEngine:
         self._observer: Callable[[Any, bool], None] | None = None
         self._procs: list[Any] = [None] * count
         self._deaths = [0] * count
-        self._restarts = 0
         # The records of the workers' engines are made there and handed over here
         # (engine_worker.ForwardedDecisions): this log writes the file and calls the sink.
         self.decisions = DecisionLog()
@@ -126,8 +129,6 @@ class RemoteEngine:
         remote._text, remote._base_dir = text, base_dir
         records = parse_config(text).decision_records
         remote.decisions.use(remote.decisions.open_file(records.file, base_dir), records.include_values)
-        from cpexrt.engine.isolation import SPAWNER
-
         futures = [SPAWNER.submit(remote._spawn) for _ in range(count)]
         started: list[tuple[Any, socket.socket, socket.socket]] = []
         error: BaseException | None = None
@@ -169,8 +170,6 @@ class RemoteEngine:
         """On the spawner thread: a worker process, not set up yet; its call socket
         and its events socket (records for the host)."""
         import subprocess
-
-        from cpexrt.engine.isolation import host_python
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         events, their_events = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -216,10 +215,7 @@ class RemoteEngine:
         body = pack(message, "control call")
         sock.sendall(REQUEST.pack(REQUEST.size - 4 + len(body), OP_CONTROL, 0, 0, 0, 0, 0, len(body), 0, 0, 0, 0) + body)
         _, status, _, _, size = REPLY.unpack(_recv_exactly(sock, REPLY.size))
-        data = _recv_exactly(sock, size)
-        if status != OK:
-            raise _error(status, data.decode("utf-8", "replace"))
-        return unpack(data, "control reply", 1 << 20)
+        return _answer(status, _recv_exactly(sock, size))
 
     def _attach(self, index: int, proc: Any, sock: socket.socket, events: socket.socket) -> None:
         self._procs[index] = proc
@@ -267,9 +263,7 @@ class RemoteEngine:
             raise InternalError(f"engine worker {index} is not running (it stopped, or is being restarted)")
         data = ffi.buffer(out[0], out_len[0])[:]
         self._lib.cpexrt_remote_free(out[0])
-        if status[0] != OK:
-            raise _error(status[0], data.decode("utf-8", "replace"))
-        return unpack(data, "control reply", 1 << 20)
+        return _answer(status[0], data)
 
     def _each(self, message: list[Any], timeout: float = 0.0) -> list[Any]:
         return [self._control(i, message, timeout) for i in range(self.count)]
@@ -306,21 +300,23 @@ class RemoteEngine:
     def _died(self, index: int) -> None:
         proc = self._procs[index]
         status = _kill(proc) if proc is not None else None
-        self._deaths[index] += 1
-        delay = min(BACKOFF_FIRST * 2 ** (self._deaths[index] - 1), BACKOFF_MAX)
+        delay = self._backoff(index)
         LOG.error(
             "engine worker %d (pid %s) %s; replacing it in %.2f s",
             index,
             proc.pid if proc is not None else "?",
-            _how(status),
+            _how_it_ended(status),
             delay,
             extra={"engine_worker": index},
         )
         self._replace(index, delay)
 
-    def _replace(self, index: int, delay: float) -> None:
-        from cpexrt.engine.isolation import SPAWNER
+    def _backoff(self, index: int) -> float:
+        """One more failure of worker index in a row: how long until the next try."""
+        self._deaths[index] += 1
+        return float(min(BACKOFF_FIRST * 2 ** (self._deaths[index] - 1), BACKOFF_MAX))
 
+    def _replace(self, index: int, delay: float) -> None:
         def spawn() -> None:
             if self._shut_down:
                 return
@@ -328,8 +324,7 @@ class RemoteEngine:
                 proc, sock, events = self._spawn()
             except BaseException as exc:  # noqa: BLE001 - logged, tried again
                 LOG.error("engine worker %d: %s", index, exc)
-                self._deaths[index] += 1
-                SPAWNER.submit(spawn, min(BACKOFF_FIRST * 2 ** self._deaths[index], BACKOFF_MAX))
+                self._replace(index, self._backoff(index))
                 return
             threading.Thread(
                 target=self._bring_up, args=(index, proc, sock, events), name="cpex-engine-worker-setup", daemon=True
@@ -350,13 +345,11 @@ class RemoteEngine:
                 sock.close()
                 events.close()
                 _kill(proc)
-                self._deaths[index] += 1
                 LOG.error("engine worker %d could not be set up: %s", index, exc)
-                self._replace(index, min(BACKOFF_FIRST * 2 ** self._deaths[index], BACKOFF_MAX))
+                self._replace(index, self._backoff(index))
                 return
             self._attach(index, proc, sock, events)
             self._deaths[index] = 0
-            self._restarts += 1
         LOG.info("engine worker %d restarted (pid %d)", index, proc.pid, extra={"engine_worker": index})
 
     # -- what Exports calls ---------------------------------------------------------------
@@ -592,19 +585,6 @@ def _stop(proc: Any) -> None:
 
 def _exit_status(proc: Any) -> str:
     try:
-        return _how(proc.wait(1.0))
+        return _how_it_ended(proc.wait(1.0))
     except Exception:  # noqa: BLE001
         return "still running"
-
-
-def _how(status: int | None) -> str:
-    if status is None:
-        return "stopped answering"
-    if status < 0:
-        import signal
-
-        try:
-            return f"was killed by {signal.Signals(-status).name}"
-        except ValueError:
-            return f"was killed by signal {-status}"
-    return f"exited with status {status}"
