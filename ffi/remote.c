@@ -13,7 +13,8 @@
      for it. A freed token stays invalid; its id is sent to the worker with the next
      call it serves (frees cost no round trip).
    - A request's invokes go to the worker that holds its context table; a call without
-     a context takes any idle worker, or waits for one.
+     a context takes an idle worker, else the least busy one (up to CPEX__DEPTH calls
+     per worker, answered in order), or waits for one.
    - A call waits for its answer until plugin_settings.invoke_timeout (a call's
      timeout_ms is only ever shorter: the worker enforces both) plus CPEX__GRACE: then the worker is killed and the call
      fails with CPEX_ERR_TIMEOUT. A worker that dies during a call fails that call
@@ -47,15 +48,29 @@
 #define CPEX__GRACE 0.25   /* seconds past the call's own limit before its worker is killed */
 #define CPEX__MAX_FRAME ((size_t)0xFFFFFFFFu)
 
+/* Calls one worker holds at once: the one it is serving and the next, already in its
+   socket, so a busy worker goes on to the next call without waiting for the host to
+   read the answer and send another (no sleep and wake-up of the worker between calls).
+   Answers come back in the order of the frames, read by each call in turn. */
+#define CPEX__DEPTH 2
+
 typedef struct {
-    int fd;   /* -1: no process (dead, or not started yet) */
+    int fd;   /* -1: no process (not started yet, or closed after it was lost) */
     pid_t pid;
-    int busy; /* a call (or the boundary) is using it */
+    int lost;      /* it died or was killed: its socket is shut down (waking every call on it)
+                      and closed when the last call holding it leaves */
+    int inflight;  /* calls holding it: sent, or about to be */
+    int alone;     /* the call holding it holds it alone (a control call, a background wait) */
+    int want_alone; /* such calls waiting for it: no call queues on it meanwhile */
     uint32_t generation;
+    uint64_t sent, served; /* frames sent, answers read: a call reads when served is its ticket */
     uint64_t *frees; /* ids freed by the host, sent with the worker's next call */
     size_t nfrees, cap;
-    pthread_cond_t cond; /* calls waiting for this worker (their context is there) */
+    pthread_mutex_t send_mu; /* one frame at a time on the socket, in ticket order */
+    pthread_cond_t cond; /* calls waiting for this worker: a place on it, or their turn to read */
 } cpex__worker;
+
+#define CPEX__UP(w) ((w)->fd >= 0 && !(w)->lost)
 
 typedef struct {
     uintptr_t token;
@@ -192,13 +207,23 @@ static double cpex__now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Takes a worker for a call: want < 0 any idle one, else that one, if it is still the
-   process of that generation. Returns its index, or -1 with why set. The frees queued
-   for it go with the call (*frees, *nfrees: the caller frees the array). */
-static int cpex__acquire(cpex__remote *r, int want, uint32_t generation, int control, uint64_t **frees,
-                         size_t *nfrees, const char **why)
+/* How a call holds a worker: shared (an invoke: it may be queued behind another on
+   the same worker, up to CPEX__DEPTH), or alone (a background wait, which may block,
+   and the boundary's control calls, which also skip the generation and closed checks). */
+#define CPEX__SHARED 0
+#define CPEX__ALONE 1
+#define CPEX__CONTROL 2
+
+/* Takes a worker for a call: want < 0 the best one (an idle one, else the one with the
+   fewest calls when none is idle), else that one, if it is still the process of that
+   generation. Returns its index (its generation in *taken), or -1 with why set. The
+   frees queued for it go with the call (*frees, *nfrees: the caller frees the array). */
+static int cpex__acquire(cpex__remote *r, int want, uint32_t generation, int mode, uint32_t *taken,
+                         uint64_t **frees, size_t *nfrees, const char **why)
 {
-    int i, found = -1;
+    int i, found = -1, counted = 0;
+    int control = mode == CPEX__CONTROL;
+    cpex__worker *w;
     pthread_mutex_lock(&r->mu);
     for (;;) {
         int alive = 0;
@@ -207,27 +232,34 @@ static int cpex__acquire(cpex__remote *r, int want, uint32_t generation, int con
             break;
         }
         if (want >= 0) {
-            cpex__worker *w = &r->workers[want];
-            if (w->fd < 0 || (!control && w->generation != generation)) {
+            w = &r->workers[want];
+            if (!CPEX__UP(w) || (!control && w->generation != generation)) {
                 *why = control ? "its engine worker is not running"
                                : "the engine worker that held it stopped (its request state went with it)";
                 break;
             }
-            if (!w->busy) {
+            if (mode == CPEX__SHARED ? !w->alone && !w->want_alone && w->inflight < CPEX__DEPTH : w->inflight == 0) {
                 found = want;
                 break;
+            }
+            if (mode != CPEX__SHARED && !counted) {
+                counted = 1;
+                w->want_alone++;
             }
         } else {
             for (i = 0; i < r->n; i++) {
                 int k = (int)((r->next + (size_t)i) % (size_t)r->n);
-                cpex__worker *w = &r->workers[k];
-                if (w->fd < 0)
+                w = &r->workers[k];
+                if (!CPEX__UP(w))
                     continue;
                 alive = 1;
-                if (!w->busy) {
+                if (w->inflight == 0) {
                     found = k;
                     break;
                 }
+                if (!w->alone && !w->want_alone && w->inflight < CPEX__DEPTH &&
+                    (found < 0 || w->inflight < r->workers[found].inflight))
+                    found = k;
             }
             if (found >= 0)
                 break;
@@ -236,13 +268,17 @@ static int cpex__acquire(cpex__remote *r, int want, uint32_t generation, int con
                 break;
             }
         }
-        /* One waiter per released worker wakes (no herd of all of them). */
+        /* One waiter per released place wakes (no herd of all of them). */
         pthread_cond_wait(want >= 0 ? &r->workers[want].cond : &r->cond, &r->mu);
     }
+    if (counted)
+        r->workers[want].want_alone--;
     if (found >= 0) {
-        cpex__worker *w = &r->workers[found];
-        w->busy = 1;
+        w = &r->workers[found];
+        w->inflight++;
+        w->alone = mode != CPEX__SHARED;
         r->next = (size_t)found + 1;
+        *taken = w->generation;
         *frees = w->frees;
         *nfrees = w->nfrees;
         w->frees = NULL;
@@ -252,11 +288,20 @@ static int cpex__acquire(cpex__remote *r, int want, uint32_t generation, int con
     return found;
 }
 
+/* The call leaves the worker it took; a lost worker's socket is closed by the last. */
 static void cpex__release(cpex__remote *r, int index)
 {
+    cpex__worker *w = &r->workers[index];
     pthread_mutex_lock(&r->mu);
-    r->workers[index].busy = 0;
-    pthread_cond_broadcast(&r->workers[index].cond);
+    w->inflight--;
+    if (w->inflight == 0) {
+        w->alone = 0;
+        if (w->lost && w->fd >= 0) {
+            close(w->fd);
+            w->fd = -1;
+        }
+    }
+    pthread_cond_broadcast(&w->cond);
     if (r->draining)
         pthread_cond_broadcast(&r->cond);
     else
@@ -273,18 +318,19 @@ static void cpex__wake_all(cpex__remote *r)
         pthread_cond_broadcast(&r->workers[k].cond);
 }
 
-/* The worker in use by the caller failed it: killed (kill: after a timeout), its socket
-   closed, the boundary told. Its contexts are gone with it. */
+/* The worker a call holds failed it: killed (kill_it: after a timeout), its socket shut
+   down (every call on it wakes and fails; the last one closes it), the boundary told.
+   Its contexts are gone with it. */
 static void cpex__lose(cpex__remote *r, int index, int kill_it)
 {
     cpex__worker *w = &r->workers[index];
     int32_t which = index;
     pthread_mutex_lock(&r->mu);
-    if (w->fd >= 0) {
+    if (CPEX__UP(w)) {
         if (kill_it && w->pid > 0)
             kill(w->pid, SIGKILL);
-        close(w->fd);
-        w->fd = -1;
+        shutdown(w->fd, SHUT_RDWR);
+        w->lost = 1;
         free(w->frees);
         w->frees = NULL;
         w->nfrees = w->cap = 0;
@@ -381,17 +427,40 @@ typedef struct {
     size_t len;
 } cpex__reply;
 
-/* One round trip with worker index (acquired by the caller). 0, or -1 (the worker
-   died) / -2 (it did not answer in time and was killed); the worker is lost then. */
-static int cpex__round_trip(cpex__remote *r, int index, struct iovec *iov, int count, double deadline, cpex__reply *reply)
+/* One round trip with worker index, taken by the caller at generation. 0; -1: the
+   worker died during the call; -2: it did not answer in time and was killed; -3: it was
+   lost before this call's turn (the call never ran, or waited behind another call that
+   ended the worker). The worker is lost after any of them. */
+static int cpex__round_trip(cpex__remote *r, int index, uint32_t generation, struct iovec *iov, int count,
+                            double deadline, cpex__reply *reply)
 {
+    cpex__worker *w = &r->workers[index];
     uint8_t head[CPEX__REPLY_HEAD];
     uint32_t len, data_len;
-    int fd = r->workers[index].fd, rc;
-    if (cpex__send(fd, iov, count) != 0) {
+    uint64_t ticket;
+    int fd, rc, up;
+    pthread_mutex_lock(&w->send_mu);
+    pthread_mutex_lock(&r->mu);
+    up = CPEX__UP(w) && w->generation == generation;
+    ticket = w->sent++;
+    fd = w->fd;
+    pthread_mutex_unlock(&r->mu);
+    rc = up ? cpex__send(fd, iov, count) : 0;
+    pthread_mutex_unlock(&w->send_mu);
+    if (!up)
+        return -3;
+    if (rc != 0) {
         cpex__lose(r, index, 0);
         return -1;
     }
+    /* Answers come in the order of the frames: wait for the calls sent before this one. */
+    pthread_mutex_lock(&r->mu);
+    while (CPEX__UP(w) && w->served != ticket)
+        pthread_cond_wait(&w->cond, &r->mu);
+    up = CPEX__UP(w);
+    pthread_mutex_unlock(&r->mu);
+    if (!up)
+        return -3;
     rc = cpex__recv(fd, head, sizeof head, deadline);
     if (rc == 0) {
         memcpy(&len, head, 4);
@@ -416,13 +485,25 @@ static int cpex__round_trip(cpex__remote *r, int index, struct iovec *iov, int c
             }
         }
     }
-    if (rc != 0)
+    if (rc != 0) {
         cpex__lose(r, index, 1);
-    return rc;
+        return rc;
+    }
+    pthread_mutex_lock(&r->mu);
+    w->served++;
+    pthread_cond_broadcast(&w->cond);
+    pthread_mutex_unlock(&r->mu);
+    return 0;
 }
 
 static cpex_status cpex__fail_lost(char **err_msg, const char *fn, cpex__remote *r, int index, int rc)
 {
+    if (rc == -3)
+        return cpex__fail(err_msg, CPEX_ERR_INTERNAL,
+                          "%s: the engine worker (pid %d) stopped before this call ran (it was serving another "
+                          "call, which ended it); the call failed (nothing was allowed) and the worker is being "
+                          "replaced",
+                          fn, (int)r->workers[index].pid);
     if (rc == -2)
         return cpex__fail(err_msg, CPEX_ERR_TIMEOUT,
                           "%s: the engine worker (pid %d) did not answer within the call's time limit (%.3f s); it "
@@ -528,7 +609,7 @@ static cpex_status cpex__remote_call(const char *fn, cpex_manager *manager, cons
     if (options_len != 0 && cpex__plain_map(options, options_len, options_len, r->max_entries))
         flags |= 8;
 
-    index = cpex__acquire(r, want, generation, 0, &frees, &nfrees, &why);
+    index = cpex__acquire(r, want, generation, CPEX__SHARED, &generation, &frees, &nfrees, &why);
     if (index < 0)
         return cpex__fail(err_msg, context != NULL ? CPEX_ERR_INVALID_HANDLE : CPEX_ERR_INTERNAL, "%s: %s", fn, why);
     if (nfrees > 0xFFFFFFu)
@@ -561,8 +642,7 @@ static cpex_status cpex__remote_call(const char *fn, cpex_manager *manager, cons
     iov[6].iov_base = (void *)options;
     iov[6].iov_len = options_len;
     memset(&reply, 0, sizeof reply);
-    generation = r->workers[index].generation;
-    rc = cpex__round_trip(r, index, iov, 7, CPEX__TIMED, &reply);
+    rc = cpex__round_trip(r, index, generation, iov, 7, CPEX__TIMED, &reply);
     free(frees);
     if (rc != 0) {
         cpex_status st = cpex__fail_lost(err_msg, fn, r, index, rc);
@@ -644,12 +724,14 @@ static cpex_status cpex__remote_wait_background(cpex_background *background, uin
     const char *why = NULL;
     char reason[160];
     int index, rc;
+    uint32_t generation;
     cpex__reply reply;
     if (!cpex__is_remote_token(background))
         return CPEX__DECLINED;
     if (!cpex__lookup((uint64_t)(uintptr_t)background, CPEX__KIND_BACKGROUND, 0, &bg, reason, sizeof reason))
         return cpex__fail(err_msg, CPEX_ERR_INVALID_HANDLE, "%s: %s", fn, reason);
-    index = cpex__acquire(bg.remote, bg.worker, bg.generation, 0, &frees, &nfrees, &why);
+    /* Alone on its worker: the wait may block, and no invoke should queue behind it. */
+    index = cpex__acquire(bg.remote, bg.worker, bg.generation, CPEX__ALONE, &generation, &frees, &nfrees, &why);
     if (index < 0)
         return cpex__fail(err_msg, CPEX_ERR_INVALID_HANDLE, "%s: %s", fn, why);
     memset(head, 0, sizeof head);
@@ -662,7 +744,7 @@ static cpex_status cpex__remote_wait_background(cpex_background *background, uin
     iov[1].iov_base = frees;
     iov[1].iov_len = nfrees * 8;
     memset(&reply, 0, sizeof reply);
-    rc = cpex__round_trip(bg.remote, index, iov, 2, CPEX__TIMED, &reply);
+    rc = cpex__round_trip(bg.remote, index, generation, iov, 2, CPEX__TIMED, &reply);
     free(frees);
     if (rc != 0) {
         cpex_status st = cpex__fail_lost(err_msg, fn, bg.remote, index, rc);
@@ -688,7 +770,7 @@ static cpex_status cpex__remote_free(const char *fn, void *handle, int kind, cha
         return cpex__fail(err_msg, CPEX_ERR_INVALID_HANDLE, "%s: %s", fn, reason);
     pthread_mutex_lock(&h.remote->mu);
     w = &h.remote->workers[h.worker];
-    if (w->fd >= 0 && w->generation == h.generation) {
+    if (CPEX__UP(w) && w->generation == h.generation) {
         if (w->nfrees == w->cap) {
             size_t cap = w->cap ? w->cap * 2 : 16;
             uint64_t *grown = (uint64_t *)realloc(w->frees, cap * sizeof *grown);
@@ -741,6 +823,7 @@ void *cpexrt_remote_new(uintptr_t token, int n, int death_fd, size_t max_payload
     }
     for (i = 0; i < n; i++) {
         r->workers[i].fd = -1;
+        pthread_mutex_init(&r->workers[i].send_mu, NULL);
         pthread_cond_init(&r->workers[i].cond, NULL);
     }
     r->token = token;
@@ -766,7 +849,7 @@ void cpexrt_remote_limits(void *remote, size_t max_payload, size_t max_extension
     r->max_entries = max_entries;
     r->timeout = timeout;
     for (i = 0; i < r->n; i++)
-        if (r->workers[i].fd >= 0)
+        if (CPEX__UP(&r->workers[i]))
             cpex__set_timeout(r->workers[i].fd, timeout + CPEX__GRACE);
     pthread_mutex_unlock(&r->mu);
 }
@@ -777,9 +860,13 @@ void cpexrt_remote_attach(void *remote, int index, int fd, int pid)
     cpex__remote *r = (cpex__remote *)remote;
     cpex__worker *w = &r->workers[index];
     pthread_mutex_lock(&r->mu);
+    while (w->inflight) /* the calls of the process it replaces leave first */
+        pthread_cond_wait(&w->cond, &r->mu);
     if (w->fd >= 0)
         close(w->fd);
     w->fd = fd;
+    w->lost = 0;
+    w->sent = w->served = 0;
     cpex__set_timeout(fd, r->timeout + CPEX__GRACE);
     w->pid = (pid_t)pid;
     w->generation++;
@@ -798,12 +885,13 @@ void cpexrt_remote_detach(void *remote, int index)
     cpex__worker *w = &r->workers[index];
     pthread_mutex_lock(&r->mu);
     r->draining++;
-    while (w->busy)
+    while (w->inflight)
         pthread_cond_wait(&r->cond, &r->mu);
     r->draining--;
     if (w->fd >= 0)
         close(w->fd);
     w->fd = -1;
+    w->lost = 0;
     cpex__wake_all(r);
     pthread_mutex_unlock(&r->mu);
 }
@@ -838,7 +926,7 @@ int cpexrt_remote_publish(void *remote, int on)
             int k;
             busy = 0;
             for (k = 0; k < r->n; k++)
-                busy |= r->workers[k].busy;
+                busy |= r->workers[k].inflight;
             if (busy)
                 pthread_cond_wait(&r->cond, &r->mu);
         } while (busy);
@@ -863,8 +951,9 @@ int cpexrt_remote_control(void *remote, int index, const uint8_t *request, size_
     size_t nfrees = 0;
     const char *why = NULL;
     cpex__reply reply;
+    uint32_t generation;
     int rc;
-    if (cpex__acquire(r, index, 0, 1, &frees, &nfrees, &why) < 0)
+    if (cpex__acquire(r, index, 0, CPEX__CONTROL, &generation, &frees, &nfrees, &why) < 0)
         return -1;
     memset(head, 0, sizeof head);
     cpex__put32(head, (uint32_t)(CPEX__REQ_HEAD - 4 + nfrees * 8 + len));
@@ -878,9 +967,11 @@ int cpexrt_remote_control(void *remote, int index, const uint8_t *request, size_
     iov[2].iov_base = (void *)request;
     iov[2].iov_len = len;
     memset(&reply, 0, sizeof reply);
-    rc = cpex__round_trip(r, index, iov, 3, timeout > 0 ? cpex__now() + timeout : 0, &reply);
+    rc = cpex__round_trip(r, index, generation, iov, 3, timeout > 0 ? cpex__now() + timeout : 0, &reply);
     free(frees);
     cpex__release(r, index);
+    if (rc == -3)
+        rc = -1;
     if (rc != 0)
         return rc;
     *out_status = reply.status;

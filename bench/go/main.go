@@ -208,6 +208,32 @@ func concurrent(m *cpex.PluginManager, g, total int) (float64, float64, float64)
 	return float64(per*g) / elapsed.Seconds(), pct(merged, 50), pct(merged, 99)
 }
 
+// throughputRounds prints calls/s of the demo pipeline in-process and with the engine in
+// worker processes, 1 and 8 goroutines each, in alternating rounds (a noisy machine
+// moves every figure of a round alike, so compare within a round).
+func throughputRounds(dir string, rounds, workers, n int) {
+	if workers <= 0 {
+		workers = runtime.NumCPU()
+	}
+	in := managerWith(dir, 0)
+	out := managerWith(dir, workers)
+	for i := 0; i < 2000; i++ {
+		pipeline(in)
+		pipeline(out)
+	}
+	fmt.Printf("cores %d, engine workers %d, %d calls per figure\n", runtime.NumCPU(), workers, n)
+	for r := 0; r < rounds; r++ {
+		in1, _, _ := concurrent(in, 1, n)
+		in8, _, _ := concurrent(in, 8, n)
+		w1, _, _ := concurrent(out, 1, n)
+		w8, _, p99 := concurrent(out, 8, n)
+		fmt.Printf("round %d: in-process 1: %.0f/s, 8: %.0f/s | workers 1: %.0f/s, 8: %.0f/s (p99 %.0f us) | workers 8 / in-process 1: %.2f\n",
+			r+1, in1, in8, w1, w8, p99, w8/in1)
+	}
+	_ = in.Shutdown()
+	_ = out.Shutdown()
+}
+
 func rssKB() float64 {
 	data, err := os.ReadFile("/proc/self/status")
 	if err != nil {
@@ -239,6 +265,7 @@ func cpuPerCall(m *cpex.PluginManager, calls int, label string, call func(*cpex.
 	}
 	const batch = 500
 	var walls, cpus, kids []float64
+	kidsStart := childrenCPU()
 	for done := 0; done < calls; done += batch {
 		c0, k0, w0 := processCPU(), childrenCPU(), time.Now()
 		for i := 0; i < batch; i++ {
@@ -253,8 +280,10 @@ func cpuPerCall(m *cpex.PluginManager, calls int, label string, call func(*cpex.
 	sort.Float64s(kids)
 	fmt.Printf("%s cpu_us min %.2f med %.2f | wall_us min %.2f med %.2f", label, cpus[0], cpus[len(cpus)/2], walls[0], walls[len(walls)/2])
 	if kids[len(kids)-1] > 0 {
-		// engine workers: their CPU, read from /proc in clock ticks (coarse per batch)
-		fmt.Printf(" | workers cpu_us med %.2f", kids[len(kids)/2])
+		// engine workers: their CPU, read from /proc in clock ticks (coarse per batch,
+		// so also their mean over the whole run)
+		total := float64((childrenCPU() - kidsStart).Nanoseconds()) / float64(len(kids)*batch) / 1000
+		fmt.Printf(" | workers cpu_us med %.2f mean %.2f", kids[len(kids)/2], total)
 	}
 	fmt.Println()
 }
@@ -323,6 +352,7 @@ func main() {
 	examples := flag.String("examples", "../examples", "the examples directory (configs, plugins)")
 	cold := flag.Bool("cold", false, "internal: start, invoke once, print the elapsed time since -t0")
 	t0 := flag.Int64("t0", 0, "internal: the parent's clock at exec, unix ns")
+	tput := flag.Int("throughput", 0, "only the throughput figures, this many alternating rounds: in-process with 1 and 8 goroutines, and with the engine in -workers processes (default: one per core) with 1 and 8")
 	isolationPlugins := flag.String("isolation", "", "only the isolation figures: a no-op plugin from this plugin directory, in-process and isolated (bench/isolation.py)")
 	flag.Parse()
 	if *isolationPlugins != "" {
@@ -345,6 +375,10 @@ func main() {
 		m := piiManager()
 		cpuPerCall(m, *cpuCalls, *label, piiCall)
 		_ = m.Shutdown()
+		return
+	}
+	if *tput > 0 {
+		throughputRounds(dir, *tput, *cpuWorkers, *n)
 		return
 	}
 	if *cpuCalls > 0 {

@@ -169,6 +169,45 @@ def test_many_threads_at_once(managers: list[PluginManager]) -> None:
     assert denied[0] == sum(1 for k in range(8) for i in range(100) if (i + k) % 3 == 0)
 
 
+def _in_thread(fn: Any) -> tuple[threading.Thread, list[Any]]:
+    """fn() on a thread of its own; its answer or its exception in the list."""
+    out: list[Any] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except BaseException as exc:  # noqa: BLE001 - the test looks at it
+            out.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, out
+
+
+def test_a_call_queued_behind_another_gets_its_own_answer(managers: list[PluginManager]) -> None:
+    # One worker: the second call is sent while the first is still running there
+    # (ffi/remote.c queues up to two calls per worker), and answers are read in order.
+    m = start(managers, workers_config(iso("sleep", "Sleeper"), workers=1))
+    first, first_out = _in_thread(lambda: m.invoke("tool_pre_invoke", {"sleep": 0.5}))
+    time.sleep(0.2)
+    second = m.invoke("tool_pre_invoke", {"sleep": 0})
+    first.join()
+    assert second.metadata["slept"] == 0
+    assert not isinstance(first_out[0], BaseException) and first_out[0].metadata["slept"] == 0.5
+
+
+def test_a_call_queued_behind_one_that_ends_the_worker_fails(managers: list[PluginManager]) -> None:
+    m = start(managers, workers_config(iso("sleep", "Sleeper"), iso("crash", "Crasher", on_error="ignore"), workers=1))
+    first, first_out = _in_thread(lambda: m.invoke("tool_pre_invoke", {"sleep": 0.5, "how": "exit"}))
+    time.sleep(0.2)
+    # Never an allow: it was sent to a worker that died before serving it.
+    with pytest.raises(InternalError, match=r"engine worker \(pid \d+\) stopped before this call ran"):
+        m.invoke("tool_pre_invoke", {})
+    first.join()
+    assert isinstance(first_out[0], InternalError) and "stopped during the call" in str(first_out[0])
+    assert wait_until(lambda: _answers(m), 15.0)
+
+
 def test_background_tasks_are_waited_in_their_worker(managers: list[PluginManager]) -> None:
     m = start(managers, workers_config(plugin("rec", "Recorder", mode="fire_and_forget", config="{seconds: 0.05}")))
     ok = m.invoke("tool_pre_invoke", {"id": 1})

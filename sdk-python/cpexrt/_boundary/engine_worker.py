@@ -174,14 +174,16 @@ class Server:
         buf = bytearray(size)
         view = memoryview(buf)
         head = REQUEST.size
+        got = 0  # bytes in buf: the next frame's start, and what came with it
         while True:
-            # Most frames arrive whole in one read: the host sends one and waits.
-            got = sock.recv_into(buf)
-            while 0 < got < head:
+            # The host may have sent the next frame already (ffi/remote.c queues up to
+            # CPEX__DEPTH calls on a worker): what a read brought past this frame is
+            # kept for the next one.
+            while got < head:
                 more = sock.recv_into(view[got:])
-                got = got + more if more else 0
-            if not got:
-                os._exit(0)  # the host went away
+                if not more:
+                    os._exit(0)  # the host went away
+                got += more
             length, op, payload_type, flags, _, ident, *sizes = REQUEST.unpack_from(buf)
             total = length + 4
             if total > size:  # a large call: a buffer of its size, for this call only
@@ -212,11 +214,18 @@ class Server:
                 status, result = _failure(exc)
             data.release()
             sock.sendall(REPLY.pack(REPLY.size - 4 + len(result), status, context_id, background_id, len(result)) + result)
+            rest = got - total
             if total > _BUFFER:
                 view.release()
                 size = _BUFFER
-                buf = bytearray(size)
+                kept = buf[total:got]
+                buf = bytearray(max(size, rest))
+                buf[:rest] = kept
+                size = len(buf)
                 view = memoryview(buf)
+            elif rest:
+                buf[:rest] = buf[total:got]
+            got = rest
             if op == OP_CONTROL and self.engine_shut_down():
                 os._exit(0)
 
