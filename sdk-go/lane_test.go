@@ -88,13 +88,19 @@ func TestLaneWaitEndsWithItsContext(t *testing.T) {
 	quietLane(t)
 	leave := mustEnter(t)
 	defer func() { leave(); laneIsFree(t) }()
-	// A holder that keeps being overtaken by fresh owners: the waiter's context ends first.
-	laneSince.Store(laneClock() + int64(time.Hour))
-	goctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	// The waiter's context ends before the hand-off: it gives up, and never takes over
+	// (the context is checked before every take-over, so this holds on a stalled machine).
+	goctx, cancel := context.WithTimeout(context.Background(), laneHandoff/4)
 	defer cancel()
-	_, err := enterLane(goctx, "Invoke")
+	got, err := enterLane(goctx, "Invoke")
+	if got != nil {
+		got()
+	}
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "waiting for the lane") {
 		t.Fatalf("want the context's error, naming the lane; got %v", err)
+	}
+	if laneOwner.Load() == 0 || len(lane) != 1 {
+		t.Fatal("a waiter that gave up took the lane from its holder")
 	}
 }
 
