@@ -128,7 +128,7 @@ def read_frame(fd: int, deadline: float | None, limit: int = MAX_FRAME) -> Any:
         raise FrameError(f"undecodable frame: {exc}") from None
 
 
-def write_all(fd: int, data: bytes, deadline: float | None, sock: socket.socket | None = None) -> None:
+def write_all(fd: int, data: bytes | memoryview, deadline: float | None, sock: socket.socket | None = None) -> None:
     """data to fd by deadline; through sock.send with MSG_NOSIGNAL when given (a peer
     that died is then FrameError, not SIGPIPE)."""
     view = memoryview(data)
