@@ -170,13 +170,18 @@ class Channel:
     one that gains nothing from spinning spends at most one spin every SPIN_SKIP_MAX
     receives."""
 
-    __slots__ = ("sock", "fd", "_buf", "_view", "_wait_flags", "_skip", "_backoff")
+    __slots__ = ("sock", "fd", "_buf", "_view", "_blocking", "_poll", "_skip", "_backoff")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.fd = sock.fileno()
-        # A blocking socket (the worker's end) waits in recv itself: one syscall.
-        self._wait_flags = 0 if sock.getblocking() else _DONTWAIT
+        # A blocking socket (the worker's end) with no deadline waits in recv itself.
+        self._blocking = sock.getblocking()
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)  # POLLHUP and POLLERR come with it
+        # poll, not a non-blocking recv, to look: a recv that finds nothing raises
+        # BlockingIOError, several times dearer than a poll(0) that returns [].
+        self._poll = poller.poll
         self._buf = bytearray(_CHUNK)
         self._view = memoryview(self._buf)
         self._skip = 0  # receives left that do not spin
@@ -194,15 +199,21 @@ class Channel:
             write_all(self.fd, memoryview(data)[n:], deadline, self.sock)
 
     def _recv_some(self, view: memoryview, deadline: float | None) -> int:
-        """Bytes received into view (at least one), blocking up to deadline."""
+        """Bytes received into view (at least one), waiting up to deadline."""
         sock = self.sock
+        poll = self._poll
         while True:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise FrameTimeout
+                if not poll(max(int(left * 1000 + 0.999), 1)):
+                    continue
+            elif not self._blocking:
+                poll(None)
             try:
-                n = sock.recv_into(view, len(view), self._wait_flags if deadline is None else _DONTWAIT)
-            except BlockingIOError:
-                _wait(self.fd, select.POLLIN, deadline)
-                continue
-            except InterruptedError:
+                n = sock.recv_into(view, len(view))
+            except (BlockingIOError, InterruptedError):
                 continue
             except OSError as exc:
                 raise FrameError(f"read failed: {exc}") from None
@@ -210,40 +221,52 @@ class Channel:
                 raise FrameError("the pipe closed")
             return n
 
+    def _spin(self, spin_ns: int, deadline: float | None) -> bool:
+        """Polls for up to spin_ns (not past deadline) whether a message came; keeps
+        the channel's backoff (see the class)."""
+        poll = self._poll
+        now = _monotonic_ns()
+        end = now + spin_ns
+        if deadline is not None:
+            end = min(end, int(deadline * 1e9))  # time.monotonic() seconds, as ns
+        tries = 0
+        held = True  # no pause between two tries: this process kept its core
+        while True:
+            if poll(0):
+                ready = True
+                break
+            tries += 1
+            last, now = now, _monotonic_ns()
+            if now - last > SPIN_GAP_NS:
+                held = False  # switched out: the peer may have run on this core
+            if now >= end:
+                ready = False
+                break
+        if ready and held:
+            if tries:  # found by spinning while the peer ran on another core
+                self._backoff = 1
+        else:  # nothing came, or only after this process was switched out
+            self._skip = self._backoff
+            self._backoff = min(self._backoff * 2, SPIN_SKIP_MAX)
+        return ready
+
     def recv(self, deadline: float | None, limit: int = MAX_FRAME, spin_ns: int = 0) -> Any:
         """The next message (see read_frame), spinning up to spin_ns before blocking."""
         view = self._view
-        sock = self.sock
         got = 0
         if spin_ns:
             if self._skip:
                 self._skip -= 1
-            else:
-                now = _monotonic_ns()
-                end = now + spin_ns
-                if deadline is not None:
-                    end = min(end, int(deadline * 1e9))  # monotonic seconds -> ns
-                tries = 0
-                held = True  # no pause in the loop: this process kept its core
-                while True:
-                    try:
-                        got = sock.recv_into(view, _CHUNK, _DONTWAIT)
-                        break
-                    except (BlockingIOError, InterruptedError):
-                        tries += 1
-                        last, now = now, _monotonic_ns()
-                        if now - last > SPIN_GAP_NS:
-                            held = False  # switched out: the peer may have run on this core
-                        if now >= end:
-                            break
-                    except OSError as exc:
-                        raise FrameError(f"read failed: {exc}") from None
-                if got and held:
-                    if tries:  # found by spinning while the peer ran on another core
-                        self._backoff = 1
-                else:  # nothing came, or only after this process was switched out
-                    self._skip = self._backoff
-                    self._backoff = min(self._backoff * 2, SPIN_SKIP_MAX)
+            elif self._spin(spin_ns, deadline):
+                try:
+                    got = self.sock.recv_into(view, _CHUNK, _DONTWAIT)
+                except (BlockingIOError, InterruptedError):
+                    got = 0
+                except OSError as exc:
+                    raise FrameError(f"read failed: {exc}") from None
+                else:
+                    if not got:
+                        raise FrameError("the pipe closed")
         if not got:
             got = self._recv_some(view, deadline)
         while got < HEADER.size:
