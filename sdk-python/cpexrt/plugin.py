@@ -160,6 +160,13 @@ class PluginContext:
         """Whether the plugin's state and the request's shared state hold anything,
         found without making the copies that reading `state` and `request_state` make
         (for the engine's adapters, which copy them into a framework's own context)."""
+        state, request_state = self.held_state_values()
+        return bool(state), bool(request_state)
+
+    def held_state_values(self) -> tuple[Any, Any]:
+        """The plugin's state and the request's shared state as they are held now,
+        without the copies `state` and `request_state` make (None: none yet); for
+        reading only (the engine sends them to an isolated plugin's worker)."""
         state, request_state = self._state, self._request_state
         if state is None or request_state is None:
             held_state, held_request_state = self._source.context_held_states(self._key)
@@ -167,7 +174,7 @@ class PluginContext:
                 state = held_state
             if request_state is None:
                 request_state = held_request_state
-        return bool(state), bool(request_state)
+        return state, request_state
 
     @property
     def request(self) -> dict[str, Any] | None:

@@ -61,6 +61,11 @@ if TYPE_CHECKING:
 # After the deadline, how long a worker has to send its own timeout reply (its
 # watchdog stops a handler spinning in Python) before it is killed.
 REPLY_GRACE = 0.01
+# How long a caller polls for its reply before it sleeps until the reply comes
+# (frames.Channel.recv: bounded, and off while it finds nothing, as on a loaded
+# machine): a quick plugin on another core answers within it, and the caller is
+# not put to sleep and woken.
+REPLY_SPIN_NS = 30_000
 # Crashes in a row that open a plugin's circuit, and how long it stays open.
 CIRCUIT_AFTER = 5
 CIRCUIT_RESET = 5.0
@@ -264,13 +269,14 @@ class _Worker:
     so that writing to a worker that died is an error (MSG_NOSIGNAL) rather than a
     SIGPIPE, which would kill a Go or C host (they do not ignore it as Python does)."""
 
-    __slots__ = ("proc", "sock", "fd_in", "fd_out", "pid", "started", "info")
+    __slots__ = ("proc", "sock", "channel", "fd_in", "fd_out", "pid", "started", "info")
 
     def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket) -> None:
         self.proc = proc
         self.sock = sock
         self.pid = proc.pid
         sock.setblocking(False)
+        self.channel = frames.Channel(sock)
         self.fd_in = self.fd_out = sock.fileno()
         self.started = time.monotonic()
         self.info: dict[str, Any] = {}
@@ -370,7 +376,9 @@ class _Pool:
     def __init__(self, launch: Launch) -> None:
         self.launch = launch
         self.name = launch.name
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()  # the fast paths take it alone (no Condition methods)
+        self._cond = threading.Condition(self._lock)
+        self._waiting = 0  # callers waiting in acquire for an idle worker
         self._idle: list[_Worker] = []
         self._busy: set[_Worker] = set()
         self._starting = 0
@@ -537,7 +545,12 @@ class _Pool:
         return True
 
     def acquire(self, deadline: float) -> tuple[_Worker, bool]:
-        with self._cond:
+        with self._lock:
+            if self._idle and not self._closing and self._opened_at is None:  # the common case
+                worker = self._idle.pop()
+                self._busy.add(worker)
+                self.calls += 1
+                return worker, False
             probe = self._admit()
             try:
                 while not self._idle:
@@ -545,7 +558,11 @@ class _Pool:
                     if left <= 0:
                         self.timeouts += 1
                         raise driver.HandlerTimeout
-                    self._cond.wait(left)
+                    self._waiting += 1
+                    try:
+                        self._cond.wait(left)
+                    finally:
+                        self._waiting -= 1
                     if self._closing:
                         raise WorkerUnavailable(f"has no worker: plugin {self.name!r} is shutting down")
             except BaseException:
@@ -570,7 +587,7 @@ class _Pool:
             return worker, probe
 
     def release(self, worker: _Worker, probe: bool) -> None:
-        with self._cond:
+        with self._lock:
             self._busy.discard(worker)
             self._crashes_in_row = 0
             if probe or self._opened_at is not None:
@@ -579,7 +596,7 @@ class _Pool:
             self._idle.append(worker)
             if self._closing:
                 self._cond.notify_all()  # stop() is waiting for the calls in flight
-            else:
+            elif self._waiting:
                 self._cond.notify()
 
     def lose(self, worker: _Worker, why: str | None) -> None:
@@ -731,32 +748,37 @@ class IsolatedPlugin(Plugin):
 
     # -- one call ---------------------------------------------------------------
 
-    def _request(self, hook: str, args: tuple[Any, ...], deadline: float) -> bytes:
+    def _request(self, hook: str, args: tuple[Any, ...], deadline: float, held: tuple[Any, Any]) -> bytes:
+        """The call's frame. held: the plugin's state and the request's shared state
+        as the context holds them (only packed here, never changed): reading ctx.state
+        would make the copies a plugin writes into, for nothing when they are empty,
+        as they mostly are."""
         payload, ctx = args
         wire, payload_type = _payload_wire(payload, ctx)
         extensions = ctx.extensions or None  # already capability-filtered (gating.hide)
         request = ctx.request
         return frames.pack(
-            [
-                frames.OP_CALL,
-                hook,
-                payload_type,
-                wire,
-                extensions,
-                ctx.state or None,
-                ctx.request_state or None,
-                request,
-                deadline,
-            ]
+            [frames.OP_CALL, hook, payload_type, wire, extensions, held[0] or None, held[1] or None, request, deadline]
         )
 
     def call(self, hook: str, args: tuple[Any, ...], deadline: float) -> Any:
+        # _request inlined, and _settle's plain allow: the path of most calls.
+        payload, ctx = args
+        held = ctx.held_state_values()
+        if type(payload) is _Encoded:
+            wire, payload_type = payload.wire, payload.payload_type
+        else:
+            wire, payload_type = _payload_wire(payload, ctx)
+        extensions = ctx.extensions or None  # already capability-filtered (gating.hide)
+        message = frames.pack(
+            [frames.OP_CALL, hook, payload_type, wire, extensions, held[0] or None, held[1] or None, ctx.request, deadline]
+        )
         pool = self.pool
-        message = self._request(hook, args, deadline)
         worker, probe = pool.acquire(deadline)
         try:
-            worker.send(message, deadline + REPLY_GRACE)
-            reply = frames.read_frame(worker.fd_out, deadline + REPLY_GRACE, self.launch.max_frame)
+            channel = worker.channel
+            channel.send(message, deadline + REPLY_GRACE)
+            reply = channel.recv(deadline + REPLY_GRACE, self.launch.max_frame, REPLY_SPIN_NS)
         except frames.FrameTimeout:
             pool.lose(worker, None)
             raise driver.HandlerTimeout from None
@@ -767,11 +789,19 @@ class IsolatedPlugin(Plugin):
         except BaseException:
             pool.lose(worker, None)
             raise
-        return self._settle(worker, probe, reply, args[1])
+        if reply[0] == frames.REPLY_ALLOW:
+            pool.release(worker, probe)
+            if held[0]:
+                ctx.state.clear()
+            if held[1]:
+                ctx.request_state.clear()
+            return None
+        return self._settle(worker, probe, reply, ctx, held)
 
     async def call_async(self, hook: str, args: tuple[Any, ...], deadline: float) -> Any:
         pool = self.pool
-        message = self._request(hook, args, deadline)
+        held = args[1].held_state_values()
+        message = self._request(hook, args, deadline, held)
         while True:
             got = pool.try_acquire()
             if got is not None:
@@ -782,14 +812,14 @@ class IsolatedPlugin(Plugin):
         worker, probe = got
         loop = asyncio.get_running_loop()
         try:
-            worker.send(message, deadline + REPLY_GRACE)
+            worker.channel.send(message, deadline + REPLY_GRACE)
             ready = loop.create_future()
             loop.add_reader(worker.fd_out, driver.wake, ready)
             try:
                 await ready
             finally:
                 loop.remove_reader(worker.fd_out)
-            reply = frames.read_frame(worker.fd_out, deadline + REPLY_GRACE, self.launch.max_frame)
+            reply = worker.channel.recv(deadline + REPLY_GRACE, self.launch.max_frame)
         except frames.FrameTimeout:
             pool.lose(worker, None)
             raise driver.HandlerTimeout from None
@@ -800,9 +830,12 @@ class IsolatedPlugin(Plugin):
         except BaseException:  # cancelled (a deadline, a deny of another plugin): abandoned
             pool.lose(worker, None)
             raise
-        return self._settle(worker, probe, reply, args[1])
+        return self._settle(worker, probe, reply, args[1], held)
 
-    def _settle(self, worker: _Worker, probe: bool, reply: list[Any], ctx: PluginContext) -> Any:
+    def _settle(self, worker: _Worker, probe: bool, reply: list[Any], ctx: PluginContext, held: tuple[Any, Any]) -> Any:
+        """The reply as the handler's result; held: the states sent (_request), which
+        the worker's own replace: what a plain allow (REPLY_ALLOW) says is that they
+        ended empty."""
         pool = self.pool
         kind = reply[0]
         if kind == frames.REPLY_RAISED and reply[2]:  # out of memory: the worker exits
@@ -811,18 +844,19 @@ class IsolatedPlugin(Plugin):
             pool.lose(worker, why)
             raise WorkerCrashed(f"crashed: {why}: {reply[1]}; the worker exited")
         pool.release(worker, probe)
+        held_state, held_shared = held
         if kind == frames.REPLY_ALLOW:
-            if ctx.state:
+            if held_state:
                 ctx.state.clear()
-            if ctx.request_state:
+            if held_shared:
                 ctx.request_state.clear()
             return None
         if kind == frames.REPLY_OK:
             _, go_on, violation, modified, extensions, metadata, retry, headers, state, shared = reply
-            if state is not None or ctx.state:
+            if state is not None or held_state:
                 ctx.state.clear()
                 ctx.state.update(state or {})
-            if shared is not None or ctx.request_state:
+            if shared is not None or held_shared:
                 ctx.request_state.clear()
                 ctx.request_state.update(shared or {})
             return PluginResult(
@@ -841,6 +875,9 @@ class IsolatedPlugin(Plugin):
         if kind == frames.REPLY_REFUSED:
             raise driver.RemoteFailure(reply[2], reply[1])
         raise WorkerCrashed(f"its worker (pid {worker.pid}) answered a call with {kind!r}")
+
+
+_Encoded = payloads.Encoded
 
 
 def _payload_wire(payload: Any, ctx: PluginContext) -> tuple[bytes, int]:

@@ -36,10 +36,15 @@ if TYPE_CHECKING:
 
     _decoder: Callable[[int], Callable[[bytes], Any]]
     _ALLOW: list[int]
+    _ALLOW_FRAME: bytes
 
 _PR_SET_PDEATHSIG = 1
 EXIT_MEMORY = 70  # the worker passed its memory limit and stopped itself
 EXIT_PROTOCOL = 71  # the host sent something that is not the protocol
+# After a reply, how long the worker polls for the next call before it sleeps until
+# one comes (frames.Channel.recv: bounded, and off while it finds nothing): a busy
+# host's next call finds it awake. An idle worker sleeps.
+NEXT_CALL_SPIN_NS = 50_000
 
 
 def _die_with_parent() -> None:
@@ -142,19 +147,24 @@ class _Server:
         return {"pid": os.getpid(), "pycpex": self.plugin.reports_unenforced, "hooks": sorted(self.plugin.handlers)}
 
     def serve(self, fd_in: int, fd_out: int) -> None:
+        import socket
+
+        channel = frames.Channel(socket.socket(fileno=fd_in))
+        spin = 0  # the first call after a setup, a shutdown's wait: no spin
         while True:
             try:
-                message = frames.read_frame(fd_in, None)
+                message = channel.recv(None, frames.MAX_FRAME, spin)
             except frames.FrameError:
                 os._exit(0)  # the host went away
+            spin = NEXT_CALL_SPIN_NS
             op = message[0]
             if op == frames.OP_CALL:
                 reply = self.call(message)
                 try:
-                    data = frames.pack(reply)
+                    data = _ALLOW_FRAME if reply is _ALLOW else frames.pack(reply)
                 except (TypeError, ValueError, OverflowError) as exc:
                     data = frames.pack([frames.REPLY_REFUSED, "invalid_result", f"returned a result that cannot be sent: {exc}"])
-                frames.write_all(fd_out, data, None)
+                channel.send(data, None)
                 if reply[0] == frames.REPLY_RAISED and reply[2]:
                     os._exit(EXIT_MEMORY)
             elif op == frames.OP_SHUTDOWN:
@@ -246,7 +256,7 @@ class _Server:
 def _imports() -> None:
     """The engine's modules, imported once the process is set up (no plugin code or
     engine import runs before the death signal, memory limit and fds are in place)."""
-    global payloads, driver, frames, gating, PluginContext, PluginViolation, _as_result, _decoder, _ALLOW
+    global payloads, driver, frames, gating, PluginContext, PluginViolation, _as_result, _decoder, _ALLOW, _ALLOW_FRAME
     from cpexrt import payloads
     from cpexrt._generated.records import PluginViolation
     from cpexrt.engine import driver, frames, gating
@@ -255,6 +265,7 @@ def _imports() -> None:
 
     _decoder = payloads._decoder
     _ALLOW = [frames.REPLY_ALLOW]
+    _ALLOW_FRAME = frames.pack(_ALLOW)
 
 
 if __name__ == "__main__":
