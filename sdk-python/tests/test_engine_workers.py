@@ -208,6 +208,20 @@ def test_a_call_queued_behind_one_that_ends_the_worker_fails(managers: list[Plug
     assert wait_until(lambda: _answers(m), 15.0)
 
 
+def test_a_call_queued_behind_a_stuck_one_fails_when_that_one_times_out(managers: list[PluginManager]) -> None:
+    m = start(managers, workers_config(iso("sleep", "Sleeper", on_error="ignore"), workers=1, invoke_timeout=0.5))
+    began = time.monotonic()
+    stuck, stuck_out = _in_thread(lambda: m.invoke("tool_pre_invoke", {"sleep": 30}))
+    time.sleep(0.2)
+    with pytest.raises(InternalError, match="stopped before this call ran"):
+        m.invoke("tool_pre_invoke", {"sleep": 0})
+    # Released with the stuck call, at its limit: not held for a limit of its own after it.
+    assert time.monotonic() - began < 0.5 + 0.25 + 2.0
+    stuck.join()
+    assert isinstance(stuck_out[0], PipelineTimeoutError)
+    assert wait_until(lambda: _answers(m), 15.0)
+
+
 def test_background_tasks_are_waited_in_their_worker(managers: list[PluginManager]) -> None:
     m = start(managers, workers_config(plugin("rec", "Recorder", mode="fire_and_forget", config="{seconds: 0.05}")))
     ok = m.invoke("tool_pre_invoke", {"id": 1})
