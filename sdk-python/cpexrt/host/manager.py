@@ -467,7 +467,8 @@ class PluginManager:
         if extensions is None:
             ext = b""
         else:
-            ext = pack(extensions.to_wire() if isinstance(extensions, WireRecord) else extensions, "extensions")
+            wire_ext = extensions if type(extensions) is dict or not isinstance(extensions, WireRecord) else extensions.to_wire()
+            ext = pack(wire_ext, "extensions")
         req = None
         if request is not None:
             req = pack(request.to_wire() if isinstance(request, WireRecord) else request, "request")
@@ -489,7 +490,8 @@ class PluginManager:
                     library, manager, raw_hook, payload_type, body, ext, req or b"", options, c_ctx
                 )
             elif req is None:
-                raw, out_ctx, out_bg = calls.invoke(library, library.scratch(), manager, raw_hook, payload_type, body, ext, c_ctx)
+                scratch = getattr(library._local, "scratch", None) or library.scratch()  # inline: one frame fewer
+                raw, out_ctx, out_bg = calls.invoke(library, scratch, manager, raw_hook, payload_type, body, ext, c_ctx)
             else:
                 raw, out_ctx, out_bg = calls.invoke_request(
                     library, library.scratch(), manager, raw_hook, payload_type, body, ext, req, c_ctx
