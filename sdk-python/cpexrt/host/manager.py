@@ -56,10 +56,10 @@ class _Handle:
         self._cell.append(ptr)
 
     def _live(self) -> Any:
-        cell = self._cell
-        if not cell:
-            raise InvalidHandleError(f"{self._kind}: already closed or consumed")
-        return cell[0]
+        try:
+            return self._cell[0]
+        except IndexError:
+            raise InvalidHandleError(f"{self._kind}: already closed or consumed") from None
 
     @property
     def closed(self) -> bool:
