@@ -57,6 +57,26 @@ def test_allow_deny_and_modified_payload() -> None:
         assert denied.modified_payload is None
 
 
+def test_an_unchanged_result_reads_as_the_decoded_record_and_each_is_the_callers_own() -> None:
+    # The library sends the payload type's unchanged result when nobody objected or
+    # changed anything; the host makes it into a record only when it is read.
+    from cpexrt._generated.errors import UNCHANGED_RESULTS
+    from cpexrt._generated.records import PipelineResult
+
+    decoded = PipelineResult.from_wire(msgpack.unpackb(UNCHANGED_RESULTS[0]))
+    with started(config(plugin("guard", "DenyWhenBlocked"))) as m:
+        first = m.invoke("tool_pre_invoke", {"tool_name": "x"})
+        assert (first.denied, first.payload_modified, first.extensions_modified) == (False, False, False)
+        assert (first.violation, first.errors, first.metadata) == (None, [], {})
+        assert (first.modified_payload, first.modified_extensions) == (None, None)
+        assert first.result == decoded
+        assert first.result is first.result  # made once
+        first.result.metadata = {"mine": True}
+        second = m.invoke("tool_pre_invoke", {"tool_name": "x"})
+        assert second.result == decoded and second.metadata == {}
+        assert first.metadata == {"mine": True}
+
+
 def test_context_threads_state_and_is_consumed() -> None:
     with started(config(plugin("count", "Counter", hooks="[tool_pre_invoke, tool_post_invoke]"))) as m:
         pre = m.invoke("tool_pre_invoke", {})

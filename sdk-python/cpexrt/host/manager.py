@@ -6,10 +6,8 @@ import asyncio
 import logging
 import math
 import os
-import threading
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, cast, overload
 
@@ -31,56 +29,68 @@ from cpexrt.wire import WireRecord, clone, pack, unpack
 
 
 class _Handle:
-    """Owns one library handle; close() releases it once, later uses fail cleanly."""
+    """Owns one library handle; close() releases it once, later uses fail cleanly.
 
+    The handle sits in a one-element list: list.pop() is atomic under the GIL, so of
+    two threads taking it (an invoke, a close) exactly one gets it, with no lock to
+    make per handle and take on every invoke."""
+
+    __slots__ = ("_library", "_cell", "__weakref__")
     _kind = "handle"
+    # The generated call that frees the handle (calls.free_context, calls.free_background).
+    _free: Callable[[Library, Any], None]
 
     def __init__(self, library: Library, ptr: Any) -> None:
         self._library = library
-        self._ptr = ptr
-        self._lock = threading.Lock()
+        self._cell = [ptr]
 
     def _take(self) -> Any:
-        with self._lock:
-            ptr, self._ptr = self._ptr, None
-        return ptr
+        """The handle, now held by the caller alone; None when closed, consumed or held."""
+        try:
+            return self._cell.pop()
+        except IndexError:
+            return None
 
     def _put_back(self, ptr: Any) -> None:
         """Returns a handle taken for a call that failed (the library kept it valid)."""
-        with self._lock:
-            self._ptr = ptr
+        self._cell.append(ptr)
 
     def _live(self) -> Any:
-        if self._ptr is None:
-            raise InvalidHandleError(f"{self._kind}: already closed or consumed")
-        return self._ptr
+        try:
+            return self._cell[0]
+        except IndexError:
+            raise InvalidHandleError(f"{self._kind}: already closed or consumed") from None
 
     @property
     def closed(self) -> bool:
-        return self._ptr is None
+        return not self._cell
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self._release()
+        self.close()
 
-    def _free(self, ptr: Any) -> None:
-        raise NotImplementedError
-
-    def _release(self) -> None:
-        ptr = self._take()
-        if ptr is None:
+    def close(self) -> None:
+        """Releases the handle; a no-op when closed, consumed, or its manager shut down."""
+        cell = self._cell
+        if not cell:
             return
         try:
-            self._free(ptr)
+            ptr = cell.pop()
+        except IndexError:
+            return  # taken by another thread meanwhile
+        try:
+            self._free(self._library, ptr)
         except InvalidHandleError:
             pass  # already released by the manager's shutdown: close() only promises "gone"
 
     def __del__(self) -> None:
         # A dropped handle is released; never raise from a finaliser.
         try:
-            self._release()
+            cell = self._cell
+            if cell:
+                self._free(self._library, cell.pop())
         except Exception:  # noqa: BLE001
             pass
 
@@ -92,16 +102,12 @@ class ContextTable(_Handle):
 
     A context manager: leaving the `with` block closes the table. When an invoke in the
     block consumed it, or it was closed already, or its manager shut down, leaving is a
-    no-op; when the last invoke raised, the table (still valid) is freed then."""
+    no-op; when the last invoke raised, the table (still valid) is freed then. close()
+    releases the table; a no-op when closed, consumed, or its manager shut down."""
 
+    __slots__ = ()
     _kind = "context"
-
-    def _free(self, ptr: Any) -> None:
-        calls.free_context(self._library, ptr)
-
-    def close(self) -> None:
-        """Releases the table; a no-op when closed, consumed, or its manager shut down."""
-        self._release()
+    _free = staticmethod(calls.free_context)
 
 
 class BackgroundTasks(_Handle):
@@ -109,12 +115,12 @@ class BackgroundTasks(_Handle):
 
     A context manager: leaving the `with` block releases the handle (as close(): the
     tasks go on; call wait() inside the block for their errors). Leaving after a close,
-    or after the manager shut down, is a no-op."""
+    or after the manager shut down, is a no-op. close() releases the handle (the tasks
+    go on); a no-op when closed or its manager shut down."""
 
+    __slots__ = ()
     _kind = "background"
-
-    def _free(self, ptr: Any) -> None:
-        calls.free_background(self._library, ptr)
+    _free = staticmethod(calls.free_background)
 
     async def wait_async(self) -> list[PluginError]:
         """wait() for asyncio code, in a worker thread."""
@@ -125,44 +131,76 @@ class BackgroundTasks(_Handle):
         records = unpack(calls.wait_background(self._library, self._live()), "background errors")
         return [PluginError.model_validate(r) for r in records]
 
-    def close(self) -> None:
-        """Releases the handle (the tasks go on); a no-op when closed or its manager
-        shut down."""
-        self._release()
-
 
 P = TypeVar("P")
 W = TypeVar("W", bound=WireRecord)
 
 
-@dataclass
 class InvokeResult(Generic[P]):
     """The outcome of an invoke: the PipelineResult record plus the decoded
     modification, the context table for the request's next hook and the
-    fire-and-forget tasks (close the ones you do not use, or let them be finalised)."""
+    fire-and-forget tasks (close the ones you do not use, or let them be finalised).
 
-    result: PipelineResult
-    context: ContextTable | None
-    background: BackgroundTasks | None
-    payload_class: type[Any] = dict
+    The library sends its payload type's unchanged result (UNCHANGED_RESULTS, from the
+    schema) for every result nobody objected to or changed; such a result is made into
+    a PipelineResult only when `result` is read (denied and the other properties know
+    its values): result None and unchanged_type set. Any other result is decoded and
+    validated by the invoke, which raises when it is not a valid PipelineResult."""
+
+    __slots__ = ("_result", "_unchanged_type", "context", "background", "payload_class")
+
+    def __init__(
+        self,
+        result: PipelineResult | None,
+        context: ContextTable | None,
+        background: BackgroundTasks | None,
+        payload_class: type[Any] = dict,
+        unchanged_type: int | None = None,
+    ) -> None:
+        if result is None and unchanged_type is None:
+            raise TypeError("InvokeResult: a result, or the payload type of an unchanged one")
+        self._result = result
+        self._unchanged_type = unchanged_type
+        self.context = context
+        self.background = background
+        self.payload_class = payload_class
+
+    def __repr__(self) -> str:
+        return (
+            f"InvokeResult(result={self.result!r}, context={self.context!r}, background={self.background!r}, "
+            f"payload_class={self.payload_class!r})"
+        )
+
+    @property
+    def result(self) -> PipelineResult:
+        result = self._result
+        if result is None:
+            # A clone (wire.clone: a copy the caller owns) of the payload type's
+            # unchanged result, validated once from its four values.
+            result = self._result = _unchanged_result(cast(int, self._unchanged_type))
+        return result
 
     @property
     def denied(self) -> bool:
-        return not self.result.continue_processing
+        result = self._result
+        return False if result is None else not result.continue_processing
 
     @property
     def payload_modified(self) -> bool:
         """True exactly when a plugin's modified payload was applied."""
-        return bool(self.result.payload_modified)
+        result = self._result
+        return False if result is None else bool(result.payload_modified)
 
     @property
     def extensions_modified(self) -> bool:
         """True exactly when a plugin's modified extensions were applied."""
-        return bool(self.result.extensions_modified)
+        result = self._result
+        return False if result is None else bool(result.extensions_modified)
 
     @property
     def violation(self) -> PluginViolation | None:
-        return self.result.violation
+        result = self._result
+        return None if result is None else result.violation
 
     @property
     def errors(self) -> list[PluginError]:
@@ -176,7 +214,8 @@ class InvokeResult(Generic[P]):
     def modified_payload(self) -> P | None:
         """The modified payload decoded into the payload's class (a dict for plain
         payloads, e.g. MessagePayload for CMF), or None when no plugin changed it."""
-        raw = self.result.modified_payload
+        result = self._result
+        raw = None if result is None else result.modified_payload
         if raw is None:
             return None
         value = unpack(raw, "modified payload")
@@ -187,7 +226,8 @@ class InvokeResult(Generic[P]):
 
     @property
     def modified_extensions(self) -> Extensions | None:
-        raw = self.result.modified_extensions
+        result = self._result
+        raw = None if result is None else result.modified_extensions
         if raw is None:
             return None
         extensions: Extensions = Extensions.from_wire(unpack(raw, "modified extensions"), "modified extensions")
@@ -197,22 +237,15 @@ class InvokeResult(Generic[P]):
 _UNCHANGED: dict[int, PipelineResult] = {}
 
 
-def _decode_result(raw: bytes, payload_type: int) -> PipelineResult:
-    """The library sends its payload type's unchanged result (UNCHANGED_RESULTS, from the
-    schema) for every result nobody objected to or changed: those skip decoding and
-    validation."""
-    if raw == UNCHANGED_RESULTS.get(payload_type):
-        # A clone (wire.clone: a copy the caller owns) of the payload type's unchanged
-        # result, validated once from its four values.
-        template = _UNCHANGED.get(payload_type)
-        if template is None:
-            template = _UNCHANGED[payload_type] = PipelineResult(
-                continue_processing=True, payload_modified=False, extensions_modified=False, payload_type=payload_type
-            )
-        unchanged: PipelineResult = clone(template)
-        return unchanged
-    result: PipelineResult = PipelineResult.from_wire(unpack(raw, "pipeline result"))
-    return result
+def _unchanged_result(payload_type: int) -> PipelineResult:
+    """A copy the caller owns of the payload type's unchanged result."""
+    template = _UNCHANGED.get(payload_type)
+    if template is None:
+        template = _UNCHANGED[payload_type] = PipelineResult(
+            continue_processing=True, payload_modified=False, extensions_modified=False, payload_type=payload_type
+        )
+    unchanged: PipelineResult = clone(template)
+    return unchanged
 
 
 def _utf8(text: str, what: str) -> bytes:
@@ -420,46 +453,61 @@ class PluginManager:
         the running plugin and the call raises PipelineTimeoutError (also a
         TimeoutError), whatever the plugins' on_error; plugin_settings.invoke_timeout
         still applies when it is shorter."""
+        # The hot path: plain dicts and no options are tested first, and every step is
+        # inline (no helper frames) unless something needs its message.
         library = self._library
-        ffi = library.ffi
+        kind = type(payload)
         if payload_type is None:
-            payload_type = PAYLOAD_CMF_MESSAGE if isinstance(payload, MessagePayload) else PAYLOAD_GENERIC
-        raw_hook = _utf8(hook, "hook")
-        body = pack(payload.to_wire() if isinstance(payload, WireRecord) else payload, "payload")
-        wire_ext = extensions.to_wire() if isinstance(extensions, WireRecord) else extensions
-        ext = pack(wire_ext, "extensions") if wire_ext is not None else b""
-        wire_request = request.to_wire() if isinstance(request, WireRecord) else request
-        req = pack(wire_request, "request") if wire_request is not None else None
-        options = _call_options(timeout) if timeout is not None else None
-        ctx = context._take() if context is not None else None
-        if context is not None and ctx is None:
-            raise InvalidHandleError("context: this context table was already consumed, closed, or is in use by another invoke")
+            payload_type = PAYLOAD_GENERIC if kind is dict or not isinstance(payload, MessagePayload) else PAYLOAD_CMF_MESSAGE
         try:
-            # inline (not _live): this is the hot path, one Python call fewer
+            raw_hook = hook.encode()
+        except UnicodeEncodeError:
+            raw_hook = _utf8(hook, "hook")  # raises, naming the character
+        body = pack(payload if kind is dict or not isinstance(payload, WireRecord) else payload.to_wire(), "payload")
+        if extensions is None:
+            ext = b""
+        else:
+            wire_ext = extensions if type(extensions) is dict or not isinstance(extensions, WireRecord) else extensions.to_wire()
+            ext = pack(wire_ext, "extensions")
+        req = None
+        if request is not None:
+            req = pack(request.to_wire() if isinstance(request, WireRecord) else request, "request")
+        options = _call_options(timeout) if timeout is not None else None
+        null = library.ffi.NULL
+        c_ctx = null
+        if context is not None:
+            c_ctx = context._take()
+            if c_ctx is None:
+                raise InvalidHandleError(
+                    "context: this context table was already consumed, closed, or is in use by another invoke"
+                )
+        try:
             manager = self._handle
             if manager is None:
                 raise InvalidHandleError("invoke: the manager was shut down")
-            c_ctx = ctx if ctx is not None else ffi.NULL
             if options is not None:
                 raw, out_ctx, out_bg = calls.invoke_with(
                     library, manager, raw_hook, payload_type, body, ext, req or b"", options, c_ctx
                 )
             elif req is None:
-                raw, out_ctx, out_bg = calls.invoke(library, library.scratch(), manager, raw_hook, payload_type, body, ext, c_ctx)
+                scratch = getattr(library._local, "scratch", None) or library.scratch()  # inline: one frame fewer
+                raw, out_ctx, out_bg = calls.invoke(library, scratch, manager, raw_hook, payload_type, body, ext, c_ctx)
             else:
                 raw, out_ctx, out_bg = calls.invoke_request(
                     library, library.scratch(), manager, raw_hook, payload_type, body, ext, req, c_ctx
                 )
         except BaseException:
             if context is not None:
-                context._put_back(ctx)  # the library left it valid
+                context._put_back(c_ctx)  # the library left it valid
             raise
-        return InvokeResult(
-            result=_decode_result(raw, payload_type),
-            context=ContextTable(library, out_ctx) if out_ctx != ffi.NULL else None,
-            background=BackgroundTasks(library, out_bg) if out_bg != ffi.NULL else None,
-            payload_class=type(payload),
-        )
+        # The handles first: a result that fails to decode leaves them to the finaliser.
+        out_context = ContextTable(library, out_ctx) if out_ctx != null else None
+        out_background = BackgroundTasks(library, out_bg) if out_bg != null else None
+        # The payload type's unchanged result is made into a record only when read
+        # (InvokeResult.result); any other result is decoded and validated now.
+        if raw == UNCHANGED_RESULTS.get(payload_type):
+            return InvokeResult(None, out_context, out_background, kind, payload_type)
+        return InvokeResult(PipelineResult.from_wire(unpack(raw, "pipeline result")), out_context, out_background, kind)
 
     @overload
     async def ainvoke(
