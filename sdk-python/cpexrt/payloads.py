@@ -173,10 +173,22 @@ def _decoder(payload_type: int) -> Callable[[bytes], Any]:
     return _decode_cmf if payload_type == PAYLOAD_CMF_MESSAGE else _decode_generic
 
 
+# How a CMF message is cloned: wire.clone, or the same copy made in C (the boundary's
+# clone builtin, ffi/natives.c) once the boundary installed it (install_clone).
+_cmf_clone: Callable[[Any], Any] = clone
+
+
+def install_clone(fn: Callable[[Any], Any]) -> None:
+    """Makes fn (a function that copies what wire.clone copies, as it does, TypeError
+    for the rest) the clone of every CMF snapshot made from now on."""
+    global _cmf_clone
+    _cmf_clone = fn
+
+
 def _cloner(payload_type: int) -> Callable[[Any], Any] | None:
     """How a snapshot copies its decoded value for a plugin, when not by a decode: a
     CMF message is cloned (wire.clone: half a decode's cost, no validation again)."""
-    return clone if payload_type == PAYLOAD_CMF_MESSAGE else None
+    return _cmf_clone if payload_type == PAYLOAD_CMF_MESSAGE else None
 
 
 def check_type(payload_type: int) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -150,6 +153,79 @@ def test_a_clone_is_what_a_decode_gives_and_shares_nothing() -> None:
             assert p._raw is not None
             p._raw.clear()
     assert decoded == again and decoded.to_wire() == again.to_wire()
+
+
+def native_clone() -> Callable[[Any], Any]:
+    """The boundary's C clone (ffi/natives.c), installed when libcpex loads into this
+    process (a host made here loads it)."""
+    with HostManager("plugins: []\n"):
+        pass
+    c_clone: Callable[[Any], Any] = sys.modules["_cpex_natives"].clone
+    return c_clone
+
+
+def same_record(a: object, b: object, path: str = "$") -> None:
+    """a and b are equal in everything a copy carries: types, instance dicts (their
+    keys in order), fields set, unknown fields and private values, all the way down."""
+    from pydantic import BaseModel
+
+    assert type(a) is type(b), path
+    if isinstance(a, BaseModel):
+        assert isinstance(b, BaseModel)
+        assert list(a.__dict__) == list(b.__dict__), path
+        assert a.__pydantic_fields_set__ == b.__pydantic_fields_set__, path
+        assert a.__pydantic_private__ == b.__pydantic_private__, path
+        same_record(a.__dict__, b.__dict__, f"{path}.__dict__")
+        same_record(a.__pydantic_extra__, b.__pydantic_extra__, f"{path}.extra")
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and list(a) == list(b), path
+        for k in a:
+            same_record(a[k], b[k], f"{path}[{k!r}]")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            same_record(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, path
+
+
+def test_the_c_clone_makes_the_python_clones_copy_and_shares_nothing() -> None:
+    # The boundary clones each plugin's CMF message in C: the same copy as wire.clone
+    # (which the engine called directly in Python uses), sharing nothing mutable with
+    # its source, and private once edited in place.
+    from cpexrt import payloads
+    from cpexrt.wire import clone
+
+    c_clone = native_clone()
+    assert payloads._cloner(1) == c_clone  # what every CMF snapshot made from now on uses
+    wire = payloads._pack({"message": every_part_message()})
+    decoded = payloads._decode_cmf(wire)
+    copied = c_clone(decoded)
+    same_record(copied, clone(decoded))
+    same_record(copied, payloads._decode_cmf(wire))
+    assert shared_mutables(copied, decoded) == []
+    assert copied.__pydantic_fields_set__ is not decoded.__pydantic_fields_set__
+    again = payloads._decode_cmf(wire)
+    copied.content[0].__dict__.update(content_type="text", text="changed")
+    copied.model_extra.clear()
+    copied.content[0].__pydantic_fields_set__.add("x")
+    for p in copied.content:
+        if not p.known:
+            p._raw.clear()
+    assert decoded == again and decoded.to_wire() == again.to_wire()
+    same_record(decoded, again)
+    # Plain data as MessagePack would copy it; anything else a TypeError (the snapshot
+    # then decodes a copy), as wire.clone.
+    inner: dict[str, object] = {"b": b"x"}
+    data: dict[object, object] = {"a": [1, (2, inner)], "c": None, "d": 1.5, "e": True, b"k": "v"}
+    assert c_clone(data) == clone(data) == {"a": [1, [2, {"b": b"x"}]], "c": None, "d": 1.5, "e": True, b"k": "v"}
+    assert c_clone(data)["a"][1][1] is not inner
+    nested: list[object] = []
+    for _ in range(1000):
+        nested = [nested]
+    for bad in ({"a": {1, 2}}, [object()], bytearray(b"x"), {1: "int key"}, nested):
+        with pytest.raises(TypeError):
+            c_clone(bad)
 
 
 def test_a_clone_copies_plain_data_as_messagepack_would_and_refuses_other_objects() -> None:

@@ -13,6 +13,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import BaseModel
+
+from cpexrt import payloads
 from cpexrt._boundary.handles import HANDLES, Kind
 from cpexrt._boundary.signals import refuse_signal_handlers
 from cpexrt._boundary.sinks import LOG_FORWARDER, CallbackSink
@@ -22,7 +25,7 @@ from cpexrt._generated.records import CallOptions, PipelineResult, PluginError
 from cpexrt.engine import Engine
 from cpexrt.engine.executor import PipelineOutcome
 from cpexrt.errors import CpexError, InvalidInputError
-from cpexrt.wire import pack, to_wire_value, unpack
+from cpexrt.wire import WireRecord, pack, to_wire_value, unpack
 
 OK = 1
 _MAX_MESSAGE = 64 * 1024
@@ -44,6 +47,16 @@ class Exports:
         self._plain_maps: Callable[[bytes, bytes | None, int], int] = natives.plain_maps
         self._copy_out_address: Callable[[bytes], int] = natives.copy_out
         self._drain: Callable[[], tuple[int, ...]] = natives.drain
+        # A CMF message's private copies made in C (natives.clone: wire.clone's copy).
+        slot = BaseModel.__dict__
+        natives.clone_setup(
+            WireRecord,
+            object.__new__,
+            slot["__pydantic_fields_set__"],
+            slot["__pydantic_extra__"],
+            slot["__pydantic_private__"],
+        )
+        payloads.install_clone(natives.clone)
 
     # -- pointers in ------------------------------------------------------------------
 
