@@ -250,6 +250,24 @@ def host_snapshot(payload_type: int, value: Any, wire: bytes | None, owned: bool
     return Snapshot(wire, decoder, value if owned else _NOTHING, _cloner(payload_type))
 
 
+def held_snapshot(payload_type: int, value: Any) -> Snapshot | None:
+    """The snapshot of a CMF payload map its caller keeps (a Python caller that sent no
+    bytes), taken as a host's bytes are: the map's own MessagePack, and the message
+    decoded (validated) from it, once (decode() then host_snapshot() validate the map,
+    encode the message and validate that again). None for any other payload, or when
+    the map does not encode or decode as it is: the caller then takes decode() and
+    host_snapshot(), which refuse it naming the problem, or take what a MessagePack
+    round trip would not (a record object inside the map)."""
+    if payload_type != PAYLOAD_CMF_MESSAGE or type(value) is not dict:
+        return None
+    try:
+        wire = _pack(value)
+        spare = _decode_cmf(wire)
+    except Exception:  # noqa: BLE001 - not taken here; decode() names what is wrong
+        return None
+    return Snapshot(wire, _decode_cmf, spare, _cmf_clone)
+
+
 def extensions_snapshot(value: dict[str, Any], wire: bytes | None, owned: bool, plain: bool = False) -> Snapshot:
     """The snapshot of the call's extensions (a map, possibly empty); wire and owned
     as for host_snapshot. plain: value is plain data (decoded from MessagePack, or

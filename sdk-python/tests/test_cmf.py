@@ -286,6 +286,49 @@ def test_every_cmf_plugin_gets_its_own_message_whatever_the_others_did_in_place(
     assert wire_map == {"message": every_part_message()}  # the host's own object
 
 
+class MessageRecorder(Plugin):
+    """Keeps the message it was given."""
+
+    def cmf_tool_pre_invoke(self, message: Message, ctx: PluginContext) -> None:
+        SEEN.append(("recorder", message.to_wire(), message))
+
+
+def test_a_cmf_map_from_a_python_caller_reaches_plugins_as_a_hosts_bytes_do() -> None:
+    # A map the caller keeps is taken as a host's bytes are: the plugins get what the
+    # same map's MessagePack gives them (one validation, of the decoded bytes); the
+    # caller's map stays as it was; what does not encode or decode as it is (a record
+    # object inside, a bad field) goes the way it always went: taken, or refused naming
+    # the field.
+    m = Engine()
+    m.register_factory("Recorder", MessageRecorder)
+    m.load_config(f"plugins:\n  - {{name: r, kind: Recorder, hooks: [{HOOK}]}}\n")
+    m.initialize()
+    parts: list[object] = list(every_part_message()["content"])  # type: ignore[call-overload]
+    parts[1] = {"content_type": "tool_call", "content": {"tool_call_id": "c", "name": "n", "arguments": {}}}
+    given = {"message": {**every_part_message(), "channel": None, "content": parts}}
+    wire = msgpack.packb(given, use_bin_type=True)
+    seen: list[Message] = []
+    for how in ("map", "bytes", "record inside"):
+        SEEN.clear()
+        if how == "map":
+            out = m.invoke(HOOK, 1, given)
+        elif how == "bytes":
+            out = m.invoke(HOOK, 1, msgpack.unpackb(wire), payload_wire=wire, owned=True)
+        else:
+            out = m.invoke(HOOK, 1, {"message": Message.from_wire(msgpack.unpackb(wire)["message"])})
+        assert out.continue_processing and out.errors == []
+        [(_, _, received)] = SEEN
+        assert isinstance(received, Message)
+        seen.append(received)
+    same_record(seen[0], seen[1])
+    assert seen[0].to_wire() == seen[2].to_wire()
+    assert msgpack.packb(given, use_bin_type=True) == wire
+    with pytest.raises(InvalidInputError, match=r"payload\.message\.content\[0\]\.content_type"):
+        m.invoke(HOOK, 1, {"message": {"role": "user", "content": [{"text": "no type"}]}})
+    with pytest.raises(InvalidInputError, match="map keys must be strings"):
+        m.invoke(HOOK, 1, {"message": {"role": "user", "content": [], "x": {1: "int key"}}})
+
+
 def test_a_snapshot_with_a_clone_hands_its_value_only_to_the_last_caller() -> None:
     from cpexrt import payloads
 
