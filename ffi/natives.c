@@ -93,32 +93,253 @@ static PyObject *cpex__natives_drain(PyObject *self, PyObject *unused)
     return out;
 }
 
+/* clone(value) -> a deep copy of decoded data, as cpexrt.wire.clone makes it: wire
+   records (the instance dict, fields set, unknown fields and private values copied,
+   each value copied deep), dicts with string or bytes keys, lists (tuples become
+   lists) and the immutable scalars str, bytes, int, float, bool and None, taken as
+   they are. TypeError for anything else, or nesting deeper than CPEX__CLONE_DEPTH
+   (the caller then decodes a copy). No Python code runs while it copies: only exact
+   types are taken, and only string or bytes keys (their hashes are cached or cheap,
+   and never user code). clone_setup(record_type, object_new, fields_set, extra,
+   private) gives it the record base class and BaseModel's slot descriptors, once. */
+
+#define CPEX__CLONE_DEPTH 200
+
+static PyObject *cpex__clone_record_type, *cpex__clone_new, *cpex__clone_fields_set, *cpex__clone_extra,
+    *cpex__clone_private, *cpex__clone_no_args;
+
+static int cpex__clone_plain(PyObject *v)
+{
+    PyTypeObject *t = Py_TYPE(v);
+    return t == &PyUnicode_Type || t == &PyLong_Type || v == Py_None || t == &PyBool_Type || t == &PyFloat_Type ||
+           t == &PyBytes_Type;
+}
+
+static PyObject *cpex__clone(PyObject *v, int depth);
+
+static PyObject *cpex__clone_slot_get(PyObject *descr, PyObject *obj)
+{
+    descrgetfunc get = Py_TYPE(descr)->tp_descr_get;
+    return get(descr, obj, (PyObject *)Py_TYPE(obj));
+}
+
+static int cpex__clone_slot_set(PyObject *descr, PyObject *obj, PyObject *value)
+{
+    descrsetfunc set = Py_TYPE(descr)->tp_descr_set;
+    return set(descr, obj, value);
+}
+
+/* A copy of dict d: its values copied deep (string or bytes keys only). The copy is
+   made at once, then its values replaced where they are not immutable scalars (the
+   keys never change while it is walked). */
+static PyObject *cpex__clone_dict(PyObject *d, int depth)
+{
+    PyObject *out = PyDict_Copy(d), *key, *value;
+    Py_ssize_t pos = 0;
+    if (out == NULL)
+        return NULL;
+    while (PyDict_Next(out, &pos, &key, &value)) {
+        PyObject *copy;
+        int rc;
+        if (!PyUnicode_CheckExact(key) && !PyBytes_CheckExact(key)) {
+            PyErr_Format(PyExc_TypeError, "cannot clone a map with a %.100s key", Py_TYPE(key)->tp_name);
+            Py_DECREF(out);
+            return NULL;
+        }
+        if (cpex__clone_plain(value))
+            continue;
+        copy = cpex__clone(value, depth + 1);
+        if (copy == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        rc = PyDict_SetItem(out, key, copy);
+        Py_DECREF(copy);
+        if (rc != 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+static PyObject *cpex__clone_record(PyObject *v, int depth)
+{
+    PyObject *dict = NULL, *copy = NULL, *out = NULL, *fields_set = NULL, *extra = NULL, *private_ = NULL, *value = NULL;
+    dict = PyObject_GenericGetDict(v, NULL);
+    if (dict == NULL)
+        return NULL;
+    if (!PyDict_CheckExact(dict)) {
+        PyErr_SetString(PyExc_TypeError, "cannot clone a record whose __dict__ is not a dict");
+        goto done;
+    }
+    copy = cpex__clone_dict(dict, depth);
+    if (copy == NULL)
+        goto done;
+    /* object.__new__(type(v)), as the Python clone makes it (the type's own tp_new
+       when that is object's, which a record's is: no __new__ of its own). */
+    if (Py_TYPE(v)->tp_new == PyBaseObject_Type.tp_new && cpex__clone_no_args != NULL)
+        out = Py_TYPE(v)->tp_new(Py_TYPE(v), cpex__clone_no_args, NULL);
+    else
+        out = PyObject_CallOneArg(cpex__clone_new, (PyObject *)Py_TYPE(v));
+    if (out == NULL)
+        goto done;
+    if (Py_TYPE(out) != Py_TYPE(v)) {
+        PyErr_SetString(PyExc_TypeError, "cannot clone a record made of another type");
+        goto fail;
+    }
+    if (PyObject_GenericSetDict(out, copy, NULL) != 0)
+        goto fail;
+    value = cpex__clone_slot_get(cpex__clone_fields_set, v);
+    if (value == NULL)
+        goto fail;
+    fields_set = PySet_New(value);
+    Py_CLEAR(value);
+    if (fields_set == NULL || cpex__clone_slot_set(cpex__clone_fields_set, out, fields_set) != 0)
+        goto fail;
+    /* The unknown fields: copied when there are some, None stays None, an empty map
+       becomes a new one. */
+    value = cpex__clone_slot_get(cpex__clone_extra, v);
+    if (value == NULL)
+        goto fail;
+    if (value == Py_None) {
+        extra = Py_NewRef(value);
+    } else {
+        int truth = PyObject_IsTrue(value);
+        if (truth < 0)
+            goto fail;
+        extra = truth ? cpex__clone(value, depth + 1) : PyDict_New();
+    }
+    Py_CLEAR(value);
+    if (extra == NULL || cpex__clone_slot_set(cpex__clone_extra, out, extra) != 0)
+        goto fail;
+    /* Private values: copied when there are some, else kept as they are (None). */
+    value = cpex__clone_slot_get(cpex__clone_private, v);
+    if (value == NULL)
+        goto fail;
+    if (value == Py_None) {
+        private_ = Py_NewRef(value);
+    } else {
+        int truth = PyObject_IsTrue(value);
+        if (truth < 0)
+            goto fail;
+        private_ = truth ? cpex__clone(value, depth + 1) : Py_NewRef(value);
+    }
+    Py_CLEAR(value);
+    if (private_ == NULL || cpex__clone_slot_set(cpex__clone_private, out, private_) != 0)
+        goto fail;
+    goto done;
+fail:
+    Py_CLEAR(out);
+done:
+    Py_XDECREF(dict);
+    Py_XDECREF(copy);
+    Py_XDECREF(fields_set);
+    Py_XDECREF(extra);
+    Py_XDECREF(private_);
+    Py_XDECREF(value);
+    return out;
+}
+
+static PyObject *cpex__clone(PyObject *v, int depth)
+{
+    PyTypeObject *t = Py_TYPE(v);
+    if (cpex__clone_plain(v))
+        return Py_NewRef(v);
+    if (depth > CPEX__CLONE_DEPTH) {
+        PyErr_SetString(PyExc_TypeError, "cannot clone a value nested this deep");
+        return NULL;
+    }
+    if (t == &PyDict_Type)
+        return cpex__clone_dict(v, depth);
+    if (t == &PyList_Type || t == &PyTuple_Type) {
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(v), i;
+        PyObject *out = PyList_New(n);
+        if (out == NULL)
+            return NULL;
+        for (i = 0; i < n; i++) {
+            PyObject *item = PySequence_Fast_GET_ITEM(v, i), *copy;
+            copy = cpex__clone_plain(item) ? Py_NewRef(item) : cpex__clone(item, depth + 1);
+            if (copy == NULL) {
+                Py_DECREF(out);
+                return NULL;
+            }
+            PyList_SET_ITEM(out, i, copy);
+        }
+        return out;
+    }
+    if (cpex__clone_record_type != NULL && PyType_IsSubtype(t, (PyTypeObject *)cpex__clone_record_type))
+        return cpex__clone_record(v, depth);
+    PyErr_Format(PyExc_TypeError, "cannot clone a %.100s", t->tp_name);
+    return NULL;
+}
+
+static PyObject *cpex__natives_clone(PyObject *self, PyObject *value)
+{
+    (void)self;
+    if (cpex__clone_record_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "clone: clone_setup was not called");
+        return NULL;
+    }
+    return cpex__clone(value, 0);
+}
+
+static PyObject *cpex__natives_clone_setup(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t i;
+    (void)self;
+    if (nargs != 5 || !PyType_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "clone_setup(record_type, object_new, fields_set, extra, private)");
+        return NULL;
+    }
+    for (i = 2; i < 5; i++) {
+        if (Py_TYPE(args[i])->tp_descr_get == NULL || Py_TYPE(args[i])->tp_descr_set == NULL) {
+            PyErr_SetString(PyExc_TypeError, "clone_setup: the slots must be data descriptors");
+            return NULL;
+        }
+    }
+    if (cpex__clone_no_args == NULL) {
+        cpex__clone_no_args = PyTuple_New(0);
+        if (cpex__clone_no_args == NULL)
+            return NULL;
+    }
+    /* Kept for the life of the process, as the module is. */
+    Py_XSETREF(cpex__clone_new, Py_NewRef(args[1]));
+    Py_XSETREF(cpex__clone_fields_set, Py_NewRef(args[2]));
+    Py_XSETREF(cpex__clone_extra, Py_NewRef(args[3]));
+    Py_XSETREF(cpex__clone_private, Py_NewRef(args[4]));
+    Py_XSETREF(cpex__clone_record_type, Py_NewRef(args[0]));
+    Py_RETURN_NONE;
+}
+
 /* The module's method table and definition live in memory that is never freed, not in
    this library's static data: a Python host may unload the library (cffi's dlclose at
    exit) before the interpreter's last garbage collection, which still reads the
    definitions of the builtin objects (only their code is never called again). */
 typedef struct {
-    PyMethodDef methods[4];
+    PyMethodDef methods[6];
     PyModuleDef module;
-    char names[4][16];
+    char names[6][16];
 } cpex__natives_defs;
 
 /* Called by the boundary once, as it loads: puts the module into sys.modules.
    0 on success, -1 (with nothing installed) otherwise. */
 int cpexrt_install_natives(void)
 {
-    static const char *const names[4] = {"_cpex_natives", "plain_maps", "copy_out", "drain"};
+    static const char *const names[6] = {"_cpex_natives", "plain_maps", "copy_out", "drain", "clone", "clone_setup"};
     cpex__natives_defs *defs = (cpex__natives_defs *)calloc(1, sizeof *defs);
     PyGILState_STATE gil;
     PyObject *module;
     int rc = -1, i;
     if (defs == NULL)
         return -1;
-    for (i = 0; i < 4; i++)
+    for (i = 0; i < 6; i++)
         strcpy(defs->names[i], names[i]);
     defs->methods[0] = (PyMethodDef){defs->names[1], (PyCFunction)(void (*)(void))cpex__natives_plain_maps, METH_FASTCALL, NULL};
     defs->methods[1] = (PyMethodDef){defs->names[2], cpex__natives_copy_out, METH_O, NULL};
     defs->methods[2] = (PyMethodDef){defs->names[3], cpex__natives_drain, METH_NOARGS, NULL};
+    defs->methods[3] = (PyMethodDef){defs->names[4], cpex__natives_clone, METH_O, NULL};
+    defs->methods[4] = (PyMethodDef){defs->names[5], (PyCFunction)(void (*)(void))cpex__natives_clone_setup, METH_FASTCALL, NULL};
     defs->module = (PyModuleDef){PyModuleDef_HEAD_INIT, defs->names[0], NULL, -1, defs->methods, NULL, NULL, NULL, NULL};
     gil = PyGILState_Ensure();
     module = PyModule_Create(&defs->module);

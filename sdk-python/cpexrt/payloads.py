@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped, unused-ignore]  # untyped: the package passes mypy wherever it is installed
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from cpexrt._generated.errors import PAYLOAD_CMF_MESSAGE, PAYLOAD_GENERIC, PAYLOAD_TYPES
 from cpexrt._generated.records import Extensions, Message, MessagePayload
@@ -173,10 +173,22 @@ def _decoder(payload_type: int) -> Callable[[bytes], Any]:
     return _decode_cmf if payload_type == PAYLOAD_CMF_MESSAGE else _decode_generic
 
 
+# How a CMF message is cloned: wire.clone, or the same copy made in C (the boundary's
+# clone builtin, ffi/natives.c) once the boundary installed it (install_clone).
+_cmf_clone: Callable[[Any], Any] = clone
+
+
+def install_clone(fn: Callable[[Any], Any]) -> None:
+    """Makes fn (a function that copies what wire.clone copies, as it does, TypeError
+    for the rest) the clone of every CMF snapshot made from now on."""
+    global _cmf_clone
+    _cmf_clone = fn
+
+
 def _cloner(payload_type: int) -> Callable[[Any], Any] | None:
     """How a snapshot copies its decoded value for a plugin, when not by a decode: a
     CMF message is cloned (wire.clone: half a decode's cost, no validation again)."""
-    return clone if payload_type == PAYLOAD_CMF_MESSAGE else None
+    return _cmf_clone if payload_type == PAYLOAD_CMF_MESSAGE else None
 
 
 def check_type(payload_type: int) -> None:
@@ -236,6 +248,24 @@ def host_snapshot(payload_type: int, value: Any, wire: bytes | None, owned: bool
             except (ValueError, TypeError, msgpack.UnpackException) as exc:
                 raise InvalidInputError(f"payload: {exc}; a payload's map keys must be strings") from None
     return Snapshot(wire, decoder, value if owned else _NOTHING, _cloner(payload_type))
+
+
+def held_snapshot(payload_type: int, value: Any) -> Snapshot | None:
+    """The snapshot of a CMF payload map its caller keeps (a Python caller that sent no
+    bytes), taken as a host's bytes are: the map's own MessagePack, and the message
+    decoded (validated) from it, once (decode() then host_snapshot() validate the map,
+    encode the message and validate that again). None for any other payload, or when
+    the map does not encode or decode as it is: the caller then takes decode() and
+    host_snapshot(), which refuse it naming the problem, or take what a MessagePack
+    round trip would not (a record object inside the map)."""
+    if payload_type != PAYLOAD_CMF_MESSAGE or type(value) is not dict:
+        return None
+    try:
+        wire = _pack(value)
+        spare = _decode_cmf(wire)
+    except Exception:  # noqa: BLE001 - not taken here; decode() names what is wrong
+        return None
+    return Snapshot(wire, _decode_cmf, spare, _cmf_clone)
 
 
 def extensions_snapshot(value: dict[str, Any], wire: bytes | None, owned: bool, plain: bool = False) -> Snapshot:
@@ -333,14 +363,37 @@ def accept_extensions(merged: dict[str, Any], changed: set[str], limits: Limits)
     return Snapshot(wire, _unpack, canonical)
 
 
+# Each Extensions slot's own validator (its field's type, with nothing else of the
+# record: a slot checked alone costs about half the record's validation of that slot).
+# None: a slot the record does not name (kept as it is, as the record keeps an unknown
+# field), or one whose field carries constraints of its own (the record checks it).
+_SLOT_VALIDATORS: dict[str, Any] = {}
+
+
+def _slot_validator(name: str) -> Any:
+    field = Extensions.__pydantic_fields__.get(name)
+    validator = None
+    if field is not None and field.annotation is not None and not field.metadata:
+        validator = TypeAdapter(field.annotation).validator
+    _SLOT_VALIDATORS[name] = validator
+    return validator
+
+
 def _check_slots(slots: dict[str, Any]) -> None:
-    """ParseError naming the field when a slot is not of its record's shape. The
-    built validator itself first (from_wire costs more), from_wire for the message."""
+    """ParseError naming the field when a slot is not of its record's shape. Each slot
+    by its field's own validator (the record's whole validation, or from_wire, costs
+    more), from_wire for the message."""
     if not Extensions.__pydantic_complete__:
         Extensions.from_wire(slots, "extensions")
         return
+    validators = _SLOT_VALIDATORS
     try:
-        Extensions.__pydantic_validator__.validate_python(slots)
+        for name, value in slots.items():
+            validator = validators[name] if name in validators else _slot_validator(name)
+            if validator is not None:
+                validator.validate_python(value)
+            elif name in Extensions.__pydantic_fields__:
+                Extensions.__pydantic_validator__.validate_python({name: value})
     except ValidationError:
         Extensions.from_wire(slots, "extensions")
         raise ParseError("extensions: not of the Extensions record's shape") from None

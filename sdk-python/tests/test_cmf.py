@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -152,6 +155,79 @@ def test_a_clone_is_what_a_decode_gives_and_shares_nothing() -> None:
     assert decoded == again and decoded.to_wire() == again.to_wire()
 
 
+def native_clone() -> Callable[[Any], Any]:
+    """The boundary's C clone (ffi/natives.c), installed when libcpex loads into this
+    process (a host made here loads it)."""
+    with HostManager("plugins: []\n"):
+        pass
+    c_clone: Callable[[Any], Any] = sys.modules["_cpex_natives"].clone
+    return c_clone
+
+
+def same_record(a: object, b: object, path: str = "$") -> None:
+    """a and b are equal in everything a copy carries: types, instance dicts (their
+    keys in order), fields set, unknown fields and private values, all the way down."""
+    from pydantic import BaseModel
+
+    assert type(a) is type(b), path
+    if isinstance(a, BaseModel):
+        assert isinstance(b, BaseModel)
+        assert list(a.__dict__) == list(b.__dict__), path
+        assert a.__pydantic_fields_set__ == b.__pydantic_fields_set__, path
+        assert a.__pydantic_private__ == b.__pydantic_private__, path
+        same_record(a.__dict__, b.__dict__, f"{path}.__dict__")
+        same_record(a.__pydantic_extra__, b.__pydantic_extra__, f"{path}.extra")
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and list(a) == list(b), path
+        for k in a:
+            same_record(a[k], b[k], f"{path}[{k!r}]")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            same_record(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, path
+
+
+def test_the_c_clone_makes_the_python_clones_copy_and_shares_nothing() -> None:
+    # The boundary clones each plugin's CMF message in C: the same copy as wire.clone
+    # (which the engine called directly in Python uses), sharing nothing mutable with
+    # its source, and private once edited in place.
+    from cpexrt import payloads
+    from cpexrt.wire import clone
+
+    c_clone = native_clone()
+    assert payloads._cloner(1) == c_clone  # what every CMF snapshot made from now on uses
+    wire = payloads._pack({"message": every_part_message()})
+    decoded = payloads._decode_cmf(wire)
+    copied = c_clone(decoded)
+    same_record(copied, clone(decoded))
+    same_record(copied, payloads._decode_cmf(wire))
+    assert shared_mutables(copied, decoded) == []
+    assert copied.__pydantic_fields_set__ is not decoded.__pydantic_fields_set__
+    again = payloads._decode_cmf(wire)
+    copied.content[0].__dict__.update(content_type="text", text="changed")
+    copied.model_extra.clear()
+    copied.content[0].__pydantic_fields_set__.add("x")
+    for p in copied.content:
+        if not p.known:
+            p._raw.clear()
+    assert decoded == again and decoded.to_wire() == again.to_wire()
+    same_record(decoded, again)
+    # Plain data as MessagePack would copy it; anything else a TypeError (the snapshot
+    # then decodes a copy), as wire.clone.
+    inner: dict[str, object] = {"b": b"x"}
+    data: dict[object, object] = {"a": [1, (2, inner)], "c": None, "d": 1.5, "e": True, b"k": "v"}
+    assert c_clone(data) == clone(data) == {"a": [1, [2, {"b": b"x"}]], "c": None, "d": 1.5, "e": True, b"k": "v"}
+    assert c_clone(data)["a"][1][1] is not inner
+    nested: list[object] = []
+    for _ in range(1000):
+        nested = [nested]
+    for bad in ({"a": {1, 2}}, [object()], bytearray(b"x"), {1: "int key"}, nested):
+        with pytest.raises(TypeError):
+            c_clone(bad)
+
+
 def test_a_clone_copies_plain_data_as_messagepack_would_and_refuses_other_objects() -> None:
     from cpexrt.wire import clone
 
@@ -208,6 +284,49 @@ def test_every_cmf_plugin_gets_its_own_message_whatever_the_others_did_in_place(
         assert [seen for _, seen, _ in SEEN] == [expected] * 5
         assert len({id(obj) for _, _, obj in SEEN}) == 5
     assert wire_map == {"message": every_part_message()}  # the host's own object
+
+
+class MessageRecorder(Plugin):
+    """Keeps the message it was given."""
+
+    def cmf_tool_pre_invoke(self, message: Message, ctx: PluginContext) -> None:
+        SEEN.append(("recorder", message.to_wire(), message))
+
+
+def test_a_cmf_map_from_a_python_caller_reaches_plugins_as_a_hosts_bytes_do() -> None:
+    # A map the caller keeps is taken as a host's bytes are: the plugins get what the
+    # same map's MessagePack gives them (one validation, of the decoded bytes); the
+    # caller's map stays as it was; what does not encode or decode as it is (a record
+    # object inside, a bad field) goes the way it always went: taken, or refused naming
+    # the field.
+    m = Engine()
+    m.register_factory("Recorder", MessageRecorder)
+    m.load_config(f"plugins:\n  - {{name: r, kind: Recorder, hooks: [{HOOK}]}}\n")
+    m.initialize()
+    parts: list[object] = list(every_part_message()["content"])  # type: ignore[call-overload]
+    parts[1] = {"content_type": "tool_call", "content": {"tool_call_id": "c", "name": "n", "arguments": {}}}
+    given = {"message": {**every_part_message(), "channel": None, "content": parts}}
+    wire = msgpack.packb(given, use_bin_type=True)
+    seen: list[Message] = []
+    for how in ("map", "bytes", "record inside"):
+        SEEN.clear()
+        if how == "map":
+            out = m.invoke(HOOK, 1, given)
+        elif how == "bytes":
+            out = m.invoke(HOOK, 1, msgpack.unpackb(wire), payload_wire=wire, owned=True)
+        else:
+            out = m.invoke(HOOK, 1, {"message": Message.from_wire(msgpack.unpackb(wire)["message"])})
+        assert out.continue_processing and out.errors == []
+        [(_, _, received)] = SEEN
+        assert isinstance(received, Message)
+        seen.append(received)
+    same_record(seen[0], seen[1])
+    assert seen[0].to_wire() == seen[2].to_wire()
+    assert msgpack.packb(given, use_bin_type=True) == wire
+    with pytest.raises(InvalidInputError, match=r"payload\.message\.content\[0\]\.content_type"):
+        m.invoke(HOOK, 1, {"message": {"role": "user", "content": [{"text": "no type"}]}})
+    with pytest.raises(InvalidInputError, match="map keys must be strings"):
+        m.invoke(HOOK, 1, {"message": {"role": "user", "content": [], "x": {1: "int key"}}})
 
 
 def test_a_snapshot_with_a_clone_hands_its_value_only_to_the_last_caller() -> None:

@@ -253,3 +253,34 @@ def test_an_allowed_write_of_the_wrong_shape_fails_the_plugin_naming_the_field()
         [error] = result.errors
         assert (error.plugin_name, error.code) == ("editor", "modified_extensions_invalid")
         assert "extensions.http.request_headers.k1" in error.message
+
+
+def test_each_changed_slot_is_checked_as_the_extensions_record_checks_it() -> None:
+    # payloads._check_slots checks each slot by its field's own validator: it takes
+    # exactly what the Extensions record takes, slot by slot (every slot of the
+    # vector, unknown slots, None), and refuses what it refuses, naming the field.
+    from pathlib import Path
+
+    import msgpack
+    from pydantic import ValidationError
+
+    from cpexrt import payloads
+    from cpexrt._generated.records import Extensions
+    from cpexrt.errors import ParseError
+
+    vector = Path(__file__).resolve().parents[2] / "tests" / "vectors" / "Extensions.msgpack"
+    full = msgpack.unpackb(vector.read_bytes())
+    Extensions.from_wire(full)
+    wrong: list[object] = [5, "text", [1], {"labels": 5, "request_headers": [1], "tags": {"a": 1}}, True, 1.5]
+    for name in [*Extensions.__pydantic_fields__, "not_a_slot"]:
+        for value in [full.get(name), None, *wrong]:
+            try:
+                Extensions.__pydantic_validator__.validate_python({name: value})
+                record_takes = True
+            except ValidationError:
+                record_takes = False
+            if record_takes:
+                payloads._check_slots({name: value})
+            else:
+                with pytest.raises(ParseError, match=rf"extensions\.{name}"):
+                    payloads._check_slots({name: value})

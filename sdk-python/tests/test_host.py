@@ -298,3 +298,34 @@ def test_a_result_with_only_a_modified_payload_is_encoded_as_the_generic_encoder
             setattr(other, key, value)
         assert _result_bytes(other, payload_type) == _packed_result(other, payload_type)
         assert set(msgpack.unpackb(_result_bytes(other, payload_type))) > {"modified_payload"}
+
+
+@pytest.mark.parametrize("payload_type", [0, 1])
+def test_the_packed_result_is_what_the_pipeline_results_generic_encoder_gives(payload_type: int) -> None:
+    # _packed_result spells out PipelineResult.wire_from for the outcome's fields:
+    # byte for byte the same, every field present or absent, alone and together.
+    import itertools
+
+    from cpexrt._boundary.exports import _packed_result, _packed_result_generic
+    from cpexrt._generated.records import PluginError, PluginViolation
+    from cpexrt.engine.executor import PipelineOutcome
+    from cpexrt.payloads import Snapshot
+
+    fields: dict[str, object] = {
+        "continue_processing": False,
+        "violation": PluginViolation(code="c", reason="r", details={"k": [1, {"n": None}]}),
+        "errors": [PluginError(plugin_name="p", code="c", message="m"), PluginError(plugin_name="q", message="n", details={})],
+        "metadata": {"k": 1, "nested": {"a": [b"x", 2.5]}},
+        "payload": Snapshot(msgpack.packb({"a": 1}), msgpack.unpackb),
+        "extensions": Snapshot(msgpack.packb({"meta": {}}), msgpack.unpackb),
+        "retry_delay_ms": 5,
+        "http_headers": {"x-a": "b"},
+    }
+    empty = {"errors": [], "metadata": {}, "retry_delay_ms": 0, "http_headers": {}}
+    for n in range(len(fields) + 1):
+        for chosen in itertools.combinations(fields, n):
+            for values in (fields, {**fields, **empty}):
+                outcome = PipelineOutcome()
+                for key in chosen:
+                    setattr(outcome, key, values[key])
+                assert _packed_result(outcome, payload_type) == _packed_result_generic(outcome, payload_type), chosen

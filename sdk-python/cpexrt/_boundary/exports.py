@@ -13,6 +13,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import BaseModel
+
+from cpexrt import payloads
 from cpexrt._boundary.handles import HANDLES, Kind
 from cpexrt._boundary.signals import refuse_signal_handlers
 from cpexrt._boundary.sinks import LOG_FORWARDER, CallbackSink
@@ -22,7 +25,7 @@ from cpexrt._generated.records import CallOptions, PipelineResult, PluginError
 from cpexrt.engine import Engine
 from cpexrt.engine.executor import PipelineOutcome
 from cpexrt.errors import CpexError, InvalidInputError
-from cpexrt.wire import pack, unpack
+from cpexrt.wire import WireRecord, pack, to_wire_value, unpack
 
 OK = 1
 _MAX_MESSAGE = 64 * 1024
@@ -44,6 +47,16 @@ class Exports:
         self._plain_maps: Callable[[bytes, bytes | None, int], int] = natives.plain_maps
         self._copy_out_address: Callable[[bytes], int] = natives.copy_out
         self._drain: Callable[[], tuple[int, ...]] = natives.drain
+        # A CMF message's private copies made in C (natives.clone: wire.clone's copy).
+        slot = BaseModel.__dict__
+        natives.clone_setup(
+            WireRecord,
+            object.__new__,
+            slot["__pydantic_fields_set__"],
+            slot["__pydantic_extra__"],
+            slot["__pydantic_private__"],
+        )
+        payloads.install_clone(natives.clone)
 
     # -- pointers in ------------------------------------------------------------------
 
@@ -506,7 +519,36 @@ def _result_bytes(result: PipelineOutcome, payload_type: int) -> bytes:
 
 
 def _packed_result(result: PipelineOutcome, payload_type: int) -> bytes:
-    """The pipeline result's MessagePack, built as a map and packed (any outcome)."""
+    """The pipeline result's MessagePack, built as a map and packed (any outcome): the
+    map PipelineResult.wire_from makes of the outcome (its fields in WIRE order, the
+    optional ones omitted when empty), spelled out for the outcome's known types (the
+    test holds the two equal)."""
+    payload, extensions, violation, errors = result.payload, result.extensions, result.violation, result.errors
+    wire: dict[str, Any] = {
+        "continue_processing": result.continue_processing,
+        "payload_modified": payload is not None,
+        "extensions_modified": extensions is not None,
+    }
+    if violation is not None:
+        wire["violation"] = violation.to_wire()
+    if errors:
+        wire["errors"] = [error.to_wire() for error in errors]
+    if result.metadata:
+        wire["metadata"] = to_wire_value(result.metadata)
+    wire["payload_type"] = payload_type
+    if payload is not None:
+        wire["modified_payload"] = payload.wire
+    if extensions is not None:
+        wire["modified_extensions"] = extensions.wire
+    if result.retry_delay_ms:
+        wire["retry_delay_ms"] = result.retry_delay_ms
+    if result.http_headers:
+        wire["http_headers"] = to_wire_value(result.http_headers)
+    return pack(wire, "pipeline result")
+
+
+def _packed_result_generic(result: PipelineOutcome, payload_type: int) -> bytes:
+    """_packed_result by PipelineResult.wire_from, for the test that holds them equal."""
     wire = PipelineResult.wire_from(
         continue_processing=result.continue_processing,
         payload_modified=result.payload_modified,

@@ -640,8 +640,15 @@ class Engine:
             raise InvalidInputError("hook: the hook name is empty")
         if request is not None:
             request = _request(request)
-        # A generic payload is taken as it is (the common case, checked inline).
-        body = payload if payload_type == PAYLOAD_GENERIC and type(payload) is dict else payloads.decode(payload_type, payload)
+        # A generic payload is taken as it is (the common case, checked inline); a CMF
+        # map the caller keeps is taken as a host's bytes are (payloads.held_snapshot).
+        held = None
+        if payload_type == PAYLOAD_GENERIC and type(payload) is dict:
+            body = payload
+        elif not owned and payload_wire is None and (held := payloads.held_snapshot(payload_type, payload)) is not None:
+            body = None
+        else:
+            body = payloads.decode(payload_type, payload)
         if extensions is not None and type(extensions) is not dict:
             extensions = gating.as_wire(extensions)
             if extensions is not None and not isinstance(extensions, dict):
@@ -670,7 +677,7 @@ class Engine:
         inv = Invocation(
             hook,
             payload_type,
-            payloads.host_snapshot(payload_type, body, payload_wire, owned),
+            held if held is not None else payloads.host_snapshot(payload_type, body, payload_wire, owned),
             payloads.extensions_snapshot(ext, extensions_wire if extensions else None, owned, plain),
             bool(ext),
             states,
