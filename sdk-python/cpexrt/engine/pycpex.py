@@ -298,8 +298,8 @@ class PyCpexPlugin(Plugin):
         ):
             return None  # a plain allow
         violation = None
-        if result.violation is not None:
-            v = result.violation
+        v = fields["violation"]
+        if v is not None:
             violation = PluginViolation(
                 code=v.code,
                 reason=v.reason,
@@ -309,18 +309,20 @@ class PyCpexPlugin(Plugin):
                 http_headers=v.http_headers,
                 mcp_error_code=v.mcp_error_code,
             )
-        modified = result.modified_payload
-        metadata = result.metadata
+        modified = fields["modified_payload"]
+        modified_extensions = fields["modified_extensions"]
+        metadata = fields["metadata"]
+        headers = fields["http_headers"]
         return built(
-            continue_processing=result.continue_processing,
+            continue_processing=fields["continue_processing"],
             violation=violation,
             # A modified payload model as cpex takes it: the payload map (for CMF hooks
             # the MessagePayload map, its message checked by cpex like any other).
             modified_payload=None if modified is None else dump(modified),
-            modified_extensions=None if result.modified_extensions is None else _plain(result.modified_extensions),
+            modified_extensions=None if modified_extensions is None else _plain(modified_extensions),
             metadata=_plain(metadata) if metadata else {},
-            retry_delay_ms=int(result.retry_delay_ms or 0),
-            http_headers=dict(result.http_headers) if result.http_headers else None,
+            retry_delay_ms=int(fields["retry_delay_ms"] or 0),
+            http_headers=dict(headers) if headers else None,
         )
 
 
