@@ -181,7 +181,8 @@ class PluginContext:
             and self._state is None
             and self._request_state is None
         ):
-            return source.context_view(self._key)
+            view: tuple[dict[str, Any] | None, bool, bool] = source.context_view(self._key)
+            return view
         return (self.request, *self.held_states())
 
     @property

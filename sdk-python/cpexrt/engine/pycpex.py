@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import itertools
 import sys
+from asyncio.events import _get_running_loop, _set_running_loop
 from collections.abc import Callable
 from types import CoroutineType
 from typing import Any
@@ -25,7 +26,7 @@ from pydantic import BaseModel, RootModel
 
 from cpexrt._generated.records import PluginViolation
 from cpexrt.engine.config import Conditions, PluginSpec
-from cpexrt.engine.driver import _get_running_loop, _set_running_loop, resume
+from cpexrt.engine.driver import resume
 from cpexrt.engine.runtime_loop import caller_loop
 from cpexrt.errors import ConfigError
 from cpexrt.plugin import Plugin, PluginContext
@@ -216,17 +217,13 @@ class PyCpexPlugin(Plugin):
                 return rest(resume(call, yielded), context, ctx, has_state, has_request_state)
             finally:
                 _set_running_loop(None)
-            # What the plugin kept, for the request's next hook (cpex's context table).
-            kept = context.state
-            if kept or has_state:
-                _keep(ctx.state, kept)
-            kept = context.global_context.state
-            if kept or has_request_state:
-                _keep(ctx.request_state, kept)
-            return None if result is None else result_of(result, dump)
+            return finish(result, context, ctx, has_state, has_request_state)
 
         async def rest(call: Any, context: Any, ctx: PluginContext, has_state: bool, has_request_state: bool) -> Any:
-            result = await call
+            return finish(await call, context, ctx, has_state, has_request_state)
+
+        def finish(result: Any, context: Any, ctx: PluginContext, has_state: bool, has_request_state: bool) -> Any:
+            # What the plugin kept, for the request's next hook (cpex's context table).
             kept = context.state
             if kept or has_state:
                 _keep(ctx.state, kept)
