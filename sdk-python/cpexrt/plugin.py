@@ -176,6 +176,22 @@ class PluginContext:
                 request_state = held_request_state
         return state, request_state
 
+    def adapter_view(self) -> tuple[dict[str, Any] | None, bool, bool]:
+        """`request` and held_states() in one call (for the engine's adapters): the
+        request (a copy, or None), whether the plugin's state holds anything, whether
+        the request's shared state does."""
+        source = self._source
+        if (
+            source is not None
+            and self._request is _UNREAD
+            and self._load_request is None
+            and self._state is None
+            and self._request_state is None
+        ):
+            view: tuple[dict[str, Any] | None, bool, bool] = source.context_view(self._key)
+            return view
+        return (self.request, *self.held_states())
+
     @property
     def request(self) -> dict[str, Any] | None:
         load = self._load_request
@@ -210,7 +226,7 @@ _new_context = object.__new__
 def bound_context(source: Any, key: Any, global_state: dict[str, Any], extensions: Any) -> PluginContext:
     """The engine's context for one plugin run (cpexrt.engine.executor): nothing is
     computed until the plugin reads it. source answers context_state(key),
-    context_request_state(), context_held_states(key), context_request()
+    context_request_state(), context_held_states(key), context_view(key), context_request()
     and context_extensions(key,
     extensions): the plugin's state, the request's shared state, a copy of the
     request, and its view of extensions (what the call carried when the plugin

@@ -246,6 +246,30 @@ def test_a_violation_keeps_every_field_and_the_result_carries_retry_and_headers(
         assert rewritten.payload_modified and rewritten.http_headers == {"X-Rewritten": "yes"} and rewritten.retry_delay_ms == 5
 
 
+def test_a_hook_that_waits_is_finished_with_its_result_from_plain_code_and_from_a_running_loop() -> None:
+    # The adapter drives a hook inline until it first waits; the driver finishes the
+    # rest (on this thread's loop, or on the runtime loop when the host's own loop runs
+    # here): the result converts the same as that of a hook that never waits.
+    m = engine(config_of(stanza("v", "pycpex_test_plugins.Verdict")))
+    rewrite = {"name": "t", "args": {"sleep": 0.01, "rewrite": 1}}
+    block = {"name": "t", "args": {"sleep": 0.01, "block": True}}
+
+    async def from_a_running_loop() -> tuple[Any, Any]:
+        return m.invoke("tool_pre_invoke", 0, rewrite), m.invoke("tool_pre_invoke", 0, block, request=REQUEST)
+
+    plain = (m.invoke("tool_pre_invoke", 0, rewrite), m.invoke("tool_pre_invoke", 0, block, request=REQUEST))
+    for rewritten, denied in (plain, asyncio.run(from_a_running_loop())):
+        assert rewritten.continue_processing and rewritten.modified_payload == {
+            "name": "t",
+            "args": {"sleep": 0.01, "rewrite": 1, "rewritten": True},
+        }
+        assert rewritten.http_headers == {"X-Rewritten": "yes"} and rewritten.retry_delay_ms == 5
+        v = denied.violation
+        assert not denied.continue_processing and v is not None and (v.code, v.http_status_code) == ("BLOCKED", 429)
+        assert denied.retry_delay_ms == 2000
+    m.shutdown()
+
+
 def test_a_permissive_plugins_deny_is_reported_not_enforced_as_in_pycpex() -> None:
     m = engine(config_of(stanza("v", "pycpex_test_plugins.Verdict", mode="permissive")))
     records: list[dict[str, Any]] = []

@@ -239,6 +239,23 @@ class Invocation:
             request_state = states_in.get(REQUEST_STATE)
         return state, request_state
 
+    def context_view(self, plugin: LoadedPlugin) -> tuple[dict[str, Any] | None, bool, bool]:
+        """context_request(), and the truth of each of context_held_states(plugin), in
+        one call."""
+        request, states, states_in = self.request, self.states, self.states_in
+        if request is not None:
+            request = _copy_plain(request)
+        if not states and not states_in:
+            return request, False, False  # nothing held (most calls)
+        name = plugin.spec.name
+        state = states.get(name)
+        if state is None:
+            state = states_in.get(name)
+        request_state = states.get(REQUEST_STATE)
+        if request_state is None:
+            request_state = states_in.get(REQUEST_STATE)
+        return request, bool(state), bool(request_state)
+
     def context_request(self) -> dict[str, Any] | None:
         request = self.request
         return _copy_plain(request) if request is not None else None

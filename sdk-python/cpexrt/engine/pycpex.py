@@ -17,13 +17,17 @@ from __future__ import annotations
 import importlib
 import itertools
 import sys
+from asyncio.events import _get_running_loop, _set_running_loop
 from collections.abc import Callable
+from types import CoroutineType
 from typing import Any
 
 from pydantic import BaseModel, RootModel
 
 from cpexrt._generated.records import PluginViolation
 from cpexrt.engine.config import Conditions, PluginSpec
+from cpexrt.engine.driver import resume
+from cpexrt.engine.runtime_loop import caller_loop
 from cpexrt.errors import ConfigError
 from cpexrt.plugin import Plugin, PluginContext
 from cpexrt.results import PluginResult, built
@@ -166,19 +170,19 @@ class PyCpexPlugin(Plugin):
         dump = _dumper(payload_type)
         request_ids = _REQUEST_IDS
 
-        async def handle(payload: Any, ctx: PluginContext) -> Any:
+        def handle(payload: Any, ctx: PluginContext) -> Any:
             model = validate_map(payload) if validate_map is not None and type(payload) is dict else payload_of(payload)
-            request = ctx.request
+            request, has_state, has_request_state = ctx.adapter_view()
             # Copies of the plugin's state and of the request's shared state (py-cpex's
             # validation copies the maps), kept only when the plugin returns. Empty ones
             # (the common case) are not copied out of cpex's context table at all: the
             # plugin gets new empty maps, as py-cpex gives a new context.
-            has_state, has_request_state = ctx.held_states()
-            request_state = ctx.request_state if has_request_state else {}
-            if request is None:
-                fields = {"request_id": f"cpex-{next(request_ids)}", "state": request_state}
+            if request is not None:
+                fields = global_context_fields(request, ctx.request_state if has_request_state else {})
+            elif has_request_state:
+                fields = {"request_id": f"cpex-{next(request_ids)}", "state": ctx.request_state}
             else:
-                fields = global_context_fields(request, request_state)
+                fields = {"request_id": f"cpex-{next(request_ids)}"}
             if conditions:
                 global_context = validate_global_context(fields)
                 if not matches(model, hook_name, conditions, global_context):
@@ -193,9 +197,32 @@ class PyCpexPlugin(Plugin):
                 )
             if accepts_extensions:
                 extensions = ctx.extensions
-                result = await func(model, context, validate_extensions(extensions) if extensions else None)
+                call = func(model, context, validate_extensions(extensions) if extensions else None)
             else:
-                result = await func(model, context)
+                call = func(model, context)
+            if type(call) is not CoroutineType or _get_running_loop() is not None:
+                # Under a running loop (or not a coroutine: then awaiting it fails, the
+                # plugin's failure), the driver runs all of it.
+                return rest(call, context, ctx, has_state, has_request_state)
+            # Driven here up to its first suspension, as the engine's driver does
+            # (cpexrt.engine.driver.drive): a hook that never waits (the common case)
+            # finishes without a coroutine of the adapter's own around it.
+            _set_running_loop(caller_loop())
+            try:
+                yielded = call.send(None)
+            except StopIteration as stop:
+                result = stop.value
+            else:
+                # It waits: the driver runs the rest on this thread's loop, in the deadline.
+                return rest(resume(call, yielded), context, ctx, has_state, has_request_state)
+            finally:
+                _set_running_loop(None)
+            return finish(result, context, ctx, has_state, has_request_state)
+
+        async def rest(call: Any, context: Any, ctx: PluginContext, has_state: bool, has_request_state: bool) -> Any:
+            return finish(await call, context, ctx, has_state, has_request_state)
+
+        def finish(result: Any, context: Any, ctx: PluginContext, has_state: bool, has_request_state: bool) -> Any:
             # What the plugin kept, for the request's next hook (cpex's context table).
             kept = context.state
             if kept or has_state:
@@ -256,19 +283,20 @@ class PyCpexPlugin(Plugin):
             if not isinstance(result, self._fw.PluginResult):  # pydantic's isinstance is slow: once per class
                 raise TypeError(f"returned {kind.__name__}; expected a py-cpex PluginResult")
             self._result_types.add(kind)
+        fields = result.__dict__  # the model's fields (read here without its attribute hook)
         if (
-            result.continue_processing is True
-            and result.violation is None
-            and result.modified_payload is None
-            and result.modified_extensions is None
-            and not result.metadata
-            and not result.retry_delay_ms
-            and not result.http_headers
+            fields["continue_processing"] is True
+            and fields["violation"] is None
+            and fields["modified_payload"] is None
+            and fields["modified_extensions"] is None
+            and not fields["metadata"]
+            and not fields["retry_delay_ms"]
+            and not fields["http_headers"]
         ):
             return None  # a plain allow
         violation = None
-        if result.violation is not None:
-            v = result.violation
+        v = fields["violation"]
+        if v is not None:
             violation = PluginViolation(
                 code=v.code,
                 reason=v.reason,
@@ -278,18 +306,20 @@ class PyCpexPlugin(Plugin):
                 http_headers=v.http_headers,
                 mcp_error_code=v.mcp_error_code,
             )
-        modified = result.modified_payload
-        metadata = result.metadata
+        modified = fields["modified_payload"]
+        modified_extensions = fields["modified_extensions"]
+        metadata = fields["metadata"]
+        headers = fields["http_headers"]
         return built(
-            continue_processing=result.continue_processing,
+            continue_processing=fields["continue_processing"],
             violation=violation,
             # A modified payload model as cpex takes it: the payload map (for CMF hooks
             # the MessagePayload map, its message checked by cpex like any other).
             modified_payload=None if modified is None else dump(modified),
-            modified_extensions=None if result.modified_extensions is None else _plain(result.modified_extensions),
+            modified_extensions=None if modified_extensions is None else _plain(modified_extensions),
             metadata=_plain(metadata) if metadata else {},
-            retry_delay_ms=int(result.retry_delay_ms or 0),
-            http_headers=dict(result.http_headers) if result.http_headers else None,
+            retry_delay_ms=int(fields["retry_delay_ms"] or 0),
+            http_headers=dict(headers) if headers else None,
         )
 
 
