@@ -100,10 +100,10 @@ class Snapshot:
         self._spare = spare
         self._seen: Any = _NOTHING
         self._clone = clone
-        # fresh() without the bytes: a function building the same value anew from
-        # bytes of its own (derived(); a snapshot whose value was built from decoded
-        # bytes by a known change).
-        self._derive: Callable[[], Any] | None = None
+        # fresh() without the bytes: (bytes, change, arg) building the same value anew,
+        # change(arg, bytes decoded) (derived(): a value built from decoded bytes by a
+        # known change).
+        self._derive: tuple[bytes, Callable[[Any, dict[str, Any]], None], Any] | None = None
 
     def peek(self) -> Any:
         """The value for the engine's own reading (comparing a plugin's writes with it,
@@ -145,7 +145,10 @@ class Snapshot:
         """A value nobody else holds, decoded anew (safe from any thread once pinned)."""
         derive = self._derive
         if derive is not None:
-            return derive()
+            wire, change, arg = derive
+            fresh = _unpack(wire)
+            change(arg, fresh)
+            return fresh
         return self._decode(self.wire)
 
     def pin(self) -> None:
@@ -156,18 +159,12 @@ class Snapshot:
             self.wire  # noqa: B018 - encoded before the value can be changed in place
 
 
-def derived(value: dict[str, Any], wire: bytes, change: Callable[[dict[str, Any]], None]) -> Snapshot:
-    """The snapshot of value, a plain map that nobody else holds, built as change(map
-    decoded from wire): encoded only if something needs its bytes; fresh() decodes
-    wire and applies change again."""
+def derived(value: dict[str, Any], wire: bytes, change: Callable[[Any, dict[str, Any]], None], arg: Any) -> Snapshot:
+    """The snapshot of value, a plain map that nobody else holds, built as change(arg,
+    map decoded from wire): encoded only if something needs its bytes; fresh() decodes
+    wire and applies the change again."""
     snapshot = Snapshot(None, _unpack, value)
-
-    def derive() -> Any:
-        fresh = _unpack(wire)
-        change(fresh)
-        return fresh
-
-    snapshot._derive = derive
+    snapshot._derive = (wire, change, arg)
     return snapshot
 
 

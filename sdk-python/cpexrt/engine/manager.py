@@ -55,7 +55,7 @@ def _tagged_snapshot(
     and the map is the engine's own, a private copy is those bytes decoded and tagged
     again (no encode of the tagged map unless a reader needs its bytes)."""
     if wire is not None and owned and plain:
-        return payloads.derived(ext, wire, lambda fresh: _tag(tags, fresh))
+        return payloads.derived(ext, wire, _tag, tags)
     return payloads.extensions_snapshot(ext, None, owned, plain)
 
 
