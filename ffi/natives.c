@@ -4,7 +4,8 @@
    call lets the runtime loop's thread (fire-and-forget tasks) take the GIL in the
    middle of the invoke, which then waits for it. These builtins run with the GIL held,
    and release it only for inputs large enough for the work to matter. Pasted into the
-   cffi source after ffi/fastpath.c (cpexrt_plain_maps) and ffi/handles.c. */
+   cffi source after ffi/fastpath.c (cpexrt_plain_maps, the limits table) and
+   ffi/handles.c, before the generated shims (which call cpex__native_<name>). */
 
 #define CPEX__NATIVES_NOGIL_ABOVE (64 * 1024)
 
@@ -312,34 +313,220 @@ static PyObject *cpex__natives_clone_setup(PyObject *self, PyObject *const *args
     Py_RETURN_NONE;
 }
 
+/* The boundary's entry for the invokes (natives.set_invoke, once, as it loads): the
+   generated shims of the functions marked native_entry call cpex__native_<name>, which
+   calls it directly with the inputs as bytes, instead of going through the cffi
+   extern "Python" cpexpy_<name> (whose per-call conversions, a cdata object per pointer
+   and ffi.buffer / ffi.cast / pointer stores in Python, cost more than the rest of the
+   boundary). entry(which, manager, hook, payload_type, payload, extensions | None,
+   request | None, options | None, context) returns (result address, result length,
+   context token, background token) or, when the call failed, (status, message bytes);
+   it never raises. Set under the GIL and never cleared; read under the GIL. */
+static PyObject *cpex__natives_invoke_entry;
+
+/* cpex__native_call's "not here": 0, as 1 is its success (cpexpy_<name>'s contract). */
+#define CPEX__NATIVE_DECLINED 0
+
+static PyObject *cpex__natives_set_invoke(PyObject *self, PyObject *entry)
+{
+    (void)self;
+    if (!PyCallable_Check(entry)) {
+        PyErr_SetString(PyExc_TypeError, "set_invoke(entry: callable)");
+        return NULL;
+    }
+    Py_INCREF(entry);
+    Py_XSETREF(cpex__natives_invoke_entry, entry);
+    Py_RETURN_NONE;
+}
+
+/* Whether the inputs are within the manager's published limits (ffi/fastpath.c's
+   table): only then are they copied into Python here. A call over a limit, or of a
+   manager the table does not know, goes through cpexpy_<name>, where Python refuses it
+   before anything is copied, with its message. Python checks the limits again on the
+   copies (a reload may have changed them meanwhile). */
+static int cpex__native_within(uintptr_t manager, size_t payload_len, size_t extensions_len, size_t request_len,
+                               size_t options_len)
+{
+    size_t i;
+    int within = 0;
+    if (payload_len == 0)
+        return 0;
+    pthread_rwlock_rdlock(&cpex__quiet_lock);
+    for (i = 0; i < cpex__quiet_n; i++)
+        if (cpex__quiet[i].token == manager) {
+            const cpex__quiet_entry *e = &cpex__quiet[i];
+            within = payload_len <= e->max_payload && extensions_len <= e->max_extensions &&
+                     request_len <= e->max_extensions && options_len <= e->max_extensions;
+            break;
+        }
+    pthread_rwlock_unlock(&cpex__quiet_lock);
+    return within;
+}
+
+static PyObject *cpex__native_bytes(const void *data, size_t len)
+{
+    if (len == 0)
+        Py_RETURN_NONE;
+    return PyBytes_FromStringAndSize((const char *)data, (Py_ssize_t)len);
+}
+
+/* An invoke through the native entry: 1 with the outputs written, or a negative status
+   with *err_msg set (cpexpy_<name>'s contract); CPEX__NATIVE_DECLINED when the entry is not
+   installed or the inputs are not within the limits (the caller then calls
+   cpexpy_<name>). */
+static int cpex__native_call(int which, uintptr_t manager, const char *hook, size_t hook_len, uint8_t payload_type,
+                             const uint8_t *payload, size_t payload_len, const uint8_t *extensions,
+                             size_t extensions_len, const uint8_t *request, size_t request_len,
+                             const uint8_t *options, size_t options_len, uintptr_t context, uint8_t **out_result,
+                             size_t *out_result_len, uintptr_t *out_context, uintptr_t *out_background,
+                             char **err_msg)
+{
+    PyGILState_STATE gil;
+    PyObject *args[9] = {NULL};
+    PyObject *entry, *out = NULL;
+    int rc = (int)CPEX_ERR_INTERNAL, saved_errno = errno, i;
+    const char *problem = "internal error: the native invoke entry failed";
+    if (!cpex__native_within(manager, payload_len, extensions_len, request_len, options_len))
+        return CPEX__NATIVE_DECLINED;
+    gil = PyGILState_Ensure();
+    entry = cpex__natives_invoke_entry;
+    if (entry == NULL) {
+        PyGILState_Release(gil);
+        errno = saved_errno;
+        return CPEX__NATIVE_DECLINED;
+    }
+    args[0] = PyLong_FromLong(which);
+    args[1] = PyLong_FromSize_t(manager);
+    args[2] = PyBytes_FromStringAndSize(hook_len != 0 ? hook : "", (Py_ssize_t)hook_len);
+    args[3] = PyLong_FromLong(payload_type);
+    args[4] = PyBytes_FromStringAndSize((const char *)payload, (Py_ssize_t)payload_len);
+    args[5] = cpex__native_bytes(extensions, extensions_len);
+    args[6] = cpex__native_bytes(request, request_len);
+    args[7] = cpex__native_bytes(options, options_len);
+    args[8] = PyLong_FromSize_t(context);
+    for (i = 0; i < 9 && args[i] != NULL; i++)
+        ;
+    if (i == 9)
+        out = PyObject_Vectorcall(entry, args, 9, NULL);
+    else
+        problem = "internal error: out of memory for the call's inputs";
+    for (i = 0; i < 9; i++)
+        Py_XDECREF(args[i]);
+    if (out != NULL && PyTuple_CheckExact(out) && PyTuple_GET_SIZE(out) == 4) {
+        void *result = PyLong_AsVoidPtr(PyTuple_GET_ITEM(out, 0));
+        size_t len = PyLong_AsSize_t(PyTuple_GET_ITEM(out, 1));
+        size_t ctx = PyLong_AsSize_t(PyTuple_GET_ITEM(out, 2));
+        size_t bg = PyLong_AsSize_t(PyTuple_GET_ITEM(out, 3));
+        if (!PyErr_Occurred() && result != NULL) {
+            *out_result = (uint8_t *)result;
+            *out_result_len = len;
+            *out_context = (uintptr_t)ctx;
+            *out_background = (uintptr_t)bg;
+            rc = 1;
+        }
+    } else if (out != NULL && PyTuple_CheckExact(out) && PyTuple_GET_SIZE(out) == 2 &&
+               PyBytes_Check(PyTuple_GET_ITEM(out, 1))) {
+        long status = PyLong_AsLong(PyTuple_GET_ITEM(out, 0));
+        if (!PyErr_Occurred() && status < 0) {
+            PyObject *message = PyTuple_GET_ITEM(out, 1);
+            rc = (int)status;
+            if (err_msg != NULL)
+                *err_msg = cpexrt_message(PyBytes_AS_STRING(message), (size_t)PyBytes_GET_SIZE(message));
+            problem = NULL;
+        }
+    }
+    if (rc != 1 && problem != NULL) {
+        /* Only a bug (or no memory) gets here: the call fails, it never passes. */
+        if (err_msg != NULL && *err_msg == NULL)
+            *err_msg = cpexrt_message(problem, strlen(problem));
+        rc = (int)CPEX_ERR_INTERNAL;
+    }
+    if (PyErr_Occurred())
+        PyErr_Clear();
+    Py_XDECREF(out);
+    PyGILState_Release(gil);
+    errno = saved_errno;
+    return rc;
+}
+
+/* The shims' calls (native_entry in codegen/schema/abi.yaml), with cpexpy_<name>'s
+   signatures: the native entry, or cpexpy_<name> when it declines. */
+static int cpex__native_invoke(uintptr_t manager, const char *hook, size_t hook_len, uint8_t payload_type,
+                               const uint8_t *payload, size_t payload_len, const uint8_t *extensions,
+                               size_t extensions_len, uintptr_t context, uint8_t **out_result, size_t *out_result_len,
+                               uintptr_t *out_context, uintptr_t *out_background, char **err_msg)
+{
+    int rc = cpex__native_call(0, manager, hook, hook_len, payload_type, payload, payload_len, extensions,
+                               extensions_len, NULL, 0, NULL, 0, context, out_result, out_result_len, out_context,
+                               out_background, err_msg);
+    if (rc != CPEX__NATIVE_DECLINED)
+        return rc;
+    return cpexpy_invoke(manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len,
+                         context, out_result, out_result_len, out_context, out_background, err_msg);
+}
+
+static int cpex__native_invoke_request(uintptr_t manager, const char *hook, size_t hook_len, uint8_t payload_type,
+                                       const uint8_t *payload, size_t payload_len, const uint8_t *extensions,
+                                       size_t extensions_len, const uint8_t *request, size_t request_len,
+                                       uintptr_t context, uint8_t **out_result, size_t *out_result_len,
+                                       uintptr_t *out_context, uintptr_t *out_background, char **err_msg)
+{
+    int rc = cpex__native_call(1, manager, hook, hook_len, payload_type, payload, payload_len, extensions,
+                               extensions_len, request, request_len, NULL, 0, context, out_result, out_result_len,
+                               out_context, out_background, err_msg);
+    if (rc != CPEX__NATIVE_DECLINED)
+        return rc;
+    return cpexpy_invoke_request(manager, hook, hook_len, payload_type, payload, payload_len, extensions,
+                                 extensions_len, request, request_len, context, out_result, out_result_len,
+                                 out_context, out_background, err_msg);
+}
+
+static int cpex__native_invoke_with(uintptr_t manager, const char *hook, size_t hook_len, uint8_t payload_type,
+                                    const uint8_t *payload, size_t payload_len, const uint8_t *extensions,
+                                    size_t extensions_len, const uint8_t *request, size_t request_len,
+                                    const uint8_t *options, size_t options_len, uintptr_t context,
+                                    uint8_t **out_result, size_t *out_result_len, uintptr_t *out_context,
+                                    uintptr_t *out_background, char **err_msg)
+{
+    int rc = cpex__native_call(2, manager, hook, hook_len, payload_type, payload, payload_len, extensions,
+                               extensions_len, request, request_len, options, options_len, context, out_result,
+                               out_result_len, out_context, out_background, err_msg);
+    if (rc != CPEX__NATIVE_DECLINED)
+        return rc;
+    return cpexpy_invoke_with(manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len,
+                              request, request_len, options, options_len, context, out_result, out_result_len,
+                              out_context, out_background, err_msg);
+}
+
 /* The module's method table and definition live in memory that is never freed, not in
    this library's static data: a Python host may unload the library (cffi's dlclose at
    exit) before the interpreter's last garbage collection, which still reads the
    definitions of the builtin objects (only their code is never called again). */
 typedef struct {
-    PyMethodDef methods[6];
+    PyMethodDef methods[7];
     PyModuleDef module;
-    char names[6][16];
+    char names[7][16];
 } cpex__natives_defs;
 
 /* Called by the boundary once, as it loads: puts the module into sys.modules.
    0 on success, -1 (with nothing installed) otherwise. */
 int cpexrt_install_natives(void)
 {
-    static const char *const names[6] = {"_cpex_natives", "plain_maps", "copy_out", "drain", "clone", "clone_setup"};
+    static const char *const names[7] = {"_cpex_natives", "plain_maps", "copy_out", "drain", "clone", "clone_setup", "set_invoke"};
     cpex__natives_defs *defs = (cpex__natives_defs *)calloc(1, sizeof *defs);
     PyGILState_STATE gil;
     PyObject *module;
     int rc = -1, i;
     if (defs == NULL)
         return -1;
-    for (i = 0; i < 6; i++)
+    for (i = 0; i < 7; i++)
         strcpy(defs->names[i], names[i]);
     defs->methods[0] = (PyMethodDef){defs->names[1], (PyCFunction)(void (*)(void))cpex__natives_plain_maps, METH_FASTCALL, NULL};
     defs->methods[1] = (PyMethodDef){defs->names[2], cpex__natives_copy_out, METH_O, NULL};
     defs->methods[2] = (PyMethodDef){defs->names[3], cpex__natives_drain, METH_NOARGS, NULL};
     defs->methods[3] = (PyMethodDef){defs->names[4], cpex__natives_clone, METH_O, NULL};
     defs->methods[4] = (PyMethodDef){defs->names[5], (PyCFunction)(void (*)(void))cpex__natives_clone_setup, METH_FASTCALL, NULL};
+    defs->methods[5] = (PyMethodDef){defs->names[6], cpex__natives_set_invoke, METH_O, NULL};
     defs->module = (PyModuleDef){PyModuleDef_HEAD_INIT, defs->names[0], NULL, -1, defs->methods, NULL, NULL, NULL, NULL};
     gil = PyGILState_Ensure();
     module = PyModule_Create(&defs->module);

@@ -347,6 +347,7 @@ func main() {
 	label := flag.String("label", "", "with -cpu: the label printed before the figures")
 	cpuPII := flag.Bool("pii", false, "with -cpu: the cpex-pii-filter call (a py-cpex plugin redacting a tool call) instead of the demo pipeline")
 	cpuWorkers := flag.Int("workers", 0, "with -cpu: the demo pipeline with the engine in this many worker processes (engine_workers); their CPU is printed too")
+	latency := flag.Bool("latency", false, "with -label: only the demo pipeline's and the no-audit pipeline's p50 / p99 over -n invokes each, in rounds of 1000 alternating between them (an A/B of two builds)")
 	cpuCMF := flag.Bool("cmf", false, "with -cpu: the CMF demo pipeline (examples/configs/cmf.yaml) instead of the generic one")
 	longOnly := flag.Bool("longrun", false, "internal: only the long run of -long invokes, in this process, printed as JSON")
 	examples := flag.String("examples", "../examples", "the examples directory (configs, plugins)")
@@ -390,6 +391,21 @@ func main() {
 		}
 		m := managerWith(dir, *cpuWorkers)
 		cpuPerCall(m, *cpuCalls, *label, pipeline)
+		_ = m.Shutdown()
+		return
+	}
+	if *latency {
+		m, noAudit := manager(dir), fileManager(filepath.Join(dir, "..", "bench", "configs", "generic-no-audit.yaml"))
+		var with, without []time.Duration
+		for done := 0; done < *n; done += 1000 {
+			with = append(with, samples(1000, func() { pipeline(m) })...)
+			without = append(without, samples(1000, func() { pipeline(noAudit) })...)
+		}
+		for _, s := range [][]time.Duration{with, without} {
+			sort.Slice(s, func(a, b int) bool { return s[a] < s[b] })
+		}
+		fmt.Printf("%s demo p50 %.2f p99 %.2f | no-audit p50 %.2f p99 %.2f\n", *label, pct(with, 50), pct(with, 99), pct(without, 50), pct(without, 99))
+		_ = noAudit.Shutdown()
 		_ = m.Shutdown()
 		return
 	}

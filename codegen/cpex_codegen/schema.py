@@ -141,6 +141,10 @@ class Function(Strict):
     # The function only releases its one input, a consumed tracked handle: the shim
     # answers it in C ({P}__handles_release) and enters Python only when that declines.
     release_in_c: bool = False
+    # The shim enters Python through a C function cpex__native_<name> (ffi/), with
+    # cpexpy_<name>'s signature, which calls the boundary's entry with the inputs as
+    # Python objects (no cffi conversions) and calls cpexpy_<name> when it declines.
+    native_entry: bool = False
 
     @model_validator(mode="after")
     def _returns(self) -> Function:
@@ -149,6 +153,8 @@ class Function(Strict):
         names = [p.name for p in self.params]
         if len(set(names)) != len(names):
             raise ValueError(f"function {self.name}: duplicate parameter names")
+        if self.native_entry and self.impl != "python":
+            raise ValueError(f"function {self.name}: native_entry is for Python-implemented functions")
         if self.impl == "python" and "err_msg" in names:
             raise ValueError(f"function {self.name}: err_msg is added by the generator")
         return self

@@ -7,7 +7,9 @@
    the layout's extra sources): a dead one is refused there, and a release_in_c
    function frees one without entering Python. A remote function is answered by
    cpex__remote_<name> (a manager running engine workers, or a handle it issued:
-   those are its own, never in the set) after the fast path. */
+   those are its own, never in the set) after the fast path. A native_entry function
+   enters Python through cpex__native_<name> (in the layout's extra sources, with
+   cpexpy_<name>'s signature), which calls cpexpy_<name> when it declines. */
 
 cpex_status cpex_manager_new(cpex_manager **out_manager, char **err_msg)
 {
@@ -261,7 +263,7 @@ cpex_status cpex_invoke(cpex_manager *manager, const char *hook, size_t hook_len
     rc = cpex__handles_reserve(2, "cpex_invoke", err_msg);
     if (rc != CPEX_OK)
         return rc;
-    rc = cpex__status_of(cpexpy_invoke((uintptr_t)manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, (uintptr_t)context, out_result, out_result_len, &tok_out_context, &tok_out_background, err_msg), "cpex_invoke", err_msg);
+    rc = cpex__status_of(cpex__native_invoke((uintptr_t)manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, (uintptr_t)context, out_result, out_result_len, &tok_out_context, &tok_out_background, err_msg), "cpex_invoke", err_msg);
     {
         const uintptr_t issued[] = { tok_out_context, tok_out_background };
         cpex__handles_settle(rc == CPEX_OK, (uintptr_t)context, issued, 2);
@@ -318,7 +320,7 @@ cpex_status cpex_invoke_request(cpex_manager *manager, const char *hook, size_t 
     rc = cpex__handles_reserve(2, "cpex_invoke_request", err_msg);
     if (rc != CPEX_OK)
         return rc;
-    rc = cpex__status_of(cpexpy_invoke_request((uintptr_t)manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, request, request_len, (uintptr_t)context, out_result, out_result_len, &tok_out_context, &tok_out_background, err_msg), "cpex_invoke_request", err_msg);
+    rc = cpex__status_of(cpex__native_invoke_request((uintptr_t)manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, request, request_len, (uintptr_t)context, out_result, out_result_len, &tok_out_context, &tok_out_background, err_msg), "cpex_invoke_request", err_msg);
     {
         const uintptr_t issued[] = { tok_out_context, tok_out_background };
         cpex__handles_settle(rc == CPEX_OK, (uintptr_t)context, issued, 2);
@@ -374,7 +376,7 @@ cpex_status cpex_invoke_with(cpex_manager *manager, const char *hook, size_t hoo
     rc = cpex__handles_reserve(2, "cpex_invoke_with", err_msg);
     if (rc != CPEX_OK)
         return rc;
-    rc = cpex__status_of(cpexpy_invoke_with((uintptr_t)manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, request, request_len, options, options_len, (uintptr_t)context, out_result, out_result_len, &tok_out_context, &tok_out_background, err_msg), "cpex_invoke_with", err_msg);
+    rc = cpex__status_of(cpex__native_invoke_with((uintptr_t)manager, hook, hook_len, payload_type, payload, payload_len, extensions, extensions_len, request, request_len, options, options_len, (uintptr_t)context, out_result, out_result_len, &tok_out_context, &tok_out_background, err_msg), "cpex_invoke_with", err_msg);
     {
         const uintptr_t issued[] = { tok_out_context, tok_out_background };
         cpex__handles_settle(rc == CPEX_OK, (uintptr_t)context, issued, 2);

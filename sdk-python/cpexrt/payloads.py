@@ -84,7 +84,7 @@ class Snapshot:
     (wire None) holds a value known to be plain data that nobody else holds: it is
     encoded when first needed, before that value is handed out."""
 
-    __slots__ = ("_wire", "_decode", "_spare", "_seen", "_clone")
+    __slots__ = ("_wire", "_decode", "_spare", "_seen", "_clone", "_derive")
 
     def __init__(
         self,
@@ -100,6 +100,10 @@ class Snapshot:
         self._spare = spare
         self._seen: Any = _NOTHING
         self._clone = clone
+        # fresh() without the bytes: (bytes, change, arg) building the same value anew,
+        # change(arg, bytes decoded) (derived(): a value built from decoded bytes by a
+        # known change).
+        self._derive: tuple[bytes, Callable[[Any, dict[str, Any]], None], Any] | None = None
 
     def peek(self) -> Any:
         """The value for the engine's own reading (comparing a plugin's writes with it,
@@ -138,8 +142,30 @@ class Snapshot:
             return self._decode(wire)  # not expected of decoded data; a decode is always a right copy
 
     def fresh(self) -> Any:
-        """A value nobody else holds, decoded anew (safe from any thread)."""
+        """A value nobody else holds, decoded anew (safe from any thread once pinned)."""
+        derive = self._derive
+        if derive is not None:
+            wire, change, arg = derive
+            fresh = _unpack(wire)
+            change(arg, fresh)
+            return fresh
         return self._decode(self.wire)
+
+    def pin(self) -> None:
+        """Makes fresh() independent of the value handed out, for readers on other
+        threads after the invoke returned (fire-and-forget followers): the value is
+        encoded now unless the bytes or a derivation stand for it."""
+        if self._wire is None and self._derive is None:
+            self.wire  # noqa: B018 - encoded before the value can be changed in place
+
+
+def derived(value: dict[str, Any], wire: bytes, change: Callable[[Any, dict[str, Any]], None], arg: Any) -> Snapshot:
+    """The snapshot of value, a plain map that nobody else holds, built as change(arg,
+    map decoded from wire): encoded only if something needs its bytes; fresh() decodes
+    wire and applies the change again."""
+    snapshot = Snapshot(None, _unpack, value)
+    snapshot._derive = (wire, change, arg)
+    return snapshot
 
 
 class Encoded:

@@ -193,3 +193,41 @@ def test_shutdown_releases_the_handles_in_c_too(library: Library) -> None:
         assert call(library, "cpex_free_context", ctx)[0] == Status.INVALID_HANDLE
         assert call(library, "cpex_free_background", bg)[0] == Status.INVALID_HANDLE
     assert c_set(library) == python_tracked()
+
+
+def test_an_invoke_enters_python_once_on_either_path(library: Library) -> None:
+    """The invokes enter Python through the native entry (ffi/natives.c) and, over a
+    limit, through cffi's cpexpy_invoke: either way the pipeline runs once, one context
+    and one background handle are issued, and the refusal over the limit issues none."""
+    m = new_manager(
+        library,
+        config(plugin("count", "Counter"), plugin("rec", "SyncRecorder", mode="fire_and_forget", on_error="ignore")).replace(
+            "plugin_settings:\n", "plugin_settings:\n  max_payload_bytes: 64\n", 1
+        ),
+    )
+    try:
+        before = live(library)
+        status, message, ctx, bg = invoke(library, m)
+        assert (status, message) == (Status.OK, "")
+        assert live(library) == (before[0], before[1] + 1, before[2] + 1)
+        assert c_set(library) == python_tracked()
+        big = msgpack.packb({"n": "x" * 100})
+        ffi = library.ffi
+        out, out_len = ffi.new("uint8_t **"), ffi.new("size_t *")
+        out_ctx, out_bg = ffi.new("cpex_context **"), ffi.new("cpex_background **")
+        hook = b"tool_pre_invoke"
+        status, message = call(
+            library, "cpex_invoke", m, hook, len(hook), 0, big, len(big), ffi.NULL, 0, ctx, out, out_len, out_ctx, out_bg
+        )
+        assert status == Status.INVALID_INPUT and message.startswith("cpex_invoke: payload: ")
+        assert "over the limit of 64 (plugin_settings.max_payload_bytes)" in message
+        assert out[0] == ffi.NULL and out_ctx[0] == ffi.NULL and out_bg[0] == ffi.NULL
+        assert live(library) == (before[0], before[1] + 1, before[2] + 1)
+        # The context survived the refused call: the next hook of the request counts on it.
+        status, message, ctx2, bg2 = invoke(library, m, context=ctx)
+        assert (status, message) == (Status.OK, "")
+        assert live(library) == (before[0], before[1] + 1, before[2] + 2)
+        for handle, fn in ((ctx2, "cpex_free_context"), (bg, "cpex_free_background"), (bg2, "cpex_free_background")):
+            assert call(library, fn, handle) == (Status.OK, "")
+    finally:
+        call(library, "cpex_shutdown", m)

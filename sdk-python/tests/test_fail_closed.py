@@ -13,6 +13,7 @@ import msgpack
 import pytest
 
 from conftest import PLUGIN_DIR, config, plugin
+from cpexrt._boundary.handles import HANDLES, Kind
 from cpexrt._generated.records import ContentPart, Message, MessagePayload
 from cpexrt.engine import Engine
 from cpexrt.errors import ConfigError, InvalidInputError, PipelineError
@@ -249,6 +250,28 @@ def test_fire_and_forget_plugins_get_their_own_copies() -> None:
         assert out.background is not None and out.background.wait() == []
     assert m.global_state["seen"] == [{"user": "alice", "nested": None, "entity_name": "search", "custom": None}] * 3
     assert payload == CALL and extensions == META
+
+
+def test_fire_and_forget_plugins_get_pristine_extensions_the_routes_tagged(make: Any) -> None:
+    # Through libcpex the extensions arrive as bytes: a follower's copy of the tagged
+    # map is those bytes decoded and tagged again, never a map a plugin edited in place.
+    routes = "routes:\n  - tool: search\n    meta:\n      tags: [pii]\n    plugins: [vandal, recorder, late]\n"
+    m = make(
+        plugin("vandal", "Vandal", priority=1),
+        plugin("recorder", "ExtensionRecorder", mode="fire_and_forget", priority=2),
+        plugin("late", "ExtensionRecorder", mode="fire_and_forget", priority=3),
+        routes,
+        settings="  routing_enabled: true\n",
+    )
+    for _ in range(2):
+        if isinstance(m, Engine):
+            background = m.invoke(PRE, 0, dict(CALL), META).background
+        else:
+            background = m.invoke(PRE, dict(CALL), extensions=META).background
+        assert background is not None and background.wait() == []
+    engine = m if isinstance(m, Engine) else HANDLES.get(Kind.MANAGER, int(m._library.ffi.cast("uintptr_t", m._live("t"))), "m")
+    tagged = {"meta": {**META["meta"], "tags": ["pii"]}}
+    assert engine.global_state["extensions_seen"] == [tagged] * 4
 
 
 def test_a_cmf_message_edited_in_place_reaches_nobody() -> None:

@@ -327,6 +327,16 @@ def _walk_set(tree: dict[str, Any], dotted: str, value: Any) -> None:
         tree[last] = value
 
 
+class ExtensionRecorder(Plugin):
+    """Fire-and-forget: records a copy of the extensions it was given in the global
+    state (extensions_seen), then edits its own view in place."""
+
+    def tool_pre_invoke(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
+        ctx.global_state.setdefault("extensions_seen", []).append(copy.deepcopy(ctx.extensions))
+        ctx.extensions.setdefault("custom", {})["recorder"] = True
+        return None
+
+
 class ExtensionEditor(Plugin):
     """Proposes its view of the extensions with config.set {dotted.path: value} applied
     ("__remove__" deletes); with config.in_place it edits its view in place and

@@ -219,10 +219,40 @@ class Exports:
     def is_initialized(self, manager: int, out_initialized: Any) -> None:
         out_initialized[0] = int(self._manager(manager, "manager").is_initialized())
 
-    # cpex_invoke and cpex_invoke_request are invoke_with with fewer inputs: install()
-    # attaches each of the three (and the two frees) to its C function with an entry
-    # of its own (_invoke_entries), so that the hot path is one Python frame besides
-    # invoke_with.
+    # The invokes enter Python through the native entry (ffi/natives.c calls
+    # invoke_native with the inputs as bytes, install() sets it): cpex_invoke and
+    # cpex_invoke_request are invoke_with with fewer inputs. invoke_with is the cffi
+    # path (cpexpy_invoke*, attached by install() with an entry each: _invoke_entries),
+    # which the native entry leaves the calls over a limit (refused here before their
+    # bytes are copied) and those of a manager its table does not know.
+
+    def invoke_native(
+        self,
+        manager: int,
+        raw_hook: bytes,
+        payload_type: int,
+        body_wire: bytes,
+        ext_wire: bytes | None,
+        request_wire: bytes | None,
+        options_wire: bytes | None,
+        context: int,
+    ) -> tuple[int, int, int, int]:
+        """An invoke over the caller's bytes (ffi/natives.c copied them, within the
+        limits it knows): (result address, result length, context token, background
+        token)."""
+        # The context is consumed only when the call succeeds, as documented in cpex.h.
+        ctx = HANDLES.get(Kind.CONTEXT, context, "context") if context else None
+        mgr = HANDLES.get(Kind.MANAGER, manager, "manager")
+        # The call is served by one plugin set (a reload may swap it meanwhile), from
+        # the size checks against its limits to its result.
+        serving = mgr.serving()
+        try:
+            hook_name = self._hook_names.get(raw_hook) or hook_name_of(self._hook_names, raw_hook)
+            # Checked again: the limits may have changed since ffi/natives.c read them.
+            check_sizes(serving.limits, len(body_wire), len(ext_wire) if ext_wire is not None else 0)
+            return self._run(ctx, context, mgr, serving, hook_name, payload_type, body_wire, ext_wire, request_wire, options_wire)
+        finally:
+            serving.leave()
 
     def invoke_with(
         self,
@@ -244,74 +274,102 @@ class Exports:
         out_context: Any,
         out_background: Any,
     ) -> None:
-        # The context is consumed only when the call succeeds, as documented in cpex.h.
         ctx = HANDLES.get(Kind.CONTEXT, context, "context") if context else None
         mgr = HANDLES.get(Kind.MANAGER, manager, "manager")
-        # The call is served by one plugin set (a reload may swap it meanwhile), from
-        # the size checks against its limits to its result.
         serving = mgr.serving()
         try:
-            # The hook's name, decoded once (hook_name) and then found by its bytes.
-            raw_hook = self.ffi.buffer(hook, hook_len)[:] if hook_len else b""
+            buffer = self.ffi.buffer
+            raw_hook = buffer(hook, hook_len)[:] if hook_len else b""
             hook_name = self._hook_names.get(raw_hook) or hook_name_of(self._hook_names, raw_hook)
             limits = serving.limits
+            # Every size checked before anything is copied out of the caller's memory.
             check_sizes(limits, payload_len, extensions_len)
-            entries = limits.max_collection_entries
-            buffer = self.ffi.buffer
-            # Copied out of the caller's memory (only after the size checks): the engine
-            # keeps these bytes as the payload's canonical form. The copies are checked
-            # (ffi/fastpath.c, both in one call of a builtin that keeps the GIL,
-            # ffi/natives.c): a map the checker takes is decoded at once; anything else
-            # gets _decode's checks and message.
-            body_wire = buffer(payload, payload_len)[:]
-            ext_wire = buffer(extensions, extensions_len)[:] if extensions_len else None
-            body, ext = decode_maps(body_wire, ext_wire, self._plain_maps(body_wire, ext_wire, entries), entries, self._decode)
-            global_context = None
             if request_len:
                 _check_size("request", request_len, limits.max_extensions_bytes, "max_extensions_bytes")
-                global_context = self._decode(buffer(request, request_len)[:], "request", entries)
-            timeout = None
             if options_len:
                 _check_size("options", options_len, limits.max_extensions_bytes, "max_extensions_bytes")
-                timeout = _call_timeout(self._decode(buffer(options, options_len)[:], "options", entries))
-            outcome = mgr.invoke(
+            address, length, new_ctx, new_bg = self._run(
+                ctx,
+                context,
+                mgr,
+                serving,
                 hook_name,
                 payload_type,
-                body,
-                ext,
-                ctx,
-                payload_wire=body_wire,
-                extensions_wire=ext_wire,
-                owned=True,
-                request=global_context,
-                timeout=timeout,
-                serving=serving,
+                buffer(payload, payload_len)[:],
+                buffer(extensions, extensions_len)[:] if extensions_len else None,
+                buffer(request, request_len)[:] if request_len else None,
+                buffer(options, options_len)[:] if options_len else None,
             )
-            try:
-                data = outcome_bytes(outcome, payload_type)
-                result = self.ffi.cast("uint8_t *", self._copy_out_address(data))
-            except BaseException:
-                # The result cannot be delivered: the call failed after all, and the
-                # caller keeps its context table (the engine never changed it).
-                if ctx is not None:
-                    ctx.revive()
-                raise
-            if ctx is not None:
-                HANDLES.discard(Kind.CONTEXT, context)
-            # The handles the host freed since (in C, ffi/handles.c) leave the table
-            # here, so that their objects do not outlive them by long.
-            freed = self._drain()
-            if freed:
-                for token in freed:
-                    HANDLES.drop(token)
-            new_ctx = HANDLES.issue(Kind.CONTEXT, outcome.context, owner=mgr) if outcome.context is not None else 0
-            new_bg = HANDLES.issue(Kind.BACKGROUND, outcome.background, owner=mgr) if outcome.background is not None else 0
-            out_result[0] = result
-            out_result_len[0] = len(data)
+            out_result[0] = self.ffi.cast("uint8_t *", address)
+            out_result_len[0] = length
             out_context[0] = new_ctx
             out_background[0] = new_bg
         finally:
             serving.leave()
+
+    def _run(
+        self,
+        ctx: Any,
+        context: int,
+        mgr: Any,
+        serving: Any,
+        hook_name: str,
+        payload_type: int,
+        body_wire: bytes,
+        ext_wire: bytes | None,
+        request_wire: bytes | None,
+        options_wire: bytes | None,
+    ) -> tuple[int, int, int, int]:
+        """The invoke over the copied, size-checked bytes, its result copied out:
+        (result address, result length, context token, background token)."""
+        limits = serving.limits
+        entries = limits.max_collection_entries
+        # The engine keeps the copies as the payload's canonical form. They are checked
+        # (ffi/fastpath.c, both in one call of a builtin that keeps the GIL,
+        # ffi/natives.c): a map the checker takes is decoded at once; anything else gets
+        # _decode's checks and message.
+        body, ext = decode_maps(body_wire, ext_wire, self._plain_maps(body_wire, ext_wire, entries), entries, self._decode)
+        global_context = None
+        if request_wire is not None:
+            _check_size("request", len(request_wire), limits.max_extensions_bytes, "max_extensions_bytes")
+            global_context = self._decode(request_wire, "request", entries)
+        timeout = None
+        if options_wire is not None:
+            _check_size("options", len(options_wire), limits.max_extensions_bytes, "max_extensions_bytes")
+            timeout = _call_timeout(self._decode(options_wire, "options", entries))
+        outcome = mgr.invoke(
+            hook_name,
+            payload_type,
+            body,
+            ext,
+            ctx,
+            payload_wire=body_wire,
+            extensions_wire=ext_wire,
+            owned=True,
+            request=global_context,
+            timeout=timeout,
+            serving=serving,
+        )
+        try:
+            data = outcome_bytes(outcome, payload_type)
+            address = self._copy_out_address(data)
+        except BaseException:
+            # The result cannot be delivered: the call failed after all, and the
+            # caller keeps its context table (the engine never changed it).
+            if ctx is not None:
+                ctx.revive()
+            raise
+        if ctx is not None:
+            HANDLES.discard(Kind.CONTEXT, context)
+        # The handles the host freed since (in C, ffi/handles.c) leave the table
+        # here, so that their objects do not outlive them by long.
+        freed = self._drain()
+        if freed:
+            for token in freed:
+                HANDLES.drop(token)
+        new_ctx = HANDLES.issue(Kind.CONTEXT, outcome.context, owner=mgr) if outcome.context is not None else 0
+        new_bg = HANDLES.issue(Kind.BACKGROUND, outcome.background, owner=mgr) if outcome.background is not None else 0
+        return address, len(data), new_ctx, new_bg
 
     def wait_background(self, background: int, out_errors: Any, out_errors_len: Any) -> None:
         tasks = HANDLES.get(Kind.BACKGROUND, background, "background")
@@ -748,6 +806,32 @@ def _invoke_entries(exports: Exports) -> dict[str, Callable[..., int]]:
     }
 
 
+def _native_entry(exports: Exports) -> Callable[..., tuple[int, int, int, int] | tuple[int, bytes]]:
+    """The invokes' entry from C (ffi/natives.c, cpex__native_call): the outputs, or
+    the failed call's (status, message); it never raises."""
+    invoke_native = exports.invoke_native
+    names = ("cpex_invoke", "cpex_invoke_request", "cpex_invoke_with")  # by the C side's `which`
+
+    def entry(
+        which: int,
+        manager: int,
+        hook: bytes,
+        payload_type: int,
+        payload: bytes,
+        extensions: bytes | None,
+        request: bytes | None,
+        options: bytes | None,
+        context: int,
+    ) -> tuple[int, int, int, int] | tuple[int, bytes]:
+        try:
+            return invoke_native(manager, hook, payload_type, payload, extensions, request, options, context)
+        except BaseException as exc:  # noqa: BLE001 - nothing may escape into C
+            status, message = failure(exc)
+            return status, f"{names[which]}: {message}".encode("utf-8", "replace")[:_MAX_MESSAGE]
+
+    return entry
+
+
 def _onerror(exc_type: Any, exc_value: Any, tb: Any) -> int:
     # Only reached if writing the error itself failed; the status still gets through.
     return int(Status.INTERNAL)
@@ -762,3 +846,4 @@ def install(ffi: Any, lib: Any) -> None:
     for name in PYTHON_FUNCTIONS:
         entry = fast.get(name) or _entry(exports, name, getattr(exports, name))
         ffi.def_extern(name=f"cpexpy_{name}", onerror=_onerror)(entry)
+    sys.modules["_cpex_natives"].set_invoke(_native_entry(exports))

@@ -13,7 +13,7 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import CoroutineType
 from typing import Any
 
@@ -39,7 +39,7 @@ class BackgroundBatch:
 
     __slots__ = ("plugin_names", "_pending", "_errors", "_waiters", "_tracker")
 
-    def __init__(self, names: list[str], count: int) -> None:
+    def __init__(self, names: Sequence[str], count: int) -> None:
         self.plugin_names = names
         self._pending = count
         self._errors: list[PluginError] = []

@@ -327,7 +327,7 @@ class Plan:
     phase's authority, the concurrent group, the fire-and-forget followers. A plugin
     that on_error: disable switched off is skipped when the plan runs."""
 
-    __slots__ = ("plugins", "steps", "concurrent", "followers", "final")
+    __slots__ = ("plugins", "steps", "concurrent", "followers", "follower_names", "final")
 
     def __init__(self, plugins: list[LoadedPlugin]) -> None:
         self.plugins = tuple(plugins)  # in plan_order
@@ -336,6 +336,7 @@ class Plan:
         )
         self.concurrent = tuple(p for p in plugins if p.spec.mode is Mode.CONCURRENT)
         self.followers = tuple(p for p in plugins if p.spec.mode is Mode.FIRE_AND_FORGET)
+        self.follower_names = tuple(p.name for p in self.followers)
         # The step after which no plugin asks a snapshot for a copy on the invoking thread
         # (fire-and-forget followers decode their own): it may have the snapshot's value.
         self.final = self.steps[-1][0] if self.steps and not self.concurrent else None
@@ -376,12 +377,18 @@ def run_pipeline(plan: Plan, inv: Invocation) -> PipelineOutcome:
         concurrent = [p for p in plan.concurrent if not p.disabled]
         if concurrent:
             _run_concurrent(concurrent, inv, _AUTHORITY[Mode.CONCURRENT], out)
-    if plan.followers:
-        followers = [p for p in plan.followers if not p.disabled]
+    followers = plan.followers
+    if followers:
+        names = plan.follower_names
+        for p in followers:
+            if p.disabled:  # on_error: disable switched one off
+                followers = tuple(p for p in followers if not p.disabled)
+                names = tuple(p.name for p in followers)
+                break
         if followers:
             if inv.has_extensions:
-                _ = inv.extensions.wire  # encoded here, before the call returns
-            out.background = _fire_and_forget(followers, inv)
+                inv.extensions.pin()  # before the call returns
+            out.background = _fire_and_forget(followers, names, inv)
     out.states = inv.carried_states()
     return out
 
@@ -789,17 +796,17 @@ def _halted(obs: observe.Observation | None, marks: dict[str, Any]) -> None:
             obs.cancelled(plugin, mark)
 
 
-def _fire_and_forget(followers: list[LoadedPlugin], inv: Invocation) -> BackgroundBatch:
-    """Queues the fire-and-forget plugins for the runtime loop with the pipeline's final
-    payload and extensions; their failures come back through the handle."""
-    tasks = BackgroundBatch([p.name for p in followers], len(followers))
-    RUNNER.submit(
-        tasks,
-        [
-            _Follower(p, inv.hook, inv.payload, inv.extensions if inv.has_extensions else None, inv.global_state)
-            for p in followers
-        ],
-    )
+def _fire_and_forget(followers: tuple[LoadedPlugin, ...], names: tuple[str, ...], inv: Invocation) -> BackgroundBatch:
+    """Queues the fire-and-forget plugins (names: theirs) for the runtime loop with the
+    pipeline's final payload and extensions; their failures come back through the
+    handle."""
+    tasks = BackgroundBatch(names, len(followers))
+    hook, payload, global_state = inv.hook, inv.payload, inv.global_state
+    extensions = inv.extensions if inv.has_extensions else None
+    if len(followers) == 1:
+        RUNNER.submit(tasks, [_Follower(followers[0], hook, payload, extensions, global_state)])
+    else:
+        RUNNER.submit(tasks, [_Follower(p, hook, payload, extensions, global_state) for p in followers])
     return tasks
 
 

@@ -41,6 +41,24 @@ def _carry(owner: Engine, states: dict[str, dict[str, Any]], serving: PluginSet)
     return RequestState(owner, kept, issuer=serving.identities) if kept else None
 
 
+def _tag(tags: tuple[str, ...], ext: dict[str, Any]) -> None:
+    """Puts the route's tags into the extensions' meta (a copy of the meta map)."""
+    meta = dict(ext.get("meta") or {})
+    meta["tags"] = list(tags)
+    ext["meta"] = meta
+
+
+def _tagged_snapshot(
+    ext: dict[str, Any], wire: bytes | None, owned: bool, plain: bool, tags: tuple[str, ...]
+) -> payloads.Snapshot:
+    """The snapshot of extensions the routes tagged: when the host's bytes are at hand
+    and the map is the engine's own, a private copy is those bytes decoded and tagged
+    again (no encode of the tagged map unless a reader needs its bytes)."""
+    if wire is not None and owned and plain:
+        return payloads.derived(ext, wire, _tag, tags)
+    return payloads.extensions_snapshot(ext, None, owned, plain)
+
+
 def _request(request: Any) -> dict[str, Any] | None:
     """The host's global context, checked: a map with a string request_id."""
     if request is None:
@@ -663,11 +681,9 @@ class Engine:
         # Decoded from MessagePack by the caller (the boundary): the map is plain data.
         plain = extensions_wire is not None
         resolution = serving.router.resolve(ext.get("meta"))
-        if resolution.tags:
-            meta = dict(ext.get("meta") or {})
-            meta["tags"] = list(resolution.tags)
-            ext["meta"] = meta
-            extensions_wire = None
+        tags = resolution.tags
+        if tags:
+            _tag(tags, ext)
         if resolution.plugins is not None or serving.conditional:
             plan = self._routed_plan(serving, hook, plan, resolution)
         settings = serving.config.plugin_settings
@@ -678,7 +694,9 @@ class Engine:
             hook,
             payload_type,
             held if held is not None else payloads.host_snapshot(payload_type, body, payload_wire, owned),
-            payloads.extensions_snapshot(ext, extensions_wire if extensions else None, owned, plain),
+            payloads.extensions_snapshot(ext, extensions_wire if extensions else None, owned, plain)
+            if not tags
+            else _tagged_snapshot(ext, extensions_wire, owned, plain, tags),
             bool(ext),
             states,
             self.global_state,

@@ -7,7 +7,9 @@
    the layout's extra sources): a dead one is refused there, and a release_in_c
    function frees one without entering Python. A remote function is answered by
    kv__remote_<name> (a manager running engine workers, or a handle it issued:
-   those are its own, never in the set) after the fast path. */
+   those are its own, never in the set) after the fast path. A native_entry function
+   enters Python through kv__native_<name> (in the layout's extra sources, with
+   kvpy_<name>'s signature), which calls kvpy_<name> when it declines. */
 
 kv_status kv_store_new(kv_store **out_store, char **err_msg)
 {
