@@ -35,13 +35,10 @@ from typing import Any
 
 from cpexrt._boundary.exports import (
     _MAX_MESSAGE,
-    _call_timeout,
-    _check_size,
     check_sizes,
-    decode_checked,
-    decode_maps,
     failure,
     hook_name_of,
+    invoke_decoded,
     outcome_bytes,
 )
 from cpexrt.engine.worker import _die_with_parent, _lifeline, _protocol_fds
@@ -252,36 +249,18 @@ class Server:
         serving = engine.serving()
         try:
             hook = hook_name_of(self.hook_names, bytes(data[:hook_len]))
-            limits = serving.limits
-            check_sizes(limits, payload_len, extensions_len)
-            entries = limits.max_collection_entries
+            check_sizes(serving.limits, payload_len, extensions_len)
             pos = hook_len
             body_wire = bytes(data[pos : pos + payload_len])
             pos += payload_len
             ext_wire = bytes(data[pos : pos + extensions_len]) if extensions_len else None
             pos += extensions_len
-            body, ext = decode_maps(body_wire, ext_wire, flags, entries, _not_plain)
-            request = None
-            if request_len:
-                _check_size("request", request_len, limits.max_extensions_bytes, "max_extensions_bytes")
-                request = decode_checked(bytes(data[pos : pos + request_len]), "request", entries, bool(flags & 4))
+            # ffi/remote.c refused a request or options over the limit before sending.
+            request_wire = bytes(data[pos : pos + request_len]) if request_len else None
             pos += request_len
-            timeout = None
-            if options_len:
-                _check_size("options", options_len, limits.max_extensions_bytes, "max_extensions_bytes")
-                timeout = _call_timeout(decode_checked(bytes(data[pos : pos + options_len]), "options", entries, bool(flags & 8)))
-            outcome = engine.invoke(
-                hook,
-                payload_type,
-                body,
-                ext,
-                ctx,
-                payload_wire=body_wire,
-                extensions_wire=ext_wire,
-                owned=True,
-                request=request,
-                timeout=timeout,
-                serving=serving,
+            options_wire = bytes(data[pos : pos + options_len]) if options_len else None
+            outcome = invoke_decoded(
+                engine, hook, payload_type, body_wire, ext_wire, request_wire, options_wire, flags, ctx, serving
             )
             try:
                 result = outcome_bytes(outcome, payload_type)
@@ -390,12 +369,6 @@ class Server:
 def _failure(exc: BaseException) -> tuple[int, bytes]:
     status, message = failure(exc)
     return status, message.encode("utf-8", "replace")[:_MAX_MESSAGE]
-
-
-def _not_plain(data: bytes, what: str, entries: int) -> Any:
-    """A map the C checker refused (ffi/remote.c sent its verdict): refused here too,
-    naming the problem."""
-    return decode_checked(data, what, entries, False)
 
 
 def main() -> None:

@@ -67,11 +67,6 @@ class Exports:
         raw = self._bytes(ptr, n)
         return utf8(raw, what)
 
-    def _decode(self, data: bytes, what: str, entries: int) -> Any:
-        """A host's MessagePack map, decoded once the C checker of the fast path took it
-        (ffi/fastpath.c): what it refuses, Python refuses too, naming the problem."""
-        return decode_checked(data, what, entries, bool(self.lib.cpexrt_plain_map(data, len(data), entries)))
-
     def _manager(self, token: int, what: str) -> Engine:
         manager: Engine = HANDLES.get(Kind.MANAGER, token, what)
         return manager
@@ -322,33 +317,18 @@ class Exports:
     ) -> tuple[int, int, int, int]:
         """The invoke over the copied, size-checked bytes, its result copied out:
         (result address, result length, context token, background token)."""
-        limits = serving.limits
-        entries = limits.max_collection_entries
         # The engine keeps the copies as the payload's canonical form. They are checked
-        # (ffi/fastpath.c, both in one call of a builtin that keeps the GIL,
-        # ffi/natives.c): a map the checker takes is decoded at once; anything else gets
-        # _decode's checks and message.
-        body, ext = decode_maps(body_wire, ext_wire, self._plain_maps(body_wire, ext_wire, entries), entries, self._decode)
-        global_context = None
-        if request_wire is not None:
-            _check_size("request", len(request_wire), limits.max_extensions_bytes, "max_extensions_bytes")
-            global_context = self._decode(request_wire, "request", entries)
-        timeout = None
-        if options_wire is not None:
-            _check_size("options", len(options_wire), limits.max_extensions_bytes, "max_extensions_bytes")
-            timeout = _call_timeout(self._decode(options_wire, "options", entries))
-        outcome = mgr.invoke(
-            hook_name,
-            payload_type,
-            body,
-            ext,
-            ctx,
-            payload_wire=body_wire,
-            extensions_wire=ext_wire,
-            owned=True,
-            request=global_context,
-            timeout=timeout,
-            serving=serving,
+        # (ffi/fastpath.c; the payload and the extensions in one call of a builtin that
+        # keeps the GIL, ffi/natives.c): a map the checker takes is decoded at once;
+        # anything else gets decode_checked's checks and message.
+        entries = serving.limits.max_collection_entries
+        plain = self._plain_maps(body_wire, ext_wire, entries)
+        if request_wire is not None and self.lib.cpexrt_plain_map(request_wire, len(request_wire), entries):
+            plain |= 4
+        if options_wire is not None and self.lib.cpexrt_plain_map(options_wire, len(options_wire), entries):
+            plain |= 8
+        outcome = invoke_decoded(
+            mgr, hook_name, payload_type, body_wire, ext_wire, request_wire, options_wire, plain, ctx, serving
         )
         try:
             data = outcome_bytes(outcome, payload_type)
@@ -456,6 +436,56 @@ def check_sizes(limits: Any, payload_len: int, extensions_len: int) -> None:
         _check_size("payload", payload_len, limits.max_payload_bytes, "max_payload_bytes")
     if extensions_len > limits.max_extensions_bytes:
         _check_size("extensions", extensions_len, limits.max_extensions_bytes, "max_extensions_bytes")
+
+
+def invoke_decoded(
+    engine: Any,
+    hook: str,
+    payload_type: int,
+    body_wire: bytes,
+    ext_wire: bytes | None,
+    request_wire: bytes | None,
+    options_wire: bytes | None,
+    plain: int,
+    ctx: Any,
+    serving: Any,
+) -> PipelineOutcome:
+    """One invoke over its inputs' bytes, as the boundary (Exports._run) and an engine
+    worker both run it. plain holds the C checker's verdicts (ffi/fastpath.c; bit 1
+    the payload, 2 the extensions, 4 the request, 8 the options): a map it took is
+    decoded as is, the rest gets decode_checked's checks and message. The payload's and
+    the extensions' sizes were checked before they were copied; the request's and the
+    options' are checked here."""
+    limits = serving.limits
+    entries = limits.max_collection_entries
+    body, ext = decode_maps(body_wire, ext_wire, plain, entries, _not_plain)
+    request = None
+    if request_wire is not None:
+        _check_size("request", len(request_wire), limits.max_extensions_bytes, "max_extensions_bytes")
+        request = decode_checked(request_wire, "request", entries, bool(plain & 4))
+    timeout = None
+    if options_wire is not None:
+        _check_size("options", len(options_wire), limits.max_extensions_bytes, "max_extensions_bytes")
+        timeout = _call_timeout(decode_checked(options_wire, "options", entries, bool(plain & 8)))
+    outcome: PipelineOutcome = engine.invoke(
+        hook,
+        payload_type,
+        body,
+        ext,
+        ctx,
+        payload_wire=body_wire,
+        extensions_wire=ext_wire,
+        owned=True,
+        request=request,
+        timeout=timeout,
+        serving=serving,
+    )
+    return outcome
+
+
+def _not_plain(data: bytes, what: str, entries: int) -> Any:
+    """A map the C checker refused: refused here too, naming the problem."""
+    return decode_checked(data, what, entries, False)
 
 
 def decode_maps(
