@@ -442,7 +442,7 @@ static int cpex__round_trip(cpex__remote *r, int index, uint32_t generation, str
     pthread_mutex_lock(&w->send_mu);
     pthread_mutex_lock(&r->mu);
     up = CPEX__UP(w) && w->generation == generation;
-    ticket = w->sent++;
+    ticket = up ? w->sent++ : 0;
     fd = w->fd;
     pthread_mutex_unlock(&r->mu);
     rc = up ? cpex__send(fd, iov, count) : 0;

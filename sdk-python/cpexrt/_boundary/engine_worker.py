@@ -31,6 +31,7 @@ import socket
 import struct
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from cpexrt._boundary.exports import (
@@ -214,9 +215,8 @@ class Server:
             rest = got - total
             if total > _BUFFER:
                 view.release()
-                size = _BUFFER
                 kept = buf[total:got]
-                buf = bytearray(max(size, rest))
+                buf = bytearray(max(_BUFFER, rest))
                 buf[:rest] = kept
                 size = len(buf)
                 view = memoryview(buf)
@@ -299,14 +299,9 @@ class Server:
             self.forwarding = forwarding
             engine.decisions.active = forwarding
             logging.getLogger("cpexrt").setLevel(level)
-            self.add_factories(factories)
-            engine.load_config(text, base_dir)
-            self.config = (text, base_dir)
+            self.take_config(engine.load_config, factories, text, base_dir)
         elif op == "load":
-            factories, text, base_dir = args
-            self.add_factories(factories)
-            engine.load_config(text, base_dir)
-            self.config = (text, base_dir)
+            self.take_config(engine.load_config, *args)
         elif op == "initialize":
             engine.initialize()
         elif op == "undo_initialize":
@@ -321,10 +316,7 @@ class Server:
             if self.config is not None:
                 engine.load_config(*self.config)
         elif op == "reload":
-            factories, text, base_dir = args
-            self.add_factories(factories)
-            engine.reload_config(text, base_dir)
-            self.config = (text, base_dir)
+            self.take_config(engine.reload_config, *args)
         elif op == "shutdown":
             self.contexts.clear()
             self.backgrounds.clear()
@@ -341,6 +333,13 @@ class Server:
         elif op != "info":
             raise ValueError(f"unknown control call {op!r}")
         return pack(self.info(), "info")
+
+    def take_config(self, load: Callable[[str, str | None], Any], factories: list[Any], text: str, base_dir: str | None) -> None:
+        """The host's config (and the kinds it registered) loaded by load (the engine's
+        load_config or reload_config), kept for an undo_initialize."""
+        self.add_factories(factories)
+        load(text, base_dir)
+        self.config = (text, base_dir)
 
     def add_factories(self, factories: list[Any]) -> None:
         """The host's registered kinds this engine does not know yet (the host refused
