@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 import itertools
 import sys
-from asyncio.events import _get_running_loop, _set_running_loop
+from asyncio.events import _get_running_loop
 from collections.abc import Callable
 from types import CoroutineType
 from typing import Any
@@ -26,8 +26,7 @@ from pydantic import BaseModel, RootModel
 
 from cpexrt._generated.records import PluginViolation
 from cpexrt.engine.config import Conditions, PluginSpec
-from cpexrt.engine.driver import resume
-from cpexrt.engine.runtime_loop import caller_loop
+from cpexrt.engine.driver import resume, start
 from cpexrt.errors import ConfigError
 from cpexrt.plugin import Plugin, PluginContext
 from cpexrt.results import PluginResult, built
@@ -204,20 +203,14 @@ class PyCpexPlugin(Plugin):
                 # Under a running loop (or not a coroutine: then awaiting it fails, the
                 # plugin's failure), the driver runs all of it.
                 return rest(call, context, ctx, has_state, has_request_state)
-            # Driven here up to its first suspension, as the engine's driver does
-            # (cpexrt.engine.driver.drive): a hook that never waits (the common case)
-            # finishes without a coroutine of the adapter's own around it.
-            _set_running_loop(caller_loop())
-            try:
-                yielded = call.send(None)
-            except StopIteration as stop:
-                result = stop.value
-            else:
+            # Driven here up to its first suspension (driver.start): a hook that never
+            # waits (the common case) finishes without a coroutine of the adapter's own
+            # around it.
+            done, value = start(call)
+            if not done:
                 # It waits: the driver runs the rest on this thread's loop, in the deadline.
-                return rest(resume(call, yielded), context, ctx, has_state, has_request_state)
-            finally:
-                _set_running_loop(None)
-            return finish(result, context, ctx, has_state, has_request_state)
+                return rest(resume(call, value), context, ctx, has_state, has_request_state)
+            return finish(value, context, ctx, has_state, has_request_state)
 
         async def rest(call: Any, context: Any, ctx: PluginContext, has_state: bool, has_request_state: bool) -> Any:
             return finish(await call, context, ctx, has_state, has_request_state)
