@@ -16,15 +16,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack  # type: ignore[import-untyped, unused-ignore]  # untyped: the package passes mypy wherever it is installed
 from pydantic import TypeAdapter, ValidationError
 
+from cpexrt._generated import records  # its classes read when used: a generic payload's process makes none of them
 from cpexrt._generated.errors import PAYLOAD_CMF_MESSAGE, PAYLOAD_GENERIC, PAYLOAD_TYPES
-from cpexrt._generated.records import Extensions, Message, MessagePayload
 from cpexrt.errors import InvalidInputError, ParseError
 from cpexrt.wire import clone
+
+if TYPE_CHECKING:
+    from cpexrt._generated.records import Message, MessagePayload
 
 _NOTHING: Any = object()
 _EMPTY_MAP = b"\x80"  # MessagePack's empty map
@@ -188,9 +191,9 @@ def _decode_cmf(wire: bytes) -> Any:
     data = _unpack(wire)
     # The model's validator itself once built (model_validate costs a call more).
     payload: MessagePayload = (
-        MessagePayload.__pydantic_validator__.validate_python(data)
-        if MessagePayload.__pydantic_complete__
-        else MessagePayload.model_validate(data)
+        records.MessagePayload.__pydantic_validator__.validate_python(data)
+        if records.MessagePayload.__pydantic_complete__
+        else records.MessagePayload.model_validate(data)
     )
     return payload.message
 
@@ -233,13 +236,13 @@ def decode(payload_type: int, wire: Any) -> Any:
             # The model's validator itself once built (from_wire costs two calls more);
             # a failure is validated again by from_wire, for its message.
             payload: MessagePayload = (
-                MessagePayload.__pydantic_validator__.validate_python(wire)
-                if MessagePayload.__pydantic_complete__
-                else MessagePayload.from_wire(wire, "payload")
+                records.MessagePayload.__pydantic_validator__.validate_python(wire)
+                if records.MessagePayload.__pydantic_complete__
+                else records.MessagePayload.from_wire(wire, "payload")
             )
         except ValidationError:
             try:
-                MessagePayload.from_wire(wire, "payload")
+                records.MessagePayload.from_wire(wire, "payload")
             except ParseError as exc:
                 raise InvalidInputError(f"not a CMF MessagePayload: {exc}") from None
             raise  # not expected: the same validation passed the second time
@@ -347,20 +350,20 @@ def accept(payload_type: int, value: Any, limits: Limits) -> Snapshot:
     try:
         canonical = _checked_decode(wire, limits, "modified payload")
         if payload_type == PAYLOAD_CMF_MESSAGE:
-            canonical = MessagePayload.from_wire(canonical, "modified payload").message
+            canonical = records.MessagePayload.from_wire(canonical, "modified payload").message
     except ParseError as exc:
         raise Refusal("modified_payload_invalid", f"returned an invalid modified payload: {exc}") from None
     return Snapshot(wire, _decoder(payload_type), canonical, _cloner(payload_type))
 
 
 def _as_message(value: Any) -> Message:
-    if isinstance(value, Message):
+    if isinstance(value, records.Message):
         return value
-    if isinstance(value, MessagePayload):
+    if isinstance(value, records.MessagePayload):
         return value.message
     if isinstance(value, dict):
         try:
-            payload: MessagePayload = MessagePayload.from_wire(value, "modified payload")
+            payload: MessagePayload = records.MessagePayload.from_wire(value, "modified payload")
         except ParseError as exc:
             raise Refusal("modified_payload_invalid", f"returned an invalid modified payload: {exc}") from None
         return payload.message
@@ -397,7 +400,7 @@ _SLOT_VALIDATORS: dict[str, Any] = {}
 
 
 def _slot_validator(name: str) -> Any:
-    field = Extensions.__pydantic_fields__.get(name)
+    field = records.Extensions.__pydantic_fields__.get(name)
     validator = None
     if field is not None and field.annotation is not None and not field.metadata:
         validator = TypeAdapter(field.annotation).validator
@@ -409,8 +412,8 @@ def _check_slots(slots: dict[str, Any]) -> None:
     """ParseError naming the field when a slot is not of its record's shape. Each slot
     by its field's own validator (the record's whole validation, or from_wire, costs
     more), from_wire for the message."""
-    if not Extensions.__pydantic_complete__:
-        Extensions.from_wire(slots, "extensions")
+    if not records.Extensions.__pydantic_complete__:
+        records.Extensions.from_wire(slots, "extensions")
         return
     validators = _SLOT_VALIDATORS
     try:
@@ -418,10 +421,10 @@ def _check_slots(slots: dict[str, Any]) -> None:
             validator = validators[name] if name in validators else _slot_validator(name)
             if validator is not None:
                 validator.validate_python(value)
-            elif name in Extensions.__pydantic_fields__:
-                Extensions.__pydantic_validator__.validate_python({name: value})
+            elif name in records.Extensions.__pydantic_fields__:
+                records.Extensions.__pydantic_validator__.validate_python({name: value})
     except ValidationError:
-        Extensions.from_wire(slots, "extensions")
+        records.Extensions.from_wire(slots, "extensions")
         raise ParseError("extensions: not of the Extensions record's shape") from None
 
 

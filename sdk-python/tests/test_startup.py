@@ -34,6 +34,51 @@ def test_the_demo_runs_without_importing_the_optional_parts() -> None:
     assert done.stdout.strip() == "[]"
 
 
+_FIRST_RESULT = """
+import sys
+import cpexrt._boundary.exports  # what libcpex's init code imports
+from cpexrt.engine import Engine
+e = Engine()
+e.load_config_file({path!r})
+e.initialize()
+loaded = sorted(m for m in ("asyncio", "cpexrt.engine.pycpex") if m in sys.modules)
+payload = {{"tool_name": "get_compensation", "user": "alice", "pii_clearance": True, "arguments": {{"employee_id": "E-1"}}}}
+out = e.invoke("tool_pre_invoke", 0, payload, {{"meta": {{"entity_type": "tool", "entity_name": "get_compensation"}}}})
+print(loaded, out.continue_processing, "asyncio" in sys.modules)
+"""
+
+
+def test_a_first_result_without_async_plugins_imports_neither_asyncio_nor_the_pycpex_adapter() -> None:
+    """asyncio is imported for an async handler or the runtime loop (fire-and-forget
+    plugins), the py-cpex adapter for a py-cpex plugin: the demo pipeline without its
+    fire-and-forget plugin imports neither, its loading included."""
+    code = _FIRST_RESULT.format(path=str(EXAMPLES.parent / "bench" / "configs" / "generic-no-audit.yaml"))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[] True False"
+
+
+def test_the_first_fire_and_forget_plugin_starts_the_runtime_loop_without_its_invoke_waiting() -> None:
+    """The demo's fire-and-forget audit plugin: the config loads without asyncio, the
+    first invoke hands the task to the runtime loop, made on its own thread (asyncio
+    imported there), and the task runs; later invokes use the same loop."""
+    code = _FIRST_RESULT.format(path=str(EXAMPLES / "configs" / "generic.yaml")) + (
+        "assert out.background.wait(30) == []\n"
+        "from cpexrt.engine.runtime_loop import RUNTIME_LOOP\n"
+        "loop = RUNTIME_LOOP.current\n"
+        "assert loop is not None and loop.is_running()\n"
+        "for _ in range(3):\n"
+        "    again = e.invoke('tool_pre_invoke', 0, payload, {'meta': {'entity_type': 'tool', 'entity_name': 'x'}})\n"
+        "    assert again.background.wait(30) == []\n"
+        "print(RUNTIME_LOOP.current is loop, 'asyncio' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    first, last = done.stdout.splitlines()
+    assert first.startswith("[] True ")  # asyncio may or may not be imported yet when the invoke returns
+    assert last == "True True"
+
+
 def test_the_demo_makes_only_the_records_it_uses() -> None:
     """The generated records are classes made on first use (docs/architecture.md,
     Start-up): the demo's first result makes none of those it never touches (plugin

@@ -9,17 +9,22 @@ coroutine that really suspends becomes an asyncio task, bounded by its timeout.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from types import CoroutineType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cpexrt._generated.records import PluginError
+from cpexrt._lazy import LazyModule
 from cpexrt.engine import driver
 from cpexrt.engine.runtime_loop import RUNTIME_LOOP, bounded
+
+if TYPE_CHECKING:
+    import asyncio
+else:
+    asyncio = LazyModule("asyncio", globals())  # imported with the runtime loop
 
 # A task: () -> the PluginError it produced, or None; may instead return a coroutine
 # that finishes the work (when a handler suspended).
@@ -154,8 +159,7 @@ class _Runner:
 
     def _schedule(self) -> None:
         self._scheduled = True
-        loop = RUNTIME_LOOP.loop
-        loop.call_soon_threadsafe(loop.call_later, self.BATCH_SECONDS, self._drain)
+        RUNTIME_LOOP.schedule(self.BATCH_SECONDS, self._drain)
 
     def _drain(self) -> None:
         queue = self._queue

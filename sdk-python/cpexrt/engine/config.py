@@ -393,3 +393,19 @@ def _check_references(config: Config) -> None:
         for j, name in enumerate(route.plugins):
             if name not in seen:
                 raise ConfigError(f"routes[{i}].plugins[{j}]: no plugin named {name!r}")
+
+
+def check_conditions(spec: PluginSpec, where: str, pycpex: bool) -> None:
+    """Each dialect's condition fields on its own plugins only (pycpex: the plugin is a
+    py-cpex one): a field the plugin's matcher would not look at is refused, never
+    ignored."""
+    for i, c in enumerate(spec.conditions):
+        for name in c.given():
+            if pycpex and name == "tags":
+                raise ConfigError(
+                    f"{where}.conditions[{i}].tags: py-cpex plugins match conditions with py-cpex's own rules, which have no tags"
+                )
+            if not pycpex and name in Conditions.PYCPEX_ONLY:
+                raise ConfigError(
+                    f"{where}.conditions[{i}].{name}: a py-cpex condition; cpex plugins match tools, resources, prompts and tags"
+                )

@@ -2,17 +2,41 @@
 
 from __future__ import annotations
 
-import asyncio
 import types
 from collections.abc import Callable, Coroutine, Generator
 from types import CoroutineType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from cpexrt._lazy import LazyModule
 from cpexrt.engine.runtime_loop import RUNTIME_LOOP, bounded, caller_loop, run_until_complete
 from cpexrt.engine.watchdog import WATCHDOG, PluginDeadline
 
-_get_running_loop = asyncio.events._get_running_loop
-_set_running_loop = asyncio.events._set_running_loop
+if TYPE_CHECKING:
+    import asyncio
+else:
+    asyncio = LazyModule("asyncio", globals())  # imported by the first async handler
+
+
+def _bind_running_loop() -> None:
+    """asyncio's running-loop functions in place of the two below (asyncio imported)."""
+    global _get_running_loop, _set_running_loop
+    _get_running_loop = asyncio.events._get_running_loop
+    _set_running_loop = asyncio.events._set_running_loop
+
+
+def _first_get_running_loop() -> Any:
+    _bind_running_loop()
+    return _get_running_loop()
+
+
+def _first_set_running_loop(loop: Any) -> None:
+    _bind_running_loop()
+    _set_running_loop(loop)
+
+
+# asyncio.events' own functions once a coroutine needed them (only async handlers do).
+_get_running_loop: Callable[[], Any] = _first_get_running_loop
+_set_running_loop: Callable[[Any], None] = _first_set_running_loop
 
 
 _arm = WATCHDOG.arm

@@ -3,17 +3,17 @@ its authority, plugin failures turned into records or a failed call per on_error
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import dataclasses
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cpexrt import payloads
 from cpexrt._generated.records import PluginError, PluginViolation
+from cpexrt._lazy import LazyModule
 from cpexrt.engine import driver, gating, observe
 from cpexrt.engine.background import RUNNER, BackgroundBatch, start_inline
 from cpexrt.engine.config import Mode, OnError, PluginSpec
@@ -23,6 +23,11 @@ from cpexrt.errors import PipelineError, PipelineTimeoutError
 from cpexrt.plugin import Plugin, PluginContext, bound_context
 from cpexrt.results import _ALLOW as _SHARED_ALLOW
 from cpexrt.results import PluginResult
+
+if TYPE_CHECKING:
+    import asyncio
+else:
+    asyncio = LazyModule("asyncio", globals())  # imported by the first async handler or loop
 
 LOG = logging.getLogger("cpexrt.engine.executor")
 

@@ -3,7 +3,6 @@ over libcpex.so) or directly from Python."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import os
 import threading
@@ -13,14 +12,14 @@ from typing import IO, Any
 
 from cpexrt import payloads
 from cpexrt._generated.errors import PAYLOAD_GENERIC
-from cpexrt.engine import driver, gating, observe, pycpex
+from cpexrt.engine import driver, gating, observe
 from cpexrt.engine.background import BackgroundBatch, Tracker
-from cpexrt.engine.config import Config, Isolation, parse_config
+from cpexrt.engine.config import Config, Isolation, check_conditions, parse_config
 from cpexrt.engine.context import RequestState
 from cpexrt.engine.decisions import DecisionLog, Sink
 from cpexrt.engine.executor import Invocation, LoadedPlugin, PipelineOutcome, Plan, plan_order, run_pipeline
 from cpexrt.engine.gating import Grant
-from cpexrt.engine.registry import FactoryRegistry, add_plugin_dirs
+from cpexrt.engine.registry import FactoryRegistry, add_plugin_dirs, is_pycpex_class
 from cpexrt.engine.routing import Resolution, Router
 from cpexrt.errors import ConfigError, CpexError, InvalidHandleError, InvalidInputError, PipelineError
 from cpexrt.plugin import Plugin
@@ -363,9 +362,9 @@ class Engine:
         spec = config.plugins[index]
         where = f"plugins[{index}]"
         cls = self._factories.resolve(spec.kind, f"{where}.kind")
-        if pycpex.is_plugin_class(cls):
+        if is_pycpex_class(cls):
             return self._instantiate_pycpex(cls, index, config)
-        pycpex.check_conditions(spec, where, pycpex=False)
+        check_conditions(spec, where, pycpex=False)
         assert issubclass(cls, Plugin)  # the registry returns one or the other
         hooks = spec.hooks or cls.declared_hooks()
         if not hooks:
@@ -398,9 +397,12 @@ class Engine:
         """A py-cpex plugin: py-cpex's own hooks list (it runs only those), its own
         conditions (matched by py-cpex inside the adapter, not by cpex's router), and
         what its phase cannot enforce reported, as py-cpex does not enforce it."""
+        # the adapter, imported only when a config names a py-cpex plugin (start-up cost)
+        from cpexrt.engine import pycpex
+
         spec = config.plugins[index]
         where = f"plugins[{index}]"
-        pycpex.check_conditions(spec, where, pycpex=True)
+        check_conditions(spec, where, pycpex=True)
         if not spec.hooks:
             raise ConfigError(
                 f"{where}.hooks: py-cpex plugin {spec.name!r} lists no hooks; "
@@ -475,7 +477,7 @@ class Engine:
         for tasks in plugins.pending_background():
             try:
                 tasks.wait(timeout)
-            except concurrent.futures.TimeoutError:
+            except TimeoutError:  # concurrent.futures.TimeoutError is TimeoutError (3.11)
                 pass
 
     def _stop(self, plugins: list[LoadedPlugin]) -> list[str]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib
 import itertools
-import sys
 from asyncio.events import _get_running_loop
 from collections.abc import Callable
 from types import CoroutineType
@@ -48,15 +47,6 @@ def _framework() -> Any:
             f"imported: {exc}; install it with `pip install 'cpexrt[pycpex]'` or the plugin's own package"
         ) from None
     return framework
-
-
-def is_plugin_class(cls: Any) -> bool:
-    """Whether cls is a py-cpex Plugin subclass (without importing py-cpex when the
-    class's module did not)."""
-    if not isinstance(cls, type) or "cpex.framework" not in sys.modules:
-        return False
-    base = getattr(sys.modules["cpex.framework"], "Plugin", None)
-    return isinstance(base, type) and issubclass(cls, base)
 
 
 _SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
@@ -362,21 +352,6 @@ def _config_fields(spec: PluginSpec) -> dict[str, Any]:
 
 def _condition(c: Conditions) -> dict[str, Any]:
     return {name: getattr(c, name) for name in c.given()}
-
-
-def check_conditions(spec: PluginSpec, where: str, pycpex: bool) -> None:
-    """Each dialect's condition fields on its own plugins only: a field the plugin's
-    matcher would not look at is refused, never ignored."""
-    for i, c in enumerate(spec.conditions):
-        for name in c.given():
-            if pycpex and name == "tags":
-                raise ConfigError(
-                    f"{where}.conditions[{i}].tags: py-cpex plugins match conditions with py-cpex's own rules, which have no tags"
-                )
-            if not pycpex and name in Conditions.PYCPEX_ONLY:
-                raise ConfigError(
-                    f"{where}.conditions[{i}].{name}: a py-cpex condition; cpex plugins match tools, resources, prompts and tags"
-                )
 
 
 # -- converting results without pydantic's dump ----------------------------------------

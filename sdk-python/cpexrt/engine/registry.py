@@ -9,6 +9,7 @@ import importlib
 import os
 import sys
 import threading
+from typing import Any
 
 from cpexrt.errors import ConfigError, InvalidInputError
 from cpexrt.plugin import Plugin
@@ -90,12 +91,19 @@ def import_plugin(path: str, where: str, shown: str | None = None) -> type:
         raise ConfigError(f"{where}: module {module_name!r} has no class {class_name!r}")
     if isinstance(cls, type) and issubclass(cls, Plugin):
         return cls
-    from cpexrt.engine import pycpex
-
-    if pycpex.is_plugin_class(cls):
+    if is_pycpex_class(cls):
         found: type = cls
         return found
     raise ConfigError(f"{where}: {shown!r} is neither a cpexrt.Plugin subclass nor a py-cpex cpex.framework.Plugin subclass")
+
+
+def is_pycpex_class(cls: Any) -> bool:
+    """Whether cls is a py-cpex Plugin subclass (without importing py-cpex, or cpex's
+    adapter for it, when the class's module did not import py-cpex)."""
+    if not isinstance(cls, type) or "cpex.framework" not in sys.modules:
+        return False
+    base = getattr(sys.modules["cpex.framework"], "Plugin", None)
+    return isinstance(base, type) and issubclass(cls, base)
 
 
 def add_plugin_dirs(dirs: list[str], base: str | None = None) -> None:

@@ -19,14 +19,19 @@ never printed by asyncio's default handler.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
+from cpexrt._lazy import LazyModule
 from cpexrt.engine.watchdog import PluginDeadline
+
+if TYPE_CHECKING:
+    import asyncio
+else:
+    asyncio = LazyModule("asyncio", globals())  # imported when the first loop is made
 
 log = logging.getLogger("cpexrt.engine")
 
@@ -160,28 +165,82 @@ def run_until_complete(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any
 
 
 class RuntimeLoop:
+    """The runtime loop, made and run on its own thread when first needed. A caller
+    that only hands it work (schedule) does not wait for it to be made: the first
+    fire-and-forget plugin of a process costs its invoke no asyncio import (about
+    25 ms of CPU, docs/architecture.md, Start-up); the work runs once the loop is up.
+    A caller that needs the loop object (loop, submit) waits until it is made."""
+
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
+        self._made: threading.Event | None = None  # set when the thread made the loop, or failed to
+        self._failed: BaseException | None = None
+        self._early: list[tuple[float, Callable[[], Any]]] = []  # scheduled before the loop was made
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None:
-                loop = new_loop()
-                thread = threading.Thread(target=loop.run_forever, name="cpex-runtime-loop", daemon=True)
-                thread.start()
-                self._loop = loop
-            return self._loop
+        loop = self._loop
+        if loop is None:
+            self._start().wait()
+            loop = self._loop
+            if loop is None:
+                raise RuntimeError(f"the runtime loop could not be started: {self._failed!r}")
+        return loop
 
     @property
     def current(self) -> asyncio.AbstractEventLoop | None:
-        """The runtime loop if it was started, without starting it."""
+        """The runtime loop if it was made, without starting it."""
         return self._loop
 
     def submit(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
         """Schedules coro on the runtime loop; returns a concurrent future."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[return-value]
+
+    def schedule(self, delay: float, callback: Callable[[], Any]) -> None:
+        """Runs callback() on the runtime loop's thread after delay seconds (from any
+        thread); when the loop is not made yet, from when it is, without waiting."""
+        loop = self._loop
+        if loop is None:
+            with self._lock:
+                loop = self._loop
+                if loop is None:
+                    if self._failed is not None:
+                        raise RuntimeError(f"the runtime loop could not be started: {self._failed!r}")
+                    self._early.append((delay, callback))
+                    self._start_locked()
+                    return
+        loop.call_soon_threadsafe(loop.call_later, delay, callback)
+
+    def _start(self) -> threading.Event:
+        with self._lock:
+            return self._start_locked()
+
+    def _start_locked(self) -> threading.Event:
+        made = self._made
+        if made is None:
+            made = self._made = threading.Event()
+            threading.Thread(target=self._run, name="cpex-runtime-loop", daemon=True).start()
+        return made
+
+    def _run(self) -> None:
+        assert self._made is not None
+        try:
+            loop = new_loop()
+        except BaseException as exc:  # noqa: BLE001 - reported to every caller (loop, schedule)
+            log.error("the runtime loop could not be started: %r", exc)
+            with self._lock:
+                self._failed = exc
+                self._early.clear()
+            self._made.set()
+            return
+        with self._lock:
+            for delay, callback in self._early:
+                loop.call_later(delay, callback)
+            self._early.clear()
+            self._loop = loop
+        self._made.set()
+        loop.run_forever()
 
 
 class _CallerLoops(threading.local):
