@@ -6,15 +6,20 @@ over on the `cpex-decisions` thread, never on the invoking one (engine/outbox.py
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
+from cpexrt._lazy import LazyModule
 from cpexrt.engine.outbox import Outbox
 from cpexrt.errors import ConfigError
+
+if TYPE_CHECKING:
+    import json
+else:
+    json = LazyModule("json", globals())  # imported by the first record written to a file
 
 LOG = logging.getLogger("cpexrt.engine.decisions")
 
