@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from conftest import config, plugin
 from cpexrt._generated import records
-from cpexrt.engine.gating import Grant, accept
+from cpexrt.engine.gating import Grant, _accept_paths, accept
 from cpexrt.errors import InvalidInputError, ParseError
 from cpexrt.host import PluginManager
 from cpexrt.wire import WireRecord, unpack
@@ -107,6 +107,45 @@ def test_gating_changes_neither_the_call_extensions_nor_the_view(
     if not refusals:
         assert set(changed) <= set(merged) | set(current)
         assert all(merged.get(k) == current.get(k) for k in current if k not in changed)
+
+
+# Proposals with what the tier table's walk judges beside the top-level slots: keys no
+# slot names, a monotonic slot, slots taken away.
+proposals = st.fixed_dictionaries(
+    {},
+    optional={
+        "meta": st.fixed_dictionaries({"entity_name": st.text(max_size=5)}),
+        "security": st.fixed_dictionaries(
+            {"labels": st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=4, unique=True)},
+            optional={"classification": st.text(max_size=4)},
+        ),
+        "http": st.fixed_dictionaries({"request_headers": st.dictionaries(st.text(max_size=4), st.text(max_size=4), max_size=3)}),
+        "custom": st.dictionaries(st.text(max_size=4), scalars, max_size=3),
+        "delegation": st.fixed_dictionaries({"chain": st.lists(st.text(max_size=3), max_size=3)}),
+        "agent": st.fixed_dictionaries({"id": st.text(max_size=3)}),
+        "unknown": scalars,
+        "other": st.dictionaries(st.text(max_size=4), scalars, max_size=2),
+    },
+)
+
+
+@PROFILE
+@given(
+    extension_values, proposals, st.lists(st.sampled_from([*CAPABILITIES, "append_delegation", "read_delegation"]), unique=True)
+)
+def test_gating_by_top_level_slots_judges_as_the_walk_does(
+    current: dict[str, Any], proposed: dict[str, Any], caps: list[str]
+) -> None:
+    # accept() judges whole top-level slots by the grant's table, and takes the walk
+    # over the tier table's paths for the rest: the same merge, refusals (in order)
+    # and changed slots as the walk alone.
+    grant = Grant.of(caps)
+    for shown in (current, {}):
+        fast = accept(current, shown, proposed, grant)
+        walked = _accept_paths(current, shown, proposed, grant)
+        assert fast[0] == walked[0]
+        assert fast[1] == walked[1]
+        assert fast[2] == walked[2]
 
 
 _HOST: list[PluginManager] = []

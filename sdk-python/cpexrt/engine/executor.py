@@ -605,7 +605,7 @@ def _violation(plugin: LoadedPlugin, given: Any) -> tuple[PluginViolation, Refus
 def _accept_extensions(plugin: LoadedPlugin, inv: Invocation, given: Any) -> payloads.Snapshot | None:
     """The call's extensions with the plugin's writes, or None when it changed
     nothing. A refused write refuses them all."""
-    proposed = gating.as_wire(given)
+    proposed = given if type(given) is dict else gating.as_wire(given)
     if not isinstance(proposed, dict):
         raise Refusal(
             "modified_extensions_invalid",

@@ -12,7 +12,7 @@ the call's extensions. Slots the plugin could not see are never touched.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cpexrt._generated.slots import SLOTS, Slot
@@ -37,15 +37,28 @@ class Grant:
     hidden: tuple[Path, ...]
     # The top-level slots with something hidden: a view needs work only for these.
     hidden_roots: frozenset[str]
+    # The verdict on a change of each top-level key that is a whole slot of its own
+    # (no listed slot below it, not monotonic): None, taken as it is; else the refusal's
+    # why. A key not listed (a container of slots, a monotonic slot) takes accept()'s
+    # walk; an unknown key is refused (_UNKNOWN_KEY) as the walk refuses it.
+    roots: dict[str, str | None] = field(default_factory=dict, compare=False)
 
     @classmethod
     def of(cls, capabilities: list[str] | frozenset[str]) -> Grant:
         caps = frozenset(capabilities)
         hidden = tuple(s.path for s in SLOTS if not _readable(s, caps))
-        return cls(caps, hidden, frozenset(p[0] for p in hidden))
+        grant = cls(caps, hidden, frozenset(p[0] for p in hidden))
+        for slot in SLOTS:
+            if len(slot.path) == 1 and slot.path not in _CHILDREN and slot.tier != "monotonic":
+                grant.roots[slot.path[0]] = None if grant.may_write(slot) else _refused_why(slot)
+        return grant
 
     def may_write(self, slot: Slot) -> bool:
         return slot.tier == "mutable" or (slot.write is not None and slot.write in self.capabilities)
+
+
+def _refused_why(slot: Slot) -> str:
+    return "immutable" if slot.tier == "immutable" else f"needs the capability {slot.write}"
 
 
 def _readable(slot: Slot, caps: frozenset[str]) -> bool:
@@ -74,6 +87,12 @@ class Refusal:
     why: str
 
 
+_UNKNOWN_KEY = "not a writable extension slot (write free-form data under extensions.custom)"
+# The top-level keys under which the tier table lists slots: a change under any other
+# key (no slot of that name) is refused whole.
+_SLOT_ROOTS = frozenset(p[0] for p in _BY_PATH)
+
+
 def accept(
     current: dict[str, Any], view: dict[str, Any], proposed: dict[str, Any], grant: Grant
 ) -> tuple[dict[str, Any], list[Refusal], set[str]]:
@@ -81,18 +100,56 @@ def accept(
     shown) over current, the call's extensions, and returns the merged map with the
     refusals and the top-level slots that changed. Neither current nor view is
     changed: the maps on a changed path are copied, the rest is shared with current
-    (so both may be the engine's own read-only values)."""
+    (so both may be the engine's own read-only values).
+
+    The top-level keys are compared first, each change judged by the grant's table of
+    whole top-level slots (Grant.roots); only a change under a container of slots
+    (security) or a monotonic slot takes the walk over the tier table's paths, which
+    then judges the whole proposal (the same verdicts, in the same order)."""
+    roots = grant.roots
+    result: dict[str, Any] | None = None
+    refusals: list[Refusal] = []
+    changed: set[str] = set()
+    missing = _MISSING
+    # view's keys when proposed has none of its own (a set comparison of the key views, in C).
+    keys: Any = view if dict.keys(proposed) <= dict.keys(view) else [*view, *(k for k in proposed if k not in view)]
+    for key in keys:
+        new = proposed.get(key, missing)
+        if view.get(key, missing) == new:
+            continue
+        if key in roots:
+            why = roots[key]
+        elif key in _SLOT_ROOTS or type(key) is not str:
+            return _accept_paths(current, view, proposed, grant)
+        else:
+            why = _UNKNOWN_KEY
+        if why is not None:
+            refusals.append(Refusal("extensions." + key, why))
+            continue
+        if result is None:
+            result = dict(current)
+        if new is missing:
+            result.pop(key, None)
+        else:
+            result[key] = new
+        changed.add(key)
+    return (result if result is not None else dict(current)), refusals, changed
+
+
+def _accept_paths(
+    current: dict[str, Any], view: dict[str, Any], proposed: dict[str, Any], grant: Grant
+) -> tuple[dict[str, Any], list[Refusal], set[str]]:
+    """accept() by the walk over the tier table's most specific paths."""
     result = dict(current)
     refusals: list[Refusal] = []
     changed: set[str] = set()
     for path in _changed_paths(view, proposed):
         slot = _governing(path)
         if slot is None:
-            refusals.append(Refusal(_field(path), "not a writable extension slot (write free-form data under extensions.custom)"))
+            refusals.append(Refusal(_field(path), _UNKNOWN_KEY))
             continue
         if not grant.may_write(slot):
-            why = "immutable" if slot.tier == "immutable" else f"needs the capability {slot.write}"
-            refusals.append(Refusal(_field(path), why))
+            refusals.append(Refusal(_field(path), _refused_why(slot)))
             continue
         new = _get(proposed, path)
         if slot.tier == "monotonic":
