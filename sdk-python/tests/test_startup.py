@@ -109,3 +109,35 @@ def test_isolation_is_imported_when_a_plugin_asks_for_it() -> None:
         assert [(s["name"], s["isolation"]) for s in e.plugin_stats()] == [("th", "thread")]
     finally:
         e.shutdown()
+
+
+def test_a_runtime_loop_that_cannot_be_made_fails_the_waiting_fire_and_forget_tasks() -> None:
+    """The loop is made on its own thread after the first task was handed over: if it
+    cannot be made, that task ends as an error of its batch (wait returns it, nothing
+    left pending), and the next invoke that needs the loop raises, naming the cause."""
+    code = _FIRST_RESULT.format(path=str(EXAMPLES / "configs" / "generic.yaml")) + (
+        "errors = out.background.wait(30)\n"
+        "print([(x.plugin_name, x.message) for x in errors])\n"
+        "try:\n"
+        "    e.invoke('tool_pre_invoke', 0, payload, {'meta': {'entity_type': 'tool', 'entity_name': 'x'}})\n"
+        "except RuntimeError as exc:\n"
+        "    print('raised', exc)\n"
+    )
+    code = code.replace(
+        "e = Engine()\n",
+        "from cpexrt.engine import runtime_loop\n"
+        "def _no_loop():\n"
+        "    raise OSError(24, 'Too many open files')\n"
+        "runtime_loop.new_loop = _no_loop\n"
+        "e = Engine()\n",
+        1,
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("[] True "), lines
+    assert lines[1] == (
+        "[('<engine>', \"fire-and-forget task not run: the runtime loop could not be started: "
+        "OSError(24, 'Too many open files')\")]"
+    ), lines
+    assert lines[2] == "raised the runtime loop could not be started: OSError(24, 'Too many open files')", lines

@@ -159,7 +159,20 @@ class _Runner:
 
     def _schedule(self) -> None:
         self._scheduled = True
-        RUNTIME_LOOP.schedule(self.BATCH_SECONDS, self._drain)
+        RUNTIME_LOOP.schedule(self.BATCH_SECONDS, self._drain, self._fail_queued)
+
+    def _fail_queued(self, why: BaseException) -> None:
+        """The runtime loop could not be made: every queued task ends as an error of
+        its batch (never left pending), and the next submit tries again (and raises)."""
+        queue = self._queue
+        self._scheduled = False
+        while True:
+            try:
+                tasks, _ = queue.popleft()
+            except IndexError:
+                return
+            message = f"fire-and-forget task not run: the runtime loop could not be started: {why!r}"
+            tasks._finish_one(PluginError(plugin_name="<engine>", message=message))
 
     def _drain(self) -> None:
         queue = self._queue

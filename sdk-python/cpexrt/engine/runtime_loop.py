@@ -176,7 +176,8 @@ class RuntimeLoop:
         self._lock = threading.Lock()
         self._made: threading.Event | None = None  # set when the thread made the loop, or failed to
         self._failed: BaseException | None = None
-        self._early: list[tuple[float, Callable[[], Any]]] = []  # scheduled before the loop was made
+        # Scheduled before the loop was made: (delay, callback, failed).
+        self._early: list[tuple[float, Callable[[], Any], Callable[[BaseException], Any]]] = []
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -197,9 +198,11 @@ class RuntimeLoop:
         """Schedules coro on the runtime loop; returns a concurrent future."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[return-value]
 
-    def schedule(self, delay: float, callback: Callable[[], Any]) -> None:
+    def schedule(self, delay: float, callback: Callable[[], Any], failed: Callable[[BaseException], Any]) -> None:
         """Runs callback() on the runtime loop's thread after delay seconds (from any
-        thread); when the loop is not made yet, from when it is, without waiting."""
+        thread); when the loop is not made yet, from when it is, without waiting. If the
+        loop cannot be made, failed(the error) runs instead (on the thread that tried),
+        so the work is answered, not dropped; once that is known, schedule raises."""
         loop = self._loop
         if loop is None:
             with self._lock:
@@ -207,7 +210,7 @@ class RuntimeLoop:
                 if loop is None:
                     if self._failed is not None:
                         raise RuntimeError(f"the runtime loop could not be started: {self._failed!r}")
-                    self._early.append((delay, callback))
+                    self._early.append((delay, callback, failed))
                     self._start_locked()
                     return
         loop.call_soon_threadsafe(loop.call_later, delay, callback)
@@ -231,11 +234,16 @@ class RuntimeLoop:
             log.error("the runtime loop could not be started: %r", exc)
             with self._lock:
                 self._failed = exc
-                self._early.clear()
+                early, self._early = self._early, []
             self._made.set()
+            for _, _, failed in early:
+                try:
+                    failed(exc)
+                except BaseException:  # one failure answer does not stop the others
+                    log.exception("answering work the runtime loop could not run")
             return
         with self._lock:
-            for delay, callback in self._early:
+            for delay, callback, _ in self._early:
                 loop.call_later(delay, callback)
             self._early.clear()
             self._loop = loop
