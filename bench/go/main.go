@@ -260,6 +260,11 @@ func processCPU() time.Duration {
 // median over batches of 500 calls: the whole process's CPU, the runtime's threads
 // included, which a noisy machine's wall clock hides.
 func cpuPerCall(m *cpex.PluginManager, calls int, label string, call func(*cpex.PluginManager)) {
+	cpuPerCallG(m, calls, label, call, 1)
+}
+
+// cpuPerCallG is cpuPerCall with each batch's calls spread over g goroutines (-goroutines).
+func cpuPerCallG(m *cpex.PluginManager, calls int, label string, call func(*cpex.PluginManager), g int) {
 	for i := 0; i < 2000; i++ {
 		call(m)
 	}
@@ -268,8 +273,22 @@ func cpuPerCall(m *cpex.PluginManager, calls int, label string, call func(*cpex.
 	kidsStart := childrenCPU()
 	for done := 0; done < calls; done += batch {
 		c0, k0, w0 := processCPU(), childrenCPU(), time.Now()
-		for i := 0; i < batch; i++ {
-			call(m)
+		if g <= 1 {
+			for i := 0; i < batch; i++ {
+				call(m)
+			}
+		} else {
+			var wg sync.WaitGroup
+			for k := 0; k < g; k++ {
+				wg.Add(1)
+				go func(k int) {
+					defer wg.Done()
+					for i := k; i < batch; i += g {
+						call(m)
+					}
+				}(k)
+			}
+			wg.Wait()
 		}
 		walls = append(walls, float64(time.Since(w0).Nanoseconds())/batch/1000)
 		cpus = append(cpus, float64((processCPU()-c0).Nanoseconds())/batch/1000)
@@ -353,6 +372,7 @@ func main() {
 	examples := flag.String("examples", "../examples", "the examples directory (configs, plugins)")
 	cold := flag.Bool("cold", false, "internal: start, invoke once, print the elapsed time since -t0")
 	t0 := flag.Int64("t0", 0, "internal: the parent's clock at exec, unix ns")
+	cpuG := flag.Int("goroutines", 1, "with -cpu: each batch's calls spread over this many goroutines")
 	tput := flag.Int("throughput", 0, "only the throughput figures, this many alternating rounds: in-process with 1 and 8 goroutines, and with the engine in -workers processes (default: one per core) with 1 and 8")
 	isolationPlugins := flag.String("isolation", "", "only the isolation figures: a no-op plugin from this plugin directory, in-process and isolated (bench/isolation.py)")
 	flag.Parse()
@@ -390,7 +410,7 @@ func main() {
 			return
 		}
 		m := managerWith(dir, *cpuWorkers)
-		cpuPerCall(m, *cpuCalls, *label, pipeline)
+		cpuPerCallG(m, *cpuCalls, *label, pipeline, *cpuG)
 		_ = m.Shutdown()
 		return
 	}
