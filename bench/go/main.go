@@ -271,6 +271,7 @@ func cpuPerCallG(m *cpex.PluginManager, calls int, label string, call func(*cpex
 	const batch = 500
 	var walls, cpus, kids []float64
 	kidsStart := childrenCPU()
+	selfSwitches, kidSwitches := switches(), childrenSwitches()
 	for done := 0; done < calls; done += batch {
 		c0, k0, w0 := processCPU(), childrenCPU(), time.Now()
 		if g <= 1 {
@@ -303,8 +304,63 @@ func cpuPerCallG(m *cpex.PluginManager, calls int, label string, call func(*cpex
 		// so also their mean over the whole run)
 		total := float64((childrenCPU() - kidsStart).Nanoseconds()) / float64(len(kids)*batch) / 1000
 		fmt.Printf(" | workers cpu_us med %.2f mean %.2f", kids[len(kids)/2], total)
+		// context switches per call (voluntary: the thread slept; involuntary: it was
+		// preempted), of this process's threads and of the workers' threads
+		s, k := switches(), childrenSwitches()
+		n := float64(len(kids) * batch)
+		fmt.Printf(" | switches/call host %.2f+%.2f workers %.2f+%.2f", float64(s[0]-selfSwitches[0])/n,
+			float64(s[1]-selfSwitches[1])/n, float64(k[0]-kidSwitches[0])/n, float64(k[1]-kidSwitches[1])/n)
 	}
 	fmt.Println()
+}
+
+// switches is this process's voluntary and involuntary context switches so far (all
+// its threads).
+func switches() [2]int64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return [2]int64{ru.Nvcsw, ru.Nivcsw}
+}
+
+// childrenSwitches is the voluntary and involuntary context switches of the threads of
+// this process's live children (engine workers), from /proc.
+func childrenSwitches() [2]int64 {
+	var out [2]int64
+	entries, _ := os.ReadDir("/proc")
+	self := strconv.Itoa(os.Getpid())
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(stat)
+		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(fields) < 2 || fields[1] != self {
+			continue
+		}
+		tasks, _ := os.ReadDir("/proc/" + e.Name() + "/task")
+		for _, t := range tasks {
+			status, err := os.ReadFile("/proc/" + e.Name() + "/task/" + t.Name() + "/status")
+			if err != nil {
+				continue
+			}
+			for _, line := range strings.Split(string(status), "\n") {
+				if f := strings.Fields(line); len(f) == 2 {
+					v, _ := strconv.ParseInt(f[1], 10, 64)
+					switch f[0] {
+					case "voluntary_ctxt_switches:":
+						out[0] += v
+					case "nonvoluntary_ctxt_switches:":
+						out[1] += v
+					}
+				}
+			}
+		}
+	}
+	return out
 }
 
 // childrenCPU is the CPU time of this process's live children (engine workers), from

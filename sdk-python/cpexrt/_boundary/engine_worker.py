@@ -36,7 +36,6 @@ from typing import Any
 
 from cpexrt._boundary.exports import (
     _MAX_MESSAGE,
-    UNCHANGED_RESULTS,
     check_sizes,
     failure,
     hook_name_of,
@@ -243,7 +242,7 @@ class Server:
                             engine, hook, payload_type, body_wire, ext_wire, request_wire, options_wire, flags, ctx, serving
                         )
                         try:
-                            result = UNCHANGED_RESULTS[payload_type] if outcome.unchanged else outcome_bytes(outcome, payload_type)
+                            result = outcome_bytes(outcome, payload_type)
                         except BaseException:
                             if ctx is not None:
                                 ctx.revive()  # the call failed after all: the caller keeps its context
