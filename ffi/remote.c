@@ -81,7 +81,6 @@ typedef struct {
     int draining;        /* shutdown or a detach waits for calls in flight */
     int death_fd;  /* the boundary's pipe: a worker's index is written when it died */
     int closed;    /* shut down: no new call is taken */
-    size_t next;   /* where the search for an idle worker starts */
     size_t max_entries, max_payload, max_extensions;
     double timeout; /* seconds an invoke may run (plugin_settings.invoke_timeout) */
 } cpex__remote;
@@ -221,7 +220,7 @@ static double cpex__now(void)
 static int cpex__acquire(cpex__remote *r, int want, uint32_t generation, int mode, uint32_t *taken,
                          uint64_t **frees, size_t *nfrees, const char **why)
 {
-    int i, found = -1, counted = 0;
+    int k, found = -1, counted = 0;
     int control = mode == CPEX__CONTROL;
     cpex__worker *w;
     pthread_mutex_lock(&r->mu);
@@ -247,8 +246,10 @@ static int cpex__acquire(cpex__remote *r, int want, uint32_t generation, int mod
                 w->want_alone++;
             }
         } else {
-            for (i = 0; i < r->n; i++) {
-                int k = (int)((r->next + (size_t)i) % (size_t)r->n);
+            /* The lowest idle one: under a light load the same worker serves call after
+               call, warm (its caches, its CPU), while the others sleep; a rotation
+               would wake each in turn after a longer sleep, cold. */
+            for (k = 0; k < r->n; k++) {
                 w = &r->workers[k];
                 if (!CPEX__UP(w))
                     continue;
@@ -277,7 +278,6 @@ static int cpex__acquire(cpex__remote *r, int want, uint32_t generation, int mod
         w = &r->workers[found];
         w->inflight++;
         w->alone = mode != CPEX__SHARED;
-        r->next = (size_t)found + 1;
         *taken = w->generation;
         *frees = w->frees;
         *nfrees = w->nfrees;
