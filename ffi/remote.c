@@ -81,7 +81,6 @@ typedef struct {
     int draining;        /* shutdown or a detach waits for calls in flight */
     int death_fd;  /* the boundary's pipe: a worker's index is written when it died */
     int closed;    /* shut down: no new call is taken */
-    size_t next;   /* where the search for an idle worker starts */
     size_t max_entries, max_payload, max_extensions;
     double timeout; /* seconds an invoke may run (plugin_settings.invoke_timeout) */
 } cpex__remote;
@@ -221,7 +220,7 @@ static double cpex__now(void)
 static int cpex__acquire(cpex__remote *r, int want, uint32_t generation, int mode, uint32_t *taken,
                          uint64_t **frees, size_t *nfrees, const char **why)
 {
-    int i, found = -1, counted = 0;
+    int k, found = -1, counted = 0;
     int control = mode == CPEX__CONTROL;
     cpex__worker *w;
     pthread_mutex_lock(&r->mu);
@@ -247,8 +246,10 @@ static int cpex__acquire(cpex__remote *r, int want, uint32_t generation, int mod
                 w->want_alone++;
             }
         } else {
-            for (i = 0; i < r->n; i++) {
-                int k = (int)((r->next + (size_t)i) % (size_t)r->n);
+            /* The lowest idle one: under a light load the same worker serves call after
+               call, warm (its caches, its CPU), while the others sleep; a rotation
+               would wake each in turn after a longer sleep, cold. */
+            for (k = 0; k < r->n; k++) {
                 w = &r->workers[k];
                 if (!CPEX__UP(w))
                     continue;
@@ -277,7 +278,6 @@ static int cpex__acquire(cpex__remote *r, int want, uint32_t generation, int mod
         w = &r->workers[found];
         w->inflight++;
         w->alone = mode != CPEX__SHARED;
-        r->next = (size_t)found + 1;
         *taken = w->generation;
         *frees = w->frees;
         *nfrees = w->nfrees;
@@ -288,11 +288,15 @@ static int cpex__acquire(cpex__remote *r, int want, uint32_t generation, int mod
     return found;
 }
 
-/* The call leaves the worker it took; a lost worker's socket is closed by the last. */
-static void cpex__release(cpex__remote *r, int index)
+/* The call leaves the worker it took; a lost worker's socket is closed by the last.
+   answered: its round trip read its answer (cpex__round_trip returned 0), so the next
+   call on the worker may read its own (served, counted here: one lock for both). */
+static void cpex__release(cpex__remote *r, int index, int answered)
 {
     cpex__worker *w = &r->workers[index];
     pthread_mutex_lock(&r->mu);
+    if (answered)
+        w->served++;
     w->inflight--;
     if (w->inflight == 0) {
         w->alone = 0;
@@ -427,10 +431,11 @@ typedef struct {
     size_t len;
 } cpex__reply;
 
-/* One round trip with worker index, taken by the caller at generation. 0; -1: the
-   worker died during the call; -2: it did not answer in time and was killed; -3: it was
-   lost before this call's turn (the call never ran, or waited behind another call that
-   ended the worker). The worker is lost after any of them. */
+/* One round trip with worker index, taken by the caller at generation. 0 (then the
+   caller's cpex__release(..., 1) counts the answer read); -1: the worker died during
+   the call; -2: it did not answer in time and was killed; -3: it was lost before this
+   call's turn (the call never ran, or waited behind another call that ended the
+   worker). The worker is lost after any of them. */
 static int cpex__round_trip(cpex__remote *r, int index, uint32_t generation, struct iovec *iov, int count,
                             double deadline, cpex__reply *reply)
 {
@@ -438,11 +443,14 @@ static int cpex__round_trip(cpex__remote *r, int index, uint32_t generation, str
     uint8_t head[CPEX__REPLY_HEAD];
     uint32_t len, data_len;
     uint64_t ticket;
-    int fd, rc, up;
+    int fd, rc, up, head_of_line;
     pthread_mutex_lock(&w->send_mu);
     pthread_mutex_lock(&r->mu);
     up = CPEX__UP(w) && w->generation == generation;
     ticket = up ? w->sent++ : 0;
+    /* No call before this one still to read its answer: its turn needs no wait (served
+       only grows, and only up to this ticket until this call's release). */
+    head_of_line = up && w->served == ticket;
     fd = w->fd;
     pthread_mutex_unlock(&r->mu);
     rc = up ? cpex__send(fd, iov, count) : 0;
@@ -454,13 +462,15 @@ static int cpex__round_trip(cpex__remote *r, int index, uint32_t generation, str
         return -1;
     }
     /* Answers come in the order of the frames: wait for the calls sent before this one. */
-    pthread_mutex_lock(&r->mu);
-    while (CPEX__UP(w) && w->served != ticket)
-        pthread_cond_wait(&w->cond, &r->mu);
-    up = CPEX__UP(w);
-    pthread_mutex_unlock(&r->mu);
-    if (!up)
-        return -3;
+    if (!head_of_line) {
+        pthread_mutex_lock(&r->mu);
+        while (CPEX__UP(w) && w->served != ticket)
+            pthread_cond_wait(&w->cond, &r->mu);
+        up = CPEX__UP(w);
+        pthread_mutex_unlock(&r->mu);
+        if (!up)
+            return -3;
+    }
     rc = cpex__recv(fd, head, sizeof head, deadline);
     if (rc == 0) {
         memcpy(&len, head, 4);
@@ -489,10 +499,6 @@ static int cpex__round_trip(cpex__remote *r, int index, uint32_t generation, str
         cpex__lose(r, index, 1);
         return rc;
     }
-    pthread_mutex_lock(&r->mu);
-    w->served++;
-    pthread_cond_broadcast(&w->cond);
-    pthread_mutex_unlock(&r->mu);
     return 0;
 }
 
@@ -646,10 +652,10 @@ static cpex_status cpex__remote_call(const char *fn, cpex_manager *manager, cons
     free(frees);
     if (rc != 0) {
         cpex_status st = cpex__fail_lost(err_msg, fn, r, index, rc);
-        cpex__release(r, index);
+        cpex__release(r, index, 0);
         return st;
     }
-    cpex__release(r, index);
+    cpex__release(r, index, 1);
     if (reply.status != 1)
         return cpex__worker_error(err_msg, fn, &reply);
     if (context != NULL)
@@ -748,10 +754,10 @@ static cpex_status cpex__remote_wait_background(cpex_background *background, uin
     free(frees);
     if (rc != 0) {
         cpex_status st = cpex__fail_lost(err_msg, fn, bg.remote, index, rc);
-        cpex__release(bg.remote, index);
+        cpex__release(bg.remote, index, 0);
         return st;
     }
-    cpex__release(bg.remote, index);
+    cpex__release(bg.remote, index, 1);
     if (reply.status != 1)
         return cpex__worker_error(err_msg, fn, &reply);
     *out_errors = reply.data;
@@ -969,7 +975,7 @@ int cpexrt_remote_control(void *remote, int index, const uint8_t *request, size_
     memset(&reply, 0, sizeof reply);
     rc = cpex__round_trip(r, index, generation, iov, 3, timeout > 0 ? cpex__now() + timeout : 0, &reply);
     free(frees);
-    cpex__release(r, index);
+    cpex__release(r, index, rc == 0);
     if (rc == -3)
         rc = -1;
     if (rc != 0)

@@ -260,16 +260,36 @@ func processCPU() time.Duration {
 // median over batches of 500 calls: the whole process's CPU, the runtime's threads
 // included, which a noisy machine's wall clock hides.
 func cpuPerCall(m *cpex.PluginManager, calls int, label string, call func(*cpex.PluginManager)) {
+	cpuPerCallG(m, calls, label, call, 1)
+}
+
+// cpuPerCallG is cpuPerCall with each batch's calls spread over g goroutines (-goroutines).
+func cpuPerCallG(m *cpex.PluginManager, calls int, label string, call func(*cpex.PluginManager), g int) {
 	for i := 0; i < 2000; i++ {
 		call(m)
 	}
 	const batch = 500
 	var walls, cpus, kids []float64
 	kidsStart := childrenCPU()
+	selfSwitches, kidSwitches := switches(), childrenSwitches()
 	for done := 0; done < calls; done += batch {
 		c0, k0, w0 := processCPU(), childrenCPU(), time.Now()
-		for i := 0; i < batch; i++ {
-			call(m)
+		if g <= 1 {
+			for i := 0; i < batch; i++ {
+				call(m)
+			}
+		} else {
+			var wg sync.WaitGroup
+			for k := 0; k < g; k++ {
+				wg.Add(1)
+				go func(k int) {
+					defer wg.Done()
+					for i := k; i < batch; i += g {
+						call(m)
+					}
+				}(k)
+			}
+			wg.Wait()
 		}
 		walls = append(walls, float64(time.Since(w0).Nanoseconds())/batch/1000)
 		cpus = append(cpus, float64((processCPU()-c0).Nanoseconds())/batch/1000)
@@ -284,8 +304,63 @@ func cpuPerCall(m *cpex.PluginManager, calls int, label string, call func(*cpex.
 		// so also their mean over the whole run)
 		total := float64((childrenCPU() - kidsStart).Nanoseconds()) / float64(len(kids)*batch) / 1000
 		fmt.Printf(" | workers cpu_us med %.2f mean %.2f", kids[len(kids)/2], total)
+		// context switches per call (voluntary: the thread slept; involuntary: it was
+		// preempted), of this process's threads and of the workers' threads
+		s, k := switches(), childrenSwitches()
+		n := float64(len(kids) * batch)
+		fmt.Printf(" | switches/call host %.2f+%.2f workers %.2f+%.2f", float64(s[0]-selfSwitches[0])/n,
+			float64(s[1]-selfSwitches[1])/n, float64(k[0]-kidSwitches[0])/n, float64(k[1]-kidSwitches[1])/n)
 	}
 	fmt.Println()
+}
+
+// switches is this process's voluntary and involuntary context switches so far (all
+// its threads).
+func switches() [2]int64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return [2]int64{ru.Nvcsw, ru.Nivcsw}
+}
+
+// childrenSwitches is the voluntary and involuntary context switches of the threads of
+// this process's live children (engine workers), from /proc.
+func childrenSwitches() [2]int64 {
+	var out [2]int64
+	entries, _ := os.ReadDir("/proc")
+	self := strconv.Itoa(os.Getpid())
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(stat)
+		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(fields) < 2 || fields[1] != self {
+			continue
+		}
+		tasks, _ := os.ReadDir("/proc/" + e.Name() + "/task")
+		for _, t := range tasks {
+			status, err := os.ReadFile("/proc/" + e.Name() + "/task/" + t.Name() + "/status")
+			if err != nil {
+				continue
+			}
+			for _, line := range strings.Split(string(status), "\n") {
+				if f := strings.Fields(line); len(f) == 2 {
+					v, _ := strconv.ParseInt(f[1], 10, 64)
+					switch f[0] {
+					case "voluntary_ctxt_switches:":
+						out[0] += v
+					case "nonvoluntary_ctxt_switches:":
+						out[1] += v
+					}
+				}
+			}
+		}
+	}
+	return out
 }
 
 // childrenCPU is the CPU time of this process's live children (engine workers), from
@@ -353,6 +428,7 @@ func main() {
 	examples := flag.String("examples", "../examples", "the examples directory (configs, plugins)")
 	cold := flag.Bool("cold", false, "internal: start, invoke once, print the elapsed time since -t0")
 	t0 := flag.Int64("t0", 0, "internal: the parent's clock at exec, unix ns")
+	cpuG := flag.Int("goroutines", 1, "with -cpu: each batch's calls spread over this many goroutines")
 	tput := flag.Int("throughput", 0, "only the throughput figures, this many alternating rounds: in-process with 1 and 8 goroutines, and with the engine in -workers processes (default: one per core) with 1 and 8")
 	isolationPlugins := flag.String("isolation", "", "only the isolation figures: a no-op plugin from this plugin directory, in-process and isolated (bench/isolation.py)")
 	flag.Parse()
@@ -390,7 +466,7 @@ func main() {
 			return
 		}
 		m := managerWith(dir, *cpuWorkers)
-		cpuPerCall(m, *cpuCalls, *label, pipeline)
+		cpuPerCallG(m, *cpuCalls, *label, pipeline, *cpuG)
 		_ = m.Shutdown()
 		return
 	}

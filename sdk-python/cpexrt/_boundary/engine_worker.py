@@ -168,6 +168,14 @@ class Server:
     # -- the loop ----------------------------------------------------------------------
 
     def serve(self, sock: socket.socket) -> None:
+        # The loop runs once per call: what it touches is bound to locals once, and an
+        # invoke's frame is taken apart here (one struct read, its parts copied out of
+        # the read buffer) with no call but the engine's.
+        recv_into, sendall = sock.recv_into, sock.sendall
+        unpack_head, pack_reply = REQUEST.unpack_from, REPLY.pack
+        reply_head = REPLY.size - 4
+        contexts, backgrounds, hook_names = self.contexts, self.backgrounds, self.hook_names
+        next_id = self.ids.__next__
         size = _BUFFER
         buf = bytearray(size)
         view = memoryview(buf)
@@ -178,11 +186,12 @@ class Server:
             # CPEX__DEPTH calls on a worker): what a read brought past this frame is
             # kept for the next one.
             while got < head:
-                more = sock.recv_into(view[got:])
+                more = recv_into(view[got:])
                 if not more:
                     os._exit(0)  # the host went away
                 got += more
-            length, op, payload_type, flags, _, ident, *sizes = REQUEST.unpack_from(buf)
+            (length, op, payload_type, flags, _, ident, hook_len, payload_len, extensions_len, request_len, options_len,
+             nfree) = unpack_head(buf)  # fmt: skip
             total = length + 4
             if total > size:  # a large call: a buffer of its size, for this call only
                 view.release()
@@ -190,28 +199,75 @@ class Server:
                 grown[:got] = buf[:got]
                 buf, view = grown, memoryview(grown)
             while got < total:
-                more = sock.recv_into(view[got:total])
+                more = recv_into(view[got:total])
                 if not more:
                     os._exit(0)
                 got += more
-            nfree = sizes[5]
+            pos = head
             if nfree:
+                pos += nfree * 8
                 self.forget(struct.unpack_from(f"={nfree}Q", buf, head))
-            data = view[head + nfree * 8 : total]
-            status, context_id, background_id = OK, 0, 0
+            context_id = background_id = 0
             try:
                 if op == OP_INVOKE:
-                    result, context_id, background_id = self.invoke(payload_type, flags, ident, sizes, data)
+                    end = pos + hook_len
+                    raw = bytes(view[pos:end])
+                    hook = hook_names.get(raw)
+                    if hook is None:
+                        hook = hook_name_of(hook_names, raw)
+                    ctx = None
+                    if ident:
+                        ctx = contexts.get(ident)
+                        if ctx is None:
+                            raise InvalidHandleError("context: the context handle was freed, consumed or shut down")
+                    engine = self.engine
+                    serving = engine.serving()
+                    try:
+                        limits = serving.limits
+                        if not 0 < payload_len <= limits.max_payload_bytes or extensions_len > limits.max_extensions_bytes:
+                            check_sizes(limits, payload_len, extensions_len)
+                        pos, end = end, end + payload_len
+                        body_wire = bytes(view[pos:end])
+                        ext_wire = request_wire = options_wire = None
+                        if extensions_len:
+                            pos, end = end, end + extensions_len
+                            ext_wire = bytes(view[pos:end])
+                        # ffi/remote.c refused a request or options over the limit before sending.
+                        if request_len:
+                            pos, end = end, end + request_len
+                            request_wire = bytes(view[pos:end])
+                        if options_len:
+                            options_wire = bytes(view[end : end + options_len])
+                        outcome = invoke_decoded(
+                            engine, hook, payload_type, body_wire, ext_wire, request_wire, options_wire, flags, ctx, serving
+                        )
+                        try:
+                            result = outcome_bytes(outcome, payload_type)
+                        except BaseException:
+                            if ctx is not None:
+                                ctx.revive()  # the call failed after all: the caller keeps its context
+                            raise
+                    finally:
+                        serving.leave()
+                    if ident:
+                        contexts.pop(ident, None)
+                    if outcome.context is not None:
+                        context_id = next_id()
+                        contexts[context_id] = outcome.context
+                    if outcome.background is not None:
+                        background_id = next_id()
+                        backgrounds[background_id] = outcome.background
+                    status = OK
                 elif op == OP_WAIT:
-                    result = self.wait(ident)
+                    result, status = self.wait(ident), OK
                 elif op == OP_CONTROL:
-                    result = self.control(bytes(data[: sizes[1]]))
+                    result, status = self.control(bytes(view[pos : pos + payload_len])), OK
                 else:
                     os._exit(71)
             except BaseException as exc:  # noqa: BLE001 - every failure is an answer
                 status, result = _failure(exc)
-            data.release()
-            sock.sendall(REPLY.pack(REPLY.size - 4 + len(result), status, context_id, background_id, len(result)) + result)
+                context_id = background_id = 0
+            sendall(pack_reply(reply_head + len(result), status, context_id, background_id, len(result)) + result)
             rest = got - total
             if total > _BUFFER:
                 view.release()
@@ -235,51 +291,6 @@ class Server:
 
     def engine_shut_down(self) -> bool:
         return bool(self.engine._shut_down)
-
-    # -- invoke ------------------------------------------------------------------------
-
-    def invoke(self, payload_type: int, flags: int, ident: int, sizes: list[int], data: memoryview) -> tuple[bytes, int, int]:
-        hook_len, payload_len, extensions_len, request_len, options_len, _ = sizes
-        ctx = None
-        if ident:
-            ctx = self.contexts.get(ident)
-            if ctx is None:
-                raise InvalidHandleError("context: the context handle was freed, consumed or shut down")
-        engine = self.engine
-        serving = engine.serving()
-        try:
-            hook = hook_name_of(self.hook_names, bytes(data[:hook_len]))
-            check_sizes(serving.limits, payload_len, extensions_len)
-            pos = hook_len
-            body_wire = bytes(data[pos : pos + payload_len])
-            pos += payload_len
-            ext_wire = bytes(data[pos : pos + extensions_len]) if extensions_len else None
-            pos += extensions_len
-            # ffi/remote.c refused a request or options over the limit before sending.
-            request_wire = bytes(data[pos : pos + request_len]) if request_len else None
-            pos += request_len
-            options_wire = bytes(data[pos : pos + options_len]) if options_len else None
-            outcome = invoke_decoded(
-                engine, hook, payload_type, body_wire, ext_wire, request_wire, options_wire, flags, ctx, serving
-            )
-            try:
-                result = outcome_bytes(outcome, payload_type)
-            except BaseException:
-                if ctx is not None:
-                    ctx.revive()  # the call failed after all: the caller keeps its context
-                raise
-        finally:
-            serving.leave()
-        if ident:
-            self.contexts.pop(ident, None)
-        context_id = background_id = 0
-        if outcome.context is not None:
-            context_id = next(self.ids)
-            self.contexts[context_id] = outcome.context
-        if outcome.background is not None:
-            background_id = next(self.ids)
-            self.backgrounds[background_id] = outcome.background
-        return result, context_id, background_id
 
     def wait(self, ident: int) -> bytes:
         tasks = self.backgrounds.get(ident)
