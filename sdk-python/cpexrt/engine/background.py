@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from types import CoroutineType
-from typing import Any
+from typing import Any, Protocol
 
 from cpexrt._generated.records import PluginError
 from cpexrt.engine import driver
@@ -24,6 +24,26 @@ from cpexrt.engine.runtime_loop import RUNTIME_LOOP, bounded
 # A task: () -> the PluginError it produced, or None; may instead return a coroutine
 # that finishes the work (when a handler suspended).
 Task = Callable[[], Any]
+
+
+class Work(Protocol):
+    """A queued task that knows its batch: called like a Task."""
+
+    batch: BackgroundBatch
+
+    def __call__(self) -> Any: ...
+
+
+class _Work:
+    """A Task queued with its batch."""
+
+    __slots__ = ("batch", "task")
+
+    def __init__(self, batch: BackgroundBatch, task: Task) -> None:
+        self.batch, self.task = batch, task
+
+    def __call__(self) -> Any:
+        return self.task()
 
 
 class BackgroundBatch:
@@ -42,20 +62,23 @@ class BackgroundBatch:
     def __init__(self, names: Sequence[str], count: int) -> None:
         self.plugin_names = names
         self._pending = count
-        self._errors: list[PluginError] = []
+        # Both made when first needed (most batches finish with no error and nobody
+        # waiting): a batch lives until its tasks ran, and what every invoke leaves
+        # alive that long is what the cyclic GC traverses again and again.
+        self._errors: list[PluginError] | None = None
         # One-element lists, each a callback to run once the tasks finished.
-        self._waiters: list[list[Callable[[BackgroundBatch], None]]] = []
+        self._waiters: list[list[Callable[[BackgroundBatch], None]]] | None = None
         self._tracker: dict[BackgroundBatch, None] | None = None
 
     def wait(self, timeout: float | None = None) -> list[PluginError]:
         """Blocks until every task finished; TimeoutError after timeout seconds."""
         if self._pending == 0:
-            return list(self._errors)
+            return list(self._errors or ())
         event = threading.Event()
         self.on_done(lambda _: event.set())
         if not event.wait(timeout):
             raise TimeoutError(f"fire-and-forget tasks of {', '.join(self.plugin_names)} still running")
-        return list(self._errors)
+        return list(self._errors or ())
 
     @property
     def done(self) -> bool:
@@ -65,7 +88,13 @@ class BackgroundBatch:
         """Calls callback(self) once the tasks finished (at once if they have)."""
         if self._pending:
             token = [callback]
-            self._waiters.append(token)
+            waiters = self._waiters
+            if waiters is None:
+                with _MAKING:  # two first waiters make one list
+                    waiters = self._waiters
+                    if waiters is None:
+                        waiters = self._waiters = []
+            waiters.append(token)
             if self._pending:
                 return
             # Finished meanwhile: the finishing thread may or may not have seen the
@@ -79,6 +108,8 @@ class BackgroundBatch:
     def _finish_one(self, error: PluginError | None) -> None:
         """One task finished (on the runtime loop's thread only)."""
         if error is not None:
+            if self._errors is None:
+                self._errors = []  # only this thread writes it
             self._errors.append(error)
         self._pending -= 1
         if self._pending:
@@ -87,13 +118,17 @@ class BackgroundBatch:
         if tracker is not None:
             tracker.pop(self, None)
         waiters = self._waiters
-        while waiters:
+        while waiters:  # None: nobody registered (a waiter that does now sees the count)
             token = waiters.pop()
             try:
                 callback = token.pop()
             except IndexError:
                 continue
             callback(self)
+
+
+# Guards only the making of a batch's waiter list (rare: a host waiting on a batch).
+_MAKING = threading.Lock()
 
 
 class Tracker:
@@ -142,13 +177,23 @@ class _Runner:
     SLICE = 64
 
     def __init__(self) -> None:
-        self._queue: deque[tuple[BackgroundBatch, Task]] = deque()
+        # Queued work: objects with the batch they finish (`batch`) that are called
+        # to run (see Work).
+        self._queue: deque[Work] = deque()
         self._scheduled = False
 
     def submit(self, tasks: BackgroundBatch, work: list[Task]) -> None:
+        """Queues the tasks of a batch (each a Task)."""
         append = self._queue.append
         for w in work:
-            append((tasks, w))
+            append(_Work(tasks, w))
+        if not self._scheduled:
+            self._schedule()
+
+    def put(self, work: Work) -> None:
+        """Queues one task that carries its batch itself (an invoke's followers: no
+        wrapper per task)."""
+        self._queue.append(work)
         if not self._scheduled:
             self._schedule()
 
@@ -161,7 +206,7 @@ class _Runner:
         queue = self._queue
         for _ in range(self.SLICE):
             try:
-                tasks, work = queue.popleft()
+                work = queue.popleft()
             except IndexError:
                 self._scheduled = False
                 if not queue:
@@ -173,9 +218,9 @@ class _Runner:
             except BaseException as exc:  # noqa: BLE001 - a task never breaks the loop
                 outcome = PluginError(plugin_name="<engine>", message=f"fire-and-forget task failed: {exc!r}")
             if outcome is not None and _is_coroutine(outcome):
-                RUNTIME_LOOP.loop.create_task(self._finish(tasks, outcome))
+                RUNTIME_LOOP.loop.create_task(self._finish(work.batch, outcome))
             else:
-                tasks._finish_one(outcome)
+                work.batch._finish_one(outcome)
         RUNTIME_LOOP.loop.call_soon(self._drain)
 
     @staticmethod

@@ -20,7 +20,7 @@ from cpexrt.engine.config import Mode, OnError, PluginSpec
 from cpexrt.engine.context import RequestState
 from cpexrt.engine.gating import Grant
 from cpexrt.errors import PipelineError, PipelineTimeoutError
-from cpexrt.plugin import Plugin, PluginContext, bound_context
+from cpexrt.plugin import Plugin, PluginContext, bound_context, detached_context
 from cpexrt.results import _ALLOW as _SHARED_ALLOW
 from cpexrt.results import PluginResult
 
@@ -386,9 +386,7 @@ def run_pipeline(plan: Plan, inv: Invocation) -> PipelineOutcome:
                 names = tuple(p.name for p in followers)
                 break
         if followers:
-            if inv.has_extensions:
-                inv.extensions.pin()  # before the call returns
-            out.background = _fire_and_forget(followers, names, inv)
+            out.background = _fire_and_forget(followers, names, inv)  # before the call returns
     out.states = inv.carried_states()
     return out
 
@@ -801,47 +799,74 @@ def _fire_and_forget(followers: tuple[LoadedPlugin, ...], names: tuple[str, ...]
     pipeline's final payload and extensions; their failures come back through the
     handle."""
     tasks = BackgroundBatch(names, len(followers))
-    hook, payload, global_state = inv.hook, inv.payload, inv.global_state
-    extensions = inv.extensions if inv.has_extensions else None
-    if len(followers) == 1:
-        RUNNER.submit(tasks, [_Follower(followers[0], hook, payload, extensions, global_state)])
-    else:
-        RUNNER.submit(tasks, [_Follower(p, hook, payload, extensions, global_state) for p in followers])
+    hook, global_state = inv.hook, inv.global_state
+    payload = inv.payload.recipe()
+    extensions = inv.extensions.recipe() if inv.has_extensions else None
+    put = RUNNER.put
+    for plugin in followers:
+        put(_Follower(plugin, hook, tasks, payload, extensions, global_state))
     return tasks
 
 
 class _Follower:
     """One fire-and-forget plugin's run, called on the runtime loop: returns its
     PluginError (or None), or a coroutine finishing a handler that suspended. It gets
-    its own copies of the final payload and extensions, decoded on the loop."""
+    its own copies of the final payload and extensions, decoded on the loop from what
+    it keeps of their snapshots (Snapshot.recipe: bytes, not decoded values). It is
+    queued as it is (background.Work: it carries its batch); all it keeps is shared or
+    bytes, so an invoke leaves two objects alive until its followers ran (this and the
+    batch): what stays alive past an invoke is what the cyclic GC traverses."""
 
-    __slots__ = ("plugin", "hook", "payload", "extensions", "global_state")
+    __slots__ = (
+        "plugin",
+        "hook",
+        "batch",
+        "global_state",
+        "payload_wire",
+        "payload_decode",
+        "payload_change",
+        "payload_arg",
+        "ext_wire",
+        "ext_decode",
+        "ext_change",
+        "ext_arg",
+    )
 
     def __init__(
         self,
         plugin: LoadedPlugin,
         hook: str,
-        payload: payloads.Snapshot,
-        extensions: payloads.Snapshot | None,
+        batch: BackgroundBatch,
+        payload: payloads.Recipe,
+        extensions: payloads.Recipe | None,
         global_state: dict[str, Any],
     ) -> None:
-        self.plugin, self.hook, self.payload = plugin, hook, payload
-        self.extensions, self.global_state = extensions, global_state
+        self.plugin, self.hook, self.batch, self.global_state = plugin, hook, batch, global_state
+        # The recipes' fields, not the tuples: a tuple holding a function is one more
+        # object for the GC.
+        self.payload_wire, self.payload_decode, self.payload_change, self.payload_arg = payload
+        if extensions is None:
+            self.ext_wire = None
+        else:
+            self.ext_wire, self.ext_decode, self.ext_change, self.ext_arg = extensions
 
     def __call__(self) -> Any:
         plugin = self.plugin
         try:
-            snapshot = self.extensions
-            ctx = PluginContext(
-                None if snapshot is not None else {},
-                {},
-                self.global_state,
-                load_extensions=(lambda: gating.hide(snapshot.fresh(), plugin.grant)) if snapshot is not None else None,
-            )
-            done, value = start_inline(plugin.handlers[self.hook], (self.payload.fresh(), ctx), plugin.timeout)
+            ctx = detached_context(self.global_state, self._extensions if self.ext_wire is not None else None)
+            payload = payloads.remake(self.payload_wire, self.payload_decode, self.payload_change, self.payload_arg)
+            done, value = start_inline(plugin.handlers[self.hook], (payload, ctx), plugin.timeout)
         except BaseException as exc:  # noqa: BLE001 - contained
             return self.settle(exc)
-        return self.settle(value) if done else self.rest(value)
+        if done:
+            return None if value is None else self.settle(value)
+        return self.rest(value)
+
+    def _extensions(self) -> dict[str, Any]:
+        """The plugin's capability-filtered copy of the extensions (PluginContext's
+        loader: called when the plugin first reads them)."""
+        value = payloads.remake(self.ext_wire, self.ext_decode, self.ext_change, self.ext_arg)  # type: ignore[arg-type]
+        return gating.hide(value, self.plugin.grant)
 
     async def rest(self, awaitable: Any) -> PluginError | None:
         try:
