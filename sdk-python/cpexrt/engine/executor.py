@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import CoroutineType
 from typing import Any
 
 from cpexrt import payloads
@@ -19,6 +20,7 @@ from cpexrt.engine.background import RUNNER, BackgroundBatch, start_inline
 from cpexrt.engine.config import Mode, OnError, PluginSpec
 from cpexrt.engine.context import RequestState
 from cpexrt.engine.gating import Grant
+from cpexrt.engine.watchdog import PluginDeadline
 from cpexrt.errors import PipelineError, PipelineTimeoutError
 from cpexrt.plugin import Plugin, PluginContext, bound_context, detached_context
 from cpexrt.results import _ALLOW as _SHARED_ALLOW
@@ -215,6 +217,9 @@ class Invocation:
         return state
 
     def carried_states(self) -> dict[str, dict[str, Any]]:
+        """The states for the request's next hook: a map nobody changes once the
+        invoke is over (a copy of the invoke's own, which a plugin still running on
+        another thread, past its time, could add its state to)."""
         if not self.states:
             return self.states_in
         return {**self.states_in, **self.states}
@@ -327,12 +332,17 @@ class Plan:
     phase's authority, the concurrent group, the fire-and-forget followers. A plugin
     that on_error: disable switched off is skipped when the plan runs."""
 
-    __slots__ = ("plugins", "steps", "concurrent", "followers", "follower_names", "final")
+    __slots__ = ("hook", "plugins", "steps", "concurrent", "followers", "follower_names", "final")
 
-    def __init__(self, plugins: list[LoadedPlugin]) -> None:
+    def __init__(self, hook: str, plugins: list[LoadedPlugin]) -> None:
+        self.hook = hook
         self.plugins = tuple(plugins)  # in plan_order
+        # (plugin, its phase's authority, its handler of the hook, whether that runs
+        # inline: on the caller's thread, over a decoded copy; see _step)
         self.steps = tuple(
-            (p, _AUTHORITY[p.spec.mode]) for p in plugins if p.spec.mode in _AUTHORITY and p.spec.mode is not Mode.CONCURRENT
+            (p, _AUTHORITY[p.spec.mode], p.handlers[hook], not p.takes_wire and not isinstance(p.handlers[hook], driver.Remote))
+            for p in plugins
+            if p.spec.mode in _AUTHORITY and p.spec.mode is not Mode.CONCURRENT
         )
         self.concurrent = tuple(p for p in plugins if p.spec.mode is Mode.CONCURRENT)
         self.followers = tuple(p for p in plugins if p.spec.mode is Mode.FIRE_AND_FORGET)
@@ -349,24 +359,23 @@ class Plan:
 
     def narrowed(self, admits: Callable[[LoadedPlugin], bool]) -> Plan:
         """The plan of the plugins admits selects, in the same order."""
-        return Plan([p for p in self.plugins if admits(p)])
+        return Plan(self.hook, [p for p in self.plugins if admits(p)])
 
 
 def run_pipeline(plan: Plan, inv: Invocation) -> PipelineOutcome:
     """Runs a compiled plan over the invocation."""
     out = PipelineOutcome()
     obs = inv.observer
-    hook = inv.hook
     final = plan.final
-    for plugin, authority in plan.steps:
+    for plugin, authority, handler, inline in plan.steps:
         if plugin.disabled:
             continue
         if obs is None:
-            _step(plugin, hook, inv, authority, out, plugin is final)
+            _step(plugin, handler, inline, inv, authority, out, plugin is final)
         else:
             mark = obs.begin(plugin, inv, out)
             try:
-                _step(plugin, hook, inv, authority, out, plugin is final)
+                _step(plugin, handler, inline, inv, authority, out, plugin is final)
             except BaseException as exc:
                 obs.end(plugin, mark, inv, out, exc)
                 raise
@@ -391,16 +400,35 @@ def run_pipeline(plan: Plan, inv: Invocation) -> PipelineOutcome:
     return out
 
 
-def _step(plugin: LoadedPlugin, hook: str, inv: Invocation, authority: Authority, out: PipelineOutcome, last: bool) -> None:
-    """Runs one sequential, transform or audit plugin and takes its result. last: the
-    plan's final copy of the payload (Snapshot.copy)."""
-    args = (
-        payloads.Encoded(inv.payload.wire, inv.payload_type) if plugin.takes_wire else inv.payload.copy(last),
-        bound_context(inv, plugin, inv.global_state, inv.extensions if inv.has_extensions else None),
-    )
+def _step(
+    plugin: LoadedPlugin, handler: Any, inline: bool, inv: Invocation, authority: Authority, out: PipelineOutcome, last: bool
+) -> None:
+    """Runs one sequential, transform or audit plugin and takes its result. handler:
+    its handler of the hook; inline: it runs on this thread (driver.call's local path,
+    written out here: it is every plugin run's); last: the plan's final copy of the
+    payload (Snapshot.copy)."""
+    payload = payloads.Encoded(inv.payload.wire, inv.payload_type) if plugin.takes_wire else inv.payload.copy(last)
+    ctx = bound_context(inv, plugin, inv.global_state, inv.extensions if inv.has_extensions else None)
+    deadline = _monotonic() + plugin.timeout
+    if deadline > inv.deadline:
+        deadline = inv.deadline
     try:
-        deadline = _monotonic() + plugin.timeout
-        value = driver.call(plugin.handlers[hook], args, deadline if deadline < inv.deadline else inv.deadline)
+        if inline:
+            try:
+                try:
+                    _arm(deadline)
+                    value = handler(payload, ctx)
+                    if type(value) is CoroutineType:  # exact type: an ABC isinstance is slow here
+                        value = driver.drive(value, deadline)
+                finally:
+                    try:
+                        _disarm()
+                    except PluginDeadline:  # landed while disarming
+                        driver.disarm_retrying()
+            except (PluginDeadline, TimeoutError):  # as driver.call has them
+                raise driver.HandlerTimeout from None
+        else:
+            value = driver.call(handler, (payload, ctx), deadline)
     except driver.HandlerTimeout:
         _timed_out(plugin, inv, out)
         return
@@ -410,6 +438,10 @@ def _step(plugin: LoadedPlugin, hook: str, inv: Invocation, authority: Authority
     if value is None or (value is _SHARED_ALLOW and _SHARED_ALLOW.__dict__ == _PLAIN_ALLOW):
         return  # a plain allow: nothing to take (a shared allow some plugin wrote into is taken as it is)
     _apply(plugin, inv, authority, value, out)
+
+
+_arm = driver.arm
+_disarm = driver.disarm
 
 
 def _args(plugin: LoadedPlugin, inv: Invocation, last: bool) -> tuple[Any, PluginContext]:
