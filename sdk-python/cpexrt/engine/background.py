@@ -167,20 +167,31 @@ class _Runner:
     calls, so tasks are collected for BATCH_SECONDS and run in slices of SLICE tasks,
     the loop going through its selector (releasing the GIL) between slices.
 
+    While tasks keep coming, the drain keeps looking every BATCH_SECONDS (for up to
+    IDLE_LOOKS looks that find nothing), so a busy host's submits never wake the loop
+    themselves: a wake-up is a write to the loop's socket on the invoking thread, a
+    system call that hands the GIL and the core to the loop thread in the middle of
+    the invoke. Only a submit after the drain stopped wakes it.
+
     Lock-free hand-off: deque.append / popleft are atomic under the GIL. A submitter
-    appends, then reads _scheduled; the drain clears _scheduled, then looks at the
-    queue again. So a task appended while the drain was stopping is either seen by
-    that last look or finds _scheduled cleared and schedules a drain itself; two
-    drains scheduled at once are harmless (both pop from the same queue)."""
+    appends, then reads _scheduled; the drain clears _scheduled (when it stops), then
+    looks at the queue again. So a task appended while the drain was stopping is
+    either seen by that last look or finds _scheduled cleared and schedules a drain
+    itself. The drain scheduled last is the live one (its token is _chain); an older
+    one still scheduled (it found the task in its last look) ends at its next turn, so
+    one drain keeps looking and two never both re-arm for long."""
 
     BATCH_SECONDS = 0.005
     SLICE = 64
+    IDLE_LOOKS = 40  # 0.2 s without tasks, then the drain stops
 
     def __init__(self) -> None:
         # Queued work: objects with the batch they finish (`batch`) that are called
         # to run (see Work).
         self._queue: deque[Work] = deque()
         self._scheduled = False
+        self._chain: object = None  # the live drain's token
+        self._idle = 0  # its looks in a row that found nothing
 
     def submit(self, tasks: BackgroundBatch, work: list[Task]) -> None:
         """Queues the tasks of a batch (each a Task)."""
@@ -199,29 +210,41 @@ class _Runner:
 
     def _schedule(self) -> None:
         self._scheduled = True
+        token = self._chain = object()
         loop = RUNTIME_LOOP.loop
-        loop.call_soon_threadsafe(loop.call_later, self.BATCH_SECONDS, self._drain)
+        loop.call_soon_threadsafe(loop.call_later, self.BATCH_SECONDS, self._drain, token)
 
-    def _drain(self) -> None:
+    def _drain(self, token: object) -> None:
+        if token is not self._chain:
+            return  # a newer drain was scheduled (while this one was stopping): it goes on
         queue = self._queue
+        loop = RUNTIME_LOOP.loop
+        if not queue:
+            self._idle += 1
+            if self._idle < self.IDLE_LOOKS:
+                loop.call_later(self.BATCH_SECONDS, self._drain, token)
+                return
+            self._idle = 0
+            self._scheduled = False
+            if not queue:
+                return
+            self._scheduled = True
+        self._idle = 0
         for _ in range(self.SLICE):
             try:
                 work = queue.popleft()
             except IndexError:
-                self._scheduled = False
-                if not queue:
-                    return
-                self._scheduled = True
-                continue
+                loop.call_later(self.BATCH_SECONDS, self._drain, token)  # the next look
+                return
             try:
                 outcome = work()
             except BaseException as exc:  # noqa: BLE001 - a task never breaks the loop
                 outcome = PluginError(plugin_name="<engine>", message=f"fire-and-forget task failed: {exc!r}")
             if outcome is not None and _is_coroutine(outcome):
-                RUNTIME_LOOP.loop.create_task(self._finish(work.batch, outcome))
+                loop.create_task(self._finish(work.batch, outcome))
             else:
                 work.batch._finish_one(outcome)
-        RUNTIME_LOOP.loop.call_soon(self._drain)
+        loop.call_soon(self._drain, token)  # the rest after the selector's turn
 
     @staticmethod
     async def _finish(tasks: BackgroundBatch, rest: Any) -> None:
