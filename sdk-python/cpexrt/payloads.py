@@ -145,7 +145,8 @@ class Snapshot:
             return self._decode(wire)  # not expected of decoded data; a decode is always a right copy
 
     def fresh(self) -> Any:
-        """A value nobody else holds, decoded anew (safe from any thread once pinned)."""
+        """A value nobody else holds, decoded anew (on the invoking thread; elsewhere
+        remake(*recipe()))."""
         derive = self._derive
         if derive is not None:
             wire, change, arg = derive
@@ -154,12 +155,28 @@ class Snapshot:
             return fresh
         return self._decode(self.wire)
 
-    def pin(self) -> None:
-        """Makes fresh() independent of the value handed out, for readers on other
-        threads after the invoke returned (fire-and-forget followers): the value is
-        encoded now unless the bytes or a derivation stand for it."""
-        if self._wire is None and self._derive is None:
-            self.wire  # noqa: B018 - encoded before the value can be changed in place
+    def recipe(self) -> Recipe:
+        """What fresh() builds its value from, for readers on other threads after the
+        invoke returned (fire-and-forget followers), which keep these instead of the
+        snapshot (its decoded value is not kept alive for them): remake(*recipe())
+        is fresh(). The value is encoded now unless the bytes or a derivation stand
+        for it, before anyone can change it in place."""
+        derive = self._derive
+        if derive is not None:
+            return derive[0], _unpack, derive[1], derive[2]
+        return self.wire, self._decode, None, None
+
+
+# (bytes, decode, change, arg): see Snapshot.recipe and remake.
+Recipe = tuple[bytes, Callable[[bytes], Any], Callable[[Any, Any], None] | None, Any]
+
+
+def remake(wire: bytes, decode: Callable[[bytes], Any], change: Callable[[Any, Any], None] | None, arg: Any) -> Any:
+    """A snapshot's fresh() value from its recipe(), on any thread."""
+    value = decode(wire)
+    if change is not None:
+        change(arg, value)
+    return value
 
 
 def derived(value: dict[str, Any], wire: bytes, change: Callable[[Any, dict[str, Any]], None], arg: Any) -> Snapshot:

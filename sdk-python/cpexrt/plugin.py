@@ -244,6 +244,24 @@ def bound_context(source: Any, key: Any, global_state: dict[str, Any], extension
     return ctx
 
 
+def detached_context(global_state: dict[str, Any], load_extensions: Callable[[], dict[str, Any]] | None) -> PluginContext:
+    """PluginContext(None if load_extensions else {}, {}, global_state,
+    load_extensions=load_extensions), made as bound_context makes its contexts: for a
+    run with no request state to read (a fire-and-forget follower's, on the runtime
+    loop)."""
+    ctx: PluginContext = _new_context(PluginContext)
+    ctx._extensions = None if load_extensions is not None else {}
+    ctx._load = load_extensions
+    ctx._state = {}
+    ctx.global_state = global_state
+    ctx._request = None
+    ctx._load_request = None
+    ctx._request_state = {}
+    ctx._source = None
+    ctx._key = None
+    return ctx
+
+
 class Plugin:
     """Base class of plugins. The constructor receives the plugin's `config` mapping
     from the YAML; `initialize` and `shutdown` may be sync or async."""

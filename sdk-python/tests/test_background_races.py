@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from functools import partial
 from typing import Any
 
@@ -18,7 +18,7 @@ import pytest
 from conftest import config, plugin
 from cpexrt._generated.records import PluginError
 from cpexrt.engine import Engine, driver
-from cpexrt.engine.background import RUNNER, BackgroundBatch, Tracker
+from cpexrt.engine.background import RUNNER, BackgroundBatch, Tracker, _Work
 from cpexrt.engine.runtime_loop import RUNTIME_LOOP
 from cpexrt.engine.watchdog import WATCHDOG, PluginDeadline
 from cpexrt.errors import PipelineTimeoutError
@@ -94,6 +94,77 @@ def test_every_submitted_task_runs_exactly_once_and_every_batch_reports_its_erro
         assert all(e.message.startswith(f"failed ({t}, {b},") for e in errors)
     assert len(runs) == sum(1 + (t + b) % 3 for t in range(THREADS) for b in range(150))
     assert set(runs.values()) == {1}
+
+
+def test_tasks_submitted_while_the_drain_stops_and_starts_again_all_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The drain stops after one look that finds nothing, every 0.2 ms: submits keep
+    # landing while it stops (its last look, or a new drain; the older one then ends).
+    monkeypatch.setattr(RUNNER, "IDLE_LOOKS", 1)
+    monkeypatch.setattr(RUNNER, "BATCH_SECONDS", 0.0002)
+    runs: Counter[tuple[int, int]] = Counter()
+    batches: list[BackgroundBatch] = []
+
+    def task(key: tuple[int, int]) -> Any:
+        def run() -> None:
+            runs[key] += 1  # on the runtime loop's thread only
+
+        return run
+
+    def worker(t: int) -> None:
+        for b in range(200):
+            batch = BackgroundBatch(["p"], 1)
+            RUNNER.submit(batch, [task((t, b))])
+            batches.append(batch)
+            if (t + b) % 10 == 0:
+                time.sleep(0.0005 * ((t + b) % 3))  # the drain may stop meanwhile
+
+    assert hammer(worker, 8) == []
+    for batch in batches:
+        assert batch.wait(30) == []
+    assert len(runs) == 8 * 200 and set(runs.values()) == {1}
+    # Idle again: the drain stopped, and a submit now starts one that runs it.
+    deadline = time.monotonic() + 5
+    while RUNNER._scheduled and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert not RUNNER._scheduled
+    late = BackgroundBatch(["late"], 1)
+    RUNNER.submit(late, [lambda: None])
+    assert late.wait(30) == []
+
+
+def test_a_task_queued_just_after_the_drain_found_nothing_is_run_by_it() -> None:
+    # The submitter appended right after the drain's look found nothing, and read
+    # _scheduled while it was still set (so it woke nobody): the drain, stopping, must
+    # look once more and run it.
+    idle = time.monotonic() + 5
+    while (RUNNER._scheduled or RUNNER._queue) and time.monotonic() < idle:
+        time.sleep(0.001)
+    assert not RUNNER._scheduled and not RUNNER._queue
+    late = BackgroundBatch(["late"], 1)
+
+    class JustAfterTheLook(deque[Any]):
+        armed = True
+
+        def __len__(self) -> int:
+            n = super().__len__()
+            if n == 0 and self.armed and RUNNER._scheduled and RUNNER._idle + 1 >= RUNNER.IDLE_LOOKS:
+                self.armed = False
+                self.append(_Work(late, lambda: None))
+            return n
+
+    first = BackgroundBatch(["first"], 1)
+    saved, saved_looks = RUNNER._queue, RUNNER.IDLE_LOOKS
+    RUNNER._queue, RUNNER.IDLE_LOOKS = JustAfterTheLook(), 1
+    try:
+        RUNNER.submit(first, [lambda: None])
+        assert first.wait(10) == []
+        assert late.wait(2) == []
+    finally:
+        RUNNER.IDLE_LOOKS = saved_looks
+        deadline = time.monotonic() + 5
+        while RUNNER._queue and time.monotonic() < deadline:
+            time.sleep(0.001)
+        RUNNER._queue = saved
 
 
 def count(calls: Counter[int], key: int, _batch: BackgroundBatch) -> None:

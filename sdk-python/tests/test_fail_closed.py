@@ -274,6 +274,38 @@ def test_fire_and_forget_plugins_get_pristine_extensions_the_routes_tagged(make:
     assert engine.global_state["extensions_seen"] == [tagged] * 4
 
 
+def test_fire_and_forget_plugins_get_the_pipelines_final_payload_and_extensions(make: Any) -> None:
+    # Followers keep what their copies are made from (the final snapshots' bytes), not
+    # the values: each gets the accepted modifications, privately, call after call.
+    m = make(
+        plugin("trace", "Trace", priority=1, config="{tag: a}"),
+        plugin("writer", "ExtensionWriter", mode="transform", priority=2, config="{tag: w}"),
+        plugin("first", "FinalRecorder", mode="fire_and_forget", priority=3),
+        plugin("second", "FinalRecorder", mode="fire_and_forget", priority=4),
+    )
+    for _ in range(2):
+        if isinstance(m, Engine):
+            background = m.invoke(PRE, 0, dict(CALL), META).background
+        else:
+            background = m.invoke(PRE, dict(CALL), extensions=META).background
+        assert background is not None and background.wait() == []
+    engine = m if isinstance(m, Engine) else HANDLES.get(Kind.MANAGER, int(m._library.ffi.cast("uintptr_t", m._live("t"))), "m")
+    final = ({**CALL, "trace": ["a"]}, {**META, "custom": {"w": True}})
+    assert engine.global_state["final_seen"] == [final] * 4
+
+
+def test_fire_and_forget_plugins_get_the_final_cmf_message() -> None:
+    m = engine(
+        plugin("append", "CmfAppendText", hooks="[cmf.tool_pre_invoke]", priority=1, config="{text: added}"),
+        plugin("first", "FinalRecorder", hooks="[cmf.tool_pre_invoke]", mode="fire_and_forget", priority=2),
+        plugin("second", "FinalRecorder", hooks="[cmf.tool_pre_invoke]", mode="fire_and_forget", priority=3),
+    )
+    message = Message(schema_version="2.0", role="user", content=[ContentPart.new_text("hello")])
+    out = m.invoke("cmf.tool_pre_invoke", 1, MessagePayload(message=message).to_wire(), META)
+    assert out.background is not None and out.background.wait() == []
+    assert m.global_state["final_seen"] == [(["hello", "added"], META)] * 2
+
+
 def test_a_cmf_message_edited_in_place_reaches_nobody() -> None:
     m = engine(
         plugin("vandal", "Vandal", hooks="[cmf.tool_pre_invoke]", priority=1),

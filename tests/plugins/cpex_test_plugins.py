@@ -337,6 +337,22 @@ class ExtensionRecorder(Plugin):
         return None
 
 
+class FinalRecorder(Plugin):
+    """Fire-and-forget: records the payload and the extensions it was given (final_seen
+    in the global state), then edits both in place; for a CMF message, its text parts."""
+
+    def tool_pre_invoke(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
+        ctx.global_state.setdefault("final_seen", []).append((copy.deepcopy(payload), copy.deepcopy(ctx.extensions)))
+        payload["user"] = "edited in place"
+        ctx.extensions.setdefault("custom", {})["final"] = True
+        return None
+
+    def cmf_tool_pre_invoke(self, message: Message, ctx: PluginContext) -> Any:
+        texts = [part.text for part in message.content if part.content_type == "text"]
+        ctx.global_state.setdefault("final_seen", []).append((texts, copy.deepcopy(ctx.extensions)))
+        return None
+
+
 class ExtensionEditor(Plugin):
     """Proposes its view of the extensions with config.set {dotted.path: value} applied
     ("__remove__" deletes); with config.in_place it edits its view in place and

@@ -184,6 +184,16 @@ def _disarm() -> None:
             continue
 
 
+# call()'s local path, for a caller that writes it out (the executor's steps: one
+# Python call less per plugin run): arm(deadline), the handler, drive() for a
+# coroutine, then in a finally disarm(), and disarm_retrying() should PluginDeadline
+# land in that; PluginDeadline and TimeoutError out of it all are the handler's
+# timeout, as call() turns them into HandlerTimeout.
+arm = WATCHDOG.arm
+disarm = WATCHDOG.disarm
+disarm_retrying = _disarm
+
+
 def start(coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
     """Drives coro inline up to its first real suspension: (True, result) when it
     finished, (False, what it yielded) when it suspended. Raises what it raised."""

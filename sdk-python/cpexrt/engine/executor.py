@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from cpexrt import payloads
@@ -19,8 +20,9 @@ from cpexrt.engine.background import RUNNER, BackgroundBatch, start_inline
 from cpexrt.engine.config import Mode, OnError, PluginSpec
 from cpexrt.engine.context import RequestState
 from cpexrt.engine.gating import Grant
+from cpexrt.engine.watchdog import PluginDeadline
 from cpexrt.errors import PipelineError, PipelineTimeoutError
-from cpexrt.plugin import Plugin, PluginContext, bound_context
+from cpexrt.plugin import Plugin, PluginContext, bound_context, detached_context
 from cpexrt.results import _ALLOW as _SHARED_ALLOW
 from cpexrt.results import PluginResult
 
@@ -220,6 +222,9 @@ class Invocation:
         return state
 
     def carried_states(self) -> dict[str, dict[str, Any]]:
+        """The states for the request's next hook: a map nobody changes once the
+        invoke is over (a copy of the invoke's own, which a plugin still running on
+        another thread, past its time, could add its state to)."""
         if not self.states:
             return self.states_in
         return {**self.states_in, **self.states}
@@ -332,12 +337,17 @@ class Plan:
     phase's authority, the concurrent group, the fire-and-forget followers. A plugin
     that on_error: disable switched off is skipped when the plan runs."""
 
-    __slots__ = ("plugins", "steps", "concurrent", "followers", "follower_names", "final")
+    __slots__ = ("hook", "plugins", "steps", "concurrent", "followers", "follower_names", "final")
 
-    def __init__(self, plugins: list[LoadedPlugin]) -> None:
+    def __init__(self, hook: str, plugins: list[LoadedPlugin]) -> None:
+        self.hook = hook
         self.plugins = tuple(plugins)  # in plan_order
+        # (plugin, its phase's authority, its handler of the hook, whether that runs
+        # inline: on the caller's thread, over a decoded copy; see _step)
         self.steps = tuple(
-            (p, _AUTHORITY[p.spec.mode]) for p in plugins if p.spec.mode in _AUTHORITY and p.spec.mode is not Mode.CONCURRENT
+            (p, _AUTHORITY[p.spec.mode], p.handlers[hook], not p.takes_wire and not isinstance(p.handlers[hook], driver.Remote))
+            for p in plugins
+            if p.spec.mode in _AUTHORITY and p.spec.mode is not Mode.CONCURRENT
         )
         self.concurrent = tuple(p for p in plugins if p.spec.mode is Mode.CONCURRENT)
         self.followers = tuple(p for p in plugins if p.spec.mode is Mode.FIRE_AND_FORGET)
@@ -354,24 +364,23 @@ class Plan:
 
     def narrowed(self, admits: Callable[[LoadedPlugin], bool]) -> Plan:
         """The plan of the plugins admits selects, in the same order."""
-        return Plan([p for p in self.plugins if admits(p)])
+        return Plan(self.hook, [p for p in self.plugins if admits(p)])
 
 
 def run_pipeline(plan: Plan, inv: Invocation) -> PipelineOutcome:
     """Runs a compiled plan over the invocation."""
     out = PipelineOutcome()
     obs = inv.observer
-    hook = inv.hook
     final = plan.final
-    for plugin, authority in plan.steps:
+    for plugin, authority, handler, inline in plan.steps:
         if plugin.disabled:
             continue
         if obs is None:
-            _step(plugin, hook, inv, authority, out, plugin is final)
+            _step(plugin, handler, inline, inv, authority, out, plugin is final)
         else:
             mark = obs.begin(plugin, inv, out)
             try:
-                _step(plugin, hook, inv, authority, out, plugin is final)
+                _step(plugin, handler, inline, inv, authority, out, plugin is final)
             except BaseException as exc:
                 obs.end(plugin, mark, inv, out, exc)
                 raise
@@ -391,23 +400,40 @@ def run_pipeline(plan: Plan, inv: Invocation) -> PipelineOutcome:
                 names = tuple(p.name for p in followers)
                 break
         if followers:
-            if inv.has_extensions:
-                inv.extensions.pin()  # before the call returns
-            out.background = _fire_and_forget(followers, names, inv)
+            out.background = _fire_and_forget(followers, names, inv)  # before the call returns
     out.states = inv.carried_states()
     return out
 
 
-def _step(plugin: LoadedPlugin, hook: str, inv: Invocation, authority: Authority, out: PipelineOutcome, last: bool) -> None:
-    """Runs one sequential, transform or audit plugin and takes its result. last: the
-    plan's final copy of the payload (Snapshot.copy)."""
-    args = (
-        payloads.Encoded(inv.payload.wire, inv.payload_type) if plugin.takes_wire else inv.payload.copy(last),
-        bound_context(inv, plugin, inv.global_state, inv.extensions if inv.has_extensions else None),
-    )
+def _step(
+    plugin: LoadedPlugin, handler: Any, inline: bool, inv: Invocation, authority: Authority, out: PipelineOutcome, last: bool
+) -> None:
+    """Runs one sequential, transform or audit plugin and takes its result. handler:
+    its handler of the hook; inline: it runs on this thread (driver.call's local path,
+    written out here: it is every plugin run's); last: the plan's final copy of the
+    payload (Snapshot.copy)."""
+    payload = payloads.Encoded(inv.payload.wire, inv.payload_type) if plugin.takes_wire else inv.payload.copy(last)
+    ctx = bound_context(inv, plugin, inv.global_state, inv.extensions if inv.has_extensions else None)
+    deadline = _monotonic() + plugin.timeout
+    if deadline > inv.deadline:
+        deadline = inv.deadline
     try:
-        deadline = _monotonic() + plugin.timeout
-        value = driver.call(plugin.handlers[hook], args, deadline if deadline < inv.deadline else inv.deadline)
+        if inline:
+            try:
+                try:
+                    _arm(deadline)
+                    value = handler(payload, ctx)
+                    if type(value) is CoroutineType:  # exact type: an ABC isinstance is slow here
+                        value = driver.drive(value, deadline)
+                finally:
+                    try:
+                        _disarm()
+                    except PluginDeadline:  # landed while disarming
+                        driver.disarm_retrying()
+            except (PluginDeadline, TimeoutError):  # as driver.call has them
+                raise driver.HandlerTimeout from None
+        else:
+            value = driver.call(handler, (payload, ctx), deadline)
     except driver.HandlerTimeout:
         _timed_out(plugin, inv, out)
         return
@@ -417,6 +443,10 @@ def _step(plugin: LoadedPlugin, hook: str, inv: Invocation, authority: Authority
     if value is None or (value is _SHARED_ALLOW and _SHARED_ALLOW.__dict__ == _PLAIN_ALLOW):
         return  # a plain allow: nothing to take (a shared allow some plugin wrote into is taken as it is)
     _apply(plugin, inv, authority, value, out)
+
+
+_arm = driver.arm
+_disarm = driver.disarm
 
 
 def _args(plugin: LoadedPlugin, inv: Invocation, last: bool) -> tuple[Any, PluginContext]:
@@ -806,47 +836,74 @@ def _fire_and_forget(followers: tuple[LoadedPlugin, ...], names: tuple[str, ...]
     pipeline's final payload and extensions; their failures come back through the
     handle."""
     tasks = BackgroundBatch(names, len(followers))
-    hook, payload, global_state = inv.hook, inv.payload, inv.global_state
-    extensions = inv.extensions if inv.has_extensions else None
-    if len(followers) == 1:
-        RUNNER.submit(tasks, [_Follower(followers[0], hook, payload, extensions, global_state)])
-    else:
-        RUNNER.submit(tasks, [_Follower(p, hook, payload, extensions, global_state) for p in followers])
+    hook, global_state = inv.hook, inv.global_state
+    payload = inv.payload.recipe()
+    extensions = inv.extensions.recipe() if inv.has_extensions else None
+    put = RUNNER.put
+    for plugin in followers:
+        put(_Follower(plugin, hook, tasks, payload, extensions, global_state))
     return tasks
 
 
 class _Follower:
     """One fire-and-forget plugin's run, called on the runtime loop: returns its
     PluginError (or None), or a coroutine finishing a handler that suspended. It gets
-    its own copies of the final payload and extensions, decoded on the loop."""
+    its own copies of the final payload and extensions, decoded on the loop from what
+    it keeps of their snapshots (Snapshot.recipe: bytes, not decoded values). It is
+    queued as it is (background.Work: it carries its batch); all it keeps is shared or
+    bytes, so an invoke leaves two objects alive until its followers ran (this and the
+    batch): what stays alive past an invoke is what the cyclic GC traverses."""
 
-    __slots__ = ("plugin", "hook", "payload", "extensions", "global_state")
+    __slots__ = (
+        "plugin",
+        "hook",
+        "batch",
+        "global_state",
+        "payload_wire",
+        "payload_decode",
+        "payload_change",
+        "payload_arg",
+        "ext_wire",
+        "ext_decode",
+        "ext_change",
+        "ext_arg",
+    )
 
     def __init__(
         self,
         plugin: LoadedPlugin,
         hook: str,
-        payload: payloads.Snapshot,
-        extensions: payloads.Snapshot | None,
+        batch: BackgroundBatch,
+        payload: payloads.Recipe,
+        extensions: payloads.Recipe | None,
         global_state: dict[str, Any],
     ) -> None:
-        self.plugin, self.hook, self.payload = plugin, hook, payload
-        self.extensions, self.global_state = extensions, global_state
+        self.plugin, self.hook, self.batch, self.global_state = plugin, hook, batch, global_state
+        # The recipes' fields, not the tuples: a tuple holding a function is one more
+        # object for the GC.
+        self.payload_wire, self.payload_decode, self.payload_change, self.payload_arg = payload
+        if extensions is None:
+            self.ext_wire = None
+        else:
+            self.ext_wire, self.ext_decode, self.ext_change, self.ext_arg = extensions
 
     def __call__(self) -> Any:
         plugin = self.plugin
         try:
-            snapshot = self.extensions
-            ctx = PluginContext(
-                None if snapshot is not None else {},
-                {},
-                self.global_state,
-                load_extensions=(lambda: gating.hide(snapshot.fresh(), plugin.grant)) if snapshot is not None else None,
-            )
-            done, value = start_inline(plugin.handlers[self.hook], (self.payload.fresh(), ctx), plugin.timeout)
+            ctx = detached_context(self.global_state, self._extensions if self.ext_wire is not None else None)
+            payload = payloads.remake(self.payload_wire, self.payload_decode, self.payload_change, self.payload_arg)
+            done, value = start_inline(plugin.handlers[self.hook], (payload, ctx), plugin.timeout)
         except BaseException as exc:  # noqa: BLE001 - contained
             return self.settle(exc)
-        return self.settle(value) if done else self.rest(value)
+        if done:
+            return None if value is None else self.settle(value)
+        return self.rest(value)
+
+    def _extensions(self) -> dict[str, Any]:
+        """The plugin's capability-filtered copy of the extensions (PluginContext's
+        loader: called when the plugin first reads them)."""
+        value = payloads.remake(self.ext_wire, self.ext_decode, self.ext_change, self.ext_arg)  # type: ignore[arg-type]
+        return gating.hide(value, self.plugin.grant)
 
     async def rest(self, awaitable: Any) -> PluginError | None:
         try:

@@ -36,8 +36,14 @@ def _carry(owner: Engine, states: dict[str, dict[str, Any]], serving: PluginSet)
     marked with the identities of the plugin set that served the call."""
     if not states:
         return None
-    kept = {name: s for name, s in states.items() if s}
-    return RequestState(owner, kept, issuer=serving.identities) if kept else None
+    for state in states.values():
+        if not state:  # an empty state is not carried (rare: copied only then)
+            states = {name: s for name, s in states.items() if s}
+            if not states:
+                return None
+            break
+    # The table may share the map with the caller's, consumed, table: neither changes it.
+    return RequestState(owner, states, serving.identities)
 
 
 def _tag(tags: tuple[str, ...], ext: dict[str, Any]) -> None:
@@ -112,7 +118,7 @@ class PluginSet:
                 plans.setdefault(hook_name, []).append(plugin)
         # Each hook's plan, compiled once; a route's narrowed plans are compiled when the
         # route is first resolved, and kept with its cached resolution.
-        self.plans = {hook_name: Plan(plan_order(p)) for hook_name, p in plans.items()}
+        self.plans = {hook_name: Plan(hook_name, plan_order(p)) for hook_name, p in plans.items()}
         self.narrowed: dict[tuple[str, Resolution], Plan] = {}  # for resolutions the router does not cache
         self.conditional = any(p.spec.conditions for p in plugins)
         self.limits = _limits(config)
