@@ -322,10 +322,10 @@ func switches() [2]int64 {
 	return [2]int64{ru.Nvcsw, ru.Nivcsw}
 }
 
-// childrenSwitches is the voluntary and involuntary context switches of the threads of
-// this process's live children (engine workers), from /proc.
-func childrenSwitches() [2]int64 {
-	var out [2]int64
+// children is this process's live children (engine workers), each with its pid and
+// the fields of /proc/<pid>/stat after the command's closing parenthesis.
+func children() map[string][]string {
+	out := map[string][]string{}
 	entries, _ := os.ReadDir("/proc")
 	self := strconv.Itoa(os.Getpid())
 	for _, e := range entries {
@@ -338,12 +338,21 @@ func childrenSwitches() [2]int64 {
 		}
 		s := string(stat)
 		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(fields) < 2 || fields[1] != self {
-			continue
+		if len(fields) > 12 && fields[1] == self {
+			out[e.Name()] = fields
 		}
-		tasks, _ := os.ReadDir("/proc/" + e.Name() + "/task")
+	}
+	return out
+}
+
+// childrenSwitches is the voluntary and involuntary context switches of the threads of
+// this process's live children (engine workers), from /proc.
+func childrenSwitches() [2]int64 {
+	var out [2]int64
+	for pid := range children() {
+		tasks, _ := os.ReadDir("/proc/" + pid + "/task")
 		for _, t := range tasks {
-			status, err := os.ReadFile("/proc/" + e.Name() + "/task/" + t.Name() + "/status")
+			status, err := os.ReadFile("/proc/" + pid + "/task/" + t.Name() + "/status")
 			if err != nil {
 				continue
 			}
@@ -366,24 +375,11 @@ func childrenSwitches() [2]int64 {
 // childrenCPU is the CPU time of this process's live children (engine workers), from
 // /proc: user and system clock ticks.
 func childrenCPU() time.Duration {
-	entries, _ := os.ReadDir("/proc")
-	self := strconv.Itoa(os.Getpid())
 	var ticks int64
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(stat)
-		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(fields) > 12 && fields[1] == self {
-			u, _ := strconv.ParseInt(fields[11], 10, 64)
-			k, _ := strconv.ParseInt(fields[12], 10, 64)
-			ticks += u + k
-		}
+	for _, fields := range children() {
+		u, _ := strconv.ParseInt(fields[11], 10, 64)
+		k, _ := strconv.ParseInt(fields[12], 10, 64)
+		ticks += u + k
 	}
 	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100 on Linux
 }
