@@ -252,6 +252,18 @@ def test_fire_and_forget_plugins_get_their_own_copies() -> None:
     assert payload == CALL and extensions == META
 
 
+def _twice_with_followers(m: Any) -> Engine:
+    """Invokes PRE twice on m (an engine or a host manager over libcpex), waiting for
+    each invoke's fire-and-forget plugins (none failed); returns the engine behind m."""
+    for _ in range(2):
+        if isinstance(m, Engine):
+            background = m.invoke(PRE, 0, dict(CALL), META).background
+        else:
+            background = m.invoke(PRE, dict(CALL), extensions=META).background
+        assert background is not None and background.wait() == []
+    return m if isinstance(m, Engine) else HANDLES.get(Kind.MANAGER, int(m._library.ffi.cast("uintptr_t", m._live("t"))), "m")
+
+
 def test_fire_and_forget_plugins_get_pristine_extensions_the_routes_tagged(make: Any) -> None:
     # Through libcpex the extensions arrive as bytes: a follower's copy of the tagged
     # map is those bytes decoded and tagged again, never a map a plugin edited in place.
@@ -263,13 +275,7 @@ def test_fire_and_forget_plugins_get_pristine_extensions_the_routes_tagged(make:
         routes,
         settings="  routing_enabled: true\n",
     )
-    for _ in range(2):
-        if isinstance(m, Engine):
-            background = m.invoke(PRE, 0, dict(CALL), META).background
-        else:
-            background = m.invoke(PRE, dict(CALL), extensions=META).background
-        assert background is not None and background.wait() == []
-    engine = m if isinstance(m, Engine) else HANDLES.get(Kind.MANAGER, int(m._library.ffi.cast("uintptr_t", m._live("t"))), "m")
+    engine = _twice_with_followers(m)
     tagged = {"meta": {**META["meta"], "tags": ["pii"]}}
     assert engine.global_state["extensions_seen"] == [tagged] * 4
 
@@ -283,13 +289,7 @@ def test_fire_and_forget_plugins_get_the_pipelines_final_payload_and_extensions(
         plugin("first", "FinalRecorder", mode="fire_and_forget", priority=3),
         plugin("second", "FinalRecorder", mode="fire_and_forget", priority=4),
     )
-    for _ in range(2):
-        if isinstance(m, Engine):
-            background = m.invoke(PRE, 0, dict(CALL), META).background
-        else:
-            background = m.invoke(PRE, dict(CALL), extensions=META).background
-        assert background is not None and background.wait() == []
-    engine = m if isinstance(m, Engine) else HANDLES.get(Kind.MANAGER, int(m._library.ffi.cast("uintptr_t", m._live("t"))), "m")
+    engine = _twice_with_followers(m)
     final = ({**CALL, "trace": ["a"]}, {**META, "custom": {"w": True}})
     assert engine.global_state["final_seen"] == [final] * 4
 
