@@ -303,6 +303,14 @@ def main() -> None:
             f["go_workers_8_throughput"] / f["go_1_throughput"] >= 0.8 * f["cores"],
         ),
         row(
+            "engine workers, 8 goroutines: CPU per call, host + workers",
+            f"{f['go_workers_8_host_cpu_us']:.1f} + {f['go_workers_8_workers_cpu_us']:.1f} µs",
+            "",
+            f"one goroutine in-process: {f['go_1_cpu_us']:.1f} µs; {f['cores']:.0f} cores give at most "
+            f"{f['cores'] * 1e6 / (f['go_workers_8_host_cpu_us'] + f['go_workers_8_workers_cpu_us']):.0f}/s with workers",
+            None,
+        ),
+        row(
             "engine workers: demo pipeline latency, one goroutine (median / p99)",
             f"{f['go_workers_pipeline_p50']:.1f} / {f['go_workers_pipeline_p99']:.1f} µs",
             "",

@@ -255,6 +255,11 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// perCall is d spread over calls, in µs.
+func perCall(d time.Duration, calls int) float64 {
+	return float64(d.Nanoseconds()) / float64(calls) / 1000
+}
+
 // cpuPerCall prints the process CPU and wall time per call of call (the demo pipeline;
 // with -pii the cpex-pii-filter call, with -cmf the CMF demo pipeline), minimum and
 // median over batches of 500 calls: the whole process's CPU, the runtime's threads
@@ -509,7 +514,9 @@ func main() {
 	s = samples(*n/4, func() { piiCall(pii) })
 	out["go_pii_p50"], out["go_pii_p99"] = pct(s, 50), pct(s, 99)
 	_ = pii.Shutdown()
+	c0 := processCPU()
 	out["go_1_throughput"], _, _ = concurrent(m, 1, *n)
+	out["go_1_cpu_us"] = perCall(processCPU()-c0, *n)
 	out["go_8_throughput"], out["go_8_p50"], out["go_8_p99"] = concurrent(m, 8, *n)
 	// The engine in one worker process per core (plugin_settings.engine_workers).
 	cores := runtime.NumCPU()
@@ -520,7 +527,12 @@ func main() {
 	s = samples(*n, func() { pipeline(workers) })
 	out["go_workers_pipeline_p50"], out["go_workers_pipeline_p99"] = pct(s, 50), pct(s, 99)
 	out["go_workers_1_throughput"], _, _ = concurrent(workers, 1, *n)
+	c0, k0 := processCPU(), childrenCPU()
 	out["go_workers_8_throughput"], out["go_workers_8_p50"], out["go_workers_8_p99"] = concurrent(workers, 8, *n)
+	// CPU per call of the host process and of the workers (from /proc, in clock ticks):
+	// with the cores, the most calls/s the machine could give this design.
+	out["go_workers_8_host_cpu_us"] = perCall(processCPU()-c0, *n/8*8)
+	out["go_workers_8_workers_cpu_us"] = perCall(childrenCPU()-k0, *n/8*8)
 	out["cores"] = float64(cores)
 	_ = workers.Shutdown()
 
