@@ -504,21 +504,27 @@ static int cpex__round_trip(cpex__remote *r, int index, uint32_t generation, str
 
 static cpex_status cpex__fail_lost(char **err_msg, const char *fn, cpex__remote *r, int index, int rc)
 {
+    double timeout;
+    int pid;
+    pthread_mutex_lock(&r->mu); /* both set by a reload or a restart meanwhile */
+    timeout = r->timeout;
+    pid = (int)r->workers[index].pid;
+    pthread_mutex_unlock(&r->mu);
     if (rc == -3)
         return cpex__fail(err_msg, CPEX_ERR_INTERNAL,
                           "%s: the engine worker (pid %d) stopped before this call ran (it was serving another "
                           "call, which ended it); the call failed (nothing was allowed) and the worker is being "
                           "replaced",
-                          fn, (int)r->workers[index].pid);
+                          fn, pid);
     if (rc == -2)
         return cpex__fail(err_msg, CPEX_ERR_TIMEOUT,
                           "%s: the engine worker (pid %d) did not answer within the call's time limit (%.3f s); it "
                           "was killed and is being replaced",
-                          fn, (int)r->workers[index].pid, r->timeout);
+                          fn, pid, timeout);
     return cpex__fail(err_msg, CPEX_ERR_INTERNAL,
                       "%s: the engine worker (pid %d) stopped during the call; the call failed (nothing was "
                       "allowed) and the worker is being replaced",
-                      fn, (int)r->workers[index].pid);
+                      fn, pid);
 }
 
 /* A worker's error: its status and message, prefixed with the function's name. */
@@ -566,7 +572,7 @@ static cpex_status cpex__remote_call(const char *fn, cpex_manager *manager, cons
     uint8_t head[CPEX__REQ_HEAD];
     struct iovec iov[7];
     uint64_t *frees = NULL;
-    size_t nfrees = 0, total;
+    size_t nfrees = 0, total, max_payload, max_extensions, max_entries;
     const char *why = NULL;
     char reason[160];
     int index, rc, want = -1, flags = 0;
@@ -592,27 +598,31 @@ static cpex_status cpex__remote_call(const char *fn, cpex_manager *manager, cons
         want = ctx.worker;
         generation = ctx.generation;
     }
-    /* The limits the boundary checks before decoding, here before anything is sent. */
-    if (payload_len > r->max_payload)
-        return cpex__over(err_msg, fn, "payload", payload_len, r->max_payload, "max_payload_bytes");
-    if (extensions_len > r->max_extensions)
-        return cpex__over(err_msg, fn, "extensions", extensions_len, r->max_extensions, "max_extensions_bytes");
-    if (request_len > r->max_extensions)
-        return cpex__over(err_msg, fn, "request", request_len, r->max_extensions, "max_extensions_bytes");
-    if (options_len > r->max_extensions)
-        return cpex__over(err_msg, fn, "options", options_len, r->max_extensions, "max_extensions_bytes");
+    /* The limits the boundary checks before decoding, here before anything is sent (read
+       once: a reload may set them meanwhile, cpexrt_remote_limits). */
+    max_payload = __atomic_load_n(&r->max_payload, __ATOMIC_RELAXED);
+    max_extensions = __atomic_load_n(&r->max_extensions, __ATOMIC_RELAXED);
+    max_entries = __atomic_load_n(&r->max_entries, __ATOMIC_RELAXED);
+    if (payload_len > max_payload)
+        return cpex__over(err_msg, fn, "payload", payload_len, max_payload, "max_payload_bytes");
+    if (extensions_len > max_extensions)
+        return cpex__over(err_msg, fn, "extensions", extensions_len, max_extensions, "max_extensions_bytes");
+    if (request_len > max_extensions)
+        return cpex__over(err_msg, fn, "request", request_len, max_extensions, "max_extensions_bytes");
+    if (options_len > max_extensions)
+        return cpex__over(err_msg, fn, "options", options_len, max_extensions, "max_extensions_bytes");
     total = CPEX__REQ_HEAD - 4 + hook_len + payload_len + extensions_len + request_len + options_len;
     if (hook_len > 4096 || total > CPEX__MAX_FRAME / 2)
         return cpex__fail(err_msg, CPEX_ERR_INVALID_INPUT, "%s: the call is too large for an engine worker", fn);
     /* What the boundary's C checker takes (ffi/fastpath.c) is decoded as is; the rest
        gets the checks that name the problem, in the worker. */
-    if (payload_len != 0 && cpex__plain_map(payload, payload_len, payload_len, r->max_entries))
+    if (payload_len != 0 && cpex__plain_map(payload, payload_len, payload_len, max_entries))
         flags |= 1;
-    if (extensions_len == 0 || cpex__plain_map(extensions, extensions_len, extensions_len, r->max_entries))
+    if (extensions_len == 0 || cpex__plain_map(extensions, extensions_len, extensions_len, max_entries))
         flags |= 2;
-    if (request_len != 0 && cpex__plain_map(request, request_len, request_len, r->max_entries))
+    if (request_len != 0 && cpex__plain_map(request, request_len, request_len, max_entries))
         flags |= 4;
-    if (options_len != 0 && cpex__plain_map(options, options_len, options_len, r->max_entries))
+    if (options_len != 0 && cpex__plain_map(options, options_len, options_len, max_entries))
         flags |= 8;
 
     index = cpex__acquire(r, want, generation, CPEX__SHARED, &generation, &frees, &nfrees, &why);
@@ -850,9 +860,10 @@ void cpexrt_remote_limits(void *remote, size_t max_payload, size_t max_extension
     cpex__remote *r = (cpex__remote *)remote;
     int i;
     pthread_mutex_lock(&r->mu);
-    r->max_payload = max_payload;
-    r->max_extensions = max_extensions;
-    r->max_entries = max_entries;
+    /* Read without the lock by calls (atomic; the timeout only under the lock). */
+    __atomic_store_n(&r->max_payload, max_payload, __ATOMIC_RELAXED);
+    __atomic_store_n(&r->max_extensions, max_extensions, __ATOMIC_RELAXED);
+    __atomic_store_n(&r->max_entries, max_entries, __ATOMIC_RELAXED);
     r->timeout = timeout;
     for (i = 0; i < r->n; i++)
         if (CPEX__UP(&r->workers[i]))
