@@ -317,7 +317,7 @@ func callInvoke(manager *C.cpex_manager, hook string, payloadType uint8, payload
 	if int32(status) != codeOk {
 		return nil, nil, nil, newError(int32(status), takeMessage(out.errMsg))
 	}
-	return takeBytes(out.outResult, out.outResultLen), out.outContext, out.outBackground, nil
+	return takeResult(out.outResult, out.outResultLen, payloadType), out.outContext, out.outBackground, nil
 }
 
 // callInvokeRequest calls cpex_invoke_request: cpex_invoke with the request's global context (request id, user, tenant, server, metadata). A result nobody changed is exactly cpex_invoke's unchanged result of its payload type. Since ABI 1.1.
@@ -335,7 +335,7 @@ func callInvokeRequest(manager *C.cpex_manager, hook string, payloadType uint8, 
 	if int32(status) != codeOk {
 		return nil, nil, nil, newError(int32(status), takeMessage(out.errMsg))
 	}
-	return takeBytes(out.outResult, out.outResultLen), out.outContext, out.outBackground, nil
+	return takeResult(out.outResult, out.outResultLen, payloadType), out.outContext, out.outBackground, nil
 }
 
 // callInvokeWith calls cpex_invoke_with: cpex_invoke_request with the call's options (CallOptions). With timeout_ms, the call fails closed with CPEX_ERR_TIMEOUT once it ran that long (or plugin_settings.invoke_timeout, if shorter), whatever the plugins' on_error: the engine stops the running plugin as at its own timeouts, and the context table passed in stays valid. Since ABI 1.2.
@@ -353,7 +353,7 @@ func callInvokeWith(manager *C.cpex_manager, hook string, payloadType uint8, pay
 	if int32(status) != codeOk {
 		return nil, nil, nil, newError(int32(status), takeMessage(out.errMsg))
 	}
-	return takeBytes(out.outResult, out.outResultLen), out.outContext, out.outBackground, nil
+	return takeResult(out.outResult, out.outResultLen, payloadType), out.outContext, out.outBackground, nil
 }
 
 // callWaitBackground calls cpex_wait_background: Blocks until every fire-and-forget task of the invoke has finished.

@@ -249,8 +249,19 @@ def go_zero(p: Param) -> str:
     return {"handle_out": "nil", "bytes_out": "nil", "bool_out": "false", "size_out": "0"}[p.kind]
 
 
-def go_out_value(p: Param) -> str:
+def go_out_value(p: Param, fn: Function | None = None) -> str:
+    """The Go value of an out-parameter. fn: the function, when the library has
+    unchanged results (abi.yaml unchanged_result): an invoke's out_result is then taken
+    by takeResult, which answers the payload type's unchanged result with its shared
+    bytes instead of a copy."""
     v = "out." + naming.lower_camel(p.name)
+    if (
+        fn is not None
+        and p.kind == "bytes_out"
+        and p.name == "out_result"
+        and any(q.name == "payload_type" and q.kind == "u8" for q in fn.params)
+    ):
+        return f"takeResult({v}, {v}Len, payloadType)"
     return {
         "handle_out": v,
         "bytes_out": f"takeBytes({v}, {v}Len)",
