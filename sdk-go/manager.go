@@ -206,9 +206,13 @@ func (m *PluginManager) enterWith(goctx context.Context, op string, useLane bool
 		return nil, exit{}, err
 	}
 	select {
-	case m.sem <- struct{}{}:
-	case <-goctx.Done():
-		return nil, exit{}, fmt.Errorf("cpex: %s: waiting for a slot of the in-flight bound: %w", op, goctx.Err())
+	case m.sem <- struct{}{}: // a free slot: no select over the context's channel
+	default:
+		select {
+		case m.sem <- struct{}{}:
+		case <-goctx.Done():
+			return nil, exit{}, fmt.Errorf("cpex: %s: waiting for a slot of the in-flight bound: %w", op, goctx.Err())
+		}
 	}
 	ref := m.state.handle.Load()
 	if ref == nil {

@@ -255,8 +255,10 @@ class Exports:
             # check_sizes, entered only when it has something to refuse (ffi/natives.c
             # sends a non-empty payload within the limits it knows; the serving ones
             # may differ).
-            if not body_wire or len(body_wire) > limits.max_payload_bytes or (
-                ext_wire is not None and len(ext_wire) > limits.max_extensions_bytes
+            if (
+                not body_wire
+                or len(body_wire) > limits.max_payload_bytes
+                or (ext_wire is not None and len(ext_wire) > limits.max_extensions_bytes)
             ):
                 check_sizes(limits, len(body_wire), len(ext_wire) if ext_wire is not None else 0)
             if checked_entries != limits.max_collection_entries:
@@ -355,7 +357,7 @@ class Exports:
             mgr, hook_name, payload_type, body_wire, ext_wire, request_wire, options_wire, plain, ctx, serving, True
         )
         try:
-            data = outcome_bytes(outcome, payload_type)
+            data = UNCHANGED_RESULTS[payload_type] if outcome.unchanged else _result_bytes(outcome, payload_type)
             address = self._copy_out_address(data)
         except BaseException:
             # The result cannot be delivered: the call failed after all, and the
@@ -475,12 +477,23 @@ def invoke_decoded(
     worker both run it. plain holds the C checker's verdicts (ffi/fastpath.c; bit 1
     the payload, 2 the extensions, 4 the request, 8 the options): a map it took is
     decoded as is, the rest gets decode_checked's checks and message. exact: the
-    verdicts were reached on these very bytes with the serving limits (see
-    decode_maps). The payload's and the extensions' sizes were checked before they were
-    copied; the request's and the options' are checked here."""
+    verdicts were reached on these very bytes with the serving limits. The payload's
+    and the extensions' sizes were checked before they were copied; the request's and
+    the options' are checked here."""
     limits = serving.limits
     entries = limits.max_collection_entries
-    body, ext = decode_maps(body_wire, ext_wire, plain, entries, _not_plain, exact)
+    if exact:
+        # The checker ran on these bytes with entries as the limit, so what it took is
+        # one map with string keys, no extension type and no map or array over the
+        # limit: MessagePack's defaults decode it as the limits would.
+        body = _unpackb(body_wire) if plain & 1 else _not_plain(body_wire, "payload", entries)
+        ext = None
+        if ext_wire is not None:
+            ext = _unpackb(ext_wire) if plain & 2 else _not_plain(ext_wire, "extensions", entries)
+    else:
+        # An engine worker's verdicts come from the host, with its view of the limits:
+        # decoded with the limits again.
+        body, ext = decode_maps(body_wire, ext_wire, plain, entries, _not_plain)
     request = None
     if request_wire is not None:
         _check_size("request", len(request_wire), limits.max_extensions_bytes, "max_extensions_bytes")
@@ -511,25 +524,11 @@ def _not_plain(data: bytes, what: str, entries: int) -> Any:
 
 
 def decode_maps(
-    body_wire: bytes,
-    ext_wire: bytes | None,
-    plain: int,
-    entries: int,
-    decode: Callable[[bytes, str, int], Any],
-    exact: bool = False,
+    body_wire: bytes, ext_wire: bytes | None, plain: int, entries: int, decode: Callable[[bytes, str, int], Any]
 ) -> tuple[Any, Any]:
     """The payload and the extensions (None when absent): what the C checker took (plain:
     bit 1 the payload, bit 2 the extensions) is decoded as is, the rest by decode, which
-    names the problem. exact: the checker ran on these bytes with entries as the limit,
-    so what it took is one map with string keys, no extension type and no map or
-    array over the limit: MessagePack's defaults decode it as the limits would (an
-    engine worker's verdicts come from the host, with its view of the limits: they
-    are decoded with the limits again)."""
-    if exact:
-        body = _unpackb(body_wire) if plain & 1 else decode(body_wire, "payload", entries)
-        if ext_wire is None:
-            return body, None
-        return body, _unpackb(ext_wire) if plain & 2 else decode(ext_wire, "extensions", entries)
+    names the problem."""
     body = unpack(body_wire, "payload", entries) if plain & 1 else decode(body_wire, "payload", entries)
     if ext_wire is None:
         return body, None
