@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped, unused-ignore]  # untyped: the package passes mypy wherever it is installed
 from pydantic import BaseModel
 
 from cpexrt import payloads
