@@ -91,14 +91,25 @@ static int cpex__has_hook(const cpex__quiet_entry *e, const char *hook, size_t h
     return 0;
 }
 
-/* Strict UTF-8: no overlongs, no surrogates, nothing above U+10FFFF. */
+/* Strict UTF-8: no overlongs, no surrogates, nothing above U+10FFFF. ASCII, the
+   common case, is skipped eight bytes at a time. */
 static int cpex__utf8(const uint8_t *s, size_t n)
 {
     size_t i = 0;
     while (i < n) {
-        uint8_t c = s[i];
+        uint8_t c;
         size_t len, k;
         uint32_t cp;
+        uint64_t word;
+        while (n - i >= 8) {
+            memcpy(&word, s + i, 8);
+            if (word & UINT64_C(0x8080808080808080))
+                break;
+            i += 8;
+        }
+        if (i >= n)
+            break;
+        c = s[i];
         if (c < 0x80) {
             i++;
             continue;

@@ -319,7 +319,7 @@ static PyObject *cpex__natives_clone_setup(PyObject *self, PyObject *const *args
    extern "Python" cpexpy_<name> (whose per-call conversions, a cdata object per pointer
    and ffi.buffer / ffi.cast / pointer stores in Python, cost more than the rest of the
    boundary). entry(which, manager, hook, payload_type, payload, extensions | None,
-   request | None, options | None, context) returns (result address, result length,
+   request | None, options | None, context, plain, max_entries) returns (result address, result length,
    context token, background token) or, when the call failed, (status, message bytes);
    it never raises. Set under the GIL and never cleared; read under the GIL. */
 static PyObject *cpex__natives_invoke_entry;
@@ -345,7 +345,7 @@ static PyObject *cpex__natives_set_invoke(PyObject *self, PyObject *entry)
    before anything is copied, with its message. Python checks the limits again on the
    copies (a reload may have changed them meanwhile). */
 static int cpex__native_within(uintptr_t manager, size_t payload_len, size_t extensions_len, size_t request_len,
-                               size_t options_len)
+                               size_t options_len, size_t *max_entries)
 {
     size_t i;
     int within = 0;
@@ -357,10 +357,45 @@ static int cpex__native_within(uintptr_t manager, size_t payload_len, size_t ext
             const cpex__quiet_entry *e = &cpex__quiet[i];
             within = payload_len <= e->max_payload && extensions_len <= e->max_extensions &&
                      request_len <= e->max_extensions && options_len <= e->max_extensions;
+            *max_entries = e->max_entries;
             break;
         }
     pthread_rwlock_unlock(&cpex__quiet_lock);
     return within;
+}
+
+/* The C checker's verdicts (cpex__plain_map, ffi/fastpath.c) on the copies made for
+   Python, with max_entries: bit 1 the payload is a plain map, 2 the extensions are one
+   or absent, 4 the request is one, 8 the options are one (absent: 0). Computed on the
+   copies, never on the caller's memory, which could change between a check and a
+   copy. Without the GIL for inputs large enough for the walk to matter. */
+static long cpex__native_plain(PyObject *payload, PyObject *extensions, PyObject *request, PyObject *options,
+                               size_t max_entries)
+{
+    PyObject *in[4] = {payload, extensions, request, options};
+    const uint8_t *data[4] = {NULL};
+    size_t len[4] = {0}, total = 0;
+    long plain = 0;
+    int i;
+    PyThreadState *save = NULL;
+    for (i = 0; i < 4; i++)
+        if (in[i] != Py_None) {
+            data[i] = (const uint8_t *)PyBytes_AS_STRING(in[i]);
+            len[i] = (size_t)PyBytes_GET_SIZE(in[i]);
+            total += len[i];
+        }
+    /* The bytes objects are immutable, and this call's references keep them. */
+    if (total > CPEX__NATIVES_NOGIL_ABOVE)
+        save = PyEval_SaveThread();
+    for (i = 0; i < 4; i++) {
+        if (data[i] == NULL)
+            plain |= i == 1 ? 2 : 0; /* no extensions count as plain ones */
+        else if (cpex__plain_map(data[i], len[i], len[i], max_entries))
+            plain |= 1L << i;
+    }
+    if (save != NULL)
+        PyEval_RestoreThread(save);
+    return plain;
 }
 
 static PyObject *cpex__native_bytes(const void *data, size_t len)
@@ -382,11 +417,12 @@ static int cpex__native_call(int which, uintptr_t manager, const char *hook, siz
                              char **err_msg)
 {
     PyGILState_STATE gil;
-    PyObject *args[9] = {NULL};
+    PyObject *args[11] = {NULL};
     PyObject *entry, *out = NULL;
+    size_t max_entries = 0;
     int rc = (int)CPEX_ERR_INTERNAL, saved_errno = errno, i;
     const char *problem = "internal error: the native invoke entry failed";
-    if (!cpex__native_within(manager, payload_len, extensions_len, request_len, options_len))
+    if (!cpex__native_within(manager, payload_len, extensions_len, request_len, options_len, &max_entries))
         return CPEX__NATIVE_DECLINED;
     gil = PyGILState_Ensure();
     entry = cpex__natives_invoke_entry;
@@ -406,11 +442,15 @@ static int cpex__native_call(int which, uintptr_t manager, const char *hook, siz
     args[8] = PyLong_FromSize_t(context);
     for (i = 0; i < 9 && args[i] != NULL; i++)
         ;
-    if (i == 9)
-        out = PyObject_Vectorcall(entry, args, 9, NULL);
+    if (i == 9) {
+        args[9] = PyLong_FromLong(cpex__native_plain(args[4], args[5], args[6], args[7], max_entries));
+        args[10] = PyLong_FromSize_t(max_entries);
+    }
+    if (args[9] != NULL && args[10] != NULL)
+        out = PyObject_Vectorcall(entry, args, 11, NULL);
     else
         problem = "internal error: out of memory for the call's inputs";
-    for (i = 0; i < 9; i++)
+    for (i = 0; i < 11; i++)
         Py_XDECREF(args[i]);
     if (out != NULL && PyTuple_CheckExact(out) && PyTuple_GET_SIZE(out) == 4) {
         void *result = PyLong_AsVoidPtr(PyTuple_GET_ITEM(out, 0));

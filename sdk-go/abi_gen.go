@@ -112,267 +112,363 @@ var sentinels = map[int32]error{
 
 // callManagerNew calls cpex_manager_new: Creates an empty manager (no config loaded).
 func callManagerNew() (*C.cpex_manager, error) {
-	var outManager *C.cpex_manager
-	var errMsg *C.char
-	status := C.cpex_manager_new(&outManager, &errMsg)
-	if int32(status) != codeOk {
-		return nil, newError(int32(status), takeMessage(errMsg))
+	// The out-parameters in one struct: passed to C, they live on the heap, and one
+	// allocation is cheaper than one per parameter.
+	var out struct {
+		outManager *C.cpex_manager
+		errMsg     *C.char
 	}
-	return outManager, nil
+	status := C.cpex_manager_new(&out.outManager, &out.errMsg)
+	if int32(status) != codeOk {
+		return nil, newError(int32(status), takeMessage(out.errMsg))
+	}
+	return out.outManager, nil
 }
 
 // callManagerNewFromYaml calls cpex_manager_new_from_yaml: Creates a manager and loads the YAML config into it.
 func callManagerNewFromYaml(yaml string) (*C.cpex_manager, error) {
-	var outManager *C.cpex_manager
-	var errMsg *C.char
-	status := C.cpex_manager_new_from_yaml(cText(yaml), C.size_t(len(yaml)), &outManager, &errMsg)
-	if int32(status) != codeOk {
-		return nil, newError(int32(status), takeMessage(errMsg))
+	// The out-parameters in one struct: passed to C, they live on the heap, and one
+	// allocation is cheaper than one per parameter.
+	var out struct {
+		outManager *C.cpex_manager
+		errMsg     *C.char
 	}
-	return outManager, nil
+	status := C.cpex_manager_new_from_yaml(cText(yaml), C.size_t(len(yaml)), &out.outManager, &out.errMsg)
+	if int32(status) != codeOk {
+		return nil, newError(int32(status), takeMessage(out.errMsg))
+	}
+	return out.outManager, nil
 }
 
 // callRegisterFactory calls cpex_register_factory: Registers a plugin kind on the manager, for the configs loaded after it. Fails with CPEX_ERR_INVALID_INPUT when the kind is taken or the target is not an import path; an unimportable target fails the load_config that uses it.
 func callRegisterFactory(manager *C.cpex_manager, kind string, target string) error {
-	var errMsg *C.char
-	status := C.cpex_register_factory(manager, cText(kind), C.size_t(len(kind)), cText(target), C.size_t(len(target)), &errMsg)
+	// The out-parameters in one struct: passed to C, they live on the heap, and one
+	// allocation is cheaper than one per parameter.
+	var out struct {
+		errMsg *C.char
+	}
+	status := C.cpex_register_factory(manager, cText(kind), C.size_t(len(kind)), cText(target), C.size_t(len(target)), &out.errMsg)
 	if int32(status) != codeOk {
-		return newError(int32(status), takeMessage(errMsg))
+		return newError(int32(status), takeMessage(out.errMsg))
 	}
 	return nil
 }
 
 // callLoadConfig calls cpex_load_config: Loads (replaces) the manager's config and instantiates its plugins. Fails with CPEX_ERR_PARSE on bad YAML and CPEX_ERR_CONFIG on an invalid config, naming the field path.
 func callLoadConfig(manager *C.cpex_manager, yaml string) error {
-	var errMsg *C.char
-	status := C.cpex_load_config(manager, cText(yaml), C.size_t(len(yaml)), &errMsg)
+	// The out-parameters in one struct: passed to C, they live on the heap, and one
+	// allocation is cheaper than one per parameter.
+	var out struct {
+		errMsg *C.char
+	}
+	status := C.cpex_load_config(manager, cText(yaml), C.size_t(len(yaml)), &out.errMsg)
 	if int32(status) != codeOk {
-		return newError(int32(status), takeMessage(errMsg))
+		return newError(int32(status), takeMessage(out.errMsg))
 	}
 	return nil
 }
 
 // callLoadConfigFile calls cpex_load_config_file: Reads the YAML config file at path and loads it like cpex_load_config; relative plugin_settings.plugin_dirs resolve against the file's folder. Fails with CPEX_ERR_INVALID_INPUT when the file cannot be read (the message names it). Since ABI 1.1.
 func callLoadConfigFile(manager *C.cpex_manager, path string) error {
-	var errMsg *C.char
-	status := C.cpex_load_config_file(manager, cText(path), C.size_t(len(path)), &errMsg)
+	// The out-parameters in one struct: passed to C, they live on the heap, and one
+	// allocation is cheaper than one per parameter.
+	var out struct {
+		errMsg *C.char
+	}
+	status := C.cpex_load_config_file(manager, cText(path), C.size_t(len(path)), &out.errMsg)
 	if int32(status) != codeOk {
-		return newError(int32(status), takeMessage(errMsg))
+		return newError(int32(status), takeMessage(out.errMsg))
 	}
 	return nil
 }
 
 // callInitialize calls cpex_initialize: Initializes every loaded plugin. A plugin that fails fails the call, naming it.
 func callInitialize(manager *C.cpex_manager) error {
-	var errMsg *C.char
-	status := C.cpex_initialize(manager, &errMsg)
+	// The out-parameters in one struct: passed to C, they live on the heap, and one
+	// allocation is cheaper than one per parameter.
+	var out struct {
+		errMsg *C.char
+	}
+	status := C.cpex_initialize(manager, &out.errMsg)
 	if int32(status) != codeOk {
-		return newError(int32(status), takeMessage(errMsg))
+		return newError(int32(status), takeMessage(out.errMsg))
 	}
 	return nil
 }
 
 // callShutdown calls cpex_shutdown: Shuts the plugins down and invalidates the manager and every context and background handle it issued. Every later call with them fails with CPEX_ERR_INVALID_HANDLE; a second shutdown is harmless and does the same.
 func callShutdown(manager *C.cpex_manager) error {
-	var errMsg *C.char
-	status := C.cpex_shutdown(manager, &errMsg)
+	// The out-parameters in one struct: passed to C, they live on the heap, and one
+	// allocation is cheaper than one per parameter.
+	var out struct {
+		errMsg *C.char
+	}
+	status := C.cpex_shutdown(manager, &out.errMsg)
 	if int32(status) != codeOk {
-		return newError(int32(status), takeMessage(errMsg))
+		return newError(int32(status), takeMessage(out.errMsg))
 	}
 	return nil
 }
 
 // callHasHooksFor calls cpex_has_hooks_for: Cheap check, to skip building a payload nobody will see.
 func callHasHooksFor(manager *C.cpex_manager, hook string) (bool, error) {
-	var outHas C.int
-	var errMsg *C.char
-	status := C.cpex_has_hooks_for(manager, cText(hook), C.size_t(len(hook)), &outHas, &errMsg)
-	if int32(status) != codeOk {
-		return false, newError(int32(status), takeMessage(errMsg))
+	// The out-parameters in one struct: passed to C, they live on the heap, and one
+	// allocation is cheaper than one per parameter.
+	var out struct {
+		outHas C.int
+		errMsg *C.char
 	}
-	return outHas != 0, nil
+	status := C.cpex_has_hooks_for(manager, cText(hook), C.size_t(len(hook)), &out.outHas, &out.errMsg)
+	if int32(status) != codeOk {
+		return false, newError(int32(status), takeMessage(out.errMsg))
+	}
+	return out.outHas != 0, nil
 }
 
 // callPluginCount calls cpex_plugin_count: Number of plugins in the loaded config.
 func callPluginCount(manager *C.cpex_manager) (int, error) {
-	var outCount C.size_t
-	var errMsg *C.char
-	status := C.cpex_plugin_count(manager, &outCount, &errMsg)
-	if int32(status) != codeOk {
-		return 0, newError(int32(status), takeMessage(errMsg))
+	// The out-parameters in one struct: passed to C, they live on the heap, and one
+	// allocation is cheaper than one per parameter.
+	var out struct {
+		outCount C.size_t
+		errMsg   *C.char
 	}
-	return int(outCount), nil
+	status := C.cpex_plugin_count(manager, &out.outCount, &out.errMsg)
+	if int32(status) != codeOk {
+		return 0, newError(int32(status), takeMessage(out.errMsg))
+	}
+	return int(out.outCount), nil
 }
 
 // callPluginNames calls cpex_plugin_names: Names of the configured plugins, in config order.
 func callPluginNames(manager *C.cpex_manager) ([]byte, error) {
-	var outNames *C.uint8_t
-	var outNamesLen C.size_t
-	var errMsg *C.char
-	status := C.cpex_plugin_names(manager, &outNames, &outNamesLen, &errMsg)
-	if int32(status) != codeOk {
-		return nil, newError(int32(status), takeMessage(errMsg))
+	// The out-parameters in one struct: passed to C, they live on the heap, and one
+	// allocation is cheaper than one per parameter.
+	var out struct {
+		outNames    *C.uint8_t
+		outNamesLen C.size_t
+		errMsg      *C.char
 	}
-	return takeBytes(outNames, outNamesLen), nil
+	status := C.cpex_plugin_names(manager, &out.outNames, &out.outNamesLen, &out.errMsg)
+	if int32(status) != codeOk {
+		return nil, newError(int32(status), takeMessage(out.errMsg))
+	}
+	return takeBytes(out.outNames, out.outNamesLen), nil
 }
 
 // callPluginStats calls cpex_plugin_stats: Where each plugin runs and, for isolated plugins (isolation thread or process), their workers' counters and circuit. Since ABI 1.2.
 func callPluginStats(manager *C.cpex_manager) ([]byte, error) {
-	var outStats *C.uint8_t
-	var outStatsLen C.size_t
-	var errMsg *C.char
-	status := C.cpex_plugin_stats(manager, &outStats, &outStatsLen, &errMsg)
-	if int32(status) != codeOk {
-		return nil, newError(int32(status), takeMessage(errMsg))
+	// The out-parameters in one struct: passed to C, they live on the heap, and one
+	// allocation is cheaper than one per parameter.
+	var out struct {
+		outStats    *C.uint8_t
+		outStatsLen C.size_t
+		errMsg      *C.char
 	}
-	return takeBytes(outStats, outStatsLen), nil
+	status := C.cpex_plugin_stats(manager, &out.outStats, &out.outStatsLen, &out.errMsg)
+	if int32(status) != codeOk {
+		return nil, newError(int32(status), takeMessage(out.errMsg))
+	}
+	return takeBytes(out.outStats, out.outStatsLen), nil
 }
 
 // callIsInitialized calls cpex_is_initialized: Whether the manager is initialized.
 func callIsInitialized(manager *C.cpex_manager) (bool, error) {
-	var outInitialized C.int
-	var errMsg *C.char
-	status := C.cpex_is_initialized(manager, &outInitialized, &errMsg)
-	if int32(status) != codeOk {
-		return false, newError(int32(status), takeMessage(errMsg))
+	// The out-parameters in one struct: passed to C, they live on the heap, and one
+	// allocation is cheaper than one per parameter.
+	var out struct {
+		outInitialized C.int
+		errMsg         *C.char
 	}
-	return outInitialized != 0, nil
+	status := C.cpex_is_initialized(manager, &out.outInitialized, &out.errMsg)
+	if int32(status) != codeOk {
+		return false, newError(int32(status), takeMessage(out.errMsg))
+	}
+	return out.outInitialized != 0, nil
 }
 
 // callEngineWorkers calls cpex_engine_workers: Where the manager's engine runs. The invokes, background waits and frees of a manager with engine workers never enter this process's Python runtime, so a host may make them from many threads at once without queueing them itself. Since ABI 1.3.
 func callEngineWorkers(manager *C.cpex_manager) (int, error) {
-	var outCount C.size_t
-	var errMsg *C.char
-	status := C.cpex_engine_workers(manager, &outCount, &errMsg)
-	if int32(status) != codeOk {
-		return 0, newError(int32(status), takeMessage(errMsg))
+	// The out-parameters in one struct: passed to C, they live on the heap, and one
+	// allocation is cheaper than one per parameter.
+	var out struct {
+		outCount C.size_t
+		errMsg   *C.char
 	}
-	return int(outCount), nil
+	status := C.cpex_engine_workers(manager, &out.outCount, &out.errMsg)
+	if int32(status) != codeOk {
+		return 0, newError(int32(status), takeMessage(out.errMsg))
+	}
+	return int(out.outCount), nil
 }
 
 // callInvoke calls cpex_invoke: Runs the plugins of a hook over a payload. A result nobody changed (every plugin let the call continue; no modified payload or extensions, no errors, metadata, retry delay or HTTP headers) is exactly the unchanged result of its payload type, whose bytes cpex.h lists with cpex_invoke: hosts may compare out_result with them instead of decoding it.
 func callInvoke(manager *C.cpex_manager, hook string, payloadType uint8, payload []byte, extensions []byte, context *C.cpex_context) ([]byte, *C.cpex_context, *C.cpex_background, error) {
-	var outResult *C.uint8_t
-	var outResultLen C.size_t
-	var outContext *C.cpex_context
-	var outBackground *C.cpex_background
-	var errMsg *C.char
-	status := C.cpex_invoke(manager, cText(hook), C.size_t(len(hook)), C.uint8_t(payloadType), cBytes(payload), C.size_t(len(payload)), cBytes(extensions), C.size_t(len(extensions)), context, &outResult, &outResultLen, &outContext, &outBackground, &errMsg)
-	if int32(status) != codeOk {
-		return nil, nil, nil, newError(int32(status), takeMessage(errMsg))
+	// The out-parameters in one struct: passed to C, they live on the heap, and one
+	// allocation is cheaper than one per parameter.
+	var out struct {
+		outResult     *C.uint8_t
+		outResultLen  C.size_t
+		outContext    *C.cpex_context
+		outBackground *C.cpex_background
+		errMsg        *C.char
 	}
-	return takeBytes(outResult, outResultLen), outContext, outBackground, nil
+	status := C.cpex_invoke(manager, cText(hook), C.size_t(len(hook)), C.uint8_t(payloadType), cBytes(payload), C.size_t(len(payload)), cBytes(extensions), C.size_t(len(extensions)), context, &out.outResult, &out.outResultLen, &out.outContext, &out.outBackground, &out.errMsg)
+	if int32(status) != codeOk {
+		return nil, nil, nil, newError(int32(status), takeMessage(out.errMsg))
+	}
+	return takeResult(out.outResult, out.outResultLen, payloadType), out.outContext, out.outBackground, nil
 }
 
 // callInvokeRequest calls cpex_invoke_request: cpex_invoke with the request's global context (request id, user, tenant, server, metadata). A result nobody changed is exactly cpex_invoke's unchanged result of its payload type. Since ABI 1.1.
 func callInvokeRequest(manager *C.cpex_manager, hook string, payloadType uint8, payload []byte, extensions []byte, request []byte, context *C.cpex_context) ([]byte, *C.cpex_context, *C.cpex_background, error) {
-	var outResult *C.uint8_t
-	var outResultLen C.size_t
-	var outContext *C.cpex_context
-	var outBackground *C.cpex_background
-	var errMsg *C.char
-	status := C.cpex_invoke_request(manager, cText(hook), C.size_t(len(hook)), C.uint8_t(payloadType), cBytes(payload), C.size_t(len(payload)), cBytes(extensions), C.size_t(len(extensions)), cBytes(request), C.size_t(len(request)), context, &outResult, &outResultLen, &outContext, &outBackground, &errMsg)
-	if int32(status) != codeOk {
-		return nil, nil, nil, newError(int32(status), takeMessage(errMsg))
+	// The out-parameters in one struct: passed to C, they live on the heap, and one
+	// allocation is cheaper than one per parameter.
+	var out struct {
+		outResult     *C.uint8_t
+		outResultLen  C.size_t
+		outContext    *C.cpex_context
+		outBackground *C.cpex_background
+		errMsg        *C.char
 	}
-	return takeBytes(outResult, outResultLen), outContext, outBackground, nil
+	status := C.cpex_invoke_request(manager, cText(hook), C.size_t(len(hook)), C.uint8_t(payloadType), cBytes(payload), C.size_t(len(payload)), cBytes(extensions), C.size_t(len(extensions)), cBytes(request), C.size_t(len(request)), context, &out.outResult, &out.outResultLen, &out.outContext, &out.outBackground, &out.errMsg)
+	if int32(status) != codeOk {
+		return nil, nil, nil, newError(int32(status), takeMessage(out.errMsg))
+	}
+	return takeResult(out.outResult, out.outResultLen, payloadType), out.outContext, out.outBackground, nil
 }
 
 // callInvokeWith calls cpex_invoke_with: cpex_invoke_request with the call's options (CallOptions). With timeout_ms, the call fails closed with CPEX_ERR_TIMEOUT once it ran that long (or plugin_settings.invoke_timeout, if shorter), whatever the plugins' on_error: the engine stops the running plugin as at its own timeouts, and the context table passed in stays valid. Since ABI 1.2.
 func callInvokeWith(manager *C.cpex_manager, hook string, payloadType uint8, payload []byte, extensions []byte, request []byte, options []byte, context *C.cpex_context) ([]byte, *C.cpex_context, *C.cpex_background, error) {
-	var outResult *C.uint8_t
-	var outResultLen C.size_t
-	var outContext *C.cpex_context
-	var outBackground *C.cpex_background
-	var errMsg *C.char
-	status := C.cpex_invoke_with(manager, cText(hook), C.size_t(len(hook)), C.uint8_t(payloadType), cBytes(payload), C.size_t(len(payload)), cBytes(extensions), C.size_t(len(extensions)), cBytes(request), C.size_t(len(request)), cBytes(options), C.size_t(len(options)), context, &outResult, &outResultLen, &outContext, &outBackground, &errMsg)
-	if int32(status) != codeOk {
-		return nil, nil, nil, newError(int32(status), takeMessage(errMsg))
+	// The out-parameters in one struct: passed to C, they live on the heap, and one
+	// allocation is cheaper than one per parameter.
+	var out struct {
+		outResult     *C.uint8_t
+		outResultLen  C.size_t
+		outContext    *C.cpex_context
+		outBackground *C.cpex_background
+		errMsg        *C.char
 	}
-	return takeBytes(outResult, outResultLen), outContext, outBackground, nil
+	status := C.cpex_invoke_with(manager, cText(hook), C.size_t(len(hook)), C.uint8_t(payloadType), cBytes(payload), C.size_t(len(payload)), cBytes(extensions), C.size_t(len(extensions)), cBytes(request), C.size_t(len(request)), cBytes(options), C.size_t(len(options)), context, &out.outResult, &out.outResultLen, &out.outContext, &out.outBackground, &out.errMsg)
+	if int32(status) != codeOk {
+		return nil, nil, nil, newError(int32(status), takeMessage(out.errMsg))
+	}
+	return takeResult(out.outResult, out.outResultLen, payloadType), out.outContext, out.outBackground, nil
 }
 
 // callWaitBackground calls cpex_wait_background: Blocks until every fire-and-forget task of the invoke has finished.
 func callWaitBackground(background *C.cpex_background) ([]byte, error) {
-	var outErrors *C.uint8_t
-	var outErrorsLen C.size_t
-	var errMsg *C.char
-	status := C.cpex_wait_background(background, &outErrors, &outErrorsLen, &errMsg)
-	if int32(status) != codeOk {
-		return nil, newError(int32(status), takeMessage(errMsg))
+	// The out-parameters in one struct: passed to C, they live on the heap, and one
+	// allocation is cheaper than one per parameter.
+	var out struct {
+		outErrors    *C.uint8_t
+		outErrorsLen C.size_t
+		errMsg       *C.char
 	}
-	return takeBytes(outErrors, outErrorsLen), nil
+	status := C.cpex_wait_background(background, &out.outErrors, &out.outErrorsLen, &out.errMsg)
+	if int32(status) != codeOk {
+		return nil, newError(int32(status), takeMessage(out.errMsg))
+	}
+	return takeBytes(out.outErrors, out.outErrorsLen), nil
 }
 
 // callFreeBackground calls cpex_free_background: Releases a background handle; its tasks still run to the end.
 func callFreeBackground(background *C.cpex_background) error {
-	var errMsg *C.char
-	status := C.cpex_free_background(background, &errMsg)
+	// The out-parameters in one struct: passed to C, they live on the heap, and one
+	// allocation is cheaper than one per parameter.
+	var out struct {
+		errMsg *C.char
+	}
+	status := C.cpex_free_background(background, &out.errMsg)
 	if int32(status) != codeOk {
-		return newError(int32(status), takeMessage(errMsg))
+		return newError(int32(status), takeMessage(out.errMsg))
 	}
 	return nil
 }
 
 // callFreeContext calls cpex_free_context: Releases a context table that will not be passed to another invoke.
 func callFreeContext(context *C.cpex_context) error {
-	var errMsg *C.char
-	status := C.cpex_free_context(context, &errMsg)
+	// The out-parameters in one struct: passed to C, they live on the heap, and one
+	// allocation is cheaper than one per parameter.
+	var out struct {
+		errMsg *C.char
+	}
+	status := C.cpex_free_context(context, &out.errMsg)
 	if int32(status) != codeOk {
-		return newError(int32(status), takeMessage(errMsg))
+		return newError(int32(status), takeMessage(out.errMsg))
 	}
 	return nil
 }
 
 // callLiveHandles calls cpex_live_handles: Counts the handles the library holds for its callers, for leak checks: after every context and background handle was passed on, freed or shut down with its manager, the last two are 0.
 func callLiveHandles() (int, int, int, error) {
-	var outManagers C.size_t
-	var outContexts C.size_t
-	var outBackgrounds C.size_t
-	var errMsg *C.char
-	status := C.cpex_live_handles(&outManagers, &outContexts, &outBackgrounds, &errMsg)
-	if int32(status) != codeOk {
-		return 0, 0, 0, newError(int32(status), takeMessage(errMsg))
+	// The out-parameters in one struct: passed to C, they live on the heap, and one
+	// allocation is cheaper than one per parameter.
+	var out struct {
+		outManagers    C.size_t
+		outContexts    C.size_t
+		outBackgrounds C.size_t
+		errMsg         *C.char
 	}
-	return int(outManagers), int(outContexts), int(outBackgrounds), nil
+	status := C.cpex_live_handles(&out.outManagers, &out.outContexts, &out.outBackgrounds, &out.errMsg)
+	if int32(status) != codeOk {
+		return 0, 0, 0, newError(int32(status), takeMessage(out.errMsg))
+	}
+	return int(out.outManagers), int(out.outContexts), int(out.outBackgrounds), nil
 }
 
 // callReloadConfig calls cpex_reload_config: Swaps the plugins of an initialized manager for those of a new config, atomically for every call. The new plugins are instantiated and initialized first; then one swap makes every call that begins afterwards run on them, while calls already running finish on the old plugins. The old plugins are shut down once their calls and fire-and-forget tasks have finished (calls: at most the old invoke_timeout, plus 1 s; tasks: up to the old plugin_timeout), and only then does this return. A bad config (CPEX_ERR_PARSE, CPEX_ERR_CONFIG: an unknown or unimportable plugin kind, a field path) or a failing initialize (CPEX_ERR_PIPELINE, the plugin named; the new plugins already initialized are shut down) changes nothing: the old plugins keep serving. A manager not initialized fails with CPEX_ERR_PIPELINE (use cpex_load_config). A context table issued before the swap carries each plugin's state over to the plugin of the same name when its kind and config are unchanged, drops the state of plugins the new config lacks, and fails the invoke with CPEX_ERR_INVALID_INPUT (leaving the table valid) when it holds state of a plugin whose kind or config changed. Reloads of one manager run one at a time. Since ABI 1.2.
 func callReloadConfig(manager *C.cpex_manager, yaml string) error {
-	var errMsg *C.char
-	status := C.cpex_reload_config(manager, cText(yaml), C.size_t(len(yaml)), &errMsg)
+	// The out-parameters in one struct: passed to C, they live on the heap, and one
+	// allocation is cheaper than one per parameter.
+	var out struct {
+		errMsg *C.char
+	}
+	status := C.cpex_reload_config(manager, cText(yaml), C.size_t(len(yaml)), &out.errMsg)
 	if int32(status) != codeOk {
-		return newError(int32(status), takeMessage(errMsg))
+		return newError(int32(status), takeMessage(out.errMsg))
 	}
 	return nil
 }
 
 // callReloadConfigFile calls cpex_reload_config_file: Reads the YAML config file at path and reloads it like cpex_reload_config; relative plugin_settings.plugin_dirs resolve against the file's folder. Fails with CPEX_ERR_INVALID_INPUT when the file cannot be read (the message names it), leaving the old plugins serving. Since ABI 1.2.
 func callReloadConfigFile(manager *C.cpex_manager, path string) error {
-	var errMsg *C.char
-	status := C.cpex_reload_config_file(manager, cText(path), C.size_t(len(path)), &errMsg)
+	// The out-parameters in one struct: passed to C, they live on the heap, and one
+	// allocation is cheaper than one per parameter.
+	var out struct {
+		errMsg *C.char
+	}
+	status := C.cpex_reload_config_file(manager, cText(path), C.size_t(len(path)), &out.errMsg)
 	if int32(status) != codeOk {
-		return newError(int32(status), takeMessage(errMsg))
+		return newError(int32(status), takeMessage(out.errMsg))
 	}
 	return nil
 }
 
 // callSetLogSink calls cpex_set_log_sink: Forwards the library's log records (the `cpexrt` loggers of the embedded engine) to callback, on the library's `cpex-logs` thread. One sink per process: setting one replaces the one before, after the records already queued were handed to it, so when this call returns the old sink is called no more. A host that runs the engine in its own Python interpreter (the Python host) sees the records through its own logging configuration and need not set a sink. Since ABI 1.2.
 func callSetLogSink(callback C.cpex_record_fn, userData unsafe.Pointer, minLevel uint8) error {
-	var errMsg *C.char
-	status := C.cpex_set_log_sink(callback, userData, C.uint8_t(minLevel), &errMsg)
+	// The out-parameters in one struct: passed to C, they live on the heap, and one
+	// allocation is cheaper than one per parameter.
+	var out struct {
+		errMsg *C.char
+	}
+	status := C.cpex_set_log_sink(callback, userData, C.uint8_t(minLevel), &out.errMsg)
 	if int32(status) != codeOk {
-		return newError(int32(status), takeMessage(errMsg))
+		return newError(int32(status), takeMessage(out.errMsg))
 	}
 	return nil
 }
 
 // callSetDecisionSink calls cpex_set_decision_sink: Turns the manager's decision records on (callback) or off (NULL): per invoke, the request id, hook, outcome and each plugin's verdict, timing, violation code and modified field names, handed to callback on the library's `cpex-decisions` thread. Records already queued go to the sink set when they were made, and are handed to it before this call returns. Records also go to the config's decision_records.file when it names one. cpex_shutdown delivers what is queued and stops the sink. Since ABI 1.2.
 func callSetDecisionSink(manager *C.cpex_manager, callback C.cpex_record_fn, userData unsafe.Pointer) error {
-	var errMsg *C.char
-	status := C.cpex_set_decision_sink(manager, callback, userData, &errMsg)
+	// The out-parameters in one struct: passed to C, they live on the heap, and one
+	// allocation is cheaper than one per parameter.
+	var out struct {
+		errMsg *C.char
+	}
+	status := C.cpex_set_decision_sink(manager, callback, userData, &out.errMsg)
 	if int32(status) != codeOk {
-		return newError(int32(status), takeMessage(errMsg))
+		return newError(int32(status), takeMessage(out.errMsg))
 	}
 	return nil
 }

@@ -19,7 +19,10 @@ package cpex
 */
 import "C"
 
-import "unsafe"
+import (
+	"bytes"
+	"unsafe"
+)
 
 // The pointer helpers of the generated cgo layer (abi_gen.go). Inputs are borrowed by
 // the library for the duration of one call and never retained, so Go memory may be
@@ -58,4 +61,17 @@ func takeBytes(p *C.uint8_t, n C.size_t) []byte {
 	copy(out, unsafe.Slice((*byte)(unsafe.Pointer(p)), int(n)))
 	C.cpex_free_buffer(unsafe.Pointer(p))
 	return out
+}
+
+// takeResult is takeBytes for an invoke's result (the generated calls of the invokes
+// use it): the payload type's unchanged result, the most common one, is recognised in
+// the library's memory and answered with the shared bytes of unchangedResult, which
+// nobody may modify, instead of a copy.
+func takeResult(p *C.uint8_t, n C.size_t, payloadType uint8) []byte {
+	if want := unchangedResult(payloadType); p != nil && want != nil && int(n) == len(want) &&
+		bytes.Equal(unsafe.Slice((*byte)(unsafe.Pointer(p)), len(want)), want) {
+		C.cpex_free_buffer(unsafe.Pointer(p))
+		return want
+	}
+	return takeBytes(p, n)
 }

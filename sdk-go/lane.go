@@ -33,6 +33,16 @@ var (
 
 // enterLane waits for the lane and returns the function that leaves it.
 func enterLane(goctx context.Context, op string) (func(), error) {
+	ticket, err := enterLaneTicket(goctx, op)
+	if err != nil {
+		return nil, err
+	}
+	return laneLeave(ticket), nil
+}
+
+// enterLaneTicket is enterLane returning the caller's ticket, to leave with
+// leaveLane(ticket): no function value to allocate on every invoke.
+func enterLaneTicket(goctx context.Context, op string) (uint64, error) {
 	select {
 	case lane <- struct{}{}:
 		return laneTake(), nil
@@ -57,7 +67,7 @@ func enterLane(goctx context.Context, op string) (func(), error) {
 			err = context.DeadlineExceeded
 		}
 		if err != nil {
-			return nil, fmt.Errorf("cpex: %s: waiting for the lane into the library: %w", op, err)
+			return 0, fmt.Errorf("cpex: %s: waiting for the lane into the library: %w", op, err)
 		}
 		if owner != seen || owner == 0 {
 			seen, seenAt = owner, now
@@ -66,7 +76,7 @@ func enterLane(goctx context.Context, op string) (func(), error) {
 		if owner != 0 && wait <= 0 {
 			ticket := laneTicket.Add(1)
 			if laneOwner.CompareAndSwap(owner, ticket) {
-				return laneLeave(ticket), nil
+				return ticket, nil
 			}
 			continue // the owner left, or another call took its place
 		}
@@ -84,18 +94,22 @@ func enterLane(goctx context.Context, op string) (func(), error) {
 	}
 }
 
-// laneTake makes the caller, who just put the token in, its owner.
-func laneTake() func() {
+// laneTake makes the caller, who just put the token in, its owner, and returns its
+// ticket.
+func laneTake() uint64 {
 	ticket := laneTicket.Add(1)
 	laneOwner.Store(ticket)
-	return laneLeave(ticket)
+	return ticket
 }
 
-// laneLeave gives the token back if ticket still owns it.
+// laneLeave is the function that leaves the lane with ticket (leaveLane).
 func laneLeave(ticket uint64) func() {
-	return func() {
-		if laneOwner.CompareAndSwap(ticket, 0) {
-			<-lane
-		}
+	return func() { leaveLane(ticket) }
+}
+
+// leaveLane gives the token back if ticket still owns it.
+func leaveLane(ticket uint64) {
+	if laneOwner.CompareAndSwap(ticket, 0) {
+		<-lane
 	}
 }

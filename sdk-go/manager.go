@@ -172,42 +172,62 @@ func (m *PluginManager) enter(op string) (*C.cpex_manager, func(), error) {
 
 // enterContext is enter, giving up when goctx ends while waiting.
 func (m *PluginManager) enterContext(goctx context.Context, op string) (*C.cpex_manager, func(), error) {
-	return m.enterWith(goctx, op, true)
+	h, ex, err := m.enterWith(goctx, op, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	return h, ex.leave, nil
 }
 
 // enterCall is enterContext for an invoke: a manager whose engine runs in worker
 // processes answers it without entering Python (ffi/remote.c), so it skips the lane
-// and calls run side by side.
-func (m *PluginManager) enterCall(goctx context.Context, op string) (*C.cpex_manager, func(), error) {
+// and calls run side by side. It returns the exit as a value (no function value to
+// allocate on every invoke): call its leave once the call returned.
+func (m *PluginManager) enterCall(goctx context.Context, op string) (*C.cpex_manager, exit, error) {
 	return m.enterWith(goctx, op, m.state == nil || !m.state.engineWorkers.Load())
 }
 
-func (m *PluginManager) enterWith(goctx context.Context, op string, useLane bool) (*C.cpex_manager, func(), error) {
+// exit is what a call entered with enterWith gives back when it leaves: its slot of
+// the in-flight bound and, when it took the lane, its lane ticket.
+type exit struct {
+	sem    chan struct{}
+	ticket uint64 // 0: the call did not take the lane
+}
+
+func (e exit) leave() {
+	if e.ticket != 0 {
+		leaveLane(e.ticket)
+	}
+	<-e.sem
+}
+
+func (m *PluginManager) enterWith(goctx context.Context, op string, useLane bool) (*C.cpex_manager, exit, error) {
 	if err := m.check(op); err != nil {
-		return nil, nil, err
+		return nil, exit{}, err
 	}
 	select {
-	case m.sem <- struct{}{}:
-	case <-goctx.Done():
-		return nil, nil, fmt.Errorf("cpex: %s: waiting for a slot of the in-flight bound: %w", op, goctx.Err())
+	case m.sem <- struct{}{}: // a free slot: no select over the context's channel
+	default:
+		select {
+		case m.sem <- struct{}{}:
+		case <-goctx.Done():
+			return nil, exit{}, fmt.Errorf("cpex: %s: waiting for a slot of the in-flight bound: %w", op, goctx.Err())
+		}
 	}
 	ref := m.state.handle.Load()
 	if ref == nil {
 		<-m.sem
-		return nil, nil, &Error{Code: codeInvalidHandle, Message: op + ": the manager was shut down"}
+		return nil, exit{}, &Error{Code: codeInvalidHandle, Message: op + ": the manager was shut down"}
 	}
 	if !useLane {
-		return ref.p, func() { <-m.sem }, nil
+		return ref.p, exit{sem: m.sem}, nil
 	}
-	leaveLane, err := enterLane(goctx, op)
+	ticket, err := enterLaneTicket(goctx, op)
 	if err != nil {
 		<-m.sem
-		return nil, nil, err
+		return nil, exit{}, err
 	}
-	return ref.p, func() {
-		leaveLane()
-		<-m.sem
-	}, nil
+	return ref.p, exit{sem: m.sem, ticket: ticket}, nil
 }
 
 // RegisterFactory registers a plugin kind for the configs loaded afterwards: configs
@@ -479,34 +499,25 @@ func (m *PluginManager) invoke(goctx context.Context, op, hook string, payloadTy
 		ctx.giveBack(ctxHandle)
 		return nil, nil, nil, err
 	}
-	h, leave, err := m.enterCall(goctx, op)
+	h, ex, err := m.enterCall(goctx, op)
 	if err != nil {
 		in.release()
 		ctx.giveBack(ctxHandle)
 		return nil, nil, nil, err
 	}
-	// call settles ctx itself, so that an abandoned call does the same as one waited for.
-	call := func() invokeOutput {
-		defer leave()
-		defer in.release()
-		var out invokeOutput
-		if in.options != nil {
-			out.raw, out.ctx, out.bg, out.err = callInvokeWith(h, hook, payloadType, in.payload, in.extensions, in.request, in.options, ctxHandle)
-		} else if in.request != nil {
-			out.raw, out.ctx, out.bg, out.err = callInvokeRequest(h, hook, payloadType, in.payload, in.extensions, in.request, ctxHandle)
-		} else {
-			out.raw, out.ctx, out.bg, out.err = callInvoke(h, hook, payloadType, in.payload, in.extensions, ctxHandle)
+	var out invokeOutput
+	if goctx.Done() == nil {
+		// A context that never ends (context.Background): the call runs on this
+		// goroutine, with no function value to make (await would run it here too).
+		out = callLibrary(h, ex, hook, payloadType, in, ctx, ctxHandle)
+	} else {
+		// callLibrary settles ctx itself, so that an abandoned call does the same as
+		// one waited for.
+		call := func() invokeOutput { return callLibrary(h, ex, hook, payloadType, in, ctx, ctxHandle) }
+		out, err = await(goctx, call, invokeOutput.release)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("cpex: %s %q: %w", op, hook, err)
 		}
-		if out.err != nil {
-			ctx.giveBack(ctxHandle)
-		} else {
-			ctx.markConsumed()
-		}
-		return out
-	}
-	out, err := await(goctx, call, invokeOutput.release)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("cpex: %s %q: %w", op, hook, err)
 	}
 	if out.err != nil {
 		return nil, nil, nil, out.err
@@ -518,6 +529,28 @@ func (m *PluginManager) invoke(goctx context.Context, op, hook string, payloadTy
 	}
 	next, bg := newHandles(out.ctx, out.bg)
 	return result, next, bg, nil
+}
+
+// callLibrary makes an invoke's call into the library with its encoded inputs, then
+// leaves (ex), releases the inputs and settles ctx: consumed when the call succeeded,
+// its handle given back otherwise.
+func callLibrary(h *C.cpex_manager, ex exit, hook string, payloadType uint8, in invokeInput, ctx *ContextTable, ctxHandle *C.cpex_context) invokeOutput {
+	defer ex.leave()
+	defer in.release()
+	var out invokeOutput
+	if in.options != nil {
+		out.raw, out.ctx, out.bg, out.err = callInvokeWith(h, hook, payloadType, in.payload, in.extensions, in.request, in.options, ctxHandle)
+	} else if in.request != nil {
+		out.raw, out.ctx, out.bg, out.err = callInvokeRequest(h, hook, payloadType, in.payload, in.extensions, in.request, ctxHandle)
+	} else {
+		out.raw, out.ctx, out.bg, out.err = callInvoke(h, hook, payloadType, in.payload, in.extensions, ctxHandle)
+	}
+	if out.err != nil {
+		ctx.giveBack(ctxHandle)
+	} else {
+		ctx.markConsumed()
+	}
+	return out
 }
 
 // decodeResult decodes the PipelineResult of an invoke. The most common result, no
@@ -573,23 +606,23 @@ func encodeInvokeInput(op string, payload, extensions any, request *GlobalContex
 	var err error
 	if timeout > 0 {
 		ms := uint64((timeout + time.Millisecond - 1) / time.Millisecond)
-		if spans[3][0], spans[3][1], err = e.encode(&CallOptions{TimeoutMs: ms}, op+": options"); err != nil {
+		if spans[3][0], spans[3][1], err = e.encode(&CallOptions{TimeoutMs: ms}, op, "options"); err != nil {
 			return fail(err)
 		}
 		has[3] = true
 	}
-	if spans[0][0], spans[0][1], err = e.encode(payload, op+": payload"); err != nil {
+	if spans[0][0], spans[0][1], err = e.encode(payload, op, "payload"); err != nil {
 		return fail(err)
 	}
 	has[0] = true
 	if !isNil(extensions) {
-		if spans[1][0], spans[1][1], err = e.encode(extensions, op+": extensions"); err != nil {
+		if spans[1][0], spans[1][1], err = e.encode(extensions, op, "extensions"); err != nil {
 			return fail(err)
 		}
 		has[1] = true
 	}
 	if request != nil {
-		if spans[2][0], spans[2][1], err = e.encode(request, op+": request"); err != nil {
+		if spans[2][0], spans[2][1], err = e.encode(request, op, "request"); err != nil {
 			return fail(err)
 		}
 		has[2] = true

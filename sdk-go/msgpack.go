@@ -98,10 +98,11 @@ func (e *inputEncoder) release() {
 
 // encode appends v as newEncoder writes it and returns the offsets of its bytes in
 // the buffer (slice them once every input is written: the buffer may grow meanwhile).
-func (e *inputEncoder) encode(v any, what string) (start, end int, err error) {
+// A failure names op and what ("InvokeByName: payload: ...").
+func (e *inputEncoder) encode(v any, op, what string) (start, end int, err error) {
 	start = e.buf.Len()
 	if err := e.enc.Encode(v); err != nil {
-		return 0, 0, &Error{Code: codeInvalidInput, Message: fmt.Sprintf("%s: cannot encode as MessagePack: %v", what, err)}
+		return 0, 0, &Error{Code: codeInvalidInput, Message: fmt.Sprintf("%s: %s: cannot encode as MessagePack: %v", op, what, err)}
 	}
 	return start, e.buf.Len(), nil
 }

@@ -7,6 +7,7 @@ package cpex
 
 import (
 	"fmt"
+	"sort"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -61,14 +62,23 @@ func (r PluginViolation) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "code", r.Code); err != nil {
+	if err := enc.EncodeString("code"); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "reason", r.Reason); err != nil {
+	if err := enc.EncodeString(r.Code); err != nil {
+		return err
+	}
+	if err := enc.EncodeString("reason"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.Reason); err != nil {
 		return err
 	}
 	if r.Description != "" {
-		if err := encodeField(enc, "description", r.Description); err != nil {
+		if err := enc.EncodeString("description"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Description); err != nil {
 			return err
 		}
 	}
@@ -78,7 +88,10 @@ func (r PluginViolation) EncodeMsgpack(enc *msgpack.Encoder) error {
 		}
 	}
 	if r.PluginName != "" {
-		if err := encodeField(enc, "plugin_name", r.PluginName); err != nil {
+		if err := enc.EncodeString("plugin_name"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.PluginName); err != nil {
 			return err
 		}
 	}
@@ -93,7 +106,10 @@ func (r PluginViolation) EncodeMsgpack(enc *msgpack.Encoder) error {
 		}
 	}
 	if len(r.HTTPHeaders) > 0 {
-		if err := encodeField(enc, "http_headers", r.HTTPHeaders); err != nil {
+		if err := enc.EncodeString("http_headers"); err != nil {
+			return err
+		}
+		if err := encodeStringMap(enc, r.HTTPHeaders); err != nil {
 			return err
 		}
 	}
@@ -200,14 +216,23 @@ func (r PluginError) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "plugin_name", r.PluginName); err != nil {
+	if err := enc.EncodeString("plugin_name"); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "message", r.Message); err != nil {
+	if err := enc.EncodeString(r.PluginName); err != nil {
+		return err
+	}
+	if err := enc.EncodeString("message"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.Message); err != nil {
 		return err
 	}
 	if r.Code != "" {
-		if err := encodeField(enc, "code", r.Code); err != nil {
+		if err := enc.EncodeString("code"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Code); err != nil {
 			return err
 		}
 	}
@@ -354,13 +379,22 @@ func (r PluginStats) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "name", r.Name); err != nil {
+	if err := enc.EncodeString("name"); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "isolation", r.Isolation); err != nil {
+	if err := enc.EncodeString(r.Name); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "disabled", r.Disabled); err != nil {
+	if err := enc.EncodeString("isolation"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.Isolation); err != nil {
+		return err
+	}
+	if err := enc.EncodeString("disabled"); err != nil {
+		return err
+	}
+	if err := enc.EncodeBool(r.Disabled); err != nil {
 		return err
 	}
 	if r.Workers != 0 {
@@ -404,12 +438,18 @@ func (r PluginStats) EncodeMsgpack(enc *msgpack.Encoder) error {
 		}
 	}
 	if r.Circuit != "" {
-		if err := encodeField(enc, "circuit", r.Circuit); err != nil {
+		if err := enc.EncodeString("circuit"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Circuit); err != nil {
 			return err
 		}
 	}
 	if r.LastCrash != "" {
-		if err := encodeField(enc, "last_crash", r.LastCrash); err != nil {
+		if err := enc.EncodeString("last_crash"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.LastCrash); err != nil {
 			return err
 		}
 	}
@@ -570,22 +610,37 @@ func (r PipelineResult) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "continue_processing", r.ContinueProcessing); err != nil {
+	if err := enc.EncodeString("continue_processing"); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "payload_modified", r.PayloadModified); err != nil {
+	if err := enc.EncodeBool(r.ContinueProcessing); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "extensions_modified", r.ExtensionsModified); err != nil {
+	if err := enc.EncodeString("payload_modified"); err != nil {
+		return err
+	}
+	if err := enc.EncodeBool(r.PayloadModified); err != nil {
+		return err
+	}
+	if err := enc.EncodeString("extensions_modified"); err != nil {
+		return err
+	}
+	if err := enc.EncodeBool(r.ExtensionsModified); err != nil {
 		return err
 	}
 	if r.Violation != nil {
-		if err := encodeField(enc, "violation", r.Violation); err != nil {
+		if err := enc.EncodeString("violation"); err != nil {
+			return err
+		}
+		if err := r.Violation.EncodeMsgpack(enc); err != nil {
 			return err
 		}
 	}
 	if len(r.Errors) > 0 {
-		if err := encodeField(enc, "errors", r.Errors); err != nil {
+		if err := enc.EncodeString("errors"); err != nil {
+			return err
+		}
+		if err := encodeRecords(enc, r.Errors); err != nil {
 			return err
 		}
 	}
@@ -613,7 +668,10 @@ func (r PipelineResult) EncodeMsgpack(enc *msgpack.Encoder) error {
 		}
 	}
 	if len(r.HTTPHeaders) > 0 {
-		if err := encodeField(enc, "http_headers", r.HTTPHeaders); err != nil {
+		if err := enc.EncodeString("http_headers"); err != nil {
+			return err
+		}
+		if err := encodeStringMap(enc, r.HTTPHeaders); err != nil {
 			return err
 		}
 	}
@@ -760,57 +818,90 @@ func (r Extensions) EncodeMsgpack(enc *msgpack.Encoder) error {
 		return err
 	}
 	if r.Meta != nil {
-		if err := encodeField(enc, "meta", r.Meta); err != nil {
+		if err := enc.EncodeString("meta"); err != nil {
+			return err
+		}
+		if err := r.Meta.EncodeMsgpack(enc); err != nil {
 			return err
 		}
 	}
 	if r.Security != nil {
-		if err := encodeField(enc, "security", r.Security); err != nil {
+		if err := enc.EncodeString("security"); err != nil {
+			return err
+		}
+		if err := r.Security.EncodeMsgpack(enc); err != nil {
 			return err
 		}
 	}
 	if r.HTTP != nil {
-		if err := encodeField(enc, "http", r.HTTP); err != nil {
+		if err := enc.EncodeString("http"); err != nil {
+			return err
+		}
+		if err := r.HTTP.EncodeMsgpack(enc); err != nil {
 			return err
 		}
 	}
 	if r.Delegation != nil {
-		if err := encodeField(enc, "delegation", r.Delegation); err != nil {
+		if err := enc.EncodeString("delegation"); err != nil {
+			return err
+		}
+		if err := r.Delegation.EncodeMsgpack(enc); err != nil {
 			return err
 		}
 	}
 	if r.Agent != nil {
-		if err := encodeField(enc, "agent", r.Agent); err != nil {
+		if err := enc.EncodeString("agent"); err != nil {
+			return err
+		}
+		if err := r.Agent.EncodeMsgpack(enc); err != nil {
 			return err
 		}
 	}
 	if r.Request != nil {
-		if err := encodeField(enc, "request", r.Request); err != nil {
+		if err := enc.EncodeString("request"); err != nil {
+			return err
+		}
+		if err := r.Request.EncodeMsgpack(enc); err != nil {
 			return err
 		}
 	}
 	if r.MCP != nil {
-		if err := encodeField(enc, "mcp", r.MCP); err != nil {
+		if err := enc.EncodeString("mcp"); err != nil {
+			return err
+		}
+		if err := r.MCP.EncodeMsgpack(enc); err != nil {
 			return err
 		}
 	}
 	if r.Completion != nil {
-		if err := encodeField(enc, "completion", r.Completion); err != nil {
+		if err := enc.EncodeString("completion"); err != nil {
+			return err
+		}
+		if err := r.Completion.EncodeMsgpack(enc); err != nil {
 			return err
 		}
 	}
 	if r.Provenance != nil {
-		if err := encodeField(enc, "provenance", r.Provenance); err != nil {
+		if err := enc.EncodeString("provenance"); err != nil {
+			return err
+		}
+		if err := r.Provenance.EncodeMsgpack(enc); err != nil {
 			return err
 		}
 	}
 	if r.LLM != nil {
-		if err := encodeField(enc, "llm", r.LLM); err != nil {
+		if err := enc.EncodeString("llm"); err != nil {
+			return err
+		}
+		if err := r.LLM.EncodeMsgpack(enc); err != nil {
 			return err
 		}
 	}
 	if r.Framework != nil {
-		if err := encodeField(enc, "framework", r.Framework); err != nil {
+		if err := enc.EncodeString("framework"); err != nil {
+			return err
+		}
+		if err := r.Framework.EncodeMsgpack(enc); err != nil {
 			return err
 		}
 	}
@@ -930,27 +1021,42 @@ func (r MetaExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
 		return err
 	}
 	if r.EntityType != "" {
-		if err := encodeField(enc, "entity_type", r.EntityType); err != nil {
+		if err := enc.EncodeString("entity_type"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.EntityType); err != nil {
 			return err
 		}
 	}
 	if r.EntityName != "" {
-		if err := encodeField(enc, "entity_name", r.EntityName); err != nil {
+		if err := enc.EncodeString("entity_name"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.EntityName); err != nil {
 			return err
 		}
 	}
 	if len(r.Tags) > 0 {
-		if err := encodeField(enc, "tags", r.Tags); err != nil {
+		if err := enc.EncodeString("tags"); err != nil {
+			return err
+		}
+		if err := encodeStrings(enc, r.Tags); err != nil {
 			return err
 		}
 	}
 	if r.Scope != "" {
-		if err := encodeField(enc, "scope", r.Scope); err != nil {
+		if err := enc.EncodeString("scope"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Scope); err != nil {
 			return err
 		}
 	}
 	if len(r.Properties) > 0 {
-		if err := encodeField(enc, "properties", r.Properties); err != nil {
+		if err := enc.EncodeString("properties"); err != nil {
+			return err
+		}
+		if err := encodeStringMap(enc, r.Properties); err != nil {
 			return err
 		}
 	}
@@ -1045,27 +1151,42 @@ func (r SecurityExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
 		return err
 	}
 	if len(r.Labels) > 0 {
-		if err := encodeField(enc, "labels", r.Labels); err != nil {
+		if err := enc.EncodeString("labels"); err != nil {
+			return err
+		}
+		if err := encodeStrings(enc, r.Labels); err != nil {
 			return err
 		}
 	}
 	if r.Classification != "" {
-		if err := encodeField(enc, "classification", r.Classification); err != nil {
+		if err := enc.EncodeString("classification"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Classification); err != nil {
 			return err
 		}
 	}
 	if r.Subject != nil {
-		if err := encodeField(enc, "subject", r.Subject); err != nil {
+		if err := enc.EncodeString("subject"); err != nil {
+			return err
+		}
+		if err := r.Subject.EncodeMsgpack(enc); err != nil {
 			return err
 		}
 	}
 	if r.Agent != nil {
-		if err := encodeField(enc, "agent", r.Agent); err != nil {
+		if err := enc.EncodeString("agent"); err != nil {
+			return err
+		}
+		if err := r.Agent.EncodeMsgpack(enc); err != nil {
 			return err
 		}
 	}
 	if r.AuthMethod != "" {
-		if err := encodeField(enc, "auth_method", r.AuthMethod); err != nil {
+		if err := enc.EncodeString("auth_method"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.AuthMethod); err != nil {
 			return err
 		}
 	}
@@ -1174,32 +1295,50 @@ func (r SubjectExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
 		return err
 	}
 	if r.ID != "" {
-		if err := encodeField(enc, "id", r.ID); err != nil {
+		if err := enc.EncodeString("id"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.ID); err != nil {
 			return err
 		}
 	}
 	if r.SubjectType != "" {
-		if err := encodeField(enc, "subject_type", r.SubjectType); err != nil {
+		if err := enc.EncodeString("subject_type"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.SubjectType); err != nil {
 			return err
 		}
 	}
 	if len(r.Roles) > 0 {
-		if err := encodeField(enc, "roles", r.Roles); err != nil {
+		if err := enc.EncodeString("roles"); err != nil {
+			return err
+		}
+		if err := encodeStrings(enc, r.Roles); err != nil {
 			return err
 		}
 	}
 	if len(r.Permissions) > 0 {
-		if err := encodeField(enc, "permissions", r.Permissions); err != nil {
+		if err := enc.EncodeString("permissions"); err != nil {
+			return err
+		}
+		if err := encodeStrings(enc, r.Permissions); err != nil {
 			return err
 		}
 	}
 	if len(r.Teams) > 0 {
-		if err := encodeField(enc, "teams", r.Teams); err != nil {
+		if err := enc.EncodeString("teams"); err != nil {
+			return err
+		}
+		if err := encodeStrings(enc, r.Teams); err != nil {
 			return err
 		}
 	}
 	if len(r.Claims) > 0 {
-		if err := encodeField(enc, "claims", r.Claims); err != nil {
+		if err := enc.EncodeString("claims"); err != nil {
+			return err
+		}
+		if err := encodeStringMap(enc, r.Claims); err != nil {
 			return err
 		}
 	}
@@ -1282,17 +1421,26 @@ func (r AgentIdentity) EncodeMsgpack(enc *msgpack.Encoder) error {
 		return err
 	}
 	if r.ClientID != "" {
-		if err := encodeField(enc, "client_id", r.ClientID); err != nil {
+		if err := enc.EncodeString("client_id"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.ClientID); err != nil {
 			return err
 		}
 	}
 	if r.WorkloadID != "" {
-		if err := encodeField(enc, "workload_id", r.WorkloadID); err != nil {
+		if err := enc.EncodeString("workload_id"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.WorkloadID); err != nil {
 			return err
 		}
 	}
 	if r.TrustDomain != "" {
-		if err := encodeField(enc, "trust_domain", r.TrustDomain); err != nil {
+		if err := enc.EncodeString("trust_domain"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.TrustDomain); err != nil {
 			return err
 		}
 	}
@@ -1367,22 +1515,34 @@ func (r ObjectSecurityProfile) EncodeMsgpack(enc *msgpack.Encoder) error {
 		return err
 	}
 	if r.ManagedBy != "" {
-		if err := encodeField(enc, "managed_by", r.ManagedBy); err != nil {
+		if err := enc.EncodeString("managed_by"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.ManagedBy); err != nil {
 			return err
 		}
 	}
 	if len(r.Permissions) > 0 {
-		if err := encodeField(enc, "permissions", r.Permissions); err != nil {
+		if err := enc.EncodeString("permissions"); err != nil {
+			return err
+		}
+		if err := encodeStrings(enc, r.Permissions); err != nil {
 			return err
 		}
 	}
 	if r.TrustDomain != "" {
-		if err := encodeField(enc, "trust_domain", r.TrustDomain); err != nil {
+		if err := enc.EncodeString("trust_domain"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.TrustDomain); err != nil {
 			return err
 		}
 	}
 	if len(r.DataScope) > 0 {
-		if err := encodeField(enc, "data_scope", r.DataScope); err != nil {
+		if err := enc.EncodeString("data_scope"); err != nil {
+			return err
+		}
+		if err := encodeStrings(enc, r.DataScope); err != nil {
 			return err
 		}
 	}
@@ -1461,22 +1621,34 @@ func (r DataPolicy) EncodeMsgpack(enc *msgpack.Encoder) error {
 		return err
 	}
 	if len(r.ApplyLabels) > 0 {
-		if err := encodeField(enc, "apply_labels", r.ApplyLabels); err != nil {
+		if err := enc.EncodeString("apply_labels"); err != nil {
+			return err
+		}
+		if err := encodeStrings(enc, r.ApplyLabels); err != nil {
 			return err
 		}
 	}
 	if len(r.AllowedActions) > 0 {
-		if err := encodeField(enc, "allowed_actions", r.AllowedActions); err != nil {
+		if err := enc.EncodeString("allowed_actions"); err != nil {
+			return err
+		}
+		if err := encodeStrings(enc, r.AllowedActions); err != nil {
 			return err
 		}
 	}
 	if len(r.DeniedActions) > 0 {
-		if err := encodeField(enc, "denied_actions", r.DeniedActions); err != nil {
+		if err := enc.EncodeString("denied_actions"); err != nil {
+			return err
+		}
+		if err := encodeStrings(enc, r.DeniedActions); err != nil {
 			return err
 		}
 	}
 	if r.Retention != nil {
-		if err := encodeField(enc, "retention", r.Retention); err != nil {
+		if err := enc.EncodeString("retention"); err != nil {
+			return err
+		}
+		if err := r.Retention.EncodeMsgpack(enc); err != nil {
 			return err
 		}
 	}
@@ -1556,12 +1728,18 @@ func (r RetentionPolicy) EncodeMsgpack(enc *msgpack.Encoder) error {
 		}
 	}
 	if r.Policy != "" {
-		if err := encodeField(enc, "policy", r.Policy); err != nil {
+		if err := enc.EncodeString("policy"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Policy); err != nil {
 			return err
 		}
 	}
 	if r.DeleteAfter != "" {
-		if err := encodeField(enc, "delete_after", r.DeleteAfter); err != nil {
+		if err := enc.EncodeString("delete_after"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.DeleteAfter); err != nil {
 			return err
 		}
 	}
@@ -1628,12 +1806,18 @@ func (r HttpExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
 		return err
 	}
 	if len(r.RequestHeaders) > 0 {
-		if err := encodeField(enc, "request_headers", r.RequestHeaders); err != nil {
+		if err := enc.EncodeString("request_headers"); err != nil {
+			return err
+		}
+		if err := encodeStringMap(enc, r.RequestHeaders); err != nil {
 			return err
 		}
 	}
 	if len(r.ResponseHeaders) > 0 {
-		if err := encodeField(enc, "response_headers", r.ResponseHeaders); err != nil {
+		if err := enc.EncodeString("response_headers"); err != nil {
+			return err
+		}
+		if err := encodeStringMap(enc, r.ResponseHeaders); err != nil {
 			return err
 		}
 	}
@@ -1712,7 +1896,10 @@ func (r DelegationExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
 		return err
 	}
 	if len(r.Chain) > 0 {
-		if err := encodeField(enc, "chain", r.Chain); err != nil {
+		if err := enc.EncodeString("chain"); err != nil {
+			return err
+		}
+		if err := encodeRecords(enc, r.Chain); err != nil {
 			return err
 		}
 	}
@@ -1722,17 +1909,26 @@ func (r DelegationExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
 		}
 	}
 	if r.OriginSubjectID != "" {
-		if err := encodeField(enc, "origin_subject_id", r.OriginSubjectID); err != nil {
+		if err := enc.EncodeString("origin_subject_id"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.OriginSubjectID); err != nil {
 			return err
 		}
 	}
 	if r.ActorSubjectID != "" {
-		if err := encodeField(enc, "actor_subject_id", r.ActorSubjectID); err != nil {
+		if err := enc.EncodeString("actor_subject_id"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.ActorSubjectID); err != nil {
 			return err
 		}
 	}
 	if r.Delegated {
-		if err := encodeField(enc, "delegated", r.Delegated); err != nil {
+		if err := enc.EncodeString("delegated"); err != nil {
+			return err
+		}
+		if err := enc.EncodeBool(r.Delegated); err != nil {
 			return err
 		}
 	}
@@ -1840,27 +2036,42 @@ func (r DelegationHop) EncodeMsgpack(enc *msgpack.Encoder) error {
 		return err
 	}
 	if r.SubjectID != "" {
-		if err := encodeField(enc, "subject_id", r.SubjectID); err != nil {
+		if err := enc.EncodeString("subject_id"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.SubjectID); err != nil {
 			return err
 		}
 	}
 	if r.SubjectType != "" {
-		if err := encodeField(enc, "subject_type", r.SubjectType); err != nil {
+		if err := enc.EncodeString("subject_type"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.SubjectType); err != nil {
 			return err
 		}
 	}
 	if r.Audience != "" {
-		if err := encodeField(enc, "audience", r.Audience); err != nil {
+		if err := enc.EncodeString("audience"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Audience); err != nil {
 			return err
 		}
 	}
 	if len(r.ScopesGranted) > 0 {
-		if err := encodeField(enc, "scopes_granted", r.ScopesGranted); err != nil {
+		if err := enc.EncodeString("scopes_granted"); err != nil {
+			return err
+		}
+		if err := encodeStrings(enc, r.ScopesGranted); err != nil {
 			return err
 		}
 	}
 	if r.Timestamp != "" {
-		if err := encodeField(enc, "timestamp", r.Timestamp); err != nil {
+		if err := enc.EncodeString("timestamp"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Timestamp); err != nil {
 			return err
 		}
 	}
@@ -1870,12 +2081,18 @@ func (r DelegationHop) EncodeMsgpack(enc *msgpack.Encoder) error {
 		}
 	}
 	if r.Strategy != "" {
-		if err := encodeField(enc, "strategy", r.Strategy); err != nil {
+		if err := enc.EncodeString("strategy"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Strategy); err != nil {
 			return err
 		}
 	}
 	if r.FromCache {
-		if err := encodeField(enc, "from_cache", r.FromCache); err != nil {
+		if err := enc.EncodeString("from_cache"); err != nil {
+			return err
+		}
+		if err := enc.EncodeBool(r.FromCache); err != nil {
 			return err
 		}
 	}
@@ -1982,17 +2199,26 @@ func (r AgentExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
 		return err
 	}
 	if r.Input != "" {
-		if err := encodeField(enc, "input", r.Input); err != nil {
+		if err := enc.EncodeString("input"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Input); err != nil {
 			return err
 		}
 	}
 	if r.SessionID != "" {
-		if err := encodeField(enc, "session_id", r.SessionID); err != nil {
+		if err := enc.EncodeString("session_id"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.SessionID); err != nil {
 			return err
 		}
 	}
 	if r.ConversationID != "" {
-		if err := encodeField(enc, "conversation_id", r.ConversationID); err != nil {
+		if err := enc.EncodeString("conversation_id"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.ConversationID); err != nil {
 			return err
 		}
 	}
@@ -2002,17 +2228,26 @@ func (r AgentExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
 		}
 	}
 	if r.AgentID != "" {
-		if err := encodeField(enc, "agent_id", r.AgentID); err != nil {
+		if err := enc.EncodeString("agent_id"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.AgentID); err != nil {
 			return err
 		}
 	}
 	if r.ParentAgentID != "" {
-		if err := encodeField(enc, "parent_agent_id", r.ParentAgentID); err != nil {
+		if err := enc.EncodeString("parent_agent_id"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.ParentAgentID); err != nil {
 			return err
 		}
 	}
 	if r.Conversation != nil {
-		if err := encodeField(enc, "conversation", r.Conversation); err != nil {
+		if err := enc.EncodeString("conversation"); err != nil {
+			return err
+		}
+		if err := r.Conversation.EncodeMsgpack(enc); err != nil {
 			return err
 		}
 	}
@@ -2104,12 +2339,18 @@ func (r ConversationContext) EncodeMsgpack(enc *msgpack.Encoder) error {
 		}
 	}
 	if r.Summary != "" {
-		if err := encodeField(enc, "summary", r.Summary); err != nil {
+		if err := enc.EncodeString("summary"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Summary); err != nil {
 			return err
 		}
 	}
 	if len(r.Topics) > 0 {
-		if err := encodeField(enc, "topics", r.Topics); err != nil {
+		if err := enc.EncodeString("topics"); err != nil {
+			return err
+		}
+		if err := encodeStrings(enc, r.Topics); err != nil {
 			return err
 		}
 	}
@@ -2188,27 +2429,42 @@ func (r RequestExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
 		return err
 	}
 	if r.Environment != "" {
-		if err := encodeField(enc, "environment", r.Environment); err != nil {
+		if err := enc.EncodeString("environment"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Environment); err != nil {
 			return err
 		}
 	}
 	if r.RequestID != "" {
-		if err := encodeField(enc, "request_id", r.RequestID); err != nil {
+		if err := enc.EncodeString("request_id"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.RequestID); err != nil {
 			return err
 		}
 	}
 	if r.Timestamp != "" {
-		if err := encodeField(enc, "timestamp", r.Timestamp); err != nil {
+		if err := enc.EncodeString("timestamp"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Timestamp); err != nil {
 			return err
 		}
 	}
 	if r.TraceID != "" {
-		if err := encodeField(enc, "trace_id", r.TraceID); err != nil {
+		if err := enc.EncodeString("trace_id"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.TraceID); err != nil {
 			return err
 		}
 	}
 	if r.SpanID != "" {
-		if err := encodeField(enc, "span_id", r.SpanID); err != nil {
+		if err := enc.EncodeString("span_id"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.SpanID); err != nil {
 			return err
 		}
 	}
@@ -2287,17 +2543,26 @@ func (r MCPExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
 		return err
 	}
 	if r.Tool != nil {
-		if err := encodeField(enc, "tool", r.Tool); err != nil {
+		if err := enc.EncodeString("tool"); err != nil {
+			return err
+		}
+		if err := r.Tool.EncodeMsgpack(enc); err != nil {
 			return err
 		}
 	}
 	if r.Resource != nil {
-		if err := encodeField(enc, "resource", r.Resource); err != nil {
+		if err := enc.EncodeString("resource"); err != nil {
+			return err
+		}
+		if err := r.Resource.EncodeMsgpack(enc); err != nil {
 			return err
 		}
 	}
 	if r.Prompt != nil {
-		if err := encodeField(enc, "prompt", r.Prompt); err != nil {
+		if err := enc.EncodeString("prompt"); err != nil {
+			return err
+		}
+		if err := r.Prompt.EncodeMsgpack(enc); err != nil {
 			return err
 		}
 	}
@@ -2384,16 +2649,25 @@ func (r ToolMetadata) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "name", r.Name); err != nil {
+	if err := enc.EncodeString("name"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.Name); err != nil {
 		return err
 	}
 	if r.Title != "" {
-		if err := encodeField(enc, "title", r.Title); err != nil {
+		if err := enc.EncodeString("title"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Title); err != nil {
 			return err
 		}
 	}
 	if r.Description != "" {
-		if err := encodeField(enc, "description", r.Description); err != nil {
+		if err := enc.EncodeString("description"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Description); err != nil {
 			return err
 		}
 	}
@@ -2408,12 +2682,18 @@ func (r ToolMetadata) EncodeMsgpack(enc *msgpack.Encoder) error {
 		}
 	}
 	if r.ServerID != "" {
-		if err := encodeField(enc, "server_id", r.ServerID); err != nil {
+		if err := enc.EncodeString("server_id"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.ServerID); err != nil {
 			return err
 		}
 	}
 	if r.Namespace != "" {
-		if err := encodeField(enc, "namespace", r.Namespace); err != nil {
+		if err := enc.EncodeString("namespace"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Namespace); err != nil {
 			return err
 		}
 	}
@@ -2518,26 +2798,41 @@ func (r ResourceMetadata) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "uri", r.Uri); err != nil {
+	if err := enc.EncodeString("uri"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.Uri); err != nil {
 		return err
 	}
 	if r.Name != "" {
-		if err := encodeField(enc, "name", r.Name); err != nil {
+		if err := enc.EncodeString("name"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Name); err != nil {
 			return err
 		}
 	}
 	if r.Description != "" {
-		if err := encodeField(enc, "description", r.Description); err != nil {
+		if err := enc.EncodeString("description"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Description); err != nil {
 			return err
 		}
 	}
 	if r.MimeType != "" {
-		if err := encodeField(enc, "mime_type", r.MimeType); err != nil {
+		if err := enc.EncodeString("mime_type"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.MimeType); err != nil {
 			return err
 		}
 	}
 	if r.ServerID != "" {
-		if err := encodeField(enc, "server_id", r.ServerID); err != nil {
+		if err := enc.EncodeString("server_id"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.ServerID); err != nil {
 			return err
 		}
 	}
@@ -2617,16 +2912,25 @@ func (r PromptMetadata) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "name", r.Name); err != nil {
+	if err := enc.EncodeString("name"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.Name); err != nil {
 		return err
 	}
 	if r.Description != "" {
-		if err := encodeField(enc, "description", r.Description); err != nil {
+		if err := enc.EncodeString("description"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Description); err != nil {
 			return err
 		}
 	}
 	if r.ServerID != "" {
-		if err := encodeField(enc, "server_id", r.ServerID); err != nil {
+		if err := enc.EncodeString("server_id"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.ServerID); err != nil {
 			return err
 		}
 	}
@@ -2714,27 +3018,42 @@ func (r CompletionExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
 		return err
 	}
 	if r.StopReason != "" {
-		if err := encodeField(enc, "stop_reason", r.StopReason); err != nil {
+		if err := enc.EncodeString("stop_reason"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.StopReason); err != nil {
 			return err
 		}
 	}
 	if r.Tokens != nil {
-		if err := encodeField(enc, "tokens", r.Tokens); err != nil {
+		if err := enc.EncodeString("tokens"); err != nil {
+			return err
+		}
+		if err := r.Tokens.EncodeMsgpack(enc); err != nil {
 			return err
 		}
 	}
 	if r.Model != "" {
-		if err := encodeField(enc, "model", r.Model); err != nil {
+		if err := enc.EncodeString("model"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Model); err != nil {
 			return err
 		}
 	}
 	if r.RawFormat != "" {
-		if err := encodeField(enc, "raw_format", r.RawFormat); err != nil {
+		if err := enc.EncodeString("raw_format"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.RawFormat); err != nil {
 			return err
 		}
 	}
 	if r.CreatedAt != "" {
-		if err := encodeField(enc, "created_at", r.CreatedAt); err != nil {
+		if err := enc.EncodeString("created_at"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.CreatedAt); err != nil {
 			return err
 		}
 	}
@@ -2903,17 +3222,26 @@ func (r ProvenanceExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
 		return err
 	}
 	if r.Source != "" {
-		if err := encodeField(enc, "source", r.Source); err != nil {
+		if err := enc.EncodeString("source"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Source); err != nil {
 			return err
 		}
 	}
 	if r.MessageID != "" {
-		if err := encodeField(enc, "message_id", r.MessageID); err != nil {
+		if err := enc.EncodeString("message_id"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.MessageID); err != nil {
 			return err
 		}
 	}
 	if r.ParentID != "" {
-		if err := encodeField(enc, "parent_id", r.ParentID); err != nil {
+		if err := enc.EncodeString("parent_id"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.ParentID); err != nil {
 			return err
 		}
 	}
@@ -2984,17 +3312,26 @@ func (r LLMExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
 		return err
 	}
 	if r.ModelID != "" {
-		if err := encodeField(enc, "model_id", r.ModelID); err != nil {
+		if err := enc.EncodeString("model_id"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.ModelID); err != nil {
 			return err
 		}
 	}
 	if r.Provider != "" {
-		if err := encodeField(enc, "provider", r.Provider); err != nil {
+		if err := enc.EncodeString("provider"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Provider); err != nil {
 			return err
 		}
 	}
 	if len(r.Capabilities) > 0 {
-		if err := encodeField(enc, "capabilities", r.Capabilities); err != nil {
+		if err := enc.EncodeString("capabilities"); err != nil {
+			return err
+		}
+		if err := encodeStrings(enc, r.Capabilities); err != nil {
 			return err
 		}
 	}
@@ -3073,22 +3410,34 @@ func (r FrameworkExtension) EncodeMsgpack(enc *msgpack.Encoder) error {
 		return err
 	}
 	if r.Framework != "" {
-		if err := encodeField(enc, "framework", r.Framework); err != nil {
+		if err := enc.EncodeString("framework"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Framework); err != nil {
 			return err
 		}
 	}
 	if r.FrameworkVersion != "" {
-		if err := encodeField(enc, "framework_version", r.FrameworkVersion); err != nil {
+		if err := enc.EncodeString("framework_version"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.FrameworkVersion); err != nil {
 			return err
 		}
 	}
 	if r.NodeID != "" {
-		if err := encodeField(enc, "node_id", r.NodeID); err != nil {
+		if err := enc.EncodeString("node_id"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.NodeID); err != nil {
 			return err
 		}
 	}
 	if r.GraphID != "" {
-		if err := encodeField(enc, "graph_id", r.GraphID); err != nil {
+		if err := enc.EncodeString("graph_id"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.GraphID); err != nil {
 			return err
 		}
 	}
@@ -3165,11 +3514,17 @@ func (r MessagePayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "message", r.Message); err != nil {
+	if err := enc.EncodeString("message"); err != nil {
+		return err
+	}
+	if err := r.Message.EncodeMsgpack(enc); err != nil {
 		return err
 	}
 	if r.Hook != "" {
-		if err := encodeField(enc, "hook", r.Hook); err != nil {
+		if err := enc.EncodeString("hook"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Hook); err != nil {
 			return err
 		}
 	}
@@ -3240,18 +3595,30 @@ func (r Message) EncodeMsgpack(enc *msgpack.Encoder) error {
 		return err
 	}
 	if r.SchemaVersion != "" {
-		if err := encodeField(enc, "schema_version", r.SchemaVersion); err != nil {
+		if err := enc.EncodeString("schema_version"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.SchemaVersion); err != nil {
 			return err
 		}
 	}
-	if err := encodeField(enc, "role", r.Role); err != nil {
+	if err := enc.EncodeString("role"); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "content", orEmptyList(r.Content)); err != nil {
+	if err := enc.EncodeString(r.Role); err != nil {
+		return err
+	}
+	if err := enc.EncodeString("content"); err != nil {
+		return err
+	}
+	if err := encodeRecords(enc, orEmptyList(r.Content)); err != nil {
 		return err
 	}
 	if r.Channel != "" {
-		if err := encodeField(enc, "channel", r.Channel); err != nil {
+		if err := enc.EncodeString("channel"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Channel); err != nil {
 			return err
 		}
 	}
@@ -3330,10 +3697,16 @@ func (r ToolCall) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "tool_call_id", r.ToolCallID); err != nil {
+	if err := enc.EncodeString("tool_call_id"); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "name", r.Name); err != nil {
+	if err := enc.EncodeString(r.ToolCallID); err != nil {
+		return err
+	}
+	if err := enc.EncodeString("name"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.Name); err != nil {
 		return err
 	}
 	if len(r.Arguments) > 0 {
@@ -3342,7 +3715,10 @@ func (r ToolCall) EncodeMsgpack(enc *msgpack.Encoder) error {
 		}
 	}
 	if r.Namespace != "" {
-		if err := encodeField(enc, "namespace", r.Namespace); err != nil {
+		if err := enc.EncodeString("namespace"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Namespace); err != nil {
 			return err
 		}
 	}
@@ -3420,10 +3796,16 @@ func (r ToolResult) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "tool_call_id", r.ToolCallID); err != nil {
+	if err := enc.EncodeString("tool_call_id"); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "tool_name", r.ToolName); err != nil {
+	if err := enc.EncodeString(r.ToolCallID); err != nil {
+		return err
+	}
+	if err := enc.EncodeString("tool_name"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.ToolName); err != nil {
 		return err
 	}
 	if r.Content != nil {
@@ -3432,7 +3814,10 @@ func (r ToolResult) EncodeMsgpack(enc *msgpack.Encoder) error {
 		}
 	}
 	if r.IsError {
-		if err := encodeField(enc, "is_error", r.IsError); err != nil {
+		if err := enc.EncodeString("is_error"); err != nil {
+			return err
+		}
+		if err := enc.EncodeBool(r.IsError); err != nil {
 			return err
 		}
 	}
@@ -3535,27 +3920,45 @@ func (r Resource) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "resource_request_id", r.ResourceRequestID); err != nil {
+	if err := enc.EncodeString("resource_request_id"); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "uri", r.Uri); err != nil {
+	if err := enc.EncodeString(r.ResourceRequestID); err != nil {
+		return err
+	}
+	if err := enc.EncodeString("uri"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.Uri); err != nil {
 		return err
 	}
 	if r.Name != "" {
-		if err := encodeField(enc, "name", r.Name); err != nil {
+		if err := enc.EncodeString("name"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Name); err != nil {
 			return err
 		}
 	}
 	if r.Description != "" {
-		if err := encodeField(enc, "description", r.Description); err != nil {
+		if err := enc.EncodeString("description"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Description); err != nil {
 			return err
 		}
 	}
-	if err := encodeField(enc, "resource_type", r.ResourceType); err != nil {
+	if err := enc.EncodeString("resource_type"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.ResourceType); err != nil {
 		return err
 	}
 	if r.Content != "" {
-		if err := encodeField(enc, "content", r.Content); err != nil {
+		if err := enc.EncodeString("content"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Content); err != nil {
 			return err
 		}
 	}
@@ -3565,7 +3968,10 @@ func (r Resource) EncodeMsgpack(enc *msgpack.Encoder) error {
 		}
 	}
 	if r.MimeType != "" {
-		if err := encodeField(enc, "mime_type", r.MimeType); err != nil {
+		if err := enc.EncodeString("mime_type"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.MimeType); err != nil {
 			return err
 		}
 	}
@@ -3580,7 +3986,10 @@ func (r Resource) EncodeMsgpack(enc *msgpack.Encoder) error {
 		}
 	}
 	if r.Version != "" {
-		if err := encodeField(enc, "version", r.Version); err != nil {
+		if err := enc.EncodeString("version"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Version); err != nil {
 			return err
 		}
 	}
@@ -3696,18 +4105,30 @@ func (r ResourceReference) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "resource_request_id", r.ResourceRequestID); err != nil {
+	if err := enc.EncodeString("resource_request_id"); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "uri", r.Uri); err != nil {
+	if err := enc.EncodeString(r.ResourceRequestID); err != nil {
+		return err
+	}
+	if err := enc.EncodeString("uri"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.Uri); err != nil {
 		return err
 	}
 	if r.Name != "" {
-		if err := encodeField(enc, "name", r.Name); err != nil {
+		if err := enc.EncodeString("name"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Name); err != nil {
 			return err
 		}
 	}
-	if err := encodeField(enc, "resource_type", r.ResourceType); err != nil {
+	if err := enc.EncodeString("resource_type"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.ResourceType); err != nil {
 		return err
 	}
 	if r.RangeStart != nil {
@@ -3721,7 +4142,10 @@ func (r ResourceReference) EncodeMsgpack(enc *msgpack.Encoder) error {
 		}
 	}
 	if r.Selector != "" {
-		if err := encodeField(enc, "selector", r.Selector); err != nil {
+		if err := enc.EncodeString("selector"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Selector); err != nil {
 			return err
 		}
 	}
@@ -3812,10 +4236,16 @@ func (r PromptRequest) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "prompt_request_id", r.PromptRequestID); err != nil {
+	if err := enc.EncodeString("prompt_request_id"); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "name", r.Name); err != nil {
+	if err := enc.EncodeString(r.PromptRequestID); err != nil {
+		return err
+	}
+	if err := enc.EncodeString("name"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.Name); err != nil {
 		return err
 	}
 	if len(r.Arguments) > 0 {
@@ -3824,7 +4254,10 @@ func (r PromptRequest) EncodeMsgpack(enc *msgpack.Encoder) error {
 		}
 	}
 	if r.ServerID != "" {
-		if err := encodeField(enc, "server_id", r.ServerID); err != nil {
+		if err := enc.EncodeString("server_id"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.ServerID); err != nil {
 			return err
 		}
 	}
@@ -3910,29 +4343,47 @@ func (r PromptResult) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "prompt_request_id", r.PromptRequestID); err != nil {
+	if err := enc.EncodeString("prompt_request_id"); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "prompt_name", r.PromptName); err != nil {
+	if err := enc.EncodeString(r.PromptRequestID); err != nil {
+		return err
+	}
+	if err := enc.EncodeString("prompt_name"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.PromptName); err != nil {
 		return err
 	}
 	if len(r.Messages) > 0 {
-		if err := encodeField(enc, "messages", r.Messages); err != nil {
+		if err := enc.EncodeString("messages"); err != nil {
+			return err
+		}
+		if err := encodeRecords(enc, r.Messages); err != nil {
 			return err
 		}
 	}
 	if r.Content != "" {
-		if err := encodeField(enc, "content", r.Content); err != nil {
+		if err := enc.EncodeString("content"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Content); err != nil {
 			return err
 		}
 	}
 	if r.IsError {
-		if err := encodeField(enc, "is_error", r.IsError); err != nil {
+		if err := enc.EncodeString("is_error"); err != nil {
+			return err
+		}
+		if err := enc.EncodeBool(r.IsError); err != nil {
 			return err
 		}
 	}
 	if r.ErrorMessage != "" {
-		if err := encodeField(enc, "error_message", r.ErrorMessage); err != nil {
+		if err := enc.EncodeString("error_message"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.ErrorMessage); err != nil {
 			return err
 		}
 	}
@@ -4014,14 +4465,23 @@ func (r ImageSource) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "type", r.Type); err != nil {
+	if err := enc.EncodeString("type"); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "data", r.Data); err != nil {
+	if err := enc.EncodeString(r.Type); err != nil {
+		return err
+	}
+	if err := enc.EncodeString("data"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.Data); err != nil {
 		return err
 	}
 	if r.MediaType != "" {
-		if err := encodeField(enc, "media_type", r.MediaType); err != nil {
+		if err := enc.EncodeString("media_type"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.MediaType); err != nil {
 			return err
 		}
 	}
@@ -4095,14 +4555,23 @@ func (r VideoSource) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "type", r.Type); err != nil {
+	if err := enc.EncodeString("type"); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "data", r.Data); err != nil {
+	if err := enc.EncodeString(r.Type); err != nil {
+		return err
+	}
+	if err := enc.EncodeString("data"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.Data); err != nil {
 		return err
 	}
 	if r.MediaType != "" {
-		if err := encodeField(enc, "media_type", r.MediaType); err != nil {
+		if err := enc.EncodeString("media_type"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.MediaType); err != nil {
 			return err
 		}
 	}
@@ -4185,14 +4654,23 @@ func (r AudioSource) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "type", r.Type); err != nil {
+	if err := enc.EncodeString("type"); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "data", r.Data); err != nil {
+	if err := enc.EncodeString(r.Type); err != nil {
+		return err
+	}
+	if err := enc.EncodeString("data"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.Data); err != nil {
 		return err
 	}
 	if r.MediaType != "" {
-		if err := encodeField(enc, "media_type", r.MediaType); err != nil {
+		if err := enc.EncodeString("media_type"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.MediaType); err != nil {
 			return err
 		}
 	}
@@ -4275,19 +4753,31 @@ func (r DocumentSource) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "type", r.Type); err != nil {
+	if err := enc.EncodeString("type"); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "data", r.Data); err != nil {
+	if err := enc.EncodeString(r.Type); err != nil {
+		return err
+	}
+	if err := enc.EncodeString("data"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.Data); err != nil {
 		return err
 	}
 	if r.MediaType != "" {
-		if err := encodeField(enc, "media_type", r.MediaType); err != nil {
+		if err := enc.EncodeString("media_type"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.MediaType); err != nil {
 			return err
 		}
 	}
 	if r.Title != "" {
-		if err := encodeField(enc, "title", r.Title); err != nil {
+		if err := enc.EncodeString("title"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Title); err != nil {
 			return err
 		}
 	}
@@ -4400,7 +4890,10 @@ func (r GlobalContext) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "request_id", r.RequestID); err != nil {
+	if err := enc.EncodeString("request_id"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.RequestID); err != nil {
 		return err
 	}
 	if r.User != nil {
@@ -4414,17 +4907,26 @@ func (r GlobalContext) EncodeMsgpack(enc *msgpack.Encoder) error {
 		}
 	}
 	if r.TenantID != "" {
-		if err := encodeField(enc, "tenant_id", r.TenantID); err != nil {
+		if err := enc.EncodeString("tenant_id"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.TenantID); err != nil {
 			return err
 		}
 	}
 	if r.ServerID != "" {
-		if err := encodeField(enc, "server_id", r.ServerID); err != nil {
+		if err := enc.EncodeString("server_id"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.ServerID); err != nil {
 			return err
 		}
 	}
 	if r.ContentType != "" {
-		if err := encodeField(enc, "content_type", r.ContentType); err != nil {
+		if err := enc.EncodeString("content_type"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.ContentType); err != nil {
 			return err
 		}
 	}
@@ -4439,12 +4941,18 @@ func (r GlobalContext) EncodeMsgpack(enc *msgpack.Encoder) error {
 		}
 	}
 	if r.Traceparent != "" {
-		if err := encodeField(enc, "traceparent", r.Traceparent); err != nil {
+		if err := enc.EncodeString("traceparent"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Traceparent); err != nil {
 			return err
 		}
 	}
 	if r.Tracestate != "" {
-		if err := encodeField(enc, "tracestate", r.Tracestate); err != nil {
+		if err := enc.EncodeString("tracestate"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Tracestate); err != nil {
 			return err
 		}
 	}
@@ -4602,7 +5110,10 @@ func (r ToolPreInvokePayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "name", r.Name); err != nil {
+	if err := enc.EncodeString("name"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.Name); err != nil {
 		return err
 	}
 	if len(r.Args) > 0 {
@@ -4611,7 +5122,10 @@ func (r ToolPreInvokePayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 		}
 	}
 	if len(r.Headers) > 0 {
-		if err := encodeField(enc, "headers", r.Headers); err != nil {
+		if err := enc.EncodeString("headers"); err != nil {
+			return err
+		}
+		if err := encodeStringMap(enc, r.Headers); err != nil {
 			return err
 		}
 	}
@@ -4677,7 +5191,10 @@ func (r ToolPostInvokePayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "name", r.Name); err != nil {
+	if err := enc.EncodeString("name"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.Name); err != nil {
 		return err
 	}
 	if err := encodeField(enc, "result", r.Result); err != nil {
@@ -4745,11 +5262,17 @@ func (r PromptPrehookPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "prompt_id", r.PromptID); err != nil {
+	if err := enc.EncodeString("prompt_id"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.PromptID); err != nil {
 		return err
 	}
 	if len(r.Args) > 0 {
-		if err := encodeField(enc, "args", r.Args); err != nil {
+		if err := enc.EncodeString("args"); err != nil {
+			return err
+		}
+		if err := encodeStringMap(enc, r.Args); err != nil {
 			return err
 		}
 	}
@@ -4811,7 +5334,10 @@ func (r PromptPosthookPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "prompt_id", r.PromptID); err != nil {
+	if err := enc.EncodeString("prompt_id"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.PromptID); err != nil {
 		return err
 	}
 	if err := encodeField(enc, "result", r.Result); err != nil {
@@ -4879,7 +5405,10 @@ func (r ResourcePreFetchPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "uri", r.Uri); err != nil {
+	if err := enc.EncodeString("uri"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.Uri); err != nil {
 		return err
 	}
 	if len(r.Metadata) > 0 {
@@ -4945,7 +5474,10 @@ func (r ResourcePostFetchPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "uri", r.Uri); err != nil {
+	if err := enc.EncodeString("uri"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.Uri); err != nil {
 		return err
 	}
 	if err := encodeField(enc, "content", r.Content); err != nil {
@@ -5033,29 +5565,44 @@ func (r AgentPreInvokePayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "agent_id", r.AgentID); err != nil {
+	if err := enc.EncodeString("agent_id"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.AgentID); err != nil {
 		return err
 	}
 	if err := encodeField(enc, "messages", orEmptyList(r.Messages)); err != nil {
 		return err
 	}
 	if len(r.Tools) > 0 {
-		if err := encodeField(enc, "tools", r.Tools); err != nil {
+		if err := enc.EncodeString("tools"); err != nil {
+			return err
+		}
+		if err := encodeStrings(enc, r.Tools); err != nil {
 			return err
 		}
 	}
 	if len(r.Headers) > 0 {
-		if err := encodeField(enc, "headers", r.Headers); err != nil {
+		if err := enc.EncodeString("headers"); err != nil {
+			return err
+		}
+		if err := encodeStringMap(enc, r.Headers); err != nil {
 			return err
 		}
 	}
 	if r.Model != "" {
-		if err := encodeField(enc, "model", r.Model); err != nil {
+		if err := enc.EncodeString("model"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Model); err != nil {
 			return err
 		}
 	}
 	if r.SystemPrompt != "" {
-		if err := encodeField(enc, "system_prompt", r.SystemPrompt); err != nil {
+		if err := enc.EncodeString("system_prompt"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.SystemPrompt); err != nil {
 			return err
 		}
 	}
@@ -5148,7 +5695,10 @@ func (r AgentPostInvokePayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "agent_id", r.AgentID); err != nil {
+	if err := enc.EncodeString("agent_id"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.AgentID); err != nil {
 		return err
 	}
 	if err := encodeField(enc, "messages", orEmptyList(r.Messages)); err != nil {
@@ -5231,14 +5781,23 @@ func (r HttpPreRequestPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "path", r.Path); err != nil {
+	if err := enc.EncodeString("path"); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "method", r.Method); err != nil {
+	if err := enc.EncodeString(r.Path); err != nil {
+		return err
+	}
+	if err := enc.EncodeString("method"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.Method); err != nil {
 		return err
 	}
 	if r.ClientHost != "" {
-		if err := encodeField(enc, "client_host", r.ClientHost); err != nil {
+		if err := enc.EncodeString("client_host"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.ClientHost); err != nil {
 			return err
 		}
 	}
@@ -5247,7 +5806,10 @@ func (r HttpPreRequestPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 			return err
 		}
 	}
-	if err := encodeField(enc, "headers", orEmptyMap(r.Headers)); err != nil {
+	if err := enc.EncodeString("headers"); err != nil {
+		return err
+	}
+	if err := encodeStringMap(enc, orEmptyMap(r.Headers)); err != nil {
 		return err
 	}
 	return encodeExtra(enc, r.Extra)
@@ -5340,14 +5902,23 @@ func (r HttpPostRequestPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "path", r.Path); err != nil {
+	if err := enc.EncodeString("path"); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "method", r.Method); err != nil {
+	if err := enc.EncodeString(r.Path); err != nil {
+		return err
+	}
+	if err := enc.EncodeString("method"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.Method); err != nil {
 		return err
 	}
 	if r.ClientHost != "" {
-		if err := encodeField(enc, "client_host", r.ClientHost); err != nil {
+		if err := enc.EncodeString("client_host"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.ClientHost); err != nil {
 			return err
 		}
 	}
@@ -5356,11 +5927,17 @@ func (r HttpPostRequestPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 			return err
 		}
 	}
-	if err := encodeField(enc, "headers", orEmptyMap(r.Headers)); err != nil {
+	if err := enc.EncodeString("headers"); err != nil {
+		return err
+	}
+	if err := encodeStringMap(enc, orEmptyMap(r.Headers)); err != nil {
 		return err
 	}
 	if len(r.ResponseHeaders) > 0 {
-		if err := encodeField(enc, "response_headers", r.ResponseHeaders); err != nil {
+		if err := enc.EncodeString("response_headers"); err != nil {
+			return err
+		}
+		if err := encodeStringMap(enc, r.ResponseHeaders); err != nil {
 			return err
 		}
 	}
@@ -5466,11 +6043,17 @@ func (r HttpAuthResolveUserPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 			return err
 		}
 	}
-	if err := encodeField(enc, "headers", orEmptyMap(r.Headers)); err != nil {
+	if err := enc.EncodeString("headers"); err != nil {
+		return err
+	}
+	if err := encodeStringMap(enc, orEmptyMap(r.Headers)); err != nil {
 		return err
 	}
 	if r.ClientHost != "" {
-		if err := encodeField(enc, "client_host", r.ClientHost); err != nil {
+		if err := enc.EncodeString("client_host"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.ClientHost); err != nil {
 			return err
 		}
 	}
@@ -5569,39 +6152,63 @@ func (r HttpAuthCheckPermissionPayload) EncodeMsgpack(enc *msgpack.Encoder) erro
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "user_email", r.UserEmail); err != nil {
+	if err := enc.EncodeString("user_email"); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "permission", r.Permission); err != nil {
+	if err := enc.EncodeString(r.UserEmail); err != nil {
+		return err
+	}
+	if err := enc.EncodeString("permission"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.Permission); err != nil {
 		return err
 	}
 	if r.ResourceType != "" {
-		if err := encodeField(enc, "resource_type", r.ResourceType); err != nil {
+		if err := enc.EncodeString("resource_type"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.ResourceType); err != nil {
 			return err
 		}
 	}
 	if r.TeamID != "" {
-		if err := encodeField(enc, "team_id", r.TeamID); err != nil {
+		if err := enc.EncodeString("team_id"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.TeamID); err != nil {
 			return err
 		}
 	}
 	if r.IsAdmin {
-		if err := encodeField(enc, "is_admin", r.IsAdmin); err != nil {
+		if err := enc.EncodeString("is_admin"); err != nil {
+			return err
+		}
+		if err := enc.EncodeBool(r.IsAdmin); err != nil {
 			return err
 		}
 	}
 	if r.AuthMethod != "" {
-		if err := encodeField(enc, "auth_method", r.AuthMethod); err != nil {
+		if err := enc.EncodeString("auth_method"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.AuthMethod); err != nil {
 			return err
 		}
 	}
 	if r.ClientHost != "" {
-		if err := encodeField(enc, "client_host", r.ClientHost); err != nil {
+		if err := enc.EncodeString("client_host"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.ClientHost); err != nil {
 			return err
 		}
 	}
 	if r.UserAgent != "" {
-		if err := encodeField(enc, "user_agent", r.UserAgent); err != nil {
+		if err := enc.EncodeString("user_agent"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.UserAgent); err != nil {
 			return err
 		}
 	}
@@ -5690,11 +6297,17 @@ func (r HttpAuthCheckPermissionResultPayload) EncodeMsgpack(enc *msgpack.Encoder
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "granted", r.Granted); err != nil {
+	if err := enc.EncodeString("granted"); err != nil {
+		return err
+	}
+	if err := enc.EncodeBool(r.Granted); err != nil {
 		return err
 	}
 	if r.Reason != "" {
-		if err := encodeField(enc, "reason", r.Reason); err != nil {
+		if err := enc.EncodeString("reason"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Reason); err != nil {
 			return err
 		}
 	}
@@ -5774,21 +6387,33 @@ func (r IdentityPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "raw_token", r.RawToken); err != nil {
+	if err := enc.EncodeString("raw_token"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.RawToken); err != nil {
 		return err
 	}
 	if r.Source != "" {
-		if err := encodeField(enc, "source", r.Source); err != nil {
+		if err := enc.EncodeString("source"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Source); err != nil {
 			return err
 		}
 	}
 	if len(r.Headers) > 0 {
-		if err := encodeField(enc, "headers", r.Headers); err != nil {
+		if err := enc.EncodeString("headers"); err != nil {
+			return err
+		}
+		if err := encodeStringMap(enc, r.Headers); err != nil {
 			return err
 		}
 	}
 	if r.ClientHost != "" {
-		if err := encodeField(enc, "client_host", r.ClientHost); err != nil {
+		if err := enc.EncodeString("client_host"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.ClientHost); err != nil {
 			return err
 		}
 	}
@@ -5900,12 +6525,18 @@ func (r IdentityResult) EncodeMsgpack(enc *msgpack.Encoder) error {
 		}
 	}
 	if r.Delegation != nil {
-		if err := encodeField(enc, "delegation", r.Delegation); err != nil {
+		if err := enc.EncodeString("delegation"); err != nil {
+			return err
+		}
+		if err := r.Delegation.EncodeMsgpack(enc); err != nil {
 			return err
 		}
 	}
 	if r.Rejected {
-		if err := encodeField(enc, "rejected", r.Rejected); err != nil {
+		if err := enc.EncodeString("rejected"); err != nil {
+			return err
+		}
+		if err := enc.EncodeBool(r.Rejected); err != nil {
 			return err
 		}
 	}
@@ -5915,7 +6546,10 @@ func (r IdentityResult) EncodeMsgpack(enc *msgpack.Encoder) error {
 		}
 	}
 	if r.RejectReason != "" {
-		if err := encodeField(enc, "reject_reason", r.RejectReason); err != nil {
+		if err := enc.EncodeString("reject_reason"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.RejectReason); err != nil {
 			return err
 		}
 	}
@@ -6024,41 +6658,65 @@ func (r DelegationPayload) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "target_name", r.TargetName); err != nil {
+	if err := enc.EncodeString("target_name"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.TargetName); err != nil {
 		return err
 	}
 	if r.TargetType != "" {
-		if err := encodeField(enc, "target_type", r.TargetType); err != nil {
+		if err := enc.EncodeString("target_type"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.TargetType); err != nil {
 			return err
 		}
 	}
 	if r.TargetAudience != "" {
-		if err := encodeField(enc, "target_audience", r.TargetAudience); err != nil {
+		if err := enc.EncodeString("target_audience"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.TargetAudience); err != nil {
 			return err
 		}
 	}
 	if len(r.RequiredPermissions) > 0 {
-		if err := encodeField(enc, "required_permissions", r.RequiredPermissions); err != nil {
+		if err := enc.EncodeString("required_permissions"); err != nil {
+			return err
+		}
+		if err := encodeStrings(enc, r.RequiredPermissions); err != nil {
 			return err
 		}
 	}
 	if r.TrustDomain != "" {
-		if err := encodeField(enc, "trust_domain", r.TrustDomain); err != nil {
+		if err := enc.EncodeString("trust_domain"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.TrustDomain); err != nil {
 			return err
 		}
 	}
 	if r.AuthEnforcedBy != "" {
-		if err := encodeField(enc, "auth_enforced_by", r.AuthEnforcedBy); err != nil {
+		if err := enc.EncodeString("auth_enforced_by"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.AuthEnforcedBy); err != nil {
 			return err
 		}
 	}
 	if r.RouteAttenuation != nil {
-		if err := encodeField(enc, "route_attenuation", r.RouteAttenuation); err != nil {
+		if err := enc.EncodeString("route_attenuation"); err != nil {
+			return err
+		}
+		if err := r.RouteAttenuation.EncodeMsgpack(enc); err != nil {
 			return err
 		}
 	}
 	if r.BearerToken != "" {
-		if err := encodeField(enc, "bearer_token", r.BearerToken); err != nil {
+		if err := enc.EncodeString("bearer_token"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.BearerToken); err != nil {
 			return err
 		}
 	}
@@ -6163,17 +6821,26 @@ func (r AttenuationConfig) EncodeMsgpack(enc *msgpack.Encoder) error {
 		return err
 	}
 	if len(r.Capabilities) > 0 {
-		if err := encodeField(enc, "capabilities", r.Capabilities); err != nil {
+		if err := enc.EncodeString("capabilities"); err != nil {
+			return err
+		}
+		if err := encodeStrings(enc, r.Capabilities); err != nil {
 			return err
 		}
 	}
 	if r.ResourceTemplate != "" {
-		if err := encodeField(enc, "resource_template", r.ResourceTemplate); err != nil {
+		if err := enc.EncodeString("resource_template"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.ResourceTemplate); err != nil {
 			return err
 		}
 	}
 	if len(r.Actions) > 0 {
-		if err := encodeField(enc, "actions", r.Actions); err != nil {
+		if err := enc.EncodeString("actions"); err != nil {
+			return err
+		}
+		if err := encodeStrings(enc, r.Actions); err != nil {
 			return err
 		}
 	}
@@ -6264,22 +6931,34 @@ func (r DelegationResult) EncodeMsgpack(enc *msgpack.Encoder) error {
 		return err
 	}
 	if r.DelegatedToken != "" {
-		if err := encodeField(enc, "delegated_token", r.DelegatedToken); err != nil {
+		if err := enc.EncodeString("delegated_token"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.DelegatedToken); err != nil {
 			return err
 		}
 	}
 	if r.DelegationUpdate != nil {
-		if err := encodeField(enc, "delegation_update", r.DelegationUpdate); err != nil {
+		if err := enc.EncodeString("delegation_update"); err != nil {
+			return err
+		}
+		if err := r.DelegationUpdate.EncodeMsgpack(enc); err != nil {
 			return err
 		}
 	}
 	if len(r.ForwardedHeaders) > 0 {
-		if err := encodeField(enc, "forwarded_headers", r.ForwardedHeaders); err != nil {
+		if err := enc.EncodeString("forwarded_headers"); err != nil {
+			return err
+		}
+		if err := encodeStringMap(enc, r.ForwardedHeaders); err != nil {
 			return err
 		}
 	}
 	if r.CacheKey != "" {
-		if err := encodeField(enc, "cache_key", r.CacheKey); err != nil {
+		if err := enc.EncodeString("cache_key"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.CacheKey); err != nil {
 			return err
 		}
 	}
@@ -6366,13 +7045,22 @@ func (r LogRecord) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := encodeField(enc, "level", r.Level); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "level_name", r.LevelName); err != nil {
+	if err := enc.EncodeString("level_name"); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "logger", r.Logger); err != nil {
+	if err := enc.EncodeString(r.LevelName); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "message", r.Message); err != nil {
+	if err := enc.EncodeString("logger"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.Logger); err != nil {
+		return err
+	}
+	if err := enc.EncodeString("message"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.Message); err != nil {
 		return err
 	}
 	if err := encodeField(enc, "time", r.Time); err != nil {
@@ -6488,16 +7176,28 @@ func (r PluginDecision) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "plugin", r.Plugin); err != nil {
+	if err := enc.EncodeString("plugin"); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "mode", r.Mode); err != nil {
+	if err := enc.EncodeString(r.Plugin); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "verdict", r.Verdict); err != nil {
+	if err := enc.EncodeString("mode"); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "enforced", r.Enforced); err != nil {
+	if err := enc.EncodeString(r.Mode); err != nil {
+		return err
+	}
+	if err := enc.EncodeString("verdict"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.Verdict); err != nil {
+		return err
+	}
+	if err := enc.EncodeString("enforced"); err != nil {
+		return err
+	}
+	if err := enc.EncodeBool(r.Enforced); err != nil {
 		return err
 	}
 	if r.DurationMs != 0 {
@@ -6506,17 +7206,26 @@ func (r PluginDecision) EncodeMsgpack(enc *msgpack.Encoder) error {
 		}
 	}
 	if r.ViolationCode != "" {
-		if err := encodeField(enc, "violation_code", r.ViolationCode); err != nil {
+		if err := enc.EncodeString("violation_code"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.ViolationCode); err != nil {
 			return err
 		}
 	}
 	if r.ErrorCode != "" {
-		if err := encodeField(enc, "error_code", r.ErrorCode); err != nil {
+		if err := enc.EncodeString("error_code"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.ErrorCode); err != nil {
 			return err
 		}
 	}
 	if len(r.ModifiedFields) > 0 {
-		if err := encodeField(enc, "modified_fields", r.ModifiedFields); err != nil {
+		if err := enc.EncodeString("modified_fields"); err != nil {
+			return err
+		}
+		if err := encodeStrings(enc, r.ModifiedFields); err != nil {
 			return err
 		}
 	}
@@ -6656,37 +7365,58 @@ func (r DecisionRecord) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(n); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "hook", r.Hook); err != nil {
+	if err := enc.EncodeString("hook"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.Hook); err != nil {
 		return err
 	}
 	if err := encodeField(enc, "time", r.Time); err != nil {
 		return err
 	}
 	if r.RequestID != "" {
-		if err := encodeField(enc, "request_id", r.RequestID); err != nil {
+		if err := enc.EncodeString("request_id"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.RequestID); err != nil {
 			return err
 		}
 	}
-	if err := encodeField(enc, "decision", r.Decision); err != nil {
+	if err := enc.EncodeString("decision"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(r.Decision); err != nil {
 		return err
 	}
 	if r.ViolationCode != "" {
-		if err := encodeField(enc, "violation_code", r.ViolationCode); err != nil {
+		if err := enc.EncodeString("violation_code"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.ViolationCode); err != nil {
 			return err
 		}
 	}
 	if r.ViolationPlugin != "" {
-		if err := encodeField(enc, "violation_plugin", r.ViolationPlugin); err != nil {
+		if err := enc.EncodeString("violation_plugin"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.ViolationPlugin); err != nil {
 			return err
 		}
 	}
 	if r.Error != "" {
-		if err := encodeField(enc, "error", r.Error); err != nil {
+		if err := enc.EncodeString("error"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.Error); err != nil {
 			return err
 		}
 	}
 	if len(r.Background) > 0 {
-		if err := encodeField(enc, "background", r.Background); err != nil {
+		if err := enc.EncodeString("background"); err != nil {
+			return err
+		}
+		if err := encodeStrings(enc, r.Background); err != nil {
 			return err
 		}
 	}
@@ -6695,16 +7425,25 @@ func (r DecisionRecord) EncodeMsgpack(enc *msgpack.Encoder) error {
 			return err
 		}
 	}
-	if err := encodeField(enc, "plugins", orEmptyList(r.Plugins)); err != nil {
+	if err := enc.EncodeString("plugins"); err != nil {
+		return err
+	}
+	if err := encodeRecords(enc, orEmptyList(r.Plugins)); err != nil {
 		return err
 	}
 	if r.TraceID != "" {
-		if err := encodeField(enc, "trace_id", r.TraceID); err != nil {
+		if err := enc.EncodeString("trace_id"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.TraceID); err != nil {
 			return err
 		}
 	}
 	if r.SpanID != "" {
-		if err := encodeField(enc, "span_id", r.SpanID); err != nil {
+		if err := enc.EncodeString("span_id"); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(r.SpanID); err != nil {
 			return err
 		}
 	}
@@ -6890,35 +7629,62 @@ func (p ContentPart) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(2 + len(p.Extra)); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "content_type", p.ContentType); err != nil {
+	if err := enc.EncodeString("content_type"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(p.ContentType); err != nil {
 		return err
 	}
 	var err error
 	switch p.ContentType {
 	case "text":
-		err = encodeField(enc, "text", p.Text)
+		if err = enc.EncodeString("text"); err == nil {
+			err = enc.EncodeString(p.Text)
+		}
 	case "thinking":
-		err = encodeField(enc, "text", p.Text)
+		if err = enc.EncodeString("text"); err == nil {
+			err = enc.EncodeString(p.Text)
+		}
 	case "tool_call":
-		err = encodeField(enc, "content", p.ToolCall)
+		if err = enc.EncodeString("content"); err == nil {
+			err = encodeRecordPtr(enc, p.ToolCall)
+		}
 	case "tool_result":
-		err = encodeField(enc, "content", p.ToolResult)
+		if err = enc.EncodeString("content"); err == nil {
+			err = encodeRecordPtr(enc, p.ToolResult)
+		}
 	case "resource":
-		err = encodeField(enc, "content", p.Resource)
+		if err = enc.EncodeString("content"); err == nil {
+			err = encodeRecordPtr(enc, p.Resource)
+		}
 	case "resource_ref":
-		err = encodeField(enc, "content", p.ResourceRef)
+		if err = enc.EncodeString("content"); err == nil {
+			err = encodeRecordPtr(enc, p.ResourceRef)
+		}
 	case "prompt_request":
-		err = encodeField(enc, "content", p.PromptRequest)
+		if err = enc.EncodeString("content"); err == nil {
+			err = encodeRecordPtr(enc, p.PromptRequest)
+		}
 	case "prompt_result":
-		err = encodeField(enc, "content", p.PromptResult)
+		if err = enc.EncodeString("content"); err == nil {
+			err = encodeRecordPtr(enc, p.PromptResult)
+		}
 	case "image":
-		err = encodeField(enc, "content", p.Image)
+		if err = enc.EncodeString("content"); err == nil {
+			err = encodeRecordPtr(enc, p.Image)
+		}
 	case "video":
-		err = encodeField(enc, "content", p.Video)
+		if err = enc.EncodeString("content"); err == nil {
+			err = encodeRecordPtr(enc, p.Video)
+		}
 	case "audio":
-		err = encodeField(enc, "content", p.Audio)
+		if err = enc.EncodeString("content"); err == nil {
+			err = encodeRecordPtr(enc, p.Audio)
+		}
 	case "document":
-		err = encodeField(enc, "content", p.Document)
+		if err = enc.EncodeString("content"); err == nil {
+			err = encodeRecordPtr(enc, p.Document)
+		}
 	default:
 		return fmt.Errorf("ContentPart: unknown content_type %q without Raw", p.ContentType)
 	}
@@ -7073,4 +7839,72 @@ var wireTypes = map[string]func() any{
 	"PluginDecision":                       func() any { return new(PluginDecision) },
 	"DecisionRecord":                       func() any { return new(DecisionRecord) },
 	"ContentPart":                          func() any { return new(ContentPart) },
+}
+
+// The typed encoders of the generated EncodeMsgpack methods: the bytes the msgpack
+// library writes for the same values (nil as nil; map keys sorted), with no
+// reflection and no value boxed into an interface.
+
+func encodeStrings(enc *msgpack.Encoder, s []string) error {
+	if s == nil {
+		return enc.EncodeNil()
+	}
+	if err := enc.EncodeArrayLen(len(s)); err != nil {
+		return err
+	}
+	for _, v := range s {
+		if err := enc.EncodeString(v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func encodeStringMap(enc *msgpack.Encoder, m map[string]string) error {
+	if m == nil {
+		return enc.EncodeNil()
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	if err := enc.EncodeMapLen(len(keys)); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := enc.EncodeString(k); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(m[k]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func encodeRecords[T msgpack.CustomEncoder](enc *msgpack.Encoder, s []T) error {
+	if s == nil {
+		return enc.EncodeNil()
+	}
+	if err := enc.EncodeArrayLen(len(s)); err != nil {
+		return err
+	}
+	for i := range s {
+		if err := s[i].EncodeMsgpack(enc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// encodeRecordPtr writes the record p points to, or nil.
+func encodeRecordPtr[T any, P interface {
+	*T
+	msgpack.CustomEncoder
+}](enc *msgpack.Encoder, p P) error {
+	if p == nil {
+		return enc.EncodeNil()
+	}
+	return p.EncodeMsgpack(enc)
 }

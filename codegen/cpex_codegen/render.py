@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import jinja2
@@ -75,6 +76,33 @@ def go_present(fl: RecordField, recv: str) -> str:
     if t.startswith(("*", "[]", "map[")) or t == "any":
         return f"{v} != nil" if t.startswith("*") or t == "any" else f"len({v}) > 0"
     return {"string": f'{v} != ""', "bool": v}.get(t, f"{v} != 0")
+
+
+def go_encoder(schema: Schema) -> Callable[[str, str], str | None]:
+    """go_encode(type, value): the Go expression (of type error) that writes value, a
+    field or variant of schema type `type`, as the generic path (encodeField: the
+    msgpack library, map keys sorted) would write it, with no reflection or boxing; None
+    for a type that keeps the generic path. Records and unions encode themselves; a
+    pointer to one is emitted only when set."""
+    named = {r.name for r in schema.records} | {u.name for u in schema.unions}
+
+    def go_encode(t: str, v: str) -> str | None:
+        if t == "string":
+            return f"enc.EncodeString({v})"
+        if t == "bool":
+            return f"enc.EncodeBool({v})"
+        if t in named:
+            return f"{v}.EncodeMsgpack(enc)"
+        if t == "list<string>":
+            return f"encodeStrings(enc, {v})"
+        if t == "map<string,string>":
+            return f"encodeStringMap(enc, {v})"
+        m = _CONTAINER.match(t)
+        if m is not None and m.group(1) == "list" and m.group(2) in named:
+            return f"encodeRecords(enc, {v})"
+        return None
+
+    return go_encode
 
 
 def union_field(v: Variant) -> str:
@@ -221,8 +249,19 @@ def go_zero(p: Param) -> str:
     return {"handle_out": "nil", "bytes_out": "nil", "bool_out": "false", "size_out": "0"}[p.kind]
 
 
-def go_out_value(p: Param) -> str:
-    v = naming.lower_camel(p.name)
+def go_out_value(p: Param, fn: Function | None = None) -> str:
+    """The Go value of an out-parameter. fn: the function, when the library has
+    unchanged results (abi.yaml unchanged_result): an invoke's out_result is then taken
+    by takeResult, which answers the payload type's unchanged result with its shared
+    bytes instead of a copy."""
+    v = "out." + naming.lower_camel(p.name)
+    if (
+        fn is not None
+        and p.kind == "bytes_out"
+        and p.name == "out_result"
+        and any(q.name == "payload_type" and q.kind == "u8" for q in fn.params)
+    ):
+        return f"takeResult({v}, {v}Len, payloadType)"
     return {
         "handle_out": v,
         "bytes_out": f"takeBytes({v}, {v}Len)",
@@ -244,10 +283,10 @@ def go_c_args(fn: Function) -> list[str]:
         elif p.kind == "u8":
             out.append(f"C.uint8_t({v})")
         elif p.kind == "bytes_out":
-            out += [f"&{v}", f"&{v}Len"]
+            out += [f"&out.{v}", f"&out.{v}Len"]
         else:
-            out.append(f"&{v}")
-    out.append("&errMsg")
+            out.append(f"&out.{v}")
+    out.append("&out.errMsg")
     return out
 
 
@@ -388,6 +427,7 @@ def environment(schema: Schema, layout: Layout | None = None) -> jinja2.Environm
         go_out_value=go_out_value,
         go_c_args=go_c_args,
         go_present=go_present,
+        go_encode=go_encoder(schema),
         go_api_in_type=go_api_in_type,
         go_api_out_type=go_api_out_type,
         go_api_arg=go_api_arg,

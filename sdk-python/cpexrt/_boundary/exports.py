@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import msgpack  # type: ignore[import-untyped, unused-ignore]  # untyped: the package passes mypy wherever it is installed
 from pydantic import BaseModel
 
 from cpexrt import payloads
@@ -32,6 +33,9 @@ _MAX_MESSAGE = 64 * 1024
 _MAX_DEPTH = 64  # CPEX__MAX_DEPTH of ffi/fastpath.c
 _MAX_HOOK_NAMES = 256
 _DRAIN = 256  # CPEX__FREED_MAX of ffi/handles.c
+# MessagePack's own decoder with its defaults (str keys and values as str, bin as
+# bytes), for the maps the C checker took (decode_maps).
+_unpackb = msgpack.unpackb
 
 
 class Exports:
@@ -231,10 +235,13 @@ class Exports:
         request_wire: bytes | None,
         options_wire: bytes | None,
         context: int,
+        plain: int,
+        checked_entries: int,
     ) -> tuple[int, int, int, int]:
         """An invoke over the caller's bytes (ffi/natives.c copied them, within the
-        limits it knows): (result address, result length, context token, background
-        token)."""
+        limits it knows, and ran the C checker on the copies with checked_entries as
+        the entry limit: plain, bits as in _run): (result address, result length,
+        context token, background token)."""
         # The context is consumed only when the call succeeds, as documented in cpex.h.
         ctx = HANDLES.get(Kind.CONTEXT, context, "context") if context else None
         mgr = HANDLES.get(Kind.MANAGER, manager, "manager")
@@ -244,8 +251,21 @@ class Exports:
         try:
             hook_name = self._hook_names.get(raw_hook) or hook_name_of(self._hook_names, raw_hook)
             # Checked again: the limits may have changed since ffi/natives.c read them.
-            check_sizes(serving.limits, len(body_wire), len(ext_wire) if ext_wire is not None else 0)
-            return self._run(ctx, context, mgr, serving, hook_name, payload_type, body_wire, ext_wire, request_wire, options_wire)
+            limits = serving.limits
+            # check_sizes, entered only when it has something to refuse (ffi/natives.c
+            # sends a non-empty payload within the limits it knows; the serving ones
+            # may differ).
+            if (
+                not body_wire
+                or len(body_wire) > limits.max_payload_bytes
+                or (ext_wire is not None and len(ext_wire) > limits.max_extensions_bytes)
+            ):
+                check_sizes(limits, len(body_wire), len(ext_wire) if ext_wire is not None else 0)
+            if checked_entries != limits.max_collection_entries:
+                plain = -1  # checked against other limits: checked again
+            return self._run(
+                ctx, context, mgr, serving, hook_name, payload_type, body_wire, ext_wire, request_wire, options_wire, plain
+            )
         finally:
             serving.leave()
 
@@ -294,6 +314,7 @@ class Exports:
                 buffer(extensions, extensions_len)[:] if extensions_len else None,
                 buffer(request, request_len)[:] if request_len else None,
                 buffer(options, options_len)[:] if options_len else None,
+                -1,
             )
             out_result[0] = self.ffi.cast("uint8_t *", address)
             out_result_len[0] = length
@@ -314,24 +335,29 @@ class Exports:
         ext_wire: bytes | None,
         request_wire: bytes | None,
         options_wire: bytes | None,
+        plain: int,
     ) -> tuple[int, int, int, int]:
         """The invoke over the copied, size-checked bytes, its result copied out:
-        (result address, result length, context token, background token)."""
+        (result address, result length, context token, background token). plain: the
+        C checker's verdicts on these copies with the serving limits (bit 1 the
+        payload, 2 the extensions, 4 the request, 8 the options; the native entry
+        runs it before Python is entered), or -1 to run it here."""
         # The engine keeps the copies as the payload's canonical form. They are checked
-        # (ffi/fastpath.c; the payload and the extensions in one call of a builtin that
-        # keeps the GIL, ffi/natives.c): a map the checker takes is decoded at once;
+        # (ffi/fastpath.c; here the payload and the extensions in one call of a builtin
+        # that keeps the GIL, ffi/natives.c): a map the checker takes is decoded at once;
         # anything else gets decode_checked's checks and message.
-        entries = serving.limits.max_collection_entries
-        plain = self._plain_maps(body_wire, ext_wire, entries)
-        if request_wire is not None and self.lib.cpexrt_plain_map(request_wire, len(request_wire), entries):
-            plain |= 4
-        if options_wire is not None and self.lib.cpexrt_plain_map(options_wire, len(options_wire), entries):
-            plain |= 8
+        if plain < 0:
+            entries = serving.limits.max_collection_entries
+            plain = self._plain_maps(body_wire, ext_wire, entries)
+            if request_wire is not None and self.lib.cpexrt_plain_map(request_wire, len(request_wire), entries):
+                plain |= 4
+            if options_wire is not None and self.lib.cpexrt_plain_map(options_wire, len(options_wire), entries):
+                plain |= 8
         outcome = invoke_decoded(
-            mgr, hook_name, payload_type, body_wire, ext_wire, request_wire, options_wire, plain, ctx, serving
+            mgr, hook_name, payload_type, body_wire, ext_wire, request_wire, options_wire, plain, ctx, serving, True
         )
         try:
-            data = outcome_bytes(outcome, payload_type)
+            data = UNCHANGED_RESULTS[payload_type] if outcome.unchanged else _result_bytes(outcome, payload_type)
             address = self._copy_out_address(data)
         except BaseException:
             # The result cannot be delivered: the call failed after all, and the
@@ -345,10 +371,8 @@ class Exports:
         # here, so that their objects do not outlive them by long.
         freed = self._drain()
         if freed:
-            for token in freed:
-                HANDLES.drop(token)
-        new_ctx = HANDLES.issue(Kind.CONTEXT, outcome.context, owner=mgr) if outcome.context is not None else 0
-        new_bg = HANDLES.issue(Kind.BACKGROUND, outcome.background, owner=mgr) if outcome.background is not None else 0
+            HANDLES.drop_all(freed)
+        new_ctx, new_bg = HANDLES.issue_outputs(outcome.context, outcome.background, mgr)
         return address, len(data), new_ctx, new_bg
 
     def wait_background(self, background: int, out_errors: Any, out_errors_len: Any) -> None:
@@ -385,11 +409,9 @@ class Exports:
         """Drops from the table the context and background handles the C shims freed
         (ffi/handles.c: they were dead from the free on; only their objects are
         released here)."""
-        drop = HANDLES.drop
         while True:
             freed = self._drain()
-            for token in freed:
-                drop(token)
+            HANDLES.drop_all(freed)
             if len(freed) < _DRAIN:
                 return
 
@@ -449,16 +471,29 @@ def invoke_decoded(
     plain: int,
     ctx: Any,
     serving: Any,
+    exact: bool = False,
 ) -> PipelineOutcome:
     """One invoke over its inputs' bytes, as the boundary (Exports._run) and an engine
     worker both run it. plain holds the C checker's verdicts (ffi/fastpath.c; bit 1
     the payload, 2 the extensions, 4 the request, 8 the options): a map it took is
-    decoded as is, the rest gets decode_checked's checks and message. The payload's and
-    the extensions' sizes were checked before they were copied; the request's and the
-    options' are checked here."""
+    decoded as is, the rest gets decode_checked's checks and message. exact: the
+    verdicts were reached on these very bytes with the serving limits. The payload's
+    and the extensions' sizes were checked before they were copied; the request's and
+    the options' are checked here."""
     limits = serving.limits
     entries = limits.max_collection_entries
-    body, ext = decode_maps(body_wire, ext_wire, plain, entries, _not_plain)
+    if exact:
+        # The checker ran on these bytes with entries as the limit, so what it took is
+        # one map with string keys, no extension type and no map or array over the
+        # limit: MessagePack's defaults decode it as the limits would.
+        body = _unpackb(body_wire) if plain & 1 else _not_plain(body_wire, "payload", entries)
+        ext = None
+        if ext_wire is not None:
+            ext = _unpackb(ext_wire) if plain & 2 else _not_plain(ext_wire, "extensions", entries)
+    else:
+        # An engine worker's verdicts come from the host, with its view of the limits:
+        # decoded with the limits again.
+        body, ext = decode_maps(body_wire, ext_wire, plain, entries, _not_plain)
     request = None
     if request_wire is not None:
         _check_size("request", len(request_wire), limits.max_extensions_bytes, "max_extensions_bytes")
@@ -852,9 +887,13 @@ def _native_entry(exports: Exports) -> Callable[..., tuple[int, int, int, int] |
         request: bytes | None,
         options: bytes | None,
         context: int,
+        plain: int,
+        checked_entries: int,
     ) -> tuple[int, int, int, int] | tuple[int, bytes]:
         try:
-            return invoke_native(manager, hook, payload_type, payload, extensions, request, options, context)
+            return invoke_native(
+                manager, hook, payload_type, payload, extensions, request, options, context, plain, checked_entries
+            )
         except BaseException as exc:  # noqa: BLE001 - nothing may escape into C
             status, message = failure(exc)
             return status, f"{names[which]}: {message}".encode("utf-8", "replace")[:_MAX_MESSAGE]

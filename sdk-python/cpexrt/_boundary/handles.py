@@ -43,6 +43,8 @@ class HandleTable(Generic[T]):
         self._entries: dict[int, tuple[Kind, Any, Any]] = {}
         self._serials = itertools.count(1)
         self._prefix = {kind: TAG << 48 | int(kind) << _SERIAL_BITS for kind in Kind}
+        self._context_prefix = self._prefix[Kind.CONTEXT]
+        self._background_prefix = self._prefix[Kind.BACKGROUND]
 
     def issue(self, kind: Kind, obj: Any, owner: Any = None) -> int:
         # next() of a count is atomic under the GIL: a serial is never issued twice.
@@ -84,6 +86,25 @@ class HandleTable(Generic[T]):
         """Removes the handle if it is still there, whatever its kind (a handle the C
         shims freed: ffi/handles.c)."""
         self._entries.pop(token, None)
+
+    def drop_all(self, tokens: tuple[int, ...]) -> None:
+        """drop() of each token (the handles the C shims freed since the last drain)."""
+        pop = self._entries.pop
+        for token in tokens:
+            pop(token, None)
+
+    def issue_outputs(self, context: Any, background: Any, owner: Any) -> tuple[int, int]:
+        """The tokens of an invoke's context table and background tasks (0 for None),
+        issued as issue() does."""
+        entries, serials = self._entries, self._serials
+        ctx = bg = 0
+        if context is not None:
+            ctx = self._context_prefix | next(serials)
+            entries[ctx] = (Kind.CONTEXT, context, owner)
+        if background is not None:
+            bg = self._background_prefix | next(serials)
+            entries[bg] = (Kind.BACKGROUND, background, owner)
+        return ctx, bg
 
     def release_owned_by(self, owner: Any) -> list[int]:
         """Removes every handle issued on behalf of owner (a manager being shut down);

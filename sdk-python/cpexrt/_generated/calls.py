@@ -217,8 +217,9 @@ def wait_background(library: Library, background: Any) -> bytes:
 
 def free_background(library: Library, background: Any) -> None:
     """Calls cpex_free_background: Releases a background handle; its tasks still run to the end."""
-    ffi = library.ffi
-    err_msg = ffi.new("char **")
+    # Freed in C, on every request's path: the thread's scratch err_msg rather than a
+    # new cell per call (the message is read before the thread's next call).
+    err_msg = (getattr(library._local, "scratch", None) or library.scratch()).err_msg
     status = library.lib.cpex_free_background(background, err_msg)
     if status:
         library.check(status, err_msg)
@@ -226,8 +227,9 @@ def free_background(library: Library, background: Any) -> None:
 
 def free_context(library: Library, context: Any) -> None:
     """Calls cpex_free_context: Releases a context table that will not be passed to another invoke."""
-    ffi = library.ffi
-    err_msg = ffi.new("char **")
+    # Freed in C, on every request's path: the thread's scratch err_msg rather than a
+    # new cell per call (the message is read before the thread's next call).
+    err_msg = (getattr(library._local, "scratch", None) or library.scratch()).err_msg
     status = library.lib.cpex_free_context(context, err_msg)
     if status:
         library.check(status, err_msg)

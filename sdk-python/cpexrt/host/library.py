@@ -58,8 +58,9 @@ class Library:
         raise ERROR_CLASSES.get(status, InternalError)(message or f"status {status}")
 
     def take_bytes(self, ptr: Any, length: int) -> bytes:
-        data: bytes = self.ffi.buffer(ptr[0], length)[:] if length else b""
-        self.lib.cpex_free_buffer(ptr[0])
+        buffer = ptr[0]
+        data: bytes = self.ffi.buffer(buffer, length)[:] if length else b""
+        self.lib.cpex_free_buffer(buffer)
         return data
 
 

@@ -65,66 +65,90 @@ var sentinels = map[int32]error{
 
 // callStoreNew calls kv_store_new: Creates an empty store.
 func callStoreNew() (*C.kv_store, error) {
-	var outStore *C.kv_store
-	var errMsg *C.char
-	status := C.kv_store_new(&outStore, &errMsg)
-	if int32(status) != codeOk {
-		return nil, newError(int32(status), takeMessage(errMsg))
+	// The out-parameters in one struct: passed to C, they live on the heap, and one
+	// allocation is cheaper than one per parameter.
+	var out struct {
+		outStore *C.kv_store
+		errMsg   *C.char
 	}
-	return outStore, nil
+	status := C.kv_store_new(&out.outStore, &out.errMsg)
+	if int32(status) != codeOk {
+		return nil, newError(int32(status), takeMessage(out.errMsg))
+	}
+	return out.outStore, nil
 }
 
 // callStoreFree calls kv_store_free: Releases a store; its handle is invalid afterwards (a second free fails).
 func callStoreFree(store *C.kv_store) error {
-	var errMsg *C.char
-	status := C.kv_store_free(store, &errMsg)
+	// The out-parameters in one struct: passed to C, they live on the heap, and one
+	// allocation is cheaper than one per parameter.
+	var out struct {
+		errMsg *C.char
+	}
+	status := C.kv_store_free(store, &out.errMsg)
 	if int32(status) != codeOk {
-		return newError(int32(status), takeMessage(errMsg))
+		return newError(int32(status), takeMessage(out.errMsg))
 	}
 	return nil
 }
 
 // callPut calls kv_put: Sets key to value, replacing any value it had.
 func callPut(store *C.kv_store, key string, value []byte) error {
-	var errMsg *C.char
-	status := C.kv_put(store, cText(key), C.size_t(len(key)), cBytes(value), C.size_t(len(value)), &errMsg)
+	// The out-parameters in one struct: passed to C, they live on the heap, and one
+	// allocation is cheaper than one per parameter.
+	var out struct {
+		errMsg *C.char
+	}
+	status := C.kv_put(store, cText(key), C.size_t(len(key)), cBytes(value), C.size_t(len(value)), &out.errMsg)
 	if int32(status) != codeOk {
-		return newError(int32(status), takeMessage(errMsg))
+		return newError(int32(status), takeMessage(out.errMsg))
 	}
 	return nil
 }
 
 // callGet calls kv_get: The value of key; KV_ERR_NOT_FOUND when it has none.
 func callGet(store *C.kv_store, key string) ([]byte, error) {
-	var outValue *C.uint8_t
-	var outValueLen C.size_t
-	var errMsg *C.char
-	status := C.kv_get(store, cText(key), C.size_t(len(key)), &outValue, &outValueLen, &errMsg)
-	if int32(status) != codeOk {
-		return nil, newError(int32(status), takeMessage(errMsg))
+	// The out-parameters in one struct: passed to C, they live on the heap, and one
+	// allocation is cheaper than one per parameter.
+	var out struct {
+		outValue    *C.uint8_t
+		outValueLen C.size_t
+		errMsg      *C.char
 	}
-	return takeBytes(outValue, outValueLen), nil
+	status := C.kv_get(store, cText(key), C.size_t(len(key)), &out.outValue, &out.outValueLen, &out.errMsg)
+	if int32(status) != codeOk {
+		return nil, newError(int32(status), takeMessage(out.errMsg))
+	}
+	return takeBytes(out.outValue, out.outValueLen), nil
 }
 
 // callCount calls kv_count: The number of keys in the store.
 func callCount(store *C.kv_store) (int, error) {
-	var outCount C.size_t
-	var errMsg *C.char
-	status := C.kv_count(store, &outCount, &errMsg)
-	if int32(status) != codeOk {
-		return 0, newError(int32(status), takeMessage(errMsg))
+	// The out-parameters in one struct: passed to C, they live on the heap, and one
+	// allocation is cheaper than one per parameter.
+	var out struct {
+		outCount C.size_t
+		errMsg   *C.char
 	}
-	return int(outCount), nil
+	status := C.kv_count(store, &out.outCount, &out.errMsg)
+	if int32(status) != codeOk {
+		return 0, newError(int32(status), takeMessage(out.errMsg))
+	}
+	return int(out.outCount), nil
 }
 
 // callStats calls kv_stats: What the store holds, as a KvStats record. Since ABI 1.1.
 func callStats(store *C.kv_store) ([]byte, error) {
-	var outStats *C.uint8_t
-	var outStatsLen C.size_t
-	var errMsg *C.char
-	status := C.kv_stats(store, &outStats, &outStatsLen, &errMsg)
-	if int32(status) != codeOk {
-		return nil, newError(int32(status), takeMessage(errMsg))
+	// The out-parameters in one struct: passed to C, they live on the heap, and one
+	// allocation is cheaper than one per parameter.
+	var out struct {
+		outStats    *C.uint8_t
+		outStatsLen C.size_t
+		errMsg      *C.char
 	}
-	return takeBytes(outStats, outStatsLen), nil
+	status := C.kv_stats(store, &out.outStats, &out.outStatsLen, &out.errMsg)
+	if int32(status) != codeOk {
+		return nil, newError(int32(status), takeMessage(out.errMsg))
+	}
+	return takeBytes(out.outStats, out.outStatsLen), nil
 }

@@ -7,6 +7,7 @@ package kvstore
 
 import (
 	"fmt"
+	"sort"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -48,7 +49,10 @@ func (r KvStats) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := encodeField(enc, "count", r.Count); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "keys", orEmptyList(r.Keys)); err != nil {
+	if err := enc.EncodeString("keys"); err != nil {
+		return err
+	}
+	if err := encodeStrings(enc, orEmptyList(r.Keys)); err != nil {
 		return err
 	}
 	if err := encodeField(enc, "sizes", orEmptyMap(r.Sizes)); err != nil {
@@ -63,7 +67,10 @@ func (r KvStats) EncodeMsgpack(enc *msgpack.Encoder) error {
 		}
 	}
 	if r.Largest != nil {
-		if err := encodeField(enc, "largest", r.Largest); err != nil {
+		if err := enc.EncodeString("largest"); err != nil {
+			return err
+		}
+		if err := r.Largest.EncodeMsgpack(enc); err != nil {
 			return err
 		}
 	}
@@ -221,15 +228,22 @@ func (p KvValue) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if err := enc.EncodeMapLen(2 + len(p.Extra)); err != nil {
 		return err
 	}
-	if err := encodeField(enc, "kind", p.Kind); err != nil {
+	if err := enc.EncodeString("kind"); err != nil {
+		return err
+	}
+	if err := enc.EncodeString(p.Kind); err != nil {
 		return err
 	}
 	var err error
 	switch p.Kind {
 	case "text":
-		err = encodeField(enc, "text", p.Text)
+		if err = enc.EncodeString("text"); err == nil {
+			err = enc.EncodeString(p.Text)
+		}
 	case "blob":
-		err = encodeField(enc, "blob", p.Blob)
+		if err = enc.EncodeString("blob"); err == nil {
+			err = encodeRecordPtr(enc, p.Blob)
+		}
 	default:
 		return fmt.Errorf("KvValue: unknown kind %q without Raw", p.Kind)
 	}
@@ -284,4 +298,72 @@ var wireTypes = map[string]func() any{
 	"KvStats": func() any { return new(KvStats) },
 	"KvBlob":  func() any { return new(KvBlob) },
 	"KvValue": func() any { return new(KvValue) },
+}
+
+// The typed encoders of the generated EncodeMsgpack methods: the bytes the msgpack
+// library writes for the same values (nil as nil; map keys sorted), with no
+// reflection and no value boxed into an interface.
+
+func encodeStrings(enc *msgpack.Encoder, s []string) error {
+	if s == nil {
+		return enc.EncodeNil()
+	}
+	if err := enc.EncodeArrayLen(len(s)); err != nil {
+		return err
+	}
+	for _, v := range s {
+		if err := enc.EncodeString(v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func encodeStringMap(enc *msgpack.Encoder, m map[string]string) error {
+	if m == nil {
+		return enc.EncodeNil()
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	if err := enc.EncodeMapLen(len(keys)); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := enc.EncodeString(k); err != nil {
+			return err
+		}
+		if err := enc.EncodeString(m[k]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func encodeRecords[T msgpack.CustomEncoder](enc *msgpack.Encoder, s []T) error {
+	if s == nil {
+		return enc.EncodeNil()
+	}
+	if err := enc.EncodeArrayLen(len(s)); err != nil {
+		return err
+	}
+	for i := range s {
+		if err := s[i].EncodeMsgpack(enc); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// encodeRecordPtr writes the record p points to, or nil.
+func encodeRecordPtr[T any, P interface {
+	*T
+	msgpack.CustomEncoder
+}](enc *msgpack.Encoder, p P) error {
+	if p == nil {
+		return enc.EncodeNil()
+	}
+	return p.EncodeMsgpack(enc)
 }
