@@ -13,6 +13,7 @@ the drain thread, the one thread that finishes tasks.
 from __future__ import annotations
 
 import logging
+import select
 import threading
 import time
 from collections import deque
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
     import asyncio
 else:
     asyncio = LazyModule("asyncio", globals())  # imported with the runtime loop
+
+# Releases the GIL for one system call that returns at once (select.select with no
+# file and no timeout).
+_release_gil = select.select
 
 # A task: () -> the PluginError it produced, or None; may instead return a coroutine
 # that finishes the work (when a handler suspended).
@@ -191,7 +196,7 @@ class _Runner:
 
     Every wake-up of the drain thread takes the GIL from the host threads between
     their calls, so tasks are collected for BATCH_SECONDS and run in slices of SLICE
-    tasks, the thread sleeping for a moment (releasing the GIL) between slices.
+    tasks, the thread releasing the GIL between slices (a select with no wait).
 
     While tasks keep coming, the drain keeps looking every BATCH_SECONDS (for up to
     IDLE_LOOKS looks that find nothing), so a busy host's submits never wake the
@@ -303,7 +308,12 @@ class _Runner:
                         break
                     self._run_one(work)
                 else:
-                    sleep(0)  # the rest after the host threads had the GIL
+                    # The rest after a turn without the GIL, as an event loop's selector
+                    # gives: a host thread waiting for it may take it. Not a sleep: even
+                    # sleep(0) stops this thread for the timer slack (~50 us), and each time
+                    # it then waits a whole switch interval (5 ms) for the GIL, so a busy
+                    # host outruns the drain and the queue grows.
+                    _release_gil([], [], [], 0)
                     continue
                 break  # queue emptied: the next look after BATCH_SECONDS
 
