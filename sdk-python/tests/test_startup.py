@@ -109,7 +109,7 @@ def test_an_async_fire_and_forget_plugin_that_suspends_runs_on_the_runtime_loop_
     try:
         outs = [e.invoke("tool_pre_invoke", 0, {"id": i}) for i in range(3)]
         for out in outs:
-            assert out.continue_processing
+            assert out.continue_processing and out.background is not None
             errors = out.background.wait(30)
             assert [(x.plugin_name, x.code) for x in errors] == [("sleepy", "plugin_timeout")]
         assert sorted(e.global_state["recorded"]) == [0, 1, 2]
