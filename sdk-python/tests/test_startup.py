@@ -58,25 +58,65 @@ def test_a_first_result_without_async_plugins_imports_neither_asyncio_nor_the_py
     assert done.stdout.strip() == "[] True False"
 
 
-def test_the_first_fire_and_forget_plugin_starts_the_runtime_loop_without_its_invoke_waiting() -> None:
-    """The demo's fire-and-forget audit plugin: the config loads without asyncio, the
-    first invoke hands the task to the runtime loop, made on its own thread (asyncio
-    imported there), and the task runs; later invokes use the same loop."""
-    code = _FIRST_RESULT.format(path=str(EXAMPLES / "configs" / "generic.yaml")) + (
+def _demo_with_audit_file(tmp_path: Path) -> tuple[Path, Path]:
+    """generic.yaml, its audit plugin writing to a file: (the config, the file)."""
+    audit = tmp_path / "audit.log"
+    text = (EXAMPLES / "configs" / "generic.yaml").read_text()
+    text = text.replace("plugin_dirs: [../plugins]", f"plugin_dirs: [{str(EXAMPLES / 'plugins')!r}]")
+    text = text.replace("    on_error: ignore\n", f"    on_error: ignore\n    config: {{path: {str(audit)!r}}}\n", 1)
+    path = tmp_path / "generic.yaml"
+    path.write_text(text)
+    return path, audit
+
+
+def test_the_demo_fire_and_forget_plugin_runs_its_followers_without_importing_asyncio(tmp_path: Path) -> None:
+    """The demo's fire-and-forget audit plugin is sync: its runs happen on the
+    background thread (cpex-background), made on the first invoke, with no asyncio
+    imported and no runtime loop made; later invokes use the same thread."""
+    config_path, audit = _demo_with_audit_file(tmp_path)
+    code = _FIRST_RESULT.format(path=str(config_path)) + (
         "assert out.background.wait(30) == []\n"
-        "from cpexrt.engine.runtime_loop import RUNTIME_LOOP\n"
-        "loop = RUNTIME_LOOP.current\n"
-        "assert loop is not None and loop.is_running()\n"
+        "import threading\n"
+        "first = [t for t in threading.enumerate() if t.name == 'cpex-background']\n"
         "for _ in range(3):\n"
         "    again = e.invoke('tool_pre_invoke', 0, payload, {'meta': {'entity_type': 'tool', 'entity_name': 'x'}})\n"
         "    assert again.background.wait(30) == []\n"
-        "print(RUNTIME_LOOP.current is loop, 'asyncio' in sys.modules)\n"
+        "later = [t for t in threading.enumerate() if t.name == 'cpex-background']\n"
+        "from cpexrt.engine.runtime_loop import RUNTIME_LOOP\n"
+        "print(len(first), later == first, RUNTIME_LOOP.current, 'asyncio' in sys.modules)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
-    first, last = done.stdout.splitlines()
-    assert first.startswith("[] True ")  # asyncio may or may not be imported yet when the invoke returns
-    assert last == "True True"
+    assert done.stdout.splitlines() == ["[] True False", "1 True None False"]
+    assert audit.read_text().splitlines() == ["get_compensation by alice"] * 4
+
+
+def test_an_async_fire_and_forget_plugin_that_suspends_runs_on_the_runtime_loop_bounded_by_its_timeout() -> None:
+    """A handler that gives a coroutine is finished on the runtime loop (made then):
+    one that suspends briefly runs to its end, one that sleeps past its timeout is
+    stopped there and reported by name; the sync follower beside them runs too."""
+    from cpexrt.engine import Engine
+    from cpexrt.engine.runtime_loop import RUNTIME_LOOP
+
+    e = Engine.from_yaml(
+        config(
+            plugin("rec", "Recorder", mode="fire_and_forget", config="{seconds: 0.01}"),
+            plugin("sleepy", "AsyncSleeper", mode="fire_and_forget", config="{seconds: 30}", timeout=0.2),
+            plugin("sync", "SyncRecorder", mode="fire_and_forget"),
+        )
+    )
+    e.initialize()
+    try:
+        outs = [e.invoke("tool_pre_invoke", 0, {"id": i}) for i in range(3)]
+        for out in outs:
+            assert out.continue_processing and out.background is not None
+            errors = out.background.wait(30)
+            assert [(x.plugin_name, x.code) for x in errors] == [("sleepy", "plugin_timeout")]
+        assert sorted(e.global_state["recorded"]) == [0, 1, 2]
+        assert sorted(e.global_state["sync_recorded"]) == [0, 1, 2]
+        assert RUNTIME_LOOP.current is not None and RUNTIME_LOOP.current.is_running()
+    finally:
+        e.shutdown()
 
 
 def test_the_demo_makes_only_the_records_it_uses() -> None:
@@ -112,32 +152,69 @@ def test_isolation_is_imported_when_a_plugin_asks_for_it() -> None:
 
 
 def test_a_runtime_loop_that_cannot_be_made_fails_the_waiting_fire_and_forget_tasks() -> None:
-    """The loop is made on its own thread after the first task was handed over: if it
-    cannot be made, that task ends as an error of its batch (wait returns it, nothing
-    left pending), and the next invoke that needs the loop raises, naming the cause."""
-    code = _FIRST_RESULT.format(path=str(EXAMPLES / "configs" / "generic.yaml")) + (
-        "errors = out.background.wait(30)\n"
-        "print([(x.plugin_name, x.message) for x in errors])\n"
-        "try:\n"
-        "    e.invoke('tool_pre_invoke', 0, payload, {'meta': {'entity_type': 'tool', 'entity_name': 'x'}})\n"
-        "except RuntimeError as exc:\n"
-        "    print('raised', exc)\n"
-    )
-    code = code.replace(
-        "e = Engine()\n",
+    """The loop is made for the first fire-and-forget handler that gives a coroutine,
+    after its invoke returned: if it cannot be made, that task ends as an error of its
+    batch (wait returns it, nothing left pending), so does the next one, and whatever
+    asks for the loop raises, naming the cause. Sync fire-and-forget plugins, which
+    need no loop, still run."""
+    followers = config(plugin("rec", "Recorder", mode="fire_and_forget"), plugin("sync", "SyncRecorder", mode="fire_and_forget"))
+    code = (
+        "import sys\n"
         "from cpexrt.engine import runtime_loop\n"
         "def _no_loop():\n"
         "    raise OSError(24, 'Too many open files')\n"
         "runtime_loop.new_loop = _no_loop\n"
-        "e = Engine()\n",
-        1,
+        "from cpexrt.engine import Engine\n"
+        f"e = Engine.from_yaml({followers!r})\n"
+        "e.initialize()\n"
+        "for i in range(2):\n"
+        "    out = e.invoke('tool_pre_invoke', 0, {'id': i})\n"
+        "    print(out.continue_processing, [(x.plugin_name, x.message) for x in out.background.wait(30)])\n"
+        "print(e.global_state.get('recorded'), e.global_state['sync_recorded'])\n"
+        "try:\n"
+        "    runtime_loop.RUNTIME_LOOP.loop\n"
+        "except RuntimeError as exc:\n"
+        "    print('raised', exc)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("[] True "), lines
-    assert lines[1] == (
-        "[('<engine>', \"fire-and-forget task not run: the runtime loop could not be started: "
+    failed = (
+        "True [('<engine>', \"fire-and-forget task not run: the runtime loop could not be started: "
         "OSError(24, 'Too many open files')\")]"
-    ), lines
-    assert lines[2] == "raised the runtime loop could not be started: OSError(24, 'Too many open files')", lines
+    )
+    assert lines[:2] == [failed, failed], lines
+    assert lines[2] == "None [0, 1]", lines
+    assert lines[3] == "raised the runtime loop could not be started: OSError(24, 'Too many open files')", lines
+
+
+def test_a_background_thread_that_cannot_be_started_fails_the_queued_fire_and_forget_tasks() -> None:
+    """The background thread is started by the first fire-and-forget task: if it
+    cannot be, the queued tasks end as errors of their batches (nothing left
+    pending), the invoke's own result stands, and the next task tries again."""
+    code = (
+        "import threading\n"
+        "from cpexrt.engine import Engine, background\n"
+        "class NoThread(threading.Thread):\n"
+        "    refuse = True\n"
+        "    def start(self):\n"
+        "        if NoThread.refuse and self.name == 'cpex-background':\n"
+        "            NoThread.refuse = False\n"
+        '            raise RuntimeError("can\'t start new thread")\n'
+        "        super().start()\n"
+        "background.threading.Thread = NoThread\n"
+        f"e = Engine.from_yaml({config(plugin('count', 'Counter'), plugin('sync', 'SyncRecorder', mode='fire_and_forget'))!r})\n"
+        "e.initialize()\n"
+        "for i in range(2):\n"
+        "    out = e.invoke('tool_pre_invoke', 0, {'id': i})\n"
+        "    print(out.continue_processing, *(f'{x.plugin_name}: {x.message}' for x in out.background.wait(30)), sep=' | ')\n"
+        "print(e.global_state['sync_recorded'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "True | <engine>: fire-and-forget task not run: the background thread could not be started: "
+        'RuntimeError("can\'t start new thread")',
+        "True",
+        "[1]",
+    ]

@@ -1,15 +1,19 @@
-"""Fire-and-forget tasks: run after the pipeline on the runtime loop's thread, outside
-the caller's latency, with as little per-invoke overhead as possible.
+"""Fire-and-forget tasks: run after the pipeline on a plain background thread
+(cpex-background), outside the caller's latency, with as little per-invoke overhead
+as possible.
 
-An invoke hands its batch to the loop in one call_soon_threadsafe only when the loop
-is not already draining (so a busy loop is not woken per invoke); each task is driven
-inline (sync handlers under the watchdog, coroutines until they suspend) and only a
-coroutine that really suspends becomes an asyncio task, bounded by its timeout.
+An invoke queues its tasks and wakes the thread only when it is not already draining
+(so a busy drain is not woken per invoke); sync handlers run there under the
+watchdog, with no asyncio imported. Only a handler that gives a coroutine goes to
+the runtime loop (cpexrt.engine.runtime_loop, made then): driven inline until it
+suspends, then an asyncio task bounded by its timeout; its outcome comes back to
+the drain thread, the one thread that finishes tasks.
 """
 
 from __future__ import annotations
 
-import functools
+import logging
+import select
 import threading
 import time
 from collections import deque
@@ -22,10 +26,16 @@ from cpexrt._lazy import LazyModule
 from cpexrt.engine import driver
 from cpexrt.engine.runtime_loop import RUNTIME_LOOP, bounded
 
+log = logging.getLogger("cpexrt.engine")
+
 if TYPE_CHECKING:
     import asyncio
 else:
     asyncio = LazyModule("asyncio", globals())  # imported with the runtime loop
+
+# Releases the GIL for one system call that returns at once (select.select with no
+# file and no timeout).
+_release_gil = select.select
 
 # A task: () -> the PluginError it produced, or None; may instead return a coroutine
 # that finishes the work (when a handler suspended).
@@ -56,7 +66,7 @@ class BackgroundBatch:
     """The fire-and-forget plugins started by one invoke. wait() returns the errors of
     those that failed; dropping the object does not stop them.
 
-    Lock-free: only the runtime loop's thread finishes tasks (_finish_one), so the
+    Lock-free: only the drain thread finishes tasks (_finish_one), so the
     count has one writer; a reader (wait, on_done, Tracker.add) first registers what
     must happen at the end, then reads the count again, and the finishing thread first
     writes the count, then reads the registrations. Under the GIL each of those steps
@@ -112,7 +122,7 @@ class BackgroundBatch:
         callback(self)
 
     def _finish_one(self, error: PluginError | None) -> None:
-        """One task finished (on the runtime loop's thread only)."""
+        """One task finished (on the drain thread only)."""
         if error is not None:
             if self._errors is None:
                 self._errors = []  # only this thread writes it
@@ -166,26 +176,45 @@ class Tracker:
         return len(self._live)
 
 
-class _Runner:
-    """The queue of fire-and-forget tasks, drained on the runtime loop in batches.
+class _Done:
+    """A coroutine task's outcome, handed back from the runtime loop to the drain
+    thread, which finishes its batch (one thread finishes tasks: see BackgroundBatch)."""
 
-    Every wake-up of the loop thread takes the GIL from the host threads between their
-    calls, so tasks are collected for BATCH_SECONDS and run in slices of SLICE tasks,
-    the loop going through its selector (releasing the GIL) between slices.
+    __slots__ = ("batch", "outcome")
+
+    def __init__(self, batch: BackgroundBatch, outcome: PluginError | None) -> None:
+        self.batch, self.outcome = batch, outcome
+
+    def __call__(self) -> PluginError | None:
+        return self.outcome
+
+
+class _Runner:
+    """The queue of fire-and-forget tasks, drained in batches on one plain daemon
+    thread (cpex-background), started on the first submit: no asyncio unless a task
+    is a coroutine.
+
+    Every wake-up of the drain thread takes the GIL from the host threads between
+    their calls, so tasks are collected for BATCH_SECONDS and run in slices of SLICE
+    tasks, the thread releasing the GIL between slices (a select with no wait).
 
     While tasks keep coming, the drain keeps looking every BATCH_SECONDS (for up to
-    IDLE_LOOKS looks that find nothing), so a busy host's submits never wake the loop
-    themselves: a wake-up is a write to the loop's socket on the invoking thread, a
-    system call that hands the GIL and the core to the loop thread in the middle of
-    the invoke. Only a submit after the drain stopped wakes it.
+    IDLE_LOOKS looks that find nothing), so a busy host's submits never wake the
+    thread themselves: a wake-up hands the GIL and the core to the drain thread in the
+    middle of the invoke. Only a submit after the drain stopped wakes it.
+
+    Sync tasks (and a handler's sync part) run on the drain thread, under the
+    watchdog. A task that gives a coroutine (an async handler) is handed to the
+    runtime loop (made then, asyncio imported then), which drives it as before:
+    inline until it suspends, then as an asyncio task bounded by its timeout; its
+    outcome comes back through the queue (_Done), so only the drain thread finishes
+    tasks.
 
     Lock-free hand-off: deque.append / popleft are atomic under the GIL. A submitter
     appends, then reads _scheduled; the drain clears _scheduled (when it stops), then
     looks at the queue again. So a task appended while the drain was stopping is
-    either seen by that last look or finds _scheduled cleared and schedules a drain
-    itself. The drain scheduled last is the live one (its token is _chain); an older
-    one still scheduled (it found the task in its last look) ends at its next turn, so
-    one drain keeps looking and two never both re-arm for long."""
+    either seen by that last look or finds _scheduled cleared and wakes the thread
+    itself."""
 
     BATCH_SECONDS = 0.005
     SLICE = 64
@@ -196,8 +225,10 @@ class _Runner:
         # to run (see Work).
         self._queue: deque[Work] = deque()
         self._scheduled = False
-        self._chain: object = None  # the live drain's token
-        self._idle = 0  # its looks in a row that found nothing
+        self._idle = 0  # the drain's looks in a row that found nothing
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._starting = threading.Lock()  # only for starting the thread
 
     def submit(self, tasks: BackgroundBatch, work: list[Task]) -> None:
         """Queues the tasks of a batch (each a Task)."""
@@ -216,15 +247,24 @@ class _Runner:
 
     def _schedule(self) -> None:
         self._scheduled = True
-        token = self._chain = object()
-        RUNTIME_LOOP.schedule(self.BATCH_SECONDS, functools.partial(self._drain, token), self._fail_queued)
+        if self._thread is None:
+            with self._starting:
+                if self._thread is None:
+                    thread = threading.Thread(target=self._run, name="cpex-background", daemon=True)
+                    try:
+                        thread.start()
+                    except BaseException as exc:  # noqa: BLE001 - answered: the queued tasks fail
+                        self._fail_queued(exc)
+                        return
+                    self._thread = thread
+        self._wake.set()
 
     def _fail_queued(self, why: BaseException) -> None:
-        """The runtime loop could not be made: every queued task ends as an error of
-        its batch (never left pending), and the next submit tries again (and raises)."""
+        """The drain thread could not be started: every queued task ends as an error
+        of its batch (never left pending); the next submit tries again."""
         queue = self._queue
         self._scheduled = False
-        message = f"fire-and-forget task not run: the runtime loop could not be started: {why!r}"
+        message = f"fire-and-forget task not run: the background thread could not be started: {why!r}"
         while True:
             try:
                 work = queue.popleft()
@@ -232,41 +272,84 @@ class _Runner:
                 return
             work.batch._finish_one(PluginError(plugin_name="<engine>", message=message))
 
-    def _drain(self, token: object) -> None:
-        if token is not self._chain:
-            return  # a newer drain was scheduled (while this one was stopping): it goes on
-        queue = self._queue
-        loop = RUNTIME_LOOP.loop
-        if not queue:
-            self._idle += 1
-            if self._idle < self.IDLE_LOOKS:
-                loop.call_later(self.BATCH_SECONDS, self._drain, token)
-                return
-            self._idle = 0
-            self._scheduled = False
-            if not queue:
-                return
-            self._scheduled = True
-        self._idle = 0
-        for _ in range(self.SLICE):
+    def _run(self) -> None:
+        wake = self._wake
+        while True:
+            wake.wait()
+            wake.clear()
             try:
-                work = queue.popleft()
-            except IndexError:
-                loop.call_later(self.BATCH_SECONDS, self._drain, token)  # the next look
-                return
-            try:
-                outcome = work()
-            except BaseException as exc:  # noqa: BLE001 - a task never breaks the loop
-                outcome = PluginError(plugin_name="<engine>", message=f"fire-and-forget task failed: {exc!r}")
-            if outcome is not None and _is_coroutine(outcome):
-                loop.create_task(self._finish(work.batch, outcome))
-            else:
-                work.batch._finish_one(outcome)
-        loop.call_soon(self._drain, token)  # the rest after the selector's turn
+                self._drain()
+            except BaseException:  # the thread goes on (a shot landing between tasks)
+                log.exception("fire-and-forget drain interrupted; it goes on")
+                self._scheduled = True
+                wake.set()
 
-    @staticmethod
-    async def _finish(tasks: BackgroundBatch, rest: Any) -> None:
-        tasks._finish_one(await rest)
+    def _drain(self) -> None:
+        """Runs the queue until IDLE_LOOKS looks in a row found nothing."""
+        sleep = time.sleep
+        while True:
+            sleep(self.BATCH_SECONDS)
+            while True:
+                queue = self._queue
+                if not queue:
+                    self._idle += 1
+                    if self._idle < self.IDLE_LOOKS:
+                        break  # the next look
+                    self._idle = 0
+                    self._scheduled = False
+                    if not queue:
+                        return
+                    self._scheduled = True
+                self._idle = 0
+                for _ in range(self.SLICE):
+                    try:
+                        work = queue.popleft()
+                    except IndexError:
+                        break
+                    self._run_one(work)
+                else:
+                    # The rest after a turn without the GIL, as an event loop's selector
+                    # gives: a host thread waiting for it may take it. Not a sleep: even
+                    # sleep(0) stops this thread for the timer slack (~50 us), and each time
+                    # it then waits a whole switch interval (5 ms) for the GIL, so a busy
+                    # host outruns the drain and the queue grows.
+                    _release_gil([], [], [], 0)
+                    continue
+                break  # queue emptied: the next look after BATCH_SECONDS
+
+    def _run_one(self, work: Work) -> None:
+        try:
+            outcome = work()
+        except BaseException as exc:  # noqa: BLE001 - a task never stops the drain
+            outcome = PluginError(plugin_name="<engine>", message=f"fire-and-forget task failed: {exc!r}")
+        if outcome is not None and _is_coroutine(outcome):
+            self._on_loop(work.batch, outcome)
+        else:
+            work.batch._finish_one(outcome)
+
+    def _on_loop(self, batch: BackgroundBatch, coro: Any) -> None:
+        """Runs coro (a task's rest) on the runtime loop; its outcome comes back to
+        the drain thread. A runtime loop that cannot be made fails the task."""
+
+        def start() -> None:
+            RUNTIME_LOOP.loop.create_task(self._finish(batch, coro))
+
+        def failed(why: BaseException) -> None:
+            coro.close()
+            message = f"fire-and-forget task not run: the runtime loop could not be started: {why!r}"
+            self.put(_Done(batch, PluginError(plugin_name="<engine>", message=message)))
+
+        try:
+            RUNTIME_LOOP.schedule(0.0, start, failed)
+        except BaseException as exc:  # noqa: BLE001 - known: the loop cannot be made
+            failed(RUNTIME_LOOP.failure or exc)
+
+    async def _finish(self, tasks: BackgroundBatch, rest: Any) -> None:
+        try:
+            outcome = await rest
+        except BaseException as exc:  # noqa: BLE001 - answered, never lost
+            outcome = PluginError(plugin_name="<engine>", message=f"fire-and-forget task failed: {exc!r}")
+        self.put(_Done(tasks, outcome))
 
 
 def _is_coroutine(value: Any) -> bool:
@@ -278,18 +361,29 @@ RUNNER = _Runner()
 
 
 def start_inline(fn: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> tuple[bool, Any]:
-    """On the runtime loop's thread (its loop running): fn(*args) under the watchdog, a
-    coroutine driven until it suspends. (True, result) when finished, else (False, an
-    awaitable of the rest, bounded by timeout)."""
+    """On the drain thread: fn(*args) under the watchdog. (True, result) when
+    finished, else (False, a coroutine finishing the work on the runtime loop: the
+    handler's coroutine driven inline there until it suspends, under the watchdog,
+    then awaited bounded by the deadline)."""
     deadline = time.monotonic() + timeout
     result = driver.guarded(fn, args, deadline)
     if result is None or not _is_coroutine(result):
         return True, result
+    return False, _rest_on_loop(result, timeout)
+
+
+async def _rest_on_loop(coro: Any, seconds: float) -> Any:
+    """coro run on the runtime loop (a task there): its first step inline under the
+    watchdog, the rest bounded by its timeout (seconds), counted from that first step (not from
+    the drain thread, which may have waited for the loop to be made). What it raises
+    comes out contained (a SystemExit or KeyboardInterrupt wrapped, see
+    driver.PluginRaised)."""
+    deadline = time.monotonic() + seconds
     try:
-        yielded = driver.guarded(result.send, (None,), deadline)
+        yielded = driver.guarded(coro.send, (None,), deadline)
     except StopIteration as stop:
-        return True, stop.value
-    except BaseException:
-        result.close()
-        raise
-    return False, bounded(driver.resume(result, yielded), deadline)
+        return stop.value
+    except BaseException as exc:  # noqa: BLE001 - contained
+        coro.close()
+        driver._raise_contained(exc)
+    return await bounded(driver.resume(coro, yielded), deadline)

@@ -832,7 +832,7 @@ def _halted(obs: observe.Observation | None, marks: dict[str, Any]) -> None:
 
 
 def _fire_and_forget(followers: tuple[LoadedPlugin, ...], names: tuple[str, ...], inv: Invocation) -> BackgroundBatch:
-    """Queues the fire-and-forget plugins (names: theirs) for the runtime loop with the
+    """Queues the fire-and-forget plugins (names: theirs) for the fire-and-forget thread with the
     pipeline's final payload and extensions; their failures come back through the
     handle."""
     tasks = BackgroundBatch(names, len(followers))
@@ -846,9 +846,9 @@ def _fire_and_forget(followers: tuple[LoadedPlugin, ...], names: tuple[str, ...]
 
 
 class _Follower:
-    """One fire-and-forget plugin's run, called on the runtime loop: returns its
-    PluginError (or None), or a coroutine finishing a handler that suspended. It gets
-    its own copies of the final payload and extensions, decoded on the loop from what
+    """One fire-and-forget plugin's run, called on the fire-and-forget thread: returns its
+    PluginError (or None), or a coroutine finishing an async handler on the runtime loop. It gets
+    its own copies of the final payload and extensions, decoded there from what
     it keeps of their snapshots (Snapshot.recipe: bytes, not decoded values). It is
     queued as it is (background.Work: it carries its batch); all it keeps is shared or
     bytes, so an invoke leaves two objects alive until its followers ran (this and the

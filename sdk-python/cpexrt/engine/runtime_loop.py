@@ -190,6 +190,11 @@ class RuntimeLoop:
         return loop
 
     @property
+    def failure(self) -> BaseException | None:
+        """Why the runtime loop could not be made, if it could not."""
+        return self._failed
+
+    @property
     def current(self) -> asyncio.AbstractEventLoop | None:
         """The runtime loop if it was made, without starting it."""
         return self._loop
