@@ -116,7 +116,9 @@ static int cpex__clone_plain(PyObject *v)
            t == &PyBytes_Type;
 }
 
-static PyObject *cpex__clone(PyObject *v, int depth);
+/* records: 1 for clone (wire records copied), 0 for copy_plain (refused). */
+static PyObject *cpex__clone_any(PyObject *v, int depth, int records);
+#define cpex__clone(v, depth) cpex__clone_any((v), (depth), 1)
 
 static PyObject *cpex__clone_slot_get(PyObject *descr, PyObject *obj)
 {
@@ -133,7 +135,7 @@ static int cpex__clone_slot_set(PyObject *descr, PyObject *obj, PyObject *value)
 /* A copy of dict d: its values copied deep (string or bytes keys only). The copy is
    made at once, then its values replaced where they are not immutable scalars (the
    keys never change while it is walked). */
-static PyObject *cpex__clone_dict(PyObject *d, int depth)
+static PyObject *cpex__clone_dict(PyObject *d, int depth, int records)
 {
     PyObject *out = PyDict_Copy(d), *key, *value;
     Py_ssize_t pos = 0;
@@ -149,7 +151,7 @@ static PyObject *cpex__clone_dict(PyObject *d, int depth)
         }
         if (cpex__clone_plain(value))
             continue;
-        copy = cpex__clone(value, depth + 1);
+        copy = cpex__clone_any(value, depth + 1, records);
         if (copy == NULL) {
             Py_DECREF(out);
             return NULL;
@@ -174,7 +176,7 @@ static PyObject *cpex__clone_record(PyObject *v, int depth)
         PyErr_SetString(PyExc_TypeError, "cannot clone a record whose __dict__ is not a dict");
         goto done;
     }
-    copy = cpex__clone_dict(dict, depth);
+    copy = cpex__clone_dict(dict, depth, 1);
     if (copy == NULL)
         goto done;
     /* object.__new__(type(v)), as the Python clone makes it (the type's own tp_new
@@ -242,7 +244,7 @@ done:
     return out;
 }
 
-static PyObject *cpex__clone(PyObject *v, int depth)
+static PyObject *cpex__clone_any(PyObject *v, int depth, int records)
 {
     PyTypeObject *t = Py_TYPE(v);
     if (cpex__clone_plain(v))
@@ -252,7 +254,7 @@ static PyObject *cpex__clone(PyObject *v, int depth)
         return NULL;
     }
     if (t == &PyDict_Type)
-        return cpex__clone_dict(v, depth);
+        return cpex__clone_dict(v, depth, records);
     if (t == &PyList_Type || t == &PyTuple_Type) {
         Py_ssize_t n = PySequence_Fast_GET_SIZE(v), i;
         PyObject *out = PyList_New(n);
@@ -260,7 +262,7 @@ static PyObject *cpex__clone(PyObject *v, int depth)
             return NULL;
         for (i = 0; i < n; i++) {
             PyObject *item = PySequence_Fast_GET_ITEM(v, i), *copy;
-            copy = cpex__clone_plain(item) ? Py_NewRef(item) : cpex__clone(item, depth + 1);
+            copy = cpex__clone_plain(item) ? Py_NewRef(item) : cpex__clone_any(item, depth + 1, records);
             if (copy == NULL) {
                 Py_DECREF(out);
                 return NULL;
@@ -269,7 +271,7 @@ static PyObject *cpex__clone(PyObject *v, int depth)
         }
         return out;
     }
-    if (cpex__clone_record_type != NULL && PyType_IsSubtype(t, (PyTypeObject *)cpex__clone_record_type))
+    if (records && cpex__clone_record_type != NULL && PyType_IsSubtype(t, (PyTypeObject *)cpex__clone_record_type))
         return cpex__clone_record(v, depth);
     PyErr_Format(PyExc_TypeError, "cannot clone a %.100s", t->tp_name);
     return NULL;
@@ -283,6 +285,18 @@ static PyObject *cpex__natives_clone(PyObject *self, PyObject *value)
         return NULL;
     }
     return cpex__clone(value, 0);
+}
+
+/* copy_plain(value) -> a private deep copy of plain data, equal to what a MessagePack
+   round trip of value decodes to: dicts (string or bytes keys, in their order), lists
+   (tuples become lists) and the immutable scalars str, bytes, int, float, bool and
+   None, exact types only. TypeError for anything else (a wire record included), or
+   nesting deeper than CPEX__CLONE_DEPTH: the caller then decodes its copy. As clone,
+   no Python code runs while it copies. */
+static PyObject *cpex__natives_copy_plain(PyObject *self, PyObject *value)
+{
+    (void)self;
+    return cpex__clone_any(value, 0, 0);
 }
 
 static PyObject *cpex__natives_clone_setup(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -503,23 +517,24 @@ static int cpex__native_invoke_with(uintptr_t manager, const char *hook, size_t 
    exit) before the interpreter's last garbage collection, which still reads the
    definitions of the builtin objects (only their code is never called again). */
 typedef struct {
-    PyMethodDef methods[7];
+    PyMethodDef methods[8];
     PyModuleDef module;
-    char names[7][16];
+    char names[8][16];
 } cpex__natives_defs;
 
 /* Called by the boundary once, as it loads: puts the module into sys.modules.
    0 on success, -1 (with nothing installed) otherwise. */
 int cpexrt_install_natives(void)
 {
-    static const char *const names[7] = {"_cpex_natives", "plain_maps", "copy_out", "drain", "clone", "clone_setup", "set_invoke"};
+    static const char *const names[8] = {"_cpex_natives", "plain_maps", "copy_out", "drain",
+                                         "clone", "clone_setup", "set_invoke", "copy_plain"};
     cpex__natives_defs *defs = (cpex__natives_defs *)calloc(1, sizeof *defs);
     PyGILState_STATE gil;
     PyObject *module;
     int rc = -1, i;
     if (defs == NULL)
         return -1;
-    for (i = 0; i < 7; i++)
+    for (i = 0; i < 8; i++)
         strcpy(defs->names[i], names[i]);
     defs->methods[0] = (PyMethodDef){defs->names[1], (PyCFunction)(void (*)(void))cpex__natives_plain_maps, METH_FASTCALL, NULL};
     defs->methods[1] = (PyMethodDef){defs->names[2], cpex__natives_copy_out, METH_O, NULL};
@@ -527,6 +542,7 @@ int cpexrt_install_natives(void)
     defs->methods[3] = (PyMethodDef){defs->names[4], cpex__natives_clone, METH_O, NULL};
     defs->methods[4] = (PyMethodDef){defs->names[5], (PyCFunction)(void (*)(void))cpex__natives_clone_setup, METH_FASTCALL, NULL};
     defs->methods[5] = (PyMethodDef){defs->names[6], cpex__natives_set_invoke, METH_O, NULL};
+    defs->methods[6] = (PyMethodDef){defs->names[7], cpex__natives_copy_plain, METH_O, NULL};
     defs->module = (PyModuleDef){PyModuleDef_HEAD_INIT, defs->names[0], NULL, -1, defs->methods, NULL, NULL, NULL, NULL};
     gil = PyGILState_Ensure();
     module = PyModule_Create(&defs->module);

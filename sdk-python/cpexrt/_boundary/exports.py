@@ -57,6 +57,9 @@ class Exports:
             slot["__pydantic_private__"],
         )
         payloads.install_clone(natives.clone)
+        # A generic payload's private copies made in C too (natives.copy_plain: what a
+        # decode of the snapshot's bytes gives; a decode for anything else).
+        payloads.install_plain_copy(natives.copy_plain)
 
     # -- pointers in ------------------------------------------------------------------
 
