@@ -327,6 +327,144 @@ static PyObject *cpex__natives_clone_setup(PyObject *self, PyObject *const *args
     Py_RETURN_NONE;
 }
 
+/* The watchdog's arm and disarm (cpexrt/engine/watchdog.py, Watchdog.arm and .disarm),
+   the same steps on the same tables, as builtins: a plugin run pays both, and in
+   Python they cost more than the rest of a plugin's step around them. Each table step
+   is one dict operation under the GIL with no Python code between them (the keys are
+   ints and bare objects: their hashes and comparisons run no code), so the watchdog
+   thread sees each step whole, as it sees Python's dict.pop. The rare paths stay in
+   Python: starting or waking the thread (alert) and a disarm that lost its claim to
+   the watchdog (claimed). watch_setup(watchdog, current, armed, alert, claimed), once. */
+static PyObject *cpex__watch_self, *cpex__watch_current, *cpex__watch_armed, *cpex__watch_alert, *cpex__watch_claimed,
+    *cpex__watch_target;
+
+static PyObject *cpex__natives_watch_setup(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 5 || !PyDict_CheckExact(args[1]) || !PyDict_CheckExact(args[2]) || !PyCallable_Check(args[3]) ||
+        !PyCallable_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "watch_setup(watchdog, current: dict, armed: dict, alert, claimed)");
+        return NULL;
+    }
+    if (cpex__watch_target == NULL) {
+        cpex__watch_target = PyUnicode_InternFromString("_target");
+        if (cpex__watch_target == NULL)
+            return NULL;
+    }
+    /* Kept for the life of the process, as the module is. */
+    Py_XSETREF(cpex__watch_self, Py_NewRef(args[0]));
+    Py_XSETREF(cpex__watch_current, Py_NewRef(args[1]));
+    Py_XSETREF(cpex__watch_alert, Py_NewRef(args[3]));
+    Py_XSETREF(cpex__watch_claimed, Py_NewRef(args[4]));
+    Py_XSETREF(cpex__watch_armed, Py_NewRef(args[2]));
+    Py_RETURN_NONE;
+}
+
+/* watch_arm(deadline: float) -> None: Watchdog.arm. */
+static PyObject *cpex__natives_watch_arm(PyObject *self, PyObject *arg)
+{
+    PyObject *key, *guard, *entry, *previous, *target;
+    double deadline, next;
+    (void)self;
+    if (cpex__watch_armed == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "watch_arm: watch_setup was not called");
+        return NULL;
+    }
+    deadline = PyFloat_AsDouble(arg);
+    if (deadline == -1.0 && PyErr_Occurred())
+        return NULL;
+    /* Everything allocated first: an allocation may run the garbage collector (and
+       so Python code), never between the table steps below. */
+    key = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    guard = key == NULL ? NULL : PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
+    entry = guard == NULL ? NULL : PyTuple_Pack(2, arg, key);
+    if (entry == NULL)
+        goto fail;
+    previous = PyDict_GetItemWithError(cpex__watch_current, key);
+    if (previous == NULL && PyErr_Occurred())
+        goto fail;
+    if (previous != NULL) {
+        /* Armed again before disarm: the previous guard replaced, unless it fired
+           (claimed by the watchdog): then that exception stands for this call. */
+        PyObject *found = PyDict_GetItemWithError(cpex__watch_armed, previous);
+        if (found == NULL) {
+            if (PyErr_Occurred())
+                goto fail;
+            Py_DECREF(entry);
+            Py_DECREF(guard);
+            Py_DECREF(key);
+            Py_RETURN_NONE;
+        }
+        if (PyDict_DelItem(cpex__watch_armed, previous) != 0)
+            goto fail;
+    }
+    if (PyDict_SetItem(cpex__watch_current, key, guard) != 0 || PyDict_SetItem(cpex__watch_armed, guard, entry) != 0)
+        goto fail;
+    Py_DECREF(entry);
+    Py_DECREF(guard);
+    Py_DECREF(key);
+    target = PyObject_GetAttr(cpex__watch_self, cpex__watch_target);
+    if (target == NULL)
+        return NULL;
+    next = PyFloat_AsDouble(target);
+    Py_DECREF(target);
+    if (next == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (deadline < next)
+        return PyObject_CallOneArg(cpex__watch_alert, arg);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(entry);
+    Py_XDECREF(guard);
+    Py_XDECREF(key);
+    return NULL;
+}
+
+/* watch_disarm() -> bool: Watchdog.disarm (True when the deadline fired). */
+static PyObject *cpex__natives_watch_disarm(PyObject *self, PyObject *unused)
+{
+    PyObject *key, *guard, *found, *out;
+    (void)self;
+    (void)unused;
+    if (cpex__watch_armed == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "watch_disarm: watch_setup was not called");
+        return NULL;
+    }
+    key = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    if (key == NULL)
+        return NULL;
+    guard = PyDict_GetItemWithError(cpex__watch_current, key);
+    if (guard == NULL) {
+        Py_DECREF(key);
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_FALSE;
+    }
+    Py_INCREF(guard);
+    if (PyDict_DelItem(cpex__watch_current, key) != 0)
+        goto fail;
+    found = PyDict_GetItemWithError(cpex__watch_armed, guard);
+    if (found != NULL) {
+        if (PyDict_DelItem(cpex__watch_armed, guard) != 0)
+            goto fail;
+        Py_DECREF(guard);
+        Py_DECREF(key);
+        Py_RETURN_FALSE;
+    }
+    if (PyErr_Occurred())
+        goto fail;
+    /* The watchdog claimed it: Watchdog._claimed waits for its mark and withdraws
+       the exception if still pending. */
+    out = PyObject_CallFunctionObjArgs(cpex__watch_claimed, key, guard, NULL);
+    Py_DECREF(guard);
+    Py_DECREF(key);
+    return out;
+fail:
+    Py_DECREF(guard);
+    Py_DECREF(key);
+    return NULL;
+}
+
 /* The boundary's entry for the invokes (natives.set_invoke, once, as it loads): the
    generated shims of the functions marked native_entry call cpex__native_<name>, which
    calls it directly with the inputs as bytes, instead of going through the cffi
@@ -517,24 +655,25 @@ static int cpex__native_invoke_with(uintptr_t manager, const char *hook, size_t 
    exit) before the interpreter's last garbage collection, which still reads the
    definitions of the builtin objects (only their code is never called again). */
 typedef struct {
-    PyMethodDef methods[8];
+    PyMethodDef methods[11];
     PyModuleDef module;
-    char names[8][16];
+    char names[11][16];
 } cpex__natives_defs;
 
 /* Called by the boundary once, as it loads: puts the module into sys.modules.
    0 on success, -1 (with nothing installed) otherwise. */
 int cpexrt_install_natives(void)
 {
-    static const char *const names[8] = {"_cpex_natives", "plain_maps", "copy_out", "drain",
-                                         "clone", "clone_setup", "set_invoke", "copy_plain"};
+    static const char *const names[11] = {"_cpex_natives", "plain_maps", "copy_out",    "drain",
+                                          "clone",         "clone_setup", "set_invoke", "copy_plain",
+                                          "watch_setup",   "watch_arm",   "watch_disarm"};
     cpex__natives_defs *defs = (cpex__natives_defs *)calloc(1, sizeof *defs);
     PyGILState_STATE gil;
     PyObject *module;
     int rc = -1, i;
     if (defs == NULL)
         return -1;
-    for (i = 0; i < 8; i++)
+    for (i = 0; i < 11; i++)
         strcpy(defs->names[i], names[i]);
     defs->methods[0] = (PyMethodDef){defs->names[1], (PyCFunction)(void (*)(void))cpex__natives_plain_maps, METH_FASTCALL, NULL};
     defs->methods[1] = (PyMethodDef){defs->names[2], cpex__natives_copy_out, METH_O, NULL};
@@ -543,6 +682,9 @@ int cpexrt_install_natives(void)
     defs->methods[4] = (PyMethodDef){defs->names[5], (PyCFunction)(void (*)(void))cpex__natives_clone_setup, METH_FASTCALL, NULL};
     defs->methods[5] = (PyMethodDef){defs->names[6], cpex__natives_set_invoke, METH_O, NULL};
     defs->methods[6] = (PyMethodDef){defs->names[7], cpex__natives_copy_plain, METH_O, NULL};
+    defs->methods[7] = (PyMethodDef){defs->names[8], (PyCFunction)(void (*)(void))cpex__natives_watch_setup, METH_FASTCALL, NULL};
+    defs->methods[8] = (PyMethodDef){defs->names[9], cpex__natives_watch_arm, METH_O, NULL};
+    defs->methods[9] = (PyMethodDef){defs->names[10], cpex__natives_watch_disarm, METH_NOARGS, NULL};
     defs->module = (PyModuleDef){PyModuleDef_HEAD_INIT, defs->names[0], NULL, -1, defs->methods, NULL, NULL, NULL, NULL};
     gil = PyGILState_Ensure();
     module = PyModule_Create(&defs->module);

@@ -191,9 +191,11 @@ def test_through_libcpex_in_place_edits_reach_no_later_plugin_nor_the_host() -> 
         payload = {"tool_name": "search", "user": "mallory", "nested": {"flag": "original"}}
         for _ in range(3):
             result = m.invoke(PRE, payload, extensions=META).result
-            assert not result.continue_processing and result.violation.plugin_name == "gate"
-            assert result.violation.details["user"] == "mallory"
-            assert result.violation.details["nested"] == {"flag": "original"}
+            violation = result.violation
+            assert not result.continue_processing and violation is not None and violation.plugin_name == "gate"
+            assert violation.details is not None
+            assert violation.details["user"] == "mallory"
+            assert violation.details["nested"] == {"flag": "original"}
             assert result.payload_modified is False
         assert payload == {"tool_name": "search", "user": "mallory", "nested": {"flag": "original"}}
     finally:
