@@ -116,7 +116,9 @@ static int cpex__clone_plain(PyObject *v)
            t == &PyBytes_Type;
 }
 
-static PyObject *cpex__clone(PyObject *v, int depth);
+/* records: 1 for clone (wire records copied), 0 for copy_plain (refused). */
+static PyObject *cpex__clone_any(PyObject *v, int depth, int records);
+#define cpex__clone(v, depth) cpex__clone_any((v), (depth), 1)
 
 static PyObject *cpex__clone_slot_get(PyObject *descr, PyObject *obj)
 {
@@ -133,7 +135,7 @@ static int cpex__clone_slot_set(PyObject *descr, PyObject *obj, PyObject *value)
 /* A copy of dict d: its values copied deep (string or bytes keys only). The copy is
    made at once, then its values replaced where they are not immutable scalars (the
    keys never change while it is walked). */
-static PyObject *cpex__clone_dict(PyObject *d, int depth)
+static PyObject *cpex__clone_dict(PyObject *d, int depth, int records)
 {
     PyObject *out = PyDict_Copy(d), *key, *value;
     Py_ssize_t pos = 0;
@@ -149,7 +151,7 @@ static PyObject *cpex__clone_dict(PyObject *d, int depth)
         }
         if (cpex__clone_plain(value))
             continue;
-        copy = cpex__clone(value, depth + 1);
+        copy = cpex__clone_any(value, depth + 1, records);
         if (copy == NULL) {
             Py_DECREF(out);
             return NULL;
@@ -174,7 +176,7 @@ static PyObject *cpex__clone_record(PyObject *v, int depth)
         PyErr_SetString(PyExc_TypeError, "cannot clone a record whose __dict__ is not a dict");
         goto done;
     }
-    copy = cpex__clone_dict(dict, depth);
+    copy = cpex__clone_dict(dict, depth, 1);
     if (copy == NULL)
         goto done;
     /* object.__new__(type(v)), as the Python clone makes it (the type's own tp_new
@@ -242,7 +244,7 @@ done:
     return out;
 }
 
-static PyObject *cpex__clone(PyObject *v, int depth)
+static PyObject *cpex__clone_any(PyObject *v, int depth, int records)
 {
     PyTypeObject *t = Py_TYPE(v);
     if (cpex__clone_plain(v))
@@ -252,7 +254,7 @@ static PyObject *cpex__clone(PyObject *v, int depth)
         return NULL;
     }
     if (t == &PyDict_Type)
-        return cpex__clone_dict(v, depth);
+        return cpex__clone_dict(v, depth, records);
     if (t == &PyList_Type || t == &PyTuple_Type) {
         Py_ssize_t n = PySequence_Fast_GET_SIZE(v), i;
         PyObject *out = PyList_New(n);
@@ -260,7 +262,7 @@ static PyObject *cpex__clone(PyObject *v, int depth)
             return NULL;
         for (i = 0; i < n; i++) {
             PyObject *item = PySequence_Fast_GET_ITEM(v, i), *copy;
-            copy = cpex__clone_plain(item) ? Py_NewRef(item) : cpex__clone(item, depth + 1);
+            copy = cpex__clone_plain(item) ? Py_NewRef(item) : cpex__clone_any(item, depth + 1, records);
             if (copy == NULL) {
                 Py_DECREF(out);
                 return NULL;
@@ -269,7 +271,7 @@ static PyObject *cpex__clone(PyObject *v, int depth)
         }
         return out;
     }
-    if (cpex__clone_record_type != NULL && PyType_IsSubtype(t, (PyTypeObject *)cpex__clone_record_type))
+    if (records && cpex__clone_record_type != NULL && PyType_IsSubtype(t, (PyTypeObject *)cpex__clone_record_type))
         return cpex__clone_record(v, depth);
     PyErr_Format(PyExc_TypeError, "cannot clone a %.100s", t->tp_name);
     return NULL;
@@ -283,6 +285,18 @@ static PyObject *cpex__natives_clone(PyObject *self, PyObject *value)
         return NULL;
     }
     return cpex__clone(value, 0);
+}
+
+/* copy_plain(value) -> a private deep copy of plain data, equal to what a MessagePack
+   round trip of value decodes to: dicts (string or bytes keys, in their order), lists
+   (tuples become lists) and the immutable scalars str, bytes, int, float, bool and
+   None, exact types only. TypeError for anything else (a wire record included), or
+   nesting deeper than CPEX__CLONE_DEPTH: the caller then decodes its copy. As clone,
+   no Python code runs while it copies. */
+static PyObject *cpex__natives_copy_plain(PyObject *self, PyObject *value)
+{
+    (void)self;
+    return cpex__clone_any(value, 0, 0);
 }
 
 static PyObject *cpex__natives_clone_setup(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -311,6 +325,144 @@ static PyObject *cpex__natives_clone_setup(PyObject *self, PyObject *const *args
     Py_XSETREF(cpex__clone_private, Py_NewRef(args[4]));
     Py_XSETREF(cpex__clone_record_type, Py_NewRef(args[0]));
     Py_RETURN_NONE;
+}
+
+/* The watchdog's arm and disarm (cpexrt/engine/watchdog.py, Watchdog.arm and .disarm),
+   the same steps on the same tables, as builtins: a plugin run pays both, and in
+   Python they cost more than the rest of a plugin's step around them. Each table step
+   is one dict operation under the GIL with no Python code between them (the keys are
+   ints and bare objects: their hashes and comparisons run no code), so the watchdog
+   thread sees each step whole, as it sees Python's dict.pop. The rare paths stay in
+   Python: starting or waking the thread (alert) and a disarm that lost its claim to
+   the watchdog (claimed). watch_setup(watchdog, current, armed, alert, claimed), once. */
+static PyObject *cpex__watch_self, *cpex__watch_current, *cpex__watch_armed, *cpex__watch_alert, *cpex__watch_claimed,
+    *cpex__watch_target;
+
+static PyObject *cpex__natives_watch_setup(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 5 || !PyDict_CheckExact(args[1]) || !PyDict_CheckExact(args[2]) || !PyCallable_Check(args[3]) ||
+        !PyCallable_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "watch_setup(watchdog, current: dict, armed: dict, alert, claimed)");
+        return NULL;
+    }
+    if (cpex__watch_target == NULL) {
+        cpex__watch_target = PyUnicode_InternFromString("_target");
+        if (cpex__watch_target == NULL)
+            return NULL;
+    }
+    /* Kept for the life of the process, as the module is. */
+    Py_XSETREF(cpex__watch_self, Py_NewRef(args[0]));
+    Py_XSETREF(cpex__watch_current, Py_NewRef(args[1]));
+    Py_XSETREF(cpex__watch_alert, Py_NewRef(args[3]));
+    Py_XSETREF(cpex__watch_claimed, Py_NewRef(args[4]));
+    Py_XSETREF(cpex__watch_armed, Py_NewRef(args[2]));
+    Py_RETURN_NONE;
+}
+
+/* watch_arm(deadline: float) -> None: Watchdog.arm. */
+static PyObject *cpex__natives_watch_arm(PyObject *self, PyObject *arg)
+{
+    PyObject *key, *guard, *entry, *previous, *target;
+    double deadline, next;
+    (void)self;
+    if (cpex__watch_armed == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "watch_arm: watch_setup was not called");
+        return NULL;
+    }
+    deadline = PyFloat_AsDouble(arg);
+    if (deadline == -1.0 && PyErr_Occurred())
+        return NULL;
+    /* Everything allocated first: an allocation may run the garbage collector (and
+       so Python code), never between the table steps below. */
+    key = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    guard = key == NULL ? NULL : PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type);
+    entry = guard == NULL ? NULL : PyTuple_Pack(2, arg, key);
+    if (entry == NULL)
+        goto fail;
+    previous = PyDict_GetItemWithError(cpex__watch_current, key);
+    if (previous == NULL && PyErr_Occurred())
+        goto fail;
+    if (previous != NULL) {
+        /* Armed again before disarm: the previous guard replaced, unless it fired
+           (claimed by the watchdog): then that exception stands for this call. */
+        PyObject *found = PyDict_GetItemWithError(cpex__watch_armed, previous);
+        if (found == NULL) {
+            if (PyErr_Occurred())
+                goto fail;
+            Py_DECREF(entry);
+            Py_DECREF(guard);
+            Py_DECREF(key);
+            Py_RETURN_NONE;
+        }
+        if (PyDict_DelItem(cpex__watch_armed, previous) != 0)
+            goto fail;
+    }
+    if (PyDict_SetItem(cpex__watch_current, key, guard) != 0 || PyDict_SetItem(cpex__watch_armed, guard, entry) != 0)
+        goto fail;
+    Py_DECREF(entry);
+    Py_DECREF(guard);
+    Py_DECREF(key);
+    target = PyObject_GetAttr(cpex__watch_self, cpex__watch_target);
+    if (target == NULL)
+        return NULL;
+    next = PyFloat_AsDouble(target);
+    Py_DECREF(target);
+    if (next == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (deadline < next)
+        return PyObject_CallOneArg(cpex__watch_alert, arg);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(entry);
+    Py_XDECREF(guard);
+    Py_XDECREF(key);
+    return NULL;
+}
+
+/* watch_disarm() -> bool: Watchdog.disarm (True when the deadline fired). */
+static PyObject *cpex__natives_watch_disarm(PyObject *self, PyObject *unused)
+{
+    PyObject *key, *guard, *found, *out;
+    (void)self;
+    (void)unused;
+    if (cpex__watch_armed == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "watch_disarm: watch_setup was not called");
+        return NULL;
+    }
+    key = PyLong_FromUnsignedLong(PyThread_get_thread_ident());
+    if (key == NULL)
+        return NULL;
+    guard = PyDict_GetItemWithError(cpex__watch_current, key);
+    if (guard == NULL) {
+        Py_DECREF(key);
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_FALSE;
+    }
+    Py_INCREF(guard);
+    if (PyDict_DelItem(cpex__watch_current, key) != 0)
+        goto fail;
+    found = PyDict_GetItemWithError(cpex__watch_armed, guard);
+    if (found != NULL) {
+        if (PyDict_DelItem(cpex__watch_armed, guard) != 0)
+            goto fail;
+        Py_DECREF(guard);
+        Py_DECREF(key);
+        Py_RETURN_FALSE;
+    }
+    if (PyErr_Occurred())
+        goto fail;
+    /* The watchdog claimed it: Watchdog._claimed waits for its mark and withdraws
+       the exception if still pending. */
+    out = PyObject_CallFunctionObjArgs(cpex__watch_claimed, key, guard, NULL);
+    Py_DECREF(guard);
+    Py_DECREF(key);
+    return out;
+fail:
+    Py_DECREF(guard);
+    Py_DECREF(key);
+    return NULL;
 }
 
 /* The boundary's entry for the invokes (natives.set_invoke, once, as it loads): the
@@ -543,23 +695,25 @@ static int cpex__native_invoke_with(uintptr_t manager, const char *hook, size_t 
    exit) before the interpreter's last garbage collection, which still reads the
    definitions of the builtin objects (only their code is never called again). */
 typedef struct {
-    PyMethodDef methods[7];
+    PyMethodDef methods[11];
     PyModuleDef module;
-    char names[7][16];
+    char names[11][16];
 } cpex__natives_defs;
 
 /* Called by the boundary once, as it loads: puts the module into sys.modules.
    0 on success, -1 (with nothing installed) otherwise. */
 int cpexrt_install_natives(void)
 {
-    static const char *const names[7] = {"_cpex_natives", "plain_maps", "copy_out", "drain", "clone", "clone_setup", "set_invoke"};
+    static const char *const names[11] = {"_cpex_natives", "plain_maps", "copy_out",    "drain",
+                                          "clone",         "clone_setup", "set_invoke", "copy_plain",
+                                          "watch_setup",   "watch_arm",   "watch_disarm"};
     cpex__natives_defs *defs = (cpex__natives_defs *)calloc(1, sizeof *defs);
     PyGILState_STATE gil;
     PyObject *module;
     int rc = -1, i;
     if (defs == NULL)
         return -1;
-    for (i = 0; i < 7; i++)
+    for (i = 0; i < 11; i++)
         strcpy(defs->names[i], names[i]);
     defs->methods[0] = (PyMethodDef){defs->names[1], (PyCFunction)(void (*)(void))cpex__natives_plain_maps, METH_FASTCALL, NULL};
     defs->methods[1] = (PyMethodDef){defs->names[2], cpex__natives_copy_out, METH_O, NULL};
@@ -567,6 +721,10 @@ int cpexrt_install_natives(void)
     defs->methods[3] = (PyMethodDef){defs->names[4], cpex__natives_clone, METH_O, NULL};
     defs->methods[4] = (PyMethodDef){defs->names[5], (PyCFunction)(void (*)(void))cpex__natives_clone_setup, METH_FASTCALL, NULL};
     defs->methods[5] = (PyMethodDef){defs->names[6], cpex__natives_set_invoke, METH_O, NULL};
+    defs->methods[6] = (PyMethodDef){defs->names[7], cpex__natives_copy_plain, METH_O, NULL};
+    defs->methods[7] = (PyMethodDef){defs->names[8], (PyCFunction)(void (*)(void))cpex__natives_watch_setup, METH_FASTCALL, NULL};
+    defs->methods[8] = (PyMethodDef){defs->names[9], cpex__natives_watch_arm, METH_O, NULL};
+    defs->methods[9] = (PyMethodDef){defs->names[10], cpex__natives_watch_disarm, METH_NOARGS, NULL};
     defs->module = (PyModuleDef){PyModuleDef_HEAD_INIT, defs->names[0], NULL, -1, defs->methods, NULL, NULL, NULL, NULL};
     gil = PyGILState_Ensure();
     module = PyModule_Create(&defs->module);

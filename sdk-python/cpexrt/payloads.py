@@ -5,7 +5,8 @@ made from.
 Isolation: no plugin ever holds an object another plugin or the host sees. Each
 version of an invoke's payload and extensions is kept as a `Snapshot`, its canonical
 MessagePack encoding; every plugin gets its own copy decoded from it (a CMF message:
-cloned from the snapshot's validated value, which no plugin holds), so an edit made
+cloned from the snapshot's validated value, which no plugin holds; under libcpex a
+generic payload too, by a C copy of plain data), so an edit made
 in place (by any plugin, in any phase) reaches nobody. A modification a plugin
 returns is checked here, when it returns: encodable, of the payload type's shape,
 within the size limit; the check yields the next snapshot, so the accepted value is
@@ -231,10 +232,25 @@ def install_clone(fn: Callable[[Any], Any]) -> None:
     _cmf_clone = fn
 
 
+# How a generic payload (plain data) is copied when not by a decode: None (each copy
+# decoded) unless the boundary installed its C copy (ffi/natives.c copy_plain, about
+# half a decode's cost; install_plain_copy). The engine called directly decodes.
+_plain_clone: Callable[[Any], Any] | None = None
+
+
+def install_plain_copy(fn: Callable[[Any], Any] | None) -> None:
+    """Makes fn (a function returning a private copy of plain data equal to what a
+    MessagePack round trip decodes, TypeError for anything else) the copy of every
+    generic payload snapshot made from now on; None: decode each copy."""
+    global _plain_clone
+    _plain_clone = fn
+
+
 def _cloner(payload_type: int) -> Callable[[Any], Any] | None:
     """How a snapshot copies its decoded value for a plugin, when not by a decode: a
-    CMF message is cloned (wire.clone: half a decode's cost, no validation again)."""
-    return _cmf_clone if payload_type == PAYLOAD_CMF_MESSAGE else None
+    CMF message is cloned (wire.clone: half a decode's cost, no validation again), a
+    generic payload by the C plain copy when installed."""
+    return _cmf_clone if payload_type == PAYLOAD_CMF_MESSAGE else _plain_clone
 
 
 def check_type(payload_type: int) -> None:

@@ -342,4 +342,6 @@ def test_a_snapshot_with_a_clone_hands_its_value_only_to_the_last_caller() -> No
     after = snap.copy()
     assert after is not value and after == value  # decoded again: the value was handed out
     generic = payloads.Snapshot(b"\x81\xa1a\x01", payloads._decode_generic, {"a": 1})
-    assert payloads._cloner(0) is None and generic.copy() == {"a": 1} and generic.copy() == {"a": 1}
+    # A snapshot made without a clone decodes each copy (which clone a generic
+    # payload's snapshots get, None or libcpex's C copy: test_plain_copy.py).
+    assert generic.copy() == {"a": 1} and generic.copy() == {"a": 1}

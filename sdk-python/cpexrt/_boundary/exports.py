@@ -23,8 +23,9 @@ from cpexrt._boundary.sinks import LOG_FORWARDER, CallbackSink
 from cpexrt._generated.abi_cdef import PYTHON_FUNCTIONS
 from cpexrt._generated.errors import UNCHANGED_RESULTS, Status
 from cpexrt._generated.records import CallOptions, PipelineResult, PluginError
-from cpexrt.engine import Engine
+from cpexrt.engine import Engine, driver
 from cpexrt.engine.executor import PipelineOutcome
+from cpexrt.engine.watchdog import WATCHDOG
 from cpexrt.errors import CpexError, InvalidInputError
 from cpexrt.wire import WireRecord, pack, to_wire_value, unpack
 
@@ -61,6 +62,12 @@ class Exports:
             slot["__pydantic_private__"],
         )
         payloads.install_clone(natives.clone)
+        # A generic payload's private copies made in C too (natives.copy_plain: what a
+        # decode of the snapshot's bytes gives; a decode for anything else).
+        payloads.install_plain_copy(natives.copy_plain)
+        # The watchdog's arm and disarm (every plugin run's) as builtins too.
+        WATCHDOG.use_native(natives)
+        driver.use_watchdog()
 
     # -- pointers in ------------------------------------------------------------------
 

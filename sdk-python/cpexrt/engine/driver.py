@@ -194,6 +194,17 @@ disarm = WATCHDOG.disarm
 disarm_retrying = _disarm
 
 
+def use_watchdog() -> None:
+    """Takes WATCHDOG's arm and disarm anew, here and in the executor, which hold them
+    (after WATCHDOG.use_native, as the boundary loads)."""
+    global _arm, _disarm_once, arm, disarm
+    from cpexrt.engine import executor  # imports this module
+
+    _arm = arm = WATCHDOG.arm
+    _disarm_once = disarm = WATCHDOG.disarm
+    executor._arm, executor._disarm = arm, disarm
+
+
 def start(coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
     """Drives coro inline up to its first real suspension: (True, result) when it
     finished, (False, what it yielded) when it suspended. Raises what it raised."""

@@ -445,7 +445,7 @@ def _step(
     _apply(plugin, inv, authority, value, out)
 
 
-_arm = driver.arm
+_arm = driver.arm  # both set anew by driver.use_watchdog
 _disarm = driver.disarm
 
 

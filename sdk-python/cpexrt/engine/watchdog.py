@@ -16,6 +16,7 @@ import math
 import threading
 import time
 from threading import get_ident
+from typing import Any
 
 _POLL_SECONDS = 0.005
 _HORIZON_SECONDS = 1.0
@@ -86,15 +87,27 @@ class Watchdog:
         guard = self._current.pop(tid, None)
         if guard is None or self._armed.pop(guard, None) is not None:
             return False
-        # The watchdog claimed it: wait until it scheduled the exception (a few
-        # bytecodes on its side), then withdraw it if still pending (a no-op when it
-        # was delivered).
+        return self._claimed(tid, guard)
+
+    def _claimed(self, tid: int, guard: object) -> bool:
+        """disarm's end when the watchdog claimed the guard: wait until it scheduled the
+        exception (a few bytecodes on its side), then withdraw it if still pending (a
+        no-op when it was delivered)."""
         fired = self._fired
         while guard not in fired:
             time.sleep(0)
         del fired[guard]
         _set_async_exc(tid, ctypes.py_object())
         return True
+
+    def use_native(self, natives: Any) -> None:
+        """Makes arm and disarm the boundary's builtins (ffi/natives.c watch_arm and
+        watch_disarm: the same steps on the same tables, cheaper per plugin run); the
+        rare paths (_alert, _claimed) stay here. Callers that hold arm or disarm take
+        them anew (driver.use_watchdog)."""
+        natives.watch_setup(self, self._current, self._armed, self._alert, self._claimed)
+        self.arm = natives.watch_arm  # type: ignore[method-assign]
+        self.disarm = natives.watch_disarm  # type: ignore[method-assign]
 
     def armed(self) -> int:
         """How many calls are guarded now (for tests)."""
