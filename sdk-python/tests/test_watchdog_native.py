@@ -69,3 +69,26 @@ def test_arming_again_after_a_fired_deadline_keeps_that_exception_for_the_call()
 def test_guards_from_many_threads_under_the_builtins() -> None:
     races.test_guards_arm_and_disarm_from_many_threads_and_none_is_left_behind()
     races.test_a_stuck_call_times_out_while_other_threads_calls_are_never_hit()
+
+
+def test_the_python_arm_and_disarm_still_serve_the_engine_without_libcpex() -> None:
+    """In a process that never loads libcpex (the engine called directly) the
+    watchdog keeps its Python arm and disarm: the same many-thread checks, run there
+    (this process has the builtins installed by the fixture)."""
+    import subprocess
+    from pathlib import Path
+
+    code = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
+        "import test_background_races as races\n"
+        "from cpexrt.engine.watchdog import WATCHDOG, Watchdog\n"
+        "assert WATCHDOG.arm.__func__ is Watchdog.arm and WATCHDOG.disarm.__func__ is Watchdog.disarm\n"
+        "races.test_guards_arm_and_disarm_from_many_threads_and_none_is_left_behind()\n"
+        "races.test_a_stuck_call_times_out_while_other_threads_calls_are_never_hit()\n"
+        "assert '_cpex_natives' not in sys.modules\n"
+        "print('python watchdog ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "python watchdog ok"
