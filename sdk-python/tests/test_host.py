@@ -306,10 +306,28 @@ def test_the_packed_result_is_what_the_pipeline_results_generic_encoder_gives(pa
     # byte for byte the same, every field present or absent, alone and together.
     import itertools
 
-    from cpexrt._boundary.exports import _packed_result, _packed_result_generic
-    from cpexrt._generated.records import PluginError, PluginViolation
+    from cpexrt._boundary.exports import _packed_result
+    from cpexrt._generated.records import PipelineResult, PluginError, PluginViolation
     from cpexrt.engine.executor import PipelineOutcome
     from cpexrt.payloads import Snapshot
+    from cpexrt.wire import pack
+
+    def generic(result: PipelineOutcome, payload_type: int) -> bytes:
+        """The pipeline result by the record's generic encoder (PipelineResult.wire_from)."""
+        wire = PipelineResult.wire_from(
+            continue_processing=result.continue_processing,
+            payload_modified=result.payload_modified,
+            extensions_modified=result.extensions_modified,
+            violation=result.violation,
+            errors=result.errors,
+            metadata=result.metadata,
+            payload_type=payload_type,
+            modified_payload=result.modified_payload_wire,
+            modified_extensions=result.modified_extensions_wire,
+            retry_delay_ms=result.retry_delay_ms,
+            http_headers=result.http_headers,
+        )
+        return pack(wire, "pipeline result")
 
     fields: dict[str, object] = {
         "continue_processing": False,
@@ -328,4 +346,4 @@ def test_the_packed_result_is_what_the_pipeline_results_generic_encoder_gives(pa
                 outcome = PipelineOutcome()
                 for key in chosen:
                     setattr(outcome, key, values[key])
-                assert _packed_result(outcome, payload_type) == _packed_result_generic(outcome, payload_type), chosen
+                assert _packed_result(outcome, payload_type) == generic(outcome, payload_type), chosen

@@ -35,7 +35,7 @@ _MAX_DEPTH = 64  # CPEX__MAX_DEPTH of ffi/fastpath.c
 _MAX_HOOK_NAMES = 256
 _DRAIN = 256  # CPEX__FREED_MAX of ffi/handles.c
 # MessagePack's own decoder with its defaults (str keys and values as str, bin as
-# bytes), for the maps the C checker took (decode_maps).
+# bytes), for the maps the C checker took (invoke_decoded, exact verdicts).
 _unpackb = msgpack.unpackb
 
 
@@ -489,18 +489,22 @@ def invoke_decoded(
     the options' are checked here."""
     limits = serving.limits
     entries = limits.max_collection_entries
-    if exact:
-        # The checker ran on these bytes with entries as the limit, so what it took is
-        # one map with string keys, no extension type and no map or array over the
-        # limit: MessagePack's defaults decode it as the limits would.
-        body = _unpackb(body_wire) if plain & 1 else _not_plain(body_wire, "payload", entries)
-        ext = None
-        if ext_wire is not None:
-            ext = _unpackb(ext_wire) if plain & 2 else _not_plain(ext_wire, "extensions", entries)
+    # A map the checker took is decoded as is. With exact verdicts (reached on these
+    # bytes with entries as the limit) it is one map with string keys, no extension
+    # type and no map or array over the limit, so MessagePack's defaults decode it as
+    # the limits would; an engine worker's verdicts come from the host, with its view
+    # of the limits, so it is decoded with the limits again. A map the checker
+    # refused gets decode_checked's checks and message.
+    if plain & 1:
+        body = _unpackb(body_wire) if exact else unpack(body_wire, "payload", entries)
     else:
-        # An engine worker's verdicts come from the host, with its view of the limits:
-        # decoded with the limits again.
-        body, ext = decode_maps(body_wire, ext_wire, plain, entries, _not_plain)
+        body = _not_plain(body_wire, "payload", entries)
+    ext = None
+    if ext_wire is not None:
+        if plain & 2:
+            ext = _unpackb(ext_wire) if exact else unpack(ext_wire, "extensions", entries)
+        else:
+            ext = _not_plain(ext_wire, "extensions", entries)
     request = None
     if request_wire is not None:
         _check_size("request", len(request_wire), limits.max_extensions_bytes, "max_extensions_bytes")
@@ -528,18 +532,6 @@ def invoke_decoded(
 def _not_plain(data: bytes, what: str, entries: int) -> Any:
     """A map the C checker refused: refused here too, naming the problem."""
     return decode_checked(data, what, entries, False)
-
-
-def decode_maps(
-    body_wire: bytes, ext_wire: bytes | None, plain: int, entries: int, decode: Callable[[bytes, str, int], Any]
-) -> tuple[Any, Any]:
-    """The payload and the extensions (None when absent): what the C checker took (plain:
-    bit 1 the payload, bit 2 the extensions) is decoded as is, the rest by decode, which
-    names the problem."""
-    body = unpack(body_wire, "payload", entries) if plain & 1 else decode(body_wire, "payload", entries)
-    if ext_wire is None:
-        return body, None
-    return body, unpack(ext_wire, "extensions", entries) if plain & 2 else decode(ext_wire, "extensions", entries)
 
 
 def outcome_bytes(outcome: PipelineOutcome, payload_type: int) -> bytes:
@@ -674,24 +666,6 @@ def _packed_result(result: PipelineOutcome, payload_type: int) -> bytes:
         wire["retry_delay_ms"] = result.retry_delay_ms
     if result.http_headers:
         wire["http_headers"] = to_wire_value(result.http_headers)
-    return pack(wire, "pipeline result")
-
-
-def _packed_result_generic(result: PipelineOutcome, payload_type: int) -> bytes:
-    """_packed_result by PipelineResult.wire_from, for the test that holds them equal."""
-    wire = PipelineResult.wire_from(
-        continue_processing=result.continue_processing,
-        payload_modified=result.payload_modified,
-        extensions_modified=result.extensions_modified,
-        violation=result.violation,
-        errors=result.errors,
-        metadata=result.metadata,
-        payload_type=payload_type,
-        modified_payload=result.modified_payload_wire,
-        modified_extensions=result.modified_extensions_wire,
-        retry_delay_ms=result.retry_delay_ms,
-        http_headers=result.http_headers,
-    )
     return pack(wire, "pipeline result")
 
 
