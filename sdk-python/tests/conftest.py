@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +13,14 @@ import pytest
 from cpexrt.host import Library, load_library
 
 PLUGIN_DIR = str(Path(__file__).resolve().parents[2] / "tests" / "plugins")
+
+
+def python_prints(code: str, timeout: float = 120, env: dict[str, str] | None = None) -> str:
+    """What a fresh interpreter running code prints (it must exit 0; else its stderr
+    is the failure's message)."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, check=False, env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def config(*plugins: str, timeout: float | None = None) -> str:

@@ -7,7 +7,6 @@ import io
 import json
 import logging
 import os
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from conftest import PLUGIN_DIR, config, plugin
+from conftest import PLUGIN_DIR, config, plugin, python_prints
 from cpexrt._generated import calls
 from cpexrt._generated.records import DecisionRecord, LogRecord
 from cpexrt.engine import Engine
@@ -199,9 +198,8 @@ def test_without_an_sdk_tracing_is_off(installed: bool) -> None:
     nothing is observed and invokes work (a fresh interpreter: this one has an SDK)."""
     block = "" if installed else "sys.modules['opentelemetry'] = None"
     code = _NO_OP.format(block=block, otel=installed, yaml=config(plugin("tr", "Trace", config="{tag: a}")), tp=TRACEPARENT)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ok"
+    out = python_prints(code)
+    assert out.strip() == "ok"
 
 
 _LAZY = """
@@ -238,9 +236,8 @@ def test_opentelemetry_is_imported_once_the_application_uses_it() -> None:
     code = _LAZY.format(
         plugins=PLUGIN_DIR, yaml=config(plugin("tr", "Trace", config="{tag: a}")), tp=TRACEPARENT, trace_id=TRACE_ID
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ok"
+    out = python_prints(code)
+    assert out.strip() == "ok"
 
 
 def test_an_environment_provider_loads_opentelemetry_at_import() -> None:
@@ -248,9 +245,8 @@ def test_an_environment_provider_loads_opentelemetry_at_import() -> None:
     application code importing it: the engine loads the API at import then."""
     code = "from cpexrt.engine import observe; assert observe._LOADED and not observe._UNSET_FAST; print('ok')"
     env = {**os.environ, "OTEL_PYTHON_TRACER_PROVIDER": "sdk_tracer_provider"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False, env=env)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ok"
+    out = python_prints(code, env=env)
+    assert out.strip() == "ok"
 
 
 def test_a_malformed_traceparent_is_refused_naming_the_field() -> None:

@@ -4,14 +4,13 @@ mutable with the snapshot or another plugin's copy; anything else is decoded."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from conftest import config, plugin
+from conftest import config, plugin, python_prints
 from cpexrt import payloads
 from cpexrt.host import PluginManager as Host
 
@@ -89,8 +88,7 @@ def test_the_c_copy_is_the_generic_snapshots_copy_only_under_libcpex() -> None:
     assert payloads._cloner(1) is sys.modules["_cpex_natives"].clone
     # The engine called directly (libcpex not loaded) decodes each copy.
     code = "from cpexrt.engine import Engine; from cpexrt import payloads; print(payloads._cloner(0))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "None"
+    assert python_prints(code).strip() == "None"
 
 
 @pytest.mark.parametrize("spare", [True, False])

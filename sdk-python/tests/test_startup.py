@@ -4,11 +4,10 @@ application uses them (docs/architecture.md, Start-up), and work when it does.""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
-from conftest import config, plugin
+from conftest import config, plugin, python_prints
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -29,9 +28,8 @@ print(sorted(m for m in sys.modules if m in lazy or m.startswith(("opentelemetry
 
 def test_the_demo_runs_without_importing_the_optional_parts() -> None:
     code = _PROBE.format(path=str(EXAMPLES / "configs" / "generic.yaml"))
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    out = python_prints(code)
+    assert out.strip() == "[]"
 
 
 _FIRST_RESULT = """
@@ -53,9 +51,8 @@ def test_a_first_result_without_async_plugins_imports_neither_asyncio_nor_the_py
     plugins), the py-cpex adapter for a py-cpex plugin: the demo pipeline without its
     fire-and-forget plugin imports neither, its loading included."""
     code = _FIRST_RESULT.format(path=str(EXAMPLES.parent / "bench" / "configs" / "generic-no-audit.yaml"))
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[] True False"
+    out = python_prints(code)
+    assert out.strip() == "[] True False"
 
 
 def _demo_with_audit_file(tmp_path: Path) -> tuple[Path, Path]:
@@ -85,9 +82,8 @@ def test_the_demo_fire_and_forget_plugin_runs_its_followers_without_importing_as
         "from cpexrt.engine.runtime_loop import RUNTIME_LOOP\n"
         "print(len(first), later == first, RUNTIME_LOOP.current, 'asyncio' in sys.modules)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["[] True False", "1 True None False"]
+    out = python_prints(code)
+    assert out.splitlines() == ["[] True False", "1 True None False"]
     assert audit.read_text().splitlines() == ["get_compensation by alice"] * 4
 
 
@@ -130,9 +126,8 @@ def test_the_demo_makes_only_the_records_it_uses() -> None:
         f"print(sorted(n for n in {unused!r} if n in vars(records)))\n"
         "print(records.PluginStats(name='p', isolation='none', disabled=False).to_wire())\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[1:] == ["[]", "{'name': 'p', 'isolation': 'none', 'disabled': False}"]
+    out = python_prints(code)
+    assert out.splitlines()[1:] == ["[]", "{'name': 'p', 'isolation': 'none', 'disabled': False}"]
 
 
 def test_isolation_is_imported_when_a_plugin_asks_for_it() -> None:
@@ -176,9 +171,8 @@ def test_a_runtime_loop_that_cannot_be_made_fails_the_waiting_fire_and_forget_ta
         "except RuntimeError as exc:\n"
         "    print('raised', exc)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+    out = python_prints(code)
+    lines = out.splitlines()
     failed = (
         "True [('<engine>', \"fire-and-forget task not run: the runtime loop could not be started: "
         "OSError(24, 'Too many open files')\")]"
@@ -210,9 +204,8 @@ def test_a_background_thread_that_cannot_be_started_fails_the_queued_fire_and_fo
         "    print(out.continue_processing, *(f'{x.plugin_name}: {x.message}' for x in out.background.wait(30)), sep=' | ')\n"
         "print(e.global_state['sync_recorded'])\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == [
+    out = python_prints(code)
+    assert out.splitlines() == [
         "True | <engine>: fire-and-forget task not run: the background thread could not be started: "
         'RuntimeError("can\'t start new thread")',
         "True",

@@ -11,6 +11,7 @@ import time
 import pytest
 
 import test_background_races as races
+from conftest import python_prints
 from cpexrt.engine import driver, executor
 from cpexrt.engine.watchdog import WATCHDOG, PluginDeadline
 from cpexrt.host import PluginManager as Host
@@ -75,7 +76,6 @@ def test_the_python_arm_and_disarm_still_serve_the_engine_without_libcpex() -> N
     """In a process that never loads libcpex (the engine called directly) the
     watchdog keeps its Python arm and disarm: the same many-thread checks, run there
     (this process has the builtins installed by the fixture)."""
-    import subprocess
     from pathlib import Path
 
     code = (
@@ -89,6 +89,5 @@ def test_the_python_arm_and_disarm_still_serve_the_engine_without_libcpex() -> N
         "assert '_cpex_natives' not in sys.modules\n"
         "print('python watchdog ok')\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "python watchdog ok"
+    out = python_prints(code, timeout=300)
+    assert out.strip() == "python watchdog ok"
