@@ -1,27 +1,38 @@
-"""The YAML config, validated; every error names the path of the bad field."""
+"""The YAML config, validated; every error names the path of the bad field.
+
+The classes are cpexrt.engine.shape's (a small validator of plain data of cpex's own):
+pydantic's import cost half a cold start, and msgspec reports only a config's first
+problem where cpex lists every one (up to ten) with its path.
+"""
 
 from __future__ import annotations
 
 import re
-import reprlib
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar
+from typing import Any, ClassVar
 
 import yaml  # type: ignore[import-untyped, unused-ignore]  # typed only with types-PyYAML installed
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    ValidationError,
-    ValidatorFunctionWrapHandler,
-    field_validator,
-    model_validator,
-)
 
 from cpexrt._generated.slots import CAPABILITIES
 from cpexrt.engine.patterns import check_pattern
+from cpexrt.engine.shape import (
+    BAD,
+    Shape,
+    anything,
+    at,
+    boolean,
+    choice,
+    dict_of,
+    error,
+    field,
+    integer,
+    list_of,
+    model,
+    number,
+    optional,
+    problem,
+    string,
+)
 from cpexrt.errors import ConfigError, ParseError
 
 
@@ -52,52 +63,34 @@ MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
 MAX_EXTENSIONS_BYTES = 1024 * 1024
 MAX_COLLECTION_ENTRIES = 100_000
 
-
-# Defaults made by Python functions: pydantic reads a default factory's signature, and
-# for a builtin (list, dict) or a model class that parse costs more than the model's
-# own field (about 1 ms each, at every start-up).
-def _new_list() -> list[Any]:
-    return []
+_STRS = list_of(string())
+_MAYBE_STRS = optional(_STRS)
+_MAYBE_STR = optional(string())
+_MAYBE_BOOL = optional(boolean)
 
 
-def _new_dict() -> dict[str, Any]:
-    return {}
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class PluginSettings(_Strict):
+class PluginSettings(Shape):
     # py-cpex's templates write keys of the gateway it came from; py-cpex 0.1.4 itself
     # ignores plugin_settings. plugin_timeout is honoured; these load with no effect
     # (README: "Using CPEX plugins"): fail_on_plugin_error (cpex always fails a load
     # on a broken plugin), parallel_execution_within_band, enable_plugin_api,
     # plugin_health_check_interval.
-    fail_on_plugin_error: bool | None = None
-    parallel_execution_within_band: bool | None = None
-    enable_plugin_api: bool | None = None
-    plugin_health_check_interval: float | None = None
-    routing_enabled: bool = False
-    plugin_timeout: float = Field(default=30.0, gt=0, description="seconds a plugin may run")
-    invoke_timeout: float = Field(default=60.0, gt=0, description="seconds a whole invoke may run")
-    plugin_dirs: list[str] = Field(default_factory=_new_list)
-    route_cache_size: int = Field(default=1024, ge=0)
-    engine_workers: int = Field(
-        default=0,
-        ge=0,
-        le=64,
-        description="processes the engine of a libcpex manager runs in, so that calls run in parallel (0: in the host)",
-    )
-    max_payload_bytes: int = Field(default=MAX_PAYLOAD_BYTES, ge=1, description="largest payload accepted or returned, encoded")
-    max_extensions_bytes: int = Field(
-        default=MAX_EXTENSIONS_BYTES, ge=1, description="largest extensions map accepted or returned, encoded"
-    )
-    max_collection_entries: int = Field(default=MAX_COLLECTION_ENTRIES, ge=1, description="most entries of one map or array")
-    venv_cache_dir: str | None = Field(
-        default=None,
-        description="where isolated plugins' virtualenvs are created (default $CPEX_VENV_CACHE, ~/.cache/cpex/venvs)",
-    )
+    fail_on_plugin_error: bool | None = field(_MAYBE_BOOL, None)
+    parallel_execution_within_band: bool | None = field(_MAYBE_BOOL, None)
+    enable_plugin_api: bool | None = field(_MAYBE_BOOL, None)
+    plugin_health_check_interval: float | None = field(optional(number()), None)
+    routing_enabled: bool = field(boolean, False)
+    plugin_timeout: float = field(number(gt=0), 30.0)  # seconds a plugin may run
+    invoke_timeout: float = field(number(gt=0), 60.0)  # seconds a whole invoke may run
+    plugin_dirs: list[str] = field(_STRS, factory=list)
+    route_cache_size: int = field(integer(ge=0), 1024)
+    # processes the engine of a libcpex manager runs in, so that calls run in parallel (0: in the host)
+    engine_workers: int = field(integer(ge=0, le=64), 0)
+    max_payload_bytes: int = field(integer(ge=1), MAX_PAYLOAD_BYTES)  # largest payload accepted or returned, encoded
+    max_extensions_bytes: int = field(integer(ge=1), MAX_EXTENSIONS_BYTES)  # largest extensions map, encoded
+    max_collection_entries: int = field(integer(ge=1), MAX_COLLECTION_ENTRIES)  # most entries of one map or array
+    # where isolated plugins' virtualenvs are created (default $CPEX_VENV_CACHE, ~/.cache/cpex/venvs)
+    venv_cache_dir: str | None = field(_MAYBE_STR, None)
 
 
 def _route_pattern(text: str) -> str:
@@ -110,99 +103,107 @@ def _condition_pattern(text: str) -> str:
 
 # Entity names or wildmatch patterns (cpexrt.engine.patterns), refused at load when the
 # matcher does not support them; the error's path names the entry.
-RoutePattern = Annotated[str, AfterValidator(_route_pattern)]
-ConditionPattern = Annotated[str, AfterValidator(_condition_pattern)]
+_ROUTE_PATTERN = optional(string(then=_route_pattern))
+_CONDITION_PATTERNS = list_of(string(then=_condition_pattern))
 
 
-class Conditions(_Strict):
+class Conditions(Shape):
     """The plugin runs only when every listed condition matches (empty = always).
     tags is cpex's; server_ids ... content_types are py-cpex's, for py-cpex plugins
     (matched by py-cpex's own code against the request's global context)."""
 
-    tools: list[ConditionPattern] = Field(default_factory=_new_list)
-    resources: list[ConditionPattern] = Field(default_factory=_new_list)
-    prompts: list[ConditionPattern] = Field(default_factory=_new_list)
-    tags: list[str] = Field(default_factory=_new_list, description="any of these tags")
-    server_ids: list[str] | None = None
-    tenant_ids: list[str] | None = None
-    agents: list[str] | None = None
-    user_patterns: list[str] | None = None
-    content_types: list[str] | None = None
+    tools: list[str] = field(_CONDITION_PATTERNS, factory=list)
+    resources: list[str] = field(_CONDITION_PATTERNS, factory=list)
+    prompts: list[str] = field(_CONDITION_PATTERNS, factory=list)
+    tags: list[str] = field(_STRS, factory=list)  # any of these tags
+    server_ids: list[str] | None = field(_MAYBE_STRS, None)
+    tenant_ids: list[str] | None = field(_MAYBE_STRS, None)
+    agents: list[str] | None = field(_MAYBE_STRS, None)
+    user_patterns: list[str] | None = field(_MAYBE_STRS, None)
+    content_types: list[str] | None = field(_MAYBE_STRS, None)
 
     PYCPEX_ONLY: ClassVar[tuple[str, ...]] = ("server_ids", "tenant_ids", "agents", "user_patterns", "content_types")
 
     def given(self) -> list[str]:
         """The names of the fields this entry sets."""
-        return [name for name in type(self).model_fields if getattr(self, name)]
+        return [f.name for f in self.fields if getattr(self, f.name)]
 
 
 _LEGACY_MODES = {"enforce": "sequential", "enforce_ignore_error": "sequential", "permissive": "transform"}
 
 
-class PluginSpec(_Strict):
-    name: str = Field(min_length=1)
-    kind: str = Field(min_length=1)
-    description: str | None = None
-    author: str | None = None
-    version: str | None = None
-    namespace: str | None = None
-    tags: list[str] = Field(default_factory=_new_list)
-    applied_to: dict[str, Any] | None = Field(default=None, description="py-cpex: recorded, no effect (as in py-cpex 0.1.4)")
-    max_content_size: int | None = Field(default=None, ge=1, description="py-cpex: for isolated_venv workers only")
-    hooks: list[str] = Field(default_factory=_new_list)
-    mode: Mode = Mode.SEQUENTIAL
-    priority: int = 100
-    on_error: OnError = OnError.FAIL
-    timeout: float | None = Field(default=None, gt=0, description="overrides plugin_settings.plugin_timeout")
-    capabilities: list[str] = Field(default_factory=_new_list)
-    config: dict[str, Any] = Field(default_factory=_new_dict)
-    conditions: list[Conditions] = Field(default_factory=_new_list, description="any entry matching enables the plugin")
-    isolation: Isolation | None = Field(default=None, description="none (default), thread or process")
-    workers: int = Field(default=1, ge=1, le=64, description="isolation process: worker processes; thread: helper threads")
-    python: str | None = Field(default=None, min_length=1, description="isolation process: the workers' interpreter")
-    requirements: list[str] = Field(
-        default_factory=_new_list, description="isolation process: pip requirements of its virtualenv"
-    )
-    max_memory_mb: int | None = Field(default=None, ge=16, description="isolation process: each worker's address-space limit")
-    env: list[str] = Field(default_factory=_new_list, description="isolation process: environment variables the workers get")
+def _hook_name(name: str) -> str:
+    if not name:
+        raise ValueError("empty; expected a hook name")
+    return name
+
+
+def _config(value: Any, path: str, problems: list[str]) -> Any:
+    return {} if value is None else _CONFIG(value, path, problems)  # py-cpex writes `config:` with nothing under it
+
+
+_CONFIG = dict_of(anything)
+
+
+class PluginSpec(Shape):
+    name: str = field(string(min_length=1))
+    kind: str = field(string(min_length=1))
+    description: str | None = field(_MAYBE_STR, None)
+    author: str | None = field(_MAYBE_STR, None)
+    version: str | None = field(_MAYBE_STR, None)
+    namespace: str | None = field(_MAYBE_STR, None)
+    tags: list[str] = field(_STRS, factory=list)
+    applied_to: dict[str, Any] | None = field(optional(_CONFIG), None)  # py-cpex: recorded, no effect (as in py-cpex 0.1.4)
+    max_content_size: int | None = field(optional(integer(ge=1)), None)  # py-cpex: for isolated_venv workers only
+    hooks: list[str] = field(list_of(string(then=_hook_name)), factory=list)
+    mode: Mode = field(choice(Mode), Mode.SEQUENTIAL)
+    priority: int = field(integer(), 100)
+    on_error: OnError = field(choice(OnError), OnError.FAIL)
+    timeout: float | None = field(optional(number(gt=0)), None)  # overrides plugin_settings.plugin_timeout
+    capabilities: list[str] = field(_STRS, factory=list)
+    config: dict[str, Any] = field(_config, factory=dict)
+    # any entry matching enables the plugin
+    conditions: list[Conditions] = field(list_of(model(Conditions)), factory=list)
+    isolation: Isolation | None = field(optional(choice(Isolation)), None)  # none (default), thread or process
+    workers: int = field(integer(ge=1, le=64), 1)  # isolation process: worker processes; thread: helper threads
+    python: str | None = field(optional(string(min_length=1)), None)  # isolation process: the workers' interpreter
+    requirements: list[str] = field(_STRS, factory=list)  # isolation process: pip requirements of its virtualenv
+    max_memory_mb: int | None = field(optional(integer(ge=16)), None)  # isolation process: each worker's address-space limit
+    env: list[str] = field(_STRS, factory=list)  # isolation process: environment variables the workers get
 
     _PROCESS_ONLY: ClassVar[tuple[str, ...]] = ("python", "requirements", "max_memory_mb", "env")
 
-    @model_validator(mode="after")
-    def _isolation_fields(self) -> PluginSpec:
-        process = self.isolation is Isolation.PROCESS or self.kind == "isolated_venv"
-        if self.kind == "isolated_venv" and self.isolation not in (None, Isolation.PROCESS):
-            raise ValueError(
-                f"a py-cpex isolated_venv plugin runs in worker processes; isolation {self.isolation.value} is not possible"
-            )
-        for name in self._PROCESS_ONLY:
-            if name in self.model_fields_set and not process:
-                raise ValueError(f"{name} applies to isolation: process only")
-        if "workers" in self.model_fields_set and not process and self.isolation is not Isolation.THREAD:
-            raise ValueError("workers applies to isolation: process or thread only")
-        for i, name in enumerate(self.env):
-            if not name or "=" in name:
-                raise ValueError(f"env[{i}]: {name!r} is not an environment variable name")
-        return self
+    _shadow = False
 
-    _shadow: bool = PrivateAttr(default=False)
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _legacy_mode(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    def prepare(self, data: dict[Any, Any]) -> dict[Any, Any]:
         """py-cpex's legacy modes: enforce -> sequential, enforce_ignore_error ->
         sequential with on_error ignore (unless given), permissive -> transform in
         shadow: its denies are recorded, not enforced (see `shadow`)."""
-        legacy = None
-        if isinstance(data, dict) and isinstance(data.get("mode"), str) and data["mode"] in _LEGACY_MODES:
-            legacy = data["mode"]
-            data = {**data, "mode": _LEGACY_MODES[legacy]}
-            if legacy == "enforce_ignore_error":
-                data.setdefault("on_error", "ignore")
-        spec = handler(data)
-        if legacy == "permissive":
-            spec._shadow = True
-        return spec
+        legacy = data.get("mode")
+        if type(legacy) is not str or legacy not in _LEGACY_MODES:
+            return data
+        data = {**data, "mode": _LEGACY_MODES[legacy]}
+        if legacy == "enforce_ignore_error":
+            data.setdefault("on_error", "ignore")
+        self._shadow = legacy == "permissive"
+        return data
+
+    def verify(self, path: str, problems: list[str]) -> None:
+        process = self.isolation is Isolation.PROCESS or self.kind == "isolated_venv"
+        if self.kind == "isolated_venv" and self.isolation not in (None, Isolation.PROCESS):
+            problem(
+                problems,
+                path,
+                f"a py-cpex isolated_venv plugin runs in worker processes; isolation {self.isolation.value} is not possible",
+            )
+        for name in self._PROCESS_ONLY:
+            if name in self.fields_set and not process:
+                problem(problems, path, f"{name} applies to isolation: process only")
+        if "workers" in self.fields_set and not process and self.isolation is not Isolation.THREAD:
+            problem(problems, path, "workers applies to isolation: process or thread only")
+        for i, name in enumerate(self.env):
+            if not name or "=" in name:
+                problem(problems, f"{at(path, 'env')}[{i}]", f"{name!r} is not an environment variable name")
 
     @property
     def shadow(self) -> bool:
@@ -211,45 +212,30 @@ class PluginSpec(_Strict):
         metrics) but not enforced, for cpex and py-cpex plugins alike."""
         return self._shadow
 
-    @field_validator("config", mode="before")
-    @classmethod
-    def _config_may_be_null(cls, value: Any) -> Any:
-        return {} if value is None else value  # py-cpex writes `config:` with nothing under it
 
-    @field_validator("hooks")
-    @classmethod
-    def _hooks_named(cls, hooks: list[str]) -> list[str]:
-        for i, h in enumerate(hooks):
-            if not h:
-                raise ValueError(f"hooks[{i}] is empty")
-        return hooks
+class PolicyGroup(Shape):
+    plugins: list[str] = field(_STRS, factory=list)
 
 
-class PolicyGroup(_Strict):
-    plugins: list[str] = Field(default_factory=_new_list)
+class GlobalPolicies(Shape):
+    policies: dict[str, PolicyGroup] = field(dict_of(model(PolicyGroup)), factory=dict)
 
 
-class GlobalPolicies(_Strict):
-    policies: dict[str, PolicyGroup] = Field(default_factory=_new_dict)
+class RouteMeta(Shape):
+    tags: list[str] = field(_STRS, factory=list)
 
 
-class RouteMeta(_Strict):
-    tags: list[str] = Field(default_factory=_new_list)
+class Route(Shape):
+    tool: str | None = field(_ROUTE_PATTERN, None)
+    resource: str | None = field(_ROUTE_PATTERN, None)
+    prompt: str | None = field(_ROUTE_PATTERN, None)
+    meta: RouteMeta = field(model(RouteMeta), factory=RouteMeta)
+    plugins: list[str] = field(_STRS, factory=list)
 
-
-class Route(_Strict):
-    tool: RoutePattern | None = None
-    resource: RoutePattern | None = None
-    prompt: RoutePattern | None = None
-    meta: RouteMeta = Field(default_factory=lambda: RouteMeta())
-    plugins: list[str] = Field(default_factory=_new_list)
-
-    @model_validator(mode="after")
-    def _one_entity(self) -> Route:
+    def verify(self, path: str, problems: list[str]) -> None:
         given = [k for k in ("tool", "resource", "prompt") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"a route names exactly one of tool, resource, prompt (got {', '.join(given) or 'none'})")
-        return self
+            problem(problems, path, f"a route names exactly one of tool, resource, prompt (got {', '.join(given) or 'none'})")
 
     @property
     def entity(self) -> tuple[str, str]:
@@ -260,47 +246,22 @@ class Route(_Strict):
         raise AssertionError("validated: one entity")
 
 
-class DecisionRecords(_Strict):
+class DecisionRecords(Shape):
     """Decision records (engine/decisions.py): the JSON-lines file they are appended to
     (relative paths from the config file's folder), and whether they carry the values
     of modified fields (never by default: names only)."""
 
-    file: str | None = Field(default=None, min_length=1)
-    include_values: bool = False
+    file: str | None = field(optional(string(min_length=1)), None)
+    include_values: bool = field(boolean, False)
 
 
-class Config(_Strict):
-    decision_records: DecisionRecords = Field(default_factory=lambda: DecisionRecords())
-    plugin_dirs: list[str] = Field(default_factory=_new_list, description="py-cpex's place for plugin_settings.plugin_dirs")
-    plugin_settings: PluginSettings = Field(default_factory=lambda: PluginSettings())
-    global_: GlobalPolicies = Field(default_factory=lambda: GlobalPolicies(), alias="global")
-    plugins: list[PluginSpec] = Field(default_factory=_new_list)
-    routes: list[Route] = Field(default_factory=_new_list)
-
-
-def _path(loc: tuple[int | str, ...]) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
-
-
-# A bad value is shown, but briefly: YAML aliases can make a small file hold a value
-# whose full repr is exponentially large.
-_SHOWN = reprlib.Repr()
-_SHOWN.maxstring = _SHOWN.maxother = 60
-_SHOWN.maxlist = _SHOWN.maxdict = _SHOWN.maxtuple = _SHOWN.maxset = 4
-_SHOWN.maxlevel = 2
-# At most this many problems are listed in one error; the rest are counted.
-_MAX_PROBLEMS = 10
-
-
-def _message(err: Any) -> str:
-    if err["type"] == "enum":
-        return f"expected one of {err['ctx']['expected']}, got {_SHOWN.repr(err['input'])}"
-    if err["type"] == "extra_forbidden":
-        return "unknown field"
-    msg: str = err["msg"].removeprefix("Value error, ")
-    if err["type"].endswith("_type") or err["type"].endswith("_parsing"):
-        msg += f", got {_SHOWN.repr(err['input'])}"  # e.g. YAML read `name: no` as False
-    return msg
+class Config(Shape):
+    decision_records: DecisionRecords = field(model(DecisionRecords), factory=DecisionRecords)
+    plugin_dirs: list[str] = field(_STRS, factory=list)  # py-cpex's place for plugin_settings.plugin_dirs
+    plugin_settings: PluginSettings = field(model(PluginSettings), factory=PluginSettings)
+    global_: GlobalPolicies = field(model(GlobalPolicies), factory=GlobalPolicies, alias="global")
+    plugins: list[PluginSpec] = field(list_of(model(PluginSpec)), factory=list)
+    routes: list[Route] = field(list_of(model(Route)), factory=list)
 
 
 # Deeper flow collections ([ and { inside each other) than any config has: refused
@@ -355,14 +316,10 @@ def _parse_config(text: str) -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"config: expected a mapping at the top level, got {type(data).__name__}")
-    try:
-        config = Config.model_validate(data)
-    except ValidationError as exc:
-        errors = exc.errors()
-        problems = [f"{_path(e['loc']) or 'config'}: {_message(e)}" for e in errors[:_MAX_PROBLEMS]]
-        if len(errors) > _MAX_PROBLEMS:
-            problems.append(f"and {len(errors) - _MAX_PROBLEMS} more problems")
-        raise ConfigError("invalid config: " + "; ".join(problems)) from None
+    problems: list[str] = []
+    config: Config = Config.build(data, "", problems)
+    if config is BAD:
+        raise error(problems)
     if config.plugin_dirs:  # py-cpex's top-level plugin_dirs joins cpex's
         dirs = [
             *config.plugin_settings.plugin_dirs,

@@ -327,7 +327,7 @@ class Launch:
         self.cache = venv_cache_dir(config)
         self.limits = [settings.max_payload_bytes, settings.max_extensions_bytes, settings.max_collection_entries]
         # The one-plugin config the worker loads: the stanza without its isolation.
-        stanza = spec.model_dump(mode="json", exclude_none=True, exclude_defaults=True, by_alias=True)
+        stanza = spec.as_data(defaults=False)
         for key in ("isolation", "workers", "python", "requirements", "max_memory_mb", "env"):
             stanza.pop(key, None)
         stanza["name"], stanza["kind"], stanza["config"] = spec.name, kind, plugin_config

@@ -416,7 +416,7 @@ class Engine:
             )
         adapter = pycpex.PyCpexPlugin(cls, spec, where)
         return LoadedPlugin(
-            spec=spec.model_copy(update={"conditions": []}),
+            spec=spec.replace(conditions=[]),
             index=index,
             instance=adapter,
             handlers={h: adapter.handler(h) for h in spec.hooks},
