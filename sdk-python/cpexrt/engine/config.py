@@ -134,7 +134,7 @@ _LEGACY_MODES = {"enforce": "sequential", "enforce_ignore_error": "sequential", 
 
 def _hook_name(name: str) -> str:
     if not name:
-        raise ValueError("empty; expected a hook name")
+        raise ValueError("expected a hook name, got ''")
     return name
 
 

@@ -178,8 +178,9 @@ def list_of(item: Check) -> Check:
     def check(value: Any, path: str, problems: list[str]) -> Any:
         if type(value) is not list:
             return problem(problems, path, f"expected a list, got {shown(value)}")
+        before = len(problems)  # an item refused has added one
         items = [item(v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
-        return BAD if any(v is BAD for v in items) else items
+        return BAD if len(problems) > before else items
 
     return check
 
@@ -190,16 +191,14 @@ def dict_of(item: Check) -> Check:
     def check(value: Any, path: str, problems: list[str]) -> Any:
         if type(value) is not dict:
             return problem(problems, path, f"expected a mapping, got {shown(value)}")
+        before = len(problems)  # a key or an item refused has added one
         out: dict[str, Any] = {}
-        bad = False
         for k, v in value.items():
-            if type(k) is not str:
+            if type(k) is str:
+                out[k] = item(v, f"{path}.{k}" if path else k, problems)
+            else:
                 problem(problems, f"{path}[{shown(k)}]", f"expected a string key, got {shown(k)}")
-                bad = True
-                continue
-            out[k] = checked = item(v, at(path, k), problems)
-            bad = bad or checked is BAD
-        return BAD if bad else out
+        return BAD if len(problems) > before else out
 
     return check
 
@@ -256,6 +255,9 @@ class Shape:
 
     fields: ClassVar[tuple[Field, ...]] = ()
     _by_key: ClassVar[dict[str, Field]] = {}
+    _defaults: ClassVar[dict[str, Any]] = {}  # the fields' plain defaults by name
+    _factories: ClassVar[tuple[tuple[str, Callable[[], Any]], ...]] = ()
+    _required: ClassVar[tuple[Field, ...]] = ()
     fields_set: frozenset[str]  # the names of the fields the data gave
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -267,8 +269,11 @@ class Shape:
                 value.key = value.key or name
                 own.append(value)
                 delattr(cls, name)  # the instance's attribute, always set, is the value
-        cls.fields = (*cls.fields, *own)
-        cls._by_key = {f.key: f for f in cls.fields}
+        cls.fields = fields = (*cls.fields, *own)
+        cls._by_key = {f.key: f for f in fields}
+        cls._defaults = {f.name: f.default for f in fields if f.factory is None and not f.required}
+        cls._factories = tuple((f.name, f.factory) for f in fields if f.factory is not None)
+        cls._required = tuple(f for f in fields if f.required)
 
     def __init__(self, **data: Any) -> None:
         problems: list[str] = []
@@ -287,20 +292,24 @@ class Shape:
         return self if self._fill(data, path, problems) else BAD
 
     def _fill(self, data: dict[Any, Any], path: str, problems: list[str]) -> bool:
+        """Sets the fields from data (the defaults where it has none); problems in the
+        order of data's keys, then the required fields missing."""
         before = len(problems)
         data = self.prepare(data)
         values = self.__dict__
+        values.update(self._defaults)
+        for name, factory in self._factories:
+            values[name] = factory()
         by_key = self._by_key
-        for f in self.fields:
-            if f.key in data:
-                values[f.name] = f.check(data[f.key], at(path, f.key), problems)
-            elif f.required:
-                problem(problems, at(path, f.key), "required field missing")
+        for key, value in data.items():
+            f = by_key.get(key)
+            if f is None:
+                problem(problems, f"{path}.{key}" if path else str(key), "unknown field")
             else:
-                values[f.name] = f.initial()
-        for key in data:
-            if key not in by_key:
-                problem(problems, at(path, str(key)), "unknown field")
+                values[f.name] = f.check(value, f"{path}.{key}" if path else key, problems)
+        for f in self._required:
+            if f.key not in data:
+                problem(problems, at(path, f.key), "required field missing")
         self.fields_set = frozenset(by_key[k].name for k in data if k in by_key)
         if len(problems) > before:
             return False
