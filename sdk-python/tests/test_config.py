@@ -226,6 +226,7 @@ def test_replace_copies_with_the_named_fields_changed() -> None:
     assert copy.conditions == [] and spec.conditions == [Conditions(tools=["a"])]
     assert copy.shadow and copy.name == "a" and copy.mode is Mode.TRANSFORM
     assert copy != spec and copy == spec.replace(conditions=[])
+    assert copy != parse_config(stanza("mode: transform")).plugins[0].replace(conditions=[])  # not in shadow
     with pytest.raises(TypeError, match="PluginSpec has no field 'colour'"):
         spec.replace(colour="blue")
 

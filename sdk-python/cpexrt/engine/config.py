@@ -205,6 +205,11 @@ class PluginSpec(Shape):
             if not name or "=" in name:
                 problem(problems, f"{at(path, 'env')}[{i}]", f"{name!r} is not an environment variable name")
 
+    def __eq__(self, other: object) -> bool:
+        same = super().__eq__(other)
+        # shadow (mode: permissive) is no field's value, but tells two specs apart
+        return same if same is NotImplemented or not same else self._shadow == other._shadow  # type: ignore[attr-defined]
+
     @property
     def shadow(self) -> bool:
         """mode: permissive (shadow mode): the plugin runs in the transform phase and

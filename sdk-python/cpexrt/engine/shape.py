@@ -256,7 +256,7 @@ class Shape:
     fields: ClassVar[tuple[Field, ...]] = ()
     _by_key: ClassVar[dict[str, Field]] = {}
     _defaults: ClassVar[dict[str, Any]] = {}  # the fields' plain defaults by name
-    _factories: ClassVar[tuple[tuple[str, Callable[[], Any]], ...]] = ()
+    _factories: ClassVar[tuple[tuple[str, str, Callable[[], Any]], ...]] = ()  # name, key, factory
     _required: ClassVar[tuple[Field, ...]] = ()
     fields_set: frozenset[str]  # the names of the fields the data gave
 
@@ -272,7 +272,7 @@ class Shape:
         cls.fields = fields = (*cls.fields, *own)
         cls._by_key = {f.key: f for f in fields}
         cls._defaults = {f.name: f.default for f in fields if f.factory is None and not f.required}
-        cls._factories = tuple((f.name, f.factory) for f in fields if f.factory is not None)
+        cls._factories = tuple((f.name, f.key, f.factory) for f in fields if f.factory is not None)
         cls._required = tuple(f for f in fields if f.required)
 
     def __init__(self, **data: Any) -> None:
@@ -298,8 +298,9 @@ class Shape:
         data = self.prepare(data)
         values = self.__dict__
         values.update(self._defaults)
-        for name, factory in self._factories:
-            values[name] = factory()
+        for name, key, factory in self._factories:
+            if key not in data:
+                values[name] = factory()
         by_key = self._by_key
         for key, value in data.items():
             f = by_key.get(key)
