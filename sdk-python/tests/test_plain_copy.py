@@ -4,6 +4,7 @@ mutable with the snapshot or another plugin's copy; anything else is decoded."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -282,9 +283,40 @@ FULL_EXTENSIONS: dict[str, Any] = {
 }
 
 
+# The engine called directly in a fresh interpreter (libcpex never loaded: no C copy,
+# the extensions decoded for each reader), printing what run_both returns as JSON.
+_FRESH_ENGINE = """
+import json, sys
+from cpexrt import payloads
+from cpexrt.engine import Engine
+assert payloads._plain_clone is None and payloads._plain_check is None
+text, extensions = json.loads(sys.argv[1])
+engine = Engine.from_yaml(text)
+engine.initialize()
+out = engine.invoke("tool_pre_invoke", 0, {}, extensions)
+errors = [(e.plugin_name, e.code, e.message) for e in out.errors]
+print(json.dumps([out.modified_extensions, errors, out.metadata]))
+engine.shutdown()
+"""
+
+
 def run_both(mode: str, text: str, extensions: dict[str, Any]) -> tuple[Any, list[tuple[str, str | None, str]], dict[str, Any]]:
     """(modified extensions as a map or None, errors, metadata) of one invoke, by the
-    engine called directly or through libcpex."""
+    engine called directly (in this process, where the tests have loaded libcpex and
+    its C copies; or in a fresh interpreter without them) or through libcpex."""
+    if mode == "fresh-engine":
+        import json
+
+        done = subprocess.run(
+            [sys.executable, "-c", _FRESH_ENGINE, json.dumps([text, extensions])],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        modified, errors, metadata = json.loads(done.stdout)
+        return modified, [tuple(e) for e in errors], metadata
     if mode == "engine":
         from cpexrt.engine import Engine
 
@@ -304,7 +336,7 @@ def run_both(mode: str, text: str, extensions: dict[str, Any]) -> tuple[Any, lis
         return (payloads._unpack(raw) if raw is not None else None), errors, res.metadata
 
 
-@pytest.mark.parametrize("mode", ["engine", "libcpex"])
+@pytest.mark.parametrize("mode", ["engine", "fresh-engine", "libcpex"])
 def test_a_returned_map_edited_in_place_is_checked_against_what_the_plugin_was_shown(mode: str) -> None:
     import copy
     import json
@@ -345,7 +377,7 @@ def test_a_returned_map_edited_in_place_is_checked_against_what_the_plugin_was_s
     assert metadata["seen"] == FULL_EXTENSIONS
 
 
-@pytest.mark.parametrize("mode", ["engine", "libcpex"])
+@pytest.mark.parametrize("mode", ["engine", "fresh-engine", "libcpex"])
 def test_an_allowed_write_in_place_is_taken_and_checked_for_its_slots_type(mode: str) -> None:
     import json
 
