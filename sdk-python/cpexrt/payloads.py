@@ -86,7 +86,10 @@ class Snapshot:
     value is kept as the source of every caller's clone, and only the caller that
     says it is the snapshot's last may have it. A snapshot made without its bytes
     (wire None) holds a value known to be plain data that nobody else holds: it is
-    encoded when first needed, before that value is handed out."""
+    encoded when first needed, before that value is handed out. The extensions'
+    snapshots take the plain copy as their clone when the boundary installed it (C,
+    about a fifth of a decode): their kept value then serves the engine's reading
+    (peek) and every plugin's copy, with no decode."""
 
     __slots__ = ("_wire", "_decode", "_spare", "_seen", "_clone", "_derive")
 
@@ -111,11 +114,17 @@ class Snapshot:
 
     def peek(self) -> Any:
         """The value for the engine's own reading (comparing a plugin's writes with it,
-        merging them over it): decoded once, never handed to a plugin nor changed (on
-        the invoking thread only)."""
+        merging them over it): never handed to a plugin nor changed (on the invoking
+        thread only). With a clone, the source of the clones (which no caller holds
+        until the last takes it, and copy(last) then keeps it from); else decoded
+        once."""
         seen = self._seen
         if seen is _NOTHING:
-            seen = self._seen = self._decode(self.wire)
+            spare = self._spare
+            if self._clone is not None and spare is not _NOTHING:
+                seen = self._seen = spare
+            else:
+                seen = self._seen = self._decode(self.wire)
         return seen
 
     @property
@@ -136,8 +145,9 @@ class Snapshot:
         if clone is None or last:
             if spare is not _NOTHING:
                 self._spare = _NOTHING
-                return spare
-            return self._decode(wire)
+                if spare is not self._seen:
+                    return spare
+            return self._decode(wire)  # (the value peek() reads is never handed out)
         if spare is _NOTHING:
             spare = self._spare = self._decode(wire)  # the source of the clones; handed to no one but the last
         try:
@@ -184,7 +194,7 @@ def derived(value: dict[str, Any], wire: bytes, change: Callable[[Any, dict[str,
     """The snapshot of value, a plain map that nobody else holds, built as change(arg,
     map decoded from wire): encoded only if something needs its bytes; fresh() decodes
     wire and applies the change again."""
-    snapshot = Snapshot(None, _unpack, value)
+    snapshot = Snapshot(None, _unpack, value, _plain_clone)
     snapshot._derive = (wire, change, arg)
     return snapshot
 
@@ -335,7 +345,7 @@ def extensions_snapshot(value: dict[str, Any], wire: bytes | None, owned: bool, 
     as for host_snapshot. plain: value is plain data (decoded from MessagePack, or
     built from such): when owned, it is encoded only if something needs its bytes."""
     if wire is None and plain and owned and value:
-        return Snapshot(None, _unpack, value)
+        return Snapshot(None, _unpack, value, _plain_clone)
     if wire is None:
         try:
             wire = _pack(value) if value else _EMPTY_MAP  # most calls carry none: no encode for them
@@ -350,8 +360,8 @@ def extensions_snapshot(value: dict[str, Any], wire: bytes | None, owned: bool, 
                 decoded = _unpack(wire)
             except (ValueError, TypeError, msgpack.UnpackException) as exc:
                 raise InvalidInputError(f"extensions: {exc}; the extensions' map keys must be strings") from None
-            return Snapshot(wire, _unpack, value if owned else decoded)
-    return Snapshot(wire, _unpack, value if owned else _NOTHING)
+            return Snapshot(wire, _unpack, value if owned else decoded, _plain_clone)
+    return Snapshot(wire, _unpack, value if owned else _NOTHING, _plain_clone)
 
 
 def accept(payload_type: int, value: Any, limits: Limits) -> Snapshot:
@@ -416,13 +426,13 @@ def accept_extensions(merged: dict[str, Any], changed: set[str], limits: Limits)
             f"the limit is {limits.max_extensions_bytes} (plugin_settings.max_extensions_bytes)",
         )
     try:
-        canonical = _checked_decode(wire, limits, "modified extensions")
+        canonical = _private_value(merged, wire, limits, "modified extensions")
         slots = {k: canonical[k] for k in changed if k in canonical}
         if slots:
             _check_slots(slots)
     except ParseError as exc:
         raise Refusal("modified_extensions_invalid", f"returned invalid extensions: {exc}") from None
-    return Snapshot(wire, _unpack, canonical)
+    return Snapshot(wire, _unpack, canonical, _plain_clone)
 
 
 # Each Extensions slot's own validator (its field's type, with nothing else of the
@@ -473,6 +483,36 @@ def _encode(value: Any, code: str, what: str | None = None) -> bytes:
     except _ENCODE_ERRORS as exc:
         what = what or code.replace("_", " ")
         raise Refusal(f"{code}_unencodable", f"returned a {what} that cannot be encoded as MessagePack: {exc}") from None
+
+
+# The boundary's C checker of MessagePack bytes (ffi/natives.c plain_maps: bit 1 set when
+# the first is one map, string or bytes keys, no extension type, no map or array over
+# the entry limit), installed with the C plain copy (install_plain_check); None: the
+# engine called directly, which decodes.
+_plain_check: Callable[[bytes, None, int], int] | None = None
+
+
+def install_plain_check(fn: Callable[[bytes, None, int], int] | None) -> None:
+    """Makes fn (plain_maps' signature and bits) the check by which _private_value
+    takes a C copy of an encoded map instead of a decode of its bytes; None: decode."""
+    global _plain_check
+    _plain_check = fn
+
+
+def _private_value(value: dict[str, Any], wire: bytes, limits: Limits, what: str) -> Any:
+    """A value equal to what _checked_decode(wire) gives (wire: value's own encoding,
+    just made), shared with nobody: under libcpex, when the C checker passes the bytes
+    (a decode would then succeed), the C plain copy of value (about a fifth of a
+    decode; equal to a MessagePack round trip of the exact plain types it takes, a
+    TypeError for anything else, which is decoded); else the decode, with its
+    checks."""
+    check, copy = _plain_check, _plain_clone
+    if check is not None and copy is not None and check(wire, None, limits.max_collection_entries) & 1:
+        try:
+            return copy(value)
+        except TypeError:
+            pass  # a type it does not copy (a str subclass, a tuple): decoded
+    return _checked_decode(wire, limits, what)
 
 
 def _checked_decode(wire: bytes, limits: Limits, what: str) -> Any:

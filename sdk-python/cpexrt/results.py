@@ -85,4 +85,15 @@ def modify(
     the host see them (when the plugin's phase may modify)."""
     if payload is None and extensions is None:
         raise ValueError("modify(): give a payload, extensions, or both")
-    return _result(True, None, payload, extensions, dict(metadata or {}))
+    # built(...) spelled out: a plugin's every modification comes through here.
+    result: PluginResult = _new_result(PluginResult)
+    result.__dict__.update(
+        continue_processing=True,
+        violation=None,
+        modified_payload=payload,
+        modified_extensions=extensions,
+        metadata=dict(metadata) if metadata else {},
+        retry_delay_ms=0,
+        http_headers=None,
+    )
+    return result

@@ -4,6 +4,7 @@ mutable with the snapshot or another plugin's copy; anything else is decoded."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -112,13 +113,33 @@ def test_copies_are_private_from_the_snapshot_and_each_other(spare: bool) -> Non
     identical(second, DATA)
     identical(snap.copy(), DATA)
     identical(snap.peek(), DATA)
+    seen = snap.peek()
     last = snap.copy(last=True)
     identical(last, DATA)
+    # The source of the clones is what peek() reads (the engine's own, for comparing
+    # writes with): never handed out, not even to the last caller.
+    assert last is not seen and set(mutables(last)).isdisjoint(mutables(seen))
     if spare:
-        assert last is value  # the last caller may have the source itself
+        assert seen is value
     last["a"]["y"].clear()
-    identical(snap.copy(), DATA)  # decoded: the source was handed out
+    identical(snap.copy(), DATA)
+    identical(snap.peek(), DATA)
     identical(payloads._decode_generic(snap.wire), DATA)
+
+
+def test_the_last_caller_may_have_the_source_when_the_engine_never_read_it() -> None:
+    fn = copy_plain()
+    wire = payloads._pack(DATA)
+    value = payloads._decode_generic(wire)
+    snap = payloads.Snapshot(wire, payloads._decode_generic, value, fn)
+    first = snap.copy()
+    assert first is not value
+    assert snap.copy(last=True) is value
+    seen = snap.peek()  # decoded: the source was handed out
+    assert seen is not value and set(mutables(seen)).isdisjoint(mutables(value))
+    value["a"]["y"].clear()
+    identical(snap.peek(), DATA)
+    identical(snap.copy(), DATA)
 
 
 class Mapping(dict):  # type: ignore[type-arg]
@@ -198,3 +219,200 @@ def test_through_libcpex_in_place_edits_reach_no_later_plugin_nor_the_host() -> 
         assert payload == {"tool_name": "search", "user": "mallory", "nested": {"flag": "original"}}
     finally:
         m.shutdown()
+
+
+# -- the extensions under libcpex: the engine's reading is the snapshot's kept value,
+# plugins get C copies of it, a modification's private value is the C copy of the map
+# the C checker passed -----------------------------------------------------------------
+
+LIMITS = payloads.Limits(1 << 20, 1 << 20, 16)
+
+
+def test_modified_extensions_are_a_private_copy_equal_to_their_bytes_decoded() -> None:
+    copy_plain()
+    assert payloads._plain_check is sys.modules["_cpex_natives"].plain_maps
+    merged: dict[str, Any] = {"http": {"response_headers": {"x-a": "1"}}, "custom": {"l": [1, {"k": b"\x00"}], "f": 1.5}}
+    snap = payloads.accept_extensions(merged, {"http", "custom"}, LIMITS)
+    value = snap.peek()
+    identical(value, payloads._unpack(snap.wire))
+    identical(value, merged)
+    assert set(mutables(value)).isdisjoint(mutables(merged))
+    plugin_copy = snap.copy()
+    assert set(mutables(plugin_copy)).isdisjoint(mutables(value))
+    plugin_copy["http"]["response_headers"]["x-a"] = "changed"
+    merged["custom"]["l"].append(2)
+    identical(snap.peek(), payloads._unpack(snap.wire))
+    identical(snap.copy(), payloads._unpack(snap.wire))
+
+
+@pytest.mark.parametrize(
+    "merged",
+    [{"custom": {"t": (1, 2)}}, {"custom": {"s": Text("x")}}, {"custom": Mapping(a=1)}, {Text("custom"): {"a": 1}}],
+    ids=["tuple", "str-subclass", "dict-subclass", "str-subclass-key"],
+)
+def test_a_modified_map_the_c_copy_does_not_take_is_decoded(merged: dict[Any, Any]) -> None:
+    copy_plain()
+    snap = payloads.accept_extensions(merged, {"custom"}, LIMITS)
+    value = snap.peek()
+    identical(value, payloads._unpack(snap.wire))  # exact types: as the bytes decode
+    assert type(next(iter(value))) is str
+
+
+@pytest.mark.parametrize(
+    "merged, found",
+    [
+        ({"custom": {"l": list(range(17))}}, "17 exceeds max_array_len"),
+        ({"custom": {str(i): i for i in range(17)}}, "17 exceeds max_map_len"),
+        ({"custom": {1: "int key"}}, "int is not allowed for map key"),
+    ],
+    ids=["array-over-limit", "map-over-limit", "int-key"],
+)
+def test_modified_extensions_the_c_checker_refuses_are_refused_as_the_decode_refuses_them(
+    merged: dict[str, Any], found: str
+) -> None:
+    copy_plain()
+    with pytest.raises(payloads.Refusal) as refused:
+        payloads.accept_extensions(merged, {"custom"}, LIMITS)
+    assert refused.value.code == "modified_extensions_invalid" and found in refused.value.why
+
+
+FULL_EXTENSIONS: dict[str, Any] = {
+    "meta": {"entity_type": "tool", "entity_name": "search", "tags": ["a"]},
+    "http": {"request_headers": {"host": "gateway.local"}},
+    "custom": {"alpha": 1},
+}
+
+
+# The engine called directly in a fresh interpreter (libcpex never loaded: no C copy,
+# the extensions decoded for each reader), printing what run_both returns as JSON.
+_FRESH_ENGINE = """
+import json, sys
+from cpexrt import payloads
+from cpexrt.engine import Engine
+assert payloads._plain_clone is None and payloads._plain_check is None
+text, extensions = json.loads(sys.argv[1])
+engine = Engine.from_yaml(text)
+engine.initialize()
+out = engine.invoke("tool_pre_invoke", 0, {}, extensions)
+errors = [(e.plugin_name, e.code, e.message) for e in out.errors]
+print(json.dumps([out.modified_extensions, errors, out.metadata]))
+engine.shutdown()
+"""
+
+
+def run_both(mode: str, text: str, extensions: dict[str, Any]) -> tuple[Any, list[tuple[str, str | None, str]], dict[str, Any]]:
+    """(modified extensions as a map or None, errors, metadata) of one invoke, by the
+    engine called directly (in this process, where the tests have loaded libcpex and
+    its C copies; or in a fresh interpreter without them) or through libcpex."""
+    if mode == "fresh-engine":
+        import json
+
+        done = subprocess.run(
+            [sys.executable, "-c", _FRESH_ENGINE, json.dumps([text, extensions])],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        modified, errors, metadata = json.loads(done.stdout)
+        return modified, [tuple(e) for e in errors], metadata
+    if mode == "engine":
+        from cpexrt.engine import Engine
+
+        engine = Engine.from_yaml(text)
+        engine.initialize()
+        try:
+            out = engine.invoke(PRE, 0, {}, extensions)
+            errors = [(e.plugin_name, e.code, e.message) for e in out.errors]
+            return out.modified_extensions, errors, out.metadata
+        finally:
+            engine.shutdown()
+    with Host(text) as host:
+        host.initialize()
+        res = host.invoke(PRE, {}, extensions=extensions)
+        raw = res.result.modified_extensions
+        errors = [(e.plugin_name, e.code, e.message) for e in res.errors]
+        return (payloads._unpack(raw) if raw is not None else None), errors, res.metadata
+
+
+@pytest.mark.parametrize("mode", ["engine", "fresh-engine", "libcpex"])
+def test_a_returned_map_edited_in_place_is_checked_against_what_the_plugin_was_shown(mode: str) -> None:
+    import copy
+    import json
+
+    given = copy.deepcopy(FULL_EXTENSIONS)
+    # Its own view, a guarded slot changed in place without write_headers, returned
+    # whole: refused (the engine compares with its own value, not the plugin's); the
+    # next plugins see what the host sent.
+    text = config(
+        plugin(
+            "reader",
+            "ExtensionReturner",
+            priority=1,
+            on_error="ignore",
+            capabilities='["read_headers"]',
+            config=json.dumps({"set": {"http.request_headers.host": "evil"}}),
+        ),
+        plugin(
+            "immutable",
+            "ExtensionReturner",
+            priority=2,
+            on_error="ignore",
+            capabilities='["read_headers", "write_headers"]',
+            config=json.dumps({"set": {"meta.entity_name": "other", "http.response_headers": {"x": "1"}}}),
+        ),
+        plugin("unchanged", "ExtensionReturner", priority=3, capabilities='["read_headers"]'),
+        plugin("probe", "ExtensionProbe", priority=4, capabilities='["read_headers"]'),
+    )
+    modified, errors, metadata = run_both(mode, text, given)
+    assert given == FULL_EXTENSIONS
+    assert modified is None
+    assert [(name, code) for name, code, _ in errors] == [
+        ("reader", "extension_write_refused"),
+        ("immutable", "extension_write_refused"),
+    ]
+    assert "extensions.http (needs the capability write_headers)" in errors[0][2]
+    assert "extensions.meta (immutable)" in errors[1][2] and "extensions.http" not in errors[1][2]
+    assert metadata["seen"] == FULL_EXTENSIONS
+
+
+@pytest.mark.parametrize("mode", ["engine", "fresh-engine", "libcpex"])
+def test_an_allowed_write_in_place_is_taken_and_checked_for_its_slots_type(mode: str) -> None:
+    import json
+
+    text = config(
+        plugin(
+            "writer",
+            "ExtensionReturner",
+            priority=1,
+            capabilities='["read_headers", "write_headers"]',
+            config=json.dumps({"set": {"http.response_headers": {"x-w": "1"}}}),
+        ),
+        plugin(
+            "wrong-type",
+            "ExtensionReturner",
+            priority=2,
+            on_error="ignore",
+            capabilities='["read_headers", "write_headers"]',
+            config=json.dumps({"set": {"http.response_headers.x-n": 5}}),
+        ),
+        plugin(
+            "reader",
+            "ExtensionReturner",
+            priority=3,
+            on_error="ignore",
+            capabilities='["read_headers"]',
+            config=json.dumps({"set": {"http.response_headers.x-w": "2"}}),
+        ),
+        plugin("probe", "ExtensionProbe", priority=4, capabilities='["read_headers"]'),
+    )
+    modified, errors, metadata = run_both(mode, text, FULL_EXTENSIONS)
+    expected = {**FULL_EXTENSIONS, "http": {**FULL_EXTENSIONS["http"], "response_headers": {"x-w": "1"}}}
+    assert modified == expected
+    assert [(name, code) for name, code, _ in errors] == [
+        ("wrong-type", "modified_extensions_invalid"),
+        ("reader", "extension_write_refused"),
+    ]
+    assert "extensions.http.response_headers.x-n" in errors[0][2]
+    assert metadata["seen"] == expected

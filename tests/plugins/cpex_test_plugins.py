@@ -365,6 +365,17 @@ class ExtensionEditor(Plugin):
         return None if self.config.get("in_place") else modify(extensions=target)
 
 
+class ExtensionReturner(Plugin):
+    """Edits its view of the extensions in place with config.set applied (as
+    ExtensionEditor) and returns that very map: a proposal whose slots are the objects
+    it was handed, changed or not."""
+
+    def tool_pre_invoke(self, payload: dict[str, Any], ctx: PluginContext) -> Any:
+        for dotted, value in self.config.get("set", {}).items():
+            _walk_set(ctx.extensions, dotted, value)
+        return modify(extensions=ctx.extensions)
+
+
 class CmfToolPolicy(Plugin):
     """Denies a CMF message that calls a tool in config.forbidden."""
 

@@ -65,6 +65,9 @@ class Exports:
         # A generic payload's private copies made in C too (natives.copy_plain: what a
         # decode of the snapshot's bytes gives; a decode for anything else).
         payloads.install_plain_copy(natives.copy_plain)
+        # A plugin's modified extensions: its map's C copy once the C checker passed
+        # the map's bytes (payloads._private_value), rather than a decode of them.
+        payloads.install_plain_check(natives.plain_maps)
         # The watchdog's arm and disarm (every plugin run's) as builtins too.
         WATCHDOG.use_native(natives)
         driver.use_watchdog()

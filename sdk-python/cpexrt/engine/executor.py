@@ -504,6 +504,9 @@ def _apply(plugin: LoadedPlugin, inv: Invocation, authority: Authority, value: A
     except payloads.Refusal as refused:
         _failed(plugin, inv, out, refused.why, refused.code, getattr(refused, "details", None))
         return
+    if isinstance(new_extensions, _WriteRefused):
+        _failed(plugin, inv, out, new_extensions.why, "extension_write_refused", new_extensions.details)
+        return
     if metadata:
         out.metadata.update(metadata)
     _asks(out, result.retry_delay_ms, headers)
@@ -632,9 +635,27 @@ def _violation(plugin: LoadedPlugin, given: Any) -> tuple[PluginViolation, Refus
     return checked.model_copy(update={"plugin_name": plugin.name}), None
 
 
-def _accept_extensions(plugin: LoadedPlugin, inv: Invocation, given: Any) -> payloads.Snapshot | None:
+class _WriteRefused:
+    """Writes to extension slots the plugin may not write (extension_write_refused):
+    returned by _accept_extensions rather than raised, as a refusal of the commonest
+    kind (a plugin without the capability proposing its edited view) costs less so."""
+
+    __slots__ = ("why", "details")
+
+    def __init__(self, refusals: list[gating.Refusal]) -> None:
+        fields: list[str] = []
+        listed: list[str] = []
+        for r in refusals:  # a loop: a generator and a comprehension cost a frame each
+            fields.append(r.field)
+            listed.append(f"{r.field} ({r.why})")
+        self.why = f"may not write {'; '.join(listed)}; none of its changes were applied"
+        self.details = {"fields": fields}
+
+
+def _accept_extensions(plugin: LoadedPlugin, inv: Invocation, given: Any) -> payloads.Snapshot | _WriteRefused | None:
     """The call's extensions with the plugin's writes, or None when it changed
-    nothing. A refused write refuses them all."""
+    nothing; a refused write refuses them all (_WriteRefused, naming the fields; any
+    other refusal is raised)."""
     proposed = given if type(given) is dict else gating.as_wire(given)
     if not isinstance(proposed, dict):
         raise Refusal(
@@ -652,12 +673,7 @@ def _accept_extensions(plugin: LoadedPlugin, inv: Invocation, given: Any) -> pay
         current = shown = {}
     merged, refusals, changed = gating.accept(current, shown, proposed, plugin.grant)
     if refusals:
-        listed = "; ".join(f"{r.field} ({r.why})" for r in refusals)
-        raise Refusal(
-            "extension_write_refused",
-            f"may not write {listed}; none of its changes were applied",
-            {"fields": [r.field for r in refusals]},
-        )
+        return _WriteRefused(refusals)
     if not changed:
         return None
     return payloads.accept_extensions(merged, changed, inv.limits)
