@@ -164,6 +164,8 @@ def py_check(fl: RecordField, var: str) -> list[str]:
     check function of the wire module for anything else."""
     t = fl.type
     m = _CONTAINER.match(t)
+    if m is not None and m.group(1) == "list" and m.group(2) not in _PY_SCALARS and not _CONTAINER.match(m.group(2)):
+        return [f"{var} = check_records({var}, {m.group(2)})"]
     if m is not None:
         item, exact = py_item_check(m.group(2))
         fn = "check_list" if m.group(1) == "list" else "check_map"
@@ -177,7 +179,7 @@ def py_check(fl: RecordField, var: str) -> list[str]:
     if t in _PY_CHECKS:
         exact, fn = _PY_CHECKS[t]
         return [f"if type({var}) is not {exact}:", f"    {var} = {fn}({var})"]
-    return [f"if type({var}) is not {t}:", f"    {var} = {t}._check({var})"]
+    return [f"if type({var}) is not {t}:", f"    {var} = {t}._parse({var}) if type({var}) is dict else {t}._check({var})"]
 
 
 def py_clone(fl: RecordField) -> str | None:

@@ -255,6 +255,21 @@ def check_map(value: Any, item: Callable[[Any], Any] | None = None, exact: type 
     return out
 
 
+def check_records(value: Any, cls: Any) -> list[Any]:
+    """A copy of a list (or tuple) of records of cls: each a record of it as it is, a
+    map checked (the common case, called directly), RecordError naming the index."""
+    if type(value) is not list and not isinstance(value, (list, tuple)):
+        raise _refuse(value, "a list")
+    parse = cls._parse
+    out = []
+    for i, x in enumerate(value):
+        try:
+            out.append(parse(x) if type(x) is dict else cls._check(x))
+        except RecordError as exc:
+            raise _at(i, exc) from None
+    return out
+
+
 def _dump(value: Any, json: bool, exclude_unset: bool, exclude_none: bool) -> Any:
     kind = type(value)
     if kind in _PLAIN:
@@ -270,19 +285,6 @@ def _dump(value: Any, json: bool, exclude_unset: bool, exclude_none: bool) -> An
     return value
 
 
-def _assign(obj: Any, values: dict[str, Any], data: dict[str, Any], names: frozenset[str]) -> None:
-    """Gives a new record its field values (checked) and, from the map they came from,
-    its fields set (the known keys) and its unknown fields (the rest, in their order)."""
-    _set_dict(obj, values)
-    unknown = data.keys() - names
-    if unknown:
-        _set_fields_set(obj, data.keys() & names)
-        _set_extra(obj, {k: v for k, v in data.items() if k in unknown})
-    else:
-        _set_fields_set(obj, set(data))
-        _set_extra(obj, None)
-
-
 @typing.dataclass_transform(kw_only_default=True, field_specifiers=())
 class WireRecord:
     """A record that crosses the ABI as a MessagePack map keyed by field name. Known
@@ -292,8 +294,8 @@ class WireRecord:
     A plain class (no pydantic): the field values live in the instance dict; the names
     of the fields set (given to the constructor, present in the decoded map, or
     assigned since) and the unknown fields (None when there are none) in two slots.
-    Each generated class has a `_values(data)` that checks a map's fields and returns
-    their values, and `_clone()`. The API is pydantic's, by the same names, so plugin
+    Each generated class has a `_parse(data)` that checks a map's fields and makes
+    the record, and `_clone()`. The API is pydantic's, by the same names, so plugin
     code written against the pydantic records keeps working: keyword constructor,
     model_validate, model_fields, model_fields_set, model_extra, model_dump,
     model_copy; errors are RecordError (a ValueError) naming Record.field."""
@@ -311,22 +313,19 @@ class WireRecord:
 
     def __init__(self, /, **data: Any) -> None:
         try:
-            values = self._values(data)
+            made = self._parse(data)
         except RecordError as exc:
             exc.record = exc.record or type(self).__name__
             raise
-        _assign(self, values, data, self._NAMES)
-
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
-        raise TypeError("WireRecord is the base of the generated records, not a record")
+        _set_dict(self, made.__dict__)
+        _set_fields_set(self, made._fields_set)
+        _set_extra(self, made._extra)
 
     @classmethod
     def _parse(cls, data: dict[str, Any]) -> Any:
-        """A record of a map, checked (RecordError without the record's name)."""
-        obj = _new(cls)
-        _assign(obj, cls._values(data), data, cls._NAMES)
-        return obj
+        """A record of a map, checked (RecordError without the record's name): each
+        generated class's own, straight-line."""
+        raise TypeError("WireRecord is the base of the generated records, not a record")
 
     @classmethod
     def _check(cls, value: Any) -> Any:

@@ -6,7 +6,7 @@ cpexrt.wire.WireRecord, no pydantic).
 Unknown fields are kept (model_extra) and re-emitted after the known ones; a content
 part of an unknown content_type keeps its whole map.
 
-Each class checks a map's fields in `_values` (straight-line code: the exact type
+Each class checks a map's fields in `_parse` (straight-line code: the exact type
 tested inline, a check function of the wire module for anything else; a RecordError
 names the field) and copies itself in `_clone` (the fields that may hold something
 mutable copied deep). Annotations are not evaluated at run time: a class names
@@ -20,6 +20,10 @@ from typing import Any, ClassVar
 from cpexrt.wire import (  # noqa: F401  # each record uses some of the checks
     _MISSING,
     FieldInfo,
+    _new,
+    _set_dict,
+    _set_extra,
+    _set_fields_set,
     RecordError,
     WireField,
     WireRecord,
@@ -30,6 +34,7 @@ from cpexrt.wire import (  # noqa: F401  # each record uses some of the checks
     check_int,
     check_list,
     check_map,
+    check_records,
     check_string,
     clone,
     clone_list,
@@ -139,8 +144,8 @@ class PluginViolation(WireRecord):
     http_headers: dict[str, str] | None = None
     mcp_error_code: int | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> PluginViolation:
         get = data.get
         field = ""
         try:
@@ -188,17 +193,31 @@ class PluginViolation(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'code': v_code,
-            'reason': v_reason,
-            'description': v_description,
-            'details': v_details,
-            'plugin_name': v_plugin_name,
-            'proto_error_code': v_proto_error_code,
-            'http_status_code': v_http_status_code,
-            'http_headers': v_http_headers,
-            'mcp_error_code': v_mcp_error_code,
-        }
+        obj: PluginViolation = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'code': v_code,
+                'reason': v_reason,
+                'description': v_description,
+                'details': v_details,
+                'plugin_name': v_plugin_name,
+                'proto_error_code': v_proto_error_code,
+                'http_status_code': v_http_status_code,
+                'http_headers': v_http_headers,
+                'mcp_error_code': v_mcp_error_code,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> PluginViolation:
         d = self.__dict__.copy()
@@ -237,8 +256,8 @@ class PluginError(WireRecord):
     details: dict[str, Any] | None = None
     proto_error_code: int | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> PluginError:
         get = data.get
         field = ""
         try:
@@ -267,13 +286,27 @@ class PluginError(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'plugin_name': v_plugin_name,
-            'message': v_message,
-            'code': v_code,
-            'details': v_details,
-            'proto_error_code': v_proto_error_code,
-        }
+        obj: PluginError = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'plugin_name': v_plugin_name,
+                'message': v_message,
+                'code': v_code,
+                'details': v_details,
+                'proto_error_code': v_proto_error_code,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> PluginError:
         d = self.__dict__.copy()
@@ -339,8 +372,8 @@ class PluginStats(WireRecord):
     last_restart_ms: float | None = None
     pids: list[int] | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> PluginStats:
         get = data.get
         field = ""
         try:
@@ -418,23 +451,37 @@ class PluginStats(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'name': v_name,
-            'isolation': v_isolation,
-            'disabled': v_disabled,
-            'workers': v_workers,
-            'alive': v_alive,
-            'busy': v_busy,
-            'calls': v_calls,
-            'crashes': v_crashes,
-            'timeouts': v_timeouts,
-            'restarts': v_restarts,
-            'stuck': v_stuck,
-            'circuit': v_circuit,
-            'last_crash': v_last_crash,
-            'last_restart_ms': v_last_restart_ms,
-            'pids': v_pids,
-        }
+        obj: PluginStats = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'name': v_name,
+                'isolation': v_isolation,
+                'disabled': v_disabled,
+                'workers': v_workers,
+                'alive': v_alive,
+                'busy': v_busy,
+                'calls': v_calls,
+                'crashes': v_crashes,
+                'timeouts': v_timeouts,
+                'restarts': v_restarts,
+                'stuck': v_stuck,
+                'circuit': v_circuit,
+                'last_crash': v_last_crash,
+                'last_restart_ms': v_last_restart_ms,
+                'pids': v_pids,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> PluginStats:
         d = self.__dict__.copy()
@@ -488,8 +535,8 @@ class PipelineResult(WireRecord):
     retry_delay_ms: int | None = None
     http_headers: dict[str, str] | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> PipelineResult:
         get = data.get
         field = ""
         try:
@@ -509,11 +556,11 @@ class PipelineResult(WireRecord):
             v_violation = get(field)
             if v_violation is not None:
                 if type(v_violation) is not PluginViolation:
-                    v_violation = PluginViolation._check(v_violation)
+                    v_violation = PluginViolation._parse(v_violation) if type(v_violation) is dict else PluginViolation._check(v_violation)
             field = 'errors'
             v_errors = get(field)
             if v_errors is not None:
-                v_errors = check_list(v_errors, PluginError._check, PluginError)
+                v_errors = check_records(v_errors, PluginError)
             field = 'metadata'
             v_metadata = get(field)
             if v_metadata is not None:
@@ -544,19 +591,33 @@ class PipelineResult(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'continue_processing': v_continue_processing,
-            'payload_modified': v_payload_modified,
-            'extensions_modified': v_extensions_modified,
-            'violation': v_violation,
-            'errors': v_errors,
-            'metadata': v_metadata,
-            'payload_type': v_payload_type,
-            'modified_payload': v_modified_payload,
-            'modified_extensions': v_modified_extensions,
-            'retry_delay_ms': v_retry_delay_ms,
-            'http_headers': v_http_headers,
-        }
+        obj: PipelineResult = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'continue_processing': v_continue_processing,
+                'payload_modified': v_payload_modified,
+                'extensions_modified': v_extensions_modified,
+                'violation': v_violation,
+                'errors': v_errors,
+                'metadata': v_metadata,
+                'payload_type': v_payload_type,
+                'modified_payload': v_modified_payload,
+                'modified_extensions': v_modified_extensions,
+                'retry_delay_ms': v_retry_delay_ms,
+                'http_headers': v_http_headers,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> PipelineResult:
         d = self.__dict__.copy()
@@ -622,8 +683,8 @@ class Extensions(WireRecord):
     framework: FrameworkExtension | None = None
     custom: dict[str, Any] | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> Extensions:
         get = data.get
         field = ""
         try:
@@ -631,57 +692,57 @@ class Extensions(WireRecord):
             v_meta = get(field)
             if v_meta is not None:
                 if type(v_meta) is not MetaExtension:
-                    v_meta = MetaExtension._check(v_meta)
+                    v_meta = MetaExtension._parse(v_meta) if type(v_meta) is dict else MetaExtension._check(v_meta)
             field = 'security'
             v_security = get(field)
             if v_security is not None:
                 if type(v_security) is not SecurityExtension:
-                    v_security = SecurityExtension._check(v_security)
+                    v_security = SecurityExtension._parse(v_security) if type(v_security) is dict else SecurityExtension._check(v_security)
             field = 'http'
             v_http = get(field)
             if v_http is not None:
                 if type(v_http) is not HttpExtension:
-                    v_http = HttpExtension._check(v_http)
+                    v_http = HttpExtension._parse(v_http) if type(v_http) is dict else HttpExtension._check(v_http)
             field = 'delegation'
             v_delegation = get(field)
             if v_delegation is not None:
                 if type(v_delegation) is not DelegationExtension:
-                    v_delegation = DelegationExtension._check(v_delegation)
+                    v_delegation = DelegationExtension._parse(v_delegation) if type(v_delegation) is dict else DelegationExtension._check(v_delegation)
             field = 'agent'
             v_agent = get(field)
             if v_agent is not None:
                 if type(v_agent) is not AgentExtension:
-                    v_agent = AgentExtension._check(v_agent)
+                    v_agent = AgentExtension._parse(v_agent) if type(v_agent) is dict else AgentExtension._check(v_agent)
             field = 'request'
             v_request = get(field)
             if v_request is not None:
                 if type(v_request) is not RequestExtension:
-                    v_request = RequestExtension._check(v_request)
+                    v_request = RequestExtension._parse(v_request) if type(v_request) is dict else RequestExtension._check(v_request)
             field = 'mcp'
             v_mcp = get(field)
             if v_mcp is not None:
                 if type(v_mcp) is not MCPExtension:
-                    v_mcp = MCPExtension._check(v_mcp)
+                    v_mcp = MCPExtension._parse(v_mcp) if type(v_mcp) is dict else MCPExtension._check(v_mcp)
             field = 'completion'
             v_completion = get(field)
             if v_completion is not None:
                 if type(v_completion) is not CompletionExtension:
-                    v_completion = CompletionExtension._check(v_completion)
+                    v_completion = CompletionExtension._parse(v_completion) if type(v_completion) is dict else CompletionExtension._check(v_completion)
             field = 'provenance'
             v_provenance = get(field)
             if v_provenance is not None:
                 if type(v_provenance) is not ProvenanceExtension:
-                    v_provenance = ProvenanceExtension._check(v_provenance)
+                    v_provenance = ProvenanceExtension._parse(v_provenance) if type(v_provenance) is dict else ProvenanceExtension._check(v_provenance)
             field = 'llm'
             v_llm = get(field)
             if v_llm is not None:
                 if type(v_llm) is not LLMExtension:
-                    v_llm = LLMExtension._check(v_llm)
+                    v_llm = LLMExtension._parse(v_llm) if type(v_llm) is dict else LLMExtension._check(v_llm)
             field = 'framework'
             v_framework = get(field)
             if v_framework is not None:
                 if type(v_framework) is not FrameworkExtension:
-                    v_framework = FrameworkExtension._check(v_framework)
+                    v_framework = FrameworkExtension._parse(v_framework) if type(v_framework) is dict else FrameworkExtension._check(v_framework)
             field = 'custom'
             v_custom = get(field)
             if v_custom is not None:
@@ -689,20 +750,34 @@ class Extensions(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'meta': v_meta,
-            'security': v_security,
-            'http': v_http,
-            'delegation': v_delegation,
-            'agent': v_agent,
-            'request': v_request,
-            'mcp': v_mcp,
-            'completion': v_completion,
-            'provenance': v_provenance,
-            'llm': v_llm,
-            'framework': v_framework,
-            'custom': v_custom,
-        }
+        obj: Extensions = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'meta': v_meta,
+                'security': v_security,
+                'http': v_http,
+                'delegation': v_delegation,
+                'agent': v_agent,
+                'request': v_request,
+                'mcp': v_mcp,
+                'completion': v_completion,
+                'provenance': v_provenance,
+                'llm': v_llm,
+                'framework': v_framework,
+                'custom': v_custom,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> Extensions:
         d = self.__dict__.copy()
@@ -771,8 +846,8 @@ class MetaExtension(WireRecord):
     scope: str | None = None
     properties: dict[str, str] | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> MetaExtension:
         get = data.get
         field = ""
         try:
@@ -802,13 +877,27 @@ class MetaExtension(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'entity_type': v_entity_type,
-            'entity_name': v_entity_name,
-            'tags': v_tags,
-            'scope': v_scope,
-            'properties': v_properties,
-        }
+        obj: MetaExtension = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'entity_type': v_entity_type,
+                'entity_name': v_entity_name,
+                'tags': v_tags,
+                'scope': v_scope,
+                'properties': v_properties,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> MetaExtension:
         d = self.__dict__.copy()
@@ -853,8 +942,8 @@ class SecurityExtension(WireRecord):
     objects: dict[str, ObjectSecurityProfile] | None = None
     data: dict[str, DataPolicy] | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> SecurityExtension:
         get = data.get
         field = ""
         try:
@@ -871,12 +960,12 @@ class SecurityExtension(WireRecord):
             v_subject = get(field)
             if v_subject is not None:
                 if type(v_subject) is not SubjectExtension:
-                    v_subject = SubjectExtension._check(v_subject)
+                    v_subject = SubjectExtension._parse(v_subject) if type(v_subject) is dict else SubjectExtension._check(v_subject)
             field = 'agent'
             v_agent = get(field)
             if v_agent is not None:
                 if type(v_agent) is not AgentIdentity:
-                    v_agent = AgentIdentity._check(v_agent)
+                    v_agent = AgentIdentity._parse(v_agent) if type(v_agent) is dict else AgentIdentity._check(v_agent)
             field = 'auth_method'
             v_auth_method = get(field)
             if v_auth_method is not None:
@@ -893,15 +982,29 @@ class SecurityExtension(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'labels': v_labels,
-            'classification': v_classification,
-            'subject': v_subject,
-            'agent': v_agent,
-            'auth_method': v_auth_method,
-            'objects': v_objects,
-            'data': v_data,
-        }
+        obj: SecurityExtension = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'labels': v_labels,
+                'classification': v_classification,
+                'subject': v_subject,
+                'agent': v_agent,
+                'auth_method': v_auth_method,
+                'objects': v_objects,
+                'data': v_data,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> SecurityExtension:
         d = self.__dict__.copy()
@@ -952,8 +1055,8 @@ class SubjectExtension(WireRecord):
     teams: list[str] | None = None
     claims: dict[str, str] | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> SubjectExtension:
         get = data.get
         field = ""
         try:
@@ -986,14 +1089,28 @@ class SubjectExtension(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'id': v_id,
-            'subject_type': v_subject_type,
-            'roles': v_roles,
-            'permissions': v_permissions,
-            'teams': v_teams,
-            'claims': v_claims,
-        }
+        obj: SubjectExtension = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'id': v_id,
+                'subject_type': v_subject_type,
+                'roles': v_roles,
+                'permissions': v_permissions,
+                'teams': v_teams,
+                'claims': v_claims,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> SubjectExtension:
         d = self.__dict__.copy()
@@ -1032,8 +1149,8 @@ class AgentIdentity(WireRecord):
     workload_id: str | None = None
     trust_domain: str | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> AgentIdentity:
         get = data.get
         field = ""
         try:
@@ -1055,11 +1172,25 @@ class AgentIdentity(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'client_id': v_client_id,
-            'workload_id': v_workload_id,
-            'trust_domain': v_trust_domain,
-        }
+        obj: AgentIdentity = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'client_id': v_client_id,
+                'workload_id': v_workload_id,
+                'trust_domain': v_trust_domain,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> AgentIdentity:
         d = self.__dict__.copy()
@@ -1089,8 +1220,8 @@ class ObjectSecurityProfile(WireRecord):
     trust_domain: str | None = None
     data_scope: list[str] | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> ObjectSecurityProfile:
         get = data.get
         field = ""
         try:
@@ -1115,12 +1246,26 @@ class ObjectSecurityProfile(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'managed_by': v_managed_by,
-            'permissions': v_permissions,
-            'trust_domain': v_trust_domain,
-            'data_scope': v_data_scope,
-        }
+        obj: ObjectSecurityProfile = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'managed_by': v_managed_by,
+                'permissions': v_permissions,
+                'trust_domain': v_trust_domain,
+                'data_scope': v_data_scope,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> ObjectSecurityProfile:
         d = self.__dict__.copy()
@@ -1156,8 +1301,8 @@ class DataPolicy(WireRecord):
     denied_actions: list[str] | None = None
     retention: RetentionPolicy | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> DataPolicy:
         get = data.get
         field = ""
         try:
@@ -1177,16 +1322,30 @@ class DataPolicy(WireRecord):
             v_retention = get(field)
             if v_retention is not None:
                 if type(v_retention) is not RetentionPolicy:
-                    v_retention = RetentionPolicy._check(v_retention)
+                    v_retention = RetentionPolicy._parse(v_retention) if type(v_retention) is dict else RetentionPolicy._check(v_retention)
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'apply_labels': v_apply_labels,
-            'allowed_actions': v_allowed_actions,
-            'denied_actions': v_denied_actions,
-            'retention': v_retention,
-        }
+        obj: DataPolicy = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'apply_labels': v_apply_labels,
+                'allowed_actions': v_allowed_actions,
+                'denied_actions': v_denied_actions,
+                'retention': v_retention,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> DataPolicy:
         d = self.__dict__.copy()
@@ -1225,8 +1384,8 @@ class RetentionPolicy(WireRecord):
     policy: str | None = None
     delete_after: str | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> RetentionPolicy:
         get = data.get
         field = ""
         try:
@@ -1248,11 +1407,25 @@ class RetentionPolicy(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'max_age_seconds': v_max_age_seconds,
-            'policy': v_policy,
-            'delete_after': v_delete_after,
-        }
+        obj: RetentionPolicy = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'max_age_seconds': v_max_age_seconds,
+                'policy': v_policy,
+                'delete_after': v_delete_after,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> RetentionPolicy:
         d = self.__dict__.copy()
@@ -1276,8 +1449,8 @@ class HttpExtension(WireRecord):
     request_headers: dict[str, str] | None = None
     response_headers: dict[str, str] | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> HttpExtension:
         get = data.get
         field = ""
         try:
@@ -1292,10 +1465,24 @@ class HttpExtension(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'request_headers': v_request_headers,
-            'response_headers': v_response_headers,
-        }
+        obj: HttpExtension = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'request_headers': v_request_headers,
+                'response_headers': v_response_headers,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> HttpExtension:
         d = self.__dict__.copy()
@@ -1337,15 +1524,15 @@ class DelegationExtension(WireRecord):
     delegated: bool | None = None
     age_seconds: float | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> DelegationExtension:
         get = data.get
         field = ""
         try:
             field = 'chain'
             v_chain = get(field)
             if v_chain is not None:
-                v_chain = check_list(v_chain, DelegationHop._check, DelegationHop)
+                v_chain = check_records(v_chain, DelegationHop)
             field = 'depth'
             v_depth = get(field)
             if v_depth is not None:
@@ -1374,14 +1561,28 @@ class DelegationExtension(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'chain': v_chain,
-            'depth': v_depth,
-            'origin_subject_id': v_origin_subject_id,
-            'actor_subject_id': v_actor_subject_id,
-            'delegated': v_delegated,
-            'age_seconds': v_age_seconds,
-        }
+        obj: DelegationExtension = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'chain': v_chain,
+                'depth': v_depth,
+                'origin_subject_id': v_origin_subject_id,
+                'actor_subject_id': v_actor_subject_id,
+                'delegated': v_delegated,
+                'age_seconds': v_age_seconds,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> DelegationExtension:
         d = self.__dict__.copy()
@@ -1426,8 +1627,8 @@ class DelegationHop(WireRecord):
     strategy: str | None = None
     from_cache: bool | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> DelegationHop:
         get = data.get
         field = ""
         try:
@@ -1473,16 +1674,30 @@ class DelegationHop(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'subject_id': v_subject_id,
-            'subject_type': v_subject_type,
-            'audience': v_audience,
-            'scopes_granted': v_scopes_granted,
-            'timestamp': v_timestamp,
-            'ttl_seconds': v_ttl_seconds,
-            'strategy': v_strategy,
-            'from_cache': v_from_cache,
-        }
+        obj: DelegationHop = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'subject_id': v_subject_id,
+                'subject_type': v_subject_type,
+                'audience': v_audience,
+                'scopes_granted': v_scopes_granted,
+                'timestamp': v_timestamp,
+                'ttl_seconds': v_ttl_seconds,
+                'strategy': v_strategy,
+                'from_cache': v_from_cache,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> DelegationHop:
         d = self.__dict__.copy()
@@ -1524,8 +1739,8 @@ class AgentExtension(WireRecord):
     parent_agent_id: str | None = None
     conversation: ConversationContext | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> AgentExtension:
         get = data.get
         field = ""
         try:
@@ -1563,19 +1778,33 @@ class AgentExtension(WireRecord):
             v_conversation = get(field)
             if v_conversation is not None:
                 if type(v_conversation) is not ConversationContext:
-                    v_conversation = ConversationContext._check(v_conversation)
+                    v_conversation = ConversationContext._parse(v_conversation) if type(v_conversation) is dict else ConversationContext._check(v_conversation)
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'input': v_input,
-            'session_id': v_session_id,
-            'conversation_id': v_conversation_id,
-            'turn': v_turn,
-            'agent_id': v_agent_id,
-            'parent_agent_id': v_parent_agent_id,
-            'conversation': v_conversation,
-        }
+        obj: AgentExtension = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'input': v_input,
+                'session_id': v_session_id,
+                'conversation_id': v_conversation_id,
+                'turn': v_turn,
+                'agent_id': v_agent_id,
+                'parent_agent_id': v_parent_agent_id,
+                'conversation': v_conversation,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> AgentExtension:
         d = self.__dict__.copy()
@@ -1605,8 +1834,8 @@ class ConversationContext(WireRecord):
     summary: str | None = None
     topics: list[str] | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> ConversationContext:
         get = data.get
         field = ""
         try:
@@ -1626,11 +1855,25 @@ class ConversationContext(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'history': v_history,
-            'summary': v_summary,
-            'topics': v_topics,
-        }
+        obj: ConversationContext = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'history': v_history,
+                'summary': v_summary,
+                'topics': v_topics,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> ConversationContext:
         d = self.__dict__.copy()
@@ -1669,8 +1912,8 @@ class RequestExtension(WireRecord):
     trace_id: str | None = None
     span_id: str | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> RequestExtension:
         get = data.get
         field = ""
         try:
@@ -1702,13 +1945,27 @@ class RequestExtension(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'environment': v_environment,
-            'request_id': v_request_id,
-            'timestamp': v_timestamp,
-            'trace_id': v_trace_id,
-            'span_id': v_span_id,
-        }
+        obj: RequestExtension = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'environment': v_environment,
+                'request_id': v_request_id,
+                'timestamp': v_timestamp,
+                'trace_id': v_trace_id,
+                'span_id': v_span_id,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> RequestExtension:
         d = self.__dict__.copy()
@@ -1735,8 +1992,8 @@ class MCPExtension(WireRecord):
     resource: ResourceMetadata | None = None
     prompt: PromptMetadata | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> MCPExtension:
         get = data.get
         field = ""
         try:
@@ -1744,25 +2001,39 @@ class MCPExtension(WireRecord):
             v_tool = get(field)
             if v_tool is not None:
                 if type(v_tool) is not ToolMetadata:
-                    v_tool = ToolMetadata._check(v_tool)
+                    v_tool = ToolMetadata._parse(v_tool) if type(v_tool) is dict else ToolMetadata._check(v_tool)
             field = 'resource'
             v_resource = get(field)
             if v_resource is not None:
                 if type(v_resource) is not ResourceMetadata:
-                    v_resource = ResourceMetadata._check(v_resource)
+                    v_resource = ResourceMetadata._parse(v_resource) if type(v_resource) is dict else ResourceMetadata._check(v_resource)
             field = 'prompt'
             v_prompt = get(field)
             if v_prompt is not None:
                 if type(v_prompt) is not PromptMetadata:
-                    v_prompt = PromptMetadata._check(v_prompt)
+                    v_prompt = PromptMetadata._parse(v_prompt) if type(v_prompt) is dict else PromptMetadata._check(v_prompt)
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'tool': v_tool,
-            'resource': v_resource,
-            'prompt': v_prompt,
-        }
+        obj: MCPExtension = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'tool': v_tool,
+                'resource': v_resource,
+                'prompt': v_prompt,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> MCPExtension:
         d = self.__dict__.copy()
@@ -1813,8 +2084,8 @@ class ToolMetadata(WireRecord):
     namespace: str | None = None
     annotations: dict[str, Any] | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> ToolMetadata:
         get = data.get
         field = ""
         try:
@@ -1857,16 +2128,30 @@ class ToolMetadata(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'name': v_name,
-            'title': v_title,
-            'description': v_description,
-            'input_schema': v_input_schema,
-            'output_schema': v_output_schema,
-            'server_id': v_server_id,
-            'namespace': v_namespace,
-            'annotations': v_annotations,
-        }
+        obj: ToolMetadata = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'name': v_name,
+                'title': v_title,
+                'description': v_description,
+                'input_schema': v_input_schema,
+                'output_schema': v_output_schema,
+                'server_id': v_server_id,
+                'namespace': v_namespace,
+                'annotations': v_annotations,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> ToolMetadata:
         d = self.__dict__.copy()
@@ -1908,8 +2193,8 @@ class ResourceMetadata(WireRecord):
     mime_type: str | None = None
     server_id: str | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> ResourceMetadata:
         get = data.get
         field = ""
         try:
@@ -1940,13 +2225,27 @@ class ResourceMetadata(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'uri': v_uri,
-            'name': v_name,
-            'description': v_description,
-            'mime_type': v_mime_type,
-            'server_id': v_server_id,
-        }
+        obj: ResourceMetadata = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'uri': v_uri,
+                'name': v_name,
+                'description': v_description,
+                'mime_type': v_mime_type,
+                'server_id': v_server_id,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> ResourceMetadata:
         d = self.__dict__.copy()
@@ -1973,8 +2272,8 @@ class PromptMetadata(WireRecord):
     description: str | None = None
     server_id: str | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> PromptMetadata:
         get = data.get
         field = ""
         try:
@@ -1995,11 +2294,25 @@ class PromptMetadata(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'name': v_name,
-            'description': v_description,
-            'server_id': v_server_id,
-        }
+        obj: PromptMetadata = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'name': v_name,
+                'description': v_description,
+                'server_id': v_server_id,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> PromptMetadata:
         d = self.__dict__.copy()
@@ -2035,8 +2348,8 @@ class CompletionExtension(WireRecord):
     created_at: str | None = None
     latency_ms: int | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> CompletionExtension:
         get = data.get
         field = ""
         try:
@@ -2049,7 +2362,7 @@ class CompletionExtension(WireRecord):
             v_tokens = get(field)
             if v_tokens is not None:
                 if type(v_tokens) is not TokenUsage:
-                    v_tokens = TokenUsage._check(v_tokens)
+                    v_tokens = TokenUsage._parse(v_tokens) if type(v_tokens) is dict else TokenUsage._check(v_tokens)
             field = 'model'
             v_model = get(field)
             if v_model is not None:
@@ -2073,14 +2386,28 @@ class CompletionExtension(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'stop_reason': v_stop_reason,
-            'tokens': v_tokens,
-            'model': v_model,
-            'raw_format': v_raw_format,
-            'created_at': v_created_at,
-            'latency_ms': v_latency_ms,
-        }
+        obj: CompletionExtension = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'stop_reason': v_stop_reason,
+                'tokens': v_tokens,
+                'model': v_model,
+                'raw_format': v_raw_format,
+                'created_at': v_created_at,
+                'latency_ms': v_latency_ms,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> CompletionExtension:
         d = self.__dict__.copy()
@@ -2110,8 +2437,8 @@ class TokenUsage(WireRecord):
     output_tokens: int | None = None
     total_tokens: int | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> TokenUsage:
         get = data.get
         field = ""
         try:
@@ -2133,11 +2460,25 @@ class TokenUsage(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'input_tokens': v_input_tokens,
-            'output_tokens': v_output_tokens,
-            'total_tokens': v_total_tokens,
-        }
+        obj: TokenUsage = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'input_tokens': v_input_tokens,
+                'output_tokens': v_output_tokens,
+                'total_tokens': v_total_tokens,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> TokenUsage:
         d = self.__dict__.copy()
@@ -2164,8 +2505,8 @@ class ProvenanceExtension(WireRecord):
     message_id: str | None = None
     parent_id: str | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> ProvenanceExtension:
         get = data.get
         field = ""
         try:
@@ -2187,11 +2528,25 @@ class ProvenanceExtension(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'source': v_source,
-            'message_id': v_message_id,
-            'parent_id': v_parent_id,
-        }
+        obj: ProvenanceExtension = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'source': v_source,
+                'message_id': v_message_id,
+                'parent_id': v_parent_id,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> ProvenanceExtension:
         d = self.__dict__.copy()
@@ -2218,8 +2573,8 @@ class LLMExtension(WireRecord):
     provider: str | None = None
     capabilities: list[str] | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> LLMExtension:
         get = data.get
         field = ""
         try:
@@ -2240,11 +2595,25 @@ class LLMExtension(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'model_id': v_model_id,
-            'provider': v_provider,
-            'capabilities': v_capabilities,
-        }
+        obj: LLMExtension = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'model_id': v_model_id,
+                'provider': v_provider,
+                'capabilities': v_capabilities,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> LLMExtension:
         d = self.__dict__.copy()
@@ -2280,8 +2649,8 @@ class FrameworkExtension(WireRecord):
     graph_id: str | None = None
     metadata: dict[str, Any] | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> FrameworkExtension:
         get = data.get
         field = ""
         try:
@@ -2312,13 +2681,27 @@ class FrameworkExtension(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'framework': v_framework,
-            'framework_version': v_framework_version,
-            'node_id': v_node_id,
-            'graph_id': v_graph_id,
-            'metadata': v_metadata,
-        }
+        obj: FrameworkExtension = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'framework': v_framework,
+                'framework_version': v_framework_version,
+                'node_id': v_node_id,
+                'graph_id': v_graph_id,
+                'metadata': v_metadata,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> FrameworkExtension:
         d = self.__dict__.copy()
@@ -2345,15 +2728,15 @@ class MessagePayload(WireRecord):
     message: Message
     hook: str | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> MessagePayload:
         get = data.get
         field = ""
         try:
             field = 'message'
             v_message = get(field, _MISSING)
             if type(v_message) is not Message:
-                v_message = Message._check(v_message)
+                v_message = Message._parse(v_message) if type(v_message) is dict else Message._check(v_message)
             field = 'hook'
             v_hook = get(field)
             if v_hook is not None:
@@ -2362,10 +2745,24 @@ class MessagePayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'message': v_message,
-            'hook': v_hook,
-        }
+        obj: MessagePayload = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'message': v_message,
+                'hook': v_hook,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> MessagePayload:
         d = self.__dict__.copy()
@@ -2398,8 +2795,8 @@ class Message(WireRecord):
     content: list[ContentPart]
     channel: str | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> Message:
         get = data.get
         field = ""
         try:
@@ -2413,7 +2810,7 @@ class Message(WireRecord):
                 v_role = check_string(v_role)
             field = 'content'
             v_content = get(field, _MISSING)
-            v_content = check_list(v_content, ContentPart._check, ContentPart)
+            v_content = check_records(v_content, ContentPart)
             field = 'channel'
             v_channel = get(field)
             if v_channel is not None:
@@ -2422,12 +2819,26 @@ class Message(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'schema_version': v_schema_version,
-            'role': v_role,
-            'content': v_content,
-            'channel': v_channel,
-        }
+        obj: Message = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'schema_version': v_schema_version,
+                'role': v_role,
+                'content': v_content,
+                'channel': v_channel,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> Message:
         d = self.__dict__.copy()
@@ -2460,8 +2871,8 @@ class ToolCall(WireRecord):
     arguments: dict[str, Any] | None = None
     namespace: str | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> ToolCall:
         get = data.get
         field = ""
         try:
@@ -2485,12 +2896,26 @@ class ToolCall(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'tool_call_id': v_tool_call_id,
-            'name': v_name,
-            'arguments': v_arguments,
-            'namespace': v_namespace,
-        }
+        obj: ToolCall = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'tool_call_id': v_tool_call_id,
+                'name': v_name,
+                'arguments': v_arguments,
+                'namespace': v_namespace,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> ToolCall:
         d = self.__dict__.copy()
@@ -2523,8 +2948,8 @@ class ToolResult(WireRecord):
     content: Any | None = None
     is_error: bool | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> ToolResult:
         get = data.get
         field = ""
         try:
@@ -2546,12 +2971,26 @@ class ToolResult(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'tool_call_id': v_tool_call_id,
-            'tool_name': v_tool_name,
-            'content': v_content,
-            'is_error': v_is_error,
-        }
+        obj: ToolResult = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'tool_call_id': v_tool_call_id,
+                'tool_name': v_tool_name,
+                'content': v_content,
+                'is_error': v_is_error,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> ToolResult:
         d = self.__dict__.copy()
@@ -2605,8 +3044,8 @@ class Resource(WireRecord):
     annotations: dict[str, Any] | None = None
     version: str | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> Resource:
         get = data.get
         field = ""
         try:
@@ -2664,19 +3103,33 @@ class Resource(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'resource_request_id': v_resource_request_id,
-            'uri': v_uri,
-            'name': v_name,
-            'description': v_description,
-            'resource_type': v_resource_type,
-            'content': v_content,
-            'blob': v_blob,
-            'mime_type': v_mime_type,
-            'size_bytes': v_size_bytes,
-            'annotations': v_annotations,
-            'version': v_version,
-        }
+        obj: Resource = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'resource_request_id': v_resource_request_id,
+                'uri': v_uri,
+                'name': v_name,
+                'description': v_description,
+                'resource_type': v_resource_type,
+                'content': v_content,
+                'blob': v_blob,
+                'mime_type': v_mime_type,
+                'size_bytes': v_size_bytes,
+                'annotations': v_annotations,
+                'version': v_version,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> Resource:
         d = self.__dict__.copy()
@@ -2718,8 +3171,8 @@ class ResourceReference(WireRecord):
     range_end: int | None = None
     selector: str | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> ResourceReference:
         get = data.get
         field = ""
         try:
@@ -2758,15 +3211,29 @@ class ResourceReference(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'resource_request_id': v_resource_request_id,
-            'uri': v_uri,
-            'name': v_name,
-            'resource_type': v_resource_type,
-            'range_start': v_range_start,
-            'range_end': v_range_end,
-            'selector': v_selector,
-        }
+        obj: ResourceReference = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'resource_request_id': v_resource_request_id,
+                'uri': v_uri,
+                'name': v_name,
+                'resource_type': v_resource_type,
+                'range_start': v_range_start,
+                'range_end': v_range_end,
+                'selector': v_selector,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> ResourceReference:
         d = self.__dict__.copy()
@@ -2796,8 +3263,8 @@ class PromptRequest(WireRecord):
     arguments: dict[str, Any] | None = None
     server_id: str | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> PromptRequest:
         get = data.get
         field = ""
         try:
@@ -2821,12 +3288,26 @@ class PromptRequest(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'prompt_request_id': v_prompt_request_id,
-            'name': v_name,
-            'arguments': v_arguments,
-            'server_id': v_server_id,
-        }
+        obj: PromptRequest = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'prompt_request_id': v_prompt_request_id,
+                'name': v_name,
+                'arguments': v_arguments,
+                'server_id': v_server_id,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> PromptRequest:
         d = self.__dict__.copy()
@@ -2865,8 +3346,8 @@ class PromptResult(WireRecord):
     is_error: bool | None = None
     error_message: str | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> PromptResult:
         get = data.get
         field = ""
         try:
@@ -2881,7 +3362,7 @@ class PromptResult(WireRecord):
             field = 'messages'
             v_messages = get(field)
             if v_messages is not None:
-                v_messages = check_list(v_messages, Message._check, Message)
+                v_messages = check_records(v_messages, Message)
             field = 'content'
             v_content = get(field)
             if v_content is not None:
@@ -2900,14 +3381,28 @@ class PromptResult(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'prompt_request_id': v_prompt_request_id,
-            'prompt_name': v_prompt_name,
-            'messages': v_messages,
-            'content': v_content,
-            'is_error': v_is_error,
-            'error_message': v_error_message,
-        }
+        obj: PromptResult = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'prompt_request_id': v_prompt_request_id,
+                'prompt_name': v_prompt_name,
+                'messages': v_messages,
+                'content': v_content,
+                'is_error': v_is_error,
+                'error_message': v_error_message,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> PromptResult:
         d = self.__dict__.copy()
@@ -2937,8 +3432,8 @@ class ImageSource(WireRecord):
     data: str
     media_type: str | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> ImageSource:
         get = data.get
         field = ""
         try:
@@ -2958,11 +3453,25 @@ class ImageSource(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'type': v_type,
-            'data': v_data,
-            'media_type': v_media_type,
-        }
+        obj: ImageSource = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'type': v_type,
+                'data': v_data,
+                'media_type': v_media_type,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> ImageSource:
         d = self.__dict__.copy()
@@ -2992,8 +3501,8 @@ class VideoSource(WireRecord):
     media_type: str | None = None
     duration_ms: int | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> VideoSource:
         get = data.get
         field = ""
         try:
@@ -3018,12 +3527,26 @@ class VideoSource(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'type': v_type,
-            'data': v_data,
-            'media_type': v_media_type,
-            'duration_ms': v_duration_ms,
-        }
+        obj: VideoSource = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'type': v_type,
+                'data': v_data,
+                'media_type': v_media_type,
+                'duration_ms': v_duration_ms,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> VideoSource:
         d = self.__dict__.copy()
@@ -3053,8 +3576,8 @@ class AudioSource(WireRecord):
     media_type: str | None = None
     duration_ms: int | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> AudioSource:
         get = data.get
         field = ""
         try:
@@ -3079,12 +3602,26 @@ class AudioSource(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'type': v_type,
-            'data': v_data,
-            'media_type': v_media_type,
-            'duration_ms': v_duration_ms,
-        }
+        obj: AudioSource = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'type': v_type,
+                'data': v_data,
+                'media_type': v_media_type,
+                'duration_ms': v_duration_ms,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> AudioSource:
         d = self.__dict__.copy()
@@ -3114,8 +3651,8 @@ class DocumentSource(WireRecord):
     media_type: str | None = None
     title: str | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> DocumentSource:
         get = data.get
         field = ""
         try:
@@ -3140,12 +3677,26 @@ class DocumentSource(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'type': v_type,
-            'data': v_data,
-            'media_type': v_media_type,
-            'title': v_title,
-        }
+        obj: DocumentSource = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'type': v_type,
+                'data': v_data,
+                'media_type': v_media_type,
+                'title': v_title,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> DocumentSource:
         d = self.__dict__.copy()
@@ -3193,8 +3744,8 @@ class GlobalContext(WireRecord):
     traceparent: str | None = None
     tracestate: str | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> GlobalContext:
         get = data.get
         field = ""
         try:
@@ -3244,18 +3795,32 @@ class GlobalContext(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'request_id': v_request_id,
-            'user': v_user,
-            'user_context': v_user_context,
-            'tenant_id': v_tenant_id,
-            'server_id': v_server_id,
-            'content_type': v_content_type,
-            'state': v_state,
-            'metadata': v_metadata,
-            'traceparent': v_traceparent,
-            'tracestate': v_tracestate,
-        }
+        obj: GlobalContext = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'request_id': v_request_id,
+                'user': v_user,
+                'user_context': v_user_context,
+                'tenant_id': v_tenant_id,
+                'server_id': v_server_id,
+                'content_type': v_content_type,
+                'state': v_state,
+                'metadata': v_metadata,
+                'traceparent': v_traceparent,
+                'tracestate': v_tracestate,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> GlobalContext:
         d = self.__dict__.copy()
@@ -3288,8 +3853,8 @@ class CallOptions(WireRecord):
 
     timeout_ms: int | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> CallOptions:
         get = data.get
         field = ""
         try:
@@ -3301,9 +3866,23 @@ class CallOptions(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'timeout_ms': v_timeout_ms,
-        }
+        obj: CallOptions = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'timeout_ms': v_timeout_ms,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> CallOptions:
         d = self.__dict__.copy()
@@ -3330,8 +3909,8 @@ class ToolPreInvokePayload(WireRecord):
     args: dict[str, Any] | None = None
     headers: dict[str, str] | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> ToolPreInvokePayload:
         get = data.get
         field = ""
         try:
@@ -3350,11 +3929,25 @@ class ToolPreInvokePayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'name': v_name,
-            'args': v_args,
-            'headers': v_headers,
-        }
+        obj: ToolPreInvokePayload = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'name': v_name,
+                'args': v_args,
+                'headers': v_headers,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> ToolPreInvokePayload:
         d = self.__dict__.copy()
@@ -3384,8 +3977,8 @@ class ToolPostInvokePayload(WireRecord):
     name: str
     result: Any
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> ToolPostInvokePayload:
         get = data.get
         field = ""
         try:
@@ -3400,10 +3993,24 @@ class ToolPostInvokePayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'name': v_name,
-            'result': v_result,
-        }
+        obj: ToolPostInvokePayload = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'name': v_name,
+                'result': v_result,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> ToolPostInvokePayload:
         d = self.__dict__.copy()
@@ -3430,8 +4037,8 @@ class PromptPrehookPayload(WireRecord):
     prompt_id: str
     args: dict[str, str] | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> PromptPrehookPayload:
         get = data.get
         field = ""
         try:
@@ -3446,10 +4053,24 @@ class PromptPrehookPayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'prompt_id': v_prompt_id,
-            'args': v_args,
-        }
+        obj: PromptPrehookPayload = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'prompt_id': v_prompt_id,
+                'args': v_args,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> PromptPrehookPayload:
         d = self.__dict__.copy()
@@ -3476,8 +4097,8 @@ class PromptPosthookPayload(WireRecord):
     prompt_id: str
     result: Any
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> PromptPosthookPayload:
         get = data.get
         field = ""
         try:
@@ -3492,10 +4113,24 @@ class PromptPosthookPayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'prompt_id': v_prompt_id,
-            'result': v_result,
-        }
+        obj: PromptPosthookPayload = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'prompt_id': v_prompt_id,
+                'result': v_result,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> PromptPosthookPayload:
         d = self.__dict__.copy()
@@ -3522,8 +4157,8 @@ class ResourcePreFetchPayload(WireRecord):
     uri: str
     metadata: dict[str, Any] | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> ResourcePreFetchPayload:
         get = data.get
         field = ""
         try:
@@ -3538,10 +4173,24 @@ class ResourcePreFetchPayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'uri': v_uri,
-            'metadata': v_metadata,
-        }
+        obj: ResourcePreFetchPayload = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'uri': v_uri,
+                'metadata': v_metadata,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> ResourcePreFetchPayload:
         d = self.__dict__.copy()
@@ -3568,8 +4217,8 @@ class ResourcePostFetchPayload(WireRecord):
     uri: str
     content: Any
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> ResourcePostFetchPayload:
         get = data.get
         field = ""
         try:
@@ -3584,10 +4233,24 @@ class ResourcePostFetchPayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'uri': v_uri,
-            'content': v_content,
-        }
+        obj: ResourcePostFetchPayload = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'uri': v_uri,
+                'content': v_content,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> ResourcePostFetchPayload:
         d = self.__dict__.copy()
@@ -3629,8 +4292,8 @@ class AgentPreInvokePayload(WireRecord):
     system_prompt: str | None = None
     parameters: dict[str, Any] | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> AgentPreInvokePayload:
         get = data.get
         field = ""
         try:
@@ -3666,15 +4329,29 @@ class AgentPreInvokePayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'agent_id': v_agent_id,
-            'messages': v_messages,
-            'tools': v_tools,
-            'headers': v_headers,
-            'model': v_model,
-            'system_prompt': v_system_prompt,
-            'parameters': v_parameters,
-        }
+        obj: AgentPreInvokePayload = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'agent_id': v_agent_id,
+                'messages': v_messages,
+                'tools': v_tools,
+                'headers': v_headers,
+                'model': v_model,
+                'system_prompt': v_system_prompt,
+                'parameters': v_parameters,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> AgentPreInvokePayload:
         d = self.__dict__.copy()
@@ -3713,8 +4390,8 @@ class AgentPostInvokePayload(WireRecord):
     messages: list[Any]
     tool_calls: list[dict[str, Any]] | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> AgentPostInvokePayload:
         get = data.get
         field = ""
         try:
@@ -3732,11 +4409,25 @@ class AgentPostInvokePayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'agent_id': v_agent_id,
-            'messages': v_messages,
-            'tool_calls': v_tool_calls,
-        }
+        obj: AgentPostInvokePayload = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'agent_id': v_agent_id,
+                'messages': v_messages,
+                'tool_calls': v_tool_calls,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> AgentPostInvokePayload:
         d = self.__dict__.copy()
@@ -3775,8 +4466,8 @@ class HttpPreRequestPayload(WireRecord):
     client_port: int | None = None
     headers: dict[str, str]
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> HttpPreRequestPayload:
         get = data.get
         field = ""
         try:
@@ -3804,13 +4495,27 @@ class HttpPreRequestPayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'path': v_path,
-            'method': v_method,
-            'client_host': v_client_host,
-            'client_port': v_client_port,
-            'headers': v_headers,
-        }
+        obj: HttpPreRequestPayload = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'path': v_path,
+                'method': v_method,
+                'client_host': v_client_host,
+                'client_port': v_client_port,
+                'headers': v_headers,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> HttpPreRequestPayload:
         d = self.__dict__.copy()
@@ -3852,8 +4557,8 @@ class HttpPostRequestPayload(WireRecord):
     response_headers: dict[str, str] | None = None
     status_code: int | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> HttpPostRequestPayload:
         get = data.get
         field = ""
         try:
@@ -3890,15 +4595,29 @@ class HttpPostRequestPayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'path': v_path,
-            'method': v_method,
-            'client_host': v_client_host,
-            'client_port': v_client_port,
-            'headers': v_headers,
-            'response_headers': v_response_headers,
-            'status_code': v_status_code,
-        }
+        obj: HttpPostRequestPayload = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'path': v_path,
+                'method': v_method,
+                'client_host': v_client_host,
+                'client_port': v_client_port,
+                'headers': v_headers,
+                'response_headers': v_response_headers,
+                'status_code': v_status_code,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> HttpPostRequestPayload:
         d = self.__dict__.copy()
@@ -3934,8 +4653,8 @@ class HttpAuthResolveUserPayload(WireRecord):
     client_host: str | None = None
     client_port: int | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> HttpAuthResolveUserPayload:
         get = data.get
         field = ""
         try:
@@ -3959,12 +4678,26 @@ class HttpAuthResolveUserPayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'credentials': v_credentials,
-            'headers': v_headers,
-            'client_host': v_client_host,
-            'client_port': v_client_port,
-        }
+        obj: HttpAuthResolveUserPayload = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'credentials': v_credentials,
+                'headers': v_headers,
+                'client_host': v_client_host,
+                'client_port': v_client_port,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> HttpAuthResolveUserPayload:
         d = self.__dict__.copy()
@@ -4012,8 +4745,8 @@ class HttpAuthCheckPermissionPayload(WireRecord):
     client_host: str | None = None
     user_agent: str | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> HttpAuthCheckPermissionPayload:
         get = data.get
         field = ""
         try:
@@ -4058,16 +4791,30 @@ class HttpAuthCheckPermissionPayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'user_email': v_user_email,
-            'permission': v_permission,
-            'resource_type': v_resource_type,
-            'team_id': v_team_id,
-            'is_admin': v_is_admin,
-            'auth_method': v_auth_method,
-            'client_host': v_client_host,
-            'user_agent': v_user_agent,
-        }
+        obj: HttpAuthCheckPermissionPayload = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'user_email': v_user_email,
+                'permission': v_permission,
+                'resource_type': v_resource_type,
+                'team_id': v_team_id,
+                'is_admin': v_is_admin,
+                'auth_method': v_auth_method,
+                'client_host': v_client_host,
+                'user_agent': v_user_agent,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> HttpAuthCheckPermissionPayload:
         d = self.__dict__.copy()
@@ -4091,8 +4838,8 @@ class HttpAuthCheckPermissionResultPayload(WireRecord):
     granted: bool
     reason: str | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> HttpAuthCheckPermissionResultPayload:
         get = data.get
         field = ""
         try:
@@ -4108,10 +4855,24 @@ class HttpAuthCheckPermissionResultPayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'granted': v_granted,
-            'reason': v_reason,
-        }
+        obj: HttpAuthCheckPermissionResultPayload = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'granted': v_granted,
+                'reason': v_reason,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> HttpAuthCheckPermissionResultPayload:
         d = self.__dict__.copy()
@@ -4144,8 +4905,8 @@ class IdentityPayload(WireRecord):
     client_host: str | None = None
     client_port: int | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> IdentityPayload:
         get = data.get
         field = ""
         try:
@@ -4174,13 +4935,27 @@ class IdentityPayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'raw_token': v_raw_token,
-            'source': v_source,
-            'headers': v_headers,
-            'client_host': v_client_host,
-            'client_port': v_client_port,
-        }
+        obj: IdentityPayload = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'raw_token': v_raw_token,
+                'source': v_source,
+                'headers': v_headers,
+                'client_host': v_client_host,
+                'client_port': v_client_port,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> IdentityPayload:
         d = self.__dict__.copy()
@@ -4219,8 +4994,8 @@ class IdentityResult(WireRecord):
     reject_reason: str | None = None
     raw_claims: dict[str, Any] | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> IdentityResult:
         get = data.get
         field = ""
         try:
@@ -4232,7 +5007,7 @@ class IdentityResult(WireRecord):
             v_delegation = get(field)
             if v_delegation is not None:
                 if type(v_delegation) is not DelegationExtension:
-                    v_delegation = DelegationExtension._check(v_delegation)
+                    v_delegation = DelegationExtension._parse(v_delegation) if type(v_delegation) is dict else DelegationExtension._check(v_delegation)
             field = 'rejected'
             v_rejected = get(field)
             if v_rejected is not None:
@@ -4255,14 +5030,28 @@ class IdentityResult(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'subject': v_subject,
-            'delegation': v_delegation,
-            'rejected': v_rejected,
-            'reject_status': v_reject_status,
-            'reject_reason': v_reject_reason,
-            'raw_claims': v_raw_claims,
-        }
+        obj: IdentityResult = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'subject': v_subject,
+                'delegation': v_delegation,
+                'rejected': v_rejected,
+                'reject_status': v_reject_status,
+                'reject_reason': v_reject_reason,
+                'raw_claims': v_raw_claims,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> IdentityResult:
         d = self.__dict__.copy()
@@ -4313,8 +5102,8 @@ class DelegationPayload(WireRecord):
     route_attenuation: AttenuationConfig | None = None
     bearer_token: str | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> DelegationPayload:
         get = data.get
         field = ""
         try:
@@ -4348,7 +5137,7 @@ class DelegationPayload(WireRecord):
             v_route_attenuation = get(field)
             if v_route_attenuation is not None:
                 if type(v_route_attenuation) is not AttenuationConfig:
-                    v_route_attenuation = AttenuationConfig._check(v_route_attenuation)
+                    v_route_attenuation = AttenuationConfig._parse(v_route_attenuation) if type(v_route_attenuation) is dict else AttenuationConfig._check(v_route_attenuation)
             field = 'bearer_token'
             v_bearer_token = get(field)
             if v_bearer_token is not None:
@@ -4357,16 +5146,30 @@ class DelegationPayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'target_name': v_target_name,
-            'target_type': v_target_type,
-            'target_audience': v_target_audience,
-            'required_permissions': v_required_permissions,
-            'trust_domain': v_trust_domain,
-            'auth_enforced_by': v_auth_enforced_by,
-            'route_attenuation': v_route_attenuation,
-            'bearer_token': v_bearer_token,
-        }
+        obj: DelegationPayload = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'target_name': v_target_name,
+                'target_type': v_target_type,
+                'target_audience': v_target_audience,
+                'required_permissions': v_required_permissions,
+                'trust_domain': v_trust_domain,
+                'auth_enforced_by': v_auth_enforced_by,
+                'route_attenuation': v_route_attenuation,
+                'bearer_token': v_bearer_token,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> DelegationPayload:
         d = self.__dict__.copy()
@@ -4402,8 +5205,8 @@ class AttenuationConfig(WireRecord):
     actions: list[str] | None = None
     ttl_seconds: int | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> AttenuationConfig:
         get = data.get
         field = ""
         try:
@@ -4428,12 +5231,26 @@ class AttenuationConfig(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'capabilities': v_capabilities,
-            'resource_template': v_resource_template,
-            'actions': v_actions,
-            'ttl_seconds': v_ttl_seconds,
-        }
+        obj: AttenuationConfig = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'capabilities': v_capabilities,
+                'resource_template': v_resource_template,
+                'actions': v_actions,
+                'ttl_seconds': v_ttl_seconds,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> AttenuationConfig:
         d = self.__dict__.copy()
@@ -4472,8 +5289,8 @@ class DelegationResult(WireRecord):
     cache_key: str | None = None
     cache_ttl: int | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> DelegationResult:
         get = data.get
         field = ""
         try:
@@ -4486,7 +5303,7 @@ class DelegationResult(WireRecord):
             v_delegation_update = get(field)
             if v_delegation_update is not None:
                 if type(v_delegation_update) is not DelegationExtension:
-                    v_delegation_update = DelegationExtension._check(v_delegation_update)
+                    v_delegation_update = DelegationExtension._parse(v_delegation_update) if type(v_delegation_update) is dict else DelegationExtension._check(v_delegation_update)
             field = 'forwarded_headers'
             v_forwarded_headers = get(field)
             if v_forwarded_headers is not None:
@@ -4504,13 +5321,27 @@ class DelegationResult(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'delegated_token': v_delegated_token,
-            'delegation_update': v_delegation_update,
-            'forwarded_headers': v_forwarded_headers,
-            'cache_key': v_cache_key,
-            'cache_ttl': v_cache_ttl,
-        }
+        obj: DelegationResult = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'delegated_token': v_delegated_token,
+                'delegation_update': v_delegation_update,
+                'forwarded_headers': v_forwarded_headers,
+                'cache_key': v_cache_key,
+                'cache_ttl': v_cache_ttl,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> DelegationResult:
         d = self.__dict__.copy()
@@ -4552,8 +5383,8 @@ class LogRecord(WireRecord):
     time: float
     fields: dict[str, Any] | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> LogRecord:
         get = data.get
         field = ""
         try:
@@ -4584,14 +5415,28 @@ class LogRecord(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'level': v_level,
-            'level_name': v_level_name,
-            'logger': v_logger,
-            'message': v_message,
-            'time': v_time,
-            'fields': v_fields,
-        }
+        obj: LogRecord = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'level': v_level,
+                'level_name': v_level_name,
+                'logger': v_logger,
+                'message': v_message,
+                'time': v_time,
+                'fields': v_fields,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> LogRecord:
         d = self.__dict__.copy()
@@ -4639,8 +5484,8 @@ class PluginDecision(WireRecord):
     modified_fields: list[str] | None = None
     modified_values: dict[str, Any] | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> PluginDecision:
         get = data.get
         field = ""
         try:
@@ -4686,17 +5531,31 @@ class PluginDecision(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'plugin': v_plugin,
-            'mode': v_mode,
-            'verdict': v_verdict,
-            'enforced': v_enforced,
-            'duration_ms': v_duration_ms,
-            'violation_code': v_violation_code,
-            'error_code': v_error_code,
-            'modified_fields': v_modified_fields,
-            'modified_values': v_modified_values,
-        }
+        obj: PluginDecision = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'plugin': v_plugin,
+                'mode': v_mode,
+                'verdict': v_verdict,
+                'enforced': v_enforced,
+                'duration_ms': v_duration_ms,
+                'violation_code': v_violation_code,
+                'error_code': v_error_code,
+                'modified_fields': v_modified_fields,
+                'modified_values': v_modified_values,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> PluginDecision:
         d = self.__dict__.copy()
@@ -4756,8 +5615,8 @@ class DecisionRecord(WireRecord):
     trace_id: str | None = None
     span_id: str | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> DecisionRecord:
         get = data.get
         field = ""
         try:
@@ -4804,7 +5663,7 @@ class DecisionRecord(WireRecord):
                     v_duration_ms = check_float(v_duration_ms)
             field = 'plugins'
             v_plugins = get(field, _MISSING)
-            v_plugins = check_list(v_plugins, PluginDecision._check, PluginDecision)
+            v_plugins = check_records(v_plugins, PluginDecision)
             field = 'trace_id'
             v_trace_id = get(field)
             if v_trace_id is not None:
@@ -4818,20 +5677,34 @@ class DecisionRecord(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'hook': v_hook,
-            'time': v_time,
-            'request_id': v_request_id,
-            'decision': v_decision,
-            'violation_code': v_violation_code,
-            'violation_plugin': v_violation_plugin,
-            'error': v_error,
-            'background': v_background,
-            'duration_ms': v_duration_ms,
-            'plugins': v_plugins,
-            'trace_id': v_trace_id,
-            'span_id': v_span_id,
-        }
+        obj: DecisionRecord = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'hook': v_hook,
+                'time': v_time,
+                'request_id': v_request_id,
+                'decision': v_decision,
+                'violation_code': v_violation_code,
+                'violation_plugin': v_violation_plugin,
+                'error': v_error,
+                'background': v_background,
+                'duration_ms': v_duration_ms,
+                'plugins': v_plugins,
+                'trace_id': v_trace_id,
+                'span_id': v_span_id,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> DecisionRecord:
         d = self.__dict__.copy()
@@ -4895,8 +5768,8 @@ class ContentPart(WireRecord):
     # only (the class default says: none).
     _raw: ClassVar[dict[str, Any] | None] = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> ContentPart:
         # A known variant's value is checked as its type (a string variant's is taken
         # as it is); a part of an unknown content_type keeps its whole map.
         tag = data.get('content_type', _MISSING)
@@ -4911,19 +5784,29 @@ class ContentPart(WireRecord):
             'text': data.get('text'),
             'content': data.get('content'),
         }
-        known = ContentPart.VARIANTS.get(tag)
+        known = cls.VARIANTS.get(tag)
         if known is None:
             values["_raw"] = dict(data)  # re-emitted exactly as received
-            return values
-        field, kind = known
-        value = values[field]
-        if kind is not str and value is not None and type(value) is not kind:
-            try:
-                values[field] = kind._check(value)
-            except RecordError as exc:
-                exc.loc.insert(0, field)
-                raise
-        return values
+        else:
+            field, kind = known
+            value = values[field]
+            if kind is not str and value is not None and type(value) is not kind:
+                try:
+                    values[field] = kind._parse(value) if type(value) is dict else kind._check(value)
+                except RecordError as exc:
+                    exc.loc.insert(0, field)
+                    raise
+        obj: ContentPart = _new(cls)
+        _set_dict(obj, values)
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> ContentPart:
         d = self.__dict__.copy()

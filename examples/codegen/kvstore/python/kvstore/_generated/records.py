@@ -6,7 +6,7 @@ kvstore._generated.wire.WireRecord, no pydantic).
 Unknown fields are kept (model_extra) and re-emitted after the known ones; a kv
 value of an unknown kind keeps its whole map.
 
-Each class checks a map's fields in `_values` (straight-line code: the exact type
+Each class checks a map's fields in `_parse` (straight-line code: the exact type
 tested inline, a check function of the wire module for anything else; a RecordError
 names the field) and copies itself in `_clone` (the fields that may hold something
 mutable copied deep). Annotations are not evaluated at run time: a class names
@@ -20,6 +20,10 @@ from typing import Any, ClassVar
 from kvstore._generated.wire import (  # noqa: F401  # each record uses some of the checks
     _MISSING,
     FieldInfo,
+    _new,
+    _set_dict,
+    _set_extra,
+    _set_fields_set,
     RecordError,
     WireField,
     WireRecord,
@@ -30,6 +34,7 @@ from kvstore._generated.wire import (  # noqa: F401  # each record uses some of 
     check_int,
     check_list,
     check_map,
+    check_records,
     check_string,
     clone,
     clone_list,
@@ -70,8 +75,8 @@ class KvStats(WireRecord):
     first_value: bytes | None = None
     largest: KvValue | None = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> KvStats:
         get = data.get
         field = ""
         try:
@@ -98,18 +103,32 @@ class KvStats(WireRecord):
             v_largest = get(field)
             if v_largest is not None:
                 if type(v_largest) is not KvValue:
-                    v_largest = KvValue._check(v_largest)
+                    v_largest = KvValue._parse(v_largest) if type(v_largest) is dict else KvValue._check(v_largest)
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'count': v_count,
-            'keys': v_keys,
-            'sizes': v_sizes,
-            'total_bytes': v_total_bytes,
-            'first_value': v_first_value,
-            'largest': v_largest,
-        }
+        obj: KvStats = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'count': v_count,
+                'keys': v_keys,
+                'sizes': v_sizes,
+                'total_bytes': v_total_bytes,
+                'first_value': v_first_value,
+                'largest': v_largest,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> KvStats:
         d = self.__dict__.copy()
@@ -139,8 +158,8 @@ class KvBlob(WireRecord):
 
     data: bytes
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> KvBlob:
         get = data.get
         field = ""
         try:
@@ -151,9 +170,23 @@ class KvBlob(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        return {
-            'data': v_data,
-        }
+        obj: KvBlob = _new(cls)
+        _set_dict(
+            obj,
+            {
+                'data': v_data,
+            },
+        )
+        # The fields set: the map's keys; the rest of them unknown fields, in their order.
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> KvBlob:
         d = self.__dict__.copy()
@@ -191,8 +224,8 @@ class KvValue(WireRecord):
     # only (the class default says: none).
     _raw: ClassVar[dict[str, Any] | None] = None
 
-    @staticmethod
-    def _values(data: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def _parse(cls, data: dict[str, Any]) -> KvValue:
         # A known variant's value is checked as its type (a string variant's is taken
         # as it is); a part of an unknown kind keeps its whole map.
         tag = data.get('kind', _MISSING)
@@ -207,19 +240,29 @@ class KvValue(WireRecord):
             'text': data.get('text'),
             'blob': data.get('blob'),
         }
-        known = KvValue.VARIANTS.get(tag)
+        known = cls.VARIANTS.get(tag)
         if known is None:
             values["_raw"] = dict(data)  # re-emitted exactly as received
-            return values
-        field, kind = known
-        value = values[field]
-        if kind is not str and value is not None and type(value) is not kind:
-            try:
-                values[field] = kind._check(value)
-            except RecordError as exc:
-                exc.loc.insert(0, field)
-                raise
-        return values
+        else:
+            field, kind = known
+            value = values[field]
+            if kind is not str and value is not None and type(value) is not kind:
+                try:
+                    values[field] = kind._parse(value) if type(value) is dict else kind._check(value)
+                except RecordError as exc:
+                    exc.loc.insert(0, field)
+                    raise
+        obj: KvValue = _new(cls)
+        _set_dict(obj, values)
+        names = cls._NAMES
+        fields_set = set(data)
+        _set_fields_set(obj, fields_set)
+        if fields_set <= names:
+            _set_extra(obj, None)
+        else:
+            _set_extra(obj, {k: v for k, v in data.items() if k not in names})
+            fields_set &= names
+        return obj
 
     def _clone(self) -> KvValue:
         d = self.__dict__.copy()
