@@ -184,7 +184,8 @@ def py_check(fl: RecordField, var: str) -> list[str]:
 
 def py_clone(fl: RecordField) -> str | None:
     """How the generated _clone copies a field's value: None for a scalar (immutable,
-    kept), clone_list for a list of records or unions, clone for the rest."""
+    kept), clone_list for a list of records or unions, "record" for a record or union
+    (its own _clone), clone for the rest."""
     t = fl.type
     m = _CONTAINER.match(t)
     if m is not None:
@@ -193,7 +194,7 @@ def py_clone(fl: RecordField) -> str | None:
         return "clone_list" if m.group(1) == "list" and is_record else "clone"
     if t in _PY_SCALARS:
         return "clone" if t == "any" else None
-    return "clone"
+    return "record"
 
 
 def py_field_type(fl: RecordField) -> str:

@@ -457,24 +457,16 @@ class WireRecord:
         _set_extra(out, extra)
         return out
 
-    def _cloned(self, d: dict[str, Any]) -> Any:
-        """A copy with the instance dict d (its fields already copied deep), as
-        clone makes it: entries of d other than the fields (a content part's raw
-        map) copied deep, the fields set and the unknown fields copied."""
-        if len(d) != len(self._NAMES):
-            names = self._NAMES
-            for key, value in d.items():
-                if key not in names and type(value) not in _PLAIN:
-                    d[key] = clone(value)
+    def _clone(self) -> Any:
+        """A deep copy (each generated class has its own, copying only the fields
+        that may hold something mutable)."""
+        d = {k: v if type(v) in _PLAIN else clone(v) for k, v in self.__dict__.items()}
         out = _new(type(self))
         _set_dict(out, d)
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
-        _set_extra(out, clone(extra) if extra else None)
+        _set_extra(out, None if extra is None else clone(extra))
         return out
-
-    def _clone(self) -> Any:
-        return self._cloned({k: v if type(v) in _PLAIN else clone(v) for k, v in self.__dict__.items()})
 
     def to_wire(self) -> dict[str, Any]:
         cls = type(self)
@@ -533,8 +525,19 @@ def clone(value: Any) -> Any:
     return value._clone()
 
 
-def clone_list(value: list[Any]) -> list[Any]:
-    """clone of a list (a generated _clone's list field), its records copied directly."""
+def _clone_rest(d: dict[str, Any], names: frozenset[str]) -> None:
+    """Copies deep the entries of a record's instance dict copy d that are not its
+    fields (a content part's raw map)."""
+    for key, value in d.items():
+        if key not in names and type(value) not in _PLAIN:
+            d[key] = clone(value)
+
+
+def clone_list(value: Any) -> Any:
+    """clone of a list field's value (a generated _clone's list of records), its
+    records copied directly."""
+    if type(value) is not list:
+        return clone(value)
     return [v if type(v) in _PLAIN else v._clone() if isinstance(v, WireRecord) else clone(v) for v in value]
 
 

@@ -19,7 +19,9 @@ from typing import Any, ClassVar
 
 from cpexrt.wire import (  # noqa: F401  # each record uses some of the checks
     _MISSING,
+    _PLAIN,
     FieldInfo,
+    _clone_rest,
     _new,
     _set_dict,
     _set_extra,
@@ -222,12 +224,18 @@ class PluginViolation(WireRecord):
     def _clone(self) -> PluginViolation:
         d = self.__dict__.copy()
         value = d.get('details')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['details'] = clone(value)
         value = d.get('http_headers')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['http_headers'] = clone(value)
-        out: PluginViolation = self._cloned(d)
+        if len(d) != 9:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: PluginViolation = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -311,9 +319,15 @@ class PluginError(WireRecord):
     def _clone(self) -> PluginError:
         d = self.__dict__.copy()
         value = d.get('details')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['details'] = clone(value)
-        out: PluginError = self._cloned(d)
+        if len(d) != 5:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: PluginError = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -486,9 +500,15 @@ class PluginStats(WireRecord):
     def _clone(self) -> PluginStats:
         d = self.__dict__.copy()
         value = d.get('pids')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['pids'] = clone(value)
-        out: PluginStats = self._cloned(d)
+        if len(d) != 15:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: PluginStats = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -622,18 +642,24 @@ class PipelineResult(WireRecord):
     def _clone(self) -> PipelineResult:
         d = self.__dict__.copy()
         value = d.get('violation')
-        if value is not None:
-            d['violation'] = clone(value)
+        if type(value) not in _PLAIN:
+            d['violation'] = value._clone() if type(value) is PluginViolation else clone(value)
         value = d.get('errors')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['errors'] = clone_list(value)
         value = d.get('metadata')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['metadata'] = clone(value)
         value = d.get('http_headers')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['http_headers'] = clone(value)
-        out: PipelineResult = self._cloned(d)
+        if len(d) != 11:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: PipelineResult = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -782,42 +808,48 @@ class Extensions(WireRecord):
     def _clone(self) -> Extensions:
         d = self.__dict__.copy()
         value = d.get('meta')
-        if value is not None:
-            d['meta'] = clone(value)
+        if type(value) not in _PLAIN:
+            d['meta'] = value._clone() if type(value) is MetaExtension else clone(value)
         value = d.get('security')
-        if value is not None:
-            d['security'] = clone(value)
+        if type(value) not in _PLAIN:
+            d['security'] = value._clone() if type(value) is SecurityExtension else clone(value)
         value = d.get('http')
-        if value is not None:
-            d['http'] = clone(value)
+        if type(value) not in _PLAIN:
+            d['http'] = value._clone() if type(value) is HttpExtension else clone(value)
         value = d.get('delegation')
-        if value is not None:
-            d['delegation'] = clone(value)
+        if type(value) not in _PLAIN:
+            d['delegation'] = value._clone() if type(value) is DelegationExtension else clone(value)
         value = d.get('agent')
-        if value is not None:
-            d['agent'] = clone(value)
+        if type(value) not in _PLAIN:
+            d['agent'] = value._clone() if type(value) is AgentExtension else clone(value)
         value = d.get('request')
-        if value is not None:
-            d['request'] = clone(value)
+        if type(value) not in _PLAIN:
+            d['request'] = value._clone() if type(value) is RequestExtension else clone(value)
         value = d.get('mcp')
-        if value is not None:
-            d['mcp'] = clone(value)
+        if type(value) not in _PLAIN:
+            d['mcp'] = value._clone() if type(value) is MCPExtension else clone(value)
         value = d.get('completion')
-        if value is not None:
-            d['completion'] = clone(value)
+        if type(value) not in _PLAIN:
+            d['completion'] = value._clone() if type(value) is CompletionExtension else clone(value)
         value = d.get('provenance')
-        if value is not None:
-            d['provenance'] = clone(value)
+        if type(value) not in _PLAIN:
+            d['provenance'] = value._clone() if type(value) is ProvenanceExtension else clone(value)
         value = d.get('llm')
-        if value is not None:
-            d['llm'] = clone(value)
+        if type(value) not in _PLAIN:
+            d['llm'] = value._clone() if type(value) is LLMExtension else clone(value)
         value = d.get('framework')
-        if value is not None:
-            d['framework'] = clone(value)
+        if type(value) not in _PLAIN:
+            d['framework'] = value._clone() if type(value) is FrameworkExtension else clone(value)
         value = d.get('custom')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['custom'] = clone(value)
-        out: Extensions = self._cloned(d)
+        if len(d) != 12:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: Extensions = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -902,12 +934,18 @@ class MetaExtension(WireRecord):
     def _clone(self) -> MetaExtension:
         d = self.__dict__.copy()
         value = d.get('tags')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['tags'] = clone(value)
         value = d.get('properties')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['properties'] = clone(value)
-        out: MetaExtension = self._cloned(d)
+        if len(d) != 5:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: MetaExtension = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -1009,21 +1047,27 @@ class SecurityExtension(WireRecord):
     def _clone(self) -> SecurityExtension:
         d = self.__dict__.copy()
         value = d.get('labels')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['labels'] = clone(value)
         value = d.get('subject')
-        if value is not None:
-            d['subject'] = clone(value)
+        if type(value) not in _PLAIN:
+            d['subject'] = value._clone() if type(value) is SubjectExtension else clone(value)
         value = d.get('agent')
-        if value is not None:
-            d['agent'] = clone(value)
+        if type(value) not in _PLAIN:
+            d['agent'] = value._clone() if type(value) is AgentIdentity else clone(value)
         value = d.get('objects')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['objects'] = clone(value)
         value = d.get('data')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['data'] = clone(value)
-        out: SecurityExtension = self._cloned(d)
+        if len(d) != 7:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: SecurityExtension = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -1115,18 +1159,24 @@ class SubjectExtension(WireRecord):
     def _clone(self) -> SubjectExtension:
         d = self.__dict__.copy()
         value = d.get('roles')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['roles'] = clone(value)
         value = d.get('permissions')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['permissions'] = clone(value)
         value = d.get('teams')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['teams'] = clone(value)
         value = d.get('claims')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['claims'] = clone(value)
-        out: SubjectExtension = self._cloned(d)
+        if len(d) != 6:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: SubjectExtension = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -1194,7 +1244,13 @@ class AgentIdentity(WireRecord):
 
     def _clone(self) -> AgentIdentity:
         d = self.__dict__.copy()
-        out: AgentIdentity = self._cloned(d)
+        if len(d) != 3:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: AgentIdentity = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -1270,12 +1326,18 @@ class ObjectSecurityProfile(WireRecord):
     def _clone(self) -> ObjectSecurityProfile:
         d = self.__dict__.copy()
         value = d.get('permissions')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['permissions'] = clone(value)
         value = d.get('data_scope')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['data_scope'] = clone(value)
-        out: ObjectSecurityProfile = self._cloned(d)
+        if len(d) != 4:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: ObjectSecurityProfile = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -1350,18 +1412,24 @@ class DataPolicy(WireRecord):
     def _clone(self) -> DataPolicy:
         d = self.__dict__.copy()
         value = d.get('apply_labels')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['apply_labels'] = clone(value)
         value = d.get('allowed_actions')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['allowed_actions'] = clone(value)
         value = d.get('denied_actions')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['denied_actions'] = clone(value)
         value = d.get('retention')
-        if value is not None:
-            d['retention'] = clone(value)
-        out: DataPolicy = self._cloned(d)
+        if type(value) not in _PLAIN:
+            d['retention'] = value._clone() if type(value) is RetentionPolicy else clone(value)
+        if len(d) != 4:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: DataPolicy = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -1429,7 +1497,13 @@ class RetentionPolicy(WireRecord):
 
     def _clone(self) -> RetentionPolicy:
         d = self.__dict__.copy()
-        out: RetentionPolicy = self._cloned(d)
+        if len(d) != 3:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: RetentionPolicy = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -1487,12 +1561,18 @@ class HttpExtension(WireRecord):
     def _clone(self) -> HttpExtension:
         d = self.__dict__.copy()
         value = d.get('request_headers')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['request_headers'] = clone(value)
         value = d.get('response_headers')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['response_headers'] = clone(value)
-        out: HttpExtension = self._cloned(d)
+        if len(d) != 2:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: HttpExtension = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -1587,9 +1667,15 @@ class DelegationExtension(WireRecord):
     def _clone(self) -> DelegationExtension:
         d = self.__dict__.copy()
         value = d.get('chain')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['chain'] = clone_list(value)
-        out: DelegationExtension = self._cloned(d)
+        if len(d) != 6:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: DelegationExtension = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -1702,9 +1788,15 @@ class DelegationHop(WireRecord):
     def _clone(self) -> DelegationHop:
         d = self.__dict__.copy()
         value = d.get('scopes_granted')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['scopes_granted'] = clone(value)
-        out: DelegationHop = self._cloned(d)
+        if len(d) != 8:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: DelegationHop = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -1809,9 +1901,15 @@ class AgentExtension(WireRecord):
     def _clone(self) -> AgentExtension:
         d = self.__dict__.copy()
         value = d.get('conversation')
-        if value is not None:
-            d['conversation'] = clone(value)
-        out: AgentExtension = self._cloned(d)
+        if type(value) not in _PLAIN:
+            d['conversation'] = value._clone() if type(value) is ConversationContext else clone(value)
+        if len(d) != 7:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: AgentExtension = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -1878,12 +1976,18 @@ class ConversationContext(WireRecord):
     def _clone(self) -> ConversationContext:
         d = self.__dict__.copy()
         value = d.get('history')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['history'] = clone(value)
         value = d.get('topics')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['topics'] = clone(value)
-        out: ConversationContext = self._cloned(d)
+        if len(d) != 3:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: ConversationContext = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -1969,7 +2073,13 @@ class RequestExtension(WireRecord):
 
     def _clone(self) -> RequestExtension:
         d = self.__dict__.copy()
-        out: RequestExtension = self._cloned(d)
+        if len(d) != 5:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: RequestExtension = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -2038,15 +2148,21 @@ class MCPExtension(WireRecord):
     def _clone(self) -> MCPExtension:
         d = self.__dict__.copy()
         value = d.get('tool')
-        if value is not None:
-            d['tool'] = clone(value)
+        if type(value) not in _PLAIN:
+            d['tool'] = value._clone() if type(value) is ToolMetadata else clone(value)
         value = d.get('resource')
-        if value is not None:
-            d['resource'] = clone(value)
+        if type(value) not in _PLAIN:
+            d['resource'] = value._clone() if type(value) is ResourceMetadata else clone(value)
         value = d.get('prompt')
-        if value is not None:
-            d['prompt'] = clone(value)
-        out: MCPExtension = self._cloned(d)
+        if type(value) not in _PLAIN:
+            d['prompt'] = value._clone() if type(value) is PromptMetadata else clone(value)
+        if len(d) != 3:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: MCPExtension = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -2156,15 +2272,21 @@ class ToolMetadata(WireRecord):
     def _clone(self) -> ToolMetadata:
         d = self.__dict__.copy()
         value = d.get('input_schema')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['input_schema'] = clone(value)
         value = d.get('output_schema')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['output_schema'] = clone(value)
         value = d.get('annotations')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['annotations'] = clone(value)
-        out: ToolMetadata = self._cloned(d)
+        if len(d) != 8:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: ToolMetadata = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -2249,7 +2371,13 @@ class ResourceMetadata(WireRecord):
 
     def _clone(self) -> ResourceMetadata:
         d = self.__dict__.copy()
-        out: ResourceMetadata = self._cloned(d)
+        if len(d) != 5:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: ResourceMetadata = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -2316,7 +2444,13 @@ class PromptMetadata(WireRecord):
 
     def _clone(self) -> PromptMetadata:
         d = self.__dict__.copy()
-        out: PromptMetadata = self._cloned(d)
+        if len(d) != 3:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: PromptMetadata = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -2412,9 +2546,15 @@ class CompletionExtension(WireRecord):
     def _clone(self) -> CompletionExtension:
         d = self.__dict__.copy()
         value = d.get('tokens')
-        if value is not None:
-            d['tokens'] = clone(value)
-        out: CompletionExtension = self._cloned(d)
+        if type(value) not in _PLAIN:
+            d['tokens'] = value._clone() if type(value) is TokenUsage else clone(value)
+        if len(d) != 6:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: CompletionExtension = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -2482,7 +2622,13 @@ class TokenUsage(WireRecord):
 
     def _clone(self) -> TokenUsage:
         d = self.__dict__.copy()
-        out: TokenUsage = self._cloned(d)
+        if len(d) != 3:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: TokenUsage = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -2550,7 +2696,13 @@ class ProvenanceExtension(WireRecord):
 
     def _clone(self) -> ProvenanceExtension:
         d = self.__dict__.copy()
-        out: ProvenanceExtension = self._cloned(d)
+        if len(d) != 3:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: ProvenanceExtension = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -2618,9 +2770,15 @@ class LLMExtension(WireRecord):
     def _clone(self) -> LLMExtension:
         d = self.__dict__.copy()
         value = d.get('capabilities')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['capabilities'] = clone(value)
-        out: LLMExtension = self._cloned(d)
+        if len(d) != 3:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: LLMExtension = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -2706,9 +2864,15 @@ class FrameworkExtension(WireRecord):
     def _clone(self) -> FrameworkExtension:
         d = self.__dict__.copy()
         value = d.get('metadata')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['metadata'] = clone(value)
-        out: FrameworkExtension = self._cloned(d)
+        if len(d) != 5:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: FrameworkExtension = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -2767,9 +2931,15 @@ class MessagePayload(WireRecord):
     def _clone(self) -> MessagePayload:
         d = self.__dict__.copy()
         value = d.get('message')
-        if value is not None:
-            d['message'] = clone(value)
-        out: MessagePayload = self._cloned(d)
+        if type(value) not in _PLAIN:
+            d['message'] = value._clone() if type(value) is Message else clone(value)
+        if len(d) != 2:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: MessagePayload = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -2843,9 +3013,15 @@ class Message(WireRecord):
     def _clone(self) -> Message:
         d = self.__dict__.copy()
         value = d.get('content')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['content'] = clone_list(value)
-        out: Message = self._cloned(d)
+        if len(d) != 4:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: Message = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -2920,9 +3096,15 @@ class ToolCall(WireRecord):
     def _clone(self) -> ToolCall:
         d = self.__dict__.copy()
         value = d.get('arguments')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['arguments'] = clone(value)
-        out: ToolCall = self._cloned(d)
+        if len(d) != 4:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: ToolCall = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -2995,9 +3177,15 @@ class ToolResult(WireRecord):
     def _clone(self) -> ToolResult:
         d = self.__dict__.copy()
         value = d.get('content')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['content'] = clone(value)
-        out: ToolResult = self._cloned(d)
+        if len(d) != 4:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: ToolResult = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -3134,9 +3322,15 @@ class Resource(WireRecord):
     def _clone(self) -> Resource:
         d = self.__dict__.copy()
         value = d.get('annotations')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['annotations'] = clone(value)
-        out: Resource = self._cloned(d)
+        if len(d) != 11:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: Resource = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -3237,7 +3431,13 @@ class ResourceReference(WireRecord):
 
     def _clone(self) -> ResourceReference:
         d = self.__dict__.copy()
-        out: ResourceReference = self._cloned(d)
+        if len(d) != 7:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: ResourceReference = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -3312,9 +3512,15 @@ class PromptRequest(WireRecord):
     def _clone(self) -> PromptRequest:
         d = self.__dict__.copy()
         value = d.get('arguments')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['arguments'] = clone(value)
-        out: PromptRequest = self._cloned(d)
+        if len(d) != 4:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: PromptRequest = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -3407,9 +3613,15 @@ class PromptResult(WireRecord):
     def _clone(self) -> PromptResult:
         d = self.__dict__.copy()
         value = d.get('messages')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['messages'] = clone_list(value)
-        out: PromptResult = self._cloned(d)
+        if len(d) != 6:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: PromptResult = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -3475,7 +3687,13 @@ class ImageSource(WireRecord):
 
     def _clone(self) -> ImageSource:
         d = self.__dict__.copy()
-        out: ImageSource = self._cloned(d)
+        if len(d) != 3:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: ImageSource = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -3550,7 +3768,13 @@ class VideoSource(WireRecord):
 
     def _clone(self) -> VideoSource:
         d = self.__dict__.copy()
-        out: VideoSource = self._cloned(d)
+        if len(d) != 4:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: VideoSource = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -3625,7 +3849,13 @@ class AudioSource(WireRecord):
 
     def _clone(self) -> AudioSource:
         d = self.__dict__.copy()
-        out: AudioSource = self._cloned(d)
+        if len(d) != 4:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: AudioSource = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -3700,7 +3930,13 @@ class DocumentSource(WireRecord):
 
     def _clone(self) -> DocumentSource:
         d = self.__dict__.copy()
-        out: DocumentSource = self._cloned(d)
+        if len(d) != 4:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: DocumentSource = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -3825,18 +4061,24 @@ class GlobalContext(WireRecord):
     def _clone(self) -> GlobalContext:
         d = self.__dict__.copy()
         value = d.get('user')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['user'] = clone(value)
         value = d.get('user_context')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['user_context'] = clone(value)
         value = d.get('state')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['state'] = clone(value)
         value = d.get('metadata')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['metadata'] = clone(value)
-        out: GlobalContext = self._cloned(d)
+        if len(d) != 10:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: GlobalContext = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -3886,7 +4128,13 @@ class CallOptions(WireRecord):
 
     def _clone(self) -> CallOptions:
         d = self.__dict__.copy()
-        out: CallOptions = self._cloned(d)
+        if len(d) != 1:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: CallOptions = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -3952,12 +4200,18 @@ class ToolPreInvokePayload(WireRecord):
     def _clone(self) -> ToolPreInvokePayload:
         d = self.__dict__.copy()
         value = d.get('args')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['args'] = clone(value)
         value = d.get('headers')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['headers'] = clone(value)
-        out: ToolPreInvokePayload = self._cloned(d)
+        if len(d) != 3:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: ToolPreInvokePayload = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -4015,9 +4269,15 @@ class ToolPostInvokePayload(WireRecord):
     def _clone(self) -> ToolPostInvokePayload:
         d = self.__dict__.copy()
         value = d.get('result')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['result'] = clone(value)
-        out: ToolPostInvokePayload = self._cloned(d)
+        if len(d) != 2:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: ToolPostInvokePayload = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -4075,9 +4335,15 @@ class PromptPrehookPayload(WireRecord):
     def _clone(self) -> PromptPrehookPayload:
         d = self.__dict__.copy()
         value = d.get('args')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['args'] = clone(value)
-        out: PromptPrehookPayload = self._cloned(d)
+        if len(d) != 2:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: PromptPrehookPayload = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -4135,9 +4401,15 @@ class PromptPosthookPayload(WireRecord):
     def _clone(self) -> PromptPosthookPayload:
         d = self.__dict__.copy()
         value = d.get('result')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['result'] = clone(value)
-        out: PromptPosthookPayload = self._cloned(d)
+        if len(d) != 2:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: PromptPosthookPayload = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -4195,9 +4467,15 @@ class ResourcePreFetchPayload(WireRecord):
     def _clone(self) -> ResourcePreFetchPayload:
         d = self.__dict__.copy()
         value = d.get('metadata')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['metadata'] = clone(value)
-        out: ResourcePreFetchPayload = self._cloned(d)
+        if len(d) != 2:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: ResourcePreFetchPayload = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -4255,9 +4533,15 @@ class ResourcePostFetchPayload(WireRecord):
     def _clone(self) -> ResourcePostFetchPayload:
         d = self.__dict__.copy()
         value = d.get('content')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['content'] = clone(value)
-        out: ResourcePostFetchPayload = self._cloned(d)
+        if len(d) != 2:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: ResourcePostFetchPayload = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -4356,18 +4640,24 @@ class AgentPreInvokePayload(WireRecord):
     def _clone(self) -> AgentPreInvokePayload:
         d = self.__dict__.copy()
         value = d.get('messages')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['messages'] = clone(value)
         value = d.get('tools')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['tools'] = clone(value)
         value = d.get('headers')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['headers'] = clone(value)
         value = d.get('parameters')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['parameters'] = clone(value)
-        out: AgentPreInvokePayload = self._cloned(d)
+        if len(d) != 7:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: AgentPreInvokePayload = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -4432,12 +4722,18 @@ class AgentPostInvokePayload(WireRecord):
     def _clone(self) -> AgentPostInvokePayload:
         d = self.__dict__.copy()
         value = d.get('messages')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['messages'] = clone(value)
         value = d.get('tool_calls')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['tool_calls'] = clone(value)
-        out: AgentPostInvokePayload = self._cloned(d)
+        if len(d) != 3:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: AgentPostInvokePayload = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -4520,9 +4816,15 @@ class HttpPreRequestPayload(WireRecord):
     def _clone(self) -> HttpPreRequestPayload:
         d = self.__dict__.copy()
         value = d.get('headers')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['headers'] = clone(value)
-        out: HttpPreRequestPayload = self._cloned(d)
+        if len(d) != 5:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: HttpPreRequestPayload = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -4622,12 +4924,18 @@ class HttpPostRequestPayload(WireRecord):
     def _clone(self) -> HttpPostRequestPayload:
         d = self.__dict__.copy()
         value = d.get('headers')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['headers'] = clone(value)
         value = d.get('response_headers')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['response_headers'] = clone(value)
-        out: HttpPostRequestPayload = self._cloned(d)
+        if len(d) != 7:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: HttpPostRequestPayload = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -4702,12 +5010,18 @@ class HttpAuthResolveUserPayload(WireRecord):
     def _clone(self) -> HttpAuthResolveUserPayload:
         d = self.__dict__.copy()
         value = d.get('credentials')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['credentials'] = clone(value)
         value = d.get('headers')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['headers'] = clone(value)
-        out: HttpAuthResolveUserPayload = self._cloned(d)
+        if len(d) != 4:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: HttpAuthResolveUserPayload = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -4818,7 +5132,13 @@ class HttpAuthCheckPermissionPayload(WireRecord):
 
     def _clone(self) -> HttpAuthCheckPermissionPayload:
         d = self.__dict__.copy()
-        out: HttpAuthCheckPermissionPayload = self._cloned(d)
+        if len(d) != 8:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: HttpAuthCheckPermissionPayload = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -4876,7 +5196,13 @@ class HttpAuthCheckPermissionResultPayload(WireRecord):
 
     def _clone(self) -> HttpAuthCheckPermissionResultPayload:
         d = self.__dict__.copy()
-        out: HttpAuthCheckPermissionResultPayload = self._cloned(d)
+        if len(d) != 2:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: HttpAuthCheckPermissionResultPayload = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -4960,9 +5286,15 @@ class IdentityPayload(WireRecord):
     def _clone(self) -> IdentityPayload:
         d = self.__dict__.copy()
         value = d.get('headers')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['headers'] = clone(value)
-        out: IdentityPayload = self._cloned(d)
+        if len(d) != 5:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: IdentityPayload = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -5056,15 +5388,21 @@ class IdentityResult(WireRecord):
     def _clone(self) -> IdentityResult:
         d = self.__dict__.copy()
         value = d.get('subject')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['subject'] = clone(value)
         value = d.get('delegation')
-        if value is not None:
-            d['delegation'] = clone(value)
+        if type(value) not in _PLAIN:
+            d['delegation'] = value._clone() if type(value) is DelegationExtension else clone(value)
         value = d.get('raw_claims')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['raw_claims'] = clone(value)
-        out: IdentityResult = self._cloned(d)
+        if len(d) != 6:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: IdentityResult = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -5174,12 +5512,18 @@ class DelegationPayload(WireRecord):
     def _clone(self) -> DelegationPayload:
         d = self.__dict__.copy()
         value = d.get('required_permissions')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['required_permissions'] = clone(value)
         value = d.get('route_attenuation')
-        if value is not None:
-            d['route_attenuation'] = clone(value)
-        out: DelegationPayload = self._cloned(d)
+        if type(value) not in _PLAIN:
+            d['route_attenuation'] = value._clone() if type(value) is AttenuationConfig else clone(value)
+        if len(d) != 8:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: DelegationPayload = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -5255,12 +5599,18 @@ class AttenuationConfig(WireRecord):
     def _clone(self) -> AttenuationConfig:
         d = self.__dict__.copy()
         value = d.get('capabilities')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['capabilities'] = clone(value)
         value = d.get('actions')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['actions'] = clone(value)
-        out: AttenuationConfig = self._cloned(d)
+        if len(d) != 4:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: AttenuationConfig = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -5346,12 +5696,18 @@ class DelegationResult(WireRecord):
     def _clone(self) -> DelegationResult:
         d = self.__dict__.copy()
         value = d.get('delegation_update')
-        if value is not None:
-            d['delegation_update'] = clone(value)
+        if type(value) not in _PLAIN:
+            d['delegation_update'] = value._clone() if type(value) is DelegationExtension else clone(value)
         value = d.get('forwarded_headers')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['forwarded_headers'] = clone(value)
-        out: DelegationResult = self._cloned(d)
+        if len(d) != 5:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: DelegationResult = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -5441,9 +5797,15 @@ class LogRecord(WireRecord):
     def _clone(self) -> LogRecord:
         d = self.__dict__.copy()
         value = d.get('fields')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['fields'] = clone(value)
-        out: LogRecord = self._cloned(d)
+        if len(d) != 6:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: LogRecord = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -5560,12 +5922,18 @@ class PluginDecision(WireRecord):
     def _clone(self) -> PluginDecision:
         d = self.__dict__.copy()
         value = d.get('modified_fields')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['modified_fields'] = clone(value)
         value = d.get('modified_values')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['modified_values'] = clone(value)
-        out: PluginDecision = self._cloned(d)
+        if len(d) != 9:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: PluginDecision = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -5709,12 +6077,18 @@ class DecisionRecord(WireRecord):
     def _clone(self) -> DecisionRecord:
         d = self.__dict__.copy()
         value = d.get('background')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['background'] = clone(value)
         value = d.get('plugins')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['plugins'] = clone_list(value)
-        out: DecisionRecord = self._cloned(d)
+        if len(d) != 12:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: DecisionRecord = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -5811,12 +6185,18 @@ class ContentPart(WireRecord):
     def _clone(self) -> ContentPart:
         d = self.__dict__.copy()
         value = d.get('text')
-        if value is not None:
-            d['text'] = clone(value)
+        if type(value) not in _PLAIN:
+            d['text'] = value._clone() if isinstance(value, WireRecord) else clone(value)
         value = d.get('content')
-        if value is not None:
-            d['content'] = clone(value)
-        out: ContentPart = self._cloned(d)
+        if type(value) not in _PLAIN:
+            d['content'] = value._clone() if isinstance(value, WireRecord) else clone(value)
+        if len(d) != 3:
+            _clone_rest(d, self._NAMES)  # entries besides the fields: the raw map of an unknown content_type
+        out: ContentPart = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
     def to_wire(self) -> dict[str, Any]:

@@ -19,7 +19,9 @@ from typing import Any, ClassVar
 
 from kvstore._generated.wire import (  # noqa: F401  # each record uses some of the checks
     _MISSING,
+    _PLAIN,
     FieldInfo,
+    _clone_rest,
     _new,
     _set_dict,
     _set_extra,
@@ -133,15 +135,21 @@ class KvStats(WireRecord):
     def _clone(self) -> KvStats:
         d = self.__dict__.copy()
         value = d.get('keys')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['keys'] = clone(value)
         value = d.get('sizes')
-        if value is not None:
+        if type(value) not in _PLAIN:
             d['sizes'] = clone(value)
         value = d.get('largest')
-        if value is not None:
-            d['largest'] = clone(value)
-        out: KvStats = self._cloned(d)
+        if type(value) not in _PLAIN:
+            d['largest'] = value._clone() if type(value) is KvValue else clone(value)
+        if len(d) != 6:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: KvStats = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -190,7 +198,13 @@ class KvBlob(WireRecord):
 
     def _clone(self) -> KvBlob:
         d = self.__dict__.copy()
-        out: KvBlob = self._cloned(d)
+        if len(d) != 1:
+            _clone_rest(d, self._NAMES)  # entries besides the fields
+        out: KvBlob = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
 
@@ -267,12 +281,18 @@ class KvValue(WireRecord):
     def _clone(self) -> KvValue:
         d = self.__dict__.copy()
         value = d.get('text')
-        if value is not None:
-            d['text'] = clone(value)
+        if type(value) not in _PLAIN:
+            d['text'] = value._clone() if isinstance(value, WireRecord) else clone(value)
         value = d.get('blob')
-        if value is not None:
-            d['blob'] = clone(value)
-        out: KvValue = self._cloned(d)
+        if type(value) not in _PLAIN:
+            d['blob'] = value._clone() if isinstance(value, WireRecord) else clone(value)
+        if len(d) != 3:
+            _clone_rest(d, self._NAMES)  # entries besides the fields: the raw map of an unknown kind
+        out: KvValue = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
         return out
 
     def to_wire(self) -> dict[str, Any]:
