@@ -6,7 +6,7 @@ from __future__ import annotations
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import msgpack  # type: ignore[import-untyped, unused-ignore]  # untyped: the package passes mypy wherever it is installed
 
@@ -337,24 +337,26 @@ class WireRecord:
         raise _refuse(value, f"a {cls.__name__} (a map)")
 
     @classmethod
-    def model_validate(cls, data: Any) -> Any:
+    def model_validate(cls, data: Any) -> Self:
         """A record of a map (checked), or the record given as it is."""
         try:
-            return cls._check(data)
+            made: Self = cls._check(data)
         except RecordError as exc:
             exc.record = exc.record or cls.__name__
             raise
+        return made
 
     @classmethod
-    def from_wire(cls, data: Any, what: str | None = None) -> Any:
+    def from_wire(cls, data: Any, what: str | None = None) -> Self:
         """Validates a decoded MessagePack value; a ParseError names the bad field."""
         try:
-            return cls._check(data)
+            made: Self = cls._check(data)
         except RecordError as exc:
             raise ParseError(f"{what or cls.__name__}{exc.where()}: {exc.msg}") from None
+        return made
 
     @classmethod
-    def model_construct(cls, **values: Any) -> Any:
+    def model_construct(cls, **values: Any) -> Self:
         """A record of trusted values, not checked (as pydantic's): a field not given
         takes its default, a name that is not a field is an unknown field."""
         names = cls._NAMES
@@ -388,16 +390,17 @@ class WireRecord:
                 return extra[name]
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
-    def __setattr__(self, name: str, value: Any) -> None:
         # As pydantic's: a field assigned counts as set; an unknown name is an unknown
-        # field (emitted after the known ones); no validation.
-        if name in self._NAMES:
-            self.__dict__[name] = value
-            self._fields_set.add(name)
-        elif name[:1] == "_":
-            object.__setattr__(self, name, value)
-        else:
-            self.model_extra[name] = value
+        # field (emitted after the known ones); no validation. Hidden from type
+        # checkers too, so an assignment to a misspelt field stays an error to them.
+        def __setattr__(self, name: str, value: Any) -> None:
+            if name in self._NAMES:
+                self.__dict__[name] = value
+                self._fields_set.add(name)
+            elif name[:1] == "_":
+                object.__setattr__(self, name, value)
+            else:
+                self.model_extra[name] = value
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
@@ -434,7 +437,7 @@ class WireRecord:
                 out[name] = _dump(value, json, exclude_unset, exclude_none)
         return out
 
-    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Any:
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Self:
         """A copy, shallow unless deep; update's values set as they are (no validation),
         each counted as set, an unknown name as an unknown field."""
         d = self.__dict__.copy()

@@ -131,13 +131,12 @@ sys.meta_path.insert(0, Spy())
 
 
 def test_records_and_payloads_import_no_pydantic() -> None:
-    """The wire records are plain classes (cpexrt.wire.WireRecord): the records and the
-    payload registry import no pydantic, and decoding, checking, cloning and encoding
-    a CMF message and the results' records use none. (The boundary and the engine
-    import the YAML config, cpexrt/engine/config.py, which uses pydantic until its own
-    change: the next test.)"""
+    """The wire records are plain classes (cpexrt.wire.WireRecord): the boundary, the
+    records, the payload registry and the executor import no pydantic, and decoding,
+    checking, cloning and encoding a CMF message and the results' records use none."""
     code = _PYDANTIC_SPY + (
-        "import cpexrt._generated.records, cpexrt.wire, cpexrt.payloads\n"
+        "import cpexrt._boundary.exports, cpexrt._generated.records, cpexrt.wire, cpexrt.payloads\n"
+        "import cpexrt.engine.executor\n"
         "from cpexrt import payloads\n"
         "from cpexrt._generated.records import PipelineResult, PluginError, PluginViolation\n"
         "from cpexrt.wire import clone\n"
@@ -154,10 +153,10 @@ def test_records_and_payloads_import_no_pydantic() -> None:
     assert python_prints(code).split() == ["True", "[]", "False"]
 
 
-def test_the_demos_import_pydantic_only_for_the_config() -> None:
-    """The generic demo (an allow, a deny, an on_error: ignore error) and the CMF demo
-    run with no pydantic but the YAML config's (cpexrt/engine/config.py; once the
-    config needs none either, this is `'pydantic' not in sys.modules`)."""
+def test_the_demos_import_no_pydantic() -> None:
+    """The generic demo (an allow, a deny) and the CMF demo (an on_error: ignore error)
+    run, config to results, with no pydantic imported (only the py-cpex adapter,
+    engine/pycpex.py, uses it, with py-cpex's own models)."""
     code = _PYDANTIC_SPY + (
         "import cpexrt._boundary.exports\n"
         "from cpexrt.engine import Engine\n"
@@ -176,11 +175,11 @@ def test_the_demos_import_pydantic_only_for_the_config() -> None:
         "cmf = c.invoke('cmf.tool_pre_invoke', 1, msg, {'http': {'request_headers': {'host': 'gateway.local'}}})\n"
         "c.shutdown()\n"
         "print(allow.continue_processing, deny.violation.code, [x.plugin_name for x in cmf.errors], cmf.continue_processing)\n"
-        "print(sorted(set(importers)))\n"
+        "print(sorted(set(importers)), 'pydantic' in sys.modules, 'pydantic_core' in sys.modules)\n"
     )
     lines = python_prints(code).splitlines()
     assert lines[0] == "True pii_clearance_required ['header-injector-readonly'] True"
-    assert lines[1] == "[('pydantic', 'engine/config.py'), ('pydantic_core', 'engine/config.py')]"
+    assert lines[1] == "[] False False"
 
 
 def test_isolation_is_imported_when_a_plugin_asks_for_it() -> None:
