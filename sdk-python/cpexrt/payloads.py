@@ -406,35 +406,37 @@ def accept_extensions(merged: dict[str, Any], changed: set[str], limits: Limits)
     return Snapshot(wire, _unpack, canonical)
 
 
-# Each Extensions slot's own check: its record's (a slot checked alone costs a fraction
-# of the whole record's check, which reads every slot); None for a slot whose field is
+# Each Extensions slot's own record class (a slot checked alone costs a fraction of
+# the whole record's check, which reads every slot); None for a slot whose field is
 # not a record (the Extensions record checks it, alone).
-_SLOT_CHECKS: dict[str, Callable[[Any], Any] | None] = {}
+_SLOT_RECORDS: dict[str, type[WireRecord] | None] = {}
 
 
-def _slot_checks() -> dict[str, Callable[[Any], Any] | None]:
+def _slot_records() -> dict[str, type[WireRecord] | None]:
     for name, info in records.Extensions.model_fields.items():
         kind = getattr(records, info.annotation.removesuffix(" | None"), None)
-        _SLOT_CHECKS[name] = kind._check if isinstance(kind, type) and issubclass(kind, WireRecord) else None
-    return _SLOT_CHECKS
+        _SLOT_RECORDS[name] = kind if isinstance(kind, type) and issubclass(kind, WireRecord) else None
+    return _SLOT_RECORDS
 
 
 def _check_slots(slots: dict[str, Any]) -> None:
     """ParseError naming the field when a slot is not of its record's shape, checked as
     the Extensions record checks it (a slot it does not name is kept as it is, as the
     record keeps an unknown field)."""
-    checks = _SLOT_CHECKS or _slot_checks()
+    kinds = _SLOT_RECORDS or _slot_records()
     for name, value in slots.items():
-        if value is None or name not in checks:
+        if value is None or name not in kinds:
             continue
-        check = checks[name]
+        kind = kinds[name]
         try:
-            if check is None:
+            if kind is None:
                 records.Extensions._parse({name: value})
+            elif type(value) is dict:
+                kind._parse(value)
             else:
-                check(value)
+                kind._check(value)
         except RecordError as exc:
-            where = exc.where() if check is None else f".{name}{exc.where()}"
+            where = exc.where() if kind is None else f".{name}{exc.where()}"
             raise ParseError(f"extensions{where}: {exc.msg}") from None
 
 

@@ -212,13 +212,17 @@ def _at(where: str | int, error: RecordError) -> RecordError:
     return error
 
 
+# The one-type sets the container checks test their items' types against (the
+# superset test walks the items without building a set of their types).
+_ONLY: dict[type, frozenset[type]] = {t: frozenset({t}) for t in (str, bool, float, bytes)}
+
+
 def check_list(value: Any, item: Callable[[Any], Any] | None = None, exact: type | None = None) -> list[Any]:
     """A copy of a list (or tuple), each item checked by item unless it is of the exact
     type (None: items of any value)."""
-    if type(value) is not list:
-        if not isinstance(value, (list, tuple)):
-            raise _refuse(value, "a list")
-    if item is None or (exact is not None and {*map(type, value)} <= {exact}):
+    if type(value) is not list and not isinstance(value, (list, tuple)):
+        raise _refuse(value, "a list")
+    if item is None or (exact is not None and (_ONLY.get(exact) or frozenset({exact})).issuperset(map(type, value))):
         return list(value)
     out = []
     for i, x in enumerate(value):
@@ -235,13 +239,13 @@ def check_list(value: Any, item: Callable[[Any], Any] | None = None, exact: type
 def check_map(value: Any, item: Callable[[Any], Any] | None = None, exact: type | None = None) -> dict[str, Any]:
     """A copy of a map with string keys, each value checked by item unless it is of the
     exact type (None: values of any value)."""
-    if not isinstance(value, dict):
+    if type(value) is not dict and not isinstance(value, dict):
         raise _refuse(value, "a map")
-    if not {*map(type, value)} <= _STR_ONLY:
+    if not _STR_ONLY.issuperset(map(type, value)):
         for key in value:
             if type(key) is not str:
                 raise RecordError(f"expected a map with string keys, got the key {_shown(key)}")
-    if item is None or (exact is not None and {*map(type, value.values())} <= {exact}):
+    if item is None or (exact is not None and (_ONLY.get(exact) or frozenset({exact})).issuperset(map(type, value.values()))):
         return dict(value)
     out = {}
     for key, x in value.items():
@@ -313,18 +317,15 @@ class WireRecord:
 
     def __init__(self, /, **data: Any) -> None:
         try:
-            made = self._parse(data)
+            self._parse(data, self)
         except RecordError as exc:
             exc.record = exc.record or type(self).__name__
             raise
-        _set_dict(self, made.__dict__)
-        _set_fields_set(self, made._fields_set)
-        _set_extra(self, made._extra)
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> Any:
-        """A record of a map, checked (RecordError without the record's name): each
-        generated class's own, straight-line."""
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> Any:
+        """The record of a map (obj, when given, is made it), checked (RecordError
+        without the record's name): each generated class's own, straight-line."""
         raise TypeError("WireRecord is the base of the generated records, not a record")
 
     @classmethod
@@ -340,7 +341,7 @@ class WireRecord:
     def model_validate(cls, data: Any) -> Self:
         """A record of a map (checked), or the record given as it is."""
         try:
-            made: Self = cls._check(data)
+            made: Self = cls._parse(data) if type(data) is dict else cls._check(data)
         except RecordError as exc:
             exc.record = exc.record or cls.__name__
             raise
@@ -350,7 +351,7 @@ class WireRecord:
     def from_wire(cls, data: Any, what: str | None = None) -> Self:
         """Validates a decoded MessagePack value; a ParseError names the bad field."""
         try:
-            made: Self = cls._check(data)
+            made: Self = cls._parse(data) if type(data) is dict else cls._check(data)
         except RecordError as exc:
             raise ParseError(f"{what or cls.__name__}{exc.where()}: {exc.msg}") from None
         return made

@@ -147,7 +147,7 @@ class PluginViolation(WireRecord):
     mcp_error_code: int | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> PluginViolation:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> PluginViolation:
         get = data.get
         field = ""
         try:
@@ -195,7 +195,8 @@ class PluginViolation(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: PluginViolation = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -219,7 +220,8 @@ class PluginViolation(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: PluginViolation = obj
+        return made
 
     def _clone(self) -> PluginViolation:
         d = self.__dict__.copy()
@@ -265,7 +267,7 @@ class PluginError(WireRecord):
     proto_error_code: int | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> PluginError:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> PluginError:
         get = data.get
         field = ""
         try:
@@ -294,7 +296,8 @@ class PluginError(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: PluginError = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -314,7 +317,8 @@ class PluginError(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: PluginError = obj
+        return made
 
     def _clone(self) -> PluginError:
         d = self.__dict__.copy()
@@ -387,7 +391,7 @@ class PluginStats(WireRecord):
     pids: list[int] | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> PluginStats:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> PluginStats:
         get = data.get
         field = ""
         try:
@@ -465,7 +469,8 @@ class PluginStats(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: PluginStats = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -495,7 +500,8 @@ class PluginStats(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: PluginStats = obj
+        return made
 
     def _clone(self) -> PluginStats:
         d = self.__dict__.copy()
@@ -556,7 +562,7 @@ class PipelineResult(WireRecord):
     http_headers: dict[str, str] | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> PipelineResult:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> PipelineResult:
         get = data.get
         field = ""
         try:
@@ -611,7 +617,8 @@ class PipelineResult(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: PipelineResult = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -637,7 +644,8 @@ class PipelineResult(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: PipelineResult = obj
+        return made
 
     def _clone(self) -> PipelineResult:
         d = self.__dict__.copy()
@@ -710,7 +718,7 @@ class Extensions(WireRecord):
     custom: dict[str, Any] | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> Extensions:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> Extensions:
         get = data.get
         field = ""
         try:
@@ -776,7 +784,8 @@ class Extensions(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: Extensions = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -803,7 +812,8 @@ class Extensions(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: Extensions = obj
+        return made
 
     def _clone(self) -> Extensions:
         d = self.__dict__.copy()
@@ -879,7 +889,7 @@ class MetaExtension(WireRecord):
     properties: dict[str, str] | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> MetaExtension:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> MetaExtension:
         get = data.get
         field = ""
         try:
@@ -909,7 +919,8 @@ class MetaExtension(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: MetaExtension = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -929,7 +940,8 @@ class MetaExtension(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: MetaExtension = obj
+        return made
 
     def _clone(self) -> MetaExtension:
         d = self.__dict__.copy()
@@ -981,7 +993,7 @@ class SecurityExtension(WireRecord):
     data: dict[str, DataPolicy] | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> SecurityExtension:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> SecurityExtension:
         get = data.get
         field = ""
         try:
@@ -1020,7 +1032,8 @@ class SecurityExtension(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: SecurityExtension = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -1042,7 +1055,8 @@ class SecurityExtension(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: SecurityExtension = obj
+        return made
 
     def _clone(self) -> SecurityExtension:
         d = self.__dict__.copy()
@@ -1100,7 +1114,7 @@ class SubjectExtension(WireRecord):
     claims: dict[str, str] | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> SubjectExtension:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> SubjectExtension:
         get = data.get
         field = ""
         try:
@@ -1133,7 +1147,8 @@ class SubjectExtension(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: SubjectExtension = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -1154,7 +1169,8 @@ class SubjectExtension(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: SubjectExtension = obj
+        return made
 
     def _clone(self) -> SubjectExtension:
         d = self.__dict__.copy()
@@ -1200,7 +1216,7 @@ class AgentIdentity(WireRecord):
     trust_domain: str | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> AgentIdentity:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> AgentIdentity:
         get = data.get
         field = ""
         try:
@@ -1222,7 +1238,8 @@ class AgentIdentity(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: AgentIdentity = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -1240,7 +1257,8 @@ class AgentIdentity(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: AgentIdentity = obj
+        return made
 
     def _clone(self) -> AgentIdentity:
         d = self.__dict__.copy()
@@ -1277,7 +1295,7 @@ class ObjectSecurityProfile(WireRecord):
     data_scope: list[str] | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> ObjectSecurityProfile:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> ObjectSecurityProfile:
         get = data.get
         field = ""
         try:
@@ -1302,7 +1320,8 @@ class ObjectSecurityProfile(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: ObjectSecurityProfile = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -1321,7 +1340,8 @@ class ObjectSecurityProfile(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: ObjectSecurityProfile = obj
+        return made
 
     def _clone(self) -> ObjectSecurityProfile:
         d = self.__dict__.copy()
@@ -1364,7 +1384,7 @@ class DataPolicy(WireRecord):
     retention: RetentionPolicy | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> DataPolicy:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> DataPolicy:
         get = data.get
         field = ""
         try:
@@ -1388,7 +1408,8 @@ class DataPolicy(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: DataPolicy = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -1407,7 +1428,8 @@ class DataPolicy(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: DataPolicy = obj
+        return made
 
     def _clone(self) -> DataPolicy:
         d = self.__dict__.copy()
@@ -1453,7 +1475,7 @@ class RetentionPolicy(WireRecord):
     delete_after: str | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> RetentionPolicy:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> RetentionPolicy:
         get = data.get
         field = ""
         try:
@@ -1475,7 +1497,8 @@ class RetentionPolicy(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: RetentionPolicy = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -1493,7 +1516,8 @@ class RetentionPolicy(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: RetentionPolicy = obj
+        return made
 
     def _clone(self) -> RetentionPolicy:
         d = self.__dict__.copy()
@@ -1524,7 +1548,7 @@ class HttpExtension(WireRecord):
     response_headers: dict[str, str] | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> HttpExtension:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> HttpExtension:
         get = data.get
         field = ""
         try:
@@ -1539,7 +1563,8 @@ class HttpExtension(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: HttpExtension = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -1556,7 +1581,8 @@ class HttpExtension(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: HttpExtension = obj
+        return made
 
     def _clone(self) -> HttpExtension:
         d = self.__dict__.copy()
@@ -1605,7 +1631,7 @@ class DelegationExtension(WireRecord):
     age_seconds: float | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> DelegationExtension:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> DelegationExtension:
         get = data.get
         field = ""
         try:
@@ -1641,7 +1667,8 @@ class DelegationExtension(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: DelegationExtension = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -1662,7 +1689,8 @@ class DelegationExtension(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: DelegationExtension = obj
+        return made
 
     def _clone(self) -> DelegationExtension:
         d = self.__dict__.copy()
@@ -1714,7 +1742,7 @@ class DelegationHop(WireRecord):
     from_cache: bool | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> DelegationHop:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> DelegationHop:
         get = data.get
         field = ""
         try:
@@ -1760,7 +1788,8 @@ class DelegationHop(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: DelegationHop = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -1783,7 +1812,8 @@ class DelegationHop(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: DelegationHop = obj
+        return made
 
     def _clone(self) -> DelegationHop:
         d = self.__dict__.copy()
@@ -1832,7 +1862,7 @@ class AgentExtension(WireRecord):
     conversation: ConversationContext | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> AgentExtension:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> AgentExtension:
         get = data.get
         field = ""
         try:
@@ -1874,7 +1904,8 @@ class AgentExtension(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: AgentExtension = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -1896,7 +1927,8 @@ class AgentExtension(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: AgentExtension = obj
+        return made
 
     def _clone(self) -> AgentExtension:
         d = self.__dict__.copy()
@@ -1933,7 +1965,7 @@ class ConversationContext(WireRecord):
     topics: list[str] | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> ConversationContext:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> ConversationContext:
         get = data.get
         field = ""
         try:
@@ -1953,7 +1985,8 @@ class ConversationContext(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: ConversationContext = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -1971,7 +2004,8 @@ class ConversationContext(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: ConversationContext = obj
+        return made
 
     def _clone(self) -> ConversationContext:
         d = self.__dict__.copy()
@@ -2017,7 +2051,7 @@ class RequestExtension(WireRecord):
     span_id: str | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> RequestExtension:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> RequestExtension:
         get = data.get
         field = ""
         try:
@@ -2049,7 +2083,8 @@ class RequestExtension(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: RequestExtension = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -2069,7 +2104,8 @@ class RequestExtension(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: RequestExtension = obj
+        return made
 
     def _clone(self) -> RequestExtension:
         d = self.__dict__.copy()
@@ -2103,7 +2139,7 @@ class MCPExtension(WireRecord):
     prompt: PromptMetadata | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> MCPExtension:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> MCPExtension:
         get = data.get
         field = ""
         try:
@@ -2125,7 +2161,8 @@ class MCPExtension(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: MCPExtension = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -2143,7 +2180,8 @@ class MCPExtension(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: MCPExtension = obj
+        return made
 
     def _clone(self) -> MCPExtension:
         d = self.__dict__.copy()
@@ -2201,7 +2239,7 @@ class ToolMetadata(WireRecord):
     annotations: dict[str, Any] | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> ToolMetadata:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> ToolMetadata:
         get = data.get
         field = ""
         try:
@@ -2244,7 +2282,8 @@ class ToolMetadata(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: ToolMetadata = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -2267,7 +2306,8 @@ class ToolMetadata(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: ToolMetadata = obj
+        return made
 
     def _clone(self) -> ToolMetadata:
         d = self.__dict__.copy()
@@ -2316,7 +2356,7 @@ class ResourceMetadata(WireRecord):
     server_id: str | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> ResourceMetadata:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> ResourceMetadata:
         get = data.get
         field = ""
         try:
@@ -2347,7 +2387,8 @@ class ResourceMetadata(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: ResourceMetadata = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -2367,7 +2408,8 @@ class ResourceMetadata(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: ResourceMetadata = obj
+        return made
 
     def _clone(self) -> ResourceMetadata:
         d = self.__dict__.copy()
@@ -2401,7 +2443,7 @@ class PromptMetadata(WireRecord):
     server_id: str | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> PromptMetadata:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> PromptMetadata:
         get = data.get
         field = ""
         try:
@@ -2422,7 +2464,8 @@ class PromptMetadata(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: PromptMetadata = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -2440,7 +2483,8 @@ class PromptMetadata(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: PromptMetadata = obj
+        return made
 
     def _clone(self) -> PromptMetadata:
         d = self.__dict__.copy()
@@ -2483,7 +2527,7 @@ class CompletionExtension(WireRecord):
     latency_ms: int | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> CompletionExtension:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> CompletionExtension:
         get = data.get
         field = ""
         try:
@@ -2520,7 +2564,8 @@ class CompletionExtension(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: CompletionExtension = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -2541,7 +2586,8 @@ class CompletionExtension(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: CompletionExtension = obj
+        return made
 
     def _clone(self) -> CompletionExtension:
         d = self.__dict__.copy()
@@ -2578,7 +2624,7 @@ class TokenUsage(WireRecord):
     total_tokens: int | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> TokenUsage:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> TokenUsage:
         get = data.get
         field = ""
         try:
@@ -2600,7 +2646,8 @@ class TokenUsage(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: TokenUsage = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -2618,7 +2665,8 @@ class TokenUsage(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: TokenUsage = obj
+        return made
 
     def _clone(self) -> TokenUsage:
         d = self.__dict__.copy()
@@ -2652,7 +2700,7 @@ class ProvenanceExtension(WireRecord):
     parent_id: str | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> ProvenanceExtension:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> ProvenanceExtension:
         get = data.get
         field = ""
         try:
@@ -2674,7 +2722,8 @@ class ProvenanceExtension(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: ProvenanceExtension = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -2692,7 +2741,8 @@ class ProvenanceExtension(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: ProvenanceExtension = obj
+        return made
 
     def _clone(self) -> ProvenanceExtension:
         d = self.__dict__.copy()
@@ -2726,7 +2776,7 @@ class LLMExtension(WireRecord):
     capabilities: list[str] | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> LLMExtension:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> LLMExtension:
         get = data.get
         field = ""
         try:
@@ -2747,7 +2797,8 @@ class LLMExtension(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: LLMExtension = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -2765,7 +2816,8 @@ class LLMExtension(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: LLMExtension = obj
+        return made
 
     def _clone(self) -> LLMExtension:
         d = self.__dict__.copy()
@@ -2808,7 +2860,7 @@ class FrameworkExtension(WireRecord):
     metadata: dict[str, Any] | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> FrameworkExtension:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> FrameworkExtension:
         get = data.get
         field = ""
         try:
@@ -2839,7 +2891,8 @@ class FrameworkExtension(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: FrameworkExtension = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -2859,7 +2912,8 @@ class FrameworkExtension(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: FrameworkExtension = obj
+        return made
 
     def _clone(self) -> FrameworkExtension:
         d = self.__dict__.copy()
@@ -2893,7 +2947,7 @@ class MessagePayload(WireRecord):
     hook: str | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> MessagePayload:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> MessagePayload:
         get = data.get
         field = ""
         try:
@@ -2909,7 +2963,8 @@ class MessagePayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: MessagePayload = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -2926,7 +2981,8 @@ class MessagePayload(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: MessagePayload = obj
+        return made
 
     def _clone(self) -> MessagePayload:
         d = self.__dict__.copy()
@@ -2966,7 +3022,7 @@ class Message(WireRecord):
     channel: str | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> Message:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> Message:
         get = data.get
         field = ""
         try:
@@ -2989,7 +3045,8 @@ class Message(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: Message = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -3008,7 +3065,8 @@ class Message(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: Message = obj
+        return made
 
     def _clone(self) -> Message:
         d = self.__dict__.copy()
@@ -3048,7 +3106,7 @@ class ToolCall(WireRecord):
     namespace: str | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> ToolCall:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> ToolCall:
         get = data.get
         field = ""
         try:
@@ -3072,7 +3130,8 @@ class ToolCall(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: ToolCall = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -3091,7 +3150,8 @@ class ToolCall(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: ToolCall = obj
+        return made
 
     def _clone(self) -> ToolCall:
         d = self.__dict__.copy()
@@ -3131,7 +3191,7 @@ class ToolResult(WireRecord):
     is_error: bool | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> ToolResult:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> ToolResult:
         get = data.get
         field = ""
         try:
@@ -3153,7 +3213,8 @@ class ToolResult(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: ToolResult = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -3172,7 +3233,8 @@ class ToolResult(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: ToolResult = obj
+        return made
 
     def _clone(self) -> ToolResult:
         d = self.__dict__.copy()
@@ -3233,7 +3295,7 @@ class Resource(WireRecord):
     version: str | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> Resource:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> Resource:
         get = data.get
         field = ""
         try:
@@ -3291,7 +3353,8 @@ class Resource(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: Resource = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -3317,7 +3380,8 @@ class Resource(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: Resource = obj
+        return made
 
     def _clone(self) -> Resource:
         d = self.__dict__.copy()
@@ -3366,7 +3430,7 @@ class ResourceReference(WireRecord):
     selector: str | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> ResourceReference:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> ResourceReference:
         get = data.get
         field = ""
         try:
@@ -3405,7 +3469,8 @@ class ResourceReference(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: ResourceReference = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -3427,7 +3492,8 @@ class ResourceReference(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: ResourceReference = obj
+        return made
 
     def _clone(self) -> ResourceReference:
         d = self.__dict__.copy()
@@ -3464,7 +3530,7 @@ class PromptRequest(WireRecord):
     server_id: str | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> PromptRequest:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> PromptRequest:
         get = data.get
         field = ""
         try:
@@ -3488,7 +3554,8 @@ class PromptRequest(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: PromptRequest = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -3507,7 +3574,8 @@ class PromptRequest(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: PromptRequest = obj
+        return made
 
     def _clone(self) -> PromptRequest:
         d = self.__dict__.copy()
@@ -3553,7 +3621,7 @@ class PromptResult(WireRecord):
     error_message: str | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> PromptResult:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> PromptResult:
         get = data.get
         field = ""
         try:
@@ -3587,7 +3655,8 @@ class PromptResult(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: PromptResult = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -3608,7 +3677,8 @@ class PromptResult(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: PromptResult = obj
+        return made
 
     def _clone(self) -> PromptResult:
         d = self.__dict__.copy()
@@ -3645,7 +3715,7 @@ class ImageSource(WireRecord):
     media_type: str | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> ImageSource:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> ImageSource:
         get = data.get
         field = ""
         try:
@@ -3665,7 +3735,8 @@ class ImageSource(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: ImageSource = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -3683,7 +3754,8 @@ class ImageSource(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: ImageSource = obj
+        return made
 
     def _clone(self) -> ImageSource:
         d = self.__dict__.copy()
@@ -3720,7 +3792,7 @@ class VideoSource(WireRecord):
     duration_ms: int | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> VideoSource:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> VideoSource:
         get = data.get
         field = ""
         try:
@@ -3745,7 +3817,8 @@ class VideoSource(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: VideoSource = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -3764,7 +3837,8 @@ class VideoSource(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: VideoSource = obj
+        return made
 
     def _clone(self) -> VideoSource:
         d = self.__dict__.copy()
@@ -3801,7 +3875,7 @@ class AudioSource(WireRecord):
     duration_ms: int | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> AudioSource:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> AudioSource:
         get = data.get
         field = ""
         try:
@@ -3826,7 +3900,8 @@ class AudioSource(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: AudioSource = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -3845,7 +3920,8 @@ class AudioSource(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: AudioSource = obj
+        return made
 
     def _clone(self) -> AudioSource:
         d = self.__dict__.copy()
@@ -3882,7 +3958,7 @@ class DocumentSource(WireRecord):
     title: str | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> DocumentSource:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> DocumentSource:
         get = data.get
         field = ""
         try:
@@ -3907,7 +3983,8 @@ class DocumentSource(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: DocumentSource = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -3926,7 +4003,8 @@ class DocumentSource(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: DocumentSource = obj
+        return made
 
     def _clone(self) -> DocumentSource:
         d = self.__dict__.copy()
@@ -3981,7 +4059,7 @@ class GlobalContext(WireRecord):
     tracestate: str | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> GlobalContext:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> GlobalContext:
         get = data.get
         field = ""
         try:
@@ -4031,7 +4109,8 @@ class GlobalContext(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: GlobalContext = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -4056,7 +4135,8 @@ class GlobalContext(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: GlobalContext = obj
+        return made
 
     def _clone(self) -> GlobalContext:
         d = self.__dict__.copy()
@@ -4096,7 +4176,7 @@ class CallOptions(WireRecord):
     timeout_ms: int | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> CallOptions:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> CallOptions:
         get = data.get
         field = ""
         try:
@@ -4108,7 +4188,8 @@ class CallOptions(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: CallOptions = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -4124,7 +4205,8 @@ class CallOptions(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: CallOptions = obj
+        return made
 
     def _clone(self) -> CallOptions:
         d = self.__dict__.copy()
@@ -4158,7 +4240,7 @@ class ToolPreInvokePayload(WireRecord):
     headers: dict[str, str] | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> ToolPreInvokePayload:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> ToolPreInvokePayload:
         get = data.get
         field = ""
         try:
@@ -4177,7 +4259,8 @@ class ToolPreInvokePayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: ToolPreInvokePayload = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -4195,7 +4278,8 @@ class ToolPreInvokePayload(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: ToolPreInvokePayload = obj
+        return made
 
     def _clone(self) -> ToolPreInvokePayload:
         d = self.__dict__.copy()
@@ -4232,7 +4316,7 @@ class ToolPostInvokePayload(WireRecord):
     result: Any
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> ToolPostInvokePayload:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> ToolPostInvokePayload:
         get = data.get
         field = ""
         try:
@@ -4247,7 +4331,8 @@ class ToolPostInvokePayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: ToolPostInvokePayload = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -4264,7 +4349,8 @@ class ToolPostInvokePayload(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: ToolPostInvokePayload = obj
+        return made
 
     def _clone(self) -> ToolPostInvokePayload:
         d = self.__dict__.copy()
@@ -4298,7 +4384,7 @@ class PromptPrehookPayload(WireRecord):
     args: dict[str, str] | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> PromptPrehookPayload:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> PromptPrehookPayload:
         get = data.get
         field = ""
         try:
@@ -4313,7 +4399,8 @@ class PromptPrehookPayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: PromptPrehookPayload = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -4330,7 +4417,8 @@ class PromptPrehookPayload(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: PromptPrehookPayload = obj
+        return made
 
     def _clone(self) -> PromptPrehookPayload:
         d = self.__dict__.copy()
@@ -4364,7 +4452,7 @@ class PromptPosthookPayload(WireRecord):
     result: Any
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> PromptPosthookPayload:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> PromptPosthookPayload:
         get = data.get
         field = ""
         try:
@@ -4379,7 +4467,8 @@ class PromptPosthookPayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: PromptPosthookPayload = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -4396,7 +4485,8 @@ class PromptPosthookPayload(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: PromptPosthookPayload = obj
+        return made
 
     def _clone(self) -> PromptPosthookPayload:
         d = self.__dict__.copy()
@@ -4430,7 +4520,7 @@ class ResourcePreFetchPayload(WireRecord):
     metadata: dict[str, Any] | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> ResourcePreFetchPayload:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> ResourcePreFetchPayload:
         get = data.get
         field = ""
         try:
@@ -4445,7 +4535,8 @@ class ResourcePreFetchPayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: ResourcePreFetchPayload = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -4462,7 +4553,8 @@ class ResourcePreFetchPayload(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: ResourcePreFetchPayload = obj
+        return made
 
     def _clone(self) -> ResourcePreFetchPayload:
         d = self.__dict__.copy()
@@ -4496,7 +4588,7 @@ class ResourcePostFetchPayload(WireRecord):
     content: Any
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> ResourcePostFetchPayload:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> ResourcePostFetchPayload:
         get = data.get
         field = ""
         try:
@@ -4511,7 +4603,8 @@ class ResourcePostFetchPayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: ResourcePostFetchPayload = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -4528,7 +4621,8 @@ class ResourcePostFetchPayload(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: ResourcePostFetchPayload = obj
+        return made
 
     def _clone(self) -> ResourcePostFetchPayload:
         d = self.__dict__.copy()
@@ -4577,7 +4671,7 @@ class AgentPreInvokePayload(WireRecord):
     parameters: dict[str, Any] | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> AgentPreInvokePayload:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> AgentPreInvokePayload:
         get = data.get
         field = ""
         try:
@@ -4613,7 +4707,8 @@ class AgentPreInvokePayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: AgentPreInvokePayload = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -4635,7 +4730,8 @@ class AgentPreInvokePayload(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: AgentPreInvokePayload = obj
+        return made
 
     def _clone(self) -> AgentPreInvokePayload:
         d = self.__dict__.copy()
@@ -4681,7 +4777,7 @@ class AgentPostInvokePayload(WireRecord):
     tool_calls: list[dict[str, Any]] | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> AgentPostInvokePayload:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> AgentPostInvokePayload:
         get = data.get
         field = ""
         try:
@@ -4699,7 +4795,8 @@ class AgentPostInvokePayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: AgentPostInvokePayload = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -4717,7 +4814,8 @@ class AgentPostInvokePayload(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: AgentPostInvokePayload = obj
+        return made
 
     def _clone(self) -> AgentPostInvokePayload:
         d = self.__dict__.copy()
@@ -4763,7 +4861,7 @@ class HttpPreRequestPayload(WireRecord):
     headers: dict[str, str]
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> HttpPreRequestPayload:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> HttpPreRequestPayload:
         get = data.get
         field = ""
         try:
@@ -4791,7 +4889,8 @@ class HttpPreRequestPayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: HttpPreRequestPayload = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -4811,7 +4910,8 @@ class HttpPreRequestPayload(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: HttpPreRequestPayload = obj
+        return made
 
     def _clone(self) -> HttpPreRequestPayload:
         d = self.__dict__.copy()
@@ -4860,7 +4960,7 @@ class HttpPostRequestPayload(WireRecord):
     status_code: int | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> HttpPostRequestPayload:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> HttpPostRequestPayload:
         get = data.get
         field = ""
         try:
@@ -4897,7 +4997,8 @@ class HttpPostRequestPayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: HttpPostRequestPayload = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -4919,7 +5020,8 @@ class HttpPostRequestPayload(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: HttpPostRequestPayload = obj
+        return made
 
     def _clone(self) -> HttpPostRequestPayload:
         d = self.__dict__.copy()
@@ -4962,7 +5064,7 @@ class HttpAuthResolveUserPayload(WireRecord):
     client_port: int | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> HttpAuthResolveUserPayload:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> HttpAuthResolveUserPayload:
         get = data.get
         field = ""
         try:
@@ -4986,7 +5088,8 @@ class HttpAuthResolveUserPayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: HttpAuthResolveUserPayload = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -5005,7 +5108,8 @@ class HttpAuthResolveUserPayload(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: HttpAuthResolveUserPayload = obj
+        return made
 
     def _clone(self) -> HttpAuthResolveUserPayload:
         d = self.__dict__.copy()
@@ -5060,7 +5164,7 @@ class HttpAuthCheckPermissionPayload(WireRecord):
     user_agent: str | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> HttpAuthCheckPermissionPayload:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> HttpAuthCheckPermissionPayload:
         get = data.get
         field = ""
         try:
@@ -5105,7 +5209,8 @@ class HttpAuthCheckPermissionPayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: HttpAuthCheckPermissionPayload = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -5128,7 +5233,8 @@ class HttpAuthCheckPermissionPayload(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: HttpAuthCheckPermissionPayload = obj
+        return made
 
     def _clone(self) -> HttpAuthCheckPermissionPayload:
         d = self.__dict__.copy()
@@ -5159,7 +5265,7 @@ class HttpAuthCheckPermissionResultPayload(WireRecord):
     reason: str | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> HttpAuthCheckPermissionResultPayload:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> HttpAuthCheckPermissionResultPayload:
         get = data.get
         field = ""
         try:
@@ -5175,7 +5281,8 @@ class HttpAuthCheckPermissionResultPayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: HttpAuthCheckPermissionResultPayload = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -5192,7 +5299,8 @@ class HttpAuthCheckPermissionResultPayload(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: HttpAuthCheckPermissionResultPayload = obj
+        return made
 
     def _clone(self) -> HttpAuthCheckPermissionResultPayload:
         d = self.__dict__.copy()
@@ -5232,7 +5340,7 @@ class IdentityPayload(WireRecord):
     client_port: int | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> IdentityPayload:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> IdentityPayload:
         get = data.get
         field = ""
         try:
@@ -5261,7 +5369,8 @@ class IdentityPayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: IdentityPayload = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -5281,7 +5390,8 @@ class IdentityPayload(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: IdentityPayload = obj
+        return made
 
     def _clone(self) -> IdentityPayload:
         d = self.__dict__.copy()
@@ -5327,7 +5437,7 @@ class IdentityResult(WireRecord):
     raw_claims: dict[str, Any] | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> IdentityResult:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> IdentityResult:
         get = data.get
         field = ""
         try:
@@ -5362,7 +5472,8 @@ class IdentityResult(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: IdentityResult = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -5383,7 +5494,8 @@ class IdentityResult(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: IdentityResult = obj
+        return made
 
     def _clone(self) -> IdentityResult:
         d = self.__dict__.copy()
@@ -5441,7 +5553,7 @@ class DelegationPayload(WireRecord):
     bearer_token: str | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> DelegationPayload:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> DelegationPayload:
         get = data.get
         field = ""
         try:
@@ -5484,7 +5596,8 @@ class DelegationPayload(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: DelegationPayload = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -5507,7 +5620,8 @@ class DelegationPayload(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: DelegationPayload = obj
+        return made
 
     def _clone(self) -> DelegationPayload:
         d = self.__dict__.copy()
@@ -5550,7 +5664,7 @@ class AttenuationConfig(WireRecord):
     ttl_seconds: int | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> AttenuationConfig:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> AttenuationConfig:
         get = data.get
         field = ""
         try:
@@ -5575,7 +5689,8 @@ class AttenuationConfig(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: AttenuationConfig = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -5594,7 +5709,8 @@ class AttenuationConfig(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: AttenuationConfig = obj
+        return made
 
     def _clone(self) -> AttenuationConfig:
         d = self.__dict__.copy()
@@ -5640,7 +5756,7 @@ class DelegationResult(WireRecord):
     cache_ttl: int | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> DelegationResult:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> DelegationResult:
         get = data.get
         field = ""
         try:
@@ -5671,7 +5787,8 @@ class DelegationResult(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: DelegationResult = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -5691,7 +5808,8 @@ class DelegationResult(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: DelegationResult = obj
+        return made
 
     def _clone(self) -> DelegationResult:
         d = self.__dict__.copy()
@@ -5740,7 +5858,7 @@ class LogRecord(WireRecord):
     fields: dict[str, Any] | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> LogRecord:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> LogRecord:
         get = data.get
         field = ""
         try:
@@ -5771,7 +5889,8 @@ class LogRecord(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: LogRecord = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -5792,7 +5911,8 @@ class LogRecord(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: LogRecord = obj
+        return made
 
     def _clone(self) -> LogRecord:
         d = self.__dict__.copy()
@@ -5847,7 +5967,7 @@ class PluginDecision(WireRecord):
     modified_values: dict[str, Any] | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> PluginDecision:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> PluginDecision:
         get = data.get
         field = ""
         try:
@@ -5893,7 +6013,8 @@ class PluginDecision(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: PluginDecision = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -5917,7 +6038,8 @@ class PluginDecision(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: PluginDecision = obj
+        return made
 
     def _clone(self) -> PluginDecision:
         d = self.__dict__.copy()
@@ -5984,7 +6106,7 @@ class DecisionRecord(WireRecord):
     span_id: str | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> DecisionRecord:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> DecisionRecord:
         get = data.get
         field = ""
         try:
@@ -6045,7 +6167,8 @@ class DecisionRecord(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: DecisionRecord = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -6072,7 +6195,8 @@ class DecisionRecord(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: DecisionRecord = obj
+        return made
 
     def _clone(self) -> DecisionRecord:
         d = self.__dict__.copy()
@@ -6143,7 +6267,7 @@ class ContentPart(WireRecord):
     _raw: ClassVar[dict[str, Any] | None] = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> ContentPart:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> ContentPart:
         # A known variant's value is checked as its type (a string variant's is taken
         # as it is); a part of an unknown content_type keeps its whole map.
         tag = data.get('content_type', _MISSING)
@@ -6170,7 +6294,8 @@ class ContentPart(WireRecord):
                 except RecordError as exc:
                     exc.loc.insert(0, field)
                     raise
-        obj: ContentPart = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(obj, values)
         names = cls._NAMES
         fields_set = set(data)
@@ -6180,7 +6305,8 @@ class ContentPart(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: ContentPart = obj
+        return made
 
     def _clone(self) -> ContentPart:
         d = self.__dict__.copy()

@@ -78,7 +78,7 @@ class KvStats(WireRecord):
     largest: KvValue | None = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> KvStats:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> KvStats:
         get = data.get
         field = ""
         try:
@@ -109,7 +109,8 @@ class KvStats(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: KvStats = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -130,7 +131,8 @@ class KvStats(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: KvStats = obj
+        return made
 
     def _clone(self) -> KvStats:
         d = self.__dict__.copy()
@@ -167,7 +169,7 @@ class KvBlob(WireRecord):
     data: bytes
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> KvBlob:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> KvBlob:
         get = data.get
         field = ""
         try:
@@ -178,7 +180,8 @@ class KvBlob(WireRecord):
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
-        obj: KvBlob = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(
             obj,
             {
@@ -194,7 +197,8 @@ class KvBlob(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: KvBlob = obj
+        return made
 
     def _clone(self) -> KvBlob:
         d = self.__dict__.copy()
@@ -239,7 +243,7 @@ class KvValue(WireRecord):
     _raw: ClassVar[dict[str, Any] | None] = None
 
     @classmethod
-    def _parse(cls, data: dict[str, Any]) -> KvValue:
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> KvValue:
         # A known variant's value is checked as its type (a string variant's is taken
         # as it is); a part of an unknown kind keeps its whole map.
         tag = data.get('kind', _MISSING)
@@ -266,7 +270,8 @@ class KvValue(WireRecord):
                 except RecordError as exc:
                     exc.loc.insert(0, field)
                     raise
-        obj: KvValue = _new(cls)
+        if obj is None:
+            obj = _new(cls)
         _set_dict(obj, values)
         names = cls._NAMES
         fields_set = set(data)
@@ -276,7 +281,8 @@ class KvValue(WireRecord):
         else:
             _set_extra(obj, {k: v for k, v in data.items() if k not in names})
             fields_set &= names
-        return obj
+        made: KvValue = obj
+        return made
 
     def _clone(self) -> KvValue:
         d = self.__dict__.copy()
