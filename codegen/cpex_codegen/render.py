@@ -137,6 +137,10 @@ _PY_INT_RANGES = {
 }
 
 
+# The wire module's one-type sets, by exact type (py_check's inline container tests).
+_PY_ONLY = {"str": "_ONLY_STR", "bool": "_ONLY_BOOL", "float": "_ONLY_FLOAT", "bytes": "_ONLY_BYTES"}
+
+
 def py_item_check(t: str) -> tuple[str, str]:
     """The check function (an expression) of a list item's or a map value's type, and
     the exact type whose items are taken as they are ("None": each item checked, or,
@@ -170,7 +174,18 @@ def py_check(fl: RecordField, var: str) -> list[str]:
         item, exact = py_item_check(m.group(2))
         fn = "check_list" if m.group(1) == "list" else "check_map"
         args = "" if item == "None" else f", {item}, {exact}"
-        return [f"{var} = {fn}({var}{args})"]
+        if item != "None" and exact not in _PY_ONLY:
+            return [f"{var} = {fn}({var}{args})"]
+        # Inline, the common case: an exact list or dict (string keys) whose items are
+        # all of the exact type (or of any type), copied; the check function otherwise.
+        kind = "list" if m.group(1) == "list" else "dict"
+        tests = [f"type({var}) is {kind}"]
+        if kind == "dict":
+            tests.append(f"_ONLY_STR.issuperset(map(type, {var}))")
+        if item != "None":
+            items = var if kind == "list" else f"{var}.values()"
+            tests.append(f"{_PY_ONLY[exact]}.issuperset(map(type, {items}))")
+        return [f"if {' and '.join(tests)}:", f"    {var} = {var}.copy()", "else:", f"    {var} = {fn}({var}{args})"]
     if t == "any":
         return [] if fl.optional else [f"if {var} is _MISSING:", f"    {var} = check_any({var})"]
     if t in _PY_INT_RANGES:

@@ -19,6 +19,10 @@ from typing import Any, ClassVar
 
 from cpexrt.wire import (  # noqa: F401  # each record uses some of the checks
     _MISSING,
+    _ONLY_BOOL,
+    _ONLY_BYTES,
+    _ONLY_FLOAT,
+    _ONLY_STR,
     _PLAIN,
     FieldInfo,
     _clone_rest,
@@ -167,7 +171,10 @@ class PluginViolation(WireRecord):
             field = 'details'
             v_details = get(field)
             if v_details is not None:
-                v_details = check_map(v_details)
+                if type(v_details) is dict and _ONLY_STR.issuperset(map(type, v_details)):
+                    v_details = v_details.copy()
+                else:
+                    v_details = check_map(v_details)
             field = 'plugin_name'
             v_plugin_name = get(field)
             if v_plugin_name is not None:
@@ -186,7 +193,10 @@ class PluginViolation(WireRecord):
             field = 'http_headers'
             v_http_headers = get(field)
             if v_http_headers is not None:
-                v_http_headers = check_map(v_http_headers, check_string, str)
+                if type(v_http_headers) is dict and _ONLY_STR.issuperset(map(type, v_http_headers)) and _ONLY_STR.issuperset(map(type, v_http_headers.values())):
+                    v_http_headers = v_http_headers.copy()
+                else:
+                    v_http_headers = check_map(v_http_headers, check_string, str)
             field = 'mcp_error_code'
             v_mcp_error_code = get(field)
             if v_mcp_error_code is not None:
@@ -287,7 +297,10 @@ class PluginError(WireRecord):
             field = 'details'
             v_details = get(field)
             if v_details is not None:
-                v_details = check_map(v_details)
+                if type(v_details) is dict and _ONLY_STR.issuperset(map(type, v_details)):
+                    v_details = v_details.copy()
+                else:
+                    v_details = check_map(v_details)
             field = 'proto_error_code'
             v_proto_error_code = get(field)
             if v_proto_error_code is not None:
@@ -590,7 +603,10 @@ class PipelineResult(WireRecord):
             field = 'metadata'
             v_metadata = get(field)
             if v_metadata is not None:
-                v_metadata = check_map(v_metadata)
+                if type(v_metadata) is dict and _ONLY_STR.issuperset(map(type, v_metadata)):
+                    v_metadata = v_metadata.copy()
+                else:
+                    v_metadata = check_map(v_metadata)
             field = 'payload_type'
             v_payload_type = get(field, _MISSING)
             if type(v_payload_type) is not int or not 0 <= v_payload_type <= 255:
@@ -613,7 +629,10 @@ class PipelineResult(WireRecord):
             field = 'http_headers'
             v_http_headers = get(field)
             if v_http_headers is not None:
-                v_http_headers = check_map(v_http_headers, check_string, str)
+                if type(v_http_headers) is dict and _ONLY_STR.issuperset(map(type, v_http_headers)) and _ONLY_STR.issuperset(map(type, v_http_headers.values())):
+                    v_http_headers = v_http_headers.copy()
+                else:
+                    v_http_headers = check_map(v_http_headers, check_string, str)
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
@@ -780,7 +799,10 @@ class Extensions(WireRecord):
             field = 'custom'
             v_custom = get(field)
             if v_custom is not None:
-                v_custom = check_map(v_custom)
+                if type(v_custom) is dict and _ONLY_STR.issuperset(map(type, v_custom)):
+                    v_custom = v_custom.copy()
+                else:
+                    v_custom = check_map(v_custom)
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
@@ -906,7 +928,10 @@ class MetaExtension(WireRecord):
             field = 'tags'
             v_tags = get(field)
             if v_tags is not None:
-                v_tags = check_list(v_tags, check_string, str)
+                if type(v_tags) is list and _ONLY_STR.issuperset(map(type, v_tags)):
+                    v_tags = v_tags.copy()
+                else:
+                    v_tags = check_list(v_tags, check_string, str)
             field = 'scope'
             v_scope = get(field)
             if v_scope is not None:
@@ -915,7 +940,10 @@ class MetaExtension(WireRecord):
             field = 'properties'
             v_properties = get(field)
             if v_properties is not None:
-                v_properties = check_map(v_properties, check_string, str)
+                if type(v_properties) is dict and _ONLY_STR.issuperset(map(type, v_properties)) and _ONLY_STR.issuperset(map(type, v_properties.values())):
+                    v_properties = v_properties.copy()
+                else:
+                    v_properties = check_map(v_properties, check_string, str)
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
@@ -1000,7 +1028,10 @@ class SecurityExtension(WireRecord):
             field = 'labels'
             v_labels = get(field)
             if v_labels is not None:
-                v_labels = check_list(v_labels, check_string, str)
+                if type(v_labels) is list and _ONLY_STR.issuperset(map(type, v_labels)):
+                    v_labels = v_labels.copy()
+                else:
+                    v_labels = check_list(v_labels, check_string, str)
             field = 'classification'
             v_classification = get(field)
             if v_classification is not None:
@@ -1131,19 +1162,31 @@ class SubjectExtension(WireRecord):
             field = 'roles'
             v_roles = get(field)
             if v_roles is not None:
-                v_roles = check_list(v_roles, check_string, str)
+                if type(v_roles) is list and _ONLY_STR.issuperset(map(type, v_roles)):
+                    v_roles = v_roles.copy()
+                else:
+                    v_roles = check_list(v_roles, check_string, str)
             field = 'permissions'
             v_permissions = get(field)
             if v_permissions is not None:
-                v_permissions = check_list(v_permissions, check_string, str)
+                if type(v_permissions) is list and _ONLY_STR.issuperset(map(type, v_permissions)):
+                    v_permissions = v_permissions.copy()
+                else:
+                    v_permissions = check_list(v_permissions, check_string, str)
             field = 'teams'
             v_teams = get(field)
             if v_teams is not None:
-                v_teams = check_list(v_teams, check_string, str)
+                if type(v_teams) is list and _ONLY_STR.issuperset(map(type, v_teams)):
+                    v_teams = v_teams.copy()
+                else:
+                    v_teams = check_list(v_teams, check_string, str)
             field = 'claims'
             v_claims = get(field)
             if v_claims is not None:
-                v_claims = check_map(v_claims, check_string, str)
+                if type(v_claims) is dict and _ONLY_STR.issuperset(map(type, v_claims)) and _ONLY_STR.issuperset(map(type, v_claims.values())):
+                    v_claims = v_claims.copy()
+                else:
+                    v_claims = check_map(v_claims, check_string, str)
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
@@ -1307,7 +1350,10 @@ class ObjectSecurityProfile(WireRecord):
             field = 'permissions'
             v_permissions = get(field)
             if v_permissions is not None:
-                v_permissions = check_list(v_permissions, check_string, str)
+                if type(v_permissions) is list and _ONLY_STR.issuperset(map(type, v_permissions)):
+                    v_permissions = v_permissions.copy()
+                else:
+                    v_permissions = check_list(v_permissions, check_string, str)
             field = 'trust_domain'
             v_trust_domain = get(field)
             if v_trust_domain is not None:
@@ -1316,7 +1362,10 @@ class ObjectSecurityProfile(WireRecord):
             field = 'data_scope'
             v_data_scope = get(field)
             if v_data_scope is not None:
-                v_data_scope = check_list(v_data_scope, check_string, str)
+                if type(v_data_scope) is list and _ONLY_STR.issuperset(map(type, v_data_scope)):
+                    v_data_scope = v_data_scope.copy()
+                else:
+                    v_data_scope = check_list(v_data_scope, check_string, str)
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
@@ -1391,15 +1440,24 @@ class DataPolicy(WireRecord):
             field = 'apply_labels'
             v_apply_labels = get(field)
             if v_apply_labels is not None:
-                v_apply_labels = check_list(v_apply_labels, check_string, str)
+                if type(v_apply_labels) is list and _ONLY_STR.issuperset(map(type, v_apply_labels)):
+                    v_apply_labels = v_apply_labels.copy()
+                else:
+                    v_apply_labels = check_list(v_apply_labels, check_string, str)
             field = 'allowed_actions'
             v_allowed_actions = get(field)
             if v_allowed_actions is not None:
-                v_allowed_actions = check_list(v_allowed_actions, check_string, str)
+                if type(v_allowed_actions) is list and _ONLY_STR.issuperset(map(type, v_allowed_actions)):
+                    v_allowed_actions = v_allowed_actions.copy()
+                else:
+                    v_allowed_actions = check_list(v_allowed_actions, check_string, str)
             field = 'denied_actions'
             v_denied_actions = get(field)
             if v_denied_actions is not None:
-                v_denied_actions = check_list(v_denied_actions, check_string, str)
+                if type(v_denied_actions) is list and _ONLY_STR.issuperset(map(type, v_denied_actions)):
+                    v_denied_actions = v_denied_actions.copy()
+                else:
+                    v_denied_actions = check_list(v_denied_actions, check_string, str)
             field = 'retention'
             v_retention = get(field)
             if v_retention is not None:
@@ -1555,11 +1613,17 @@ class HttpExtension(WireRecord):
             field = 'request_headers'
             v_request_headers = get(field)
             if v_request_headers is not None:
-                v_request_headers = check_map(v_request_headers, check_string, str)
+                if type(v_request_headers) is dict and _ONLY_STR.issuperset(map(type, v_request_headers)) and _ONLY_STR.issuperset(map(type, v_request_headers.values())):
+                    v_request_headers = v_request_headers.copy()
+                else:
+                    v_request_headers = check_map(v_request_headers, check_string, str)
             field = 'response_headers'
             v_response_headers = get(field)
             if v_response_headers is not None:
-                v_response_headers = check_map(v_response_headers, check_string, str)
+                if type(v_response_headers) is dict and _ONLY_STR.issuperset(map(type, v_response_headers)) and _ONLY_STR.issuperset(map(type, v_response_headers.values())):
+                    v_response_headers = v_response_headers.copy()
+                else:
+                    v_response_headers = check_map(v_response_headers, check_string, str)
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
@@ -1764,7 +1828,10 @@ class DelegationHop(WireRecord):
             field = 'scopes_granted'
             v_scopes_granted = get(field)
             if v_scopes_granted is not None:
-                v_scopes_granted = check_list(v_scopes_granted, check_string, str)
+                if type(v_scopes_granted) is list and _ONLY_STR.issuperset(map(type, v_scopes_granted)):
+                    v_scopes_granted = v_scopes_granted.copy()
+                else:
+                    v_scopes_granted = check_list(v_scopes_granted, check_string, str)
             field = 'timestamp'
             v_timestamp = get(field)
             if v_timestamp is not None:
@@ -1972,7 +2039,10 @@ class ConversationContext(WireRecord):
             field = 'history'
             v_history = get(field)
             if v_history is not None:
-                v_history = check_list(v_history)
+                if type(v_history) is list:
+                    v_history = v_history.copy()
+                else:
+                    v_history = check_list(v_history)
             field = 'summary'
             v_summary = get(field)
             if v_summary is not None:
@@ -1981,7 +2051,10 @@ class ConversationContext(WireRecord):
             field = 'topics'
             v_topics = get(field)
             if v_topics is not None:
-                v_topics = check_list(v_topics, check_string, str)
+                if type(v_topics) is list and _ONLY_STR.issuperset(map(type, v_topics)):
+                    v_topics = v_topics.copy()
+                else:
+                    v_topics = check_list(v_topics, check_string, str)
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
@@ -2260,11 +2333,17 @@ class ToolMetadata(WireRecord):
             field = 'input_schema'
             v_input_schema = get(field)
             if v_input_schema is not None:
-                v_input_schema = check_map(v_input_schema)
+                if type(v_input_schema) is dict and _ONLY_STR.issuperset(map(type, v_input_schema)):
+                    v_input_schema = v_input_schema.copy()
+                else:
+                    v_input_schema = check_map(v_input_schema)
             field = 'output_schema'
             v_output_schema = get(field)
             if v_output_schema is not None:
-                v_output_schema = check_map(v_output_schema)
+                if type(v_output_schema) is dict and _ONLY_STR.issuperset(map(type, v_output_schema)):
+                    v_output_schema = v_output_schema.copy()
+                else:
+                    v_output_schema = check_map(v_output_schema)
             field = 'server_id'
             v_server_id = get(field)
             if v_server_id is not None:
@@ -2278,7 +2357,10 @@ class ToolMetadata(WireRecord):
             field = 'annotations'
             v_annotations = get(field)
             if v_annotations is not None:
-                v_annotations = check_map(v_annotations)
+                if type(v_annotations) is dict and _ONLY_STR.issuperset(map(type, v_annotations)):
+                    v_annotations = v_annotations.copy()
+                else:
+                    v_annotations = check_map(v_annotations)
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
@@ -2793,7 +2875,10 @@ class LLMExtension(WireRecord):
             field = 'capabilities'
             v_capabilities = get(field)
             if v_capabilities is not None:
-                v_capabilities = check_list(v_capabilities, check_string, str)
+                if type(v_capabilities) is list and _ONLY_STR.issuperset(map(type, v_capabilities)):
+                    v_capabilities = v_capabilities.copy()
+                else:
+                    v_capabilities = check_list(v_capabilities, check_string, str)
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
@@ -2887,7 +2972,10 @@ class FrameworkExtension(WireRecord):
             field = 'metadata'
             v_metadata = get(field)
             if v_metadata is not None:
-                v_metadata = check_map(v_metadata)
+                if type(v_metadata) is dict and _ONLY_STR.issuperset(map(type, v_metadata)):
+                    v_metadata = v_metadata.copy()
+                else:
+                    v_metadata = check_map(v_metadata)
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
@@ -3121,7 +3209,10 @@ class ToolCall(WireRecord):
             field = 'arguments'
             v_arguments = get(field)
             if v_arguments is not None:
-                v_arguments = check_map(v_arguments)
+                if type(v_arguments) is dict and _ONLY_STR.issuperset(map(type, v_arguments)):
+                    v_arguments = v_arguments.copy()
+                else:
+                    v_arguments = check_map(v_arguments)
             field = 'namespace'
             v_namespace = get(field)
             if v_namespace is not None:
@@ -3344,7 +3435,10 @@ class Resource(WireRecord):
             field = 'annotations'
             v_annotations = get(field)
             if v_annotations is not None:
-                v_annotations = check_map(v_annotations)
+                if type(v_annotations) is dict and _ONLY_STR.issuperset(map(type, v_annotations)):
+                    v_annotations = v_annotations.copy()
+                else:
+                    v_annotations = check_map(v_annotations)
             field = 'version'
             v_version = get(field)
             if v_version is not None:
@@ -3545,7 +3639,10 @@ class PromptRequest(WireRecord):
             field = 'arguments'
             v_arguments = get(field)
             if v_arguments is not None:
-                v_arguments = check_map(v_arguments)
+                if type(v_arguments) is dict and _ONLY_STR.issuperset(map(type, v_arguments)):
+                    v_arguments = v_arguments.copy()
+                else:
+                    v_arguments = check_map(v_arguments)
             field = 'server_id'
             v_server_id = get(field)
             if v_server_id is not None:
@@ -4072,7 +4169,10 @@ class GlobalContext(WireRecord):
             field = 'user_context'
             v_user_context = get(field)
             if v_user_context is not None:
-                v_user_context = check_map(v_user_context)
+                if type(v_user_context) is dict and _ONLY_STR.issuperset(map(type, v_user_context)):
+                    v_user_context = v_user_context.copy()
+                else:
+                    v_user_context = check_map(v_user_context)
             field = 'tenant_id'
             v_tenant_id = get(field)
             if v_tenant_id is not None:
@@ -4091,11 +4191,17 @@ class GlobalContext(WireRecord):
             field = 'state'
             v_state = get(field)
             if v_state is not None:
-                v_state = check_map(v_state)
+                if type(v_state) is dict and _ONLY_STR.issuperset(map(type, v_state)):
+                    v_state = v_state.copy()
+                else:
+                    v_state = check_map(v_state)
             field = 'metadata'
             v_metadata = get(field)
             if v_metadata is not None:
-                v_metadata = check_map(v_metadata)
+                if type(v_metadata) is dict and _ONLY_STR.issuperset(map(type, v_metadata)):
+                    v_metadata = v_metadata.copy()
+                else:
+                    v_metadata = check_map(v_metadata)
             field = 'traceparent'
             v_traceparent = get(field)
             if v_traceparent is not None:
@@ -4251,11 +4357,17 @@ class ToolPreInvokePayload(WireRecord):
             field = 'args'
             v_args = get(field)
             if v_args is not None:
-                v_args = check_map(v_args)
+                if type(v_args) is dict and _ONLY_STR.issuperset(map(type, v_args)):
+                    v_args = v_args.copy()
+                else:
+                    v_args = check_map(v_args)
             field = 'headers'
             v_headers = get(field)
             if v_headers is not None:
-                v_headers = check_map(v_headers, check_string, str)
+                if type(v_headers) is dict and _ONLY_STR.issuperset(map(type, v_headers)) and _ONLY_STR.issuperset(map(type, v_headers.values())):
+                    v_headers = v_headers.copy()
+                else:
+                    v_headers = check_map(v_headers, check_string, str)
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
@@ -4395,7 +4507,10 @@ class PromptPrehookPayload(WireRecord):
             field = 'args'
             v_args = get(field)
             if v_args is not None:
-                v_args = check_map(v_args, check_string, str)
+                if type(v_args) is dict and _ONLY_STR.issuperset(map(type, v_args)) and _ONLY_STR.issuperset(map(type, v_args.values())):
+                    v_args = v_args.copy()
+                else:
+                    v_args = check_map(v_args, check_string, str)
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
@@ -4531,7 +4646,10 @@ class ResourcePreFetchPayload(WireRecord):
             field = 'metadata'
             v_metadata = get(field)
             if v_metadata is not None:
-                v_metadata = check_map(v_metadata)
+                if type(v_metadata) is dict and _ONLY_STR.issuperset(map(type, v_metadata)):
+                    v_metadata = v_metadata.copy()
+                else:
+                    v_metadata = check_map(v_metadata)
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
@@ -4681,15 +4799,24 @@ class AgentPreInvokePayload(WireRecord):
                 v_agent_id = check_string(v_agent_id)
             field = 'messages'
             v_messages = get(field, _MISSING)
-            v_messages = check_list(v_messages)
+            if type(v_messages) is list:
+                v_messages = v_messages.copy()
+            else:
+                v_messages = check_list(v_messages)
             field = 'tools'
             v_tools = get(field)
             if v_tools is not None:
-                v_tools = check_list(v_tools, check_string, str)
+                if type(v_tools) is list and _ONLY_STR.issuperset(map(type, v_tools)):
+                    v_tools = v_tools.copy()
+                else:
+                    v_tools = check_list(v_tools, check_string, str)
             field = 'headers'
             v_headers = get(field)
             if v_headers is not None:
-                v_headers = check_map(v_headers, check_string, str)
+                if type(v_headers) is dict and _ONLY_STR.issuperset(map(type, v_headers)) and _ONLY_STR.issuperset(map(type, v_headers.values())):
+                    v_headers = v_headers.copy()
+                else:
+                    v_headers = check_map(v_headers, check_string, str)
             field = 'model'
             v_model = get(field)
             if v_model is not None:
@@ -4703,7 +4830,10 @@ class AgentPreInvokePayload(WireRecord):
             field = 'parameters'
             v_parameters = get(field)
             if v_parameters is not None:
-                v_parameters = check_map(v_parameters)
+                if type(v_parameters) is dict and _ONLY_STR.issuperset(map(type, v_parameters)):
+                    v_parameters = v_parameters.copy()
+                else:
+                    v_parameters = check_map(v_parameters)
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
@@ -4787,7 +4917,10 @@ class AgentPostInvokePayload(WireRecord):
                 v_agent_id = check_string(v_agent_id)
             field = 'messages'
             v_messages = get(field, _MISSING)
-            v_messages = check_list(v_messages)
+            if type(v_messages) is list:
+                v_messages = v_messages.copy()
+            else:
+                v_messages = check_list(v_messages)
             field = 'tool_calls'
             v_tool_calls = get(field)
             if v_tool_calls is not None:
@@ -4885,7 +5018,10 @@ class HttpPreRequestPayload(WireRecord):
                     v_client_port = check_int(v_client_port, 'int64')
             field = 'headers'
             v_headers = get(field, _MISSING)
-            v_headers = check_map(v_headers, check_string, str)
+            if type(v_headers) is dict and _ONLY_STR.issuperset(map(type, v_headers)) and _ONLY_STR.issuperset(map(type, v_headers.values())):
+                v_headers = v_headers.copy()
+            else:
+                v_headers = check_map(v_headers, check_string, str)
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
@@ -4984,11 +5120,17 @@ class HttpPostRequestPayload(WireRecord):
                     v_client_port = check_int(v_client_port, 'int64')
             field = 'headers'
             v_headers = get(field, _MISSING)
-            v_headers = check_map(v_headers, check_string, str)
+            if type(v_headers) is dict and _ONLY_STR.issuperset(map(type, v_headers)) and _ONLY_STR.issuperset(map(type, v_headers.values())):
+                v_headers = v_headers.copy()
+            else:
+                v_headers = check_map(v_headers, check_string, str)
             field = 'response_headers'
             v_response_headers = get(field)
             if v_response_headers is not None:
-                v_response_headers = check_map(v_response_headers, check_string, str)
+                if type(v_response_headers) is dict and _ONLY_STR.issuperset(map(type, v_response_headers)) and _ONLY_STR.issuperset(map(type, v_response_headers.values())):
+                    v_response_headers = v_response_headers.copy()
+                else:
+                    v_response_headers = check_map(v_response_headers, check_string, str)
             field = 'status_code'
             v_status_code = get(field)
             if v_status_code is not None:
@@ -5071,10 +5213,16 @@ class HttpAuthResolveUserPayload(WireRecord):
             field = 'credentials'
             v_credentials = get(field)
             if v_credentials is not None:
-                v_credentials = check_map(v_credentials)
+                if type(v_credentials) is dict and _ONLY_STR.issuperset(map(type, v_credentials)):
+                    v_credentials = v_credentials.copy()
+                else:
+                    v_credentials = check_map(v_credentials)
             field = 'headers'
             v_headers = get(field, _MISSING)
-            v_headers = check_map(v_headers, check_string, str)
+            if type(v_headers) is dict and _ONLY_STR.issuperset(map(type, v_headers)) and _ONLY_STR.issuperset(map(type, v_headers.values())):
+                v_headers = v_headers.copy()
+            else:
+                v_headers = check_map(v_headers, check_string, str)
             field = 'client_host'
             v_client_host = get(field)
             if v_client_host is not None:
@@ -5355,7 +5503,10 @@ class IdentityPayload(WireRecord):
             field = 'headers'
             v_headers = get(field)
             if v_headers is not None:
-                v_headers = check_map(v_headers, check_string, str)
+                if type(v_headers) is dict and _ONLY_STR.issuperset(map(type, v_headers)) and _ONLY_STR.issuperset(map(type, v_headers.values())):
+                    v_headers = v_headers.copy()
+                else:
+                    v_headers = check_map(v_headers, check_string, str)
             field = 'client_host'
             v_client_host = get(field)
             if v_client_host is not None:
@@ -5444,7 +5595,10 @@ class IdentityResult(WireRecord):
             field = 'subject'
             v_subject = get(field)
             if v_subject is not None:
-                v_subject = check_map(v_subject)
+                if type(v_subject) is dict and _ONLY_STR.issuperset(map(type, v_subject)):
+                    v_subject = v_subject.copy()
+                else:
+                    v_subject = check_map(v_subject)
             field = 'delegation'
             v_delegation = get(field)
             if v_delegation is not None:
@@ -5468,7 +5622,10 @@ class IdentityResult(WireRecord):
             field = 'raw_claims'
             v_raw_claims = get(field)
             if v_raw_claims is not None:
-                v_raw_claims = check_map(v_raw_claims)
+                if type(v_raw_claims) is dict and _ONLY_STR.issuperset(map(type, v_raw_claims)):
+                    v_raw_claims = v_raw_claims.copy()
+                else:
+                    v_raw_claims = check_map(v_raw_claims)
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
@@ -5573,7 +5730,10 @@ class DelegationPayload(WireRecord):
             field = 'required_permissions'
             v_required_permissions = get(field)
             if v_required_permissions is not None:
-                v_required_permissions = check_list(v_required_permissions, check_string, str)
+                if type(v_required_permissions) is list and _ONLY_STR.issuperset(map(type, v_required_permissions)):
+                    v_required_permissions = v_required_permissions.copy()
+                else:
+                    v_required_permissions = check_list(v_required_permissions, check_string, str)
             field = 'trust_domain'
             v_trust_domain = get(field)
             if v_trust_domain is not None:
@@ -5671,7 +5831,10 @@ class AttenuationConfig(WireRecord):
             field = 'capabilities'
             v_capabilities = get(field)
             if v_capabilities is not None:
-                v_capabilities = check_list(v_capabilities, check_string, str)
+                if type(v_capabilities) is list and _ONLY_STR.issuperset(map(type, v_capabilities)):
+                    v_capabilities = v_capabilities.copy()
+                else:
+                    v_capabilities = check_list(v_capabilities, check_string, str)
             field = 'resource_template'
             v_resource_template = get(field)
             if v_resource_template is not None:
@@ -5680,7 +5843,10 @@ class AttenuationConfig(WireRecord):
             field = 'actions'
             v_actions = get(field)
             if v_actions is not None:
-                v_actions = check_list(v_actions, check_string, str)
+                if type(v_actions) is list and _ONLY_STR.issuperset(map(type, v_actions)):
+                    v_actions = v_actions.copy()
+                else:
+                    v_actions = check_list(v_actions, check_string, str)
             field = 'ttl_seconds'
             v_ttl_seconds = get(field)
             if v_ttl_seconds is not None:
@@ -5773,7 +5939,10 @@ class DelegationResult(WireRecord):
             field = 'forwarded_headers'
             v_forwarded_headers = get(field)
             if v_forwarded_headers is not None:
-                v_forwarded_headers = check_map(v_forwarded_headers, check_string, str)
+                if type(v_forwarded_headers) is dict and _ONLY_STR.issuperset(map(type, v_forwarded_headers)) and _ONLY_STR.issuperset(map(type, v_forwarded_headers.values())):
+                    v_forwarded_headers = v_forwarded_headers.copy()
+                else:
+                    v_forwarded_headers = check_map(v_forwarded_headers, check_string, str)
             field = 'cache_key'
             v_cache_key = get(field)
             if v_cache_key is not None:
@@ -5885,7 +6054,10 @@ class LogRecord(WireRecord):
             field = 'fields'
             v_fields = get(field)
             if v_fields is not None:
-                v_fields = check_map(v_fields)
+                if type(v_fields) is dict and _ONLY_STR.issuperset(map(type, v_fields)):
+                    v_fields = v_fields.copy()
+                else:
+                    v_fields = check_map(v_fields)
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
@@ -6005,11 +6177,17 @@ class PluginDecision(WireRecord):
             field = 'modified_fields'
             v_modified_fields = get(field)
             if v_modified_fields is not None:
-                v_modified_fields = check_list(v_modified_fields, check_string, str)
+                if type(v_modified_fields) is list and _ONLY_STR.issuperset(map(type, v_modified_fields)):
+                    v_modified_fields = v_modified_fields.copy()
+                else:
+                    v_modified_fields = check_list(v_modified_fields, check_string, str)
             field = 'modified_values'
             v_modified_values = get(field)
             if v_modified_values is not None:
-                v_modified_values = check_map(v_modified_values)
+                if type(v_modified_values) is dict and _ONLY_STR.issuperset(map(type, v_modified_values)):
+                    v_modified_values = v_modified_values.copy()
+                else:
+                    v_modified_values = check_map(v_modified_values)
         except RecordError as exc:
             exc.loc.insert(0, field)
             raise
@@ -6145,7 +6323,10 @@ class DecisionRecord(WireRecord):
             field = 'background'
             v_background = get(field)
             if v_background is not None:
-                v_background = check_list(v_background, check_string, str)
+                if type(v_background) is list and _ONLY_STR.issuperset(map(type, v_background)):
+                    v_background = v_background.copy()
+                else:
+                    v_background = check_list(v_background, check_string, str)
             field = 'duration_ms'
             v_duration_ms = get(field)
             if v_duration_ms is not None:

@@ -19,6 +19,10 @@ from typing import Any, ClassVar
 
 from kvstore._generated.wire import (  # noqa: F401  # each record uses some of the checks
     _MISSING,
+    _ONLY_BOOL,
+    _ONLY_BYTES,
+    _ONLY_FLOAT,
+    _ONLY_STR,
     _PLAIN,
     FieldInfo,
     _clone_rest,
@@ -88,7 +92,10 @@ class KvStats(WireRecord):
                 v_count = check_int(v_count, 'int64')
             field = 'keys'
             v_keys = get(field, _MISSING)
-            v_keys = check_list(v_keys, check_string, str)
+            if type(v_keys) is list and _ONLY_STR.issuperset(map(type, v_keys)):
+                v_keys = v_keys.copy()
+            else:
+                v_keys = check_list(v_keys, check_string, str)
             field = 'sizes'
             v_sizes = get(field, _MISSING)
             v_sizes = check_map(v_sizes, lambda y: check_int(y, 'int64'), None)

@@ -103,7 +103,6 @@ def _wire_map(fields: tuple[tuple[str, int], ...], get: Callable[[str], Any]) ->
 
 _MISSING: Any = object()  # a required field's value when the map has none
 _new = object.__new__
-_STR_ONLY = frozenset({str})
 
 
 class RecordError(ValueError):
@@ -224,7 +223,8 @@ def _at(where: str | int, error: RecordError) -> RecordError:
 
 # The one-type sets the container checks test their items' types against (the
 # superset test walks the items without building a set of their types).
-_ONLY: dict[type, frozenset[type]] = {t: frozenset({t}) for t in (str, bool, float, bytes)}
+_ONLY_STR, _ONLY_BOOL, _ONLY_FLOAT, _ONLY_BYTES = (frozenset({t}) for t in (str, bool, float, bytes))
+_ONLY: dict[type, frozenset[type]] = {str: _ONLY_STR, bool: _ONLY_BOOL, float: _ONLY_FLOAT, bytes: _ONLY_BYTES}
 
 
 def check_list(value: Any, item: Callable[[Any], Any] | None = None, exact: type | None = None) -> list[Any]:
@@ -251,7 +251,7 @@ def check_map(value: Any, item: Callable[[Any], Any] | None = None, exact: type 
     exact type (None: values of any value)."""
     if type(value) is not dict and not isinstance(value, dict):
         raise _refuse(value, "a map")
-    if not _STR_ONLY.issuperset(map(type, value)):
+    if not _ONLY_STR.issuperset(map(type, value)):
         for key in value:
             if type(key) is not str:
                 raise RecordError(f"expected a map with string keys, got the key {_shown(key)}")
