@@ -396,17 +396,10 @@ class WireRecord:
         return extra
 
     if not typing.TYPE_CHECKING:
-        # Unknown fields read as attributes, as pydantic's do (hidden from type
-        # checkers, so a misspelt field stays an error to them).
-        def __getattr__(self, name: str) -> Any:
-            try:
-                extra = object.__getattribute__(self, "_extra")
-            except AttributeError:
-                extra = None
-            if extra and name in extra:
-                return extra[name]
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
+        # No __getattr__ (pydantic's reads unknown fields as attributes: model_extra
+        # has them here): a type with one has every attribute read go through it, and
+        # the interpreter's specialised reads of instance attributes never apply.
+        #
         # As pydantic's: a field assigned counts as set; an unknown name is an unknown
         # field (emitted after the known ones); no validation. Hidden from type
         # checkers too, so an assignment to a misspelt field stays an error to them.
