@@ -95,19 +95,20 @@ static PyObject *cpex__natives_drain(PyObject *self, PyObject *unused)
 }
 
 /* clone(value) -> a deep copy of decoded data, as cpexrt.wire.clone makes it: wire
-   records (the instance dict, fields set, unknown fields and private values copied,
-   each value copied deep), dicts with string or bytes keys, lists (tuples become
+   records (the instance dict, fields set and unknown fields copied, each value copied
+   deep), dicts with string or bytes keys, lists (tuples become
    lists) and the immutable scalars str, bytes, int, float, bool and None, taken as
    they are. TypeError for anything else, or nesting deeper than CPEX__CLONE_DEPTH
    (the caller then decodes a copy). No Python code runs while it copies: only exact
    types are taken, and only string or bytes keys (their hashes are cached or cheap,
-   and never user code). clone_setup(record_type, object_new, fields_set, extra,
-   private) gives it the record base class and BaseModel's slot descriptors, once. */
+   and never user code). clone_setup(record_type, object_new, fields_set, extra)
+   gives it the record base class (cpexrt.wire.WireRecord) and its two slots'
+   descriptors, once. */
 
 #define CPEX__CLONE_DEPTH 200
 
 static PyObject *cpex__clone_record_type, *cpex__clone_new, *cpex__clone_fields_set, *cpex__clone_extra,
-    *cpex__clone_private, *cpex__clone_no_args;
+    *cpex__clone_no_args;
 
 static int cpex__clone_plain(PyObject *v)
 {
@@ -168,7 +169,7 @@ static PyObject *cpex__clone_dict(PyObject *d, int depth, int records)
 
 static PyObject *cpex__clone_record(PyObject *v, int depth)
 {
-    PyObject *dict = NULL, *copy = NULL, *out = NULL, *fields_set = NULL, *extra = NULL, *private_ = NULL, *value = NULL;
+    PyObject *dict = NULL, *copy = NULL, *out = NULL, *fields_set = NULL, *extra = NULL, *value = NULL;
     dict = PyObject_GenericGetDict(v, NULL);
     if (dict == NULL)
         return NULL;
@@ -200,8 +201,8 @@ static PyObject *cpex__clone_record(PyObject *v, int depth)
     Py_CLEAR(value);
     if (fields_set == NULL || cpex__clone_slot_set(cpex__clone_fields_set, out, fields_set) != 0)
         goto fail;
-    /* The unknown fields: copied when there are some, None stays None, an empty map
-       becomes a new one. */
+    /* The unknown fields: copied when there are some, None (none) stays None, an
+       empty map becomes a new one. */
     value = cpex__clone_slot_get(cpex__clone_extra, v);
     if (value == NULL)
         goto fail;
@@ -216,21 +217,6 @@ static PyObject *cpex__clone_record(PyObject *v, int depth)
     Py_CLEAR(value);
     if (extra == NULL || cpex__clone_slot_set(cpex__clone_extra, out, extra) != 0)
         goto fail;
-    /* Private values: copied when there are some, else kept as they are (None). */
-    value = cpex__clone_slot_get(cpex__clone_private, v);
-    if (value == NULL)
-        goto fail;
-    if (value == Py_None) {
-        private_ = Py_NewRef(value);
-    } else {
-        int truth = PyObject_IsTrue(value);
-        if (truth < 0)
-            goto fail;
-        private_ = truth ? cpex__clone(value, depth + 1) : Py_NewRef(value);
-    }
-    Py_CLEAR(value);
-    if (private_ == NULL || cpex__clone_slot_set(cpex__clone_private, out, private_) != 0)
-        goto fail;
     goto done;
 fail:
     Py_CLEAR(out);
@@ -239,7 +225,6 @@ done:
     Py_XDECREF(copy);
     Py_XDECREF(fields_set);
     Py_XDECREF(extra);
-    Py_XDECREF(private_);
     Py_XDECREF(value);
     return out;
 }
@@ -303,11 +288,11 @@ static PyObject *cpex__natives_clone_setup(PyObject *self, PyObject *const *args
 {
     Py_ssize_t i;
     (void)self;
-    if (nargs != 5 || !PyType_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "clone_setup(record_type, object_new, fields_set, extra, private)");
+    if (nargs != 4 || !PyType_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "clone_setup(record_type, object_new, fields_set, extra)");
         return NULL;
     }
-    for (i = 2; i < 5; i++) {
+    for (i = 2; i < 4; i++) {
         if (Py_TYPE(args[i])->tp_descr_get == NULL || Py_TYPE(args[i])->tp_descr_set == NULL) {
             PyErr_SetString(PyExc_TypeError, "clone_setup: the slots must be data descriptors");
             return NULL;
@@ -322,7 +307,6 @@ static PyObject *cpex__natives_clone_setup(PyObject *self, PyObject *const *args
     Py_XSETREF(cpex__clone_new, Py_NewRef(args[1]));
     Py_XSETREF(cpex__clone_fields_set, Py_NewRef(args[2]));
     Py_XSETREF(cpex__clone_extra, Py_NewRef(args[3]));
-    Py_XSETREF(cpex__clone_private, Py_NewRef(args[4]));
     Py_XSETREF(cpex__clone_record_type, Py_NewRef(args[0]));
     Py_RETURN_NONE;
 }

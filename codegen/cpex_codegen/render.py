@@ -119,62 +119,97 @@ def union_fields(u: Union) -> list[tuple[str, str]]:
     return out
 
 
-def _py_record_graph(schema: Schema) -> dict[str, list[str]]:
-    """Each record's and union's dependencies: the records and unions its field (or
-    variant) types name, in schema order."""
-    known = [r.name for r in schema.records] + [u.name for u in schema.unions]
-    graph = {}
-    for name in known:
-        types = [fl.type for r in schema.records if r.name == name for fl in r.fields]
-        types += [v.type for u in schema.unions if u.name == name for v in u.variants]
-        words = set(re.findall(r"\w+", " ".join(types)))
-        graph[name] = [n for n in known if n in words]
-    return graph
+# The generated Python records' checks (records.py.j2): per scalar type, the exact
+# Python type the fast path tests inline and the check function of the wire module
+# (cpexrt.wire) that converts or refuses anything else.
+_PY_CHECKS = {
+    "string": ("str", "check_string"),
+    "bool": ("bool", "check_bool"),
+    "float64": ("float", "check_float"),
+    "bytes": ("bytes", "check_bytes"),
+}
+_PY_INT_RANGES = {
+    "int": (-(2**63), 2**63 - 1),
+    "int64": (-(2**63), 2**63 - 1),
+    "uint8": (0, 2**8 - 1),
+    "uint32": (0, 2**32 - 1),
+    "uint64": (0, 2**64 - 1),
+}
 
 
-def py_record_group(schema: Schema, name: str) -> list[str]:
-    """The records that refer to each other in a cycle with name (its strongly connected
-    component, name included when it names itself), in the order records.py makes
-    them: a union after its variants' types, whose class body names them; [] when name
-    is in no cycle. References inside a group are quoted (resolved by pydantic later)."""
-    graph = _py_record_graph(schema)
-
-    def reach(start: str) -> set[str]:
-        seen: set[str] = set()
-        todo = list(graph[start])
-        while todo:
-            n = todo.pop()
-            if n not in seen:
-                seen.add(n)
-                todo.extend(graph[n])
-        return seen
-
-    if name not in reach(name):
-        return []
-    group = [n for n in graph if n in reach(name) and name in reach(n)]
-    unions = {u.name: {v.type for v in u.variants} for u in schema.unions}
-    ordered: list[str] = []
-    while len(ordered) < len(group):
-        ready = [n for n in group if n not in ordered and not (unions.get(n, set()) & (set(group) - set(ordered)))]
-        if not ready:
-            raise SchemaError(f"records {', '.join(group)}: a union names its own cycle's records as variant types")
-        ordered.append(ready[0])
-    return ordered
+# The wire module's one-type sets, by exact type (py_check's inline container tests).
+_PY_ONLY = {"str": "_ONLY_STR", "bool": "_ONLY_BOOL", "float": "_ONLY_FLOAT", "bytes": "_ONLY_BYTES"}
 
 
-def py_record_deps(schema: Schema, name: str) -> list[str]:
-    """The records and unions a record's (or union's) field types name, outside its own
-    cycle (py_record_group), in schema order: records.py makes them first."""
-    group = set(py_record_group(schema, name)) | {name}
-    return [n for n in _py_record_graph(schema)[name] if n not in group]
+def py_item_check(t: str) -> tuple[str, str]:
+    """The check function (an expression) of a list item's or a map value's type, and
+    the exact type whose items are taken as they are ("None": each item checked, or,
+    with the check "None", any value)."""
+    m = _CONTAINER.match(t)
+    if m is not None:
+        item, exact = py_item_check(m.group(2))
+        fn = "check_list" if m.group(1) == "list" else "check_map"
+        if item == "None":
+            return fn, "None"
+        return f"lambda y: {fn}(y, {item}, {exact})", "None"
+    if t == "any":
+        return "None", "None"
+    if t in _PY_INT_RANGES:
+        return f"lambda y: check_int(y, {t!r})", "None"
+    if t in _PY_CHECKS:
+        exact, fn = _PY_CHECKS[t]
+        return fn, exact
+    return f"{t}._check", t
 
 
-def py_annotation(schema: Schema, owner: str, text: str) -> str:
-    """A field's annotation in records.py (no postponed annotations there, so a class
-    is made with its types resolved): quoted when it names a record of owner's cycle,
-    which may not be made yet."""
-    group = set(py_record_group(schema, owner))
-    return repr(text) if group & set(re.findall(r"\w+", text)) else text
+def py_check(fl: RecordField, var: str) -> list[str]:
+    """The lines that check (and convert) a field's value in var, one level of indent
+    per nesting, for the generated records' _values: the exact type tested inline, a
+    check function of the wire module for anything else."""
+    t = fl.type
+    m = _CONTAINER.match(t)
+    if m is not None and m.group(1) == "list" and m.group(2) not in _PY_SCALARS and not _CONTAINER.match(m.group(2)):
+        return [f"{var} = check_records({var}, {m.group(2)})"]
+    if m is not None:
+        item, exact = py_item_check(m.group(2))
+        fn = "check_list" if m.group(1) == "list" else "check_map"
+        args = "" if item == "None" else f", {item}, {exact}"
+        if item != "None" and exact not in _PY_ONLY:
+            return [f"{var} = {fn}({var}{args})"]
+        # Inline, the common case: an exact list or dict (string keys) whose items are
+        # all of the exact type (or of any type), copied; the check function otherwise.
+        kind = "list" if m.group(1) == "list" else "dict"
+        tests = [f"type({var}) is {kind}"]
+        if kind == "dict":
+            tests.append(f"_ONLY_STR.issuperset(map(type, {var}))")
+        if item != "None":
+            items = var if kind == "list" else f"{var}.values()"
+            tests.append(f"{_PY_ONLY[exact]}.issuperset(map(type, {items}))")
+        return [f"if {' and '.join(tests)}:", f"    {var} = {var}.copy()", "else:", f"    {var} = {fn}({var}{args})"]
+    if t == "any":
+        return [] if fl.optional else [f"if {var} is _MISSING:", f"    {var} = check_any({var})"]
+    if t in _PY_INT_RANGES:
+        lo, hi = _PY_INT_RANGES[t]
+        return [f"if type({var}) is not int or not {lo} <= {var} <= {hi}:", f"    {var} = check_int({var}, {t!r})"]
+    if t in _PY_CHECKS:
+        exact, fn = _PY_CHECKS[t]
+        return [f"if type({var}) is not {exact}:", f"    {var} = {fn}({var})"]
+    return [f"if type({var}) is not {t}:", f"    {var} = {t}._parse({var}) if type({var}) is dict else {t}._check({var})"]
+
+
+def py_clone(fl: RecordField) -> str | None:
+    """How the generated _clone copies a field's value: None for a scalar (immutable,
+    kept), clone_list for a list of records or unions, "record" for a record or union
+    (its own _clone), clone for the rest."""
+    t = fl.type
+    m = _CONTAINER.match(t)
+    if m is not None:
+        inner = m.group(2)
+        is_record = inner not in _PY_SCALARS and not _CONTAINER.match(inner)
+        return "clone_list" if m.group(1) == "list" and is_record else "clone"
+    if t in _PY_SCALARS:
+        return "clone" if t == "any" else None
+    return "record"
 
 
 def py_field_type(fl: RecordField) -> str:
@@ -418,9 +453,8 @@ def environment(schema: Schema, layout: Layout | None = None) -> jinja2.Environm
         lower_camel=naming.lower_camel,
         go_field_type=go_field_type,
         py_field_type=py_field_type,
-        py_record_deps=lambda name: py_record_deps(schema, name),
-        py_record_group=lambda name: py_record_group(schema, name),
-        py_annotation=lambda owner, text: py_annotation(schema, owner, text),
+        py_check=py_check,
+        py_clone=py_clone,
         go_in_type=go_in_type,
         go_out_type=go_out_type,
         go_zero=go_zero,

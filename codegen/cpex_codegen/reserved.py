@@ -30,12 +30,12 @@ for _lang, _words in (("Python", _PY), ("Go", _GO), ("C++", _CPP), ("C", _C)):
 
 # --- Python (sdk-python/cpexrt/_generated/records.py) ---------------------------------
 
-# Attribute names a generated pydantic record (a cpexrt.wire.WireRecord) cannot take:
+# Attribute names a generated Python record (a cpexrt.wire.WireRecord) cannot take:
 # each value completes "'<name>' ...".
 PY_RESERVED: dict[str, str] = {w: "is a Python keyword" for w in _PY}
 PY_RESERVED.update(
     {
-        w: "is an attribute of pydantic's BaseModel, which every Python record subclasses"
+        w: "is an attribute of pydantic's BaseModel, whose API every Python record keeps (cpexrt.wire.WireRecord)"
         for w in dir(BaseModel)
         if not w.startswith("_")
     }
@@ -72,7 +72,13 @@ PY_UNION_RESERVED: dict[str, str] = {
 PY_RECORDS_MODULE: dict[str, str] = {
     "Any": "is imported by the generated records.py (typing.Any)",
     "ClassVar": "is imported by the generated records.py (typing.ClassVar)",
-    "PrivateAttr": "is imported by the generated records.py (pydantic.PrivateAttr)",
+    **{
+        w: f"is imported by the generated records.py (cpexrt.wire.{w})"
+        for w in (
+            *("FieldInfo", "RecordError", "clone", "clone_list", "_MISSING"),
+            *(f"check_{t}" for t in ("any", "bool", "bytes", "float", "int", "list", "map", "string")),
+        )
+    },
     "WireField": "is imported by the generated records.py (cpexrt.wire.WireField)",
     "WireRecord": "is the base class of the generated Python records (cpexrt.wire.WireRecord)",
 }

@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgpack  # type: ignore[import-untyped, unused-ignore]  # untyped: the package passes mypy wherever it is installed
-from pydantic import TypeAdapter, ValidationError
 
 from cpexrt._generated import records  # its classes read when used: a generic payload's process makes none of them
 from cpexrt._generated.errors import PAYLOAD_CMF_MESSAGE, PAYLOAD_GENERIC, PAYLOAD_TYPES
 from cpexrt.errors import InvalidInputError, ParseError
-from cpexrt.wire import clone
+from cpexrt.wire import RecordError, WireRecord, clone
 
 if TYPE_CHECKING:
     from cpexrt._generated.records import Message, MessagePayload
@@ -216,13 +215,7 @@ def _decode_generic(wire: bytes) -> Any:
 
 
 def _decode_cmf(wire: bytes) -> Any:
-    data = _unpack(wire)
-    # The model's validator itself once built (model_validate costs a call more).
-    payload: MessagePayload = (
-        records.MessagePayload.__pydantic_validator__.validate_python(data)
-        if records.MessagePayload.__pydantic_complete__
-        else records.MessagePayload.model_validate(data)
-    )
+    payload: MessagePayload = records.MessagePayload.model_validate(_unpack(wire))
     return payload.message
 
 
@@ -276,19 +269,7 @@ def decode(payload_type: int, wire: Any) -> Any:
         raise InvalidInputError(f"payload: a {PAYLOAD_TYPES[payload_type]} payload must be a map, got {type(wire).__name__}")
     if payload_type == PAYLOAD_CMF_MESSAGE:
         try:
-            # The model's validator itself once built (from_wire costs two calls more);
-            # a failure is validated again by from_wire, for its message.
-            payload: MessagePayload = (
-                records.MessagePayload.__pydantic_validator__.validate_python(wire)
-                if records.MessagePayload.__pydantic_complete__
-                else records.MessagePayload.from_wire(wire, "payload")
-            )
-        except ValidationError:
-            try:
-                records.MessagePayload.from_wire(wire, "payload")
-            except ParseError as exc:
-                raise InvalidInputError(f"not a CMF MessagePayload: {exc}") from None
-            raise  # not expected: the same validation passed the second time
+            payload: MessagePayload = records.MessagePayload.from_wire(wire, "payload")
         except ParseError as exc:
             raise InvalidInputError(f"not a CMF MessagePayload: {exc}") from None
         return payload.message
@@ -435,40 +416,38 @@ def accept_extensions(merged: dict[str, Any], changed: set[str], limits: Limits)
     return Snapshot(wire, _unpack, canonical, _plain_clone)
 
 
-# Each Extensions slot's own validator (its field's type, with nothing else of the
-# record: a slot checked alone costs about half the record's validation of that slot).
-# None: a slot the record does not name (kept as it is, as the record keeps an unknown
-# field), or one whose field carries constraints of its own (the record checks it).
-_SLOT_VALIDATORS: dict[str, Any] = {}
+# Each Extensions slot's own record class (a slot checked alone costs a fraction of
+# the whole record's check, which reads every slot); None for a slot whose field is
+# not a record (the Extensions record checks it, alone).
+_SLOT_RECORDS: dict[str, type[WireRecord] | None] = {}
 
 
-def _slot_validator(name: str) -> Any:
-    field = records.Extensions.__pydantic_fields__.get(name)
-    validator = None
-    if field is not None and field.annotation is not None and not field.metadata:
-        validator = TypeAdapter(field.annotation).validator
-    _SLOT_VALIDATORS[name] = validator
-    return validator
+def _slot_records() -> dict[str, type[WireRecord] | None]:
+    for name, info in records.Extensions.model_fields.items():
+        kind = getattr(records, info.annotation.removesuffix(" | None"), None)
+        _SLOT_RECORDS[name] = kind if isinstance(kind, type) and issubclass(kind, WireRecord) else None
+    return _SLOT_RECORDS
 
 
 def _check_slots(slots: dict[str, Any]) -> None:
-    """ParseError naming the field when a slot is not of its record's shape. Each slot
-    by its field's own validator (the record's whole validation, or from_wire, costs
-    more), from_wire for the message."""
-    if not records.Extensions.__pydantic_complete__:
-        records.Extensions.from_wire(slots, "extensions")
-        return
-    validators = _SLOT_VALIDATORS
-    try:
-        for name, value in slots.items():
-            validator = validators[name] if name in validators else _slot_validator(name)
-            if validator is not None:
-                validator.validate_python(value)
-            elif name in records.Extensions.__pydantic_fields__:
-                records.Extensions.__pydantic_validator__.validate_python({name: value})
-    except ValidationError:
-        records.Extensions.from_wire(slots, "extensions")
-        raise ParseError("extensions: not of the Extensions record's shape") from None
+    """ParseError naming the field when a slot is not of its record's shape, checked as
+    the Extensions record checks it (a slot it does not name is kept as it is, as the
+    record keeps an unknown field)."""
+    kinds = _SLOT_RECORDS or _slot_records()
+    for name, value in slots.items():
+        if value is None or name not in kinds:
+            continue
+        kind = kinds[name]
+        try:
+            if kind is None:
+                records.Extensions._parse({name: value})
+            elif type(value) is dict:
+                kind._parse(value)
+            else:
+                kind._check(value)
+        except RecordError as exc:
+            where = exc.where() if kind is None else f".{name}{exc.where()}"
+            raise ParseError(f"extensions{where}: {exc.msg}") from None
 
 
 def plain_copy(value: Any, code: str, what: str) -> Any:

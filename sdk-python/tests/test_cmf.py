@@ -100,16 +100,16 @@ def every_part_message() -> dict[str, object]:
 
 
 def shared_mutables(a: object, b: object, path: str = "") -> list[str]:
-    """Where a and b hold the same mutable object (dict, list, set, model)."""
-    from pydantic import BaseModel
+    """Where a and b hold the same mutable object (dict, list, set, record)."""
+    from cpexrt.wire import WireRecord
 
     found = []
-    if isinstance(a, dict | list | set | BaseModel) and a is b:
+    if isinstance(a, dict | list | set | WireRecord) and a is b:
         found.append(path or "<top>")
-    if isinstance(a, BaseModel) and isinstance(b, BaseModel):
+    if isinstance(a, WireRecord) and isinstance(b, WireRecord):
         found += shared_mutables(a.__dict__, b.__dict__, f"{path}.__dict__")
-        found += shared_mutables(a.__pydantic_extra__, b.__pydantic_extra__, f"{path}.extra")
-        if a.__pydantic_fields_set__ is b.__pydantic_fields_set__:
+        found += shared_mutables(a._extra, b._extra, f"{path}.extra")
+        if a._fields_set is b._fields_set:
             found.append(f"{path}.fields_set")
     elif isinstance(a, dict) and isinstance(b, dict):
         for k in a:
@@ -121,9 +121,9 @@ def shared_mutables(a: object, b: object, path: str = "") -> list[str]:
 
 
 def fields_sets(value: object) -> list[object]:
-    from pydantic import BaseModel
+    from cpexrt.wire import WireRecord
 
-    if isinstance(value, BaseModel):
+    if isinstance(value, WireRecord):
         return [type(value).__name__, sorted(value.model_fields_set), *[fields_sets(v) for v in value.__dict__.values()]]
     if isinstance(value, list):
         return [fields_sets(v) for v in value]
@@ -166,17 +166,16 @@ def native_clone() -> Callable[[Any], Any]:
 
 def same_record(a: object, b: object, path: str = "$") -> None:
     """a and b are equal in everything a copy carries: types, instance dicts (their
-    keys in order), fields set, unknown fields and private values, all the way down."""
-    from pydantic import BaseModel
+    keys in order), fields set and unknown fields, all the way down."""
+    from cpexrt.wire import WireRecord
 
     assert type(a) is type(b), path
-    if isinstance(a, BaseModel):
-        assert isinstance(b, BaseModel)
+    if isinstance(a, WireRecord):
+        assert isinstance(b, WireRecord)
         assert list(a.__dict__) == list(b.__dict__), path
-        assert a.__pydantic_fields_set__ == b.__pydantic_fields_set__, path
-        assert a.__pydantic_private__ == b.__pydantic_private__, path
+        assert a._fields_set == b._fields_set, path
         same_record(a.__dict__, b.__dict__, f"{path}.__dict__")
-        same_record(a.__pydantic_extra__, b.__pydantic_extra__, f"{path}.extra")
+        same_record(a._extra, b._extra, f"{path}.extra")
     elif isinstance(a, dict):
         assert isinstance(b, dict) and list(a) == list(b), path
         for k in a:
@@ -204,11 +203,11 @@ def test_the_c_clone_makes_the_python_clones_copy_and_shares_nothing() -> None:
     same_record(copied, clone(decoded))
     same_record(copied, payloads._decode_cmf(wire))
     assert shared_mutables(copied, decoded) == []
-    assert copied.__pydantic_fields_set__ is not decoded.__pydantic_fields_set__
+    assert copied._fields_set is not decoded._fields_set
     again = payloads._decode_cmf(wire)
     copied.content[0].__dict__.update(content_type="text", text="changed")
     copied.model_extra.clear()
-    copied.content[0].__pydantic_fields_set__.add("x")
+    copied.content[0]._fields_set.add("x")
     for p in copied.content:
         if not p.known:
             p._raw.clear()
@@ -249,7 +248,7 @@ class MessageVandal(Plugin):
     def cmf_tool_pre_invoke(self, message: Message, ctx: PluginContext) -> None:
         SEEN.append((self.config["tag"], message.to_wire(), message))
         message.role = "system"
-        message.model_extra.clear()  # type: ignore[union-attr]
+        message.model_extra.clear()
         for part in message.content:
             if isinstance(part.value, ToolCall) and part.value.arguments is not None:
                 part.value.arguments["query"] = "tampered"

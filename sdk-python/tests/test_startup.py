@@ -115,19 +115,71 @@ def test_an_async_fire_and_forget_plugin_that_suspends_runs_on_the_runtime_loop_
         e.shutdown()
 
 
-def test_the_demo_makes_only_the_records_it_uses() -> None:
-    """The generated records are classes made on first use (docs/architecture.md,
-    Start-up): the demo's first result makes none of those it never touches (plugin
-    stats, decision and log records, py-cpex's hook payloads), and each is made when
-    read."""
-    unused = ("PluginStats", "DecisionRecord", "LogRecord", "ToolPreInvokePayload", "HttpPreRequestPayload")
-    code = _PROBE.format(path=str(EXAMPLES / "configs" / "generic.yaml")) + (
-        "from cpexrt._generated import records\n"
-        f"print(sorted(n for n in {unused!r} if n in vars(records)))\n"
-        "print(records.PluginStats(name='p', isolation='none', disabled=False).to_wire())\n"
+# Records who first imports pydantic (or pydantic_core): the innermost cpexrt module on
+# the stack, under sdk-python/cpexrt.
+_PYDANTIC_SPY = """
+import sys, traceback
+importers = []
+class Spy:
+    def find_spec(self, name, path=None, target=None):
+        if name in ("pydantic", "pydantic_core"):
+            ours = [f.filename for f in traceback.extract_stack() if "/cpexrt/" in f.filename]
+            importers.append((name, ours[-1].split("/cpexrt/")[-1] if ours else "not cpexrt"))
+        return None
+sys.meta_path.insert(0, Spy())
+"""
+
+
+def test_records_and_payloads_import_no_pydantic() -> None:
+    """The wire records are plain classes (cpexrt.wire.WireRecord): the boundary, the
+    records, the payload registry and the executor import no pydantic, and decoding,
+    checking, cloning and encoding a CMF message and the results' records use none."""
+    code = _PYDANTIC_SPY + (
+        "import cpexrt._boundary.exports, cpexrt._generated.records, cpexrt.wire, cpexrt.payloads\n"
+        "import cpexrt.engine.executor\n"
+        "from cpexrt import payloads\n"
+        "from cpexrt._generated.records import PipelineResult, PluginError, PluginViolation\n"
+        "from cpexrt.wire import clone\n"
+        "msg = {'message': {'role': 'assistant', 'content': [{'content_type': 'text', 'text': 'hi'},"
+        " {'content_type': 'tool_call', 'content': {'tool_call_id': 'c1', 'name': 'search', 'arguments': {'q': 'x'}}}]}}\n"
+        "message = payloads.decode(1, msg)\n"
+        "assert clone(message) == message and clone(message) is not message\n"
+        "v = PluginViolation.model_validate({'code': 'c', 'reason': 'r'})\n"
+        "r = PipelineResult(continue_processing=False, payload_modified=False, extensions_modified=False,"
+        " payload_type=1, violation=v, errors=[PluginError(plugin_name='p', message='m')])\n"
+        "payloads._check_slots({'http': {'request_headers': {'a': 'b'}}})\n"
+        "print(PipelineResult.from_wire(r.to_wire()) == r, importers, 'pydantic' in sys.modules)\n"
     )
-    out = python_prints(code)
-    assert out.splitlines()[1:] == ["[]", "{'name': 'p', 'isolation': 'none', 'disabled': False}"]
+    assert python_prints(code).split() == ["True", "[]", "False"]
+
+
+def test_the_demos_import_no_pydantic() -> None:
+    """The generic demo (an allow, a deny) and the CMF demo (an on_error: ignore error)
+    run, config to results, with no pydantic imported (only the py-cpex adapter,
+    engine/pycpex.py, uses it, with py-cpex's own models)."""
+    code = _PYDANTIC_SPY + (
+        "import cpexrt._boundary.exports\n"
+        "from cpexrt.engine import Engine\n"
+        "e = Engine()\n"
+        f"e.load_config_file({str(EXAMPLES / 'configs' / 'generic.yaml')!r})\n"
+        "e.initialize()\n"
+        "ext = {'meta': {'entity_type': 'tool', 'entity_name': 'get_compensation'}}\n"
+        "allow = e.invoke('tool_pre_invoke', 0, {'tool_name': 'get_compensation', 'user': 'alice', 'pii_clearance': True}, ext)\n"
+        "deny = e.invoke('tool_pre_invoke', 0, {'tool_name': 'get_compensation', 'user': 'alice'}, ext)\n"
+        "e.shutdown()\n"
+        "c = Engine()\n"
+        f"c.load_config_file({str(EXAMPLES / 'configs' / 'cmf.yaml')!r})\n"
+        "c.initialize()\n"
+        "msg = {'message': {'role': 'assistant', 'content': [{'content_type': 'text', 'text': 'hi'},"
+        " {'content_type': 'tool_call', 'content': {'tool_call_id': 'c1', 'name': 'search_docs', 'arguments': {'q': 'x'}}}]}}\n"
+        "cmf = c.invoke('cmf.tool_pre_invoke', 1, msg, {'http': {'request_headers': {'host': 'gateway.local'}}})\n"
+        "c.shutdown()\n"
+        "print(allow.continue_processing, deny.violation.code, [x.plugin_name for x in cmf.errors], cmf.continue_processing)\n"
+        "print(sorted(set(importers)), 'pydantic' in sys.modules, 'pydantic_core' in sys.modules)\n"
+    )
+    lines = python_prints(code).splitlines()
+    assert lines[0] == "True pii_clearance_required ['header-injector-readonly'] True"
+    assert lines[1] == "[] False False"
 
 
 def test_isolation_is_imported_when_a_plugin_asks_for_it() -> None:

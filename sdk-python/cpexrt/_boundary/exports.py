@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped, unused-ignore]  # untyped: the package passes mypy wherever it is installed
-from pydantic import BaseModel
 
 from cpexrt import payloads
 from cpexrt._boundary.handles import HANDLES, Kind
@@ -53,14 +52,8 @@ class Exports:
         self._copy_out_address: Callable[[bytes], int] = natives.copy_out
         self._drain: Callable[[], tuple[int, ...]] = natives.drain
         # A CMF message's private copies made in C (natives.clone: wire.clone's copy).
-        slot = BaseModel.__dict__
-        natives.clone_setup(
-            WireRecord,
-            object.__new__,
-            slot["__pydantic_fields_set__"],
-            slot["__pydantic_extra__"],
-            slot["__pydantic_private__"],
-        )
+        slot = WireRecord.__dict__
+        natives.clone_setup(WireRecord, object.__new__, slot["_fields_set"], slot["_extra"])
         payloads.install_clone(natives.clone)
         # A generic payload's private copies made in C too (natives.copy_plain: what a
         # decode of the snapshot's bytes gives; a decode for anything else).

@@ -722,13 +722,8 @@ def _failed(
 
 
 def _plugin_error(name: str, message: str, code: str, details: dict[str, Any] | None) -> PluginError:
-    """PluginError(plugin_name=name, message=..., code=..., details=...): by the built
-    validator itself (the model's __init__ costs a Python call more)."""
-    if not PluginError.__pydantic_complete__:
-        return PluginError(plugin_name=name, message=message, code=code, details=details)
-    values = {"plugin_name": name, "message": message, "code": code, "details": details}
-    error: PluginError = PluginError.__pydantic_validator__.validate_python(values)
-    return error
+    """PluginError(plugin_name=name, message=..., code=..., details=...)."""
+    return PluginError(plugin_name=name, message=message, code=code, details=details)
 
 
 # What each on_error does, in the log line of a failure.

@@ -220,8 +220,7 @@ class InvokeResult(Generic[P]):
             return None
         value = unpack(raw, "modified payload")
         if issubclass(self.payload_class, WireRecord):
-            decoded: P = self.payload_class.from_wire(value, "modified payload")
-            return decoded
+            return cast(P, self.payload_class.from_wire(value, "modified payload"))
         return cast(P, value)
 
     @property

@@ -13,12 +13,12 @@ with InternalError.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import msgpack  # type: ignore[import-untyped, unused-ignore]  # untyped: the package passes mypy wherever it is installed
-from pydantic import BaseModel, ConfigDict
 
 from kvstore._generated.errors import InternalError, InvalidInputError
 
@@ -99,13 +99,387 @@ def _wire_map(fields: tuple[tuple[str, int], ...], get: Callable[[str], Any]) ->
     return out
 
 
-class WireRecord(BaseModel):
+# -- the records' base ---------------------------------------------------------------
+
+_MISSING: Any = object()  # a required field's value when the map has none
+_new = object.__new__
+
+
+class RecordError(ValueError):
+    """A value that does not fit a wire record: loc is where (field names, list indexes,
+    map keys, outermost first), msg what was expected and what came; record names the
+    record validated, once known."""
+
+    def __init__(self, msg: str, loc: list[str | int] | None = None, record: str = "") -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.loc: list[str | int] = loc if loc is not None else []
+        self.record = record
+
+    def where(self) -> str:
+        return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in self.loc)
+
+    def __str__(self) -> str:
+        return f"{self.record}{self.where()}: {self.msg}"
+
+
+class FieldInfo:
+    """One field of a record class, as model_fields lists it: its Python annotation
+    (the text the generated class declares), its default, and whether it is required."""
+
+    __slots__ = ("annotation", "default", "required")
+
+    def __init__(self, annotation: str, default: Any = None, required: bool = False) -> None:
+        self.annotation = annotation
+        self.default = default
+        self.required = required
+
+    def is_required(self) -> bool:
+        return self.required
+
+    def __repr__(self) -> str:
+        tail = "required=True" if self.required else f"default={self.default!r}"
+        return f"FieldInfo(annotation={self.annotation}, {tail})"
+
+
+def _shown(value: Any) -> str:
+    """A value as an error message shows it: a scalar by its repr, the rest by type."""
+    if type(value) in _PLAIN:
+        text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return f"a {type(value).__name__}"
+
+
+def _refuse(value: Any, expected: str) -> RecordError:
+    if value is _MISSING:
+        return RecordError(f"required, missing (expected {expected})")
+    return RecordError(f"expected {expected}, got {_shown(value)}")
+
+
+# The checks of the generated records' fields: each takes a value that is not already
+# of the exact expected type (the generated code tests that inline) and returns it
+# converted, or raises RecordError (loc empty: the caller adds where). What they
+# convert: a subclass of the type to the type itself, an int to a float, an integral
+# float to an int, a bytearray to bytes, a tuple to a list. Nothing else (no string
+# to number, number to string, bool to number or number to bool).
+
+
+def check_string(value: Any) -> str:
+    if isinstance(value, str):
+        return str.__str__(value)
+    raise _refuse(value, "a string")
+
+
+def check_bool(value: Any) -> bool:
+    if value is True or value is False:
+        return value
+    raise _refuse(value, "a boolean")
+
+
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "int": (-(2**63), 2**63 - 1),
+    "int64": (-(2**63), 2**63 - 1),
+    "uint8": (0, 2**8 - 1),
+    "uint32": (0, 2**32 - 1),
+    "uint64": (0, 2**64 - 1),
+}
+
+
+def check_int(value: Any, kind: str = "int64") -> int:
+    lo, hi = _INT_RANGES[kind]
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = int(value)
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    else:
+        raise _refuse(value, f"an integer ({kind})")
+    if not lo <= number <= hi:
+        raise RecordError(f"expected an integer in {lo}..{hi} ({kind}), got {number}")
+    return number
+
+
+def check_float(value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise _refuse(value, "a number")
+
+
+def check_bytes(value: Any) -> bytes:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise _refuse(value, "bytes")
+
+
+def check_any(value: Any) -> Any:
+    if value is _MISSING:
+        raise _refuse(value, "a value")
+    return value
+
+
+def _at(where: str | int, error: RecordError) -> RecordError:
+    error.loc.insert(0, where)
+    return error
+
+
+# The one-type sets the container checks test their items' types against (the
+# superset test walks the items without building a set of their types).
+_ONLY_STR, _ONLY_BOOL, _ONLY_FLOAT, _ONLY_BYTES = (frozenset({t}) for t in (str, bool, float, bytes))
+_ONLY: dict[type, frozenset[type]] = {str: _ONLY_STR, bool: _ONLY_BOOL, float: _ONLY_FLOAT, bytes: _ONLY_BYTES}
+
+
+def check_list(value: Any, item: Callable[[Any], Any] | None = None, exact: type | None = None) -> list[Any]:
+    """A copy of a list (or tuple), each item checked by item unless it is of the exact
+    type (None: items of any value)."""
+    if type(value) is not list and not isinstance(value, (list, tuple)):
+        raise _refuse(value, "a list")
+    if item is None or (exact is not None and (_ONLY.get(exact) or frozenset({exact})).issuperset(map(type, value))):
+        return list(value)
+    out = []
+    for i, x in enumerate(value):
+        if type(x) is exact:
+            out.append(x)
+            continue
+        try:
+            out.append(item(x))
+        except RecordError as exc:
+            raise _at(i, exc) from None
+    return out
+
+
+def check_map(value: Any, item: Callable[[Any], Any] | None = None, exact: type | None = None) -> dict[str, Any]:
+    """A copy of a map with string keys, each value checked by item unless it is of the
+    exact type (None: values of any value)."""
+    if type(value) is not dict and not isinstance(value, dict):
+        raise _refuse(value, "a map")
+    if not _ONLY_STR.issuperset(map(type, value)):
+        for key in value:
+            if type(key) is not str:
+                raise RecordError(f"expected a map with string keys, got the key {_shown(key)}")
+    if item is None or (exact is not None and (_ONLY.get(exact) or frozenset({exact})).issuperset(map(type, value.values()))):
+        return dict(value)
+    out = {}
+    for key, x in value.items():
+        if type(x) is exact:
+            out[key] = x
+            continue
+        try:
+            out[key] = item(x)
+        except RecordError as exc:
+            raise _at(key, exc) from None
+    return out
+
+
+def check_records(value: Any, cls: Any) -> list[Any]:
+    """A copy of a list (or tuple) of records of cls: each a record of it as it is, a
+    map checked (the common case, called directly), RecordError naming the index."""
+    if type(value) is not list and not isinstance(value, (list, tuple)):
+        raise _refuse(value, "a list")
+    parse = cls._parse
+    out = []
+    for i, x in enumerate(value):
+        try:
+            out.append(parse(x) if type(x) is dict else cls._check(x))
+        except RecordError as exc:
+            raise _at(i, exc) from None
+    return out
+
+
+def _dump(value: Any, json: bool, exclude_unset: bool, exclude_none: bool) -> Any:
+    kind = type(value)
+    if kind in _PLAIN:
+        return value.decode() if json and kind is bytes else value
+    if isinstance(value, WireRecord):
+        return value.model_dump(mode="json" if json else "python", exclude_unset=exclude_unset, exclude_none=exclude_none)
+    if isinstance(value, (list, tuple)):
+        return [_dump(v, json, exclude_unset, exclude_none) for v in value]
+    if isinstance(value, dict):
+        return {k: _dump(v, json, exclude_unset, exclude_none) for k, v in value.items()}
+    if json and isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode()
+    return value
+
+
+@typing.dataclass_transform(kw_only_default=True, field_specifiers=())
+class WireRecord:
     """A record that crosses the ABI as a MessagePack map keyed by field name. Known
     fields are emitted in schema order, then unknown fields as they were received, so
-    a decode / encode round trip is byte-identical for canonical input."""
+    a decode / encode round trip is byte-identical for canonical input.
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    A plain class (no pydantic): the field values live in the instance dict; the names
+    of the fields set (given to the constructor, present in the decoded map, or
+    assigned since) and the unknown fields (None when there are none) in two slots.
+    Each generated class has a `_parse(data)` that checks a map's fields and makes
+    the record, and `_clone()`. The API is pydantic's, by the same names, so plugin
+    code written against the pydantic records keeps working: keyword constructor,
+    model_validate, model_fields, model_fields_set, model_extra, model_dump,
+    model_copy; errors are RecordError (a ValueError) naming Record.field."""
+
+    __slots__ = ("__dict__", "_fields_set", "_extra")
     WIRE: ClassVar[tuple[WireField, ...]] = ()
+    model_fields: ClassVar[dict[str, FieldInfo]] = {}
+    _NAMES: ClassVar[frozenset[str]] = frozenset()
+    _fields_set: set[str]
+    _extra: dict[str, Any] | None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._NAMES = frozenset(cls.model_fields)
+
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            self._parse(data, self)
+        except RecordError as exc:
+            exc.record = exc.record or type(self).__name__
+            raise
+
+    @classmethod
+    def _parse(cls, data: dict[str, Any], obj: Any = None) -> Any:
+        """The record of a map (obj, when given, is made it), checked (RecordError
+        without the record's name): each generated class's own, straight-line."""
+        raise TypeError("WireRecord is the base of the generated records, not a record")
+
+    @classmethod
+    def _check(cls, value: Any) -> Any:
+        """A field's value of this record's type: a record of it as it is, a map checked."""
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            return cls._parse(value)
+        raise _refuse(value, f"a {cls.__name__} (a map)")
+
+    @classmethod
+    def model_validate(cls, data: Any) -> Self:
+        """A record of a map (checked), or the record given as it is."""
+        try:
+            made: Self = cls._parse(data) if type(data) is dict else cls._check(data)
+        except RecordError as exc:
+            exc.record = exc.record or cls.__name__
+            raise
+        return made
+
+    @classmethod
+    def from_wire(cls, data: Any, what: str | None = None) -> Self:
+        """Validates a decoded MessagePack value; a InvalidInputError names the bad field."""
+        try:
+            made: Self = cls._parse(data) if type(data) is dict else cls._check(data)
+        except RecordError as exc:
+            raise InvalidInputError(f"{what or cls.__name__}{exc.where()}: {exc.msg}") from None
+        return made
+
+    @classmethod
+    def unpack(cls, data: bytes | memoryview, what: str | None = None) -> Self:
+        """The record encoded in data (a bytes output or input of libkv)."""
+        where = what or cls.__name__
+        return cls.from_wire(unpack(data, where), where)
+
+    @classmethod
+    def model_construct(cls, **values: Any) -> Self:
+        """A record of trusted values, not checked (as pydantic's): a field not given
+        takes its default, a name that is not a field is an unknown field."""
+        names = cls._NAMES
+        d = {name: values.get(name, info.default) for name, info in cls.model_fields.items()}
+        obj = _new(cls)
+        _set_dict(obj, d)
+        _set_fields_set(obj, values.keys() & names)
+        _set_extra(obj, {k: v for k, v in values.items() if k not in names} or None)
+        return obj
+
+    @property
+    def model_fields_set(self) -> set[str]:
+        return self._fields_set
+
+    @property
+    def model_extra(self) -> dict[str, Any]:
+        extra = self._extra
+        if extra is None:
+            extra = self._extra = {}
+        return extra
+
+    if not typing.TYPE_CHECKING:
+        # No __getattr__ (pydantic's reads unknown fields as attributes: model_extra
+        # has them here): a type with one has every attribute read go through it, and
+        # the interpreter's specialised reads of instance attributes never apply.
+        #
+        # As pydantic's: a field assigned counts as set; an unknown name is an unknown
+        # field (emitted after the known ones); no validation. Hidden from type
+        # checkers too, so an assignment to a misspelt field stays an error to them.
+        def __setattr__(self, name: str, value: Any) -> None:
+            if name in self._NAMES:
+                self.__dict__[name] = value
+                self._fields_set.add(name)
+            elif name[:1] == "_":
+                object.__setattr__(self, name, value)
+            else:
+                self.model_extra[name] = value
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, WireRecord)
+        return self.__dict__ == other.__dict__ and (self._extra or {}) == (other._extra or {})
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as pydantic's models
+
+    def __repr__(self) -> str:
+        d = self.__dict__
+        parts = [f"{name}={d.get(name)!r}" for name in self.model_fields]
+        parts += [f"{name}={value!r}" for name, value in (self._extra or {}).items()]
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    def model_dump(self, *, mode: str = "python", exclude_unset: bool = False, exclude_none: bool = False) -> dict[str, Any]:
+        """The record as plain data (records as maps), then its unknown fields; mode
+        "json" gives bytes as (UTF-8) text, as pydantic's does."""
+        if mode not in ("python", "json"):
+            raise ValueError(f"model_dump: mode must be 'python' or 'json', not {mode!r}")
+        json = mode == "json"
+        d = self.__dict__
+        fields_set = self._fields_set
+        out: dict[str, Any] = {}
+        for name in self.model_fields:
+            if exclude_unset and name not in fields_set:
+                continue
+            value = d.get(name)
+            if exclude_none and value is None:
+                continue
+            out[name] = _dump(value, json, exclude_unset, exclude_none)
+        for name, value in (self._extra or {}).items():
+            if not (exclude_none and value is None):
+                out[name] = _dump(value, json, exclude_unset, exclude_none)
+        return out
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy, shallow unless deep; update's values set as they are (no validation),
+        each counted as set, an unknown name as an unknown field."""
+        d = self.__dict__.copy()
+        extra = dict(self._extra) if self._extra else None
+        fields_set = set(self._fields_set)
+        if deep:
+            import copy
+
+            d, extra = copy.deepcopy((d, extra))
+        for name, value in (update or {}).items():
+            if name in self._NAMES:
+                d[name] = value
+                fields_set.add(name)
+            else:
+                extra = extra or {}
+                extra[name] = value
+        out = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, fields_set)
+        _set_extra(out, extra)
+        return out
+
+    def _clone(self) -> Any:
+        """A deep copy (each generated class has its own, copying only the fields
+        that may hold something mutable)."""
+        d = {k: v if type(v) in _PLAIN else clone(v) for k, v in self.__dict__.items()}
+        out = _new(type(self))
+        _set_dict(out, d)
+        _set_fields_set(out, self._fields_set.copy())
+        extra = self._extra
+        _set_extra(out, None if extra is None else clone(extra))
+        return out
 
     def to_wire(self) -> dict[str, Any]:
         cls = type(self)
@@ -115,7 +489,7 @@ class WireRecord(BaseModel):
         # them all); getattr's, an error for a missing one, otherwise.
         get = d.get if d.keys() >= plan[1] else {name: getattr(self, name) for name, _ in plan[0]}.get
         out = _wire_map(plan[0], get)
-        extra = self.__pydantic_extra__
+        extra = self._extra
         if extra:
             out.update(extra)
         return out
@@ -123,32 +497,60 @@ class WireRecord(BaseModel):
     @classmethod
     def wire_from(cls, **values: Any) -> dict[str, Any]:
         """The wire map of a record built from trusted values without constructing (and
-        validating) the model."""
+        validating) the record: the hot path of the boundary."""
         return _wire_map((_PLANS.get(cls) or _plan(cls))[0], values.get)
-
-    @classmethod
-    def from_wire(cls, data: Any, what: str | None = None) -> Any:
-        """Validates a decoded MessagePack value; the error names the bad field."""
-        from pydantic import ValidationError
-
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            where = what or cls.__name__
-            problems = "; ".join(
-                f"{where}{''.join(f'[{p}]' if isinstance(p, int) else f'.{p}' for p in e['loc'])}: {e['msg']}"
-                for e in exc.errors()
-            )
-            raise InvalidInputError(problems) from None
-
-    @classmethod
-    def unpack(cls, data: bytes | memoryview, what: str | None = None) -> Any:
-        """The record encoded in data (a bytes output or input of libkv)."""
-        where = what or cls.__name__
-        return cls.from_wire(unpack(data, where), where)
 
     def pack(self) -> bytes:
         return pack(self.to_wire(), type(self).__name__)
+
+
+# The slots' own setters (WireRecord.__setattr__ is for fields, and costs a call).
+_set_dict = WireRecord.__dict__["__dict__"].__set__
+_set_fields_set = WireRecord.__dict__["_fields_set"].__set__
+_set_extra = WireRecord.__dict__["_extra"].__set__
+
+
+# -- private copies of validated records ---------------------------------------------
+#
+# clone(value) is a deep copy of a value a decode produced (records, and plain data in
+# maps and lists), with no validation: what a validated record holds is already of its
+# fields' types. The copy equals the original in everything a decode of the same bytes
+# would give: field values, fields set, unknown fields (model_extra), and any other
+# entry of the instance dict (a content part's raw map). Each record class copies
+# itself (its generated _clone: only the fields that may hold something mutable copied
+# deep); a private copy of a decoded value.
+
+
+def clone(value: Any) -> Any:
+    """A deep copy of decoded data: wire records whose values are such data, dicts,
+    lists (tuples become lists, as a MessagePack round trip makes them) and immutable
+    scalars. TypeError for anything else."""
+    kind = type(value)
+    if kind is dict:
+        return {k: v if type(v) in _PLAIN else clone(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [v if type(v) in _PLAIN else clone(v) for v in value]
+    if kind in _PLAIN:
+        return value
+    if not isinstance(value, WireRecord):
+        raise TypeError(f"cannot clone a {kind.__name__}")
+    return value._clone()
+
+
+def _clone_rest(d: dict[str, Any], names: frozenset[str]) -> None:
+    """Copies deep the entries of a record's instance dict copy d that are not its
+    fields (a content part's raw map)."""
+    for key, value in d.items():
+        if key not in names and type(value) not in _PLAIN:
+            d[key] = clone(value)
+
+
+def clone_list(value: Any) -> Any:
+    """clone of a list field's value (a generated _clone's list of records), its
+    records copied directly."""
+    if type(value) is not list:
+        return clone(value)
+    return [v if type(v) in _PLAIN else v._clone() if isinstance(v, WireRecord) else clone(v) for v in value]
 
 
 # Packers to reuse (msgpack.packb builds one per call): each pack takes one from the

@@ -1,0 +1,150 @@
+"""The generated wire records as plain classes (cpexrt.wire.WireRecord, no pydantic):
+their checks, what they convert and refuse, their errors, and the pydantic API they
+keep for plugin code (docs/architecture.md, "Wire records in Python")."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from typing import Any
+
+import pytest
+
+from cpexrt._generated.records import (
+    ContentPart,
+    Extensions,
+    Message,
+    MessagePayload,
+    PipelineResult,
+    PluginError,
+    PluginStats,
+    PluginViolation,
+    RetentionPolicy,
+    ToolCall,
+)
+from cpexrt.errors import ParseError
+from cpexrt.wire import RecordError, WireRecord
+
+
+def test_a_bad_value_is_a_value_error_naming_the_record_field_and_expectation() -> None:
+    with pytest.raises(RecordError, match=r"^PluginViolation\.code: expected a string, got 5$") as info:
+        PluginViolation(code=5, reason="r")  # type: ignore[arg-type]
+    assert isinstance(info.value, ValueError) and info.value.loc == ["code"] and info.value.msg == "expected a string, got 5"
+    with pytest.raises(ValueError, match=r"^PluginViolation\.reason: required, missing \(expected a string\)$"):
+        PluginViolation(code="c")  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match=r"^PluginViolation\.details: expected a map, got a list$"):
+        PluginViolation.model_validate({"code": "c", "reason": "r", "details": [1]})
+    with pytest.raises(ValueError, match=r"^PluginViolation: expected a PluginViolation \(a map\), got 'x'$"):
+        PluginViolation.model_validate("x")
+
+
+def test_from_wire_names_the_path_down_lists_maps_and_variants() -> None:
+    bad_call = {"content_type": "tool_call", "content": {"tool_call_id": "c", "name": 7}}
+    message = {"role": "user", "content": [{"content_type": "text", "text": "hi"}, bad_call]}
+    with pytest.raises(ParseError, match=r"^payload\.message\.content\[1\]\.content\.name: expected a string, got 7$"):
+        MessagePayload.from_wire({"message": message}, "payload")
+    with pytest.raises(ParseError, match=r"^Extensions\.http\.request_headers\.k: expected a string, got 1$"):
+        Extensions.from_wire({"http": {"request_headers": {"k": 1}}})
+    with pytest.raises(ParseError, match=r"^Extensions\.custom: expected a map with string keys, got the key 1$"):
+        Extensions.from_wire({"custom": {1: "x"}})
+    with pytest.raises(ParseError, match=r"^PluginStats\.pids\[1\]: expected an integer \(int64\), got 'x'$"):
+        PluginStats.from_wire({"name": "p", "isolation": "none", "disabled": False, "pids": [1, "x"]})
+
+
+def test_integers_are_held_to_their_schema_types_range_and_bools_are_not_numbers() -> None:
+    assert RetentionPolicy(max_age_seconds=2**64 - 1).max_age_seconds == 2**64 - 1
+    with pytest.raises(ValueError, match=r"max_age_seconds: expected an integer in 0\.\.18446744073709551615 \(uint64\), got -1"):
+        RetentionPolicy(max_age_seconds=-1)
+    with pytest.raises(ValueError, match=r"payload_type: expected an integer in 0\.\.255 \(uint8\), got 256"):
+        PipelineResult(continue_processing=True, payload_modified=False, extensions_modified=False, payload_type=256)
+    with pytest.raises(ValueError, match=r"proto_error_code: expected an integer \(int64\), got True"):
+        PluginViolation(code="c", reason="r", proto_error_code=True)
+    with pytest.raises(ValueError, match=r"proto_error_code: expected an integer \(int64\), got '5'"):
+        PluginViolation(code="c", reason="r", proto_error_code="5")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"disabled: expected a boolean, got 1"):
+        PluginStats(name="p", isolation="none", disabled=1)  # type: ignore[arg-type]
+
+
+def test_what_is_converted_an_int_to_a_float_an_integral_float_to_an_int_a_tuple_to_a_list() -> None:
+    class Text(str):
+        pass
+
+    stats = PluginStats(name=Text("p"), isolation="none", disabled=False, last_restart_ms=3, workers=2.0, pids=(1, 2))  # type: ignore[arg-type]
+    assert type(stats.name) is str and stats.name == "p"
+    assert type(stats.last_restart_ms) is float and stats.last_restart_ms == 3.0
+    assert type(stats.workers) is int and stats.workers == 2
+    assert stats.pids == [1, 2] and type(stats.pids) is list
+    with pytest.raises(ValueError, match=r"workers: expected an integer \(int64\), got 2\.5"):
+        PluginStats(name="p", isolation="none", disabled=False, workers=2.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"name: expected a string, got b'p'"):
+        PluginStats(name=b"p", isolation="none", disabled=False)  # type: ignore[arg-type]
+
+
+def test_containers_are_copied_and_records_given_are_kept() -> None:
+    args: dict[str, Any] = {"q": [1]}
+    call = ToolCall(tool_call_id="c", name="n", arguments=args)
+    assert call.arguments == args and call.arguments is not args
+    part = ContentPart(content_type="tool_call", content=call)
+    assert part.content is call and part.known and part.value is call
+    from_map = ContentPart.model_validate({"content_type": "tool_call", "content": {"tool_call_id": "c", "name": "n"}})
+    assert type(from_map.content) is ToolCall
+    assert PluginViolation.model_validate(v := PluginViolation(code="c", reason="r")) is v
+
+
+def test_fields_set_unknown_fields_and_assignment_as_pydantic_has_them() -> None:
+    v = PluginViolation.model_validate({"code": "c", "reason": "r", "x_new": {"a": 1}})
+    assert v.model_fields_set == {"code", "reason"} and v.model_extra == {"x_new": {"a": 1}}
+    assert v.model_extra["x_new"] == {"a": 1}
+    with pytest.raises(AttributeError, match="'PluginViolation' object has no attribute 'x_new'"):
+        v.x_new  # type: ignore[attr-defined]  # noqa: B018  # unknown fields are not attributes
+    v.description = "d"
+    v.later = 5  # type: ignore[attr-defined]
+    assert v.model_fields_set == {"code", "reason", "description"}
+    assert v.to_wire() == {"code": "c", "reason": "r", "description": "d", "x_new": {"a": 1}, "later": 5}
+    assert v.model_dump(exclude_unset=True) == {"code": "c", "reason": "r", "description": "d", "x_new": {"a": 1}, "later": 5}
+    assert "plugin_name" in v.model_dump() and "plugin_name" not in v.model_dump(exclude_none=True)
+    assert PluginViolation(code="c", reason="r").model_extra == {}
+
+
+def test_dump_copy_equality_repr_pickle() -> None:
+    message = Message(role="user", content=[ContentPart.new_text("hi")])
+    assert message.model_dump() == {
+        "schema_version": "2.0",
+        "role": "user",
+        "content": [{"content_type": "text", "text": "hi", "content": None}],
+        "channel": None,
+    }
+    assert PluginError(plugin_name="p", message="m", details={"b": b"\xc3\xa9"}).model_dump(mode="json")["details"] == {"b": "é"}
+    with pytest.raises(ValueError, match="mode must be"):
+        message.model_dump(mode="yaml")
+    shallow = message.model_copy(update={"role": "system", "x_new": 1})
+    assert shallow.role == "system" and shallow.content is message.content and shallow.model_extra == {"x_new": 1}
+    assert "role" in shallow.model_fields_set and message.role == "user" and message.model_extra == {}
+    deep = message.model_copy(deep=True)
+    assert deep == message and deep.content is not message.content and deep.content[0] is not message.content[0]
+    assert message != message.model_copy(update={"role": "x"})
+    assert message != Message(role="user", content=[ContentPart.new_text("hi")], x=1)  # type: ignore[call-arg]
+    assert repr(message) == (
+        "Message(schema_version='2.0', role='user', "
+        "content=[ContentPart(content_type='text', text='hi', content=None)], channel=None)"
+    )
+    for again in (pickle.loads(pickle.dumps(message)), copy.deepcopy(message), copy.copy(message)):
+        assert again == message and again.model_fields_set == message.model_fields_set
+    with pytest.raises(TypeError):
+        hash(message)
+
+
+def test_model_construct_takes_values_unchecked() -> None:
+    m = Message.model_construct(role=5, content="not a list", extra_field=1)
+    assert m.role == 5 and m.schema_version == "2.0" and m.model_fields_set == {"role", "content"}  # type: ignore[comparison-overlap]
+    assert m.model_extra == {"extra_field": 1}
+
+
+def test_model_fields_and_the_base_are_not_pydantic() -> None:
+    info = Message.model_fields["schema_version"]
+    assert (info.annotation, info.default, info.is_required()) == ("str", "2.0", False)
+    assert Message.model_fields["content"].is_required() and Message.model_fields["channel"].default is None
+    assert WireRecord.__slots__ == ("__dict__", "_fields_set", "_extra") and Message.__slots__ == ()
+    assert vars(ToolCall(tool_call_id="c", name="n")) == {"tool_call_id": "c", "name": "n", "arguments": None, "namespace": None}
+    with pytest.raises(TypeError, match="not a record"):
+        WireRecord()
