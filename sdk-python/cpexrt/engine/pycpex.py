@@ -21,7 +21,9 @@ from collections.abc import Callable
 from types import CoroutineType
 from typing import Any
 
-from pydantic import BaseModel, RootModel
+# py-cpex's models are pydantic's: installed with py-cpex (the `pycpex` extra), not with
+# cpexrt, so the package type-checks without it (the models are then read as Any).
+from pydantic import BaseModel, RootModel  # type: ignore[import-not-found, unused-ignore]
 
 from cpexrt._generated.records import PluginViolation
 from cpexrt.engine.config import Conditions, PluginSpec
@@ -357,17 +359,20 @@ def _condition(c: Conditions) -> dict[str, Any]:
 # -- converting results without pydantic's dump ----------------------------------------
 
 
-def _dumpable(cls: type) -> bool:
+def _dumpable(cls: Any) -> bool:
     """Whether model_dump of cls's instances is their set fields' values, made plain:
     no serializers, no computed fields, no extras kept."""
-    if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or cls.__pydantic_root_model__:
+    if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
         return False
-    decorators = cls.__pydantic_decorators__
+    model: Any = cls  # pydantic's class attributes (typed only where pydantic is installed)
+    if model.__pydantic_root_model__:
+        return False
+    decorators = model.__pydantic_decorators__
     if decorators.field_serializers or decorators.model_serializers or decorators.computed_fields:
         return False
-    return cls.model_config.get("extra") != "allow" and not any(
+    return model.model_config.get("extra") != "allow" and not any(
         info.alias not in (None, name) or info.serialization_alias not in (None, name) or info.exclude or info.exclude_if
-        for name, info in cls.model_fields.items()
+        for name, info in model.model_fields.items()
     )
 
 
@@ -378,8 +383,9 @@ def _dumper(cls: type) -> Callable[[Any], Any]:
     if not _dumpable(cls):
         return _plain
 
-    def dump(model: BaseModel) -> Any:
-        if model.__class__ is not cls or model.__pydantic_extra__:
+    def dump(model: Any) -> Any:
+        kind = model.__class__  # compared apart from model: an `is` on model.__class__ narrows model for mypy
+        if kind is not cls or model.__pydantic_extra__:
             return _plain(model)
         fields_set = model.__pydantic_fields_set__
         out = {name: value for name, value in model.__dict__.items() if name in fields_set}
