@@ -481,3 +481,31 @@ def test_what_the_fast_path_refuses_python_refuses_too(library: Any, extensions:
             status, message, _, _ = invoke(library, m._handle, msgpack.packb(CALL), hook=hook, extensions=extensions)
         assert status == Status.INVALID_INPUT, (why, hook, status, message)
         assert "nested more than 64 levels deep" in message, (why, message)
+
+
+def test_the_engines_plugin_error_is_the_records_own_and_anything_else_is_checked() -> None:
+    """executor._plugin_error makes the record of the engine's own values without its
+    check; the record is the one the constructor makes (fields, fields set, a private
+    details map), and a value the engine did not make (a code or details from elsewhere)
+    goes through the constructor's check, which names the field."""
+    from cpexrt._generated.records import PluginError
+    from cpexrt.engine.executor import _plugin_error
+    from cpexrt.wire import RecordError
+
+    details = {"fields": ["extensions.http"]}
+    for given in (details, None):
+        made = _plugin_error("p", "plugin 'p' failed", "extension_write_refused", given)
+        checked = PluginError(plugin_name="p", message="plugin 'p' failed", code="extension_write_refused", details=given)
+        assert made == checked and made.model_fields_set == checked.model_fields_set and made.model_extra == {}
+        assert made.to_wire() == checked.to_wire() and made.pack() == checked.pack()
+        assert made.details is None if given is None else made.details is not given
+    with pytest.raises(RecordError, match=r"^PluginError\.code: expected a string, got 5$"):
+        _plugin_error("p", "m", 5, None)  # type: ignore[arg-type]
+    with pytest.raises(RecordError, match=r"^PluginError\.details: expected a map with string keys, got the key 1$"):
+        _plugin_error("p", "m", "c", {1: "x"})  # type: ignore[dict-item]
+    with pytest.raises(RecordError, match=r"^PluginError\.details: expected a map, got a list$"):
+        _plugin_error("p", "m", "c", [1])  # type: ignore[arg-type]
+    with pytest.raises(RecordError, match=r"^PluginError\.plugin_name: expected a string"):
+        _plugin_error(None, "m", "c", None)  # type: ignore[arg-type]
+    with pytest.raises(RecordError, match=r"^PluginError\.message: expected a string"):
+        _plugin_error("p", b"m", "c", None)  # type: ignore[arg-type]

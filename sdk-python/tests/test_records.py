@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from cpexrt._generated import records
 from cpexrt._generated.records import (
     ContentPart,
     Extensions,
@@ -23,7 +24,7 @@ from cpexrt._generated.records import (
     ToolCall,
 )
 from cpexrt.errors import ParseError
-from cpexrt.wire import RecordError, WireRecord
+from cpexrt.wire import RecordError, WireField, WireRecord
 
 
 def test_a_bad_value_is_a_value_error_naming_the_record_field_and_expectation() -> None:
@@ -148,3 +149,74 @@ def test_model_fields_and_the_base_are_not_pydantic() -> None:
     assert vars(ToolCall(tool_call_id="c", name="n")) == {"tool_call_id": "c", "name": "n", "arguments": None, "namespace": None}
     with pytest.raises(TypeError, match="not a record"):
         WireRecord()
+
+
+# Values a field may hold (a record's fields are assigned unchecked): None, falsy and
+# truthy scalars of each kind, empty and non-empty containers, a record, and a value of
+# a type the wire does not know (taken as it is).
+_FIELD_VALUES: list[Any] = [
+    None,
+    "",
+    "x",
+    b"",
+    b"y",
+    0,
+    7,
+    0.0,
+    -0.0,
+    1.5,
+    False,
+    True,
+    [],
+    ["a", 1],
+    {},
+    {"k": [1, {"n": None}]},
+    (),
+    (1,),
+    PluginViolation(code="c", reason="r"),
+    [PluginError(plugin_name="p", message="m")],
+    object,
+]
+
+
+def _default(cls: type[WireRecord], name: str) -> dict[str, Any]:
+    default = cls.model_fields[name].default
+    return {name: default} if default else {}
+
+
+def _walked(record: WireRecord) -> dict[str, Any]:
+    """WireRecord.to_wire's map, by the plan's walk (what each class's own to_wire spells out)."""
+    return WireRecord.to_wire(record)
+
+
+_RECORDS = [c for c in vars(records).values() if isinstance(c, type) and issubclass(c, WireRecord) and c is not WireRecord]
+
+
+@pytest.mark.parametrize("cls", [c for c in _RECORDS if "VARIANTS" not in vars(c)])  # the unions: the base's walk
+def test_each_records_own_to_wire_is_the_plans_walk(cls: type[WireRecord]) -> None:
+    assert "to_wire" in vars(cls)  # its own, straight-line
+    names = list(cls.model_fields)
+    for i, value in enumerate(_FIELD_VALUES):
+        # every field the same value, then each field its own (the values rotated)
+        for fill in ({n: value for n in names}, {n: _FIELD_VALUES[(i + j) % len(_FIELD_VALUES)] for j, n in enumerate(names)}):
+            made = cls.model_construct(**fill, zz_unknown=i)
+            assert made.to_wire() == _walked(made) and list(made.to_wire()) == list(_walked(made)), (cls, fill)
+    # A field deleted from the instance: the class default (an optional field), or the error.
+    made = cls.model_construct(**{n: "v" for n in names})
+    for name in names:
+        d = made.__dict__.copy()
+        del made.__dict__[name]
+        if cls.model_fields[name].required:
+            with pytest.raises(AttributeError):
+                made.to_wire()
+        else:
+            assert made.to_wire() == _walked(made) == {**{n: "v" for n in names if n != name}, **_default(cls, name)}
+        made.__dict__.update(d)
+
+    class Sub(cls):  # type: ignore[valid-type, misc]
+        __slots__ = ()
+        WIRE = (*cls.WIRE, WireField("more"))
+
+    sub = Sub.model_construct(**{n: "v" for n in names})
+    sub.__dict__["more"] = "m"
+    assert sub.to_wire() == {**{n: "v" for n in names}, "more": "m"}  # a subclass's fields: the walk

@@ -24,6 +24,7 @@ from cpexrt.wire import (  # noqa: F401  # each record uses some of the checks
     _ONLY_FLOAT,
     _ONLY_STR,
     _PLAIN,
+    _SIZED,
     FieldInfo,
     _clone_rest,
     _new,
@@ -44,6 +45,7 @@ from cpexrt.wire import (  # noqa: F401  # each record uses some of the checks
     check_string,
     clone,
     clone_list,
+    to_wire_value,
 )
 
 __all__ = [
@@ -250,6 +252,59 @@ class PluginViolation(WireRecord):
         _set_extra(out, None if extra is None else clone(extra))
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not PluginViolation:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['code']
+            out['code'] = v if type(v) in plain else to_wire_value(v)
+            v = d['reason']
+            out['reason'] = v if type(v) in plain else to_wire_value(v)
+            v = d['description']
+            if type(v) in plain:
+                if v:
+                    out['description'] = v
+            elif type(v) not in _SIZED or v:
+                out['description'] = to_wire_value(v)
+            v = d['details']
+            if type(v) in plain:
+                if v:
+                    out['details'] = v
+            elif type(v) not in _SIZED or v:
+                out['details'] = to_wire_value(v)
+            v = d['plugin_name']
+            if type(v) in plain:
+                if v:
+                    out['plugin_name'] = v
+            elif type(v) not in _SIZED or v:
+                out['plugin_name'] = to_wire_value(v)
+            v = d['proto_error_code']
+            if v is not None:
+                out['proto_error_code'] = v if type(v) in plain else to_wire_value(v)
+            v = d['http_status_code']
+            if v is not None:
+                out['http_status_code'] = v if type(v) in plain else to_wire_value(v)
+            v = d['http_headers']
+            if type(v) in plain:
+                if v:
+                    out['http_headers'] = v
+            elif type(v) not in _SIZED or v:
+                out['http_headers'] = to_wire_value(v)
+            v = d['mcp_error_code']
+            if v is not None:
+                out['mcp_error_code'] = v if type(v) in plain else to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
+        return out
+
 
 class PluginError(WireRecord):
     """A plugin failure that did not stop the pipeline (on_error ignore / disable)."""
@@ -345,6 +400,41 @@ class PluginError(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not PluginError:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['plugin_name']
+            out['plugin_name'] = v if type(v) in plain else to_wire_value(v)
+            v = d['message']
+            out['message'] = v if type(v) in plain else to_wire_value(v)
+            v = d['code']
+            if type(v) in plain:
+                if v:
+                    out['code'] = v
+            elif type(v) not in _SIZED or v:
+                out['code'] = to_wire_value(v)
+            v = d['details']
+            if type(v) in plain:
+                if v:
+                    out['details'] = v
+            elif type(v) not in _SIZED or v:
+                out['details'] = to_wire_value(v)
+            v = d['proto_error_code']
+            if v is not None:
+                out['proto_error_code'] = v if type(v) in plain else to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -530,6 +620,100 @@ class PluginStats(WireRecord):
         _set_extra(out, None if extra is None else clone(extra))
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not PluginStats:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['name']
+            out['name'] = v if type(v) in plain else to_wire_value(v)
+            v = d['isolation']
+            out['isolation'] = v if type(v) in plain else to_wire_value(v)
+            v = d['disabled']
+            out['disabled'] = v if type(v) in plain else to_wire_value(v)
+            v = d['workers']
+            if type(v) in plain:
+                if v:
+                    out['workers'] = v
+            elif type(v) not in _SIZED or v:
+                out['workers'] = to_wire_value(v)
+            v = d['alive']
+            if type(v) in plain:
+                if v:
+                    out['alive'] = v
+            elif type(v) not in _SIZED or v:
+                out['alive'] = to_wire_value(v)
+            v = d['busy']
+            if type(v) in plain:
+                if v:
+                    out['busy'] = v
+            elif type(v) not in _SIZED or v:
+                out['busy'] = to_wire_value(v)
+            v = d['calls']
+            if type(v) in plain:
+                if v:
+                    out['calls'] = v
+            elif type(v) not in _SIZED or v:
+                out['calls'] = to_wire_value(v)
+            v = d['crashes']
+            if type(v) in plain:
+                if v:
+                    out['crashes'] = v
+            elif type(v) not in _SIZED or v:
+                out['crashes'] = to_wire_value(v)
+            v = d['timeouts']
+            if type(v) in plain:
+                if v:
+                    out['timeouts'] = v
+            elif type(v) not in _SIZED or v:
+                out['timeouts'] = to_wire_value(v)
+            v = d['restarts']
+            if type(v) in plain:
+                if v:
+                    out['restarts'] = v
+            elif type(v) not in _SIZED or v:
+                out['restarts'] = to_wire_value(v)
+            v = d['stuck']
+            if type(v) in plain:
+                if v:
+                    out['stuck'] = v
+            elif type(v) not in _SIZED or v:
+                out['stuck'] = to_wire_value(v)
+            v = d['circuit']
+            if type(v) in plain:
+                if v:
+                    out['circuit'] = v
+            elif type(v) not in _SIZED or v:
+                out['circuit'] = to_wire_value(v)
+            v = d['last_crash']
+            if type(v) in plain:
+                if v:
+                    out['last_crash'] = v
+            elif type(v) not in _SIZED or v:
+                out['last_crash'] = to_wire_value(v)
+            v = d['last_restart_ms']
+            if type(v) in plain:
+                if v:
+                    out['last_restart_ms'] = v
+            elif type(v) not in _SIZED or v:
+                out['last_restart_ms'] = to_wire_value(v)
+            v = d['pids']
+            if type(v) in plain:
+                if v:
+                    out['pids'] = v
+            elif type(v) not in _SIZED or v:
+                out['pids'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
+        return out
+
 
 class PipelineResult(WireRecord):
     """The outcome of one invoke."""
@@ -687,6 +871,72 @@ class PipelineResult(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not PipelineResult:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['continue_processing']
+            out['continue_processing'] = v if type(v) in plain else to_wire_value(v)
+            v = d['payload_modified']
+            out['payload_modified'] = v if type(v) in plain else to_wire_value(v)
+            v = d['extensions_modified']
+            out['extensions_modified'] = v if type(v) in plain else to_wire_value(v)
+            v = d['violation']
+            if type(v) in plain:
+                if v:
+                    out['violation'] = v
+            elif type(v) not in _SIZED or v:
+                out['violation'] = to_wire_value(v)
+            v = d['errors']
+            if type(v) in plain:
+                if v:
+                    out['errors'] = v
+            elif type(v) not in _SIZED or v:
+                out['errors'] = to_wire_value(v)
+            v = d['metadata']
+            if type(v) in plain:
+                if v:
+                    out['metadata'] = v
+            elif type(v) not in _SIZED or v:
+                out['metadata'] = to_wire_value(v)
+            v = d['payload_type']
+            out['payload_type'] = v if type(v) in plain else to_wire_value(v)
+            v = d['modified_payload']
+            if type(v) in plain:
+                if v:
+                    out['modified_payload'] = v
+            elif type(v) not in _SIZED or v:
+                out['modified_payload'] = to_wire_value(v)
+            v = d['modified_extensions']
+            if type(v) in plain:
+                if v:
+                    out['modified_extensions'] = v
+            elif type(v) not in _SIZED or v:
+                out['modified_extensions'] = to_wire_value(v)
+            v = d['retry_delay_ms']
+            if type(v) in plain:
+                if v:
+                    out['retry_delay_ms'] = v
+            elif type(v) not in _SIZED or v:
+                out['retry_delay_ms'] = to_wire_value(v)
+            v = d['http_headers']
+            if type(v) in plain:
+                if v:
+                    out['http_headers'] = v
+            elif type(v) not in _SIZED or v:
+                out['http_headers'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -884,6 +1134,94 @@ class Extensions(WireRecord):
         _set_extra(out, None if extra is None else clone(extra))
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not Extensions:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['meta']
+            if type(v) in plain:
+                if v:
+                    out['meta'] = v
+            elif type(v) not in _SIZED or v:
+                out['meta'] = to_wire_value(v)
+            v = d['security']
+            if type(v) in plain:
+                if v:
+                    out['security'] = v
+            elif type(v) not in _SIZED or v:
+                out['security'] = to_wire_value(v)
+            v = d['http']
+            if type(v) in plain:
+                if v:
+                    out['http'] = v
+            elif type(v) not in _SIZED or v:
+                out['http'] = to_wire_value(v)
+            v = d['delegation']
+            if type(v) in plain:
+                if v:
+                    out['delegation'] = v
+            elif type(v) not in _SIZED or v:
+                out['delegation'] = to_wire_value(v)
+            v = d['agent']
+            if type(v) in plain:
+                if v:
+                    out['agent'] = v
+            elif type(v) not in _SIZED or v:
+                out['agent'] = to_wire_value(v)
+            v = d['request']
+            if type(v) in plain:
+                if v:
+                    out['request'] = v
+            elif type(v) not in _SIZED or v:
+                out['request'] = to_wire_value(v)
+            v = d['mcp']
+            if type(v) in plain:
+                if v:
+                    out['mcp'] = v
+            elif type(v) not in _SIZED or v:
+                out['mcp'] = to_wire_value(v)
+            v = d['completion']
+            if type(v) in plain:
+                if v:
+                    out['completion'] = v
+            elif type(v) not in _SIZED or v:
+                out['completion'] = to_wire_value(v)
+            v = d['provenance']
+            if type(v) in plain:
+                if v:
+                    out['provenance'] = v
+            elif type(v) not in _SIZED or v:
+                out['provenance'] = to_wire_value(v)
+            v = d['llm']
+            if type(v) in plain:
+                if v:
+                    out['llm'] = v
+            elif type(v) not in _SIZED or v:
+                out['llm'] = to_wire_value(v)
+            v = d['framework']
+            if type(v) in plain:
+                if v:
+                    out['framework'] = v
+            elif type(v) not in _SIZED or v:
+                out['framework'] = to_wire_value(v)
+            v = d['custom']
+            if type(v) in plain:
+                if v:
+                    out['custom'] = v
+            elif type(v) not in _SIZED or v:
+                out['custom'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
+        return out
+
 
 class MetaExtension(WireRecord):
     """The entity the invocation is about, and its tags (routing reads them)."""
@@ -986,6 +1324,52 @@ class MetaExtension(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not MetaExtension:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['entity_type']
+            if type(v) in plain:
+                if v:
+                    out['entity_type'] = v
+            elif type(v) not in _SIZED or v:
+                out['entity_type'] = to_wire_value(v)
+            v = d['entity_name']
+            if type(v) in plain:
+                if v:
+                    out['entity_name'] = v
+            elif type(v) not in _SIZED or v:
+                out['entity_name'] = to_wire_value(v)
+            v = d['tags']
+            if type(v) in plain:
+                if v:
+                    out['tags'] = v
+            elif type(v) not in _SIZED or v:
+                out['tags'] = to_wire_value(v)
+            v = d['scope']
+            if type(v) in plain:
+                if v:
+                    out['scope'] = v
+            elif type(v) not in _SIZED or v:
+                out['scope'] = to_wire_value(v)
+            v = d['properties']
+            if type(v) in plain:
+                if v:
+                    out['properties'] = v
+            elif type(v) not in _SIZED or v:
+                out['properties'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -1115,6 +1499,64 @@ class SecurityExtension(WireRecord):
         _set_extra(out, None if extra is None else clone(extra))
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not SecurityExtension:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['labels']
+            if type(v) in plain:
+                if v:
+                    out['labels'] = v
+            elif type(v) not in _SIZED or v:
+                out['labels'] = to_wire_value(v)
+            v = d['classification']
+            if type(v) in plain:
+                if v:
+                    out['classification'] = v
+            elif type(v) not in _SIZED or v:
+                out['classification'] = to_wire_value(v)
+            v = d['subject']
+            if type(v) in plain:
+                if v:
+                    out['subject'] = v
+            elif type(v) not in _SIZED or v:
+                out['subject'] = to_wire_value(v)
+            v = d['agent']
+            if type(v) in plain:
+                if v:
+                    out['agent'] = v
+            elif type(v) not in _SIZED or v:
+                out['agent'] = to_wire_value(v)
+            v = d['auth_method']
+            if type(v) in plain:
+                if v:
+                    out['auth_method'] = v
+            elif type(v) not in _SIZED or v:
+                out['auth_method'] = to_wire_value(v)
+            v = d['objects']
+            if type(v) in plain:
+                if v:
+                    out['objects'] = v
+            elif type(v) not in _SIZED or v:
+                out['objects'] = to_wire_value(v)
+            v = d['data']
+            if type(v) in plain:
+                if v:
+                    out['data'] = v
+            elif type(v) not in _SIZED or v:
+                out['data'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
+        return out
+
 
 class SubjectExtension(WireRecord):
     """Who the call acts for."""
@@ -1238,6 +1680,58 @@ class SubjectExtension(WireRecord):
         _set_extra(out, None if extra is None else clone(extra))
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not SubjectExtension:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['id']
+            if type(v) in plain:
+                if v:
+                    out['id'] = v
+            elif type(v) not in _SIZED or v:
+                out['id'] = to_wire_value(v)
+            v = d['subject_type']
+            if type(v) in plain:
+                if v:
+                    out['subject_type'] = v
+            elif type(v) not in _SIZED or v:
+                out['subject_type'] = to_wire_value(v)
+            v = d['roles']
+            if type(v) in plain:
+                if v:
+                    out['roles'] = v
+            elif type(v) not in _SIZED or v:
+                out['roles'] = to_wire_value(v)
+            v = d['permissions']
+            if type(v) in plain:
+                if v:
+                    out['permissions'] = v
+            elif type(v) not in _SIZED or v:
+                out['permissions'] = to_wire_value(v)
+            v = d['teams']
+            if type(v) in plain:
+                if v:
+                    out['teams'] = v
+            elif type(v) not in _SIZED or v:
+                out['teams'] = to_wire_value(v)
+            v = d['claims']
+            if type(v) in plain:
+                if v:
+                    out['claims'] = v
+            elif type(v) not in _SIZED or v:
+                out['claims'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
+        return out
+
 
 class AgentIdentity(WireRecord):
     """The workload identity of the calling agent."""
@@ -1312,6 +1806,40 @@ class AgentIdentity(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not AgentIdentity:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['client_id']
+            if type(v) in plain:
+                if v:
+                    out['client_id'] = v
+            elif type(v) not in _SIZED or v:
+                out['client_id'] = to_wire_value(v)
+            v = d['workload_id']
+            if type(v) in plain:
+                if v:
+                    out['workload_id'] = v
+            elif type(v) not in _SIZED or v:
+                out['workload_id'] = to_wire_value(v)
+            v = d['trust_domain']
+            if type(v) in plain:
+                if v:
+                    out['trust_domain'] = v
+            elif type(v) not in _SIZED or v:
+                out['trust_domain'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -1407,6 +1935,46 @@ class ObjectSecurityProfile(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not ObjectSecurityProfile:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['managed_by']
+            if type(v) in plain:
+                if v:
+                    out['managed_by'] = v
+            elif type(v) not in _SIZED or v:
+                out['managed_by'] = to_wire_value(v)
+            v = d['permissions']
+            if type(v) in plain:
+                if v:
+                    out['permissions'] = v
+            elif type(v) not in _SIZED or v:
+                out['permissions'] = to_wire_value(v)
+            v = d['trust_domain']
+            if type(v) in plain:
+                if v:
+                    out['trust_domain'] = v
+            elif type(v) not in _SIZED or v:
+                out['trust_domain'] = to_wire_value(v)
+            v = d['data_scope']
+            if type(v) in plain:
+                if v:
+                    out['data_scope'] = v
+            elif type(v) not in _SIZED or v:
+                out['data_scope'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -1512,6 +2080,46 @@ class DataPolicy(WireRecord):
         _set_extra(out, None if extra is None else clone(extra))
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not DataPolicy:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['apply_labels']
+            if type(v) in plain:
+                if v:
+                    out['apply_labels'] = v
+            elif type(v) not in _SIZED or v:
+                out['apply_labels'] = to_wire_value(v)
+            v = d['allowed_actions']
+            if type(v) in plain:
+                if v:
+                    out['allowed_actions'] = v
+            elif type(v) not in _SIZED or v:
+                out['allowed_actions'] = to_wire_value(v)
+            v = d['denied_actions']
+            if type(v) in plain:
+                if v:
+                    out['denied_actions'] = v
+            elif type(v) not in _SIZED or v:
+                out['denied_actions'] = to_wire_value(v)
+            v = d['retention']
+            if type(v) in plain:
+                if v:
+                    out['retention'] = v
+            elif type(v) not in _SIZED or v:
+                out['retention'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
+        return out
+
 
 class RetentionPolicy(WireRecord):
     """How long data may be kept."""
@@ -1586,6 +2194,37 @@ class RetentionPolicy(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not RetentionPolicy:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['max_age_seconds']
+            if v is not None:
+                out['max_age_seconds'] = v if type(v) in plain else to_wire_value(v)
+            v = d['policy']
+            if type(v) in plain:
+                if v:
+                    out['policy'] = v
+            elif type(v) not in _SIZED or v:
+                out['policy'] = to_wire_value(v)
+            v = d['delete_after']
+            if type(v) in plain:
+                if v:
+                    out['delete_after'] = v
+            elif type(v) not in _SIZED or v:
+                out['delete_after'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -1663,6 +2302,34 @@ class HttpExtension(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not HttpExtension:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['request_headers']
+            if type(v) in plain:
+                if v:
+                    out['request_headers'] = v
+            elif type(v) not in _SIZED or v:
+                out['request_headers'] = to_wire_value(v)
+            v = d['response_headers']
+            if type(v) in plain:
+                if v:
+                    out['response_headers'] = v
+            elif type(v) not in _SIZED or v:
+                out['response_headers'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -1768,6 +2435,58 @@ class DelegationExtension(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not DelegationExtension:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['chain']
+            if type(v) in plain:
+                if v:
+                    out['chain'] = v
+            elif type(v) not in _SIZED or v:
+                out['chain'] = to_wire_value(v)
+            v = d['depth']
+            if type(v) in plain:
+                if v:
+                    out['depth'] = v
+            elif type(v) not in _SIZED or v:
+                out['depth'] = to_wire_value(v)
+            v = d['origin_subject_id']
+            if type(v) in plain:
+                if v:
+                    out['origin_subject_id'] = v
+            elif type(v) not in _SIZED or v:
+                out['origin_subject_id'] = to_wire_value(v)
+            v = d['actor_subject_id']
+            if type(v) in plain:
+                if v:
+                    out['actor_subject_id'] = v
+            elif type(v) not in _SIZED or v:
+                out['actor_subject_id'] = to_wire_value(v)
+            v = d['delegated']
+            if type(v) in plain:
+                if v:
+                    out['delegated'] = v
+            elif type(v) not in _SIZED or v:
+                out['delegated'] = to_wire_value(v)
+            v = d['age_seconds']
+            if type(v) in plain:
+                if v:
+                    out['age_seconds'] = v
+            elif type(v) not in _SIZED or v:
+                out['age_seconds'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -1896,6 +2615,67 @@ class DelegationHop(WireRecord):
         _set_extra(out, None if extra is None else clone(extra))
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not DelegationHop:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['subject_id']
+            if type(v) in plain:
+                if v:
+                    out['subject_id'] = v
+            elif type(v) not in _SIZED or v:
+                out['subject_id'] = to_wire_value(v)
+            v = d['subject_type']
+            if type(v) in plain:
+                if v:
+                    out['subject_type'] = v
+            elif type(v) not in _SIZED or v:
+                out['subject_type'] = to_wire_value(v)
+            v = d['audience']
+            if type(v) in plain:
+                if v:
+                    out['audience'] = v
+            elif type(v) not in _SIZED or v:
+                out['audience'] = to_wire_value(v)
+            v = d['scopes_granted']
+            if type(v) in plain:
+                if v:
+                    out['scopes_granted'] = v
+            elif type(v) not in _SIZED or v:
+                out['scopes_granted'] = to_wire_value(v)
+            v = d['timestamp']
+            if type(v) in plain:
+                if v:
+                    out['timestamp'] = v
+            elif type(v) not in _SIZED or v:
+                out['timestamp'] = to_wire_value(v)
+            v = d['ttl_seconds']
+            if v is not None:
+                out['ttl_seconds'] = v if type(v) in plain else to_wire_value(v)
+            v = d['strategy']
+            if type(v) in plain:
+                if v:
+                    out['strategy'] = v
+            elif type(v) not in _SIZED or v:
+                out['strategy'] = to_wire_value(v)
+            v = d['from_cache']
+            if type(v) in plain:
+                if v:
+                    out['from_cache'] = v
+            elif type(v) not in _SIZED or v:
+                out['from_cache'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
+        return out
+
 
 class AgentExtension(WireRecord):
     """The agent conversation the call belongs to."""
@@ -2011,6 +2791,61 @@ class AgentExtension(WireRecord):
         _set_extra(out, None if extra is None else clone(extra))
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not AgentExtension:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['input']
+            if type(v) in plain:
+                if v:
+                    out['input'] = v
+            elif type(v) not in _SIZED or v:
+                out['input'] = to_wire_value(v)
+            v = d['session_id']
+            if type(v) in plain:
+                if v:
+                    out['session_id'] = v
+            elif type(v) not in _SIZED or v:
+                out['session_id'] = to_wire_value(v)
+            v = d['conversation_id']
+            if type(v) in plain:
+                if v:
+                    out['conversation_id'] = v
+            elif type(v) not in _SIZED or v:
+                out['conversation_id'] = to_wire_value(v)
+            v = d['turn']
+            if v is not None:
+                out['turn'] = v if type(v) in plain else to_wire_value(v)
+            v = d['agent_id']
+            if type(v) in plain:
+                if v:
+                    out['agent_id'] = v
+            elif type(v) not in _SIZED or v:
+                out['agent_id'] = to_wire_value(v)
+            v = d['parent_agent_id']
+            if type(v) in plain:
+                if v:
+                    out['parent_agent_id'] = v
+            elif type(v) not in _SIZED or v:
+                out['parent_agent_id'] = to_wire_value(v)
+            v = d['conversation']
+            if type(v) in plain:
+                if v:
+                    out['conversation'] = v
+            elif type(v) not in _SIZED or v:
+                out['conversation'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
+        return out
+
 
 class ConversationContext(WireRecord):
     """What the conversation is about so far."""
@@ -2095,6 +2930,40 @@ class ConversationContext(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not ConversationContext:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['history']
+            if type(v) in plain:
+                if v:
+                    out['history'] = v
+            elif type(v) not in _SIZED or v:
+                out['history'] = to_wire_value(v)
+            v = d['summary']
+            if type(v) in plain:
+                if v:
+                    out['summary'] = v
+            elif type(v) not in _SIZED or v:
+                out['summary'] = to_wire_value(v)
+            v = d['topics']
+            if type(v) in plain:
+                if v:
+                    out['topics'] = v
+            elif type(v) not in _SIZED or v:
+                out['topics'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -2191,6 +3060,52 @@ class RequestExtension(WireRecord):
         _set_extra(out, None if extra is None else clone(extra))
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not RequestExtension:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['environment']
+            if type(v) in plain:
+                if v:
+                    out['environment'] = v
+            elif type(v) not in _SIZED or v:
+                out['environment'] = to_wire_value(v)
+            v = d['request_id']
+            if type(v) in plain:
+                if v:
+                    out['request_id'] = v
+            elif type(v) not in _SIZED or v:
+                out['request_id'] = to_wire_value(v)
+            v = d['timestamp']
+            if type(v) in plain:
+                if v:
+                    out['timestamp'] = v
+            elif type(v) not in _SIZED or v:
+                out['timestamp'] = to_wire_value(v)
+            v = d['trace_id']
+            if type(v) in plain:
+                if v:
+                    out['trace_id'] = v
+            elif type(v) not in _SIZED or v:
+                out['trace_id'] = to_wire_value(v)
+            v = d['span_id']
+            if type(v) in plain:
+                if v:
+                    out['span_id'] = v
+            elif type(v) not in _SIZED or v:
+                out['span_id'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
+        return out
+
 
 class MCPExtension(WireRecord):
     """MCP metadata of the tool, resource or prompt involved."""
@@ -2274,6 +3189,40 @@ class MCPExtension(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not MCPExtension:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['tool']
+            if type(v) in plain:
+                if v:
+                    out['tool'] = v
+            elif type(v) not in _SIZED or v:
+                out['tool'] = to_wire_value(v)
+            v = d['resource']
+            if type(v) in plain:
+                if v:
+                    out['resource'] = v
+            elif type(v) not in _SIZED or v:
+                out['resource'] = to_wire_value(v)
+            v = d['prompt']
+            if type(v) in plain:
+                if v:
+                    out['prompt'] = v
+            elif type(v) not in _SIZED or v:
+                out['prompt'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -2411,6 +3360,66 @@ class ToolMetadata(WireRecord):
         _set_extra(out, None if extra is None else clone(extra))
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not ToolMetadata:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['name']
+            out['name'] = v if type(v) in plain else to_wire_value(v)
+            v = d['title']
+            if type(v) in plain:
+                if v:
+                    out['title'] = v
+            elif type(v) not in _SIZED or v:
+                out['title'] = to_wire_value(v)
+            v = d['description']
+            if type(v) in plain:
+                if v:
+                    out['description'] = v
+            elif type(v) not in _SIZED or v:
+                out['description'] = to_wire_value(v)
+            v = d['input_schema']
+            if type(v) in plain:
+                if v:
+                    out['input_schema'] = v
+            elif type(v) not in _SIZED or v:
+                out['input_schema'] = to_wire_value(v)
+            v = d['output_schema']
+            if type(v) in plain:
+                if v:
+                    out['output_schema'] = v
+            elif type(v) not in _SIZED or v:
+                out['output_schema'] = to_wire_value(v)
+            v = d['server_id']
+            if type(v) in plain:
+                if v:
+                    out['server_id'] = v
+            elif type(v) not in _SIZED or v:
+                out['server_id'] = to_wire_value(v)
+            v = d['namespace']
+            if type(v) in plain:
+                if v:
+                    out['namespace'] = v
+            elif type(v) not in _SIZED or v:
+                out['namespace'] = to_wire_value(v)
+            v = d['annotations']
+            if type(v) in plain:
+                if v:
+                    out['annotations'] = v
+            elif type(v) not in _SIZED or v:
+                out['annotations'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
+        return out
+
 
 class ResourceMetadata(WireRecord):
     """An MCP resource's description."""
@@ -2504,6 +3513,48 @@ class ResourceMetadata(WireRecord):
         _set_extra(out, None if extra is None else clone(extra))
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not ResourceMetadata:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['uri']
+            out['uri'] = v if type(v) in plain else to_wire_value(v)
+            v = d['name']
+            if type(v) in plain:
+                if v:
+                    out['name'] = v
+            elif type(v) not in _SIZED or v:
+                out['name'] = to_wire_value(v)
+            v = d['description']
+            if type(v) in plain:
+                if v:
+                    out['description'] = v
+            elif type(v) not in _SIZED or v:
+                out['description'] = to_wire_value(v)
+            v = d['mime_type']
+            if type(v) in plain:
+                if v:
+                    out['mime_type'] = v
+            elif type(v) not in _SIZED or v:
+                out['mime_type'] = to_wire_value(v)
+            v = d['server_id']
+            if type(v) in plain:
+                if v:
+                    out['server_id'] = v
+            elif type(v) not in _SIZED or v:
+                out['server_id'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
+        return out
+
 
 class PromptMetadata(WireRecord):
     """An MCP prompt's description."""
@@ -2577,6 +3628,36 @@ class PromptMetadata(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not PromptMetadata:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['name']
+            out['name'] = v if type(v) in plain else to_wire_value(v)
+            v = d['description']
+            if type(v) in plain:
+                if v:
+                    out['description'] = v
+            elif type(v) not in _SIZED or v:
+                out['description'] = to_wire_value(v)
+            v = d['server_id']
+            if type(v) in plain:
+                if v:
+                    out['server_id'] = v
+            elif type(v) not in _SIZED or v:
+                out['server_id'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -2685,6 +3766,55 @@ class CompletionExtension(WireRecord):
         _set_extra(out, None if extra is None else clone(extra))
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not CompletionExtension:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['stop_reason']
+            if type(v) in plain:
+                if v:
+                    out['stop_reason'] = v
+            elif type(v) not in _SIZED or v:
+                out['stop_reason'] = to_wire_value(v)
+            v = d['tokens']
+            if type(v) in plain:
+                if v:
+                    out['tokens'] = v
+            elif type(v) not in _SIZED or v:
+                out['tokens'] = to_wire_value(v)
+            v = d['model']
+            if type(v) in plain:
+                if v:
+                    out['model'] = v
+            elif type(v) not in _SIZED or v:
+                out['model'] = to_wire_value(v)
+            v = d['raw_format']
+            if type(v) in plain:
+                if v:
+                    out['raw_format'] = v
+            elif type(v) not in _SIZED or v:
+                out['raw_format'] = to_wire_value(v)
+            v = d['created_at']
+            if type(v) in plain:
+                if v:
+                    out['created_at'] = v
+            elif type(v) not in _SIZED or v:
+                out['created_at'] = to_wire_value(v)
+            v = d['latency_ms']
+            if v is not None:
+                out['latency_ms'] = v if type(v) in plain else to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
+        return out
+
 
 class TokenUsage(WireRecord):
     """Token counts of a completion."""
@@ -2761,6 +3891,40 @@ class TokenUsage(WireRecord):
         _set_extra(out, None if extra is None else clone(extra))
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not TokenUsage:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['input_tokens']
+            if type(v) in plain:
+                if v:
+                    out['input_tokens'] = v
+            elif type(v) not in _SIZED or v:
+                out['input_tokens'] = to_wire_value(v)
+            v = d['output_tokens']
+            if type(v) in plain:
+                if v:
+                    out['output_tokens'] = v
+            elif type(v) not in _SIZED or v:
+                out['output_tokens'] = to_wire_value(v)
+            v = d['total_tokens']
+            if type(v) in plain:
+                if v:
+                    out['total_tokens'] = v
+            elif type(v) not in _SIZED or v:
+                out['total_tokens'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
+        return out
+
 
 class ProvenanceExtension(WireRecord):
     """Where a message came from."""
@@ -2835,6 +3999,40 @@ class ProvenanceExtension(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not ProvenanceExtension:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['source']
+            if type(v) in plain:
+                if v:
+                    out['source'] = v
+            elif type(v) not in _SIZED or v:
+                out['source'] = to_wire_value(v)
+            v = d['message_id']
+            if type(v) in plain:
+                if v:
+                    out['message_id'] = v
+            elif type(v) not in _SIZED or v:
+                out['message_id'] = to_wire_value(v)
+            v = d['parent_id']
+            if type(v) in plain:
+                if v:
+                    out['parent_id'] = v
+            elif type(v) not in _SIZED or v:
+                out['parent_id'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -2916,6 +4114,40 @@ class LLMExtension(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not LLMExtension:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['model_id']
+            if type(v) in plain:
+                if v:
+                    out['model_id'] = v
+            elif type(v) not in _SIZED or v:
+                out['model_id'] = to_wire_value(v)
+            v = d['provider']
+            if type(v) in plain:
+                if v:
+                    out['provider'] = v
+            elif type(v) not in _SIZED or v:
+                out['provider'] = to_wire_value(v)
+            v = d['capabilities']
+            if type(v) in plain:
+                if v:
+                    out['capabilities'] = v
+            elif type(v) not in _SIZED or v:
+                out['capabilities'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -3017,6 +4249,52 @@ class FrameworkExtension(WireRecord):
         _set_extra(out, None if extra is None else clone(extra))
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not FrameworkExtension:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['framework']
+            if type(v) in plain:
+                if v:
+                    out['framework'] = v
+            elif type(v) not in _SIZED or v:
+                out['framework'] = to_wire_value(v)
+            v = d['framework_version']
+            if type(v) in plain:
+                if v:
+                    out['framework_version'] = v
+            elif type(v) not in _SIZED or v:
+                out['framework_version'] = to_wire_value(v)
+            v = d['node_id']
+            if type(v) in plain:
+                if v:
+                    out['node_id'] = v
+            elif type(v) not in _SIZED or v:
+                out['node_id'] = to_wire_value(v)
+            v = d['graph_id']
+            if type(v) in plain:
+                if v:
+                    out['graph_id'] = v
+            elif type(v) not in _SIZED or v:
+                out['graph_id'] = to_wire_value(v)
+            v = d['metadata']
+            if type(v) in plain:
+                if v:
+                    out['metadata'] = v
+            elif type(v) not in _SIZED or v:
+                out['metadata'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
+        return out
+
 
 class MessagePayload(WireRecord):
     """The payload of payload type cmf_message."""
@@ -3084,6 +4362,30 @@ class MessagePayload(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not MessagePayload:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['message']
+            out['message'] = v if type(v) in plain else to_wire_value(v)
+            v = d['hook']
+            if type(v) in plain:
+                if v:
+                    out['hook'] = v
+            elif type(v) not in _SIZED or v:
+                out['hook'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -3168,6 +4470,34 @@ class Message(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not Message:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['schema_version']
+            out['schema_version'] = v if type(v) in plain else to_wire_value(v)
+            v = d['role']
+            out['role'] = v if type(v) in plain else to_wire_value(v)
+            v = d['content']
+            out['content'] = v if type(v) in plain else to_wire_value(v)
+            v = d['channel']
+            if type(v) in plain:
+                if v:
+                    out['channel'] = v
+            elif type(v) not in _SIZED or v:
+                out['channel'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -3258,6 +4588,38 @@ class ToolCall(WireRecord):
         _set_extra(out, None if extra is None else clone(extra))
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not ToolCall:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['tool_call_id']
+            out['tool_call_id'] = v if type(v) in plain else to_wire_value(v)
+            v = d['name']
+            out['name'] = v if type(v) in plain else to_wire_value(v)
+            v = d['arguments']
+            if type(v) in plain:
+                if v:
+                    out['arguments'] = v
+            elif type(v) not in _SIZED or v:
+                out['arguments'] = to_wire_value(v)
+            v = d['namespace']
+            if type(v) in plain:
+                if v:
+                    out['namespace'] = v
+            elif type(v) not in _SIZED or v:
+                out['namespace'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
+        return out
+
 
 class ToolResult(WireRecord):
     """What a tool returned."""
@@ -3339,6 +4701,38 @@ class ToolResult(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not ToolResult:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['tool_call_id']
+            out['tool_call_id'] = v if type(v) in plain else to_wire_value(v)
+            v = d['tool_name']
+            out['tool_name'] = v if type(v) in plain else to_wire_value(v)
+            v = d['content']
+            if type(v) in plain:
+                if v:
+                    out['content'] = v
+            elif type(v) not in _SIZED or v:
+                out['content'] = to_wire_value(v)
+            v = d['is_error']
+            if type(v) in plain:
+                if v:
+                    out['is_error'] = v
+            elif type(v) not in _SIZED or v:
+                out['is_error'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -3491,6 +4885,73 @@ class Resource(WireRecord):
         _set_extra(out, None if extra is None else clone(extra))
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not Resource:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['resource_request_id']
+            out['resource_request_id'] = v if type(v) in plain else to_wire_value(v)
+            v = d['uri']
+            out['uri'] = v if type(v) in plain else to_wire_value(v)
+            v = d['name']
+            if type(v) in plain:
+                if v:
+                    out['name'] = v
+            elif type(v) not in _SIZED or v:
+                out['name'] = to_wire_value(v)
+            v = d['description']
+            if type(v) in plain:
+                if v:
+                    out['description'] = v
+            elif type(v) not in _SIZED or v:
+                out['description'] = to_wire_value(v)
+            v = d['resource_type']
+            out['resource_type'] = v if type(v) in plain else to_wire_value(v)
+            v = d['content']
+            if type(v) in plain:
+                if v:
+                    out['content'] = v
+            elif type(v) not in _SIZED or v:
+                out['content'] = to_wire_value(v)
+            v = d['blob']
+            if type(v) in plain:
+                if v:
+                    out['blob'] = v
+            elif type(v) not in _SIZED or v:
+                out['blob'] = to_wire_value(v)
+            v = d['mime_type']
+            if type(v) in plain:
+                if v:
+                    out['mime_type'] = v
+            elif type(v) not in _SIZED or v:
+                out['mime_type'] = to_wire_value(v)
+            v = d['size_bytes']
+            if v is not None:
+                out['size_bytes'] = v if type(v) in plain else to_wire_value(v)
+            v = d['annotations']
+            if type(v) in plain:
+                if v:
+                    out['annotations'] = v
+            elif type(v) not in _SIZED or v:
+                out['annotations'] = to_wire_value(v)
+            v = d['version']
+            if type(v) in plain:
+                if v:
+                    out['version'] = v
+            elif type(v) not in _SIZED or v:
+                out['version'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
+        return out
+
 
 class ResourceReference(WireRecord):
     """A pointer to (a range of) a resource."""
@@ -3600,6 +5061,46 @@ class ResourceReference(WireRecord):
         _set_extra(out, None if extra is None else clone(extra))
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not ResourceReference:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['resource_request_id']
+            out['resource_request_id'] = v if type(v) in plain else to_wire_value(v)
+            v = d['uri']
+            out['uri'] = v if type(v) in plain else to_wire_value(v)
+            v = d['name']
+            if type(v) in plain:
+                if v:
+                    out['name'] = v
+            elif type(v) not in _SIZED or v:
+                out['name'] = to_wire_value(v)
+            v = d['resource_type']
+            out['resource_type'] = v if type(v) in plain else to_wire_value(v)
+            v = d['range_start']
+            if v is not None:
+                out['range_start'] = v if type(v) in plain else to_wire_value(v)
+            v = d['range_end']
+            if v is not None:
+                out['range_end'] = v if type(v) in plain else to_wire_value(v)
+            v = d['selector']
+            if type(v) in plain:
+                if v:
+                    out['selector'] = v
+            elif type(v) not in _SIZED or v:
+                out['selector'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
+        return out
+
 
 class PromptRequest(WireRecord):
     """A request to render a prompt."""
@@ -3686,6 +5187,38 @@ class PromptRequest(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not PromptRequest:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['prompt_request_id']
+            out['prompt_request_id'] = v if type(v) in plain else to_wire_value(v)
+            v = d['name']
+            out['name'] = v if type(v) in plain else to_wire_value(v)
+            v = d['arguments']
+            if type(v) in plain:
+                if v:
+                    out['arguments'] = v
+            elif type(v) not in _SIZED or v:
+                out['arguments'] = to_wire_value(v)
+            v = d['server_id']
+            if type(v) in plain:
+                if v:
+                    out['server_id'] = v
+            elif type(v) not in _SIZED or v:
+                out['server_id'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -3791,6 +5324,50 @@ class PromptResult(WireRecord):
         _set_extra(out, None if extra is None else clone(extra))
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not PromptResult:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['prompt_request_id']
+            out['prompt_request_id'] = v if type(v) in plain else to_wire_value(v)
+            v = d['prompt_name']
+            out['prompt_name'] = v if type(v) in plain else to_wire_value(v)
+            v = d['messages']
+            if type(v) in plain:
+                if v:
+                    out['messages'] = v
+            elif type(v) not in _SIZED or v:
+                out['messages'] = to_wire_value(v)
+            v = d['content']
+            if type(v) in plain:
+                if v:
+                    out['content'] = v
+            elif type(v) not in _SIZED or v:
+                out['content'] = to_wire_value(v)
+            v = d['is_error']
+            if type(v) in plain:
+                if v:
+                    out['is_error'] = v
+            elif type(v) not in _SIZED or v:
+                out['is_error'] = to_wire_value(v)
+            v = d['error_message']
+            if type(v) in plain:
+                if v:
+                    out['error_message'] = v
+            elif type(v) not in _SIZED or v:
+                out['error_message'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
+        return out
+
 
 class ImageSource(WireRecord):
     """An image, inline or by reference."""
@@ -3863,6 +5440,32 @@ class ImageSource(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not ImageSource:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['type']
+            out['type'] = v if type(v) in plain else to_wire_value(v)
+            v = d['data']
+            out['data'] = v if type(v) in plain else to_wire_value(v)
+            v = d['media_type']
+            if type(v) in plain:
+                if v:
+                    out['media_type'] = v
+            elif type(v) not in _SIZED or v:
+                out['media_type'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -3948,6 +5551,35 @@ class VideoSource(WireRecord):
         _set_extra(out, None if extra is None else clone(extra))
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not VideoSource:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['type']
+            out['type'] = v if type(v) in plain else to_wire_value(v)
+            v = d['data']
+            out['data'] = v if type(v) in plain else to_wire_value(v)
+            v = d['media_type']
+            if type(v) in plain:
+                if v:
+                    out['media_type'] = v
+            elif type(v) not in _SIZED or v:
+                out['media_type'] = to_wire_value(v)
+            v = d['duration_ms']
+            if v is not None:
+                out['duration_ms'] = v if type(v) in plain else to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
+        return out
+
 
 class AudioSource(WireRecord):
     """An audio clip, inline or by reference."""
@@ -4031,6 +5663,35 @@ class AudioSource(WireRecord):
         _set_extra(out, None if extra is None else clone(extra))
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not AudioSource:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['type']
+            out['type'] = v if type(v) in plain else to_wire_value(v)
+            v = d['data']
+            out['data'] = v if type(v) in plain else to_wire_value(v)
+            v = d['media_type']
+            if type(v) in plain:
+                if v:
+                    out['media_type'] = v
+            elif type(v) not in _SIZED or v:
+                out['media_type'] = to_wire_value(v)
+            v = d['duration_ms']
+            if v is not None:
+                out['duration_ms'] = v if type(v) in plain else to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
+        return out
+
 
 class DocumentSource(WireRecord):
     """A document, inline or by reference."""
@@ -4112,6 +5773,38 @@ class DocumentSource(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not DocumentSource:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['type']
+            out['type'] = v if type(v) in plain else to_wire_value(v)
+            v = d['data']
+            out['data'] = v if type(v) in plain else to_wire_value(v)
+            v = d['media_type']
+            if type(v) in plain:
+                if v:
+                    out['media_type'] = v
+            elif type(v) not in _SIZED or v:
+                out['media_type'] = to_wire_value(v)
+            v = d['title']
+            if type(v) in plain:
+                if v:
+                    out['title'] = v
+            elif type(v) not in _SIZED or v:
+                out['title'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -4267,6 +5960,78 @@ class GlobalContext(WireRecord):
         _set_extra(out, None if extra is None else clone(extra))
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not GlobalContext:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['request_id']
+            out['request_id'] = v if type(v) in plain else to_wire_value(v)
+            v = d['user']
+            if type(v) in plain:
+                if v:
+                    out['user'] = v
+            elif type(v) not in _SIZED or v:
+                out['user'] = to_wire_value(v)
+            v = d['user_context']
+            if type(v) in plain:
+                if v:
+                    out['user_context'] = v
+            elif type(v) not in _SIZED or v:
+                out['user_context'] = to_wire_value(v)
+            v = d['tenant_id']
+            if type(v) in plain:
+                if v:
+                    out['tenant_id'] = v
+            elif type(v) not in _SIZED or v:
+                out['tenant_id'] = to_wire_value(v)
+            v = d['server_id']
+            if type(v) in plain:
+                if v:
+                    out['server_id'] = v
+            elif type(v) not in _SIZED or v:
+                out['server_id'] = to_wire_value(v)
+            v = d['content_type']
+            if type(v) in plain:
+                if v:
+                    out['content_type'] = v
+            elif type(v) not in _SIZED or v:
+                out['content_type'] = to_wire_value(v)
+            v = d['state']
+            if type(v) in plain:
+                if v:
+                    out['state'] = v
+            elif type(v) not in _SIZED or v:
+                out['state'] = to_wire_value(v)
+            v = d['metadata']
+            if type(v) in plain:
+                if v:
+                    out['metadata'] = v
+            elif type(v) not in _SIZED or v:
+                out['metadata'] = to_wire_value(v)
+            v = d['traceparent']
+            if type(v) in plain:
+                if v:
+                    out['traceparent'] = v
+            elif type(v) not in _SIZED or v:
+                out['traceparent'] = to_wire_value(v)
+            v = d['tracestate']
+            if type(v) in plain:
+                if v:
+                    out['tracestate'] = v
+            elif type(v) not in _SIZED or v:
+                out['tracestate'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
+        return out
+
 
 class CallOptions(WireRecord):
     """The options of one invoke (cpex_invoke_with); every field is optional, and absent means the config's behaviour."""
@@ -4323,6 +6088,28 @@ class CallOptions(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not CallOptions:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['timeout_ms']
+            if type(v) in plain:
+                if v:
+                    out['timeout_ms'] = v
+            elif type(v) not in _SIZED or v:
+                out['timeout_ms'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -4410,6 +6197,36 @@ class ToolPreInvokePayload(WireRecord):
         _set_extra(out, None if extra is None else clone(extra))
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not ToolPreInvokePayload:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['name']
+            out['name'] = v if type(v) in plain else to_wire_value(v)
+            v = d['args']
+            if type(v) in plain:
+                if v:
+                    out['args'] = v
+            elif type(v) not in _SIZED or v:
+                out['args'] = to_wire_value(v)
+            v = d['headers']
+            if type(v) in plain:
+                if v:
+                    out['headers'] = v
+            elif type(v) not in _SIZED or v:
+                out['headers'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
+        return out
+
 
 class ToolPostInvokePayload(WireRecord):
     """The payload of tool_post_invoke - what a tool returned."""
@@ -4476,6 +6293,26 @@ class ToolPostInvokePayload(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not ToolPostInvokePayload:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['name']
+            out['name'] = v if type(v) in plain else to_wire_value(v)
+            v = d['result']
+            out['result'] = v if type(v) in plain else to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -4549,6 +6386,30 @@ class PromptPrehookPayload(WireRecord):
         _set_extra(out, None if extra is None else clone(extra))
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not PromptPrehookPayload:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['prompt_id']
+            out['prompt_id'] = v if type(v) in plain else to_wire_value(v)
+            v = d['args']
+            if type(v) in plain:
+                if v:
+                    out['args'] = v
+            elif type(v) not in _SIZED or v:
+                out['args'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
+        return out
+
 
 class PromptPosthookPayload(WireRecord):
     """The payload of prompt_post_fetch - a rendered prompt."""
@@ -4615,6 +6476,26 @@ class PromptPosthookPayload(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not PromptPosthookPayload:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['prompt_id']
+            out['prompt_id'] = v if type(v) in plain else to_wire_value(v)
+            v = d['result']
+            out['result'] = v if type(v) in plain else to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -4688,6 +6569,30 @@ class ResourcePreFetchPayload(WireRecord):
         _set_extra(out, None if extra is None else clone(extra))
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not ResourcePreFetchPayload:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['uri']
+            out['uri'] = v if type(v) in plain else to_wire_value(v)
+            v = d['metadata']
+            if type(v) in plain:
+                if v:
+                    out['metadata'] = v
+            elif type(v) not in _SIZED or v:
+                out['metadata'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
+        return out
+
 
 class ResourcePostFetchPayload(WireRecord):
     """The payload of resource_post_fetch - a resource's content."""
@@ -4754,6 +6659,26 @@ class ResourcePostFetchPayload(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not ResourcePostFetchPayload:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['uri']
+            out['uri'] = v if type(v) in plain else to_wire_value(v)
+            v = d['content']
+            out['content'] = v if type(v) in plain else to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -4886,6 +6811,56 @@ class AgentPreInvokePayload(WireRecord):
         _set_extra(out, None if extra is None else clone(extra))
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not AgentPreInvokePayload:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['agent_id']
+            out['agent_id'] = v if type(v) in plain else to_wire_value(v)
+            v = d['messages']
+            out['messages'] = v if type(v) in plain else to_wire_value(v)
+            v = d['tools']
+            if type(v) in plain:
+                if v:
+                    out['tools'] = v
+            elif type(v) not in _SIZED or v:
+                out['tools'] = to_wire_value(v)
+            v = d['headers']
+            if type(v) in plain:
+                if v:
+                    out['headers'] = v
+            elif type(v) not in _SIZED or v:
+                out['headers'] = to_wire_value(v)
+            v = d['model']
+            if type(v) in plain:
+                if v:
+                    out['model'] = v
+            elif type(v) not in _SIZED or v:
+                out['model'] = to_wire_value(v)
+            v = d['system_prompt']
+            if type(v) in plain:
+                if v:
+                    out['system_prompt'] = v
+            elif type(v) not in _SIZED or v:
+                out['system_prompt'] = to_wire_value(v)
+            v = d['parameters']
+            if type(v) in plain:
+                if v:
+                    out['parameters'] = v
+            elif type(v) not in _SIZED or v:
+                out['parameters'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
+        return out
+
 
 class AgentPostInvokePayload(WireRecord):
     """The payload of agent_post_invoke - what an agent answered."""
@@ -4965,6 +6940,32 @@ class AgentPostInvokePayload(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not AgentPostInvokePayload:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['agent_id']
+            out['agent_id'] = v if type(v) in plain else to_wire_value(v)
+            v = d['messages']
+            out['messages'] = v if type(v) in plain else to_wire_value(v)
+            v = d['tool_calls']
+            if type(v) in plain:
+                if v:
+                    out['tool_calls'] = v
+            elif type(v) not in _SIZED or v:
+                out['tool_calls'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -5061,6 +7062,40 @@ class HttpPreRequestPayload(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not HttpPreRequestPayload:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['path']
+            out['path'] = v if type(v) in plain else to_wire_value(v)
+            v = d['method']
+            out['method'] = v if type(v) in plain else to_wire_value(v)
+            v = d['client_host']
+            if type(v) in plain:
+                if v:
+                    out['client_host'] = v
+            elif type(v) not in _SIZED or v:
+                out['client_host'] = to_wire_value(v)
+            v = d['client_port']
+            if type(v) in plain:
+                if v:
+                    out['client_port'] = v
+            elif type(v) not in _SIZED or v:
+                out['client_port'] = to_wire_value(v)
+            v = d['headers']
+            out['headers'] = v if type(v) in plain else to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -5182,6 +7217,52 @@ class HttpPostRequestPayload(WireRecord):
         _set_extra(out, None if extra is None else clone(extra))
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not HttpPostRequestPayload:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['path']
+            out['path'] = v if type(v) in plain else to_wire_value(v)
+            v = d['method']
+            out['method'] = v if type(v) in plain else to_wire_value(v)
+            v = d['client_host']
+            if type(v) in plain:
+                if v:
+                    out['client_host'] = v
+            elif type(v) not in _SIZED or v:
+                out['client_host'] = to_wire_value(v)
+            v = d['client_port']
+            if type(v) in plain:
+                if v:
+                    out['client_port'] = v
+            elif type(v) not in _SIZED or v:
+                out['client_port'] = to_wire_value(v)
+            v = d['headers']
+            out['headers'] = v if type(v) in plain else to_wire_value(v)
+            v = d['response_headers']
+            if type(v) in plain:
+                if v:
+                    out['response_headers'] = v
+            elif type(v) not in _SIZED or v:
+                out['response_headers'] = to_wire_value(v)
+            v = d['status_code']
+            if type(v) in plain:
+                if v:
+                    out['status_code'] = v
+            elif type(v) not in _SIZED or v:
+                out['status_code'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
+        return out
+
 
 class HttpAuthResolveUserPayload(WireRecord):
     """The payload of http_auth_resolve_user - credentials to resolve into a user (its result payload is a map)."""
@@ -5274,6 +7355,42 @@ class HttpAuthResolveUserPayload(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not HttpAuthResolveUserPayload:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['credentials']
+            if type(v) in plain:
+                if v:
+                    out['credentials'] = v
+            elif type(v) not in _SIZED or v:
+                out['credentials'] = to_wire_value(v)
+            v = d['headers']
+            out['headers'] = v if type(v) in plain else to_wire_value(v)
+            v = d['client_host']
+            if type(v) in plain:
+                if v:
+                    out['client_host'] = v
+            elif type(v) not in _SIZED or v:
+                out['client_host'] = to_wire_value(v)
+            v = d['client_port']
+            if type(v) in plain:
+                if v:
+                    out['client_port'] = v
+            elif type(v) not in _SIZED or v:
+                out['client_port'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -5395,6 +7512,62 @@ class HttpAuthCheckPermissionPayload(WireRecord):
         _set_extra(out, None if extra is None else clone(extra))
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not HttpAuthCheckPermissionPayload:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['user_email']
+            out['user_email'] = v if type(v) in plain else to_wire_value(v)
+            v = d['permission']
+            out['permission'] = v if type(v) in plain else to_wire_value(v)
+            v = d['resource_type']
+            if type(v) in plain:
+                if v:
+                    out['resource_type'] = v
+            elif type(v) not in _SIZED or v:
+                out['resource_type'] = to_wire_value(v)
+            v = d['team_id']
+            if type(v) in plain:
+                if v:
+                    out['team_id'] = v
+            elif type(v) not in _SIZED or v:
+                out['team_id'] = to_wire_value(v)
+            v = d['is_admin']
+            if type(v) in plain:
+                if v:
+                    out['is_admin'] = v
+            elif type(v) not in _SIZED or v:
+                out['is_admin'] = to_wire_value(v)
+            v = d['auth_method']
+            if type(v) in plain:
+                if v:
+                    out['auth_method'] = v
+            elif type(v) not in _SIZED or v:
+                out['auth_method'] = to_wire_value(v)
+            v = d['client_host']
+            if type(v) in plain:
+                if v:
+                    out['client_host'] = v
+            elif type(v) not in _SIZED or v:
+                out['client_host'] = to_wire_value(v)
+            v = d['user_agent']
+            if type(v) in plain:
+                if v:
+                    out['user_agent'] = v
+            elif type(v) not in _SIZED or v:
+                out['user_agent'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
+        return out
+
 
 class HttpAuthCheckPermissionResultPayload(WireRecord):
     """The result payload of http_auth_check_permission - the decision."""
@@ -5459,6 +7632,30 @@ class HttpAuthCheckPermissionResultPayload(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not HttpAuthCheckPermissionResultPayload:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['granted']
+            out['granted'] = v if type(v) in plain else to_wire_value(v)
+            v = d['reason']
+            if type(v) in plain:
+                if v:
+                    out['reason'] = v
+            elif type(v) not in _SIZED or v:
+                out['reason'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -5556,6 +7753,44 @@ class IdentityPayload(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not IdentityPayload:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['raw_token']
+            out['raw_token'] = v if type(v) in plain else to_wire_value(v)
+            v = d['source']
+            out['source'] = v if type(v) in plain else to_wire_value(v)
+            v = d['headers']
+            if type(v) in plain:
+                if v:
+                    out['headers'] = v
+            elif type(v) not in _SIZED or v:
+                out['headers'] = to_wire_value(v)
+            v = d['client_host']
+            if type(v) in plain:
+                if v:
+                    out['client_host'] = v
+            elif type(v) not in _SIZED or v:
+                out['client_host'] = to_wire_value(v)
+            v = d['client_port']
+            if type(v) in plain:
+                if v:
+                    out['client_port'] = v
+            elif type(v) not in _SIZED or v:
+                out['client_port'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -5672,6 +7907,55 @@ class IdentityResult(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not IdentityResult:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['subject']
+            if type(v) in plain:
+                if v:
+                    out['subject'] = v
+            elif type(v) not in _SIZED or v:
+                out['subject'] = to_wire_value(v)
+            v = d['delegation']
+            if type(v) in plain:
+                if v:
+                    out['delegation'] = v
+            elif type(v) not in _SIZED or v:
+                out['delegation'] = to_wire_value(v)
+            v = d['rejected']
+            if type(v) in plain:
+                if v:
+                    out['rejected'] = v
+            elif type(v) not in _SIZED or v:
+                out['rejected'] = to_wire_value(v)
+            v = d['reject_status']
+            if v is not None:
+                out['reject_status'] = v if type(v) in plain else to_wire_value(v)
+            v = d['reject_reason']
+            if type(v) in plain:
+                if v:
+                    out['reject_reason'] = v
+            elif type(v) not in _SIZED or v:
+                out['reject_reason'] = to_wire_value(v)
+            v = d['raw_claims']
+            if type(v) in plain:
+                if v:
+                    out['raw_claims'] = v
+            elif type(v) not in _SIZED or v:
+                out['raw_claims'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -5800,6 +8084,58 @@ class DelegationPayload(WireRecord):
         _set_extra(out, None if extra is None else clone(extra))
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not DelegationPayload:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['target_name']
+            out['target_name'] = v if type(v) in plain else to_wire_value(v)
+            v = d['target_type']
+            out['target_type'] = v if type(v) in plain else to_wire_value(v)
+            v = d['target_audience']
+            if type(v) in plain:
+                if v:
+                    out['target_audience'] = v
+            elif type(v) not in _SIZED or v:
+                out['target_audience'] = to_wire_value(v)
+            v = d['required_permissions']
+            if type(v) in plain:
+                if v:
+                    out['required_permissions'] = v
+            elif type(v) not in _SIZED or v:
+                out['required_permissions'] = to_wire_value(v)
+            v = d['trust_domain']
+            if type(v) in plain:
+                if v:
+                    out['trust_domain'] = v
+            elif type(v) not in _SIZED or v:
+                out['trust_domain'] = to_wire_value(v)
+            v = d['auth_enforced_by']
+            out['auth_enforced_by'] = v if type(v) in plain else to_wire_value(v)
+            v = d['route_attenuation']
+            if type(v) in plain:
+                if v:
+                    out['route_attenuation'] = v
+            elif type(v) not in _SIZED or v:
+                out['route_attenuation'] = to_wire_value(v)
+            v = d['bearer_token']
+            if type(v) in plain:
+                if v:
+                    out['bearer_token'] = v
+            elif type(v) not in _SIZED or v:
+                out['bearer_token'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
+        return out
+
 
 class AttenuationConfig(WireRecord):
     """How far token_delegate narrows a delegated credential."""
@@ -5893,6 +8229,43 @@ class AttenuationConfig(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not AttenuationConfig:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['capabilities']
+            if type(v) in plain:
+                if v:
+                    out['capabilities'] = v
+            elif type(v) not in _SIZED or v:
+                out['capabilities'] = to_wire_value(v)
+            v = d['resource_template']
+            if type(v) in plain:
+                if v:
+                    out['resource_template'] = v
+            elif type(v) not in _SIZED or v:
+                out['resource_template'] = to_wire_value(v)
+            v = d['actions']
+            if type(v) in plain:
+                if v:
+                    out['actions'] = v
+            elif type(v) not in _SIZED or v:
+                out['actions'] = to_wire_value(v)
+            v = d['ttl_seconds']
+            if v is not None:
+                out['ttl_seconds'] = v if type(v) in plain else to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -5997,6 +8370,49 @@ class DelegationResult(WireRecord):
         _set_extra(out, None if extra is None else clone(extra))
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not DelegationResult:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['delegated_token']
+            if type(v) in plain:
+                if v:
+                    out['delegated_token'] = v
+            elif type(v) not in _SIZED or v:
+                out['delegated_token'] = to_wire_value(v)
+            v = d['delegation_update']
+            if type(v) in plain:
+                if v:
+                    out['delegation_update'] = v
+            elif type(v) not in _SIZED or v:
+                out['delegation_update'] = to_wire_value(v)
+            v = d['forwarded_headers']
+            if type(v) in plain:
+                if v:
+                    out['forwarded_headers'] = v
+            elif type(v) not in _SIZED or v:
+                out['forwarded_headers'] = to_wire_value(v)
+            v = d['cache_key']
+            if type(v) in plain:
+                if v:
+                    out['cache_key'] = v
+            elif type(v) not in _SIZED or v:
+                out['cache_key'] = to_wire_value(v)
+            v = d['cache_ttl']
+            if v is not None:
+                out['cache_ttl'] = v if type(v) in plain else to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
+        return out
+
 
 class LogRecord(WireRecord):
     """A log record of the engine, as cpex_set_log_sink delivers it."""
@@ -6098,6 +8514,38 @@ class LogRecord(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not LogRecord:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['level']
+            out['level'] = v if type(v) in plain else to_wire_value(v)
+            v = d['level_name']
+            out['level_name'] = v if type(v) in plain else to_wire_value(v)
+            v = d['logger']
+            out['logger'] = v if type(v) in plain else to_wire_value(v)
+            v = d['message']
+            out['message'] = v if type(v) in plain else to_wire_value(v)
+            v = d['time']
+            out['time'] = v if type(v) in plain else to_wire_value(v)
+            v = d['fields']
+            if type(v) in plain:
+                if v:
+                    out['fields'] = v
+            elif type(v) not in _SIZED or v:
+                out['fields'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -6234,6 +8682,60 @@ class PluginDecision(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not PluginDecision:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['plugin']
+            out['plugin'] = v if type(v) in plain else to_wire_value(v)
+            v = d['mode']
+            out['mode'] = v if type(v) in plain else to_wire_value(v)
+            v = d['verdict']
+            out['verdict'] = v if type(v) in plain else to_wire_value(v)
+            v = d['enforced']
+            out['enforced'] = v if type(v) in plain else to_wire_value(v)
+            v = d['duration_ms']
+            if type(v) in plain:
+                if v:
+                    out['duration_ms'] = v
+            elif type(v) not in _SIZED or v:
+                out['duration_ms'] = to_wire_value(v)
+            v = d['violation_code']
+            if type(v) in plain:
+                if v:
+                    out['violation_code'] = v
+            elif type(v) not in _SIZED or v:
+                out['violation_code'] = to_wire_value(v)
+            v = d['error_code']
+            if type(v) in plain:
+                if v:
+                    out['error_code'] = v
+            elif type(v) not in _SIZED or v:
+                out['error_code'] = to_wire_value(v)
+            v = d['modified_fields']
+            if type(v) in plain:
+                if v:
+                    out['modified_fields'] = v
+            elif type(v) not in _SIZED or v:
+                out['modified_fields'] = to_wire_value(v)
+            v = d['modified_values']
+            if type(v) in plain:
+                if v:
+                    out['modified_values'] = v
+            elif type(v) not in _SIZED or v:
+                out['modified_values'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 
@@ -6394,6 +8896,78 @@ class DecisionRecord(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not DecisionRecord:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['hook']
+            out['hook'] = v if type(v) in plain else to_wire_value(v)
+            v = d['time']
+            out['time'] = v if type(v) in plain else to_wire_value(v)
+            v = d['request_id']
+            if type(v) in plain:
+                if v:
+                    out['request_id'] = v
+            elif type(v) not in _SIZED or v:
+                out['request_id'] = to_wire_value(v)
+            v = d['decision']
+            out['decision'] = v if type(v) in plain else to_wire_value(v)
+            v = d['violation_code']
+            if type(v) in plain:
+                if v:
+                    out['violation_code'] = v
+            elif type(v) not in _SIZED or v:
+                out['violation_code'] = to_wire_value(v)
+            v = d['violation_plugin']
+            if type(v) in plain:
+                if v:
+                    out['violation_plugin'] = v
+            elif type(v) not in _SIZED or v:
+                out['violation_plugin'] = to_wire_value(v)
+            v = d['error']
+            if type(v) in plain:
+                if v:
+                    out['error'] = v
+            elif type(v) not in _SIZED or v:
+                out['error'] = to_wire_value(v)
+            v = d['background']
+            if type(v) in plain:
+                if v:
+                    out['background'] = v
+            elif type(v) not in _SIZED or v:
+                out['background'] = to_wire_value(v)
+            v = d['duration_ms']
+            if type(v) in plain:
+                if v:
+                    out['duration_ms'] = v
+            elif type(v) not in _SIZED or v:
+                out['duration_ms'] = to_wire_value(v)
+            v = d['plugins']
+            out['plugins'] = v if type(v) in plain else to_wire_value(v)
+            v = d['trace_id']
+            if type(v) in plain:
+                if v:
+                    out['trace_id'] = v
+            elif type(v) not in _SIZED or v:
+                out['trace_id'] = to_wire_value(v)
+            v = d['span_id']
+            if type(v) in plain:
+                if v:
+                    out['span_id'] = v
+            elif type(v) not in _SIZED or v:
+                out['span_id'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 

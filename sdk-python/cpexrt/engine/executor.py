@@ -25,6 +25,8 @@ from cpexrt.errors import PipelineError, PipelineTimeoutError
 from cpexrt.plugin import Plugin, PluginContext, bound_context, detached_context
 from cpexrt.results import _ALLOW as _SHARED_ALLOW
 from cpexrt.results import PluginResult
+from cpexrt.wire import _ONLY_STR, _set_dict, _set_extra, _set_fields_set
+from cpexrt.wire import _new as _new_record
 
 if TYPE_CHECKING:
     import asyncio
@@ -722,7 +724,30 @@ def _failed(
 
 
 def _plugin_error(name: str, message: str, code: str, details: dict[str, Any] | None) -> PluginError:
-    """PluginError(plugin_name=name, message=..., code=..., details=...)."""
+    """PluginError(plugin_name=name, message=..., code=..., details=...). The engine's
+    own values (texts it made, a details map of its own) are taken as the record's
+    check would take them, without the check; anything else (a code from elsewhere,
+    details not keyed by strings) is checked by the constructor, which names the field."""
+    if (
+        type(name) is str
+        and type(message) is str
+        and type(code) is str
+        and (details is None or (type(details) is dict and _ONLY_STR.issuperset(map(type, details))))
+    ):
+        error: PluginError = _new_record(PluginError)
+        _set_dict(
+            error,
+            {
+                "plugin_name": name,
+                "message": message,
+                "code": code,
+                "details": None if details is None else details.copy(),  # as the check copies it
+                "proto_error_code": None,
+            },
+        )
+        _set_fields_set(error, {"plugin_name", "message", "code", "details"})  # the names given
+        _set_extra(error, None)
+        return error
     return PluginError(plugin_name=name, message=message, code=code, details=details)
 
 

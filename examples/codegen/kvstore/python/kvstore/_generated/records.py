@@ -24,6 +24,7 @@ from kvstore._generated.wire import (  # noqa: F401  # each record uses some of 
     _ONLY_FLOAT,
     _ONLY_STR,
     _PLAIN,
+    _SIZED,
     FieldInfo,
     _clone_rest,
     _new,
@@ -44,6 +45,7 @@ from kvstore._generated.wire import (  # noqa: F401  # each record uses some of 
     check_string,
     clone,
     clone_list,
+    to_wire_value,
 )
 
 __all__ = [
@@ -161,6 +163,42 @@ class KvStats(WireRecord):
         _set_extra(out, None if extra is None else clone(extra))
         return out
 
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not KvStats:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['count']
+            out['count'] = v if type(v) in plain else to_wire_value(v)
+            v = d['keys']
+            out['keys'] = v if type(v) in plain else to_wire_value(v)
+            v = d['sizes']
+            out['sizes'] = v if type(v) in plain else to_wire_value(v)
+            v = d['total_bytes']
+            out['total_bytes'] = v if type(v) in plain else to_wire_value(v)
+            v = d['first_value']
+            if type(v) in plain:
+                if v:
+                    out['first_value'] = v
+            elif type(v) not in _SIZED or v:
+                out['first_value'] = to_wire_value(v)
+            v = d['largest']
+            if type(v) in plain:
+                if v:
+                    out['largest'] = v
+            elif type(v) not in _SIZED or v:
+                out['largest'] = to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
+        return out
+
 
 class KvBlob(WireRecord):
     """A value that is not UTF-8 text."""
@@ -216,6 +254,24 @@ class KvBlob(WireRecord):
         _set_fields_set(out, self._fields_set.copy())
         extra = self._extra
         _set_extra(out, None if extra is None else clone(extra))
+        return out
+
+    def to_wire(self) -> dict[str, Any]:
+        # WireRecord.to_wire's map, straight-line: each field as it goes on the wire
+        # (always; omitted when absent; omitted when empty), a scalar as it is.
+        if type(self) is not KvBlob:
+            return WireRecord.to_wire(self)  # a subclass's fields: the plan's walk
+        d = self.__dict__
+        plain = _PLAIN
+        out: dict[str, Any] = {}
+        try:
+            v = d['data']
+            out['data'] = v if type(v) in plain else to_wire_value(v)
+        except KeyError:  # a field deleted: the plan's walk (getattr: the class default, or the error)
+            return WireRecord.to_wire(self)
+        extra = self._extra
+        if extra:
+            out.update(extra)
         return out
 
 

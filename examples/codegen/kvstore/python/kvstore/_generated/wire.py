@@ -487,8 +487,22 @@ class WireRecord:
         d = self.__dict__
         # The fields' values straight from the instance dict (a validated record has
         # them all); getattr's, an error for a missing one, otherwise.
-        get = d.get if d.keys() >= plan[1] else {name: getattr(self, name) for name, _ in plan[0]}.get
-        out = _wire_map(plan[0], get)
+        if not d.keys() >= plan[1]:
+            d = {name: getattr(self, name) for name, _ in plan[0]}
+        # _wire_map's loop, inline (a call and a read through get the less per record).
+        out: dict[str, Any] = {}
+        plain = _PLAIN
+        for name, how in plan[0]:
+            value = d[name]
+            if value is None:
+                if how:
+                    continue
+                out[name] = None
+                continue
+            kind = type(value)
+            if how == _OMIT_EMPTY and (value is False or ((kind is int or kind is float or kind in _SIZED) and not value)):
+                continue  # empty (_is_empty), inline
+            out[name] = value if kind in plain else to_wire_value(value)
         extra = self._extra
         if extra:
             out.update(extra)
