@@ -15,7 +15,7 @@ encoded once and never again.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -408,9 +408,8 @@ def accept_extensions(merged: dict[str, Any], changed: set[str], limits: Limits)
         )
     try:
         canonical = _private_value(merged, wire, limits, "modified extensions")
-        slots = {k: canonical[k] for k in changed if k in canonical}
-        if slots:
-            _check_slots(slots)
+        if changed:
+            _check_slots(canonical, changed)
     except ParseError as exc:
         raise Refusal("modified_extensions_invalid", f"returned invalid extensions: {exc}") from None
     return Snapshot(wire, _unpack, canonical, _plain_clone)
@@ -429,12 +428,14 @@ def _slot_records() -> dict[str, type[WireRecord] | None]:
     return _SLOT_RECORDS
 
 
-def _check_slots(slots: dict[str, Any]) -> None:
+def _check_slots(slots: dict[str, Any], names: Iterable[str] | None = None) -> None:
     """ParseError naming the field when a slot is not of its record's shape, checked as
     the Extensions record checks it (a slot it does not name is kept as it is, as the
-    record keeps an unknown field)."""
+    record keeps an unknown field). names: the slots of the map to check (those a
+    plugin changed; None: all)."""
     kinds = _SLOT_RECORDS or _slot_records()
-    for name, value in slots.items():
+    for name in slots if names is None else names:
+        value = slots.get(name)
         if value is None or name not in kinds:
             continue
         kind = kinds[name]

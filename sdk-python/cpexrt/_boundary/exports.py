@@ -8,6 +8,7 @@ status after writing a message to *err_msg. Outputs are written only on success.
 from __future__ import annotations
 
 import functools
+import operator
 import os
 import sys
 from collections.abc import Callable
@@ -636,6 +637,9 @@ def _result_bytes(result: PipelineOutcome, payload_type: int) -> bytes:
     return _packed_result(result, payload_type)
 
 
+_to_wire = operator.methodcaller("to_wire")
+
+
 def _packed_result(result: PipelineOutcome, payload_type: int) -> bytes:
     """The pipeline result's MessagePack, built as a map and packed (any outcome): the
     map PipelineResult.wire_from makes of the outcome (its fields in WIRE order, the
@@ -650,7 +654,7 @@ def _packed_result(result: PipelineOutcome, payload_type: int) -> bytes:
     if violation is not None:
         wire["violation"] = violation.to_wire()
     if errors:
-        wire["errors"] = [error.to_wire() for error in errors]
+        wire["errors"] = list(map(_to_wire, errors))  # no comprehension's frame
     if result.metadata:
         wire["metadata"] = to_wire_value(result.metadata)
     wire["payload_type"] = payload_type

@@ -710,15 +710,17 @@ def _failed(
 ) -> None:
     """on_error: fail raises (naming the plugin and the code), ignore records, disable
     records and switches the plugin off for the rest of the manager's life."""
-    message = f"plugin {plugin.name!r} {why}"
+    name = plugin.spec.name
+    message = f"plugin {name!r} {why}"
     on_error = plugin.spec.on_error
-    _log_failure(plugin, inv.hook, code, message, on_error)
+    if _reaches_a_handler(LOG, logging.WARNING):  # _log_failure's test, before its call
+        _log_failure(plugin, inv.hook, code, message, on_error)
     if on_error is OnError.FAIL:
         error = PipelineTimeoutError if code == "plugin_timeout" else PipelineError
         exc = error(f"hook {inv.hook!r}: {message} (code {code})")
         exc.plugin_code = code  # type: ignore[union-attr]  # for observe: the failing plugin's code
         raise exc
-    out.errors.append(_plugin_error(plugin.name, message, code, details))
+    out.errors.append(_plugin_error(name, message, code, details))
     if on_error is OnError.DISABLE:
         plugin.disabled = True
 
@@ -764,10 +766,9 @@ _LOGGED_MESSAGE = 300
 def _log_failure(plugin: LoadedPlugin, hook: str, code: str, message: str, on_error: OnError) -> None:
     """One WARNING per plugin failure: plugin, hook, code and on_error as fields. The
     message is the engine's (with the plugin's exception text), never payload data.
-    Not built when nothing would receive it (it costs more than the rest of a
-    failure): the failure itself is recorded all the same, by the caller."""
-    if not _reaches_a_handler(LOG, logging.WARNING):
-        return
+    Called only when it would reach a handler (_reaches_a_handler: a record costs more
+    than the rest of a failure); the failure itself is recorded all the same, by the
+    caller."""
     LOG.warning(
         "hook %r: %s (code %s); %s",
         hook,
