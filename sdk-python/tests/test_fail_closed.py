@@ -509,3 +509,25 @@ def test_the_engines_plugin_error_is_the_records_own_and_anything_else_is_checke
         _plugin_error(None, "m", "c", None)  # type: ignore[arg-type]
     with pytest.raises(RecordError, match=r"^PluginError\.message: expected a string"):
         _plugin_error("p", b"m", "c", None)  # type: ignore[arg-type]
+
+
+def test_the_engine_names_the_denying_plugin_in_a_checked_private_copy_of_its_violation() -> None:
+    """executor._violation: the plugin's name is set in the private copy before the
+    copy's check (whatever name, of whatever type, the plugin put there); every other
+    field is still checked, a bad one refusing the violation (the deny stands)."""
+    from types import SimpleNamespace
+
+    from cpexrt._generated.records import PluginViolation
+    from cpexrt.engine.executor import _violation
+
+    plugin: Any = SimpleNamespace(name="p")
+    given = PluginViolation(code="c", reason="r", plugin_name="someone-else", details={"k": [1]})
+    taken, problem = _violation(plugin, given)
+    assert problem is None and taken is not given and taken.details is not given.details
+    assert taken == given.model_copy(update={"plugin_name": "p"}) and "plugin_name" in taken.model_fields_set
+    given.plugin_name = 5  # type: ignore[assignment]  # assigned unchecked: the engine's name replaces it
+    assert _violation(plugin, given)[0].plugin_name == "p" and _violation(plugin, given)[1] is None
+    given.code = 5  # type: ignore[assignment]
+    taken, problem = _violation(plugin, given)
+    assert problem is not None and problem.code == "violation_invalid" and "violation.code: expected a string" in problem.why
+    assert (taken.code, taken.plugin_name) == ("denied", "p")

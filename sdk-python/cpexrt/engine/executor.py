@@ -629,12 +629,15 @@ def _violation(plugin: LoadedPlugin, given: Any) -> tuple[PluginViolation, Refus
     try:
         violation = given if isinstance(given, PluginViolation) else PluginViolation.model_validate(given)
         wire = payloads.plain_copy(violation.to_wire(), "violation", "violation")
+        # The engine names the plugin: set in the private copy before its check (as
+        # model_copy(update=...) would set it after, counted as set), no copy of the record.
+        wire["plugin_name"] = plugin.name
         checked: PluginViolation = PluginViolation.from_wire(wire, "violation")
     except payloads.Refusal as refused:
         return fallback, Refusal(refused.code, refused.why)
     except Exception as exc:  # noqa: BLE001 - a malformed violation is the plugin's failure
         return fallback, Refusal("violation_invalid", f"returned an invalid violation: {exc}")
-    return checked.model_copy(update={"plugin_name": plugin.name}), None
+    return checked, None
 
 
 class _WriteRefused:
