@@ -85,15 +85,24 @@ def modify(
     the host see them (when the plugin's phase may modify)."""
     if payload is None and extensions is None:
         raise ValueError("modify(): give a payload, extensions, or both")
-    # built(...) spelled out: a plugin's every modification comes through here.
+    # built(...) spelled out: a plugin's every modification comes through here. The
+    # fields in their order (a dict's order is its first keys'), then the three given.
     result: PluginResult = _new_result(PluginResult)
-    result.__dict__.update(
-        continue_processing=True,
-        violation=None,
-        modified_payload=payload,
-        modified_extensions=extensions,
-        metadata=dict(metadata) if metadata else {},
-        retry_delay_ms=0,
-        http_headers=None,
-    )
+    d = result.__dict__
+    d.update(_MODIFY_FIELDS)
+    d["modified_payload"] = payload
+    d["modified_extensions"] = extensions
+    d["metadata"] = dict(metadata) if metadata else {}
     return result
+
+
+# A modify()'s fields before the three it is given (its payload, extensions, metadata).
+_MODIFY_FIELDS: dict[str, Any] = dict(
+    continue_processing=True,
+    violation=None,
+    modified_payload=None,
+    modified_extensions=None,
+    metadata=None,
+    retry_delay_ms=0,
+    http_headers=None,
+)

@@ -140,6 +140,24 @@ def test_bad_invoke_input(payload_type: int, payload: object, match: str) -> Non
         m.invoke("tool_pre_invoke", payload_type, payload)
 
 
+def test_modify_gives_the_dataclass_with_every_field_and_nothing_shared() -> None:
+    # results.modify fills the result's dict from a module template (no __init__): it
+    # must set every field, in the dataclass's order, equal the constructor's result,
+    # and share no map with the template or with another result.
+    from cpexrt.results import _MODIFY_FIELDS, PluginResult, modify
+
+    given = {"m": 1}
+    first = modify({"p": 1}, extensions={"meta": {}}, metadata=given)
+    assert type(first) is PluginResult and list(vars(first)) == list(PluginResult.__dataclass_fields__)
+    assert first == PluginResult(modified_payload={"p": 1}, modified_extensions={"meta": {}}, metadata={"m": 1})
+    assert first.metadata is not given
+    second = modify(extensions={})
+    assert second == PluginResult(modified_extensions={}) and second.metadata == {} and second.metadata is not first.metadata
+    assert _MODIFY_FIELDS == dict.fromkeys(PluginResult.__dataclass_fields__) | {"continue_processing": True, "retry_delay_ms": 0}
+    with pytest.raises(ValueError, match="give a payload, extensions, or both"):
+        modify()
+
+
 def test_a_result_built_for_an_adapter_is_the_dataclass_with_every_field() -> None:
     # results.built skips the frozen dataclass's __init__: it must still set every
     # field (a field added to PluginResult and not to built fails here) and equal
