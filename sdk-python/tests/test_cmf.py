@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +57,61 @@ def test_a_malformed_cmf_payload_names_the_field() -> None:
     m.initialize()
     with pytest.raises(InvalidInputError, match=r"payload\.message\.role"):
         m.invoke(HOOK, 1, {"message": {"schema_version": "1", "content": []}})
+
+
+@pytest.mark.parametrize(
+    ("payload", "where"),
+    [
+        ({"message": {"schema_version": "1", "role": 1, "content": []}}, "payload.message.role: expected a string, got 1"),
+        ({"message": {"role": "user", "content": "x"}}, "payload.message.content: expected a list"),
+        ({"message": {"role": "user", "content": [{"content_type": 3}]}}, "payload.message.content[0].content_type"),
+        (
+            {"message": {"role": "user", "content": [{"content_type": "tool_call", "content": {"name": "t"}}]}},
+            "payload.message.content[0].content.tool_call_id: required, missing",
+        ),
+        (
+            {"message": {"role": "user", "content": [{"content_type": "tool_call", "content": "t"}]}},
+            "payload.message.content[0].content: expected a ToolCall (a map)",
+        ),
+        ({"message": {"role": "user", "content": []}, "hook": 5}, "payload.hook: expected a string, got 5"),
+        ({"message": 3}, "payload.message: expected a Message (a map), got 3"),
+        ({"hook": "h"}, "payload.message: required, missing"),
+    ],
+)
+def test_a_cmf_payload_is_refused_as_the_whole_record_refuses_it(payload: dict[str, Any], where: str) -> None:
+    # payloads.decode parses the message without the MessagePayload record when it
+    # can: the refusals, and their messages, are the whole record's.
+    from cpexrt import payloads
+    from cpexrt._generated.records import MessagePayload
+    from cpexrt.errors import ParseError
+
+    with pytest.raises(ParseError) as whole:
+        MessagePayload.from_wire(payload, "payload")
+    with pytest.raises(InvalidInputError, match=re.escape(where)) as decoded:
+        payloads.decode(1, payload)
+    assert str(decoded.value) == f"not a CMF MessagePayload: {whole.value}"
+    with pytest.raises(ValueError, match=re.escape(where.replace("payload.", "MessagePayload.", 1))) as raw:
+        payloads._decode_cmf(msgpack.packb(payload))
+    with pytest.raises(ValueError) as whole_raw:
+        MessagePayload.model_validate(payload)
+    assert str(raw.value) == str(whole_raw.value)
+
+
+def test_a_cmf_payload_decoded_keeps_what_the_whole_record_keeps() -> None:
+    from cpexrt import payloads
+    from cpexrt._generated.records import MessagePayload
+
+    wire = message("search")
+    wire["message"]["later"] = {"kept": [1]}  # type: ignore[index]  # an unknown field of the message
+    wire["trace"] = "t"  # an unknown field of the payload record: the message is what plugins get
+    wire["hook"] = None
+    for got in (payloads.decode(1, wire), payloads._decode_cmf(msgpack.packb(wire))):
+        want = MessagePayload.from_wire(wire).message
+        assert type(got) is Message and got.to_wire() == want.to_wire() == wire["message"]
+        assert got.model_extra == {"later": {"kept": [1]}} and got.model_fields_set == want.model_fields_set
+        assert got.content[-1].to_wire() == UNKNOWN_PART and not got.content[-1].known
+    held = Message(role="user", content=[])  # a record inside the map: taken by the whole record, as it is
+    assert payloads.decode(1, {"message": held}) is held
 
 
 def test_unknown_parts_survive_a_modification_through_the_library() -> None:
