@@ -221,6 +221,9 @@ def _decode_cmf(wire: bytes) -> Any:
         message = data.get("message")
         hook = data.get("hook")
         if type(message) is dict and (hook is None or type(hook) is str):
+            parse = _parse
+            if parse is not None and (made := parse(records.Message, message)) is not None:
+                return made
             try:
                 return records.Message._parse(message)
             except RecordError as exc:
@@ -229,6 +232,20 @@ def _decode_cmf(wire: bytes) -> Any:
                 raise
     payload: MessagePayload = records.MessagePayload.model_validate(data)
     return payload.message
+
+
+# How a CMF message map is parsed when it can be on a fast path: None (the generated
+# _parse) unless the boundary installed its C parse (ffi/natives.c parse: the record
+# _parse makes, from a map whose values are all of their exact types; None for any
+# other map, which _parse then refuses naming the field, or takes as it would).
+_parse: Callable[[type[Any], dict[str, Any]], Any] | None = None
+
+
+def install_parse(fn: Callable[[type[Any], dict[str, Any]], Any] | None) -> None:
+    """Makes fn (natives.parse's signature and results) the first parse of every CMF
+    message decoded from now on; None: the generated _parse alone."""
+    global _parse
+    _parse = fn
 
 
 def _decoder(payload_type: int) -> Callable[[bytes], Any]:
@@ -298,6 +315,10 @@ def _message_of(wire: dict[str, Any], what: str) -> Message:
     if type(message) is dict:
         hook = wire.get("hook")
         if hook is None or type(hook) is str:
+            parse = _parse
+            if parse is not None and (fast := parse(records.Message, message)) is not None:
+                taken: Message = fast
+                return taken
             try:
                 parsed: Message = records.Message._parse(message)
             except RecordError as exc:

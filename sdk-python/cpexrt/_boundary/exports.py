@@ -19,6 +19,7 @@ from cpexrt import payloads
 from cpexrt._boundary.handles import HANDLES, Kind
 from cpexrt._boundary.signals import refuse_signal_handlers
 from cpexrt._boundary.sinks import LOG_FORWARDER, CallbackSink
+from cpexrt._generated import records
 from cpexrt._generated.abi_cdef import PYTHON_FUNCTIONS
 from cpexrt._generated.errors import UNCHANGED_RESULTS, Status
 from cpexrt._generated.records import CallOptions, PipelineResult, PluginError
@@ -26,7 +27,7 @@ from cpexrt.engine import Engine, driver
 from cpexrt.engine.executor import PipelineOutcome
 from cpexrt.engine.watchdog import WATCHDOG
 from cpexrt.errors import CpexError, InvalidInputError
-from cpexrt.wire import WireRecord, pack, to_wire_value, unpack
+from cpexrt.wire import WireRecord, pack, parse_specs, to_wire_value, unpack
 
 OK = 1
 _MAX_MESSAGE = 64 * 1024
@@ -55,6 +56,10 @@ class Exports:
         slot = WireRecord.__dict__
         natives.clone_setup(WireRecord, object.__new__, slot["_fields_set"], slot["_extra"])
         payloads.install_clone(natives.clone)
+        # A host's CMF message parsed in C when every value is of its exact type
+        # (natives.parse: the record the generated _parse makes; _parse for the rest).
+        natives.parse_setup(parse_specs(vars(records)))
+        payloads.install_parse(natives.parse)
         # A generic payload's private copies made in C too (natives.copy_plain: what a
         # decode of the snapshot's bytes gives; a decode for anything else).
         payloads.install_plain_copy(natives.copy_plain)
