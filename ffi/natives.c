@@ -41,6 +41,257 @@ static PyObject *cpex__natives_plain_maps(PyObject *self, PyObject *const *args,
     return PyLong_FromLong(plain);
 }
 
+/* decode_map(data: bytes) -> dict | None: the map msgpack.unpackb(data) decodes (its
+   defaults: str as str, bin as bytes, arrays as lists, map keys interned), built here
+   for the bytes the C checker took (a map, string keys, no extension type); None when
+   data is not one whole map of exactly that kind (bytes keys, an extension type,
+   invalid UTF-8, bytes left over, nesting past the checker's CPEX__MAX_DEPTH): the caller then
+   decodes it with msgpack, which raises or decodes as it always did. */
+
+typedef struct {
+    const uint8_t *p, *end;
+} cpex__mp;
+
+static PyObject *cpex__mp_value(cpex__mp *in, int depth);
+
+static int cpex__mp_take(cpex__mp *in, size_t n, const uint8_t **out)
+{
+    if ((size_t)(in->end - in->p) < n)
+        return -1;
+    *out = in->p;
+    in->p += n;
+    return 0;
+}
+
+static int cpex__mp_uint(cpex__mp *in, int width, uint64_t *out)
+{
+    const uint8_t *b;
+    uint64_t v = 0;
+    int i;
+    if (cpex__mp_take(in, (size_t)width, &b) != 0)
+        return -1;
+    for (i = 0; i < width; i++)
+        v = (v << 8) | b[i];
+    *out = v;
+    return 0;
+}
+
+static PyObject *cpex__mp_str(cpex__mp *in, size_t n)
+{
+    const uint8_t *b;
+    PyObject *out;
+    if (cpex__mp_take(in, n, &b) != 0)
+        return NULL;
+    out = PyUnicode_DecodeUTF8((const char *)b, (Py_ssize_t)n, NULL);
+    if (out == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+        PyErr_Clear(); /* not taken: msgpack names it */
+    return out;
+}
+
+static PyObject *cpex__mp_bin(cpex__mp *in, size_t n)
+{
+    const uint8_t *b;
+    if (cpex__mp_take(in, n, &b) != 0)
+        return NULL;
+    return PyBytes_FromStringAndSize((const char *)b, (Py_ssize_t)n);
+}
+
+static PyObject *cpex__mp_array(cpex__mp *in, size_t n, int depth)
+{
+    PyObject *out;
+    size_t i;
+    if (n > (size_t)(in->end - in->p)) /* every item takes a byte at least */
+        return NULL;
+    out = PyList_New((Py_ssize_t)n);
+    if (out == NULL)
+        return NULL;
+    for (i = 0; i < n; i++) {
+        PyObject *item = cpex__mp_value(in, depth + 1);
+        if (item == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, (Py_ssize_t)i, item);
+    }
+    return out;
+}
+
+/* The map keys met lately, interned, by their bytes: a key met again (hosts send the
+   same few) is taken from here, with no decode, no hash and no intern lookup; the
+   same object PyUnicode_InternInPlace gives, since the table keeps it interned. A
+   slot holds the last key of its hash; keys of up to CPEX__MP_KEY_MAX bytes. */
+#define CPEX__MP_KEYS 512
+#define CPEX__MP_KEY_MAX 48
+static PyObject *cpex__mp_keys[CPEX__MP_KEYS];
+
+static PyObject *cpex__mp_key(cpex__mp *in)
+{
+    const uint8_t *b;
+    size_t n;
+    uint32_t h = 2166136261u;
+    PyObject *key, **slot;
+    uint8_t c;
+    if (in->p >= in->end)
+        return NULL;
+    c = *in->p;
+    if (c < 0xa0 || c > 0xbf || (size_t)(c & 0x1f) > CPEX__MP_KEY_MAX) {
+        key = cpex__mp_value(in, 0); /* a long key, or not a string */
+        if (key == NULL || !PyUnicode_CheckExact(key)) {
+            Py_XDECREF(key); /* a bytes key: not taken, msgpack decodes it */
+            return NULL;
+        }
+        PyUnicode_InternInPlace(&key);
+        return key;
+    }
+    in->p++;
+    n = c & 0x1f;
+    if (cpex__mp_take(in, n, &b) != 0)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 16777619u;
+    slot = &cpex__mp_keys[(h ^ (h >> 16)) % CPEX__MP_KEYS];
+    key = *slot;
+    if (key != NULL && PyUnicode_IS_COMPACT_ASCII(key) && (size_t)PyUnicode_GET_LENGTH(key) == n &&
+        memcmp(PyUnicode_DATA(key), b, n) == 0)
+        return Py_NewRef(key);
+    key = PyUnicode_DecodeUTF8((const char *)b, (Py_ssize_t)n, NULL);
+    if (key == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+            PyErr_Clear(); /* not taken: msgpack names it */
+        return NULL;
+    }
+    PyUnicode_InternInPlace(&key);
+    Py_XSETREF(*slot, Py_NewRef(key));
+    return key;
+}
+
+static PyObject *cpex__mp_map(cpex__mp *in, size_t n, int depth)
+{
+    PyObject *out;
+    size_t i;
+    if (n > (size_t)(in->end - in->p) / 2) /* every entry takes two bytes at least */
+        return NULL;
+    out = PyDict_New();
+    if (out == NULL)
+        return NULL;
+    for (i = 0; i < n; i++) {
+        PyObject *key = cpex__mp_key(in), *value; /* interned, as msgpack's map keys */
+        int rc;
+        if (key == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        value = cpex__mp_value(in, depth + 1);
+        if (value == NULL) {
+            Py_DECREF(key);
+            Py_DECREF(out);
+            return NULL;
+        }
+        rc = PyDict_SetItem(out, key, value);
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (rc != 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+static PyObject *cpex__mp_value(cpex__mp *in, int depth)
+{
+    const uint8_t *b;
+    uint64_t n;
+    uint8_t c;
+    if (depth > CPEX__MAX_DEPTH || cpex__mp_take(in, 1, &b) != 0)
+        return NULL;
+    c = *b;
+    if (c <= 0x7f)
+        return PyLong_FromLong(c);
+    if (c >= 0xe0)
+        return PyLong_FromLong((long)(int8_t)c);
+    if (c >= 0xa0 && c <= 0xbf)
+        return cpex__mp_str(in, c & 0x1f);
+    if (c >= 0x90 && c <= 0x9f)
+        return cpex__mp_array(in, c & 0x0f, depth);
+    if (c >= 0x80 && c <= 0x8f)
+        return cpex__mp_map(in, c & 0x0f, depth);
+    switch (c) {
+    case 0xc0:
+        Py_RETURN_NONE;
+    case 0xc2:
+        Py_RETURN_FALSE;
+    case 0xc3:
+        Py_RETURN_TRUE;
+    case 0xc4:
+    case 0xc5:
+    case 0xc6:
+        return cpex__mp_uint(in, 1 << (c - 0xc4), &n) == 0 ? cpex__mp_bin(in, (size_t)n) : NULL;
+    case 0xca: {
+        uint32_t bits;
+        float f;
+        if (cpex__mp_uint(in, 4, &n) != 0)
+            return NULL;
+        bits = (uint32_t)n;
+        memcpy(&f, &bits, sizeof f);
+        return PyFloat_FromDouble((double)f);
+    }
+    case 0xcb: {
+        double d;
+        if (cpex__mp_uint(in, 8, &n) != 0)
+            return NULL;
+        memcpy(&d, &n, sizeof d);
+        return PyFloat_FromDouble(d);
+    }
+    case 0xcc:
+    case 0xcd:
+    case 0xce:
+    case 0xcf:
+        return cpex__mp_uint(in, 1 << (c - 0xcc), &n) == 0 ? PyLong_FromUnsignedLongLong(n) : NULL;
+    case 0xd0:
+        return cpex__mp_uint(in, 1, &n) == 0 ? PyLong_FromLong((long)(int8_t)n) : NULL;
+    case 0xd1:
+        return cpex__mp_uint(in, 2, &n) == 0 ? PyLong_FromLong((long)(int16_t)n) : NULL;
+    case 0xd2:
+        return cpex__mp_uint(in, 4, &n) == 0 ? PyLong_FromLong((long)(int32_t)n) : NULL;
+    case 0xd3:
+        return cpex__mp_uint(in, 8, &n) == 0 ? PyLong_FromLongLong((long long)(int64_t)n) : NULL;
+    case 0xd9:
+    case 0xda:
+    case 0xdb:
+        return cpex__mp_uint(in, 1 << (c - 0xd9), &n) == 0 ? cpex__mp_str(in, (size_t)n) : NULL;
+    case 0xdc:
+    case 0xdd:
+        return cpex__mp_uint(in, 2 << (c - 0xdc), &n) == 0 ? cpex__mp_array(in, (size_t)n, depth) : NULL;
+    case 0xde:
+    case 0xdf:
+        return cpex__mp_uint(in, 2 << (c - 0xde), &n) == 0 ? cpex__mp_map(in, (size_t)n, depth) : NULL;
+    default:
+        return NULL; /* an extension type, or 0xc1 (never used) */
+    }
+}
+
+static PyObject *cpex__natives_decode_map(PyObject *self, PyObject *data)
+{
+    cpex__mp in;
+    PyObject *out;
+    (void)self;
+    if (!PyBytes_Check(data)) {
+        PyErr_SetString(PyExc_TypeError, "decode_map(data: bytes)");
+        return NULL;
+    }
+    in.p = (const uint8_t *)PyBytes_AS_STRING(data);
+    in.end = in.p + PyBytes_GET_SIZE(data);
+    if (in.p == in.end || ((*in.p & 0xf0) != 0x80 && *in.p != 0xde && *in.p != 0xdf))
+        Py_RETURN_NONE;
+    out = cpex__mp_value(&in, 0);
+    if (out != NULL && in.p != in.end)
+        Py_CLEAR(out); /* bytes left over: msgpack's ExtraData */
+    if (out == NULL && !PyErr_Occurred())
+        Py_RETURN_NONE;
+    return out;
+}
+
 /* copy_out(data: bytes) -> int: the address of a malloc'ed copy (cpexrt_copy_out),
    for the caller to free with cpex_free_buffer; MemoryError when malloc fails. */
 static PyObject *cpex__natives_copy_out(PyObject *self, PyObject *data)
@@ -967,26 +1218,26 @@ static int cpex__native_invoke_with(uintptr_t manager, const char *hook, size_t 
    exit) before the interpreter's last garbage collection, which still reads the
    definitions of the builtin objects (only their code is never called again). */
 typedef struct {
-    PyMethodDef methods[13];
+    PyMethodDef methods[14];
     PyModuleDef module;
-    char names[13][16];
+    char names[14][16];
 } cpex__natives_defs;
 
 /* Called by the boundary once, as it loads: puts the module into sys.modules.
    0 on success, -1 (with nothing installed) otherwise. */
 int cpexrt_install_natives(void)
 {
-    static const char *const names[13] = {"_cpex_natives", "plain_maps", "copy_out",    "drain",
+    static const char *const names[14] = {"_cpex_natives", "plain_maps", "copy_out",    "drain",
                                           "clone",         "clone_setup", "set_invoke", "copy_plain",
                                           "watch_setup",   "watch_arm",   "watch_disarm", "parse",
-                                          "parse_setup"};
+                                          "parse_setup",   "decode_map"};
     cpex__natives_defs *defs = (cpex__natives_defs *)calloc(1, sizeof *defs);
     PyGILState_STATE gil;
     PyObject *module;
     int rc = -1, i;
     if (defs == NULL)
         return -1;
-    for (i = 0; i < 13; i++)
+    for (i = 0; i < 14; i++)
         strcpy(defs->names[i], names[i]);
     defs->methods[0] = (PyMethodDef){defs->names[1], (PyCFunction)(void (*)(void))cpex__natives_plain_maps, METH_FASTCALL, NULL};
     defs->methods[1] = (PyMethodDef){defs->names[2], cpex__natives_copy_out, METH_O, NULL};
@@ -1000,6 +1251,7 @@ int cpexrt_install_natives(void)
     defs->methods[9] = (PyMethodDef){defs->names[10], cpex__natives_watch_disarm, METH_NOARGS, NULL};
     defs->methods[10] = (PyMethodDef){defs->names[11], (PyCFunction)(void (*)(void))cpex__natives_parse, METH_FASTCALL, NULL};
     defs->methods[11] = (PyMethodDef){defs->names[12], cpex__natives_parse_setup, METH_O, NULL};
+    defs->methods[12] = (PyMethodDef){defs->names[13], cpex__natives_decode_map, METH_O, NULL};
     defs->module = (PyModuleDef){PyModuleDef_HEAD_INIT, defs->names[0], NULL, -1, defs->methods, NULL, NULL, NULL, NULL};
     gil = PyGILState_Ensure();
     module = PyModule_Create(&defs->module);

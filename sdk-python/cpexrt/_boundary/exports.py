@@ -39,6 +39,15 @@ _DRAIN = 256  # CPEX__FREED_MAX of ffi/handles.c
 _unpackb = msgpack.unpackb
 
 
+def _no_map(data: bytes) -> None:
+    return None
+
+
+# The C decode of a map the C checker took (ffi/natives.c decode_map), installed as the
+# boundary loads (Exports); until then none (msgpack decodes).
+_decode_map: Callable[[bytes], Any] = _no_map
+
+
 class Exports:
     def __init__(self, ffi: Any, lib: Any) -> None:
         self.ffi = ffi
@@ -60,6 +69,10 @@ class Exports:
         # (natives.parse: the record the generated _parse makes; _parse for the rest).
         natives.parse_setup(parse_specs(vars(records)))
         payloads.install_parse(natives.parse)
+        # A map the C checker took decoded in C too (natives.decode_map: the map
+        # unpackb gives; None for msgpack to decode what it does not take).
+        global _decode_map
+        _decode_map = natives.decode_map
         # A generic payload's private copies made in C too (natives.copy_plain: what a
         # decode of the snapshot's bytes gives; a decode for anything else).
         payloads.install_plain_copy(natives.copy_plain)
@@ -496,14 +509,26 @@ def invoke_decoded(
     # the limits would; an engine worker's verdicts come from the host, with its view
     # of the limits, so it is decoded with the limits again. A map the checker
     # refused gets decode_checked's checks and message.
+    # Exact verdicts come from the boundary, which decodes such a map in C first
+    # (natives.decode_map: what unpackb gives, or None for msgpack to decode).
     if plain & 1:
-        body = _unpackb(body_wire) if exact else unpack(body_wire, "payload", entries)
+        if exact:
+            body = _decode_map(body_wire)
+            if body is None:
+                body = _unpackb(body_wire)
+        else:
+            body = unpack(body_wire, "payload", entries)
     else:
         body = _not_plain(body_wire, "payload", entries)
     ext = None
     if ext_wire is not None:
         if plain & 2:
-            ext = _unpackb(ext_wire) if exact else unpack(ext_wire, "extensions", entries)
+            if exact:
+                ext = _decode_map(ext_wire)
+                if ext is None:
+                    ext = _unpackb(ext_wire)
+            else:
+                ext = unpack(ext_wire, "extensions", entries)
         else:
             ext = _not_plain(ext_wire, "extensions", entries)
     request = None
