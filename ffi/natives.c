@@ -41,6 +41,257 @@ static PyObject *cpex__natives_plain_maps(PyObject *self, PyObject *const *args,
     return PyLong_FromLong(plain);
 }
 
+/* decode_map(data: bytes) -> dict | None: the map msgpack.unpackb(data) decodes (its
+   defaults: str as str, bin as bytes, arrays as lists, map keys interned), built here
+   for the bytes the C checker took (a map, string keys, no extension type); None when
+   data is not one whole map of exactly that kind (bytes keys, an extension type,
+   invalid UTF-8, bytes left over, nesting past the checker's CPEX__MAX_DEPTH): the caller then
+   decodes it with msgpack, which raises or decodes as it always did. */
+
+typedef struct {
+    const uint8_t *p, *end;
+} cpex__mp;
+
+static PyObject *cpex__mp_value(cpex__mp *in, int depth);
+
+static int cpex__mp_take(cpex__mp *in, size_t n, const uint8_t **out)
+{
+    if ((size_t)(in->end - in->p) < n)
+        return -1;
+    *out = in->p;
+    in->p += n;
+    return 0;
+}
+
+static int cpex__mp_uint(cpex__mp *in, int width, uint64_t *out)
+{
+    const uint8_t *b;
+    uint64_t v = 0;
+    int i;
+    if (cpex__mp_take(in, (size_t)width, &b) != 0)
+        return -1;
+    for (i = 0; i < width; i++)
+        v = (v << 8) | b[i];
+    *out = v;
+    return 0;
+}
+
+static PyObject *cpex__mp_str(cpex__mp *in, size_t n)
+{
+    const uint8_t *b;
+    PyObject *out;
+    if (cpex__mp_take(in, n, &b) != 0)
+        return NULL;
+    out = PyUnicode_DecodeUTF8((const char *)b, (Py_ssize_t)n, NULL);
+    if (out == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+        PyErr_Clear(); /* not taken: msgpack names it */
+    return out;
+}
+
+static PyObject *cpex__mp_bin(cpex__mp *in, size_t n)
+{
+    const uint8_t *b;
+    if (cpex__mp_take(in, n, &b) != 0)
+        return NULL;
+    return PyBytes_FromStringAndSize((const char *)b, (Py_ssize_t)n);
+}
+
+static PyObject *cpex__mp_array(cpex__mp *in, size_t n, int depth)
+{
+    PyObject *out;
+    size_t i;
+    if (n > (size_t)(in->end - in->p)) /* every item takes a byte at least */
+        return NULL;
+    out = PyList_New((Py_ssize_t)n);
+    if (out == NULL)
+        return NULL;
+    for (i = 0; i < n; i++) {
+        PyObject *item = cpex__mp_value(in, depth + 1);
+        if (item == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, (Py_ssize_t)i, item);
+    }
+    return out;
+}
+
+/* The map keys met lately, interned, by their bytes: a key met again (hosts send the
+   same few) is taken from here, with no decode, no hash and no intern lookup; the
+   same object PyUnicode_InternInPlace gives, since the table keeps it interned. A
+   slot holds the last key of its hash; keys of up to CPEX__MP_KEY_MAX bytes. */
+#define CPEX__MP_KEYS 512
+#define CPEX__MP_KEY_MAX 48
+static PyObject *cpex__mp_keys[CPEX__MP_KEYS];
+
+static PyObject *cpex__mp_key(cpex__mp *in)
+{
+    const uint8_t *b;
+    size_t n;
+    uint32_t h = 2166136261u;
+    PyObject *key, **slot;
+    uint8_t c;
+    if (in->p >= in->end)
+        return NULL;
+    c = *in->p;
+    if (c < 0xa0 || c > 0xbf || (size_t)(c & 0x1f) > CPEX__MP_KEY_MAX) {
+        key = cpex__mp_value(in, 0); /* a long key, or not a string */
+        if (key == NULL || !PyUnicode_CheckExact(key)) {
+            Py_XDECREF(key); /* a bytes key: not taken, msgpack decodes it */
+            return NULL;
+        }
+        PyUnicode_InternInPlace(&key);
+        return key;
+    }
+    in->p++;
+    n = c & 0x1f;
+    if (cpex__mp_take(in, n, &b) != 0)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 16777619u;
+    slot = &cpex__mp_keys[(h ^ (h >> 16)) % CPEX__MP_KEYS];
+    key = *slot;
+    if (key != NULL && PyUnicode_IS_COMPACT_ASCII(key) && (size_t)PyUnicode_GET_LENGTH(key) == n &&
+        memcmp(PyUnicode_DATA(key), b, n) == 0)
+        return Py_NewRef(key);
+    key = PyUnicode_DecodeUTF8((const char *)b, (Py_ssize_t)n, NULL);
+    if (key == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+            PyErr_Clear(); /* not taken: msgpack names it */
+        return NULL;
+    }
+    PyUnicode_InternInPlace(&key);
+    Py_XSETREF(*slot, Py_NewRef(key));
+    return key;
+}
+
+static PyObject *cpex__mp_map(cpex__mp *in, size_t n, int depth)
+{
+    PyObject *out;
+    size_t i;
+    if (n > (size_t)(in->end - in->p) / 2) /* every entry takes two bytes at least */
+        return NULL;
+    out = PyDict_New();
+    if (out == NULL)
+        return NULL;
+    for (i = 0; i < n; i++) {
+        PyObject *key = cpex__mp_key(in), *value; /* interned, as msgpack's map keys */
+        int rc;
+        if (key == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        value = cpex__mp_value(in, depth + 1);
+        if (value == NULL) {
+            Py_DECREF(key);
+            Py_DECREF(out);
+            return NULL;
+        }
+        rc = PyDict_SetItem(out, key, value);
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (rc != 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+static PyObject *cpex__mp_value(cpex__mp *in, int depth)
+{
+    const uint8_t *b;
+    uint64_t n;
+    uint8_t c;
+    if (depth > CPEX__MAX_DEPTH || cpex__mp_take(in, 1, &b) != 0)
+        return NULL;
+    c = *b;
+    if (c <= 0x7f)
+        return PyLong_FromLong(c);
+    if (c >= 0xe0)
+        return PyLong_FromLong((long)(int8_t)c);
+    if (c >= 0xa0 && c <= 0xbf)
+        return cpex__mp_str(in, c & 0x1f);
+    if (c >= 0x90 && c <= 0x9f)
+        return cpex__mp_array(in, c & 0x0f, depth);
+    if (c >= 0x80 && c <= 0x8f)
+        return cpex__mp_map(in, c & 0x0f, depth);
+    switch (c) {
+    case 0xc0:
+        Py_RETURN_NONE;
+    case 0xc2:
+        Py_RETURN_FALSE;
+    case 0xc3:
+        Py_RETURN_TRUE;
+    case 0xc4:
+    case 0xc5:
+    case 0xc6:
+        return cpex__mp_uint(in, 1 << (c - 0xc4), &n) == 0 ? cpex__mp_bin(in, (size_t)n) : NULL;
+    case 0xca: {
+        uint32_t bits;
+        float f;
+        if (cpex__mp_uint(in, 4, &n) != 0)
+            return NULL;
+        bits = (uint32_t)n;
+        memcpy(&f, &bits, sizeof f);
+        return PyFloat_FromDouble((double)f);
+    }
+    case 0xcb: {
+        double d;
+        if (cpex__mp_uint(in, 8, &n) != 0)
+            return NULL;
+        memcpy(&d, &n, sizeof d);
+        return PyFloat_FromDouble(d);
+    }
+    case 0xcc:
+    case 0xcd:
+    case 0xce:
+    case 0xcf:
+        return cpex__mp_uint(in, 1 << (c - 0xcc), &n) == 0 ? PyLong_FromUnsignedLongLong(n) : NULL;
+    case 0xd0:
+        return cpex__mp_uint(in, 1, &n) == 0 ? PyLong_FromLong((long)(int8_t)n) : NULL;
+    case 0xd1:
+        return cpex__mp_uint(in, 2, &n) == 0 ? PyLong_FromLong((long)(int16_t)n) : NULL;
+    case 0xd2:
+        return cpex__mp_uint(in, 4, &n) == 0 ? PyLong_FromLong((long)(int32_t)n) : NULL;
+    case 0xd3:
+        return cpex__mp_uint(in, 8, &n) == 0 ? PyLong_FromLongLong((long long)(int64_t)n) : NULL;
+    case 0xd9:
+    case 0xda:
+    case 0xdb:
+        return cpex__mp_uint(in, 1 << (c - 0xd9), &n) == 0 ? cpex__mp_str(in, (size_t)n) : NULL;
+    case 0xdc:
+    case 0xdd:
+        return cpex__mp_uint(in, 2 << (c - 0xdc), &n) == 0 ? cpex__mp_array(in, (size_t)n, depth) : NULL;
+    case 0xde:
+    case 0xdf:
+        return cpex__mp_uint(in, 2 << (c - 0xde), &n) == 0 ? cpex__mp_map(in, (size_t)n, depth) : NULL;
+    default:
+        return NULL; /* an extension type, or 0xc1 (never used) */
+    }
+}
+
+static PyObject *cpex__natives_decode_map(PyObject *self, PyObject *data)
+{
+    cpex__mp in;
+    PyObject *out;
+    (void)self;
+    if (!PyBytes_Check(data)) {
+        PyErr_SetString(PyExc_TypeError, "decode_map(data: bytes)");
+        return NULL;
+    }
+    in.p = (const uint8_t *)PyBytes_AS_STRING(data);
+    in.end = in.p + PyBytes_GET_SIZE(data);
+    if (in.p == in.end || ((*in.p & 0xf0) != 0x80 && *in.p != 0xde && *in.p != 0xdf))
+        Py_RETURN_NONE;
+    out = cpex__mp_value(&in, 0);
+    if (out != NULL && in.p != in.end)
+        Py_CLEAR(out); /* bytes left over: msgpack's ExtraData */
+    if (out == NULL && !PyErr_Occurred())
+        Py_RETURN_NONE;
+    return out;
+}
+
 /* copy_out(data: bytes) -> int: the address of a malloc'ed copy (cpexrt_copy_out),
    for the caller to free with cpex_free_buffer; MemoryError when malloc fails. */
 static PyObject *cpex__natives_copy_out(PyObject *self, PyObject *data)
@@ -308,6 +559,294 @@ static PyObject *cpex__natives_clone_setup(PyObject *self, PyObject *const *args
     Py_XSETREF(cpex__clone_fields_set, Py_NewRef(args[2]));
     Py_XSETREF(cpex__clone_extra, Py_NewRef(args[3]));
     Py_XSETREF(cpex__clone_record_type, Py_NewRef(args[0]));
+    Py_RETURN_NONE;
+}
+
+/* parse(cls, data) -> the record cls._parse(data) makes, or None when it does not
+   take data (the caller then runs cls._parse, which refuses it naming the field or
+   takes it as it would). It takes only what the generated _parse takes on its inline
+   path, exact types all the way down: a string field's exact str, a record field's
+   exact dict (parsed as its record), a list of records' exact list of exact dicts, a
+   map of any's exact dict with exact str keys (copied), an any as it is; a union's
+   exact str tag, a known variant's value parsed as its record (a string variant's
+   taken as it is), an unknown one's whole map kept. The record it makes is the one
+   _parse makes: the instance dict's keys in field order, the fields set, the unknown
+   fields in their order (None: none). A record class without a spec is parsed by
+   its own _parse (any exception: not taken). No Python code runs otherwise: keys are
+   exact str (cached hashes). parse_setup(specs) gives it the specs, once:
+   {cls: (names: frozenset, 0, ((name, kind, default, sub), ...))} for a record
+   (kinds CPEX__PARSE_*), {cls: (names, 1, (tag, {tag: (field, kind)}, fields))} for a
+   union (cpexrt.wire.parse_specs builds them from the generated classes). */
+
+enum {
+    CPEX__PARSE_STR,
+    CPEX__PARSE_STR_DEFAULT,
+    CPEX__PARSE_STR_OPT,
+    CPEX__PARSE_RECORD,
+    CPEX__PARSE_RECORD_OPT,
+    CPEX__PARSE_RECORDS,
+    CPEX__PARSE_RECORDS_OPT,
+    CPEX__PARSE_MAP,
+    CPEX__PARSE_MAP_OPT,
+    CPEX__PARSE_ANY,
+    CPEX__PARSE_ANY_OPT,
+};
+
+static PyObject *cpex__parse_specs, *cpex__parse_raw_key;
+
+/* Not taken: NULL with no exception set (an exception set: a real failure). */
+static PyObject *cpex__parse_record(PyObject *cls, PyObject *data, int depth);
+
+static PyObject *cpex__parse_own(PyObject *cls, PyObject *data)
+{
+    PyObject *out = PyObject_CallMethod(cls, "_parse", "O", data);
+    if (out == NULL)
+        PyErr_Clear(); /* refused: the caller's _parse names why */
+    return out;
+}
+
+/* A record field's value: an exact dict parsed as cls, NULL (not taken) else. */
+static PyObject *cpex__parse_sub(PyObject *cls, PyObject *value, int depth)
+{
+    if (!PyDict_CheckExact(value))
+        return NULL;
+    return cpex__parse_record(cls, value, depth + 1);
+}
+
+static PyObject *cpex__parse_records(PyObject *cls, PyObject *value, int depth)
+{
+    Py_ssize_t n, i;
+    PyObject *out;
+    if (!PyList_CheckExact(value))
+        return NULL;
+    n = PyList_GET_SIZE(value);
+    out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    for (i = 0; i < n; i++) {
+        PyObject *item = cpex__parse_sub(cls, PyList_GET_ITEM(value, i), depth);
+        if (item == NULL || PyList_GET_SIZE(value) != n) {
+            Py_XDECREF(item);
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, item);
+    }
+    return out;
+}
+
+static PyObject *cpex__parse_map(PyObject *value)
+{
+    PyObject *key, *item;
+    Py_ssize_t pos = 0;
+    if (!PyDict_CheckExact(value))
+        return NULL;
+    while (PyDict_Next(value, &pos, &key, &item))
+        if (!PyUnicode_CheckExact(key))
+            return NULL;
+    return PyDict_Copy(value);
+}
+
+/* The record's instance dict values, its fields set and unknown fields, set on a new
+   cls (as _parse: object.__new__, then the three slots). Steals values. */
+static PyObject *cpex__parse_make(PyObject *cls, PyObject *names, PyObject *data, PyObject *values)
+{
+    PyObject *out = NULL, *fields_set = NULL, *extra = NULL, *key, *item;
+    Py_ssize_t pos = 0;
+    if (((PyTypeObject *)cls)->tp_new != PyBaseObject_Type.tp_new || cpex__clone_no_args == NULL) {
+        PyErr_SetString(PyExc_TypeError, "parse: a record class with a __new__ of its own");
+        goto done;
+    }
+    out = ((PyTypeObject *)cls)->tp_new((PyTypeObject *)cls, cpex__clone_no_args, NULL);
+    if (out == NULL || PyObject_GenericSetDict(out, values, NULL) != 0)
+        goto fail;
+    fields_set = PySet_New(data);
+    if (fields_set == NULL)
+        goto fail;
+    while (PyDict_Next(data, &pos, &key, &item)) {
+        int known = PySet_Contains(names, key);
+        if (known < 0)
+            goto fail;
+        if (known)
+            continue;
+        if (extra == NULL && (extra = PyDict_New()) == NULL)
+            goto fail;
+        if (PyDict_SetItem(extra, key, item) != 0 || PySet_Discard(fields_set, key) < 0)
+            goto fail;
+    }
+    if (cpex__clone_slot_set(cpex__clone_fields_set, out, fields_set) != 0 ||
+        cpex__clone_slot_set(cpex__clone_extra, out, extra != NULL ? extra : Py_None) != 0)
+        goto fail;
+    goto done;
+fail:
+    Py_CLEAR(out);
+done:
+    Py_DECREF(values);
+    Py_XDECREF(fields_set);
+    Py_XDECREF(extra);
+    return out;
+}
+
+static PyObject *cpex__parse_union(PyObject *cls, PyObject *names, PyObject *spec, PyObject *data, int depth)
+{
+    PyObject *tag_name, *variants, *fields, *tag, *known, *values;
+    Py_ssize_t i, n;
+    if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != 3)
+        return NULL;
+    tag_name = PyTuple_GET_ITEM(spec, 0);
+    variants = PyTuple_GET_ITEM(spec, 1);
+    fields = PyTuple_GET_ITEM(spec, 2);
+    tag = PyDict_GetItemWithError(data, tag_name);
+    if (tag == NULL || !PyUnicode_CheckExact(tag))
+        return NULL;
+    values = PyDict_New();
+    if (values == NULL || PyDict_SetItem(values, tag_name, tag) != 0)
+        goto fail;
+    n = PyTuple_GET_SIZE(fields);
+    for (i = 0; i < n; i++) {
+        PyObject *field = PyTuple_GET_ITEM(fields, i), *value = PyDict_GetItemWithError(data, field);
+        if (value == NULL && PyErr_Occurred())
+            goto fail;
+        if (PyDict_SetItem(values, field, value != NULL ? value : Py_None) != 0)
+            goto fail;
+    }
+    known = PyDict_GetItemWithError(variants, tag);
+    if (known == NULL) {
+        PyObject *raw;
+        if (PyErr_Occurred())
+            goto fail;
+        raw = PyDict_Copy(data); /* an unknown variant: its whole map, re-emitted as received */
+        if (raw == NULL || PyDict_SetItem(values, cpex__parse_raw_key, raw) != 0) {
+            Py_XDECREF(raw);
+            goto fail;
+        }
+        Py_DECREF(raw);
+    } else {
+        PyObject *field = PyTuple_GET_ITEM(known, 0), *kind = PyTuple_GET_ITEM(known, 1);
+        PyObject *value = PyDict_GetItemWithError(values, field);
+        if (value == NULL)
+            goto fail;
+        if (kind != (PyObject *)&PyUnicode_Type && value != Py_None && (PyObject *)Py_TYPE(value) != kind) {
+            PyObject *parsed = cpex__parse_sub(kind, value, depth);
+            int rc;
+            if (parsed == NULL)
+                goto fail;
+            rc = PyDict_SetItem(values, field, parsed);
+            Py_DECREF(parsed);
+            if (rc != 0)
+                goto fail;
+        }
+    }
+    return cpex__parse_make(cls, names, data, values);
+fail:
+    Py_XDECREF(values);
+    return NULL;
+}
+
+static PyObject *cpex__parse_record(PyObject *cls, PyObject *data, int depth)
+{
+    PyObject *spec, *names, *fields, *values;
+    Py_ssize_t i, n;
+    if (depth > CPEX__CLONE_DEPTH)
+        return NULL;
+    spec = PyDict_GetItemWithError(cpex__parse_specs, cls);
+    if (spec == NULL)
+        return PyErr_Occurred() ? NULL : cpex__parse_own(cls, data);
+    if (!PyTuple_CheckExact(spec) || PyTuple_GET_SIZE(spec) != 3)
+        return NULL;
+    names = PyTuple_GET_ITEM(spec, 0);
+    fields = PyTuple_GET_ITEM(spec, 2);
+    if (PyTuple_GET_ITEM(spec, 1) == Py_True)
+        return cpex__parse_union(cls, names, fields, data, depth);
+    values = PyDict_New();
+    if (values == NULL)
+        return NULL;
+    n = PyTuple_GET_SIZE(fields);
+    for (i = 0; i < n; i++) {
+        PyObject *field = PyTuple_GET_ITEM(fields, i), *name = PyTuple_GET_ITEM(field, 0);
+        long kind = PyLong_AsLong(PyTuple_GET_ITEM(field, 1));
+        PyObject *sub = PyTuple_GET_ITEM(field, 3), *value = PyDict_GetItemWithError(data, name), *made = NULL;
+        int optional = kind == CPEX__PARSE_STR_OPT || kind == CPEX__PARSE_RECORD_OPT || kind == CPEX__PARSE_RECORDS_OPT ||
+                       kind == CPEX__PARSE_MAP_OPT || kind == CPEX__PARSE_ANY_OPT;
+        int rc;
+        if (value == NULL && PyErr_Occurred())
+            goto fail;
+        if (value == NULL && kind == CPEX__PARSE_STR_DEFAULT)
+            value = PyTuple_GET_ITEM(field, 2);
+        if (value == NULL || value == Py_None) {
+            if (!optional)
+                goto fail; /* missing or null: _parse refuses it (or says why it takes it) */
+            made = Py_NewRef(Py_None);
+        } else {
+            switch (kind) {
+            case CPEX__PARSE_STR:
+            case CPEX__PARSE_STR_DEFAULT:
+            case CPEX__PARSE_STR_OPT:
+                made = PyUnicode_CheckExact(value) ? Py_NewRef(value) : NULL;
+                break;
+            case CPEX__PARSE_RECORD:
+            case CPEX__PARSE_RECORD_OPT:
+                made = cpex__parse_sub(sub, value, depth);
+                break;
+            case CPEX__PARSE_RECORDS:
+            case CPEX__PARSE_RECORDS_OPT:
+                made = cpex__parse_records(sub, value, depth);
+                break;
+            case CPEX__PARSE_MAP:
+            case CPEX__PARSE_MAP_OPT:
+                made = cpex__parse_map(value);
+                break;
+            case CPEX__PARSE_ANY:
+            case CPEX__PARSE_ANY_OPT:
+                made = Py_NewRef(value);
+                break;
+            default:
+                break;
+            }
+        }
+        if (made == NULL)
+            goto fail;
+        rc = PyDict_SetItem(values, name, made);
+        Py_DECREF(made);
+        if (rc != 0)
+            goto fail;
+    }
+    return cpex__parse_make(cls, names, data, values);
+fail:
+    Py_DECREF(values);
+    return NULL;
+}
+
+static PyObject *cpex__natives_parse(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *out;
+    (void)self;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "parse(cls, data)");
+        return NULL;
+    }
+    if (cpex__parse_specs == NULL || cpex__clone_fields_set == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "parse: parse_setup and clone_setup were not called");
+        return NULL;
+    }
+    if (!PyDict_CheckExact(args[1]))
+        Py_RETURN_NONE;
+    out = cpex__parse_record(args[0], args[1], 0);
+    if (out == NULL && !PyErr_Occurred())
+        Py_RETURN_NONE;
+    return out;
+}
+
+static PyObject *cpex__natives_parse_setup(PyObject *self, PyObject *specs)
+{
+    (void)self;
+    if (!PyDict_CheckExact(specs)) {
+        PyErr_SetString(PyExc_TypeError, "parse_setup(specs: dict)");
+        return NULL;
+    }
+    if (cpex__parse_raw_key == NULL && (cpex__parse_raw_key = PyUnicode_InternFromString("_raw")) == NULL)
+        return NULL;
+    Py_XSETREF(cpex__parse_specs, Py_NewRef(specs)); /* kept for the life of the process */
     Py_RETURN_NONE;
 }
 
@@ -679,25 +1218,26 @@ static int cpex__native_invoke_with(uintptr_t manager, const char *hook, size_t 
    exit) before the interpreter's last garbage collection, which still reads the
    definitions of the builtin objects (only their code is never called again). */
 typedef struct {
-    PyMethodDef methods[11];
+    PyMethodDef methods[14];
     PyModuleDef module;
-    char names[11][16];
+    char names[14][16];
 } cpex__natives_defs;
 
 /* Called by the boundary once, as it loads: puts the module into sys.modules.
    0 on success, -1 (with nothing installed) otherwise. */
 int cpexrt_install_natives(void)
 {
-    static const char *const names[11] = {"_cpex_natives", "plain_maps", "copy_out",    "drain",
+    static const char *const names[14] = {"_cpex_natives", "plain_maps", "copy_out",    "drain",
                                           "clone",         "clone_setup", "set_invoke", "copy_plain",
-                                          "watch_setup",   "watch_arm",   "watch_disarm"};
+                                          "watch_setup",   "watch_arm",   "watch_disarm", "parse",
+                                          "parse_setup",   "decode_map"};
     cpex__natives_defs *defs = (cpex__natives_defs *)calloc(1, sizeof *defs);
     PyGILState_STATE gil;
     PyObject *module;
     int rc = -1, i;
     if (defs == NULL)
         return -1;
-    for (i = 0; i < 11; i++)
+    for (i = 0; i < 14; i++)
         strcpy(defs->names[i], names[i]);
     defs->methods[0] = (PyMethodDef){defs->names[1], (PyCFunction)(void (*)(void))cpex__natives_plain_maps, METH_FASTCALL, NULL};
     defs->methods[1] = (PyMethodDef){defs->names[2], cpex__natives_copy_out, METH_O, NULL};
@@ -709,6 +1249,9 @@ int cpexrt_install_natives(void)
     defs->methods[7] = (PyMethodDef){defs->names[8], (PyCFunction)(void (*)(void))cpex__natives_watch_setup, METH_FASTCALL, NULL};
     defs->methods[8] = (PyMethodDef){defs->names[9], cpex__natives_watch_arm, METH_O, NULL};
     defs->methods[9] = (PyMethodDef){defs->names[10], cpex__natives_watch_disarm, METH_NOARGS, NULL};
+    defs->methods[10] = (PyMethodDef){defs->names[11], (PyCFunction)(void (*)(void))cpex__natives_parse, METH_FASTCALL, NULL};
+    defs->methods[11] = (PyMethodDef){defs->names[12], cpex__natives_parse_setup, METH_O, NULL};
+    defs->methods[12] = (PyMethodDef){defs->names[13], cpex__natives_decode_map, METH_O, NULL};
     defs->module = (PyModuleDef){PyModuleDef_HEAD_INIT, defs->names[0], NULL, -1, defs->methods, NULL, NULL, NULL, NULL};
     gil = PyGILState_Ensure();
     module = PyModule_Create(&defs->module);

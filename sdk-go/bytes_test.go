@@ -2,7 +2,11 @@ package cpex
 
 import (
 	"bytes"
+	"reflect"
+	"sort"
 	"testing"
+
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 // Values keep their types across the boundary: bytes stay bytes (also inside maps
@@ -102,4 +106,74 @@ func TestRecordMapsEncodeSorted(t *testing.T) {
 			t.Fatalf("run %d encoded the same record differently", i)
 		}
 	}
+}
+
+// A record's map<string,any> field (ToolCall.Arguments) is written without reflection
+// for its common shapes: the bytes are the reflective path's (the keys sorted at every
+// depth, nested maps of other types, nil maps and scalars as msgpack writes them).
+func TestUntypedMapFieldsEncodeAsTheReflectivePathDoes(t *testing.T) {
+	args := map[string]any{
+		"z": "text", "a": int64(-3), "m": map[string]any{"y": []any{"s", map[string]any{"k2": 1, "k1": nil}}, "b": true},
+		"typed": map[string]int{"q": 2, "p": 1}, "nilmap": map[string]any(nil), "bytes": []byte{1, 2}, "f": 1.5,
+	}
+	for _, value := range []any{args, map[string]any{}, map[string]any(nil), "s", []any{args}} {
+		var fast, slow bytes.Buffer
+		if err := encodeSorted(newEncoder(&fast), value); err != nil {
+			t.Fatal(err)
+		}
+		if err := reflectiveSorted(newEncoder(&slow), value); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(fast.Bytes(), slow.Bytes()) {
+			t.Fatalf("%v encoded differently without reflection\n got %x\nwant %x", value, fast.Bytes(), slow.Bytes())
+		}
+	}
+	call, err := encode(ToolCall{ToolCallID: "c", Name: "n", Arguments: args}, "call")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back ToolCall
+	if err := decode(call, &back, "call"); err != nil || len(back.Arguments) != len(args) {
+		t.Fatalf("decoded %+v: %v", back, err)
+	}
+}
+
+// reflectiveSorted is encodeSorted by reflection alone, at every depth (its way before
+// the switch on the common shapes).
+func reflectiveSorted(enc *msgpack.Encoder, value any) error {
+	rv := reflect.ValueOf(value)
+	switch rv.Kind() {
+	case reflect.Map:
+		if rv.IsNil() || rv.Type().Key().Kind() != reflect.String {
+			return enc.Encode(value)
+		}
+		keys := rv.MapKeys()
+		sort.Slice(keys, func(i, j int) bool { return keys[i].String() < keys[j].String() })
+		if err := enc.EncodeMapLen(len(keys)); err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if err := enc.EncodeString(k.String()); err != nil {
+				return err
+			}
+			if err := reflectiveSorted(enc, rv.MapIndex(k).Interface()); err != nil {
+				return err
+			}
+		}
+		return nil
+	case reflect.Slice:
+		if rv.IsNil() || rv.Type().Elem().Kind() == reflect.Uint8 {
+			return enc.Encode(value)
+		}
+		if err := enc.EncodeArrayLen(rv.Len()); err != nil {
+			return err
+		}
+		for i := 0; i < rv.Len(); i++ {
+			if err := reflectiveSorted(enc, rv.Index(i).Interface()); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return enc.Encode(value)
 }

@@ -215,8 +215,37 @@ def _decode_generic(wire: bytes) -> Any:
 
 
 def _decode_cmf(wire: bytes) -> Any:
-    payload: MessagePayload = records.MessagePayload.model_validate(_unpack(wire))
+    data = _unpack(wire)
+    if type(data) is dict:
+        # As model_validate has it, without the MessagePayload record (_message_of).
+        message = data.get("message")
+        hook = data.get("hook")
+        if type(message) is dict and (hook is None or type(hook) is str):
+            parse = _parse
+            if parse is not None and (made := parse(records.Message, message)) is not None:
+                return made
+            try:
+                return records.Message._parse(message)
+            except RecordError as exc:
+                exc.loc.insert(0, "message")
+                exc.record = "MessagePayload"
+                raise
+    payload: MessagePayload = records.MessagePayload.model_validate(data)
     return payload.message
+
+
+# How a CMF message map is parsed when it can be on a fast path: None (the generated
+# _parse) unless the boundary installed its C parse (ffi/natives.c parse: the record
+# _parse makes, from a map whose values are all of their exact types; None for any
+# other map, which _parse then refuses naming the field, or takes as it would).
+_parse: Callable[[type[Any], dict[str, Any]], Any] | None = None
+
+
+def install_parse(fn: Callable[[type[Any], dict[str, Any]], Any] | None) -> None:
+    """Makes fn (natives.parse's signature and results) the first parse of every CMF
+    message decoded from now on; None: the generated _parse alone."""
+    global _parse
+    _parse = fn
 
 
 def _decoder(payload_type: int) -> Callable[[bytes], Any]:
@@ -269,11 +298,34 @@ def decode(payload_type: int, wire: Any) -> Any:
         raise InvalidInputError(f"payload: a {PAYLOAD_TYPES[payload_type]} payload must be a map, got {type(wire).__name__}")
     if payload_type == PAYLOAD_CMF_MESSAGE:
         try:
-            payload: MessagePayload = records.MessagePayload.from_wire(wire, "payload")
+            return _message_of(wire, "payload")
         except ParseError as exc:
             raise InvalidInputError(f"not a CMF MessagePayload: {exc}") from None
-        return payload.message
     return wire
+
+
+def _message_of(wire: dict[str, Any], what: str) -> Message:
+    """The Message of a MessagePayload map, checked as MessagePayload.from_wire(wire,
+    what) checks it (ParseError naming the field), without making the MessagePayload
+    record that only the message is taken from: when the message is a map and the hook
+    absent or a string (the record's only other field; unknown fields are the
+    record's, dropped with it), the message is parsed alone; anything else goes
+    through the whole record, which refuses it or takes it as it would."""
+    message = wire.get("message")
+    if type(message) is dict:
+        hook = wire.get("hook")
+        if hook is None or type(hook) is str:
+            parse = _parse
+            if parse is not None and (fast := parse(records.Message, message)) is not None:
+                taken: Message = fast
+                return taken
+            try:
+                parsed: Message = records.Message._parse(message)
+            except RecordError as exc:
+                raise ParseError(f"{what}.message{exc.where()}: {exc.msg}") from None
+            return parsed
+    payload: MessagePayload = records.MessagePayload.from_wire(wire, what)
+    return payload.message
 
 
 def encode(payload_type: int, value: Any) -> Any:

@@ -598,3 +598,75 @@ def unpack(data: bytes | memoryview, what: str, max_entries: int | None = None) 
         raise ParseError(f"{what}: invalid MessagePack: {exc}") from exc
     except (TypeError, msgpack.UnpackException) as exc:
         raise ParseError(f"{what}: invalid MessagePack: {exc}") from exc
+
+
+# -- the specs of the boundary's C parse ---------------------------------------------
+#
+# ffi/natives.c parse(cls, data) makes the record cls._parse(data) makes when data is
+# of exact types all the way down, from a spec per class (its kinds below, the C
+# enum's order); it leaves anything else to _parse. parse_specs builds the specs from
+# the generated classes: a class with a field whose check the spec cannot say gets
+# none (C then calls its _parse).
+
+(
+    PARSE_STR,
+    PARSE_STR_DEFAULT,
+    PARSE_STR_OPT,
+    PARSE_RECORD,
+    PARSE_RECORD_OPT,
+    PARSE_RECORDS,
+    PARSE_RECORDS_OPT,
+    PARSE_MAP,
+    PARSE_MAP_OPT,
+    PARSE_ANY,
+    PARSE_ANY_OPT,
+) = range(11)
+
+
+def parse_specs(classes: dict[str, Any]) -> dict[type, tuple[frozenset[str], bool, tuple[Any, ...]]]:
+    """The C parse's specs of the record classes among classes (a records module's
+    namespace): {cls: (field names, False, ((name, kind, default, sub), ...))} for a
+    record, {cls: (field names, True, (tag, {tag: (field, kind)}, fields))} for a
+    union."""
+    records = {name: c for name, c in classes.items() if isinstance(c, type) and issubclass(c, WireRecord)}
+    specs: dict[type, tuple[frozenset[str], bool, tuple[Any, ...]]] = {}
+    for cls in records.values():
+        if cls is WireRecord:
+            continue
+        variants = cls.__dict__.get("VARIANTS")
+        if variants is not None:
+            wire = [f.name for f in cls.WIRE]
+            specs[cls] = (cls._NAMES, True, (wire[0], dict(variants), tuple(wire[1:])))
+            continue
+        fields = []
+        for name, info in cls.model_fields.items():
+            field = _parse_field(info, records)
+            if field is None:
+                break
+            fields.append((name, *field))
+        else:
+            specs[cls] = (cls._NAMES, False, tuple(fields))
+    return specs
+
+
+def _parse_field(info: FieldInfo, records: dict[str, type]) -> tuple[int, Any, Any] | None:
+    """(kind, default, record class) of a field as its generated check has it, None
+    for a check the C parse does not make."""
+    optional = info.annotation.endswith(" | None")
+    base = info.annotation.removesuffix(" | None")
+    if optional or info.required:
+        slot = 1 if optional else 0
+        if base == "str":
+            return (PARSE_STR, PARSE_STR_OPT)[slot], None, None
+        if base == "Any":
+            return (PARSE_ANY, PARSE_ANY_OPT)[slot], None, None
+        if base == "dict[str, Any]":
+            return (PARSE_MAP, PARSE_MAP_OPT)[slot], None, None
+        if base in records:
+            return (PARSE_RECORD, PARSE_RECORD_OPT)[slot], None, records[base]
+        if base.startswith("list[") and base[5:-1] in records:
+            return (PARSE_RECORDS, PARSE_RECORDS_OPT)[slot], None, records[base[5:-1]]
+        return None
+    if base == "str" and type(info.default) is str:
+        return PARSE_STR_DEFAULT, info.default, None
+    return None

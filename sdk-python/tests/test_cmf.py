@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +57,71 @@ def test_a_malformed_cmf_payload_names_the_field() -> None:
     m.initialize()
     with pytest.raises(InvalidInputError, match=r"payload\.message\.role"):
         m.invoke(HOOK, 1, {"message": {"schema_version": "1", "content": []}})
+
+
+@pytest.mark.parametrize(
+    ("payload", "where"),
+    [
+        ({"message": {"schema_version": "1", "role": 1, "content": []}}, "payload.message.role: expected a string, got 1"),
+        ({"message": {"role": "user", "content": "x"}}, "payload.message.content: expected a list"),
+        ({"message": {"role": "user", "content": [{"content_type": 3}]}}, "payload.message.content[0].content_type"),
+        (
+            {"message": {"role": "user", "content": [{"content_type": "tool_call", "content": {"name": "t"}}]}},
+            "payload.message.content[0].content.tool_call_id: required, missing",
+        ),
+        (
+            {"message": {"role": "user", "content": [{"content_type": "tool_call", "content": "t"}]}},
+            "payload.message.content[0].content: expected a ToolCall (a map)",
+        ),
+        ({"message": {"role": "user", "content": []}, "hook": 5}, "payload.hook: expected a string, got 5"),
+        ({"message": 3}, "payload.message: expected a Message (a map), got 3"),
+        ({"hook": "h"}, "payload.message: required, missing"),
+    ],
+)
+@pytest.mark.parametrize("c_parse", [False, True])
+def test_a_cmf_payload_is_refused_as_the_whole_record_refuses_it(
+    payload: dict[str, Any], where: str, c_parse: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # payloads.decode parses the message without the MessagePayload record when it
+    # can, and first in C under libcpex: the refusals, and their messages, are the
+    # whole record's.
+    from cpexrt import payloads
+    from cpexrt._generated.records import MessagePayload
+    from cpexrt.errors import ParseError
+
+    monkeypatch.setattr(payloads, "_parse", native_parse() if c_parse else None)
+
+    with pytest.raises(ParseError) as whole:
+        MessagePayload.from_wire(payload, "payload")
+    with pytest.raises(InvalidInputError, match=re.escape(where)) as decoded:
+        payloads.decode(1, payload)
+    assert str(decoded.value) == f"not a CMF MessagePayload: {whole.value}"
+    with pytest.raises(ValueError, match=re.escape(where.replace("payload.", "MessagePayload.", 1))) as raw:
+        payloads._decode_cmf(msgpack.packb(payload))
+    with pytest.raises(ValueError) as whole_raw:
+        MessagePayload.model_validate(payload)
+    assert str(raw.value) == str(whole_raw.value)
+
+
+@pytest.mark.parametrize("c_parse", [False, True])
+def test_a_cmf_payload_decoded_keeps_what_the_whole_record_keeps(c_parse: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cpexrt import payloads
+    from cpexrt._generated.records import MessagePayload
+
+    monkeypatch.setattr(payloads, "_parse", native_parse() if c_parse else None)
+
+    wire = message("search")
+    wire["message"]["later"] = {"kept": [1]}  # type: ignore[index]  # an unknown field of the message
+    wire["trace"] = "t"  # an unknown field of the payload record: the message is what plugins get
+    wire["hook"] = None
+    for got in (payloads.decode(1, wire), payloads._decode_cmf(msgpack.packb(wire))):
+        want = MessagePayload.from_wire(wire).message
+        assert type(got) is Message and got.to_wire() == want.to_wire() == wire["message"]
+        assert got.model_extra == {"later": {"kept": [1]}} and got.model_fields_set == want.model_fields_set
+        assert got.content[-1].to_wire() == UNKNOWN_PART and not got.content[-1].known
+        same_record(got, want)
+    held = Message(role="user", content=[])  # a record inside the map: taken by the whole record, as it is
+    assert payloads.decode(1, {"message": held}) is held
 
 
 def test_unknown_parts_survive_a_modification_through_the_library() -> None:
@@ -225,6 +291,131 @@ def test_the_c_clone_makes_the_python_clones_copy_and_shares_nothing() -> None:
     for bad in ({"a": {1, 2}}, [object()], bytearray(b"x"), {1: "int key"}, nested):
         with pytest.raises(TypeError):
             c_clone(bad)
+
+
+def native_parse() -> Callable[[type[Any], dict[str, Any]], Any]:
+    """The boundary's C parse (ffi/natives.c), installed when libcpex loads."""
+    native_clone()
+    c_parse: Callable[[type[Any], dict[str, Any]], Any] = sys.modules["_cpex_natives"].parse
+    return c_parse
+
+
+def test_the_c_parse_makes_the_record_the_generated_parse_makes() -> None:
+    # Every vector of every record: the same record (instance dict in order, fields
+    # set, unknown fields, all the way down), or left to _parse (None) when _parse
+    # refuses it. A class the C specs do not cover is parsed by its own _parse.
+    from cpexrt import payloads
+    from cpexrt._generated import records
+    from cpexrt.wire import parse_specs
+
+    c_parse = native_parse()
+    assert payloads._parse == c_parse  # what every CMF message decoded from now on goes through first
+    specs = parse_specs(vars(records))
+    assert {records.Message, records.ContentPart, records.ToolCall, records.MessagePayload} <= specs.keys()
+    taken = 0
+    for path in sorted(VECTORS.glob("*.msgpack")):
+        cls = getattr(records, path.name.split(".")[0], None)
+        data = msgpack.unpackb(path.read_bytes())
+        if cls is None or type(data) is not dict:
+            continue
+        got = c_parse(cls, data)
+        try:
+            want = cls._parse(data)
+        except ValueError:
+            assert got is None, path.name
+            continue
+        assert got is not None, path.name
+        same_record(got, want, path.name)
+        assert shared_mutables(got, want) == [] or cls not in specs or _aliases_as_parse(got, want, data)
+        taken += 1
+    assert taken > 100
+    message = every_part_message()
+    same_record(c_parse(records.Message, message), records.Message._parse(message))
+
+
+def _aliases_as_parse(got: object, want: object, data: object) -> bool:
+    """got shares with data only what want (the generated _parse's record) shares."""
+    return shared_mutables(got, data) == shared_mutables(want, data)
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        (lambda m: m.update(role=1), "role"),
+        (lambda m: m.update(role=None), "role"),
+        (lambda m: m.pop("role"), "role"),
+        (lambda m: m.update(schema_version=None), "schema_version"),
+        (lambda m: m.update(content=None), "content"),
+        (lambda m: m.update(content="parts"), "content"),
+        (lambda m: m.update(content=tuple(m["content"])), None),  # _parse takes a tuple: C leaves it to it
+        (lambda m: m["content"].append("part"), "content[2]"),
+        (lambda m: m["content"][0].update(content_type=3), "content[0].content_type"),
+        (lambda m: m["content"][1].update(content="call"), "content[1].content"),
+        (lambda m: m["content"][1]["content"].pop("tool_call_id"), "content[1].content.tool_call_id"),
+        (lambda m: m["content"][1]["content"].update(name=b"x"), "content[1].content.name"),
+        (lambda m: m["content"][1]["content"]["arguments"].update({1: "x"}), "content[1].content.arguments"),
+        (lambda m: m["content"][1]["content"].update(arguments=[1]), "content[1].content.arguments"),
+        (lambda m: m.update(channel=Label("c")), None),  # a str subclass: _parse's check takes it
+        (
+            lambda m: m["content"].append({"content_type": "prompt_result", "content": {"x": 1}}),  # a class with no spec
+            "content[2].content.prompt_request_id",
+        ),
+    ],
+)
+def test_the_c_parse_leaves_what_is_not_of_its_exact_types_to_the_generated_parse(
+    change: Callable[[dict[str, Any]], object], where: str | None
+) -> None:
+    # Anything but the exact types it takes (a wrong type, a null or missing required
+    # field, a refused variant, a str subclass, a tuple) is not taken (None): the
+    # generated _parse then refuses it naming the field, or takes it as it would.
+    from cpexrt import payloads
+    from cpexrt._generated.records import Message
+    from cpexrt.errors import ParseError
+    from cpexrt.wire import RecordError
+
+    c_parse = native_parse()
+    wire = message()["message"]
+    assert isinstance(wire, dict)
+    wire["content"] = [
+        {"content_type": "text", "text": "please"},
+        {"content_type": "tool_call", "content": {"tool_call_id": "c", "name": "t", "arguments": {"q": [1]}}},
+    ]
+    assert c_parse(Message, wire) is not None
+    change(wire)
+    assert c_parse(Message, wire) is None
+    if where is None:
+        same_record(payloads.decode(1, {"message": wire}), Message._parse(wire))
+        return
+    with pytest.raises(RecordError) as refused:
+        Message._parse(wire)
+    assert refused.value.where() == f".{where}".replace(".[", "[")
+    with pytest.raises(InvalidInputError, match=re.escape(f"payload.message.{where}: ")):
+        payloads.decode(1, {"message": wire})
+    with pytest.raises(ParseError):
+        Message.from_wire(wire)
+
+
+class Label(str):
+    """A str subclass: not the exact type the C parse takes."""
+
+
+def test_the_c_parse_keeps_unknown_variants_and_fields_and_takes_nothing_but_maps() -> None:
+    from cpexrt._generated.records import ContentPart, Message, ToolCall
+
+    c_parse = native_parse()
+    part = {"content_type": "hologram", "content": {"x": [1]}, "later": 2}
+    got = c_parse(ContentPart, part)
+    assert got is not None and not got.known and got.to_wire() == part and got._raw is not part
+    same_record(got, ContentPart._parse(part))
+    call = {"name": "n", "tool_call_id": "i", "zeta": 1, "alpha": {"b": 2}}
+    made = c_parse(ToolCall, call)
+    same_record(made, ToolCall._parse(call))
+    assert made.model_extra == {"zeta": 1, "alpha": {"b": 2}} and list(made.model_extra) == ["zeta", "alpha"]
+    assert made.model_fields_set == {"name", "tool_call_id"} and made.arguments is None
+    not_maps: list[Any] = [[1], Message(role="r", content=[])]
+    assert [c_parse(Message, v) for v in not_maps] == [None, None]
+    with pytest.raises(TypeError):
+        c_parse(Message)  # type: ignore[call-arg]
 
 
 def test_a_clone_copies_plain_data_as_messagepack_would_and_refuses_other_objects() -> None:

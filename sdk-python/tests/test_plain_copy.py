@@ -416,3 +416,76 @@ def test_an_allowed_write_in_place_is_taken_and_checked_for_its_slots_type(mode:
     ]
     assert "extensions.http.response_headers.x-n" in errors[0][2]
     assert metadata["seen"] == expected
+
+
+def decode_map() -> Callable[[bytes], Any]:
+    """The boundary's C decode of a map the C checker took (installed with the copy)."""
+    copy_plain()
+    fn: Callable[[bytes], Any] = sys.modules["_cpex_natives"].decode_map
+    return fn
+
+
+# Every width of every MessagePack type the checker passes, at its bounds.
+WIDTHS: dict[str, Any] = {
+    "ints": [0, 0x7F, 0x80, 0xFF, 0x100, 0xFFFF, 0x10000, 2**32 - 1, 2**32, 2**64 - 1, -1, -32, -33, -128, -129],
+    "negative": [-(2**15), -(2**15) - 1, -(2**31), -(2**31) - 1, -(2**63)],
+    "strs": ["", "x" * 31, "x" * 32, "é" * 200, "y" * 70_000],
+    "bins": [b"", b"\x00" * 300, b"\xff" * 70_000],
+    "floats": [0.0, -0.0, 1.5, 0.1, 3e38, float("inf")],
+    "map16": {f"k{i}": i for i in range(20)},
+    "array16": list(range(20)),
+    "map32": {f"m{i}": None for i in range(70_000)},
+    "array32": [True] * 70_000,
+}
+
+
+def test_the_c_decode_is_what_msgpack_decodes() -> None:
+    import msgpack
+
+    from cpexrt._boundary import exports
+
+    decode = decode_map()
+    assert exports._decode_map is decode  # what the boundary decodes an exact map with
+    plain = {k: v for k, v in DATA.items() if isinstance(k, str)}
+    for value, single in ((plain, False), (WIDTHS, False), (WIDTHS, True), ({}, False), ({"k": {"n": {}}}, False)):
+        data = msgpack.packb(value, use_bin_type=True, use_single_float=single)  # single: floats as float32
+        got = decode(data)
+        identical(got, msgpack.unpackb(data, raw=False))
+        assert all(sys.intern(k) is k for k in got)  # keys interned, as msgpack's
+    # Keys are kept in a table by their bytes: met again, evicted by others (more keys
+    # than the table's slots), non-ASCII, longer than the table takes: the same keys.
+    many = {f"key-{i}": i for i in range(2000)} | {"é": 1, "日本": 2, "k" * 48: 3, "l" * 49: 4, "x" * 300: 5}
+    for _ in range(3):
+        for value in (many, {"key-7": {"key-7": "key-7"}}, plain):
+            data = msgpack.packb(value, use_bin_type=True)
+            got = decode(data)
+            identical(got, msgpack.unpackb(data, raw=False))
+            assert all(sys.intern(k) is k for k in got)
+    twice = b"\x82\xa1k\x01\xa1k\x02"  # a key twice: the last value, as a dict has it
+    assert decode(twice) == msgpack.unpackb(twice) == {"k": 2}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x91\x01",  # an array
+        b"\x01",
+        b"\x81\xc4\x01k\x01",  # a bytes key
+        b"\x81\xa1k\xd4\x01\x00",  # an extension type (fixext 1)
+        b"\x81\xa1k\xd6\xff\x00\x00\x00\x00",  # a timestamp
+        b"\x81\xa1k\xc1",  # never used
+        b"\x81\xa1k\x01\x00",  # bytes left over
+        b"\x81\xa1k\xa2x",  # cut short
+        b"\x82\xa1k\x01",  # fewer entries than the map says
+        b"\xdf\xff\xff\xff\xff",  # more entries than bytes
+        b"\x81\xa1k\xa2\xff\xfe",  # invalid UTF-8
+        b"\x81\xa2\xff\xfe\x01",  # an invalid UTF-8 key
+        b"\x81\xa1k" + b"\x91" * 80 + b"\x01",  # nested past the checker's depth
+    ],
+)
+def test_the_c_decode_leaves_anything_else_to_msgpack(data: bytes) -> None:
+    # None: msgpack then decodes it as it always did (or raises, naming the problem).
+    assert decode_map()(data) is None
+    with pytest.raises(TypeError):
+        decode_map()("text")  # type: ignore[arg-type]

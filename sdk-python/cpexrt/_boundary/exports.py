@@ -20,6 +20,7 @@ from cpexrt import payloads
 from cpexrt._boundary.handles import HANDLES, Kind
 from cpexrt._boundary.signals import refuse_signal_handlers
 from cpexrt._boundary.sinks import LOG_FORWARDER, CallbackSink
+from cpexrt._generated import records
 from cpexrt._generated.abi_cdef import PYTHON_FUNCTIONS
 from cpexrt._generated.errors import UNCHANGED_RESULTS, Status
 from cpexrt._generated.records import CallOptions, PipelineResult, PluginError
@@ -27,7 +28,7 @@ from cpexrt.engine import Engine, driver
 from cpexrt.engine.executor import PipelineOutcome
 from cpexrt.engine.watchdog import WATCHDOG
 from cpexrt.errors import CpexError, InvalidInputError
-from cpexrt.wire import WireRecord, pack, to_wire_value, unpack
+from cpexrt.wire import WireRecord, pack, parse_specs, to_wire_value, unpack
 
 OK = 1
 _MAX_MESSAGE = 64 * 1024
@@ -37,6 +38,15 @@ _DRAIN = 256  # CPEX__FREED_MAX of ffi/handles.c
 # MessagePack's own decoder with its defaults (str keys and values as str, bin as
 # bytes), for the maps the C checker took (invoke_decoded, exact verdicts).
 _unpackb = msgpack.unpackb
+
+
+def _no_map(data: bytes) -> None:
+    return None
+
+
+# The C decode of a map the C checker took (ffi/natives.c decode_map), installed as the
+# boundary loads (Exports); until then none (msgpack decodes).
+_decode_map: Callable[[bytes], Any] = _no_map
 
 
 class Exports:
@@ -56,6 +66,14 @@ class Exports:
         slot = WireRecord.__dict__
         natives.clone_setup(WireRecord, object.__new__, slot["_fields_set"], slot["_extra"])
         payloads.install_clone(natives.clone)
+        # A host's CMF message parsed in C when every value is of its exact type
+        # (natives.parse: the record the generated _parse makes; _parse for the rest).
+        natives.parse_setup(parse_specs(vars(records)))
+        payloads.install_parse(natives.parse)
+        # A map the C checker took decoded in C too (natives.decode_map: the map
+        # unpackb gives; None for msgpack to decode what it does not take).
+        global _decode_map
+        _decode_map = natives.decode_map
         # A generic payload's private copies made in C too (natives.copy_plain: what a
         # decode of the snapshot's bytes gives; a decode for anything else).
         payloads.install_plain_copy(natives.copy_plain)
@@ -492,14 +510,26 @@ def invoke_decoded(
     # the limits would; an engine worker's verdicts come from the host, with its view
     # of the limits, so it is decoded with the limits again. A map the checker
     # refused gets decode_checked's checks and message.
+    # Exact verdicts come from the boundary, which decodes such a map in C first
+    # (natives.decode_map: what unpackb gives, or None for msgpack to decode).
     if plain & 1:
-        body = _unpackb(body_wire) if exact else unpack(body_wire, "payload", entries)
+        if exact:
+            body = _decode_map(body_wire)
+            if body is None:
+                body = _unpackb(body_wire)
+        else:
+            body = unpack(body_wire, "payload", entries)
     else:
         body = _not_plain(body_wire, "payload", entries)
     ext = None
     if ext_wire is not None:
         if plain & 2:
-            ext = _unpackb(ext_wire) if exact else unpack(ext_wire, "extensions", entries)
+            if exact:
+                ext = _decode_map(ext_wire)
+                if ext is None:
+                    ext = _unpackb(ext_wire)
+            else:
+                ext = unpack(ext_wire, "extensions", entries)
         else:
             ext = _not_plain(ext_wire, "extensions", entries)
     request = None

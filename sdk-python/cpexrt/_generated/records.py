@@ -9032,23 +9032,31 @@ class ContentPart(WireRecord):
             except RecordError as exc:
                 exc.loc.insert(0, 'content_type')
                 raise
-        values: dict[str, Any] = {
-            'content_type': tag,
-            'text': data.get('text'),
-            'content': data.get('content'),
-        }
+        v_text = data.get('text')
+        v_content = data.get('content')
         known = cls.VARIANTS.get(tag)
         if known is None:
-            values["_raw"] = dict(data)  # re-emitted exactly as received
+            values: dict[str, Any] = {
+                'content_type': tag,
+                'text': v_text,
+                'content': v_content,
+                "_raw": dict(data),  # re-emitted exactly as received
+            }
         else:
-            field, kind = known
-            value = values[field]
-            if kind is not str and value is not None and type(value) is not kind:
-                try:
-                    values[field] = kind._parse(value) if type(value) is dict else kind._check(value)
-                except RecordError as exc:
-                    exc.loc.insert(0, field)
-                    raise
+            kind = known[1]
+            if kind is not str:
+                field = known[0]
+                if field == 'content' and v_content is not None and type(v_content) is not kind:
+                    try:
+                        v_content = kind._parse(v_content) if type(v_content) is dict else kind._check(v_content)
+                    except RecordError as exc:
+                        exc.loc.insert(0, field)
+                        raise
+            values = {
+                'content_type': tag,
+                'text': v_text,
+                'content': v_content,
+            }
         if obj is None:
             obj = _new(cls)
         _set_dict(obj, values)

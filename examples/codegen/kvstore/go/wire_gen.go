@@ -168,6 +168,32 @@ func encodeField(enc *msgpack.Encoder, name string, value any) error {
 // map[string]any, and a record's map<string,int64> must give the same bytes each time
 // (and the bytes the Python side gives). Records encode themselves (EncodeMsgpack).
 func encodeValue(enc *msgpack.Encoder, value any) error {
+	// The common shapes of untyped data first, with no reflection: the same bytes.
+	switch v := value.(type) {
+	case string:
+		return enc.EncodeString(v)
+	case map[string]any:
+		if v == nil {
+			return enc.EncodeNil()
+		}
+		keys := make([]string, 0, len(v))
+		for k := range v {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		if err := enc.EncodeMapLen(len(keys)); err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if err := enc.EncodeString(k); err != nil {
+				return err
+			}
+			if err := encodeValue(enc, v[k]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	rv := reflect.ValueOf(value)
 	switch rv.Kind() {
 	case reflect.Map:

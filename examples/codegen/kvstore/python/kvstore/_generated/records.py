@@ -316,23 +316,31 @@ class KvValue(WireRecord):
             except RecordError as exc:
                 exc.loc.insert(0, 'kind')
                 raise
-        values: dict[str, Any] = {
-            'kind': tag,
-            'text': data.get('text'),
-            'blob': data.get('blob'),
-        }
+        v_text = data.get('text')
+        v_blob = data.get('blob')
         known = cls.VARIANTS.get(tag)
         if known is None:
-            values["_raw"] = dict(data)  # re-emitted exactly as received
+            values: dict[str, Any] = {
+                'kind': tag,
+                'text': v_text,
+                'blob': v_blob,
+                "_raw": dict(data),  # re-emitted exactly as received
+            }
         else:
-            field, kind = known
-            value = values[field]
-            if kind is not str and value is not None and type(value) is not kind:
-                try:
-                    values[field] = kind._parse(value) if type(value) is dict else kind._check(value)
-                except RecordError as exc:
-                    exc.loc.insert(0, field)
-                    raise
+            kind = known[1]
+            if kind is not str:
+                field = known[0]
+                if field == 'blob' and v_blob is not None and type(v_blob) is not kind:
+                    try:
+                        v_blob = kind._parse(v_blob) if type(v_blob) is dict else kind._check(v_blob)
+                    except RecordError as exc:
+                        exc.loc.insert(0, field)
+                        raise
+            values = {
+                'kind': tag,
+                'text': v_text,
+                'blob': v_blob,
+            }
         if obj is None:
             obj = _new(cls)
         _set_dict(obj, values)
