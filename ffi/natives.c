@@ -567,7 +567,8 @@ static PyObject *cpex__natives_clone_setup(PyObject *self, PyObject *const *args
    takes it as it would). It takes only what the generated _parse takes on its inline
    path, exact types all the way down: a string field's exact str, a record field's
    exact dict (parsed as its record), a list of records' exact list of exact dicts, a
-   map of any's exact dict with exact str keys (copied), an any as it is; a union's
+   map of any's exact dict with exact str keys (copied), a map of strings' exact dict
+   with exact str keys and values (copied), an any as it is; a union's
    exact str tag, a known variant's value parsed as its record (a string variant's
    taken as it is), an unknown one's whole map kept. The record it makes is the one
    _parse makes: the instance dict's keys in field order, the fields set, the unknown
@@ -590,6 +591,8 @@ enum {
     CPEX__PARSE_MAP_OPT,
     CPEX__PARSE_ANY,
     CPEX__PARSE_ANY_OPT,
+    CPEX__PARSE_SMAP,
+    CPEX__PARSE_SMAP_OPT,
 };
 
 static PyObject *cpex__parse_specs, *cpex__parse_raw_key;
@@ -643,6 +646,20 @@ static PyObject *cpex__parse_map(PyObject *value)
         return NULL;
     while (PyDict_Next(value, &pos, &key, &item))
         if (!PyUnicode_CheckExact(key))
+            return NULL;
+    return PyDict_Copy(value);
+}
+
+/* A map<string, string>: an exact dict of exact str keys and values, copied (as the
+   generated _parse copies it); NULL (not taken) for anything else. */
+static PyObject *cpex__parse_smap(PyObject *value)
+{
+    PyObject *key, *item;
+    Py_ssize_t pos = 0;
+    if (!PyDict_CheckExact(value))
+        return NULL;
+    while (PyDict_Next(value, &pos, &key, &item))
+        if (!PyUnicode_CheckExact(key) || !PyUnicode_CheckExact(item))
             return NULL;
     return PyDict_Copy(value);
 }
@@ -767,7 +784,7 @@ static PyObject *cpex__parse_record(PyObject *cls, PyObject *data, int depth)
         long kind = PyLong_AsLong(PyTuple_GET_ITEM(field, 1));
         PyObject *sub = PyTuple_GET_ITEM(field, 3), *value = PyDict_GetItemWithError(data, name), *made = NULL;
         int optional = kind == CPEX__PARSE_STR_OPT || kind == CPEX__PARSE_RECORD_OPT || kind == CPEX__PARSE_RECORDS_OPT ||
-                       kind == CPEX__PARSE_MAP_OPT || kind == CPEX__PARSE_ANY_OPT;
+                       kind == CPEX__PARSE_MAP_OPT || kind == CPEX__PARSE_ANY_OPT || kind == CPEX__PARSE_SMAP_OPT;
         int rc;
         if (value == NULL && PyErr_Occurred())
             goto fail;
@@ -799,6 +816,10 @@ static PyObject *cpex__parse_record(PyObject *cls, PyObject *data, int depth)
             case CPEX__PARSE_ANY:
             case CPEX__PARSE_ANY_OPT:
                 made = Py_NewRef(value);
+                break;
+            case CPEX__PARSE_SMAP:
+            case CPEX__PARSE_SMAP_OPT:
+                made = cpex__parse_smap(value);
                 break;
             default:
                 break;

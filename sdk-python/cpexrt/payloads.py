@@ -486,6 +486,7 @@ def _check_slots(slots: dict[str, Any], names: Iterable[str] | None = None) -> N
     record keeps an unknown field). names: the slots of the map to check (those a
     plugin changed; None: all)."""
     kinds = _SLOT_RECORDS or _slot_records()
+    fast = _parse
     for name in slots if names is None else names:
         value = slots.get(name)
         if value is None or name not in kinds:
@@ -495,7 +496,10 @@ def _check_slots(slots: dict[str, Any], names: Iterable[str] | None = None) -> N
             if kind is None:
                 records.Extensions._parse({name: value})
             elif type(value) is dict:
-                kind._parse(value)
+                # The C parse takes a slot of exact types all the way down (the record
+                # _parse makes); anything else (None) is _parse's to refuse, naming the field.
+                if fast is None or fast(kind, value) is None:
+                    kind._parse(value)
             else:
                 kind._check(value)
         except RecordError as exc:

@@ -620,7 +620,9 @@ def unpack(data: bytes | memoryview, what: str, max_entries: int | None = None) 
     PARSE_MAP_OPT,
     PARSE_ANY,
     PARSE_ANY_OPT,
-) = range(11)
+    PARSE_SMAP,
+    PARSE_SMAP_OPT,
+) = range(13)
 
 
 def parse_specs(classes: dict[str, Any]) -> dict[type, tuple[frozenset[str], bool, tuple[Any, ...]]]:
@@ -662,6 +664,8 @@ def _parse_field(info: FieldInfo, records: dict[str, type]) -> tuple[int, Any, A
             return (PARSE_ANY, PARSE_ANY_OPT)[slot], None, None
         if base == "dict[str, Any]":
             return (PARSE_MAP, PARSE_MAP_OPT)[slot], None, None
+        if base == "dict[str, str]":
+            return (PARSE_SMAP, PARSE_SMAP_OPT)[slot], None, None
         if base in records:
             return (PARSE_RECORD, PARSE_RECORD_OPT)[slot], None, records[base]
         if base.startswith("list[") and base[5:-1] in records:

@@ -418,6 +418,61 @@ def test_the_c_parse_keeps_unknown_variants_and_fields_and_takes_nothing_but_map
         c_parse(Message)  # type: ignore[call-arg]
 
 
+def test_the_c_parse_takes_a_map_of_strings_only_when_every_key_and_value_is_an_exact_str() -> None:
+    # map<string, string> fields (the http extension's headers): an exact dict of exact
+    # str keys and values is copied, the record the one _parse makes; anything else is
+    # left to _parse (None), which refuses it naming the field or takes it as it would.
+    from cpexrt._generated import records
+    from cpexrt._generated.records import HttpExtension
+    from cpexrt.wire import RecordError, parse_specs
+
+    c_parse = native_parse()
+    assert HttpExtension in parse_specs(vars(records))
+    good: dict[str, Any] = {"request_headers": {"a": "b", "c": ""}, "response_headers": None, "later": [1]}
+    got = c_parse(HttpExtension, good)
+    same_record(got, HttpExtension._parse(good))
+    assert got.request_headers == {"a": "b", "c": ""} and got.request_headers is not good["request_headers"]
+    assert c_parse(HttpExtension, {}) is not None
+    for headers, where in (
+        ({"a": 1}, ".request_headers.a"),
+        ({1: "a"}, ".request_headers"),
+        ({"a": None}, ".request_headers.a"),
+        ({"a": b"b"}, ".request_headers.a"),
+        (["a"], ".request_headers"),
+        ("a", ".request_headers"),
+        ({Label("k"): "v"}, ".request_headers"),
+    ):
+        bad = {"request_headers": headers}
+        assert c_parse(HttpExtension, bad) is None, headers
+        with pytest.raises(RecordError) as refused:
+            HttpExtension._parse(bad)
+        assert refused.value.where().startswith(where), (headers, refused.value.where())
+    taken = {"k": Label("v")}  # a str subclass value: _parse's check takes it
+    assert c_parse(HttpExtension, {"request_headers": taken}) is None
+    assert HttpExtension._parse({"request_headers": taken}).request_headers == {"k": "v"}
+
+
+@pytest.mark.parametrize(
+    ("http", "where"),
+    [
+        ({"request_headers": {"a": 1}}, "extensions.http.request_headers.a"),
+        ({"response_headers": {"a": None}}, "extensions.http.response_headers.a"),
+        ({"response_headers": ["a"]}, "extensions.http.response_headers"),
+        ({"request_headers": "a"}, "extensions.http.request_headers"),
+    ],
+)
+def test_a_modified_http_slot_the_c_parse_leaves_is_refused_naming_the_field(http: dict[str, Any], where: str) -> None:
+    from cpexrt import payloads
+
+    assert payloads._parse == native_parse()
+    limits = payloads.Limits(1 << 20, 1 << 20, 16)
+    ok = payloads.accept_extensions({"http": {"request_headers": {"a": "b"}}}, {"http"}, limits)
+    assert ok.peek() == {"http": {"request_headers": {"a": "b"}}}
+    with pytest.raises(payloads.Refusal) as refused:
+        payloads.accept_extensions({"http": http}, {"http"}, limits)
+    assert refused.value.code == "modified_extensions_invalid" and f"{where}: " in refused.value.why, refused.value.why
+
+
 def test_a_clone_copies_plain_data_as_messagepack_would_and_refuses_other_objects() -> None:
     from cpexrt.wire import clone
 
