@@ -871,6 +871,185 @@ static PyObject *cpex__natives_parse_setup(PyObject *self, PyObject *specs)
     Py_RETURN_NONE;
 }
 
+/* pack(value) -> bytes | None: the MessagePack msgpack.Packer(use_bin_type=True)
+   gives for value, byte for byte (the smallest int, str 8 for short strings, bin for
+   bytes, float 64, a dict's entries in its order), made when value is of exact
+   types all the way down (None, bool, int within 64 bits, float, str, bytes, list,
+   tuple, dict) and nested at most CPEX__CLONE_DEPTH deep; None for anything else
+   (a subclass, a str that is not UTF-8 encodable, an int out of range, ...), which
+   the caller then packs with msgpack, which packs it or says why not. No Python
+   code runs (exact types only). */
+typedef struct {
+    char *buf;
+    size_t len, cap;
+} cpex__pk;
+
+static int cpex__pk_grow(cpex__pk *out, size_t n)
+{
+    size_t cap;
+    char *buf;
+    if (out->len + n <= out->cap)
+        return 0;
+    cap = out->cap ? out->cap : 256;
+    while (cap < out->len + n) {
+        if (cap > ((size_t)1 << 40))
+            return -1;
+        cap *= 2;
+    }
+    buf = (char *)PyMem_Realloc(out->buf, cap);
+    if (buf == NULL)
+        return -1;
+    out->buf = buf;
+    out->cap = cap;
+    return 0;
+}
+
+static int cpex__pk_put(cpex__pk *out, const void *data, size_t n)
+{
+    if (cpex__pk_grow(out, n) != 0)
+        return -1;
+    memcpy(out->buf + out->len, data, n);
+    out->len += n;
+    return 0;
+}
+
+/* A head byte then n big-endian bytes of v. */
+static int cpex__pk_head(cpex__pk *out, uint8_t head, uint64_t v, int n)
+{
+    uint8_t b[9];
+    int i;
+    b[0] = head;
+    for (i = 0; i < n; i++)
+        b[1 + i] = (uint8_t)(v >> (8 * (n - 1 - i)));
+    return cpex__pk_put(out, b, (size_t)n + 1);
+}
+
+/* A length-prefixed item's head: fix (small) form below fix_limit, else the 8 / 16 /
+   32-bit forms (h8 0: none). */
+static int cpex__pk_len(cpex__pk *out, size_t n, uint8_t fix, size_t fix_limit, uint8_t h8, uint8_t h16, uint8_t h32)
+{
+    if (n < fix_limit)
+        return cpex__pk_head(out, (uint8_t)(fix | n), 0, 0);
+    if (h8 && n < 0x100)
+        return cpex__pk_head(out, h8, n, 1);
+    if (n < 0x10000)
+        return cpex__pk_head(out, h16, n, 2);
+    if (n <= 0xffffffffu)
+        return cpex__pk_head(out, h32, n, 4);
+    return -1;
+}
+
+static int cpex__pk_value(cpex__pk *out, PyObject *v, int depth)
+{
+    PyTypeObject *t = Py_TYPE(v);
+    if (depth > CPEX__CLONE_DEPTH)
+        return -1;
+    if (v == Py_None)
+        return cpex__pk_head(out, 0xc0, 0, 0);
+    if (v == Py_True)
+        return cpex__pk_head(out, 0xc3, 0, 0);
+    if (v == Py_False)
+        return cpex__pk_head(out, 0xc2, 0, 0);
+    if (t == &PyUnicode_Type) {
+        Py_ssize_t n;
+        const char *s = PyUnicode_AsUTF8AndSize(v, &n);
+        if (s == NULL) {
+            PyErr_Clear(); /* msgpack says why */
+            return -1;
+        }
+        if (cpex__pk_len(out, (size_t)n, 0xa0, 32, 0xd9, 0xda, 0xdb) != 0)
+            return -1;
+        return cpex__pk_put(out, s, (size_t)n);
+    }
+    if (t == &PyLong_Type) {
+        int overflow;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow > 0) {
+            unsigned long long u = PyLong_AsUnsignedLongLong(v);
+            if (u == (unsigned long long)-1 && PyErr_Occurred()) {
+                PyErr_Clear();
+                return -1;
+            }
+            return cpex__pk_head(out, 0xcf, u, 8);
+        }
+        if (overflow < 0 || (x == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            return -1;
+        }
+        if (x >= 0) {
+            if (x < 0x80)
+                return cpex__pk_head(out, (uint8_t)x, 0, 0);
+            if (x < 0x100)
+                return cpex__pk_head(out, 0xcc, (uint64_t)x, 1);
+            if (x < 0x10000)
+                return cpex__pk_head(out, 0xcd, (uint64_t)x, 2);
+            if (x < 0x100000000LL)
+                return cpex__pk_head(out, 0xce, (uint64_t)x, 4);
+            return cpex__pk_head(out, 0xcf, (uint64_t)x, 8);
+        }
+        if (x >= -32)
+            return cpex__pk_head(out, (uint8_t)(int8_t)x, 0, 0);
+        if (x >= -128)
+            return cpex__pk_head(out, 0xd0, (uint64_t)x, 1);
+        if (x >= -32768)
+            return cpex__pk_head(out, 0xd1, (uint64_t)x, 2);
+        if (x >= -2147483648LL)
+            return cpex__pk_head(out, 0xd2, (uint64_t)x, 4);
+        return cpex__pk_head(out, 0xd3, (uint64_t)x, 8);
+    }
+    if (t == &PyBytes_Type) {
+        size_t n = (size_t)PyBytes_GET_SIZE(v);
+        if (cpex__pk_len(out, n, 0, 0, 0xc4, 0xc5, 0xc6) != 0)
+            return -1;
+        return cpex__pk_put(out, PyBytes_AS_STRING(v), n);
+    }
+    if (t == &PyFloat_Type) {
+        double d = PyFloat_AS_DOUBLE(v);
+        uint64_t bits;
+        memcpy(&bits, &d, sizeof bits);
+        return cpex__pk_head(out, 0xcb, bits, 8);
+    }
+    if (t == &PyDict_Type) {
+        PyObject *key, *item;
+        Py_ssize_t pos = 0, n = PyDict_GET_SIZE(v);
+        if (cpex__pk_len(out, (size_t)n, 0x80, 16, 0, 0xde, 0xdf) != 0)
+            return -1;
+        while (PyDict_Next(v, &pos, &key, &item))
+            if (cpex__pk_value(out, key, depth + 1) != 0 || cpex__pk_value(out, item, depth + 1) != 0)
+                return -1;
+        return PyDict_GET_SIZE(v) == n ? 0 : -1;
+    }
+    if (t == &PyList_Type || t == &PyTuple_Type) {
+        Py_ssize_t i, n = PySequence_Fast_GET_SIZE(v);
+        if (cpex__pk_len(out, (size_t)n, 0x90, 16, 0, 0xdc, 0xdd) != 0)
+            return -1;
+        for (i = 0; i < n; i++) {
+            if (i >= PySequence_Fast_GET_SIZE(v))
+                return -1;
+            if (cpex__pk_value(out, PySequence_Fast_GET_ITEM(v, i), depth + 1) != 0)
+                return -1;
+        }
+        return PySequence_Fast_GET_SIZE(v) == n ? 0 : -1;
+    }
+    return -1;
+}
+
+static PyObject *cpex__natives_pack(PyObject *self, PyObject *value)
+{
+    cpex__pk out = {NULL, 0, 0};
+    PyObject *data;
+    (void)self;
+    if (cpex__pk_value(&out, value, 0) != 0) {
+        PyMem_Free(out.buf);
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    data = PyBytes_FromStringAndSize(out.buf, (Py_ssize_t)out.len);
+    PyMem_Free(out.buf);
+    return data;
+}
+
 /* The watchdog's arm and disarm (cpexrt/engine/watchdog.py, Watchdog.arm and .disarm),
    the same steps on the same tables, as builtins: a plugin run pays both, and in
    Python they cost more than the rest of a plugin's step around them. Each table step
@@ -1239,26 +1418,26 @@ static int cpex__native_invoke_with(uintptr_t manager, const char *hook, size_t 
    exit) before the interpreter's last garbage collection, which still reads the
    definitions of the builtin objects (only their code is never called again). */
 typedef struct {
-    PyMethodDef methods[14];
+    PyMethodDef methods[15];
     PyModuleDef module;
-    char names[14][16];
+    char names[15][16];
 } cpex__natives_defs;
 
 /* Called by the boundary once, as it loads: puts the module into sys.modules.
    0 on success, -1 (with nothing installed) otherwise. */
 int cpexrt_install_natives(void)
 {
-    static const char *const names[14] = {"_cpex_natives", "plain_maps", "copy_out",    "drain",
+    static const char *const names[15] = {"_cpex_natives", "plain_maps", "copy_out",    "drain",
                                           "clone",         "clone_setup", "set_invoke", "copy_plain",
                                           "watch_setup",   "watch_arm",   "watch_disarm", "parse",
-                                          "parse_setup",   "decode_map"};
+                                          "parse_setup",   "decode_map",  "pack"};
     cpex__natives_defs *defs = (cpex__natives_defs *)calloc(1, sizeof *defs);
     PyGILState_STATE gil;
     PyObject *module;
     int rc = -1, i;
     if (defs == NULL)
         return -1;
-    for (i = 0; i < 14; i++)
+    for (i = 0; i < 15; i++)
         strcpy(defs->names[i], names[i]);
     defs->methods[0] = (PyMethodDef){defs->names[1], (PyCFunction)(void (*)(void))cpex__natives_plain_maps, METH_FASTCALL, NULL};
     defs->methods[1] = (PyMethodDef){defs->names[2], cpex__natives_copy_out, METH_O, NULL};
@@ -1273,6 +1452,7 @@ int cpexrt_install_natives(void)
     defs->methods[10] = (PyMethodDef){defs->names[11], (PyCFunction)(void (*)(void))cpex__natives_parse, METH_FASTCALL, NULL};
     defs->methods[11] = (PyMethodDef){defs->names[12], cpex__natives_parse_setup, METH_O, NULL};
     defs->methods[12] = (PyMethodDef){defs->names[13], cpex__natives_decode_map, METH_O, NULL};
+    defs->methods[13] = (PyMethodDef){defs->names[14], cpex__natives_pack, METH_O, NULL};
     defs->module = (PyModuleDef){PyModuleDef_HEAD_INIT, defs->names[0], NULL, -1, defs->methods, NULL, NULL, NULL, NULL};
     gil = PyGILState_Ensure();
     module = PyModule_Create(&defs->module);

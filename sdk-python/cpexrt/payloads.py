@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack  # type: ignore[import-untyped, unused-ignore]  # untyped: the package passes mypy wherever it is installed
 
+from cpexrt import wire as wire_module
 from cpexrt._generated import records  # its classes read when used: a generic payload's process makes none of them
 from cpexrt._generated.errors import PAYLOAD_CMF_MESSAGE, PAYLOAD_GENERIC, PAYLOAD_TYPES
 from cpexrt.errors import InvalidInputError, ParseError
@@ -60,6 +61,11 @@ _PACKERS: list[Any] = []
 
 
 def _pack(value: Any) -> bytes:
+    fast = wire_module._c_pack  # the boundary's C packer (wire.install_pack): msgpack's bytes, None for the rest
+    if fast is not None:
+        made = fast(value)
+        if made is not None:
+            return made
     packers = _PACKERS
     try:
         packer = packers.pop()

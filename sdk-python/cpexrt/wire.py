@@ -558,7 +558,24 @@ def clone_list(value: Any) -> Any:
 _PACKERS: list[Any] = []
 
 
+# The boundary's C packer (ffi/natives.c pack: the bytes msgpack gives for a value of
+# exact types all the way down, None for anything else), once installed (install_pack).
+_c_pack: Callable[[Any], bytes | None] | None = None
+
+
+def install_pack(fn: Callable[[Any], bytes | None] | None) -> None:
+    """Makes fn (natives.pack's signature and results) the first packer of every pack
+    (this module's and cpexrt.payloads'); None: msgpack alone."""
+    global _c_pack
+    _c_pack = fn
+
+
 def pack(value: Any, what: str) -> bytes:
+    fast = _c_pack
+    if fast is not None:
+        made = fast(value)
+        if made is not None:
+            return made
     packers = _PACKERS
     try:
         packer = packers.pop()

@@ -7,8 +7,10 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import msgpack  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
 from conftest import config, plugin, python_prints
@@ -489,3 +491,126 @@ def test_the_c_decode_leaves_anything_else_to_msgpack(data: bytes) -> None:
     assert decode_map()(data) is None
     with pytest.raises(TypeError):
         decode_map()("text")  # type: ignore[arg-type]
+
+
+# -- the C packer (ffi/natives.c pack): msgpack's bytes for exact types, None else ------
+
+VECTORS = Path(__file__).resolve().parents[2] / "tests" / "vectors"
+
+
+def c_pack() -> Callable[[Any], bytes | None]:
+    copy_plain()
+    fn: Callable[[Any], bytes | None] = sys.modules["_cpex_natives"].pack
+    from cpexrt import wire
+
+    assert wire._c_pack is fn  # every pack tries it first once the boundary loaded
+    return fn
+
+
+def msgpack_bytes(value: Any) -> bytes:
+    out: bytes = msgpack.Packer(use_bin_type=True).pack(value)
+    return out
+
+
+def test_the_c_packer_gives_msgpacks_bytes_for_every_shared_vector() -> None:
+    pack = c_pack()
+    packed = 0
+    for path in sorted(VECTORS.glob("*.msgpack")):
+        value = msgpack.unpackb(path.read_bytes(), strict_map_key=False)
+        got = pack(value)
+        if got is None:  # a vector the C packer leaves to msgpack (a non-exact type): packed there
+            continue
+        assert got == msgpack_bytes(value), path.name
+        packed += 1
+    assert packed > 100
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        True,
+        False,
+        0,
+        1,
+        127,
+        128,
+        255,
+        256,
+        65535,
+        65536,
+        2**32 - 1,
+        2**32,
+        2**63 - 1,
+        2**63,
+        2**64 - 1,
+        -1,
+        -32,
+        -33,
+        -128,
+        -129,
+        -32768,
+        -32769,
+        -(2**31),
+        -(2**31) - 1,
+        -(2**63),
+        0.0,
+        -1.5,
+        1e300,
+        float("inf"),
+        float("nan"),
+        "",
+        "a" * 31,
+        "a" * 32,
+        "a" * 255,
+        "a" * 256,
+        "é" * 200,
+        "a" * 65535,
+        "a" * 65536,
+        "\U0001f600",
+        b"",
+        b"x" * 255,
+        b"x" * 256,
+        b"x" * 65536,
+        [],
+        list(range(15)),
+        list(range(16)),
+        list(range(65536)),
+        (1, "t"),
+        {},
+        {str(i): i for i in range(15)},
+        {str(i): i for i in range(16)},
+        {1: "int key", b"k": [None]},
+        {"z": 1, "a": {"n": [1.5, {"d": b"\x00"}]}},
+    ],
+    ids=repr,
+)
+def test_the_c_packer_gives_msgpacks_bytes_for_each_form(value: Any) -> None:
+    got = c_pack()(value)
+    assert got == msgpack_bytes(value)
+
+
+class Big(int):
+    """An int subclass: not an exact type."""
+
+
+def test_the_c_packer_leaves_what_is_not_of_its_exact_types_to_msgpack() -> None:
+    # None (not taken) for a subclass, an int past 64 bits, a str not UTF-8 encodable,
+    # another type or too deep a nesting; wire.pack then packs it as msgpack does or
+    # says why it cannot, as before.
+    from cpexrt import wire
+    from cpexrt.errors import SerializeError
+
+    pack = c_pack()
+    nested: list[Any] = []
+    for _ in range(300):
+        nested = [nested]
+    for value in (Text("s"), Big(1), Mapping(a=1), [Text("s")], {"k": Big(2)}, nested, bytearray(b"x"), {"k": 1.5j}):
+        assert pack(value) is None, repr(value)[:40]
+    assert wire.pack(Text("s"), "x") == msgpack_bytes("s") and wire.pack(nested, "x") == msgpack_bytes(nested)
+    for refused in (2**64, -(2**63) - 1, "\ud800", {"k": object()}, {"k": [1, 2**70]}):
+        assert pack(refused) is None
+        with pytest.raises(SerializeError, match="cannot encode as MessagePack"):
+            wire.pack(refused, "x")
+    with pytest.raises(TypeError):
+        pack()  # type: ignore[call-arg]

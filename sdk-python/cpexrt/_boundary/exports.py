@@ -17,6 +17,7 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped, unused-ignore]  # untyped: the package passes mypy wherever it is installed
 
 from cpexrt import payloads
+from cpexrt import wire as wire_module
 from cpexrt._boundary.handles import HANDLES, Kind
 from cpexrt._boundary.signals import refuse_signal_handlers
 from cpexrt._boundary.sinks import LOG_FORWARDER, CallbackSink
@@ -80,6 +81,10 @@ class Exports:
         # A plugin's modified extensions: its map's C copy once the C checker passed
         # the map's bytes (payloads._private_value), rather than a decode of them.
         payloads.install_plain_check(natives.plain_maps)
+        # Every pack (the result map, a plugin's modified extensions) made in C when its
+        # value is of exact types all the way down (natives.pack: msgpack's bytes, byte
+        # for byte; None for msgpack to pack the rest or say why it cannot).
+        wire_module.install_pack(natives.pack)
         # The watchdog's arm and disarm (every plugin run's) as builtins too.
         WATCHDOG.use_native(natives)
         driver.use_watchdog()
