@@ -511,6 +511,28 @@ def test_the_engines_plugin_error_is_the_records_own_and_anything_else_is_checke
         _plugin_error("p", b"m", "c", None)  # type: ignore[arg-type]
 
 
+def test_a_refused_writes_error_is_the_records_own_with_a_details_map_of_its_own() -> None:
+    """executor._own_error (a refused write's error, made of the engine's own values
+    without the check): the record the constructor makes of the same values, and each
+    call's details a map of its own, so changing one error changes no other."""
+    from cpexrt._generated.records import PluginError
+
+    e = engine(adversary("refused_write", on_error="ignore"))
+    e.initialize()
+    first, second = (e.invoke("tool_pre_invoke", 0, CALL, META).errors[0] for _ in range(2))
+    for made in (first, second):
+        checked = PluginError(
+            plugin_name="adv", message=made.message, code="extension_write_refused", details={"fields": ["extensions.meta"]}
+        )
+        assert made == checked and made.model_fields_set == checked.model_fields_set and made.model_extra == {}
+        assert made.to_wire() == checked.to_wire() and made.pack() == checked.pack()
+    assert first.message == "plugin 'adv' may not write extensions.meta (immutable); none of its changes were applied"
+    assert first.details is not second.details and first.details["fields"] is not second.details["fields"]
+    first.details["fields"].append("changed")
+    assert second.details == {"fields": ["extensions.meta"]}
+    e.shutdown()
+
+
 def test_the_engine_names_the_denying_plugin_in_a_checked_private_copy_of_its_violation() -> None:
     """executor._violation: the plugin's name is set in the private copy before the
     copy's check (whatever name, of whatever type, the plugin put there); every other

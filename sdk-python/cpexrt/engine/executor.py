@@ -507,7 +507,7 @@ def _apply(plugin: LoadedPlugin, inv: Invocation, authority: Authority, value: A
         _failed(plugin, inv, out, refused.why, refused.code, getattr(refused, "details", None))
         return
     if isinstance(new_extensions, _WriteRefused):
-        _failed(plugin, inv, out, new_extensions.why, "extension_write_refused", new_extensions.details)
+        _failed(plugin, inv, out, new_extensions.why, "extension_write_refused", new_extensions.details, own=True)
         return
     if metadata:
         out.metadata.update(metadata)
@@ -710,9 +710,13 @@ def _failed(
     why: str,
     code: str = "plugin_error",
     details: dict[str, Any] | None = None,
+    own: bool = False,
 ) -> None:
     """on_error: fail raises (naming the plugin and the code), ignore records, disable
-    records and switches the plugin off for the rest of the manager's life."""
+    records and switches the plugin off for the rest of the manager's life. own: why,
+    code and details are the engine's own making (a str, a str literal, a fresh map
+    keyed by str that nobody else holds), so the record takes them with no check and
+    no copy (_own_error); else _plugin_error checks them."""
     name = plugin.spec.name
     message = f"plugin {name!r} {why}"
     on_error = plugin.spec.on_error
@@ -723,7 +727,7 @@ def _failed(
         exc = error(f"hook {inv.hook!r}: {message} (code {code})")
         exc.plugin_code = code  # type: ignore[union-attr]  # for observe: the failing plugin's code
         raise exc
-    out.errors.append(_plugin_error(name, message, code, details))
+    out.errors.append(_own_error(name, message, code, details) if own else _plugin_error(name, message, code, details))
     if on_error is OnError.DISABLE:
         plugin.disabled = True
 
@@ -754,6 +758,20 @@ def _plugin_error(name: str, message: str, code: str, details: dict[str, Any] | 
         _set_extra(error, None)
         return error
     return PluginError(plugin_name=name, message=message, code=code, details=details)
+
+
+def _own_error(name: str, message: str, code: str, details: dict[str, Any] | None) -> PluginError:
+    """_plugin_error's record of values the engine made itself (_failed's own): the
+    same record, without their check and without a copy of details (a map made for
+    this error alone). A plugin's name is a str (checked at load)."""
+    error: PluginError = _new_record(PluginError)
+    _set_dict(
+        error,
+        {"plugin_name": name, "message": message, "code": code, "details": details, "proto_error_code": None},
+    )
+    _set_fields_set(error, {"plugin_name", "message", "code", "details"})  # the names given
+    _set_extra(error, None)
+    return error
 
 
 # What each on_error does, in the log line of a failure.
