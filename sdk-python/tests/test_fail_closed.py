@@ -527,6 +527,7 @@ def test_a_refused_writes_error_is_the_records_own_with_a_details_map_of_its_own
         assert made == checked and made.model_fields_set == checked.model_fields_set and made.model_extra == {}
         assert made.to_wire() == checked.to_wire() and made.pack() == checked.pack()
     assert first.message == "plugin 'adv' may not write extensions.meta (immutable); none of its changes were applied"
+    assert first.details is not None and second.details is not None
     assert first.details is not second.details and first.details["fields"] is not second.details["fields"]
     first.details["fields"].append("changed")
     assert second.details == {"fields": ["extensions.meta"]}
