@@ -573,7 +573,24 @@ def clone_list(value: Any) -> Any:
 _PACKERS: list[Any] = []
 
 
+# A packer a library may install ahead of msgpack (install_pack): it gives msgpack's
+# bytes for the values it takes and None for the rest, which msgpack packs (or refuses).
+_c_pack: Callable[[Any], bytes | None] | None = None
+
+
+def install_pack(fn: Callable[[Any], bytes | None] | None) -> None:
+    """Makes fn the first packer of every pack (bytes, or None: msgpack packs the value);
+    None: msgpack alone."""
+    global _c_pack
+    _c_pack = fn
+
+
 def pack(value: Any, what: str) -> bytes:
+    fast = _c_pack
+    if fast is not None:
+        made = fast(value)
+        if made is not None:
+            return made
     packers = _PACKERS
     try:
         packer = packers.pop()
