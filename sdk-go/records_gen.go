@@ -10,6 +10,7 @@ import (
 	"sort"
 
 	"github.com/vmihailenco/msgpack/v5"
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
 )
 
 // PluginViolation: Why a plugin denied the call.
@@ -707,11 +708,11 @@ func (r *PipelineResult) DecodeMsgpack(dec *msgpack.Decoder) error {
 				return fmt.Errorf("PipelineResult.extensions_modified: %w", err)
 			}
 		case "violation":
-			if err := decodeInto(dec, &r.Violation); err != nil {
+			if err := decodeRecordPtr(dec, &r.Violation); err != nil {
 				return fmt.Errorf("PipelineResult.violation: %w", err)
 			}
 		case "errors":
-			if err := decodeInto(dec, &r.Errors); err != nil {
+			if err := decodeRecords(dec, &r.Errors); err != nil {
 				return fmt.Errorf("PipelineResult.errors: %w", err)
 			}
 		case "metadata":
@@ -926,47 +927,47 @@ func (r *Extensions) DecodeMsgpack(dec *msgpack.Decoder) error {
 		}
 		switch key {
 		case "meta":
-			if err := decodeInto(dec, &r.Meta); err != nil {
+			if err := decodeRecordPtr(dec, &r.Meta); err != nil {
 				return fmt.Errorf("Extensions.meta: %w", err)
 			}
 		case "security":
-			if err := decodeInto(dec, &r.Security); err != nil {
+			if err := decodeRecordPtr(dec, &r.Security); err != nil {
 				return fmt.Errorf("Extensions.security: %w", err)
 			}
 		case "http":
-			if err := decodeInto(dec, &r.HTTP); err != nil {
+			if err := decodeRecordPtr(dec, &r.HTTP); err != nil {
 				return fmt.Errorf("Extensions.http: %w", err)
 			}
 		case "delegation":
-			if err := decodeInto(dec, &r.Delegation); err != nil {
+			if err := decodeRecordPtr(dec, &r.Delegation); err != nil {
 				return fmt.Errorf("Extensions.delegation: %w", err)
 			}
 		case "agent":
-			if err := decodeInto(dec, &r.Agent); err != nil {
+			if err := decodeRecordPtr(dec, &r.Agent); err != nil {
 				return fmt.Errorf("Extensions.agent: %w", err)
 			}
 		case "request":
-			if err := decodeInto(dec, &r.Request); err != nil {
+			if err := decodeRecordPtr(dec, &r.Request); err != nil {
 				return fmt.Errorf("Extensions.request: %w", err)
 			}
 		case "mcp":
-			if err := decodeInto(dec, &r.MCP); err != nil {
+			if err := decodeRecordPtr(dec, &r.MCP); err != nil {
 				return fmt.Errorf("Extensions.mcp: %w", err)
 			}
 		case "completion":
-			if err := decodeInto(dec, &r.Completion); err != nil {
+			if err := decodeRecordPtr(dec, &r.Completion); err != nil {
 				return fmt.Errorf("Extensions.completion: %w", err)
 			}
 		case "provenance":
-			if err := decodeInto(dec, &r.Provenance); err != nil {
+			if err := decodeRecordPtr(dec, &r.Provenance); err != nil {
 				return fmt.Errorf("Extensions.provenance: %w", err)
 			}
 		case "llm":
-			if err := decodeInto(dec, &r.LLM); err != nil {
+			if err := decodeRecordPtr(dec, &r.LLM); err != nil {
 				return fmt.Errorf("Extensions.llm: %w", err)
 			}
 		case "framework":
-			if err := decodeInto(dec, &r.Framework); err != nil {
+			if err := decodeRecordPtr(dec, &r.Framework); err != nil {
 				return fmt.Errorf("Extensions.framework: %w", err)
 			}
 		case "custom":
@@ -1224,11 +1225,11 @@ func (r *SecurityExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 				return fmt.Errorf("SecurityExtension.classification: %w", err)
 			}
 		case "subject":
-			if err := decodeInto(dec, &r.Subject); err != nil {
+			if err := decodeRecordPtr(dec, &r.Subject); err != nil {
 				return fmt.Errorf("SecurityExtension.subject: %w", err)
 			}
 		case "agent":
-			if err := decodeInto(dec, &r.Agent); err != nil {
+			if err := decodeRecordPtr(dec, &r.Agent); err != nil {
 				return fmt.Errorf("SecurityExtension.agent: %w", err)
 			}
 		case "auth_method":
@@ -1680,7 +1681,7 @@ func (r *DataPolicy) DecodeMsgpack(dec *msgpack.Decoder) error {
 				return fmt.Errorf("DataPolicy.denied_actions: %w", err)
 			}
 		case "retention":
-			if err := decodeInto(dec, &r.Retention); err != nil {
+			if err := decodeRecordPtr(dec, &r.Retention); err != nil {
 				return fmt.Errorf("DataPolicy.retention: %w", err)
 			}
 		default:
@@ -1953,7 +1954,7 @@ func (r *DelegationExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 		}
 		switch key {
 		case "chain":
-			if err := decodeInto(dec, &r.Chain); err != nil {
+			if err := decodeRecords(dec, &r.Chain); err != nil {
 				return fmt.Errorf("DelegationExtension.chain: %w", err)
 			}
 		case "depth":
@@ -2291,7 +2292,7 @@ func (r *AgentExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 				return fmt.Errorf("AgentExtension.parent_agent_id: %w", err)
 			}
 		case "conversation":
-			if err := decodeInto(dec, &r.Conversation); err != nil {
+			if err := decodeRecordPtr(dec, &r.Conversation); err != nil {
 				return fmt.Errorf("AgentExtension.conversation: %w", err)
 			}
 		default:
@@ -2582,15 +2583,15 @@ func (r *MCPExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 		}
 		switch key {
 		case "tool":
-			if err := decodeInto(dec, &r.Tool); err != nil {
+			if err := decodeRecordPtr(dec, &r.Tool); err != nil {
 				return fmt.Errorf("MCPExtension.tool: %w", err)
 			}
 		case "resource":
-			if err := decodeInto(dec, &r.Resource); err != nil {
+			if err := decodeRecordPtr(dec, &r.Resource); err != nil {
 				return fmt.Errorf("MCPExtension.resource: %w", err)
 			}
 		case "prompt":
-			if err := decodeInto(dec, &r.Prompt); err != nil {
+			if err := decodeRecordPtr(dec, &r.Prompt); err != nil {
 				return fmt.Errorf("MCPExtension.prompt: %w", err)
 			}
 		default:
@@ -3082,7 +3083,7 @@ func (r *CompletionExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 				return fmt.Errorf("CompletionExtension.stop_reason: %w", err)
 			}
 		case "tokens":
-			if err := decodeInto(dec, &r.Tokens); err != nil {
+			if err := decodeRecordPtr(dec, &r.Tokens); err != nil {
 				return fmt.Errorf("CompletionExtension.tokens: %w", err)
 			}
 		case "model":
@@ -3546,7 +3547,7 @@ func (r *MessagePayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 		switch key {
 		case "message":
 			seen++
-			if err := decodeInto(dec, &r.Message); err != nil {
+			if err := decodeRecord(dec, &r.Message); err != nil {
 				return fmt.Errorf("MessagePayload.message: %w", err)
 			}
 		case "hook":
@@ -3650,7 +3651,7 @@ func (r *Message) DecodeMsgpack(dec *msgpack.Decoder) error {
 			}
 		case "content":
 			seen++
-			if err := decodeInto(dec, &r.Content); err != nil {
+			if err := decodeRecords(dec, &r.Content); err != nil {
 				return fmt.Errorf("Message.content: %w", err)
 			}
 		case "channel":
@@ -4414,7 +4415,7 @@ func (r *PromptResult) DecodeMsgpack(dec *msgpack.Decoder) error {
 				return fmt.Errorf("PromptResult.prompt_name: %w", err)
 			}
 		case "messages":
-			if err := decodeInto(dec, &r.Messages); err != nil {
+			if err := decodeRecords(dec, &r.Messages); err != nil {
 				return fmt.Errorf("PromptResult.messages: %w", err)
 			}
 		case "content":
@@ -6578,7 +6579,7 @@ func (r *IdentityResult) DecodeMsgpack(dec *msgpack.Decoder) error {
 				return fmt.Errorf("IdentityResult.subject: %w", err)
 			}
 		case "delegation":
-			if err := decodeInto(dec, &r.Delegation); err != nil {
+			if err := decodeRecordPtr(dec, &r.Delegation); err != nil {
 				return fmt.Errorf("IdentityResult.delegation: %w", err)
 			}
 		case "rejected":
@@ -6764,7 +6765,7 @@ func (r *DelegationPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 				return fmt.Errorf("DelegationPayload.auth_enforced_by: %w", err)
 			}
 		case "route_attenuation":
-			if err := decodeInto(dec, &r.RouteAttenuation); err != nil {
+			if err := decodeRecordPtr(dec, &r.RouteAttenuation); err != nil {
 				return fmt.Errorf("DelegationPayload.route_attenuation: %w", err)
 			}
 		case "bearer_token":
@@ -6987,7 +6988,7 @@ func (r *DelegationResult) DecodeMsgpack(dec *msgpack.Decoder) error {
 				return fmt.Errorf("DelegationResult.delegated_token: %w", err)
 			}
 		case "delegation_update":
-			if err := decodeInto(dec, &r.DelegationUpdate); err != nil {
+			if err := decodeRecordPtr(dec, &r.DelegationUpdate); err != nil {
 				return fmt.Errorf("DelegationResult.delegation_update: %w", err)
 			}
 		case "forwarded_headers":
@@ -7504,7 +7505,7 @@ func (r *DecisionRecord) DecodeMsgpack(dec *msgpack.Decoder) error {
 			}
 		case "plugins":
 			seen++
-			if err := decodeInto(dec, &r.Plugins); err != nil {
+			if err := decodeRecords(dec, &r.Plugins); err != nil {
 				return fmt.Errorf("DecisionRecord.plugins: %w", err)
 			}
 		case "trace_id":
@@ -7896,6 +7897,77 @@ func encodeRecords[T msgpack.CustomEncoder](enc *msgpack.Encoder, s []T) error {
 		}
 	}
 	return nil
+}
+
+// decodeRecord, decodeRecordPtr and decodeRecords read a record, a pointer to one and
+// a list of them exactly as the msgpack library's reflection does (a nil record is the
+// zero record, a nil pointer or list is nil, an empty list is empty, not nil), without
+// reflection. A list is grown as its elements decode, never sized by its length on the
+// wire alone, and an element's failure names its index.
+func decodeRecord[T any, P interface {
+	*T
+	msgpack.CustomDecoder
+}](dec *msgpack.Decoder, p P) error {
+	if isNil, err := decodeNilIfNext(dec); isNil || err != nil {
+		if isNil {
+			var zero T
+			*p = zero
+		}
+		return err
+	}
+	return p.DecodeMsgpack(dec)
+}
+
+func decodeRecordPtr[T any, P interface {
+	*T
+	msgpack.CustomDecoder
+}](dec *msgpack.Decoder, p *P) error {
+	if isNil, err := decodeNilIfNext(dec); isNil || err != nil {
+		if isNil {
+			*p = nil
+		}
+		return err
+	}
+	if *p == nil {
+		*p = new(T)
+	}
+	return (*p).DecodeMsgpack(dec)
+}
+
+func decodeRecords[T any, P interface {
+	*T
+	msgpack.CustomDecoder
+}](dec *msgpack.Decoder, p *[]T) error {
+	n, err := dec.DecodeArrayLen()
+	if err != nil {
+		return err
+	}
+	if n == -1 {
+		*p = nil
+		return nil
+	}
+	s := make([]T, 0, min(n, 16))
+	var zero T
+	for i := 0; i < n; i++ {
+		s = append(s, zero)
+		if err := decodeRecord[T, P](dec, &s[i]); err != nil {
+			return fmt.Errorf("[%d]: %w", i, err)
+		}
+	}
+	*p = s
+	return nil
+}
+
+// decodeNilIfNext consumes a nil if it comes next and says whether it did.
+func decodeNilIfNext(dec *msgpack.Decoder) (bool, error) {
+	c, err := dec.PeekCode()
+	if err != nil {
+		return false, err
+	}
+	if c != msgpcode.Nil {
+		return false, nil
+	}
+	return true, dec.DecodeNil()
 }
 
 // encodeRecordPtr writes the record p points to, or nil.

@@ -10,6 +10,7 @@ import (
 	"sort"
 
 	"github.com/vmihailenco/msgpack/v5"
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
 )
 
 // KvStats: What a store holds (kv_stats).
@@ -115,7 +116,7 @@ func (r *KvStats) DecodeMsgpack(dec *msgpack.Decoder) error {
 				return fmt.Errorf("KvStats.first_value: %w", err)
 			}
 		case "largest":
-			if err := decodeInto(dec, &r.Largest); err != nil {
+			if err := decodeRecordPtr(dec, &r.Largest); err != nil {
 				return fmt.Errorf("KvStats.largest: %w", err)
 			}
 		default:
@@ -355,6 +356,77 @@ func encodeRecords[T msgpack.CustomEncoder](enc *msgpack.Encoder, s []T) error {
 		}
 	}
 	return nil
+}
+
+// decodeRecord, decodeRecordPtr and decodeRecords read a record, a pointer to one and
+// a list of them exactly as the msgpack library's reflection does (a nil record is the
+// zero record, a nil pointer or list is nil, an empty list is empty, not nil), without
+// reflection. A list is grown as its elements decode, never sized by its length on the
+// wire alone, and an element's failure names its index.
+func decodeRecord[T any, P interface {
+	*T
+	msgpack.CustomDecoder
+}](dec *msgpack.Decoder, p P) error {
+	if isNil, err := decodeNilIfNext(dec); isNil || err != nil {
+		if isNil {
+			var zero T
+			*p = zero
+		}
+		return err
+	}
+	return p.DecodeMsgpack(dec)
+}
+
+func decodeRecordPtr[T any, P interface {
+	*T
+	msgpack.CustomDecoder
+}](dec *msgpack.Decoder, p *P) error {
+	if isNil, err := decodeNilIfNext(dec); isNil || err != nil {
+		if isNil {
+			*p = nil
+		}
+		return err
+	}
+	if *p == nil {
+		*p = new(T)
+	}
+	return (*p).DecodeMsgpack(dec)
+}
+
+func decodeRecords[T any, P interface {
+	*T
+	msgpack.CustomDecoder
+}](dec *msgpack.Decoder, p *[]T) error {
+	n, err := dec.DecodeArrayLen()
+	if err != nil {
+		return err
+	}
+	if n == -1 {
+		*p = nil
+		return nil
+	}
+	s := make([]T, 0, min(n, 16))
+	var zero T
+	for i := 0; i < n; i++ {
+		s = append(s, zero)
+		if err := decodeRecord[T, P](dec, &s[i]); err != nil {
+			return fmt.Errorf("[%d]: %w", i, err)
+		}
+	}
+	*p = s
+	return nil
+}
+
+// decodeNilIfNext consumes a nil if it comes next and says whether it did.
+func decodeNilIfNext(dec *msgpack.Decoder) (bool, error) {
+	c, err := dec.PeekCode()
+	if err != nil {
+		return false, err
+	}
+	if c != msgpcode.Nil {
+		return false, nil
+	}
+	return true, dec.DecodeNil()
 }
 
 // encodeRecordPtr writes the record p points to, or nil.

@@ -1,0 +1,152 @@
+//go:build cgo
+
+package cpex
+
+import (
+	"bytes"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// refusedWriteResult is the shape of the CMF demo's result (examples/configs/cmf.yaml):
+// the third plugin's extensions write refused, one error record with details.fields.
+func refusedWriteResult(tb testing.TB) []byte {
+	tb.Helper()
+	raw, err := encode(PipelineResult{
+		ContinueProcessing: true,
+		PayloadType:        1,
+		Errors: []PluginError{{
+			PluginName: "cmf-tagger",
+			Message:    "may not write security.labels (no write_labels capability); none of its changes were applied",
+			Code:       "extension_write_refused",
+			Details:    map[string]any{"fields": []any{"security.labels"}},
+		}},
+	}, "result")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return raw
+}
+
+func BenchmarkDecodeRefusedWriteResult(b *testing.B) {
+	raw := refusedWriteResult(b)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if _, err := decodeResult(raw, 1); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// mp encodes v with the SDK's encoder (test helper).
+func mp(t *testing.T, v any) []byte {
+	t.Helper()
+	raw, err := encode(v, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// The generated decoders of record-valued fields (decodeRecords, decodeRecordPtr)
+// give exactly what the msgpack library's reflection gives for the same bytes.
+func TestRecordDecodersMatchReflection(t *testing.T) {
+	errA := map[string]any{"plugin_name": "a", "message": "m", "code": "c", "details": map[string]any{"fields": []any{"x", "y"}}}
+	errB := map[string]any{"plugin_name": "b", "message": "n", "later": []byte{1, 2}}
+	lists := map[string]any{
+		"nil":         nil,
+		"empty":       []any{},
+		"one":         []any{errA},
+		"two":         []any{errA, errB},
+		"nil element": []any{errA, nil},
+	}
+	for name, list := range lists {
+		raw := mp(t, list)
+		var viaReflection, generated []PluginError
+		if err := newDecoder(bytes.NewReader(raw)).Decode(&viaReflection); err != nil {
+			t.Fatalf("%s: reflection: %v", name, err)
+		}
+		d := newDecoder(bytes.NewReader(raw))
+		if err := decodeRecords(d, &generated); err != nil {
+			t.Fatalf("%s: generated: %v", name, err)
+		}
+		if !reflect.DeepEqual(viaReflection, generated) {
+			t.Fatalf("%s: generated %#v, reflection %#v", name, generated, viaReflection)
+		}
+		if (viaReflection == nil) != (generated == nil) {
+			t.Fatalf("%s: nil-ness differs", name)
+		}
+	}
+	for name, v := range map[string]any{"nil": nil, "set": map[string]any{"code": "c", "reason": "r", "details": map[string]any{"k": int64(1)}}} {
+		raw := mp(t, v)
+		var viaReflection, generated *PluginViolation
+		if err := newDecoder(bytes.NewReader(raw)).Decode(&viaReflection); err != nil {
+			t.Fatalf("%s: reflection: %v", name, err)
+		}
+		generated = &PluginViolation{Code: "stale"} // a set pointer is overwritten, as reflection does
+		if v == nil {
+			if err := decodeRecordPtr(newDecoder(bytes.NewReader(raw)), &generated); err != nil || generated != nil {
+				t.Fatalf("nil violation: got %#v, %v", generated, err)
+			}
+			continue
+		}
+		generated = nil
+		if err := decodeRecordPtr(newDecoder(bytes.NewReader(raw)), &generated); err != nil {
+			t.Fatalf("%s: generated: %v", name, err)
+		}
+		if !reflect.DeepEqual(viaReflection, generated) {
+			t.Fatalf("%s: generated %#v, reflection %#v", name, generated, viaReflection)
+		}
+	}
+	// The whole demo result, and its re-encoding: the same bytes.
+	raw := refusedWriteResult(t)
+	got, err := decodeResult(raw, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again := mp(t, *got); !bytes.Equal(again, raw) {
+		t.Fatalf("re-encoded %x, was %x", again, raw)
+	}
+	if got.Errors[0].Details["fields"].([]any)[0] != "security.labels" {
+		t.Fatalf("details: %#v", got.Errors[0].Details)
+	}
+}
+
+// A malformed record list or record is an error naming the field and the element.
+func TestRecordDecodersRefuseMalformed(t *testing.T) {
+	base := map[string]any{"continue_processing": true, "payload_modified": false, "extensions_modified": false, "payload_type": 1}
+	with := func(k string, v any) []byte {
+		m := map[string]any{}
+		for a, b := range base {
+			m[a] = b
+		}
+		m[k] = v
+		return mp(t, m)
+	}
+	truncated := with("errors", []any{map[string]any{"plugin_name": "a", "message": "m"}})
+	truncated = truncated[:len(truncated)-3]
+	cases := []struct {
+		name string
+		raw  []byte
+		want string
+	}{
+		{"errors not a list", with("errors", "no"), "PipelineResult.errors: "},
+		{"element not a map", with("errors", []any{"no"}), "PipelineResult.errors: [0]: PluginError: "},
+		{"element missing a field", with("errors", []any{map[string]any{"plugin_name": "a", "message": "m"}, map[string]any{"plugin_name": "b"}}), "PipelineResult.errors: [1]: PluginError: missing a required field (plugin_name, message)"},
+		{"element field of the wrong type", with("errors", []any{map[string]any{"plugin_name": 3, "message": "m"}}), "PipelineResult.errors: [0]: PluginError.plugin_name: "},
+		{"violation not a map", with("violation", []any{1}), "PipelineResult.violation: PluginViolation: "},
+		{"violation missing a field", with("violation", map[string]any{"code": "c"}), "PipelineResult.violation: PluginViolation: missing a required field (code, reason)"},
+		{"truncated", truncated, "pipeline result: cannot decode the library's MessagePack: "},
+	}
+	for _, c := range cases {
+		_, err := decodeResult(c.raw, 1)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("%s: got %v, want an error containing %q", c.name, err, c.want)
+		}
+		// The pooled decoder is reset after a failure: a good result decodes next.
+		if _, err := decodeResult(refusedWriteResult(t), 1); err != nil {
+			t.Fatalf("%s: the next decode failed: %v", c.name, err)
+		}
+	}
+}
