@@ -3,10 +3,14 @@
 package cpex
 
 import (
+	"bufio"
 	"bytes"
+	"io"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
 )
 
 // refusedWriteResult is the shape of the CMF demo's result (examples/configs/cmf.yaml):
@@ -148,5 +152,55 @@ func TestRecordDecodersRefuseMalformed(t *testing.T) {
 		if _, err := decodeResult(refusedWriteResult(t), 1); err != nil {
 			t.Fatalf("%s: the next decode failed: %v", c.name, err)
 		}
+	}
+}
+
+// decodeKey gives exactly DecodeString's value or error, and leaves the decoder where
+// DecodeString would, for every shape of key: the fast path (a short str read from a
+// *bytes.Reader) and each case it hands back (a long str, str16, bin, nil, not a
+// string, truncated, another reader).
+func TestDecodeKeyMatchesDecodeString(t *testing.T) {
+	long := strings.Repeat("k", maxFastKey+1)
+	str16 := append([]byte{msgpcode.Str16, 0, 3}, "abc"...)
+	inputs := map[string][]byte{
+		"fixstr":      mp(t, "plugin_name"),
+		"empty":       mp(t, ""),
+		"str8 fits":   mp(t, strings.Repeat("s", maxFastKey)),
+		"str8 long":   mp(t, long),
+		"str16":       str16,
+		"bin":         mp(t, []byte("bin")),
+		"nil":         {msgpcode.Nil},
+		"int":         mp(t, 7),
+		"truncated":   mp(t, "plugin_name")[:5],
+		"str8 no len": {msgpcode.Str8},
+		"nothing":     {},
+		"str8 cut":    {msgpcode.Str8, 4, 'a'},
+	}
+	for name, raw := range inputs {
+		raw = append(raw, 0xc3) // a true after the key: both must stop at it
+		want, wantErr := newDecoder(bytes.NewReader(raw)).DecodeString()
+		for _, r := range []io.Reader{bytes.NewReader(raw), bufio.NewReader(bytes.NewReader(raw))} {
+			d := newDecoder(r)
+			var buf [maxFastKey]byte
+			got, err := decodeKey(d, buf[:])
+			if (err == nil) != (wantErr == nil) || (err != nil && err.Error() != wantErr.Error()) {
+				t.Fatalf("%s (%T): error %v, DecodeString's %v", name, r, err, wantErr)
+			}
+			if err != nil {
+				continue
+			}
+			if string(got) != want {
+				t.Fatalf("%s (%T): %q, DecodeString's %q", name, r, got, want)
+			}
+			if next, err := d.DecodeBool(); err != nil || !next {
+				t.Fatalf("%s (%T): not left at the next value: %v %v", name, r, next, err)
+			}
+		}
+	}
+	// A field name longer than the fast path still reaches Extra, whole.
+	raw := mp(t, map[string]any{"plugin_name": "a", "message": "m", long: 1})
+	var e PluginError
+	if err := decode(raw, &e, "test"); err != nil || len(e.Extra) != 1 || e.Extra[0].Key != long {
+		t.Fatalf("long key: %#v, %v", e.Extra, err)
 	}
 }

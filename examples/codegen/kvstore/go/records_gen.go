@@ -6,7 +6,9 @@
 package kvstore
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"sort"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -85,12 +87,13 @@ func (r *KvStats) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("KvStats: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("KvStats: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "count":
 			seen++
 			if err := decodeInto(dec, &r.Count); err != nil {
@@ -124,7 +127,7 @@ func (r *KvStats) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("KvStats.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 4 {
@@ -163,12 +166,13 @@ func (r *KvBlob) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("KvBlob: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("KvBlob: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "data":
 			seen++
 			if err := decodeInto(dec, &r.Data); err != nil {
@@ -179,7 +183,7 @@ func (r *KvBlob) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("KvBlob.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 1 {
@@ -415,6 +419,42 @@ func decodeRecords[T any, P interface {
 	}
 	*p = s
 	return nil
+}
+
+// maxFastKey is the longest field name decodeKey reads without an allocation.
+const maxFastKey = 64
+
+// decodeKey reads a field name (a MessagePack str) for a switch on string(key), which
+// does not allocate: a str of at most len(buf) bytes read straight from the decoder's
+// *bytes.Reader (the SDK decodes byte slices so) is copied into buf. Anything else (a
+// longer name, another reader, not a str, too few bytes) is rewound and read by
+// DecodeString, so that its value or its error is exactly DecodeString's.
+func decodeKey(dec *msgpack.Decoder, buf []byte) ([]byte, error) {
+	r, ok := dec.Buffered().(*bytes.Reader)
+	if !ok {
+		s, err := dec.DecodeString()
+		return []byte(s), err
+	}
+	start := r.Size() - int64(r.Len())
+	if c, err := r.ReadByte(); err == nil {
+		n := -1
+		if msgpcode.IsFixedString(c) {
+			n = int(c & msgpcode.FixedStrMask)
+		} else if c == msgpcode.Str8 {
+			if l, err := r.ReadByte(); err == nil {
+				n = int(l)
+			}
+		}
+		if n >= 0 && n <= len(buf) && r.Len() >= n {
+			got, _ := r.Read(buf[:n])
+			return buf[:got], nil
+		}
+	}
+	if _, err := r.Seek(start, io.SeekStart); err != nil {
+		return nil, err
+	}
+	s, err := dec.DecodeString()
+	return []byte(s), err
 }
 
 // decodeNilIfNext consumes a nil if it comes next and says whether it did.
