@@ -376,7 +376,9 @@ func encodeExtra(enc *msgpack.Encoder, extra []ExtraField) error {
 // eachField calls fn for every key of the MessagePack map in raw; fn must consume the
 // value from d.
 func eachField(raw []byte, fn func(key string, d *msgpack.Decoder) error) error {
-	d := newDecoder(bytes.NewReader(raw))
+	sd := getSliceDecoder(raw)
+	defer sd.release()
+	d := sd.dec
 	n, err := d.DecodeMapLen()
 	if err != nil {
 		return err
@@ -395,14 +397,28 @@ func eachField(raw []byte, fn func(key string, d *msgpack.Decoder) error) error 
 
 // peekTag finds the string under key in the map in raw ("" when absent).
 func peekTag(raw []byte, key string) (string, error) {
+	sd := getSliceDecoder(raw)
+	defer sd.release()
+	d := sd.dec
+	n, err := d.DecodeMapLen()
+	if err != nil {
+		return "", err
+	}
 	tag := ""
-	err := eachField(raw, func(k string, d *msgpack.Decoder) error {
-		if k != key {
-			return d.Skip()
+	var keyBuf [maxFastKey]byte
+	for i := 0; i < n; i++ {
+		k, err := decodeKey(d, keyBuf[:])
+		if err != nil {
+			return "", err
 		}
-		var err error
-		tag, err = d.DecodeString()
-		return err
-	})
-	return tag, err
+		if string(k) != key {
+			err = d.Skip()
+		} else {
+			tag, err = d.DecodeString()
+		}
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", k, err)
+		}
+	}
+	return tag, nil
 }

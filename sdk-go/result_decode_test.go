@@ -204,3 +204,51 @@ func TestDecodeKeyMatchesDecodeString(t *testing.T) {
 		t.Fatalf("long key: %#v, %v", e.Extra, err)
 	}
 }
+
+func BenchmarkDecodeCMFMessage(b *testing.B) {
+	raw, err := encode(MessagePayload{Message: Message{
+		SchemaVersion: "1.0",
+		Role:          "assistant",
+		Content: []ContentPart{
+			NewTextPart("Calling search_docs."),
+			NewToolCallPart(ToolCall{ToolCallID: "call-1", Name: "search_docs", Arguments: map[string]any{"query": "quarterly report"}}),
+		},
+	}}, "message")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		var m MessagePayload
+		if err := decode(raw, &m, "message"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// A union part's tag is found among any keys (long ones too) by the pooled peekTag; a
+// malformed tag or part is an error naming the field.
+func TestUnionPartDecodeOnPooledDecoders(t *testing.T) {
+	long := strings.Repeat("x", maxFastKey+5)
+	var p ContentPart
+	if err := decode(mp(t, map[string]any{long: 1, "content_type": "text", "text": "hi"}), &p, "part"); err != nil {
+		t.Fatal(err)
+	}
+	if p.ContentType != "text" || p.Text != "hi" || len(p.Extra) != 1 || p.Extra[0].Key != long {
+		t.Fatalf("part %+v", p)
+	}
+	for name, c := range map[string]struct {
+		raw  []byte
+		want string
+	}{
+		"tag not a string": {mp(t, map[string]any{"content_type": 3, "text": "hi"}), "ContentPart: content_type: "},
+		"not a map":        {mp(t, []any{1}), "ContentPart: "},
+		"truncated":        {mp(t, map[string]any{"content_type": "text", "text": "hi"})[:8], "ContentPart: "},
+	} {
+		var p ContentPart
+		err := decode(c.raw, &p, "part")
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("%s: got %v, want an error containing %q", name, err, c.want)
+		}
+	}
+}
