@@ -213,10 +213,50 @@ func decodeInto(d *msgpack.Decoder, target any) error {
 
 // decode reads MessagePack into v.
 func decode(data []byte, v any, what string) error {
-	if err := decodeInto(newDecoder(bytes.NewReader(data)), v); err != nil {
+	d := getSliceDecoder(data)
+	err := decodeInto(d.dec, v)
+	d.release()
+	if err != nil {
 		return &Error{Code: codeSerialize, Message: fmt.Sprintf("%s: cannot decode the library's MessagePack: %v", what, err)}
 	}
 	return nil
+}
+
+// sliceDecoder is newDecoder over a byte slice, reused across decodes
+// (sliceDecoders): a decoder and its reader cost two allocations, and a fresh decoder
+// grows its scratch buffer again for every string longer than the last. Nothing
+// decoded aliases the decoder: strings, bytes and raw fields are copied out.
+type sliceDecoder struct {
+	r   bytes.Reader
+	dec *msgpack.Decoder
+}
+
+var sliceDecoders = sync.Pool{New: func() any {
+	d := &sliceDecoder{}
+	d.dec = newDecoder(&d.r)
+	return d
+}}
+
+func getSliceDecoder(data []byte) *sliceDecoder {
+	d := sliceDecoders.Get().(*sliceDecoder)
+	d.r.Reset(data)
+	d.dec.Reset(&d.r) // Reset clears the settings: newDecoder's, again
+	d.dec.UseLooseInterfaceDecoding(true)
+	d.dec.SetMapDecoder(decodeMap)
+	d.dec.SetCustomStructTag(fallbackStructTag)
+	return d
+}
+
+// release gives the decoder back, holding no reference to the decoded bytes; one that
+// read more than maxPooledInput bytes is left to the GC (its scratch buffer may be as
+// large as the longest string it read).
+func (d *sliceDecoder) release() {
+	big := d.r.Size() > maxPooledInput
+	d.r.Reset(nil)
+	d.dec.Reset(&d.r)
+	if !big {
+		sliceDecoders.Put(d)
+	}
 }
 
 // ExtraField is a field this SDK does not know, kept as raw MessagePack so that it is
@@ -336,7 +376,9 @@ func encodeExtra(enc *msgpack.Encoder, extra []ExtraField) error {
 // eachField calls fn for every key of the MessagePack map in raw; fn must consume the
 // value from d.
 func eachField(raw []byte, fn func(key string, d *msgpack.Decoder) error) error {
-	d := newDecoder(bytes.NewReader(raw))
+	sd := getSliceDecoder(raw)
+	defer sd.release()
+	d := sd.dec
 	n, err := d.DecodeMapLen()
 	if err != nil {
 		return err
@@ -355,14 +397,28 @@ func eachField(raw []byte, fn func(key string, d *msgpack.Decoder) error) error 
 
 // peekTag finds the string under key in the map in raw ("" when absent).
 func peekTag(raw []byte, key string) (string, error) {
+	sd := getSliceDecoder(raw)
+	defer sd.release()
+	d := sd.dec
+	n, err := d.DecodeMapLen()
+	if err != nil {
+		return "", err
+	}
 	tag := ""
-	err := eachField(raw, func(k string, d *msgpack.Decoder) error {
-		if k != key {
-			return d.Skip()
+	var keyBuf [maxFastKey]byte
+	for i := 0; i < n; i++ {
+		k, err := decodeKey(d, keyBuf[:])
+		if err != nil {
+			return "", err
 		}
-		var err error
-		tag, err = d.DecodeString()
-		return err
-	})
-	return tag, err
+		if string(k) != key {
+			err = d.Skip()
+		} else {
+			tag, err = d.DecodeString()
+		}
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", k, err)
+		}
+	}
+	return tag, nil
 }

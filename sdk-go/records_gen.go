@@ -6,10 +6,13 @@
 package cpex
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"sort"
 
 	"github.com/vmihailenco/msgpack/v5"
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
 )
 
 // PluginViolation: Why a plugin denied the call.
@@ -128,12 +131,13 @@ func (r *PluginViolation) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("PluginViolation: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("PluginViolation: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "code":
 			seen++
 			if err := decodeInto(dec, &r.Code); err != nil {
@@ -177,7 +181,7 @@ func (r *PluginViolation) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("PluginViolation.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 2 {
@@ -256,12 +260,13 @@ func (r *PluginError) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("PluginError: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("PluginError: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "plugin_name":
 			seen++
 			if err := decodeInto(dec, &r.PluginName); err != nil {
@@ -289,7 +294,7 @@ func (r *PluginError) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("PluginError.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 2 {
@@ -473,12 +478,13 @@ func (r *PluginStats) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("PluginStats: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("PluginStats: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "name":
 			seen++
 			if err := decodeInto(dec, &r.Name); err != nil {
@@ -547,7 +553,7 @@ func (r *PluginStats) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("PluginStats.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 3 {
@@ -685,12 +691,13 @@ func (r *PipelineResult) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("PipelineResult: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("PipelineResult: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "continue_processing":
 			seen++
 			if err := decodeInto(dec, &r.ContinueProcessing); err != nil {
@@ -707,11 +714,11 @@ func (r *PipelineResult) DecodeMsgpack(dec *msgpack.Decoder) error {
 				return fmt.Errorf("PipelineResult.extensions_modified: %w", err)
 			}
 		case "violation":
-			if err := decodeInto(dec, &r.Violation); err != nil {
+			if err := decodeRecordPtr(dec, &r.Violation); err != nil {
 				return fmt.Errorf("PipelineResult.violation: %w", err)
 			}
 		case "errors":
-			if err := decodeInto(dec, &r.Errors); err != nil {
+			if err := decodeRecords(dec, &r.Errors); err != nil {
 				return fmt.Errorf("PipelineResult.errors: %w", err)
 			}
 		case "metadata":
@@ -744,7 +751,7 @@ func (r *PipelineResult) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("PipelineResult.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 4 {
@@ -919,54 +926,55 @@ func (r *Extensions) DecodeMsgpack(dec *msgpack.Decoder) error {
 	if err != nil {
 		return fmt.Errorf("Extensions: %w", err)
 	}
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("Extensions: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "meta":
-			if err := decodeInto(dec, &r.Meta); err != nil {
+			if err := decodeRecordPtr(dec, &r.Meta); err != nil {
 				return fmt.Errorf("Extensions.meta: %w", err)
 			}
 		case "security":
-			if err := decodeInto(dec, &r.Security); err != nil {
+			if err := decodeRecordPtr(dec, &r.Security); err != nil {
 				return fmt.Errorf("Extensions.security: %w", err)
 			}
 		case "http":
-			if err := decodeInto(dec, &r.HTTP); err != nil {
+			if err := decodeRecordPtr(dec, &r.HTTP); err != nil {
 				return fmt.Errorf("Extensions.http: %w", err)
 			}
 		case "delegation":
-			if err := decodeInto(dec, &r.Delegation); err != nil {
+			if err := decodeRecordPtr(dec, &r.Delegation); err != nil {
 				return fmt.Errorf("Extensions.delegation: %w", err)
 			}
 		case "agent":
-			if err := decodeInto(dec, &r.Agent); err != nil {
+			if err := decodeRecordPtr(dec, &r.Agent); err != nil {
 				return fmt.Errorf("Extensions.agent: %w", err)
 			}
 		case "request":
-			if err := decodeInto(dec, &r.Request); err != nil {
+			if err := decodeRecordPtr(dec, &r.Request); err != nil {
 				return fmt.Errorf("Extensions.request: %w", err)
 			}
 		case "mcp":
-			if err := decodeInto(dec, &r.MCP); err != nil {
+			if err := decodeRecordPtr(dec, &r.MCP); err != nil {
 				return fmt.Errorf("Extensions.mcp: %w", err)
 			}
 		case "completion":
-			if err := decodeInto(dec, &r.Completion); err != nil {
+			if err := decodeRecordPtr(dec, &r.Completion); err != nil {
 				return fmt.Errorf("Extensions.completion: %w", err)
 			}
 		case "provenance":
-			if err := decodeInto(dec, &r.Provenance); err != nil {
+			if err := decodeRecordPtr(dec, &r.Provenance); err != nil {
 				return fmt.Errorf("Extensions.provenance: %w", err)
 			}
 		case "llm":
-			if err := decodeInto(dec, &r.LLM); err != nil {
+			if err := decodeRecordPtr(dec, &r.LLM); err != nil {
 				return fmt.Errorf("Extensions.llm: %w", err)
 			}
 		case "framework":
-			if err := decodeInto(dec, &r.Framework); err != nil {
+			if err := decodeRecordPtr(dec, &r.Framework); err != nil {
 				return fmt.Errorf("Extensions.framework: %w", err)
 			}
 		case "custom":
@@ -978,7 +986,7 @@ func (r *Extensions) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("Extensions.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	return nil
@@ -1069,12 +1077,13 @@ func (r *MetaExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 	if err != nil {
 		return fmt.Errorf("MetaExtension: %w", err)
 	}
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("MetaExtension: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "entity_type":
 			if err := decodeInto(dec, &r.EntityType); err != nil {
 				return fmt.Errorf("MetaExtension.entity_type: %w", err)
@@ -1100,7 +1109,7 @@ func (r *MetaExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("MetaExtension.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	return nil
@@ -1209,12 +1218,13 @@ func (r *SecurityExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 	if err != nil {
 		return fmt.Errorf("SecurityExtension: %w", err)
 	}
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("SecurityExtension: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "labels":
 			if err := decodeInto(dec, &r.Labels); err != nil {
 				return fmt.Errorf("SecurityExtension.labels: %w", err)
@@ -1224,11 +1234,11 @@ func (r *SecurityExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 				return fmt.Errorf("SecurityExtension.classification: %w", err)
 			}
 		case "subject":
-			if err := decodeInto(dec, &r.Subject); err != nil {
+			if err := decodeRecordPtr(dec, &r.Subject); err != nil {
 				return fmt.Errorf("SecurityExtension.subject: %w", err)
 			}
 		case "agent":
-			if err := decodeInto(dec, &r.Agent); err != nil {
+			if err := decodeRecordPtr(dec, &r.Agent); err != nil {
 				return fmt.Errorf("SecurityExtension.agent: %w", err)
 			}
 		case "auth_method":
@@ -1248,7 +1258,7 @@ func (r *SecurityExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("SecurityExtension.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	return nil
@@ -1351,12 +1361,13 @@ func (r *SubjectExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 	if err != nil {
 		return fmt.Errorf("SubjectExtension: %w", err)
 	}
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("SubjectExtension: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "id":
 			if err := decodeInto(dec, &r.ID); err != nil {
 				return fmt.Errorf("SubjectExtension.id: %w", err)
@@ -1386,7 +1397,7 @@ func (r *SubjectExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("SubjectExtension.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	return nil
@@ -1453,12 +1464,13 @@ func (r *AgentIdentity) DecodeMsgpack(dec *msgpack.Decoder) error {
 	if err != nil {
 		return fmt.Errorf("AgentIdentity: %w", err)
 	}
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("AgentIdentity: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "client_id":
 			if err := decodeInto(dec, &r.ClientID); err != nil {
 				return fmt.Errorf("AgentIdentity.client_id: %w", err)
@@ -1476,7 +1488,7 @@ func (r *AgentIdentity) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("AgentIdentity.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	return nil
@@ -1555,12 +1567,13 @@ func (r *ObjectSecurityProfile) DecodeMsgpack(dec *msgpack.Decoder) error {
 	if err != nil {
 		return fmt.Errorf("ObjectSecurityProfile: %w", err)
 	}
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("ObjectSecurityProfile: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "managed_by":
 			if err := decodeInto(dec, &r.ManagedBy); err != nil {
 				return fmt.Errorf("ObjectSecurityProfile.managed_by: %w", err)
@@ -1582,7 +1595,7 @@ func (r *ObjectSecurityProfile) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("ObjectSecurityProfile.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	return nil
@@ -1661,12 +1674,13 @@ func (r *DataPolicy) DecodeMsgpack(dec *msgpack.Decoder) error {
 	if err != nil {
 		return fmt.Errorf("DataPolicy: %w", err)
 	}
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("DataPolicy: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "apply_labels":
 			if err := decodeInto(dec, &r.ApplyLabels); err != nil {
 				return fmt.Errorf("DataPolicy.apply_labels: %w", err)
@@ -1680,7 +1694,7 @@ func (r *DataPolicy) DecodeMsgpack(dec *msgpack.Decoder) error {
 				return fmt.Errorf("DataPolicy.denied_actions: %w", err)
 			}
 		case "retention":
-			if err := decodeInto(dec, &r.Retention); err != nil {
+			if err := decodeRecordPtr(dec, &r.Retention); err != nil {
 				return fmt.Errorf("DataPolicy.retention: %w", err)
 			}
 		default:
@@ -1688,7 +1702,7 @@ func (r *DataPolicy) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("DataPolicy.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	return nil
@@ -1752,12 +1766,13 @@ func (r *RetentionPolicy) DecodeMsgpack(dec *msgpack.Decoder) error {
 	if err != nil {
 		return fmt.Errorf("RetentionPolicy: %w", err)
 	}
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("RetentionPolicy: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "max_age_seconds":
 			if err := decodeInto(dec, &r.MaxAgeSeconds); err != nil {
 				return fmt.Errorf("RetentionPolicy.max_age_seconds: %w", err)
@@ -1775,7 +1790,7 @@ func (r *RetentionPolicy) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("RetentionPolicy.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	return nil
@@ -1830,12 +1845,13 @@ func (r *HttpExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 	if err != nil {
 		return fmt.Errorf("HttpExtension: %w", err)
 	}
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("HttpExtension: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "request_headers":
 			if err := decodeInto(dec, &r.RequestHeaders); err != nil {
 				return fmt.Errorf("HttpExtension.request_headers: %w", err)
@@ -1849,7 +1865,7 @@ func (r *HttpExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("HttpExtension.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	return nil
@@ -1946,14 +1962,15 @@ func (r *DelegationExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 	if err != nil {
 		return fmt.Errorf("DelegationExtension: %w", err)
 	}
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("DelegationExtension: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "chain":
-			if err := decodeInto(dec, &r.Chain); err != nil {
+			if err := decodeRecords(dec, &r.Chain); err != nil {
 				return fmt.Errorf("DelegationExtension.chain: %w", err)
 			}
 		case "depth":
@@ -1981,7 +1998,7 @@ func (r *DelegationExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("DelegationExtension.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	return nil
@@ -2105,12 +2122,13 @@ func (r *DelegationHop) DecodeMsgpack(dec *msgpack.Decoder) error {
 	if err != nil {
 		return fmt.Errorf("DelegationHop: %w", err)
 	}
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("DelegationHop: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "subject_id":
 			if err := decodeInto(dec, &r.SubjectID); err != nil {
 				return fmt.Errorf("DelegationHop.subject_id: %w", err)
@@ -2148,7 +2166,7 @@ func (r *DelegationHop) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("DelegationHop.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	return nil
@@ -2260,12 +2278,13 @@ func (r *AgentExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 	if err != nil {
 		return fmt.Errorf("AgentExtension: %w", err)
 	}
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("AgentExtension: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "input":
 			if err := decodeInto(dec, &r.Input); err != nil {
 				return fmt.Errorf("AgentExtension.input: %w", err)
@@ -2291,7 +2310,7 @@ func (r *AgentExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 				return fmt.Errorf("AgentExtension.parent_agent_id: %w", err)
 			}
 		case "conversation":
-			if err := decodeInto(dec, &r.Conversation); err != nil {
+			if err := decodeRecordPtr(dec, &r.Conversation); err != nil {
 				return fmt.Errorf("AgentExtension.conversation: %w", err)
 			}
 		default:
@@ -2299,7 +2318,7 @@ func (r *AgentExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("AgentExtension.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	return nil
@@ -2363,12 +2382,13 @@ func (r *ConversationContext) DecodeMsgpack(dec *msgpack.Decoder) error {
 	if err != nil {
 		return fmt.Errorf("ConversationContext: %w", err)
 	}
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("ConversationContext: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "history":
 			if err := decodeInto(dec, &r.History); err != nil {
 				return fmt.Errorf("ConversationContext.history: %w", err)
@@ -2386,7 +2406,7 @@ func (r *ConversationContext) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("ConversationContext.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	return nil
@@ -2477,12 +2497,13 @@ func (r *RequestExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 	if err != nil {
 		return fmt.Errorf("RequestExtension: %w", err)
 	}
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("RequestExtension: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "environment":
 			if err := decodeInto(dec, &r.Environment); err != nil {
 				return fmt.Errorf("RequestExtension.environment: %w", err)
@@ -2508,7 +2529,7 @@ func (r *RequestExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("RequestExtension.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	return nil
@@ -2575,22 +2596,23 @@ func (r *MCPExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 	if err != nil {
 		return fmt.Errorf("MCPExtension: %w", err)
 	}
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("MCPExtension: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "tool":
-			if err := decodeInto(dec, &r.Tool); err != nil {
+			if err := decodeRecordPtr(dec, &r.Tool); err != nil {
 				return fmt.Errorf("MCPExtension.tool: %w", err)
 			}
 		case "resource":
-			if err := decodeInto(dec, &r.Resource); err != nil {
+			if err := decodeRecordPtr(dec, &r.Resource); err != nil {
 				return fmt.Errorf("MCPExtension.resource: %w", err)
 			}
 		case "prompt":
-			if err := decodeInto(dec, &r.Prompt); err != nil {
+			if err := decodeRecordPtr(dec, &r.Prompt); err != nil {
 				return fmt.Errorf("MCPExtension.prompt: %w", err)
 			}
 		default:
@@ -2598,7 +2620,7 @@ func (r *MCPExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("MCPExtension.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	return nil
@@ -2712,12 +2734,13 @@ func (r *ToolMetadata) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("ToolMetadata: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("ToolMetadata: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "name":
 			seen++
 			if err := decodeInto(dec, &r.Name); err != nil {
@@ -2756,7 +2779,7 @@ func (r *ToolMetadata) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("ToolMetadata.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 1 {
@@ -2846,12 +2869,13 @@ func (r *ResourceMetadata) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("ResourceMetadata: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("ResourceMetadata: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "uri":
 			seen++
 			if err := decodeInto(dec, &r.Uri); err != nil {
@@ -2878,7 +2902,7 @@ func (r *ResourceMetadata) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("ResourceMetadata.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 1 {
@@ -2944,12 +2968,13 @@ func (r *PromptMetadata) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("PromptMetadata: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("PromptMetadata: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "name":
 			seen++
 			if err := decodeInto(dec, &r.Name); err != nil {
@@ -2968,7 +2993,7 @@ func (r *PromptMetadata) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("PromptMetadata.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 1 {
@@ -3071,18 +3096,19 @@ func (r *CompletionExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 	if err != nil {
 		return fmt.Errorf("CompletionExtension: %w", err)
 	}
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("CompletionExtension: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "stop_reason":
 			if err := decodeInto(dec, &r.StopReason); err != nil {
 				return fmt.Errorf("CompletionExtension.stop_reason: %w", err)
 			}
 		case "tokens":
-			if err := decodeInto(dec, &r.Tokens); err != nil {
+			if err := decodeRecordPtr(dec, &r.Tokens); err != nil {
 				return fmt.Errorf("CompletionExtension.tokens: %w", err)
 			}
 		case "model":
@@ -3106,7 +3132,7 @@ func (r *CompletionExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("CompletionExtension.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	return nil
@@ -3164,12 +3190,13 @@ func (r *TokenUsage) DecodeMsgpack(dec *msgpack.Decoder) error {
 	if err != nil {
 		return fmt.Errorf("TokenUsage: %w", err)
 	}
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("TokenUsage: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "input_tokens":
 			if err := decodeInto(dec, &r.InputTokens); err != nil {
 				return fmt.Errorf("TokenUsage.input_tokens: %w", err)
@@ -3187,7 +3214,7 @@ func (r *TokenUsage) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("TokenUsage.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	return nil
@@ -3254,12 +3281,13 @@ func (r *ProvenanceExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 	if err != nil {
 		return fmt.Errorf("ProvenanceExtension: %w", err)
 	}
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("ProvenanceExtension: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "source":
 			if err := decodeInto(dec, &r.Source); err != nil {
 				return fmt.Errorf("ProvenanceExtension.source: %w", err)
@@ -3277,7 +3305,7 @@ func (r *ProvenanceExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("ProvenanceExtension.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	return nil
@@ -3344,12 +3372,13 @@ func (r *LLMExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 	if err != nil {
 		return fmt.Errorf("LLMExtension: %w", err)
 	}
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("LLMExtension: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "model_id":
 			if err := decodeInto(dec, &r.ModelID); err != nil {
 				return fmt.Errorf("LLMExtension.model_id: %w", err)
@@ -3367,7 +3396,7 @@ func (r *LLMExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("LLMExtension.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	return nil
@@ -3455,12 +3484,13 @@ func (r *FrameworkExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 	if err != nil {
 		return fmt.Errorf("FrameworkExtension: %w", err)
 	}
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("FrameworkExtension: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "framework":
 			if err := decodeInto(dec, &r.Framework); err != nil {
 				return fmt.Errorf("FrameworkExtension.framework: %w", err)
@@ -3486,7 +3516,7 @@ func (r *FrameworkExtension) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("FrameworkExtension.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	return nil
@@ -3538,15 +3568,16 @@ func (r *MessagePayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("MessagePayload: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("MessagePayload: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "message":
 			seen++
-			if err := decodeInto(dec, &r.Message); err != nil {
+			if err := decodeRecord(dec, &r.Message); err != nil {
 				return fmt.Errorf("MessagePayload.message: %w", err)
 			}
 		case "hook":
@@ -3558,7 +3589,7 @@ func (r *MessagePayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("MessagePayload.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 1 {
@@ -3633,12 +3664,13 @@ func (r *Message) DecodeMsgpack(dec *msgpack.Decoder) error {
 	}
 	seen := 0
 	r.SchemaVersion = "2.0" // when absent from the wire
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("Message: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "schema_version":
 			if err := decodeInto(dec, &r.SchemaVersion); err != nil {
 				return fmt.Errorf("Message.schema_version: %w", err)
@@ -3650,7 +3682,7 @@ func (r *Message) DecodeMsgpack(dec *msgpack.Decoder) error {
 			}
 		case "content":
 			seen++
-			if err := decodeInto(dec, &r.Content); err != nil {
+			if err := decodeRecords(dec, &r.Content); err != nil {
 				return fmt.Errorf("Message.content: %w", err)
 			}
 		case "channel":
@@ -3662,7 +3694,7 @@ func (r *Message) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("Message.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 2 {
@@ -3732,12 +3764,13 @@ func (r *ToolCall) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("ToolCall: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("ToolCall: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "tool_call_id":
 			seen++
 			if err := decodeInto(dec, &r.ToolCallID); err != nil {
@@ -3761,7 +3794,7 @@ func (r *ToolCall) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("ToolCall.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 2 {
@@ -3831,12 +3864,13 @@ func (r *ToolResult) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("ToolResult: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("ToolResult: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "tool_call_id":
 			seen++
 			if err := decodeInto(dec, &r.ToolCallID); err != nil {
@@ -3860,7 +3894,7 @@ func (r *ToolResult) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("ToolResult.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 2 {
@@ -4003,12 +4037,13 @@ func (r *Resource) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("Resource: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("Resource: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "resource_request_id":
 			seen++
 			if err := decodeInto(dec, &r.ResourceRequestID); err != nil {
@@ -4061,7 +4096,7 @@ func (r *Resource) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("Resource.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 3 {
@@ -4159,12 +4194,13 @@ func (r *ResourceReference) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("ResourceReference: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("ResourceReference: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "resource_request_id":
 			seen++
 			if err := decodeInto(dec, &r.ResourceRequestID); err != nil {
@@ -4201,7 +4237,7 @@ func (r *ResourceReference) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("ResourceReference.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 3 {
@@ -4271,12 +4307,13 @@ func (r *PromptRequest) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("PromptRequest: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("PromptRequest: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "prompt_request_id":
 			seen++
 			if err := decodeInto(dec, &r.PromptRequestID); err != nil {
@@ -4300,7 +4337,7 @@ func (r *PromptRequest) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("PromptRequest.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 2 {
@@ -4397,12 +4434,13 @@ func (r *PromptResult) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("PromptResult: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("PromptResult: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "prompt_request_id":
 			seen++
 			if err := decodeInto(dec, &r.PromptRequestID); err != nil {
@@ -4414,7 +4452,7 @@ func (r *PromptResult) DecodeMsgpack(dec *msgpack.Decoder) error {
 				return fmt.Errorf("PromptResult.prompt_name: %w", err)
 			}
 		case "messages":
-			if err := decodeInto(dec, &r.Messages); err != nil {
+			if err := decodeRecords(dec, &r.Messages); err != nil {
 				return fmt.Errorf("PromptResult.messages: %w", err)
 			}
 		case "content":
@@ -4434,7 +4472,7 @@ func (r *PromptResult) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("PromptResult.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 2 {
@@ -4495,12 +4533,13 @@ func (r *ImageSource) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("ImageSource: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("ImageSource: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "type":
 			seen++
 			if err := decodeInto(dec, &r.Type); err != nil {
@@ -4520,7 +4559,7 @@ func (r *ImageSource) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("ImageSource.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 2 {
@@ -4590,12 +4629,13 @@ func (r *VideoSource) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("VideoSource: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("VideoSource: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "type":
 			seen++
 			if err := decodeInto(dec, &r.Type); err != nil {
@@ -4619,7 +4659,7 @@ func (r *VideoSource) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("VideoSource.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 2 {
@@ -4689,12 +4729,13 @@ func (r *AudioSource) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("AudioSource: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("AudioSource: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "type":
 			seen++
 			if err := decodeInto(dec, &r.Type); err != nil {
@@ -4718,7 +4759,7 @@ func (r *AudioSource) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("AudioSource.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 2 {
@@ -4791,12 +4832,13 @@ func (r *DocumentSource) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("DocumentSource: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("DocumentSource: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "type":
 			seen++
 			if err := decodeInto(dec, &r.Type); err != nil {
@@ -4820,7 +4862,7 @@ func (r *DocumentSource) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("DocumentSource.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 2 {
@@ -4966,12 +5008,13 @@ func (r *GlobalContext) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("GlobalContext: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("GlobalContext: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "request_id":
 			seen++
 			if err := decodeInto(dec, &r.RequestID); err != nil {
@@ -5018,7 +5061,7 @@ func (r *GlobalContext) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("GlobalContext.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 1 {
@@ -5062,12 +5105,13 @@ func (r *CallOptions) DecodeMsgpack(dec *msgpack.Decoder) error {
 	if err != nil {
 		return fmt.Errorf("CallOptions: %w", err)
 	}
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("CallOptions: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "timeout_ms":
 			if err := decodeInto(dec, &r.TimeoutMs); err != nil {
 				return fmt.Errorf("CallOptions.timeout_ms: %w", err)
@@ -5077,7 +5121,7 @@ func (r *CallOptions) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("CallOptions.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	return nil
@@ -5139,12 +5183,13 @@ func (r *ToolPreInvokePayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("ToolPreInvokePayload: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("ToolPreInvokePayload: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "name":
 			seen++
 			if err := decodeInto(dec, &r.Name); err != nil {
@@ -5163,7 +5208,7 @@ func (r *ToolPreInvokePayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("ToolPreInvokePayload.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 1 {
@@ -5210,12 +5255,13 @@ func (r *ToolPostInvokePayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("ToolPostInvokePayload: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("ToolPostInvokePayload: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "name":
 			seen++
 			if err := decodeInto(dec, &r.Name); err != nil {
@@ -5231,7 +5277,7 @@ func (r *ToolPostInvokePayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("ToolPostInvokePayload.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 2 {
@@ -5286,12 +5332,13 @@ func (r *PromptPrehookPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("PromptPrehookPayload: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("PromptPrehookPayload: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "prompt_id":
 			seen++
 			if err := decodeInto(dec, &r.PromptID); err != nil {
@@ -5306,7 +5353,7 @@ func (r *PromptPrehookPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("PromptPrehookPayload.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 1 {
@@ -5353,12 +5400,13 @@ func (r *PromptPosthookPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("PromptPosthookPayload: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("PromptPosthookPayload: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "prompt_id":
 			seen++
 			if err := decodeInto(dec, &r.PromptID); err != nil {
@@ -5374,7 +5422,7 @@ func (r *PromptPosthookPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("PromptPosthookPayload.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 2 {
@@ -5426,12 +5474,13 @@ func (r *ResourcePreFetchPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("ResourcePreFetchPayload: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("ResourcePreFetchPayload: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "uri":
 			seen++
 			if err := decodeInto(dec, &r.Uri); err != nil {
@@ -5446,7 +5495,7 @@ func (r *ResourcePreFetchPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("ResourcePreFetchPayload.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 1 {
@@ -5493,12 +5542,13 @@ func (r *ResourcePostFetchPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("ResourcePostFetchPayload: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("ResourcePostFetchPayload: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "uri":
 			seen++
 			if err := decodeInto(dec, &r.Uri); err != nil {
@@ -5514,7 +5564,7 @@ func (r *ResourcePostFetchPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("ResourcePostFetchPayload.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 2 {
@@ -5621,12 +5671,13 @@ func (r *AgentPreInvokePayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("AgentPreInvokePayload: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("AgentPreInvokePayload: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "agent_id":
 			seen++
 			if err := decodeInto(dec, &r.AgentID); err != nil {
@@ -5662,7 +5713,7 @@ func (r *AgentPreInvokePayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("AgentPreInvokePayload.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 2 {
@@ -5719,12 +5770,13 @@ func (r *AgentPostInvokePayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("AgentPostInvokePayload: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("AgentPostInvokePayload: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "agent_id":
 			seen++
 			if err := decodeInto(dec, &r.AgentID); err != nil {
@@ -5744,7 +5796,7 @@ func (r *AgentPostInvokePayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("AgentPostInvokePayload.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 2 {
@@ -5822,12 +5874,13 @@ func (r *HttpPreRequestPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("HttpPreRequestPayload: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("HttpPreRequestPayload: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "path":
 			seen++
 			if err := decodeInto(dec, &r.Path); err != nil {
@@ -5856,7 +5909,7 @@ func (r *HttpPreRequestPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("HttpPreRequestPayload.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 3 {
@@ -5956,12 +6009,13 @@ func (r *HttpPostRequestPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("HttpPostRequestPayload: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("HttpPostRequestPayload: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "path":
 			seen++
 			if err := decodeInto(dec, &r.Path); err != nil {
@@ -5998,7 +6052,7 @@ func (r *HttpPostRequestPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("HttpPostRequestPayload.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 3 {
@@ -6072,12 +6126,13 @@ func (r *HttpAuthResolveUserPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("HttpAuthResolveUserPayload: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("HttpAuthResolveUserPayload: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "credentials":
 			if err := decodeInto(dec, &r.Credentials); err != nil {
 				return fmt.Errorf("HttpAuthResolveUserPayload.credentials: %w", err)
@@ -6100,7 +6155,7 @@ func (r *HttpAuthResolveUserPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("HttpAuthResolveUserPayload.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 1 {
@@ -6222,12 +6277,13 @@ func (r *HttpAuthCheckPermissionPayload) DecodeMsgpack(dec *msgpack.Decoder) err
 		return fmt.Errorf("HttpAuthCheckPermissionPayload: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("HttpAuthCheckPermissionPayload: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "user_email":
 			seen++
 			if err := decodeInto(dec, &r.UserEmail); err != nil {
@@ -6267,7 +6323,7 @@ func (r *HttpAuthCheckPermissionPayload) DecodeMsgpack(dec *msgpack.Decoder) err
 			if err != nil {
 				return fmt.Errorf("HttpAuthCheckPermissionPayload.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 2 {
@@ -6321,12 +6377,13 @@ func (r *HttpAuthCheckPermissionResultPayload) DecodeMsgpack(dec *msgpack.Decode
 		return fmt.Errorf("HttpAuthCheckPermissionResultPayload: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("HttpAuthCheckPermissionResultPayload: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "granted":
 			seen++
 			if err := decodeInto(dec, &r.Granted); err != nil {
@@ -6341,7 +6398,7 @@ func (r *HttpAuthCheckPermissionResultPayload) DecodeMsgpack(dec *msgpack.Decode
 			if err != nil {
 				return fmt.Errorf("HttpAuthCheckPermissionResultPayload.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 1 {
@@ -6433,12 +6490,13 @@ func (r *IdentityPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 	}
 	seen := 0
 	r.Source = "bearer" // when absent from the wire
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("IdentityPayload: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "raw_token":
 			seen++
 			if err := decodeInto(dec, &r.RawToken); err != nil {
@@ -6465,7 +6523,7 @@ func (r *IdentityPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("IdentityPayload.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 1 {
@@ -6567,18 +6625,19 @@ func (r *IdentityResult) DecodeMsgpack(dec *msgpack.Decoder) error {
 	if err != nil {
 		return fmt.Errorf("IdentityResult: %w", err)
 	}
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("IdentityResult: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "subject":
 			if err := decodeInto(dec, &r.Subject); err != nil {
 				return fmt.Errorf("IdentityResult.subject: %w", err)
 			}
 		case "delegation":
-			if err := decodeInto(dec, &r.Delegation); err != nil {
+			if err := decodeRecordPtr(dec, &r.Delegation); err != nil {
 				return fmt.Errorf("IdentityResult.delegation: %w", err)
 			}
 		case "rejected":
@@ -6602,7 +6661,7 @@ func (r *IdentityResult) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("IdentityResult.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	return nil
@@ -6732,12 +6791,13 @@ func (r *DelegationPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 	seen := 0
 	r.TargetType = "tool"       // when absent from the wire
 	r.AuthEnforcedBy = "caller" // when absent from the wire
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("DelegationPayload: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "target_name":
 			seen++
 			if err := decodeInto(dec, &r.TargetName); err != nil {
@@ -6764,7 +6824,7 @@ func (r *DelegationPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 				return fmt.Errorf("DelegationPayload.auth_enforced_by: %w", err)
 			}
 		case "route_attenuation":
-			if err := decodeInto(dec, &r.RouteAttenuation); err != nil {
+			if err := decodeRecordPtr(dec, &r.RouteAttenuation); err != nil {
 				return fmt.Errorf("DelegationPayload.route_attenuation: %w", err)
 			}
 		case "bearer_token":
@@ -6776,7 +6836,7 @@ func (r *DelegationPayload) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("DelegationPayload.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 1 {
@@ -6858,12 +6918,13 @@ func (r *AttenuationConfig) DecodeMsgpack(dec *msgpack.Decoder) error {
 	if err != nil {
 		return fmt.Errorf("AttenuationConfig: %w", err)
 	}
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("AttenuationConfig: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "capabilities":
 			if err := decodeInto(dec, &r.Capabilities); err != nil {
 				return fmt.Errorf("AttenuationConfig.capabilities: %w", err)
@@ -6885,7 +6946,7 @@ func (r *AttenuationConfig) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("AttenuationConfig.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	return nil
@@ -6976,18 +7037,19 @@ func (r *DelegationResult) DecodeMsgpack(dec *msgpack.Decoder) error {
 	if err != nil {
 		return fmt.Errorf("DelegationResult: %w", err)
 	}
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("DelegationResult: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "delegated_token":
 			if err := decodeInto(dec, &r.DelegatedToken); err != nil {
 				return fmt.Errorf("DelegationResult.delegated_token: %w", err)
 			}
 		case "delegation_update":
-			if err := decodeInto(dec, &r.DelegationUpdate); err != nil {
+			if err := decodeRecordPtr(dec, &r.DelegationUpdate); err != nil {
 				return fmt.Errorf("DelegationResult.delegation_update: %w", err)
 			}
 		case "forwarded_headers":
@@ -7007,7 +7069,7 @@ func (r *DelegationResult) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("DelegationResult.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	return nil
@@ -7081,12 +7143,13 @@ func (r *LogRecord) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("LogRecord: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("LogRecord: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "level":
 			seen++
 			if err := decodeInto(dec, &r.Level); err != nil {
@@ -7121,7 +7184,7 @@ func (r *LogRecord) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("LogRecord.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 5 {
@@ -7244,12 +7307,13 @@ func (r *PluginDecision) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("PluginDecision: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("PluginDecision: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "plugin":
 			seen++
 			if err := decodeInto(dec, &r.Plugin); err != nil {
@@ -7295,7 +7359,7 @@ func (r *PluginDecision) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("PluginDecision.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 4 {
@@ -7457,12 +7521,13 @@ func (r *DecisionRecord) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("DecisionRecord: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("DecisionRecord: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "hook":
 			seen++
 			if err := decodeInto(dec, &r.Hook); err != nil {
@@ -7504,7 +7569,7 @@ func (r *DecisionRecord) DecodeMsgpack(dec *msgpack.Decoder) error {
 			}
 		case "plugins":
 			seen++
-			if err := decodeInto(dec, &r.Plugins); err != nil {
+			if err := decodeRecords(dec, &r.Plugins); err != nil {
 				return fmt.Errorf("DecisionRecord.plugins: %w", err)
 			}
 		case "trace_id":
@@ -7520,7 +7585,7 @@ func (r *DecisionRecord) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("DecisionRecord.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 4 {
@@ -7896,6 +7961,113 @@ func encodeRecords[T msgpack.CustomEncoder](enc *msgpack.Encoder, s []T) error {
 		}
 	}
 	return nil
+}
+
+// decodeRecord, decodeRecordPtr and decodeRecords read a record, a pointer to one and
+// a list of them exactly as the msgpack library's reflection does (a nil record is the
+// zero record, a nil pointer or list is nil, an empty list is empty, not nil), without
+// reflection. A list is grown as its elements decode, never sized by its length on the
+// wire alone, and an element's failure names its index.
+func decodeRecord[T any, P interface {
+	*T
+	msgpack.CustomDecoder
+}](dec *msgpack.Decoder, p P) error {
+	if isNil, err := decodeNilIfNext(dec); isNil || err != nil {
+		if isNil {
+			var zero T
+			*p = zero
+		}
+		return err
+	}
+	return p.DecodeMsgpack(dec)
+}
+
+func decodeRecordPtr[T any, P interface {
+	*T
+	msgpack.CustomDecoder
+}](dec *msgpack.Decoder, p *P) error {
+	if isNil, err := decodeNilIfNext(dec); isNil || err != nil {
+		if isNil {
+			*p = nil
+		}
+		return err
+	}
+	if *p == nil {
+		*p = new(T)
+	}
+	return (*p).DecodeMsgpack(dec)
+}
+
+func decodeRecords[T any, P interface {
+	*T
+	msgpack.CustomDecoder
+}](dec *msgpack.Decoder, p *[]T) error {
+	n, err := dec.DecodeArrayLen()
+	if err != nil {
+		return err
+	}
+	if n == -1 {
+		*p = nil
+		return nil
+	}
+	s := make([]T, 0, min(n, 16))
+	var zero T
+	for i := 0; i < n; i++ {
+		s = append(s, zero)
+		if err := decodeRecord[T, P](dec, &s[i]); err != nil {
+			return fmt.Errorf("[%d]: %w", i, err)
+		}
+	}
+	*p = s
+	return nil
+}
+
+// maxFastKey is the longest field name decodeKey reads without an allocation.
+const maxFastKey = 64
+
+// decodeKey reads a field name (a MessagePack str) for a switch on string(key), which
+// does not allocate: a str of at most len(buf) bytes read straight from the decoder's
+// *bytes.Reader (the SDK decodes byte slices so) is copied into buf. Anything else (a
+// longer name, another reader, not a str, too few bytes) is rewound and read by
+// DecodeString, so that its value or its error is exactly DecodeString's.
+func decodeKey(dec *msgpack.Decoder, buf []byte) ([]byte, error) {
+	r, ok := dec.Buffered().(*bytes.Reader)
+	if !ok {
+		s, err := dec.DecodeString()
+		return []byte(s), err
+	}
+	start := r.Size() - int64(r.Len())
+	if c, err := r.ReadByte(); err == nil {
+		n := -1
+		if msgpcode.IsFixedString(c) {
+			n = int(c & msgpcode.FixedStrMask)
+		} else if c == msgpcode.Str8 {
+			if l, err := r.ReadByte(); err == nil {
+				n = int(l)
+			}
+		}
+		if n >= 0 && n <= len(buf) && r.Len() >= n {
+			got, _ := r.Read(buf[:n])
+			return buf[:got], nil
+		}
+	}
+	if _, err := r.Seek(start, io.SeekStart); err != nil {
+		return nil, err
+	}
+	s, err := dec.DecodeString()
+	return []byte(s), err
+}
+
+// decodeNilIfNext consumes a nil if it comes next and says whether it did.
+func decodeNilIfNext(dec *msgpack.Decoder) (bool, error) {
+	c, err := dec.PeekCode()
+	if err != nil {
+		return false, err
+	}
+	if c != msgpcode.Nil {
+		return false, nil
+	}
+	return true, dec.DecodeNil()
 }
 
 // encodeRecordPtr writes the record p points to, or nil.

@@ -105,6 +105,27 @@ def go_encoder(schema: Schema) -> Callable[[str, str], str | None]:
     return go_encode
 
 
+def go_decoder(schema: Schema) -> Callable[[RecordField, str], str | None]:
+    """go_decode(field, target): the Go expression (of type error) that reads a record
+    field into target (a pointer to it) as the generic path (decodeInto: the msgpack
+    library's reflection) would, with no reflection; None for a field that keeps the
+    generic path. Covers the record-valued fields: a record, a pointer to one, a list
+    of them (the msgpack library's fast paths already serve the scalars)."""
+    named = {r.name for r in schema.records} | {u.name for u in schema.unions}
+
+    def go_decode(fl: RecordField, target: str) -> str | None:
+        t = go_field_type(fl)
+        if t.startswith("*") and t[1:] in named:
+            return f"decodeRecordPtr(dec, {target})"
+        if t in named:
+            return f"decodeRecord(dec, {target})"
+        if t.startswith("[]") and t[2:] in named:
+            return f"decodeRecords(dec, {target})"
+        return None
+
+    return go_decode
+
+
 def union_field(v: Variant) -> str:
     return "Text" if v.type == "string" else v.go_name
 
@@ -462,6 +483,7 @@ def environment(schema: Schema, layout: Layout | None = None) -> jinja2.Environm
         go_c_args=go_c_args,
         go_present=go_present,
         go_encode=go_encoder(schema),
+        go_decode=go_decoder(schema),
         go_api_in_type=go_api_in_type,
         go_api_out_type=go_api_out_type,
         go_api_arg=go_api_arg,

@@ -6,10 +6,13 @@
 package kvstore
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"sort"
 
 	"github.com/vmihailenco/msgpack/v5"
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
 )
 
 // KvStats: What a store holds (kv_stats).
@@ -84,12 +87,13 @@ func (r *KvStats) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("KvStats: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("KvStats: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "count":
 			seen++
 			if err := decodeInto(dec, &r.Count); err != nil {
@@ -115,7 +119,7 @@ func (r *KvStats) DecodeMsgpack(dec *msgpack.Decoder) error {
 				return fmt.Errorf("KvStats.first_value: %w", err)
 			}
 		case "largest":
-			if err := decodeInto(dec, &r.Largest); err != nil {
+			if err := decodeRecordPtr(dec, &r.Largest); err != nil {
 				return fmt.Errorf("KvStats.largest: %w", err)
 			}
 		default:
@@ -123,7 +127,7 @@ func (r *KvStats) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("KvStats.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 4 {
@@ -162,12 +166,13 @@ func (r *KvBlob) DecodeMsgpack(dec *msgpack.Decoder) error {
 		return fmt.Errorf("KvBlob: %w", err)
 	}
 	seen := 0
+	var keyBuf [maxFastKey]byte
 	for i := 0; i < n; i++ {
-		key, err := dec.DecodeString()
+		key, err := decodeKey(dec, keyBuf[:])
 		if err != nil {
 			return fmt.Errorf("KvBlob: field name: %w", err)
 		}
-		switch key {
+		switch string(key) {
 		case "data":
 			seen++
 			if err := decodeInto(dec, &r.Data); err != nil {
@@ -178,7 +183,7 @@ func (r *KvBlob) DecodeMsgpack(dec *msgpack.Decoder) error {
 			if err != nil {
 				return fmt.Errorf("KvBlob.%s: %w", key, err)
 			}
-			r.Extra = append(r.Extra, ExtraField{Key: key, Value: raw})
+			r.Extra = append(r.Extra, ExtraField{Key: string(key), Value: raw})
 		}
 	}
 	if seen < 1 {
@@ -355,6 +360,113 @@ func encodeRecords[T msgpack.CustomEncoder](enc *msgpack.Encoder, s []T) error {
 		}
 	}
 	return nil
+}
+
+// decodeRecord, decodeRecordPtr and decodeRecords read a record, a pointer to one and
+// a list of them exactly as the msgpack library's reflection does (a nil record is the
+// zero record, a nil pointer or list is nil, an empty list is empty, not nil), without
+// reflection. A list is grown as its elements decode, never sized by its length on the
+// wire alone, and an element's failure names its index.
+func decodeRecord[T any, P interface {
+	*T
+	msgpack.CustomDecoder
+}](dec *msgpack.Decoder, p P) error {
+	if isNil, err := decodeNilIfNext(dec); isNil || err != nil {
+		if isNil {
+			var zero T
+			*p = zero
+		}
+		return err
+	}
+	return p.DecodeMsgpack(dec)
+}
+
+func decodeRecordPtr[T any, P interface {
+	*T
+	msgpack.CustomDecoder
+}](dec *msgpack.Decoder, p *P) error {
+	if isNil, err := decodeNilIfNext(dec); isNil || err != nil {
+		if isNil {
+			*p = nil
+		}
+		return err
+	}
+	if *p == nil {
+		*p = new(T)
+	}
+	return (*p).DecodeMsgpack(dec)
+}
+
+func decodeRecords[T any, P interface {
+	*T
+	msgpack.CustomDecoder
+}](dec *msgpack.Decoder, p *[]T) error {
+	n, err := dec.DecodeArrayLen()
+	if err != nil {
+		return err
+	}
+	if n == -1 {
+		*p = nil
+		return nil
+	}
+	s := make([]T, 0, min(n, 16))
+	var zero T
+	for i := 0; i < n; i++ {
+		s = append(s, zero)
+		if err := decodeRecord[T, P](dec, &s[i]); err != nil {
+			return fmt.Errorf("[%d]: %w", i, err)
+		}
+	}
+	*p = s
+	return nil
+}
+
+// maxFastKey is the longest field name decodeKey reads without an allocation.
+const maxFastKey = 64
+
+// decodeKey reads a field name (a MessagePack str) for a switch on string(key), which
+// does not allocate: a str of at most len(buf) bytes read straight from the decoder's
+// *bytes.Reader (the SDK decodes byte slices so) is copied into buf. Anything else (a
+// longer name, another reader, not a str, too few bytes) is rewound and read by
+// DecodeString, so that its value or its error is exactly DecodeString's.
+func decodeKey(dec *msgpack.Decoder, buf []byte) ([]byte, error) {
+	r, ok := dec.Buffered().(*bytes.Reader)
+	if !ok {
+		s, err := dec.DecodeString()
+		return []byte(s), err
+	}
+	start := r.Size() - int64(r.Len())
+	if c, err := r.ReadByte(); err == nil {
+		n := -1
+		if msgpcode.IsFixedString(c) {
+			n = int(c & msgpcode.FixedStrMask)
+		} else if c == msgpcode.Str8 {
+			if l, err := r.ReadByte(); err == nil {
+				n = int(l)
+			}
+		}
+		if n >= 0 && n <= len(buf) && r.Len() >= n {
+			got, _ := r.Read(buf[:n])
+			return buf[:got], nil
+		}
+	}
+	if _, err := r.Seek(start, io.SeekStart); err != nil {
+		return nil, err
+	}
+	s, err := dec.DecodeString()
+	return []byte(s), err
+}
+
+// decodeNilIfNext consumes a nil if it comes next and says whether it did.
+func decodeNilIfNext(dec *msgpack.Decoder) (bool, error) {
+	c, err := dec.PeekCode()
+	if err != nil {
+		return false, err
+	}
+	if c != msgpcode.Nil {
+		return false, nil
+	}
+	return true, dec.DecodeNil()
 }
 
 // encodeRecordPtr writes the record p points to, or nil.
