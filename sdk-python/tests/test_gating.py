@@ -338,9 +338,11 @@ def test_hides_any_finds_a_hidden_slot_only_where_one_is_present() -> None:
 
     none = Grant.of([])
     assert hides_any(FULL, none) and hide(copy.deepcopy(FULL), none) != FULL
-    for tree in (SECURITY_SHOWN, {}, {"security": {}}, {"security": "odd"}, {"custom": {"agent": 1}}):
+    shown: list[dict[str, Any]] = [SECURITY_SHOWN, {}, {"security": {}}, {"security": "odd"}, {"custom": {"agent": 1}}]
+    for tree in shown:
         assert not hides_any(tree, none) and hide(copy.deepcopy(tree), none) == tree
-    for tree in ({"security": {"subject": None}}, {"security": {"labels": []}}, {"delegation": None}):
+    hidden: list[dict[str, Any]] = [{"security": {"subject": None}}, {"security": {"labels": []}}, {"delegation": None}]
+    for tree in hidden:
         assert hides_any(tree, none) and hide(copy.deepcopy(tree), none) != tree
     assert hides_any({"security": {"subject": {"id": "u"}}}, none)
     assert hides_any({"security": {"subject": {"id": "u"}}}, Grant.of(["read_subject"])) is False
