@@ -285,3 +285,66 @@ def test_each_changed_slot_is_checked_as_the_extensions_record_checks_it() -> No
             else:
                 with pytest.raises(ParseError, match=rf"extensions\.{name}"):
                     payloads._check_slots({name: value})
+
+
+def returned(capabilities: list[str], changes: dict[str, Any], extensions: dict[str, Any]) -> tuple[Any, list[str]]:
+    """A plugin that edits its view in place (changes) and returns that very map."""
+    m = Engine.from_yaml(
+        config(
+            plugin(
+                "returner",
+                "ExtensionReturner",
+                capabilities=json.dumps(capabilities),
+                on_error="ignore",
+                config=json.dumps({"set": changes}),
+            )
+        )
+    )
+    m.initialize()
+    result = m.invoke(PRE, 0, {}, extensions)
+    return result.modified_extensions, [f"{e.code}: {e.message}" for e in result.errors]
+
+
+# security present with none of the slots hidden from a plugin without capabilities.
+SECURITY_SHOWN = {"security": {"classification": "internal"}, "custom": {"alpha": 1}}
+
+
+@pytest.mark.parametrize("extensions", [FULL, SECURITY_SHOWN, {}], ids=["hidden-slots", "none-hidden", "empty"])
+@pytest.mark.parametrize("capabilities", [[], ["read_headers", "write_headers"]])
+def test_its_view_returned_unchanged_is_no_change(capabilities: list[str], extensions: dict[str, Any]) -> None:
+    # Hidden slots absent from its view are not taken as removed; nothing is written.
+    assert returned(capabilities, {}, extensions) == (None, [])
+
+
+@pytest.mark.parametrize("extensions", [FULL, SECURITY_SHOWN], ids=["hidden-slots", "none-hidden"])
+def test_its_view_edited_in_place_and_returned_is_checked(extensions: dict[str, Any]) -> None:
+    # The returned map is the one it was handed (equal to itself): compared with the
+    # engine's pristine value of what it was shown, the edit is seen and judged.
+    headers = {"x-added": "1"}
+    modified, errors = returned(["read_headers"], {"http.response_headers": headers}, extensions)
+    assert modified is None and len(errors) == 1
+    assert errors[0].startswith("extension_write_refused:") and "extensions.http" in errors[0]
+    modified, errors = returned(["read_headers", "write_headers"], {"http.response_headers": headers}, extensions)
+    assert errors == [] and modified is not None and modified["http"]["response_headers"] == headers
+    modified, errors = returned([], {"security.classification": "public"}, extensions)
+    assert modified is None and "extensions.security.classification (immutable)" in errors[0]
+    modified, errors = returned([], {"custom.alpha": 2}, extensions)
+    assert errors == [] and modified is not None and modified["custom"]["alpha"] == 2
+    assert {k: v for k, v in modified.items() if k != "custom"} == {k: v for k, v in extensions.items() if k != "custom"}
+
+
+def test_hides_any_finds_a_hidden_slot_only_where_one_is_present() -> None:
+    from cpexrt.engine.gating import Grant, hide, hides_any
+
+    none = Grant.of([])
+    assert hides_any(FULL, none) and hide(copy.deepcopy(FULL), none) != FULL
+    shown: list[dict[str, Any]] = [SECURITY_SHOWN, {}, {"security": {}}, {"security": "odd"}, {"custom": {"agent": 1}}]
+    for tree in shown:
+        assert not hides_any(tree, none) and hide(copy.deepcopy(tree), none) == tree
+    hidden: list[dict[str, Any]] = [{"security": {"subject": None}}, {"security": {"labels": []}}, {"delegation": None}]
+    for tree in hidden:
+        assert hides_any(tree, none) and hide(copy.deepcopy(tree), none) != tree
+    assert hides_any({"security": {"subject": {"id": "u"}}}, none)
+    assert hides_any({"security": {"subject": {"id": "u"}}}, Grant.of(["read_subject"])) is False
+    assert hides_any({"security": {"subject": {"id": "u", "roles": ["a"]}}}, Grant.of(["read_subject"]))
+    assert hides_any({"agent": {}}, none) and not hides_any({"agent": {}}, Grant.of(["read_agent"]))

@@ -669,13 +669,19 @@ def _accept_extensions(plugin: LoadedPlugin, inv: Invocation, given: Any) -> pay
         )
     # Compared with a pristine value of what the plugin was shown (it may have edited
     # its own copy in place): the snapshot's read-only one (gating.accept changes
-    # neither), or a copy with the slots it may not read removed.
+    # neither) when no slot it may not read is present in it, else a copy with those
+    # slots removed.
     if inv.has_extensions:
         current = inv.extensions.peek()
         grant = plugin.grant
-        shown = current if grant.hidden_roots.isdisjoint(current) else gating.hide(inv.extensions.fresh(), grant)
+        shown = gating.hide(inv.extensions.fresh(), grant) if gating.hides_any(current, grant) else current
     else:
         current = shown = {}
+    if proposed == shown:
+        # What it was shown, unchanged (one comparison in C, the one accept() makes
+        # of each top-level slot; a view edited in place differs from the pristine
+        # shown value): nothing to take, as accept() would find.
+        return None
     merged, refusals, changed = gating.accept(current, shown, proposed, plugin.grant)
     if refusals:
         return _WriteRefused(refusals)

@@ -77,6 +77,23 @@ def hide(view: dict[str, Any], grant: Grant) -> dict[str, Any]:
     return view
 
 
+def hides_any(tree: dict[str, Any], grant: Grant) -> bool:
+    """Whether hide() would remove anything from a copy of tree (read, not changed):
+    a hidden slot present in it. When not, tree is what the plugin was shown."""
+    if grant.hidden_roots.isdisjoint(tree):
+        return False
+    for path in grant.hidden:
+        node: Any = tree
+        for key in path[:-1]:  # as _delete walks
+            node = node.get(key)
+            if not isinstance(node, dict):
+                break
+        else:
+            if path[-1] in node:
+                return True
+    return False
+
+
 def as_wire(extensions: Any) -> Any:
     return extensions.to_wire() if isinstance(extensions, WireRecord) else extensions
 
