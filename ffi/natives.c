@@ -878,10 +878,20 @@ static PyObject *cpex__natives_parse_setup(PyObject *self, PyObject *specs)
    tuple, dict) and nested at most CPEX__CLONE_DEPTH deep; None for anything else
    (a subclass, a str that is not UTF-8 encodable, an int out of range, ...), which
    the caller then packs with msgpack, which packs it or says why not. No Python
-   code runs (exact types only). */
+   code runs (exact types only).
+   pack_wire(value): the same, and wire records too, once pack_setup(plans) gave their
+   classes' plans
+   (cpexrt.wire.pack_plans: {cls: (union, (name, how, name, how, ...))}): a record of
+   exact class packs as its to_wire() map would (cpexrt/wire.py WireRecord.to_wire:
+   its fields in WIRE order, how 0 always, 1 omitted when None or empty, 2 omitted
+   when None); a union part that kept an unknown variant's map (_raw) packs as that
+   map. A record with unknown fields (_extra), a field missing from its dict, or a
+   class without a plan is left to the caller (None), whose msgpack packs records by
+   to_wire() (cpexrt.wire.pack_wire). */
 typedef struct {
     char *buf;
     size_t len, cap;
+    int records; /* pack_wire: wire records packed too */
 } cpex__pk;
 
 static int cpex__pk_grow(cpex__pk *out, size_t n)
@@ -938,6 +948,9 @@ static int cpex__pk_len(cpex__pk *out, size_t n, uint8_t fix, size_t fix_limit, 
         return cpex__pk_head(out, h32, n, 4);
     return -1;
 }
+
+static PyObject *cpex__pack_plans, *cpex__pack_raw_key;
+static int cpex__pk_record(cpex__pk *out, PyObject *v, PyObject *plan, int depth);
 
 static int cpex__pk_value(cpex__pk *out, PyObject *v, int depth)
 {
@@ -1031,14 +1044,131 @@ static int cpex__pk_value(cpex__pk *out, PyObject *v, int depth)
         }
         return PySequence_Fast_GET_SIZE(v) == n ? 0 : -1;
     }
+    if (out->records && cpex__pack_plans != NULL) {
+        PyObject *plan = PyDict_GetItemWithError(cpex__pack_plans, (PyObject *)t);
+        if (plan != NULL)
+            return cpex__pk_record(out, v, plan, depth);
+        PyErr_Clear();
+    }
     return -1;
 }
 
-static PyObject *cpex__natives_pack(PyObject *self, PyObject *value)
+/* Whether to_wire emits a field of value v under how (0 always, 1 omitted when None
+   or empty: False, a zero int or float, an empty str, bytes, list, dict or tuple, of
+   exact type; 2 omitted when None). */
+static int cpex__pk_emits(PyObject *v, long how)
 {
-    cpex__pk out = {NULL, 0, 0};
-    PyObject *data;
+    PyTypeObject *t;
+    if (v == Py_None)
+        return how == 0;
+    if (how != 1)
+        return 1;
+    if (v == Py_False)
+        return 0;
+    t = Py_TYPE(v);
+    if (t == &PyLong_Type || t == &PyFloat_Type)
+        return PyObject_IsTrue(v) > 0; /* runs no Python code for these exact types */
+    if (t == &PyUnicode_Type)
+        return PyUnicode_GET_LENGTH(v) != 0;
+    if (t == &PyBytes_Type)
+        return PyBytes_GET_SIZE(v) != 0;
+    if (t == &PyList_Type || t == &PyTuple_Type)
+        return PySequence_Fast_GET_SIZE(v) != 0;
+    if (t == &PyDict_Type)
+        return PyDict_GET_SIZE(v) != 0;
+    return 1;
+}
+
+static int cpex__pk_record(cpex__pk *out, PyObject *v, PyObject *plan, int depth)
+{
+    PyObject *dict, *extra, *fields, *raw;
+    Py_ssize_t i, n, count = 0;
+    int rc = -1, pass;
+    if (!PyTuple_CheckExact(plan) || PyTuple_GET_SIZE(plan) != 2 || cpex__clone_extra == NULL)
+        return -1;
+    fields = PyTuple_GET_ITEM(plan, 1);
+    if (!PyTuple_CheckExact(fields))
+        return -1;
+    n = PyTuple_GET_SIZE(fields) / 2;
+    dict = PyObject_GenericGetDict(v, NULL);
+    if (dict == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    rc = -1;
+    if (!PyDict_CheckExact(dict))
+        goto done;
+    if (PyTuple_GET_ITEM(plan, 0) == Py_True) {
+        /* A union part: an unknown variant's map as it came (to_wire: dict(self._raw)). */
+        raw = PyDict_GetItemWithError(dict, cpex__pack_raw_key);
+        if (raw == NULL && PyErr_Occurred()) {
+            PyErr_Clear();
+            goto done;
+        }
+        if (raw != NULL && raw != Py_None) {
+            if (PyDict_CheckExact(raw))
+                rc = cpex__pk_value(out, raw, depth + 1);
+            goto done;
+        }
+    }
+    extra = cpex__clone_slot_get(cpex__clone_extra, v);
+    if (extra == NULL) {
+        PyErr_Clear();
+        goto done;
+    }
+    pass = extra == Py_None || (PyDict_CheckExact(extra) && PyDict_GET_SIZE(extra) == 0);
+    Py_DECREF(extra);
+    if (!pass)
+        goto done; /* to_wire appends them */
+    /* Pass 0 counts the fields emitted, pass 1 packs them; no Python code runs between
+       the two (exact types only), so both see the same values. */
+    for (pass = 0; pass < 2; pass++) {
+        if (pass == 1 && cpex__pk_len(out, (size_t)count, 0x80, 16, 0, 0xde, 0xdf) != 0)
+            goto done;
+        for (i = 0; i < n; i++) {
+            PyObject *name = PyTuple_GET_ITEM(fields, 2 * i), *value;
+            long how = PyLong_AsLong(PyTuple_GET_ITEM(fields, 2 * i + 1));
+            if (how == -1 && PyErr_Occurred()) {
+                PyErr_Clear();
+                goto done;
+            }
+            value = PyDict_GetItemWithError(dict, name);
+            if (value == NULL) {
+                PyErr_Clear(); /* a field deleted: to_wire's getattr says what it is */
+                goto done;
+            }
+            if (!cpex__pk_emits(value, how))
+                continue;
+            if (pass == 0)
+                count++;
+            else if (cpex__pk_value(out, name, depth + 1) != 0 || cpex__pk_value(out, value, depth + 1) != 0)
+                goto done;
+        }
+    }
+    rc = 0;
+done:
+    Py_DECREF(dict);
+    return rc;
+}
+
+/* pack_setup(plans): the record classes' plans (cpexrt.wire.pack_plans), once. */
+static PyObject *cpex__natives_pack_setup(PyObject *self, PyObject *plans)
+{
     (void)self;
+    if (!PyDict_CheckExact(plans)) {
+        PyErr_SetString(PyExc_TypeError, "pack_setup(plans: dict)");
+        return NULL;
+    }
+    if (cpex__pack_raw_key == NULL && (cpex__pack_raw_key = PyUnicode_InternFromString("_raw")) == NULL)
+        return NULL;
+    Py_XSETREF(cpex__pack_plans, Py_NewRef(plans)); /* kept for the life of the process */
+    Py_RETURN_NONE;
+}
+
+static PyObject *cpex__pack(PyObject *value, int records)
+{
+    cpex__pk out = {NULL, 0, 0, records};
+    PyObject *data;
     if (cpex__pk_value(&out, value, 0) != 0) {
         PyMem_Free(out.buf);
         if (PyErr_Occurred())
@@ -1048,6 +1178,18 @@ static PyObject *cpex__natives_pack(PyObject *self, PyObject *value)
     data = PyBytes_FromStringAndSize(out.buf, (Py_ssize_t)out.len);
     PyMem_Free(out.buf);
     return data;
+}
+
+static PyObject *cpex__natives_pack(PyObject *self, PyObject *value)
+{
+    (void)self;
+    return cpex__pack(value, 0);
+}
+
+static PyObject *cpex__natives_pack_wire(PyObject *self, PyObject *value)
+{
+    (void)self;
+    return cpex__pack(value, 1);
 }
 
 /* The watchdog's arm and disarm (cpexrt/engine/watchdog.py, Watchdog.arm and .disarm),
@@ -1418,26 +1560,27 @@ static int cpex__native_invoke_with(uintptr_t manager, const char *hook, size_t 
    exit) before the interpreter's last garbage collection, which still reads the
    definitions of the builtin objects (only their code is never called again). */
 typedef struct {
-    PyMethodDef methods[15];
+    PyMethodDef methods[17];
     PyModuleDef module;
-    char names[15][16];
+    char names[17][16];
 } cpex__natives_defs;
 
 /* Called by the boundary once, as it loads: puts the module into sys.modules.
    0 on success, -1 (with nothing installed) otherwise. */
 int cpexrt_install_natives(void)
 {
-    static const char *const names[15] = {"_cpex_natives", "plain_maps", "copy_out",    "drain",
+    static const char *const names[17] = {"_cpex_natives", "plain_maps", "copy_out",    "drain",
                                           "clone",         "clone_setup", "set_invoke", "copy_plain",
                                           "watch_setup",   "watch_arm",   "watch_disarm", "parse",
-                                          "parse_setup",   "decode_map",  "pack"};
+                                          "parse_setup",   "decode_map",  "pack",
+                                          "pack_setup",    "pack_wire"};
     cpex__natives_defs *defs = (cpex__natives_defs *)calloc(1, sizeof *defs);
     PyGILState_STATE gil;
     PyObject *module;
     int rc = -1, i;
     if (defs == NULL)
         return -1;
-    for (i = 0; i < 15; i++)
+    for (i = 0; i < 17; i++)
         strcpy(defs->names[i], names[i]);
     defs->methods[0] = (PyMethodDef){defs->names[1], (PyCFunction)(void (*)(void))cpex__natives_plain_maps, METH_FASTCALL, NULL};
     defs->methods[1] = (PyMethodDef){defs->names[2], cpex__natives_copy_out, METH_O, NULL};
@@ -1453,6 +1596,8 @@ int cpexrt_install_natives(void)
     defs->methods[11] = (PyMethodDef){defs->names[12], cpex__natives_parse_setup, METH_O, NULL};
     defs->methods[12] = (PyMethodDef){defs->names[13], cpex__natives_decode_map, METH_O, NULL};
     defs->methods[13] = (PyMethodDef){defs->names[14], cpex__natives_pack, METH_O, NULL};
+    defs->methods[14] = (PyMethodDef){defs->names[15], cpex__natives_pack_setup, METH_O, NULL};
+    defs->methods[15] = (PyMethodDef){defs->names[16], cpex__natives_pack_wire, METH_O, NULL};
     defs->module = (PyModuleDef){PyModuleDef_HEAD_INIT, defs->names[0], NULL, -1, defs->methods, NULL, NULL, NULL, NULL};
     gil = PyGILState_Ensure();
     module = PyModule_Create(&defs->module);

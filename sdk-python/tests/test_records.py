@@ -220,3 +220,98 @@ def test_each_records_own_to_wire_is_the_plans_walk(cls: type[WireRecord]) -> No
     sub = Sub.model_construct(**{n: "v" for n in names})
     sub.__dict__["more"] = "m"
     assert sub.to_wire() == {**{n: "v" for n in names}, "more": "m"}  # a subclass's fields: the walk
+
+
+# -- records packed in C (ffi/natives.c pack_wire, the plans of wire.pack_plans) ---------
+
+
+def _c_pack_wire() -> Any:
+    """The boundary's C packer of wire maps, installed when libcpex loads into this
+    process (a host made here loads it)."""
+    import sys
+
+    from cpexrt import wire
+    from cpexrt.host import PluginManager as Host
+
+    with Host("plugins: []\n"):
+        pass
+    fn = sys.modules["_cpex_natives"].pack_wire
+    assert wire._c_pack_wire is fn  # pack_wire tries it first once the boundary loaded
+    return fn
+
+
+def _packed(value: Any) -> bytes:
+    """What pack_wire must give: msgpack's bytes of the value with its records as their
+    to_wire() maps."""
+    import msgpack  # type: ignore[import-untyped, unused-ignore]
+
+    from cpexrt.wire import to_wire_value
+
+    out: bytes = msgpack.Packer(use_bin_type=True).pack(to_wire_value(value))
+    return out
+
+
+@pytest.mark.parametrize("cls", _RECORDS)
+def test_the_c_packer_packs_each_record_as_its_to_wire_map(cls: type[WireRecord]) -> None:
+    from cpexrt.wire import pack_wire
+
+    c_pack = _c_pack_wire()
+    names = list(cls.model_fields)
+    taken = 0
+    for i, value in enumerate(_FIELD_VALUES):
+        for fill in ({n: value for n in names}, {n: _FIELD_VALUES[(i + j) % len(_FIELD_VALUES)] for j, n in enumerate(names)}):
+            made = cls.model_construct(**fill)
+            if value is object or object in fill.values():
+                assert c_pack(made) is None  # a value of a type the wire does not know: msgpack's to refuse
+                with pytest.raises(Exception, match="cannot encode as MessagePack"):
+                    pack_wire(made, "record")
+                continue
+            got = c_pack(made)
+            assert got == _packed(made) == pack_wire(made, "record"), (cls, fill)
+            assert c_pack({"in": [made, {"deep": made}]}) == _packed({"in": [made, {"deep": made}]})
+            taken += 1
+    assert taken > 0
+    # Unknown fields: left to msgpack (to_wire appends them), the same bytes.
+    made = cls.model_construct(**{n: "v" for n in names}, zz_unknown=1)
+    assert c_pack(made) is None and pack_wire(made, "record") == _packed(made)
+    # A field deleted from the instance: left to to_wire (the class default, or the error).
+    for name in names:
+        made = cls.model_construct(**{n: "v" for n in names})
+        del made.__dict__[name]
+        assert c_pack(made) is None
+        if not cls.model_fields[name].required:
+            assert pack_wire(made, "record") == _packed(made)
+
+    # A subclass (its own fields): not in the plans, packed by its own to_wire.
+    class Sub(cls):  # type: ignore[valid-type, misc]
+        __slots__ = ()
+        WIRE = (*cls.WIRE, WireField("more"))
+
+    sub = Sub.model_construct(**{n: "v" for n in names})
+    sub.__dict__["more"] = "m"
+    assert c_pack(sub) is None and pack_wire(sub, "record") == _packed(sub)
+
+
+def test_the_c_packer_packs_an_unknown_content_part_as_it_came() -> None:
+    from cpexrt.wire import pack_wire
+
+    c_pack = _c_pack_wire()
+    part = records.ContentPart._parse({"content_type": "hologram", "z": [1, {"a": b"x"}], "content_type2": None})
+    known = records.ContentPart._parse({"content_type": "text", "text": "hi"})
+    for made in (part, known, records.Message(role="user", content=[known, part])):
+        assert c_pack(made) == _packed(made) == pack_wire(made, "part")
+
+
+def test_the_plain_packer_still_leaves_records_to_msgpack_which_refuses_them() -> None:
+    # natives.pack (every pack of a plugin's values) takes plain data only: a record a
+    # plugin returns inside its metadata stays unencodable, with or without libcpex.
+    import sys
+
+    from cpexrt import wire
+    from cpexrt.errors import SerializeError
+
+    _c_pack_wire()
+    record = PluginError(plugin_name="p", message="m")
+    assert sys.modules["_cpex_natives"].pack({"k": record}) is None
+    with pytest.raises(SerializeError, match="cannot encode as MessagePack"):
+        wire.pack({"k": record}, "metadata")

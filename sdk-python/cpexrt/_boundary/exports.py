@@ -8,7 +8,6 @@ status after writing a message to *err_msg. Outputs are written only on success.
 from __future__ import annotations
 
 import functools
-import operator
 import os
 import sys
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from cpexrt.engine import Engine, driver
 from cpexrt.engine.executor import PipelineOutcome
 from cpexrt.engine.watchdog import WATCHDOG
 from cpexrt.errors import CpexError, InvalidInputError
-from cpexrt.wire import WireRecord, pack, parse_specs, to_wire_value, unpack
+from cpexrt.wire import WireRecord, pack, pack_plans, pack_wire, parse_specs, unpack
 
 OK = 1
 _MAX_MESSAGE = 64 * 1024
@@ -85,6 +84,10 @@ class Exports:
         # value is of exact types all the way down (natives.pack: msgpack's bytes, byte
         # for byte; None for msgpack to pack the rest or say why it cannot).
         wire_module.install_pack(natives.pack)
+        # The result map's records (its errors, a violation) packed in C as their wire
+        # maps, from plans made once (natives.pack_wire; wire.pack_wire for the rest).
+        natives.pack_setup(pack_plans(vars(records)))
+        wire_module.install_pack_wire(natives.pack_wire)
         # The watchdog's arm and disarm (every plugin run's) as builtins too.
         WATCHDOG.use_native(natives)
         driver.use_watchdog()
@@ -405,7 +408,7 @@ class Exports:
     def wait_background(self, background: int, out_errors: Any, out_errors_len: Any) -> None:
         tasks = HANDLES.get(Kind.BACKGROUND, background, "background")
         errors: list[PluginError] = tasks.wait()
-        data = pack([e.to_wire() for e in errors], "background errors")
+        data = pack_wire(errors, "background errors")
         out_errors[0] = self._copy_out(data)
         out_errors_len[0] = len(data)
 
@@ -672,14 +675,12 @@ def _result_bytes(result: PipelineOutcome, payload_type: int) -> bytes:
     return _packed_result(result, payload_type)
 
 
-_to_wire = operator.methodcaller("to_wire")
-
-
 def _packed_result(result: PipelineOutcome, payload_type: int) -> bytes:
     """The pipeline result's MessagePack, built as a map and packed (any outcome): the
     map PipelineResult.wire_from makes of the outcome (its fields in WIRE order, the
     optional ones omitted when empty), spelled out for the outcome's known types (the
-    test holds the two equal)."""
+    test holds the two equal). Its records (the violation, the errors) go in as they
+    are: pack_wire packs them as their wire maps."""
     payload, extensions, violation, errors = result.payload, result.extensions, result.violation, result.errors
     wire: dict[str, Any] = {
         "continue_processing": result.continue_processing,
@@ -687,11 +688,11 @@ def _packed_result(result: PipelineOutcome, payload_type: int) -> bytes:
         "extensions_modified": extensions is not None,
     }
     if violation is not None:
-        wire["violation"] = violation.to_wire()
+        wire["violation"] = violation
     if errors:
-        wire["errors"] = list(map(_to_wire, errors))  # no comprehension's frame
+        wire["errors"] = errors
     if result.metadata:
-        wire["metadata"] = to_wire_value(result.metadata)
+        wire["metadata"] = result.metadata
     wire["payload_type"] = payload_type
     if payload is not None:
         wire["modified_payload"] = payload.wire
@@ -700,8 +701,8 @@ def _packed_result(result: PipelineOutcome, payload_type: int) -> bytes:
     if result.retry_delay_ms:
         wire["retry_delay_ms"] = result.retry_delay_ms
     if result.http_headers:
-        wire["http_headers"] = to_wire_value(result.http_headers)
-    return pack(wire, "pipeline result")
+        wire["http_headers"] = result.http_headers
+    return pack_wire(wire, "pipeline result")
 
 
 def _failed(exports: Exports, name: str, err_msg: Any, exc: BaseException) -> int:
