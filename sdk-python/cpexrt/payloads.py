@@ -299,7 +299,8 @@ def check_type(payload_type: int) -> None:
 
 def decode(payload_type: int, wire: Any) -> Any:
     """The payload as plugins see it: a dict (generic) or a typed Message (CMF)."""
-    check_type(payload_type)
+    if payload_type not in PAYLOAD_TYPES:
+        check_type(payload_type)
     if not isinstance(wire, dict):
         raise InvalidInputError(f"payload: a {PAYLOAD_TYPES[payload_type]} payload must be a map, got {type(wire).__name__}")
     if payload_type == PAYLOAD_CMF_MESSAGE:
@@ -344,7 +345,8 @@ def encode(payload_type: int, value: Any) -> Any:
 def host_snapshot(payload_type: int, value: Any, wire: bytes | None, owned: bool) -> Snapshot:
     """The snapshot of the payload a host sent, already decoded (decode()). wire: its
     bytes when the host sent bytes; owned: nobody but the engine holds value."""
-    decoder = _decoder(payload_type)
+    cmf = payload_type == PAYLOAD_CMF_MESSAGE  # _decoder's and _cloner's choice, inline
+    decoder = _decode_cmf if cmf else _decode_generic
     if wire is None:
         try:
             wire = _pack(encode(payload_type, value))
@@ -355,10 +357,10 @@ def host_snapshot(payload_type: int, value: Any, wire: bytes | None, owned: bool
             # what encodes but does not decode (a map key that is not a string) is the
             # caller's error here, never a failure inside some plugin's step.
             try:
-                return Snapshot(wire, decoder, decoder(wire), _cloner(payload_type))
+                return Snapshot(wire, decoder, decoder(wire), _cmf_clone if cmf else _plain_clone)
             except (ValueError, TypeError, msgpack.UnpackException) as exc:
                 raise InvalidInputError(f"payload: {exc}; a payload's map keys must be strings") from None
-    return Snapshot(wire, decoder, value if owned else _NOTHING, _cloner(payload_type))
+    return Snapshot(wire, decoder, value if owned else _NOTHING, _cmf_clone if cmf else _plain_clone)
 
 
 def held_snapshot(payload_type: int, value: Any) -> Snapshot | None:

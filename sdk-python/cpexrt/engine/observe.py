@@ -181,7 +181,7 @@ def start(hook: str, request: dict[str, Any] | None, decisions: DecisionLog) -> 
     tracer = instruments = None
     if (
         OTEL
-        and _otel_in_use()
+        and (_LOADED or _otel_in_use())  # (its first test, inline)
         and not (_UNSET_FAST and otel_trace._TRACER_PROVIDER is None and _metrics_globals._METER_PROVIDER is None)
     ):
         tracer = _tracer()
