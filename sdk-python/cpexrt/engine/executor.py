@@ -277,7 +277,10 @@ class Invocation:
         when it started (snapshot; None: none)."""
         if snapshot is None:
             return {}
-        return gating.hide(snapshot.copy(), plugin.grant)
+        view = snapshot.copy()
+        grant = plugin.grant
+        # gating.hide's first test, inline: most views hold no slot the plugin may not read.
+        return view if grant.hidden_roots.isdisjoint(view) else gating.hide(view, grant)
 
 
 # Types whose values are immutable: copied, they are themselves (as deepcopy has it).
@@ -674,7 +677,9 @@ def _accept_extensions(plugin: LoadedPlugin, inv: Invocation, given: Any) -> pay
     if inv.has_extensions:
         current = inv.extensions.peek()
         grant = plugin.grant
-        shown = gating.hide(inv.extensions.fresh(), grant) if gating.hides_any(current, grant) else current
+        # (hides_any's first test inline: most calls carry no slot the plugin may not read)
+        hides = not grant.hidden_roots.isdisjoint(current) and gating.hides_any(current, grant)
+        shown = gating.hide(inv.extensions.fresh(), grant) if hides else current
     else:
         current = shown = {}
     if proposed == shown:
@@ -818,10 +823,12 @@ def _reaches_a_handler(logger: logging.Logger, level: int) -> bool:
     found = False
     node: logging.Logger | None = logger
     while node is not None:
-        for handler in node.handlers:
-            found = True
-            if type(handler) is not logging.NullHandler and level >= handler.level:
-                return True
+        handlers = node.handlers
+        if handlers:  # most loggers on the way have none
+            for handler in handlers:
+                found = True
+                if type(handler) is not logging.NullHandler and level >= handler.level:
+                    return True
         node = node.parent if node.propagate else None
     if found:
         return False
