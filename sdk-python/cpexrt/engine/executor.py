@@ -651,11 +651,16 @@ class _WriteRefused:
     __slots__ = ("why", "details")
 
     def __init__(self, refusals: list[gating.Refusal]) -> None:
+        if len(refusals) == 1:  # the commonest: one slot written without its capability
+            refusal = refusals[0]
+            self.why = f"may not write {refusal.listed}; none of its changes were applied"
+            self.details = {"fields": [refusal.field]}
+            return
         fields: list[str] = []
         listed: list[str] = []
         for r in refusals:  # a loop: a generator and a comprehension cost a frame each
             fields.append(r.field)
-            listed.append(f"{r.field} ({r.why})")
+            listed.append(r.listed)
         self.why = f"may not write {'; '.join(listed)}; none of its changes were applied"
         self.details = {"fields": fields}
 

@@ -12,6 +12,7 @@ the call's extensions. Slots the plugin could not see are never touched.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,10 +39,11 @@ class Grant:
     # The top-level slots with something hidden: a view needs work only for these.
     hidden_roots: frozenset[str]
     # The verdict on a change of each top-level key that is a whole slot of its own
-    # (no listed slot below it, not monotonic): None, taken as it is; else the refusal's
-    # why. A key not listed (a container of slots, a monotonic slot) takes accept()'s
-    # walk; an unknown key is refused (_UNKNOWN_KEY) as the walk refuses it.
-    roots: dict[str, str | None] = field(default_factory=dict, compare=False)
+    # (no listed slot below it, not monotonic): None, taken as it is; else its refusal,
+    # made once (read, never changed). A key not listed (a container of slots, a
+    # monotonic slot) takes accept()'s walk; an unknown key is refused (_UNKNOWN_KEY) as
+    # the walk refuses it.
+    roots: dict[str, Refusal | None] = field(default_factory=dict, compare=False)
 
     @classmethod
     def of(cls, capabilities: list[str] | frozenset[str]) -> Grant:
@@ -50,7 +52,8 @@ class Grant:
         grant = cls(caps, hidden, frozenset(p[0] for p in hidden))
         for slot in SLOTS:
             if len(slot.path) == 1 and slot.path not in _CHILDREN and slot.tier != "monotonic":
-                grant.roots[slot.path[0]] = None if grant.may_write(slot) else _refused_why(slot)
+                key = slot.path[0]
+                grant.roots[key] = None if grant.may_write(slot) else Refusal("extensions." + key, _refused_why(slot))
         return grant
 
     def may_write(self, slot: Slot) -> bool:
@@ -98,10 +101,18 @@ def as_wire(extensions: Any) -> Any:
     return extensions.to_wire() if isinstance(extensions, WireRecord) else extensions
 
 
-@dataclass
+@dataclass(frozen=True)
 class Refusal:
+    """A refused write: the field and why (a grant's, made once, is shared by every
+    call that refuses that write; nobody changes one)."""
+
     field: str
     why: str
+    # How a refused write's error lists it, "<field> (<why>)": made with the refusal.
+    listed: str = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "listed", f"{self.field} ({self.why})")
 
 
 _UNKNOWN_KEY = "not a writable extension slot (write free-form data under extensions.custom)"
@@ -135,13 +146,13 @@ def accept(
         if view.get(key, missing) == new:
             continue
         if key in roots:
-            why = roots[key]
+            refusal = roots[key]
         elif key in _SLOT_ROOTS or type(key) is not str:
             return _accept_paths(current, view, proposed, grant)
         else:
-            why = _UNKNOWN_KEY
-        if why is not None:
-            refusals.append(Refusal("extensions." + key, why))
+            refusal = Refusal("extensions." + key, _UNKNOWN_KEY)
+        if refusal is not None:
+            refusals.append(refusal)
             continue
         if result is None:
             result = dict(current)
