@@ -665,8 +665,10 @@ static PyObject *cpex__parse_smap(PyObject *value)
 }
 
 /* The record's instance dict values, its fields set and unknown fields, set on a new
-   cls (as _parse: object.__new__, then the three slots). Steals values. */
-static PyObject *cpex__parse_make(PyObject *cls, PyObject *names, PyObject *data, PyObject *values)
+   cls (as _parse: object.__new__, then the three slots). Steals values. known: how
+   many of data's keys are field names (-1: not counted); when all are, data has no
+   unknown field to look for. */
+static PyObject *cpex__parse_make(PyObject *cls, PyObject *names, PyObject *data, PyObject *values, Py_ssize_t known_keys)
 {
     PyObject *out = NULL, *fields_set = NULL, *extra = NULL, *key, *item;
     Py_ssize_t pos = 0;
@@ -680,7 +682,7 @@ static PyObject *cpex__parse_make(PyObject *cls, PyObject *names, PyObject *data
     fields_set = PySet_New(data);
     if (fields_set == NULL)
         goto fail;
-    while (PyDict_Next(data, &pos, &key, &item)) {
+    while (known_keys != PyDict_GET_SIZE(data) && PyDict_Next(data, &pos, &key, &item)) {
         int known = PySet_Contains(names, key);
         if (known < 0)
             goto fail;
@@ -754,7 +756,7 @@ static PyObject *cpex__parse_union(PyObject *cls, PyObject *names, PyObject *spe
                 goto fail;
         }
     }
-    return cpex__parse_make(cls, names, data, values);
+    return cpex__parse_make(cls, names, data, values, -1);
 fail:
     Py_XDECREF(values);
     return NULL;
@@ -763,7 +765,7 @@ fail:
 static PyObject *cpex__parse_record(PyObject *cls, PyObject *data, int depth)
 {
     PyObject *spec, *names, *fields, *values;
-    Py_ssize_t i, n;
+    Py_ssize_t i, n, known_keys = 0;
     if (depth > CPEX__CLONE_DEPTH)
         return NULL;
     spec = PyDict_GetItemWithError(cpex__parse_specs, cls);
@@ -788,6 +790,8 @@ static PyObject *cpex__parse_record(PyObject *cls, PyObject *data, int depth)
         int rc;
         if (value == NULL && PyErr_Occurred())
             goto fail;
+        if (value != NULL)
+            known_keys++;
         if (value == NULL && kind == CPEX__PARSE_STR_DEFAULT)
             value = PyTuple_GET_ITEM(field, 2);
         if (value == NULL || value == Py_None) {
@@ -832,7 +836,7 @@ static PyObject *cpex__parse_record(PyObject *cls, PyObject *data, int depth)
         if (rc != 0)
             goto fail;
     }
-    return cpex__parse_make(cls, names, data, values);
+    return cpex__parse_make(cls, names, data, values, known_keys);
 fail:
     Py_DECREF(values);
     return NULL;
