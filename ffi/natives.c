@@ -953,7 +953,7 @@ static int cpex__pk_len(cpex__pk *out, size_t n, uint8_t fix, size_t fix_limit, 
     return -1;
 }
 
-static PyObject *cpex__pack_plans, *cpex__pack_raw_key;
+static PyObject *cpex__pack_plans;
 static int cpex__pk_record(cpex__pk *out, PyObject *v, PyObject *plan, int depth);
 
 static int cpex__pk_value(cpex__pk *out, PyObject *v, int depth)
@@ -1104,7 +1104,7 @@ static int cpex__pk_record(cpex__pk *out, PyObject *v, PyObject *plan, int depth
         goto done;
     if (PyTuple_GET_ITEM(plan, 0) == Py_True) {
         /* A union part: an unknown variant's map as it came (to_wire: dict(self._raw)). */
-        raw = PyDict_GetItemWithError(dict, cpex__pack_raw_key);
+        raw = PyDict_GetItemWithError(dict, cpex__parse_raw_key);
         if (raw == NULL && PyErr_Occurred()) {
             PyErr_Clear();
             goto done;
@@ -1163,7 +1163,8 @@ static PyObject *cpex__natives_pack_setup(PyObject *self, PyObject *plans)
         PyErr_SetString(PyExc_TypeError, "pack_setup(plans: dict)");
         return NULL;
     }
-    if (cpex__pack_raw_key == NULL && (cpex__pack_raw_key = PyUnicode_InternFromString("_raw")) == NULL)
+    /* the union parts' "_raw" key, shared with parse_setup */
+    if (cpex__parse_raw_key == NULL && (cpex__parse_raw_key = PyUnicode_InternFromString("_raw")) == NULL)
         return NULL;
     Py_XSETREF(cpex__pack_plans, Py_NewRef(plans)); /* kept for the life of the process */
     Py_RETURN_NONE;

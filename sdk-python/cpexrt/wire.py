@@ -594,54 +594,35 @@ def pack(value: Any, what: str) -> bytes:
 # records packed as their to_wire() maps from the plans of pack_plans), once installed
 # (install_pack_wire).
 _c_pack_wire: Callable[[Any], bytes | None] | None = None
-_WIRE_PACKERS: list[Any] = []
 
 
 def install_pack_wire(fn: Callable[[Any], bytes | None] | None) -> None:
     """Makes fn (natives.pack_wire's signature and results) the first packer of
-    pack_wire; None: msgpack alone."""
+    pack_wire; None: pack of the records' maps alone."""
     global _c_pack_wire
     _c_pack_wire = fn
 
 
-def _record_wire(value: Any) -> Any:
-    """msgpack's default for pack_wire: a record as its wire map; anything else
-    refused as msgpack refuses it."""
-    if isinstance(value, WireRecord):
-        return value.to_wire()
-    raise TypeError(f"can not serialize {type(value).__name__!r} object")
-
-
 def pack_wire(value: Any, what: str) -> bytes:
     """pack(), where value may hold wire records at any depth, packed as their
-    to_wire() maps: the bytes pack() gives for to_wire_value(value), without making
-    the records' maps first (the C packer's plans, pack_plans)."""
+    to_wire() maps: the bytes pack(to_wire_value(value)) gives, which is what it
+    falls back to, made by the C packer without the records' maps when it takes the
+    value (pack_plans)."""
     fast = _c_pack_wire
     if fast is not None:
         made = fast(value)
         if made is not None:
             return made
-    packers = _WIRE_PACKERS
-    try:
-        packer = packers.pop()
-    except IndexError:
-        packer = msgpack.Packer(use_bin_type=True, default=_record_wire)
-    try:
-        data: bytes = packer.pack(value)
-        return data
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise SerializeError(f"{what}: cannot encode as MessagePack: {exc}") from exc
-    finally:
-        packers.append(packer)
+    return pack(to_wire_value(value), what)
 
 
 def pack_plans(classes: dict[str, Any]) -> dict[type, tuple[bool, tuple[Any, ...]]]:
     """The C packer's plans of the record classes among classes (a records module's
     namespace): {cls: (union, (name, how, name, how, ...))}, the fields in WIRE order
     with _plan's how; union: a part that may keep an unknown variant's map (_raw),
-    which its to_wire() gives as it is. Only classes whose to_wire is the generated
-    one (the plan's walk, straight-line) or WireRecord's; a subclass that is not in
-    the map is packed by its own to_wire()."""
+    which its to_wire() gives as it is. For the generated classes, whose to_wire is
+    the plan's walk (test_records.py holds each equal to it); a class not in the map
+    (a subclass) is packed by its own to_wire()."""
     plans: dict[type, tuple[bool, tuple[Any, ...]]] = {}
     for cls in classes.values():
         if not (isinstance(cls, type) and issubclass(cls, WireRecord)) or cls is WireRecord:

@@ -652,16 +652,16 @@ class _WriteRefused:
 
     def __init__(self, refusals: list[gating.Refusal]) -> None:
         if len(refusals) == 1:  # the commonest: one slot written without its capability
-            refusal = refusals[0]
-            self.why = f"may not write {refusal.listed}; none of its changes were applied"
-            self.details = {"fields": [refusal.field]}
-            return
-        fields: list[str] = []
-        listed: list[str] = []
-        for r in refusals:  # a loop: a generator and a comprehension cost a frame each
-            fields.append(r.field)
-            listed.append(r.listed)
-        self.why = f"may not write {'; '.join(listed)}; none of its changes were applied"
+            listed = refusals[0].listed
+            fields = [refusals[0].field]
+        else:
+            fields = []
+            each: list[str] = []
+            for r in refusals:  # a loop: a generator and a comprehension cost a frame each
+                fields.append(r.field)
+                each.append(r.listed)
+            listed = "; ".join(each)
+        self.why = f"may not write {listed}; none of its changes were applied"
         self.details = {"fields": fields}
 
 
